@@ -1,0 +1,1 @@
+"""Allot's core: everything that is not Qt (DESIGN.md, "Layout")."""

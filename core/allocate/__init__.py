@@ -1,0 +1,1 @@
+"""Allocation: the problem, plans, and the solvers that turn one into the other."""

@@ -1,0 +1,313 @@
+"""The explicit problem: layers, devices with budgets, and the training setup.
+
+This is DESIGN.md's explicit problem format as frozen dataclasses, with the
+validation that turns a malformed file into one InputError line. It imports
+neither torch nor numpy, so `plan --problem` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+
+MODES = ("train", "infer")
+SCHEDULES = ("1f1b", "gpipe")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One node of the layer chain, costs for one micro-batch.
+
+    `inputs` names the layers whose outputs this one reads; None means the
+    previous layer (a chain). `tied_group` marks parameters shared with other
+    layers (embedding and LM head): a stage holding several layers of one group
+    stores the shared `tied_params` once.
+    """
+
+    name: str
+    params: int
+    flops: float
+    activation_bytes: int
+    output_bytes: int
+    tied_group: str | None = None
+    tied_params: int = 0
+    inputs: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device as the planner sees it: a memory budget, a speed and a link."""
+
+    name: str
+    memory_bytes: int
+    tflops: float
+    bandwidth_gbps: float
+    kind: str = ""
+    total_memory_bytes: int | None = None  # the whole card, when known (for bars)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How the layers are run: DESIGN.md's setup plus optional facts for reports.
+
+    The optional per-parameter split (weights, gradients, optimizer state) only
+    labels memory; the canonical model uses `bytes_per_param`.
+    """
+
+    mode: str = "train"
+    bytes_per_param: float = 16.0
+    micro_batches: int = 1
+    schedule: str = "1f1b"
+    recompute: bool = False
+    tokens_per_micro_batch: int | None = None
+    weight_bytes_per_param: float | None = None
+    grad_bytes_per_param: float | None = None
+    optimizer_bytes_per_param: float | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    layers: tuple[Layer, ...]
+    devices: tuple[Device, ...]
+    setup: Setup = field(default_factory=Setup)
+
+    @property
+    def is_chain(self) -> bool:
+        """True when every layer reads only the layer before it."""
+        return all(
+            layer.inputs is None or layer.inputs == ((self.layers[i - 1].name,) if i else ())
+            for i, layer in enumerate(self.layers)
+        )
+
+    def edges(self) -> list[tuple[int, int]]:
+        """Data edges (producer index, consumer index) in execution order."""
+        index = {layer.name: i for i, layer in enumerate(self.layers)}
+        result = []
+        for i, layer in enumerate(self.layers):
+            sources = layer.inputs if layer.inputs is not None else (
+                (self.layers[i - 1].name,) if i else ()
+            )
+            result.extend((index[name], i) for name in sources)
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        """The explicit problem format, omitting optional fields left at default."""
+        return {
+            "layers": [_without_defaults(asdict(layer), Layer) for layer in self.layers],
+            "devices": [_without_defaults(asdict(device), Device) for device in self.devices],
+            "setup": _without_defaults(asdict(self.setup), Setup, keep=("mode", "bytes_per_param",
+                                                                          "micro_batches", "schedule")),
+        }
+
+
+def load_problem(path: str | Path) -> Problem:
+    """Read and validate an explicit problem file.
+
+    Raises:
+        InputError: the file is missing, not JSON, or not a valid problem.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"cannot read problem file {path}: {error.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from None
+    return problem_from_dict(data)
+
+
+def problem_from_dict(data: Any) -> Problem:
+    """Validate a parsed explicit problem; every error names the field at fault."""
+    if not isinstance(data, Mapping):
+        raise InputError("problem must be a JSON object with layers, devices and setup")
+    for key in ("layers", "devices", "setup"):
+        if key not in data:
+            raise InputError(f"problem is missing '{key}'")
+    layers = tuple(_layer(item, f"layers[{i}]") for i, item in enumerate(_list(data, "layers")))
+    devices = tuple(_device(item, f"devices[{i}]") for i, item in enumerate(_list(data, "devices")))
+    setup = _setup(data["setup"])
+    _check_unique([layer.name for layer in layers], "layer")
+    _check_unique([device.name for device in devices], "device")
+    _check_inputs(layers)
+    _check_tied_groups(layers)
+    return Problem(layers=layers, devices=devices, setup=setup)
+
+
+# --- field readers ---------------------------------------------------------
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data[key]
+    if not isinstance(value, list):
+        raise InputError(f"'{key}' must be a list")
+    if not value:
+        raise InputError(f"'{key}' is empty: a problem needs at least one")
+    return value
+
+
+def _object(item: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(item, Mapping):
+        raise InputError(f"{where} must be a JSON object")
+    return item
+
+
+def _name(item: Mapping[str, Any], where: str) -> str:
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"{where}.name must be a non-empty string")
+    return name
+
+
+def _number(item: Mapping[str, Any], key: str, where: str, positive: bool = False) -> float:
+    if key not in item:
+        raise InputError(f"{where} is missing '{key}'")
+    value = item[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{where}.{key} must be a finite number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        bound = "greater than 0" if positive else "0 or more"
+        raise InputError(f"{where}.{key} must be {bound}, got {value!r}")
+    return float(value)
+
+
+def _integer(item: Mapping[str, Any], key: str, where: str, positive: bool = False) -> int:
+    value = _number(item, key, where, positive)
+    if value != int(value):
+        raise InputError(f"{where}.{key} must be a whole number, got {item[key]!r}")
+    return int(value)
+
+
+def _layer(item: Any, where: str) -> Layer:
+    item = _object(item, where)
+    name = _name(item, where)
+    where = f"layer '{name}'"
+    inputs = item.get("inputs")
+    if inputs is not None and (
+        not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs)
+    ):
+        raise InputError(f"{where}.inputs must be a list of layer names")
+    tied_group = item.get("tied_group")
+    if tied_group is not None and not isinstance(tied_group, str):
+        raise InputError(f"{where}.tied_group must be a string")
+    layer = Layer(
+        name=name,
+        params=_integer(item, "params", where),
+        flops=_number(item, "flops", where),
+        activation_bytes=_integer(item, "activation_bytes", where),
+        output_bytes=_integer(item, "output_bytes", where),
+        tied_group=tied_group,
+        tied_params=_integer(item, "tied_params", where) if "tied_params" in item else 0,
+        inputs=tuple(inputs) if inputs is not None else None,
+    )
+    if layer.tied_params > layer.params:
+        raise InputError(f"{where}.tied_params ({layer.tied_params}) exceeds its params ({layer.params})")
+    return layer
+
+
+def _device(item: Any, where: str) -> Device:
+    item = _object(item, where)
+    name = _name(item, where)
+    where = f"device '{name}'"
+    kind = item.get("kind", "")
+    total = item.get("total_memory_bytes")
+    device = Device(
+        name=name,
+        memory_bytes=_integer(item, "memory_bytes", where, positive=True),
+        tflops=_number(item, "tflops", where, positive=True),
+        bandwidth_gbps=_number(item, "bandwidth_gbps", where, positive=True),
+        kind=kind if isinstance(kind, str) else "",
+        total_memory_bytes=_integer(item, "total_memory_bytes", where, positive=True) if total is not None else None,
+    )
+    if device.total_memory_bytes is not None and device.memory_bytes > device.total_memory_bytes:
+        raise InputError(
+            f"{where}: budget {device.memory_bytes} bytes exceeds its memory of {device.total_memory_bytes} bytes"
+        )
+    return device
+
+
+def _setup(item: Any) -> Setup:
+    item = _object(item, "setup")
+    mode = item.get("mode", "train")
+    if mode not in MODES:
+        raise InputError(f"setup.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    schedule = item.get("schedule", "1f1b")
+    if schedule not in SCHEDULES:
+        raise InputError(f"setup.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if "micro_batches" in item:
+        micro_batches = _integer(item, "micro_batches", "setup")
+        if micro_batches < 1:
+            raise InputError(f"setup.micro_batches must be 1 or more, got {micro_batches}")
+    else:
+        micro_batches = 1
+    recompute = item.get("recompute", False)
+    if not isinstance(recompute, bool):
+        raise InputError(f"setup.recompute must be true or false, got {recompute!r}")
+    optional = {
+        key: _number(item, key, "setup")
+        for key in ("weight_bytes_per_param", "grad_bytes_per_param", "optimizer_bytes_per_param")
+        if item.get(key) is not None
+    }
+    tokens = item.get("tokens_per_micro_batch")
+    return Setup(
+        mode=mode,
+        bytes_per_param=_number(item, "bytes_per_param", "setup", positive=True),
+        micro_batches=micro_batches,
+        schedule=schedule,
+        recompute=recompute,
+        tokens_per_micro_batch=(
+            _integer(item, "tokens_per_micro_batch", "setup", positive=True) if tokens is not None else None
+        ),
+        **optional,
+    )
+
+
+# --- cross-field checks ----------------------------------------------------
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"duplicate {what} name '{name}'")
+        seen.add(name)
+
+
+def _check_inputs(layers: tuple[Layer, ...]) -> None:
+    """Inputs must name earlier layers: the layer list is in execution order."""
+    earlier: set[str] = set()
+    for layer in layers:
+        for source in layer.inputs or ():
+            if source not in earlier:
+                raise InputError(
+                    f"layer '{layer.name}' reads '{source}', which is not an earlier layer"
+                )
+        earlier.add(layer.name)
+
+
+def _check_tied_groups(layers: tuple[Layer, ...]) -> None:
+    sizes: dict[str, int] = {}
+    for layer in layers:
+        if layer.tied_group is None:
+            continue
+        size = sizes.setdefault(layer.tied_group, layer.tied_params)
+        if size != layer.tied_params:
+            raise InputError(
+                f"tied group '{layer.tied_group}' has tied_params {size} and {layer.tied_params}"
+            )
+
+
+def _without_defaults(values: dict[str, Any], cls: type, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    defaults = cls.__dataclass_fields__
+    result = {}
+    for key, value in values.items():
+        default = defaults[key].default
+        if key in keep or key == "name" or value != default:
+            result[key] = list(value) if isinstance(value, tuple) else value
+    return result

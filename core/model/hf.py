@@ -1,0 +1,111 @@
+"""Hugging Face causal LMs on the meta device: no weights, no download.
+
+transformers is an optional dependency (the `hf` extra): it is imported here
+only, when an HF config is planned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from core.errors import InputError
+
+
+def build_hf_model_on_meta(config_dict: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+    """Instantiate AutoModelForCausalLM from a config dict on the meta device.
+
+    Raises:
+        InputError: transformers is missing, or the config is not a causal LM it knows.
+    """
+    try:
+        import transformers
+    except ImportError:
+        raise InputError("HF configs need transformers: python3 -m pip install -e '.[hf]'") from None
+    config_dict = dict(config_dict)
+    model_type = config_dict.pop("model_type")
+    with _quiet_transformers():
+        try:
+            config = transformers.AutoConfig.for_model(model_type, **config_dict)
+        except (ValueError, KeyError) as error:
+            raise InputError(f"transformers does not know model_type '{model_type}': {error}") from None
+        config._attn_implementation = "sdpa"
+        try:
+            with torch.device("meta"):
+                model = transformers.AutoModelForCausalLM.from_config(config)
+        except ValueError as error:
+            raise InputError(f"'{model_type}' is not a causal language model: {str(error).splitlines()[0]}") from None
+    return model.to(dtype)
+
+
+def forward_hf(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Logits of an HF causal LM (no cache: training-shaped forward).
+
+    On meta tensors transformers' mask helpers must take their tracing path:
+    their eager path reads tensor values (packed-sequence and all-ones checks).
+    """
+    from transformers import masking_utils
+
+    original = masking_utils.is_tracing
+    masking_utils.is_tracing = lambda *args, **kwargs: True
+    try:
+        return model(input_ids=ids, use_cache=False).logits
+    finally:
+        masking_utils.is_tracing = original
+
+
+@contextlib.contextmanager
+def balanced_experts(model: nn.Module) -> Iterator[None]:
+    """Measure mixture-of-experts layers with balanced routing.
+
+    HF's expert loops index tokens by data-dependent masks, which the meta
+    device cannot run. During measurement every token instead goes through
+    top-k experts' worth of the same MLP: the FLOPs and saved bytes of a
+    perfectly balanced router.
+    """
+    patched = []
+    for module in model.modules():
+        if _is_expert_bank(module):
+            module.forward = _balanced_forward.__get__(module)
+            patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+def _is_expert_bank(module: nn.Module) -> bool:
+    gate_up = getattr(module, "gate_up_proj", None)
+    down = getattr(module, "down_proj", None)
+    return isinstance(gate_up, nn.Parameter) and isinstance(down, nn.Parameter) and gate_up.dim() == 3
+
+
+def _balanced_forward(self: Any, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                      top_k_weights: torch.Tensor) -> torch.Tensor:
+    top_k = top_k_index.shape[-1]
+    width = hidden_states.shape[-1]
+    routed = hidden_states.unsqueeze(1).expand(-1, top_k, -1).reshape(-1, width)
+    gate, up = F.linear(routed, self.gate_up_proj[0]).chunk(2, dim=-1)
+    out = F.linear(self.act_fn(gate) * up, self.down_proj[0]).view(-1, top_k, width)
+    return (out * top_k_weights.unsqueeze(-1).to(out.dtype)).sum(dim=1)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,239 @@
+"""Measure each layer of a model on the meta device: no weights, no RAM.
+
+One forward (and, for training, the loss) runs on meta tensors under torch's
+FlopCounterMode and a saved-tensor hook; module hooks attribute what happens
+to the layer running at the time:
+
+- params: the layer's own parameters (shared tensors counted in each layer
+  that holds them, and marked as a tied group);
+- flops: forward FLOPs of one micro-batch, from the flop counter;
+- activation_bytes: storage saved for backward (parameters excluded, each
+  storage once); with recompute, a block keeps only its input;
+- output_bytes: what the layer hands to the next one.
+
+Attention is measured as flash attention (what GPUs run): q, k, v, output and
+log-sum-exp are kept, not the seq x seq score matrix of the math fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from core.errors import InputError
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    module_type: str
+    params: int
+    flops: float
+    activation_bytes: int
+    output_bytes: int
+    input_bytes: int
+    is_block: bool
+    tied_group: str | None = None
+    tied_params: int = 0
+
+
+def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's layers: each block of its largest ModuleList, and every other
+    module with parameters outside it, in registration order."""
+    blocks = _block_list(model)
+    chain: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for child_name, child in module.named_children():
+            name = f"{prefix}{child_name}"
+            if child is blocks:
+                chain.extend((f"{name}.{i}", block) for i, block in enumerate(child))
+            elif any(sub is blocks for sub in child.modules()):
+                visit(f"{name}.", child)
+            elif any(True for _ in child.parameters()):
+                chain.append((name, child))
+
+    visit("", model)
+    return chain
+
+
+def measure_layers(
+    model: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    micro_batch_size: int,
+    seq_len: int,
+    train: bool,
+    recompute: bool,
+) -> list[LayerCost]:
+    """Run one micro-batch through a meta model and cost each layer of its chain."""
+    chain = layer_chain(model)
+    recorder = _Recorder(model, chain)
+    ids = torch.zeros((micro_batch_size, seq_len), dtype=torch.long, device="meta")
+    grad_mode = contextlib.nullcontext() if train else torch.no_grad()
+    handles = recorder.attach()
+    try:
+        with grad_mode, flash_attention_on_meta(), FlopCounterMode(display=False) as counter:
+            recorder.counter = counter
+            with torch.autograd.graph.saved_tensors_hooks(recorder.pack, lambda t: t):
+                logits = forward(ids)
+                if train:
+                    with recorder.inside(chain[-1][0]):
+                        loss(logits, ids)
+    except NotImplementedError as error:
+        raise InputError(f"cannot run this model on the meta device: {str(error).splitlines()[0]}") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return recorder.costs(train, recompute)
+
+
+def _block_list(model: nn.Module) -> nn.ModuleList:
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise InputError("the model has no list of blocks to split into layers")
+    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+
+
+class _Recorder:
+    """Attributes flops and saved tensors to the layer that is running."""
+
+    def __init__(self, model: nn.Module, chain: list[tuple[str, nn.Module]]):
+        self.chain = chain
+        self.blocks = {id(block) for block in _block_list(model)}
+        self.param_storages = {p.untyped_storage()._cdata for p in model.parameters()}
+        self.counter: FlopCounterMode | None = None
+        self.current: str | None = None
+        self.flops: dict[str, float] = {}
+        self.saved: dict[str, dict[int, int]] = {name: {} for name, _ in chain}
+        self.input_bytes: dict[str, int] = {}
+        self.output_bytes: dict[str, int] = {}
+        self._flops_at_start = 0.0
+
+    def attach(self) -> list[torch.utils.hooks.RemovableHandle]:
+        handles = []
+        for name, module in self.chain:
+            handles.append(module.register_forward_pre_hook(self._enter(name)))
+            handles.append(module.register_forward_hook(self._leave(name)))
+        return handles
+
+    @contextlib.contextmanager
+    def inside(self, name: str) -> Iterator[None]:
+        self._start(name)
+        yield
+        self._stop(name)
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.current is not None:
+            storage = tensor.untyped_storage()
+            if storage._cdata not in self.param_storages:
+                self.saved[self.current][storage._cdata] = storage.nbytes()
+        return tensor
+
+    def costs(self, train: bool, recompute: bool) -> list[LayerCost]:
+        groups = _tied_groups(self.chain)
+        result = []
+        for name, module in self.chain:
+            is_block = id(module) in self.blocks
+            saved = sum(self.saved[name].values())
+            if not train:
+                saved = self.output_bytes.get(name, 0)  # inference keeps only the working activation
+            elif recompute and is_block:
+                saved = self.input_bytes.get(name, 0)  # a checkpointed block keeps its input
+            group, tied = groups.get(name, (None, 0))
+            result.append(LayerCost(
+                name=name,
+                module_type=type(module).__name__,
+                params=sum(p.numel() for p in module.parameters()),
+                flops=float(self.flops.get(name, 0.0)),
+                activation_bytes=int(saved),
+                output_bytes=self.output_bytes.get(name, 0),
+                input_bytes=self.input_bytes.get(name, 0),
+                is_block=is_block,
+                tied_group=group,
+                tied_params=tied,
+            ))
+        return result
+
+    def _enter(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple) -> None:
+            self.input_bytes.setdefault(name, _first_tensor_bytes(args))
+            self._start(name)
+        return hook
+
+    def _leave(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            self.output_bytes.setdefault(name, _first_tensor_bytes(output))
+            self._stop(name)
+        return hook
+
+    def _start(self, name: str) -> None:
+        self.current = name
+        self._flops_at_start = self._total_flops()
+
+    def _stop(self, name: str) -> None:
+        self.flops[name] = self.flops.get(name, 0.0) + self._total_flops() - self._flops_at_start
+        self.current = None
+
+    def _total_flops(self) -> float:
+        return float(self.counter.get_total_flops()) if self.counter is not None else 0.0
+
+
+def _tied_groups(chain: list[tuple[str, nn.Module]]) -> dict[str, tuple[str, int]]:
+    """Layers that share a parameter tensor: name -> (group, shared parameter count)."""
+    owners: dict[int, list[str]] = {}
+    sizes: dict[int, int] = {}
+    for name, module in chain:
+        for parameter in module.parameters():
+            owners.setdefault(id(parameter), []).append(name)
+            sizes[id(parameter)] = parameter.numel()
+    result: dict[str, tuple[str, int]] = {}
+    for key, names in owners.items():
+        if len(names) > 1:
+            group = f"tied:{names[0]}"
+            for name in names:
+                _, already = result.get(name, (group, 0))
+                result[name] = (group, already + sizes[key])
+    return result
+
+
+def _first_tensor_bytes(value: object) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = _first_tensor_bytes(item)
+            if found:
+                return found
+    if hasattr(value, "to_tuple"):
+        return _first_tensor_bytes(value.to_tuple())
+    return 0
+
+
+@contextlib.contextmanager
+def flash_attention_on_meta() -> Iterator[None]:
+    """Route scaled_dot_product_attention to the flash kernel's meta function."""
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def flash(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+              dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+              enable_gqa: bool = False) -> torch.Tensor:
+        if query.device.type != "meta":
+            return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                            is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+        if key.shape[-3] != query.shape[-3]:  # grouped-query attention: expand k, v heads
+            repeat = query.shape[-3] // key.shape[-3]
+            key, value = (t.repeat_interleave(repeat, dim=-3) for t in (key, value))
+        causal = is_causal or attn_mask is not None  # LM masks are causal
+        return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, 0.0, causal, scale=scale)[0]
+
+    torch.nn.functional.scaled_dot_product_attention = flash
+    try:
+        yield
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original

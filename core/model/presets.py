@@ -1,0 +1,28 @@
+"""Named model sizes: the built-in GPT presets and the shipped HF configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.model.gpt import GPTConfig
+
+HF_CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "resources" / "models"
+
+# GPT-2 shapes use GPT-2's vocabulary and context; the small ones are byte-level.
+GPT_PRESETS: dict[str, GPTConfig] = {
+    "gpt-nano": GPTConfig(n_layer=5, n_head=4, d_model=128, vocab_size=256, seq_len=256),
+    "gpt-micro": GPTConfig(n_layer=6, n_head=6, d_model=384, vocab_size=256, seq_len=256),
+    "gpt2-small": GPTConfig(n_layer=12, n_head=12, d_model=768, vocab_size=50257, seq_len=1024),
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, d_model=1024, vocab_size=50257, seq_len=1024),
+    "gpt2-large": GPTConfig(n_layer=36, n_head=20, d_model=1280, vocab_size=50257, seq_len=1024),
+    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, d_model=1600, vocab_size=50257, seq_len=1024),
+}
+
+
+def hf_preset_names() -> list[str]:
+    """Shipped HF configs: resources/models/NAME.json."""
+    return sorted(path.stem for path in HF_CONFIG_DIR.glob("*.json"))
+
+
+def all_preset_names() -> list[str]:
+    return [*GPT_PRESETS, *hf_preset_names()]

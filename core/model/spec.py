@@ -1,0 +1,109 @@
+"""Which model: a built-in GPT preset, a custom GPT size, or an HF config.
+
+    gpt-nano ... gpt2-xl           built-in GPT presets (trainable)
+    gpt2, llama-2-7b, ...          HF configs shipped in resources/models/
+    hf/gpt2-xl                     the HF preset where a built-in has its name
+    path/to/config.json            any local HF causal-LM config
+    custom                         a built-in GPT of the size given
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+from core.model.gpt import GPTConfig
+from core.model.presets import GPT_PRESETS, HF_CONFIG_DIR, hf_preset_names
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to plan: exactly one of `gpt` (built-in) or `hf_config` (HF)."""
+
+    name: str
+    gpt: GPTConfig | None = None
+    hf_config_json: str | None = None  # the config as JSON text: hashable, so graphs cache
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.gpt is not None
+
+    @property
+    def hf_config(self) -> dict[str, Any]:
+        return json.loads(self.hf_config_json or "{}")
+
+    @property
+    def context_length(self) -> int | None:
+        if self.gpt is not None:
+            return self.gpt.seq_len
+        config = self.hf_config
+        return config.get("max_position_embeddings") or config.get("n_positions")
+
+    def with_context(self, seq_len: int) -> ModelSpec:
+        """The built-in GPT grows its position table to fit seq_len; HF models must fit."""
+        context = self.context_length
+        if self.gpt is not None:
+            return replace(self, gpt=replace(self.gpt, seq_len=max(self.gpt.seq_len, seq_len)))
+        if context is not None and seq_len > context:
+            raise InputError(f"sequence length {seq_len} exceeds {self.name}'s context of {context}")
+        return self
+
+
+@dataclass(frozen=True)
+class CustomSize:
+    """A built-in GPT of a chosen size (main.py --layers/--d-model/--heads/--vocab/--seq)."""
+
+    layers: int
+    d_model: int
+    heads: int
+    vocab: int = 256
+    seq: int = 256
+
+
+def resolve_model(model: str | None, custom: CustomSize | None = None) -> ModelSpec:
+    """Turn a model name, config path or custom size into a ModelSpec.
+
+    Raises:
+        InputError: unknown name, unreadable or non-causal-LM config, bad sizes.
+    """
+    if custom is not None and model in (None, "custom"):
+        return _custom(custom)
+    if model is None:
+        raise InputError("no model given: use --model NAME, --model path/to/config.json or --layers/--d-model/--heads")
+    if model in GPT_PRESETS:
+        return ModelSpec(name=model, gpt=GPT_PRESETS[model])
+    preset = model[3:] if model.startswith("hf/") else model
+    if preset in hf_preset_names():
+        return _hf_from_file(HF_CONFIG_DIR / f"{preset}.json", name=model)
+    path = Path(model)
+    if path.suffix == ".json" or path.exists():
+        return _hf_from_file(path, name=path.stem if path.name != "config.json" else path.parent.name or "config")
+    known = ", ".join([*GPT_PRESETS, *hf_preset_names()])
+    raise InputError(f"unknown model '{model}' (known: {known}, a config.json path, or custom sizes)")
+
+
+def _custom(custom: CustomSize) -> ModelSpec:
+    try:
+        config = GPTConfig(n_layer=custom.layers, n_head=custom.heads, d_model=custom.d_model,
+                           vocab_size=custom.vocab, seq_len=custom.seq)
+    except ValueError as error:
+        raise InputError(f"custom GPT: {error}") from None
+    name = f"gpt-custom-{custom.layers}L-{custom.d_model}d"
+    return ModelSpec(name=name, gpt=config)
+
+
+def _hf_from_file(path: Path, name: str) -> ModelSpec:
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"cannot read model config {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"model config {path} is not JSON: {error.msg} at line {error.lineno}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise InputError(f"model config {path} has no 'model_type': not a Hugging Face config")
+    return ModelSpec(name=name, hf_config_json=json.dumps(config, sort_keys=True))

@@ -1,0 +1,1 @@
+"""PySide6 + pyqtgraph views of the core; no business logic."""
