@@ -1,14 +1,168 @@
-"""`main.py plan`: placeholder, being written."""
+"""`main.py plan`: the optimal placement of a model (or an explicit problem).
+
+    python main.py plan --model llama-2-7b --devices "A100-80GB:70GiB,RTX4090:22GiB" \
+        --mode train --micro-batch 1 --seq 4096 --micro-batches 16
+    python main.py plan --problem problem.json --json
+
+Exit codes: 0 a plan, 1 no placement fits (the reason is printed), 2 bad input.
+The explicit-problem path imports no torch, so it answers fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.allocate.solvers import SOLVER_NAMES
+from core.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("plan", help="plan a model or an explicit problem")
+    parser = subparsers.add_parser("plan", help="compute the optimal placement of layers on devices",
+                                   description=__doc__.split("\n\n")[0])
+    source = parser.add_argument_group("what to place")
+    source.add_argument("--model", help="preset (gpt-nano, gpt2-xl, llama-2-7b, ...), hf/NAME, or config.json path")
+    source.add_argument("--problem", metavar="FILE.json", help="an explicit problem (layers, devices, setup)")
+    source.add_argument("--layers", type=int, help="custom GPT: number of blocks")
+    source.add_argument("--d-model", type=int, help="custom GPT: width")
+    source.add_argument("--heads", type=int, help="custom GPT: attention heads")
+    source.add_argument("--vocab", type=int, default=256, help="custom GPT: vocabulary (default 256, bytes)")
+    add_device_arguments(parser)
+    add_setup_arguments(parser)
+    how = parser.add_argument_group("how")
+    how.add_argument("--solver", default="exact", choices=SOLVER_NAMES, help="default: exact")
+    how.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="MILP time limit (default 10 s)")
+    how.add_argument("--noncontiguous", action="store_true", help="MILP: allow stages that are not contiguous")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print the plan as JSON (DESIGN.md's answer format) only")
+    out.add_argument("--no-compare", action="store_true", help="skip the side-by-side baselines")
+    out.add_argument("--export-problem", metavar="FILE", help="write the explicit problem that was solved")
+    out.add_argument("--export", nargs=2, metavar=("FORMAT", "FILE"),
+                     help="FORMAT accelerate: a device_map JSON for from_pretrained(device_map=...)")
     parser.set_defaults(run=run)
 
 
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("devices")
+    group.add_argument("--devices", help='e.g. "A100-80GB:70GiB,2xRTX4090:22GiB", "2xcpu:2GiB", "cuda:0", "auto"')
+    group.add_argument("--efficiency", type=float, help="fraction of datasheet TFLOP/s reached (default 0.4)")
+    group.add_argument("--profile", metavar="FILE", help="measured speeds from `main.py profile` instead of TFLOP/s")
+
+
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training setup")
+    group.add_argument("--mode", default="train", choices=("train", "infer"))
+    group.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="bf16 = mixed precision")
+    group.add_argument("--optimizer", default="adamw", choices=("sgd", "sgd-momentum", "adam", "adamw"))
+    group.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch")
+    group.add_argument("--seq", type=int, help="sequence length (default: the model's context, at most 4096)")
+    group.add_argument("--micro-batches", type=int, default=8, help="micro-batches per step (default 8)")
+    group.add_argument("--schedule", default="1f1b", choices=("1f1b", "gpipe"))
+    group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
+
+
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("not yet")
+    if args.problem:
+        problem, spec, model_name = _explicit_problem(args), None, None
+    else:
+        problem, spec = _model_problem(args)
+        model_name = spec.name
+    if args.export_problem:
+        _write_json(args.export_problem, problem.to_dict())
+    from core.allocate.solvers import compare, solve
+
+    plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
+    if args.export:
+        _export(args.export, spec, plan, problem)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0 if plan.feasible else 1
+    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args)
+    return 0 if plan.feasible else 1
+
+
+def _explicit_problem(args: argparse.Namespace) -> Any:
+    from core.allocate.problem import load_problem
+
+    if args.model or args.devices or args.layers:
+        raise InputError("--problem already holds layers and devices: give no --model, --layers or --devices")
+    return load_problem(args.problem)
+
+
+def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
+    from core.device_spec import resolve_devices
+    from core.planning import build_problem
+
+    spec = model_spec_from_args(args)
+    setup = setup_from_args(args, spec)
+    if not args.devices:
+        raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu") or --problem')
+    devices = resolve_devices(args.devices, setup.precision, args.efficiency)
+    if args.profile:
+        from core.training.profile import apply_profile, load_profile
+
+        devices = apply_profile(devices, load_profile(args.profile))
+    return build_problem(spec, setup, devices), spec
+
+
+def model_spec_from_args(args: argparse.Namespace) -> Any:
+    """The model named by --model, or a custom GPT from --layers/--d-model/--heads."""
+    from core.model.spec import CustomSize, resolve_model
+
+    if args.layers or args.d_model or args.heads:
+        if args.model and args.model != "custom":
+            raise InputError("give either --model or custom sizes (--layers/--d-model/--heads), not both")
+        if not (args.layers and args.d_model and args.heads):
+            raise InputError("a custom GPT needs --layers, --d-model and --heads")
+        return resolve_model("custom", CustomSize(args.layers, args.d_model, args.heads, args.vocab, args.seq or 256))
+    return resolve_model(args.model)
+
+
+def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
+    from core.training_setup import TrainingSetup
+
+    seq = args.seq or min(spec.context_length or 1024, 4096)
+    return TrainingSetup(mode=args.mode, precision=args.precision, optimizer=args.optimizer,
+                         micro_batch_size=args.micro_batch, seq_len=seq, micro_batches=args.micro_batches,
+                         schedule=args.schedule, recompute=args.recompute)
+
+
+def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:
+    kind, path = export
+    if kind != "accelerate":
+        raise InputError(f"unknown export format '{kind}' (use: accelerate)")
+    if spec is None:
+        raise InputError("--export accelerate needs a model (--model), not an explicit problem")
+    from core.allocate.accelerate_baseline import export_device_map
+
+    _write_json(path, export_device_map(spec, plan, problem))
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    target = Path(path)
+    try:
+        target.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
+                  args: argparse.Namespace) -> None:
+    from cli.plan_report import comparison_table, describe_problem, stage_table, summary
+
+    print(describe_problem(problem, model_name))
+    print()
+    if plan.stages:
+        print(stage_table(plan))
+        print()
+    print(summary(plan))
+    if compare is not None:
+        others = [name for name in SOLVER_NAMES if name != args.solver]
+        results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}
+        reference = plan if args.solver == "exact" else None
+        print()
+        print(comparison_table(results, reference))
+    sys.stdout.flush()

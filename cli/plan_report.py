@@ -1,0 +1,75 @@
+"""The human-readable plan: the stage table, the summary, the comparison."""
+
+from __future__ import annotations
+
+from cli.table import render_table
+from core.allocate.plan import INFEASIBLE, Plan
+from core.allocate.problem import Problem
+from core.units import format_bytes, format_count, format_seconds
+
+
+def describe_problem(problem: Problem, model_name: str | None) -> str:
+    setup = problem.setup
+    params = sum(layer.params for layer in problem.layers)
+    what = f"{model_name}: " if model_name else ""
+    tokens = f", {setup.tokens_per_micro_batch} tokens per micro-batch" if setup.tokens_per_micro_batch else ""
+    devices = ", ".join(f"{d.name} {format_bytes(d.memory_bytes)} {d.tflops:.3g} TFLOP/s" for d in problem.devices)
+    return (f"{what}{len(problem.layers)} layers, {format_count(params)} params; {setup.mode}, "
+            f"{setup.bytes_per_param:g} bytes/param, {setup.micro_batches} micro-batches ({setup.schedule})"
+            f"{tokens}\ndevices: {devices}")
+
+
+def stage_table(plan: Plan) -> str:
+    bottleneck = plan.bottleneck_index
+    rows = []
+    for s, stage in enumerate(plan.stages):
+        first, last = stage.layers[0], stage.layers[-1]
+        span = first if first == last else f"{first} .. {last}"
+        rows.append([
+            s, stage.device, f"{span} ({len(stage.layers)})", format_count(stage.params),
+            format_bytes(stage.weight_bytes + stage.grad_bytes + stage.optimizer_bytes),
+            format_bytes(stage.activation_bytes), f"{format_bytes(stage.memory_bytes)} / {format_bytes(stage.budget_bytes)}",
+            format_seconds(stage.compute_s), format_seconds(stage.comm_s),
+            format_seconds(stage.time_s) + (" *" if s == bottleneck else ""),
+        ])
+    headers = ["stage", "device", "layers", "params", "params+grads+optim", "activations", "memory / budget",
+               "compute", "comm", "time/micro-batch"]
+    return render_table(headers, rows, right=(0, 3, 4, 5, 6, 7, 8, 9))
+
+
+def summary(plan: Plan) -> str:
+    if plan.status == INFEASIBLE:
+        return f"{plan.solver}: infeasible: {plan.reason}"
+    lines = [f"{plan.solver}: {plan.status}" + (f" (gap {plan.gap:.2%})" if plan.gap else "")
+             + f", solved in {format_seconds(plan.solve_time_s)}",
+             f"step time T = {format_seconds(plan.objective_s or 0.0)} for {plan.micro_batches} micro-batches"
+             f" (bottleneck stage {plan.bottleneck_index}: {format_seconds(plan.bottleneck_s or 0.0)})"]
+    if plan.tokens_per_s:
+        lines.append(f"throughput {plan.tokens_per_s:,.0f} tokens/s")
+    if plan.gap_to_lower_bound is not None:
+        lines.append(f"lower bound {format_seconds(plan.lower_bound_s)}: this plan is "
+                     f"{plan.gap_to_lower_bound:.1%} above the physical limit")
+    return "\n".join(lines)
+
+
+def comparison_table(results: dict[str, Plan | str], reference: Plan | None) -> str:
+    rows = []
+    for name, plan in results.items():
+        if isinstance(plan, str):
+            rows.append([name, "n/a", "", "", "", plan])
+            continue
+        if plan.status == INFEASIBLE:
+            note = plan.reason or ""
+            rows.append([name, plan.status, _maybe_seconds(plan.objective_s), "", "", note])
+            continue
+        ratio = ""
+        if reference is not None and reference.objective_s and plan.objective_s:
+            ratio = f"{plan.objective_s / reference.objective_s:.2f}x"
+        tps = f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else ""
+        rows.append([name, plan.status, _maybe_seconds(plan.objective_s), ratio, tps,
+                     f"{len(plan.stages)} stages"])
+    return render_table(["solver", "status", "step time", "vs exact", "tokens/s", "note"], rows, right=(2, 3, 4))
+
+
+def _maybe_seconds(value: float | None) -> str:
+    return format_seconds(value) if value is not None else ""
