@@ -1,4 +1,4 @@
-"""The MILP solver (HiGHS through scipy.optimize.milp), for what the exact
+"""The MILP solver (HiGHS through highspy), for what the exact
 solver does not cover: layer graphs that branch, and placements that need
 not be contiguous. On a chain with contiguous stages it solves the same
 canonical model as `exact` and must agree with it.
@@ -6,7 +6,7 @@ canonical model as `exact` and must agree with it.
 Stages are indexed by position from the end, q = 0 for the last stage, so a
 stage's micro-batches in flight (1F1B: min(m, q + 1)) are constants:
 
-    x[l, q]  layer l runs at position q            (binary)
+    x[i, q]  layer i runs at position q            (binary)
     z[q, d]  device d runs position q              (binary)
     u[q]     position q is used                    (binary; used from the end)
     w[g, q]  tied group g is stored at position q  (shared params once)
@@ -18,7 +18,11 @@ stage's micro-batches in flight (1F1B: min(m, q + 1)) are constants:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,32 +47,95 @@ class MilpOptions:
 
 
 def solve_milp(problem: Problem, options: MilpOptions | None = None) -> Plan:
-    """Minimise the step time with HiGHS; report the proven gap if time runs out."""
-    from scipy.optimize import milp
+    """Minimise the step time with HiGHS; report the proven gap if time runs out.
 
+    HiGHS starts from the exact solver's best split of the layers in their
+    given (topological) order, so it always has a placement to improve on.
+    """
     options = options or MilpOptions()
     started = time.perf_counter()
     model = _Model(problem, options.contiguous)
-    result = milp(
-        c=model.objective(),
-        integrality=model.integrality(),
-        bounds=model.bounds(),
-        constraints=model.constraints(),
-        options={"time_limit": options.time_limit_s, "mip_rel_gap": options.relative_gap, "disp": False},
-    )
+    highs = _highs(model, options)
+    start = _chain_start(problem)
+    if start is not None:
+        highs.setSolution(_solution(model.warm_start(start)))
+    highs.run()
     elapsed = time.perf_counter() - started
-    if result.x is None:
-        reason = "no placement fits the budgets" if result.status == 2 else (
+    status = highs.getModelStatus()
+    values = np.array(highs.getSolution().col_value) if highs.getInfo().primal_solution_status else None
+    if values is None or len(values) != model.size:
+        reason = "no placement fits the budgets" if "Infeasible" in str(status) else (
             f"no placement found within {options.time_limit_s:g} s")
         return infeasible_plan(problem, "milp", _with_sizes(problem, reason), elapsed)
-    placement = model.placement(result.x)
-    plan = plan_from_placement(problem, placement, "milp", OPTIMAL, elapsed, gap=0.0)
-    bound = getattr(result, "mip_dual_bound", None)
-    proven = result.status == 0
-    if not proven and plan.objective_s:
-        gap = max(0.0, (plan.objective_s - (bound or 0.0)) / plan.objective_s)
+    plan = plan_from_placement(problem, model.placement(values), "milp", OPTIMAL, elapsed, gap=0.0)
+    if "Optimal" not in str(status) and plan.objective_s:
+        bound = highs.getInfo().mip_dual_bound
+        gap = min(1.0, max(0.0, (plan.objective_s - bound) / plan.objective_s))
         plan = plan.with_solver("milp", FEASIBLE, elapsed, gap)
     return plan
+
+
+def _highs(model: _Model, options: MilpOptions):  # noqa: ANN202 - highspy.Highs
+    import highspy
+
+    matrix = model.matrix()
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = model.size, len(model.rows)
+    lp.col_cost_ = model.objective()
+    lp.col_lower_ = np.zeros(model.size)
+    lp.col_upper_ = model.upper_bounds()
+    lp.row_lower_ = np.array([low for _, low, _ in model.rows])
+    lp.row_upper_ = np.array([high for _, _, high in model.rows])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = matrix.indptr
+    lp.a_matrix_.index_ = matrix.indices
+    lp.a_matrix_.value_ = matrix.data
+    integer, continuous = highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous
+    lp.integrality_ = [integer if flag else continuous for flag in model.integrality()]
+    with _stdout_silenced():  # HiGHS prints a banner when created; --json owns stdout
+        highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("time_limit", float(options.time_limit_s))
+    highs.setOptionValue("mip_rel_gap", float(options.relative_gap))
+    highs.passModel(lp)
+    return highs
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _solution(values: np.ndarray):  # noqa: ANN202 - highspy.HighsSolution
+    import highspy
+
+    solution = highspy.HighsSolution()
+    solution.col_value = list(values)
+    solution.value_valid = True
+    return solution
+
+
+def _chain_start(problem: Problem) -> list[tuple[int, list[int]]] | None:
+    """The best contiguous split of the layers in their given order (a topological
+    order, so it respects every edge), or None when none fits."""
+    from dataclasses import replace
+
+    from core.allocate.exact import solve_exact
+
+    chain = replace(problem, layers=tuple(replace(layer, inputs=None) for layer in problem.layers))
+    plan = solve_exact(chain)
+    if not plan.stages:
+        return None
+    index = {device.name: d for d, device in enumerate(problem.devices)}
+    return [(index[stage.device], list(stage.layer_indices)) for stage in plan.stages]
 
 
 class _Model:
@@ -132,21 +199,22 @@ class _Model:
         c[self.tau] = self.setup.micro_batches - 1
         return c
 
+    @property
+    def size(self) -> int:
+        return self._next
+
     def integrality(self) -> np.ndarray:
-        kinds = np.zeros(self._next)
-        kinds[self._integer] = 1
+        kinds = np.zeros(self._next, dtype=bool)
+        kinds[self._integer] = True
         return kinds
 
-    def bounds(self):  # noqa: ANN201 - scipy's Bounds
-        from scipy.optimize import Bounds
-
+    def upper_bounds(self) -> np.ndarray:
         upper = np.full(self._next, np.inf)
         for index, value in self._upper.items():
             upper[index] = value
-        return Bounds(np.zeros(self._next), upper)
+        return upper
 
-    def constraints(self):  # noqa: ANN201 - scipy's LinearConstraint
-        from scipy.optimize import LinearConstraint
+    def matrix(self):  # noqa: ANN201 - scipy.sparse.csc_matrix
         from scipy.sparse import coo_matrix
 
         rows, cols, values = [], [], []
@@ -155,10 +223,36 @@ class _Model:
                 rows.append(row)
                 cols.append(col)
                 values.append(value)
-        matrix = coo_matrix((values, (rows, cols)), shape=(len(self.rows), self._next)).tocsr()
-        lower = np.array([low for _, low, _ in self.rows])
-        upper = np.array([high for _, _, high in self.rows])
-        return LinearConstraint(matrix, lower, upper)
+        return coo_matrix((values, (rows, cols)), shape=(len(self.rows), self._next)).tocsc()
+
+    def warm_start(self, placement: list[tuple[int, list[int]]]) -> np.ndarray:
+        """Every variable's value for a placement given in pipeline order."""
+        values = np.zeros(self._next)
+        stages = len(placement)
+        position_of_layer = {}
+        for s, (d, layers) in enumerate(placement):
+            q = stages - 1 - s
+            values[self.u[q]] = 1
+            values[self.z[q, d]] = 1
+            for i in layers:
+                values[self.x[i, q]] = 1
+                position_of_layer[i] = q
+        for g, (_, members) in enumerate(self.groups):
+            for i in members:
+                values[self.w[g, position_of_layer[i]]] = 1
+        k, c = work_factor(self.setup), comm_factor(self.setup)
+        device_at = {stages - 1 - s: d for s, (d, _) in enumerate(placement)}
+        for (a, q, r), var in self.y.items():
+            if position_of_layer[a] == q and any(position_of_layer[b] == r for x, b in self.edges if x == a):
+                values[var] = 1
+                link = min(self.devices[device_at[q]].bandwidth_gbps, self.devices[device_at[r]].bandwidth_gbps)
+                values[self.r[(q, r)]] += c * self.layers[a].output_bytes / (link * 1e9)
+        for q, d in device_at.items():
+            flops = sum(layer.flops for i, layer in enumerate(self.layers) if position_of_layer[i] == q)
+            comm = sum(values[var] for (sender, _), var in self.r.items() if sender == q)
+            values[self.t[q]] = k * flops / (self.devices[d].tflops * 1e12) + comm
+        values[self.tau] = max(values[self.t[q]] for q in device_at)
+        return values
 
     def placement(self, solution: np.ndarray) -> list[tuple[int, list[int]]]:
         """Stages in pipeline order (highest position first)."""
@@ -167,7 +261,7 @@ class _Model:
             if solution[self.u[q]] < 0.5:
                 continue
             device = int(np.argmax(solution[self.z[q]]))
-            layers = [l for l in range(self.n_layers) if solution[self.x[l, q]] > 0.5]
+            layers = [i for i in range(self.n_layers) if solution[self.x[i, q]] > 0.5]
             stages.append((device, layers))
         return stages
 
@@ -185,17 +279,17 @@ class _Model:
 
     def _assignment_rows(self) -> None:
         Q, L, D = self.positions, self.n_layers, self.n_devices
-        for l in range(L):
-            self._row({int(self.x[l, q]): 1.0 for q in range(Q)}, 1, 1)
+        for i in range(L):
+            self._row({int(self.x[i, q]): 1.0 for q in range(Q)}, 1, 1)
         for q in range(Q):
             row = {int(self.z[q, d]): 1.0 for d in range(D)}
             row[int(self.u[q])] = -1.0
             self._row(row, 0, 0)
-            nonempty = {int(self.x[l, q]): 1.0 for l in range(L)}
+            nonempty = {int(self.x[i, q]): 1.0 for i in range(L)}
             nonempty[int(self.u[q])] = -1.0
             self._row(nonempty, 0, np.inf)
-            for l in range(L):
-                self._row({int(self.x[l, q]): 1.0, int(self.u[q]): -1.0}, -np.inf, 0)
+            for i in range(L):
+                self._row({int(self.x[i, q]): 1.0, int(self.u[q]): -1.0}, -np.inf, 0)
         for d in range(D):
             self._row({int(self.z[q, d]): 1.0 for q in range(Q)}, -np.inf, 1)
         self._symmetry_rows()
@@ -231,13 +325,13 @@ class _Model:
         for q in range(self.positions):
             inflight = inflight_micro_batches(self.setup, q + 1)
             row: dict[int, float] = {}
-            for l, layer in enumerate(self.layers):
+            for i, layer in enumerate(self.layers):
                 own = layer.params - (layer.tied_params if layer.tied_group is not None else 0)
-                row[int(self.x[l, q])] = b * own + inflight * layer.activation_bytes
+                row[int(self.x[i, q])] = b * own + inflight * layer.activation_bytes
             for g, (size, members) in enumerate(self.groups):
                 row[int(self.w[g, q])] = b * size
-                for l in members:
-                    self._row({int(self.w[g, q]): 1.0, int(self.x[l, q]): -1.0}, 0, np.inf)
+                for i in members:
+                    self._row({int(self.w[g, q]): 1.0, int(self.x[i, q]): -1.0}, 0, np.inf)
             for d, device in enumerate(self.devices):
                 row[int(self.z[q, d])] = -float(device.memory_bytes)
             self._row(row, -np.inf, 0)
@@ -282,24 +376,24 @@ class _Model:
         for q in range(self.positions):
             self._row({self.tau: 1.0, int(self.t[q]): -1.0}, 0, np.inf)
             cut = {int(self.t[q]): 1.0}
-            for l, layer in enumerate(self.layers):
-                cut[int(self.x[l, q])] = -k * layer.flops / (fastest * 1e12)
+            for i, layer in enumerate(self.layers):
+                cut[int(self.x[i, q])] = -k * layer.flops / (fastest * 1e12)
             self._row(cut, 0, np.inf)
             for d, device in enumerate(self.devices):
                 row = {int(self.t[q]): 1.0, int(self.z[q, d]): -big}
-                for l, layer in enumerate(self.layers):
-                    row[int(self.x[l, q])] = -k * layer.flops / (device.tflops * 1e12)
-                for (qq, r), var in self.r.items():
-                    if qq == q:
+                for i, layer in enumerate(self.layers):
+                    row[int(self.x[i, q])] = -k * layer.flops / (device.tflops * 1e12)
+                for (sender, _receiver), var in self.r.items():
+                    if sender == q:
                         row[var] = row.get(var, 0.0) - 1.0
                 self._row(row, -big, np.inf)
 
 
 def _tied_groups(problem: Problem) -> list[tuple[int, list[int]]]:
     groups: dict[str, tuple[int, list[int]]] = {}
-    for l, layer in enumerate(problem.layers):
+    for i, layer in enumerate(problem.layers):
         if layer.tied_group is not None:
-            groups.setdefault(layer.tied_group, (layer.tied_params, []))[1].append(l)
+            groups.setdefault(layer.tied_group, (layer.tied_params, []))[1].append(i)
     return list(groups.values())
 
 

@@ -1,0 +1,125 @@
+"""Planner benchmark: solve time, and plan quality against the baselines.
+
+    python benchmarks/plan_bench.py            # both tables
+    python benchmarks/plan_bench.py --quick    # fewer repeats
+
+(a) Solve time of the exact solver, p50 / p95 over repeated solves, for
+    gpt2-xl on 4 devices and llama-2-70b on 8 devices of 3 kinds.
+(b) Plan quality over models x device sets: T of each baseline divided by T of
+    the exact plan (OOM where the baseline's placement overflows a budget), and
+    the exact plan's T over the lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.allocate.exact import solve_exact  # noqa: E402
+from core.allocate.solvers import compare  # noqa: E402
+from core.device_spec import resolve_devices  # noqa: E402
+from core.model.spec import resolve_model  # noqa: E402
+from core.planning import build_problem  # noqa: E402
+from core.training_setup import TrainingSetup  # noqa: E402
+
+TIMING_CASES = [
+    ("gpt2-xl", "4xA100-40GB", TrainingSetup(seq_len=1024, micro_batches=8), "p95 <= 50 ms"),
+    ("gpt2-xl", "H100-SXM,A100-80GB,A100-40GB,RTX4090", TrainingSetup(seq_len=1024, micro_batches=8), "p95 <= 50 ms"),
+    ("llama-2-70b", "3xH200,3xH100-SXM,2xA100-80GB", TrainingSetup(seq_len=4096, micro_batches=32, optimizer="sgd",
+                                                                    recompute=True), "p95 <= 2 s"),
+    ("llama-2-70b", "3xH100-SXM,3xA100-80GB,2xL40S", TrainingSetup(mode="infer", seq_len=4096,
+                                                                     micro_batches=16), "p95 <= 2 s"),
+]
+
+# Models small enough to train on one box are trained; the two largest are served.
+TRAINED = [("gpt2-xl", 1024), ("llama-2-7b", 4096), ("llama-3-8b", 4096), ("mistral-7b", 4096),
+           ("qwen2-7b", 4096), ("llama-2-13b", 4096)]
+SERVED = [("mixtral-8x7b", 4096), ("llama-2-70b", 4096)]
+TRAIN_SETS = [
+    ("homogeneous", "8xA100-80GB"),
+    ("heterogeneous", "2xH100-SXM,2xA100-80GB,2xA100-40GB,2xRTX4090"),
+    ("tight budgets", "8xA100-80GB:{tight}MiB"),  # 115% of an even share (see _tight_budget_mib)
+]
+INFER_SETS = [
+    ("mixed 4", "H100-SXM,A100-40GB,L4,T4"),
+    ("mixed 8", "4xA100-80GB,4xL40S"),
+]
+BASELINES = ("greedy", "accelerate", "uniform", "parameters")
+
+
+def timing_table(repeats: int) -> None:
+    print("(a) exact solver, solve time over", repeats, "solves")
+    print(f"{'model':<12} {'devices':<40} {'layers':>6} {'p50':>9} {'p95':>9}  target")
+    for model, devices, setup, target in TIMING_CASES:
+        problem = build_problem(resolve_model(model), setup, resolve_devices(devices, setup.precision))
+        solve_exact(problem)  # warm caches (numpy, imports)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            plan = solve_exact(problem)
+            times.append(time.perf_counter() - started)
+        times.sort()
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+        print(f"{model:<12} {devices:<40} {len(problem.layers):>6} {statistics.median(times) * 1e3:>7.1f}ms "
+              f"{p95 * 1e3:>7.1f}ms  {target}  ({plan.status})")
+
+
+def quality_table() -> None:
+    print("\n(b) plan quality: T(baseline) / T(exact); OOM = the baseline's placement overflows a budget")
+    header = f"{'model':<13} {'devices':<14} {'mode':<5}" + "".join(f"{b:>11}" for b in BASELINES)
+    print(header + f"{'exact/LB':>10}{'exact T':>10}")
+    cases = [(m, seq, label, devices, "train") for m, seq in TRAINED for label, devices in TRAIN_SETS]
+    cases += [(m, seq, label, devices, "infer") for m, seq in TRAINED + SERVED for label, devices in INFER_SETS]
+    for model, seq, label, devices, mode in cases:
+        spec = resolve_model(model)
+        setup = TrainingSetup(mode=mode, seq_len=seq, micro_batches=16, recompute=mode == "train")
+        if "{tight}" in devices:
+            devices = devices.format(tight=_tight_budget_mib(spec, setup, parts=8))
+        problem = build_problem(spec, setup, resolve_devices(devices, setup.precision))
+        results = compare(problem, spec, ("exact", *BASELINES))
+        print(_quality_row(model, label, mode, results))
+
+
+def _tight_budget_mib(spec, setup: TrainingSetup, parts: int) -> int:  # noqa: ANN001
+    """115% of 1/parts of what the whole model needs: weights and state, plus activations
+    for the micro-batches a 1F1B stage holds on average, (parts + 1) / 2."""
+    problem = build_problem(spec, setup, resolve_devices("A100-80GB", setup.precision))
+    inflight = (parts + 1) / 2
+    need = sum(setup.bytes_per_param * layer.params + inflight * layer.activation_bytes for layer in problem.layers)
+    return int(1.15 * need / parts / 1024**2) + 1
+
+
+def _quality_row(model: str, label: str, mode: str, results: dict) -> str:
+    exact = results["exact"]
+    cells = []
+    for name in BASELINES:
+        plan = results[name]
+        if isinstance(plan, str) or not exact.feasible:
+            cells.append("n/a")
+        elif not plan.feasible:
+            cells.append("OOM")
+        else:
+            cells.append(f"{plan.objective_s / exact.objective_s:.2f}")
+    if exact.feasible:
+        tail = f"{exact.objective_s / exact.lower_bound_s:>10.2f}{exact.objective_s:>9.2f}s"
+    else:
+        tail = f"{'no fit':>10}{'':>10}"
+    return f"{model:<13} {label:<14} {mode:<5}" + "".join(f"{c:>11}" for c in cells) + tail
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    timing_table(repeats=10 if args.quick else 50)
+    quality_table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
