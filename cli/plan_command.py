@@ -50,6 +50,8 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--devices", help='e.g. "A100-80GB:70GiB,2xRTX4090:22GiB", "2xcpu:2GiB", "cuda:0", "auto"')
     group.add_argument("--efficiency", type=float, help="fraction of datasheet TFLOP/s reached (default 0.4)")
     group.add_argument("--profile", metavar="FILE", help="measured speeds from `main.py profile` instead of TFLOP/s")
+    group.add_argument("--fake-gpus", type=int, default=0, metavar="N",
+                       help="discover N fake GPUs instead of NVML (for cuda:N and auto without hardware)")
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,12 +102,23 @@ def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
     setup = setup_from_args(args, spec)
     if not args.devices:
         raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu") or --problem')
-    devices = resolve_devices(args.devices, setup.precision, args.efficiency)
+    devices = resolve_devices(args.devices, setup.precision, args.efficiency, discover=_discover_for(args))
     if args.profile:
         from core.training.profile import apply_profile, load_profile
 
         devices = apply_profile(devices, load_profile(args.profile))
     return build_problem(spec, setup, devices), spec
+
+
+def _discover_for(args: argparse.Namespace) -> Any:
+    """Device discovery for cuda:N / auto: fake GPUs when asked, else NVML."""
+    if not getattr(args, "fake_gpus", 0):
+        return None
+    from core.devices import discover
+    from core.fake_nvml import fake_gateway
+
+    gateway = fake_gateway(args.fake_gpus)
+    return lambda: discover(gateway)
 
 
 def model_spec_from_args(args: argparse.Namespace) -> Any:

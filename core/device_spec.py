@@ -129,10 +129,9 @@ def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float) ->
 
 def _discovered_devices(request: DeviceRequest, precision: str, efficiency: float,
                         discover: Callable[[], Any] | None) -> list[Device]:
-    if discover is None:
-        from core.devices import discover
-    inventory = discover()
-    gpus = list(inventory.gpus)
+    inventory = discover() if discover is not None else _discover_real()
+    # GPUs torch cannot reach (hidden by CUDA_VISIBLE_DEVICES) cannot run a stage.
+    gpus = [gpu for gpu in inventory.gpus if gpu.torch_index is not None]
     if request.name.lower() == "auto":
         if request.budget_bytes is not None or request.count != 1:
             raise InputError("'auto' takes every discovered device at its free memory; give no count or budget")
@@ -149,9 +148,19 @@ def _discovered_devices(request: DeviceRequest, precision: str, efficiency: floa
     return [_gpu_device(match[0], request.budget_bytes, precision, efficiency)]
 
 
+def _discover_real() -> Any:
+    from core.devices import discover
+
+    return discover()
+
+
 def _gpu_device(gpu: Any, budget: int | None, precision: str, efficiency: float) -> Device:
     name = f"cuda:{gpu.torch_index}"
     total = gpu.memory_total_bytes
+    if total is None:  # unified-memory parts report no dedicated memory
+        if budget is None:
+            raise InputError(f"{name} ({gpu.name}) reports no memory size: give a budget, e.g. {name}:40GiB")
+        total = budget
     if budget is None:
         budget = gpu.memory_free_bytes if gpu.memory_free_bytes is not None else total
     else:

@@ -152,6 +152,7 @@ class _SumProgram:
         self.classes: list[DeviceClass] = tables.classes
         self.capacity = tuple(len(cls.members) for cls in self.classes)
         self.counts_by_total = _counts_by_total(self.capacity)
+        self._stacks: dict[tuple[tuple[int, ...], int, int], np.ndarray] = {}
 
     def least_sums(self, caps: np.ndarray) -> np.ndarray:
         """For each cap, the least sum of stage times of a plan whose stages all fit under it."""
@@ -193,34 +194,42 @@ class _SumProgram:
         return trace.best_at_start(len(caps)), trace
 
     def _extend(self, trace: _Trace, key: StateKey, total: int, caps: np.ndarray, track: bool) -> None:
-        """Put one more stage in front of the plans of state `key`."""
+        """Put one more stage, on each class with a device left, in front of the plans of `key`."""
         rest = trace.value.get(key)
         if rest is None or not np.isfinite(rest).any():
             return
         counts, first_link = key
-        source = trace.source_index(key) if track else -1
+        free = tuple(cls for cls in range(len(self.classes)) if counts[cls] < self.capacity[cls])
+        if not free:
+            return
         n = self.tables.n
         ends = np.flatnonzero(np.isfinite(rest).any(axis=0))
-        rest_at_ends = rest[:, ends]
-        for cls in range(len(self.classes)):
-            if counts[cls] >= self.capacity[cls]:
-                continue
-            table = self.tables.stage_time(cls, first_link, self.tables.inflight_at(total + 1))
-            # Only starts j that can begin a stage ending at some reachable i matter.
-            block = table[:, ends]
-            starts = np.flatnonzero(np.isfinite(block).any(axis=1))
-            block = block[starts]
-            # totals[q, j, i]: stage [j, i) on `cls`, then the rest from i, under cap q
-            totals = np.where(block[None] <= caps[:, None, None], block[None] + rest_at_ends[:, None, :], np.inf)
-            value = np.full((len(caps), n + 1), np.inf)
-            value[:, starts] = totals.min(axis=2)
+        tables = self._stacked(free, first_link, self.tables.inflight_at(total + 1))[:, :, ends]
+        # Only starts j that can begin a stage ending at some reachable i matter.
+        starts = np.flatnonzero(np.isfinite(tables).any(axis=(0, 2)))
+        block = tables[:, starts]
+        # totals[c, q, j, i]: stage [j, i) on class c, then the rest from i, under cap q
+        totals = np.where(block[:, None] <= caps[None, :, None, None],
+                          block[:, None] + rest[:, ends][None, :, None, :], np.inf)
+        values = np.full((len(free), len(caps), n + 1), np.inf)
+        values[:, :, starts] = totals.min(axis=3)
+        source = trace.source_index(key) if track else -1
+        for slot, cls in enumerate(free):
             choice = None
             if track:
                 end = np.zeros(n + 1, dtype=int)
-                end[starts] = ends[totals[0].argmin(axis=1)]
+                end[starts] = ends[totals[slot, 0].argmin(axis=1)]
                 choice = _Choice(np.full(n + 1, cls), end, np.full(n + 1, source))
             new_counts = tuple(c + (1 if i == cls else 0) for i, c in enumerate(counts))
-            trace.offer(new_counts, self.tables.bandwidth_index[cls], value, choice, track)
+            trace.offer(new_counts, self.tables.bandwidth_index[cls], values[slot], choice, track)
+
+    def _stacked(self, classes: tuple[int, ...], next_link: int, inflight: int) -> np.ndarray:
+        key = (classes, next_link, inflight)
+        stacked = self._stacks.get(key)
+        if stacked is None:
+            stacked = np.stack([self.tables.stage_time(cls, next_link, inflight) for cls in classes])
+            self._stacks[key] = stacked
+        return stacked
 
 
 class _Trace:

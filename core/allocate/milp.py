@@ -69,7 +69,7 @@ def solve_milp(problem: Problem, options: MilpOptions | None = None) -> Plan:
         return infeasible_plan(problem, "milp", _with_sizes(problem, reason), elapsed)
     plan = plan_from_placement(problem, model.placement(values), "milp", OPTIMAL, elapsed, gap=0.0)
     if "Optimal" not in str(status) and plan.objective_s:
-        bound = highs.getInfo().mip_dual_bound
+        bound = highs.getInfo().mip_dual_bound * model.time_scale
         gap = min(1.0, max(0.0, (plan.objective_s - bound) / plan.objective_s))
         plan = plan.with_solver("milp", FEASIBLE, elapsed, gap)
     return plan
@@ -97,6 +97,7 @@ def _highs(model: _Model, options: MilpOptions):  # noqa: ANN202 - highspy.Highs
     highs.setOptionValue("output_flag", False)
     highs.setOptionValue("time_limit", float(options.time_limit_s))
     highs.setOptionValue("mip_rel_gap", float(options.relative_gap))
+    highs.setOptionValue("mip_abs_gap", 0.0)  # objectives are in time_scale units; only the relative gap counts
     highs.passModel(lp)
     return highs
 
@@ -164,6 +165,7 @@ class _Model:
         self.t = self._block((Q,))
         self.tau = self._scalar()
         self.rows: list[tuple[dict[int, float], float, float]] = []
+        self.time_scale = _time_scale(problem)
         self._build_rows()
 
     # --- variables -----------------------------------------------------
@@ -246,11 +248,11 @@ class _Model:
             if position_of_layer[a] == q and any(position_of_layer[b] == r for x, b in self.edges if x == a):
                 values[var] = 1
                 link = min(self.devices[device_at[q]].bandwidth_gbps, self.devices[device_at[r]].bandwidth_gbps)
-                values[self.r[(q, r)]] += c * self.layers[a].output_bytes / (link * 1e9)
+                values[self.r[(q, r)]] += c * self.layers[a].output_bytes / (link * 1e9) / self.time_scale
         for q, d in device_at.items():
             flops = sum(layer.flops for i, layer in enumerate(self.layers) if position_of_layer[i] == q)
             comm = sum(values[var] for (sender, _), var in self.r.items() if sender == q)
-            values[self.t[q]] = k * flops / (self.devices[d].tflops * 1e12) + comm
+            values[self.t[q]] = k * flops / (self.devices[d].tflops * 1e12) / self.time_scale + comm
         values[self.tau] = max(values[self.t[q]] for q in device_at)
         return values
 
@@ -348,9 +350,10 @@ class _Model:
     def _time_rows(self) -> None:
         k, c = work_factor(self.setup), comm_factor(self.setup)
         bandwidths = sorted({device.bandwidth_gbps for device in self.devices})
-        slowest = min(device.tflops for device in self.devices)
-        total_send = sum(c * layer.output_bytes for layer in self.layers) / (min(bandwidths) * 1e9)
-        big = k * sum(layer.flops for layer in self.layers) / (slowest * 1e12) + total_send + 1.0
+        # Times are in units of time_scale (the slowest possible stage), so they are O(1)
+        # for HiGHS's tolerances; every stage time is at most 1, so 2 is a safe big-M.
+        unit = self.time_scale
+        big = 2.0
         for (q, r), var in self.r.items():
             for low_q in bandwidths:
                 for low_r in bandwidths:
@@ -358,7 +361,7 @@ class _Model:
                     row = {var: 1.0}
                     for (a, qq, rr), y in self.y.items():
                         if (qq, rr) == (q, r):
-                            row[y] = -c * self.layers[a].output_bytes / (link * 1e9)
+                            row[y] = -c * self.layers[a].output_bytes / (link * 1e9) / unit
                     if len(bandwidths) > 1:  # only binds when q and r sit on these link classes
                         for d, device in enumerate(self.devices):
                             if device.bandwidth_gbps == low_q:
@@ -369,7 +372,7 @@ class _Model:
                     else:
                         self._row(row, 0, np.inf)
         fastest = max(device.tflops for device in self.devices)
-        total = k * sum(layer.flops for layer in self.layers) / 1e12
+        total = k * sum(layer.flops for layer in self.layers) / 1e12 / unit
         # Valid cuts that need no big-M and tighten the LP bound: no device beats
         # the fastest one, and the slowest stage is no faster than perfect balance.
         self._row({self.tau: 1.0}, total / sum(device.tflops for device in self.devices), np.inf)
@@ -377,16 +380,28 @@ class _Model:
             self._row({self.tau: 1.0, int(self.t[q]): -1.0}, 0, np.inf)
             cut = {int(self.t[q]): 1.0}
             for i, layer in enumerate(self.layers):
-                cut[int(self.x[i, q])] = -k * layer.flops / (fastest * 1e12)
+                cut[int(self.x[i, q])] = -k * layer.flops / (fastest * 1e12) / unit
             self._row(cut, 0, np.inf)
             for d, device in enumerate(self.devices):
                 row = {int(self.t[q]): 1.0, int(self.z[q, d]): -big}
                 for i, layer in enumerate(self.layers):
-                    row[int(self.x[i, q])] = -k * layer.flops / (device.tflops * 1e12)
+                    row[int(self.x[i, q])] = -k * layer.flops / (device.tflops * 1e12) / unit
                 for (sender, _receiver), var in self.r.items():
                     if sender == q:
                         row[var] = row.get(var, 0.0) - 1.0
                 self._row(row, -big, np.inf)
+
+
+def _time_scale(problem: Problem) -> float:
+    """The longest a stage can take: every layer on the slowest device, every output
+    sent over the slowest link. 1 when everything is free."""
+    k, c = work_factor(problem.setup), comm_factor(problem.setup)
+    slowest = min(device.tflops for device in problem.devices)
+    slowest_link = min(device.bandwidth_gbps for device in problem.devices)
+    compute = k * sum(layer.flops for layer in problem.layers) / (slowest * 1e12)
+    senders = {producer for producer, _ in problem.edges()}
+    send = c * sum(problem.layers[i].output_bytes for i in senders) / (slowest_link * 1e9)
+    return compute + send if compute + send > 0 else 1.0
 
 
 def _tied_groups(problem: Problem) -> list[tuple[int, list[int]]]:

@@ -1,0 +1,60 @@
+"""`main.py devices` as a user runs it: exit codes, JSON shape, the table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "main.py", "devices", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_json_exits_0_with_the_host_and_the_nvml_reason() -> None:
+    result = run("--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) >= {"host", "gpus", "nvml_reason", "simulated", "links", "reasons"}
+    assert data["host"]["memory_total_bytes"] > 0 and data["host"]["logical_cores"] >= 1
+    # Without NVIDIA hardware (CI): no GPU and the reason; with it: GPUs and no reason.
+    assert bool(data["gpus"]) != bool(data["nvml_reason"])
+    if not data["gpus"]:
+        assert data["nvml_reason"].startswith("NVML: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_json_with_fake_gpus_and_simulated() -> None:
+    result = run("--json", "--fake-gpus", "8", "--simulate", "2 x H100-SXM")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert len(data["gpus"]) == 8 and data["nvml_reason"] is None and data["fake"] is True
+    gpu = data["gpus"][0]
+    for key in ("nvml_index", "torch_index", "uuid", "name", "memory_total_bytes", "memory_used_bytes",
+                "memory_free_bytes", "compute_capability", "power_limit_watts", "max_sm_clock_mhz",
+                "pcie_generation", "pcie_width_lanes", "nvlink_peers", "link_bandwidth_gbps",
+                "catalog_name"):
+        assert key in gpu
+    assert gpu["catalog_name"] == "H100-SXM" and gpu["link_bandwidth_gbps"] == 450.0
+    assert [g["simulated"] for g in data["simulated"]] == [True, True]
+    assert len(data["links"]) == 28
+
+
+def test_table() -> None:
+    result = run("--fake-gpus", "4")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Host ")
+    assert "NVIDIA H100 80GB HBM3" in result.stdout and "Topology" in result.stdout
+    plain = run()
+    assert plain.returncode == 0 and plain.stdout.startswith("Host ")
+
+
+def test_bad_input_exits_2_with_one_line() -> None:
+    for args in (("--fake-gpus", "100"), ("--simulate", "3 x NoSuchGPU")):
+        result = run(*args)
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("allot: error:")
