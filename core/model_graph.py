@@ -49,6 +49,7 @@ def _cached_graph(spec: ModelSpec, precision: str, train: bool, recompute: bool,
     from core.model.measure import measure_layers
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    model: torch.nn.Module
     if spec.gpt is not None:
         from core.model.gpt import GPT, lm_loss
 

@@ -163,7 +163,7 @@ class _SumProgram:
         """The least-sum placement under one cap: (device index, layer indices) per stage."""
         values, trace = self._run(np.array([cap]), track=True)
         assert np.isfinite(values[0]), "placement() needs a cap that some plan meets"
-        key = min(trace.finals, key=lambda k: (trace.value[k][0, 0], trace.order[k]))
+        key: StateKey | None = min(trace.finals, key=lambda k: (trace.value[k][0, 0], trace.order[k]))
         stages = []
         start = 0
         while key is not None:

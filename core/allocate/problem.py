@@ -88,7 +88,7 @@ class Problem:
     def edges(self) -> list[tuple[int, int]]:
         """Data edges (producer index, consumer index) in execution order."""
         index = {layer.name: i for i, layer in enumerate(self.layers)}
-        result = []
+        result: list[tuple[int, int]] = []
         for i, layer in enumerate(self.layers):
             sources = layer.inputs if layer.inputs is not None else (
                 (self.layers[i - 1].name,) if i else ()
@@ -303,7 +303,7 @@ def _check_tied_groups(layers: tuple[Layer, ...]) -> None:
             )
 
 
-def _without_defaults(values: dict[str, Any], cls: type, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+def _without_defaults(values: dict[str, Any], cls: Any, keep: tuple[str, ...] = ()) -> dict[str, Any]:
     defaults = cls.__dataclass_fields__
     result = {}
     for key, value in values.items():
