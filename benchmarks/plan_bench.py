@@ -8,12 +8,16 @@
 (b) Plan quality over models x device sets: T of each baseline divided by T of
     the exact plan (OOM where the baseline's placement overflows a budget), and
     the exact plan's T over the lower bound.
+(c) Building layer graphs on the meta device: wall time and peak memory of a
+    fresh process (target for llama-2-70b: under 10 s and 2 GB).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -112,12 +116,40 @@ def _quality_row(model: str, label: str, mode: str, results: dict) -> str:
     return f"{model:<13} {label:<14} {mode:<5}" + "".join(f"{c:>11}" for c in cells) + tail
 
 
+GRAPH_PROBE = """
+import json, resource, sys, time
+started = time.perf_counter()
+from core.model.spec import resolve_model
+from core.model_graph import build_layer_graph
+from core.training_setup import TrainingSetup
+import torch, transformers
+imported = time.perf_counter()
+graph = build_layer_graph(resolve_model(sys.argv[1]), TrainingSetup(seq_len=int(sys.argv[2])))
+print(json.dumps({"seconds": time.perf_counter() - started, "build": time.perf_counter() - imported,
+                  "layers": len(graph),
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def graph_table() -> None:
+    print("\n(c) layer graph on the meta device, fresh process (imports included)")
+    print(f"{'model':<13} {'seq':>5} {'layers':>6} {'total':>8} {'build':>8} {'peak RSS':>10}")
+    root = Path(__file__).resolve().parent.parent
+    for model, seq in [("gpt2-xl", 1024), ("llama-2-7b", 4096), ("mixtral-8x7b", 4096), ("llama-2-70b", 4096)]:
+        out = subprocess.run([sys.executable, "-c", GRAPH_PROBE, model, str(seq)], cwd=root, check=True,
+                             capture_output=True, text=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        print(f"{model:<13} {seq:>5} {row['layers']:>6} {row['seconds']:>7.2f}s {row['build']:>7.2f}s "
+              f"{row['peak_rss_bytes'] / 1024**3:>8.2f} GiB")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     timing_table(repeats=10 if args.quick else 50)
     quality_table()
+    graph_table()
     return 0
 
 

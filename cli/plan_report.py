@@ -59,8 +59,9 @@ def comparison_table(results: dict[str, Plan | str], reference: Plan | None) -> 
             rows.append([name, "n/a", "", "", "", plan])
             continue
         if plan.status == INFEASIBLE:
-            note = plan.reason or ""
-            rows.append([name, plan.status, _maybe_seconds(plan.objective_s), "", "", note])
+            # A baseline's placement that overflows a budget would run out of memory.
+            status = "OOM" if plan.stages else plan.status
+            rows.append([name, status, _maybe_seconds(plan.objective_s), "", "", plan.reason or ""])
             continue
         ratio = ""
         if reference is not None and reference.objective_s and plan.objective_s:
