@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", help="open this project file in the app")
     parser.add_argument("--screenshot", metavar="FILE.png", help="open the app, save a PNG of it, exit")
     parser.add_argument("--runs-dir", default="runs", help="where the app looks for run directories")
+    parser.add_argument("--fake-gpus", type=int, metavar="N",
+                        help="the app with N fake NVML GPUs (a demo; nothing real is measured)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.register(subparsers)

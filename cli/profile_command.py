@@ -1,14 +1,50 @@
-"""`main.py profile`: placeholder until its issue lands."""
+"""`main.py profile`: measure each layer's forward + backward time on the real
+devices and save a profile the planner can use instead of catalog speeds.
+
+    python main.py profile --model gpt-nano --devices "2xcpu" --out nano-cpu.json
+    python main.py plan --model gpt-nano --devices "2xcpu" --profile nano-cpu.json
+    python main.py train --model gpt-nano --devices "2xcpu" --profile nano-cpu.json ...
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from cli.train_command import add_model_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("profile", help="(not built yet)")
+    parser = subparsers.add_parser("profile", help="measure per-layer times on the real devices",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--vocab", type=int, default=256,
+                        help="vocabulary of the model measured (default 256: the byte-level model train runs)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per layer; the median is kept")
+    parser.add_argument("--out", help="profile JSON to write (default profile-MODEL.json)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("main.py profile is not built yet")
+    from cli.train_command import build_model_and_setup
+    from core.device_spec import resolve_devices
+    from core.errors import InputError
+    from core.training.config import TrainConfig
+    from core.training.profile import measure_profile, save_profile
+    from core.training.runner import trainable_model
+
+    if args.repeats < 1:
+        raise InputError(f"repeats must be 1 or more, got {args.repeats}")
+    model, custom, setup = build_model_and_setup(args)
+    name, gpt = trainable_model(TrainConfig(model=model, custom=custom, setup=setup), args.vocab)
+    devices = resolve_devices(args.devices or "cpu", setup.precision)
+    profile = measure_profile(name, gpt, setup, devices, repeats=args.repeats,
+                              emit=lambda line: print(line, flush=True))
+    out = args.out or f"profile-{name}.json"
+    save_profile(profile, out)
+    for device in profile.devices:
+        print(f"{device.name}: {device.effective_tflops * 1000:.2f} GFLOP/s effective "
+              f"({device.threads} threads), {1000 * device.total_s:.2f} ms per micro-batch forward + backward")
+        for layer in device.layers:
+            print(f"  {layer.name:<8} {1000 * layer.fwd_bwd_s:8.3f} ms  {layer.flops / 1e6:10.1f} MFLOP forward")
+    print(f"wrote {out}; plan with it: python main.py plan ... --profile {out}")
+    return 0

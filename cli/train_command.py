@@ -1,14 +1,247 @@
-"""`main.py train`: placeholder until its issue lands."""
+"""`main.py train`: train the built-in GPT with a plan, in the background.
+
+    python main.py train --model gpt-nano --devices "2xcpu:2GiB" --steps 200 --run-dir runs/nano
+    python main.py train --resume runs/nano --steps 300
+    python main.py train ... --detach           start it and return (follow with `main.py runs`)
+
+In the foreground the command follows the run's metrics; Ctrl-C asks the job
+to stop (it checkpoints first), a second Ctrl-C leaves it running.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+
+# Options a new run may set; None means "not given" (so --resume can refuse them).
+_NEW_RUN_DEFAULTS: dict[str, Any] = {
+    "model": None, "layers": None, "d_model": None, "heads": None, "devices": "cpu", "plan": None,
+    "profile": None, "engine": "pipeline", "run_dir": None, "seed": 0, "data": "stdlib", "tokenizer": "byte",
+    "bpe_vocab": 4096, "precision": "auto", "optimizer": "adamw", "micro_batch_size": 8, "seq_len": None,
+    "micro_batches": 4, "schedule": "1f1b", "recompute": False, "lr": 1e-3, "min_lr": 1e-4,
+    "warmup_steps": None, "lr_decay_steps": None, "weight_decay": 0.1, "grad_clip": 1.0, "eval_interval": 50,
+    "eval_batches": 4, "checkpoint_interval": 50, "keep_checkpoints": 3, "log_interval": 10, "nnodes": 1,
+    "node_rank": 0, "rdzv_endpoint": None, "nproc_per_node": None,
+}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model or a custom size, and the batch shape (shared with `profile`)."""
+    parser.add_argument("--model", help="built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default gpt-nano")
+    parser.add_argument("--layers", type=int, help="custom GPT: number of blocks")
+    parser.add_argument("--d-model", type=int, help="custom GPT: width")
+    parser.add_argument("--heads", type=int, help="custom GPT: attention heads")
+    parser.add_argument("--devices", help='device spec, e.g. "2xcpu:2GiB", "cuda:0,cuda:1" (default cpu)')
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 where every device is a GPU that supports it, else fp32")
+    parser.add_argument("--micro-batch-size", "--micro-batch", type=int, dest="micro_batch_size",
+                        help="sequences per micro-batch (default 8)")
+    parser.add_argument("--seq-len", "--seq", type=int, dest="seq_len",
+                        help="tokens per sequence (default: the model's context)")
+    parser.add_argument("--micro-batches", type=int, help="micro-batches per optimizer step (default 4)")
+    parser.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="(not built yet)")
+    parser = subparsers.add_parser("train", help="train the built-in GPT with a plan (background job)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    group = parser.add_argument_group("run")
+    group.add_argument("--steps", type=int, help="optimizer steps in all (default 200; on --resume: the new total)")
+    group.add_argument("--run-dir", help="new run directory (default runs/MODEL-DATE-TIME)")
+    group.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    group.add_argument("--detach", action="store_true", help="start the job and return at once")
+    group.add_argument("--engine", choices=("pipeline", "local"),
+                     help="pipeline: a process per stage (torchrun); local: one process (default pipeline)")
+    group.add_argument("--plan", help="plan JSON (main.py plan --json); default: the exact solver's plan")
+    group.add_argument("--profile", help="profile JSON (main.py profile): plan with measured speeds")
+    group.add_argument("--seed", type=int)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", help="text file or folder (default: this Python's standard library sources)")
+    data.add_argument("--tokenizer", choices=("byte", "bpe"), help="byte (vocab 256, default) or a BPE trained here")
+    data.add_argument("--bpe-vocab", type=int, help="BPE vocabulary size (default 4096)")
+    optim = parser.add_argument_group("optimizer")
+    optim.add_argument("--optimizer", choices=("sgd", "sgd-momentum", "adam", "adamw"))
+    optim.add_argument("--schedule", choices=("1f1b", "gpipe"))
+    optim.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    optim.add_argument("--min-lr", type=float, help="final learning rate of the cosine (default 1e-4)")
+    optim.add_argument("--warmup-steps", type=int, help="default: a tenth of the steps, at most 100")
+    optim.add_argument("--lr-decay-steps", type=int, help="cosine length (default: --steps)")
+    optim.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (default 0.1)")
+    optim.add_argument("--grad-clip", type=float, help="global gradient norm limit, 0 for none (default 1.0)")
+    book = parser.add_argument_group("bookkeeping")
+    for flag, text in (("--eval-interval", "steps between validations (default 50)"),
+                       ("--eval-batches", "validation batches (default 4)"),
+                       ("--checkpoint-interval", "steps between checkpoints (default 50)"),
+                       ("--keep-checkpoints", "checkpoints kept (default 3)"),
+                       ("--log-interval", "steps between log lines (default 10)")):
+        book.add_argument(flag, type=int, help=text)
+    nodes = parser.add_argument_group("several machines (pipeline engine)")
+    nodes.add_argument("--nnodes", type=int, help="number of machines (default 1)")
+    nodes.add_argument("--node-rank", type=int, help="this machine's rank, 0 to nnodes-1")
+    nodes.add_argument("--rdzv-endpoint", help="HOST:PORT of machine 0")
+    nodes.add_argument("--nproc-per-node", type=int, help="stages on this machine (default: stages / nnodes)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("main.py train is not built yet")
+    from core.training.launcher import resume_run, start_run
+
+    if args.resume is not None:
+        given = [name for name, default in _NEW_RUN_DEFAULTS.items() if getattr(args, name, None) is not None]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise InputError(f"--resume continues a run as it was set up; {flags} cannot change it "
+                             "(only --steps and --detach apply)")
+        handle = resume_run(args.resume, args.steps)
+        print(f"resuming {handle.run_dir} (job pid {handle.pid})", flush=True)
+    else:
+        config, run_dir = build_config(args)
+        handle = start_run(config, run_dir, plan_path=_given(args, "plan"), profile_path=_given(args, "profile"),
+                           emit=lambda line: print(line, flush=True))
+        print(f"training {config.model} in {handle.run_dir} (job pid {handle.pid})", flush=True)
+        if config.nnodes > 1:
+            _print_node_commands(handle.run_dir)
+    if args.detach:
+        _print_detached_help(handle.run_dir)
+        return 0
+    return follow(handle.run_dir)
+
+
+def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
+    """(model name, custom size or None, TrainingSetup) from the command line."""
+    from core.model.spec import CustomSize
+    from core.training_setup import TrainingSetup
+
+    value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
+    custom = None
+    if any(value[name] is not None for name in ("layers", "d_model", "heads")):
+        if None in (value["layers"], value["d_model"], value["heads"]):
+            raise InputError("a custom GPT needs --layers, --d-model and --heads")
+        custom = CustomSize(layers=value["layers"], d_model=value["d_model"], heads=value["heads"])
+    model = value["model"] or ("custom" if custom else "gpt-nano")
+    setup = TrainingSetup(precision=resolve_precision(value["precision"], value["devices"]),
+                          optimizer=value["optimizer"], micro_batch_size=value["micro_batch_size"],
+                          seq_len=value["seq_len"] or _model_context(model, custom),
+                          micro_batches=value["micro_batches"], schedule=value["schedule"],
+                          recompute=bool(value["recompute"]))
+    return model, custom, setup
+
+
+def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
+    """A TrainConfig from the command line, and the run directory."""
+    from core.training.config import TrainConfig
+
+    value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
+    model, custom, setup = build_model_and_setup(args)
+    steps = 200 if args.steps is None else args.steps
+    min_lr = value["min_lr"] if args.min_lr is not None else min(value["min_lr"], value["lr"])
+    config = TrainConfig(
+        model=model, custom=custom, devices=value["devices"], engine=value["engine"], steps=steps,
+        seed=value["seed"], setup=setup, data=value["data"], tokenizer=value["tokenizer"],
+        bpe_vocab_size=value["bpe_vocab"], learning_rate=value["lr"], min_learning_rate=min_lr,
+        warmup_steps=value["warmup_steps"], lr_decay_steps=value["lr_decay_steps"],
+        weight_decay=value["weight_decay"],
+        grad_clip=value["grad_clip"], eval_interval=value["eval_interval"], eval_batches=value["eval_batches"],
+        checkpoint_interval=value["checkpoint_interval"], keep_checkpoints=value["keep_checkpoints"],
+        log_interval=value["log_interval"], nnodes=value["nnodes"], node_rank=value["node_rank"],
+        rdzv_endpoint=value["rdzv_endpoint"], nproc_per_node=value["nproc_per_node"],
+    )
+    run_dir = Path(value["run_dir"] or f"runs/{model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return config, run_dir
+
+
+def resolve_precision(precision: str, devices: str) -> str:
+    """auto: bf16 when every device is a discovered GPU that supports it, else fp32
+    (CPU and simulated GPUs train in fp32: the plan describes what runs)."""
+    if precision != "auto":
+        return precision
+    from core.device_spec import parse_device_spec
+
+    names = [request.name.lower() for request in parse_device_spec(devices)]
+    if not all(name == "auto" or name.startswith("cuda:") for name in names):
+        return "fp32"
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def follow(run_dir: Path) -> int:
+    """Print the run's progress until it ends; Ctrl-C asks it to stop."""
+    from core.training.launcher import read_status, stop_run
+    from core.training.loop import format_row
+    from core.training.metrics import MetricsTail
+    from core.training.run_dir import RunPaths, read_json
+
+    print(f"following {run_dir} (Ctrl-C stops the run after a checkpoint)", flush=True)
+    every = int(read_json(RunPaths(Path(run_dir)).config, "run config")["config"].get("log_interval", 10))
+    tail, stopping, steps = MetricsTail(Path(run_dir) / "metrics.jsonl"), False, 0
+    while True:
+        try:
+            status = read_status(run_dir)
+            steps = status.steps or steps
+            for row in tail.poll().rows:
+                if row["step"] % every == 0 or "val_loss" in row or row["step"] == steps:
+                    print(format_row(row, steps), flush=True)
+            if status.state != "running":
+                return _finish(run_dir, status)
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            if stopping:
+                print(f"\nleft running in the background: python main.py runs --stop {run_dir}", flush=True)
+                return 130
+            stopping = True
+            print("\nstopping after this step (Ctrl-C again to leave it running) ...", flush=True)
+            stop_run(run_dir)
+
+
+def _finish(run_dir: Path, status: Any) -> int:
+    from core.training.report import format_report
+    from core.training.run_dir import RunPaths, read_json
+
+    report_path = RunPaths(Path(run_dir)).report
+    if report_path.exists():
+        print("predicted vs measured, per micro-batch:\n" + format_report(read_json(report_path, "report")))
+    if status.state == "failed":
+        print(f"allot: error: the run failed: {status.error} (see {Path(run_dir) / 'train.log'})",
+              file=sys.stderr, flush=True)
+        return 1
+    print(f"{status.state} at step {status.step}; resume with: python main.py train --resume {run_dir} "
+          f"--steps N", flush=True)
+    return 0
+
+
+def _print_detached_help(run_dir: Path) -> None:
+    print(f"follow:  python main.py runs   |   tail -f {run_dir / 'train.log'}\n"
+          f"stop:    python main.py runs --stop {run_dir}\n"
+          f"resume:  python main.py train --resume {run_dir} --steps N", flush=True)
+
+
+def _print_node_commands(run_dir: Path) -> None:
+    from core.training.context import RunContext
+    from core.training.pipeline import node_commands
+
+    context = RunContext.load(run_dir)
+    print("this machine's job runs torchrun as below; each machine runs `main.py train` with its "
+          "--node-rank (same --plan), which amounts to:", flush=True)
+    for rank, command in enumerate(node_commands(run_dir, context.config, context.num_stages)):
+        print(f"  node {rank}: {command}", flush=True)
+
+
+def _model_context(model: str, custom: Any) -> int:
+    from core.model.spec import resolve_model
+
+    spec = resolve_model(model, custom)
+    if spec.gpt is None:
+        raise InputError(f"{spec.name} is a Hugging Face config: Allot plans it but trains only the built-in GPT")
+    return spec.gpt.seq_len
+
+
+def _given(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name, None)
+    return _NEW_RUN_DEFAULTS[name] if value is None else value

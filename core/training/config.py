@@ -1,0 +1,152 @@
+"""The training configuration: one frozen dataclass, stored as config.json.
+
+The batch shape, precision, optimizer, schedule and recompute live in the
+shared `TrainingSetup`, so the planner predicts memory and time for exactly
+what runs; the rest (steps, learning rate schedule, data, engine) is here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from core.errors import InputError
+from core.training_setup import TrainingSetup
+
+if TYPE_CHECKING:
+    from core.model.spec import CustomSize
+
+ENGINES = ("pipeline", "local")
+TOKENIZERS = ("byte", "bpe")
+STDLIB = "stdlib"  # the default corpus: this Python's standard library sources
+
+
+def default_setup() -> TrainingSetup:
+    """A CPU-friendly batch: 4 micro-batches of 8 x 256 tokens, fp32, AdamW, 1F1B."""
+    return TrainingSetup(precision="fp32", optimizer="adamw", micro_batch_size=8, seq_len=256,
+                         micro_batches=4, schedule="1f1b")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs besides the plan (plan.json) and data (data/).
+
+    `steps` is the total number of optimizer steps. `warmup_steps` (default a
+    tenth of the steps, at most 100) and `lr_decay_steps` (default `steps`) are
+    fixed when the run is created (`resolved()`), so extending a run with
+    --resume --steps keeps the learning rates already planned (past the decay,
+    lr stays at min_learning_rate).
+    """
+
+    model: str = "gpt-nano"
+    custom: CustomSize | None = None
+    devices: str = "cpu"
+    engine: str = "pipeline"
+    steps: int = 200
+    seed: int = 0
+    setup: TrainingSetup = field(default_factory=default_setup)
+    # data
+    data: str = STDLIB
+    tokenizer: str = "byte"
+    bpe_vocab_size: int = 4096
+    val_fraction: float = 0.1
+    # optimizer and learning rate
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-4
+    warmup_steps: int | None = None
+    lr_decay_steps: int | None = None
+    weight_decay: float = 0.1  # AdamW only; the others take 0 unless asked
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 turns clipping off
+    # bookkeeping
+    eval_interval: int = 50
+    eval_batches: int = 4
+    checkpoint_interval: int = 50
+    keep_checkpoints: int = 3
+    log_interval: int = 10
+    # multi-node (the pipeline engine)
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    nproc_per_node: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InputError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise InputError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+        _whole("steps", self.steps, 1)
+        for name in ("eval_interval", "eval_batches", "checkpoint_interval", "keep_checkpoints",
+                     "log_interval", "nnodes"):
+            _whole(name, getattr(self, name), 1)
+        if self.warmup_steps is not None:
+            _whole("warmup_steps", self.warmup_steps, 0)
+        if self.lr_decay_steps is not None:
+            _whole("lr_decay_steps", self.lr_decay_steps, 1)
+        if self.nproc_per_node is not None:
+            _whole("nproc_per_node", self.nproc_per_node, 1)
+        _whole("node_rank", self.node_rank, 0)
+        _whole("bpe_vocab_size", self.bpe_vocab_size, 257)
+        if self.node_rank >= self.nnodes:
+            raise InputError(f"node-rank {self.node_rank} must be below nnodes {self.nnodes}")
+        for name in ("learning_rate", "min_learning_rate", "weight_decay", "momentum", "grad_clip"):
+            _finite(name, getattr(self, name))
+        if self.learning_rate <= 0 or self.min_learning_rate > self.learning_rate:
+            raise InputError("learning rate must be above 0 and at least the minimum learning rate")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise InputError(f"validation fraction must be between 0 and 0.5, got {self.val_fraction}")
+        if self.setup.mode != "train":
+            raise InputError("training needs a setup with mode 'train'")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.setup.micro_batches * self.setup.tokens_per_micro_batch
+
+    @property
+    def effective_weight_decay(self) -> float:
+        return self.weight_decay if self.setup.optimizer == "adamw" else 0.0
+
+    def resolved(self) -> TrainConfig:
+        """The defaults that depend on `steps`, fixed (a run stores this)."""
+        return replace(self, warmup_steps=self.warmup_steps if self.warmup_steps is not None
+                       else min(100, self.steps // 10),
+                       lr_decay_steps=self.lr_decay_steps or self.steps)
+
+    def with_steps(self, steps: int) -> TrainConfig:
+        """The same run trained to `steps` in all (the learning rate plan kept)."""
+        return replace(self.resolved(), steps=steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["setup"] = self.setup.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from config.json; unknown keys are ignored (newer files)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        if isinstance(values.get("setup"), dict):
+            values["setup"] = TrainingSetup.from_dict(values["setup"])
+        if isinstance(values.get("custom"), dict):
+            from core.model.spec import CustomSize
+
+            values["custom"] = CustomSize(**values["custom"])
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise InputError(f"training config: {error}") from None
+
+
+def _whole(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        label = name.replace("_", "-")
+        raise InputError(f"{label} must be a whole number of {minimum} or more, got {value!r}")
+
+
+def _finite(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InputError(f"{name.replace('_', '-')} must be a number of 0 or more, got {value!r}")

@@ -1,0 +1,181 @@
+"""The public face of training, for the CLI and the app.
+
+    handle = start_run(config, "runs/nano")       # validate, prepare, start the job detached
+    tail = MetricsTail(handle.paths.metrics)      # tail.poll().rows: only the new rows
+    read_status("runs/nano")                      # RunStatus: state, step, pids, error
+    stop_run("runs/nano")                         # finish the step, checkpoint, exit "stopped"
+    resume_run("runs/nano", steps=300)            # continue from the last checkpoint
+    list_runs("runs")                             # RunSummary per run directory
+
+The job (core.training.job) runs in a new session with its output in the
+run's train.log, so it survives the app or shell that started it.
+Nothing here imports torch at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import InputError
+from core.training.config import TrainConfig
+from core.training.metrics import MetricsTail, TailUpdate, last_row, read_metrics
+from core.training.run_dir import (
+    RUNNING,
+    RunPaths,
+    RunStatus,
+    is_run_dir,
+    process_create_time,
+    read_json,
+    read_status,
+    write_status,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+__all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", "read_metrics", "read_status",
+           "resume_run", "start_run", "stop_run", "wait_run"]
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """A started job: its process id and run directory."""
+
+    run_dir: Path
+    pid: int
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.run_dir)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of `main.py runs`."""
+
+    name: str
+    path: Path
+    state: str
+    step: int
+    steps: int
+    last_loss: float | None
+    model: str
+    engine: str
+    stages: int
+    started_at: float | None
+
+
+def start_run(config: TrainConfig, run_dir: Path | str, plan_path: str | None = None,
+              profile_path: str | None = None, emit: Callable[[str], None] = print) -> RunHandle:
+    """Validate, prepare the run directory, and start the job in the background.
+
+    Raises:
+        InputError: bad input (nothing written).
+    """
+    from core.training.runner import prepare_new_run
+
+    context = prepare_new_run(config, run_dir, plan_path, profile_path, emit=emit)
+    return _spawn_job(context.paths)
+
+
+def resume_run(run_dir: Path | str, steps: int | None = None) -> RunHandle:
+    """Continue a run from its last checkpoint (to `steps` in all, if given).
+
+    Raises:
+        InputError: no run, still running, corrupt checkpoint, nothing left to do.
+    """
+    from core.training.runner import prepare_resume
+
+    context = prepare_resume(run_dir, steps)
+    return _spawn_job(context.paths)
+
+
+def stop_run(run_dir: Path | str) -> bool:
+    """Ask a run to stop: the STOP file, and SIGTERM to its job if it runs here.
+
+    The job finishes its current step, checkpoints and ends with status
+    "stopped". Returns whether a live job was signalled.
+    """
+    from core.training.job import request_stop
+
+    paths = RunPaths(Path(run_dir).expanduser().resolve())
+    if not is_run_dir(paths.root):
+        raise InputError(f"{paths.root} holds no run (no config.json)")
+    status = read_status(paths.root) if paths.status.exists() else None
+    if status is None or status.state != RUNNING:
+        return False
+    request_stop(paths)
+    if status.alive and status.pid is not None:
+        try:
+            os.kill(status.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
+    return False
+
+
+def wait_run(run_dir: Path | str, timeout_s: float | None = None, poll_s: float = 0.2) -> RunStatus:
+    """Wait until a run is no longer running (or the timeout passes); its status."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        status = read_status(run_dir)
+        if status.state != RUNNING or (deadline is not None and time.monotonic() > deadline):
+            return status
+        time.sleep(poll_s)
+
+
+def list_runs(root: Path | str = "runs") -> list[RunSummary]:
+    """Every run directory directly under `root`, newest first."""
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        return []
+    runs = [_summary(path) for path in base.iterdir() if is_run_dir(path)]
+    return sorted(runs, key=lambda run: run.started_at or 0.0, reverse=True)
+
+
+def _summary(path: Path) -> RunSummary:
+    paths = RunPaths(path)
+    try:
+        stored = read_json(paths.config, "run config")
+        plan = read_json(paths.plan, "run plan")
+    except InputError:
+        stored, plan = {}, {}
+    config = stored.get("config", {})
+    try:
+        status = read_status(path)
+        state, step, started, loss = status.state, status.step, status.started_at, status.last_loss
+    except InputError:
+        state, step, started, loss = "created", 0, None, None
+    row = last_row(paths.metrics)
+    if row is not None and int(row.get("step", 0)) >= step:
+        step, loss = int(row["step"]), row.get("loss")
+    return RunSummary(name=path.name, path=path, state=state, step=step, steps=int(config.get("steps", 0)),
+                      last_loss=loss, model=str(stored.get("model", {}).get("name", "?")),
+                      engine=str(config.get("engine", "?")), stages=len(plan.get("stages", [])),
+                      started_at=started or stored.get("created_at"))
+
+
+def _spawn_job(paths: RunPaths) -> RunHandle:
+    """Start `python -m core.training.job RUN_DIR` in its own session."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(paths.log, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "core.training.job", str(paths.root)],
+                                   cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    # Until the job writes its own status (it takes a moment to import), this one names it.
+    try:
+        written_by_job = read_json(paths.status, "run status").get("pids", {}).get("job") == process.pid
+    except InputError:
+        written_by_job = False
+    if not written_by_job:
+        write_status(paths, state=RUNNING, pids={"job": process.pid}, started_at=time.time(), ended_at=None,
+                     job_create_time=process_create_time(process.pid), error=None, traceback=None, step=0)
+    return RunHandle(paths.root, process.pid)

@@ -1,0 +1,302 @@
+"""One pipeline stage per process: the entry point torchrun starts.
+
+    python -m torch.distributed.run --nproc-per-node S ... -m core.training.pipeline_worker RUN_DIR
+
+Global rank r runs stage r of the plan with torch.distributed.pipelining
+(`PipelineStage` driven by `Schedule1F1B` or `ScheduleGPipe`, n_microbatches
+= the setup's micro-batches, mean loss per micro-batch, gradients scaled by
+the schedule). gloo on CPU, nccl when every stage is a GPU. Rank 0 writes
+metrics.jsonl; every rank writes its own stage file of each checkpoint, and
+the first process of each host commits that host's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+from core.model.gpt import lm_loss
+from core.training import checkpoint as ckpt
+from core.training.context import RunContext
+from core.training.loop import StepStats, format_row, train_loop
+from core.training.metrics import MetricsWriter
+from core.training.optim import clip_gradients, grad_square_sum, make_optimizer, set_learning_rate
+from core.training.pipeline import THREADS_ENV
+from core.training.stages import (
+    build_full_model,
+    norm_parameters,
+    slice_stages,
+    tied_parameters,
+    tied_stage_pair,
+)
+from core.training.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
+
+_STATS_PER_STAGE = 3  # compute_s, step wall time, peak memory
+
+
+class TimedStage(PipelineStage):
+    """A PipelineStage that adds up the time spent computing its micro-batches."""
+
+    compute_s = 0.0
+
+    def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super().forward_one_chunk(*args, **kwargs)
+        finally:
+            synchronize(self.device)
+            self.compute_s += time.perf_counter() - started
+
+    def backward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super().backward_one_chunk(*args, **kwargs)
+        finally:
+            synchronize(self.device)
+            self.compute_s += time.perf_counter() - started
+
+
+class PipelineEngine:
+    """This rank's stage of the pipeline (see core.training.loop.Engine)."""
+
+    def __init__(self, context: RunContext, rank: int, local_rank: int, device: torch.device):
+        self.context, self.config, self.rank, self.local_rank = context, context.config, rank, local_rank
+        self.num_stages, self.device = context.num_stages, device
+        self.first, self.last = rank == 0, rank == self.num_stages - 1
+        self.is_writer = rank == 0
+        self.data = context.data()
+        model = build_full_model(context.gpt, self.config.seed)  # identical init on every rank
+        stages = slice_stages(model, context.layouts, untie=True, recompute=self.config.setup.recompute,
+                              autocast_dtype=context.autocast_dtype())
+        self.module = stages[rank].to(device)
+        del model, stages
+        pair = tied_stage_pair(context.gpt, context.layouts)
+        self.tied_group = dist.new_group(list(pair)) if pair is not None else None  # every rank calls it
+        self.tied_parameter = self._tied_parameter(pair)
+        named = list(self.module.named_parameters())
+        self.names = {id(p): name for name, p in named}
+        self.parameters = [p for _, p in named]
+        self.norm_parameters = norm_parameters(self.module, pair is not None and rank == pair[1])
+        self.optimizer = make_optimizer(named, self.config)
+        self.stage = TimedStage(self.module, rank, self.num_stages, device)
+        schedule = Schedule1F1B if self.config.setup.schedule == "1f1b" else ScheduleGPipe
+        self.schedule = schedule(self.stage, n_microbatches=self.config.setup.micro_batches, loss_fn=self._loss)
+        self.comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        self._measured: dict[str, Any] = {}
+        self._val_loss: float | None = None
+
+    def _tied_parameter(self, pair: tuple[int, int] | None) -> torch.nn.Parameter | None:
+        if pair is None or self.rank not in pair:
+            return None
+        owner, copy = tied_parameters(self.module)
+        return owner if self.rank == pair[0] else copy
+
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        started = time.perf_counter()
+        loss = lm_loss(output, target)
+        self.stage.compute_s += time.perf_counter() - started
+        return loss
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, step: int, lr: float) -> None:
+        setup = self.config.setup
+        set_learning_rate(self.optimizer, lr)
+        inputs = targets = None
+        if self.first or self.last:
+            inputs, targets = self.data.train_batch(self.config.seed, step,
+                                                    setup.micro_batches * setup.micro_batch_size, setup.seq_len)
+        self.stage.compute_s = 0.0
+        started = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self._run_schedule(self.schedule.step, inputs, targets)
+        # ---- tied embedding and head: both copies get the sum of their gradients
+        if self.tied_group is not None and self.tied_parameter is not None:
+            grad = self.tied_parameter.grad
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=self.tied_group)
+        # ---- global gradient norm over all stages, clip, update
+        norm = self._all_reduce([grad_square_sum(self.norm_parameters)])[0] ** 0.5
+        clip_gradients(self.parameters, norm, self.config.grad_clip)
+        self.optimizer.step()
+        synchronize(self.device)
+        step_time_s = time.perf_counter() - started
+        loss = torch.stack(losses).mean().item() if losses else 0.0  # host-device sync
+        self._measured = {"loss": loss, "grad_norm": norm, "step_time_s": step_time_s,
+                          "compute_s": self.stage.compute_s}
+
+    def _run_schedule(self, run: Any, inputs: Any, targets: Any) -> list[torch.Tensor]:
+        """Feed the schedule what this rank has: inputs on the first, targets on the last."""
+        losses: list[torch.Tensor] = []
+        args = (inputs.to(self.device),) if self.first else ()
+        if self.last:
+            run(*args, target=targets.to(self.device), losses=losses)
+        else:
+            run(*args)
+        return [loss.detach().float() for loss in losses]
+
+    @torch.no_grad()
+    def evaluate(self) -> None:
+        setup = self.config.setup
+        self.module.eval()
+        losses: list[torch.Tensor] = []
+        for index in range(self.config.eval_batches):
+            inputs = targets = None
+            if self.first or self.last:
+                inputs, targets = self.data.val_batch(self.config.seed, index,
+                                                      setup.micro_batches * setup.micro_batch_size, setup.seq_len)
+            losses += self._run_schedule(self.schedule.eval, inputs, targets)
+        self.module.train()
+        self._val_loss = torch.stack(losses).mean().item() if losses else 0.0  # host-device sync
+
+    # -------------------------------------------------------------- measurements
+    def collect(self, stop_requested: bool) -> StepStats:
+        """One all-reduce gathers every stage's timings, the loss and the stop vote."""
+        size = _STATS_PER_STAGE * self.num_stages
+        values = [0.0] * (size + 3)
+        measured = self._measured
+        offset = _STATS_PER_STAGE * self.rank
+        values[offset:offset + _STATS_PER_STAGE] = [measured["compute_s"], measured["step_time_s"],
+                                                    float(peak_memory_bytes(self.device))]
+        if self.last:
+            values[size] = measured["loss"]
+            values[size + 1] = self._val_loss if self._val_loss is not None else 0.0
+        values[size + 2] = 1.0 if stop_requested else 0.0
+        total = self._all_reduce(values)
+        compute = tuple(total[i * _STATS_PER_STAGE] for i in range(self.num_stages))
+        wall = tuple(total[i * _STATS_PER_STAGE + 1] for i in range(self.num_stages))
+        step_time_s = max(wall)
+        stats = StepStats(
+            loss=total[size], grad_norm=measured["grad_norm"], step_time_s=step_time_s,
+            stage_compute_s=compute, stage_idle_s=tuple(max(0.0, step_time_s - c) for c in compute),
+            stage_peak_memory_bytes=tuple(int(total[i * _STATS_PER_STAGE + 2]) for i in range(self.num_stages)),
+            val_loss=total[size + 1] if self._val_loss is not None else None, stop=total[size + 2] > 0,
+        )
+        self._val_loss = None
+        return stats
+
+    def _all_reduce(self, values: list[float], op: Any = dist.ReduceOp.SUM) -> list[float]:
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.comm_device)
+        dist.all_reduce(tensor, op=op)
+        return [float(v) for v in tensor.cpu().tolist()]  # host-device sync
+
+    # --------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, step: int) -> None:
+        checkpoints = self.context.paths.checkpoints
+        layout = self.context.layouts[self.rank]
+        ckpt.write_stage_file(ckpt.temp_dir(checkpoints, step), self.rank,
+                              stage_payload(step, layout, self.module, self.optimizer))
+        dist.barrier()
+        if self.local_rank == 0:  # one committer per host: its run directory holds its stages
+            ckpt.commit_checkpoint(checkpoints, step, self.num_stages)
+            ckpt.prune_checkpoints(checkpoints, self.config.keep_checkpoints)
+        dist.barrier()
+
+    def restore(self) -> int:
+        latest = ckpt.latest_checkpoint(self.context.paths.checkpoints)
+        mine = ckpt.checkpoint_step(latest) if latest is not None else 0
+        lowest, highest = (self._all_reduce([mine], dist.ReduceOp.MIN)[0],
+                           self._all_reduce([mine], dist.ReduceOp.MAX)[0])
+        if lowest != highest:
+            raise RuntimeError(f"stages hold checkpoints of different steps ({int(lowest)} and {int(highest)})")
+        if latest is None:
+            return 0
+        payload = ckpt.load_stage_file(latest, self.rank)
+        apply_payloads([payload], [self.module], self.optimizer, self.names)
+        return mine
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of one worker (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK)."""
+    run_dir = Path(argv[0])
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        return _train(run_dir, rank)
+    except BaseException as error:
+        _record_error(run_dir, rank, error)
+        raise
+
+
+def _train(run_dir: Path, rank: int) -> int:
+    world, local_rank = int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    context = RunContext.load(run_dir)
+    if world != context.num_stages:
+        raise RuntimeError(f"the launch has {world} processes but the plan has {context.num_stages} stages")
+    torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
+    _exit_with_parent()
+    device = _stage_device(context, rank, local_rank)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=5))
+    try:
+        engine = PipelineEngine(context, rank, local_rank, device)
+        writer = MetricsWriter(context.paths.metrics) if rank == 0 else None
+        steps = context.config.steps
+        log_every = context.config.log_interval
+
+        def emit(row: dict[str, Any]) -> None:
+            if row["step"] % log_every == 0 or row["step"] == steps or "val_loss" in row:
+                print(format_row(row, steps), flush=True)
+
+        try:
+            outcome = train_loop(engine, context.config, writer, emit, context.paths.stop_file.exists)
+        finally:
+            if writer is not None:
+                writer.close()
+        if rank == 0:
+            print(f"pipeline: {outcome}", flush=True)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def _stage_device(context: RunContext, rank: int, local_rank: int) -> torch.device:
+    """Stages planned on a GPU use this host's GPU; cpu and simulated ones the CPU."""
+    devices = {layout.torch_device for layout in context.layouts}
+    if len({d.split(":")[0] for d in devices}) > 1:
+        raise RuntimeError("the pipeline engine cannot mix CPU and GPU stages; use --engine local")
+    planned = context.layouts[rank].torch_device
+    if planned == "cpu":
+        return torch.device("cpu")
+    return torch.device(planned if context.config.nnodes == 1 else f"cuda:{local_rank}")
+
+
+def _exit_with_parent() -> None:
+    """Leave when torchrun goes away (killed with -9, say): no orphans holding ports."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _record_error(run_dir: Path, rank: int, error: BaseException) -> None:
+    """errors/rank_R.json: the job puts the first one into the status."""
+    from core.training.run_dir import RunPaths, atomic_write_json
+
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return
+    tail = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
+    try:
+        atomic_write_json(RunPaths(run_dir).errors / f"rank_{rank}.json",
+                          {"rank": rank, "error": f"{type(error).__name__}: {error}", "traceback": tail,
+                           "time": time.time()})
+    except OSError:
+        pass
+    print(json.dumps({"rank": rank, "error": str(error)}), file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

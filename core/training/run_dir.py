@@ -1,0 +1,240 @@
+"""A run directory: the single source of truth of one training run.
+
+    runs/NAME/
+      config.json      what was asked and what it resolved to (model, devices, setup)
+      plan.json        the plan that runs (DESIGN.md's answer format)
+      status.json      running | finished | stopped | failed, pids, step, error
+      metrics.jsonl    one JSON object per optimizer step (core.training.metrics)
+      train.log        stdout and stderr of the job and its workers
+      report.json      predicted vs measured time per stage, written at the end
+      checkpoints/     step_00000100/ {stage_0.pt, ..., manifest.json}
+      data/            train.bin, val.bin, meta.json (and tokenizer.json for BPE)
+      STOP             present while a stop is requested
+
+Every JSON file is written atomically (temp file, fsync, rename), and the
+status has one writer: the job process (core.training.job).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+
+RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+RUN_STATES = (RUNNING, FINISHED, STOPPED, FAILED)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The named files of a run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def errors(self) -> Path:
+        return self.root / "errors"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.root / "STOP"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one.
+
+    Temp file in the same directory, fsync, rename over the target, fsync the
+    directory (so the rename itself survives a power cut).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+
+
+def fsync_directory(path: Path) -> None:
+    """Make renames and creations inside a directory durable (no-op where unsupported)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """Read a JSON object, turning a missing or broken file into one InputError line."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise InputError(f"cannot read {what} {path}: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {path} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{what} {path} is not a JSON object")
+    return value
+
+
+def check_new_run_dir(root: Path) -> None:
+    """A new run goes into a directory that does not exist or is empty.
+
+    Raises:
+        InputError: the path is a file, or the directory already holds something
+            (another run or the user's files): nothing is overwritten.
+    """
+    if root.exists() and not root.is_dir():
+        raise InputError(f"run directory {root} is a file, not a directory")
+    if root.is_dir() and any(root.iterdir()):
+        what = "another run" if (root / "config.json").exists() else "files"
+        raise InputError(f"run directory {root} already holds {what}: "
+                         f"use --resume {root} to continue it, or choose a new --run-dir")
+
+
+def is_run_dir(root: Path) -> bool:
+    return (root / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What status.json says, with `alive` checked against the process table.
+
+    A job that was killed (kill -9, power cut) leaves "running" behind; when its
+    process is gone, `state` reads "failed" with an error saying so.
+    """
+
+    state: str
+    step: int = 0
+    steps: int = 0
+    last_loss: float | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+    host: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    alive: bool | None = None  # None: unknown (another host, or no pid yet)
+
+    @property
+    def pid(self) -> int | None:
+        return self.pids.get("job")
+
+
+def write_status(paths: RunPaths, **fields: Any) -> dict[str, Any]:
+    """Update status.json (read, merge, atomic write). Only the job calls this."""
+    try:
+        current = json.loads(paths.status.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        current = {}
+    current.update(fields)
+    current.setdefault("host", socket.gethostname())
+    current["updated_at"] = time.time()
+    atomic_write_json(paths.status, current)
+    return current
+
+
+def read_status(root: Path | str) -> RunStatus:
+    """The status of a run directory (state "failed" if its job died silently).
+
+    Raises:
+        InputError: no run there.
+    """
+    paths = RunPaths(Path(root))
+    raw = read_json(paths.status, "run status")
+    state = str(raw.get("state", FAILED))
+    pids = {str(k): int(v) for k, v in (raw.get("pids") or {}).items() if v is not None}
+    alive = None
+    error, trace = raw.get("error"), raw.get("traceback")
+    if raw.get("host") == socket.gethostname() and "job" in pids:
+        alive = process_alive(pids["job"], raw.get("job_create_time"))
+        if state == RUNNING and not alive:
+            state, error = FAILED, f"job process {pids['job']} ended without a status (killed?)"
+    return RunStatus(
+        state=state, step=int(raw.get("step") or 0), steps=int(raw.get("steps") or 0),
+        last_loss=raw.get("last_loss"), pids=pids, host=str(raw.get("host", "")),
+        started_at=raw.get("started_at"), ended_at=raw.get("ended_at"),
+        error=error, traceback=trace, alive=alive,
+    )
+
+
+def process_alive(pid: int, create_time: float | None = None) -> bool:
+    """Is this process running (and, when its start time is known, the same one)?"""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(process.create_time() - float(create_time)) < 1.0
+    except psutil.AccessDenied:
+        return True  # it exists; it is someone else's
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def process_create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None

@@ -1,0 +1,201 @@
+"""Preparing runs: every check first, then the run directory.
+
+`prepare_new_run` validates the model, corpus, devices, plan and launch
+shape, tokenizes the corpus and plans, all before anything is written, so
+bad input leaves no trace; then it writes config.json, plan.json and data/.
+`prepare_resume` checks that a run can continue (not running, checkpoint
+intact, more steps asked) before it touches the directory.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from core.allocate.plan import Plan
+from core.errors import InputError
+from core.model.gpt import GPTConfig
+from core.model.spec import ModelSpec, resolve_model
+from core.training import checkpoint as ckpt
+from core.training.config import TrainConfig
+from core.training.context import CONFIG_FORMAT, RunContext
+from core.training.metrics import truncate_after
+from core.training.run_dir import (
+    RUNNING,
+    RunPaths,
+    atomic_write_json,
+    check_new_run_dir,
+    is_run_dir,
+    read_json,
+    read_status,
+)
+
+
+def trainable_model(config: TrainConfig, vocab_size: int) -> tuple[str, GPTConfig]:
+    """The built-in GPT that runs: the preset or custom size with the tokenizer's
+    vocabulary and a position table long enough for the sequence length.
+
+    Raises:
+        InputError: the model is an HF config (planned, never trained here).
+    """
+    spec = resolve_model(config.model, config.custom)
+    if spec.gpt is None:
+        raise InputError(f"{spec.name} is a Hugging Face config: Allot plans it but trains only the built-in "
+                         "GPT (gpt-nano, gpt-micro, gpt2-small ... or custom sizes)")
+    gpt = replace(spec.gpt, vocab_size=vocab_size, seq_len=max(spec.gpt.seq_len, config.setup.seq_len))
+    name = spec.name if vocab_size == spec.gpt.vocab_size else f"{spec.name}-vocab{vocab_size}"
+    return name, gpt
+
+
+def layer_names(gpt: GPTConfig) -> list[str]:
+    return ["embed", *(f"h.{i}" for i in range(gpt.n_layer)), "ln_f", "lm_head"]
+
+
+def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | None = None,
+                    profile_path: str | None = None, emit: Callable[[str], None] = print) -> RunContext:
+    """Validate everything, then create the run directory. Returns the run.
+
+    Raises:
+        InputError: any bad input; nothing has been written then.
+    """
+    from core.device_spec import resolve_devices
+    from core.training.data import (
+        corpus_files,
+        corpus_summary,
+        load_corpus,
+        tokenize_corpus,
+        write_token_data,
+    )
+    from core.training.plan_file import read_plan_stages
+
+    root = Path(run_dir).expanduser().resolve()
+    check_new_run_dir(root)
+    config = config.resolved()
+    _, planned_gpt = trainable_model(config, 256)  # fails fast for HF configs
+    corpus_files(config.data)  # fails fast for a missing corpus
+    devices = resolve_devices(config.devices, config.setup.precision)
+    if profile_path is not None:
+        from core.training.profile import apply_profile, load_profile
+
+        devices = apply_profile(devices, load_profile(profile_path))
+    given = (read_plan_stages(plan_path, layer_names(planned_gpt), [d.name for d in devices])
+             if plan_path is not None else None)
+    _check_launch(config, len(given) if given is not None else None, plan_path)
+    emit(f"reading the corpus ({config.data}) ...")
+    corpus = tokenize_corpus(load_corpus(config.data, config.val_fraction), config.tokenizer,
+                             config.bpe_vocab_size, min_tokens=config.setup.seq_len + 1)
+    name, gpt = trainable_model(config, corpus.vocab_size)
+    plan = _plan(ModelSpec(name=name, gpt=gpt), config, devices, given)
+    _check_stages(config, plan)
+    # ---- every check passed: now, and only now, write
+    paths = RunPaths(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_token_data(paths.data, corpus)
+    atomic_write_json(paths.plan, plan.to_dict())
+    atomic_write_json(paths.config, _config_record(config, name, gpt, devices, corpus_summary(corpus),
+                                                   plan_path, profile_path))
+    return RunContext.load(root)
+
+
+def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:
+    """Make a stopped, finished, failed or killed run ready to continue.
+
+    Raises:
+        InputError: no run there, it is still running, its latest checkpoint is
+            corrupt, or it is already at `steps`; nothing is changed then.
+    """
+    root = Path(run_dir).expanduser().resolve()
+    if not is_run_dir(root):
+        raise InputError(f"{root} holds no run (no config.json)")
+    paths = RunPaths(root)
+    if paths.status.exists():
+        status = read_status(root)
+        if status.state == RUNNING and status.alive is not False:
+            raise InputError(f"run {root} is still running (pid {status.pid}); stop it first "
+                             f"(python main.py runs --stop {root})")
+    context = RunContext.load(root)
+    latest = ckpt.latest_checkpoint(paths.checkpoints)
+    done = 0
+    if latest is not None:
+        try:
+            ckpt.verify_checkpoint(latest)
+        except InputError as error:
+            raise InputError(f"{error}; delete that directory to resume from the one before") from None
+        done = ckpt.checkpoint_step(latest)
+    total = context.config.steps if steps is None else steps
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise InputError(f"steps must be a whole number of 1 or more, got {total!r}")
+    if total <= done:
+        raise InputError(f"run {root} is already at step {done}: give --steps above it to train on")
+    # ---- checks passed: clear the way for the job
+    paths.stop_file.unlink(missing_ok=True)
+    truncate_after(paths.metrics, done)
+    ckpt.remove_partial(paths.checkpoints)
+    if total != context.config.steps:
+        stored = read_json(paths.config, "run config")
+        stored["config"] = context.config.with_steps(total).to_dict()
+        atomic_write_json(paths.config, stored)
+    return RunContext.load(root)
+
+
+def _plan(spec: ModelSpec, config: TrainConfig, devices: Any, given: Any) -> Plan:
+    from core.allocate.solvers import solve
+    from core.planning import build_problem
+    from core.training.plan_file import cost_stages
+
+    problem = build_problem(spec, config.setup, devices)
+    if given is not None:
+        return cost_stages(problem, given)
+    plan = solve(problem, "exact", spec=spec)
+    if not plan.feasible:
+        raise InputError(f"no placement of {spec.name} fits the devices: {plan.reason}")
+    return plan
+
+
+def _check_launch(config: TrainConfig, stages: int | None, plan_path: str | None) -> None:
+    if config.nnodes == 1:
+        return
+    if config.engine != "pipeline":
+        raise InputError("several nodes need --engine pipeline")
+    if plan_path is None:
+        raise InputError("several nodes need --plan FILE: every node must run the same plan")
+    if not config.rdzv_endpoint:
+        raise InputError("several nodes need --rdzv-endpoint HOST:PORT (the address of node 0)")
+    if stages is not None and config.nproc_per_node is None and stages % config.nnodes:
+        raise InputError(f"{stages} stages do not split evenly over {config.nnodes} nodes: "
+                         "give --nproc-per-node for this node")
+
+
+def _check_stages(config: TrainConfig, plan: Plan) -> None:
+    stages = len(plan.stages)
+    setup = config.setup
+    if config.engine == "pipeline" and setup.schedule == "1f1b" and setup.micro_batches < stages:
+        raise InputError(f"1F1B needs at least as many micro-batches as stages ({stages}): "
+                         f"use --micro-batches {stages} or --schedule gpipe")
+    kinds = {stage.device.startswith("cuda:") for stage in plan.stages}
+    if config.engine == "pipeline" and len(kinds) > 1:
+        raise InputError("the pipeline engine cannot mix CPU and GPU stages: use --engine local")
+
+
+def _config_record(config: TrainConfig, name: str, gpt: GPTConfig, devices: Any, data: dict[str, Any],
+                   plan_path: str | None, profile_path: str | None) -> dict[str, Any]:
+    import torch
+
+    return {
+        "format": CONFIG_FORMAT,
+        "config": config.to_dict(),
+        "model": {"name": name, "gpt": asdict(gpt)},
+        "devices": [asdict(device) for device in devices],
+        "data": data,
+        "plan_from": str(Path(plan_path).resolve()) if plan_path else "exact solver",
+        "profile": str(Path(profile_path).resolve()) if profile_path else None,
+        "created_at": time.time(),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }

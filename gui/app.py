@@ -1,0 +1,165 @@
+"""Start the app: discover devices, open a project, show the window (or save a screenshot).
+
+    python main.py                                  the last project, or a new one
+    python main.py --project my.allot.json          that project
+    python main.py --screenshot out.png [--project my.allot.json]
+                                                    wait for the plan, save a PNG, exit 0
+    python main.py --fake-gpus 8                    eight fake NVML GPUs, for demos
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication
+
+from core.errors import InputError
+from core.project import (
+    Project,
+    entries_from_inventory,
+    last_project,
+    load_project,
+    remember_project,
+)
+from core.project import new_project as fresh_project
+from gui import plan_jobs
+from gui.state import AppState
+from gui.theme import apply_theme
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
+
+SCREENSHOT_TIMEOUT_S = 90.0
+SETTLE_S = 0.4  # after the last answer: layouts and plot ranges catch up
+
+
+def discover_inventory(fake_gpus: int | None = None) -> Any:
+    """This machine's devices (core.devices); fake NVML GPUs when asked. Never raises."""
+    from core import devices
+
+    if fake_gpus:
+        from core.fake_nvml import fake_gateway
+
+        return devices.discover(fake_gateway(fake_gpus))
+    return devices.discover()
+
+
+def inventory_note(inventory: Any) -> str | None:
+    if not inventory.gpus:
+        reason = inventory.nvml_reason or "no NVIDIA GPU found"
+        return f"No GPU: {reason}. Planning on the host and simulated GPUs."
+    if getattr(inventory, "fake", False):
+        return f"{len(inventory.gpus)} fake NVML GPUs (demo: nothing real is measured)."
+    return None
+
+
+def create_window(project_path: str | None = None, discover: Callable[[], Any] | None = None,
+                  reopen_last: bool = True) -> MainWindow:
+    """The window and its state, not yet shown or planned (tests call this).
+
+    Raises:
+        InputError: `project_path` is not a valid project.
+    """
+    from gui.main_window import MainWindow  # the views import torch (model presets): not for --help
+
+    inventory = (discover or discover_inventory)()
+    machine = entries_from_inventory(inventory)
+
+    def new_project() -> Project:
+        return fresh_project(inventory)
+
+    path = Path(project_path) if project_path else (last_project() if reopen_last else None)
+    problem = None
+    try:
+        project = load_project(path) if path is not None else new_project()
+    except InputError as error:
+        if project_path:
+            raise
+        project, path, problem = new_project(), None, str(error)
+    state = AppState(machine, Project(devices=()))
+    state.inventory_note = inventory_note(inventory)
+    window = MainWindow(state, new_project)
+    notes = state.load(project, path)
+    if path is not None and not problem:
+        remember_project(path)
+    if problem:
+        window.banner.show_message("warning", "The last project could not be reopened", problem)
+    elif notes:
+        window.banner.show_message("info", "Project opened on this machine", "; ".join(notes) + ".")
+    return window
+
+
+def freeze_startup_objects() -> None:
+    """Move everything built so far (torch, Qt wrappers, the window) out of the collector's
+    sight: a full collection over them took 50-140 ms, a visible stall mid-drag."""
+    gc.collect()
+    gc.freeze()
+
+
+def wait_for_plan(state: AppState, timeout_s: float = SCREENSHOT_TIMEOUT_S) -> bool:
+    """Run the event loop until the plan and its comparison are in (or an error, or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.setInterval(50)
+
+    def settled() -> bool:
+        if state.busy:
+            return False
+        return bool(state.error) or (state.plan is not None and state.comparison is not None)
+
+    timer.timeout.connect(lambda: (settled() or time.monotonic() > deadline) and loop.quit())
+    timer.start()
+    loop.exec()
+    timer.stop()
+    return settled()
+
+
+def settle(seconds: float = SETTLE_S) -> None:
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
+def take_screenshot(window: MainWindow, path: Path) -> bool:
+    """Show, plan, wait, and save the window as a PNG; True when it was written."""
+    window.show()
+    window.state.replan()
+    if not wait_for_plan(window.state):
+        print("allot: warning: screenshot taken before the plan settled", file=sys.stderr)
+    settle()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return window.grab().save(str(path))
+
+
+def run_app(args: Any) -> int:
+    """main.py's entry to the GUI: the window until it closes, or a screenshot."""
+    if getattr(args, "screenshot", None):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed for a PNG
+    if getattr(args, "project", None):
+        load_project(args.project)  # a bad --project fails here, before anything slow starts
+    plan_jobs.shared_pool()  # the planning process imports torch while the window is built
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Allot")
+    apply_theme(app)
+    discover = lambda: discover_inventory(getattr(args, "fake_gpus", None))  # noqa: E731
+    window = create_window(getattr(args, "project", None), discover)
+    freeze_startup_objects()
+    if getattr(args, "screenshot", None):
+        path = Path(args.screenshot)
+        written = take_screenshot(window, path)
+        window.close()
+        if not written:
+            raise InputError(f"cannot write screenshot {path}")
+        print(f"screenshot written to {path}")
+        return 0
+    window.show()
+    window.state.replan()
+    return int(app.exec())

@@ -1,0 +1,367 @@
+"""AppState: the one object every view binds to.
+
+It holds what the user chose (devices with budgets and ticks, model, setup,
+solver) and what the planner answered (model spec, layer graph, problem,
+plan, comparison). Views connect a state signal to their `_update_*` method
+and send user input back through a setter; the setters ask the PlanWorker
+for a new plan. Answers carry request ids and only newer answers are kept,
+so a slow old solve never overwrites a newer plan.
+
+For the training and monitor views: `spec`, `setup`, `problem`, `plan` (the
+current answer, maybe infeasible or None) and `shown_plan` (the newest
+feasible plan) are what a run needs; `devices` lists every device entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from core.allocate.plan import Plan
+from core.allocate.problem import Problem
+from core.errors import InputError
+from core.project import (
+    DeviceEntry,
+    ModelChoice,
+    Project,
+    merge_saved_devices,
+    simulated_entry,
+)
+from core.training_setup import TrainingSetup
+from gui.plan_worker import PlanRequest, PlanResult, PlanWorker
+
+REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (DESIGN.md: views redraw at 10-20 Hz)
+
+
+class AppState(QObject):
+    """The app's model (Qt signals + setters); see the module docstring."""
+
+    devices_changed = Signal()  # added, removed, ticked, or a new project
+    budget_changed = Signal(str, object)  # device name, budget bytes (object: above 2**31)
+    model_changed = Signal()
+    setup_changed = Signal()
+    solver_changed = Signal(str)
+    view_changed = Signal(str)
+    graph_changed = Signal()  # a different layer graph (model or batch shape changed)
+    plan_changed = Signal()  # a newer answer arrived (plan, infeasible plan or error)
+    comparison_changed = Signal()
+    error_changed = Signal(str)  # "" when there is none
+    busy_changed = Signal(bool)
+    project_changed = Signal()  # path or unsaved-changes flag
+    host_speed_changed = Signal()
+
+    def __init__(self, machine: tuple[DeviceEntry, ...], project: Project,
+                 worker: PlanWorker | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.machine = machine  # this machine's GPUs and host, as discovered
+        self.inventory_note: str | None = None  # e.g. why NVML is unavailable
+        self.worker = worker or PlanWorker()
+        # Answers are shown at most every REDRAW_INTERVAL_MS; one that arrives sooner waits
+        # (and is replaced by a newer one): two redraws back to back would stall a drag.
+        self._incoming: PlanResult | None = None
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(REDRAW_INTERVAL_MS)
+        self._redraw_timer.timeout.connect(self._show_incoming)
+        self.worker.planned.connect(self._on_planned)
+        self.worker.compared.connect(self._on_compared)
+        self.worker.failed.connect(self._on_failed)
+        self.worker.host_measured.connect(self._on_host_measured)
+        self.host_peak_tflops: float | None = None
+        self._closed = False
+        self._latest_id = 0  # newest request sent
+        self._accepted_id = 0  # newest answer kept
+        self._comparison_id = -1
+        self._colors: dict[str, int] = {}
+        self._clear_results()
+        self.project_path: Path | None = None
+        self.dirty = False
+        self._set_project(project)
+
+    # -- what the user chose -------------------------------------------------------
+
+    @property
+    def devices(self) -> tuple[DeviceEntry, ...]:
+        return self._devices
+
+    def device(self, name: str) -> DeviceEntry | None:
+        return next((entry for entry in self._devices if entry.name == name), None)
+
+    @property
+    def included_devices(self) -> tuple[DeviceEntry, ...]:
+        return tuple(entry for entry in self._devices if entry.included)
+
+    @property
+    def model(self) -> ModelChoice:
+        return self._model
+
+    @property
+    def setup(self) -> TrainingSetup:
+        return self._setup
+
+    @property
+    def solver(self) -> str:
+        return self._solver
+
+    @property
+    def view(self) -> str:
+        return self._view
+
+    def color_slot(self, name: str) -> int:
+        """The device's colour slot (gui.theme.device_color): stable while it exists."""
+        if name not in self._colors:
+            used = set(self._colors.values())
+            self._colors[name] = next(slot for slot in range(len(self._colors) + 1) if slot not in used)
+        return self._colors[name]
+
+    def to_project(self) -> Project:
+        return Project(devices=self._devices, model=self._model, setup=self._setup, solver=self._solver,
+                       view=self._view)
+
+    # -- what the planner answered -------------------------------------------------
+
+    @property
+    def plan(self) -> Plan | None:
+        """The newest answer: a plan (maybe infeasible), or None after an error."""
+        return self._plan
+
+    @property
+    def problem(self) -> Problem | None:
+        return self._problem
+
+    @property
+    def shown_plan(self) -> Plan | None:
+        """The newest feasible plan: what views draw (greyed when `plan_is_stale`)."""
+        return self._shown_plan
+
+    @property
+    def shown_problem(self) -> Problem | None:
+        return self._shown_problem
+
+    @property
+    def plan_is_stale(self) -> bool:
+        """True when the shown plan is not the answer to the current inputs."""
+        return self._plan is None or not self._plan.feasible
+
+    @property
+    def spec(self) -> Any:
+        """core.model.spec.ModelSpec of the newest answer (None before the first)."""
+        return self._spec
+
+    @property
+    def graph(self) -> Any:
+        """The layer graph (networkx.DiGraph, read-only) of the newest answer."""
+        return self._graph
+
+    @property
+    def comparison(self) -> dict[str, Plan | str] | None:
+        """Every solver's answer for the current plan's problem; None while it is computed."""
+        return self._comparison if self._comparison_id == self._accepted_id else None
+
+    @property
+    def error(self) -> str:
+        return self._error
+
+    @property
+    def busy(self) -> bool:
+        return self._latest_id > self._accepted_id
+
+    # -- setters (user input) ------------------------------------------------------
+
+    def set_budget(self, name: str, budget_bytes: int) -> None:
+        entry = self.device(name)
+        if entry is None:
+            return
+        budget = max(1, min(int(budget_bytes), entry.total_memory_bytes))
+        if budget == entry.budget_bytes:
+            return
+        self._replace_device(replace(entry, budget_bytes=budget))
+        self.budget_changed.emit(name, budget)
+        self._changed()
+
+    def set_included(self, name: str, included: bool) -> None:
+        entry = self.device(name)
+        if entry is None or entry.included == included:
+            return
+        self._replace_device(replace(entry, included=included))
+        self.devices_changed.emit()
+        self._changed()
+
+    def add_simulated(self, catalog_name: str) -> str:
+        """Add a catalog GPU at its whole memory; returns its name (raises InputError)."""
+        entry = simulated_entry(catalog_name, {e.name for e in self._devices})
+        hosts = [i for i, e in enumerate(self._devices) if e.kind == "host"]
+        at = hosts[0] if hosts else len(self._devices)  # before the host: baselines fill in order
+        self._devices = (*self._devices[:at], entry, *self._devices[at:])
+        self.color_slot(entry.name)
+        self.devices_changed.emit()
+        self._changed()
+        return entry.name
+
+    def remove_device(self, name: str) -> None:
+        """Remove a simulated GPU (this machine's devices are excluded, not removed)."""
+        entry = self.device(name)
+        if entry is None or entry.kind != "simulated":
+            return
+        self._devices = tuple(e for e in self._devices if e.name != name)
+        self._colors.pop(name, None)
+        self.devices_changed.emit()
+        self._changed()
+
+    def set_model(self, model: ModelChoice) -> None:
+        if model != self._model:
+            self._model = model
+            self.model_changed.emit()
+            self._changed()
+
+    def set_setup(self, setup: TrainingSetup) -> None:
+        if setup != self._setup:
+            self._setup = setup
+            self.setup_changed.emit()
+            self._changed()
+
+    def set_solver(self, solver: str) -> None:
+        from core.allocate.solvers import SOLVER_NAMES
+
+        if solver not in SOLVER_NAMES:
+            raise InputError(f"unknown solver '{solver}'")
+        if solver != self._solver:
+            self._solver = solver
+            self.solver_changed.emit(solver)
+            self._changed()
+
+    def set_view(self, view: str) -> None:
+        if view != self._view:
+            self._view = view
+            self.view_changed.emit(view)
+
+    def load(self, project: Project, path: Path | None = None) -> list[str]:
+        """Replace everything with a project (on this machine); returns notes for the user."""
+        notes = self._set_project(project)
+        self.project_path = path
+        self.dirty = False
+        for signal in (self.devices_changed, self.model_changed, self.setup_changed, self.project_changed):
+            signal.emit()
+        self.solver_changed.emit(self._solver)
+        self.view_changed.emit(self._view)
+        return notes
+
+    def mark_saved(self, path: Path) -> None:
+        self.project_path, self.dirty = path, False
+        self.project_changed.emit()
+
+    def replan(self) -> None:
+        """Ask for a plan of the current inputs (on start, and after a project loads)."""
+        self._request()
+
+    def shutdown(self) -> None:
+        """Stop planning; answers still on their way are dropped (their views may be gone)."""
+        if self._closed:
+            return
+        self._closed = True
+        for signal, slot in ((self.worker.planned, self._on_planned), (self.worker.compared, self._on_compared),
+                             (self.worker.failed, self._on_failed),
+                             (self.worker.host_measured, self._on_host_measured)):
+            signal.disconnect(slot)
+        self._redraw_timer.stop()
+        self._incoming = None
+        self.worker.stop()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _set_project(self, project: Project) -> list[str]:
+        devices, notes = merge_saved_devices(project.devices, self.machine)
+        self._devices = devices
+        self._model, self._setup = project.model, project.setup
+        self._solver, self._view = project.solver, project.view
+        self._colors = {}
+        for entry in devices:
+            self.color_slot(entry.name)
+        return notes
+
+    def _replace_device(self, new: DeviceEntry) -> None:
+        self._devices = tuple(new if e.name == new.name else e for e in self._devices)
+
+    def _changed(self) -> None:
+        if not self.dirty:
+            self.dirty = True
+            self.project_changed.emit()
+        self._request()
+
+    def _request(self) -> None:
+        if self._closed:
+            return
+        was_busy = self.busy
+        self._latest_id += 1
+        self.worker.submit(PlanRequest(self._latest_id, self._model, self._setup, self._devices, self._solver))
+        if not was_busy:
+            self.busy_changed.emit(True)
+
+    def _clear_results(self) -> None:
+        self._plan: Plan | None = None
+        self._problem: Problem | None = None
+        self._shown_plan: Plan | None = None
+        self._shown_problem: Problem | None = None
+        self._spec: Any = None
+        self._graph: Any = None
+        self._comparison: dict[str, Plan | str] | None = None
+        self._error = ""
+
+    def _accept(self, request_id: int) -> bool:
+        """Keep an answer only if it is newer than the one shown (newest wins)."""
+        if request_id <= self._accepted_id:
+            return False
+        self._accepted_id = request_id
+        if not self.busy:
+            self.busy_changed.emit(False)
+        return True
+
+    def _on_planned(self, result: PlanResult) -> None:
+        if result.request_id <= self._accepted_id:
+            return
+        if self._incoming is None or result.request_id > self._incoming.request_id:
+            self._incoming = result
+        if not self._redraw_timer.isActive():
+            self._show_incoming()
+
+    def _show_incoming(self) -> None:
+        result, self._incoming = self._incoming, None
+        if result is None or not self._accept(result.request_id):
+            return
+        self._redraw_timer.start()
+        graph_is_new = result.graph is not self._graph
+        self._spec, self._graph, self._problem, self._plan = result.spec, result.graph, result.problem, result.plan
+        if result.plan.feasible:
+            self._shown_plan, self._shown_problem = result.plan, result.problem
+        self._set_error("")
+        if graph_is_new:
+            self.graph_changed.emit()
+        self.plan_changed.emit()
+        self.comparison_changed.emit()  # the old comparison no longer applies
+
+    def _on_failed(self, request_id: int, message: str) -> None:
+        if not self._accept(request_id):
+            return
+        self._plan = None
+        self._set_error(message)
+        self.plan_changed.emit()
+        self.comparison_changed.emit()
+
+    def _on_compared(self, request_id: int, results: dict[str, Plan | str]) -> None:
+        if request_id < self._accepted_id:
+            return  # for budgets already replaced
+        self._comparison, self._comparison_id = results, request_id
+        if request_id == self._accepted_id:
+            self.comparison_changed.emit()  # else it shows with its plan, still waiting to be drawn
+
+    def _on_host_measured(self, peak_tflops: float) -> None:
+        self.host_peak_tflops = peak_tflops
+        self.host_speed_changed.emit()
+
+    def _set_error(self, message: str) -> None:
+        if message != self._error:
+            self._error = message
+            self.error_changed.emit(message)

@@ -1,0 +1,82 @@
+"""The model panel: presets, custom sizes, a local config.json, the training setup."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+from core.model.presets import HF_CONFIG_DIR
+from tests.gui.conftest import small_project, wait_for_plan
+
+
+def test_choosing_a_preset_and_the_setup_replans(qtbot, make_window) -> None:
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    panel, state = window.model_panel, window.state
+    panel.model_box.setCurrentIndex(panel.model_box.findData("preset:gpt-nano"))
+    assert state.model.name == "gpt-nano"
+    wait_for_plan(qtbot, state)
+    assert state.spec.name == "gpt-nano" and state.graph.graph["model"] == "gpt-nano"
+    assert "gpt-nano" in panel.summary.text() and "5 blocks" in panel.summary.text()
+
+    micro_batches = panel.setup_boxes["micro_batches"]
+    micro_batches.setValue(3)
+    assert state.setup.micro_batches == 3
+    panel.setup_boxes["schedule"].setCurrentText("gpipe")
+    panel.setup_boxes["recompute"].click()
+    assert (state.setup.schedule, state.setup.recompute) == ("gpipe", True)
+    wait_for_plan(qtbot, state)
+    assert state.plan.micro_batches == 3 and state.problem.setup.schedule == "gpipe"
+    panel.setup_boxes["mode"].setCurrentText("infer")
+    assert not panel.setup_boxes["optimizer"].isEnabled()
+
+
+def test_a_custom_size(qtbot, make_window) -> None:
+    window = make_window(small_project(("A100-80GB",), model="gpt-nano"))
+    panel, state = window.model_panel, window.state
+    panel.model_box.setCurrentIndex(panel.model_box.findData("custom:"))
+    assert state.model.source == "custom" and panel.custom["layers"].isVisible()
+    panel.custom["layers"].setValue(3)
+    panel.custom["d_model"].setValue(64)
+    panel.custom["heads"].setValue(4)
+    panel.custom["vocab"].setValue(256)
+    panel.custom["seq"].setValue(128)
+    wait_for_plan(qtbot, state)
+    assert state.spec.name == "gpt-custom-3L-64d"
+    assert sum(1 for _, data in state.graph.nodes(data=True) if data["is_block"]) == 3
+
+
+def test_a_local_config_and_a_broken_one(qtbot, make_window, tmp_path: Path) -> None:
+    window = make_window(small_project(("A100-80GB", "RTX4090"), model="gpt-nano"))
+    panel, state = window.model_panel, window.state
+    folder = tmp_path / "my-gpt2"
+    folder.mkdir()
+    shutil.copy(HF_CONFIG_DIR / "gpt2.json", folder / "config.json")
+    panel.choose_config(str(folder / "config.json"))
+    assert panel.model_box.currentData() == "config:" and str(folder) in panel.config_label.text()
+    wait_for_plan(qtbot, state)
+    assert state.spec.name == "my-gpt2" and state.plan.feasible and not window.banner.isVisible()
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"hidden_size": 64}))
+    panel.choose_config(str(broken))
+    wait_for_plan(qtbot, state)
+    assert state.plan is None and "not a Hugging Face config" in state.error
+    assert window.banner.isVisible() and window.banner.title == "Cannot plan"
+    assert "not a Hugging Face config" in window.banner.text
+    assert window.status_text.text() == "Cannot plan: see the banner"
+
+    panel.model_box.setCurrentIndex(panel.model_box.findData("preset:gpt-nano"))
+    wait_for_plan(qtbot, state)
+    assert state.plan.feasible and not window.banner.isVisible() and state.error == ""
+
+
+def test_a_sequence_longer_than_the_context_is_a_clear_error(qtbot, make_window) -> None:
+    window = make_window(small_project(("A100-80GB", "RTX4090"), model="gpt2"))
+    box = window.model_panel.setup_boxes["seq_len"]
+    box.setValue(4096)  # gpt2's context is 1024
+    qtbot.keyClick(box, Qt.Key.Key_Enter)
+    wait_for_plan(qtbot, window.state)
+    assert "exceeds gpt2's context of 1024" in window.banner.text

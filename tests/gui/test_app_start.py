@@ -1,0 +1,102 @@
+"""Starting the app: no NVML, fake GPUs, defaults; and the newest answer wins."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+
+from core import nvml_gateway
+from core.costs import infeasible_plan
+from core.project import Project
+from gui.app import discover_inventory
+from gui.plan_worker import PlanResult
+from gui.state import AppState
+from tests.gui.conftest import small_project, wait_for_plan
+
+
+def test_starts_without_nvml_on_the_host_and_simulated_gpus(qtbot, make_window, monkeypatch) -> None:
+    from core.fake_nvml import FakeNvml
+
+    missing = nvml_gateway.NvmlGateway(FakeNvml(0, init_error=nvml_gateway.LIBRARY_NOT_FOUND))
+    monkeypatch.setattr(nvml_gateway, "shared_gateway", lambda: missing)
+    window = make_window(discover=discover_inventory)  # the app's own discovery path
+    state = window.state
+    kinds = [(entry.kind, entry.included) for entry in state.devices]
+    assert kinds == [("simulated", True), ("simulated", True), ("host", True)]
+    assert "library not found" in window.devices_panel.note.text() and window.devices_panel.note.isVisible()
+    assert window.devices_panel.table.rowCount() == 3
+    assert state.plan.feasible and state.model.name == "gpt-micro"
+    assert state.host_peak_tflops is not None and state.host_peak_tflops > 0
+    assert set(window.budget_bars.bars) == {"A100-80GB", "RTX4090", "cpu"}
+
+
+def test_fake_gpus_are_listed_as_cuda_devices(qtbot, make_window) -> None:
+    window = make_window(discover=lambda: discover_inventory(2))
+    state = window.state
+    assert [(e.name, e.kind, e.included) for e in state.devices] == [
+        ("cuda:0", "gpu", True), ("cuda:1", "gpu", True), ("cpu", "host", False)]
+    assert "fake NVML" in window.devices_panel.note.text()
+    assert {stage.device for stage in state.plan.stages} <= {"cuda:0", "cuda:1"}
+    assert state.devices[0].budget_bytes <= state.devices[0].total_memory_bytes
+
+
+def test_adding_removing_and_excluding_devices_in_the_panel(qtbot, make_window) -> None:
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    panel, state = window.devices_panel, window.state
+    panel.catalog_box.setCurrentText("H100-SXM")
+    panel.add_button.click()
+    assert state.device("H100-SXM") is not None and panel.remove_button.isEnabled()
+    panel.remove_button.click()
+    assert state.device("H100-SXM") is None
+    item = panel.table.item(panel.row_of("RTX4090"), 0)
+    item.setCheckState(item.checkState().Unchecked)
+    assert not state.device("RTX4090").included
+    wait_for_plan(qtbot, state)
+    assert [stage.device for stage in state.plan.stages] == ["A100-80GB"]
+    panel.table.selectRow(panel.row_of("cpu"))
+    assert not panel.remove_button.isEnabled()  # this machine's devices are excluded, not removed
+
+
+class FakeWorker(QObject):
+    """PlanWorker's signals, with submitted requests recorded instead of solved."""
+
+    planned = Signal(object)
+    compared = Signal(int, object)
+    failed = Signal(int, str)
+    host_measured = Signal(float)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = []
+
+    def submit(self, request) -> None:
+        self.requests.append(request)
+
+    def stop(self) -> None:
+        pass
+
+
+def test_an_older_answer_never_replaces_a_newer_one(qtbot) -> None:
+    from core.allocate.problem import Device, Layer, Problem
+
+    worker = FakeWorker()
+    state = AppState((), Project(devices=()), worker=worker)
+    state.load(small_project(("RTX4090",)))
+    for budget in (1, 2, 3):
+        state.set_budget("RTX4090", budget * 1024**3)
+    first, second, third = worker.requests
+    assert third.devices[0].budget_bytes == 3 * 1024**3 and state.busy
+    problem = Problem(layers=(Layer("a", 1, 1.0, 1, 1),), devices=(Device("RTX4090", 1, 1.0, 1.0),))
+
+    def answer(request, reason):
+        return PlanResult(request.request_id, None, object(), problem, infeasible_plan(problem, "exact", reason), None)
+
+    worker.planned.emit(answer(second, "second"))
+    assert state.plan.reason == "second" and state.busy
+    worker.planned.emit(answer(first, "first"))  # late and older: dropped
+    assert state.plan.reason == "second"
+    worker.compared.emit(first.request_id, {"exact": "old"})
+    assert state.comparison is None
+    worker.failed.emit(third.request_id, "third failed")
+    assert state.plan is None and state.error == "third failed" and not state.busy
+    worker.planned.emit(answer(second, "again"))
+    assert state.error == "third failed"

@@ -1,0 +1,88 @@
+"""Projects in the app: save and open round trip; bad files change nothing; recent files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from PySide6.QtWidgets import QMessageBox
+
+from core.project import ModelChoice, recent_projects
+from tests.gui.conftest import small_project, wait_for_plan
+
+
+@pytest.fixture
+def warnings(monkeypatch) -> list[tuple[str, str]]:
+    """QMessageBox.warning, recorded instead of shown (a modal box would block the test)."""
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text: shown.append((title, text)))
+    return shown
+
+
+def test_save_and_open_round_trip(qtbot, make_window, tmp_path, warnings) -> None:
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    state = window.state
+    state.set_budget("A100-80GB", 40 * 1024**3)
+    state.set_included("RTX4090", False)
+    state.add_simulated("L4")
+    state.set_model(ModelChoice(name="gpt-nano"))
+    state.set_setup(replace(state.setup, micro_batches=4, schedule="gpipe", precision="fp32"))
+    state.set_solver("parameters")
+    state.set_view("graph")
+    saved = state.to_project()
+    path = tmp_path / "mine.allot.json"
+    assert window.save_project_as(path)
+    assert not state.dirty and state.project_path == path
+    data = json.loads(path.read_text())
+    assert data["format"] == "allot-project" and data["version"] == 1
+    assert data["model"] == {"source": "preset", "name": "gpt-nano"} and data["solver"] == "parameters"
+
+    window.new_project()
+    assert state.to_project() != saved
+    assert window.open_project(path)
+    assert state.to_project() == saved
+    assert window.tabs.currentWidget() is window.graph_view
+    assert window.model_panel.model_box.currentData() == "preset:gpt-nano"
+    assert window.plan_view.solver_box.currentData() == "parameters"
+    assert window.model_panel.setup_boxes["micro_batches"].value() == 4
+    assert recent_projects()[0] == path.resolve()
+    assert warnings == []
+    wait_for_plan(qtbot, state)
+    assert state.plan.solver == "parameters"
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "is not JSON"),
+    ('{"layers": [], "devices": []}', "is not an Allot project"),
+    ('{"format": "allot-project", "version": 99, "devices": []}', "version 99"),
+    ('{"format": "allot-project", "version": 1, "devices": [{"name": "x", "kind": "simulated", '
+     '"catalog": "NoSuchGPU", "budget_bytes": 1}], "model": {"source": "preset", "name": "gpt-nano"}}',
+     "unknown GPU 'NoSuchGPU'"),
+])
+def test_malformed_or_foreign_files_change_nothing(qtbot, make_window, tmp_path, warnings, content, words) -> None:
+    window = make_window(small_project(("A100-80GB",)))
+    state = window.state
+    state.set_budget("A100-80GB", 30 * 1024**3)
+    before, dirty, path_before = state.to_project(), state.dirty, state.project_path
+    path = tmp_path / "bad.allot.json"
+    path.write_text(content)
+    assert not window.open_project(path)
+    assert len(warnings) == 1 and words in warnings[0][1]
+    assert state.to_project() == before and state.dirty == dirty and state.project_path == path_before
+    assert path.resolve() not in recent_projects()
+
+
+def test_the_last_project_reopens_on_start(qtbot, make_window, tmp_path, warnings) -> None:
+    from gui.app import create_window
+    from tests.gui.conftest import no_nvml_inventory
+
+    first = make_window(small_project(("RTX4090",), model="gpt-nano"))
+    path = tmp_path / "last.allot.json"
+    first.save_project_as(path)
+    window = create_window(discover=no_nvml_inventory)  # no --project: the newest recent one
+    qtbot.addWidget(window)
+    assert window.state.project_path == path.resolve() or window.state.project_path == path
+    assert window.state.model.name == "gpt-nano"
+    assert [d.name for d in window.state.included_devices] == ["RTX4090"]
+    window.state.shutdown()
