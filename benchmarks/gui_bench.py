@@ -1,8 +1,9 @@
-"""GUI responsiveness while a budget handle is dragged (not part of the tests).
+"""GUI responsiveness (not part of the tests): a budget drag, and the idle app.
 
-    python benchmarks/gui_bench.py                       llama-2-70b on 8 simulated H200
-    python benchmarks/gui_bench.py --fake-gpus 8         on 8 fake NVML H100 instead
-    python benchmarks/gui_bench.py --model llama-2-7b --seconds 5
+    python benchmarks/gui_bench.py                       both parts
+    python benchmarks/gui_bench.py --part drag           llama-2-70b on 8 simulated H200
+    python benchmarks/gui_bench.py --part drag --fake-gpus 8    on 8 fake NVML H100 instead
+    python benchmarks/gui_bench.py --part idle --points 1000000 --idle-seconds 30
 
 The app runs offscreen with its real state, worker and views. A 5 ms QTimer
 measures the GUI thread: a gap between ticks longer than the interval is a
@@ -10,6 +11,13 @@ stall. The drag is real mouse events on one budget bar (press on the handle,
 a move every `--move-ms`, release), sweeping the budget down and back up, so
 the plan goes feasible -> infeasible -> feasible under the hand. Target: no
 stall above 50 ms.
+
+The idle part builds the app as main.py does (8 fake NVML GPUs sampled at
+1 Hz, the Monitor and Training tabs), opens a run whose metrics.jsonl holds
+`--points` steps (a tiny real run, its metrics then replaced by a synthetic
+loss curve), and measures the process's CPU time (every thread: the GUI, the
+sampler) per wall second while nobody touches it, with the Training tab shown
+and then the Monitor tab. Target: under 5% of one core.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 TICK_MS = 5
 TARGET_MS = 50.0
+IDLE_TARGET_PERCENT = 5.0
 
 
 class StallMeter:
@@ -133,6 +142,106 @@ def drag(window, args: argparse.Namespace, meter: StallMeter) -> dict[str, float
             "plans shown": plans[0], "drag s": released - started, "final plan ms": (settled - released) * 1e3}
 
 
+def synthetic_run(root: Path, points: int) -> Path:
+    """A finished run of `points` steps: a real 2-step gpt-nano run (its config, plan and
+    status are the real format), whose metrics are then replaced by a long synthetic curve."""
+    import json
+    import random
+
+    import numpy as np
+
+    from core.training.config import TrainConfig
+    from core.training.launcher import start_run, wait_run
+    from core.training.run_dir import RunPaths, atomic_write_json, read_json, write_status
+    from core.training_setup import TrainingSetup
+
+    corpus = root / "corpus.txt"
+    rng = random.Random(0)
+    corpus.write_text("\n".join(" ".join(rng.choice(("def", "return", "self", "x", "for", "in", "if"))
+                                         for _ in range(8)) for _ in range(4000)) + "\n")
+    setup = TrainingSetup(precision="fp32", optimizer="adamw", micro_batch_size=4, seq_len=32, micro_batches=2)
+    config = TrainConfig(model="gpt-nano", devices="cpu:1GiB", engine="local", steps=2, data=str(corpus),
+                         setup=setup, eval_interval=1, checkpoint_interval=1, log_interval=1)
+    run = root / "runs" / "million"
+    start_run(config, run, emit=lambda _: None)
+    if wait_run(run, timeout_s=300).state != "finished":
+        raise SystemExit(f"the seed run did not finish: see {run / 'train.log'}")
+    paths = RunPaths(run)
+    steps = np.arange(1, points + 1)
+    loss = 1.2 + 4.3 * np.exp(-steps / (points / 8)) + 0.08 * np.random.default_rng(0).standard_normal(points)
+    started = 1.8e9
+    with open(paths.metrics, "w", encoding="utf-8") as out:
+        for step, value in zip(steps.tolist(), loss.tolist()):
+            row = {"step": step, "time": started + 0.5 * step, "elapsed_s": 0.5 * step, "loss": value,
+                   "lr": 1e-3, "tokens": 256 * step, "tokens_per_s": 16000.0, "step_time_s": 0.5}
+            if step % 500 == 0:
+                row["val_loss"] = value + 0.05
+            out.write(json.dumps(row, separators=(",", ":")) + "\n")
+    stored = read_json(paths.config, "run config")
+    stored["config"]["steps"] = points
+    atomic_write_json(paths.config, stored)
+    write_status(paths, step=points, steps=points, last_loss=float(loss[-1]))
+    return run
+
+
+def idle_cpu_percent(seconds: float) -> float:
+    """Process CPU seconds per wall second x 100, the event loop running and untouched."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    wait_until(lambda: False, seconds)
+    return (time.process_time() - cpu) / (time.perf_counter() - wall) * 100
+
+
+def idle(args: argparse.Namespace) -> list[tuple[str, str]]:
+    from core.fake_nvml import fake_gateway
+    from gui.app import attach_live_views, create_window, discover_inventory
+    from gui.theme import apply_theme
+
+    work = Path(tempfile.mkdtemp(prefix="allot-idle-"))
+    made = time.perf_counter()
+    run = synthetic_run(work, args.points)
+    made_s = time.perf_counter() - made
+    size_mb = (run / "metrics.jsonl").stat().st_size / 1e6
+    apply_theme(QApplication.instance())
+    gateway = fake_gateway(8)
+    inventory = discover_inventory(gateway=gateway)
+    window = create_window(discover=lambda: inventory, reopen_last=False)
+    sampler = attach_live_views(window, gateway, work / "runs", inventory)
+    window.resize(1600, 1000)
+    window.show()
+    window.state.replan()
+    wait_until(lambda: window.state.comparison is not None or bool(window.state.error), 180)
+    training = window.training_slot
+    window.tabs.setCurrentWidget(training)
+    opened = time.perf_counter()
+    training.open_run(run)
+    wait_until(lambda: False, 1.0)  # the first redraw and the history table
+    open_s = time.perf_counter() - opened
+    shown = len(training.curves.loss)
+    freeze_startup_objects()
+    training_cpu = idle_cpu_percent(args.idle_seconds)
+    window.tabs.setCurrentWidget(window.monitor_slot)
+    wait_until(lambda: False, 1.0)
+    monitor_cpu = idle_cpu_percent(args.idle_seconds)
+    sampler.stop()
+    training.shutdown()
+    window.close()
+    worst = max(training_cpu, monitor_cpu)
+    verdict = "PASS" if worst < IDLE_TARGET_PERCENT else "FAIL"
+    return [("GPUs sampled", f"{len(sampler.gpu_indices)} fake, every {sampler.interval_s:g} s"),
+            ("loss curve", f"{shown:,} points ({size_mb:.0f} MB metrics.jsonl; seed run and writing {made_s:.1f} s)"),
+            ("open the run (read + first draw)", f"{open_s:.1f} s"),
+            ("idle CPU, Training tab shown", f"{training_cpu:.2f}% of one core over {args.idle_seconds:g} s"),
+            ("idle CPU, Monitor tab shown", f"{monitor_cpu:.2f}% of one core over {args.idle_seconds:g} s"),
+            ("verdict", f"{verdict}: target under {IDLE_TARGET_PERCENT:g}% of one core")]
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(key) for key, _ in rows)
+    print(f"{'measure':<{width}}  value\n{'-' * width}  {'-' * 40}")
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="llama-2-70b")
@@ -141,8 +250,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="how long the drag lasts")
     parser.add_argument("--move-ms", type=float, default=8.0, help="time between mouse moves")
     parser.add_argument("--low", type=float, default=0.55, help="lowest budget reached, as a share of memory")
+    parser.add_argument("--part", choices=("drag", "idle", "both"), default="both")
+    parser.add_argument("--points", type=int, default=1_000_000, help="idle: steps in the loss curve")
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle: how long each measure lasts")
     args = parser.parse_args(argv)
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    if args.part in ("drag", "both") and drag_part(args) != 0:
+        return 1
+    if args.part in ("idle", "both"):
+        print("\nIdle app: 8 fake GPUs at 1 Hz, a long loss curve")
+        print_table(idle(args))
+    app.processEvents()
+    return 0
+
+
+def drag_part(args: argparse.Namespace) -> int:
+    app = QApplication.instance()
     started = time.perf_counter()
     window = build_window(args)
     freeze_startup_objects()  # as run_app does
@@ -164,10 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             ("p99 tick gap", f"{meter.percentile(0.99):.1f} ms"),
             ("p50 tick gap", f"{meter.percentile(0.50):.1f} ms"),
             ("last drag event -> final plan", f"{figures['final plan ms']:.0f} ms")]
-    width = max(len(key) for key, _ in rows)
-    print(f"{'measure':<{width}}  value\n{'-' * width}  {'-' * 40}")
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print(f"Budget drag: {args.model}")
+    print_table(rows)
     worst = max(meter.gaps_ms, default=0)
     print(f"\n{'PASS' if worst <= TARGET_MS else 'FAIL'}: max stall {worst:.1f} ms (target {TARGET_MS:.0f} ms)")
     return 0

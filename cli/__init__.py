@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--project", help="open this project file in the app")
     parser.add_argument("--screenshot", metavar="FILE.png", help="open the app, save a PNG of it, exit")
+    parser.add_argument("--settle", type=float, default=0.4, metavar="SECONDS",
+                        help="with --screenshot: wait this long after the plan (live plots fill)")
     parser.add_argument("--runs-dir", default="runs", help="where the app looks for run directories")
     parser.add_argument("--fake-gpus", type=int, metavar="N",
                         help="the app with N fake NVML GPUs (a demo; nothing real is measured)")

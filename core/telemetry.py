@@ -134,6 +134,7 @@ class TelemetrySampler:
         self._chosen = None if gpus is None else tuple(
             g.nvml_index for g in gpus if not g.simulated and g.nvml_index is not None)
         self._indices: tuple[int, ...] | None = None
+        self._indices_lock = threading.Lock()
         self._listeners = [on_sample] if on_sample else []
         self._gpu_buffers: dict[int, RingBuffer] = {}
         self.host_history = RingBuffer(self._capacity, HOST_COLUMNS)
@@ -201,12 +202,14 @@ class TelemetrySampler:
     @property
     def gpu_indices(self) -> tuple[int, ...]:
         """NVML indices that are sampled (empty when NVML is unavailable)."""
-        if self._indices is None:
-            count = self._gateway.device_count()
-            chosen = range(count) if self._chosen is None else self._chosen
-            self._indices = tuple(i for i in chosen if i < count)
-            self._gpu_buffers = {i: RingBuffer(self._capacity, GPU_COLUMNS) for i in self._indices}
-        return self._indices
+        with self._indices_lock:  # the sampler thread and a view may ask first at the same time
+            if self._indices is None:
+                count = self._gateway.device_count()
+                chosen = range(count) if self._chosen is None else self._chosen
+                indices = tuple(i for i in chosen if i < count)
+                self._gpu_buffers = {i: RingBuffer(self._capacity, GPU_COLUMNS) for i in indices}
+                self._indices = indices  # published last: whoever sees it finds its buffers
+            return self._indices
 
     def gpu_history(self, nvml_index: int) -> RingBuffer:
         """History of one GPU, columns GPU_COLUMNS.

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QEvent, QEventLoop, QTimer
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication
 
 from core.errors import InputError
@@ -29,26 +30,35 @@ from core.project import (
     remember_project,
 )
 from core.project import new_project as fresh_project
+from core.telemetry import TelemetrySampler
 from gui import plan_jobs
 from gui.state import AppState
-from gui.theme import apply_theme
+from gui.theme import apply_theme, device_color
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
 
 SCREENSHOT_TIMEOUT_S = 90.0
+HISTORY_S = 5 * 3600.0  # rows for an hour of history even at the fastest interval (0.2 s)
 SETTLE_S = 0.4  # after the last answer: layouts and plot ranges catch up
 
 
-def discover_inventory(fake_gpus: int | None = None) -> Any:
-    """This machine's devices (core.devices); fake NVML GPUs when asked. Never raises."""
-    from core import devices
+def make_gateway(fake_gpus: int | None = None) -> Any:
+    """The NVML gateway: N fake GPUs when asked (a demo), else the real one (fail-soft)."""
+    from core import nvml_gateway
 
     if fake_gpus:
         from core.fake_nvml import fake_gateway
 
-        return devices.discover(fake_gateway(fake_gpus))
-    return devices.discover()
+        return fake_gateway(fake_gpus)
+    return nvml_gateway.shared_gateway()
+
+
+def discover_inventory(fake_gpus: int | None = None, gateway: Any = None) -> Any:
+    """This machine's devices (core.devices); fake NVML GPUs when asked. Never raises."""
+    from core import devices
+
+    return devices.discover(gateway if gateway is not None else make_gateway(fake_gpus))
 
 
 def inventory_note(inventory: Any) -> str | None:
@@ -96,6 +106,31 @@ def create_window(project_path: str | None = None, discover: Callable[[], Any] |
     return window
 
 
+def attach_live_views(window: MainWindow, gateway: Any, runs_dir: Path | str = "runs",
+                      inventory: Any = None) -> TelemetrySampler:
+    """The Monitor and Training tabs, fed by a telemetry sampler that is started
+    here and returned (the caller stops it)."""
+    from gui.monitor_view import MonitorView, nvml_status_text
+    from gui.training_view import TrainingView
+
+    sampler = TelemetrySampler(gateway, interval_s=1.0, history_s=HISTORY_S)
+    sampler.start()
+    state = window.state
+    torch_index = {gpu.nvml_index: gpu.torch_index for gpu in getattr(inventory, "gpus", ())}
+
+    def gpu_color(nvml_index: int) -> QColor:
+        # A GPU has the colour of its device entry (cuda:N) in the bars and the graph.
+        cuda = torch_index.get(nvml_index, nvml_index)
+        return device_color(state.color_slot(f"cuda:{cuda}"))
+
+    monitor = MonitorView(sampler, gpu_color)
+    monitor.status_changed.connect(window.set_hardware_status)
+    window.set_hardware_status(nvml_status_text(sampler))  # the view said it once, before this connect
+    window.set_monitor_view(monitor)
+    window.set_training_view(TrainingView(state, Path(runs_dir), watch_pids=sampler.set_watched_pids))
+    return sampler
+
+
 def freeze_startup_objects() -> None:
     """Move everything built so far (torch, Qt wrappers, the window) out of the collector's
     sight: a full collection over them took 50-140 ms, a visible stall mid-drag."""
@@ -128,13 +163,14 @@ def settle(seconds: float = SETTLE_S) -> None:
     loop.exec()
 
 
-def take_screenshot(window: MainWindow, path: Path) -> bool:
-    """Show, plan, wait, and save the window as a PNG; True when it was written."""
+def take_screenshot(window: MainWindow, path: Path, settle_s: float = SETTLE_S) -> bool:
+    """Show, plan, wait `settle_s` more (live plots fill), save the window as a PNG;
+    True when it was written."""
     window.show()
     window.state.replan()
     if not wait_for_plan(window.state):
         print("allot: warning: screenshot taken before the plan settled", file=sys.stderr)
-    settle()
+    settle(max(settle_s, SETTLE_S))
     path.parent.mkdir(parents=True, exist_ok=True)
     return window.grab().save(str(path))
 
@@ -149,17 +185,32 @@ def run_app(args: Any) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Allot")
     apply_theme(app)
-    discover = lambda: discover_inventory(getattr(args, "fake_gpus", None))  # noqa: E731
-    window = create_window(getattr(args, "project", None), discover)
+    gateway = make_gateway(getattr(args, "fake_gpus", None))
+    inventory = discover_inventory(gateway=gateway)
+    window = create_window(getattr(args, "project", None), lambda: inventory)
+    sampler = attach_live_views(window, gateway, getattr(args, "runs_dir", "runs"), inventory)
     freeze_startup_objects()
-    if getattr(args, "screenshot", None):
-        path = Path(args.screenshot)
-        written = take_screenshot(window, path)
-        window.close()
-        if not written:
-            raise InputError(f"cannot write screenshot {path}")
-        print(f"screenshot written to {path}")
-        return 0
-    window.show()
-    window.state.replan()
-    return int(app.exec())
+    try:
+        if getattr(args, "screenshot", None):
+            path = Path(args.screenshot)
+            written = take_screenshot(window, path, getattr(args, "settle", SETTLE_S) or SETTLE_S)
+            window.close()
+            if not written:
+                raise InputError(f"cannot write screenshot {path}")
+            print(f"screenshot written to {path}")
+            return 0
+        window.show()
+        window.state.replan()
+        return int(app.exec())
+    finally:
+        sampler.stop(timeout_s=2.0)
+        tear_down(window)
+
+
+def tear_down(window: MainWindow) -> None:
+    """Delete the window's widgets before the interpreter exits: PySide 6.10/6.11 can
+    crash at exit when pyqtgraph items outlive their QApplication."""
+    window.close()
+    window.deleteLater()
+    QApplication.processEvents()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

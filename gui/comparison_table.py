@@ -11,7 +11,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QTableWidget,
     QTableWidgetItem,
     QWidget,
@@ -23,7 +22,7 @@ from core.units import format_seconds
 from gui import theme
 from gui.banner import readable_reason
 from gui.state import AppState
-from gui.tables import fill_table
+from gui.tables import fill_table, style_readonly_table
 
 COLUMNS = ("Solver", "Status", "Step time", "vs exact", "Tokens/s", "Note")
 DESCRIPTIONS = {
@@ -63,14 +62,8 @@ class ComparisonTable(QTableWidget):
         super().__init__(0, len(COLUMNS), parent)
         self.state = state
         self._shown: dict[str, Plan | str] | None = None
-        self.setHorizontalHeaderLabels(COLUMNS)
-        self.verticalHeader().hide()
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.setShowGrid(False)
+        style_readonly_table(self, COLUMNS)
         self.setAlternatingRowColors(True)
-        self.setWordWrap(False)
-        self.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.setToolTip("Double-click a row to plan with that solver")
         self.cellDoubleClicked.connect(self._row_chosen)
         state.comparison_changed.connect(self._update_comparison)

@@ -7,6 +7,8 @@
     └────────────────┘ └───────────────────────────────────────────────────┘
 
 Other engineers' views plug in with `set_monitor_view` and `set_training_view`.
+Closing while the training view follows a live run asks whether to stop it or
+leave it running (`close_policy` answers instead of asking, for tests and scripts).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from core.project import (
     remember_project,
     save_project,
 )
+from core.training.launcher import stop_run
 from core.units import format_seconds
 from gui.banner import Banner
 from gui.budget_bars import BudgetBarsPanel
@@ -90,6 +93,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status_text, 1)
         self.devices_text = QLabel()
         self.statusBar().addPermanentWidget(self.devices_text)
+        self.hardware_text = QLabel()
+        self.hardware_text.setObjectName("muted")
+        self.statusBar().addPermanentWidget(self.hardware_text)
         self.setCentralWidget(self._layout())
         self._make_menus()
         self.tabs.currentChanged.connect(lambda index: state.set_view(TABS[index]))
@@ -105,6 +111,8 @@ class MainWindow(QMainWindow):
         self._update_view()
         self._update_title()
         self._update_status()
+        self.close_policy: str | None = None  # "stop" | "leave" | "cancel": skip the question at close
+        self._closed = False
         self.resize(1600, 1000)
 
     # -- hooks for the monitor and training views ------------------------------------
@@ -116,6 +124,10 @@ class MainWindow(QMainWindow):
     def set_training_view(self, widget: QWidget) -> None:
         self._replace_tab("training", widget)
         self.training_slot = widget
+
+    def set_hardware_status(self, text: str) -> None:
+        """NVML's state (what is sampled, or why nothing is), right of the status bar."""
+        self.hardware_text.setText(text + "  ")
 
     def _replace_tab(self, key: str, widget: QWidget) -> None:
         index = TABS.index(key)
@@ -274,6 +286,37 @@ class MainWindow(QMainWindow):
         planned = len(self.state.included_devices)
         self.devices_text.setText(f"{len(self.state.devices)} devices, {planned} planned  ")
 
+    # -- closing -------------------------------------------------------------------
+
+    def ask_about_live_run(self, run: Path) -> str:
+        """What to do with a run still training at close: "stop", "leave" or "cancel"."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
+                          f"The run {run.name} is still training. It runs in its own process: "
+                          "stop it (it saves a checkpoint first) or leave it running? "
+                          "Reopening the app follows it again.", parent=self)
+        stop = box.addButton("Stop the run", QMessageBox.ButtonRole.DestructiveRole)
+        leave = box.addButton("Leave it running", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(leave)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        training = self.training_slot
+        live = getattr(training, "live_run", lambda: None)() if not self._closed else None
+        if live is not None:
+            # close_policy answers without asking (tests, scripted use); None asks.
+            choice = self.close_policy or self.ask_about_live_run(live)
+            if choice == "cancel":
+                event.ignore()
+                return
+            if choice == "stop":
+                try:
+                    stop_run(live)  # the job checkpoints and exits by itself: no need to wait
+                except InputError:
+                    pass  # its run directory is gone: nothing left to stop
+        self._closed = True
+        getattr(training, "shutdown", lambda: None)()
         self.state.shutdown()
         super().closeEvent(event)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QColor
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -42,7 +42,14 @@ HOST_COLOR = "#2F3B52"
 
 class MonitorView(QWidget):
     """Per-GPU utilization, memory, temperature and power; host CPU and RAM;
-    per-process GPU memory. Reads `sampler`'s history on a GUI timer."""
+    per-process GPU memory. Reads `sampler`'s history on a GUI timer.
+
+    `status_changed` carries NVML's state for the window's status bar. Curves are
+    redrawn only while the tab is visible: a hidden monitor costs one status line
+    a tick, so an idle app stays near 0% CPU.
+    """
+
+    status_changed = Signal(str)
 
     def __init__(self, sampler: TelemetrySampler, gpu_color: Callable[[int], QColor] | None = None,
                  parent: QWidget | None = None):
@@ -62,8 +69,9 @@ class MonitorView(QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(self._plot_grid(), stretch=3)
         layout.addWidget(self._process_table(), stretch=1)
+        self._status = ""
         self.timer = QTimer(self)
-        self.timer.timeout.connect(self.refresh)
+        self.timer.timeout.connect(self._tick)
         self._set_timer_rate()
         self.timer.start()
         self.refresh()
@@ -150,6 +158,16 @@ class MonitorView(QWidget):
 
     # -- drawing -------------------------------------------------------------------
 
+    def _tick(self) -> None:
+        if self.isVisible():
+            self.refresh()
+        else:
+            self._update_status()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.refresh()  # the curves were not drawn while the tab was hidden
+
     def refresh(self) -> None:
         """Redraw every curve from the newest rows of the history."""
         rows = max(2, int(self._window_s / self.sampler.interval_s) + 1)
@@ -187,7 +205,11 @@ class MonitorView(QWidget):
                 self.process_table.setItem(row, col, item)
 
     def _update_status(self) -> None:
-        self.status_label.setText(nvml_status_text(self.sampler))
+        text = nvml_status_text(self.sampler)
+        if text != self._status:
+            self._status = text
+            self.status_label.setText(text)
+            self.status_changed.emit(text)
 
 
 def nvml_status_text(sampler: TelemetrySampler) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QShowEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFrame,
     QHBoxLayout,
@@ -35,7 +34,7 @@ from gui.comparison_table import DESCRIPTIONS, ComparisonTable
 from gui.plan_exports import TorchrunDialog, ask_and_write
 from gui.plan_timeline import PlanTimeline
 from gui.state import AppState
-from gui.tables import fill_table
+from gui.tables import fill_table, style_readonly_table
 
 STAGE_COLUMNS = ("Stage", "Device", "Layers", "Params", "Param+grad+opt", "Activations",
                  "Memory / budget", "Compute", "Comm", "Time/µbatch")
@@ -199,15 +198,8 @@ class PlanView(QWidget):
         return splitter
 
     def _make_stage_table(self) -> QTableWidget:
-        table = QTableWidget(0, len(STAGE_COLUMNS))
-        table.setHorizontalHeaderLabels(STAGE_COLUMNS)
-        table.verticalHeader().hide()
-        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        table.setShowGrid(False)
-        table.setWordWrap(False)
+        table = style_readonly_table(QTableWidget(0, len(STAGE_COLUMNS)), STAGE_COLUMNS)
         table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        table.setTextElideMode(Qt.TextElideMode.ElideRight)
         return table
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802

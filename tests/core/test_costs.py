@@ -2,7 +2,13 @@
 
 import pytest
 
-from core.costs import evaluate_placement, inflight_micro_batches, lower_bound_s, plan_from_placement, step_time_s
+from core.costs import (
+    evaluate_placement,
+    inflight_micro_batches,
+    lower_bound_s,
+    plan_from_placement,
+    step_time_s,
+)
 from tests.core.problems import device, layer, problem
 
 # Two layers of 1e12 FLOPs each; outputs of 1e9 bytes; devices at 1 and 2 TFLOP/s

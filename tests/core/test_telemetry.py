@@ -202,3 +202,31 @@ def test_a_failing_listener_does_not_stop_sampling(caplog: pytest.LogCaptureFixt
         sampler.sample_once()
     assert len(seen) == 3
     assert [r.getMessage().split()[-1] for r in caplog.records] == ["failed"]  # logged once
+
+
+def test_whoever_sees_the_gpu_indices_finds_their_history_buffers():
+    """The sampler thread and the monitor view may ask for the GPUs first at the same time:
+    a reader that sees the indices published must find every buffer (a KeyError crashed the app)."""
+    import threading
+
+    from core.fake_nvml import fake_gateway
+    from core.telemetry import TelemetrySampler
+
+    for _ in range(5):
+        sampler = TelemetrySampler(fake_gateway(8), history_s=36000 * 10)  # big buffers: slow to make
+        errors: list[BaseException] = []
+
+        def read(sampler: TelemetrySampler = sampler, errors: list[BaseException] = errors) -> None:
+            while sampler._indices is None:  # spin until the other thread publishes them
+                pass
+            try:
+                for index in sampler._indices:
+                    sampler.gpu_history(index)
+            except KeyError as error:
+                errors.append(error)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert sampler.gpu_indices == tuple(range(8))
+        reader.join()
+        assert errors == []

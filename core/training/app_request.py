@@ -1,0 +1,152 @@
+"""What the app's Start button asks the runner for, in the runner's terms.
+
+The app names its devices "cpu", "cuda:0", "A100-80GB", "A100-80GB#2"; the
+runner reads a device spec string and names devices that occur more than once
+by position ("A100-80GB#0", "A100-80GB#1", see core.device_spec). So the app
+writes one spec term per device its plan uses, in the app's order, with the
+exact budget, and renames the plan's stages to the names the runner gives.
+
+    run_devices(included_entries, plan)
+      -> RunDevices(spec="A100-80GB:85899345920B,A100-80GB:42949672960B",
+                    plan={... "stages": [{"device": "A100-80GB#1", ...}, ...]})
+
+No torch, no Qt: the app calls this on its GUI thread.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core.allocate.plan import Plan
+from core.errors import InputError
+from core.project import DeviceEntry, ModelChoice
+from core.training.config import STDLIB, TrainConfig
+from core.training_setup import TrainingSetup
+
+NOT_TRAINABLE = "Training runs the built-in GPT: choose a gpt-* preset or a custom size"
+
+
+@dataclass(frozen=True)
+class RunDevices:
+    """The device spec for TrainConfig.devices and the plan to pass as plan.json."""
+
+    spec: str
+    plan: dict[str, Any]
+    names: tuple[tuple[str, str], ...]  # (the app's name, the runner's name) per spec term
+
+
+def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
+    """The devices `plan` uses, as a spec string, and the plan with the runner's device names.
+
+    Devices the plan leaves out are not in the spec: every device of a run gets a stage.
+
+    Raises:
+        InputError: the plan is infeasible or uses a device that is not among `entries`.
+    """
+    if not plan.feasible or not plan.stages:
+        raise InputError(f"no plan to train with: {plan.reason or 'it has no stages'}")
+    by_name = {entry.name: entry for entry in entries}
+    used = {stage.device for stage in plan.stages}
+    missing = sorted(used - set(by_name))
+    if missing:
+        raise InputError(f"the plan runs on {', '.join(missing)}, which is no longer in the device list: replan")
+    chosen = [entry for entry in entries if entry.name in used]
+    bases = [_runner_base_name(entry) for entry in chosen]
+    names = _positional_names(bases)
+    rename = {entry.name: name for entry, name in zip(chosen, names)}
+    answer = plan.to_dict()
+    answer["stages"] = [{**stage, "device": rename[stage["device"]]} for stage in answer["stages"]]
+    spec = ",".join(f"{base}:{entry.budget_bytes}B" for entry, base in zip(chosen, bases))
+    return RunDevices(spec=spec, plan=answer, names=tuple((e.name, rename[e.name]) for e in chosen))
+
+
+def _runner_base_name(entry: DeviceEntry) -> str:
+    """What core.device_spec calls this device before duplicates are numbered."""
+    if entry.kind == "host":
+        return "cpu"
+    if entry.kind == "gpu":
+        return entry.name  # cuda:N
+    if not entry.catalog_name:
+        raise InputError(f"simulated device {entry.name} names no catalog GPU")
+    return entry.catalog_name
+
+
+def _positional_names(bases: Sequence[str]) -> list[str]:
+    """cpu, cpu -> cpu#0, cpu#1; a name that occurs once stays (as core.device_spec names them)."""
+    counts = {base: bases.count(base) for base in bases}
+    seen: dict[str, int] = {}
+    names = []
+    for base in bases:
+        if counts[base] == 1:
+            names.append(base)
+            continue
+        names.append(f"{base}#{seen.get(base, 0)}")
+        seen[base] = seen.get(base, 0) + 1
+    return names
+
+
+def why_not_trainable(model: ModelChoice, setup: TrainingSetup) -> str | None:
+    """One line on why this model and setup cannot be trained here, or None."""
+    from core.model.presets import GPT_PRESETS
+
+    if model.source != "custom" and not (model.source == "preset" and model.name in GPT_PRESETS):
+        return NOT_TRAINABLE
+    if setup.mode != "train":
+        return f"Training needs a setup in train mode (it is {setup.mode}): change the mode in the setup"
+    return None
+
+
+def default_intervals(steps: int) -> dict[str, int]:
+    """Evaluate about 20 times a run and checkpoint about 4 times, at most every 50 steps."""
+    return {"eval_interval": max(1, min(50, steps // 20)),
+            "checkpoint_interval": max(1, min(50, steps // 4)),
+            "log_interval": max(1, min(10, steps // 20))}
+
+
+def train_config(model: ModelChoice, setup: TrainingSetup, devices_spec: str, steps: int,
+                 engine: str = "pipeline", data: str = STDLIB, **overrides: Any) -> TrainConfig:
+    """The run's TrainConfig for the app's model and setup (raises InputError for bad values)."""
+    reason = why_not_trainable(model, setup)
+    if reason is not None:
+        raise InputError(reason)
+    custom = None
+    if model.source == "custom":
+        from core.model.spec import CustomSize
+
+        size = model.custom
+        custom = CustomSize(size.layers, size.d_model, size.heads, size.vocab, size.seq)
+    name = "custom" if custom is not None else model.name
+    intervals = default_intervals(steps)
+    config = TrainConfig(model=name, custom=custom, devices=devices_spec, engine=engine, steps=steps,
+                         setup=setup, data=data, eval_interval=intervals["eval_interval"],
+                         checkpoint_interval=intervals["checkpoint_interval"],
+                         log_interval=intervals["log_interval"])
+    return replace(config, **overrides) if overrides else config
+
+
+def default_run_name(model: ModelChoice, now: float | None = None) -> str:
+    """MODEL-YYYYmmdd-HHMMSS: sorts by time, safe as a directory name."""
+    if model.source == "custom":
+        label = f"custom-{model.custom.layers}L-{model.custom.d_model}d"
+    else:
+        label = model.label
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "run"
+    return f"{label}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
+
+
+def check_run_name(name: str) -> str:
+    """A run name as typed, stripped; one directory under the runs folder.
+
+    Raises:
+        InputError: empty, or a path rather than a name.
+    """
+    name = name.strip()
+    if not name:
+        raise InputError("give the run a name")
+    if name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise InputError(f"run name {name!r} must be a plain folder name (no '/', not starting with '.')")
+    return name

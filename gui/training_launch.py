@@ -1,0 +1,70 @@
+"""Starting or resuming a run off the GUI thread, and the processes of a job.
+
+start_run reads and tokenizes the corpus and plans before the job starts:
+seconds of work that would freeze the window. A LaunchThread runs one such
+call and reports back with queued signals (delivered on the GUI thread).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from core.errors import InputError
+
+Action = Callable[[Callable[[str], None]], Any]  # called with `emit` for progress lines
+
+
+class LaunchThread(QThread):
+    """Runs `action(emit)` once: `succeeded(result)` or `failed(one line)`; `progress(line)` meanwhile."""
+
+    succeeded = Signal(object)
+    failed = Signal(str)
+    progress = Signal(str)
+
+    def __init__(self, action: Action, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._action = action
+
+    def run(self) -> None:
+        try:
+            result = self._action(self.progress.emit)
+        except InputError as error:
+            self.failed.emit(str(error))
+        except Exception as error:  # a bug or an OS error: still one line, never a dead thread
+            self.failed.emit(" ".join(f"{type(error).__name__}: {error}".split()))
+        else:
+            self.succeeded.emit(result)
+
+
+def write_temp_plan(plan: dict[str, Any]) -> str:
+    """The plan as a temporary JSON file for start_run's plan_path (the caller removes it).
+
+    Raises:
+        InputError: the temporary directory is not writable.
+    """
+    try:
+        handle, name = tempfile.mkstemp(prefix="allot-plan-", suffix=".json")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(plan, file)
+    except OSError as error:
+        raise InputError(f"cannot write the plan for the run: {error.strerror}") from None
+    return name
+
+
+def job_pids(pids: Iterable[int]) -> tuple[int, ...]:
+    """These processes and their children (torchrun's stage workers): what the monitor watches."""
+    import psutil
+
+    found = set(pids)
+    for pid in list(found):
+        try:
+            found.update(child.pid for child in psutil.Process(pid).children(recursive=True))
+        except psutil.Error:
+            continue  # it ended meanwhile
+    return tuple(sorted(found))

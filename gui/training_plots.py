@@ -1,0 +1,240 @@
+"""The Training tab's curves: loss and validation loss (with other runs overlaid), tokens/s.
+
+Curves are created once and fed views of core.training.curves' growing
+arrays; the plot clips to the view and downsamples by peak, so a million
+points cost what the visible pixels cost. Each run's raw curve is faint and
+its debiased-EMA copy (TensorBoard's smoothing) bold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.training.curves import DEFAULT_SMOOTHING, Curve, RunCurves
+from gui import theme
+
+TRAIN_COLOR = theme.ACCENT
+VAL_COLOR = "#E8743B"
+RATE_COLOR = "#59A14F"
+OVERLAY_COLORS = ("#59A14F", "#E15759", "#B07AA1", "#76B7B2", "#9C755F", "#EDC948", "#FF9DA7", "#2F3B52")
+X_AXES = {"step": "Step", "time": "Training time"}
+SLIDER_STEPS = 99  # the slider's 0..99 is a weight of 0.00..0.99
+
+
+def faint(color: str, alpha: int = 70) -> QColor:
+    qcolor = QColor(color)
+    qcolor.setAlpha(alpha)
+    return qcolor
+
+
+def new_plot(widget: pg.PlotWidget, left: str) -> pg.PlotItem:
+    plot = widget.getPlotItem()
+    plot.showGrid(x=True, y=True, alpha=0.15)
+    plot.setDownsampling(auto=True, mode="peak")
+    plot.setClipToView(True)
+    if left:
+        plot.setLabel("left", left)
+    plot.getAxis("left").setWidth(52)
+    return plot
+
+
+def bold(item: pg.PlotDataItem) -> pg.PlotDataItem:
+    """A wide antialiased pen as separate segments: Qt strokes 8000 of them in ~15 ms,
+    the same polyline as one path in ~90 ms (the frame of a million-point run)."""
+    item.curve.setSegmentedLineMode("on")
+    return item
+
+
+def draw_curve(curve: Curve, raw: pg.PlotDataItem, smooth: pg.PlotDataItem, x_axis: str) -> None:
+    x = curve.steps.values if x_axis == "step" else curve.times_s.values
+    raw.setData(x, curve.raw.values)
+    smooth.setData(x, curve.smooth.values)
+
+
+def set_x_label(plot: pg.PlotItem, x_axis: str) -> None:
+    if x_axis == "step":
+        plot.setLabel("bottom", "step", units=None)
+    else:
+        plot.setLabel("bottom", "training time", units="s")
+
+
+@dataclass
+class Overlay:
+    """Another run's loss, drawn for comparison."""
+
+    name: str
+    curves: RunCurves
+    raw: pg.PlotDataItem
+    smooth: pg.PlotDataItem
+    color_slot: int
+
+
+class LossPlot(QWidget):
+    """Loss and validation loss of the open run, other runs overlaid; smoothing, log y, x axis.
+
+    `options_changed` tells the owner to redraw its other curves (tokens/s) the same way.
+    """
+
+    options_changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run: RunCurves | None = None
+        self.overlays: dict[Path, Overlay] = {}
+        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing_slider.setRange(0, SLIDER_STEPS)
+        self.smoothing_slider.setValue(round(DEFAULT_SMOOTHING * 100))
+        self.smoothing_slider.setMaximumWidth(180)
+        self.smoothing_label = QLabel(f"{DEFAULT_SMOOTHING:.2f}")
+        self.smoothing_label.setMinimumWidth(32)
+        self.log_y = QCheckBox("Log y")
+        self.x_axis_box = QComboBox()
+        for key, label in X_AXES.items():
+            self.x_axis_box.addItem(label, key)
+        self.widget = pg.PlotWidget(background=theme.SURFACE)
+        self.plot = new_plot(self.widget, "loss")
+        set_x_label(self.plot, "step")
+        self.legend = self.plot.addLegend(offset=(-8, 8), labelTextColor=theme.TEXT)
+        self.legend.setBrush(pg.mkBrush(255, 255, 255, 215))
+        self.train_raw = self.plot.plot(pen=pg.mkPen(faint(TRAIN_COLOR), width=1))
+        self.val_raw = self.plot.plot(pen=pg.mkPen(faint(VAL_COLOR), width=1), symbol="o", symbolSize=5,
+                                      symbolPen=None, symbolBrush=faint(VAL_COLOR, 170))
+        self.train_smooth = bold(self.plot.plot(pen=pg.mkPen(TRAIN_COLOR, width=2.2), name="train loss"))
+        self.val_smooth = bold(self.plot.plot(pen=pg.mkPen(VAL_COLOR, width=2.2), name="val loss"))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(self._options())
+        layout.addWidget(self.widget, 1)
+        self.smoothing_slider.valueChanged.connect(self._smoothing_moved)
+        self.log_y.toggled.connect(self._log_toggled)
+        self.x_axis_box.currentIndexChanged.connect(self._x_axis_chosen)
+
+    def _options(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Smoothing"))
+        row.addWidget(self.smoothing_slider)
+        row.addWidget(self.smoothing_label)
+        row.addSpacing(12)
+        row.addWidget(self.log_y)
+        row.addSpacing(12)
+        row.addWidget(QLabel("x axis"))
+        row.addWidget(self.x_axis_box)
+        row.addStretch(1)
+        return row
+
+    # -- options -------------------------------------------------------------------
+
+    @property
+    def weight(self) -> float:
+        return self.smoothing_slider.value() / 100
+
+    @property
+    def x_axis(self) -> str:
+        return str(self.x_axis_box.currentData())
+
+    def set_weight(self, weight: float) -> None:
+        self.smoothing_slider.setValue(round(weight * 100))
+
+    def _smoothing_moved(self) -> None:
+        self.smoothing_label.setText(f"{self.weight:.2f}")
+        for curves in self._all_runs():
+            curves.set_weight(self.weight)
+        self.redraw()
+        self.options_changed.emit()
+
+    def _log_toggled(self, on: bool) -> None:
+        self.plot.setLogMode(x=False, y=on)
+        self.options_changed.emit()
+
+    def _x_axis_chosen(self) -> None:
+        set_x_label(self.plot, self.x_axis)
+        self.redraw()
+        self.plot.enableAutoRange()
+        self.options_changed.emit()
+
+    def _all_runs(self) -> list[RunCurves]:
+        return ([self.run] if self.run is not None else []) + [o.curves for o in self.overlays.values()]
+
+    # -- runs --------------------------------------------------------------------------
+
+    def set_run(self, curves: RunCurves | None) -> None:
+        """Show this run (its curves keep growing; call redraw after adding rows)."""
+        self.run = curves
+        if curves is not None:
+            curves.set_weight(self.weight)
+        self.redraw()
+        self.plot.enableAutoRange()
+
+    def add_overlay(self, path: Path, name: str, curves: RunCurves) -> None:
+        self.remove_overlay(path)
+        used = {overlay.color_slot for overlay in self.overlays.values()}
+        slot = next((i for i in range(len(OVERLAY_COLORS)) if i not in used), len(used) % len(OVERLAY_COLORS))
+        color = OVERLAY_COLORS[slot]
+        curves.set_weight(self.weight)
+        raw = self.plot.plot(pen=pg.mkPen(faint(color, 55), width=1))
+        smooth = bold(self.plot.plot(pen=pg.mkPen(color, width=2), name=name))
+        raw.setZValue(-2)
+        smooth.setZValue(-1)  # the open run stays on top
+        self.overlays[path] = Overlay(name, curves, raw, smooth, slot)
+        draw_curve(curves.loss, raw, smooth, self.x_axis)
+
+    def remove_overlay(self, path: Path) -> None:
+        overlay = self.overlays.pop(path, None)
+        if overlay is not None:
+            for item in (overlay.raw, overlay.smooth):
+                self.legend.removeItem(item)
+                self.plot.removeItem(item)
+
+    def clear_overlays(self) -> None:
+        for path in list(self.overlays):
+            self.remove_overlay(path)
+
+    def redraw(self) -> None:
+        """Hand every curve its current arrays (views: nothing is copied here)."""
+        run, x_axis = self.run, self.x_axis
+        if run is None:
+            for item in (self.train_raw, self.train_smooth, self.val_raw, self.val_smooth):
+                item.setData([], [])
+        else:
+            draw_curve(run.loss, self.train_raw, self.train_smooth, x_axis)
+            draw_curve(run.val_loss, self.val_raw, self.val_smooth, x_axis)
+        for overlay in self.overlays.values():
+            draw_curve(overlay.curves.loss, overlay.raw, overlay.smooth, x_axis)
+
+
+class RatePlot(pg.PlotWidget):
+    """Tokens per second of the open run, smoothed like the loss."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, background=theme.SURFACE)
+        self.plot = new_plot(self, "")  # the title names it: the axis keeps its width for the numbers
+        self.plot.setTitle(f"<span style='color:{theme.TEXT}'>Tokens / s</span>")
+        set_x_label(self.plot, "step")
+        self.raw = self.plot.plot(pen=pg.mkPen(faint(RATE_COLOR), width=1))
+        self.smooth = bold(self.plot.plot(pen=pg.mkPen(RATE_COLOR, width=2)))
+        self._x_axis = "step"
+
+    def redraw(self, run: RunCurves | None, x_axis: str) -> None:
+        if x_axis != self._x_axis:
+            self._x_axis = x_axis
+            set_x_label(self.plot, x_axis)
+            self.plot.enableAutoRange()
+        if run is None:
+            self.raw.setData([], [])
+            self.smooth.setData([], [])
+        else:
+            draw_curve(run.tokens_per_s, self.raw, self.smooth, x_axis)
