@@ -194,6 +194,7 @@ def run_app(args: Any) -> int:
         if getattr(args, "screenshot", None):
             path = Path(args.screenshot)
             written = take_screenshot(window, path, getattr(args, "settle", SETTLE_S) or SETTLE_S)
+            window.close_policy = "leave"  # a picture never stops a run, nor waits for an answer
             window.close()
             if not written:
                 raise InputError(f"cannot write screenshot {path}")

@@ -28,6 +28,7 @@ from core.errors import InputError
 from core.telemetry import TelemetrySampler
 from core.units import format_bytes
 from gui import theme
+from gui.tables import fill_table
 
 INTERVALS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 WINDOWS_S = {"1 min": 60, "5 min": 300, "15 min": 900, "1 h": 3600}
@@ -56,7 +57,7 @@ class MonitorView(QWidget):
         super().__init__(parent)
         self.sampler = sampler
         self._gpu_color = gpu_color or (lambda index: theme.device_color(index))
-        self._window_s = 300.0
+        self._window_s = 60.0
         self._gpu_curves: dict[tuple[str, int], pg.PlotDataItem] = {}
         self._host_curves: dict[str, pg.PlotDataItem] = {}
         self._plots: list[pg.PlotItem] = []
@@ -93,10 +94,15 @@ class MonitorView(QWidget):
         self.window_box = QComboBox()
         for label, seconds in WINDOWS_S.items():
             self.window_box.addItem(label, seconds)
-        self.window_box.setCurrentText("5 min")
+        self.window_box.setCurrentText("1 min")
         self.window_box.currentIndexChanged.connect(self._window_chosen)
         row.addWidget(self.window_box)
         row.addStretch(1)
+        # One key for the GPU colours of all four plots (a legend inside a plot hides curves).
+        self.color_key = QLabel(" ".join(
+            f"<span style='color:{self._gpu_color(index).name()}'>&#9632;</span>&nbsp;GPU&nbsp;{index}&nbsp;"
+            for index in self.sampler.gpu_indices))
+        row.addWidget(self.color_key)
         return row
 
     def _plot_grid(self) -> pg.GraphicsLayoutWidget:
@@ -105,9 +111,6 @@ class MonitorView(QWidget):
         indices = self.sampler.gpu_indices
         for slot, (title, column, _, unit) in enumerate(GPU_PLOTS):
             plot = self._new_plot(canvas, f"GPU {title.lower()} ({unit})", row=slot // 2, col=slot % 2)
-            if slot == 0 and indices:  # one legend names the GPU colours for all four plots
-                legend = plot.addLegend(offset=(-4, 4), labelTextColor=theme.TEXT, colCount=2)
-                legend.setBrush(pg.mkBrush(255, 255, 255, 210))
             for index in indices:
                 pen = pg.mkPen(self._gpu_color(index), width=1.6)
                 self._gpu_curves[(column, index)] = plot.plot(pen=pen, name=f"GPU {index}")
@@ -193,16 +196,16 @@ class MonitorView(QWidget):
 
     def _update_processes(self) -> None:
         snapshot = self.sampler.latest
-        rows = [] if snapshot is None else [
+        processes = [] if snapshot is None else [
             (gpu.nvml_index, process) for gpu in snapshot.gpus for process in gpu.processes]
-        self.process_table.setRowCount(len(rows))
-        for row, (index, process) in enumerate(rows):
+        rows = []
+        for index, process in processes:
             used = format_bytes(process.used_memory_bytes) if process.used_memory_bytes is not None else "n/a"
-            for col, text in enumerate((f"GPU {index}", str(process.pid), process.name, used)):
-                item = QTableWidgetItem(text)
-                if col in (1, 3):
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.process_table.setItem(row, col, item)
+            items = [QTableWidgetItem(text) for text in (f"GPU {index}", str(process.pid), process.name, used)]
+            for item in (items[1], items[3]):
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            rows.append(items)
+        fill_table(self.process_table, rows, stretch_column=2)
 
     def _update_status(self) -> None:
         text = nvml_status_text(self.sampler)

@@ -40,3 +40,35 @@ def test_screenshot_of_a_bad_project_is_an_error(tmp_path) -> None:
     result = run_main("--screenshot", str(tmp_path / "x.png"), "--project", str(project), config_dir=tmp_path)
     assert result.returncode == 2
     assert "is not an Allot project" in result.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_screenshot_with_a_run_in_progress_leaves_it_running_and_exits(tmp_path) -> None:
+    """Closing the window asks whether to stop a live run; a screenshot must not wait for an answer."""
+    import json
+    import socket
+    import time
+
+    from core.training.run_dir import process_create_time
+
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # stands in for the job
+    try:
+        run = tmp_path / "runs" / "live"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"config": {"steps": 100, "engine": "local"},
+                                                     "model": {"name": "gpt-nano"}}))
+        (run / "plan.json").write_text(json.dumps({"status": "optimal", "stages": []}))
+        (run / "status.json").write_text(json.dumps({
+            "state": "running", "step": 3, "pids": {"job": job.pid}, "host": socket.gethostname(),
+            "started_at": time.time(),
+            "job_create_time": process_create_time(job.pid)}))
+        project = tmp_path / "p.allot.json"
+        save_project(small_project(("A100-80GB",), model="gpt-nano"), project)
+        out = tmp_path / "window.png"
+        result = run_main("--runs-dir", str(tmp_path / "runs"), "--screenshot", str(out), "--project",
+                          str(project), config_dir=tmp_path / "config")
+        assert result.returncode == 0, result.stderr
+        assert out.exists() and job.poll() is None  # the run was left alone
+        assert not (run / "STOP").exists() and json.loads((run / "status.json").read_text())["state"] == "running"
+    finally:
+        job.kill()
+        job.wait()
