@@ -86,6 +86,7 @@ def build_window(args: argparse.Namespace):  # noqa: ANN201 (gui.main_window.Mai
 
     apply_theme(QApplication.instance())
     window = create_window(discover=lambda: discover_inventory(args.fake_gpus or None), reopen_last=False)
+    window.unsaved_policy = "discard"
     setup = TrainingSetup(micro_batch_size=1, seq_len=4096, micro_batches=16, recompute=True)
     if args.fake_gpus:
         devices = window.state.devices
@@ -205,6 +206,7 @@ def idle(args: argparse.Namespace) -> list[tuple[str, str]]:
     gateway = fake_gateway(8)
     inventory = discover_inventory(gateway=gateway)
     window = create_window(discover=lambda: inventory, reopen_last=False)
+    window.unsaved_policy = "discard"
     sampler = attach_live_views(window, gateway, work / "runs", inventory)
     window.resize(1600, 1000)
     window.show()

@@ -195,6 +195,7 @@ def run_app(args: Any) -> int:
             path = Path(args.screenshot)
             written = take_screenshot(window, path, getattr(args, "settle", SETTLE_S) or SETTLE_S)
             window.close_policy = "leave"  # a picture never stops a run, nor waits for an answer
+            window.unsaved_policy = "discard"  # nor saves the project it was given
             window.close()
             if not written:
                 raise InputError(f"cannot write screenshot {path}")

@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         self._update_title()
         self._update_status()
         self.close_policy: str | None = None  # "stop" | "leave" | "cancel": skip the question at close
+        self.unsaved_policy: str | None = None  # "save" | "discard" | "cancel": skip the unsaved question
         self._closed = False
         self.resize(1600, 1000)
 
@@ -208,12 +209,16 @@ class MainWindow(QMainWindow):
     # -- projects ------------------------------------------------------------------
 
     def new_project(self) -> None:
+        if not self.keep_or_drop_changes():
+            return
         self.state.load(self._new_project())
         self.state.replan()
         self.banner.clear()
 
     def open_project(self, path: str | Path | None = None) -> bool:
         """Open a project; a malformed or foreign file changes nothing and says why."""
+        if not self.keep_or_drop_changes():
+            return False
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, "Open project", "", FILE_FILTER)
             if not path:
@@ -302,7 +307,32 @@ class MainWindow(QMainWindow):
         clicked = box.clickedButton()
         return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
 
+    def ask_about_unsaved_changes(self) -> str:
+        """What to do with unsaved project changes: "save", "discard" or "cancel"."""
+        path = self.state.project_path
+        name = path.name if path is not None else "the untitled project"
+        answer = QMessageBox.question(
+            self, "Unsaved changes", f"Save the changes to {name}?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
+        return {QMessageBox.StandardButton.Save: "save",
+                QMessageBox.StandardButton.Discard: "discard"}.get(answer, "cancel")
+
+    def keep_or_drop_changes(self) -> bool:
+        """Before the project is replaced or the window closes: save, drop or keep unsaved
+        changes. False: the user cancelled (or the save did not happen), so go no further."""
+        if not self.state.dirty:
+            return True
+        # unsaved_policy answers without asking (tests, scripted use); None asks.
+        choice = self.unsaved_policy or self.ask_about_unsaved_changes()
+        if choice == "save":
+            return self.save_project()
+        return choice == "discard"
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if not self._closed and not self.keep_or_drop_changes():
+            event.ignore()
+            return
         training = self.training_slot
         live = getattr(training, "live_run", lambda: None)() if not self._closed else None
         if live is not None:

@@ -61,6 +61,7 @@ def make_window(qtbot: Any, tmp_path: Any) -> Iterator[Callable[..., Any]]:
             path = tmp_path / f"project-{len(windows)}.allot.json"
             save_project(project, path)
         window = create_window(str(path) if path else None, discover, reopen_last=False)
+        window.unsaved_policy = "discard"  # tests that care about the question set their own
         qtbot.addWidget(window)
         windows.append(window)
         window.show()

@@ -81,8 +81,55 @@ def test_the_last_project_reopens_on_start(qtbot, make_window, tmp_path, warning
     path = tmp_path / "last.allot.json"
     first.save_project_as(path)
     window = create_window(discover=no_nvml_inventory)  # no --project: the newest recent one
+    window.unsaved_policy = "discard"
     qtbot.addWidget(window)
     assert window.state.project_path == path.resolve() or window.state.project_path == path
     assert window.state.model.name == "gpt-nano"
     assert [d.name for d in window.state.included_devices] == ["RTX4090"]
     window.state.shutdown()
+
+
+def test_unsaved_changes_are_saved_dropped_or_kept_before_they_could_be_lost(qtbot, make_window, tmp_path,
+                                                                             warnings) -> None:
+    from core.project import load_project
+
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    path = tmp_path / "mine.allot.json"
+    assert window.save_project_as(path) and not window.state.dirty
+    window.state.set_budget("A100-80GB", 30 * 1024**3)
+    assert window.state.dirty and "•" in window.windowTitle()
+
+    window.unsaved_policy = "cancel"  # New, Open and close all keep the changes and go no further
+    window.new_project()
+    assert window.state.device("A100-80GB").budget_bytes == 30 * 1024**3
+    assert not window.open_project(path) and window.state.dirty
+    window.close()
+    assert window.isVisible() and window.state.dirty
+
+    asked: list[str] = []
+    window.unsaved_policy = None  # now the real question, answered by a stand-in for the dialog
+    window.ask_about_unsaved_changes = lambda: asked.append("asked") or "save"
+    window.close()
+    assert asked == ["asked"] and not window.isVisible()
+    assert load_project(path).devices[0].budget_bytes == 30 * 1024**3  # saved, not lost
+
+
+def test_the_unsaved_question_is_a_real_dialog(qtbot, make_window) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    window = make_window(small_project(("A100-80GB",)))
+    window.state.set_budget("A100-80GB", 30 * 1024**3)
+    seen: list[str] = []
+
+    def answer() -> None:
+        box = QApplication.activeModalWidget()
+        if box is None:
+            QTimer.singleShot(50, answer)
+            return
+        seen.append(box.text())
+        box.button(QMessageBox.StandardButton.Discard).click()
+
+    QTimer.singleShot(50, answer)
+    assert window.ask_about_unsaved_changes() == "discard"
+    assert seen == [f"Save the changes to {window.state.project_path.name}?"]
