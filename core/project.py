@@ -17,6 +17,7 @@ $ALLOT_CONFIG_DIR (default ~/.config/allot)/recent.json.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -58,8 +59,11 @@ class DeviceEntry:
     peak_tflops_fp32: float | None = None
     peak_tflops_bf16: float | None = None
     bandwidth_gbps: float = HOST_LINK_GBPS
+    user_peak_tflops: float | None = None  # set by the user for a GPU of unknown speed; wins when set
 
     def peak_tflops(self, precision: str) -> float | None:
+        if self.user_peak_tflops is not None:
+            return self.user_peak_tflops
         return self.peak_tflops_bf16 if precision == "bf16" else self.peak_tflops_fp32
 
 
@@ -183,7 +187,7 @@ def planner_devices(entries: tuple[DeviceEntry, ...], precision: str,
         else:
             peak = entry.peak_tflops(precision)
             if peak is None:
-                raise InputError(f"{entry.name} has unknown speed: exclude it or profile it")
+                raise InputError(f"{entry.name} has unknown speed: double-click its TFLOP/s to set it, or exclude it")
             tflops, link = peak * catalog.default_efficiency, entry.bandwidth_gbps
             gpu = catalog.find(entry.catalog_name or "") if entry.kind == "simulated" else None
             if gpu is not None and gpu.nvlink_gbps and counts.get(entry.catalog_name, 0) > 1:
@@ -212,7 +216,8 @@ def merge_saved_devices(saved: tuple[DeviceEntry, ...],
         budget = min(old.budget_bytes, entry.total_memory_bytes)
         if budget < old.budget_bytes:
             notes.append(f"{entry.name}'s budget is capped at its memory on this machine")
-        merged.append(replace(entry, budget_bytes=budget, included=old.included))
+        merged.append(replace(entry, budget_bytes=budget, included=old.included,
+                              user_peak_tflops=old.user_peak_tflops))
     merged += [replace(entry, included=False) for entry in here.values()]  # the project did not plan on them
     return tuple(merged), notes
 
@@ -228,6 +233,8 @@ def project_to_dict(project: Project) -> dict[str, Any]:
                                 "included": entry.included}
         if entry.kind == "simulated":
             item["catalog"] = entry.catalog_name
+        if entry.user_peak_tflops is not None:
+            item["peak_tflops"] = entry.user_peak_tflops
         devices.append(item)
     model: dict[str, Any] = {"source": project.model.source}
     if project.model.source == "custom":
@@ -310,14 +317,20 @@ def _device_from_dict(item: Any, where: str, taken: set[str]) -> DeviceEntry:
     included = item.get("included", True)
     if not isinstance(included, bool):
         raise InputError(f"{where}: 'included' must be true or false")
+    speed = item.get("peak_tflops")
+    if speed is not None and (isinstance(speed, bool) or not isinstance(speed, (int, float))
+                              or not math.isfinite(speed) or speed <= 0):
+        raise InputError(f"{where}: 'peak_tflops' must be a number above 0, got {speed!r}")
+    user_speed = float(speed) if speed is not None else None
     if kind != "simulated":
-        return DeviceEntry(name=name, kind=kind, total_memory_bytes=budget, budget_bytes=budget, included=included)
+        return DeviceEntry(name=name, kind=kind, total_memory_bytes=budget, budget_bytes=budget, included=included,
+                           user_peak_tflops=user_speed)
     catalog = item.get("catalog")
     entry = simulated_entry(catalog if isinstance(catalog, str) else "")
     if budget > entry.total_memory_bytes:
         raise InputError(f"{where}: budget {budget} bytes exceeds the {entry.catalog_name}'s "
                          f"{entry.total_memory_bytes} bytes")
-    return replace(entry, name=name, budget_bytes=budget, included=included)
+    return replace(entry, name=name, budget_bytes=budget, included=included, user_peak_tflops=user_speed)
 
 
 def _model_from_dict(item: Any, where: str) -> ModelChoice:

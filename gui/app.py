@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -203,10 +204,25 @@ def run_app(args: Any) -> int:
             return 0
         window.show()
         window.state.replan()
+        close_on_signals(window)
         return int(app.exec())
     finally:
         sampler.stop(timeout_s=2.0)
         tear_down(window)
+
+
+def close_on_signals(window: MainWindow) -> None:
+    """Ctrl-C in the terminal (or SIGTERM) closes the window the normal way, questions
+    included, so the planning process and the sampler end cleanly. Qt's event loop keeps
+    Python from running signal handlers, so a timer hands it control a few times a second."""
+    def close(*_: object) -> None:
+        QTimer.singleShot(0, window.close)
+
+    signal.signal(signal.SIGINT, close)
+    signal.signal(signal.SIGTERM, close)
+    wake = QTimer(window)
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
 
 
 def tear_down(window: MainWindow) -> None:

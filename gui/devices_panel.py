@@ -30,6 +30,7 @@ from gui.state import AppState
 
 KIND_LABELS = {"gpu": "GPU", "host": "host", "simulated": "sim"}
 COLUMNS = ("Device", "Kind", "Memory", "TFLOP/s")
+SPEED_COLUMN = COLUMNS.index("TFLOP/s")
 VISIBLE_ROWS = (3, 10)  # the table grows with its rows between these
 
 
@@ -128,6 +129,11 @@ class DevicesPanel(QWidget):
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
             if not entry.included:
                 item.setForeground(QColor(theme.STALE))
+        if entry.kind == "gpu":  # a GPU the catalog does not know gets its speed here (double-click)
+            speed.setFlags(speed.flags() | Qt.ItemFlag.ItemIsEditable)
+            speed.setToolTip("Peak dense TFLOP/s: double-click to set it by hand (empty: the catalog's figure)")
+            if entry.peak_tflops(self.state.setup.precision) is None:
+                speed.setForeground(QColor(theme.DANGER))
         return items
 
     def _speed_text(self, entry: DeviceEntry) -> str:
@@ -147,9 +153,24 @@ class DevicesPanel(QWidget):
         self.remove_button.setEnabled(entry is not None and entry.kind == "simulated")
 
     def _item_changed(self, item: QTableWidgetItem) -> None:
+        name = self.table.item(item.row(), 0).data(Qt.ItemDataRole.UserRole)
         if item.column() == 0:
-            name = item.data(Qt.ItemDataRole.UserRole)
             self.state.set_included(name, item.checkState() == Qt.CheckState.Checked)
+        elif item.column() == SPEED_COLUMN:
+            self._speed_typed(name, item.text().strip())
+
+    def _speed_typed(self, name: str, text: str) -> None:
+        """A peak TFLOP/s typed into a GPU's cell; empty clears it. Bad text says why, changes nothing."""
+        try:
+            try:
+                speed = float(text) if text else None
+            except ValueError:
+                raise InputError(f"the speed of {name} must be a number of TFLOP/s, got {text!r}") from None
+            self.state.set_peak_tflops(name, speed)
+        except InputError as error:
+            self._update_devices()  # the cell shows the speed in force again
+            self.note.setText(str(error))
+            self.note.show()
 
     def _add(self) -> None:
         try:

@@ -18,6 +18,7 @@ import atexit
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,18 @@ def _lower_priority() -> None:
             pass
 
 
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """In the child: end when the app is gone. Killed hard (kill -9, a crash), the app never
+    says goodbye, and a child blocked on its job queue would otherwise live on forever."""
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _warm_up() -> bool:
     """Import what every job needs and time the host, so the first plan does not wait;
     then step down in priority (the host is timed at full priority: it plans with that)."""
@@ -114,7 +127,8 @@ def shared_pool() -> ProcessPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
             _pool.submit(_warm_up)
             atexit.register(shutdown_pool)
         return _pool

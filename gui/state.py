@@ -14,6 +14,7 @@ feasible plan) are what a run needs; `devices` lists every device entry.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,23 @@ class AppState(QObject):
         if entry is None or entry.included == included:
             return
         self._replace_device(replace(entry, included=included))
+        self.devices_changed.emit()
+        self._changed()
+
+    def set_peak_tflops(self, name: str, peak_tflops: float | None) -> None:
+        """Set (None: clear) the peak TFLOP/s of a GPU, for one the catalog does not know.
+
+        Raises:
+            InputError: not a number above 0, or not a GPU of this machine.
+        """
+        entry = self.device(name)
+        if entry is None or entry.kind != "gpu":
+            raise InputError(f"only this machine's GPUs take a speed by hand, not {name}")
+        if peak_tflops is not None and not (math.isfinite(peak_tflops) and peak_tflops > 0):
+            raise InputError(f"the speed of {name} must be a number of TFLOP/s above 0, got {peak_tflops:g}")
+        if entry.user_peak_tflops == peak_tflops:
+            return
+        self._replace_device(replace(entry, user_peak_tflops=peak_tflops))
         self.devices_changed.emit()
         self._changed()
 

@@ -100,3 +100,36 @@ def test_an_older_answer_never_replaces_a_newer_one(qtbot) -> None:
     assert state.plan is None and state.error == "third failed" and not state.busy
     worker.planned.emit(answer(second, "again"))
     assert state.error == "third failed"
+
+
+def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window, tmp_path) -> None:
+    """A GPU the catalog does not know and torch could not time: the plan says so; typing its
+    TFLOP/s plans with it, bad text changes nothing, and the speed is saved with the project."""
+    from core.devices import discover
+    from core.fake_nvml import FakeNvml
+    from core.project import load_project
+    from tests.gui.conftest import wait_for_plan
+
+    fake = FakeNvml(2, name="NVIDIA Mystery X1")
+    fake.nvmlInit()
+    uuids = [fake.nvmlDeviceGetUUID(fake.nvmlDeviceGetHandleByIndex(i)) for i in range(2)]
+    fake.nvmlShutdown()
+    inventory = discover(nvml_gateway.NvmlGateway(fake), cuda_uuids=lambda: uuids, measure=lambda i, p: None)
+    window = make_window(discover=lambda: inventory)
+    state, panel = window.state, window.devices_panel
+    assert "unknown speed" in state.error and state.plan is None or not state.plan.feasible
+    speed_cell = lambda name: panel.table.item(panel.row_of(name), 3)  # noqa: E731
+    assert speed_cell("cuda:0").text() == "unknown"
+
+    speed_cell("cuda:0").setText("fast")  # as if typed: refused, nothing changes
+    assert "must be a number" in panel.note.text() and state.device("cuda:0").user_peak_tflops is None
+    speed_cell("cuda:0").setText("300")
+    speed_cell("cuda:1").setText("150")
+    wait_for_plan(qtbot, state)
+    assert state.plan.feasible and not state.error
+    assert [state.device(n).user_peak_tflops for n in ("cuda:0", "cuda:1")] == [300.0, 150.0]
+    assert speed_cell("cuda:0").text() == "300"
+
+    path = tmp_path / "mystery.allot.json"
+    assert window.save_project_as(path)
+    assert [d.user_peak_tflops for d in load_project(path).devices[:2]] == [300.0, 150.0]
