@@ -38,6 +38,8 @@ from core.costs import (
 )
 from core.units import format_bytes
 
+FEASIBILITY_TOLERANCE = 1e-9  # HiGHS tolerances, in time_scale units (see _highs)
+
 
 @dataclass(frozen=True)
 class MilpOptions:
@@ -98,6 +100,11 @@ def _highs(model: _Model, options: MilpOptions):  # noqa: ANN202 - highspy.Highs
     highs.setOptionValue("time_limit", float(options.time_limit_s))
     highs.setOptionValue("mip_rel_gap", float(options.relative_gap))
     highs.setOptionValue("mip_abs_gap", 0.0)  # objectives are in time_scale units; only the relative gap counts
+    # A communication term can be ~1e-6 of the slowest stage (a few hundred bytes against a
+    # long compute): at HiGHS's default tolerances (1e-6) it is lost in the noise and a
+    # plan one transfer slower is called optimal. Resolve terms down to 1e-9 of a stage.
+    for name in ("mip_feasibility_tolerance", "primal_feasibility_tolerance", "dual_feasibility_tolerance"):
+        highs.setOptionValue(name, FEASIBILITY_TOLERANCE)
     highs.passModel(lp)
     return highs
 

@@ -52,6 +52,21 @@ def test_milp_matches_brute_force_on_branching_graphs(p: Problem, contiguous: bo
     assert plan.objective_s == pytest.approx(best, rel=1e-6, abs=1e-12)
 
 
+def test_a_transfer_far_shorter_than_the_step_still_counts():
+    """Found by hypothesis: the best plan runs everything on one device; splitting costs a
+    transfer of at least 17 bytes over 1 GB/s, ~1e-7 of the 0.33 s step. At HiGHS's default
+    tolerances (1e-6) the MILP called a split plan optimal."""
+    layers = (Layer("x", 0, 0.0, 0, 17), Layer("left", 0, 326919115568.0, 2, 327, inputs=("x",)),
+              Layer("right", 17, 80522408.0, 0, 33963, inputs=("x",)),
+              Layer("join", 2, 320.0, 20, 0, inputs=("left", "right")), Layer("y", 0, 1.0, 0, 0, inputs=("join",)))
+    p = Problem(layers, (Device("d0", 60, 1.0, 1.0), Device("d1", 60, 1.0, 1.0)),
+                Setup(mode="infer", bytes_per_param=2.0, micro_batches=1, schedule="1f1b"))
+    best = brute_force_dag_step_time(p, contiguous=False)
+    plan = solve_milp(p, MilpOptions(contiguous=False))
+    assert best == pytest.approx(sum(layer.flops for layer in layers) / 1e12, rel=1e-12)  # one device
+    assert plan.status == "optimal" and plan.objective_s == pytest.approx(best, rel=1e-9)
+
+
 def test_exact_refuses_a_graph_that_branches():
     p = problem([layer("a"), layer("b", inputs=("a",)), layer("c", inputs=("a", "b"))], [device("g0", 100)],
                 mode="infer", bytes_per_param=1)
