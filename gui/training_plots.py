@@ -203,8 +203,11 @@ class LossPlot(QWidget):
         for path in list(self.overlays):
             self.remove_overlay(path)
 
-    def redraw(self) -> None:
-        """Hand every curve its current arrays (views: nothing is copied here)."""
+    def redraw(self, overlays: bool = True) -> None:
+        """Hand the curves their current arrays (views: nothing is copied here).
+
+        Overlaid runs are finished: after an option change they are redrawn, but a live
+        run's new rows need only its own curves (`overlays=False`)."""
         run, x_axis = self.run, self.x_axis
         if run is None:
             for item in (self.train_raw, self.train_smooth, self.val_raw, self.val_smooth):
@@ -212,8 +215,9 @@ class LossPlot(QWidget):
         else:
             draw_curve(run.loss, self.train_raw, self.train_smooth, x_axis)
             draw_curve(run.val_loss, self.val_raw, self.val_smooth, x_axis)
-        for overlay in self.overlays.values():
-            draw_curve(overlay.curves.loss, overlay.raw, overlay.smooth, x_axis)
+        if overlays:
+            for overlay in self.overlays.values():
+                draw_curve(overlay.curves.loss, overlay.raw, overlay.smooth, x_axis)
 
 
 class RatePlot(pg.PlotWidget):

@@ -96,7 +96,7 @@ class TrainingView(TrainingPanels):
         self.history_timer = self._timer(HISTORY_MS, self._history_tick)
         self.history_timer.start()
         self.loss_plot.set_run(self.curves)
-        self.loss_plot.options_changed.connect(self._schedule_redraw)
+        self.loss_plot.options_changed.connect(self._redraw_rate)  # the loss plot redrew itself
         self.start_button.clicked.connect(self.start_training)
         self.stop_button.clicked.connect(self.stop_training)
         self.resume_button.clicked.connect(lambda: self.resume_training())
@@ -366,12 +366,15 @@ class TrainingView(TrainingPanels):
             self._redraw_pending = True  # drawn when the tab is shown
             return
         self._redraw_pending = False
-        self.loss_plot.redraw()
-        self.rate_plot.redraw(self.curves, self.loss_plot.x_axis)
+        self.loss_plot.redraw(overlays=False)
+        self._redraw_rate()
         rows = list(self.curves.recent)
         report = stage_report(self._plan, rows, self._micro_batches) if self.current is not None else None
         self.stages.show_report(report)
         self.show_figures(self.curves, self.status, self._steps, self._is_live() and self.current == self._live)
+
+    def _redraw_rate(self) -> None:
+        self.rate_plot.redraw(self.curves, self.loss_plot.x_axis)
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         super().showEvent(event)
