@@ -105,6 +105,10 @@ def test_an_older_answer_never_replaces_a_newer_one(qtbot) -> None:
 def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window, tmp_path) -> None:
     """A GPU the catalog does not know and torch could not time: the plan says so; typing its
     TFLOP/s plans with it, bad text changes nothing, and the speed is saved with the project."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication, QLineEdit
+
     from core.devices import discover
     from core.fake_nvml import FakeNvml
     from core.project import load_project
@@ -123,7 +127,16 @@ def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window,
 
     speed_cell("cuda:0").setText("fast")  # as if typed: refused, nothing changes
     assert "must be a number" in panel.note.text() and state.device("cuda:0").user_peak_tflops is None
-    speed_cell("cuda:0").setText("300")
+    table = panel.table  # typed as a user would: double-click the cell, type, Enter
+    cell = table.visualItemRect(speed_cell("cuda:0")).center()
+    QTest.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=cell)
+    QTest.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton, pos=cell)
+    editor = QApplication.focusWidget()
+    assert isinstance(editor, QLineEdit)
+    editor.selectAll()
+    QTest.keyClicks(editor, "300")
+    QTest.keyClick(editor, Qt.Key.Key_Return)  # the delegate commits on its next event-loop turn
+    qtbot.waitUntil(lambda: state.device("cuda:0").user_peak_tflops == 300.0, timeout=5000)
     speed_cell("cuda:1").setText("150")
     wait_for_plan(qtbot, state)
     assert state.plan.feasible and not state.error
