@@ -28,7 +28,7 @@ from core.errors import InputError
 from core.telemetry import TelemetrySampler
 from core.units import format_bytes
 from gui import theme
-from gui.tables import fill_table
+from gui.tables import fill_table, style_readonly_table
 
 INTERVALS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 WINDOWS_S = {"1 min": 60, "5 min": 300, "15 min": 900, "1 h": 3600}
@@ -137,10 +137,7 @@ class MonitorView(QWidget):
         return plot
 
     def _process_table(self) -> QTableWidget:
-        self.process_table = QTableWidget(0, 4)
-        self.process_table.setHorizontalHeaderLabels(["GPU", "PID", "Process", "GPU memory"])
-        self.process_table.verticalHeader().setVisible(False)
-        self.process_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.process_table = style_readonly_table(QTableWidget(), ["GPU", "PID", "Process", "GPU memory"])
         self.process_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         return self.process_table
 

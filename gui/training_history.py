@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem,
 
 from core.training.launcher import RunSummary
 from gui import theme
-from gui.tables import fill_table
+from gui.tables import fill_table, style_readonly_table
 
 COLUMNS = ("Compare", "Run", "State", "Step", "Last loss", "Model", "Engine", "Stages", "Started")
 STATE_COLORS = {"running": theme.ACCENT, "finished": "#2E7D32", "stopped": theme.WARNING, "failed": theme.DANGER}
@@ -41,13 +41,9 @@ class RunHistory(QTableWidget):
         super().__init__(0, len(COLUMNS), parent)
         self.runs: list[RunSummary] = []
         self.overlaid: set[Path] = set()
-        self.setHorizontalHeaderLabels(COLUMNS)
-        self.verticalHeader().hide()
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        style_readonly_table(self, COLUMNS)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setShowGrid(False)
-        self.setWordWrap(False)
         self.itemChanged.connect(self._item_changed)
         self.itemDoubleClicked.connect(lambda item: self.open_requested.emit(self.path_at(item.row())))
 

@@ -12,7 +12,6 @@ from typing import Any
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -20,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui import theme
-from gui.tables import fill_table
+from gui.tables import fill_table, style_readonly_table
 
 COLUMNS = ("Stage", "Layers", "Predicted", "Measured", "Ratio", "Idle / step")
 TIPS = ("stage: device", "layers on the stage", "compute per micro-batch, from the plan",
@@ -63,13 +62,7 @@ class StageComparison(QWidget):
                                              name="measured")
         plot.addItem(self.predicted_bars)
         plot.addItem(self.measured_bars)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.table.setShowGrid(False)
-        self.table.setWordWrap(False)
+        self.table = style_readonly_table(QTableWidget(0, len(COLUMNS)), COLUMNS)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.chart, 3)
