@@ -68,6 +68,7 @@ class ComparisonTable(QTableWidget):
         self.cellDoubleClicked.connect(self._row_chosen)
         state.comparison_changed.connect(self._update_comparison)
         state.solver_changed.connect(self._update_comparison)
+        state.error_changed.connect(self._update_comparison)
         self._update_comparison()
 
     @property
@@ -81,7 +82,9 @@ class ComparisonTable(QTableWidget):
             self.setEnabled(False)  # keep the last comparison, greyed, until the new one: no refill
             return
         if results is None:
-            results = dict.fromkeys(SOLVER_NAMES, "computing…")
+            # An error answers instead of a plan, and no comparison follows it.
+            note = "not run: nothing can be planned (see the banner)" if self.state.error else "computing…"
+            results = dict.fromkeys(SOLVER_NAMES, note)
         self._shown = self.state.comparison
         self.setEnabled(True)
         exact = results.get("exact")

@@ -86,6 +86,7 @@ class ModelPanel(QWidget):
         state.model_changed.connect(self._update_model)
         state.setup_changed.connect(self._update_setup)
         state.graph_changed.connect(self._update_summary)
+        state.error_changed.connect(self._update_summary)
         self._update_model()
         self._update_setup()
 
@@ -165,6 +166,8 @@ class ModelPanel(QWidget):
     def _update_summary(self) -> None:
         graph = self.state.graph
         if graph is None:
+            if self.state.error:  # the answer was an error: no graph is coming
+                self.summary.setText("no layer graph: see the banner")
             return
         blocks = sum(1 for _, data in graph.nodes(data=True) if data.get("is_block"))
         params = graph.graph.get("total_params", 0)

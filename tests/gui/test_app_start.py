@@ -124,6 +124,9 @@ def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window,
     assert "unknown speed" in state.error and state.plan is None or not state.plan.feasible
     speed_cell = lambda name: panel.table.item(panel.row_of(name), 3)  # noqa: E731
     assert speed_cell("cuda:0").text() == "unknown"
+    assert window.model_panel.summary.text() == "no layer graph: see the banner"  # not "building…" forever
+    comparison = window.plan_view.comparison
+    assert comparison.item(0, 5).text().startswith("not run")  # not "computing…" forever
 
     speed_cell("cuda:0").setText("fast")  # as if typed: refused, nothing changes
     assert "must be a number" in panel.note.text() and state.device("cuda:0").user_peak_tflops is None
