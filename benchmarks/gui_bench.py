@@ -79,8 +79,8 @@ from gui.app import freeze_startup_objects  # noqa: E402
 
 
 def build_window(args: argparse.Namespace):  # noqa: ANN201 (gui.main_window.MainWindow)
+    from core.planning.setup import TrainingSetup
     from core.project import ModelChoice, Project, simulated_entry
-    from core.training_setup import TrainingSetup
     from gui.app import create_window, discover_inventory
     from gui.theme import apply_theme
 
@@ -151,10 +151,10 @@ def synthetic_run(root: Path, points: int) -> Path:
 
     import numpy as np
 
+    from core.planning.setup import TrainingSetup
     from core.training.config import TrainConfig
     from core.training.launcher import start_run, wait_run
     from core.training.run_dir import RunPaths, atomic_write_json, read_json, write_status
-    from core.training_setup import TrainingSetup
 
     corpus = root / "corpus.txt"
     rng = random.Random(0)
@@ -193,7 +193,7 @@ def idle_cpu_percent(seconds: float) -> float:
 
 
 def idle(args: argparse.Namespace) -> list[tuple[str, str]]:
-    from core.fake_nvml import fake_gateway
+    from core.devices.fake_nvml import fake_gateway
     from gui.app import attach_live_views, create_window, discover_inventory
     from gui.theme import apply_theme
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.allocate.exact import solve_exact  # noqa: E402
-from core.allocate.solvers import compare  # noqa: E402
-from core.device_spec import resolve_devices  # noqa: E402
 from core.model.spec import resolve_model  # noqa: E402
-from core.planning import build_problem  # noqa: E402
-from core.training_setup import TrainingSetup  # noqa: E402
+from core.planning.devices import resolve_devices  # noqa: E402
+from core.planning.exact import solve_exact  # noqa: E402
+from core.planning.front_door import build_problem  # noqa: E402
+from core.planning.setup import TrainingSetup  # noqa: E402
+from core.planning.solvers import compare  # noqa: E402
 
 TIMING_CASES = [
     ("gpt2-xl", "4xA100-40GB", TrainingSetup(seq_len=1024, micro_batches=8), "p95 <= 50 ms"),
@@ -120,8 +120,8 @@ GRAPH_PROBE = """
 import json, resource, sys, time
 started = time.perf_counter()
 from core.model.spec import resolve_model
-from core.model_graph import build_layer_graph
-from core.training_setup import TrainingSetup
+from core.model.graph import build_layer_graph
+from core.planning.setup import TrainingSetup
 import torch, transformers
 imported = time.perf_counter()
 graph = build_layer_graph(resolve_model(sys.argv[1]), TrainingSetup(seq_len=int(sys.argv[2])))

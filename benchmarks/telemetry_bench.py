@@ -3,7 +3,7 @@
     python benchmarks/telemetry_bench.py            about 45 s
     python benchmarks/telemetry_bench.py --quick    about 15 s
 
-Eight fake GPUs (core.fake_nvml), so the figures are Allot's own overhead
+Eight fake GPUs (core.devices.fake_nvml), so the figures are Allot's own overhead
 (gateway, snapshots, ring buffers, psutil) without the driver's time inside
 NVML calls. Each figure is the median of several runs. Target: under 1 % of
 one core at 1 Hz.
@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.fake_nvml import fake_gateway  # noqa: E402
-from core.telemetry import TelemetrySampler  # noqa: E402
+from core.devices.fake_nvml import fake_gateway  # noqa: E402
+from core.devices.telemetry import TelemetrySampler  # noqa: E402
 
 GPUS = 8
 

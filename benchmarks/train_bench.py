@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from core.model.gpt import GPT  # noqa: E402
+from core.planning.setup import TrainingSetup  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
-from core.training.context import RunContext  # noqa: E402
+from core.training.engine.context import RunContext  # noqa: E402
 from core.training.launcher import start_run, wait_run  # noqa: E402
 from core.training.metrics import read_metrics  # noqa: E402
-from core.training_setup import TrainingSetup  # noqa: E402
 
 SETUP = TrainingSetup(precision="fp32", optimizer="adamw", micro_batch_size=8, seq_len=256, micro_batches=4)
 WARMUP_STEPS = 3
@@ -178,9 +178,9 @@ def pipeline_overhead(work: Path, steps: int, repeats: int, two_stages: str, bar
 
 
 def predicted_vs_measured(work: Path, steps: int) -> None:
-    from core.device_spec import resolve_devices
     from core.model.presets import GPT_PRESETS
-    from core.training.profile import measure_profile, save_profile
+    from core.planning.devices import resolve_devices
+    from core.training.engine.profile import measure_profile, save_profile
     from core.training.runner import prepare_new_run
 
     devices = resolve_devices("2xcpu:4GiB", "fp32")

@@ -41,16 +41,16 @@ def gateway_from_args(args: argparse.Namespace) -> Any:
         InputError: N outside 0..64.
     """
     if args.fake_gpus is not None:
-        from core.fake_nvml import fake_gateway
+        from core.devices.fake_nvml import fake_gateway
 
         return fake_gateway(args.fake_gpus)
-    from core.nvml_gateway import shared_gateway
+    from core.devices.nvml_gateway import shared_gateway
 
     return shared_gateway()
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.devices import discover
+    from core.devices.inventory import discover
 
     inventory = discover(gateway_from_args(args))
     if args.simulate:

@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import queue
 
+    from core.devices.telemetry import Snapshot, TelemetrySampler, check_interval
     from core.errors import InputError
-    from core.telemetry import Snapshot, TelemetrySampler, check_interval
 
     interval_s = check_interval(args.interval)
     if args.count is not None and args.count < 1:

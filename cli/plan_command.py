@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.allocate.solvers import SOLVER_NAMES
 from core.errors import InputError
+from core.planning.solvers import SOLVER_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         model_name = spec.name
     if args.export_problem:
         _write_json(args.export_problem, problem.to_dict())
-    from core.allocate.solvers import compare, solve
+    from core.planning.solvers import compare, solve
 
     plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
     if args.export:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _explicit_problem(args: argparse.Namespace) -> Any:
-    from core.allocate.problem import load_problem
+    from core.planning.problem import load_problem
 
     if args.model or args.devices or args.layers:
         raise InputError("--problem already holds layers and devices: give no --model, --layers or --devices")
@@ -95,8 +95,8 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
 
 
 def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
-    from core.device_spec import resolve_devices
-    from core.planning import build_problem
+    from core.planning.devices import resolve_devices
+    from core.planning.front_door import build_problem
 
     spec = model_spec_from_args(args)
     setup = setup_from_args(args, spec)
@@ -104,7 +104,7 @@ def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
         raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu") or --problem')
     devices = resolve_devices(args.devices, setup.precision, args.efficiency, discover=_discover_for(args))
     if args.profile:
-        from core.training.profile import apply_profile, load_profile
+        from core.training.engine.profile import apply_profile, load_profile
 
         devices = apply_profile(devices, load_profile(args.profile))
     return build_problem(spec, setup, devices), spec
@@ -114,8 +114,8 @@ def _discover_for(args: argparse.Namespace) -> Any:
     """Device discovery for cuda:N / auto: fake GPUs when asked, else NVML."""
     if not getattr(args, "fake_gpus", 0):
         return None
-    from core.devices import discover
-    from core.fake_nvml import fake_gateway
+    from core.devices.fake_nvml import fake_gateway
+    from core.devices.inventory import discover
 
     gateway = fake_gateway(args.fake_gpus)
     return lambda: discover(gateway)
@@ -135,7 +135,7 @@ def model_spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
-    from core.training_setup import TrainingSetup
+    from core.planning.setup import TrainingSetup
 
     seq = args.seq or min(spec.context_length or 1024, 4096)
     return TrainingSetup(mode=args.mode, precision=args.precision, optimizer=args.optimizer,
@@ -149,7 +149,7 @@ def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:
         raise InputError(f"unknown export format '{kind}' (use: accelerate)")
     if spec is None:
         raise InputError("--export accelerate needs a model (--model), not an explicit problem")
-    from core.allocate.accelerate_baseline import export_device_map
+    from core.planning.accelerate_baseline import export_device_map
 
     _write_json(path, export_device_map(spec, plan, problem))
 

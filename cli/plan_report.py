@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cli.table import render_table
-from core.allocate.plan import INFEASIBLE, Plan
-from core.allocate.problem import Problem
+from core.planning.plan import INFEASIBLE, Plan
+from core.planning.problem import Problem
 from core.units import format_bytes, format_count, format_seconds
 
 

@@ -26,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cli.train_command import build_model_and_setup
-    from core.device_spec import resolve_devices
     from core.errors import InputError
+    from core.planning.devices import resolve_devices
     from core.training.config import TrainConfig
-    from core.training.profile import measure_profile, save_profile
+    from core.training.engine.profile import measure_profile, save_profile
     from core.training.runner import trainable_model
 
     if args.repeats < 1:

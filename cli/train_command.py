@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     """(model name, custom size or None, TrainingSetup) from the command line."""
     from core.model.spec import CustomSize
-    from core.training_setup import TrainingSetup
+    from core.planning.setup import TrainingSetup
 
     value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
     custom = None
@@ -161,7 +161,7 @@ def resolve_precision(precision: str, devices: str) -> str:
     (CPU and simulated GPUs train in fp32: the plan describes what runs)."""
     if precision != "auto":
         return precision
-    from core.device_spec import parse_device_spec
+    from core.planning.devices import parse_device_spec
 
     names = [request.name.lower() for request in parse_device_spec(devices)]
     if not all(name == "auto" or name.startswith("cuda:") for name in names):
@@ -173,8 +173,8 @@ def resolve_precision(precision: str, devices: str) -> str:
 
 def follow(run_dir: Path) -> int:
     """Print the run's progress until it ends; Ctrl-C asks it to stop."""
+    from core.training.engine.loop import format_row
     from core.training.launcher import read_status, stop_run
-    from core.training.loop import format_row
     from core.training.metrics import MetricsTail
     from core.training.run_dir import RunPaths, read_json
 
@@ -223,8 +223,8 @@ def _print_detached_help(run_dir: Path) -> None:
 
 
 def _print_node_commands(run_dir: Path) -> None:
-    from core.training.context import RunContext
-    from core.training.pipeline import node_commands
+    from core.training.engine.context import RunContext
+    from core.training.engine.pipeline import node_commands
 
     context = RunContext.load(run_dir)
     print("this machine's job runs torchrun as below; each machine runs `main.py train` with its "

@@ -1,1 +1,13 @@
-"""Allot's core: everything that is not Qt (DESIGN.md, "Layout")."""
+"""Allot's core: everything that is not Qt (DESIGN.md, "Layout").
+
+    devices/   NVML gateway and its fake, catalog, host speed, inventory, telemetry
+    model/     the built-in GPT, HF configs, model choice, meta-device measuring, the layer graph
+    planning/  the one front door: model choice + devices + setup -> Problem -> Plan
+    training/  runs (launcher, job, run directory, metrics) and engine/ (the torch side)
+    errors, units, project
+"""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESOURCES_DIR = REPO_ROOT / "resources"

@@ -8,7 +8,7 @@
      "solver": "exact", "view": "plan"}
 
 Loading validates everything before anything changes: a malformed or foreign
-file is one InputError line. Devices are the app's device list (core.devices
+file is one InputError line. Devices are the app's device list (core.devices.inventory
 for what this machine has, the catalog for simulated GPUs); `planner_devices`
 turns the included ones into the planner's Devices. Recent files live in
 $ALLOT_CONFIG_DIR (default ~/.config/allot)/recent.json.
@@ -24,18 +24,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.allocate.problem import Device
-from core.allocate.solvers import SOLVER_NAMES
-from core.catalog import load_catalog
+from core.devices.catalog import load_catalog
 from core.errors import InputError
-from core.training_setup import TrainingSetup
+from core.planning.problem import Device
+from core.planning.setup import TrainingSetup
+from core.planning.solvers import SOLVER_NAMES
 
 PROJECT_FORMAT = "allot-project"
 PROJECT_VERSION = 1
 PROJECT_SUFFIX = ".allot.json"
 CONFIG_DIR_ENV = "ALLOT_CONFIG_DIR"
 MAX_RECENT = 10
-HOST_LINK_GBPS = 10.0  # as core.device_spec: stage-to-stage copies between processes on one host
+HOST_LINK_GBPS = 10.0  # as core.planning.devices: stage-to-stage copies between processes on one host
 DEVICE_KINDS = ("gpu", "host", "simulated")
 MODEL_SOURCES = ("preset", "config", "custom")
 VIEWS = ("plan", "graph", "monitor", "training")
@@ -165,7 +165,7 @@ def planner_devices(entries: tuple[DeviceEntry, ...], precision: str,
     """The included entries as the planner's Devices (speed = peak x efficiency).
 
     Several simulated GPUs of one NVLink model are taken as one NVLink box, as
-    core.device_spec does for "2xA100-80GB".
+    core.planning.devices does for "2xA100-80GB".
 
     Raises:
         InputError: nothing is included, or an included GPU has no known speed.

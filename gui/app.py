@@ -22,6 +22,7 @@ from PySide6.QtCore import QEvent, QEventLoop, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication
 
+from core.devices.telemetry import TelemetrySampler
 from core.errors import InputError
 from core.project import (
     Project,
@@ -31,8 +32,7 @@ from core.project import (
     remember_project,
 )
 from core.project import new_project as fresh_project
-from core.telemetry import TelemetrySampler
-from gui import plan_jobs
+from gui.plan import jobs as plan_jobs
 from gui.state import AppState
 from gui.theme import apply_theme, device_color
 
@@ -46,18 +46,18 @@ SETTLE_S = 0.4  # after the last answer: layouts and plot ranges catch up
 
 def make_gateway(fake_gpus: int | None = None) -> Any:
     """The NVML gateway: N fake GPUs when asked (a demo), else the real one (fail-soft)."""
-    from core import nvml_gateway
+    from core.devices import nvml_gateway
 
     if fake_gpus:
-        from core.fake_nvml import fake_gateway
+        from core.devices.fake_nvml import fake_gateway
 
         return fake_gateway(fake_gpus)
     return nvml_gateway.shared_gateway()
 
 
 def discover_inventory(fake_gpus: int | None = None, gateway: Any = None) -> Any:
-    """This machine's devices (core.devices); fake NVML GPUs when asked. Never raises."""
-    from core import devices
+    """This machine's devices (core.devices.inventory); fake NVML GPUs when asked. Never raises."""
+    from core.devices import inventory as devices
 
     return devices.discover(gateway if gateway is not None else make_gateway(fake_gpus))
 
@@ -111,8 +111,8 @@ def attach_live_views(window: MainWindow, gateway: Any, runs_dir: Path | str = "
                       inventory: Any = None) -> TelemetrySampler:
     """The Monitor and Training tabs, fed by a telemetry sampler that is started
     here and returned (the caller stops it)."""
-    from gui.monitor_view import MonitorView, nvml_status_text
-    from gui.training_view import TrainingView
+    from gui.monitor.monitor_view import MonitorView, nvml_status_text
+    from gui.training.training_view import TrainingView
 
     sampler = TelemetrySampler(gateway, interval_s=1.0, history_s=HISTORY_S)
     sampler.start()

@@ -44,13 +44,13 @@ from core.project import (
 )
 from core.training.launcher import stop_run
 from core.units import format_seconds
-from gui.banner import Banner
-from gui.budget_bars import BudgetBarsPanel
-from gui.devices_panel import DevicesPanel
-from gui.graph_view import GraphView
-from gui.model_panel import ModelPanel
-from gui.plan_view import PlanView
+from gui.inputs.devices_panel import DevicesPanel
+from gui.inputs.model_panel import ModelPanel
+from gui.plan.budget_bars import BudgetBarsPanel
+from gui.plan.graph_view import GraphView
+from gui.plan.plan_view import PlanView
 from gui.state import AppState
+from gui.widgets.banner import Banner
 
 BUSY_DELAY_MS = 400
 TABS = ("plan", "graph", "monitor", "training")

@@ -21,9 +21,10 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from core.allocate.plan import Plan
-from core.allocate.problem import Problem
 from core.errors import InputError
+from core.planning.plan import Plan
+from core.planning.problem import Problem
+from core.planning.setup import TrainingSetup
 from core.project import (
     DeviceEntry,
     ModelChoice,
@@ -31,8 +32,7 @@ from core.project import (
     merge_saved_devices,
     simulated_entry,
 )
-from core.training_setup import TrainingSetup
-from gui.plan_worker import PlanRequest, PlanResult, PlanWorker
+from gui.plan.worker import PlanRequest, PlanResult, PlanWorker
 
 REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (DESIGN.md: views redraw at 10-20 Hz)
 
@@ -242,7 +242,7 @@ class AppState(QObject):
             self._changed()
 
     def set_solver(self, solver: str) -> None:
-        from core.allocate.solvers import SOLVER_NAMES
+        from core.planning.solvers import SOLVER_NAMES
 
         if solver not in SOLVER_NAMES:
             raise InputError(f"unknown solver '{solver}'")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from core import RESOURCES_DIR
 from core.model.gpt import GPTConfig
 
-HF_CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "resources" / "models"
+HF_CONFIG_DIR = RESOURCES_DIR / "models"
 
 # GPT-2 shapes use GPT-2's vocabulary and context; the small ones are byte-level.
 GPT_PRESETS: dict[str, GPTConfig] = {

@@ -2,7 +2,7 @@
 
 The app names its devices "cpu", "cuda:0", "A100-80GB", "A100-80GB#2"; the
 runner reads a device spec string and names devices that occur more than once
-by position ("A100-80GB#0", "A100-80GB#1", see core.device_spec). So the app
+by position ("A100-80GB#0", "A100-80GB#1", see core.planning.devices). So the app
 writes one spec term per device its plan uses, in the app's order, with the
 exact budget, and renames the plan's stages to the names the runner gives.
 
@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from core.allocate.plan import Plan
 from core.errors import InputError
+from core.planning.plan import Plan
+from core.planning.setup import TrainingSetup
 from core.project import DeviceEntry, ModelChoice
 from core.training.config import STDLIB, TrainConfig
-from core.training_setup import TrainingSetup
 
 NOT_TRAINABLE = "Training runs the built-in GPT: choose a gpt-* preset or a custom size"
 
@@ -65,7 +65,7 @@ def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
 
 
 def _runner_base_name(entry: DeviceEntry) -> str:
-    """What core.device_spec calls this device before duplicates are numbered."""
+    """What core.planning.devices calls this device before duplicates are numbered."""
     if entry.kind == "host":
         return "cpu"
     if entry.kind == "gpu":
@@ -76,7 +76,7 @@ def _runner_base_name(entry: DeviceEntry) -> str:
 
 
 def _positional_names(bases: Sequence[str]) -> list[str]:
-    """cpu, cpu -> cpu#0, cpu#1; a name that occurs once stays (as core.device_spec names them)."""
+    """cpu, cpu -> cpu#0, cpu#1; a name that occurs once stays (as core.planning.devices names them)."""
     counts = {base: bases.count(base) for base in bases}
     seen: dict[str, int] = {}
     names = []

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
-from core.training_setup import TrainingSetup
+from core.planning.setup import TrainingSetup
 
 if TYPE_CHECKING:
     from core.model.spec import CustomSize

@@ -20,9 +20,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from core.training import checkpoint as ckpt
-from core.training.context import RunContext
-from core.training.loop import format_row
+from core.training.engine import checkpoint as ckpt
+from core.training.engine.context import RunContext
+from core.training.engine.loop import format_row
 from core.training.metrics import MetricsTail, read_metrics
 from core.training.report import format_report, stage_report
 from core.training.run_dir import (
@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
 
 
 def _run_local(context: RunContext, follower: StatusFollower) -> str:
-    from core.training.local import run_local
+    from core.training.engine.local import run_local
 
     steps, every = context.config.steps, context.config.log_interval
 
@@ -117,7 +117,7 @@ def _run_local(context: RunContext, follower: StatusFollower) -> str:
 
 
 def _run_pipeline(context: RunContext, follower: StatusFollower) -> str:
-    from core.training.pipeline import launch_workers
+    from core.training.engine.pipeline import launch_workers
 
     paths = context.paths
     tail = MetricsTail(paths.metrics)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import REPO_ROOT
 from core.errors import InputError
 from core.training.config import TrainConfig
 from core.training.metrics import MetricsTail, TailUpdate, last_row, read_metrics
@@ -36,8 +37,6 @@ from core.training.run_dir import (
     read_status,
     write_status,
 )
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", "read_metrics", "read_status",
            "resume_run", "start_run", "stop_run", "wait_run"]

@@ -27,20 +27,25 @@ import torch.distributed as dist
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from core.model.gpt import lm_loss
-from core.training import checkpoint as ckpt
-from core.training.context import RunContext
-from core.training.loop import StepStats, format_row, train_loop
-from core.training.metrics import MetricsWriter
-from core.training.optim import clip_gradients, grad_square_sum, make_optimizer, set_learning_rate
-from core.training.pipeline import THREADS_ENV
-from core.training.stages import (
+from core.training.engine import checkpoint as ckpt
+from core.training.engine.context import RunContext
+from core.training.engine.loop import StepStats, format_row, train_loop
+from core.training.engine.optim import (
+    clip_gradients,
+    grad_square_sum,
+    make_optimizer,
+    set_learning_rate,
+)
+from core.training.engine.pipeline import THREADS_ENV
+from core.training.engine.stages import (
     build_full_model,
     norm_parameters,
     slice_stages,
     tied_parameters,
     tied_stage_pair,
 )
-from core.training.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
+from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
+from core.training.metrics import MetricsWriter
 
 _STATS_PER_STAGE = 3  # compute_s, step wall time, peak memory
 
@@ -68,7 +73,7 @@ class TimedStage(PipelineStage):
 
 
 class PipelineEngine:
-    """This rank's stage of the pipeline (see core.training.loop.Engine)."""
+    """This rank's stage of the pipeline (see core.training.engine.loop.Engine)."""
 
     def __init__(self, context: RunContext, rank: int, local_rank: int, device: torch.device):
         self.context, self.config, self.rank, self.local_rank = context, context.config, rank, local_rank

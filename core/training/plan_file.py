@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.allocate.plan import Plan
-from core.allocate.problem import Problem
 from core.errors import InputError
+from core.planning.plan import Plan
+from core.planning.problem import Problem
 from core.training.run_dir import read_json
 
 Stages = list[tuple[str, tuple[str, ...]]]
@@ -72,7 +72,7 @@ def cost_stages(problem: Problem, stages: Stages) -> Plan:
     Raises:
         InputError: a stage does not fit its device's budget.
     """
-    from core.costs import plan_from_placement
+    from core.planning.costs import plan_from_placement
 
     index_of_device = {device.name: i for i, device in enumerate(problem.devices)}
     index_of_layer = {layer.name: i for i, layer in enumerate(problem.layers)}

@@ -17,13 +17,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from core.allocate.plan import Plan
 from core.errors import InputError
 from core.model.gpt import GPTConfig
 from core.model.spec import ModelSpec, resolve_model
-from core.training import checkpoint as ckpt
+from core.planning.plan import Plan
 from core.training.config import TrainConfig
-from core.training.context import CONFIG_FORMAT, RunContext
+from core.training.engine import checkpoint as ckpt
+from core.training.engine.context import CONFIG_FORMAT, RunContext
 from core.training.metrics import truncate_after
 from core.training.run_dir import (
     RUNNING,
@@ -63,7 +63,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | N
     Raises:
         InputError: any bad input; nothing has been written then.
     """
-    from core.device_spec import resolve_devices
+    from core.planning.devices import resolve_devices
     from core.training.data import (
         corpus_files,
         corpus_summary,
@@ -80,7 +80,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | N
     corpus_files(config.data)  # fails fast for a missing corpus
     devices = resolve_devices(config.devices, config.setup.precision)
     if profile_path is not None:
-        from core.training.profile import apply_profile, load_profile
+        from core.training.engine.profile import apply_profile, load_profile
 
         devices = apply_profile(devices, load_profile(profile_path))
     given = (read_plan_stages(plan_path, layer_names(planned_gpt), [d.name for d in devices])
@@ -144,8 +144,8 @@ def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:
 
 
 def _plan(spec: ModelSpec, config: TrainConfig, devices: Any, given: Any) -> Plan:
-    from core.allocate.solvers import solve
-    from core.planning import build_problem
+    from core.planning.front_door import build_problem
+    from core.planning.solvers import solve
     from core.training.plan_file import cost_stages
 
     problem = build_problem(spec, config.setup, devices)

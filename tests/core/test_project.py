@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.catalog import load_catalog
+from core.devices.catalog import load_catalog
 from core.errors import InputError
-from core.plan_export import divisors, torchrun_command, torchrun_commands
+from core.planning.export import divisors, torchrun_command, torchrun_commands
+from core.planning.setup import TrainingSetup
 from core.project import (
     CustomModel,
     DeviceEntry,
@@ -30,7 +31,6 @@ from core.project import (
     save_project,
     simulated_entry,
 )
-from core.training_setup import TrainingSetup
 
 GiB = 1024**3
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from core import nvml_gateway
-from core.costs import infeasible_plan
+from core.devices import nvml_gateway
+from core.planning.costs import infeasible_plan
 from core.project import Project
 from gui.app import discover_inventory
-from gui.plan_worker import PlanResult
+from gui.plan.worker import PlanResult
 from gui.state import AppState
 from tests.gui.conftest import small_project, wait_for_plan
 
 
 def test_starts_without_nvml_on_the_host_and_simulated_gpus(qtbot, make_window, monkeypatch) -> None:
-    from core.fake_nvml import FakeNvml
+    from core.devices.fake_nvml import FakeNvml
 
     missing = nvml_gateway.NvmlGateway(FakeNvml(0, init_error=nvml_gateway.LIBRARY_NOT_FOUND))
     monkeypatch.setattr(nvml_gateway, "shared_gateway", lambda: missing)
@@ -76,7 +76,7 @@ class FakeWorker(QObject):
 
 
 def test_an_older_answer_never_replaces_a_newer_one(qtbot) -> None:
-    from core.allocate.problem import Device, Layer, Problem
+    from core.planning.problem import Device, Layer, Problem
 
     worker = FakeWorker()
     state = AppState((), Project(devices=()), worker=worker)
@@ -109,8 +109,8 @@ def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window,
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication, QLineEdit
 
-    from core.devices import discover
-    from core.fake_nvml import FakeNvml
+    from core.devices.fake_nvml import FakeNvml
+    from core.devices.inventory import discover
     from core.project import load_project
     from tests.gui.conftest import wait_for_plan
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from core import nvml_gateway as nv
-from core.fake_nvml import FakeNvml, fake_gateway
+from core.devices import nvml_gateway as nv
+from core.devices.fake_nvml import FakeNvml, fake_gateway
 from gui.app import attach_live_views, discover_inventory
-from gui.monitor_view import MonitorView
+from gui.monitor.monitor_view import MonitorView
 from gui.theme import device_color
-from gui.training_view import TrainingView
+from gui.training.training_view import TrainingView
 
 
 def test_eight_fake_gpus_are_sampled_and_drawn_in_their_device_colours(qtbot, make_window, tmp_path) -> None:

@@ -1,0 +1,136 @@
+"""The real accelerate: infer_auto_device_map on the model, costed like any plan.
+
+Also exports a plan as a device_map that transformers' from_pretrained
+accepts. accelerate and transformers are optional (the `hf` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from core.errors import InputError
+from core.model.spec import ModelSpec
+from core.planning.baselines import weight_bytes_per_param
+from core.planning.costs import infeasible_plan, plan_from_placement
+from core.planning.plan import FEASIBLE, Plan
+from core.planning.problem import Problem
+
+
+def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
+    """Place the model with accelerate.infer_auto_device_map under the budgets.
+
+    Raises:
+        InputError: accelerate is missing, or no model was given (explicit problems).
+    """
+    if spec is None:
+        raise InputError("the accelerate baseline needs a model, not an explicit problem")
+    try:
+        from accelerate import infer_auto_device_map
+    except ImportError:
+        raise InputError("the accelerate baseline needs accelerate: python3 -m pip install -e '.[hf]'") from None
+    started = time.perf_counter()
+    model, block_class = _meta_model(spec, weight_bytes_per_param(problem))
+    max_memory = {index: device.memory_bytes for index, device in enumerate(problem.devices)}
+    with _quiet("accelerate.utils.modeling"):  # it warns that the planned GPUs are not in this machine
+        device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=[block_class])
+    elapsed = time.perf_counter() - started
+    names = [layer.name for layer in problem.layers]
+    placed = {name: _device_of(name, device_map) for name in names}
+    offloaded = [name for name, device in placed.items() if not isinstance(device, int)]
+    if offloaded:
+        return infeasible_plan(problem, "accelerate", (
+            f"accelerate offloads {len(offloaded)} layers from '{offloaded[0]}' on to CPU or disk: "
+            "they do not fit the budgets"), elapsed)
+    order: list[int] = []
+    for name in names:
+        if placed[name] not in order:
+            order.append(placed[name])
+    placement = [(d, [i for i, name in enumerate(names) if placed[name] == d]) for d in order]
+    return plan_from_placement(problem, placement, "accelerate", FEASIBLE, elapsed)
+
+
+def export_device_map(spec: ModelSpec, plan: Plan, problem: Problem) -> dict[str, Any]:
+    """A device_map for from_pretrained: module name -> GPU index or "cpu".
+
+    Discovered GPUs keep their CUDA index; the host is "cpu"; simulated GPUs
+    take their position among the problem's GPUs (the box being planned).
+    Modules without parameters (rotary tables) follow the first stage.
+    """
+    if not plan.stages:
+        raise InputError(f"no plan to export: {plan.reason}")
+    target = _export_targets(problem)
+    device_map: dict[str, Any] = {}
+    for stage in plan.stages:
+        for layer in stage.layers:
+            device_map[layer] = target[stage.device]
+    first = target[plan.stages[0].device]
+    model, _ = _meta_model(spec, 2.0)
+    for name, _module in model.named_modules():
+        if name and not any(_covers(name, key) or _covers(key, name) for key in device_map):
+            if not any(True for _ in _module.children()):
+                device_map[name] = first
+    return device_map
+
+
+def _export_targets(problem: Problem) -> dict[str, Any]:
+    targets: dict[str, Any] = {}
+    gpu_position = 0
+    for device in problem.devices:
+        if device.name.startswith("cuda:"):
+            targets[device.name] = int(device.name.split(":")[1])
+        elif device.kind == "cpu":
+            targets[device.name] = "cpu"
+        else:
+            targets[device.name] = gpu_position
+            gpu_position += 1
+    return targets
+
+
+def _meta_model(spec: ModelSpec, weight_bytes: float) -> tuple[Any, str]:
+    import torch
+
+    dtype = torch.bfloat16 if weight_bytes <= 2 else torch.float32
+    if spec.gpt is not None:
+        from core.model.gpt import GPT, Block
+
+        with torch.device("meta"):
+            return GPT(spec.gpt).to(dtype), Block.__name__
+    from core.model.hf import build_hf_model_on_meta
+    from core.model.measure import layer_chain
+
+    model = build_hf_model_on_meta(spec.hf_config, dtype)
+    chain = layer_chain(model)
+    blocks = [type(module).__name__ for name, module in chain if name.rsplit(".", 1)[-1].isdigit()]
+    return model, blocks[0] if blocks else ""
+
+
+def _device_of(layer: str, device_map: dict[str, Any]) -> Any:
+    """The device accelerate gave a layer: its own entry or its nearest ancestor's."""
+    best = None
+    for key, device in device_map.items():
+        if _covers(key, layer) and (best is None or len(key) > len(best[0])):
+            best = (key, device)
+    if best is None:  # split below the layer: all parts must agree
+        parts = {repr(d) for k, d in device_map.items() if _covers(layer, k)}
+        values = [d for k, d in device_map.items() if _covers(layer, k)]
+        return values[0] if len(parts) == 1 else "split"
+    return best[1]
+
+
+def _covers(prefix: str, name: str) -> bool:
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

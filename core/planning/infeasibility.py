@@ -1,0 +1,57 @@
+"""Why nothing fits: the layer or device that falls short, and by how much."""
+
+from __future__ import annotations
+
+from core.planning.costs import inflight_micro_batches, stage_params
+from core.planning.problem import Problem
+from core.units import format_bytes
+
+
+def explain_infeasible(problem: Problem) -> str:
+    """One line naming what falls short and by how many bytes at least.
+
+    Checks, in order: a single layer larger than every budget; the whole model
+    larger than all budgets together; otherwise the least amount every budget
+    must grow by for a contiguous placement to fit (found by bisection).
+    """
+    setup, layers, devices = problem.setup, problem.layers, problem.devices
+    least_inflight = inflight_micro_batches(setup, 1)
+    largest = max(devices, key=lambda device: device.memory_bytes)
+    needs = [setup.bytes_per_param * layer.params + least_inflight * layer.activation_bytes for layer in layers]
+    worst = max(range(len(layers)), key=lambda i: needs[i])
+    if needs[worst] > largest.memory_bytes:
+        short = needs[worst] - largest.memory_bytes
+        return (
+            f"layer '{layers[worst].name}' alone needs {format_bytes(needs[worst])} but the largest budget "
+            f"({largest.name}) is {format_bytes(largest.memory_bytes)}: short by {short:.0f} bytes"
+        )
+    total_need = setup.bytes_per_param * stage_params(layers, range(len(layers))) + least_inflight * sum(
+        layer.activation_bytes for layer in layers
+    )
+    total_budget = sum(device.memory_bytes for device in devices)
+    if total_need > total_budget:
+        return (
+            f"the model needs at least {format_bytes(total_need)} but all budgets add up to "
+            f"{format_bytes(total_budget)}: short by {total_need - total_budget:.0f} bytes"
+        )
+    extra = _least_extra_budget(problem)
+    return (
+        f"no split into contiguous stages fits the budgets: each device would need at least "
+        f"{extra:.0f} bytes ({format_bytes(extra)}) more"
+    )
+
+
+def _least_extra_budget(problem: Problem) -> int:
+    """Smallest extra bytes on every budget that makes a placement fit (bisection)."""
+    from core.planning.exact import feasible_with_extra_budget  # the DP lives there
+
+    low, high = 0, max(1, max(device.memory_bytes for device in problem.devices))
+    while not feasible_with_extra_budget(problem, high):
+        low, high = high, high * 2
+    while high - low > max(1, high // 1_000_000):
+        middle = (low + high) // 2
+        if feasible_with_extra_budget(problem, middle):
+            high = middle
+        else:
+            low = middle
+    return high

@@ -1,0 +1,425 @@
+"""The MILP solver (HiGHS through highspy), for what the exact
+solver does not cover: layer graphs that branch, and placements that need
+not be contiguous. On a chain with contiguous stages it solves the same
+canonical model as `exact` and must agree with it.
+
+Stages are indexed by position from the end, q = 0 for the last stage, so a
+stage's micro-batches in flight (1F1B: min(m, q + 1)) are constants:
+
+    x[i, q]  layer i runs at position q            (binary)
+    z[q, d]  device d runs position q              (binary)
+    u[q]     position q is used                    (binary; used from the end)
+    w[g, q]  tied group g is stored at position q  (shared params once)
+    y[a, q, r] output of layer a is sent from position q to r
+    r[q, r]  seconds to send those bytes; t[q] stage time; tau the slowest
+
+    minimise  sum_q t[q] + (m - 1) * tau
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.planning.costs import (
+    comm_factor,
+    infeasible_plan,
+    inflight_micro_batches,
+    plan_from_placement,
+    work_factor,
+)
+from core.planning.plan import FEASIBLE, OPTIMAL, Plan
+from core.planning.problem import Problem
+from core.units import format_bytes
+
+FEASIBILITY_TOLERANCE = 1e-9  # HiGHS tolerances, in time_scale units (see _highs)
+
+
+@dataclass(frozen=True)
+class MilpOptions:
+    time_limit_s: float = 10.0
+    contiguous: bool = True  # stages follow the data flow; False allows any placement
+    relative_gap: float = 1e-7
+
+
+def solve_milp(problem: Problem, options: MilpOptions | None = None) -> Plan:
+    """Minimise the step time with HiGHS; report the proven gap if time runs out.
+
+    HiGHS starts from the exact solver's best split of the layers in their
+    given (topological) order, so it always has a placement to improve on.
+    """
+    options = options or MilpOptions()
+    started = time.perf_counter()
+    model = _Model(problem, options.contiguous)
+    highs = _highs(model, options)
+    start = _chain_start(problem)
+    if start is not None:
+        highs.setSolution(_solution(model.warm_start(start)))
+    highs.run()
+    elapsed = time.perf_counter() - started
+    status = highs.getModelStatus()
+    values = np.array(highs.getSolution().col_value) if highs.getInfo().primal_solution_status else None
+    if values is None or len(values) != model.size:
+        reason = "no placement fits the budgets" if "Infeasible" in str(status) else (
+            f"no placement found within {options.time_limit_s:g} s")
+        return infeasible_plan(problem, "milp", _with_sizes(problem, reason), elapsed)
+    plan = plan_from_placement(problem, model.placement(values), "milp", OPTIMAL, elapsed, gap=0.0)
+    if "Optimal" not in str(status) and plan.objective_s:
+        bound = highs.getInfo().mip_dual_bound * model.time_scale
+        gap = min(1.0, max(0.0, (plan.objective_s - bound) / plan.objective_s))
+        plan = plan.with_solver("milp", FEASIBLE, elapsed, gap)
+    return plan
+
+
+def _highs(model: _Model, options: MilpOptions):  # noqa: ANN202 - highspy.Highs
+    import highspy
+
+    matrix = model.matrix()
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = model.size, len(model.rows)
+    lp.col_cost_ = model.objective()
+    lp.col_lower_ = np.zeros(model.size)
+    lp.col_upper_ = model.upper_bounds()
+    lp.row_lower_ = np.array([low for _, low, _ in model.rows])
+    lp.row_upper_ = np.array([high for _, _, high in model.rows])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = matrix.indptr
+    lp.a_matrix_.index_ = matrix.indices
+    lp.a_matrix_.value_ = matrix.data
+    integer, continuous = highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous
+    lp.integrality_ = [integer if flag else continuous for flag in model.integrality()]
+    with _stdout_silenced():  # HiGHS prints a banner when created; --json owns stdout
+        highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("time_limit", float(options.time_limit_s))
+    highs.setOptionValue("mip_rel_gap", float(options.relative_gap))
+    highs.setOptionValue("mip_abs_gap", 0.0)  # objectives are in time_scale units; only the relative gap counts
+    # A communication term can be ~1e-6 of the slowest stage (a few hundred bytes against a
+    # long compute): at HiGHS's default tolerances (1e-6) it is lost in the noise and a
+    # plan one transfer slower is called optimal. Resolve terms down to 1e-9 of a stage.
+    for name in ("mip_feasibility_tolerance", "primal_feasibility_tolerance", "dual_feasibility_tolerance"):
+        highs.setOptionValue(name, FEASIBILITY_TOLERANCE)
+    highs.passModel(lp)
+    return highs
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _solution(values: np.ndarray):  # noqa: ANN202 - highspy.HighsSolution
+    import highspy
+
+    solution = highspy.HighsSolution()
+    solution.col_value = list(values)
+    solution.value_valid = True
+    return solution
+
+
+def _chain_start(problem: Problem) -> list[tuple[int, list[int]]] | None:
+    """The best contiguous split of the layers in their given order (a topological
+    order, so it respects every edge), or None when none fits."""
+    from dataclasses import replace
+
+    from core.planning.exact import solve_exact
+
+    chain = replace(problem, layers=tuple(replace(layer, inputs=None) for layer in problem.layers))
+    plan = solve_exact(chain)
+    if not plan.stages:
+        return None
+    index = {device.name: d for d, device in enumerate(problem.devices)}
+    return [(index[stage.device], list(stage.layer_indices)) for stage in plan.stages]
+
+
+class _Model:
+    """Variables, bounds and constraint rows of the MILP."""
+
+    def __init__(self, problem: Problem, contiguous: bool):
+        self.problem = problem
+        self.layers, self.devices, self.setup = problem.layers, problem.devices, problem.setup
+        self.n_layers, self.n_devices = len(self.layers), len(self.devices)
+        self.positions = min(self.n_layers, self.n_devices)
+        self.contiguous = contiguous
+        self.chain = problem.is_chain and contiguous
+        self.edges = problem.edges()
+        self.groups = _tied_groups(problem)
+        self._next = 0
+        self._integer: list[int] = []
+        self._upper: dict[int, float] = {}
+        Q, L, D = self.positions, self.n_layers, self.n_devices
+        self.x = self._block((L, Q), integer=True, upper=1)
+        self.z = self._block((Q, D), integer=True, upper=1)
+        self.u = self._block((Q,), integer=True, upper=1)
+        self.w = self._block((len(self.groups), Q), upper=1)
+        self.sends = self._send_pairs()
+        self.y = {key: self._scalar(upper=1) for key in self.sends}
+        self.r = {pair: self._scalar() for pair in {(q, r) for (_, q, r) in self.sends}}
+        self.t = self._block((Q,))
+        self.tau = self._scalar()
+        self.rows: list[tuple[dict[int, float], float, float]] = []
+        self.time_scale = _time_scale(problem)
+        self._build_rows()
+
+    # --- variables -----------------------------------------------------
+
+    def _block(self, shape: tuple[int, ...], integer: bool = False, upper: float | None = None) -> np.ndarray:
+        size = int(np.prod(shape)) if shape else 1
+        index = np.arange(self._next, self._next + size).reshape(shape)
+        self._next += size
+        if integer:
+            self._integer.extend(index.ravel().tolist())
+        if upper is not None:
+            self._upper.update({int(i): upper for i in index.ravel()})
+        return index
+
+    def _scalar(self, upper: float | None = None) -> int:
+        return int(self._block((1,), upper=upper)[0])
+
+    def _send_pairs(self) -> list[tuple[int, int, int]]:
+        """(producer, from position, to position) that can carry data."""
+        producers = sorted({a for a, _ in self.edges})
+        Q = self.positions
+        if self.chain:
+            return [(a, q, q - 1) for a in producers for q in range(1, Q)]
+        if self.contiguous:  # stages follow the data flow: receivers come later (smaller q)
+            return [(a, q, r) for a in producers for q in range(Q) for r in range(q)]
+        return [(a, q, r) for a in producers for q in range(Q) for r in range(Q) if r != q]
+
+    # --- problem data ----------------------------------------------------
+
+    def objective(self) -> np.ndarray:
+        c = np.zeros(self._next)
+        c[self.t] = 1.0
+        c[self.tau] = self.setup.micro_batches - 1
+        return c
+
+    @property
+    def size(self) -> int:
+        return self._next
+
+    def integrality(self) -> np.ndarray:
+        kinds = np.zeros(self._next, dtype=bool)
+        kinds[self._integer] = True
+        return kinds
+
+    def upper_bounds(self) -> np.ndarray:
+        upper = np.full(self._next, np.inf)
+        for index, value in self._upper.items():
+            upper[index] = value
+        return upper
+
+    def matrix(self):  # noqa: ANN201 - scipy.sparse.csc_matrix
+        from scipy.sparse import coo_matrix
+
+        rows, cols, values = [], [], []
+        for row, (coefficients, _, _) in enumerate(self.rows):
+            for col, value in coefficients.items():
+                rows.append(row)
+                cols.append(col)
+                values.append(value)
+        return coo_matrix((values, (rows, cols)), shape=(len(self.rows), self._next)).tocsc()
+
+    def warm_start(self, placement: list[tuple[int, list[int]]]) -> np.ndarray:
+        """Every variable's value for a placement given in pipeline order."""
+        values = np.zeros(self._next)
+        stages = len(placement)
+        position_of_layer = {}
+        for s, (d, layers) in enumerate(placement):
+            q = stages - 1 - s
+            values[self.u[q]] = 1
+            values[self.z[q, d]] = 1
+            for i in layers:
+                values[self.x[i, q]] = 1
+                position_of_layer[i] = q
+        for g, (_, members) in enumerate(self.groups):
+            for i in members:
+                values[self.w[g, position_of_layer[i]]] = 1
+        k, c = work_factor(self.setup), comm_factor(self.setup)
+        device_at = {stages - 1 - s: d for s, (d, _) in enumerate(placement)}
+        for (a, q, r), var in self.y.items():
+            if position_of_layer[a] == q and any(position_of_layer[b] == r for x, b in self.edges if x == a):
+                values[var] = 1
+                link = min(self.devices[device_at[q]].bandwidth_gbps, self.devices[device_at[r]].bandwidth_gbps)
+                values[self.r[(q, r)]] += c * self.layers[a].output_bytes / (link * 1e9) / self.time_scale
+        for q, d in device_at.items():
+            flops = sum(layer.flops for i, layer in enumerate(self.layers) if position_of_layer[i] == q)
+            comm = sum(values[var] for (sender, _), var in self.r.items() if sender == q)
+            values[self.t[q]] = k * flops / (self.devices[d].tflops * 1e12) / self.time_scale + comm
+        values[self.tau] = max(values[self.t[q]] for q in device_at)
+        return values
+
+    def placement(self, solution: np.ndarray) -> list[tuple[int, list[int]]]:
+        """Stages in pipeline order (highest position first)."""
+        stages = []
+        for q in reversed(range(self.positions)):
+            if solution[self.u[q]] < 0.5:
+                continue
+            device = int(np.argmax(solution[self.z[q]]))
+            layers = [i for i in range(self.n_layers) if solution[self.x[i, q]] > 0.5]
+            stages.append((device, layers))
+        return stages
+
+    # --- constraints -----------------------------------------------------
+
+    def _row(self, coefficients: dict[int, float], low: float = -np.inf, high: float = np.inf) -> None:
+        self.rows.append((coefficients, low, high))
+
+    def _build_rows(self) -> None:
+        self._assignment_rows()
+        self._order_rows()
+        self._memory_rows()
+        self._send_rows()
+        self._time_rows()
+
+    def _assignment_rows(self) -> None:
+        Q, L, D = self.positions, self.n_layers, self.n_devices
+        for i in range(L):
+            self._row({int(self.x[i, q]): 1.0 for q in range(Q)}, 1, 1)
+        for q in range(Q):
+            row = {int(self.z[q, d]): 1.0 for d in range(D)}
+            row[int(self.u[q])] = -1.0
+            self._row(row, 0, 0)
+            nonempty = {int(self.x[i, q]): 1.0 for i in range(L)}
+            nonempty[int(self.u[q])] = -1.0
+            self._row(nonempty, 0, np.inf)
+            for i in range(L):
+                self._row({int(self.x[i, q]): 1.0, int(self.u[q]): -1.0}, -np.inf, 0)
+        for d in range(D):
+            self._row({int(self.z[q, d]): 1.0 for q in range(Q)}, -np.inf, 1)
+        self._symmetry_rows()
+
+    def _symmetry_rows(self) -> None:
+        """Of identical devices, use the earlier ones first (same plans, fewer branches)."""
+        previous: dict[tuple[int, float, float], int] = {}
+        for d, device in enumerate(self.devices):
+            key = (device.memory_bytes, device.tflops, device.bandwidth_gbps)
+            if key in previous:
+                row = {int(self.z[q, d]): 1.0 for q in range(self.positions)}
+                for q in range(self.positions):
+                    row[int(self.z[q, previous[key]])] = -1.0
+                self._row(row, -np.inf, 0)
+            previous[key] = d
+
+    def _order_rows(self) -> None:
+        """Positions are used from the end; stages follow the data flow when contiguous."""
+        Q = self.positions
+        for q in range(Q - 1):
+            self._row({int(self.u[q]): 1.0, int(self.u[q + 1]): -1.0}, 0, np.inf)
+        if not self.contiguous:
+            return
+        for a, b in self.edges:
+            row: dict[int, float] = {}
+            for q in range(Q):
+                row[int(self.x[a, q])] = row.get(int(self.x[a, q]), 0.0) + q
+                row[int(self.x[b, q])] = row.get(int(self.x[b, q]), 0.0) - q
+            self._row(row, 0, np.inf)
+
+    def _memory_rows(self) -> None:
+        b = self.setup.bytes_per_param
+        for q in range(self.positions):
+            inflight = inflight_micro_batches(self.setup, q + 1)
+            row: dict[int, float] = {}
+            for i, layer in enumerate(self.layers):
+                own = layer.params - (layer.tied_params if layer.tied_group is not None else 0)
+                row[int(self.x[i, q])] = b * own + inflight * layer.activation_bytes
+            for g, (size, members) in enumerate(self.groups):
+                row[int(self.w[g, q])] = b * size
+                for i in members:
+                    self._row({int(self.w[g, q]): 1.0, int(self.x[i, q]): -1.0}, 0, np.inf)
+            for d, device in enumerate(self.devices):
+                row[int(self.z[q, d])] = -float(device.memory_bytes)
+            self._row(row, -np.inf, 0)
+
+    def _send_rows(self) -> None:
+        """y[a, q, r] >= 1 when a runs at q and one of its consumers at r."""
+        consumers: dict[int, list[int]] = {}
+        for a, b in self.edges:
+            consumers.setdefault(a, []).append(b)
+        for (a, q, r), y in self.y.items():
+            for b in consumers[a]:
+                self._row({y: 1.0, int(self.x[a, q]): -1.0, int(self.x[b, r]): -1.0}, -1, np.inf)
+
+    def _time_rows(self) -> None:
+        k, c = work_factor(self.setup), comm_factor(self.setup)
+        bandwidths = sorted({device.bandwidth_gbps for device in self.devices})
+        # Times are in units of time_scale (the slowest possible stage), so they are O(1)
+        # for HiGHS's tolerances; every stage time is at most 1, so 2 is a safe big-M.
+        unit = self.time_scale
+        big = 2.0
+        for (q, r), var in self.r.items():
+            for low_q in bandwidths:
+                for low_r in bandwidths:
+                    link = min(low_q, low_r)
+                    row = {var: 1.0}
+                    for (a, qq, rr), y in self.y.items():
+                        if (qq, rr) == (q, r):
+                            row[y] = -c * self.layers[a].output_bytes / (link * 1e9) / unit
+                    if len(bandwidths) > 1:  # only binds when q and r sit on these link classes
+                        for d, device in enumerate(self.devices):
+                            if device.bandwidth_gbps == low_q:
+                                row[int(self.z[q, d])] = row.get(int(self.z[q, d]), 0.0) - big
+                            if device.bandwidth_gbps == low_r:
+                                row[int(self.z[r, d])] = row.get(int(self.z[r, d]), 0.0) - big
+                        self._row(row, -2 * big, np.inf)
+                    else:
+                        self._row(row, 0, np.inf)
+        fastest = max(device.tflops for device in self.devices)
+        total = k * sum(layer.flops for layer in self.layers) / 1e12 / unit
+        # Valid cuts that need no big-M and tighten the LP bound: no device beats
+        # the fastest one, and the slowest stage is no faster than perfect balance.
+        self._row({self.tau: 1.0}, total / sum(device.tflops for device in self.devices), np.inf)
+        for q in range(self.positions):
+            self._row({self.tau: 1.0, int(self.t[q]): -1.0}, 0, np.inf)
+            cut = {int(self.t[q]): 1.0}
+            for i, layer in enumerate(self.layers):
+                cut[int(self.x[i, q])] = -k * layer.flops / (fastest * 1e12) / unit
+            self._row(cut, 0, np.inf)
+            for d, device in enumerate(self.devices):
+                row = {int(self.t[q]): 1.0, int(self.z[q, d]): -big}
+                for i, layer in enumerate(self.layers):
+                    row[int(self.x[i, q])] = -k * layer.flops / (device.tflops * 1e12) / unit
+                for (sender, _receiver), var in self.r.items():
+                    if sender == q:
+                        row[var] = row.get(var, 0.0) - 1.0
+                self._row(row, -big, np.inf)
+
+
+def _time_scale(problem: Problem) -> float:
+    """The longest a stage can take: every layer on the slowest device, every output
+    sent over the slowest link. 1 when everything is free."""
+    k, c = work_factor(problem.setup), comm_factor(problem.setup)
+    slowest = min(device.tflops for device in problem.devices)
+    slowest_link = min(device.bandwidth_gbps for device in problem.devices)
+    compute = k * sum(layer.flops for layer in problem.layers) / (slowest * 1e12)
+    senders = {producer for producer, _ in problem.edges()}
+    send = c * sum(problem.layers[i].output_bytes for i in senders) / (slowest_link * 1e9)
+    return compute + send if compute + send > 0 else 1.0
+
+
+def _tied_groups(problem: Problem) -> list[tuple[int, list[int]]]:
+    groups: dict[str, tuple[int, list[int]]] = {}
+    for i, layer in enumerate(problem.layers):
+        if layer.tied_group is not None:
+            groups.setdefault(layer.tied_group, (layer.tied_params, []))[1].append(i)
+    return list(groups.values())
+
+
+def _with_sizes(problem: Problem, reason: str) -> str:
+    need = problem.setup.bytes_per_param * sum(layer.params for layer in problem.layers)
+    budgets = sum(device.memory_bytes for device in problem.devices)
+    return f"{reason} (weights and state alone need {format_bytes(need)}; budgets total {format_bytes(budgets)})"

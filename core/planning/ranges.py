@@ -1,0 +1,103 @@
+"""Costs of every contiguous range of layers on every kind of device.
+
+The exact solver works on these tables: stage time of range [i, j) on a
+device class given the bandwidth class of the next stage, and whether its
+memory fits given how many micro-batches are in flight. Devices with equal
+budget, speed and link are one class: interchangeable, so the solver counts
+them instead of ordering them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.planning.costs import comm_factor, inflight_micro_batches, work_factor
+from core.planning.problem import Problem
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    members: tuple[int, ...]  # device indices, in the problem's order
+    memory_bytes: int
+    tflops: float
+    bandwidth_gbps: float
+
+
+def device_classes(problem: Problem) -> list[DeviceClass]:
+    groups: dict[tuple[int, float, float], list[int]] = {}
+    for index, device in enumerate(problem.devices):
+        key = (device.memory_bytes, device.tflops, device.bandwidth_gbps)
+        groups.setdefault(key, []).append(index)
+    return [DeviceClass(tuple(members), *key) for key, members in groups.items()]
+
+
+class RangeTables:
+    """Stage times and memory of all ranges [i, j), as (N+1) x (N+1) arrays.
+
+    Row i is the first layer, column j one past the last; entries with j <= i
+    are +inf (not a stage).
+    """
+
+    def __init__(self, problem: Problem, classes: list[DeviceClass], extra_budget_bytes: float = 0.0):
+        setup = problem.setup
+        n = len(problem.layers)
+        self.n = n
+        self.classes = classes
+        self.bandwidths = sorted({cls.bandwidth_gbps for cls in classes})
+        self.bandwidth_index = [self.bandwidths.index(cls.bandwidth_gbps) for cls in classes]
+        self.last = len(self.bandwidths)  # "next bandwidth" index meaning: no next stage
+        flops = np.concatenate([[0.0], np.cumsum([layer.flops for layer in problem.layers])])
+        acts = np.concatenate([[0.0], np.cumsum([float(layer.activation_bytes) for layer in problem.layers])])
+        i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        self.valid = j > i
+        self.range_flops = flops[j] - flops[i]
+        self.range_acts = acts[j] - acts[i]
+        self.range_params = _range_params(problem, i, j)
+        out = np.array([0.0] + [float(layer.output_bytes) for layer in problem.layers])
+        self.out_of_last = out[j]  # output of layer j-1, the one sent on
+        self._k = work_factor(setup)
+        self._c = comm_factor(setup)
+        self._b = setup.bytes_per_param
+        self._extra = extra_budget_bytes
+        self.inflight_by_position = [
+            inflight_micro_batches(setup, position) for position in range(1, len(problem.devices) + 1)
+        ]
+        self._times: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def inflight_at(self, stages_from_end: int) -> int:
+        return self.inflight_by_position[stages_from_end - 1]
+
+    def stage_time(self, cls: int, next_bandwidth: int, inflight: int) -> np.ndarray:
+        """Time of each range on class `cls`, +inf where it does not fit."""
+        key = (cls, next_bandwidth, inflight)
+        table = self._times.get(key)
+        if table is None:
+            device = self.classes[cls]
+            time = self._k * self.range_flops / (device.tflops * 1e12)
+            if next_bandwidth != self.last:
+                link = min(device.bandwidth_gbps, self.bandwidths[next_bandwidth])
+                time = time + self._c * self.out_of_last / (link * 1e9)
+            memory = self._b * self.range_params + inflight * self.range_acts
+            fits = self.valid & (memory <= device.memory_bytes + self._extra)
+            table = np.where(fits, time, np.inf)
+            self._times[key] = table
+        return table
+
+
+def _range_params(problem: Problem, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Parameters stored by range [i, j), shared tensors counted once."""
+    params = np.concatenate([[0.0], np.cumsum([float(layer.params) for layer in problem.layers])])
+    total = params[j] - params[i]
+    groups: dict[str, tuple[int, list[int]]] = {}
+    for index, layer in enumerate(problem.layers):
+        if layer.tied_group is not None:
+            groups.setdefault(layer.tied_group, (layer.tied_params, []))[1].append(index)
+    for size, members in groups.values():
+        is_member = np.zeros(len(problem.layers) + 1)
+        is_member[np.array(members) + 1] = 1
+        count = np.cumsum(is_member)
+        inside = count[j] - count[i]
+        total = total - size * np.maximum(inside - 1, 0)
+    return total

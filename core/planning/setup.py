@@ -1,0 +1,97 @@
+"""The training setup: the knobs that decide memory and time.
+
+One dataclass is read by the cost model (bytes per parameter, work factor)
+and by the training runner (optimizer, precision, batch shape), so what is
+predicted is what runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from core.errors import InputError
+from core.planning.problem import MODES, SCHEDULES, Setup
+
+PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
+
+# Optimizer state bytes per parameter, fp32 (SGD none, momentum one buffer, Adam two).
+_OPTIMIZER_STATE_BYTES = {"sgd": 0, "sgd-momentum": 4, "adam": 8, "adamw": 8}
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    mode: str = "train"
+    precision: str = "bf16"
+    optimizer: str = "adamw"
+    micro_batch_size: int = 1
+    seq_len: int = 1024
+    micro_batches: int = 8
+    schedule: str = "1f1b"
+    recompute: bool = False
+    fp32_grad_accumulation: bool = False  # Megatron keeps fp32 main grads: 18 bytes for bf16 Adam
+
+    def __post_init__(self) -> None:
+        _one_of("mode", self.mode, MODES)
+        _one_of("precision", self.precision, PRECISIONS)
+        _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("schedule", self.schedule, SCHEDULES)
+        for name in ("micro_batch_size", "seq_len", "micro_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name.replace('_', '-')} must be a whole number of 1 or more, got {value!r}")
+
+    @property
+    def tokens_per_micro_batch(self) -> int:
+        return self.micro_batch_size * self.seq_len
+
+    def bytes_per_param_split(self) -> tuple[float, float, float]:
+        """(weights, gradients, optimizer state) bytes per parameter (DESIGN.md).
+
+        fp32: weights 4, grads 4, state 0/4/8. bf16 mixed: weights 2, grads 2
+        (4 with fp32 accumulation), fp32 master copy 4 + state. Inference: the
+        weights alone.
+        """
+        weight = 4.0 if self.precision == "fp32" else 2.0
+        if self.mode == "infer":
+            return weight, 0.0, 0.0
+        state = float(_OPTIMIZER_STATE_BYTES[self.optimizer])
+        if self.precision == "fp32":
+            return weight, 4.0, state
+        grad = 4.0 if self.fp32_grad_accumulation else 2.0
+        return weight, grad, 4.0 + state  # fp32 master weights + state
+
+    @property
+    def bytes_per_param(self) -> float:
+        return sum(self.bytes_per_param_split())
+
+    def to_problem_setup(self) -> Setup:
+        weight, grad, optimizer = self.bytes_per_param_split()
+        return Setup(
+            mode=self.mode,
+            bytes_per_param=weight + grad + optimizer,
+            micro_batches=self.micro_batches,
+            schedule=self.schedule,
+            recompute=self.recompute and self.mode == "train",
+            tokens_per_micro_batch=self.tokens_per_micro_batch,
+            weight_bytes_per_param=weight,
+            grad_bytes_per_param=grad,
+            optimizer_bytes_per_param=optimizer,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingSetup:
+        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        try:
+            return cls(**known)
+        except TypeError as error:
+            raise InputError(f"training setup: {error}") from None
+
+
+def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

@@ -1,0 +1,68 @@
+"""Every solver by name, and the side-by-side comparison.
+
+All of them return a Plan evaluated by the one canonical cost model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import InputError
+from core.planning.plan import Plan
+from core.planning.problem import Problem
+
+SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters")
+BASELINES = ("greedy", "accelerate", "uniform", "parameters")
+
+
+def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_s: float = 10.0,
+          contiguous: bool = True) -> Plan:
+    """Solve with one solver by name.
+
+    `spec` (a ModelSpec) is needed only by `accelerate`, which places the real
+    model with accelerate.infer_auto_device_map. `time_limit_s` and
+    `contiguous` are the MILP's.
+
+    Raises:
+        InputError: unknown solver, or one that cannot take this problem.
+    """
+    if solver == "exact":
+        from core.planning.exact import solve_exact
+
+        return solve_exact(problem)
+    if solver == "milp":
+        from core.planning.milp import MilpOptions, solve_milp
+
+        return solve_milp(problem, MilpOptions(time_limit_s=time_limit_s, contiguous=contiguous))
+    if solver == "accelerate":
+        from core.planning.accelerate_baseline import solve_accelerate
+
+        return solve_accelerate(problem, spec)
+    from core.planning import baselines
+
+    simple = {"greedy": baselines.solve_greedy, "uniform": baselines.solve_uniform,
+              "parameters": baselines.solve_parameters}
+    if solver not in simple:
+        raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVER_NAMES)})")
+    return simple[solver](problem)
+
+
+def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVER_NAMES,
+            time_limit_s: float = 10.0) -> dict[str, Plan | str]:
+    """Every solver on one problem: a Plan each, or why one could not run.
+
+    The MILP is left out for chains, where the exact solver is both faster
+    and proven; the accelerate baseline needs a model and accelerate.
+    """
+    results: dict[str, Plan | str] = {}
+    for name in solvers:
+        if name == "milp" and problem.is_chain and len(solvers) > 1:
+            continue
+        if name == "accelerate" and spec is None:
+            results[name] = "needs a model (explicit problem)"
+            continue
+        try:
+            results[name] = solve(problem, name, spec=spec, time_limit_s=time_limit_s)
+        except InputError as error:
+            results[name] = str(error)
+    return results

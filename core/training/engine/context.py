@@ -1,0 +1,53 @@
+"""A prepared run as the engines see it: read back from its run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.model.gpt import GPTConfig
+from core.training.config import TrainConfig
+from core.training.engine.stages import StageLayout, layouts_from_plan
+from core.training.run_dir import RunPaths, read_json
+
+CONFIG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Config, the exact model that runs, and the plan's stages."""
+
+    paths: RunPaths
+    config: TrainConfig
+    gpt: GPTConfig
+    model_name: str
+    plan: dict[str, Any]
+    layouts: tuple[StageLayout, ...]
+
+    @classmethod
+    def load(cls, root: Path | str) -> RunContext:
+        paths = RunPaths(Path(root))
+        stored = read_json(paths.config, "run config")
+        plan = read_json(paths.plan, "run plan")
+        model = stored["model"]
+        return cls(paths=paths, config=TrainConfig.from_dict(stored["config"]), gpt=GPTConfig(**model["gpt"]),
+                   model_name=str(model["name"]), plan=plan, layouts=layouts_from_plan(plan))
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.layouts)
+
+    @property
+    def bf16(self) -> bool:
+        return self.config.setup.precision == "bf16"
+
+    def autocast_dtype(self) -> Any:
+        import torch
+
+        return torch.bfloat16 if self.bf16 else None
+
+    def data(self) -> Any:
+        from core.training.data import TokenData
+
+        return TokenData(self.paths.data)

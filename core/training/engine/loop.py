@@ -1,0 +1,126 @@
+"""The training loop both engines run, top to bottom like nanoGPT's train.py.
+
+An engine knows how to run one step of its stages (in one process, or as
+one rank of a pipeline); the loop decides the learning rate, when to
+evaluate, write metrics, checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.training.config import TrainConfig
+from core.training.engine.optim import learning_rate_at
+from core.training.metrics import MetricsWriter
+from core.training.run_dir import FINISHED, STOPPED
+
+FAIL_AT_STEP_ENV = "ALLOT_FAIL_AT_STEP"  # raise at that step: how the tests check crash handling
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One optimizer step, gathered over all stages (units in the names)."""
+
+    loss: float
+    grad_norm: float
+    step_time_s: float
+    stage_compute_s: tuple[float, ...]
+    stage_idle_s: tuple[float, ...]
+    stage_peak_memory_bytes: tuple[int, ...]
+    val_loss: float | None = None
+    stop: bool = False  # some process was asked to stop; all of them agree on it
+
+
+class Engine(Protocol):
+    """One process's share of the training: all stages (local) or one (a pipeline rank)."""
+
+    is_writer: bool  # this process writes metrics.jsonl
+
+    def restore(self) -> int:
+        """Load the latest checkpoint, if any; return the step it was taken at (0: none)."""
+        ...
+
+    def train_step(self, step: int, lr: float) -> None:
+        """Forward, backward and update of the step's micro-batches."""
+        ...
+
+    def evaluate(self) -> None:
+        """Validation loss on the fixed validation batches."""
+        ...
+
+    def collect(self, stop_requested: bool) -> StepStats:
+        """The step's measurements from every stage, and whether anyone must stop."""
+        ...
+
+    def save_checkpoint(self, step: int) -> None:
+        ...
+
+
+def train_loop(engine: Engine, config: TrainConfig, writer: MetricsWriter | None,
+               emit: Callable[[dict[str, Any]], None], should_stop: Callable[[], bool]) -> str:
+    """Train from the latest checkpoint to `config.steps`. Returns finished or stopped.
+
+    `emit` gets each metrics row (writer only); `should_stop` is polled once a
+    step: a stop finishes the current step, checkpoints and returns.
+    """
+    started = time.perf_counter()
+    start_step = engine.restore()
+    fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0") or 0)
+    for step in range(start_step + 1, config.steps + 1):
+        if step == fail_at:
+            raise RuntimeError(f"failing at step {step} as {FAIL_AT_STEP_ENV} asks")
+        # ---- learning rate: warmup, then cosine
+        lr = learning_rate_at(step, config)
+        # ---- forward and backward of every micro-batch, then the update
+        engine.train_step(step, lr)
+        # ---- validation at intervals and at the last step
+        if step % config.eval_interval == 0 or step == config.steps:
+            engine.evaluate()
+        # ---- measurements of all stages; every process agrees on stopping
+        stats = engine.collect(should_stop())
+        if writer is not None:
+            row = metrics_row(step, lr, stats, config, elapsed_s=time.perf_counter() - started)
+            writer.write(row)
+            emit(row)
+        # ---- checkpoint at intervals, at the end, and before stopping
+        if stats.stop or step % config.checkpoint_interval == 0 or step == config.steps:
+            if writer is not None:
+                writer.sync()  # rows up to this checkpoint are durable before it is
+            engine.save_checkpoint(step)
+        if stats.stop:
+            return STOPPED
+    return FINISHED
+
+
+def metrics_row(step: int, lr: float, stats: StepStats, config: TrainConfig, elapsed_s: float) -> dict[str, Any]:
+    """One line of metrics.jsonl (fields documented in core.training.metrics)."""
+    tokens = config.tokens_per_step
+    row: dict[str, Any] = {
+        "step": step,
+        "time": time.time(),
+        "elapsed_s": round(elapsed_s, 4),
+        "loss": stats.loss,
+        "lr": lr,
+        "grad_norm": stats.grad_norm,
+        "tokens": step * tokens,
+        "tokens_per_s": tokens / stats.step_time_s if stats.step_time_s > 0 else None,
+        "step_time_s": stats.step_time_s,
+        "stage_compute_s": list(stats.stage_compute_s),
+        "stage_idle_s": list(stats.stage_idle_s),
+        "stage_peak_memory_bytes": list(stats.stage_peak_memory_bytes),
+    }
+    if stats.val_loss is not None:
+        row["val_loss"] = stats.val_loss
+    return row
+
+
+def format_row(row: dict[str, Any], steps: int) -> str:
+    """A one-line progress report of a metrics row."""
+    val = f" | val {row['val_loss']:.4f}" if "val_loss" in row else ""
+    rate = row.get("tokens_per_s") or 0.0
+    return (f"step {row['step']}/{steps} | loss {row['loss']:.4f}{val} | lr {row['lr']:.2e} | "
+            f"{rate:,.0f} tok/s | {1000 * row['step_time_s']:.0f} ms/step")

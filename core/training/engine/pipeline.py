@@ -1,0 +1,96 @@
+"""The pipeline engine's launcher: torch's own torchrun, one process per stage.
+
+One host:   python -m torch.distributed.run --nproc-per-node S --nnodes 1
+                --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT
+                -m core.training.pipeline_worker RUN_DIR
+Many hosts: the same with --nnodes N --node-rank R --rdzv-endpoint HOST:PORT on each
+            host, with the static rendezvous: c10d ignores --node-rank and orders
+            hosts by arrival, while each host's run directory holds the checkpoints
+            of its own stages, so host R must always get the same stages.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+from core import REPO_ROOT
+from core.training.config import TrainConfig
+from core.training.engine.context import RunContext
+
+THREADS_ENV = "ALLOT_THREADS"  # torch threads per worker process
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def processes_on_this_node(config: TrainConfig, num_stages: int) -> int:
+    """How many stage processes this host runs."""
+    if config.nnodes == 1:
+        return num_stages
+    if config.nproc_per_node is not None:
+        return config.nproc_per_node
+    return num_stages // config.nnodes
+
+
+def torchrun_command(run_dir: Path, config: TrainConfig, num_stages: int, endpoint: str) -> list[str]:
+    """The torchrun command line that starts this host's stages."""
+    command = [sys.executable, "-m", "torch.distributed.run",
+               "--nproc-per-node", str(processes_on_this_node(config, num_stages)),
+               "--nnodes", str(config.nnodes)]
+    if config.nnodes == 1:
+        command += ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint]
+    else:
+        command += ["--node-rank", str(config.node_rank), "--rdzv-backend", "static", "--rdzv-endpoint", endpoint]
+    return command + ["--max-restarts", "0", "-m", "core.training.pipeline_worker", str(run_dir)]
+
+
+def node_commands(run_dir: Path, config: TrainConfig, num_stages: int) -> list[str]:
+    """What a user runs on each host of a multi-host launch (printed for them)."""
+    from dataclasses import replace
+
+    endpoint = config.rdzv_endpoint or "HOST0:29500"
+    return [shlex.join(torchrun_command(run_dir, replace(config, node_rank=rank), num_stages, endpoint))
+            for rank in range(config.nnodes)]
+
+
+def threads_per_process(processes: int) -> int:
+    """Share this host's cores between its stage processes."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
+
+
+def launch_workers(context: RunContext, log: IO[bytes] | None) -> subprocess.Popen[bytes]:
+    """Start torchrun for this host's stages; it dies with its parent (Linux)."""
+    config = context.config
+    endpoint = config.rdzv_endpoint or f"127.0.0.1:{free_port()}"
+    command = torchrun_command(context.paths.root, config, context.num_stages, endpoint)
+    processes = processes_on_this_node(config, context.num_stages)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env[THREADS_ENV] = str(threads_per_process(processes))
+    env["OMP_NUM_THREADS"] = env[THREADS_ENV]
+    print("launch: " + shlex.join(command), flush=True)
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT if log is not None else None,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+
+def _die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL): torchrun goes when the job is killed."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass

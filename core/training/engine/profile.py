@@ -1,0 +1,255 @@
+"""Measured speed: per-layer forward + backward time on the real devices.
+
+`measure_profile` times every layer of the built-in GPT for one micro-batch
+of the setup on each real device (the host CPU, discovered GPUs), the way the
+engines run it (each layer's input detached, as at a stage boundary). The
+device's effective TFLOP/s is then the canonical model's work over the
+measured time, k * sum(flops) / sum(seconds), so a plan made with
+`apply_profile` predicts the stage times this hardware achieves.
+
+The host CPU is measured as the pipeline engine runs it: when the spec
+shares the host between S cpu devices, S processes time the layers side by
+side, each with the threads one stage process gets (cores // S). Simulated catalog GPUs run as CPU processes by design; their
+datasheet speed stays.
+
+Profile JSON:
+    {"format": 1, "model": "gpt-nano", "gpt": {...GPTConfig}, "setup": {...TrainingSetup},
+     "host": "...", "torch": "2.13.0", "created_at": 1.7e9,
+     "devices": [{"name": "cpu", "kind": "cpu", "torch_device": "cpu", "shares": 2, "threads": 1,
+                  "work_factor": 3, "effective_tflops": 0.041, "total_s": 0.0123,
+                  "layers": [{"name": "embed", "flops": 0.0, "fwd_bwd_s": 0.0004}, ...]}]}
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+from core.model.gpt import GPTConfig
+from core.planning.problem import Device
+from core.planning.setup import TrainingSetup
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    name: str
+    flops: float
+    fwd_bwd_s: float
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One measured device: "cpu" (the host, for every cpu#i) or "cuda:N"."""
+
+    name: str
+    kind: str
+    torch_device: str
+    shares: int
+    threads: int
+    work_factor: int
+    effective_tflops: float
+    total_s: float
+    layers: tuple[LayerTiming, ...]
+
+
+@dataclass(frozen=True)
+class Profile:
+    model: str
+    gpt: dict[str, Any]
+    setup: dict[str, Any]
+    devices: tuple[DeviceProfile, ...]
+    host: str = ""
+    torch: str = ""
+    created_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        devices = tuple(
+            DeviceProfile(**{**entry, "layers": tuple(LayerTiming(**layer) for layer in entry["layers"])})
+            for entry in data["devices"])
+        return cls(model=data["model"], gpt=data["gpt"], setup=data["setup"], devices=devices,
+                   host=data.get("host", ""), torch=data.get("torch", ""), created_at=data.get("created_at", 0.0))
+
+
+def load_profile(path: Path | str) -> Profile:
+    """Read a profile written by `main.py profile`.
+
+    Raises:
+        InputError: missing, not JSON, or not a profile.
+    """
+    from core.training.run_dir import read_json
+
+    data = read_json(Path(path), "profile")
+    try:
+        if data.get("format") != FORMAT:
+            raise KeyError("format")
+        return Profile.from_dict(data)
+    except (KeyError, TypeError) as error:
+        raise InputError(f"{path} is not an Allot profile (bad or missing {error})") from None
+
+
+def save_profile(profile: Profile, path: Path | str) -> None:
+    from core.training.run_dir import atomic_write_json
+
+    atomic_write_json(Path(path), profile.to_dict())
+
+
+def apply_profile(devices: Sequence[Device], profile: Profile) -> tuple[Device, ...]:
+    """Devices with their `tflops` replaced by the profile's measured speed.
+
+    cpu devices (cpu, cpu#0, cpu#1 ...) take the host's measurement; when the
+    spec shares the host between another number of cpu devices than the
+    profile did, each gets the measured speed scaled by profile shares / shares.
+    GPUs match by name (cuda:N), else by kind (the GPU model). Others are kept.
+    """
+    measured = {entry.name: entry for entry in profile.devices}
+    by_kind = {entry.kind: entry for entry in profile.devices if entry.kind != "cpu"}
+    cpu_shares = sum(1 for device in devices if device.kind == "cpu")
+    result = []
+    for device in devices:
+        entry = measured.get("cpu") if device.kind == "cpu" else measured.get(device.name) or \
+            (by_kind.get(device.kind) if device.name.startswith("cuda:") else None)
+        if entry is None:
+            result.append(device)
+            continue
+        scale = entry.shares / cpu_shares if device.kind == "cpu" else 1.0
+        result.append(replace(device, tflops=entry.effective_tflops * scale))
+    return tuple(result)
+
+
+def measure_profile(name: str, gpt: GPTConfig, setup: TrainingSetup, devices: Sequence[Device],
+                    repeats: int = 5, emit: Callable[[str], None] = print) -> Profile:
+    """Time every layer on each real device of `devices` (median of `repeats`).
+
+    Raises:
+        InputError: no device of the spec is real (only simulated GPUs).
+    """
+    import torch
+
+    from core.model.spec import ModelSpec
+    from core.planning.costs import work_factor
+    from core.planning.front_door import build_problem
+    from core.training.engine.pipeline import threads_per_process
+
+    problem = build_problem(ModelSpec(name=name, gpt=gpt), setup, tuple(devices))
+    flops = [layer.flops for layer in problem.layers]
+    k = work_factor(problem.setup)
+    cpu_shares = sum(1 for device in devices if device.kind == "cpu")
+    targets = ([("cpu", "cpu", cpu_shares)] if cpu_shares else []) + \
+        [(d.name, d.kind, 1) for d in devices if d.name.startswith("cuda:")]
+    if not targets:
+        raise InputError("nothing to profile: simulated catalog GPUs run on the CPU; add cpu or cuda:N devices")
+    results = []
+    for device_name, kind, shares in targets:
+        threads = threads_per_process(shares) if device_name == "cpu" else torch.get_num_threads()
+        emit(f"profiling {name} on {device_name} ({threads} threads, {repeats} repeats) ...")
+        seconds = (time_layers_side_by_side(gpt, setup, threads, repeats, shares) if device_name == "cpu"
+                   else time_layers(gpt, setup, device_name, threads, repeats))
+        total = sum(seconds)
+        results.append(DeviceProfile(
+            name=device_name, kind=kind, torch_device=device_name, shares=shares, threads=threads, work_factor=k,
+            effective_tflops=k * sum(flops) / total / 1e12, total_s=total,
+            layers=tuple(LayerTiming(layer.name, f, s) for layer, f, s in zip(problem.layers, flops, seconds)),
+        ))
+    return Profile(model=name, gpt=asdict(gpt), setup=setup.to_dict(), devices=tuple(results),
+                   host=socket.gethostname(), torch=torch.__version__, created_at=time.time())
+
+
+def time_layers_side_by_side(gpt: GPTConfig, setup: TrainingSetup, threads: int, repeats: int,
+                             copies: int) -> list[float]:
+    """Time the layers in `copies` processes at once, as the pipeline's stage
+    processes share the host (its cores, caches and memory bandwidth)."""
+    if copies <= 1:
+        return time_layers(gpt, setup, "cpu", threads, repeats)
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(copies), context.Queue()
+    workers = [context.Process(target=_timing_worker, args=(gpt, setup, threads, repeats, barrier, results))
+               for _ in range(copies)]
+    for worker in workers:
+        worker.start()
+    try:
+        measured = [results.get(timeout=900) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=10)
+    return [statistics.median(values) for values in zip(*measured)]
+
+
+def _timing_worker(gpt: GPTConfig, setup: TrainingSetup, threads: int, repeats: int, barrier: Any,
+                   results: Any) -> None:
+    results.put(time_layers(gpt, setup, "cpu", threads, repeats, barrier))
+
+
+def time_layers(gpt: GPTConfig, setup: TrainingSetup, device_name: str, threads: int, repeats: int,
+                barrier: Any = None) -> list[float]:
+    """Median forward + backward seconds of each layer for one micro-batch
+    (`barrier`: wait on it before timing, so side-by-side copies overlap)."""
+    import torch
+
+    from core.model.gpt import lm_loss
+    from core.training.engine.stages import StageLayout, build_full_model, slice_stages
+    from core.training.engine.state import synchronize
+
+    device = torch.device(device_name)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = build_full_model(gpt, seed=0)
+        layouts = [StageLayout(i, device_name, (layer,)) for i, (layer, _) in enumerate(model.layers())]
+        autocast = torch.bfloat16 if setup.precision == "bf16" else None
+        layers = [stage.to(device) for stage in slice_stages(model, layouts, False, setup.recompute, autocast)]
+        tokens = torch.randint(0, gpt.vocab_size, (setup.micro_batch_size, setup.seq_len + 1),
+                               generator=torch.Generator().manual_seed(0)).to(device)
+        samples: list[list[float]] = [[] for _ in layers]
+        if barrier is not None:
+            barrier.wait()
+        for repeat in range(repeats + 1):  # the first pass warms up allocators and kernels
+            seconds = _one_pass(layers, tokens[:, :-1], tokens[:, 1:], lm_loss, device, synchronize)
+            for layer in layers:
+                layer.zero_grad(set_to_none=True)
+            if repeat > 0:
+                for index, value in enumerate(seconds):
+                    samples[index].append(value)
+        return [statistics.median(values) for values in samples]
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _one_pass(layers: list[Any], x: Any, y: Any, loss_fn: Any, device: Any, synchronize: Any) -> list[float]:
+    """Forward layer by layer (inputs detached), then backward in reverse; seconds per layer."""
+    seconds = [0.0] * len(layers)
+    inputs, outputs = [], []
+    hidden = x
+    for index, layer in enumerate(layers):
+        started = time.perf_counter()
+        if index > 0:
+            hidden = hidden.detach().requires_grad_()
+        inputs.append(hidden)
+        hidden = layer(hidden)
+        if index == len(layers) - 1:
+            hidden = loss_fn(hidden, y)
+        outputs.append(hidden)
+        synchronize(device)
+        seconds[index] += time.perf_counter() - started
+    for index in reversed(range(len(layers))):
+        started = time.perf_counter()
+        if index == len(layers) - 1:
+            outputs[index].backward()
+        else:
+            outputs[index].backward(inputs[index + 1].grad)
+        synchronize(device)
+        seconds[index] += time.perf_counter() - started
+    return seconds

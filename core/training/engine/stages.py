@@ -1,0 +1,143 @@
+"""Pipeline stages of the built-in GPT: a slice of `GPT.layers()` as one module.
+
+Initial weights: the full model is built on the CPU under the run's seed (its
+own init, unchanged), then each stage keeps only its slice. Both engines get
+bit-identical starting weights that way, which is what lets the pipeline be
+checked against a single process. The price is that each pipeline process
+builds the whole model once in host memory before freeing what it does not
+own; per-parameter seeded init on the meta device would avoid it but would
+not reproduce `GPT`'s init stream.
+
+Tied embeddings: when `embed` and `lm_head` land on different stages (other
+processes or devices), the head's stage gets its own copy of the tied weight;
+the engines keep the copies identical by summing their gradients before the
+optimizer step, as Megatron does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from core.model.gpt import GPT, GPTConfig
+from core.planning.front_door import torch_device_of
+
+TIED_OWNER = "embed.wte.weight"  # the copy whose stage counts it in the gradient norm
+TIED_COPY = "lm_head.weight"
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """One stage of the plan: its index, planned device and layer names."""
+
+    index: int
+    device: str
+    layers: tuple[str, ...]
+
+    @property
+    def torch_device(self) -> str:
+        return torch_device_of(self.device)
+
+
+def layouts_from_plan(plan: dict[str, Any]) -> tuple[StageLayout, ...]:
+    """Stage layouts from a plan in DESIGN.md's answer format (plan.json)."""
+    return tuple(StageLayout(i, str(stage["device"]), tuple(stage["layers"]))
+                 for i, stage in enumerate(plan["stages"]))
+
+
+class StageModule(nn.Module):
+    """Some consecutive layers of the GPT, keeping the GPT's parameter names
+    (`h.3.attn.c_attn.weight`), so stage state dicts merge into the model's."""
+
+    def __init__(self, named_layers: Sequence[tuple[str, nn.Module]], recompute: bool = False,
+                 autocast_dtype: torch.dtype | None = None):
+        super().__init__()
+        self.h = nn.ModuleDict()
+        self.layer_names = tuple(name for name, _ in named_layers)
+        for name, layer in named_layers:
+            if name.startswith("h."):
+                self.h[name[2:]] = layer
+            else:
+                self.add_module(name, layer)
+        self.recompute = recompute
+        self.autocast_dtype = autocast_dtype
+
+    def chain(self) -> Iterator[tuple[str, nn.Module]]:
+        for name in self.layer_names:
+            yield name, (self.h[name[2:]] if name.startswith("h.") else getattr(self, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self._autocast(x.device.type):
+            for name, layer in self.chain():
+                if self.recompute and name.startswith("h.") and torch.is_grad_enabled():
+                    x = checkpoint(layer, x, use_reentrant=False)  # activation checkpointing
+                else:
+                    x = layer(x)
+        return x
+
+    def _autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, dtype=self.autocast_dtype)
+
+
+def build_full_model(config: GPTConfig, seed: int) -> GPT:
+    """The whole GPT on the CPU with the run's initial weights."""
+    torch.manual_seed(seed)
+    return GPT(config)
+
+
+def tied_stage_pair(config: GPTConfig, layouts: Sequence[StageLayout]) -> tuple[int, int] | None:
+    """(stage of embed, stage of lm_head) when tied weights span two stages."""
+    if not config.tie_embeddings:
+        return None
+    embed = next(layout.index for layout in layouts if "embed" in layout.layers)
+    head = next(layout.index for layout in layouts if "lm_head" in layout.layers)
+    return None if embed == head else (embed, head)
+
+
+def slice_stages(model: GPT, layouts: Sequence[StageLayout], untie: bool, recompute: bool = False,
+                 autocast_dtype: torch.dtype | None = None) -> list[StageModule]:
+    """Cut the model into stage modules (still on the CPU).
+
+    With `untie`, a head on another stage than the embedding gets its own copy
+    of the tied weight (needed across processes or devices).
+    """
+    modules = dict(model.layers())
+    stages = [StageModule([(name, modules[name]) for name in layout.layers], recompute, autocast_dtype)
+              for layout in layouts]
+    pair = tied_stage_pair(model.config, layouts)
+    if pair is not None and untie:
+        head = stages[pair[1]].get_submodule("lm_head")
+        head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
+    return stages
+
+
+def tied_parameters(stage: nn.Module) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+    """(embedding's tied weight, head's tied weight) of a stage, None where it has not that layer."""
+    names = dict(stage.named_parameters(remove_duplicate=False))
+    return names.get(TIED_OWNER), names.get(TIED_COPY)
+
+
+def named_unique_parameters(stages: Sequence[nn.Module]) -> list[tuple[str, nn.Parameter]]:
+    """Every parameter once (a weight shared by two stages counts once), GPT-named."""
+    seen: set[int] = set()
+    result = []
+    for stage in stages:
+        for name, parameter in stage.named_parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                result.append((name, parameter))
+    return result
+
+
+def norm_parameters(stage: nn.Module, holds_tied_copy: bool) -> list[nn.Parameter]:
+    """The parameters a stage counts in the global gradient norm (its tied copy is
+    counted by the embedding's stage, as a single model counts it once)."""
+    return [p for name, p in stage.named_parameters() if not (holds_tied_copy and name == TIED_COPY)]

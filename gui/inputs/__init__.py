@@ -1,0 +1,1 @@
+"""What the user chooses: the devices panel and the model panel."""

@@ -1,0 +1,189 @@
+"""The device list: this machine's GPUs and host, and simulated catalog GPUs.
+
+Tick a device to plan on it; add simulated GPUs from the catalog and remove
+them again. The live monitor plots are a separate view (the main window's
+Monitor tab); this panel only says what exists and what is planned on.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.devices.catalog import load_catalog
+from core.errors import InputError
+from core.project import DeviceEntry
+from gui import theme
+from gui.state import AppState
+
+KIND_LABELS = {"gpu": "GPU", "host": "host", "simulated": "sim"}
+COLUMNS = ("Device", "Kind", "Memory", "TFLOP/s")
+SPEED_COLUMN = COLUMNS.index("TFLOP/s")
+VISIBLE_ROWS = (3, 10)  # the table grows with its rows between these
+
+
+class DevicesPanel(QWidget):
+    """The device table with include ticks, plus add/remove for simulated GPUs."""
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().hide()
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # Only a GPU's speed cell is editable (its item flag): double-click or F2 opens it.
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
+                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
+        for column in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.catalog_box = QComboBox()
+        self.catalog_box.addItems(load_catalog().names())
+        self.catalog_box.setToolTip("A GPU from the catalog, planned with its datasheet speed and run as a CPU process")
+        self.add_button = QPushButton("Add simulated")
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Remove the selected simulated GPU (exclude real devices with their tick)")
+        self.note = QLabel()
+        self.note.setObjectName("muted")
+        self.note.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.catalog_box, 1)
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.remove_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table)
+        layout.addLayout(buttons)
+        layout.addWidget(self.note)
+        self.add_button.clicked.connect(self._add)
+        self.remove_button.clicked.connect(self._remove)
+        self.table.itemChanged.connect(self._item_changed)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        state.devices_changed.connect(self._update_devices)
+        state.setup_changed.connect(self._update_devices)
+        state.host_speed_changed.connect(self._update_devices)
+        self._update_devices()
+
+    def row_of(self, name: str) -> int:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == name:
+                return row
+        raise KeyError(name)
+
+    def _update_devices(self) -> None:
+        selected = self._selected_name()
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(self.state.devices))
+        for row, entry in enumerate(self.state.devices):
+            for column, item in enumerate(self._items(entry)):
+                self.table.setItem(row, column, item)
+        self.table.blockSignals(False)
+        self.table.resizeRowsToContents()
+        self._fit_height()
+        if selected is not None and self.state.device(selected) is not None:
+            self.table.selectRow(self.row_of(selected))
+        self.note.setText(self.state.inventory_note or "")
+        self.note.setVisible(bool(self.state.inventory_note))
+        self._update_buttons()
+
+    def _fit_height(self) -> None:
+        rows = min(max(self.table.rowCount(), VISIBLE_ROWS[0]), VISIBLE_ROWS[1])
+        row_height = self.table.rowHeight(0) if self.table.rowCount() else 26
+        self.table.setFixedHeight(self.table.horizontalHeader().height() + rows * row_height + 4)
+
+    def _items(self, entry: DeviceEntry) -> list[QTableWidgetItem]:
+        color = theme.device_text_color(self.state.color_slot(entry.name))
+        name = QTableWidgetItem(f"● {entry.name}")
+        name.setData(Qt.ItemDataRole.UserRole, entry.name)
+        name.setForeground(color if entry.included else QColor(theme.STALE))
+        name.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsUserCheckable)
+        name.setCheckState(Qt.CheckState.Checked if entry.included else Qt.CheckState.Unchecked)
+        name.setToolTip(f"{entry.model_name or entry.name}: tick to plan on it")
+        font = name.font()
+        font.setBold(True)
+        name.setFont(font)
+        kind = QTableWidgetItem(KIND_LABELS[entry.kind])
+        memory = QTableWidgetItem(f"{entry.total_memory_bytes / 1024**3:.0f} GiB")
+        memory.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        speed = QTableWidgetItem(self._speed_text(entry))
+        speed.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        speed.setToolTip("Peak dense TFLOP/s for the chosen precision (the planner applies an efficiency)")
+        items = [name, kind, memory, speed]
+        for item in items[1:]:
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            if not entry.included:
+                item.setForeground(QColor(theme.STALE))
+        if entry.kind == "gpu":  # a GPU the catalog does not know gets its speed here (double-click)
+            speed.setFlags(speed.flags() | Qt.ItemFlag.ItemIsEditable)
+            speed.setToolTip("Peak dense TFLOP/s: double-click to set it by hand (empty: the catalog's figure)")
+            if entry.peak_tflops(self.state.setup.precision) is None:
+                speed.setForeground(QColor(theme.DANGER))
+        return items
+
+    def _speed_text(self, entry: DeviceEntry) -> str:
+        if entry.kind == "host":
+            peak = self.state.host_peak_tflops
+            return "measuring…" if peak is None and entry.included else (f"{peak:.2f}" if peak else "—")
+        peak = entry.peak_tflops(self.state.setup.precision)
+        return f"{peak:.0f}" if peak is not None else "unknown"
+
+    def _selected_name(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole) if rows else None
+
+    def _update_buttons(self) -> None:
+        name = self._selected_name()
+        entry = self.state.device(name) if name else None
+        self.remove_button.setEnabled(entry is not None and entry.kind == "simulated")
+
+    def _item_changed(self, item: QTableWidgetItem) -> None:
+        name = self.table.item(item.row(), 0).data(Qt.ItemDataRole.UserRole)
+        if item.column() == 0:
+            self.state.set_included(name, item.checkState() == Qt.CheckState.Checked)
+        elif item.column() == SPEED_COLUMN:
+            self._speed_typed(name, item.text().strip())
+
+    def _speed_typed(self, name: str, text: str) -> None:
+        """A peak TFLOP/s typed into a GPU's cell; empty clears it. Bad text says why, changes nothing."""
+        try:
+            try:
+                speed = float(text) if text else None
+            except ValueError:
+                raise InputError(f"the speed of {name} must be a number of TFLOP/s, got {text!r}") from None
+            self.state.set_peak_tflops(name, speed)
+        except InputError as error:
+            self._update_devices()  # the cell shows the speed in force again
+            self.note.setText(str(error))
+            self.note.show()
+
+    def _add(self) -> None:
+        try:
+            name = self.state.add_simulated(self.catalog_box.currentText())
+        except InputError as error:
+            self.note.setText(str(error))
+            self.note.show()
+            return
+        self.table.selectRow(self.row_of(name))
+
+    def _remove(self) -> None:
+        name = self._selected_name()
+        if name is not None:
+            self.state.remove_device(name)

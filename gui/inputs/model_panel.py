@@ -1,0 +1,216 @@
+"""The model and the training setup: presets, a local config.json or a custom size.
+
+Spin boxes report only finished values (no keyboard tracking), so typing
+"4096" asks for one layer graph, not four.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.errors import InputError
+from core.model.presets import GPT_PRESETS, hf_preset_names
+from core.planning.setup import OPTIMIZERS, PRECISIONS
+from core.project import CustomModel, ModelChoice
+from core.units import format_count
+from gui.state import AppState
+
+CUSTOM = "custom:"
+CONFIG = "config:"
+
+
+def model_items() -> list[tuple[str, str]]:
+    """(label, "source:name") for the model box: built-ins, then HF presets, then the others."""
+    items = [(f"{name}  (built-in GPT)", f"preset:{name}") for name in GPT_PRESETS]
+    for name in hf_preset_names():
+        key = f"hf/{name}" if name in GPT_PRESETS else name
+        items.append((f"{key}  (Hugging Face config)", f"preset:{key}"))
+    return [*items, ("Custom GPT size…", CUSTOM), ("Local config.json…", CONFIG)]
+
+
+def _spin(minimum: int, maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(minimum, maximum)
+    box.setSingleStep(step)
+    box.setKeyboardTracking(False)
+    box.setGroupSeparatorShown(True)
+    box.setToolTip(tip)
+    return box
+
+
+class ModelPanel(QWidget):
+    """Model choice and training setup; binds to the state's model and setup."""
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self._updating = False
+        self.model_box = QComboBox()
+        for label, data in model_items():
+            self.model_box.addItem(label, data)
+        self.model_box.insertSeparator(self.model_box.count() - 2)
+        self.config_label = QLabel()
+        self.config_label.setObjectName("muted")
+        self.config_label.setWordWrap(True)
+        self.summary = QLabel("building the layer graph…")
+        self.summary.setObjectName("muted")
+        self.summary.setWordWrap(True)
+        self.custom = {key: _spin(1, 1_000_000) for key in CustomModel.__dataclass_fields__}
+        self.custom["d_model"].setSingleStep(64)
+        self.setup_boxes = self._setup_widgets()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._model_group())
+        layout.addWidget(self._setup_group())
+        layout.addStretch(1)
+        self.model_box.currentIndexChanged.connect(self._model_picked)
+        for box in self.custom.values():
+            box.valueChanged.connect(self._custom_changed)
+        for key, widget in self.setup_boxes.items():
+            signal = widget.toggled if isinstance(widget, QCheckBox) else (
+                widget.currentIndexChanged if isinstance(widget, QComboBox) else widget.valueChanged)
+            signal.connect(lambda *_, key=key: self._setup_changed(key))
+        state.model_changed.connect(self._update_model)
+        state.setup_changed.connect(self._update_setup)
+        state.graph_changed.connect(self._update_summary)
+        state.error_changed.connect(self._update_summary)
+        self._update_model()
+        self._update_setup()
+
+    # -- layout --------------------------------------------------------------------
+
+    def _model_group(self) -> QGroupBox:
+        group = QGroupBox("Model")
+        form = QFormLayout(group)
+        form.addRow(self.model_box)
+        form.addRow(self.config_label)
+        self._custom_rows = []
+        labels = {"layers": "Layers", "d_model": "Model width", "heads": "Heads", "vocab": "Vocabulary",
+                  "seq": "Context"}
+        for key, box in self.custom.items():
+            label = QLabel(labels[key])
+            form.addRow(label, box)
+            self._custom_rows.append((label, box))
+        form.addRow(self.summary)
+        return group
+
+    def _setup_widgets(self) -> dict[str, Any]:
+        boxes: dict[str, Any] = {}
+        for key, choices in (("mode", ("train", "infer")), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
+                             ("schedule", ("1f1b", "gpipe"))):
+            boxes[key] = QComboBox()
+            boxes[key].addItems(list(choices))
+        boxes["micro_batch_size"] = _spin(1, 4096, tip="Sequences in one micro-batch")
+        boxes["seq_len"] = _spin(1, 1_048_576, 256, "Tokens per sequence")
+        boxes["micro_batches"] = _spin(1, 4096, tip="Micro-batches per optimizer step (pipeline depth)")
+        boxes["recompute"] = QCheckBox("Activation checkpointing")
+        boxes["recompute"].setToolTip("Keep only each block's input for backward and recompute the rest")
+        return boxes
+
+    def _setup_group(self) -> QGroupBox:
+        group = QGroupBox("Training setup")
+        form = QFormLayout(group)
+        labels = {"mode": "Mode", "precision": "Precision", "optimizer": "Optimizer",
+                  "micro_batch_size": "Micro-batch size", "seq_len": "Sequence length",
+                  "micro_batches": "Micro-batches", "schedule": "Schedule"}
+        for key, label in labels.items():
+            form.addRow(label, self.setup_boxes[key])
+        form.addRow(self.setup_boxes["recompute"])
+        return group
+
+    # -- state -> widgets ------------------------------------------------------------
+
+    def _update_model(self) -> None:
+        model = self.state.model
+        self._updating = True
+        key = f"preset:{model.name}" if model.source == "preset" else (CUSTOM if model.source == "custom" else CONFIG)
+        index = self.model_box.findData(key)
+        self.model_box.setCurrentIndex(max(0, index))
+        for name, box in self.custom.items():
+            box.setValue(getattr(model.custom, name))
+        for label, box in self._custom_rows:
+            label.setVisible(model.source == "custom")
+            box.setVisible(model.source == "custom")
+        self.config_label.setText(model.name if model.source == "config" else "")
+        self.config_label.setVisible(model.source == "config")
+        self._updating = False
+
+    def _update_setup(self) -> None:
+        setup = self.state.setup
+        self._updating = True
+        for key, widget in self.setup_boxes.items():
+            value = getattr(setup, key)
+            if isinstance(widget, QCheckBox):
+                widget.setChecked(bool(value))
+            elif isinstance(widget, QComboBox):
+                widget.setCurrentIndex(widget.findText(str(value)))
+            else:
+                widget.setValue(int(value))
+        self.setup_boxes["optimizer"].setEnabled(setup.mode == "train")
+        self.setup_boxes["recompute"].setEnabled(setup.mode == "train")
+        self._updating = False
+
+    def _update_summary(self) -> None:
+        graph = self.state.graph
+        if graph is None:
+            if self.state.error:  # the answer was an error: no graph is coming
+                self.summary.setText("no layer graph: see the banner")
+            return
+        blocks = sum(1 for _, data in graph.nodes(data=True) if data.get("is_block"))
+        params = graph.graph.get("total_params", 0)
+        self.summary.setText(f"{self.state.spec.name}: {format_count(params)} parameters, "
+                             f"{blocks} blocks, {graph.number_of_nodes()} layers in the chain")
+
+    # -- widgets -> state ------------------------------------------------------------
+
+    def _model_picked(self) -> None:
+        if self._updating:
+            return
+        source, _, name = self.model_box.currentData().partition(":")
+        if source == "preset":
+            self.state.set_model(ModelChoice(source="preset", name=name))
+        elif source == "custom":
+            self.state.set_model(ModelChoice(source="custom", custom=self.state.model.custom))
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Hugging Face config", "", "Config (*.json)")
+            if path:
+                self.choose_config(path)
+            else:
+                self._update_model()  # cancelled: show the model that is still chosen
+
+    def choose_config(self, path: str) -> None:
+        self.state.set_model(ModelChoice(source="config", name=path))
+
+    def _custom_changed(self) -> None:
+        if self._updating:
+            return
+        sizes = {key: box.value() for key, box in self.custom.items()}
+        self.state.set_model(ModelChoice(source="custom", custom=CustomModel(**sizes)))
+
+    def _setup_changed(self, key: str) -> None:
+        if self._updating:
+            return
+        widget = self.setup_boxes[key]
+        if isinstance(widget, QCheckBox):
+            value: Any = widget.isChecked()
+        elif isinstance(widget, QComboBox):
+            value = widget.currentText()
+        else:
+            value = widget.value()
+        try:
+            self.state.set_setup(replace(self.state.setup, **{key: value}))
+        except InputError:
+            self._update_setup()  # not a valid setup: show the one that stands

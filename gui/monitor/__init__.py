@@ -1,0 +1,1 @@
+"""The live GPU and host monitor."""

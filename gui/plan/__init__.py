@@ -1,0 +1,1 @@
+"""The plan: budget bars, plan view, timeline, comparison, exports, layer graph, the planning worker."""

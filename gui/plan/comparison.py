@@ -1,0 +1,122 @@
+"""Every solver on the same problem, side by side: what the optimal plan buys.
+
+Step time and the ratio to the exact solver's; "OOM" where a baseline's
+placement overflows a budget (its step time is still shown: what it would
+take if it fitted); why a solver could not run otherwise. Double-click a row
+to plan with that solver.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
+
+from core.planning.plan import Plan
+from core.planning.solvers import SOLVER_NAMES
+from core.units import format_seconds
+from gui import theme
+from gui.state import AppState
+from gui.widgets.banner import readable_reason
+from gui.widgets.tables import fill_table, style_readonly_table
+
+COLUMNS = ("Solver", "Status", "Step time", "vs exact", "Tokens/s", "Note")
+DESCRIPTIONS = {
+    "exact": "proven optimal split and device order (dynamic programming)",
+    "milp": "mixed-integer program (HiGHS)",
+    "greedy": "accelerate's rule: fill the devices in order",
+    "accelerate": "the real accelerate.infer_auto_device_map",
+    "uniform": "DeepSpeed 'uniform': equal layer counts",
+    "parameters": "DeepSpeed 'parameters': balanced parameter counts",
+}
+
+
+def comparison_rows(results: dict[str, Plan | str], reference: Plan | None) -> list[list[str]]:
+    """The table's text, one row per solver (also used by tests and screenshots)."""
+    rows = []
+    for name, plan in results.items():
+        if isinstance(plan, str):
+            rows.append([name, "n/a", "", "", "", plan])
+            continue
+        time = format_seconds(plan.objective_s) if plan.objective_s is not None else ""
+        if not plan.feasible:
+            status = "OOM" if plan.stages else "infeasible"
+            rows.append([name, status, time, "", "", readable_reason(plan.reason or "")])
+            continue
+        ratio = ""
+        if reference is not None and reference.objective_s and plan.objective_s:
+            ratio = format_ratio(plan.objective_s / reference.objective_s)
+        tokens = f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else ""
+        rows.append([name, plan.status, time, ratio, tokens, f"{len(plan.stages)} stage{'s' if len(plan.stages) > 1 else ''}: {DESCRIPTIONS.get(name, '')}"])
+    return rows
+
+
+class ComparisonTable(QTableWidget):
+    """The comparison as a table; binds to the state's comparison and solver."""
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(0, len(COLUMNS), parent)
+        self.state = state
+        self._shown: dict[str, Plan | str] | None = None
+        style_readonly_table(self, COLUMNS)
+        self.setAlternatingRowColors(True)
+        self.setToolTip("Double-click a row to plan with that solver")
+        self.cellDoubleClicked.connect(self._row_chosen)
+        state.comparison_changed.connect(self._update_comparison)
+        state.solver_changed.connect(self._update_comparison)
+        state.error_changed.connect(self._update_comparison)
+        self._update_comparison()
+
+    @property
+    def is_current(self) -> bool:
+        """False while the shown rows belong to an earlier plan (they are greyed meanwhile)."""
+        return self.isEnabled()
+
+    def _update_comparison(self, *_: object) -> None:
+        results = self.state.comparison
+        if results is None and self.rowCount() and self._shown is not None:
+            self.setEnabled(False)  # keep the last comparison, greyed, until the new one: no refill
+            return
+        if results is None:
+            # An error answers instead of a plan, and no comparison follows it.
+            note = "not run: nothing can be planned (see the banner)" if self.state.error else "computing…"
+            results = dict.fromkeys(SOLVER_NAMES, note)
+        self._shown = self.state.comparison
+        self.setEnabled(True)
+        exact = results.get("exact")
+        rows = comparison_rows(results, exact if isinstance(exact, Plan) else None)
+        items = [[self._item(text, c, row[0] == self.state.solver, row[1]) for c, text in enumerate(row)]
+                 for row in rows]
+        fill_table(self, items, stretch_column=len(COLUMNS) - 1)
+
+    def _item(self, text: str, column: int, chosen: bool, status: str) -> QTableWidgetItem:
+        item = QTableWidgetItem(text)
+        if column in (2, 3, 4):
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if column == 5:
+            item.setToolTip(text)
+        if chosen:
+            font = QFont(item.font())
+            font.setBold(True)
+            item.setFont(font)
+        if column == 1 and status in ("OOM", "infeasible"):
+            item.setForeground(QColor(theme.DANGER))
+        elif column == 1 and status == "optimal":
+            item.setForeground(QColor("#2E7D32"))
+        elif status == "n/a" or text == "computing…":
+            item.setForeground(QColor(theme.MUTED))
+        return item
+
+    def _row_chosen(self, row: int, _column: int) -> None:
+        name = self.item(row, 0).text()
+        if name in SOLVER_NAMES:
+            self.state.set_solver(name)
+
+
+def format_ratio(value: float) -> str:
+    """1.00×, 12.3×, 9,005×: three significant figures are plenty."""
+    return f"{value:.2f}×" if value < 10 else (f"{value:.1f}×" if value < 100 else f"{value:,.0f}×")

@@ -1,0 +1,125 @@
+"""Exports of the current plan: its JSON, an accelerate device_map, and torchrun commands.
+
+The write_* functions take a path (tested without dialogs); the ask_* ones
+are what the buttons run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QApplication,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.errors import InputError
+from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
+from core.planning.plan import Plan
+from gui import theme
+from gui.state import AppState
+
+
+def current_plan_or_error(state: AppState) -> Plan:
+    """The plan to export (raises InputError when none fits)."""
+    plan = state.plan
+    if plan is None or not plan.feasible:
+        raise InputError("there is no feasible plan to export: fix the budgets first")
+    return plan
+
+
+def write_plan_json(state: AppState, path: str | Path) -> None:
+    Path(path).write_text(plan_json(current_plan_or_error(state)), encoding="utf-8")
+
+
+def write_device_map(state: AppState, path: str | Path) -> None:
+    """accelerate's device_map for from_pretrained (builds the model on meta: about a second)."""
+    from core.planning.accelerate_baseline import export_device_map
+
+    plan = current_plan_or_error(state)
+    assert state.problem is not None
+    Path(path).write_text(device_map_json(export_device_map(state.spec, plan, state.problem)), encoding="utf-8")
+
+
+def ask_and_write(parent: QWidget, state: AppState, what: str) -> None:
+    """Ask for a file and write the plan JSON ("plan") or device_map ("device_map")."""
+    titles = {"plan": ("Save plan JSON", "plan.json"), "device_map": ("Save accelerate device_map", "device_map.json")}
+    title, default = titles[what]
+    path, _ = QFileDialog.getSaveFileName(parent, title, default, "JSON (*.json)")
+    if not path:
+        return
+    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+    try:
+        (write_plan_json if what == "plan" else write_device_map)(state, path)
+    except (InputError, OSError) as error:
+        QMessageBox.warning(parent, title, str(error))
+    finally:
+        QApplication.restoreOverrideCursor()
+
+
+class TorchrunDialog(QDialog):
+    """The commands that run the current plan on several hosts, ready to copy."""
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Run this plan on several hosts")
+        self.stages = len(current_plan_or_error(state).stages)
+        self.nnodes = QSpinBox()
+        self.nnodes.setRange(1, self.stages)
+        self.nnodes.setValue(max(n for n in divisors(self.stages) if n <= 2))
+        self.endpoint = QLineEdit("node0:29500")
+        self.run_dir = QLineEdit(f"runs/{state.spec.name if state.spec else 'run'}")
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setFont(theme.mono_font())
+        self.text.setMinimumSize(760, 180)
+        self.note = QLabel()
+        self.note.setObjectName("muted")
+        self.note.setWordWrap(True)
+        copy = QPushButton("Copy")
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.text.toPlainText()))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.addButton(copy, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.rejected.connect(self.reject)
+        form = QFormLayout()
+        form.addRow("Hosts", self.nnodes)
+        form.addRow("Rendezvous (host 0)", self.endpoint)
+        form.addRow("Run directory", self.run_dir)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.text)
+        layout.addWidget(self.note)
+        layout.addWidget(buttons)
+        for signal in (self.nnodes.valueChanged, self.endpoint.textChanged, self.run_dir.textChanged):
+            signal.connect(self._update_text)
+        self._update_text()
+
+    def _update_text(self) -> None:
+        try:
+            nodes = torchrun_commands(self.stages, self.nnodes.value(), self.endpoint.text().strip(),
+                                      self.run_dir.text().strip() or "runs/run")
+        except InputError as error:
+            self.text.setPlainText("")
+            self.note.setText(str(error))
+            return
+        lines = []
+        for node in nodes:
+            held = f"stage {node.stages[0]}" if len(node.stages) == 1 else f"stages {node.stages[0]}-{node.stages[-1]}"
+            lines += [f"# host {node.node_rank}: {held}", node.command, ""]
+        self.text.setPlainText("\n".join(lines).rstrip() + "\n")
+        self.note.setText(f"{self.stages} stages over {len(nodes)} host(s). Each host's run directory must hold "
+                          "the run's config and this plan (main.py train prepares it); host R must always "
+                          "run the same stages, as their checkpoints live there.")

@@ -1,0 +1,151 @@
+"""The planning process: graph building and solving, away from the GUI's interpreter.
+
+The solvers are pure Python; in a thread of the GUI process they would hold
+the GIL for tens of milliseconds at a time and the GUI would stutter while a
+budget is dragged. So PlanWorker (a QThread) hands each job to one child
+process and waits with the GIL released. This module is what that child
+imports: no Qt. Its layer-graph cache (core.model.graph) lives in the child
+and persists between jobs.
+
+The child is spawned (never forked from a process running Qt threads), so
+like any multiprocessing program a script that starts the app must keep its
+top-level code under `if __name__ == "__main__":` (main.py does).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import InputError
+from core.planning.plan import Plan
+from core.planning.problem import Problem
+from core.planning.setup import TrainingSetup
+from core.project import DeviceEntry, ModelChoice, planner_devices
+
+PLANNER_NICENESS = 10
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class JobResult:
+    spec: Any  # core.model.spec.ModelSpec
+    graph: Any  # networkx.DiGraph, or None when the caller already has this graph
+    problem: Problem
+    plan: Plan
+    host_peak_tflops: float | None
+
+
+def resolve_choice(choice: ModelChoice) -> Any:
+    """A ModelChoice as core's ModelSpec (raises InputError for unknown names or bad sizes)."""
+    from core.model.spec import CustomSize, resolve_model
+
+    if choice.source == "custom":
+        size = choice.custom
+        return resolve_model("custom", CustomSize(size.layers, size.d_model, size.heads, size.vocab, size.seq))
+    return resolve_model(choice.name)
+
+
+def graph_key(model: ModelChoice, setup: TrainingSetup) -> tuple[Any, ...]:
+    """What the layer graph depends on (core.model.graph caches on the same facts)."""
+    return (model, setup.precision, setup.mode, setup.recompute, setup.micro_batch_size, setup.seq_len)
+
+
+def plan_job(model: ModelChoice, setup: TrainingSetup, devices: tuple[DeviceEntry, ...], solver: str,
+             want_graph: bool, milp_time_limit_s: float) -> JobResult:
+    """Resolve the model, build (or reuse) its graph, make the problem and solve it."""
+    from core.model.graph import build_layer_graph, graph_layers
+    from core.planning.solvers import solve
+
+    spec = resolve_choice(model)
+    graph = build_layer_graph(spec, setup)
+    host_peak = measure_host() if any(d.kind == "host" and d.included for d in devices) else None
+    problem = Problem(layers=graph_layers(graph), devices=planner_devices(devices, setup.precision, host_peak),
+                      setup=setup.to_problem_setup())
+    plan = solve(problem, solver, spec=spec, time_limit_s=milp_time_limit_s)
+    return JobResult(spec, graph if want_graph else None, problem, plan, host_peak)
+
+
+def solve_job(problem: Problem, solver: str, spec: Any, milp_time_limit_s: float) -> Plan | str:
+    """One solver for the comparison: its plan, or why it could not run."""
+    from core.planning.solvers import solve
+
+    try:
+        return solve(problem, solver, spec=spec, time_limit_s=milp_time_limit_s)
+    except InputError as error:
+        return str(error)
+
+
+def measure_host() -> float:
+    from core.devices.host_speed import measure_cpu_tflops
+
+    return measure_cpu_tflops()
+
+
+def _lower_priority() -> None:
+    """Solve at a lower CPU priority: on a busy machine the GUI thread gets the core first."""
+    if hasattr(os, "nice"):
+        try:
+            os.nice(PLANNER_NICENESS)
+        except OSError:
+            pass
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """In the child: end when the app is gone. Killed hard (kill -9, a crash), the app never
+    says goodbye, and a child blocked on its job queue would otherwise live on forever."""
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _warm_up() -> bool:
+    """Import what every job needs and time the host, so the first plan does not wait;
+    then step down in priority (the host is timed at full priority: it plans with that)."""
+    import core.model.graph  # noqa: F401
+    import core.model.spec  # noqa: F401
+    import core.planning.exact  # noqa: F401
+
+    measure_host()
+    _lower_priority()
+    return True
+
+
+def shared_pool() -> ProcessPoolExecutor:
+    """The one planning process of this app (spawned: never a fork of a Qt process)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
+            _pool.submit(_warm_up)
+            atexit.register(shutdown_pool)
+        return _pool
+
+
+def reset_pool() -> None:
+    """Forget a broken pool (its process died); the next job starts a new one."""
+    global _pool
+    with _pool_lock:
+        broken, _pool = _pool, None
+    if broken is not None:
+        broken.shutdown(wait=False, cancel_futures=True)
+
+
+def shutdown_pool() -> None:
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,305 @@
+"""The plan: summary figures, solver choice, stage table, timeline, comparison, exports.
+
+Binds to the state: `plan_changed` refills the figures, table and timeline;
+the solver box goes back through `AppState.set_solver`. While no plan fits,
+the last feasible one stays, greyed, under the banner that says why.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont, QShowEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.errors import InputError
+from core.planning.plan import Plan, StageCost
+from core.planning.solvers import SOLVER_NAMES
+from core.units import format_bytes, format_count, format_seconds
+from gui import theme
+from gui.plan.comparison import DESCRIPTIONS, ComparisonTable
+from gui.plan.exports import TorchrunDialog, ask_and_write
+from gui.plan.timeline import PlanTimeline
+from gui.state import AppState
+from gui.widgets.tables import fill_table, style_readonly_table
+
+STAGE_COLUMNS = ("Stage", "Device", "Layers", "Params", "Param+grad+opt", "Activations",
+                 "Memory / budget", "Compute", "Comm", "Time/µbatch")
+METRICS = ("step", "tokens", "bound", "gap", "status")
+METRIC_NAMES = {"step": "Step time T", "tokens": "Tokens / s", "bound": "Lower bound",
+                "gap": "Gap to bound", "status": "Solver"}
+
+
+def compact_name(layer: str) -> str:
+    """'model.layers.14' -> 'layers.14', 'transformer.h.3' -> 'h.3': the wrapper prefix says nothing."""
+    for prefix in ("model.", "transformer.", "gpt_neox.", "decoder."):
+        if layer.startswith(prefix):
+            return layer[len(prefix):]
+    return layer
+
+
+def layer_span(first: str, last: str) -> str:
+    """'layers.10', 'layers.14' -> 'layers.10–14'; otherwise 'first – last'."""
+    first, last = compact_name(first), compact_name(last)
+    if first == last:
+        return first
+    head, _, a = first.rpartition(".")
+    tail, _, b = last.rpartition(".")
+    if head and head == tail and a.isdigit() and b.isdigit():
+        return f"{head}.{a}–{b}"
+    return f"{first} – {last}"
+
+
+def stage_row(index: int, stage: StageCost, bottleneck: bool) -> list[str]:
+    """One stage as the table's text."""
+    span = layer_span(stage.layers[0], stage.layers[-1])
+    states = stage.weight_bytes + stage.grad_bytes + stage.optimizer_bytes
+    share = stage.memory_bytes / stage.budget_bytes if stage.budget_bytes else 0.0
+    return [("▶ " if bottleneck else "") + str(index), stage.device, f"{span} ({len(stage.layers)})", format_count(stage.params),
+            _bytes(states), _bytes(stage.activation_bytes),
+            f"{_bytes(stage.memory_bytes)} / {_bytes(stage.budget_bytes)} ({share:.0%})",
+            format_seconds(stage.compute_s), format_seconds(stage.comm_s),
+            format_seconds(stage.time_s)]
+
+
+def _bytes(num_bytes: float) -> str:
+    """format_bytes with one decimal: the table has ten columns to fit."""
+    text = format_bytes(num_bytes)
+    number, _, unit = text.partition(" ")
+    return f"{float(number):.1f} {unit}" if unit and unit != "B" else text
+
+
+def metric_texts(plan: Plan | None) -> dict[str, str]:
+    """The summary figures of a plan ('—' where unknown)."""
+    if plan is None:
+        return dict.fromkeys(METRICS, "—")
+    gap = plan.gap_to_lower_bound
+    status = plan.status + (f" (gap {plan.gap:.1%})" if plan.gap else "")
+    return {"step": format_seconds(plan.objective_s) if plan.objective_s is not None else "—",
+            "tokens": f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else "—",
+            "bound": format_seconds(plan.lower_bound_s),
+            "gap": f"+{gap:.1%}" if gap is not None else "—",
+            "status": status}
+
+
+class MetricCard(QFrame):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.setObjectName("metricCard")
+        self.value = QLabel("—")
+        self.value.setObjectName("metricValue")
+        # new figures must not re-lay out the row of cards on every plan
+        self.value.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.value.setMinimumWidth(110)
+        self.name = QLabel(name)
+        self.name.setObjectName("metricName")
+        self.name.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 6, 12, 6)
+        layout.setSpacing(0)
+        layout.addWidget(self.name)
+        layout.addWidget(self.value)
+        self.stale = False
+
+    def set_stale(self, stale: bool) -> None:
+        if stale != self.stale:  # style sheets are costly: apply only on a change
+            self.stale = stale
+            self.value.setStyleSheet(f"color: {theme.STALE}" if stale else "")
+
+
+class PlanView(QWidget):
+    """Everything about the current plan; binds to the state."""
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self._shown_once = False
+        self.solver_box = QComboBox()
+        self.solver_box.setMinimumWidth(130)
+        for name in SOLVER_NAMES:
+            self.solver_box.addItem(name, name)
+            self.solver_box.setItemData(self.solver_box.count() - 1, DESCRIPTIONS[name], Qt.ItemDataRole.ToolTipRole)
+        self.cards = {key: MetricCard(METRIC_NAMES[key]) for key in METRICS}
+        self.stage_table = self._make_stage_table()
+        self.timeline = PlanTimeline(state)
+        self.timeline_stack = QStackedWidget()
+        self.timeline_stack.addWidget(self.timeline)
+        self.timeline_stack.addWidget(_muted("No feasible plan to draw yet."))
+        self.comparison = ComparisonTable(state)
+        self.export_buttons = {
+            "plan": QPushButton("Plan JSON…"),
+            "device_map": QPushButton("accelerate device_map…"),
+            "torchrun": QPushButton("torchrun commands…"),
+        }
+        self.stale_note = QLabel()
+        self.stale_note.setObjectName("muted")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.addLayout(self._top_row())
+        layout.addWidget(self.stale_note)
+        layout.addWidget(self._body(), 1)
+        self.solver_box.currentIndexChanged.connect(self._solver_picked)
+        self.export_buttons["plan"].clicked.connect(lambda: ask_and_write(self, state, "plan"))
+        self.export_buttons["device_map"].clicked.connect(lambda: ask_and_write(self, state, "device_map"))
+        self.export_buttons["torchrun"].clicked.connect(self._show_torchrun)
+        state.plan_changed.connect(self._update_plan)
+        state.solver_changed.connect(self._update_solver)
+        self._update_solver()
+        self._update_plan()
+
+    # -- layout --------------------------------------------------------------------
+
+    def _top_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        solver = QVBoxLayout()
+        solver.setSpacing(2)
+        label = QLabel("Solver")
+        label.setObjectName("metricName")
+        solver.addWidget(label)
+        solver.addWidget(self.solver_box)
+        row.addLayout(solver)
+        for card in self.cards.values():
+            row.addWidget(card, 1)
+        exports = QVBoxLayout()
+        exports.setSpacing(3)
+        for button in self.export_buttons.values():
+            exports.addWidget(button)
+        row.addLayout(exports)
+        return row
+
+    def _body(self) -> QSplitter:
+        """The stage table above; the timeline and the comparison side by side below."""
+        self.timeline_caption = QLabel()
+        self.timeline_caption.setStyleSheet(f"color: {theme.BOTTLENECK}")
+        below = QSplitter(Qt.Orientation.Horizontal)
+        below.addWidget(_titled("Pipeline timeline (one step)", self.timeline_stack, self.timeline_caption))
+        below.addWidget(_titled("All solvers on this problem", self.comparison,
+                                _muted("double-click a row to plan with it")))
+        self._below = below
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(_titled("Stages", self.stage_table))
+        splitter.addWidget(below)
+        splitter.setSizes([240, 300])
+        for part in (splitter, below):
+            part.setChildrenCollapsible(False)
+        return splitter
+
+    def _make_stage_table(self) -> QTableWidget:
+        table = style_readonly_table(QTableWidget(0, len(STAGE_COLUMNS)), STAGE_COLUMNS)
+        table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        return table
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not self._shown_once:  # size hints are only real once shown: give the comparison room
+            self._shown_once = True
+            width = max(self._below.width(), 800)
+            self._below.setSizes([int(width * 0.44), int(width * 0.56)])
+
+    # -- state -> widgets ------------------------------------------------------------
+
+    def _update_solver(self, *_: object) -> None:
+        self.solver_box.blockSignals(True)
+        self.solver_box.setCurrentIndex(self.solver_box.findData(self.state.solver))
+        self.solver_box.blockSignals(False)
+
+    def _update_plan(self) -> None:
+        plan, stale = self.state.shown_plan, self.state.plan_is_stale
+        for key, text in metric_texts(plan).items():
+            self.cards[key].value.setText(text)
+            self.cards[key].set_stale(stale)
+        self.cards["status"].name.setText(
+            f"{plan.solver} · {format_seconds(plan.solve_time_s)}" if plan else METRIC_NAMES["status"])
+        self.timeline_caption.setText(_bottleneck_text(plan))
+        self.timeline_stack.setCurrentIndex(0 if plan is not None else 1)
+        self.stale_note.setVisible(stale and plan is not None)
+        self.stale_note.setText("No plan fits the current inputs: showing the last feasible plan, greyed.")
+        self._fill_stage_table(plan, stale)
+        for key in ("plan", "device_map", "torchrun"):
+            self.export_buttons[key].setEnabled(not stale)
+
+    def _fill_stage_table(self, plan: Plan | None, stale: bool) -> None:
+        stages = plan.stages if plan is not None else ()
+        bottleneck = plan.bottleneck_index if plan is not None else None
+        rows = []
+        for s, stage in enumerate(stages):
+            color = theme.device_text_color(self.state.color_slot(stage.device))
+            rows.append([])
+            for c, text in enumerate(stage_row(s, stage, s == bottleneck)):
+                item = QTableWidgetItem(text)
+                if c not in (1, 2):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if stale:
+                    item.setForeground(QColor(theme.STALE))
+                elif c == 1:
+                    item.setForeground(color)
+                if s == bottleneck and not stale:
+                    item.setBackground(QColor(theme.DANGER_BG))
+                if c in (1, 9) and s == bottleneck:
+                    font = QFont(item.font())
+                    font.setBold(True)
+                    item.setFont(font)
+                if c == 2:
+                    item.setToolTip("\n".join(stage.layers))
+                elif s == bottleneck:
+                    item.setToolTip("The bottleneck: the slowest stage sets the pipeline's pace")
+                rows[-1].append(item)
+        fill_table(self.stage_table, rows, stretch_column=2)
+
+    # -- widgets -> state ------------------------------------------------------------
+
+    def _solver_picked(self) -> None:
+        self.state.set_solver(self.solver_box.currentData())
+
+    def _show_torchrun(self) -> None:
+        try:
+            dialog = TorchrunDialog(self.state, self)
+        except InputError:
+            return
+        dialog.exec()
+
+
+def _muted(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setObjectName("muted")
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    return label
+
+
+def _titled(title: str, widget: QWidget, aside: QLabel | None = None) -> QWidget:
+    """A bold heading (with an optional note at its right) above a widget."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 6, 0, 0)
+    layout.setSpacing(4)
+    heading = QHBoxLayout()
+    label = QLabel(title)
+    label.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
+    heading.addWidget(label)
+    heading.addStretch(1)
+    if aside is not None:
+        heading.addWidget(aside)
+    layout.addLayout(heading)
+    layout.addWidget(widget, 1)
+    return box
+
+
+def _bottleneck_text(plan: Plan | None) -> str:
+    if plan is None or plan.bottleneck_index is None:
+        return ""
+    stage = plan.stages[plan.bottleneck_index]
+    return (f"bottleneck: stage {plan.bottleneck_index} on {stage.device}, "
+            f"{format_seconds(stage.time_s)} per micro-batch")

@@ -1,0 +1,101 @@
+"""The pipeline timeline of one step: each stage's compute and communication per micro-batch.
+
+Micro-batch j runs on stage s from sum(t_r for r < s) + j * max(t): the
+steady pipeline the cost model prices, T = sum(t_s) + (m - 1) * max(t_s).
+Each block is one micro-batch's forward and backward on a stage: compute in
+the device's colour, then the send to the next stage lighter. The bottleneck
+stage (the one that sets the pace, never idle) is banded in red.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtGui import QColor, QShowEvent
+
+from core.planning.plan import Plan
+from gui import theme
+from gui.state import AppState
+from gui.widgets.tables import WhenVisible
+
+MAX_BLOCKS_PER_STAGE = 64  # beyond this the blocks are thinner than a pixel anyway
+
+
+def schedule(stage_times_s: list[float], micro_batches: int) -> list[tuple[int, int, float]]:
+    """(stage, micro-batch, start seconds) of every block in the priced schedule."""
+    pace = max(stage_times_s) if stage_times_s else 0.0
+    offsets = np.concatenate([[0.0], np.cumsum(stage_times_s)[:-1]]) if stage_times_s else []
+    return [(s, j, float(offsets[s]) + j * pace)
+            for s in range(len(stage_times_s)) for j in range(min(micro_batches, MAX_BLOCKS_PER_STAGE))]
+
+
+class PlanTimeline(pg.PlotWidget):
+    """Stage rows (top: stage 0), time along x; binds to the state's plan."""
+
+    def __init__(self, state: AppState) -> None:
+        super().__init__()
+        self.state = state
+        self.setMenuEnabled(False)
+        self.setMouseEnabled(x=True, y=False)
+        self.getPlotItem().invertY(True)
+        self.setLabel("bottom", "time in one step", units="s")
+        self.showGrid(x=True, y=False, alpha=0.15)
+        self.band = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(theme.DANGER_BG), pen=None)
+        self.compute = pg.BarGraphItem(x0=[], y=[], width=[], height=[])
+        self.comm = pg.BarGraphItem(x0=[], y=[], width=[], height=[])
+        for item in (self.band, self.compute, self.comm):
+            self.addItem(item)
+        self._signature: object = ()
+        self._later = WhenVisible(self, self._update_plan)
+        state.plan_changed.connect(self._plan_changed)  # a bound method: disconnected on deletion
+        self._update_plan()
+
+    def _plan_changed(self) -> None:
+        self._later()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        self._later.shown()
+
+    def _update_plan(self) -> None:
+        plan = self.state.shown_plan
+        # While a handle moves most answers keep the same stages: redraw only on a real change.
+        signature = (None if plan is None else (plan.micro_batches, plan.objective_s, tuple(
+            (s.device, s.compute_s, s.comm_s) for s in plan.stages)), self.state.plan_is_stale)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        if plan is None or not plan.stages:
+            for item in (self.band, self.compute, self.comm):
+                item.setOpts(x0=[], y=[], width=[], height=[])
+            return
+        self._draw(plan, self.state.plan_is_stale)
+
+    def _draw(self, plan: Plan, stale: bool) -> None:
+        times = [stage.time_s for stage in plan.stages]
+        blocks = schedule(times, plan.micro_batches)
+        colors = []
+        for stage in plan.stages:
+            color = theme.device_color(self.state.color_slot(stage.device))
+            colors.append(theme.stale(color) if stale else color)
+        starts = np.array([start for _, _, start in blocks])
+        rows = np.array([s for s, _, _ in blocks], dtype=float)
+        compute = np.array([plan.stages[s].compute_s for s, _, _ in blocks])
+        comm = np.array([plan.stages[s].comm_s for s, _, _ in blocks])
+        edge = pg.mkPen(theme.SURFACE, width=0.5)
+        self.compute.setOpts(x0=starts, y=rows, width=compute, height=0.7,
+                             brushes=[colors[s] for s, _, _ in blocks], pens=[edge] * len(blocks))
+        self.comm.setOpts(x0=starts + compute, y=rows, width=comm, height=0.7,
+                          brushes=[_lighter(colors[s]) for s, _, _ in blocks], pens=[edge] * len(blocks))
+        bottleneck = plan.bottleneck_index or 0
+        total = plan.objective_s or sum(times)
+        self.band.setOpts(x0=[0.0], y=[bottleneck], width=[total], height=[0.96])
+        self.band.setVisible(not stale)
+        ticks = [(s, f"{s} · {stage.device}") for s, stage in enumerate(plan.stages)]
+        self.getAxis("left").setTicks([ticks])
+        self.setYRange(-0.6, len(plan.stages) - 0.4, padding=0)
+        self.setXRange(0, total * 1.02, padding=0)
+
+
+def _lighter(color: QColor) -> QColor:
+    return color.lighter(150)

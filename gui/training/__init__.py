@@ -1,0 +1,1 @@
+"""The Training tab: start/stop/resume, loss plots, stages, run history."""

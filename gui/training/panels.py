@@ -1,0 +1,180 @@
+"""The Training tab's widgets and layout (gui.training.training_view adds the behaviour).
+
+Kept apart so the view's module reads as what happens, not where things sit.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.training.config import ENGINES
+from core.training.curves import RunCurves, eta_s, format_duration
+from core.training.run_dir import RunStatus
+from gui import theme
+from gui.plan.plan_view import MetricCard
+from gui.training.history import STATE_COLORS, RunHistory
+from gui.training.plots import LossPlot, RatePlot
+from gui.training.stages import StageComparison
+
+DEFAULT_STEPS = 200
+MAX_STEPS = 10_000_000
+CARDS = {"state": "State", "loss": "Loss", "val_loss": "Val loss", "tokens": "Tokens / s"}
+
+
+class TrainingPanels(QWidget):
+    """Controls, figures, plots and the history table, laid out; no behaviour."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.steps_box = QSpinBox()
+        self.steps_box.setRange(1, MAX_STEPS)
+        self.steps_box.setValue(DEFAULT_STEPS)
+        self.steps_box.setToolTip("Optimizer steps in all; Resume trains on to this many if it is more")
+        self.engine_box = QComboBox()
+        for engine in ENGINES:
+            self.engine_box.addItem(engine, engine)
+        self.engine_box.setToolTip("pipeline: one process per stage (torchrun); local: every stage in one process")
+        self.name_edit = QLineEdit()
+        self.name_edit.setMinimumWidth(220)
+        self.name_edit.setToolTip("The run's folder under the runs directory")
+        self.start_button = QPushButton("Start")
+        self.stop_button = QPushButton("Stop")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the selected run from its last checkpoint")
+        self.reason_label = QLabel()
+        self.reason_label.setStyleSheet(f"color: {theme.WARNING};")
+        self.message_label = QLabel()
+        self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.cards = {key: MetricCard(name) for key, name in CARDS.items()}
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("no run")
+        self.eta_label = QLabel("—")
+        self.eta_label.setObjectName("metricName")
+        self.run_title = QLabel("No run open: start one, or open one from the history below.")
+        self.run_title.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
+        self.loss_plot = LossPlot()
+        self.rate_plot = RatePlot()
+        self.stages = StageComparison()
+        self.history = RunHistory()
+        self.history_title = QLabel()
+        self.history_title.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Show the selected run (or double-click it)")
+        self.clear_overlays_button = QPushButton("Clear overlays")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.setSpacing(6)
+        layout.addLayout(self._controls())
+        layout.addLayout(self._notes())
+        layout.addLayout(self._figures())
+        layout.addWidget(self._body(), 1)
+
+    def _controls(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        for label, widget in (("Steps", self.steps_box), ("Engine", self.engine_box), ("Run", self.name_edit)):
+            row.addWidget(QLabel(label))
+            row.addWidget(widget, 1 if widget is self.name_edit else 0)
+            row.addSpacing(8)
+        for button in (self.start_button, self.stop_button, self.resume_button):
+            row.addWidget(button)
+        return row
+
+    def _notes(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(self.reason_label)
+        row.addWidget(self.message_label, 1)
+        return row
+
+    def _figures(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        for card in self.cards.values():
+            row.addWidget(card, 1)
+        progress = QFrame()
+        progress.setObjectName("metricCard")
+        inner = QVBoxLayout(progress)
+        inner.setContentsMargins(12, 6, 12, 6)
+        inner.setSpacing(3)
+        inner.addWidget(self.progress)
+        inner.addWidget(self.eta_label)
+        row.addWidget(progress, 2)
+        return row
+
+    def _body(self) -> QSplitter:
+        side = QSplitter(Qt.Orientation.Vertical)
+        side.addWidget(self.rate_plot)
+        side.addWidget(self.stages)
+        side.setSizes([150, 300])
+        curves = QWidget()
+        curves_layout = QVBoxLayout(curves)
+        curves_layout.setContentsMargins(0, 0, 0, 0)
+        curves_layout.addWidget(self.run_title)
+        curves_layout.addWidget(self.loss_plot, 1)
+        plots = QSplitter(Qt.Orientation.Horizontal)
+        plots.addWidget(curves)
+        plots.addWidget(side)
+        plots.setSizes([600, 460])
+        history = QWidget()
+        history_layout = QVBoxLayout(history)
+        history_layout.setContentsMargins(0, 4, 0, 0)
+        heading = QHBoxLayout()
+        heading.addWidget(self.history_title, 1)
+        note = QLabel("tick Compare to overlay a run's loss")
+        note.setObjectName("muted")
+        heading.addWidget(note)
+        heading.addWidget(self.clear_overlays_button)
+        heading.addWidget(self.open_button)
+        history_layout.addLayout(heading)
+        history_layout.addWidget(self.history, 1)
+        body = QSplitter(Qt.Orientation.Vertical)
+        body.addWidget(plots)
+        body.addWidget(history)
+        body.setSizes([480, 190])
+        for part in (side, plots, body):
+            part.setChildrenCollapsible(False)
+        return body
+
+    # -- figures -------------------------------------------------------------------------
+
+    def show_figures(self, curves: RunCurves, status: RunStatus | None, steps: int, live: bool) -> None:
+        """The cards, the progress bar and the ETA for the open run."""
+        row = curves.last_row
+        recent = list(curves.recent)
+        state = status.state if status is not None else ("created" if row is None else "—")
+        self.cards["state"].value.setText(state)
+        self.cards["state"].value.setStyleSheet(f"color: {STATE_COLORS.get(state, theme.TEXT)}")
+        self.cards["state"].setToolTip((status.error or "") if status is not None else "")
+        self.cards["loss"].value.setText(f"{row['loss']:.4f}" if row else "—")
+        val = curves.val_loss.raw.values
+        self.cards["val_loss"].value.setText(f"{val[-1]:.4f}" if len(val) else "—")
+        rates = [r["tokens_per_s"] for r in recent if isinstance(r.get("tokens_per_s"), (int, float))]
+        self.cards["tokens"].value.setText(f"{statistics.median(rates):,.0f}" if rates else "—")
+        step = int(row["step"]) if row else (status.step if status is not None else 0)
+        self.progress.setRange(0, max(1, steps))
+        self.progress.setValue(min(step, max(1, steps)))
+        self.progress.setFormat(f"step {step} / {steps}")
+        eta = eta_s(recent, step, steps) if live else None
+        if live:
+            self.eta_label.setText(f"ETA {format_duration(eta)}" if eta is not None else "ETA: measuring…")
+        else:
+            self.eta_label.setText("done" if state == "finished" else "not running")
+
+    def message_style(self, error: bool) -> str:
+        return f"color: {theme.DANGER};" if error else f"color: {theme.MUTED};"

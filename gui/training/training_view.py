@@ -1,0 +1,437 @@
+"""The Training tab: start, stop and resume runs; follow one live; compare past runs.
+
+    ┌ Steps [200] Engine [pipeline] Run [gpt-nano-2026…] Start Stop Resume ────────┐
+    │ why Start is disabled · what the last action did                             │
+    │ [State] [Loss] [Val loss] [Tokens/s] [Progress ███████░░ 120 / 200, ETA 42 s] │
+    │ loss plot (smoothing, log y, x axis)       │ tokens/s                         │
+    │                                            │ per stage: predicted vs measured │
+    │ Runs in ./runs: Compare · Run · State · Step · Last loss · ...  [Open]       │
+    └──────────────────────────────────────────────────────────────────────────────┘
+
+Training is a separate process (core.training.launcher): this view starts it
+off the GUI thread, then only reads its run directory. While a run is live a
+timer tails metrics.jsonl every POLL_MS and a single-shot timer redraws at
+most every REDRAW_MS, and only when rows arrived (a hidden tab draws when next
+shown). An idle view re-reads the run history every HISTORY_MS while shown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import QWidget
+
+from core.errors import InputError
+from core.training.app_request import (
+    check_run_name,
+    default_run_name,
+    run_devices,
+    train_config,
+    why_not_trainable,
+)
+from core.training.config import STDLIB
+from core.training.curves import RunCurves
+from core.training.launcher import (
+    MetricsTail,
+    RunHandle,
+    list_runs,
+    read_status,
+    resume_run,
+    start_run,
+    stop_run,
+)
+from core.training.report import stage_report
+from core.training.run_dir import RUNNING, RunPaths, RunStatus, read_json
+from gui.state import AppState
+from gui.training.launch import Action, LaunchThread, job_pids, write_temp_plan
+from gui.training.panels import TrainingPanels
+
+POLL_MS = 500
+REDRAW_MS = 100  # at most 10 redraws a second
+HISTORY_MS = 3000
+LAUNCH_WAIT_MS = 60_000  # shutdown waits this long for a start in progress
+
+
+class TrainingView(TrainingPanels):
+    """Start / Stop / Resume, live curves and the run history of `runs_dir`.
+
+    Two runs matter: the open one (`current`, drawn) and the live one (the job
+    this view follows: started here, reattached, or opened while running).
+    They differ when a past run is opened while a job trains; the job is still
+    followed (its status), and Stop, the close question and `live_run` are about it.
+    `watch_pids` (e.g. TelemetrySampler.set_watched_pids) is told the live
+    job's process ids, and () when it ends. `data` is the corpus of new runs.
+    """
+
+    def __init__(self, state: AppState, runs_dir: Path, watch_pids: Callable[[tuple[int, ...]], None] | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.runs_dir = Path(runs_dir).expanduser().resolve()
+        self.data = STDLIB
+        self.current: Path | None = None  # the open run
+        self.curves = RunCurves()
+        self.status: RunStatus | None = None  # the open run's
+        self._live: Path | None = None  # the followed job's run
+        self._live_status: RunStatus | None = None
+        self._watch_pids = watch_pids
+        self._watched: tuple[int, ...] = ()
+        self._tail: MetricsTail | None = None
+        self._plan: dict[str, Any] = {}
+        self._steps = 0
+        self._micro_batches = 1
+        self._launch: LaunchThread | None = None
+        self._launch_message = ""
+        self._stopping = False
+        self._closed = False
+        self._redraw_pending = False
+        self._default_name = ""
+        self.poll_timer = self._timer(POLL_MS, self._poll)
+        self.redraw_timer = self._timer(REDRAW_MS, self._redraw, single_shot=True)
+        self.history_timer = self._timer(HISTORY_MS, self._history_tick)
+        self.history_timer.start()
+        self.loss_plot.set_run(self.curves)
+        self.loss_plot.options_changed.connect(self._redraw_rate)  # the loss plot redrew itself
+        self.start_button.clicked.connect(self.start_training)
+        self.stop_button.clicked.connect(self.stop_training)
+        self.resume_button.clicked.connect(lambda: self.resume_training())
+        self.open_button.clicked.connect(self._open_selected)
+        self.clear_overlays_button.clicked.connect(self._clear_overlays)
+        self.history.open_requested.connect(self.open_run)
+        self.history.overlay_toggled.connect(self._overlay_toggled)
+        self.history.itemSelectionChanged.connect(self._update_controls)
+        for signal in (state.model_changed, state.setup_changed, state.plan_changed, state.busy_changed,
+                       state.devices_changed):
+            signal.connect(self._update_controls)
+        state.model_changed.connect(self._renew_default_name)
+        self.history_title.setText(f"Runs in {self.runs_dir}")
+        self._renew_default_name()
+        self.refresh_history()
+        self._reattach()
+        self._update_controls()
+
+    def _timer(self, interval_ms: int, slot: Callable[[], None], single_shot: bool = False) -> QTimer:
+        timer = QTimer(self)
+        timer.setInterval(interval_ms)
+        timer.setSingleShot(single_shot)
+        timer.timeout.connect(slot)
+        return timer
+
+    # -- public ----------------------------------------------------------------------
+
+    def start_training(self) -> bool:
+        """Start a run of the current model, setup and plan (prepared off the GUI thread).
+
+        Returns whether it is being started; otherwise the message line says why.
+        """
+        reason = self.start_block_reason()
+        if reason is not None:
+            return self._say(reason, error=True)
+        try:
+            name = check_run_name(self.name_edit.text() or self._default_name)
+            plan = self.state.plan
+            assert plan is not None  # start_block_reason checked it
+            devices = run_devices(self.state.included_devices, plan)
+            config = train_config(self.state.model, self.state.setup, devices.spec, self.steps_box.value(),
+                                  str(self.engine_box.currentData()), self.data)
+            plan_path = write_temp_plan(devices.plan)
+        except InputError as error:
+            return self._say(str(error), error=True)
+        run_dir = self.runs_dir / name
+
+        def start(emit: Callable[[str], None]) -> RunHandle:
+            try:
+                self.runs_dir.mkdir(parents=True, exist_ok=True)
+                return start_run(config, run_dir, plan_path, emit=emit)
+            finally:
+                os.unlink(plan_path)
+
+        return self._launch_with(start, f"Preparing {name}…")
+
+    def stop_training(self) -> bool:
+        """Ask the followed run to stop (it finishes its step, checkpoints and exits)."""
+        run = self.live_run()
+        if run is None:
+            return self._say("No run is in progress.", error=True)
+        try:
+            stop_run(run)
+        except InputError as error:
+            return self._say(str(error), error=True)
+        self._stopping = True
+        self._update_controls()
+        return self._say("Stopping: the job finishes its step and saves a checkpoint…")
+
+    def resume_training(self, run_dir: Path | str | None = None) -> bool:
+        """Continue a run (the selected one by default) from its last checkpoint,
+        to the steps in the box if that is more than it was set to."""
+        path = Path(run_dir).expanduser().resolve() if run_dir is not None else self._resume_target()
+        if path is None:
+            return self._say("Select a run to resume in the history.", error=True)
+        if self._launch is not None or self._is_live():
+            return self._say("Another run is in progress or being prepared: one at a time.", error=True)
+        try:
+            stored = read_json(RunPaths(path).config, "run config").get("config", {})
+        except InputError as error:
+            return self._say(str(error), error=True)
+        wanted = self.steps_box.value()
+        steps = wanted if wanted > int(stored.get("steps", 0)) else None
+        return self._launch_with(lambda emit: resume_run(path, steps), f"Resuming {path.name}…")
+
+    def open_run(self, run_dir: Path | str | None) -> bool:
+        """Show a run: its curves, stages and status; follow it while it runs."""
+        if run_dir is None:
+            return False
+        path = Path(run_dir).expanduser().resolve()
+        paths = RunPaths(path)
+        try:
+            stored = read_json(paths.config, "run config")
+            plan = read_json(paths.plan, "run plan")
+        except InputError as error:
+            return self._say(str(error), error=True)
+        config = stored.get("config", {})
+        self.current, self._plan = path, plan
+        self._steps = int(config.get("steps", 0))
+        self._micro_batches = int(config.get("setup", {}).get("micro_batches", 1)) or 1
+        self.curves.clear()
+        self._tail = MetricsTail(paths.metrics)
+        self.curves.add_rows(self._tail.poll().rows)
+        self.status = _status_or_none(path)
+        stages = len(plan.get("stages", []))
+        self.run_title.setText(f"{path.name}  ·  {stored.get('model', {}).get('name', '?')}  ·  "
+                               f"{config.get('engine', '?')}  ·  {stages} stage{'s' if stages != 1 else ''}")
+        if _running(self.status):
+            self._follow(path, self.status)
+        row = self.history.row_of(path)
+        if row is not None:
+            self.history.selectRow(row)
+        self.loss_plot.plot.enableAutoRange()
+        self._redraw()  # now: the user asked for this run
+        self._update_controls()
+        return True
+
+    def live_run(self) -> Path | None:
+        """The followed run while its job runs."""
+        return self._live if self._is_live() else None
+
+    def refresh_history(self) -> None:
+        self.history.show_runs(list_runs(self.runs_dir))
+
+    def shutdown(self) -> None:
+        """Stop timers and wait for a start in progress; the job itself keeps running."""
+        if self._closed:
+            return
+        self._closed = True
+        for timer in (self.poll_timer, self.redraw_timer, self.history_timer):
+            timer.stop()
+        if self._launch is not None:
+            self._launch.wait(LAUNCH_WAIT_MS)
+        if self._watched and self._watch_pids is not None:
+            self._watch_pids(())
+
+    def start_block_reason(self) -> str | None:
+        """Why Start is disabled, in one line (None: it is enabled)."""
+        if self._launch is not None:
+            return "A run is being prepared…"
+        if self._is_live():
+            return "A run is in progress: stop it (or let it finish) before starting another"
+        reason = why_not_trainable(self.state.model, self.state.setup)
+        if reason is not None:
+            return reason
+        plan = self.state.plan
+        if self.state.busy or (plan is None and not self.state.error):
+            return "Waiting for the plan of the current inputs…"
+        if plan is None:
+            return "No plan to train with: see the banner"
+        if not plan.feasible:
+            return "No placement fits the devices: see the banner"
+        return None
+
+    # -- launching -----------------------------------------------------------------------
+
+    def _launch_with(self, action: Action, message: str) -> bool:
+        if self._launch is not None:
+            return self._say("A run is being prepared: wait for it.", error=True)
+        launch = LaunchThread(action, self)
+        # bound methods of this widget: queued to the GUI thread (a bare lambda would run on the worker's)
+        launch.progress.connect(self._launch_progress)
+        launch.succeeded.connect(self._launched)
+        launch.failed.connect(self._launch_failed)
+        self._launch, self._launch_message = launch, message
+        self._say(message)
+        self._update_controls()
+        launch.start()
+        return True
+
+    def _launch_progress(self, line: str) -> None:
+        self._say(f"{self._launch_message} {line.strip()}")
+
+    def _launched(self, handle: RunHandle) -> None:
+        self._end_launch()
+        if self._closed:
+            return
+        self.refresh_history()
+        self.open_run(handle.run_dir)
+        self._renew_default_name(force=True)
+        self._say(f"Started {handle.run_dir.name} (job {handle.pid}).")
+
+    def _launch_failed(self, message: str) -> None:
+        self._end_launch()
+        self._say(message, error=True)
+        self._update_controls()
+
+    def _end_launch(self) -> None:
+        if self._launch is not None:
+            self._launch.wait()
+            self._launch.deleteLater()
+            self._launch = None
+
+    # -- following the open run ------------------------------------------------------------
+
+    def _is_live(self) -> bool:
+        return self._live is not None and _running(self._live_status)
+
+    def _follow(self, path: Path, status: RunStatus | None) -> None:
+        self._live, self._live_status, self._stopping = path, status, False
+        self.poll_timer.start()
+        self._watch()
+
+    def _poll(self) -> None:
+        live = self._live
+        if live is None or self._closed:
+            self.poll_timer.stop()
+            return
+        # The status first: rows written before the job said it ended are then read below.
+        status = _status_or_none(live)
+        if live == self.current and self._tail is not None:
+            update = self._tail.poll()
+            if update.reset:  # a resume dropped rows after its checkpoint
+                self.curves.clear()
+            if self.curves.add_rows(update.rows) or update.reset:
+                self._schedule_redraw()
+            self.status = status
+        if status != self._live_status:
+            self._live_status = status
+            self._live_changed()
+
+    def _live_changed(self) -> None:
+        status, live = self._live_status, self._live
+        if not self._is_live() and live is not None:
+            self.poll_timer.stop()
+            self._live, self._stopping = None, False
+            self._watch()
+            self.refresh_history()
+            if status is not None and status.state == "failed":
+                self._say(f"{live.name} failed: {status.error}", error=True)
+            elif status is not None:
+                self._say(f"{live.name} {status.state} at step {status.step}.")
+        self._schedule_redraw()
+        self._update_controls()
+
+    def _watch(self) -> None:
+        status = self._live_status
+        pids = job_pids(status.pids.values()) if status is not None and self._is_live() else ()
+        if pids != self._watched and self._watch_pids is not None:
+            self._watch_pids(pids)
+        self._watched = pids
+
+    def _reattach(self) -> None:
+        """Follow a job that outlived an earlier window (the newest one alive)."""
+        for run in list_runs(self.runs_dir):
+            if run.state == RUNNING:
+                status = _status_or_none(run.path)
+                if status is not None and status.alive:
+                    self.open_run(run.path)
+                    self._say(f"Reattached to {run.name}, still running.")
+                    return
+
+    def _history_tick(self) -> None:
+        if self.isVisible():
+            self.refresh_history()
+        if self._is_live():
+            self._watch()  # torchrun starts its workers after the job
+
+    # -- drawing ------------------------------------------------------------------------------
+
+    def _schedule_redraw(self) -> None:
+        if not self.redraw_timer.isActive():
+            self.redraw_timer.start()
+
+    def _redraw(self) -> None:
+        if not self.isVisible():
+            self._redraw_pending = True  # drawn when the tab is shown
+            return
+        self._redraw_pending = False
+        self.loss_plot.redraw(overlays=False)
+        self._redraw_rate()
+        rows = list(self.curves.recent)
+        report = stage_report(self._plan, rows, self._micro_batches) if self.current is not None else None
+        self.stages.show_report(report)
+        self.show_figures(self.curves, self.status, self._steps, self._is_live() and self.current == self._live)
+
+    def _redraw_rate(self) -> None:
+        self.rate_plot.redraw(self.curves, self.loss_plot.x_axis)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.refresh_history()
+        if self._redraw_pending:
+            self._schedule_redraw()
+
+    # -- controls -----------------------------------------------------------------------------
+
+    def _update_controls(self, *_: object) -> None:
+        reason = self.start_block_reason()
+        self.start_button.setEnabled(reason is None)
+        self.reason_label.setText(reason or "")
+        self.stop_button.setEnabled(self._is_live() and not self._stopping)
+        self.resume_button.setEnabled(self._launch is None and self._resume_target() is not None)
+
+    def _resume_target(self) -> Path | None:
+        if self._is_live():
+            return None  # one job at a time
+        path = self.history.selected_path() or self.current
+        run = next((r for r in self.history.runs if r.path == path), None)
+        return None if run is not None and run.state == RUNNING else path
+
+    def _renew_default_name(self, *_: object, force: bool = False) -> None:
+        old, self._default_name = self._default_name, default_run_name(self.state.model)
+        if force or self.name_edit.text() in ("", old):
+            self.name_edit.setText(self._default_name)
+
+    def _open_selected(self) -> None:
+        self.open_run(self.history.selected_path())
+
+    def _overlay_toggled(self, path: Path, on: bool) -> None:
+        if not on:
+            self.loss_plot.remove_overlay(path)
+            return
+        curves = RunCurves()
+        curves.add_rows(MetricsTail(RunPaths(path).metrics).poll().rows)
+        self.loss_plot.add_overlay(path, path.name, curves)
+
+    def _clear_overlays(self) -> None:
+        for path in list(self.loss_plot.overlays):
+            self.history.set_overlaid(path, False)
+        self.loss_plot.clear_overlays()
+
+    def _say(self, text: str, error: bool = False) -> bool:
+        self.message_label.setText(" ".join(text.split()))
+        self.message_label.setStyleSheet(self.message_style(error))
+        return not error
+
+
+def _status_or_none(path: Path) -> RunStatus | None:
+    try:
+        return read_status(path)
+    except InputError:
+        return None  # no status yet (the job has not written one)
+
+
+def _running(status: RunStatus | None) -> bool:
+    """Running here and now (a job on another host, alive unknown, counts as running)."""
+    return status is not None and status.state == RUNNING and status.alive is not False

@@ -1,0 +1,1 @@
+"""Small reusable widgets: read-only tables, the banner, metric cards."""

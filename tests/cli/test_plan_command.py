@@ -1,0 +1,164 @@
+"""`main.py plan` as a user runs it: tables, JSON, exports, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import main
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBLEM = {
+    "layers": [
+        {"name": "embed", "params": 1000, "flops": 1e12, "activation_bytes": 100, "output_bytes": 10**8},
+        {"name": "h.0", "params": 4000, "flops": 4e12, "activation_bytes": 400, "output_bytes": 10**8},
+        {"name": "h.1", "params": 4000, "flops": 4e12, "activation_bytes": 400, "output_bytes": 10**8},
+        {"name": "head", "params": 1000, "flops": 1e12, "activation_bytes": 100, "output_bytes": 10**8},
+    ],
+    "devices": [
+        {"name": "gpu0", "memory_bytes": 100000, "tflops": 100.0, "bandwidth_gbps": 25.0},
+        {"name": "gpu1", "memory_bytes": 100000, "tflops": 100.0, "bandwidth_gbps": 25.0},
+    ],
+    "setup": {"mode": "train", "bytes_per_param": 16, "micro_batches": 8, "schedule": "1f1b"},
+}
+
+
+@pytest.fixture
+def problem_file(tmp_path: Path) -> Path:
+    path = tmp_path / "problem.json"
+    path.write_text(json.dumps(PROBLEM))
+    return path
+
+
+def run_main(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main.main(list(argv))
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_explicit_problem_as_json(capsys, problem_file):
+    code, out, _ = run_main(capsys, "plan", "--problem", str(problem_file), "--json")
+    assert code == 0
+    answer = json.loads(out)  # stdout holds the JSON and nothing else
+    assert answer["status"] == "optimal" and answer["solver"] == "exact"
+    for key in ("objective_s", "bottleneck_s", "lower_bound_s", "solve_time_s"):
+        assert isinstance(answer[key], float)
+    layers = [name for stage in answer["stages"] for name in stage["layers"]]
+    assert layers == ["embed", "h.0", "h.1", "head"]
+    assert {"device", "layers", "time_s", "memory_bytes"} <= set(answer["stages"][0])
+
+
+def test_explicit_problem_imports_no_torch(problem_file):
+    code = (
+        "import sys, main\n"
+        f"rc = main.main(['plan', '--problem', {str(problem_file)!r}, '--json'])\n"
+        "assert rc == 0, rc\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "optimal"
+
+
+def test_human_report_shows_stages_and_the_comparison(capsys, problem_file):
+    code, out, _ = run_main(capsys, "plan", "--problem", str(problem_file))
+    assert code == 0
+    assert "stage" in out and "lower bound" in out
+    for solver in ("exact", "greedy", "uniform", "parameters", "accelerate"):
+        assert solver in out
+
+
+def test_infeasible_problem_exits_1_with_the_reason(capsys, tmp_path):
+    data = json.loads(json.dumps(PROBLEM))
+    for device in data["devices"]:
+        device["memory_bytes"] = 1000
+    path = tmp_path / "tight.json"
+    path.write_text(json.dumps(data))
+    code, out, _ = run_main(capsys, "plan", "--problem", str(path), "--json")
+    answer = json.loads(out)
+    assert code == 1 and answer["status"] == "infeasible" and answer["stages"] == []
+    assert "short by" in answer["reason"]
+
+
+def test_model_plan_and_exported_problem_agree(capsys, tmp_path):
+    exported = tmp_path / "exported.json"
+    code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA10:1GiB", "--seq", "128",
+                            "--json", "--export-problem", str(exported))
+    assert code == 0
+    first = json.loads(out)
+    code, out, _ = run_main(capsys, "plan", "--problem", str(exported), "--json")
+    assert code == 0
+    assert json.loads(out)["objective_s"] == pytest.approx(first["objective_s"], rel=1e-12)
+
+
+def test_custom_size_and_solver_choice(capsys):
+    code, out, _ = run_main(capsys, "plan", "--layers", "3", "--d-model", "64", "--heads", "4", "--seq", "64",
+                            "--devices", "2xL4", "--solver", "parameters", "--json")
+    assert code == 0
+    answer = json.loads(out)
+    assert answer["solver"] == "parameters"
+    assert [s["layers"][0] for s in answer["stages"]][0] == "embed"
+
+
+def test_accelerate_device_map_loads_with_from_pretrained(capsys, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=64)
+    weights = tmp_path / "tiny-gpt2"
+    transformers.GPT2LMHeadModel(config).save_pretrained(weights)  # random weights, no download
+    device_map_file = tmp_path / "map.json"
+    code, _, _ = run_main(capsys, "plan", "--model", str(weights / "config.json"), "--devices", "2xcpu:1GiB",
+                          "--seq", "32", "--no-compare", "--export", "accelerate", str(device_map_file))
+    assert code == 0
+    device_map = json.loads(device_map_file.read_text())
+    assert set(device_map.values()) == {"cpu"}
+    model = transformers.AutoModelForCausalLM.from_pretrained(weights, device_map=device_map)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert "lm_head" in device_map and "transformer.h.1" in device_map
+
+
+def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
+    from accelerate.utils import check_device_map
+
+    from core.model.spec import resolve_model
+    from core.planning.accelerate_baseline import _meta_model
+
+    device_map_file = tmp_path / "map.json"
+    code, _, _ = run_main(capsys, "plan", "--model", "gpt2", "--devices", "2xA10:3GiB", "--seq", "1024",
+                          "--no-compare", "--export", "accelerate", str(device_map_file))
+    assert code == 0
+    device_map = json.loads(device_map_file.read_text())
+    assert set(device_map.values()) == {0, 1}
+    model, _ = _meta_model(resolve_model("gpt2"), 2.0)
+    check_device_map(model, device_map)  # raises if a parameter is left out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "--model", "gpt-9000", "--devices", "A10"], "unknown model 'gpt-9000'"),
+    (["plan", "--model", "gpt-nano", "--devices", "Z80"], "unknown device 'Z80'"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10:100GiB"], "exceeds its memory"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10:0"], "more than 0"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10", "--micro-batches", "0"], "micro-batches must be"),
+    (["plan", "--model", "gpt-nano"], "no devices"),
+    (["plan", "--problem", "/nonexistent/problem.json"], "cannot read problem file"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10", "--solver", "magic"], "invalid choice: 'magic'"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("allot: error:")
+    assert out == ""
+
+
+def test_malformed_problem_file_exit_2(capsys, tmp_path):
+    data = json.loads(json.dumps(PROBLEM))
+    data["layers"][2]["params"] = -5
+    path = tmp_path / "neg.json"
+    path.write_text(json.dumps(data))
+    code, _, err = run_main(capsys, "plan", "--problem", str(path))
+    assert code == 2 and "layer 'h.1'.params must be 0 or more" in err

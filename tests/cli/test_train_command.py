@@ -1,0 +1,137 @@
+"""`main.py train | runs`: bad input is one line and exit code 2, and overwrites nothing."""
+
+import hashlib
+import json
+
+import pytest
+
+from core.training.launcher import wait_run
+from main import main
+from tests.core.training.support import write_corpus, write_plan
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+def tiny_args(corpus, run_dir, *extra):
+    return ["train", "--model", "gpt-nano", "--devices", "2xcpu:1GiB", "--data", str(corpus), "--run-dir",
+            str(run_dir), "--seq-len", "32", "--micro-batch-size", "4", "--micro-batches", "2", *extra]
+
+
+def fingerprint(folder):
+    """Every file under a folder with its content hash."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(capsys, code, *words):
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("allot: error: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, corpus):
+    """A small run that finished (local engine, 6 steps, checkpoints at 3 and 6)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "done"
+    code = main(tiny_args(corpus, run_dir, "--engine", "local", "--steps", "6", "--checkpoint-interval", "3",
+                          "--detach"))
+    assert code == 0
+    assert wait_run(run_dir, timeout_s=90).state == "finished"
+    return run_dir
+
+
+def test_a_missing_corpus_path(tmp_path, capsys):
+    code = main(tiny_args(tmp_path / "nope.txt", tmp_path / "run", "--steps", "5"))
+    assert_one_line_error(capsys, code, "does not exist")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_plan_naming_a_device_that_is_not_there(tmp_path, corpus, capsys):
+    plan = write_plan(tmp_path / "plan.json", [("cpu#0", ["embed", "h.0", "h.1", "h.2"]),
+                                               ("cuda:3", ["h.3", "h.4", "ln_f", "lm_head"])])
+    code = main(tiny_args(corpus, tmp_path / "run", "--plan", str(plan)))
+    assert_one_line_error(capsys, code, "cuda:3", "not among the devices")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_plan_that_skips_a_layer(tmp_path, corpus, capsys):
+    plan = write_plan(tmp_path / "plan.json", [("cpu#0", ["embed", "h.0", "h.2"]),
+                                               ("cpu#1", ["h.3", "h.4", "ln_f", "lm_head"])])
+    code = main(tiny_args(corpus, tmp_path / "run", "--plan", str(plan)))
+    assert_one_line_error(capsys, code, "expected 'h.1'")
+
+
+@pytest.mark.parametrize("steps", ["0", "-3"])
+def test_steps_must_be_positive(tmp_path, corpus, capsys, steps):
+    code = main(tiny_args(corpus, tmp_path / "run", "--steps", steps))
+    assert_one_line_error(capsys, code, "steps")
+    assert not (tmp_path / "run").exists()
+
+
+def test_hf_configs_are_plan_only(tmp_path, corpus, capsys):
+    code = main(["train", "--model", "gpt2", "--data", str(corpus), "--run-dir", str(tmp_path / "run")])
+    assert_one_line_error(capsys, code, "plans it but trains only the built-in GPT")
+
+
+def test_a_run_directory_that_holds_another_run_is_left_alone(finished_run, corpus, capsys):
+    before = fingerprint(finished_run)
+    code = main(tiny_args(corpus, finished_run, "--steps", "5"))
+    assert_one_line_error(capsys, code, "already holds another run")
+    assert fingerprint(finished_run) == before
+
+
+def test_a_directory_of_user_files_is_left_alone(tmp_path, corpus, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("precious")
+    code = main(tiny_args(corpus, tmp_path / "mine", "--steps", "5"))
+    assert_one_line_error(capsys, code, "already holds files")
+    assert fingerprint(tmp_path / "mine") == {"thesis.txt": hashlib.sha256(b"precious").hexdigest()}
+
+
+def test_resume_refuses_a_corrupt_checkpoint_and_changes_nothing(finished_run, capsys):
+    latest = sorted((finished_run / "checkpoints").glob("step_*"))[-1]
+    stage = latest / "stage_1.pt"
+    original = stage.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 3] ^= 0x55
+    stage.write_bytes(bytes(damaged))
+    try:
+        before = fingerprint(finished_run)
+        code = main(["train", "--resume", str(finished_run), "--steps", "9"])
+        assert_one_line_error(capsys, code, "is corrupt")
+        assert fingerprint(finished_run) == before
+    finally:
+        stage.write_bytes(original)
+
+
+def test_resume_needs_more_steps_and_no_new_settings(finished_run, capsys):
+    code = main(["train", "--resume", str(finished_run), "--steps", "6"])
+    assert_one_line_error(capsys, code, "already at step 6")
+    code = main(["train", "--resume", str(finished_run), "--steps", "9", "--model", "gpt-micro"])
+    assert_one_line_error(capsys, code, "--model")
+    code = main(["train", "--resume", str(finished_run.parent / "nothing-here")])
+    assert_one_line_error(capsys, code, "holds no run")
+
+
+def test_runs_lists_state_steps_and_last_loss(finished_run, capsys):
+    assert main(["runs", str(finished_run.parent), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["name"] == "done" and listed["state"] == "finished"
+    assert listed["step"] == 6 and listed["steps"] == 6 and listed["last_loss"] > 0
+    assert main(["runs", str(finished_run.parent)]) == 0
+    table = capsys.readouterr().out
+    assert "done" in table and "finished" in table and "6/6" in table
+
+
+def test_resume_continues_at_the_right_step(finished_run, capsys):
+    """Last: it changes the shared run. Foreground resume to 9 steps."""
+    assert main(["train", "--resume", str(finished_run), "--steps", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "finished at step 9" in out
+    steps = [json.loads(line)["step"] for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 10))

@@ -1,0 +1,82 @@
+"""The canonical cost model of DESIGN.md, checked against hand arithmetic."""
+
+import pytest
+
+from core.planning.costs import (
+    evaluate_placement,
+    inflight_micro_batches,
+    lower_bound_s,
+    plan_from_placement,
+    step_time_s,
+)
+from tests.core.planning.problems import device, layer, problem
+
+# Two layers of 1e12 FLOPs each; outputs of 1e9 bytes; devices at 1 and 2 TFLOP/s
+# linked at 10 and 4 GB/s. Train: k = 3 (forward + backward), c = 2.
+LAYERS = [layer("a", params=10, flops=1e12, act=5, out=10**9), layer("b", params=20, flops=1e12, act=7, out=10**9)]
+DEVICES = [device("g0", memory=1000, tflops=1.0, gbps=10.0), device("g1", memory=1000, tflops=2.0, gbps=4.0)]
+
+
+def test_stage_time_is_compute_plus_comm_to_the_next_stage():
+    p = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=4, schedule="1f1b")
+    first, last = evaluate_placement(p, [(0, [0]), (1, [1])])
+    assert first.compute_s == pytest.approx(3 * 1e12 / 1e12)  # 3 s
+    assert first.comm_s == pytest.approx(2 * 1e9 / (4 * 1e9))  # min(10, 4) GB/s: 0.5 s
+    assert last.compute_s == pytest.approx(3 * 1e12 / 2e12)  # 1.5 s
+    assert last.comm_s == 0.0  # the last stage sends nothing
+
+
+def test_memory_counts_params_times_bytes_and_inflight_activations():
+    p = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=4, schedule="1f1b")
+    first, last = evaluate_placement(p, [(0, [0]), (1, [1])])
+    assert first.inflight_micro_batches == 2  # min(m=4, S-s+1=2)
+    assert first.memory_bytes == 16 * 10 + 2 * 5
+    assert last.inflight_micro_batches == 1
+    assert last.memory_bytes == 16 * 20 + 1 * 7
+
+
+def test_gpipe_keeps_every_micro_batch_and_inference_one():
+    gpipe = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=4, schedule="gpipe")
+    infer = problem(LAYERS, DEVICES, mode="infer", bytes_per_param=2, micro_batches=4)
+    assert inflight_micro_batches(gpipe.setup, 1) == 4
+    assert inflight_micro_batches(infer.setup, 2) == 1
+    (stage,) = evaluate_placement(infer, [(0, [0, 1])])
+    assert stage.compute_s == pytest.approx(2e12 / 1e12)  # k = 1 for inference
+    assert stage.memory_bytes == 2 * 30 + 1 * 12
+
+
+def test_step_time_is_sum_plus_bubble_of_the_slowest():
+    assert step_time_s([3.5, 1.5], micro_batches=4) == pytest.approx(3.5 + 1.5 + 3 * 3.5)
+    p = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=4)
+    plan = plan_from_placement(p, [(0, [0]), (1, [1])], "test", "feasible")
+    assert plan.objective_s == pytest.approx(3.5 + 1.5 + 3 * 3.5)
+    assert plan.bottleneck_index == 0
+
+
+def test_recompute_adds_a_forward():
+    p = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=1, recompute=True)
+    (stage,) = evaluate_placement(p, [(1, [0, 1])])
+    assert stage.compute_s == pytest.approx(4 * 2e12 / 2e12)
+
+
+def test_lower_bound_is_perfect_balance_without_bubble_or_comm():
+    p = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=4)
+    assert lower_bound_s(p) == pytest.approx(4 * 3 * 2e12 / (1e12 * 3.0))
+
+
+def test_tied_weights_count_once_per_stage_that_holds_them():
+    tied = [layer("embed", params=100, tied_group="w", tied_params=80),
+            layer("mid", params=5),
+            layer("head", params=80, tied_group="w", tied_params=80)]
+    p = problem(tied, [device("g0", 10**6), device("g1", 10**6)], mode="infer", bytes_per_param=1)
+    (together,) = evaluate_placement(p, [(0, [0, 1, 2])])
+    assert together.params == 100 + 5  # the shared 80 once
+    apart = evaluate_placement(p, [(0, [0, 1]), (1, [2])])
+    assert [s.params for s in apart] == [105, 80]  # each stage stores its copy
+
+
+def test_over_budget_placement_is_infeasible_with_the_shortfall():
+    p = problem(LAYERS, [device("small", memory=100)], mode="train", bytes_per_param=16, micro_batches=1)
+    plan = plan_from_placement(p, [(0, [0, 1])], "test", "feasible")
+    assert plan.status == "infeasible"
+    assert "short by 392 bytes" in plan.reason  # 16*30 + 12 = 492 needed, 100 budget

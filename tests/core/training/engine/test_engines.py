@@ -1,0 +1,119 @@
+"""Both engines train for real, and give what a plain single-process loop gives."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from core.model.gpt import GPT
+from core.training.engine import checkpoint as ckpt
+from core.training.engine.local import run_local
+from core.training.launcher import read_status, start_run, wait_run
+from core.training.metrics import read_metrics
+from core.training.runner import prepare_new_run
+from tests.core.training.support import (
+    TWO_STAGES,
+    bare_loop_losses,
+    losses,
+    tiny_config,
+    write_corpus,
+    write_plan,
+)
+
+ONE_STAGE = [("cpu#0", ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"])]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+@pytest.mark.parametrize("stages", [ONE_STAGE, TWO_STAGES], ids=["one-stage", "two-stages"])
+def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages):
+    plan = write_plan(tmp_path / "plan.json", stages)
+    context = prepare_new_run(tiny_config(corpus, steps=8), tmp_path / "run", str(plan), emit=lambda _: None)
+    rows = []
+    assert run_local(context, rows.append, lambda: False) == "finished"
+    assert [row["step"] for row in rows] == list(range(1, 9))
+    reference = bare_loop_losses(tmp_path / "run", 8)
+    assert [row["loss"] for row in rows] == pytest.approx(reference, abs=1e-5)
+    assert len(rows[-1]["stage_compute_s"]) == len(stages)
+
+
+@pytest.mark.slow
+def test_a_two_stage_pipeline_learns_and_matches_a_single_process(tmp_path, corpus):
+    plan = write_plan(tmp_path / "plan.json")
+    config = tiny_config(corpus, engine="pipeline", steps=30, checkpoint_interval=10)
+    handle = start_run(config, tmp_path / "run", str(plan), emit=lambda _: None)
+    status = wait_run(handle.run_dir, timeout_s=180)
+    log = (handle.run_dir / "train.log").read_text()
+    assert status.state == "finished", log[-3000:]
+    assert status.step == 30
+    # ---- it learns
+    curve = losses(handle.run_dir)
+    assert len(curve) == 30
+    assert sum(curve[-5:]) / 5 < 0.7 * curve[0]
+    # ---- two processes give what one plain loop gives, step for step
+    assert curve[:10] == pytest.approx(bare_loop_losses(handle.run_dir, 10), abs=1e-4)
+    # ---- every step measured each stage
+    rows = read_metrics(handle.run_dir / "metrics.jsonl")
+    for row in rows:
+        assert len(row["stage_compute_s"]) == 2 and min(row["stage_compute_s"]) > 0
+        assert min(row["stage_idle_s"]) >= 0 and min(row["stage_peak_memory_bytes"]) > 0
+        assert row["tokens_per_s"] > 0 and row["lr"] > 0
+    assert [row["step"] for row in rows if "val_loss" in row] == [10, 20, 30]
+    assert (handle.run_dir / "report.json").exists()
+    # ---- each process saved only its own stage; together they are the whole model
+    latest = ckpt.latest_checkpoint(handle.run_dir / "checkpoints")
+    first = torch.load(latest / "stage_0.pt", weights_only=True)
+    second = torch.load(latest / "stage_1.pt", weights_only=True)
+    assert not any(key.startswith(("h.3.", "lm_head")) for key in first["model"])
+    assert not any(key.startswith(("embed", "h.0.")) for key in second["model"])
+    assert torch.equal(first["model"]["embed.wte.weight"], second["model"]["lm_head.weight"])  # tied copies agree
+    GPT(read_context_gpt(handle.run_dir)).load_state_dict(ckpt.load_model_state(latest), strict=True)
+    assert read_status(handle.run_dir).pids["torchrun"] > 0
+
+
+def read_context_gpt(run_dir):
+    from core.training.engine.context import RunContext
+
+    return RunContext.load(run_dir).gpt
+
+
+def test_recompute_changes_memory_not_the_numbers(tmp_path, corpus):
+    plan = write_plan(tmp_path / "plan.json")
+    setup = replace(tiny_config(corpus).setup, recompute=True)
+    context = prepare_new_run(tiny_config(corpus, steps=6, setup=setup), tmp_path / "run", str(plan),
+                              emit=lambda _: None)
+    rows = []
+    run_local(context, rows.append, lambda: False)
+    assert [row["loss"] for row in rows] == pytest.approx(bare_loop_losses(tmp_path / "run", 6), abs=1e-5)
+
+
+@pytest.mark.parametrize(("optimizer", "lr", "state_key"), [
+    ("sgd", 0.3, None), ("sgd-momentum", 0.1, "momentum_buffer"), ("adam", 3e-3, "exp_avg")])
+def test_every_optimizer_trains_and_checkpoints_its_state(tmp_path, corpus, optimizer, lr, state_key):
+    plan = write_plan(tmp_path / "plan.json")
+    setup = replace(tiny_config(corpus).setup, optimizer=optimizer)
+    config = tiny_config(corpus, steps=10, setup=setup, learning_rate=lr, min_learning_rate=lr / 10)
+    context = prepare_new_run(config, tmp_path / "run", str(plan), emit=lambda _: None)
+    rows = []
+    run_local(context, rows.append, lambda: False)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.3
+    payload = torch.load(ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints") / "stage_1.pt",
+                         weights_only=True)
+    states = payload["optimizer"]["state"]
+    if state_key is None:
+        assert all(not entry or entry.get("momentum_buffer") is None for entry in states.values())
+    else:
+        assert state_key in states["h.3.attn.c_attn.weight"]
+
+
+def test_bf16_autocast_trains_close_to_fp32(tmp_path, corpus):
+    plan = write_plan(tmp_path / "plan.json")
+    setup = replace(tiny_config(corpus).setup, precision="bf16")
+    context = prepare_new_run(tiny_config(corpus, steps=8, setup=setup), tmp_path / "run", str(plan),
+                              emit=lambda _: None)
+    rows = []
+    run_local(context, rows.append, lambda: False)
+    assert [row["loss"] for row in rows] == pytest.approx(bare_loop_losses(tmp_path / "run", 8), abs=0.05)

@@ -1,0 +1,71 @@
+"""Profiles: measured per-layer times, and the planner calibrated with them."""
+
+from dataclasses import replace
+
+import pytest
+
+from core.errors import InputError
+from core.model.presets import GPT_PRESETS
+from core.planning.problem import Device
+from core.planning.setup import TrainingSetup
+from core.training.engine.profile import apply_profile, load_profile, measure_profile, save_profile
+from main import main
+
+SETUP = TrainingSetup(precision="fp32", micro_batch_size=2, seq_len=32, micro_batches=2)
+CPU = Device(name="cpu", memory_bytes=1 << 30, tflops=0.5, bandwidth_gbps=10.0, kind="cpu")
+
+
+def cpus(count):
+    return tuple(replace(CPU, name=f"cpu#{i}") for i in range(count))
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return measure_profile("gpt-nano", GPT_PRESETS["gpt-nano"], SETUP, cpus(2), repeats=2, emit=lambda _: None)
+
+
+def test_every_layer_is_timed_on_the_host(profile):
+    (host,) = profile.devices
+    assert host.name == "cpu" and host.shares == 2 and host.threads >= 1
+    assert [layer.name for layer in host.layers] == ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"]
+    assert all(layer.fwd_bwd_s > 0 for layer in host.layers)
+    assert host.total_s == pytest.approx(sum(layer.fwd_bwd_s for layer in host.layers))
+    work = 3 * sum(layer.flops for layer in host.layers)  # k = 3: forward + backward
+    assert host.effective_tflops == pytest.approx(work / host.total_s / 1e12)
+
+
+def test_a_profile_round_trips_and_bad_files_are_input_errors(tmp_path, profile):
+    save_profile(profile, tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json") == profile
+    (tmp_path / "bad.json").write_text('{"format": 1}')
+    with pytest.raises(InputError, match="not an Allot profile"):
+        load_profile(tmp_path / "bad.json")
+
+
+def test_apply_replaces_cpu_speed_and_accounts_for_sharing(profile):
+    measured = profile.devices[0].effective_tflops
+    assert [d.tflops for d in apply_profile(cpus(2), profile)] == pytest.approx([measured, measured])
+    assert [d.tflops for d in apply_profile(cpus(4), profile)] == pytest.approx([measured / 2] * 4)
+    simulated = Device(name="A100-80GB", memory_bytes=1 << 30, tflops=200.0, bandwidth_gbps=25.0, kind="A100-80GB")
+    assert apply_profile((simulated,), profile) == (simulated,)
+
+
+def test_a_calibrated_plan_predicts_the_measured_time(profile):
+    from core.model.spec import ModelSpec
+    from core.planning.front_door import build_problem
+    from core.planning.solvers import solve
+
+    (device,) = apply_profile((replace(CPU, name="cpu"),), replace(profile, devices=(
+        replace(profile.devices[0], shares=1),)))
+    problem = build_problem(ModelSpec("gpt-nano", GPT_PRESETS["gpt-nano"]), SETUP, (device,))
+    plan = solve(problem, "exact")
+    assert plan.stages[0].compute_s == pytest.approx(profile.devices[0].total_s)
+
+
+def test_the_profile_command_writes_a_profile(tmp_path, capsys):
+    out = tmp_path / "nano.json"
+    code = main(["profile", "--model", "gpt-nano", "--devices", "2xcpu", "--seq-len", "32",
+                 "--micro-batch-size", "2", "--repeats", "1", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert load_profile(out).devices[0].name == "cpu"
+    assert "GFLOP/s effective" in capsys.readouterr().out

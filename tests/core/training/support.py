@@ -1,0 +1,109 @@
+"""What the training tests share: a small corpus, a tiny run, a fixed plan, and a
+bare nanoGPT-style loop to check the engines against."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from core.planning.setup import TrainingSetup
+from core.training.config import TrainConfig
+
+WORDS = ("def class return import self value for in if else while with yield lambda "
+         "the data model layer stage device plan loss step token batch print none true").split()
+# The plan the tests run: gpt-nano's 8 layers split 4 + 4 on two cpu devices.
+TWO_STAGES = [("cpu#0", ["embed", "h.0", "h.1", "h.2"]), ("cpu#1", ["h.3", "h.4", "ln_f", "lm_head"])]
+
+
+def write_corpus(path: Path, lines: int = 6000) -> Path:
+    """~300 KB of code-like text with structure a tiny model learns in a few steps."""
+    rng = random.Random(7)
+    out = []
+    for i in range(lines):
+        indent = "    " * rng.randint(0, 2)
+        out.append(indent + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) + f"  # {i % 97}")
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_config(data: Path, engine: str = "local", steps: int = 20, **overrides: Any) -> TrainConfig:
+    """gpt-nano on 2 x 4 sequences of 32 bytes a step: tens of milliseconds on a CPU."""
+    setup = TrainingSetup(precision="fp32", optimizer="adamw", micro_batch_size=4, seq_len=32, micro_batches=2)
+    config = TrainConfig(model="gpt-nano", devices="2xcpu:1GiB", engine=engine, steps=steps, data=str(data),
+                         setup=setup, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=3,
+                         lr_decay_steps=steps, eval_interval=10, eval_batches=2, checkpoint_interval=5,
+                         log_interval=5)
+    return replace(config, **overrides)
+
+
+def write_plan(path: Path, stages: list[tuple[str, list[str]]] = TWO_STAGES) -> Path:
+    path.write_text(json.dumps({"status": "optimal",
+                                "stages": [{"device": d, "layers": layers} for d, layers in stages]}))
+    return path
+
+
+def losses(run_dir: Path) -> list[float]:
+    from core.training.metrics import read_metrics
+
+    return [row["loss"] for row in read_metrics(run_dir / "metrics.jsonl")]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def bare_loop_losses(run_dir: Path, steps: int) -> list[float]:
+    """The same training written as a plain nanoGPT loop over the whole model:
+    model(x, y), loss / micro_batches, clip_grad_norm_, AdamW. The reference
+    the engines must match."""
+    import torch
+
+    from core.model.gpt import GPT
+    from core.training.engine.context import RunContext
+
+    context = RunContext.load(run_dir)
+    config, setup = context.config, context.config.setup
+    torch.manual_seed(config.seed)
+    model = GPT(context.gpt)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=config.learning_rate, betas=(config.beta1, config.beta2))
+    data = context.data()
+    result = []
+    for step in range(1, steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = _cosine_lr(step, config)
+        x, y = data.train_batch(config.seed, step, setup.micro_batches * setup.micro_batch_size, setup.seq_len)
+        optimizer.zero_grad(set_to_none=True)
+        step_losses = []
+        for xs, ys in zip(x.chunk(setup.micro_batches), y.chunk(setup.micro_batches)):
+            loss = model(xs, ys)
+            (loss / setup.micro_batches).backward()
+            step_losses.append(loss.item())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        result.append(sum(step_losses) / len(step_losses))
+    return result
+
+
+def _cosine_lr(step: int, config: TrainConfig) -> float:
+    if step <= config.warmup_steps:
+        return config.learning_rate * step / config.warmup_steps
+    if step >= config.lr_decay_steps:
+        return config.min_learning_rate
+    progress = (step - config.warmup_steps) / (config.lr_decay_steps - config.warmup_steps)
+    return config.min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (
+        config.learning_rate - config.min_learning_rate)
+

@@ -1,0 +1,147 @@
+"""The app's Start: its devices and plan in the runner's names, the run's config."""
+
+from dataclasses import replace
+
+import pytest
+
+from core.errors import InputError
+from core.planning.devices import resolve_devices
+from core.planning.plan import Plan, StageCost
+from core.planning.setup import TrainingSetup
+from core.project import CustomModel, DeviceEntry, ModelChoice, simulated_entry
+from core.training.app_request import (
+    NOT_TRAINABLE,
+    check_run_name,
+    default_intervals,
+    default_run_name,
+    run_devices,
+    train_config,
+    why_not_trainable,
+)
+from core.training.plan_file import read_plan_stages
+from core.training.runner import layer_names, trainable_model
+
+GIB = 1024**3
+NANO_LAYERS = ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"]
+
+
+def stage(device, layers):
+    return StageCost(device=device, layers=tuple(layers), layer_indices=tuple(range(len(layers))), compute_s=0.01,
+                     comm_s=0.001, inflight_micro_batches=1, params=10, weight_bytes=40.0, grad_bytes=40.0,
+                     optimizer_bytes=80.0, activation_bytes=100.0, budget_bytes=GIB)
+
+
+def plan(*stages):
+    return Plan(status="optimal", solver="exact", stages=tuple(stage(d, layers) for d, layers in stages),
+                objective_s=0.05, lower_bound_s=0.04, micro_batches=2)
+
+
+def host(budget=2 * GIB, included=True):
+    return DeviceEntry(name="cpu", kind="host", total_memory_bytes=8 * GIB, budget_bytes=budget, included=included)
+
+
+def gpu(index, budget=10 * GIB):
+    return DeviceEntry(name=f"cuda:{index}", kind="gpu", total_memory_bytes=80 * GIB, budget_bytes=budget,
+                       catalog_name="A100-80GB")
+
+
+def simulated(catalog, taken=(), budget=None):
+    entry = simulated_entry(catalog, set(taken))
+    return entry if budget is None else replace(entry, budget_bytes=budget)
+
+
+def test_simulated_duplicates_get_the_runners_positional_names():
+    first = simulated("A100-80GB", budget=10 * GIB)
+    second = simulated("A100-80GB", {first.name}, budget=20 * GIB)
+    assert (first.name, second.name) == ("A100-80GB", "A100-80GB#2")
+    # the plan runs the second A100 first: stage order is not the device order
+    answer = run_devices([first, second], plan(("A100-80GB#2", NANO_LAYERS[:4]), ("A100-80GB", NANO_LAYERS[4:])))
+    assert answer.spec == f"A100-80GB:{10 * GIB}B,A100-80GB:{20 * GIB}B"
+    assert [s["device"] for s in answer.plan["stages"]] == ["A100-80GB#1", "A100-80GB#0"]
+    assert answer.names == (("A100-80GB", "A100-80GB#0"), ("A100-80GB#2", "A100-80GB#1"))
+    resolved = resolve_devices(answer.spec)
+    assert [(d.name, d.memory_bytes) for d in resolved] == [("A100-80GB#0", 10 * GIB), ("A100-80GB#1", 20 * GIB)]
+    # the stage on A100-80GB#1 has the second A100's budget: the app's A100-80GB#2
+    by_name = {d.name: d.memory_bytes for d in resolved}
+    assert by_name[answer.plan["stages"][0]["device"]] == second.budget_bytes
+
+
+def test_a_plan_on_a_subset_names_only_the_devices_it_uses(tmp_path):
+    a100 = simulated("A100-80GB")
+    rtx = simulated("RTX4090", {a100.name})
+    h100 = simulated("H100-SXM", {a100.name, rtx.name})
+    entries = [a100, rtx, h100, host()]
+    answer = run_devices(entries, plan(("H100-SXM", NANO_LAYERS[:5]), ("A100-80GB", NANO_LAYERS[5:])))
+    assert answer.spec == f"A100-80GB:{a100.budget_bytes}B,H100-SXM:{h100.budget_bytes}B"
+    assert [s["device"] for s in answer.plan["stages"]] == ["H100-SXM", "A100-80GB"]
+    # what the runner does with them: resolve the spec, then check the plan file against it
+    path = tmp_path / "plan.json"
+    path.write_text(__import__("json").dumps(answer.plan))
+    devices = resolve_devices(answer.spec)
+    stages = read_plan_stages(path, NANO_LAYERS, [d.name for d in devices])
+    assert stages == [("H100-SXM", tuple(NANO_LAYERS[:5])), ("A100-80GB", tuple(NANO_LAYERS[5:]))]
+
+
+def test_the_host_and_discovered_gpus_keep_their_names_and_exact_budgets():
+    entries = [gpu(0, 10 * GIB + 123), gpu(1), host(3 * GIB + 1)]
+    answer = run_devices(entries, plan(("cuda:1", NANO_LAYERS[:3]), ("cuda:0", NANO_LAYERS[3:6]),
+                                       ("cpu", NANO_LAYERS[6:])))
+    assert answer.spec == f"cuda:0:{10 * GIB + 123}B,cuda:1:{10 * GIB}B,cpu:{3 * GIB + 1}B"
+    assert [s["device"] for s in answer.plan["stages"]] == ["cuda:1", "cuda:0", "cpu"]
+    host_only = run_devices([host(2 * GIB)], plan(("cpu", NANO_LAYERS)))
+    assert host_only.spec == f"cpu:{2 * GIB}B"
+    assert [(d.name, d.memory_bytes) for d in resolve_devices(host_only.spec)] == [("cpu", 2 * GIB)]
+
+
+def test_the_rest_of_the_plan_is_kept():
+    answer = run_devices([host()], plan(("cpu", NANO_LAYERS)))
+    assert answer.plan["status"] == "optimal" and answer.plan["objective_s"] == 0.05
+    assert answer.plan["stages"][0]["layers"] == NANO_LAYERS and answer.plan["stages"][0]["compute_s"] == 0.01
+
+
+def test_a_stale_or_infeasible_plan_is_refused_in_one_line():
+    with pytest.raises(InputError, match="no longer in the device list"):
+        run_devices([host()], plan(("RTX4090", NANO_LAYERS)))
+    infeasible = Plan(status="infeasible", solver="exact", stages=(), objective_s=None, lower_bound_s=0.1,
+                      micro_batches=2, reason="cpu is 3 GiB short")
+    with pytest.raises(InputError, match="cpu is 3 GiB short"):
+        run_devices([host()], infeasible)
+
+
+def test_only_the_built_in_gpt_in_train_mode_can_be_trained():
+    train = TrainingSetup()
+    assert why_not_trainable(ModelChoice(name="gpt-nano"), train) is None
+    assert why_not_trainable(ModelChoice(source="custom", custom=CustomModel(layers=2)), train) is None
+    assert why_not_trainable(ModelChoice(name="llama-2-7b"), train) == NOT_TRAINABLE
+    assert why_not_trainable(ModelChoice(name="hf/gpt2-xl"), train) == NOT_TRAINABLE
+    assert why_not_trainable(ModelChoice(source="config", name="/x/config.json"), train) == NOT_TRAINABLE
+    assert "train mode" in why_not_trainable(ModelChoice(name="gpt-nano"), TrainingSetup(mode="infer"))
+    with pytest.raises(InputError, match="built-in GPT"):
+        train_config(ModelChoice(name="llama-2-7b"), train, "cpu", 10)
+
+
+def test_the_config_carries_the_model_setup_devices_and_intervals():
+    setup = TrainingSetup(precision="fp32", micro_batch_size=2, seq_len=64, micro_batches=2)
+    config = train_config(ModelChoice(name="gpt-nano"), setup, "cpu:2GiB", 400, "local", data="corpus.txt")
+    assert (config.model, config.custom, config.devices, config.engine, config.steps, config.data) == (
+        "gpt-nano", None, "cpu:2GiB", "local", 400, "corpus.txt")
+    assert config.setup == setup
+    assert (config.eval_interval, config.checkpoint_interval, config.log_interval) == (20, 50, 10)
+    custom = train_config(ModelChoice(source="custom", custom=CustomModel(layers=2, d_model=64, heads=4, vocab=256,
+                                                                          seq=64)), setup, "cpu", 10)
+    assert custom.model == "custom" and custom.custom.layers == 2
+    name, gpt = trainable_model(custom, 256)
+    assert layer_names(gpt) == ["embed", "h.0", "h.1", "ln_f", "lm_head"] and name.startswith("gpt-custom-2L")
+    assert train_config(ModelChoice(name="gpt-nano"), setup, "cpu", 10, eval_interval=3).eval_interval == 3
+    assert default_intervals(1) == {"eval_interval": 1, "checkpoint_interval": 1, "log_interval": 1}
+
+
+def test_run_names():
+    name = default_run_name(ModelChoice(name="gpt-nano"), now=0.0)
+    assert name.startswith("gpt-nano-19") or name.startswith("gpt-nano-1970")
+    assert default_run_name(ModelChoice(source="custom", custom=CustomModel(layers=3, d_model=96)), 0.0) \
+        .startswith("custom-3L-96d-")
+    assert check_run_name("  my run ") == "my run"
+    for bad in ("", "a/b", "..", ".hidden"):
+        with pytest.raises(InputError):
+            check_run_name(bad)

@@ -1,0 +1,142 @@
+"""Background jobs under control: stop, kill -9 and resume, crashes, two nodes."""
+
+import os
+import random
+import signal
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from core.training.engine import checkpoint as ckpt
+from core.training.engine.local import run_local
+from core.training.engine.loop import FAIL_AT_STEP_ENV
+from core.training.engine.pipeline import free_port
+from core.training.launcher import read_status, resume_run, start_run, stop_run, wait_run
+from core.training.metrics import read_metrics
+from core.training.run_dir import process_alive
+from core.training.runner import prepare_new_run
+from tests.core.training.support import (
+    bare_loop_losses,
+    losses,
+    tiny_config,
+    wait_for,
+    write_corpus,
+    write_plan,
+)
+
+pytestmark = pytest.mark.slow  # background jobs and torchrun: seconds each
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+def _rows(run_dir):
+    return read_metrics(run_dir / "metrics.jsonl")
+
+
+def _check_after_a_kill(run_dir):
+    """Every committed checkpoint is whole and loads; no metrics row up to it is lost."""
+    committed = ckpt.list_checkpoints(run_dir / "checkpoints")
+    for path in committed:
+        ckpt.verify_checkpoint(path)
+        for stage in (0, 1):
+            assert torch.load(path / f"stage_{stage}.pt", weights_only=True)["step"] == ckpt.checkpoint_step(path)
+    last = ckpt.checkpoint_step(committed[-1]) if committed else 0
+    steps = [row["step"] for row in _rows(run_dir)]
+    assert steps[:last] == list(range(1, last + 1))
+    return last
+
+
+def test_kill_minus_9_at_random_moments_then_resume(tmp_path, corpus):
+    plan = write_plan(tmp_path / "plan.json")
+    config = tiny_config(corpus, steps=40, checkpoint_interval=2, keep_checkpoints=2, eval_interval=20)
+    run_dir = start_run(config, tmp_path / "run", str(plan), emit=lambda _: None).run_dir
+    rng = random.Random(2024)
+    resumed_from = []
+    for _ in range(3):
+        pid = read_status(run_dir).pid
+        wait_for(lambda: len(_rows(run_dir)) >= (resumed_from[-1] if resumed_from else 0) + 2, 60, "progress")
+        time.sleep(rng.uniform(0.0, 0.4))
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda pid=pid: not process_alive(pid), 10, "the job to die")
+        assert read_status(run_dir).state == "failed"  # killed: reads failed, not running
+        resumed_from.append(_check_after_a_kill(run_dir))
+        resume_run(run_dir)
+    status = wait_run(run_dir, timeout_s=120)
+    assert status.state == "finished", (run_dir / "train.log").read_text()[-3000:]
+    assert [row["step"] for row in _rows(run_dir)] == list(range(1, 41))  # each step once, in order
+    assert resumed_from == sorted(resumed_from) and resumed_from[-1] > 0
+    # the resumed curve is the uninterrupted one: same data order, same state
+    reference = tmp_path / "reference"
+    context = prepare_new_run(replace(config, checkpoint_interval=1000), reference, str(plan), emit=lambda _: None)
+    run_local(context, lambda row: None, lambda: False)
+    assert losses(run_dir) == pytest.approx(losses(reference), abs=1e-6)
+
+
+def test_stop_ends_a_pipeline_within_seconds_with_a_checkpoint(tmp_path, corpus):
+    plan = write_plan(tmp_path / "plan.json")
+    config = tiny_config(corpus, engine="pipeline", steps=100_000, checkpoint_interval=1000)
+    handle = start_run(config, tmp_path / "run", str(plan), emit=lambda _: None)
+    wait_for(lambda: len(_rows(handle.run_dir)) >= 3, 90, "the pipeline to train")
+    asked = time.monotonic()
+    assert stop_run(handle.run_dir)
+    status = wait_run(handle.run_dir, timeout_s=30)
+    assert time.monotonic() - asked < 10
+    assert status.state == "stopped", (handle.run_dir / "train.log").read_text()[-3000:]
+    latest = ckpt.latest_checkpoint(handle.run_dir / "checkpoints")
+    assert latest is not None and ckpt.checkpoint_step(latest) == status.step == _rows(handle.run_dir)[-1]["step"]
+    wait_for(lambda: not process_alive(status.pids["torchrun"]), 10, "torchrun to exit")
+    # ---- resume the pipeline: it continues at the right step, on the same curve
+    resume_run(handle.run_dir, steps=status.step + 3)
+    resumed = wait_run(handle.run_dir, timeout_s=90)
+    assert resumed.state == "finished", (handle.run_dir / "train.log").read_text()[-3000:]
+    assert [row["step"] for row in _rows(handle.run_dir)] == list(range(1, status.step + 4))
+    assert losses(handle.run_dir) == pytest.approx(bare_loop_losses(handle.run_dir, status.step + 3), abs=1e-4)
+
+
+def test_a_crash_leaves_status_failed_with_the_traceback(tmp_path, corpus, monkeypatch):
+    monkeypatch.setenv(FAIL_AT_STEP_ENV, "3")
+    plan = write_plan(tmp_path / "plan.json")
+    handle = start_run(tiny_config(corpus, steps=10), tmp_path / "run", str(plan), emit=lambda _: None)
+    status = wait_run(handle.run_dir, timeout_s=60)
+    assert status.state == "failed"
+    assert "failing at step 3" in status.error and "\n" not in status.error
+    assert "Traceback" in status.traceback and "loop.py" in status.traceback
+    assert [row["step"] for row in _rows(handle.run_dir)] == [1, 2]
+
+
+def test_a_crash_in_a_pipeline_worker_is_reported(tmp_path, corpus, monkeypatch):
+    monkeypatch.setenv(FAIL_AT_STEP_ENV, "2")
+    plan = write_plan(tmp_path / "plan.json")
+    handle = start_run(tiny_config(corpus, engine="pipeline", steps=10), tmp_path / "run", str(plan),
+                       emit=lambda _: None)
+    status = wait_run(handle.run_dir, timeout_s=90)
+    assert status.state == "failed"
+    assert "failing at step 2" in status.error and status.error.startswith("rank ")
+    assert "pipeline_worker.py" in status.traceback
+
+
+def test_two_nodes_on_loopback_train_one_pipeline(tmp_path, corpus):
+    plan = write_plan(tmp_path / "plan.json")
+    endpoint = f"127.0.0.1:{free_port()}"
+    gpipe = replace(tiny_config(corpus).setup, schedule="gpipe")  # the other schedule, here
+    handles = [start_run(tiny_config(corpus, engine="pipeline", steps=12, nnodes=2, node_rank=rank,
+                                     rdzv_endpoint=endpoint, checkpoint_interval=6, setup=gpipe),
+                         tmp_path / f"node{rank}", str(plan), emit=lambda _: None)
+               for rank in (0, 1)]
+    for handle in handles:
+        status = wait_run(handle.run_dir, timeout_s=180)
+        assert status.state == "finished", (handle.run_dir / "train.log").read_text()[-3000:]
+    node0, node1 = (handle.run_dir for handle in handles)
+    assert "--node-rank 1" in (node1 / "train.log").read_text()
+    curve = losses(node0)  # rank 0 (node 0) writes the metrics
+    assert len(curve) == 12 and curve[-1] < curve[0] - 0.5
+    assert curve[:6] == pytest.approx(bare_loop_losses(node0, 6), abs=1e-4)
+    # each node's run directory holds the checkpoint of the stage it ran
+    assert sorted(p.name for p in ckpt.latest_checkpoint(node0 / "checkpoints").glob("*.pt")) == ["stage_0.pt"]
+    assert sorted(p.name for p in ckpt.latest_checkpoint(node1 / "checkpoints").glob("*.pt")) == ["stage_1.pt"]
+

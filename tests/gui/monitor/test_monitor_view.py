@@ -1,0 +1,74 @@
+"""The monitor view draws the sampler's history and never more than the window."""
+
+import numpy as np
+import pytest
+
+from core.devices.fake_nvml import fake_gateway
+from core.devices.telemetry import TelemetrySampler
+from gui.monitor.monitor_view import MonitorView, nvml_status_text
+
+
+def filled_sampler(gpus: int, rows: int, interval_s: float = 1.0) -> TelemetrySampler:
+    sampler = TelemetrySampler(fake_gateway(gpus), interval_s=interval_s, history_s=3600)
+    for _ in range(rows):
+        sampler.sample_once()
+    # Spread the rows one interval apart, as a sampler running that long would.
+    for index in sampler.gpu_indices:
+        history = sampler.gpu_history(index)
+        rows_view = history.last()
+        rows_view[:, 0] = np.arange(len(rows_view)) * interval_s
+    return sampler
+
+
+def test_curves_per_gpu_follow_the_history(qtbot):
+    sampler = filled_sampler(gpus=8, rows=30)
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.refresh()
+    x, y = view._gpu_curves[("utilization_percent", 3)].getData()
+    expected = sampler.gpu_history(3).column("utilization_percent")
+    assert len(x) == len(expected) == 30
+    np.testing.assert_allclose(y, expected)
+    assert x[-1] == 0  # the newest sample is "now"
+    assert len([k for k in view._gpu_curves if k[0] == "power_watts"]) == 8
+
+
+def test_window_limits_how_far_back_the_curves_reach(qtbot):
+    sampler = filled_sampler(gpus=2, rows=200)
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.window_box.setCurrentText("1 min")
+    x, _ = view._gpu_curves[("memory_used_bytes", 0)].getData()
+    assert x.min() >= -61 and len(x) <= 62
+
+
+def test_interval_choice_reaches_the_sampler(qtbot):
+    sampler = filled_sampler(gpus=1, rows=2)
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.interval_box.setCurrentIndex(view.interval_box.findData(5.0))
+    assert sampler.interval_s == pytest.approx(5.0)
+    assert view.timer.interval() == 1000  # never redraw faster than 1 Hz for slow sampling
+
+
+def test_process_table_lists_gpu_processes(qtbot):
+    sampler = filled_sampler(gpus=2, rows=1)
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.refresh()
+    processes = [p for gpu in sampler.latest.gpus for p in gpu.processes]
+    assert view.process_table.rowCount() == len(processes) > 0
+    assert view.process_table.item(0, 1).text() == str(processes[0].pid)
+
+
+def test_without_nvml_the_reason_is_shown(qtbot):
+    from core.devices.fake_nvml import FakeNvml
+    from core.devices.nvml_gateway import LIBRARY_NOT_FOUND, NvmlGateway
+
+    sampler = TelemetrySampler(NvmlGateway(FakeNvml(0, init_error=LIBRARY_NOT_FOUND)))
+    sampler.sample_once()
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    assert "library not found" in view.status_label.text()
+    assert "library not found" in nvml_status_text(sampler)
+    assert not view._gpu_curves

@@ -1,0 +1,38 @@
+"""The planning process ends with the app, even when the app is killed hard."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[3]
+APP_STAND_IN = """
+import time
+from gui.plan import jobs as plan_jobs
+if __name__ == "__main__":
+    pool = plan_jobs.shared_pool()
+    print(pool.submit(plan_jobs.os.getpid).result(timeout=120), flush=True)
+    time.sleep(300)
+"""
+
+
+def test_the_planning_process_exits_when_the_app_is_killed(tmp_path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(APP_STAND_IN)
+    app = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    try:
+        planner = psutil.Process(int(app.stdout.readline()))
+        assert planner.is_running()
+        app.kill()  # kill -9: no atexit, no pool shutdown
+        app.wait()
+        deadline = time.monotonic() + 10
+        while planner.is_running() and planner.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not planner.is_running() or planner.status() == psutil.STATUS_ZOMBIE
+    finally:
+        app.kill()
