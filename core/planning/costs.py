@@ -2,7 +2,8 @@
 baseline and report uses, so plans are compared on the same scale.
 
 A placement is a sequence of stages in pipeline order, each a device index
-and the indices of the layers it runs. For a chain split into contiguous
+(or a group of d device indices, one per data-parallel replica: cost model
+v2) and the indices of the layers it runs. For a chain split into contiguous
 ranges this is exactly DESIGN.md's model; for other graphs or placements a
 stage sends each output that another stage reads once to each such stage.
 """
@@ -15,7 +16,8 @@ from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import Layer, Problem, Setup
 from core.units import format_bytes
 
-Placement = Sequence[tuple[int, Sequence[int]]]
+Group = int | Sequence[int]  # one device, or a data-parallel group in replica order
+Placement = Sequence[tuple[Group, Sequence[int]]]
 
 
 def work_factor(setup: Setup) -> int:
@@ -30,16 +32,22 @@ def comm_factor(setup: Setup) -> int:
     return 1 if setup.mode == "infer" else 2
 
 
-def inflight_micro_batches(setup: Setup, stages_from_end: int) -> int:
+def replica_micro_batches(setup: Setup, replicas: int) -> int:
+    """m' = m / d: the micro-batches each data-parallel replica runs per step."""
+    return setup.micro_batches // replicas
+
+
+def inflight_micro_batches(setup: Setup, stages_from_end: int, replicas: int = 1) -> int:
     """Micro-batches whose activations a stage holds at once.
 
-    `stages_from_end` is S - s + 1: 1 for the last stage.
+    `stages_from_end` is S - s + 1: 1 for the last stage; `replicas` is d.
     """
     if setup.mode == "infer":
         return 1
+    per_replica = replica_micro_batches(setup, replicas)
     if setup.schedule == "gpipe":
-        return setup.micro_batches
-    return min(setup.micro_batches, stages_from_end)
+        return per_replica
+    return min(per_replica, stages_from_end)
 
 
 def stage_params(layers: Sequence[Layer], indices: Sequence[int]) -> int:
@@ -70,9 +78,49 @@ def bytes_split_per_param(setup: Setup) -> tuple[float, float, float]:
     return setup.bytes_per_param, 0.0, 0.0
 
 
-def step_time_s(stage_times_s: Sequence[float], micro_batches: int) -> float:
-    """T = sum of stage times + (m - 1) * the slowest stage."""
-    return sum(stage_times_s) + (micro_batches - 1) * max(stage_times_s)
+def state_bytes(split: tuple[float, float, float], params: float, largest_layer_params: float,
+                replicas: int, zero: int) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer state) bytes one device of a stage's group holds.
+
+    ZeRO 1 shards the optimizer state over the d replicas, 2 also the
+    gradients, 3 also the weights, plus two gathered layers (the current one
+    and the prefetched one) of full weights.
+    """
+    weight, grad, optimizer = split
+    d = replicas
+    if zero == 0:
+        return weight * params, grad * params, optimizer * params
+    if zero == 1:
+        return weight * params, grad * params, optimizer * params / d
+    if zero == 2:
+        return weight * params, grad * params / d, optimizer * params / d
+    return weight * params / d + 2 * weight * largest_layer_params, grad * params / d, optimizer * params / d
+
+
+def sync_time_s(setup: Setup, split: tuple[float, float, float], params: float, replicas: int, zero: int,
+                bandwidth_gbps: float) -> float:
+    """A stage group's exchange once per step (DESIGN.md, cost model v2).
+
+    Training: all-reduce of the gradients (z <= 2), or for z = 3 the weights
+    gathered for forward and again for backward plus the gradients
+    reduce-scattered. Inference: the weights gathered under z = 3, else nothing.
+    """
+    d = replicas
+    if d == 1:
+        return 0.0
+    weight, grad, _ = split
+    share = (d - 1) / d * params / (bandwidth_gbps * 1e9)
+    if setup.mode == "infer":
+        return share * weight if zero == 3 else 0.0
+    return share * (2 * weight + grad) if zero == 3 else 2 * share * grad
+
+
+def step_time_s(stage_times_s: Sequence[float], micro_batches: int, sync_s: Sequence[float] = ()) -> float:
+    """T = sum of stage times + (m' - 1) * the slowest stage + the slowest group sync.
+
+    `micro_batches` is m' (per replica); the groups synchronise at once.
+    """
+    return sum(stage_times_s) + (micro_batches - 1) * max(stage_times_s) + max(sync_s, default=0.0)
 
 
 def lower_bound_s(problem: Problem) -> float:
@@ -83,52 +131,72 @@ def lower_bound_s(problem: Problem) -> float:
     return problem.setup.micro_batches * k * total_flops / (1e12 * total_tflops)
 
 
-def evaluate_placement(problem: Problem, placement: Placement) -> list[StageCost]:
-    """Cost every stage of a placement under the canonical model."""
+def evaluate_placement(problem: Problem, placement: Placement, zero: int | None = None) -> list[StageCost]:
+    """Cost every stage of a placement under the canonical model.
+
+    `zero` overrides the setup's ZeRO stage (the baselines fix their own).
+    """
     layers, devices, setup = problem.layers, problem.devices, problem.setup
+    groups = [group_of(entry) for entry, _ in placement]
+    zero = setup.zero if zero is None else zero
+    d = len(groups[0]) if groups else 1
     stage_of_layer = {i: s for s, (_, indices) in enumerate(placement) for i in indices}
     consumers: dict[int, set[int]] = {}
     for producer, consumer in problem.edges():
         if stage_of_layer[producer] != stage_of_layer[consumer]:
             consumers.setdefault(producer, set()).add(stage_of_layer[consumer])
     k, c = work_factor(setup), comm_factor(setup)
-    weight_b, grad_b, optimizer_b = bytes_split_per_param(setup)
+    split = bytes_split_per_param(setup)
     stages = []
-    for s, (d, indices) in enumerate(placement):
-        device = devices[d]
+    for s, ((_, indices), group) in enumerate(zip(placement, groups)):
+        members = [devices[i] for i in group]
+        bandwidth = min(device.bandwidth_gbps for device in members)
         indices = tuple(sorted(indices))
-        flops = sum(layers[i].flops for i in indices)
         comm_s = 0.0
         for i in indices:
             for target in sorted(consumers.get(i, ())):
-                link_gbps = min(device.bandwidth_gbps, devices[placement[target][0]].bandwidth_gbps)
+                link_gbps = min(bandwidth, *(devices[j].bandwidth_gbps for j in groups[target]))
                 comm_s += c * layers[i].output_bytes / (link_gbps * 1e9)
-        inflight = inflight_micro_batches(setup, len(placement) - s)
+        inflight = inflight_micro_batches(setup, len(placement) - s, d)
         params = stage_params(layers, indices)
+        weight, grad, optimizer = state_bytes(split, params, max(layers[i].params for i in indices), d, zero)
         stages.append(
             StageCost(
-                device=device.name,
+                device=members[0].name,
                 layers=tuple(layers[i].name for i in indices),
                 layer_indices=indices,
-                compute_s=k * flops / (device.tflops * 1e12),
+                compute_s=max(k * sum(layers[i].flops for i in indices) / (device.tflops * 1e12)
+                              for device in members),
                 comm_s=comm_s,
                 inflight_micro_batches=inflight,
                 params=params,
-                weight_bytes=weight_b * params,
-                grad_bytes=grad_b * params,
-                optimizer_bytes=optimizer_b * params,
+                weight_bytes=weight,
+                grad_bytes=grad,
+                optimizer_bytes=optimizer,
                 activation_bytes=float(inflight * sum(layers[i].activation_bytes for i in indices)),
-                budget_bytes=device.memory_bytes,
+                budget_bytes=min(device.memory_bytes for device in members),
+                devices=tuple(device.name for device in members),
+                sync_s=sync_time_s(setup, split, params, d, zero, bandwidth),
             )
         )
     return stages
 
 
+def group_of(entry: Group) -> tuple[int, ...]:
+    """A placement entry's device group: one index stands for a group of one."""
+    return (entry,) if isinstance(entry, int) else tuple(entry)
+
+
 def plan_from_placement(problem: Problem, placement: Placement, solver: str, status: str,
-                        solve_time_s: float = 0.0, gap: float | None = None) -> Plan:
-    """Evaluate a placement into a Plan; one that overflows a budget is infeasible."""
+                        solve_time_s: float = 0.0, gap: float | None = None, zero: int | None = None) -> Plan:
+    """Evaluate a placement into a Plan; one that overflows a budget is infeasible.
+
+    The plan's d is its groups' size; `zero` overrides the setup's stage.
+    """
     _check_placement(problem, placement)
-    stages = tuple(evaluate_placement(problem, placement))
+    d = len(group_of(placement[0][0]))
+    zero = problem.setup.zero if zero is None else zero
+    stages = tuple(evaluate_placement(problem, placement, zero))
     over = [stage for stage in stages if stage.over_budget_bytes > 0]
     reason = None
     if over:
@@ -142,18 +210,23 @@ def plan_from_placement(problem: Problem, placement: Placement, solver: str, sta
         status=status,
         solver=solver,
         stages=stages,
-        objective_s=step_time_s([stage.time_s for stage in stages], problem.setup.micro_batches),
+        objective_s=step_time_s([stage.time_s for stage in stages], replica_micro_batches(problem.setup, d),
+                                [stage.sync_s for stage in stages]),
         lower_bound_s=lower_bound_s(problem),
         micro_batches=problem.setup.micro_batches,
         solve_time_s=solve_time_s,
         gap=gap,
         reason=reason,
         tokens_per_micro_batch=problem.setup.tokens_per_micro_batch,
+        data_parallel=d,
+        zero=zero,
     )
 
 
-def infeasible_plan(problem: Problem, solver: str, reason: str, solve_time_s: float = 0.0) -> Plan:
+def infeasible_plan(problem: Problem, solver: str, reason: str, solve_time_s: float = 0.0,
+                    data_parallel: int | None = None, zero: int | None = None) -> Plan:
     """The answer when no placement fits: a reason, no stages."""
+    d = problem.setup.data_parallel if data_parallel is None else data_parallel
     return Plan(
         status=INFEASIBLE,
         solver=solver,
@@ -164,14 +237,23 @@ def infeasible_plan(problem: Problem, solver: str, reason: str, solve_time_s: fl
         solve_time_s=solve_time_s,
         reason=reason,
         tokens_per_micro_batch=problem.setup.tokens_per_micro_batch,
+        data_parallel=d if isinstance(d, int) else 1,
+        zero=problem.setup.zero if zero is None else zero,
     )
 
 
 def _check_placement(problem: Problem, placement: Placement) -> None:
-    """A placement uses each device once and runs every layer exactly once."""
-    used = [d for d, _ in placement]
+    """A placement uses each device once, in groups of one size, and runs every layer exactly once."""
+    groups = [group_of(entry) for entry, _ in placement]
+    used = [d for group in groups for d in group]
     if len(set(used)) != len(used):
         raise ValueError("a placement uses a device for two stages")
+    sizes = {len(group) for group in groups}
+    if len(sizes) > 1 or 0 in sizes:
+        raise ValueError("every stage's group must hold the same number (d >= 1) of devices")
+    d = sizes.pop() if sizes else 1
+    if problem.setup.micro_batches % d:
+        raise ValueError(f"groups of {d} do not divide the {problem.setup.micro_batches} micro-batches")
     covered = sorted(i for _, indices in placement for i in indices)
     if covered != list(range(len(problem.layers))) or any(not indices for _, indices in placement):
         raise ValueError("a placement must run every layer exactly once, with no empty stage")

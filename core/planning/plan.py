@@ -17,7 +17,13 @@ INFEASIBLE = "infeasible"
 
 @dataclass(frozen=True)
 class StageCost:
-    """One pipeline stage under the canonical model (times for one micro-batch)."""
+    """One pipeline stage under the canonical model (times for one micro-batch).
+
+    `devices` is the stage's group, in replica order (one device without data
+    parallelism); `device` is the first of it. `sync_s` is the group's
+    gradient (and, under ZeRO-3, parameter) exchange once per step.
+    Memory figures are per device of the group.
+    """
 
     device: str
     layers: tuple[str, ...]
@@ -31,6 +37,14 @@ class StageCost:
     optimizer_bytes: float
     activation_bytes: float
     budget_bytes: int
+    devices: tuple[str, ...] = ()
+    sync_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.devices:
+            object.__setattr__(self, "devices", (self.device,))
+        elif self.devices[0] != self.device:
+            raise ValueError("a stage's device must be the first of its group")
 
     @property
     def time_s(self) -> float:
@@ -64,6 +78,8 @@ class Plan:
     gap: float | None = None
     reason: str | None = None
     tokens_per_micro_batch: int | None = None
+    data_parallel: int = 1
+    zero: int = 0
 
     @property
     def feasible(self) -> bool:
@@ -100,6 +116,11 @@ class Plan:
         """Layer name -> device name, for colouring graphs and exporting maps."""
         return {layer: stage.device for stage in self.stages for layer in stage.layers}
 
+    def device_of_rank(self, rank: int) -> str:
+        """The device process `rank` runs on (see rank_of)."""
+        replica, stage = replica_and_stage(rank, len(self.stages))
+        return self.stages[stage].devices[replica]
+
     def to_dict(self) -> dict[str, Any]:
         """DESIGN.md's answer format, plus the extra facts reports show."""
         answer: dict[str, Any] = {
@@ -111,6 +132,8 @@ class Plan:
             "solver": self.solver,
             "solve_time_s": self.solve_time_s,
             "tokens_per_s": self.tokens_per_s,
+            "data_parallel": self.data_parallel,
+            "zero": self.zero,
         }
         if self.status == FEASIBLE:
             answer["gap"] = self.gap
@@ -126,11 +149,13 @@ class Plan:
 def _stage_dict(stage: StageCost) -> dict[str, Any]:
     return {
         "device": stage.device,
+        "devices": list(stage.devices),
         "layers": list(stage.layers),
         "time_s": stage.time_s,
         "memory_bytes": stage.memory_bytes,
         "compute_s": stage.compute_s,
         "comm_s": stage.comm_s,
+        "sync_s": stage.sync_s,
         "inflight_micro_batches": stage.inflight_micro_batches,
         "params": stage.params,
         "memory_split_bytes": {
@@ -141,3 +166,22 @@ def _stage_dict(stage: StageCost) -> dict[str, Any]:
         },
         "budget_bytes": stage.budget_bytes,
     }
+
+
+def rank_of(replica: int, stage: int, stages: int) -> int:
+    """The process rank of (replica, stage) in a d x S run: replica * S + stage.
+
+    The one convention the launcher, the engine and the exports share:
+    replica r's pipeline is ranks r*S .. r*S+S-1, and stage s's data-parallel
+    group is ranks s, S+s, 2S+s, ...
+    """
+    if not 0 <= stage < stages or replica < 0:
+        raise ValueError(f"no process for replica {replica}, stage {stage} of {stages}")
+    return replica * stages + stage
+
+
+def replica_and_stage(rank: int, stages: int) -> tuple[int, int]:
+    """The inverse of rank_of: (replica, stage) of a process rank."""
+    if rank < 0 or stages < 1:
+        raise ValueError(f"no replica and stage for rank {rank} of {stages} stages")
+    return divmod(rank, stages)

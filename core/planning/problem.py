@@ -18,6 +18,8 @@ from core.errors import InputError
 
 MODES = ("train", "infer")
 SCHEDULES = ("1f1b", "gpipe")
+ZERO_STAGES = (0, 1, 2, 3)
+AUTO = "auto"  # data_parallel: the solver picks the best divisor of micro_batches
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,9 @@ class Device:
 class Setup:
     """How the layers are run: DESIGN.md's setup plus optional facts for reports.
 
-    The optional per-parameter split (weights, gradients, optimizer state) only
-    labels memory; the canonical model uses `bytes_per_param`.
+    The optional per-parameter split (weights, gradients, optimizer state)
+    labels memory in v1; cost model v2 (`data_parallel` d > 1 or `zero` > 0)
+    needs it, since ZeRO shards the three parts differently.
     """
 
     mode: str = "train"
@@ -69,6 +72,41 @@ class Setup:
     weight_bytes_per_param: float | None = None
     grad_bytes_per_param: float | None = None
     optimizer_bytes_per_param: float | None = None
+    data_parallel: int | str = 1
+    zero: int = 0
+
+    def __post_init__(self) -> None:
+        check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
+        if self.is_hybrid:
+            parts = [self.weight_bytes_per_param, self.grad_bytes_per_param, self.optimizer_bytes_per_param]
+            given = [float(part) for part in parts if part is not None]
+            if len(given) < 3:
+                raise InputError("data_parallel above 1 or zero 1-3 needs the split of bytes_per_param: "
+                                 "weight_bytes_per_param, grad_bytes_per_param, optimizer_bytes_per_param")
+            if abs(sum(given) - self.bytes_per_param) > 1e-9 * max(1.0, self.bytes_per_param):
+                raise InputError(f"weight + grad + optimizer bytes per param ({sum(given):g}) must add up to "
+                                 f"bytes_per_param ({self.bytes_per_param:g})")
+
+    @property
+    def is_hybrid(self) -> bool:
+        """True for cost model v2: replicas (or "auto") or ZeRO sharding."""
+        return self.data_parallel != 1 or self.zero != 0
+
+
+def check_hybrid_setup(data_parallel: Any, zero: Any, micro_batches: int) -> None:
+    """DESIGN.md's rules for d and z that need no devices.
+
+    Raises:
+        InputError: d not a whole number >= 1 or "auto", d not dividing m, z outside 0..3.
+    """
+    if data_parallel != AUTO:
+        if isinstance(data_parallel, bool) or not isinstance(data_parallel, int) or data_parallel < 1:
+            raise InputError(f"data-parallel must be a whole number of 1 or more or 'auto', got {data_parallel!r}")
+        if micro_batches % data_parallel:
+            raise InputError(f"data-parallel {data_parallel} does not divide the {micro_batches} micro-batches: "
+                             f"every replica runs micro-batches / data-parallel of them")
+    if isinstance(zero, bool) or zero not in ZERO_STAGES:
+        raise InputError(f"zero must be 0, 1, 2 or 3, got {zero!r}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +114,12 @@ class Problem:
     layers: tuple[Layer, ...]
     devices: tuple[Device, ...]
     setup: Setup = field(default_factory=Setup)
+
+    def __post_init__(self) -> None:
+        d = self.setup.data_parallel
+        if isinstance(d, int) and d > len(self.devices):
+            raise InputError(f"data-parallel {d} needs groups of {d} devices but there are only "
+                             f"{len(self.devices)} devices")
 
     @property
     def is_chain(self) -> bool:
@@ -255,6 +299,10 @@ def _setup(item: Any) -> Setup:
         if item.get(key) is not None
     }
     tokens = item.get("tokens_per_micro_batch")
+    data_parallel = item.get("data_parallel", 1)
+    if data_parallel != AUTO and "data_parallel" in item:
+        data_parallel = _integer(item, "data_parallel", "setup", positive=True)
+    zero = _integer(item, "zero", "setup") if "zero" in item else 0
     return Setup(
         mode=mode,
         bytes_per_param=_number(item, "bytes_per_param", "setup", positive=True),
@@ -264,6 +312,8 @@ def _setup(item: Any) -> Setup:
         tokens_per_micro_batch=(
             _integer(item, "tokens_per_micro_batch", "setup", positive=True) if tokens is not None else None
         ),
+        data_parallel=data_parallel,
+        zero=zero,
         **optional,
     )
 

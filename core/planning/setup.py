@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.errors import InputError
-from core.planning.problem import MODES, SCHEDULES, Setup
+from core.planning.problem import MODES, SCHEDULES, Setup, check_hybrid_setup
 
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
@@ -31,6 +31,8 @@ class TrainingSetup:
     schedule: str = "1f1b"
     recompute: bool = False
     fp32_grad_accumulation: bool = False  # Megatron keeps fp32 main grads: 18 bytes for bf16 Adam
+    data_parallel: int | str = 1  # replicas of every stage, or "auto": the planner picks a divisor of micro_batches
+    zero: int = 0  # ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP)
 
     def __post_init__(self) -> None:
         _one_of("mode", self.mode, MODES)
@@ -41,6 +43,7 @@ class TrainingSetup:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name.replace('_', '-')} must be a whole number of 1 or more, got {value!r}")
+        check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -78,6 +81,8 @@ class TrainingSetup:
             weight_bytes_per_param=weight,
             grad_bytes_per_param=grad,
             optimizer_bytes_per_param=optimizer,
+            data_parallel=self.data_parallel,
+            zero=self.zero,
         )
 
     def to_dict(self) -> dict[str, Any]:
