@@ -2,6 +2,7 @@
 
     python main.py plan --model llama-2-7b --devices "A100-80GB:70GiB,RTX4090:22GiB" \
         --mode train --micro-batch 1 --seq 4096 --micro-batches 16
+    python main.py plan --model llama-2-7b --devices 8xA100-80GB --data-parallel auto --zero 3
     python main.py plan --problem problem.json --json
 
 Exit codes: 0 a plan, 1 no placement fits (the reason is printed), 2 bad input.
@@ -64,6 +65,10 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--micro-batches", type=int, default=8, help="micro-batches per step (default 8)")
     group.add_argument("--schedule", default="1f1b", choices=("1f1b", "gpipe"))
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
+    group.add_argument("--data-parallel", default="1", metavar="N|auto",
+                       help="replicas of every stage (must divide --micro-batches), or auto: the best (default 1)")
+    group.add_argument("--zero", type=int, default=0, metavar="0..3",
+                       help="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +96,13 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
 
     if args.model or args.devices or args.layers:
         raise InputError("--problem already holds layers and devices: give no --model, --layers or --devices")
-    return load_problem(args.problem)
+    problem = load_problem(args.problem)
+    if args.data_parallel != "1" or args.zero != 0:  # the command line overrides the file's setup
+        from dataclasses import replace
+
+        setup = replace(problem.setup, data_parallel=data_parallel_from_arg(args.data_parallel), zero=args.zero)
+        problem = replace(problem, setup=setup)
+    return problem
 
 
 def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -140,7 +151,21 @@ def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
     seq = args.seq or min(spec.context_length or 1024, 4096)
     return TrainingSetup(mode=args.mode, precision=args.precision, optimizer=args.optimizer,
                          micro_batch_size=args.micro_batch, seq_len=seq, micro_batches=args.micro_batches,
-                         schedule=args.schedule, recompute=args.recompute)
+                         schedule=args.schedule, recompute=args.recompute,
+                         data_parallel=data_parallel_from_arg(getattr(args, "data_parallel", "1")),
+                         zero=getattr(args, "zero", 0))
+
+
+def data_parallel_from_arg(value: str) -> int | str:
+    """--data-parallel: a whole number or "auto" (checked further by TrainingSetup)."""
+    from core.planning.problem import AUTO
+
+    if value == AUTO:
+        return AUTO
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--data-parallel must be a whole number or auto, got {value!r}") from None
 
 
 def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:

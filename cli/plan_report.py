@@ -14,9 +14,23 @@ def describe_problem(problem: Problem, model_name: str | None) -> str:
     what = f"{model_name}: " if model_name else ""
     tokens = f", {setup.tokens_per_micro_batch} tokens per micro-batch" if setup.tokens_per_micro_batch else ""
     devices = ", ".join(f"{d.name} {format_bytes(d.memory_bytes)} {d.tflops:.3g} TFLOP/s" for d in problem.devices)
+    hybrid = f"; data-parallel {setup.data_parallel}, zero {setup.zero}" if setup.is_hybrid else ""
     return (f"{what}{len(problem.layers)} layers, {format_count(params)} params; {setup.mode}, "
             f"{setup.bytes_per_param:g} bytes/param, {setup.micro_batches} micro-batches ({setup.schedule})"
-            f"{tokens}\ndevices: {devices}")
+            f"{tokens}{hybrid}\ndevices: {devices}")
+
+
+def group_label(devices: tuple[str, ...]) -> str:
+    """A stage's device group, short: "A100-80GB#0..7" for a run of one kind, else the names."""
+    if len(devices) == 1:
+        return devices[0]
+    stems = {name.rpartition("#")[0] for name in devices}
+    numbers = [name.rpartition("#")[2] for name in devices]
+    if len(stems) == 1 and "" not in stems and all(n.isdigit() for n in numbers):
+        values = [int(n) for n in numbers]
+        if values == list(range(values[0], values[0] + len(values))):
+            return f"{stems.pop()}#{values[0]}..{values[-1]}"
+    return ",".join(devices)
 
 
 def stage_table(plan: Plan) -> str:
@@ -26,15 +40,20 @@ def stage_table(plan: Plan) -> str:
         first, last = stage.layers[0], stage.layers[-1]
         span = first if first == last else f"{first} .. {last}"
         rows.append([
-            s, stage.device, f"{span} ({len(stage.layers)})", format_count(stage.params),
+            s, group_label(stage.devices), f"{span} ({len(stage.layers)})", format_count(stage.params),
             format_bytes(stage.weight_bytes + stage.grad_bytes + stage.optimizer_bytes),
             format_bytes(stage.activation_bytes), f"{format_bytes(stage.memory_bytes)} / {format_bytes(stage.budget_bytes)}",
             format_seconds(stage.compute_s), format_seconds(stage.comm_s),
             format_seconds(stage.time_s) + (" *" if s == bottleneck else ""),
         ])
-    headers = ["stage", "device", "layers", "params", "params+grads+optim", "activations", "memory / budget",
-               "compute", "comm", "time/micro-batch"]
-    return render_table(headers, rows, right=(0, 3, 4, 5, 6, 7, 8, 9))
+        if plan.data_parallel > 1:
+            rows[-1].append(format_seconds(stage.sync_s))
+    headers = ["stage", "device" if plan.data_parallel == 1 else "group (one device per replica)", "layers",
+               "params", "params+grads+optim", "activations", "memory / budget", "compute", "comm",
+               "time/micro-batch"]
+    if plan.data_parallel > 1:
+        headers.append("sync/step")
+    return render_table(headers, rows, right=(0, 3, 4, 5, 6, 7, 8, 9, 10))
 
 
 def summary(plan: Plan) -> str:
@@ -44,6 +63,10 @@ def summary(plan: Plan) -> str:
              + f", solved in {format_seconds(plan.solve_time_s)}",
              f"step time T = {format_seconds(plan.objective_s or 0.0)} for {plan.micro_batches} micro-batches"
              f" (bottleneck stage {plan.bottleneck_index}: {format_seconds(plan.bottleneck_s or 0.0)})"]
+    if plan.data_parallel > 1 or plan.zero:
+        sync = max(stage.sync_s for stage in plan.stages)
+        lines.append(f"{shape(plan)}: {plan.micro_batches // plan.data_parallel} micro-batch(es) per replica, "
+                     f"then the groups sync in {format_seconds(sync)}")
     if plan.tokens_per_s:
         lines.append(f"throughput {plan.tokens_per_s:,.0f} tokens/s")
     if plan.gap_to_lower_bound is not None:
@@ -61,15 +84,24 @@ def comparison_table(results: dict[str, Plan | str], reference: Plan | None) -> 
         if plan.status == INFEASIBLE:
             # A baseline's placement that overflows a budget would run out of memory.
             status = "OOM" if plan.stages else plan.status
-            rows.append([name, status, _maybe_seconds(plan.objective_s), "", "", plan.reason or ""])
+            hybrid = plan.stages and (plan.data_parallel > 1 or plan.zero)
+            note = f"{shape(plan)}: {plan.reason}" if hybrid else plan.reason or ""
+            rows.append([name, status, _maybe_seconds(plan.objective_s), "", "", note])
             continue
         ratio = ""
         if reference is not None and reference.objective_s and plan.objective_s:
             ratio = f"{plan.objective_s / reference.objective_s:.2f}x"
         tps = f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else ""
-        rows.append([name, plan.status, _maybe_seconds(plan.objective_s), ratio, tps,
-                     f"{len(plan.stages)} stages"])
+        rows.append([name, plan.status, _maybe_seconds(plan.objective_s), ratio, tps, shape(plan)])
     return render_table(["solver", "status", "step time", "vs exact", "tokens/s", "note"], rows, right=(2, 3, 4))
+
+
+def shape(plan: Plan) -> str:
+    """"8 stages", or "2 replicas x 4 stages, zero 3" for a hybrid plan."""
+    stages = f"{len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}"
+    if plan.data_parallel == 1 and plan.zero == 0:
+        return stages
+    return f"{plan.data_parallel} replica{'s' if plan.data_parallel != 1 else ''} x {stages}, zero {plan.zero}"
 
 
 def _maybe_seconds(value: float | None) -> str:

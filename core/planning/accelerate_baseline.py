@@ -50,7 +50,7 @@ def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
         if placed[name] not in order:
             order.append(placed[name])
     placement = [(d, [i for i, name in enumerate(names) if placed[name] == d]) for d in order]
-    return plan_from_placement(problem, placement, "accelerate", FEASIBLE, elapsed)
+    return plan_from_placement(problem, placement, "accelerate", FEASIBLE, elapsed, zero=0)
 
 
 def export_device_map(spec: ModelSpec, plan: Plan, problem: Problem) -> dict[str, Any]:
@@ -62,6 +62,9 @@ def export_device_map(spec: ModelSpec, plan: Plan, problem: Problem) -> dict[str
     """
     if not plan.stages:
         raise InputError(f"no plan to export: {plan.reason}")
+    if plan.data_parallel > 1:
+        raise InputError(f"an accelerate device_map places one copy of the model, but this plan runs "
+                         f"{plan.data_parallel} replicas (data parallel): export the torchrun commands instead")
     target = _export_targets(problem)
     device_map: dict[str, Any] = {}
     for stage in plan.stages:

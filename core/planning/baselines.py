@@ -12,7 +12,9 @@
   (core.planning.accelerate_baseline), when accelerate is installed.
 
 None is proven optimal, so their status is `feasible` with no gap, or
-`infeasible` when their placement overflows a budget.
+`infeasible` when their placement overflows a budget. They are pipelines of
+one device per stage without ZeRO (d = 1, zero 0), whatever the setup asks;
+the data-parallel baselines are in core.planning.hybrid_baselines.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def _plan_from_parts(problem: Problem, parts: list[int], solver: str, elapsed: f
     placement = [
         (d, list(range(parts[d], parts[d + 1]))) for d in range(len(parts) - 1) if parts[d + 1] > parts[d]
     ]
-    return plan_from_placement(problem, placement, solver, FEASIBLE, elapsed)
+    return plan_from_placement(problem, placement, solver, FEASIBLE, elapsed, zero=0)
 
 
 def _plan_from_devices(problem: Problem, device_of: list[int], solver: str, elapsed: float) -> Plan:
@@ -164,4 +166,4 @@ def _plan_from_devices(problem: Problem, device_of: list[int], solver: str, elap
         if device not in order:
             order.append(device)
     placement = [(d, [i for i, x in enumerate(device_of) if x == d]) for d in order]
-    return plan_from_placement(problem, placement, solver, FEASIBLE, elapsed)
+    return plan_from_placement(problem, placement, solver, FEASIBLE, elapsed, zero=0)

@@ -3,6 +3,10 @@
     torchrun_commands(stages=8, nnodes=2, endpoint="node0:29500", run_dir="runs/llama")
     -> one command per host; host R runs stages R*K .. R*K+K-1 (K = stages / nnodes)
 
+A plan of d replicas x S stages runs d * S processes, rank = replica * S +
+stage (core.planning.plan.rank_of); host R runs ranks R*K .. R*K+K-1 with
+K = d * S / nnodes.
+
 Several hosts rendezvous statically: c10d ignores --node-rank and orders
 hosts by arrival, while each host must always get the same stages (its run
 directory holds their checkpoints), as core.training.engine.pipeline does.
@@ -16,18 +20,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InputError
-from core.planning.plan import Plan
+from core.planning.plan import Plan, replica_and_stage
 
 WORKER_MODULE = "core.training.pipeline_worker"  # the stage process torchrun starts
 
 
 @dataclass(frozen=True)
 class NodeCommand:
-    """What one host runs: its rank, the stages it holds, and the command line."""
+    """What one host runs: its rank, the stage (and replica) of each of its
+    processes, and the command line."""
 
     node_rank: int
     stages: tuple[int, ...]
     command: str
+    replicas: tuple[int, ...] = ()  # per process; empty: all replica 0
+
+    @property
+    def processes(self) -> tuple[tuple[int, int], ...]:
+        """(replica, stage) of each process this host runs."""
+        replicas = self.replicas or (0,) * len(self.stages)
+        return tuple(zip(replicas, self.stages))
 
 
 def plan_json(plan: Plan) -> str:
@@ -50,28 +62,34 @@ def torchrun_command(nnodes: int, node_rank: int, nproc_per_node: int, endpoint:
 
 
 def torchrun_commands(stages: int, nnodes: int, endpoint: str, run_dir: str,
-                      python: str = "python") -> list[NodeCommand]:
-    """One torchrun command per host, the plan's stages split evenly in order.
+                      python: str = "python", replicas: int = 1) -> list[NodeCommand]:
+    """One torchrun command per host, the plan's replicas x stages processes split evenly in rank order.
 
     Raises:
-        InputError: no stages, nnodes below 1, stages not a multiple of nnodes, or no endpoint.
+        InputError: no stages, nnodes below 1, processes not a multiple of nnodes, or no endpoint.
     """
-    if stages < 1:
+    if stages < 1 or replicas < 1:
         raise InputError("the plan has no stages to launch")
-    if nnodes < 1 or stages % nnodes:
-        raise InputError(f"{stages} stages do not split evenly over {nnodes} hosts: "
-                         f"choose {', '.join(str(n) for n in divisors(stages))} hosts")
+    processes = stages * replicas
+    what = f"{stages} stages" if replicas == 1 else f"{processes} processes ({replicas} replicas x {stages} stages)"
+    if nnodes < 1 or processes % nnodes:
+        raise InputError(f"{what} do not split evenly over {nnodes} hosts: "
+                         f"choose {', '.join(str(n) for n in divisors(processes))} hosts")
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit():
         raise InputError(f"rendezvous endpoint '{endpoint}' must be HOST:PORT (the address of host 0)")
-    per_node = stages // nnodes
-    return [NodeCommand(rank, tuple(range(rank * per_node, (rank + 1) * per_node)),
-                        shlex.join(torchrun_command(nnodes, rank, per_node, endpoint, run_dir, python)))
-            for rank in range(nnodes)]
+    per_node = processes // nnodes
+    commands = []
+    for node in range(nnodes):
+        held = [replica_and_stage(rank, stages) for rank in range(node * per_node, (node + 1) * per_node)]
+        commands.append(NodeCommand(node, tuple(s for _, s in held),
+                                    shlex.join(torchrun_command(nnodes, node, per_node, endpoint, run_dir, python)),
+                                    tuple(r for r, _ in held) if replicas > 1 else ()))
+    return commands
 
 
 def divisors(count: int) -> list[int]:
-    """The host counts that split `count` stages evenly."""
+    """The host counts that split `count` processes evenly."""
     return [n for n in range(1, count + 1) if count % n == 0]
 
 

@@ -11,8 +11,11 @@ from core.errors import InputError
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 
-SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters")
+SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters",
+                "fsdp", "ddp", "zero1", "megatron", "pipeline")
 BASELINES = ("greedy", "accelerate", "uniform", "parameters")
+HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")  # compared when the setup is v2
+MILP_V1_ONLY = "the MILP covers cost model v1 only (pipelines, d = 1, zero 0): use --solver exact"
 
 
 def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_s: float = 10.0,
@@ -21,16 +24,24 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
 
     `spec` (a ModelSpec) is needed only by `accelerate`, which places the real
     model with accelerate.infer_auto_device_map. `time_limit_s` and
-    `contiguous` are the MILP's.
+    `contiguous` are the MILP's. `exact` solves the hybrid space (replicas x
+    stages, core.planning.hybrid) when the setup asks for data parallelism or
+    ZeRO, and today's pipeline model otherwise.
 
     Raises:
         InputError: unknown solver, or one that cannot take this problem.
     """
     if solver == "exact":
+        if problem.setup.is_hybrid:
+            from core.planning.hybrid import solve_hybrid
+
+            return solve_hybrid(problem)
         from core.planning.exact import solve_exact
 
         return solve_exact(problem)
     if solver == "milp":
+        if problem.setup.is_hybrid:
+            raise InputError(MILP_V1_ONLY)
         from core.planning.milp import MilpOptions, solve_milp
 
         return solve_milp(problem, MilpOptions(time_limit_s=time_limit_s, contiguous=contiguous))
@@ -38,10 +49,13 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
         from core.planning.accelerate_baseline import solve_accelerate
 
         return solve_accelerate(problem, spec)
-    from core.planning import baselines
+    from core.planning import baselines, hybrid_baselines
 
+    if solver in hybrid_baselines.REPLICA_ZERO:
+        return hybrid_baselines.solve_replicas(problem, solver)
     simple = {"greedy": baselines.solve_greedy, "uniform": baselines.solve_uniform,
-              "parameters": baselines.solve_parameters}
+              "parameters": baselines.solve_parameters, "megatron": hybrid_baselines.solve_megatron,
+              "pipeline": hybrid_baselines.solve_pipeline_only}
     if solver not in simple:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVER_NAMES)})")
     return simple[solver](problem)
@@ -52,11 +66,15 @@ def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVE
     """Every solver on one problem: a Plan each, or why one could not run.
 
     The MILP is left out for chains, where the exact solver is both faster
-    and proven; the accelerate baseline needs a model and accelerate.
+    and proven; the accelerate baseline needs a model and accelerate. The
+    data-parallel baselines (HYBRID_BASELINES) are left out of v1 problems,
+    whose setup has no replicas to compare against.
     """
     results: dict[str, Plan | str] = {}
     for name in solvers:
         if name == "milp" and problem.is_chain and len(solvers) > 1:
+            continue
+        if name in HYBRID_BASELINES and not problem.setup.is_hybrid and len(solvers) > 1:
             continue
         if name == "accelerate" and spec is None:
             results[name] = "needs a model (explicit problem)"

@@ -162,3 +162,52 @@ def test_malformed_problem_file_exit_2(capsys, tmp_path):
     path.write_text(json.dumps(data))
     code, _, err = run_main(capsys, "plan", "--problem", str(path))
     assert code == 2 and "layer 'h.1'.params must be 0 or more" in err
+
+
+# --- hybrid plans (cost model v2) ---------------------------------------------------
+
+HYBRID_SPLIT = {"weight_bytes_per_param": 2, "grad_bytes_per_param": 2, "optimizer_bytes_per_param": 12}
+
+
+def test_hybrid_plan_shows_groups_and_the_data_parallel_baselines(capsys):
+    code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "4xA100-80GB",
+                            "--data-parallel", "auto", "--zero", "3", "--micro-batches", "4")
+    assert code == 0
+    assert "data-parallel auto, zero 3" in out and "group (one device per replica)" in out
+    assert "A100-80GB#0..3" in out  # four alike GPUs, one replica each: the whole model is fastest
+    for name in ("fsdp", "ddp", "zero1", "megatron", "pipeline", "uniform"):
+        assert any(line.startswith(name) for line in out.splitlines()), name
+
+
+def test_hybrid_plan_json_has_groups(capsys, tmp_path):
+    data = json.loads(json.dumps(PROBLEM))
+    data["setup"].update(HYBRID_SPLIT, data_parallel=2, zero=3)  # 160 kB of state over 2: fits 100 kB
+    path = tmp_path / "hybrid.json"
+    path.write_text(json.dumps(data))
+    code, out, _ = run_main(capsys, "plan", "--problem", str(path), "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["data_parallel"] == 2 and answer["zero"] == 3
+    assert [stage["devices"] for stage in answer["stages"]] == [["gpu0", "gpu1"]]
+    assert answer["stages"][0]["device"] == "gpu0" and "sync_s" in answer["stages"][0]
+
+
+def test_accelerate_export_refuses_replicas(capsys, tmp_path):
+    code, _, err = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA100-80GB", "--micro-batches", "2",
+                            "--data-parallel", "2", "--export", "accelerate", str(tmp_path / "map.json"))
+    assert code == 2 and "runs 2 replicas" in err and not (tmp_path / "map.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data-parallel", "3"], "does not divide the 8 micro-batches"),
+    (["--data-parallel", "lots"], "--data-parallel must be a whole number or auto"),
+    (["--data-parallel", "8"], "only 2 devices"),
+    (["--zero", "4"], "zero must be 0, 1, 2 or 3"),
+])
+def test_bad_hybrid_input_exit_2(capsys, argv, message):
+    code, out, err = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA100-80GB", *argv)
+    assert code == 2 and message in err and err.startswith("allot: error:") and out == ""
+
+
+def test_explicit_problem_without_the_split_cannot_shard(capsys, problem_file):
+    code, _, err = run_main(capsys, "plan", "--problem", str(problem_file), "--zero", "1")
+    assert code == 2 and "needs the split of bytes_per_param" in err

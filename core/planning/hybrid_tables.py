@@ -1,0 +1,131 @@
+"""Costs of every contiguous range of layers on every kind of device group (cost model v2).
+
+A stage of a hybrid plan runs on a group of d devices, one per replica. Under
+DESIGN.md's v2 model a group costs what its weakest members allow: compute at
+the least TFLOP/s, memory within the least budget, sync and links at the
+least bandwidth. So a group is fully described by how many devices it takes
+from each class of interchangeable devices (a multiset, not a permutation)
+and those three minima: its GroupType. These tables give, per group type,
+the stage time of every range [i, j) (+inf where it does not fit) and its
+sync time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.planning.costs import (
+    bytes_split_per_param,
+    comm_factor,
+    inflight_micro_batches,
+    state_bytes,
+    sync_time_s,
+    work_factor,
+)
+from core.planning.problem import Problem
+from core.planning.ranges import DeviceClass, _range_params
+
+Counts = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GroupType:
+    """d devices taken from the classes as `counts`, and what the group can do."""
+
+    counts: Counts
+    tflops: float
+    memory_bytes: int
+    bandwidth_gbps: float
+
+
+def group_types(classes: list[DeviceClass], d: int) -> list[GroupType]:
+    """Every multiset of d devices the classes can supply, with its minima."""
+    types = []
+    for counts in itertools.product(*(range(min(len(cls.members), d) + 1) for cls in classes)):
+        if sum(counts) != d:
+            continue
+        members = [cls for cls, count in zip(classes, counts) if count]
+        types.append(GroupType(
+            counts=tuple(counts),
+            tflops=min(cls.tflops for cls in members),
+            memory_bytes=min(cls.memory_bytes for cls in members),
+            bandwidth_gbps=min(cls.bandwidth_gbps for cls in members),
+        ))
+    return types
+
+
+class HybridTables:
+    """Stage and sync times of all ranges [i, j) per group type, as (N+1) x (N+1) arrays."""
+
+    def __init__(self, problem: Problem, classes: list[DeviceClass], d: int, zero: int,
+                 extra_budget_bytes: float = 0.0):
+        setup = problem.setup
+        n = len(problem.layers)
+        self.n, self.d = n, d
+        self.classes = classes
+        self.types = group_types(classes, d)
+        self.bandwidths = sorted({t.bandwidth_gbps for t in self.types})
+        self.link_index = [self.bandwidths.index(t.bandwidth_gbps) for t in self.types]
+        self.last = len(self.bandwidths)  # "next link" index meaning: no next stage
+        layers = problem.layers
+        flops = np.concatenate([[0.0], np.cumsum([layer.flops for layer in layers])])
+        acts = np.concatenate([[0.0], np.cumsum([float(layer.activation_bytes) for layer in layers])])
+        i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        self.valid = j > i
+        self.range_flops = flops[j] - flops[i]
+        self.range_acts = acts[j] - acts[i]
+        self.range_params = _range_params(problem, i, j)
+        out = np.array([0.0] + [float(layer.output_bytes) for layer in layers])
+        self.out_of_last = out[j]
+        split = bytes_split_per_param(setup)
+        # State bytes are linear in (P, Pmax): the coefficients come from the cost model itself.
+        per_param = sum(state_bytes(split, 1.0, 0.0, d, zero))
+        per_largest = sum(state_bytes(split, 0.0, 1.0, d, zero))
+        self.range_state = per_param * self.range_params + per_largest * _range_largest(problem, n)
+        self._sync_per_param_gbps = sync_time_s(setup, split, 1.0, d, zero, 1.0)  # x P / bandwidth
+        self._k, self._c = work_factor(setup), comm_factor(setup)
+        self._extra = extra_budget_bytes
+        self.inflight_by_position = [inflight_micro_batches(setup, position, d)
+                                     for position in range(1, len(problem.devices) // d + 1)]
+        self._times: dict[tuple[float, int, float, int, int], np.ndarray] = {}
+        self._syncs: dict[float, np.ndarray] = {}
+
+    def inflight_at(self, stages_from_end: int) -> int:
+        return self.inflight_by_position[stages_from_end - 1]
+
+    def stage_time(self, type_index: int, next_link: int, inflight: int) -> np.ndarray:
+        """Time of each range on a group type, +inf where it does not fit."""
+        group = self.types[type_index]
+        key = (group.tflops, group.memory_bytes, group.bandwidth_gbps, next_link, inflight)
+        table = self._times.get(key)
+        if table is None:
+            time = self._k * self.range_flops / (group.tflops * 1e12)
+            if next_link != self.last:
+                link = min(group.bandwidth_gbps, self.bandwidths[next_link])
+                time = time + self._c * self.out_of_last / (link * 1e9)
+            memory = self.range_state + inflight * self.range_acts
+            fits = self.valid & (memory <= group.memory_bytes + self._extra)
+            table = np.where(fits, time, np.inf)
+            self._times[key] = table
+        return table
+
+    def sync_time(self, type_index: int) -> np.ndarray:
+        """The group's sync time for each range (0 without replicas)."""
+        bandwidth = self.types[type_index].bandwidth_gbps
+        table = self._syncs.get(bandwidth)
+        if table is None:
+            table = self._sync_per_param_gbps * self.range_params / bandwidth
+            self._syncs[bandwidth] = table
+        return table
+
+
+def _range_largest(problem: Problem, n: int) -> np.ndarray:
+    """Params of the largest layer of each range [i, j) (0 where j <= i)."""
+    params = np.array([float(layer.params) for layer in problem.layers])
+    largest = np.zeros((n + 1, n + 1))
+    for i in range(n):
+        largest[i, i + 1:] = np.maximum.accumulate(params[i:])
+    return largest

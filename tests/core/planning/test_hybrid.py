@@ -1,0 +1,109 @@
+"""The exact hybrid solver: hand-worked plans, and brute force on random problems (cost model v2)."""
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.planning.costs import evaluate_placement, replica_micro_batches, step_time_s
+from core.planning.exact import solve_exact
+from core.planning.hybrid import solve_hybrid
+from core.planning.problem import Device, Layer, Problem, Setup
+from tests.core.planning.brute_force_v2 import brute_force_hybrid_step_time
+from tests.core.planning.problems import device, layer, problem
+
+SPLIT = {"bytes_per_param": 16, "weight_bytes_per_param": 2, "grad_bytes_per_param": 2,
+         "optimizer_bytes_per_param": 12}
+
+
+def test_alike_devices_replicate_instead_of_pipelining():
+    # Four layers of 1e12 FLOPs, 1 param each (sync negligible), four alike devices at 1 TFLOP/s.
+    # m = 4. Pipeline of 4: t = 3 s, T = 4 * 3 + 3 * 3 = 21 s. d = 4, one stage: t = 12 s, m' = 1: T = 12 s.
+    layers = [layer(n, params=1, flops=1e12) for n in "abcd"]
+    devices = [device(f"g{i}", 10**6) for i in range(4)]
+    p = problem(layers, devices, mode="train", micro_batches=4, data_parallel="auto", **SPLIT)
+    plan = solve_hybrid(p)
+    assert plan.status == "optimal" and plan.data_parallel == 4 and len(plan.stages) == 1
+    assert plan.stages[0].devices == ("g0", "g1", "g2", "g3")
+    assert plan.objective_s == pytest.approx(12.0 + plan.stages[0].sync_s)
+
+
+def test_zero3_makes_a_model_fit_that_replicas_cannot_hold():
+    # 2 layers of 100 params at 16 bytes: 3200 bytes of state; budgets of 2000 bytes.
+    # d = 2 with zero 0: each replica holds 3200 per stage... a stage per layer needs 1600 each, but
+    # 4 devices make only 2 groups of 2: fits. With 2 devices and zero 0, d = 2 cannot fit (3200 > 2000);
+    # zero 3: 3200 / 2 + 2 * 2 * 100 = 2000: fits exactly.
+    layers = [layer(n, params=100, flops=1e12) for n in "ab"]
+    devices = [device("g0", 2000), device("g1", 2000)]
+    p0 = problem(layers, devices, mode="train", micro_batches=2, data_parallel=2, zero=0, **SPLIT)
+    assert solve_hybrid(p0).status == "infeasible"
+    p3 = problem(layers, devices, mode="train", micro_batches=2, data_parallel=2, zero=3, **SPLIT)
+    plan = solve_hybrid(p3)
+    assert plan.status == "optimal" and plan.stages[0].memory_bytes == pytest.approx(2000)
+
+
+def test_v1_problems_give_the_v1_optimum():
+    layers = [layer(n, params=10, flops=f, act=3, out=10**8) for n, f in zip("abcde", [1e12, 3e12, 2e12, 1e12, 4e12])]
+    devices = [device("a", 10_000, 2.0, 4.0), device("b", 10_000, 1.0, 4.0), device("c", 10_000, 1.0, 1.0)]
+    p = problem(layers, devices, mode="train", micro_batches=6, **SPLIT)
+    assert solve_hybrid(p).objective_s == pytest.approx(solve_exact(p).objective_s, rel=1e-12)
+
+
+# --- exactness against brute force -------------------------------------------------
+
+KINDS = st.tuples(st.sampled_from([400, 1200, 4000]), st.sampled_from([1.0, 2.0, 3.0]),
+                  st.sampled_from([0.5, 4.0, 50.0]))
+
+
+@st.composite
+def random_hybrid_problems(draw: st.DrawFn) -> Problem:
+    n = draw(st.integers(1, 5))
+    tie = n > 1 and draw(st.booleans())
+    layers = []
+    for i in range(n):
+        tied = tie and i in (0, n - 1)
+        params = draw(st.integers(0, 40)) + (15 if tied else 0)
+        layers.append(Layer(
+            name=f"l{i}", params=params, flops=draw(st.floats(0, 4e12)),
+            activation_bytes=draw(st.integers(0, 40)), output_bytes=draw(st.integers(0, 2 * 10**9)),
+            tied_group="w" if tied else None, tied_params=15 if tied else 0,
+        ))
+    kinds = draw(st.lists(KINDS, min_size=1, max_size=3))  # mixed kinds, and alike devices
+    count = draw(st.integers(1, 5))
+    devices = tuple(Device(f"d{j}", *draw(st.sampled_from(kinds))) for j in range(count))
+    mode = draw(st.sampled_from(["train", "infer"]))
+    d = draw(st.sampled_from([1, 2, 4, "auto"]))
+    if isinstance(d, int) and d > count:
+        d = "auto"
+    micro_batches = draw(st.sampled_from([1, 2, 4, 8, 12])) if d == "auto" else d * draw(st.integers(1, 3))
+    split = (draw(st.sampled_from([2.0, 4.0])), 0.0, 0.0) if mode == "infer" else (
+        draw(st.sampled_from([2.0, 4.0])), draw(st.sampled_from([2.0, 4.0])), draw(st.sampled_from([0.0, 8.0, 12.0])))
+    setup = Setup(mode=mode, bytes_per_param=sum(split), micro_batches=micro_batches,
+                  schedule=draw(st.sampled_from(["1f1b", "gpipe"])), recompute=draw(st.booleans()),
+                  weight_bytes_per_param=split[0], grad_bytes_per_param=split[1], optimizer_bytes_per_param=split[2],
+                  data_parallel=d, zero=draw(st.sampled_from([0, 1, 2, 3])))
+    return Problem(tuple(layers), devices, setup)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_hybrid_problems())
+def test_hybrid_matches_brute_force(p: Problem):
+    plan = solve_hybrid(p)
+    best = brute_force_hybrid_step_time(p)
+    if math.isinf(best):
+        assert plan.status == "infeasible" and not plan.stages
+        return
+    assert plan.status == "optimal"
+    assert plan.objective_s == pytest.approx(best, rel=1e-9, abs=1e-15)
+    # The plan itself: disjoint groups of d, contiguous layers in order, within budgets, and
+    # its canonical cost is the objective reported.
+    index = {dev.name: i for i, dev in enumerate(p.devices)}
+    placement = [(tuple(index[name] for name in s.devices), list(s.layer_indices)) for s in plan.stages]
+    used = [i for group, _ in placement for i in group]
+    assert len(set(used)) == len(used) and {len(g) for g, _ in placement} == {plan.data_parallel}
+    assert [i for _, idx in placement for i in idx] == list(range(len(p.layers)))
+    costs = evaluate_placement(p, placement)
+    assert all(c.memory_bytes <= c.budget_bytes for c in costs)
+    m = replica_micro_batches(p.setup, plan.data_parallel)
+    assert step_time_s([c.time_s for c in costs], m, [c.sync_s for c in costs]) == pytest.approx(plan.objective_s)
