@@ -32,6 +32,11 @@ DESCRIPTIONS = {
     "accelerate": "the real accelerate.infer_auto_device_map",
     "uniform": "DeepSpeed 'uniform': equal layer counts",
     "parameters": "DeepSpeed 'parameters': balanced parameter counts",
+    "fsdp": "every device a replica of the whole model, ZeRO-3 (FSDP)",
+    "ddp": "every device a full replica (DDP, ZeRO 0)",
+    "zero1": "every device a replica, optimizer state sharded (ZeRO-1)",
+    "megatron": "Megatron: uniform stages x replicas, the best split",
+    "pipeline": "today's exact pipeline (one device per stage, no ZeRO)",
 }
 
 
