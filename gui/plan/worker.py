@@ -169,7 +169,7 @@ class PlanWorker(QThread):
         return result
 
     def _compare(self, request: PlanRequest, result: PlanResult) -> None:
-        from core.planning.solvers import SOLVER_NAMES
+        from core.planning.solvers import HYBRID_BASELINES, SOLVER_NAMES
 
         if self._superseded(self.compare_delay_s):
             return
@@ -181,6 +181,8 @@ class PlanWorker(QThread):
             if name == "milp" and result.problem.is_chain:
                 results[name] = CHAIN_MILP_NOTE
                 continue
+            if name in HYBRID_BASELINES and not result.problem.setup.is_hybrid:
+                continue  # data-parallel baselines only beside a data-parallel plan, as compare() does
             if self._superseded():
                 return
             try:
