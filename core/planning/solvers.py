@@ -15,6 +15,7 @@ SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters"
                 "fsdp", "ddp", "zero1", "megatron", "pipeline")
 BASELINES = ("greedy", "accelerate", "uniform", "parameters")
 HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")  # compared when the setup is v2
+HYBRID_ONLY_NOTE = "compared when the setup has data parallelism or ZeRO"
 MILP_V1_ONLY = "the MILP covers cost model v1 only (pipelines, d = 1, zero 0): use --solver exact"
 
 

@@ -169,7 +169,7 @@ class PlanWorker(QThread):
         return result
 
     def _compare(self, request: PlanRequest, result: PlanResult) -> None:
-        from core.planning.solvers import HYBRID_BASELINES, SOLVER_NAMES
+        from core.planning.solvers import HYBRID_BASELINES, HYBRID_ONLY_NOTE, SOLVER_NAMES
 
         if self._superseded(self.compare_delay_s):
             return
@@ -182,7 +182,8 @@ class PlanWorker(QThread):
                 results[name] = CHAIN_MILP_NOTE
                 continue
             if name in HYBRID_BASELINES and not result.problem.setup.is_hybrid:
-                continue  # data-parallel baselines only beside a data-parallel plan, as compare() does
+                results[name] = HYBRID_ONLY_NOTE  # as compare() does, beside data-parallel plans only
+                continue
             if self._superseded():
                 return
             try:
