@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("ALLOT_CONFIG_DIR", tempfile.mkdtemp(prefix="allot-bench-"))
 
-from PySide6.QtCore import QElapsedTimer, QPoint, Qt, QTimer  # noqa: E402
-from PySide6.QtTest import QTest  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QPoint, Qt, QTimer
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
 
 TICK_MS = 5
 TARGET_MS = 50.0
@@ -78,7 +78,7 @@ class StallMeter:
 from gui.app import freeze_startup_objects  # noqa: E402
 
 
-def build_window(args: argparse.Namespace):  # noqa: ANN201 (gui.main_window.MainWindow)
+def build_window(args: argparse.Namespace):
     from core.planning.setup import TrainingSetup
     from core.project import ModelChoice, Project, simulated_entry
     from gui.app import create_window, discover_inventory
@@ -103,7 +103,7 @@ def build_window(args: argparse.Namespace):  # noqa: ANN201 (gui.main_window.Mai
     return window
 
 
-def wait_until(condition, timeout_s: float) -> bool:  # noqa: ANN001
+def wait_until(condition, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition() and time.monotonic() < deadline:
         QApplication.processEvents()
@@ -111,7 +111,7 @@ def wait_until(condition, timeout_s: float) -> bool:  # noqa: ANN001
     return bool(condition())
 
 
-def drag(window, args: argparse.Namespace, meter: StallMeter) -> dict[str, float]:  # noqa: ANN001
+def drag(window, args: argparse.Namespace, meter: StallMeter) -> dict[str, float]:
     """Press on the first bar's handle, sweep down and back up, release; measure."""
     state = window.state
     name = state.included_devices[0].name

@@ -30,14 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.model.spec import resolve_model  # noqa: E402
-from core.planning.devices import resolve_devices  # noqa: E402
-from core.planning.exact import solve_exact  # noqa: E402
-from core.planning.front_door import build_problem  # noqa: E402
-from core.planning.hybrid import solve_hybrid  # noqa: E402
-from core.planning.plan import Plan  # noqa: E402
-from core.planning.setup import TrainingSetup  # noqa: E402
-from core.planning.solvers import compare  # noqa: E402
+from core.model.spec import resolve_model
+from core.planning.devices import resolve_devices
+from core.planning.exact import solve_exact
+from core.planning.front_door import build_problem
+from core.planning.hybrid import solve_hybrid
+from core.planning.plan import Plan
+from core.planning.setup import TrainingSetup
+from core.planning.solvers import compare
 
 TIMING_CASES = [
     ("gpt2-xl", "4xA100-40GB", TrainingSetup(seq_len=1024, micro_batches=8), "p95 <= 50 ms"),
@@ -103,7 +103,7 @@ def quality_table() -> None:
         print(_quality_row(model, label, mode, results))
 
 
-def _tight_budget_mib(spec, setup: TrainingSetup, parts: int) -> int:  # noqa: ANN001
+def _tight_budget_mib(spec, setup: TrainingSetup, parts: int) -> int:
     """115% of 1/parts of what the whole model needs: weights and state, plus activations
     for the micro-batches a 1F1B stage holds on average, (parts + 1) / 2."""
     problem = build_problem(spec, setup, resolve_devices("A100-80GB", setup.precision))

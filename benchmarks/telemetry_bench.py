@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.devices.fake_nvml import fake_gateway  # noqa: E402
-from core.devices.telemetry import TelemetrySampler  # noqa: E402
+from core.devices.fake_nvml import fake_gateway
+from core.devices.telemetry import TelemetrySampler
 
 GPUS = 8
 

@@ -30,14 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from core.model.gpt import GPT  # noqa: E402
-from core.planning.setup import TrainingSetup  # noqa: E402
-from core.training.config import TrainConfig  # noqa: E402
-from core.training.engine.context import RunContext  # noqa: E402
-from core.training.launcher import start_run, wait_run  # noqa: E402
-from core.training.metrics import read_metrics  # noqa: E402
+from core.model.gpt import GPT
+from core.planning.setup import TrainingSetup
+from core.training.config import TrainConfig
+from core.training.engine.context import RunContext
+from core.training.launcher import start_run, wait_run
+from core.training.metrics import read_metrics
 
 SETUP = TrainingSetup(precision="fp32", optimizer="adamw", micro_batch_size=8, seq_len=256, micro_batches=4)
 WARMUP_STEPS = 3

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from PySide6.QtCore import QEvent, QEventLoop, QTimer
 from PySide6.QtGui import QColor
@@ -151,7 +151,11 @@ def wait_for_plan(state: AppState, timeout_s: float = SCREENSHOT_TIMEOUT_S) -> b
             return False
         return bool(state.error) or (state.plan is not None and state.comparison is not None)
 
-    timer.timeout.connect(lambda: (settled() or time.monotonic() > deadline) and loop.quit())
+    def stop_when_settled() -> None:
+        if settled() or time.monotonic() > deadline:
+            loop.quit()
+
+    timer.timeout.connect(stop_when_settled)
     timer.start()
     loop.exec()
     timer.stop()
@@ -183,7 +187,7 @@ def run_app(args: Any) -> int:
     if getattr(args, "project", None):
         load_project(args.project)  # a bad --project fails here, before anything slow starts
     plan_jobs.shared_pool()  # the planning process imports torch while the window is built
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = cast(QApplication | None, QApplication.instance()) or QApplication(sys.argv[:1])
     app.setApplicationName("Allot")
     apply_theme(app)
     gateway = make_gateway(getattr(args, "fake_gpus", None))

@@ -155,8 +155,9 @@ class MainWindow(QMainWindow):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         bars = QFrame()
         bars.setObjectName("metricCard")
-        QVBoxLayout(bars).addWidget(self.budget_bars)
-        bars.layout().setContentsMargins(0, 0, 0, 0)
+        bars_layout = QVBoxLayout(bars)
+        bars_layout.addWidget(self.budget_bars)
+        bars_layout.setContentsMargins(0, 0, 0, 0)
         # The banner sits below the bars: when it appears mid-drag the handle must not move.
         views = QWidget()
         views_layout = QVBoxLayout(views)
@@ -329,7 +330,7 @@ class MainWindow(QMainWindow):
             return self.save_project()
         return choice == "discard"
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:
         if not self._closed and not self.keep_or_drop_changes():
             event.ignore()
             return

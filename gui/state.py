@@ -80,6 +80,11 @@ class AppState(QObject):
         self._clear_results()
         self.project_path: Path | None = None
         self.dirty = False
+        self._devices: tuple[DeviceEntry, ...] = ()
+        self._model: ModelChoice
+        self._setup: TrainingSetup
+        self._solver: str
+        self._view: str
         self._set_project(project)
 
     # -- what the user chose -------------------------------------------------------

@@ -77,7 +77,7 @@ def solve_milp(problem: Problem, options: MilpOptions | None = None) -> Plan:
     return plan
 
 
-def _highs(model: _Model, options: MilpOptions):  # noqa: ANN202 - highspy.Highs
+def _highs(model: _Model, options: MilpOptions):
     import highspy
 
     matrix = model.matrix()
@@ -122,7 +122,7 @@ def _stdout_silenced() -> Iterator[None]:
             os.close(saved)
 
 
-def _solution(values: np.ndarray):  # noqa: ANN202 - highspy.HighsSolution
+def _solution(values: np.ndarray):
     import highspy
 
     solution = highspy.HighsSolution()
@@ -223,7 +223,7 @@ class _Model:
             upper[index] = value
         return upper
 
-    def matrix(self):  # noqa: ANN201 - scipy.sparse.csc_matrix
+    def matrix(self):
         from scipy.sparse import coo_matrix
 
         rows, cols, values = [], [], []

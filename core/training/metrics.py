@@ -35,7 +35,7 @@ class MetricsWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._file: TextIO = open(path, "a", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:
         self._file.write(json.dumps(row, separators=(",", ":")) + "\n")

@@ -84,7 +84,7 @@ class DevicesPanel(QWidget):
 
     def row_of(self, name: str) -> int:
         for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == name:
+            if self._row_name(row) == name:
                 return row
         raise KeyError(name)
 
@@ -147,7 +147,12 @@ class DevicesPanel(QWidget):
 
     def _selected_name(self) -> str | None:
         rows = self.table.selectionModel().selectedRows()
-        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole) if rows else None
+        return self._row_name(rows[0].row()) if rows else None
+
+    def _row_name(self, row: int) -> str | None:
+        """The device name a row shows (kept in its first cell)."""
+        item = self.table.item(row, 0)
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
 
     def _update_buttons(self) -> None:
         name = self._selected_name()
@@ -155,7 +160,9 @@ class DevicesPanel(QWidget):
         self.remove_button.setEnabled(entry is not None and entry.kind == "simulated")
 
     def _item_changed(self, item: QTableWidgetItem) -> None:
-        name = self.table.item(item.row(), 0).data(Qt.ItemDataRole.UserRole)
+        name = self._row_name(item.row())
+        if name is None:
+            return
         if item.column() == 0:
             self.state.set_included(name, item.checkState() == Qt.CheckState.Checked)
         elif item.column() == SPEED_COLUMN:

@@ -72,7 +72,7 @@ class MonitorView(QWidget):
         layout.addWidget(self._process_table(), stretch=1)
         self._status = ""
         self._x_range_s: float | None = None
-        self._process_rows: list[tuple[str, ...]] | None = None
+        self._process_rows: list[tuple[str, str, str, str]] | None = None
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._tick)
         self._set_timer_rate()
@@ -166,7 +166,7 @@ class MonitorView(QWidget):
         else:
             self._update_status()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         self.refresh()  # the curves were not drawn while the tab was hidden
 

@@ -98,15 +98,15 @@ class BudgetBar(QWidget):
         fraction = min(1.0, max(0.0, (x - track.left()) / track.width()))
         return max(MIB, round(fraction * self.total_bytes / MIB) * MIB)
 
-    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+    def sizeHint(self) -> QSize:
         return QSize(420, 28)
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         return QSize(160, 28)
 
     # -- input ---------------------------------------------------------------------
 
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mousePressEvent(self, event: QMouseEvent) -> None:
         if event.button() != Qt.MouseButton.LeftButton:
             return super().mousePressEvent(event)
         self._dragging = True
@@ -115,20 +115,20 @@ class BudgetBar(QWidget):
             self._request(self.bytes_for_x(event.position().x()))  # a click on the track jumps there
         self.update()
 
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
         x = event.position().x()
         if self._dragging:
             self._request(self.bytes_for_x(x))
         near = abs(x - self.x_for_bytes(self.budget_bytes)) <= HANDLE_GRAB_PX
         self.setCursor(Qt.CursorShape.SizeHorCursor if near or self._dragging else Qt.CursorShape.PointingHandCursor)
 
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if self._dragging and event.button() == Qt.MouseButton.LeftButton:
             self._dragging = False
             self._request(self.bytes_for_x(event.position().x()))
             self.update()
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         small = max(MIB, round(self.total_bytes * SMALL_STEP / MIB) * MIB)
         big = max(MIB, round(self.total_bytes * BIG_STEP / MIB) * MIB)
         steps = {Qt.Key.Key_Left: -small, Qt.Key.Key_Down: -small, Qt.Key.Key_Right: small,
@@ -143,11 +143,11 @@ class BudgetBar(QWidget):
         else:
             super().keyPressEvent(event)
 
-    def focusInEvent(self, event: QFocusEvent) -> None:  # noqa: N802
+    def focusInEvent(self, event: QFocusEvent) -> None:
         super().focusInEvent(event)
         self.update()
 
-    def focusOutEvent(self, event: QFocusEvent) -> None:  # noqa: N802
+    def focusOutEvent(self, event: QFocusEvent) -> None:
         super().focusOutEvent(event)
         self.update()
 
@@ -159,7 +159,7 @@ class BudgetBar(QWidget):
 
     # -- painting ------------------------------------------------------------------
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.fillRect(self.rect(), QColor(theme.SURFACE))
@@ -273,8 +273,9 @@ class BudgetBarsPanel(QWidget):
     def _update_devices(self) -> None:
         while self._rows.count():
             item = self._rows.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
         self._bars, self._figures = {}, {}
         for row, entry in enumerate(self.state.included_devices):
             color = theme.device_color(self.state.color_slot(entry.name))

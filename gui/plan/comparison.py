@@ -65,7 +65,8 @@ class ComparisonTable(QTableWidget):
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(0, len(COLUMNS), parent)
-        self.state = state
+        # Not self.state: that would hide QAbstractItemView.state(), which Qt's views call.
+        self.app_state = state
         self._shown: dict[str, Plan | str] | None = None
         style_readonly_table(self, COLUMNS)
         self.setAlternatingRowColors(True)
@@ -82,19 +83,19 @@ class ComparisonTable(QTableWidget):
         return self.isEnabled()
 
     def _update_comparison(self, *_: object) -> None:
-        results = self.state.comparison
+        results = self.app_state.comparison
         if results is None and self.rowCount() and self._shown is not None:
             self.setEnabled(False)  # keep the last comparison, greyed, until the new one: no refill
             return
         if results is None:
             # An error answers instead of a plan, and no comparison follows it.
-            note = "not run: nothing can be planned (see the banner)" if self.state.error else "computing…"
+            note = "not run: nothing can be planned (see the banner)" if self.app_state.error else "computing…"
             results = dict.fromkeys(SOLVER_NAMES, note)
-        self._shown = self.state.comparison
+        self._shown = self.app_state.comparison
         self.setEnabled(True)
         exact = results.get("exact")
         rows = comparison_rows(results, exact if isinstance(exact, Plan) else None)
-        items = [[self._item(text, c, row[0] == self.state.solver, row[1]) for c, text in enumerate(row)]
+        items = [[self._item(text, c, row[0] == self.app_state.solver, row[1]) for c, text in enumerate(row)]
                  for row in rows]
         fill_table(self, items, stretch_column=len(COLUMNS) - 1)
 
@@ -117,9 +118,10 @@ class ComparisonTable(QTableWidget):
         return item
 
     def _row_chosen(self, row: int, _column: int) -> None:
-        name = self.item(row, 0).text()
+        item = self.item(row, 0)
+        name = item.text() if item is not None else ""
         if name in SOLVER_NAMES:
-            self.state.set_solver(name)
+            self.app_state.set_solver(name)
 
 
 def format_ratio(value: float) -> str:

@@ -94,7 +94,7 @@ class GraphView(QWidget):
     def _plan_changed(self) -> None:
         self._plan_later()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         if self._graph_later.pending:
             self._plan_later.pending = False  # the graph update redraws the plan too

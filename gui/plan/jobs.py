@@ -113,8 +113,8 @@ def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
 def _warm_up() -> bool:
     """Import what every job needs and time the host, so the first plan does not wait;
     then step down in priority (the host is timed at full priority: it plans with that)."""
-    import core.model.graph  # noqa: F401
-    import core.model.spec  # noqa: F401
+    import core.model.graph
+    import core.model.spec
     import core.planning.exact  # noqa: F401
 
     measure_host()

@@ -202,7 +202,7 @@ class PlanView(QWidget):
         table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         return table
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         if not self._shown_once:  # size hints are only real once shown: give the comparison room
             self._shown_once = True
@@ -234,7 +234,7 @@ class PlanView(QWidget):
     def _fill_stage_table(self, plan: Plan | None, stale: bool) -> None:
         stages = plan.stages if plan is not None else ()
         bottleneck = plan.bottleneck_index if plan is not None else None
-        rows = []
+        rows: list[list[QTableWidgetItem]] = []
         for s, stage in enumerate(stages):
             color = theme.device_text_color(self.state.color_slot(stage.device))
             rows.append([])

@@ -24,7 +24,7 @@ MAX_BLOCKS_PER_STAGE = 64  # beyond this the blocks are thinner than a pixel any
 def schedule(stage_times_s: list[float], micro_batches: int) -> list[tuple[int, int, float]]:
     """(stage, micro-batch, start seconds) of every block in the priced schedule."""
     pace = max(stage_times_s) if stage_times_s else 0.0
-    offsets = np.concatenate([[0.0], np.cumsum(stage_times_s)[:-1]]) if stage_times_s else []
+    offsets = np.concatenate([[0.0], np.cumsum(stage_times_s)[:-1]]) if stage_times_s else np.zeros(0)
     return [(s, j, float(offsets[s]) + j * pace)
             for s in range(len(stage_times_s)) for j in range(min(micro_batches, MAX_BLOCKS_PER_STAGE))]
 
@@ -53,7 +53,7 @@ class PlanTimeline(pg.PlotWidget):
     def _plan_changed(self) -> None:
         self._later()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         self._later.shown()
 

@@ -376,7 +376,7 @@ class TrainingView(TrainingPanels):
     def _redraw_rate(self) -> None:
         self.rate_plot.redraw(self.curves, self.loss_plot.x_axis)
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         self.refresh_history()
         if self._redraw_pending:

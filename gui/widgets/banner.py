@@ -71,7 +71,9 @@ class Banner(QFrame):
         return self._title.text()
 
     def show_message(self, level: str, title: str, text: str) -> None:
-        if (level, title, text) == (self.level, self.title, self.text) and self.isVisibleTo(self.parentWidget()):
+        parent = self.parentWidget()
+        if (level, title, text) == (self.level, self.title, self.text) and parent is not None \
+                and self.isVisibleTo(parent):
             return  # the same words again (every answer while a handle moves): no restyle
         self._text.setText(text)
         self._title.setText(title)

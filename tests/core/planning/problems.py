@@ -17,6 +17,6 @@ def problem(layers: list[Layer], devices: list[Device], **setup: object) -> Prob
     return Problem(tuple(layers), tuple(devices), Setup(**setup))  # type: ignore[arg-type]
 
 
-def stage_map(plan) -> dict[str, list[str]]:  # noqa: ANN001
+def stage_map(plan) -> dict[str, list[str]]:
     """device name -> layer names, the shape the placement tests compare."""
     return {stage.device: list(stage.layers) for stage in plan.stages}

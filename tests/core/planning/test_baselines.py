@@ -2,7 +2,7 @@
 
 import logging
 
-import accelerate  # noqa: E402  (the test extra installs it)
+import accelerate
 import torch
 import torch.nn as nn
 from hypothesis import HealthCheck, given, settings
