@@ -79,8 +79,9 @@ from gui.app import freeze_startup_objects  # noqa: E402
 
 
 def build_window(args: argparse.Namespace):
+    from core.model.config import ModelChoice
     from core.planning.setup import TrainingSetup
-    from core.project import ModelChoice, Project, simulated_entry
+    from core.project import Project, simulated_entry
     from gui.app import create_window, discover_inventory
     from gui.theme import apply_theme
 

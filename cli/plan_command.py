@@ -134,14 +134,16 @@ def _discover_for(args: argparse.Namespace) -> Any:
 
 def model_spec_from_args(args: argparse.Namespace) -> Any:
     """The model named by --model, or a custom GPT from --layers/--d-model/--heads."""
-    from core.model.spec import CustomSize, resolve_model
+    from core.model.config import GPTSize, ModelChoice
+    from core.model.spec import resolve_choice, resolve_model
 
     if args.layers or args.d_model or args.heads:
         if args.model and args.model != "custom":
             raise InputError("give either --model or custom sizes (--layers/--d-model/--heads), not both")
         if not (args.layers and args.d_model and args.heads):
             raise InputError("a custom GPT needs --layers, --d-model and --heads")
-        return resolve_model("custom", CustomSize(args.layers, args.d_model, args.heads, args.vocab, args.seq or 256))
+        size = GPTSize(args.layers, args.d_model, args.heads, args.vocab, args.seq or 256)
+        return resolve_choice(ModelChoice.of_size(size))
     return resolve_model(args.model)
 
 

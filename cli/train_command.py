@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     """(model name, custom size or None, TrainingSetup) from the command line."""
-    from core.model.spec import CustomSize
+    from core.model.config import GPTSize
     from core.planning.setup import TrainingSetup
 
     value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
@@ -123,7 +123,8 @@ def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     if any(value[name] is not None for name in ("layers", "d_model", "heads")):
         if None in (value["layers"], value["d_model"], value["heads"]):
             raise InputError("a custom GPT needs --layers, --d-model and --heads")
-        custom = CustomSize(layers=value["layers"], d_model=value["d_model"], heads=value["heads"])
+        custom = GPTSize(layers=value["layers"], d_model=value["d_model"], heads=value["heads"],
+                         vocab=256, seq=256)  # byte-level: the tokenizer sets the vocabulary of a run
     model = value["model"] or ("custom" if custom else "gpt-nano")
     setup = TrainingSetup(precision=resolve_precision(value["precision"], value["devices"]),
                           optimizer=value["optimizer"], micro_batch_size=value["micro_batch_size"],
@@ -234,9 +235,10 @@ def _print_node_commands(run_dir: Path) -> None:
 
 
 def _model_context(model: str, custom: Any) -> int:
-    from core.model.spec import resolve_model
+    from core.model.config import ModelChoice
+    from core.model.spec import resolve_choice
 
-    spec = resolve_model(model, custom)
+    spec = resolve_choice(ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model))
     if spec.gpt is None:
         raise InputError(f"{spec.name} is a Hugging Face config: Allot plans it but trains only the built-in GPT")
     return spec.gpt.seq_len

@@ -9,7 +9,7 @@
 
 Loading validates everything before anything changes: a malformed or foreign
 file is one InputError line. Devices are the app's device list (core.devices.inventory
-for what this machine has, the catalog for simulated GPUs); `planner_devices`
+for what this machine has, the catalog for simulated GPUs); core.planning.devices
 turns the included ones into the planner's Devices. Recent files live in
 $ALLOT_CONFIG_DIR (default ~/.config/allot)/recent.json.
 """
@@ -26,7 +26,8 @@ from typing import Any
 
 from core.devices.catalog import load_catalog
 from core.errors import InputError
-from core.planning.problem import Device
+from core.model.config import MODEL_SOURCES, GPTSize, ModelChoice
+from core.planning.devices import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.planning.solvers import SOLVER_NAMES
 
@@ -35,65 +36,8 @@ PROJECT_VERSION = 1
 PROJECT_SUFFIX = ".allot.json"
 CONFIG_DIR_ENV = "ALLOT_CONFIG_DIR"
 MAX_RECENT = 10
-HOST_LINK_GBPS = 10.0  # as core.planning.devices: stage-to-stage copies between processes on one host
 DEVICE_KINDS = ("gpu", "host", "simulated")
-MODEL_SOURCES = ("preset", "config", "custom")
 VIEWS = ("plan", "graph", "monitor", "training")
-
-
-@dataclass(frozen=True)
-class DeviceEntry:
-    """One row of the app's device list: a discovered GPU, the host or a simulated GPU.
-
-    Peak speeds are datasheet (catalog) or measured figures; `planner_devices`
-    applies the efficiency. The host's peak is measured when planning (None here).
-    """
-
-    name: str  # cuda:N, cpu, or a simulated GPU's unique name
-    kind: str  # gpu | host | simulated
-    total_memory_bytes: int
-    budget_bytes: int
-    included: bool = True
-    catalog_name: str | None = None
-    model_name: str = ""  # what the device is: "NVIDIA H100 80GB HBM3", "A100-80GB", the CPU
-    peak_tflops_fp32: float | None = None
-    peak_tflops_bf16: float | None = None
-    bandwidth_gbps: float = HOST_LINK_GBPS
-    user_peak_tflops: float | None = None  # set by the user for a GPU of unknown speed; wins when set
-
-    def peak_tflops(self, precision: str) -> float | None:
-        if self.user_peak_tflops is not None:
-            return self.user_peak_tflops
-        return self.peak_tflops_bf16 if precision == "bf16" else self.peak_tflops_fp32
-
-
-@dataclass(frozen=True)
-class CustomModel:
-    """A built-in GPT of a chosen size (core.model.spec.CustomSize)."""
-
-    layers: int = 12
-    d_model: int = 768
-    heads: int = 12
-    vocab: int = 50257
-    seq: int = 1024
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which model: a preset name, a config.json path, or a custom size."""
-
-    source: str = "preset"
-    name: str = "gpt-micro"  # the preset name or the config path
-    custom: CustomModel = field(default_factory=CustomModel)
-
-    @property
-    def label(self) -> str:
-        if self.source == "custom":
-            return f"custom GPT {self.custom.layers}L × {self.custom.d_model}d"
-        if self.source == "config":
-            path = Path(self.name)
-            return path.parent.name if path.name == "config.json" and path.parent.name else path.stem
-        return self.name
 
 
 @dataclass(frozen=True)
@@ -158,44 +102,6 @@ def new_project(inventory: Any) -> Project:
     """A fresh project: this machine (plus simulated GPUs), a small built-in GPT, a quick setup."""
     setup = TrainingSetup(micro_batch_size=8, seq_len=256, micro_batches=8)
     return Project(devices=default_devices(inventory), model=ModelChoice(), setup=setup)
-
-
-def planner_devices(entries: tuple[DeviceEntry, ...], precision: str,
-                    host_peak_tflops: float | None) -> tuple[Device, ...]:
-    """The included entries as the planner's Devices (speed = peak x efficiency).
-
-    Several simulated GPUs of one NVLink model are taken as one NVLink box, as
-    core.planning.devices does for "2xA100-80GB".
-
-    Raises:
-        InputError: nothing is included, or an included GPU has no known speed.
-    """
-    catalog = load_catalog()
-    included = [entry for entry in entries if entry.included]
-    if not included:
-        raise InputError("no device is included in planning: tick at least one in the device list")
-    counts: dict[str | None, int] = {}
-    for entry in included:
-        if entry.kind == "simulated":
-            counts[entry.catalog_name] = counts.get(entry.catalog_name, 0) + 1
-    devices = []
-    for entry in included:
-        if entry.kind == "host":
-            if host_peak_tflops is None:
-                raise InputError("the host's speed is not measured yet")
-            tflops, link = host_peak_tflops * catalog.cpu_efficiency, HOST_LINK_GBPS
-        else:
-            peak = entry.peak_tflops(precision)
-            if peak is None:
-                raise InputError(f"{entry.name} has unknown speed: double-click its TFLOP/s to set it, or exclude it")
-            tflops, link = peak * catalog.default_efficiency, entry.bandwidth_gbps
-            gpu = catalog.find(entry.catalog_name or "") if entry.kind == "simulated" else None
-            if gpu is not None and gpu.nvlink_gbps and counts.get(entry.catalog_name, 0) > 1:
-                link = gpu.nvlink_gbps
-        kind = "cpu" if entry.kind == "host" else entry.catalog_name or entry.model_name
-        devices.append(Device(name=entry.name, memory_bytes=entry.budget_bytes, tflops=tflops,
-                              bandwidth_gbps=link, kind=kind, total_memory_bytes=entry.total_memory_bytes))
-    return tuple(devices)
 
 
 def merge_saved_devices(saved: tuple[DeviceEntry, ...],
@@ -345,12 +251,12 @@ def _model_from_dict(item: Any, where: str) -> ModelChoice:
     if not isinstance(custom, Mapping):
         raise InputError(f"{where}: a custom model needs 'custom' sizes")
     sizes = {}
-    for key in CustomModel.__dataclass_fields__:
-        value = custom.get(key, getattr(CustomModel(), key))
+    for key in GPTSize.__dataclass_fields__:
+        value = custom.get(key, getattr(GPTSize(), key))
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{where}: custom model '{key}' must be a whole number of 1 or more, got {value!r}")
         sizes[key] = value
-    return ModelChoice(source="custom", custom=CustomModel(**sizes))
+    return ModelChoice.of_size(GPTSize(**sizes))
 
 
 # -- recent files ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QApplication
 
 from core.devices.telemetry import TelemetrySampler
 from core.errors import InputError
+from core.planning import jobs as plan_jobs
 from core.project import (
     Project,
     entries_from_inventory,
@@ -32,7 +33,6 @@ from core.project import (
     remember_project,
 )
 from core.project import new_project as fresh_project
-from gui.plan import jobs as plan_jobs
 from gui.state import AppState
 from gui.theme import apply_theme, device_color
 

@@ -44,6 +44,11 @@ class GpuSpec:
             return self.bf16_tflops or self.fp16_tflops or self.fp32_tflops
         return self.fp32_tflops
 
+    def link_gbps(self, alike: int) -> float:
+        """Stage-to-stage bandwidth when `alike` GPUs of this model are planned together:
+        several of one NVLink model are taken as one NVLink-connected box, else PCIe."""
+        return self.nvlink_gbps if (alike > 1 and self.nvlink_gbps) else self.pcie_gbps
+
 
 @dataclass(frozen=True)
 class Catalog:

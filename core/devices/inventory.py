@@ -20,6 +20,7 @@ from typing import Any
 
 from core.devices import nvml_gateway as nv
 from core.devices.catalog import load_catalog
+from core.devices.spec import parse_device_spec
 from core.errors import InputError
 
 DEFAULT_PCIE_GBPS = 16.0  # PCIe 3 x16, assumed where NVML cannot say
@@ -198,8 +199,6 @@ def simulated_gpus(spec: str) -> tuple[GpuDevice, ...]:
     Raises:
         InputError: unknown name, malformed term, or a budget (set budgets in the plan).
     """
-    from core.planning.devices import parse_device_spec
-
     catalog = load_catalog()
     gpus: list[GpuDevice] = []
     for request in parse_device_spec(spec):
@@ -208,7 +207,7 @@ def simulated_gpus(spec: str) -> tuple[GpuDevice, ...]:
             raise InputError(f"unknown GPU '{request.name}' to simulate (known: {', '.join(catalog.names())})")
         if request.budget_bytes is not None:
             raise InputError(f"simulated '{request.name}' takes no budget; set budgets when planning")
-        link = gpu.nvlink_gbps if (request.count > 1 and gpu.nvlink_gbps) else gpu.pcie_gbps
+        link = gpu.link_gbps(request.count)
         for _ in range(request.count):
             gpus.append(GpuDevice(
                 nvml_index=None, torch_index=None, name=gpu.name, uuid=None,

@@ -9,29 +9,12 @@ modules, and a pipeline stage is a slice of `GPT.layers()`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class GPTConfig:
-    n_layer: int
-    n_head: int
-    d_model: int
-    vocab_size: int = 256
-    seq_len: int = 256
-    dropout: float = 0.0
-    bias: bool = True
-    tie_embeddings: bool = True
-
-    def __post_init__(self) -> None:
-        if min(self.n_layer, self.n_head, self.d_model, self.vocab_size, self.seq_len) < 1:
-            raise ValueError("GPT sizes must all be 1 or more")
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model {self.d_model} is not a multiple of heads {self.n_head}")
+from core.model.config import GPTConfig
 
 
 class Embeddings(nn.Module):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core import RESOURCES_DIR
-from core.model.gpt import GPTConfig
+from core.model.config import GPTConfig
 
 HF_CONFIG_DIR = RESOURCES_DIR / "models"
 
@@ -22,6 +22,3 @@ def hf_preset_names() -> list[str]:
     """Shipped HF configs: resources/models/NAME.json."""
     return sorted(path.stem for path in HF_CONFIG_DIR.glob("*.json"))
 
-
-def all_preset_names() -> list[str]:
-    return [*GPT_PRESETS, *hf_preset_names()]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from core.model.gpt import GPTConfig
+from core.model.config import GPTConfig, ModelChoice
 from core.model.presets import GPT_PRESETS, HF_CONFIG_DIR, hf_preset_names
 
 
@@ -52,25 +52,23 @@ class ModelSpec:
         return self
 
 
-@dataclass(frozen=True)
-class CustomSize:
-    """A built-in GPT of a chosen size (main.py --layers/--d-model/--heads/--vocab/--seq)."""
-
-    layers: int
-    d_model: int
-    heads: int
-    vocab: int = 256
-    seq: int = 256
-
-
-def resolve_model(model: str | None, custom: CustomSize | None = None) -> ModelSpec:
-    """Turn a model name, config path or custom size into a ModelSpec.
+def resolve_choice(choice: ModelChoice) -> ModelSpec:
+    """The ModelSpec of a model choice (the app's, the CLI's and a run's alike).
 
     Raises:
         InputError: unknown name, unreadable or non-causal-LM config, bad sizes.
     """
-    if custom is not None and model in (None, "custom"):
-        return _custom(custom)
+    if choice.source == "custom":
+        return ModelSpec(name=choice.custom.name, gpt=choice.custom.to_config())
+    return resolve_model(choice.name)
+
+
+def resolve_model(model: str | None) -> ModelSpec:
+    """Turn a model name or config path into a ModelSpec (custom sizes: resolve_choice).
+
+    Raises:
+        InputError: unknown name, unreadable or non-causal-LM config.
+    """
     if model is None:
         raise InputError("no model given: use --model NAME, --model path/to/config.json or --layers/--d-model/--heads")
     if model in GPT_PRESETS:
@@ -83,16 +81,6 @@ def resolve_model(model: str | None, custom: CustomSize | None = None) -> ModelS
         return _hf_from_file(path, name=path.stem if path.name != "config.json" else path.parent.name or "config")
     known = ", ".join([*GPT_PRESETS, *hf_preset_names()])
     raise InputError(f"unknown model '{model}' (known: {known}, a config.json path, or custom sizes)")
-
-
-def _custom(custom: CustomSize) -> ModelSpec:
-    try:
-        config = GPTConfig(n_layer=custom.layers, n_head=custom.heads, d_model=custom.d_model,
-                           vocab_size=custom.vocab, seq_len=custom.seq)
-    except ValueError as error:
-        raise InputError(f"custom GPT: {error}") from None
-    name = f"gpt-custom-{custom.layers}L-{custom.d_model}d"
-    return ModelSpec(name=name, gpt=config)
 
 
 def _hf_from_file(path: Path, name: str) -> ModelSpec:

@@ -1,10 +1,9 @@
-"""Device specs as typed on the command line, turned into planner devices.
+"""One resolution of the user's device choice into planner devices (budget, speed, link).
 
-    "A100-80GB:70GiB,A100-40GB:36GiB,RTX4090:22GiB"   catalog GPUs with budgets
-    "4xH100-SXM"                                        four alike, whole memory
-    "2xcpu:2GiB"                                        the host, twice
-    "cuda:0:20GiB,cuda:1"                               discovered GPUs
-    "auto"                                              every discovered device, free memory
+The choice is either a device spec as typed on the command line (core.devices.spec:
+"2xA100-80GB:70GiB", "cpu", "cuda:0:20GiB", "auto") or the app's device list
+(DeviceEntry rows: discovered GPUs, the host, simulated catalog GPUs). Both go
+through `resolve_devices`, so the CLI and the app plan on the same devices.
 
 Catalog GPUs are simulated: planned with datasheet speed, run as CPU
 processes. The host's speed is measured; several cpu devices share it.
@@ -12,67 +11,76 @@ processes. The host's speed is measured; several cpu devices share it.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from core.devices.catalog import load_catalog
+from core.devices.spec import DeviceRequest, parse_device_spec
 from core.errors import InputError
 from core.planning.problem import Device
-from core.units import format_bytes, parse_bytes
+from core.units import format_bytes
+
+if TYPE_CHECKING:
+    from core.devices.inventory import GpuDevice, Inventory
 
 HOST_LINK_GBPS = 10.0  # stage-to-stage copies between processes on one host
-_TERM = re.compile(r"^(?:(\d+)\s*[xX]\s*)?(cuda:\d+|[^:]+?)\s*(?::\s*(.+))?$")
 
 
 @dataclass(frozen=True)
-class DeviceRequest:
-    """One comma-separated term: how many, which device, and the budget if given."""
+class DeviceEntry:
+    """One row of the app's device list: a discovered GPU, the host or a simulated GPU.
 
-    count: int
-    name: str
-    budget_bytes: int | None
-
-
-def parse_device_spec(text: str) -> list[DeviceRequest]:
-    """Split a device spec into requests (no lookup yet).
-
-    Raises:
-        InputError: a term is malformed or a budget is not a size.
+    Peak speeds are datasheet (catalog) or measured figures; `resolve_devices`
+    applies the efficiency. The host's peak is measured when planning (None here).
     """
-    terms = [term.strip() for term in text.split(",") if term.strip()]
-    if not terms:
-        raise InputError("no devices given (e.g. --devices \"2xA100-80GB:70GiB\" or \"cpu\")")
-    requests = []
-    for term in terms:
-        match = _TERM.match(term)
-        if not match:
-            raise InputError(f"cannot read device '{term}' (use NAME, NxNAME or NAME:BUDGET)")
-        count = int(match.group(1) or 1)
-        if count < 1:
-            raise InputError(f"device count must be 1 or more in '{term}'")
-        budget = parse_bytes(match.group(3)) if match.group(3) else None
-        if budget is not None and budget <= 0:
-            raise InputError(f"budget of '{term}' must be more than 0 bytes")
-        requests.append(DeviceRequest(count, match.group(2).strip(), budget))
-    return requests
+
+    name: str  # cuda:N, cpu, or a simulated GPU's unique name
+    kind: str  # gpu | host | simulated
+    total_memory_bytes: int
+    budget_bytes: int
+    included: bool = True
+    catalog_name: str | None = None
+    model_name: str = ""  # what the device is: "NVIDIA H100 80GB HBM3", "A100-80GB", the CPU
+    peak_tflops_fp32: float | None = None
+    peak_tflops_bf16: float | None = None
+    bandwidth_gbps: float = HOST_LINK_GBPS
+    user_peak_tflops: float | None = None  # set by the user for a GPU of unknown speed; wins when set
+
+    def peak_tflops(self, precision: str) -> float | None:
+        if self.user_peak_tflops is not None:
+            return self.user_peak_tflops
+        return self.peak_tflops_bf16 if precision == "bf16" else self.peak_tflops_fp32
 
 
 def resolve_devices(
-    text: str,
+    choice: str | Sequence[DeviceEntry],
     precision: str = "bf16",
     efficiency: float | None = None,
-    discover: Callable[[], Any] | None = None,
+    discover: Callable[[], Inventory] | None = None,
+    host_peak_tflops: float | None = None,
 ) -> tuple[Device, ...]:
-    """Turn a device spec into the planner's devices (budget, speed, link).
+    """Turn the user's device choice into the planner's devices (budget, speed, link).
 
-    `discover` returns the inventory of core.devices.inventory (only needed for cuda:N
-    and auto); it defaults to core.devices.inventory.discover.
+    Args:
+        choice: a device spec string, or the app's device entries (the included ones plan).
+        precision: the training precision, which picks the peak speed.
+        efficiency: the fraction of peak a GPU reaches (default: the catalog's).
+        discover: returns the inventory of core.devices.inventory (only needed for
+            cuda:N and auto); it defaults to core.devices.inventory.discover.
+        host_peak_tflops: the host's measured peak (app entries; a spec measures it).
 
     Raises:
-        InputError: unknown name, budget above the device's memory, zero budget.
+        InputError: unknown name, budget above the device's memory, zero budget,
+            nothing included, or a GPU of unknown speed.
     """
+    if isinstance(choice, str):
+        return _spec_devices(choice, precision, efficiency, discover)
+    return _entry_devices(tuple(choice), precision, host_peak_tflops)
+
+
+def _spec_devices(text: str, precision: str, efficiency: float | None,
+                  discover: Callable[[], Inventory] | None) -> tuple[Device, ...]:
     catalog = load_catalog()
     efficiency = catalog.default_efficiency if efficiency is None else efficiency
     requests = parse_device_spec(text)
@@ -89,6 +97,45 @@ def resolve_devices(
     return _unique_names(devices)
 
 
+def _entry_devices(entries: tuple[DeviceEntry, ...], precision: str,
+                   host_peak_tflops: float | None) -> tuple[Device, ...]:
+    """The included entries (speed = peak x efficiency); simulated GPUs of one model are
+    counted together for the NVLink box, as "2xA100-80GB" is."""
+    catalog = load_catalog()
+    included = [entry for entry in entries if entry.included]
+    if not included:
+        raise InputError("no device is included in planning: tick at least one in the device list")
+    alike: dict[str | None, int] = {}
+    for entry in included:
+        if entry.kind == "simulated":
+            alike[entry.catalog_name] = alike.get(entry.catalog_name, 0) + 1
+    devices = []
+    for entry in included:
+        if entry.kind == "host":
+            if host_peak_tflops is None:
+                raise InputError("the host's speed is not measured yet")
+            devices.append(_host_device(entry.name, entry.budget_bytes, entry.total_memory_bytes,
+                                        host_peak_tflops * catalog.cpu_efficiency))
+            continue
+        peak = entry.peak_tflops(precision)
+        if peak is None:
+            raise InputError(f"{entry.name} has unknown speed: double-click its TFLOP/s to set it, or exclude it")
+        link = entry.bandwidth_gbps
+        gpu = catalog.find(entry.catalog_name or "") if entry.kind == "simulated" else None
+        if gpu is not None:
+            link = gpu.link_gbps(alike.get(entry.catalog_name, 0))
+        devices.append(Device(name=entry.name, memory_bytes=entry.budget_bytes,
+                              tflops=peak * catalog.default_efficiency, bandwidth_gbps=link,
+                              kind=entry.catalog_name or entry.model_name,
+                              total_memory_bytes=entry.total_memory_bytes))
+    return tuple(devices)
+
+
+def _host_device(name: str, budget_bytes: int, total_memory_bytes: int, tflops: float) -> Device:
+    return Device(name=name, memory_bytes=budget_bytes, tflops=tflops, bandwidth_gbps=HOST_LINK_GBPS,
+                  kind="cpu", total_memory_bytes=total_memory_bytes)
+
+
 def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) -> list[Device]:
     catalog = load_catalog()
     gpu = catalog.find(request.name)
@@ -97,8 +144,7 @@ def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) 
             f"unknown device '{request.name}' (known: {', '.join(catalog.names())}, cpu, cuda:N, auto)"
         )
     budget = _checked_budget(request, gpu.name, gpu.memory_bytes)
-    # Several of one NVLink model in one spec are taken as one NVLink-connected box.
-    link = gpu.nvlink_gbps if (request.count > 1 and gpu.nvlink_gbps) else gpu.pcie_gbps
+    link = gpu.link_gbps(request.count)
     return [
         Device(
             name=gpu.name,
@@ -120,15 +166,11 @@ def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float) ->
     memory = psutil.virtual_memory()
     budget = _checked_budget(request, "cpu", memory.total) if request.budget_bytes else memory.available // shares
     tflops = measure_cpu_tflops() * cpu_efficiency / shares
-    return [
-        Device(name="cpu", memory_bytes=budget, tflops=tflops, bandwidth_gbps=HOST_LINK_GBPS,
-               kind="cpu", total_memory_bytes=memory.total)
-        for _ in range(request.count)
-    ]
+    return [_host_device("cpu", budget, memory.total, tflops) for _ in range(request.count)]
 
 
 def _discovered_devices(request: DeviceRequest, precision: str, efficiency: float,
-                        discover: Callable[[], Any] | None) -> list[Device]:
+                        discover: Callable[[], Inventory] | None) -> list[Device]:
     inventory = discover() if discover is not None else _discover_real()
     # GPUs torch cannot reach (hidden by CUDA_VISIBLE_DEVICES) cannot run a stage.
     gpus = [gpu for gpu in inventory.gpus if gpu.torch_index is not None]
@@ -148,13 +190,13 @@ def _discovered_devices(request: DeviceRequest, precision: str, efficiency: floa
     return [_gpu_device(match[0], request.budget_bytes, precision, efficiency)]
 
 
-def _discover_real() -> Any:
+def _discover_real() -> Inventory:
     from core.devices.inventory import discover
 
     return discover()
 
 
-def _gpu_device(gpu: Any, budget: int | None, precision: str, efficiency: float) -> Device:
+def _gpu_device(gpu: GpuDevice, budget: int | None, precision: str, efficiency: float) -> Device:
     name = f"cuda:{gpu.torch_index}"
     total = gpu.memory_total_bytes
     if total is None:  # unified-memory parts report no dedicated memory

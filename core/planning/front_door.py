@@ -1,32 +1,83 @@
-"""The front door to planning: model + setup + devices -> problem -> plan.
+"""The front door to planning: model choice + device choice + setup -> problem -> plan.
 
-The CLI, the app and the training runner all plan through these functions,
-so they agree on what was solved.
+The CLI (cli/plan_command.py), the app (core.planning.jobs, in its planning
+process) and the training runner (core.training.runner) all plan through these
+functions, so they agree on what was solved:
+
+    resolve_choice(ModelChoice)                      core.model.spec: the ModelSpec
+    resolve_devices("2xA100-80GB" | DeviceEntry...)   core.planning.devices: the Devices
+    build_problem(spec, setup, devices)              the explicit Problem
+    plan_model(model, setup, devices, solver)        all of it, solved: a Planned
 """
 
 from __future__ import annotations
 
-from core.model.spec import ModelSpec
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from core.model.config import ModelChoice
+from core.model.spec import ModelSpec, resolve_choice
+from core.planning.devices import DeviceEntry, resolve_devices
 from core.planning.plan import Plan
 from core.planning.problem import Device, Problem
 from core.planning.setup import TrainingSetup
 
+if TYPE_CHECKING:
+    import networkx as nx
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What one planning request answers: the model, its layer graph, the problem and the plan."""
+
+    spec: ModelSpec
+    graph: nx.DiGraph
+    problem: Problem
+    plan: Plan
+
 
 def build_problem(spec: ModelSpec, setup: TrainingSetup, devices: tuple[Device, ...]) -> Problem:
     """The explicit problem for a model under a setup on some devices."""
+    return _graph_and_problem(spec, setup, devices)[1]
+
+
+def plan_model(model: ModelChoice | ModelSpec, setup: TrainingSetup,
+               devices: str | Sequence[DeviceEntry | Device], solver: str = "exact", *,
+               host_peak_tflops: float | None = None, time_limit_s: float = 10.0) -> Planned:
+    """Resolve the model and the devices, build the problem and solve it with one solver.
+
+    Args:
+        model: the user's model choice, or a ModelSpec already resolved.
+        setup: the training setup (batch shape, precision, optimizer, schedule).
+        devices: a device spec string, the app's device entries, or planner Devices.
+        solver: one of core.planning.solvers.SOLVER_NAMES.
+        host_peak_tflops: the host's measured peak, for app entries that include it.
+        time_limit_s: the MILP's time limit.
+
+    Raises:
+        InputError: an unknown model or device, a bad budget or size, a solver that cannot run.
+    """
+    from core.planning.solvers import solve
+
+    spec = resolve_choice(model) if isinstance(model, ModelChoice) else model
+    if isinstance(devices, str):
+        planner_devices = resolve_devices(devices, setup.precision)
+    else:
+        entries = [d for d in devices if isinstance(d, DeviceEntry)]
+        planner_devices = (resolve_devices(entries, setup.precision, host_peak_tflops=host_peak_tflops) if entries
+                           else tuple(d for d in devices if isinstance(d, Device)))
+    graph, problem = _graph_and_problem(spec, setup, planner_devices)
+    plan = solve(problem, solver, spec=spec, time_limit_s=time_limit_s)
+    return Planned(spec=spec, graph=graph, problem=problem, plan=plan)
+
+
+def _graph_and_problem(spec: ModelSpec, setup: TrainingSetup,
+                       devices: tuple[Device, ...]) -> tuple[nx.DiGraph, Problem]:
     from core.model.graph import build_layer_graph, graph_layers
 
     graph = build_layer_graph(spec, setup)
-    return Problem(layers=graph_layers(graph), devices=devices, setup=setup.to_problem_setup())
-
-
-def plan_model(spec: ModelSpec, setup: TrainingSetup, devices: tuple[Device, ...],
-               solver: str = "exact") -> tuple[Problem, Plan]:
-    """Build the problem and solve it with one solver."""
-    from core.planning.solvers import solve
-
-    problem = build_problem(spec, setup, devices)
-    return problem, solve(problem, solver, spec=spec)
+    return graph, Problem(layers=graph_layers(graph), devices=devices, setup=setup.to_problem_setup())
 
 
 def torch_device_of(device_name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.planning.chain_dp import feasible_with_extra_budget
 from core.planning.costs import inflight_micro_batches, stage_params
 from core.planning.problem import Problem
 from core.units import format_bytes
@@ -43,8 +44,6 @@ def explain_infeasible(problem: Problem) -> str:
 
 def _least_extra_budget(problem: Problem) -> int:
     """Smallest extra bytes on every budget that makes a placement fit (bisection)."""
-    from core.planning.exact import feasible_with_extra_budget  # the DP lives there
-
     low, high = 0, max(1, max(device.memory_bytes for device in problem.devices))
     while not feasible_with_extra_budget(problem, high):
         low, high = high, high * 2

@@ -22,9 +22,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from core.errors import InputError
+from core.model.config import ModelChoice
+from core.planning.devices import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.setup import TrainingSetup
-from core.project import DeviceEntry, ModelChoice
 from core.training.config import STDLIB, TrainConfig
 
 NOT_TRAINABLE = "Training runs the built-in GPT: choose a gpt-* preset or a custom size"
@@ -113,12 +114,7 @@ def train_config(model: ModelChoice, setup: TrainingSetup, devices_spec: str, st
     reason = why_not_trainable(model, setup)
     if reason is not None:
         raise InputError(reason)
-    custom = None
-    if model.source == "custom":
-        from core.model.spec import CustomSize
-
-        size = model.custom
-        custom = CustomSize(size.layers, size.d_model, size.heads, size.vocab, size.seq)
+    custom = model.custom if model.source == "custom" else None
     name = "custom" if custom is not None else model.name
     intervals = default_intervals(steps)
     config = TrainConfig(model=name, custom=custom, devices=devices_spec, engine=engine, steps=steps,
@@ -130,11 +126,7 @@ def train_config(model: ModelChoice, setup: TrainingSetup, devices_spec: str, st
 
 def default_run_name(model: ModelChoice, now: float | None = None) -> str:
     """MODEL-YYYYmmdd-HHMMSS: sorts by time, safe as a directory name."""
-    if model.source == "custom":
-        label = f"custom-{model.custom.layers}L-{model.custom.d_model}d"
-    else:
-        label = model.label
-    label = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "run"
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", model.run_label).strip("-.") or "run"
     return f"{label}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
 
 

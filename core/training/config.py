@@ -15,7 +15,7 @@ from core.errors import InputError
 from core.planning.setup import TrainingSetup
 
 if TYPE_CHECKING:
-    from core.model.spec import CustomSize
+    from core.model.config import GPTSize, ModelChoice
 
 ENGINES = ("pipeline", "local")
 TOKENIZERS = ("byte", "bpe")
@@ -40,7 +40,7 @@ class TrainConfig:
     """
 
     model: str = "gpt-nano"
-    custom: CustomSize | None = None
+    custom: GPTSize | None = None  # with model "custom": the built-in GPT's size
     devices: str = "cpu"
     engine: str = "pipeline"
     steps: int = 200
@@ -102,6 +102,15 @@ class TrainConfig:
             raise InputError("training needs a setup with mode 'train'")
 
     @property
+    def model_choice(self) -> ModelChoice:
+        """The model as the one typed choice (a custom size, or a preset name or config path)."""
+        from core.model.config import ModelChoice
+
+        if self.custom is not None and self.model == "custom":
+            return ModelChoice.of_size(self.custom)
+        return ModelChoice.named(self.model)
+
+    @property
     def tokens_per_step(self) -> int:
         return self.setup.micro_batches * self.setup.tokens_per_micro_batch
 
@@ -132,9 +141,9 @@ class TrainConfig:
         if isinstance(values.get("setup"), dict):
             values["setup"] = TrainingSetup.from_dict(values["setup"])
         if isinstance(values.get("custom"), dict):
-            from core.model.spec import CustomSize
+            from core.model.config import GPTSize
 
-            values["custom"] = CustomSize(**values["custom"])
+            values["custom"] = GPTSize(**values["custom"])
         try:
             return cls(**values)
         except TypeError as error:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from core.model.gpt import GPTConfig
-from core.model.spec import ModelSpec, resolve_model
+from core.model.config import GPTConfig
+from core.model.spec import ModelSpec, resolve_choice
 from core.planning.plan import Plan
+from core.planning.problem import Device
 from core.training.config import TrainConfig
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import CONFIG_FORMAT, RunContext
@@ -43,7 +44,7 @@ def trainable_model(config: TrainConfig, vocab_size: int) -> tuple[str, GPTConfi
     Raises:
         InputError: the model is an HF config (planned, never trained here).
     """
-    spec = resolve_model(config.model, config.custom)
+    spec = resolve_choice(config.model_choice)
     if spec.gpt is None:
         raise InputError(f"{spec.name} is a Hugging Face config: Allot plans it but trains only the built-in "
                          "GPT (gpt-nano, gpt-micro, gpt2-small ... or custom sizes)")
@@ -143,15 +144,13 @@ def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:
     return RunContext.load(root)
 
 
-def _plan(spec: ModelSpec, config: TrainConfig, devices: Any, given: Any) -> Plan:
-    from core.planning.front_door import build_problem
-    from core.planning.solvers import solve
+def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], given: Any) -> Plan:
+    from core.planning.front_door import build_problem, plan_model
     from core.training.plan_file import cost_stages
 
-    problem = build_problem(spec, config.setup, devices)
     if given is not None:
-        return cost_stages(problem, given)
-    plan = solve(problem, "exact", spec=spec)
+        return cost_stages(build_problem(spec, config.setup, devices), given)
+    plan = plan_model(spec, config.setup, devices, "exact").plan
     if not plan.feasible:
         raise InputError(f"no placement of {spec.name} fits the devices: {plan.reason}")
     return plan

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from core.devices.catalog import load_catalog
 from core.errors import InputError
-from core.project import DeviceEntry
+from core.planning.devices import DeviceEntry
 from gui import theme
 from gui.state import AppState
 

@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError
+from core.model.config import GPTSize, ModelChoice
 from core.model.presets import GPT_PRESETS, hf_preset_names
 from core.planning.setup import OPTIMIZERS, PRECISIONS
-from core.project import CustomModel, ModelChoice
 from core.units import format_count
 from gui.state import AppState
 
@@ -68,7 +68,7 @@ class ModelPanel(QWidget):
         self.summary = QLabel("building the layer graph…")
         self.summary.setObjectName("muted")
         self.summary.setWordWrap(True)
-        self.custom = {key: _spin(1, 1_000_000) for key in CustomModel.__dataclass_fields__}
+        self.custom = {key: _spin(1, 1_000_000) for key in GPTSize.__dataclass_fields__}
         self.custom["d_model"].setSingleStep(64)
         self.setup_boxes = self._setup_widgets()
         layout = QVBoxLayout(self)
@@ -198,7 +198,7 @@ class ModelPanel(QWidget):
         if self._updating:
             return
         sizes = {key: box.value() for key, box in self.custom.items()}
-        self.state.set_model(ModelChoice(source="custom", custom=CustomModel(**sizes)))
+        self.state.set_model(ModelChoice.of_size(GPTSize(**sizes)))
 
     def _setup_changed(self, key: str) -> None:
         if self._updating:

@@ -11,19 +11,17 @@ import pytest
 
 from core.devices.catalog import load_catalog
 from core.errors import InputError
+from core.model.config import GPTSize, ModelChoice
+from core.planning.devices import DeviceEntry
 from core.planning.export import divisors, torchrun_command, torchrun_commands
 from core.planning.setup import TrainingSetup
 from core.project import (
-    CustomModel,
-    DeviceEntry,
-    ModelChoice,
     Project,
     default_devices,
     entries_from_inventory,
     last_project,
     load_project,
     merge_saved_devices,
-    planner_devices,
     project_from_dict,
     project_to_dict,
     recent_projects,
@@ -61,7 +59,7 @@ def a_project() -> Project:
     first = simulated_entry("A100-80GB")
     second = replace(simulated_entry("A100-80GB", {first.name}), budget_bytes=30 * GiB, included=False)
     return Project(devices=(first, second, host()),
-                   model=ModelChoice(source="custom", custom=CustomModel(layers=4, d_model=256, heads=4)),
+                   model=ModelChoice(source="custom", custom=GPTSize(layers=4, d_model=256, heads=4)),
                    setup=TrainingSetup(micro_batches=4, schedule="gpipe", recompute=True), solver="uniform",
                    view="graph")
 
@@ -147,25 +145,6 @@ def test_saved_devices_meet_this_machine() -> None:
         ("cpu", 64 * GiB, False), ("cuda:0", 60 * GiB, True), ("L4", saved[3].budget_bytes, True),
         ("cuda:1", 70 * GiB, False)]
     assert notes == ["cpu's budget is capped at its memory on this machine", "cuda:7 is not on this machine: left out"]
-
-
-def test_planner_devices_apply_efficiency_links_and_host_speed() -> None:
-    catalog = load_catalog()
-    pair = (simulated_entry("A100-80GB"), simulated_entry("A100-80GB", {"A100-80GB"}), simulated_entry("L4"), host())
-    devices = planner_devices(pair, "bf16", host_peak_tflops=2.0)
-    assert [d.name for d in devices] == ["A100-80GB", "A100-80GB#2", "L4", "cpu"]
-    assert devices[0].tflops == pytest.approx(312.0 * catalog.default_efficiency)
-    assert [d.bandwidth_gbps for d in devices] == [300.0, 300.0, 32.0, 10.0]  # two A100s: one NVLink box
-    assert devices[3].tflops == pytest.approx(2.0 * catalog.cpu_efficiency) and devices[3].kind == "cpu"
-    assert devices[1].memory_bytes == pair[1].budget_bytes
-    lone = planner_devices((pair[0], replace(pair[1], included=False)), "fp32", None)
-    assert [d.bandwidth_gbps for d in lone] == [32.0]
-    with pytest.raises(InputError, match="not measured"):
-        planner_devices((host(),), "bf16", None)
-    with pytest.raises(InputError, match="no device is included"):
-        planner_devices((replace(pair[0], included=False),), "bf16", None)
-    with pytest.raises(InputError, match="unknown speed"):
-        planner_devices((DeviceEntry("cuda:0", "gpu", GiB, GiB),), "bf16", None)
 
 
 def test_recent_projects_newest_first_and_the_last_one(tmp_path: Path, config_dir: Path) -> None:

@@ -1,6 +1,6 @@
 """Fixtures for the app's tests: an isolated config dir, a machine without GPUs, a window.
 
-Every window plans in the one planning process (gui.plan.jobs), started once
+Every window plans in the one planning process (core.planning.jobs), started once
 per test session; its layer-graph cache makes later tests fast.
 """
 
@@ -15,8 +15,10 @@ import pytest
 from core.devices import nvml_gateway as nv
 from core.devices.fake_nvml import FakeNvml
 from core.devices.inventory import discover
+from core.model.config import ModelChoice
+from core.planning.devices import DeviceEntry
 from core.planning.setup import TrainingSetup
-from core.project import DeviceEntry, ModelChoice, Project, simulated_entry
+from core.project import Project, simulated_entry
 
 PLAN_TIMEOUT_MS = 60_000  # the first test also starts the planning process (imports torch)
 

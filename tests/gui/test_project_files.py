@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from core.project import ModelChoice, recent_projects
+from core.model.config import ModelChoice
+from core.project import recent_projects
 from tests.gui.conftest import small_project, wait_for_plan
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from core.model.gpt import GPTConfig
+from core.model.config import GPTConfig
 from core.planning.problem import Device
 from core.planning.setup import TrainingSetup
 

@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from core.model.gpt import GPT, GPTConfig
+from core.model.config import GPTConfig
+from core.model.gpt import GPT
 from core.planning.front_door import torch_device_of
 
 TIED_OWNER = "embed.wte.weight"  # the copy whose stage counts it in the gradient norm

@@ -4,9 +4,10 @@ import networkx as nx
 import pytest
 
 from core.errors import InputError
-from core.model.gpt import GPT, GPTConfig
+from core.model.config import GPTConfig, GPTSize, ModelChoice
+from core.model.gpt import GPT
 from core.model.graph import build_layer_graph, graph_layers
-from core.model.spec import CustomSize, resolve_model
+from core.model.spec import resolve_choice, resolve_model
 from core.planning.setup import TrainingSetup
 
 
@@ -24,7 +25,7 @@ def test_builtin_gpt_nodes_are_its_module_names_in_order():
 def test_parameter_counts_are_the_modules_own():
     config = GPTConfig(n_layer=2, n_head=2, d_model=32, vocab_size=50, seq_len=64)
     model = GPT(config)
-    graph = build_layer_graph(resolve_model("custom", CustomSize(2, 32, 2, 50, 64)), nano_setup())
+    graph = build_layer_graph(resolve_choice(ModelChoice.of_size(GPTSize(2, 32, 2, 50, 64))), nano_setup())
     counts = {name: sum(p.numel() for p in module.parameters()) for name, module in model.layers()}
     assert {n: graph.nodes[n]["params"] for n in counts} == counts
     # The tied embedding counts in both layers that hold it, and is marked as shared.

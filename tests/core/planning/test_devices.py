@@ -1,12 +1,20 @@
-"""Device specs as users type them."""
+"""Device choices into planner devices: specs as users type them, and the app's device list."""
+
+from dataclasses import replace
 
 import pytest
 
 from core.devices.catalog import load_catalog
+from core.devices.spec import parse_device_spec
 from core.errors import InputError
-from core.planning.devices import parse_device_spec, resolve_devices
+from core.planning.devices import DeviceEntry, resolve_devices
+from core.project import simulated_entry
 
 GiB = 1024**3
+
+
+def host_entry(total: int = 64 * GiB) -> DeviceEntry:
+    return DeviceEntry(name="cpu", kind="host", total_memory_bytes=total, budget_bytes=total // 2)
 
 
 def test_catalog_devices_with_budgets_any_case():
@@ -60,3 +68,22 @@ def test_bad_specs_are_one_line_errors(spec, message):
     with pytest.raises(InputError, match=message) as error:
         resolve_devices(spec, precision="bf16")
     assert "\n" not in str(error.value)
+
+
+def test_app_entries_resolve_with_efficiency_links_and_host_speed() -> None:
+    catalog = load_catalog()
+    pair = (simulated_entry("A100-80GB"), simulated_entry("A100-80GB", {"A100-80GB"}), simulated_entry("L4"), host_entry())
+    devices = resolve_devices(pair, "bf16", host_peak_tflops=2.0)
+    assert [d.name for d in devices] == ["A100-80GB", "A100-80GB#2", "L4", "cpu"]
+    assert devices[0].tflops == pytest.approx(312.0 * catalog.default_efficiency)
+    assert [d.bandwidth_gbps for d in devices] == [300.0, 300.0, 32.0, 10.0]  # two A100s: one NVLink box
+    assert devices[3].tflops == pytest.approx(2.0 * catalog.cpu_efficiency) and devices[3].kind == "cpu"
+    assert devices[1].memory_bytes == pair[1].budget_bytes
+    lone = resolve_devices((pair[0], replace(pair[1], included=False)), "fp32")
+    assert [d.bandwidth_gbps for d in lone] == [32.0]
+    with pytest.raises(InputError, match="not measured"):
+        resolve_devices((host_entry(),), "bf16")
+    with pytest.raises(InputError, match="no device is included"):
+        resolve_devices((replace(pair[0], included=False),), "bf16")
+    with pytest.raises(InputError, match="unknown speed"):
+        resolve_devices((DeviceEntry("cuda:0", "gpu", GiB, GiB),), "bf16")

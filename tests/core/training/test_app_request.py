@@ -5,10 +5,11 @@ from dataclasses import replace
 import pytest
 
 from core.errors import InputError
-from core.planning.devices import resolve_devices
+from core.model.config import GPTSize, ModelChoice
+from core.planning.devices import DeviceEntry, resolve_devices
 from core.planning.plan import Plan, StageCost
 from core.planning.setup import TrainingSetup
-from core.project import CustomModel, DeviceEntry, ModelChoice, simulated_entry
+from core.project import simulated_entry
 from core.training.app_request import (
     NOT_TRAINABLE,
     check_run_name,
@@ -111,7 +112,7 @@ def test_a_stale_or_infeasible_plan_is_refused_in_one_line():
 def test_only_the_built_in_gpt_in_train_mode_can_be_trained():
     train = TrainingSetup()
     assert why_not_trainable(ModelChoice(name="gpt-nano"), train) is None
-    assert why_not_trainable(ModelChoice(source="custom", custom=CustomModel(layers=2)), train) is None
+    assert why_not_trainable(ModelChoice(source="custom", custom=GPTSize(layers=2)), train) is None
     assert why_not_trainable(ModelChoice(name="llama-2-7b"), train) == NOT_TRAINABLE
     assert why_not_trainable(ModelChoice(name="hf/gpt2-xl"), train) == NOT_TRAINABLE
     assert why_not_trainable(ModelChoice(source="config", name="/x/config.json"), train) == NOT_TRAINABLE
@@ -127,7 +128,7 @@ def test_the_config_carries_the_model_setup_devices_and_intervals():
         "gpt-nano", None, "cpu:2GiB", "local", 400, "corpus.txt")
     assert config.setup == setup
     assert (config.eval_interval, config.checkpoint_interval, config.log_interval) == (20, 50, 10)
-    custom = train_config(ModelChoice(source="custom", custom=CustomModel(layers=2, d_model=64, heads=4, vocab=256,
+    custom = train_config(ModelChoice(source="custom", custom=GPTSize(layers=2, d_model=64, heads=4, vocab=256,
                                                                           seq=64)), setup, "cpu", 10)
     assert custom.model == "custom" and custom.custom.layers == 2
     name, gpt = trainable_model(custom, 256)
@@ -139,7 +140,7 @@ def test_the_config_carries_the_model_setup_devices_and_intervals():
 def test_run_names():
     name = default_run_name(ModelChoice(name="gpt-nano"), now=0.0)
     assert name.startswith("gpt-nano-19") or name.startswith("gpt-nano-1970")
-    assert default_run_name(ModelChoice(source="custom", custom=CustomModel(layers=3, d_model=96)), 0.0) \
+    assert default_run_name(ModelChoice(source="custom", custom=GPTSize(layers=3, d_model=96)), 0.0) \
         .startswith("custom-3L-96d-")
     assert check_run_name("  my run ") == "my run"
     for bad in ("", "a/b", "..", ".hidden"):

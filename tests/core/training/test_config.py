@@ -3,7 +3,7 @@
 import pytest
 
 from core.errors import InputError
-from core.model.spec import CustomSize
+from core.model.config import GPTSize
 from core.training.config import TrainConfig
 from core.training.engine.optim import learning_rate_at
 
@@ -18,7 +18,7 @@ def test_bad_settings_are_one_line_input_errors(bad):
 
 
 def test_the_config_round_trips_through_json_shapes():
-    config = TrainConfig(model="custom", custom=CustomSize(layers=2, d_model=64, heads=2), steps=30).resolved()
+    config = TrainConfig(model="custom", custom=GPTSize(layers=2, d_model=64, heads=2, vocab=256, seq=256), steps=30).resolved()
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 

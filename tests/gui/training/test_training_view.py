@@ -16,8 +16,10 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from core.model.config import ModelChoice
+from core.planning.devices import DeviceEntry
 from core.planning.setup import TrainingSetup
-from core.project import DeviceEntry, ModelChoice, Project
+from core.project import Project
 from core.training.app_request import NOT_TRAINABLE
 from core.training.launcher import (
     list_runs,

@@ -21,13 +21,18 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
+from core.model.config import ModelChoice
+from core.model.spec import ModelSpec
+from core.planning.devices import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
-from core.project import DeviceEntry, ModelChoice, planner_devices
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 PLANNER_NICENESS = 10
 _pool: ProcessPoolExecutor | None = None
@@ -36,21 +41,11 @@ _pool_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class JobResult:
-    spec: Any  # core.model.spec.ModelSpec
-    graph: Any  # networkx.DiGraph, or None when the caller already has this graph
+    spec: ModelSpec
+    graph: nx.DiGraph | None  # None when the caller already has this graph
     problem: Problem
     plan: Plan
     host_peak_tflops: float | None
-
-
-def resolve_choice(choice: ModelChoice) -> Any:
-    """A ModelChoice as core's ModelSpec (raises InputError for unknown names or bad sizes)."""
-    from core.model.spec import CustomSize, resolve_model
-
-    if choice.source == "custom":
-        size = choice.custom
-        return resolve_model("custom", CustomSize(size.layers, size.d_model, size.heads, size.vocab, size.seq))
-    return resolve_model(choice.name)
 
 
 def graph_key(model: ModelChoice, setup: TrainingSetup) -> tuple[Any, ...]:
@@ -60,20 +55,15 @@ def graph_key(model: ModelChoice, setup: TrainingSetup) -> tuple[Any, ...]:
 
 def plan_job(model: ModelChoice, setup: TrainingSetup, devices: tuple[DeviceEntry, ...], solver: str,
              want_graph: bool, milp_time_limit_s: float) -> JobResult:
-    """Resolve the model, build (or reuse) its graph, make the problem and solve it."""
-    from core.model.graph import build_layer_graph, graph_layers
-    from core.planning.solvers import solve
+    """Plan through the front door (the layer graph is cached in this process between jobs)."""
+    from core.planning.front_door import plan_model
 
-    spec = resolve_choice(model)
-    graph = build_layer_graph(spec, setup)
     host_peak = measure_host() if any(d.kind == "host" and d.included for d in devices) else None
-    problem = Problem(layers=graph_layers(graph), devices=planner_devices(devices, setup.precision, host_peak),
-                      setup=setup.to_problem_setup())
-    plan = solve(problem, solver, spec=spec, time_limit_s=milp_time_limit_s)
-    return JobResult(spec, graph if want_graph else None, problem, plan, host_peak)
+    planned = plan_model(model, setup, devices, solver, host_peak_tflops=host_peak, time_limit_s=milp_time_limit_s)
+    return JobResult(planned.spec, planned.graph if want_graph else None, planned.problem, planned.plan, host_peak)
 
 
-def solve_job(problem: Problem, solver: str, spec: Any, milp_time_limit_s: float) -> Plan | str:
+def solve_job(problem: Problem, solver: str, spec: ModelSpec, milp_time_limit_s: float) -> Plan | str:
     """One solver for the comparison: its plan, or why it could not run."""
     from core.planning.solvers import solve
 
