@@ -22,7 +22,7 @@ SPLIT = {"bytes_per_param": 16, "weight_bytes_per_param": 2, "grad_bytes_per_par
          "optimizer_bytes_per_param": 12}
 
 
-def hybrid(**setup: object):  # noqa: ANN201
+def hybrid(**setup: object):
     return problem(LAYERS, DEVICES, **{"mode": "train", "micro_batches": 8, **SPLIT, **setup})
 
 

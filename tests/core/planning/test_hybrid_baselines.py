@@ -12,7 +12,7 @@ SPLIT = {"bytes_per_param": 16, "weight_bytes_per_param": 2, "grad_bytes_per_par
 LAYERS = [layer(n, params=100, flops=1e12, act=10, out=10**6) for n in "abcd"]
 
 
-def four_devices(budget: int, **setup: object):  # noqa: ANN201
+def four_devices(budget: int, **setup: object):
     devices = [device(f"g{i}", budget, tflops=1.0, gbps=10.0) for i in range(4)]
     return problem(LAYERS, devices, mode="train", micro_batches=4, **SPLIT, **setup)
 
