@@ -183,20 +183,49 @@ def _candidate_caps(tables: HybridTables) -> tuple[np.ndarray, np.ndarray]:
 
 
 def explain_hybrid_infeasible(problem: Problem) -> str:
-    """One line naming what falls short for every d tried, and by how much at least."""
+    """One line naming what falls short for every d tried, and by how many bytes at least.
+
+    A single layer larger than every budget (under the d and ZeRO stage that
+    shrink it most) is named; otherwise the least amount every budget must
+    grow by for some hybrid plan to fit (found by bisection).
+    """
     choices = data_parallel_choices(problem)
+    tried = "" if len(choices) == 1 else f" (data-parallel {', '.join(map(str, choices))} tried)"
     largest = max(problem.devices, key=lambda device: device.memory_bytes)
-    shortfalls = []
+    needs = []
     for d in choices:
         tables = HybridTables(problem, device_classes(problem), d, problem.setup.zero)
-        single = tables.range_state[np.arange(tables.n), np.arange(1, tables.n + 1)] + \
-            tables.inflight_at(1) * tables.range_acts[np.arange(tables.n), np.arange(1, tables.n + 1)]
-        worst = int(np.argmax(single))
-        shortfalls.append((float(single[worst]) - largest.memory_bytes, d, worst, float(single[worst])))
-    short, d, worst, need = min(shortfalls, key=lambda item: item[0])
-    which = "" if len(choices) == 1 else f" (data-parallel {', '.join(map(str, choices))} tried; best d = {d})"
-    if short > 0:
-        return (f"layer '{problem.layers[worst].name}' alone needs {format_bytes(need)} per device but the largest "
-                f"budget ({largest.name}) is {format_bytes(largest.memory_bytes)}: short by {short:.0f} bytes{which}")
-    return (f"no split into contiguous stages on groups of devices fits the budgets "
-            f"under zero {problem.setup.zero}{which}")
+        first, end = np.arange(tables.n), np.arange(1, tables.n + 1)
+        needs.append(tables.range_state[first, end] + tables.inflight_at(1) * tables.range_acts[first, end])
+    need = np.min(np.stack(needs), axis=0)  # each layer alone, at its best d
+    worst = int(np.argmax(need))
+    if need[worst] > largest.memory_bytes:
+        short = float(need[worst]) - largest.memory_bytes
+        return (f"layer '{problem.layers[worst].name}' alone needs {format_bytes(float(need[worst]))} per device "
+                f"under zero {problem.setup.zero} but the largest budget ({largest.name}) is "
+                f"{format_bytes(largest.memory_bytes)}: short by {short:.0f} bytes{tried}")
+    extra = _least_extra_budget(problem, choices)
+    return (f"no split into contiguous stages on groups of devices fits the budgets under zero "
+            f"{problem.setup.zero}: each device would need at least {extra:.0f} bytes ({format_bytes(extra)}) "
+            f"more{tried}")
+
+
+def _least_extra_budget(problem: Problem, choices: list[int]) -> int:
+    """Smallest extra bytes on every budget that lets some d fit (bisection, 0.1% precision)."""
+    def fits(extra: float) -> bool:
+        for d in choices:
+            tables = HybridTables(problem, device_classes(problem), d, problem.setup.zero, extra_budget_bytes=extra)
+            if np.isfinite(HybridProgram(tables).least_sums(np.array([np.inf]), np.array([np.inf]))[0]):
+                return True
+        return False
+
+    low, high = 0, max(1, max(device.memory_bytes for device in problem.devices))
+    while not fits(high):
+        low, high = high, high * 2
+    while high - low > max(1, high // 1000):
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    return high

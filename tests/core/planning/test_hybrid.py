@@ -107,3 +107,24 @@ def test_hybrid_matches_brute_force(p: Problem):
     assert all(c.memory_bytes <= c.budget_bytes for c in costs)
     m = replica_micro_batches(p.setup, plan.data_parallel)
     assert step_time_s([c.time_s for c in costs], m, [c.sync_s for c in costs]) == pytest.approx(plan.objective_s)
+
+
+def test_infeasible_names_the_layer_that_cannot_fit():
+    # One layer of 100 params: d = 2, zero 3 shrinks it most: 16 * 100 / 2 + 2 * 2 * 100 = 1200 > 1000.
+    p = problem([layer("big", params=100, flops=1e12)], [device("g0", 1000), device("g1", 1000)],
+                mode="train", micro_batches=2, data_parallel="auto", zero=3, **SPLIT)
+    plan = solve_hybrid(p)
+    assert plan.status == "infeasible" and not plan.stages
+    assert "layer 'big' alone needs" in plan.reason and "short by 200 bytes" in plan.reason
+
+
+def test_infeasible_says_how_much_more_every_budget_needs():
+    # Three layers of 100 params (1600 bytes each at zero 0) on one group of two devices (d = 2):
+    # one stage holds all 4800 bytes; budgets of 2000 are short by 2800.
+    layers = [layer(n, params=100, flops=1e12) for n in "abc"]
+    p = problem(layers, [device("g0", 2000), device("g1", 2000)], mode="train", micro_batches=2,
+                data_parallel=2, zero=0, **SPLIT)
+    reason = solve_hybrid(p).reason
+    assert "each device would need at least" in reason
+    extra = int(reason.split("at least ")[1].split(" bytes")[0])
+    assert 2800 <= extra <= 2800 * 1.002
