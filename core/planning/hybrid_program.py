@@ -110,7 +110,9 @@ class HybridProgram:
         starts = np.flatnonzero(np.isfinite(times).any(axis=(0, 2)))
         block, block_sync = times[:, starts], syncs[:, starts]
         # totals[g, q, j, i]: stage [j, i) on group type g, then the rest from i, under cap pair q
-        meets = (block[:, None] <= taus[None, :, None, None]) & (block_sync[:, None] <= sigmas[None, :, None, None])
+        meets = block[:, None] <= taus[None, :, None, None]
+        if self.tables.d > 1:  # one replica never syncs
+            meets &= block_sync[:, None] <= sigmas[None, :, None, None]
         totals = np.where(meets, block[:, None] + rest[:, ends][None, :, None, :], np.inf)
         values = np.full((len(free), len(taus), n + 1), np.inf)
         values[:, :, starts] = totals.min(axis=3)
