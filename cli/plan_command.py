@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
@@ -182,9 +181,10 @@ def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    target = Path(path)
+    from core.durable import atomic_write_text
+
     try:
-        target.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror}") from None
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.devices.catalog import load_catalog
+from core.durable import atomic_write_text
 from core.errors import InputError
 from core.model.config import MODEL_SOURCES, GPTSize, ModelChoice
 from core.planning.devices import DeviceEntry
@@ -35,6 +36,7 @@ PROJECT_FORMAT = "allot-project"
 PROJECT_VERSION = 1
 PROJECT_SUFFIX = ".allot.json"
 CONFIG_DIR_ENV = "ALLOT_CONFIG_DIR"
+CACHE_DIR_ENV = "ALLOT_CACHE_DIR"
 MAX_RECENT = 10
 DEVICE_KINDS = ("gpu", "host", "simulated")
 VIEWS = ("plan", "graph", "monitor", "training")
@@ -152,17 +154,15 @@ def project_to_dict(project: Project) -> dict[str, Any]:
 
 
 def save_project(project: Project, path: str | Path) -> Path:
-    """Write the project atomically (a crash never leaves half a file).
+    """Write the project durably (core.durable: a crash leaves the old file or the new one).
 
     Raises:
         InputError: the file cannot be written.
     """
     path = Path(path)
     text = json.dumps(project_to_dict(project), indent=2) + "\n"
-    temporary = path.with_name(path.name + ".tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write_text(path, text)
     except OSError as error:
         raise InputError(f"cannot save project {path}: {error.strerror}") from None
     return path
@@ -270,6 +270,15 @@ def config_dir() -> Path:
     return Path(base) / "allot"
 
 
+def cache_dir() -> Path:
+    """Where Allot keeps what it can recompute (layer graphs, host speed): $ALLOT_CACHE_DIR,
+    else $XDG_CACHE_HOME/allot, else ~/.cache/allot. Deleting it loses nothing but time."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "allot"
+
+
 def recent_projects() -> list[Path]:
     """Recently opened or saved projects, newest first (a broken list reads as empty)."""
     try:
@@ -299,9 +308,6 @@ def last_project() -> Path | None:
 
 def _write_recent(paths: list[Path]) -> None:
     try:
-        directory = config_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "recent.json").write_text(json.dumps({"recent": [str(p) for p in paths]}, indent=2),
-                                               encoding="utf-8")
+        atomic_write_text(config_dir() / "recent.json", json.dumps({"recent": [str(p) for p in paths]}, indent=2))
     except OSError:
         pass

@@ -11,21 +11,21 @@
       data/            train.bin, val.bin, meta.json (and tokenizer.json for BPE)
       STOP             present while a stop is requested
 
-Every JSON file is written atomically (temp file, fsync, rename), and the
+Every JSON file is written atomically (core.durable: temp file, fsync, rename), and the
 status has one writer: the job process (core.training.job).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.durable import atomic_write_bytes as atomic_write_bytes  # re-exported: older imports
+from core.durable import atomic_write_json as atomic_write_json
 from core.errors import InputError
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
@@ -77,44 +77,6 @@ class RunPaths:
     @property
     def stop_file(self) -> Path:
         return self.root / "STOP"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one.
-
-    Temp file in the same directory, fsync, rename over the target, fsync the
-    directory (so the rename itself survives a power cut).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
-
-
-def fsync_directory(path: Path) -> None:
-    """Make renames and creations inside a directory durable (no-op where unsupported)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.durable import atomic_write_text
 from core.errors import InputError
 from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
 from core.planning.plan import Plan
@@ -42,7 +43,7 @@ def current_plan_or_error(state: AppState) -> Plan:
 
 
 def write_plan_json(state: AppState, path: str | Path) -> None:
-    Path(path).write_text(plan_json(current_plan_or_error(state)), encoding="utf-8")
+    atomic_write_text(path, plan_json(current_plan_or_error(state)))
 
 
 def write_device_map(state: AppState, path: str | Path) -> None:
@@ -51,7 +52,7 @@ def write_device_map(state: AppState, path: str | Path) -> None:
 
     plan = current_plan_or_error(state)
     assert state.problem is not None
-    Path(path).write_text(device_map_json(export_device_map(state.spec, plan, state.problem)), encoding="utf-8")
+    atomic_write_text(path, device_map_json(export_device_map(state.spec, plan, state.problem)))
 
 
 def ask_and_write(parent: QWidget, state: AppState, what: str) -> None:

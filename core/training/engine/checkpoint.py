@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.durable import atomic_write_json, fsync_directory, write_atomically
 from core.errors import InputError
-from core.training.run_dir import atomic_write_json, fsync_directory, read_json
+from core.training.run_dir import read_json
 
 FORMAT = 1
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -53,14 +54,7 @@ def write_stage_file(directory: Path, stage_index: int, payload: dict[str, Any])
     """torch.save one stage's payload durably into a checkpoint in progress."""
     import torch
 
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / stage_filename(stage_index)
-    partial = directory / f".{final.name}.partial"
-    with open(partial, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, final)
+    write_atomically(directory / stage_filename(stage_index), lambda handle: torch.save(payload, handle))
 
 
 def commit_checkpoint(checkpoints: Path, step: int, num_stages: int, extra: dict[str, Any] | None = None) -> Path:

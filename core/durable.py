@@ -1,0 +1,78 @@
+"""Durable writes: a file is replaced whole or not at all, even by kill -9 or a power cut.
+
+Every file Allot writes for the user (projects, the recent list, exports,
+run directories, checkpoints, caches) goes through `write_atomically`: a temp
+file with a unique name in the same folder (so the rename cannot cross file
+systems and two writers never share a temp), fsync, rename over the target,
+fsync the folder (so the rename itself survives a power cut). A writer killed
+at any moment leaves the old file intact (and at worst a `.NAME.*.tmp`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def write_atomically(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
+    """Replace `path` with what `write` puts into the binary handle it is given.
+
+    Raises:
+        OSError: the folder or file cannot be written (the old file is untouched).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            write(temp)
+            temp.flush()
+            os.fsync(temp.fileno())
+        _keep_mode(path, temp_name)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Replace a file with `data` durably (see the module docstring)."""
+    write_atomically(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path | str, value: Any, indent: int = 1, sort_keys: bool = True) -> None:
+    atomic_write_text(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def fsync_directory(path: Path | str) -> None:
+    """Make renames and creations inside a directory durable (no-op where unsupported)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _keep_mode(path: Path, temp_name: str) -> None:
+    """mkstemp makes 0600 files: a replaced file keeps its mode, a new one gets the umask's."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(temp_name, mode)
