@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def write_atomically(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomically(path: Path | str, write: Callable[[IO[bytes]], object]) -> None:
     """Replace `path` with what `write` puts into the binary handle it is given.
 
     Raises:
