@@ -32,10 +32,13 @@ def build_hf_model_on_meta(config_dict: dict[str, Any], dtype: torch.dtype) -> n
     config_dict = dict(config_dict)
     model_type = config_dict.pop("model_type")
     with _quiet_transformers():
+        if model_type not in transformers.CONFIG_MAPPING:
+            raise InputError(f"transformers {transformers.__version__} does not know model_type '{model_type}'")
         try:
             config = transformers.AutoConfig.for_model(model_type, **config_dict)
-        except (ValueError, KeyError) as error:
-            raise InputError(f"transformers does not know model_type '{model_type}': {error}") from None
+        except Exception as error:  # noqa: BLE001 (its validators raise their own types: the user's config is at fault)
+            raise InputError(f"transformers rejects this '{model_type}' config: {first_line(error)}") from None
+        _check_causal(config, model_type)
         config._attn_implementation = "sdpa"
         try:
             with torch.device("meta"):
@@ -43,6 +46,25 @@ def build_hf_model_on_meta(config_dict: dict[str, Any], dtype: torch.dtype) -> n
         except ValueError as error:
             raise InputError(f"'{model_type}' is not a causal language model: {str(error).splitlines()[0]}") from None
     return model.to(dtype)
+
+
+def first_line(error: BaseException) -> str:
+    """The most specific one-line reason: the cause where an error wraps one."""
+    cause = error.__cause__ or error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[0] if lines else type(cause).__name__
+
+
+def _check_causal(config: Any, model_type: str) -> None:
+    """Encoders (BERT, RoBERTa, ...) have a causal-LM class only as a decoder
+    (is_decoder true); planned as they are, they are not causal LMs."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+        architectures = ", ".join(getattr(config, "architectures", None) or [])
+        shown = f"architectures {architectures}" if architectures else "'is_decoder' is not true"
+        raise InputError(f"'{model_type}' is an encoder model ({shown}): only causal (decoder-only) "
+                         "language models are supported")
 
 
 def forward_hf(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:

@@ -154,12 +154,14 @@ def load_problem(path: str | Path) -> Problem:
     """Read and validate an explicit problem file.
 
     Raises:
-        InputError: the file is missing, not JSON, or not a valid problem.
+        InputError: the file is missing, binary, not JSON, or not a valid problem.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"cannot read problem file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"problem file {path} is not JSON text: byte {error.start} is not UTF-8") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:

@@ -26,6 +26,8 @@ from core.training.config import STDLIB
 
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 _BINARY_PROBE_BYTES = 8192
+_CONTROL_BYTES = bytes([*range(0, 9), 14, 15, *range(16, 27), *range(28, 32), 127])  # not \t \n \v \f \r ESC
+_MAX_CONTROL_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ def corpus_files(data: str) -> tuple[Path, list[Path]]:
         if not root.exists():
             raise InputError(f"corpus path {data} does not exist")
         if root.is_file():
+            if not _is_text(root):
+                raise InputError(f"corpus file {data} is not text (it holds binary bytes): "
+                                 "give a text file or a folder of them")
             return root, [root]
         files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p, root) and _is_text(p))
     if not files:
@@ -163,11 +168,17 @@ def _hidden(path: Path, root: Path) -> bool:
 
 
 def _is_text(path: Path) -> bool:
+    """Text (any ASCII-based encoding) has no NUL and almost no other control bytes;
+    random or compressed bytes have about one in eight."""
     try:
         with open(path, "rb") as handle:
-            return b"\0" not in handle.read(_BINARY_PROBE_BYTES)
+            probe = handle.read(_BINARY_PROBE_BYTES)
     except OSError:
         return False
+    if b"\0" in probe:
+        return False
+    control = len(probe) - len(probe.translate(None, _CONTROL_BYTES))
+    return control <= _MAX_CONTROL_FRACTION * len(probe)
 
 
 def corpus_summary(corpus: TokenizedCorpus) -> dict[str, Any]:
