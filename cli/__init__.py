@@ -11,6 +11,7 @@ import sys
 from typing import NoReturn
 
 from cli import (
+    cache_command,
     devices_command,
     monitor_command,
     plan_command,
@@ -19,7 +20,8 @@ from cli import (
     train_command,
 )
 
-COMMANDS = (plan_command, devices_command, monitor_command, train_command, runs_command, profile_command)
+COMMANDS = (plan_command, devices_command, monitor_command, train_command, runs_command, profile_command,
+            cache_command)
 
 
 class OneLineParser(argparse.ArgumentParser):

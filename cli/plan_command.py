@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     how.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="MILP time limit (default 10 s)")
     how.add_argument("--noncontiguous", action="store_true", help="MILP: allow stages that are not contiguous")
     out = parser.add_argument_group("output")
+    how.add_argument("--no-cache", action="store_true",
+                     help="measure the model again: neither read nor write the cache of layer graphs")
     out.add_argument("--json", action="store_true", help="print the plan as JSON (DESIGN.md's answer format) only")
     out.add_argument("--no-compare", action="store_true", help="skip the side-by-side baselines")
     out.add_argument("--export-problem", metavar="FILE", help="write the explicit problem that was solved")
@@ -71,6 +73,15 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.no_cache:
+        from core.disk_cache import bypassed
+
+        with bypassed():
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.problem:
         problem, spec, model_name = _explicit_problem(args), None, None
     else:

@@ -3,24 +3,39 @@
 Nodes are the layers of the model's chain, in execution order, each carrying
 its measured costs for one micro-batch (core.model.measure.LayerCost fields);
 edges carry the bytes sent from one layer to the next. Graphs are cached per
-(model, batch shape, precision, mode, recompute): dragging a budget re-plans
-without re-measuring.
+(model, batch shape, precision, mode, recompute): in memory, so dragging a
+budget re-plans without re-measuring, and on disk (core.disk_cache), so the
+next process plans a measured model without importing torch.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import asdict
+from typing import Any
 
 import networkx as nx
 
+from core.disk_cache import code_version, package_versions, read_entry, write_entry
+from core.errors import InputError
 from core.model.spec import ModelSpec
 from core.planning.problem import Layer
 from core.planning.setup import TrainingSetup
 
+# What a graph is measured by: a change to any of these invalidates the disk cache.
+_MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/gpt.py", "core/model/hf.py")
+_NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input_bytes", "tied_params")
+
 
 def build_layer_graph(spec: ModelSpec, setup: TrainingSetup) -> nx.DiGraph:
-    """The layer graph of a model under a setup (cached; treat it as read-only)."""
+    """The layer graph of a model under a setup (cached; treat it as read-only).
+
+    A graph measured before, by any process, is read from the disk cache
+    (core.disk_cache; `disk_cache.bypassed()` skips it) without importing torch.
+
+    Raises:
+        InputError: the model cannot be built or run on the meta device.
+    """
     return _cached_graph(spec.with_context(setup.seq_len), setup.precision, setup.mode == "train",
                          setup.recompute, setup.micro_batch_size, setup.seq_len)
 
@@ -44,30 +59,71 @@ def graph_layers(graph: nx.DiGraph) -> tuple[Layer, ...]:
 @functools.lru_cache(maxsize=16)
 def _cached_graph(spec: ModelSpec, precision: str, train: bool, recompute: bool,
                   micro_batch_size: int, seq_len: int) -> nx.DiGraph:
+    key = graph_cache_key(spec, precision, train, recompute, micro_batch_size, seq_len)
+    stored = read_entry("graphs", key)
+    if stored is not None and _valid_entry(stored):
+        return _graph(spec.name, stored["total_params"], stored["costs"])
+    total_params, costs = _measure(spec, precision, train, recompute, micro_batch_size, seq_len)
+    write_entry("graphs", key, {"total_params": total_params, "costs": costs})
+    return _graph(spec.name, total_params, costs)
+
+
+def graph_cache_key(spec: ModelSpec, precision: str, train: bool, recompute: bool,
+                    micro_batch_size: int, seq_len: int) -> dict[str, Any]:
+    """Everything a measured graph depends on: the model's config, the batch shape, the
+    setup, and the versions of torch, transformers and Allot's measuring code."""
+    return {"model": spec.identity(), "precision": precision, "train": train, "recompute": recompute,
+            "micro_batch_size": micro_batch_size, "seq_len": seq_len,
+            "versions": {**package_versions("torch", "transformers"), "allot": code_version(*_MEASURING_CODE)}}
+
+
+def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micro_batch_size: int,
+             seq_len: int) -> tuple[int, list[dict[str, Any]]]:
+    """Build the model on the meta device and cost each layer: (total params, LayerCost dicts)."""
     import torch
 
+    from core.model.gpt import lm_loss
     from core.model.measure import measure_layers
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model: torch.nn.Module
     if spec.gpt is not None:
-        from core.model.gpt import GPT, lm_loss
+        from core.model.gpt import GPT
 
         with torch.device("meta"):
             model = GPT(spec.gpt).to(dtype)
         costs = measure_layers(model, model.forward, lm_loss, micro_batch_size, seq_len, train, recompute)
     else:
-        from core.model.gpt import lm_loss
-        from core.model.hf import balanced_experts, build_hf_model_on_meta, forward_hf
+        from core.model.hf import balanced_experts, build_hf_model_on_meta, first_line, forward_hf
 
-        model = build_hf_model_on_meta(spec.hf_config, dtype)
-        with balanced_experts(model):
-            costs = measure_layers(model, lambda ids: forward_hf(model, ids), lm_loss,
-                                   micro_batch_size, seq_len, train, recompute)
-    graph = nx.DiGraph(model=spec.name, order=[cost.name for cost in costs],
-                       total_params=sum(p.numel() for p in model.parameters()))
+        try:
+            model = build_hf_model_on_meta(spec.hf_config, dtype)
+            with balanced_experts(model):
+                costs = measure_layers(model, lambda ids: forward_hf(model, ids), lm_loss,
+                                       micro_batch_size, seq_len, train, recompute)
+        except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as error:
+            if isinstance(error, InputError):
+                raise
+            # transformers and torch fail deep inside on configs they accept: one line, not a traceback
+            raise InputError(f"cannot build or run {spec.name} on the meta device: {first_line(error)}") from None
+    return sum(p.numel() for p in model.parameters()), [asdict(cost) for cost in costs]
+
+
+def _graph(name: str, total_params: int, costs: list[dict[str, Any]]) -> nx.DiGraph:
+    graph = nx.DiGraph(model=name, order=[cost["name"] for cost in costs], total_params=total_params)
     for cost in costs:
-        graph.add_node(cost.name, **asdict(cost))
+        graph.add_node(cost["name"], **cost)
     for producer, consumer in zip(costs, costs[1:]):
-        graph.add_edge(producer.name, consumer.name, bytes=producer.output_bytes)
+        graph.add_edge(producer["name"], consumer["name"], bytes=producer["output_bytes"])
     return graph
+
+
+def _valid_entry(stored: Any) -> bool:
+    """A cache entry has the shape we wrote; anything else is rebuilt (never trusted)."""
+    try:
+        return isinstance(stored["total_params"], int) and len(stored["costs"]) > 0 and all(
+            isinstance(cost["name"], str) and all(isinstance(cost[field], (int, float)) and cost[field] >= 0
+                                                  for field in _NUMERIC_FIELDS)
+            for cost in stored["costs"])
+    except (KeyError, TypeError):
+        return False

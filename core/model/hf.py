@@ -36,7 +36,7 @@ def build_hf_model_on_meta(config_dict: dict[str, Any], dtype: torch.dtype) -> n
             raise InputError(f"transformers {transformers.__version__} does not know model_type '{model_type}'")
         try:
             config = transformers.AutoConfig.for_model(model_type, **config_dict)
-        except Exception as error:  # noqa: BLE001 (its validators raise their own types: the user's config is at fault)
+        except Exception as error:  # its validators raise their own types: the user's config is at fault
             raise InputError(f"transformers rejects this '{model_type}' config: {first_line(error)}") from None
         _check_causal(config, model_type)
         config._attn_implementation = "sdpa"

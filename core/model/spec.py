@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
 from core.model.config import GPTConfig, ModelChoice
+from core.model.hf_config import check_hf_config
 from core.model.presets import GPT_PRESETS, HF_CONFIG_DIR, hf_preset_names
 
 
@@ -34,6 +35,11 @@ class ModelSpec:
     @property
     def hf_config(self) -> dict[str, Any]:
         return json.loads(self.hf_config_json or "{}")
+
+    def identity(self) -> dict[str, Any]:
+        """The model as plain JSON: its name and its whole config (disk caches key on it)."""
+        return {"name": self.name, "gpt": asdict(self.gpt) if self.gpt is not None else None,
+                "hf_config": self.hf_config if self.gpt is None else None}
 
     @property
     def context_length(self) -> int | None:
@@ -90,8 +96,11 @@ def _hf_from_file(path: Path, name: str) -> ModelSpec:
         config = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise InputError(f"cannot read model config {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"model config {path} is not JSON text: byte {error.start} is not UTF-8") from None
     except json.JSONDecodeError as error:
         raise InputError(f"model config {path} is not JSON: {error.msg} at line {error.lineno}") from None
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise InputError(f"model config {path} has no 'model_type': not a Hugging Face config")
+    check_hf_config(config, str(path))
     return ModelSpec(name=name, hf_config_json=json.dumps(config, sort_keys=True))

@@ -19,6 +19,10 @@ from core.planning.costs import infeasible_plan, plan_from_placement
 from core.planning.plan import FEASIBLE, Plan
 from core.planning.problem import Problem
 
+# What accelerate's answer is computed by: a change invalidates its disk cache entries.
+_PLACING_CODE = ("core/planning/accelerate_baseline.py", "core/model/hf.py", "core/model/gpt.py",
+                 "core/model/measure.py")
+
 
 def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
     """Place the model with accelerate.infer_auto_device_map under the budgets.
@@ -28,18 +32,8 @@ def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
     """
     if spec is None:
         raise InputError("the accelerate baseline needs a model, not an explicit problem")
-    try:
-        from accelerate import infer_auto_device_map
-    except ImportError:
-        raise InputError("the accelerate baseline needs accelerate: python3 -m pip install -e '.[hf]'") from None
-    started = time.perf_counter()
-    model, block_class = _meta_model(spec, weight_bytes_per_param(problem))
-    max_memory = {index: device.memory_bytes for index, device in enumerate(problem.devices)}
-    with _quiet("accelerate.utils.modeling"):  # it warns that the planned GPUs are not in this machine
-        device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=[block_class])
-    elapsed = time.perf_counter() - started
     names = [layer.name for layer in problem.layers]
-    placed = {name: _device_of(name, device_map) for name in names}
+    placed, elapsed = _placement(problem, spec, names)
     offloaded = [name for name, device in placed.items() if not isinstance(device, int)]
     if offloaded:
         return infeasible_plan(problem, "accelerate", (
@@ -51,6 +45,37 @@ def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
             order.append(placed[name])
     placement = [(d, [i for i, name in enumerate(names) if placed[name] == d]) for d in order]
     return plan_from_placement(problem, placement, "accelerate", FEASIBLE, elapsed, zero=0)
+
+
+def _placement(problem: Problem, spec: ModelSpec, names: list[str]) -> tuple[dict[str, Any], float]:
+    """Each layer's device as accelerate places it, and the seconds that took.
+
+    The answer depends only on the model, its dtype and the budgets: it is kept
+    in the disk cache (core.disk_cache), so a repeated plan needs no torch.
+    """
+    from core.disk_cache import code_version, package_versions, read_entry, write_entry
+
+    weight_bytes = weight_bytes_per_param(problem)
+    key = {"model": spec.identity(),
+           "weight_bytes": weight_bytes, "max_memory": [device.memory_bytes for device in problem.devices],
+           "layers": names, "versions": {**package_versions("torch", "transformers", "accelerate"),
+                                         "allot": code_version(*_PLACING_CODE)}}
+    stored = read_entry("accelerate", key)
+    if isinstance(stored, dict) and isinstance(stored.get("placed"), dict) and set(stored["placed"]) == set(names):
+        return stored["placed"], float(stored.get("elapsed_s", 0.0))
+    try:
+        from accelerate import infer_auto_device_map
+    except ImportError:
+        raise InputError("the accelerate baseline needs accelerate: python3 -m pip install -e '.[hf]'") from None
+    started = time.perf_counter()
+    model, block_class = _meta_model(spec, weight_bytes)
+    max_memory = {index: device.memory_bytes for index, device in enumerate(problem.devices)}
+    with _quiet("accelerate.utils.modeling"):  # it warns that the planned GPUs are not in this machine
+        device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=[block_class])
+    elapsed = time.perf_counter() - started
+    placed = {name: _device_of(name, device_map) for name in names}
+    write_entry("accelerate", key, {"placed": placed, "elapsed_s": elapsed})
+    return placed, elapsed
 
 
 def export_device_map(spec: ModelSpec, plan: Plan, problem: Problem) -> dict[str, Any]:

@@ -1,0 +1,171 @@
+"""The layer-graph cache on disk: keyed by all it depends on, safe when corrupt, and torch-free when warm.
+
+Every test points ALLOT_CACHE_DIR at its own folder (tests/conftest.py already
+keeps the whole session away from the user's cache dir).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import main
+from core import disk_cache
+from core.model.graph import _cached_graph, build_layer_graph, graph_cache_key, graph_layers
+from core.model.spec import resolve_model
+from core.planning.setup import TrainingSetup
+
+ROOT = Path(__file__).resolve().parents[3]
+SETUP = TrainingSetup(micro_batch_size=1, seq_len=32, precision="fp32")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(folder))
+    _cached_graph.cache_clear()  # the in-memory cache would hide the disk
+    yield folder
+    _cached_graph.cache_clear()
+
+
+def entries(folder: Path, kind: str = "graphs") -> list[Path]:
+    return sorted((folder / kind).glob("*.json"))
+
+
+def fresh_graph(spec_name: str, setup: TrainingSetup = SETUP):
+    _cached_graph.cache_clear()
+    return build_layer_graph(resolve_model(spec_name), setup)
+
+
+def test_a_measured_graph_is_stored_and_read_back_equal(cache: Path) -> None:
+    measured = fresh_graph("gpt-nano")
+    assert len(entries(cache)) == 1
+    stored = json.loads(entries(cache)[0].read_text())
+    assert stored["format"] == disk_cache.FORMAT and stored["version"] == disk_cache.VERSION
+    assert stored["key"]["versions"]["torch"] and stored["key"]["versions"]["allot"]
+    read = fresh_graph("gpt-nano")
+    assert graph_layers(read) == graph_layers(measured)
+    assert dict(read.nodes(data=True)) == dict(measured.nodes(data=True))
+    assert read.graph == measured.graph and list(read.edges(data=True)) == list(measured.edges(data=True))
+
+
+@pytest.mark.parametrize("change", [
+    {"seq_len": 64}, {"micro_batch_size": 2}, {"precision": "bf16"}, {"recompute": True}, {"mode": "infer"},
+])
+def test_every_input_of_a_graph_is_in_its_key(cache: Path, change: dict) -> None:
+    fresh_graph("gpt-nano")
+    other = TrainingSetup(**{**SETUP.to_dict(), **change})
+    fresh_graph("gpt-nano", other)
+    assert len(entries(cache)) == 2
+
+
+def test_the_config_and_versions_are_in_the_key() -> None:
+    spec = resolve_model("gpt-nano")
+    key = graph_cache_key(spec, "fp32", True, False, 1, 32)
+    assert key["model"]["gpt"]["n_layer"] == 5
+    other = graph_cache_key(resolve_model("gpt-micro"), "fp32", True, False, 1, 32)
+    assert disk_cache.entry_path("graphs", key) != disk_cache.entry_path("graphs", other)
+    assert set(key["versions"]) == {"torch", "transformers", "allot"}
+
+
+@pytest.mark.parametrize("damage", [
+    b"", b"{not json", b"\xff\xfe binary", b'{"format": "allot-cache", "version": 999}',
+    b'[1, 2, 3]',
+])
+def test_a_corrupt_entry_is_measured_again(cache: Path, damage: bytes) -> None:
+    measured = fresh_graph("gpt-nano")
+    entries(cache)[0].write_bytes(damage)
+    again = fresh_graph("gpt-nano")
+    assert graph_layers(again) == graph_layers(measured)
+    assert json.loads(entries(cache)[0].read_text())["value"]["costs"]  # and repaired
+
+
+def test_an_entry_with_a_broken_value_is_not_trusted(cache: Path) -> None:
+    measured = fresh_graph("gpt-nano")
+    path = entries(cache)[0]
+    stored = json.loads(path.read_text())
+    stored["value"]["costs"][1]["flops"] = "lots"
+    path.write_text(json.dumps(stored))
+    assert graph_layers(fresh_graph("gpt-nano")) == graph_layers(measured)
+
+
+def test_no_cache_neither_reads_nor_writes(cache: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["plan", "--model", "gpt-nano", "--devices", "2xA10", "--seq", "32", "--no-compare", "--json"]
+    assert main.main([*argv, "--no-cache"]) == 0
+    assert not cache.exists()
+    _cached_graph.cache_clear()
+    assert main.main(argv) == 0
+    assert len(entries(cache)) == 1
+    entries(cache)[0].write_text(entries(cache)[0].read_text().replace('"flops":', '"flops_x":'))
+    _cached_graph.cache_clear()
+    assert main.main([*argv, "--no-cache"]) == 0  # a bad entry is never read with --no-cache either
+    capsys.readouterr()
+
+
+def test_cache_clear_removes_entries_and_nothing_else(cache: Path, capsys: pytest.CaptureFixture) -> None:
+    fresh_graph("gpt-nano")
+    (cache / "users-file.txt").write_text("keep me")
+    assert main.main(["cache"]) == 0
+    assert "graphs          1 entries" in capsys.readouterr().out
+    assert main.main(["cache", "--clear"]) == 0
+    assert "removed 1 cache entries" in capsys.readouterr().out
+    assert entries(cache) == [] and (cache / "users-file.txt").read_text() == "keep me"
+
+
+WARM_PLAN = """
+import sys
+import main
+code = main.main(sys.argv[1:])
+print("TORCH", "torch" in sys.modules, "TRANSFORMERS", "transformers" in sys.modules)
+sys.exit(code)
+"""
+
+
+def run_plan(cache: Path, *argv: str) -> str:
+    env = dict(os.environ, ALLOT_CACHE_DIR=str(cache))
+    result = subprocess.run([sys.executable, "-c", WARM_PLAN, *argv], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_cached_plan_imports_no_torch(cache: Path) -> None:
+    """The whole report, accelerate's column included, from the cache: no torch, no transformers."""
+    argv = ("plan", "--model", "gpt2", "--devices", "A10:2GiB,2xRTX4090:2GiB", "--seq", "128")
+    cold = run_plan(cache, *argv)
+    assert "TORCH True" in cold
+    warm = run_plan(cache, *argv)
+    assert "TORCH False TRANSFORMERS False" in warm
+    assert _without_times(warm.replace("TORCH False TRANSFORMERS False", "")) == \
+        _without_times(cold.replace("TORCH True TRANSFORMERS True", ""))
+
+
+def _without_times(report: str) -> list[str]:
+    """The report less its solve-time lines (they differ run to run)."""
+    return [line for line in report.splitlines() if "solved in" not in line and line.strip()]
+
+
+APP_JOB = """
+import sys
+from core.planning.setup import TrainingSetup
+from core.project import ModelChoice, simulated_entry
+from gui.plan.jobs import plan_job
+setup = TrainingSetup(micro_batch_size=1, seq_len=128)
+result = plan_job(ModelChoice(source="preset", name="gpt2"), setup, (simulated_entry("A100-80GB"),),
+                  "exact", True, 5.0)
+assert result.plan.feasible
+print("TORCH", "torch" in sys.modules)
+"""
+
+
+def test_the_apps_first_plan_of_a_cached_model_imports_no_torch(cache: Path) -> None:
+    env = dict(os.environ, ALLOT_CACHE_DIR=str(cache))
+    outputs = [subprocess.run([sys.executable, "-c", APP_JOB], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600) for _ in range(2)]
+    assert [o.returncode for o in outputs] == [0, 0], outputs[-1].stderr
+    assert "TORCH True" in outputs[0].stdout and "TORCH False" in outputs[1].stdout
