@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,15 @@ class StatusFollower:
             self._written_at = time.monotonic()
 
 
+def _no_op(paths: RunPaths) -> None:
+    pass
+
+
+# A seam for tests: runs after training and the report, before the final status is
+# written (a kill -9 there must leave a run that reads as finished).
+before_final_status: Callable[[RunPaths], None] = _no_op
+
+
 def request_stop(paths: RunPaths) -> None:
     """Create the STOP file (atomically; harmless if it exists)."""
     atomic_write_json(paths.stop_file, {"requested_at": time.time(), "by_pid": os.getpid()})
@@ -91,6 +101,7 @@ def main(argv: list[str]) -> int:
             outcome = _run_pipeline(context, follower)
         follower.flush()
         _write_report(context)
+        before_final_status(paths)
         write_status(paths, state=outcome, ended_at=time.time(), step=_last_step(context))
         print(f"job: {outcome}", flush=True)
         return 0

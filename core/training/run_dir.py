@@ -121,7 +121,9 @@ class RunStatus:
     """What status.json says, with `alive` checked against the process table.
 
     A job that was killed (kill -9, power cut) leaves "running" behind; when its
-    process is gone, `state` reads "failed" with an error saying so.
+    process is gone, `state` reads "failed" with an error saying so, unless the
+    checkpoint of its last step is committed: then it finished, and the status
+    file is corrected to say so (the history is untouched).
     """
 
     state: str
@@ -169,13 +171,28 @@ def read_status(root: Path | str) -> RunStatus:
     if raw.get("host") == socket.gethostname() and "job" in pids:
         alive = process_alive(pids["job"], raw.get("job_create_time"))
         if state == RUNNING and not alive:
-            state, error = FAILED, f"job process {pids['job']} ended without a status (killed?)"
+            if _finished_before_it_died(paths, raw):
+                raw = write_status(paths, state=FINISHED, error=None, traceback=None, step=raw.get("steps"),
+                                   ended_at=raw.get("ended_at") or time.time(), finished_by="status check")
+                state = FINISHED
+            else:
+                state, error = FAILED, f"job process {pids['job']} ended without a status (killed?)"
     return RunStatus(
         state=state, step=int(raw.get("step") or 0), steps=int(raw.get("steps") or 0),
         last_loss=raw.get("last_loss"), pids=pids, host=str(raw.get("host", "")),
         started_at=raw.get("started_at"), ended_at=raw.get("ended_at"),
         error=error, traceback=trace, alive=alive,
     )
+
+
+def _finished_before_it_died(paths: RunPaths, raw: dict[str, Any]) -> bool:
+    """A job killed after its last checkpoint but before it wrote "finished" did finish:
+    its checkpoint at the last step is committed (and the metrics with it)."""
+    from core.training.engine.checkpoint import checkpoint_step, latest_checkpoint
+
+    steps = raw.get("steps")
+    latest = latest_checkpoint(paths.checkpoints)
+    return isinstance(steps, int) and steps > 0 and latest is not None and checkpoint_step(latest) >= steps
 
 
 def process_alive(pid: int, create_time: float | None = None) -> bool:
