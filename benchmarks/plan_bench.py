@@ -15,15 +15,21 @@
 (e) Hybrid plan quality on (b)'s matrix plus 16 alike GPUs: T of each
     data-parallel baseline and of today's pipeline-only exact over T of the
     hybrid exact, and the hybrid exact over the lower bound.
+(f) `main.py plan --model llama-2-70b ...` in a fresh process, cold (empty
+    cache: torch, transformers and measuring) and warm (graph and accelerate's
+    placement from the disk cache): wall and CPU seconds, and whether torch was
+    imported (target warm: under 1.5 s, no torch).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -150,11 +156,36 @@ def graph_table() -> None:
     print(f"{'model':<13} {'seq':>5} {'layers':>6} {'total':>8} {'build':>8} {'peak RSS':>10}")
     root = Path(__file__).resolve().parent.parent
     for model, seq in [("gpt2-xl", 1024), ("llama-2-7b", 4096), ("mixtral-8x7b", 4096), ("llama-2-70b", 4096)]:
-        out = subprocess.run([sys.executable, "-c", GRAPH_PROBE, model, str(seq)], cwd=root, check=True,
-                             capture_output=True, text=True).stdout
+        with tempfile.TemporaryDirectory() as cache:  # an empty disk cache: this table times the build
+            out = subprocess.run([sys.executable, "-c", GRAPH_PROBE, model, str(seq)], cwd=root, check=True,
+                                 capture_output=True, text=True, env={**os.environ, "ALLOT_CACHE_DIR": cache}).stdout
         row = json.loads(out.strip().splitlines()[-1])
         print(f"{model:<13} {seq:>5} {row['layers']:>6} {row['seconds']:>7.2f}s {row['build']:>7.2f}s "
               f"{row['peak_rss_bytes'] / 1024**3:>8.2f} GiB")
+
+
+CACHE_PROBE = """
+import resource, sys, time
+started = time.perf_counter()
+import main
+code = main.main(sys.argv[1:])
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print("PROBE", time.perf_counter() - started, usage.ru_utime + usage.ru_stime, "torch" in sys.modules, code)
+"""
+CACHE_ARGV = ["plan", "--model", "llama-2-70b", "--devices", "3xH200,3xH100-SXM,2xA100-80GB", "--mode", "infer",
+              "--seq", "4096", "--micro-batches", "16"]
+
+
+def cache_table(repeats: int) -> None:
+    print("\n(f) plan --model llama-2-70b (report and comparison), fresh process: cold vs warm disk cache")
+    print(f"{'run':<6} {'wall':>8} {'cpu':>8}  torch imported")
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as cache:
+        for run in ["cold"] + ["warm"] * repeats:
+            out = subprocess.run([sys.executable, "-c", CACHE_PROBE, *CACHE_ARGV], cwd=root, check=True,
+                                 capture_output=True, text=True, env={**os.environ, "ALLOT_CACHE_DIR": cache}).stdout
+            _, wall, cpu, torch, _code = out.strip().splitlines()[-1].split()
+            print(f"{run:<6} {float(wall):>7.2f}s {float(cpu):>7.2f}s  {torch}")
 
 
 def hybrid_timing_table(repeats: int) -> None:
@@ -222,14 +253,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--hybrid-only", action="store_true", help="only tables (d) and (e)")
+    parser.add_argument("--cache-only", action="store_true", help="only table (f)")
     args = parser.parse_args()
     repeats = 10 if args.quick else 50
+    if args.cache_only:
+        cache_table(3)
+        return 0
     if not args.hybrid_only:
         timing_table(repeats)
         quality_table()
         graph_table()
     hybrid_timing_table(5 if args.quick else 20)
     hybrid_quality_table()
+    cache_table(3)
     return 0
 
 

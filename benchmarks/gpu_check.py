@@ -1,0 +1,141 @@
+"""GPU check: does Allot see the GPU, sample it, and predict what training on it measures?
+
+    python3 benchmarks/gpu_check.py                  # gpt-micro, bf16, 40 steps on cuda:0
+    python3 benchmarks/gpu_check.py --model gpt2-small --steps 60
+
+Core only: it runs where torch, numpy and nvidia-ml-py are installed but not
+PySide6, pyqtgraph or highspy (tests/benchmarks/test_gpu_check.py runs it with
+those blocked). Installs nothing, downloads nothing (the corpus is this Python's
+standard library). Steps:
+
+1. the GPUs NVML lists (`main.py devices --json`);
+2. 5 s of telemetry from the sampler (utilisation, memory, power, temperature);
+3. `main.py profile` of the built-in GPT on cuda:0 (layer times measured there);
+4. `main.py train --engine local` with that profile for a few dozen steps;
+5. predicted vs measured: stage compute time per micro-batch (report.json) and
+   stage memory (plan.json) against torch.cuda.max_memory_allocated (metrics).
+   Target: both within 10%.
+
+Without a GPU it says why and exits 0 (nothing to check here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TARGET = 0.10  # both ratios within 10%
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gpt-micro", help="built-in GPT preset (default gpt-micro)")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--micro-batch-size", type=int, default=8)
+    parser.add_argument("--micro-batches", type=int, default=4)
+    parser.add_argument("--telemetry-s", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    inventory = _cli_json("devices", "--json")
+    reason = _why_not(inventory)
+    if reason:
+        print(f"gpu_check: skipped: {reason}")
+        return 0
+    _print_gpus(inventory)
+    _sample_telemetry(args.telemetry_s)
+    with tempfile.TemporaryDirectory(prefix="allot-gpu-check-") as folder:
+        work = Path(folder)
+        shape = ["--model", args.model, "--devices", "cuda:0", "--precision", "bf16", "--seq-len", str(args.seq_len),
+                 "--micro-batch-size", str(args.micro_batch_size), "--micro-batches", str(args.micro_batches)]
+        profile = work / "profile.json"
+        _cli("profile", *shape, "--out", str(profile))
+        run_dir = work / "run"
+        _cli("train", *shape, "--engine", "local", "--steps", str(args.steps), "--profile", str(profile),
+             "--run-dir", str(run_dir), "--checkpoint-interval", str(args.steps))
+        ok = _print_comparison(run_dir)
+    print(f"\ngpu_check: {'PASS' if ok else 'OUTSIDE 10%'} ({time.strftime('%Y-%m-%d')})")
+    return 0 if ok else 1
+
+
+def _why_not(inventory: dict[str, Any]) -> str | None:
+    """Why this machine cannot run the check, or None when it can."""
+    if not inventory.get("gpus"):
+        return f"no NVIDIA GPU: {inventory.get('nvml_reason') or 'NVML lists none'}"
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"NVML sees {len(inventory['gpus'])} GPU(s) but this torch {torch.__version__} has no CUDA"
+    return None
+
+
+def _print_gpus(inventory: dict[str, Any]) -> None:
+    print(f"driver {inventory.get('driver_version')}, CUDA driver {inventory.get('cuda_driver_version')}")
+    for gpu in inventory["gpus"]:
+        print(f"  {gpu.get('name')}  {gpu.get('memory_total_bytes', 0) / 1024**3:.1f} GiB  "
+              f"catalog {gpu.get('catalog_name')}")
+
+
+def _sample_telemetry(seconds: float) -> None:
+    from core.devices.telemetry import TelemetrySampler
+
+    sampler = TelemetrySampler(interval_s=0.5)
+    snapshots = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        snapshots.append(sampler.sample_once())
+        time.sleep(0.5)
+    gpus = [gpu for snapshot in snapshots for gpu in snapshot.gpus]
+    print(f"\ntelemetry: {len(snapshots)} samples in {seconds:.0f} s, {len(gpus)} GPU readings")
+    for field in ("utilization_percent", "memory_used_bytes", "power_watts", "temperature_c"):
+        values = [getattr(gpu, field) for gpu in gpus if getattr(gpu, field, None) is not None]
+        if values:
+            print(f"  {field:<22} min {min(values):>14,.0f}  max {max(values):>14,.0f}")
+
+
+def _print_comparison(run_dir: Path) -> bool:
+    report = json.loads((run_dir / "report.json").read_text())
+    plan = json.loads((run_dir / "plan.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    print("\n| stage | predicted compute ms | measured ms (median) | ratio | predicted memory GiB "
+          "| max_memory_allocated GiB | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    ok = True
+    for index, stage in enumerate(report["stages"]):
+        predicted_s, measured_s = stage["predicted_compute_s"], stage["measured_compute_s"]
+        predicted_bytes = plan["stages"][index]["memory_bytes"]
+        peaks = [row["stage_peak_memory_bytes"][index] for row in rows if row.get("stage_peak_memory_bytes")]
+        measured_bytes = max(peaks) if peaks else 0
+        time_ratio = measured_s / predicted_s if predicted_s and measured_s else float("nan")
+        memory_ratio = measured_bytes / predicted_bytes if predicted_bytes else float("nan")
+        ok = ok and abs(time_ratio - 1) <= TARGET and abs(memory_ratio - 1) <= TARGET
+        print(f"| {index} | {predicted_s * 1e3:.2f} | {measured_s * 1e3:.2f} | {time_ratio:.3f} "
+              f"| {predicted_bytes / 1024**3:.3f} | {measured_bytes / 1024**3:.3f} | {memory_ratio:.3f} |")
+    steps = [row["step_time_s"] for row in rows if "step_time_s" in row]
+    print(f"step: predicted {report['predicted_step_s'] * 1e3:.1f} ms, measured "
+          f"{statistics.median(steps) * 1e3:.1f} ms median over {len(steps)} steps")
+    return ok
+
+
+def _cli(*argv: str) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        sys.exit(f"gpu_check: main.py {argv[0]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def _cli_json(*argv: str) -> dict[str, Any]:
+    return json.loads(_cli(*argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
