@@ -116,9 +116,9 @@ def test_a_config_transformers_rejects_late_is_one_line(capsys, tmp_path):
 
 
 def test_the_app_and_project_files_resolve_models_the_same_way(tmp_path):
-    from gui.plan.jobs import resolve_choice  # noqa: TID251 (the app's entry point, no Qt)
-
-    from core.project import ModelChoice
+    # the app's model box and project files turn a ModelChoice into a model through resolve_choice
+    from core.model.config import ModelChoice
+    from core.model.spec import resolve_choice
 
     path = llama(tmp_path, hidden_size=-1)
     with pytest.raises(InputError, match="'hidden_size' must be"):

@@ -19,11 +19,10 @@ import pytest
 
 import main
 from core.durable import atomic_write_json, atomic_write_text, write_atomically
+from core.model.config import GPTSize, ModelChoice
 from core.planning.setup import TrainingSetup
 from core.project import (
-    CustomModel,
     DeviceEntry,
-    ModelChoice,
     Project,
     recent_projects,
     remember_project,
@@ -117,7 +116,7 @@ def test_the_helper_fsyncs_file_and_folder(tmp_path: Path, monkeypatch: pytest.M
 
 def a_project() -> Project:
     device = DeviceEntry(name="cpu", kind="host", total_memory_bytes=8 << 30, budget_bytes=4 << 30)
-    return Project(devices=(device,), model=ModelChoice(source="custom", custom=CustomModel()),
+    return Project(devices=(device,), model=ModelChoice(source="custom", custom=GPTSize(layers=2, d_model=64, heads=2)),
                    setup=TrainingSetup(), solver="exact", view="plan")
 
 

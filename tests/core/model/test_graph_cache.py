@@ -153,8 +153,9 @@ def _without_times(report: str) -> list[str]:
 APP_JOB = """
 import sys
 from core.planning.setup import TrainingSetup
-from core.project import ModelChoice, simulated_entry
-from gui.plan.jobs import plan_job
+from core.model.config import ModelChoice
+from core.planning.jobs import plan_job
+from core.project import simulated_entry
 setup = TrainingSetup(micro_batch_size=1, seq_len=128)
 result = plan_job(ModelChoice(source="preset", name="gpt2"), setup, (simulated_entry("A100-80GB"),),
                   "exact", True, 5.0)
