@@ -1,8 +1,9 @@
 """The pipeline engine's launcher: torch's own torchrun, one process per stage.
 
-One host:   python -m torch.distributed.run --nproc-per-node S --nnodes 1
-                --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT
+One host:   python -m core.training.engine.loopback_run --nproc-per-node S --nnodes 1
+                --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT --local-addr 127.0.0.1
                 -m core.training.pipeline_worker RUN_DIR
+            (torchrun with every listening socket on 127.0.0.1, and GLOO_SOCKET_IFNAME=lo)
 Many hosts: the same with --nnodes N --node-rank R --rdzv-endpoint HOST:PORT on each
             host, with the static rendezvous: c10d ignores --node-rank and orders
             hosts by arrival, while each host's run directory holds the checkpoints
@@ -45,11 +46,12 @@ def processes_on_this_node(config: TrainConfig, num_stages: int) -> int:
 
 def torchrun_command(run_dir: Path, config: TrainConfig, num_stages: int, endpoint: str) -> list[str]:
     """The torchrun command line that starts this host's stages."""
-    command = [sys.executable, "-m", "torch.distributed.run",
+    launcher = "core.training.engine.loopback_run" if config.nnodes == 1 else "torch.distributed.run"
+    command = [sys.executable, "-m", launcher,
                "--nproc-per-node", str(processes_on_this_node(config, num_stages)),
                "--nnodes", str(config.nnodes)]
-    if config.nnodes == 1:
-        command += ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint]
+    if config.nnodes == 1:  # one machine: every socket on loopback (see loopback_run)
+        command += ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--local-addr", "127.0.0.1"]
     else:
         command += ["--node-rank", str(config.node_rank), "--rdzv-backend", "static", "--rdzv-endpoint", endpoint]
     return command + ["--max-restarts", "0", "-m", "core.training.pipeline_worker", str(run_dir)]
@@ -80,6 +82,8 @@ def launch_workers(context: RunContext, log: IO[bytes] | None) -> subprocess.Pop
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env[THREADS_ENV] = str(threads_per_process(processes))
     env["OMP_NUM_THREADS"] = env[THREADS_ENV]
+    if config.nnodes == 1:
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's pair sockets on loopback, not the host's address
     print("launch: " + shlex.join(command), flush=True)
     return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT if log is not None else None,
