@@ -1,10 +1,10 @@
-"""A run's metrics rows as plottable curves: numpy arrays that grow by doubling.
+"""A run's metrics as plottable curves: reduced series (core.training.reduced).
 
-A live run adds a few rows every poll; converting a million-point Python list
-to an array on every redraw would cost more than drawing it. Here each new
-row is written once into preallocated arrays (amortised O(1)), readers get
-views, and the smoothed copy is extended from the moving average's state
-instead of being recomputed.
+A curve holds at most MAX_BUCKETS buckets of min, max and mean whatever the
+run's length, so a million-step run costs the plots what a few thousand
+points cost, and a spike is never lost. Rows arrive as columns
+(core.training.columns: a long run read in blocks) or as a live run's few
+new rows; the smoothed line is computed when drawn (a few thousand points).
 
 The time axis is training time: `elapsed_s` restarts at 0 when a run is
 resumed, so each job's times are shifted to follow the previous job's.
@@ -18,84 +18,79 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike
 
-from core.training.smoothing import EmaState, debiased_ema
+from core.training.columns import (
+    ClockState,
+    Columns,
+    Floats,
+    columns_of,
+    is_metrics_row,
+    training_times,
+)
+from core.training.reduced import MAX_BUCKETS, ReducedSeries
+from core.training.smoothing import EmaState
 
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default weight
 RECENT_ROWS = 50  # rows kept for the ETA and the per-stage medians
-JOB_GAP_S = 1.0  # rows whose job start times differ by more come from different jobs
 
 
-class GrowingArray:
-    """float64 values appended in place; `values` is a view of the filled part."""
-
-    def __init__(self, capacity: int = 256):
-        self._data = np.empty(max(1, capacity), dtype=np.float64)
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    @property
-    def values(self) -> NDArray[np.float64]:
-        return self._data[: self._size]
-
-    def extend(self, values: Sequence[float] | NDArray[np.float64]) -> None:
-        new = np.asarray(values, dtype=np.float64)
-        end = self._size + len(new)
-        if end > len(self._data):
-            grown = np.empty(max(end, 2 * len(self._data)), dtype=np.float64)
-            grown[: self._size] = self._data[: self._size]
-            self._data = grown  # earlier views keep the old buffer: they stay valid
-        self._data[self._size:end] = new
-        self._size = end
-
-    def clear(self) -> None:
-        self._size = 0
+def check_weight(weight: float) -> float:
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    return weight
 
 
 class Curve:
-    """One metric against step and training time, with its debiased-EMA copy."""
+    """One metric against step and training time, with its debiased-EMA line."""
 
-    def __init__(self, weight: float = DEFAULT_SMOOTHING):
-        self.steps, self.times_s = GrowingArray(), GrowingArray()
-        self.raw, self.smooth = GrowingArray(), GrowingArray()
-        self.weight = weight
-        self._ema = EmaState()
+    def __init__(self, weight: float = DEFAULT_SMOOTHING, max_buckets: int = MAX_BUCKETS):
+        self.series = ReducedSeries(max_buckets)
+        self.weight = check_weight(weight)
 
     def __len__(self) -> int:
-        return len(self.raw)
+        return len(self.series)
 
-    def extend(self, steps: Sequence[float], times_s: Sequence[float], values: Sequence[float]) -> None:
-        smoothed, self._ema = debiased_ema(values, self.weight, self._ema)
-        self.steps.extend(steps)
-        self.times_s.extend(times_s)
-        self.raw.extend(values)
-        self.smooth.extend(smoothed)
+    def extend(self, steps: ArrayLike, times_s: ArrayLike, values: ArrayLike) -> None:
+        self.series.extend(steps, times_s, values)
 
     def set_weight(self, weight: float) -> None:
-        """Smooth every point again with a new weight (raises ValueError outside [0, 1))."""
-        smoothed, ema = debiased_ema(self.raw.values, weight)
-        self.weight, self._ema = weight, ema
-        self.smooth.clear()
-        self.smooth.extend(smoothed)
+        """Smooth with a new weight from now on (raises ValueError outside [0, 1))."""
+        self.weight = check_weight(weight)
+
+    def raw(self, x_axis: str = "step") -> tuple[Floats, Floats]:
+        """x and y of the points (each bucket's lowest and highest once buckets hold several)."""
+        return self.series.points(x_axis)
+
+    def smooth(self, x_axis: str = "step", start: EmaState | None = None) -> tuple[Floats, Floats]:
+        """x and y of the smoothed line (continuing from `start`: a range read again)."""
+        return self.series.end_x(x_axis), self.series.smoothed(self.weight, start)[0]
+
+    def state_before(self, x: float, x_axis: str = "step") -> EmaState:
+        """The smoothing's state after the buckets that end before `x`."""
+        before = int(np.searchsorted(self.series.end_x(x_axis), x, side="left"))
+        return self.series.smoothed(self.weight, upto=before)[1]
+
+    @property
+    def last_value(self) -> float | None:
+        return self.series.last_value()
+
+    def copy(self) -> Curve:
+        twin = Curve(self.weight, self.series.max_buckets)
+        twin.series = self.series.copy()
+        return twin
 
     def clear(self) -> None:
-        for array in (self.steps, self.times_s, self.raw, self.smooth):
-            array.clear()
-        self._ema = EmaState()
+        self.series.clear()
 
 
 class RunCurves:
     """Training loss, validation loss and tokens/s of one run, plus its newest rows."""
 
-    def __init__(self, weight: float = DEFAULT_SMOOTHING):
-        self.loss, self.val_loss, self.tokens_per_s = Curve(weight), Curve(weight), Curve(weight)
+    def __init__(self, weight: float = DEFAULT_SMOOTHING, max_buckets: int = MAX_BUCKETS):
+        self.loss, self.val_loss, self.tokens_per_s = (Curve(weight, max_buckets) for _ in range(3))
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
-        self._offset_s = 0.0
-        self._last_elapsed_s = 0.0
-        self._job_started: float | None = None  # unix time the writing job started
+        self.clock = ClockState()
 
     @property
     def curves(self) -> tuple[Curve, Curve, Curve]:
@@ -107,50 +102,41 @@ class RunCurves:
 
     def add_rows(self, rows: Iterable[dict[str, Any]]) -> int:
         """Append metrics rows (core.training.metrics); returns how many were usable."""
-        columns: dict[str, tuple[list[float], list[float], list[float]]] = {
-            "loss": ([], [], []), "val_loss": ([], [], []), "tokens_per_s": ([], [], [])}
-        added = 0
-        for row in rows:
-            step, loss = row.get("step"), row.get("loss")
-            if not isinstance(step, (int, float)) or not isinstance(loss, (int, float)):
-                continue  # not a metrics row: nothing to draw
-            time_s = self._training_time(row)
-            for key, (steps, times, values) in columns.items():
-                value = row.get(key)
-                if isinstance(value, (int, float)):
-                    steps.append(step)
-                    times.append(time_s)
-                    values.append(value)
-            self.recent.append(row)
-            added += 1
-        for key, curve in zip(columns, self.curves):
-            if columns[key][0]:
-                curve.extend(*columns[key])
-        return added
+        usable = [row for row in rows if is_metrics_row(row)]
+        self.add_columns(columns_of(usable))
+        self.recent.extend(usable)
+        return len(usable)
+
+    def add_columns(self, columns: Columns) -> None:
+        """Append a block of rows read as columns (`recent` is the reader's to fill)."""
+        if not len(columns):
+            return
+        times, self.clock = training_times(columns.elapsed_s, columns.time, self.clock)
+        self.add_timed(columns, times)
+
+    def add_timed(self, columns: Columns, times_s: Floats) -> None:
+        """Append rows whose training times are known already (`clock` is the caller's)."""
+        self.loss.extend(columns.step, times_s, columns.loss)
+        self.val_loss.extend(columns.step, times_s, columns.val_loss)
+        self.tokens_per_s.extend(columns.step, times_s, columns.tokens_per_s)
 
     def set_weight(self, weight: float) -> None:
         for curve in self.curves:
             curve.set_weight(weight)
 
+    def copy(self) -> RunCurves:
+        """A snapshot another thread may draw while this one grows (small: buckets, not rows)."""
+        twin = RunCurves(self.loss.weight, self.loss.series.max_buckets)
+        twin.loss, twin.val_loss, twin.tokens_per_s = (curve.copy() for curve in self.curves)
+        twin.recent.extend(self.recent)
+        twin.clock = self.clock
+        return twin
+
     def clear(self) -> None:
         for curve in self.curves:
             curve.clear()
         self.recent.clear()
-        self._offset_s = self._last_elapsed_s = 0.0
-        self._job_started = None
-
-    def _training_time(self, row: dict[str, Any]) -> float:
-        elapsed, wall = row.get("elapsed_s"), row.get("time")
-        if not isinstance(elapsed, (int, float)):
-            return self._offset_s + self._last_elapsed_s
-        # A resumed job counts from 0 again: its elapsed time drops, or (when it ran
-        # longer before its first row than the last job did in all) its start moves on.
-        started = wall - elapsed if isinstance(wall, (int, float)) else None
-        moved = started is not None and self._job_started is not None and started - self._job_started > JOB_GAP_S
-        if elapsed < self._last_elapsed_s or moved:
-            self._offset_s += self._last_elapsed_s
-        self._last_elapsed_s, self._job_started = float(elapsed), started
-        return self._offset_s + self._last_elapsed_s
+        self.clock = ClockState()
 
 
 def seconds_per_step(rows: Sequence[dict[str, Any]]) -> float | None:

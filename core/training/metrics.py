@@ -67,11 +67,13 @@ class MetricsTail:
     for a later poll; a line that is not JSON is skipped and counted.
     """
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, offset: int = 0, inode: int | None = None):
+        """Read from byte `offset` of the file with this `inode` (a reader before this one
+        stopped there); a file replaced since then is read again from its start."""
         self.path = Path(path)
-        self.offset = 0
+        self.offset = offset
         self.skipped_lines = 0
-        self._inode: int | None = None
+        self._inode = inode
 
     def poll(self) -> TailUpdate:
         try:

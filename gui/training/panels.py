@@ -70,6 +70,11 @@ class TrainingPanels(QWidget):
         self.eta_label.setObjectName("metricName")
         self.run_title = QLabel("No run open: start one, or open one from the history below.")
         self.run_title.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
+        self.read_progress = QProgressBar()  # reading a long run's metrics (shown only then)
+        self.read_progress.setRange(0, 1000)
+        self.read_progress.setMaximumWidth(260)
+        self.read_progress.setToolTip("The curve refines as the run's metrics are read")
+        self.read_progress.hide()
         self.loss_plot = LossPlot()
         self.rate_plot = RatePlot()
         self.stages = StageComparison()
@@ -125,7 +130,10 @@ class TrainingPanels(QWidget):
         curves = QWidget()
         curves_layout = QVBoxLayout(curves)
         curves_layout.setContentsMargins(0, 0, 0, 0)
-        curves_layout.addWidget(self.run_title)
+        title = QHBoxLayout()
+        title.addWidget(self.run_title, 1)
+        title.addWidget(self.read_progress)
+        curves_layout.addLayout(title)
         curves_layout.addWidget(self.loss_plot, 1)
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(curves)
@@ -162,8 +170,8 @@ class TrainingPanels(QWidget):
         self.cards["state"].value.setStyleSheet(f"color: {STATE_COLORS.get(state, theme.TEXT)}")
         self.cards["state"].setToolTip((status.error or "") if status is not None else "")
         self.cards["loss"].value.setText(f"{row['loss']:.4f}" if row else "—")
-        val = curves.val_loss.raw.values
-        self.cards["val_loss"].value.setText(f"{val[-1]:.4f}" if len(val) else "—")
+        val = curves.val_loss.last_value
+        self.cards["val_loss"].value.setText(f"{val:.4f}" if val is not None else "—")
         rates = [r["tokens_per_s"] for r in recent if isinstance(r.get("tokens_per_s"), (int, float))]
         self.cards["tokens"].value.setText(f"{statistics.median(rates):,.0f}" if rates else "—")
         step = int(row["step"]) if row else (status.step if status is not None else 0)
@@ -175,6 +183,15 @@ class TrainingPanels(QWidget):
             self.eta_label.setText(f"ETA {format_duration(eta)}" if eta is not None else "ETA: measuring…")
         else:
             self.eta_label.setText("done" if state == "finished" else "not running")
+
+    def show_read_progress(self, fraction: float | None, what: str = "Reading metrics") -> None:
+        """The reading bar at `fraction` (0..1), or hidden (None)."""
+        if fraction is None:
+            self.read_progress.hide()
+            return
+        self.read_progress.setValue(round(fraction * 1000))
+        self.read_progress.setFormat(f"{what}… {fraction:.0%}")
+        self.read_progress.show()
 
     def message_style(self, error: bool) -> str:
         return f"color: {theme.DANGER};" if error else f"color: {theme.MUTED};"

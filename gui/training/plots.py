@@ -1,9 +1,12 @@
 """The Training tab's curves: loss and validation loss (with other runs overlaid), tokens/s.
 
-Curves are created once and fed views of core.training.curves' growing
-arrays; the plot clips to the view and downsamples by peak, so a million
-points cost what the visible pixels cost. Each run's raw curve is faint and
-its debiased-EMA copy (TensorBoard's smoothing) bold.
+Curves are created once and fed core.training.curves' reduced series: a few
+thousand points whatever the run's length (each bucket's lowest and highest
+point, so spikes stay), smoothed when drawn. Each run's raw curve is faint
+and its debiased-EMA line (TensorBoard's smoothing) bold. Zoomed in on a
+long run, the loss plot says which x range it shows (`view_changed`); the
+view reads that range again at full resolution and hands it back as a
+`Detail`, drawn in place of the coarse points there.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -59,10 +63,38 @@ def bold(item: pg.PlotDataItem) -> pg.PlotDataItem:
     return item
 
 
-def draw_curve(curve: Curve, raw: pg.PlotDataItem, smooth: pg.PlotDataItem, x_axis: str) -> None:
-    x = curve.steps.values if x_axis == "step" else curve.times_s.values
-    raw.setData(x, curve.raw.values)
-    smooth.setData(x, curve.smooth.values)
+VIEW_SETTLE_MS = 150  # a zoom or pan reports its range once it rests this long
+
+
+@dataclass(frozen=True)
+class Detail:
+    """A range of the open run's loss read again at full resolution (reduced to the plot's width)."""
+
+    curve: Curve
+    low: float
+    high: float
+    x_axis: str
+
+
+def _spliced(coarse: tuple[np.ndarray, np.ndarray], fine: tuple[np.ndarray, np.ndarray],
+             low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse points outside [low, high], the fine ones inside, in x order."""
+    outside = (coarse[0] < low) | (coarse[0] > high)
+    x = np.concatenate([coarse[0][outside], fine[0]])
+    y = np.concatenate([coarse[1][outside], fine[1]])
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
+
+
+def draw_curve(curve: Curve, raw: pg.PlotDataItem, smooth: pg.PlotDataItem, x_axis: str,
+               detail: Detail | None = None) -> None:
+    raw_points, smooth_points = curve.raw(x_axis), curve.smooth(x_axis)
+    if detail is not None and detail.x_axis == x_axis:
+        start = curve.state_before(float(detail.curve.raw(x_axis)[0][0]), x_axis) if len(detail.curve) else None
+        raw_points = _spliced(raw_points, detail.curve.raw(x_axis), detail.low, detail.high)
+        smooth_points = _spliced(smooth_points, detail.curve.smooth(x_axis, start), detail.low, detail.high)
+    raw.setData(*raw_points)
+    smooth.setData(*smooth_points)
 
 
 def set_x_label(plot: pg.PlotItem, x_axis: str) -> None:
@@ -90,10 +122,12 @@ class LossPlot(QWidget):
     """
 
     options_changed = Signal()
+    view_changed = Signal(float, float)  # the x range shown, once a zoom or pan rests
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.run: RunCurves | None = None
+        self.detail: Detail | None = None
         self.overlays: dict[Path, Overlay] = {}
         self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
         self.smoothing_slider.setRange(0, SLIDER_STEPS)
@@ -122,6 +156,11 @@ class LossPlot(QWidget):
         self.smoothing_slider.valueChanged.connect(self._smoothing_moved)
         self.log_y.toggled.connect(self._log_toggled)
         self.x_axis_box.currentIndexChanged.connect(self._x_axis_chosen)
+        self._view_timer = QTimer(self)
+        self._view_timer.setSingleShot(True)
+        self._view_timer.setInterval(VIEW_SETTLE_MS)
+        self._view_timer.timeout.connect(self._view_rested)
+        self.plot.getViewBox().sigXRangeChanged.connect(self._view_timer.start)
 
     def _options(self) -> QHBoxLayout:
         row = QHBoxLayout()
@@ -162,6 +201,7 @@ class LossPlot(QWidget):
 
     def _x_axis_chosen(self) -> None:
         set_x_label(self.plot, self.x_axis)
+        self.detail = None  # its range was on the other axis
         self.redraw()
         self.plot.enableAutoRange()
         self.options_changed.emit()
@@ -171,15 +211,36 @@ class LossPlot(QWidget):
 
     # -- runs --------------------------------------------------------------------------
 
-    def set_run(self, curves: RunCurves | None) -> None:
-        """Show this run (its curves keep growing; call redraw after adding rows)."""
+    def _view_rested(self) -> None:
+        low, high = self.plot.getViewBox().viewRange()[0]
+        self.view_changed.emit(float(low), float(high))
+
+    def view_range(self) -> tuple[float, float]:
+        low, high = self.plot.getViewBox().viewRange()[0]
+        return float(low), float(high)
+
+    def set_run(self, curves: RunCurves | None, fit: bool = True) -> None:
+        """Show this run at the next redraw; `fit`: a new run, so fit the view to it."""
         self.run = curves
+        self.detail = None
         if curves is not None:
             curves.set_weight(self.weight)
-        self.redraw()
-        self.plot.enableAutoRange()
+        if fit:
+            self.plot.enableAutoRange()
+
+    def set_detail(self, detail: Detail | None) -> None:
+        """Draw this full-resolution range of the open run's loss (None: the coarse curve alone)."""
+        self.detail = detail
+        self.redraw(overlays=False)
 
     def add_overlay(self, path: Path, name: str, curves: RunCurves) -> None:
+        """Overlay a run's loss (again with newer curves: a long run being read)."""
+        overlay = self.overlays.get(path)
+        if overlay is not None and overlay.name == name:
+            curves.set_weight(self.weight)
+            overlay.curves = curves
+            draw_curve(curves.loss, overlay.raw, overlay.smooth, self.x_axis)
+            return
         self.remove_overlay(path)
         used = {overlay.color_slot for overlay in self.overlays.values()}
         slot = next((i for i in range(len(OVERLAY_COLORS)) if i not in used), len(used) % len(OVERLAY_COLORS))
@@ -204,7 +265,7 @@ class LossPlot(QWidget):
             self.remove_overlay(path)
 
     def redraw(self, overlays: bool = True) -> None:
-        """Hand the curves their current arrays (views: nothing is copied here).
+        """Hand the curves their points (a few thousand each: reduced series).
 
         Overlaid runs are finished: after an option change they are redrawn, but a live
         run's new rows need only its own curves (`overlays=False`)."""
@@ -213,7 +274,7 @@ class LossPlot(QWidget):
             for item in (self.train_raw, self.train_smooth, self.val_raw, self.val_smooth):
                 item.setData([], [])
         else:
-            draw_curve(run.loss, self.train_raw, self.train_smooth, x_axis)
+            draw_curve(run.loss, self.train_raw, self.train_smooth, x_axis, self.detail)
             draw_curve(run.val_loss, self.val_raw, self.val_smooth, x_axis)
         if overlays:
             for overlay in self.overlays.values():

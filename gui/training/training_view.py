@@ -9,10 +9,12 @@
     └──────────────────────────────────────────────────────────────────────────────┘
 
 Training is a separate process (core.training.launcher): this view starts it
-off the GUI thread, then only reads its run directory. While a run is live a
-timer tails metrics.jsonl every POLL_MS and a single-shot timer redraws at
-most every REDRAW_MS, and only when rows arrived (a hidden tab draws when next
-shown). An idle view re-reads the run history every HISTORY_MS while shown.
+off the GUI thread, then only reads its run directory. Opening a run reads
+its metrics off the GUI thread (gui.training.curves_view). While a run is
+live a timer tails metrics.jsonl every POLL_MS from where that read ended,
+and a single-shot timer redraws at most every REDRAW_MS, and only when rows
+arrived (a hidden tab draws when next shown). An idle view re-reads the run
+history every HISTORY_MS while shown.
 """
 
 from __future__ import annotations
@@ -35,9 +37,7 @@ from core.training.app_request import (
     why_not_trainable,
 )
 from core.training.config import STDLIB
-from core.training.curves import RunCurves
 from core.training.launcher import (
-    MetricsTail,
     RunHandle,
     list_runs,
     read_status,
@@ -48,8 +48,8 @@ from core.training.launcher import (
 from core.training.report import stage_report
 from core.training.run_dir import RUNNING, RunPaths, RunStatus, read_json
 from gui.state import AppState
+from gui.training.curves_view import CurvesView
 from gui.training.launch import Action, LaunchThread, job_pids, write_temp_plan
-from gui.training.panels import TrainingPanels
 
 POLL_MS = 500
 REDRAW_MS = 100  # at most 10 redraws a second
@@ -57,7 +57,7 @@ HISTORY_MS = 3000
 LAUNCH_WAIT_MS = 60_000  # shutdown waits this long for a start in progress
 
 
-class TrainingView(TrainingPanels):
+class TrainingView(CurvesView):
     """Start / Stop / Resume, live curves and the run history of `runs_dir`.
 
     Two runs matter: the open one (`current`, drawn) and the live one (the job
@@ -74,14 +74,11 @@ class TrainingView(TrainingPanels):
         self.state = state
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.data = STDLIB
-        self.current: Path | None = None  # the open run
-        self.curves = RunCurves()
         self.status: RunStatus | None = None  # the open run's
         self._live: Path | None = None  # the followed job's run
         self._live_status: RunStatus | None = None
         self._watch_pids = watch_pids
         self._watched: tuple[int, ...] = ()
-        self._tail: MetricsTail | None = None
         self._plan: dict[str, Any] = {}
         self._steps = 0
         self._micro_batches = 1
@@ -95,15 +92,12 @@ class TrainingView(TrainingPanels):
         self.redraw_timer = self._timer(REDRAW_MS, self._redraw, single_shot=True)
         self.history_timer = self._timer(HISTORY_MS, self._history_tick)
         self.history_timer.start()
-        self.loss_plot.set_run(self.curves)
         self.loss_plot.options_changed.connect(self._redraw_rate)  # the loss plot redrew itself
         self.start_button.clicked.connect(self.start_training)
         self.stop_button.clicked.connect(self.stop_training)
         self.resume_button.clicked.connect(lambda: self.resume_training())
         self.open_button.clicked.connect(self._open_selected)
-        self.clear_overlays_button.clicked.connect(self._clear_overlays)
         self.history.open_requested.connect(self.open_run)
-        self.history.overlay_toggled.connect(self._overlay_toggled)
         self.history.itemSelectionChanged.connect(self._update_controls)
         for signal in (state.model_changed, state.setup_changed, state.plan_changed, state.busy_changed,
                        state.devices_changed):
@@ -197,9 +191,7 @@ class TrainingView(TrainingPanels):
         self.current, self._plan = path, plan
         self._steps = int(config.get("steps", 0))
         self._micro_batches = int(config.get("setup", {}).get("micro_batches", 1)) or 1
-        self.curves.clear()
-        self._tail = MetricsTail(paths.metrics)
-        self.curves.add_rows(self._tail.poll().rows)
+        self._read_metrics(path)
         self.status = _status_or_none(path)
         stages = len(plan.get("stages", []))
         self.run_title.setText(f"{path.name}  ·  {stored.get('model', {}).get('name', '?')}  ·  "
@@ -209,7 +201,6 @@ class TrainingView(TrainingPanels):
         row = self.history.row_of(path)
         if row is not None:
             self.history.selectRow(row)
-        self.loss_plot.plot.enableAutoRange()
         self._redraw()  # now: the user asked for this run
         self._update_controls()
         return True
@@ -226,6 +217,7 @@ class TrainingView(TrainingPanels):
         if self._closed:
             return
         self._closed = True
+        self.reads.cancel_all()
         for timer in (self.poll_timer, self.redraw_timer, self.history_timer):
             timer.stop()
         if self._launch is not None:
@@ -309,9 +301,9 @@ class TrainingView(TrainingPanels):
         status = _status_or_none(live)
         if live == self.current and self._tail is not None:
             update = self._tail.poll()
-            if update.reset:  # a resume dropped rows after its checkpoint
-                self.curves.clear()
-            if self.curves.add_rows(update.rows) or update.reset:
+            if update.reset:  # a resume dropped rows after its checkpoint: read the file again
+                self._read_metrics(live)
+            elif self.curves.add_rows(update.rows):
                 self._schedule_redraw()
             self.status = status
         if status != self._live_status:
@@ -356,6 +348,9 @@ class TrainingView(TrainingPanels):
             self._watch()  # torchrun starts its workers after the job
 
     # -- drawing ------------------------------------------------------------------------------
+
+    def _curves_changed(self) -> None:
+        self._schedule_redraw()
 
     def _schedule_redraw(self) -> None:
         if not self.redraw_timer.isActive():
@@ -405,24 +400,6 @@ class TrainingView(TrainingPanels):
 
     def _open_selected(self) -> None:
         self.open_run(self.history.selected_path())
-
-    def _overlay_toggled(self, path: Path, on: bool) -> None:
-        if not on:
-            self.loss_plot.remove_overlay(path)
-            return
-        curves = RunCurves()
-        curves.add_rows(MetricsTail(RunPaths(path).metrics).poll().rows)
-        self.loss_plot.add_overlay(path, path.name, curves)
-
-    def _clear_overlays(self) -> None:
-        for path in list(self.loss_plot.overlays):
-            self.history.set_overlaid(path, False)
-        self.loss_plot.clear_overlays()
-
-    def _say(self, text: str, error: bool = False) -> bool:
-        self.message_label.setText(" ".join(text.split()))
-        self.message_label.setStyleSheet(self.message_style(error))
-        return not error
 
 
 def _status_or_none(path: Path) -> RunStatus | None:

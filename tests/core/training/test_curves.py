@@ -7,7 +7,6 @@ import pytest
 
 from core.training.curves import (
     Curve,
-    GrowingArray,
     RunCurves,
     eta_s,
     format_duration,
@@ -46,24 +45,16 @@ def test_non_finite_points_pass_through_and_leave_the_average_alone():
         debiased_ema([1.0], 1.0)
 
 
-def test_growing_arrays_keep_values_and_old_views():
-    array = GrowingArray(capacity=2)
-    array.extend([1.0, 2.0])
-    view = array.values
-    array.extend(np.arange(3.0, 1001.0))
-    assert len(array) == 1000 and array.values[-1] == 1000.0 and array.values.sum() == sum(range(1, 1001))
-    assert view.tolist() == [1.0, 2.0]  # a view taken before growing still reads its rows
-    array.clear()
-    assert len(array) == 0 and array.values.size == 0
-
-
 def test_a_curve_smooths_incrementally_and_again_with_a_new_weight():
     curve = Curve(weight=0.5)
     curve.extend([1, 2], [0.1, 0.2], [1.0, 2.0])
     curve.extend([3], [0.3], [3.0])
-    assert curve.smooth.values.tolist() == pytest.approx([1.0, 1.25 / 0.75, 2.125 / 0.875])
+    assert curve.smooth()[1].tolist() == pytest.approx([1.0, 1.25 / 0.75, 2.125 / 0.875])
     curve.set_weight(0.0)
-    assert curve.smooth.values.tolist() == [1.0, 2.0, 3.0] and curve.steps.values.tolist() == [1, 2, 3]
+    assert curve.smooth()[1].tolist() == [1.0, 2.0, 3.0] and curve.raw()[0].tolist() == [1, 2, 3]
+    assert curve.raw("time")[0].tolist() == [0.1, 0.2, 0.3] and curve.last_value == 3.0
+    with pytest.raises(ValueError):
+        curve.set_weight(1.0)
 
 
 def rows(steps, start_elapsed=0.0, every=0.5, val_every=5, job_started=1e9):
@@ -81,10 +72,10 @@ def rows(steps, start_elapsed=0.0, every=0.5, val_every=5, job_started=1e9):
 def test_run_curves_split_rows_into_loss_val_loss_and_tokens_per_s():
     curves = RunCurves(weight=0.0)
     assert curves.add_rows(rows(range(1, 11))) == 10
-    assert curves.loss.steps.values.tolist() == list(range(1, 11))
-    assert curves.val_loss.steps.values.tolist() == [5, 10]
-    assert curves.val_loss.raw.values.tolist() == pytest.approx([5.45, 5.4])
-    assert curves.tokens_per_s.raw.values[-1] == 1010.0
+    assert curves.loss.raw()[0].tolist() == list(range(1, 11))
+    assert curves.val_loss.raw()[0].tolist() == [5, 10]
+    assert curves.val_loss.raw()[1].tolist() == pytest.approx([5.45, 5.4])
+    assert curves.tokens_per_s.last_value == 1010.0
     assert curves.add_rows([{"note": "not a metrics row"}]) == 0 and curves.last_row["step"] == 10
 
 
@@ -93,13 +84,13 @@ def test_training_time_continues_across_a_resume():
     curves.add_rows(rows(range(1, 5)))  # elapsed 0.5 .. 2.0
     # the resumed job, started an hour later, took 3 s to its first step: elapsed 3.5, 4.0 of its own
     curves.add_rows(rows(range(5, 7), start_elapsed=3.0, job_started=1e9 + 3600))
-    assert curves.loss.times_s.values.tolist() == [0.5, 1.0, 1.5, 2.0, 5.5, 6.0]
+    assert curves.loss.raw("time")[0].tolist() == [0.5, 1.0, 1.5, 2.0, 5.5, 6.0]
     curves.add_rows(rows([7], start_elapsed=-0.3, job_started=1e9 + 7200))  # another: its elapsed drops
-    assert curves.loss.times_s.values[-1] == pytest.approx(6.2)
+    assert curves.loss.raw("time")[0][-1] == pytest.approx(6.2)
     curves.clear()
     untimed = [{k: v for k, v in row.items() if k != "time"} for row in rows(range(1, 4))]
     curves.add_rows(untimed[:2] + [{**untimed[2], "elapsed_s": 0.2}])  # no time column: elapsed alone decides
-    assert curves.loss.times_s.values.tolist() == [0.5, 1.0, 1.2]
+    assert curves.loss.raw("time")[0].tolist() == [0.5, 1.0, 1.2]
 
 
 def test_eta_from_the_median_step_pace():
