@@ -17,12 +17,12 @@ ROWS = 200_000
 SPIKE_STEP = 123_457
 
 
-def long_run(root: Path, rows: int = ROWS, spike: float = 40.0) -> Path:
+def long_run(root: Path, rows: int = ROWS, spike: float = 40.0, spike_step: int = SPIKE_STEP) -> Path:
     """A finished run of `rows` steps: a falling noisy loss, one spike, an evaluation every 500 steps."""
     run = write_run(root, steps=rows, rows=0, state="finished")
     steps = np.arange(1, rows + 1)
     loss = 1.2 + 4.3 * np.exp(-steps / (rows / 8)) + 0.08 * np.random.default_rng(0).standard_normal(rows)
-    loss[SPIKE_STEP - 1] = spike
+    loss[spike_step - 1] = spike
     with open(run / "metrics.jsonl", "w") as file:
         for step, value in zip(steps.tolist(), loss.tolist()):
             val = f',"val_loss":{value + 0.05!r}' if step % 500 == 0 else ""
@@ -97,7 +97,7 @@ def test_a_200k_step_run_opens_while_the_gui_thread_keeps_ticking_and_keeps_its_
 
 
 def test_opening_another_run_cancels_the_read(qtbot, make_window, tmp_path):
-    long = long_run(tmp_path / "runs" / "long", rows=60_000, spike=9.0)
+    long = long_run(tmp_path / "runs" / "long", rows=60_000, spike_step=30_000)
     short = write_run(tmp_path / "runs" / "short", steps=5, rows=5, state="finished")
     window, view = training_window(make_window, tmp_path / "runs")
     view.open_run(long)
