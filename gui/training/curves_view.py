@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QWidget
 
 from core.training.curves import RunCurves
@@ -24,7 +25,7 @@ from core.training.launcher import MetricsTail
 from core.training.run_dir import RunPaths
 from gui.training.panels import TrainingPanels
 from gui.training.plots import Detail
-from gui.training.reads import Reads
+from gui.training.reads import Reads, reader
 
 INLINE_BYTES = 256 * 1024  # smaller metrics files are read on the GUI thread (about 1,500 rows)
 DETAIL_BELOW = 800  # a range is read again when fewer coarse buckets than this show (fewer than pixels)
@@ -45,6 +46,7 @@ class CurvesView(TrainingPanels):
         self.loss_plot.view_changed.connect(self._view_changed)
         self.clear_overlays_button.clicked.connect(self._clear_overlays)
         self.history.overlay_toggled.connect(self._overlay_toggled)
+        QTimer.singleShot(0, reader)  # started now (spawning takes a while), so the first long read starts at once
 
     def _curves_changed(self) -> None:
         """The open run's curves were replaced or grew: the subclass redraws."""

@@ -5,8 +5,8 @@ On a thread of the GUI process every Python call the GUI makes, each paint of
 pyqtgraph included, would wait for it: measured here, a 5 ms tick fired 3
 times in the seconds a 200,000-row read took. So reads run in one child
 process, spawned like the planning process (gui.plan.jobs, for the same
-reason) when the first long read starts, and kept for the next ones; it ends
-when the app's end closes its pipe.
+reason) when the Training view is made, and kept; it ends when the app's end
+closes its pipe.
 
 A read is a module-level function `work(*args, emit=..., should_stop=...)`
 (core.training.history_reader): the child (core.training.read_service, no Qt)
