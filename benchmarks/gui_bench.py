@@ -208,7 +208,7 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def open_long_run(training, run: Path) -> dict[str, float]:  # noqa: ANN001 (gui.training.training_view.TrainingView)
+def open_long_run(training, run: Path) -> dict[str, float]:
     """Open the run with the 5 ms tick running: stall, first and full curve, memory."""
     import gc
 
@@ -227,7 +227,7 @@ def open_long_run(training, run: Path) -> dict[str, float]:  # noqa: ANN001 (gui
         if math.isnan(first_s) and plot.train_raw.getOriginalDataset()[0] is not None \
                 and len(plot.train_raw.getOriginalDataset()[0]):
             first_s = now - opened
-        if training._read is not None and not training.reads.busy("run"):  # noqa: SLF001
+        if training._read is not None and not training.reads.busy("run"):
             full_s = now - opened
             break
         peak_mb = max(peak_mb, rss_mb())
@@ -318,7 +318,7 @@ def parse(args: argparse.Namespace) -> list[tuple[str, str]]:
     data = (run / "metrics.jsonl").read_bytes()
     keys = DENSE + SPARSE
 
-    def with_loads(loads) -> None:  # noqa: ANN001
+    def with_loads(loads) -> None:
         rows = [loads(line) for line in data.splitlines()]
         for key in keys:
             np.array([row.get(key, np.nan) for row in rows], dtype=np.float64)

@@ -177,7 +177,7 @@ def read_history(path: Path | str, emit: Callable[[ReadProgress], None], should_
     path = Path(path)
     curves, index, skipped = RunCurves(weight), ByteIndex(), 0
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed below)
+        handle = open(path, "rb")
     except FileNotFoundError:
         return HistoryRead(curves, index, 0, None, 0)
     with handle:

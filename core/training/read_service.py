@@ -58,7 +58,7 @@ def serve(conn: Connection) -> None:
                 result = work(*args, **kwargs, emit=emit, should_stop=should_stop)
             except (EOFError, BrokenPipeError):
                 raise
-            except Exception as error:  # noqa: BLE001 (the GUI says it; the process serves on)
+            except Exception as error:
                 conn.send(("error", read_id, f"{type(error).__name__}: {error}"))
             else:
                 conn.send(("done", read_id, result))

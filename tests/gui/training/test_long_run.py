@@ -34,7 +34,7 @@ def long_run(root: Path, rows: int = ROWS, spike: float = 40.0, spike_step: int 
 class Ticker:
     """A 5 ms timer on the GUI thread: the longest gap between its ticks is the longest stall."""
 
-    def __init__(self, on_tick=lambda: None) -> None:  # noqa: ANN001
+    def __init__(self, on_tick=lambda: None) -> None:
         self.clock, self.last, self.worst_ms, self.ticks = QElapsedTimer(), 0, 0.0, 0
         self.on_tick = on_tick
         self.timer = QTimer()
