@@ -296,11 +296,6 @@ def remember_project(path: str | Path) -> None:
     _write_recent(recent)
 
 
-def forget_project(path: str | Path) -> None:
-    resolved = Path(path).resolve()
-    _write_recent([p for p in recent_projects() if p != resolved])
-
-
 def last_project() -> Path | None:
     """The project to reopen on start: the newest recent one that still exists."""
     return next((path for path in recent_projects() if path.is_file()), None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -52,6 +53,9 @@ from gui.plan.plan_view import PlanView
 from gui.state import AppState
 from gui.widgets.banner import Banner
 
+if TYPE_CHECKING:
+    from gui.training.training_view import TrainingView
+
 BUSY_DELAY_MS = 400
 TABS = ("plan", "graph", "monitor", "training")
 TAB_TITLES = {"plan": "Plan", "graph": "Layer graph", "monitor": "Monitor", "training": "Training"}
@@ -84,6 +88,7 @@ class MainWindow(QMainWindow):
         self.plan_view = PlanView(state)
         self.graph_view = GraphView(state)
         self.monitor_slot = placeholder("Live GPU plots appear here.")
+        self.training_view: TrainingView | None = None  # set_training_view fills the slot
         self.training_slot = placeholder("Training (Start / Stop / Resume, loss curves) appears here.")
         self.tabs = QTabWidget()
         for key, widget in zip(TABS, (self.plan_view, self.graph_view, self.monitor_slot, self.training_slot)):
@@ -122,9 +127,10 @@ class MainWindow(QMainWindow):
         self._replace_tab("monitor", widget)
         self.monitor_slot = widget
 
-    def set_training_view(self, widget: QWidget) -> None:
+    def set_training_view(self, widget: TrainingView) -> None:
         self._replace_tab("training", widget)
         self.training_slot = widget
+        self.training_view = widget
 
     def set_hardware_status(self, text: str) -> None:
         """NVML's state (what is sampled, or why nothing is), right of the status bar."""
@@ -334,8 +340,8 @@ class MainWindow(QMainWindow):
         if not self._closed and not self.keep_or_drop_changes():
             event.ignore()
             return
-        training = self.training_slot
-        live = getattr(training, "live_run", lambda: None)() if not self._closed else None
+        training = self.training_view
+        live = training.live_run() if training is not None and not self._closed else None
         if live is not None:
             # close_policy answers without asking (tests, scripted use); None asks.
             choice = self.close_policy or self.ask_about_live_run(live)
