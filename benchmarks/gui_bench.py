@@ -161,10 +161,11 @@ def synthetic_run(root: Path, points: int) -> Path:
 
     import numpy as np
 
+    from core.durable import read_json
     from core.planning.setup import TrainingSetup
     from core.training.config import TrainConfig
     from core.training.launcher import start_run, wait_run
-    from core.training.run_dir import RunPaths, atomic_write_json, read_json, write_status
+    from core.training.run_dir import RunPaths, atomic_write_json, write_status
 
     corpus = root / "corpus.txt"
     rng = random.Random(0)

@@ -174,10 +174,11 @@ def resolve_precision(precision: str, devices: str) -> str:
 
 def follow(run_dir: Path) -> int:
     """Print the run's progress until it ends; Ctrl-C asks it to stop."""
+    from core.durable import read_json
     from core.training.engine.loop import format_row
     from core.training.launcher import read_status, stop_run
     from core.training.metrics import MetricsTail
-    from core.training.run_dir import RunPaths, read_json
+    from core.training.run_dir import RunPaths
 
     print(f"following {run_dir} (Ctrl-C stops the run after a checkpoint)", flush=True)
     every = int(read_json(RunPaths(Path(run_dir)).config, "run config")["config"].get("log_interval", 10))
@@ -202,8 +203,9 @@ def follow(run_dir: Path) -> int:
 
 
 def _finish(run_dir: Path, status: Any) -> int:
+    from core.durable import read_json
     from core.training.report import format_report
-    from core.training.run_dir import RunPaths, read_json
+    from core.training.run_dir import RunPaths
 
     report_path = RunPaths(Path(run_dir)).report
     if report_path.exists():

@@ -36,7 +36,6 @@ PROJECT_FORMAT = "allot-project"
 PROJECT_VERSION = 1
 PROJECT_SUFFIX = ".allot.json"
 CONFIG_DIR_ENV = "ALLOT_CONFIG_DIR"
-CACHE_DIR_ENV = "ALLOT_CACHE_DIR"
 MAX_RECENT = 10
 DEVICE_KINDS = ("gpu", "host", "simulated")
 VIEWS = ("plan", "graph", "monitor", "training")
@@ -267,15 +266,6 @@ def config_dir() -> Path:
     if os.environ.get(CONFIG_DIR_ENV):
         return Path(os.environ[CONFIG_DIR_ENV])
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "allot"
-
-
-def cache_dir() -> Path:
-    """Where Allot keeps what it can recompute (layer graphs, host speed): $ALLOT_CACHE_DIR,
-    else $XDG_CACHE_HOME/allot, else ~/.cache/allot. Deleting it loses nothing but time."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "allot"
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.durable import read_json
 from core.errors import InputError
 from core.planning.plan import Plan
 from core.planning.problem import Problem
-from core.training.run_dir import read_json
 
 Stages = list[tuple[str, tuple[str, ...]]]
 
