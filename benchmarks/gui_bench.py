@@ -250,7 +250,7 @@ def idle(args: argparse.Namespace) -> list[tuple[str, str]]:
 
     work = Path(tempfile.mkdtemp(prefix="allot-idle-"))
     made = time.perf_counter()
-    run = synthetic_run(work, args.points)
+    run = Path(args.run).resolve() if args.run else synthetic_run(work, args.points)
     made_s = time.perf_counter() - made
     size_mb = (run / "metrics.jsonl").stat().st_size / 1e6
     apply_theme(QApplication.instance())
@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=1_000_000, help="idle: steps in the loss curve")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle: how long each measure lasts")
     parser.add_argument("--screenshot", help="idle: save the Training tab once the run is read (PNG)")
+    parser.add_argument("--run", help="idle: open this run directory (one made by an earlier run) instead of seeding")
     parser.add_argument("--parse-rows", type=int, default=200_000, help="parse: rows timed")
     args = parser.parse_args(argv)
     app = QApplication.instance() or QApplication(sys.argv[:1])
