@@ -291,7 +291,8 @@ def idle(args: argparse.Namespace) -> list[tuple[str, str]]:
                 f"{args.idle_seconds:g} s each)")
 
     return [("GPUs sampled", f"{len(sampler.gpu_indices)} fake, every {sampler.interval_s:g} s"),
-            ("run opened", f"{shown:,} steps ({size_mb:.0f} MB metrics.jsonl; seed run and writing {made_s:.1f} s)"),
+            ("run opened", f"{shown:,} steps ({size_mb:.0f} MB metrics.jsonl; "
+                           + (f"from {args.run})" if args.run else f"seed run and writing {made_s:.1f} s)")),
             ("points drawn (loss)", f"{points:,} (min and max of each bucket)"),
             ("max stall while opening", f"{opening['max stall ms']:.1f} ms ({opening['ticks']:.0f} ticks at "
                                         f"{TICK_MS} ms, p99 {opening['p99 ms']:.1f} ms)"),
