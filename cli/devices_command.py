@@ -15,6 +15,8 @@ import argparse
 import json
 from typing import Any
 
+from cli.numbers import nonnegative_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_fake_gpus_option(parser: argparse.ArgumentParser) -> None:
     """--fake-gpus N, shared with `monitor`."""
-    parser.add_argument("--fake-gpus", type=int, metavar="N",
+    parser.add_argument("--fake-gpus", type=nonnegative_int, metavar="N",
                         help="use N fake GPUs instead of NVML (demos and tests)")
 
 

@@ -19,6 +19,7 @@ import time
 from typing import Any, TextIO
 
 from cli.devices_command import add_fake_gpus_option, gateway_from_args
+from cli.numbers import positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,10 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "monitor", help="live GPU and host telemetry in the terminal (Ctrl-C ends)",
         description="Print utilization, memory, temperature, power, SM clock, PCIe traffic "
                     "and GPU processes of every GPU, and the host's CPU and RAM.")
-    parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
                         help="seconds between refreshes, 0.2 to 10 (default 1)")
-    parser.add_argument("--count", type=int, metavar="N", help="stop after N refreshes")
-    parser.add_argument("--pid", type=int, action="append", default=[], metavar="PID",
+    parser.add_argument("--count", type=positive_int, metavar="N", help="stop after N refreshes")
+    parser.add_argument("--pid", type=positive_int, action="append", default=[], metavar="PID",
                         help="also show CPU and RSS of this process (repeatable)")
     add_fake_gpus_option(parser)
     parser.set_defaults(run=run)

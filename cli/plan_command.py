@@ -16,6 +16,7 @@ import json
 import sys
 from typing import Any
 
+from cli.numbers import fraction, nonnegative_int, positive_float, positive_int
 from core.errors import InputError
 from core.planning.solvers import SOLVER_NAMES
 
@@ -26,15 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_argument_group("what to place")
     source.add_argument("--model", help="preset (gpt-nano, gpt2-xl, llama-2-7b, ...), hf/NAME, or config.json path")
     source.add_argument("--problem", metavar="FILE.json", help="an explicit problem (layers, devices, setup)")
-    source.add_argument("--layers", type=int, help="custom GPT: number of blocks")
-    source.add_argument("--d-model", type=int, help="custom GPT: width")
-    source.add_argument("--heads", type=int, help="custom GPT: attention heads")
-    source.add_argument("--vocab", type=int, default=256, help="custom GPT: vocabulary (default 256, bytes)")
+    source.add_argument("--layers", type=positive_int, help="custom GPT: number of blocks")
+    source.add_argument("--d-model", type=positive_int, help="custom GPT: width")
+    source.add_argument("--heads", type=positive_int, help="custom GPT: attention heads")
+    source.add_argument("--vocab", type=positive_int, default=256, help="custom GPT: vocabulary (default 256, bytes)")
     add_device_arguments(parser)
     add_setup_arguments(parser)
     how = parser.add_argument_group("how")
     how.add_argument("--solver", default="exact", choices=SOLVER_NAMES, help="default: exact")
-    how.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="MILP time limit (default 10 s)")
+    how.add_argument("--time-limit", type=positive_float, default=10.0, metavar="S", help="MILP time limit (default 10 s)")
     how.add_argument("--noncontiguous", action="store_true", help="MILP: allow stages that are not contiguous")
     out = parser.add_argument_group("output")
     how.add_argument("--no-cache", action="store_true",
@@ -50,9 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("devices")
     group.add_argument("--devices", help='e.g. "A100-80GB:70GiB,2xRTX4090:22GiB", "2xcpu:2GiB", "cuda:0", "auto"')
-    group.add_argument("--efficiency", type=float, help="fraction of datasheet TFLOP/s reached (default 0.4)")
+    group.add_argument("--efficiency", type=fraction, help="fraction of datasheet TFLOP/s reached (default 0.4)")
     group.add_argument("--profile", metavar="FILE", help="measured speeds from `main.py profile` instead of TFLOP/s")
-    group.add_argument("--fake-gpus", type=int, default=0, metavar="N",
+    group.add_argument("--fake-gpus", type=nonnegative_int, default=0, metavar="N",
                        help="discover N fake GPUs instead of NVML (for cuda:N and auto without hardware)")
 
 
@@ -61,9 +62,9 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mode", default="train", choices=("train", "infer"))
     group.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="bf16 = mixed precision")
     group.add_argument("--optimizer", default="adamw", choices=("sgd", "sgd-momentum", "adam", "adamw"))
-    group.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch")
-    group.add_argument("--seq", type=int, help="sequence length (default: the model's context, at most 4096)")
-    group.add_argument("--micro-batches", type=int, default=8, help="micro-batches per step (default 8)")
+    group.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
+    group.add_argument("--seq", type=positive_int, help="sequence length (default: the model's context, at most 4096)")
+    group.add_argument("--micro-batches", type=positive_int, default=8, help="micro-batches per step (default 8)")
     group.add_argument("--schedule", default="1f1b", choices=("1f1b", "gpipe"))
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
     group.add_argument("--data-parallel", default="1", metavar="N|auto",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from cli.numbers import positive_int
 from cli.train_command import add_model_arguments
 
 
@@ -17,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("profile", help="measure per-layer times on the real devices",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
-    parser.add_argument("--vocab", type=int, default=256,
+    parser.add_argument("--vocab", type=positive_int, default=256,
                         help="vocabulary of the model measured (default 256: the byte-level model train runs)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes per layer; the median is kept")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed passes per layer; the median is kept")
     parser.add_argument("--out", help="profile JSON to write (default profile-MODEL.json)")
     parser.set_defaults(run=run)
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.numbers import nonnegative_float, nonnegative_int, positive_float, positive_int
 from core.errors import InputError
 
 # Options a new run may set; None means "not given" (so --resume can refuse them).
@@ -33,17 +34,17 @@ _NEW_RUN_DEFAULTS: dict[str, Any] = {
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model or a custom size, and the batch shape (shared with `profile`)."""
     parser.add_argument("--model", help="built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default gpt-nano")
-    parser.add_argument("--layers", type=int, help="custom GPT: number of blocks")
-    parser.add_argument("--d-model", type=int, help="custom GPT: width")
-    parser.add_argument("--heads", type=int, help="custom GPT: attention heads")
+    parser.add_argument("--layers", type=positive_int, help="custom GPT: number of blocks")
+    parser.add_argument("--d-model", type=positive_int, help="custom GPT: width")
+    parser.add_argument("--heads", type=positive_int, help="custom GPT: attention heads")
     parser.add_argument("--devices", help='device spec, e.g. "2xcpu:2GiB", "cuda:0,cuda:1" (default cpu)')
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                         help="auto: bf16 where every device is a GPU that supports it, else fp32")
-    parser.add_argument("--micro-batch-size", "--micro-batch", type=int, dest="micro_batch_size",
+    parser.add_argument("--micro-batch-size", "--micro-batch", type=positive_int, dest="micro_batch_size",
                         help="sequences per micro-batch (default 8)")
-    parser.add_argument("--seq-len", "--seq", type=int, dest="seq_len",
+    parser.add_argument("--seq-len", "--seq", type=positive_int, dest="seq_len",
                         help="tokens per sequence (default: the model's context)")
-    parser.add_argument("--micro-batches", type=int, help="micro-batches per optimizer step (default 4)")
+    parser.add_argument("--micro-batches", type=positive_int, help="micro-batches per optimizer step (default 4)")
     parser.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing")
 
 
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     group = parser.add_argument_group("run")
-    group.add_argument("--steps", type=int, help="optimizer steps in all (default 200; on --resume: the new total)")
+    group.add_argument("--steps", type=positive_int, help="optimizer steps in all (default 200; on --resume: the new total)")
     group.add_argument("--run-dir", help="new run directory (default runs/MODEL-DATE-TIME)")
     group.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
     group.add_argument("--detach", action="store_true", help="start the job and return at once")
@@ -60,32 +61,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="pipeline: a process per stage (torchrun); local: one process (default pipeline)")
     group.add_argument("--plan", help="plan JSON (main.py plan --json); default: the exact solver's plan")
     group.add_argument("--profile", help="profile JSON (main.py profile): plan with measured speeds")
-    group.add_argument("--seed", type=int)
+    group.add_argument("--seed", type=nonnegative_int)
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="text file or folder (default: this Python's standard library sources)")
     data.add_argument("--tokenizer", choices=("byte", "bpe"), help="byte (vocab 256, default) or a BPE trained here")
-    data.add_argument("--bpe-vocab", type=int, help="BPE vocabulary size (default 4096)")
+    data.add_argument("--bpe-vocab", type=positive_int, help="BPE vocabulary size (default 4096)")
     optim = parser.add_argument_group("optimizer")
     optim.add_argument("--optimizer", choices=("sgd", "sgd-momentum", "adam", "adamw"))
     optim.add_argument("--schedule", choices=("1f1b", "gpipe"))
-    optim.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    optim.add_argument("--min-lr", type=float, help="final learning rate of the cosine (default 1e-4)")
-    optim.add_argument("--warmup-steps", type=int, help="default: a tenth of the steps, at most 100")
-    optim.add_argument("--lr-decay-steps", type=int, help="cosine length (default: --steps)")
-    optim.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (default 0.1)")
-    optim.add_argument("--grad-clip", type=float, help="global gradient norm limit, 0 for none (default 1.0)")
+    optim.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-3)")
+    optim.add_argument("--min-lr", type=nonnegative_float, help="final learning rate of the cosine (default 1e-4)")
+    optim.add_argument("--warmup-steps", type=nonnegative_int, help="default: a tenth of the steps, at most 100")
+    optim.add_argument("--lr-decay-steps", type=positive_int, help="cosine length (default: --steps)")
+    optim.add_argument("--weight-decay", type=nonnegative_float, help="AdamW's decoupled weight decay (default 0.1)")
+    optim.add_argument("--grad-clip", type=nonnegative_float, help="global gradient norm limit, 0 for none (default 1.0)")
     book = parser.add_argument_group("bookkeeping")
     for flag, text in (("--eval-interval", "steps between validations (default 50)"),
                        ("--eval-batches", "validation batches (default 4)"),
                        ("--checkpoint-interval", "steps between checkpoints (default 50)"),
                        ("--keep-checkpoints", "checkpoints kept (default 3)"),
                        ("--log-interval", "steps between log lines (default 10)")):
-        book.add_argument(flag, type=int, help=text)
+        book.add_argument(flag, type=positive_int, help=text)
     nodes = parser.add_argument_group("several machines (pipeline engine)")
-    nodes.add_argument("--nnodes", type=int, help="number of machines (default 1)")
-    nodes.add_argument("--node-rank", type=int, help="this machine's rank, 0 to nnodes-1")
+    nodes.add_argument("--nnodes", type=positive_int, help="number of machines (default 1)")
+    nodes.add_argument("--node-rank", type=nonnegative_int, help="this machine's rank, 0 to nnodes-1")
     nodes.add_argument("--rdzv-endpoint", help="HOST:PORT of machine 0")
-    nodes.add_argument("--nproc-per-node", type=int, help="stages on this machine (default: stages / nnodes)")
+    nodes.add_argument("--nproc-per-node", type=positive_int, help="stages on this machine (default: stages / nnodes)")
     parser.set_defaults(run=run)
 
 
