@@ -204,6 +204,7 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
                   args: argparse.Namespace) -> None:
     from cli.plan_report import comparison_table, describe_problem, stage_table, summary
+    from core.planning.host_note import host_stage_note
 
     print(describe_problem(problem, model_name))
     print()
@@ -211,6 +212,9 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         print(stage_table(plan))
         print()
     print(summary(plan))
+    note = host_stage_note(plan, problem)
+    if note:
+        print(note)
     if compare is not None:
         others = [name for name in SOLVER_NAMES if name != args.solver]
         results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}

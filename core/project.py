@@ -91,12 +91,18 @@ def entries_from_inventory(inventory: Any) -> tuple[DeviceEntry, ...]:
 
 
 def default_devices(inventory: Any) -> tuple[DeviceEntry, ...]:
-    """What a new project plans on: this machine, plus two simulated GPUs where it has none."""
+    """What a new project plans on: this machine, plus two simulated GPUs where it has none.
+
+    The host is listed but unticked wherever there is a GPU, real or simulated: a
+    CPU computes hundreds of times slower, and a plan with a few layers on it is
+    "optimal" only in name.
+    """
     entries = entries_from_inventory(inventory)
     if any(entry.kind == "gpu" for entry in entries):
         return entries
     first = simulated_entry("A100-80GB")
-    return (first, simulated_entry("RTX4090", {first.name}), *entries)  # the host last: baselines fill in order
+    host = tuple(replace(entry, included=False) for entry in entries)
+    return (first, simulated_entry("RTX4090", {first.name}), *host)  # the host last: baselines fill in order
 
 
 def new_project(inventory: Any) -> Project:

@@ -58,7 +58,7 @@ def plan_job(model: ModelChoice, setup: TrainingSetup, devices: tuple[DeviceEntr
     """Plan through the front door (the layer graph is cached in this process between jobs)."""
     from core.planning.front_door import plan_model
 
-    host_peak = measure_host() if any(d.kind == "host" and d.included for d in devices) else None
+    host_peak = measure_host()  # timed once per machine (cached); the device list shows it even unticked
     planned = plan_model(model, setup, devices, solver, host_peak_tflops=host_peak, time_limit_s=milp_time_limit_s)
     return JobResult(planned.spec, planned.graph if want_graph else None, planned.problem, planned.plan, host_peak)
 

@@ -26,9 +26,10 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError
+from core.planning.host_note import host_stage_note
 from core.planning.plan import Plan, StageCost
 from core.planning.solvers import SOLVER_NAMES
-from core.units import format_bytes, format_count, format_seconds
+from core.units import format_bytes, format_count, format_gap, format_seconds
 from gui import theme
 from gui.plan.comparison import DESCRIPTIONS, ComparisonTable
 from gui.plan.exports import TorchrunDialog, ask_and_write
@@ -91,7 +92,7 @@ def metric_texts(plan: Plan | None) -> dict[str, str]:
     return {"step": format_seconds(plan.objective_s) if plan.objective_s is not None else "—",
             "tokens": f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else "—",
             "bound": format_seconds(plan.lower_bound_s),
-            "gap": f"+{gap:.1%}" if gap is not None else "—",
+            "gap": format_gap(gap) if gap is not None else "—",
             "status": status}
 
 
@@ -146,10 +147,14 @@ class PlanView(QWidget):
         }
         self.stale_note = QLabel()
         self.stale_note.setObjectName("muted")
+        self.host_note = QLabel()  # layers on the host CPU next to GPUs: why the figures are so slow
+        self.host_note.setWordWrap(True)
+        self.host_note.setStyleSheet(f"color: {theme.BOTTLENECK}")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.addLayout(self._top_row())
         layout.addWidget(self.stale_note)
+        layout.addWidget(self.host_note)
         layout.addWidget(self._body(), 1)
         self.solver_box.currentIndexChanged.connect(self._solver_picked)
         self.export_buttons["plan"].clicked.connect(lambda: ask_and_write(self, state, "plan"))
@@ -227,6 +232,9 @@ class PlanView(QWidget):
         self.timeline_stack.setCurrentIndex(0 if plan is not None else 1)
         self.stale_note.setVisible(stale and plan is not None)
         self.stale_note.setText("No plan fits the current inputs: showing the last feasible plan, greyed.")
+        note = host_stage_note(plan, self.state.shown_problem)
+        self.host_note.setText(note or "")
+        self.host_note.setVisible(note is not None)
         self._fill_stage_table(plan, stale)
         for key in ("plan", "device_map", "torchrun"):
             self.export_buttons[key].setEnabled(not stale)

@@ -127,7 +127,7 @@ def test_simulated_names_are_unique_and_stable() -> None:
 
 def test_this_machines_devices() -> None:
     assert [(e.name, e.kind, e.included) for e in default_devices(inventory())] == [
-        ("A100-80GB", "simulated", True), ("RTX4090", "simulated", True), ("cpu", "host", True)]
+        ("A100-80GB", "simulated", True), ("RTX4090", "simulated", True), ("cpu", "host", False)]
     entries = entries_from_inventory(inventory((gpu(0), gpu(1, free=None))))
     assert [(e.name, e.kind, e.included) for e in entries] == [
         ("cuda:0", "gpu", True), ("cuda:1", "gpu", True), ("cpu", "host", False)]
