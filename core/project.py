@@ -115,7 +115,8 @@ def merge_saved_devices(saved: tuple[DeviceEntry, ...],
                         available: tuple[DeviceEntry, ...]) -> tuple[tuple[DeviceEntry, ...], list[str]]:
     """A project's devices on this machine, in the saved order: this machine's GPUs and
     host with the saved budgets and ticks, the saved simulated GPUs, then this machine's
-    devices the project did not know (excluded). Returns (devices, notes)."""
+    devices the project did not know (excluded). Returns (devices, notes); GPUs that
+    are not here are left out without a note (core.stand_ins says which, and offers stand-ins)."""
     here = {entry.name: entry for entry in available}
     notes, merged = [], []
     for old in saved:
@@ -124,7 +125,6 @@ def merge_saved_devices(saved: tuple[DeviceEntry, ...],
             continue
         entry = here.pop(old.name, None)
         if entry is None:
-            notes.append(f"{old.name} is not on this machine: left out")
             continue
         budget = min(old.budget_bytes, entry.total_memory_bytes)
         if budget < old.budget_bytes:
@@ -144,8 +144,8 @@ def project_to_dict(project: Project) -> dict[str, Any]:
     for entry in project.devices:
         item: dict[str, Any] = {"name": entry.name, "kind": entry.kind, "budget_bytes": entry.budget_bytes,
                                 "included": entry.included}
-        if entry.kind == "simulated":
-            item["catalog"] = entry.catalog_name
+        if entry.kind == "simulated" or (entry.kind == "gpu" and entry.catalog_name):
+            item["catalog"] = entry.catalog_name  # a GPU's kind: a simulated stand-in where it is missing
         if entry.user_peak_tflops is not None:
             item["peak_tflops"] = entry.user_peak_tflops
         devices.append(item)
@@ -233,10 +233,11 @@ def _device_from_dict(item: Any, where: str, taken: set[str]) -> DeviceEntry:
                               or not math.isfinite(speed) or speed <= 0):
         raise InputError(f"{where}: 'peak_tflops' must be a number above 0, got {speed!r}")
     user_speed = float(speed) if speed is not None else None
-    if kind != "simulated":
-        return DeviceEntry(name=name, kind=kind, total_memory_bytes=budget, budget_bytes=budget, included=included,
-                           user_peak_tflops=user_speed)
     catalog = item.get("catalog")
+    if kind != "simulated":
+        known = catalog if kind == "gpu" and isinstance(catalog, str) and load_catalog().find(catalog) else None
+        return DeviceEntry(name=name, kind=kind, total_memory_bytes=budget, budget_bytes=budget, included=included,
+                           user_peak_tflops=user_speed, catalog_name=known)
     entry = simulated_entry(catalog if isinstance(catalog, str) else "")
     if budget > entry.total_memory_bytes:
         raise InputError(f"{where}: budget {budget} bytes exceeds the {entry.catalog_name}'s "

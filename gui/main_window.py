@@ -81,6 +81,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.state = state
         self._new_project = new_project
+        self.remember = True  # False for a screenshot: the recent-projects list is left alone
         self.banner = Banner(state)
         self.budget_bars = BudgetBarsPanel(state)
         self.devices_panel = DevicesPanel(state)
@@ -236,11 +237,31 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot open project", str(error))
             return False
         notes = self.state.load(project, Path(path))
-        remember_project(path)
+        if self.remember:
+            remember_project(path)
         self.state.replan()
-        if notes:
-            self.banner.show_message("info", "Project opened on this machine", "; ".join(notes) + ".")
+        self.report_opened(notes)
         return True
+
+    def report_opened(self, notes: list[str]) -> None:
+        """After a project opens: its GPUs this machine lacks (with an offer of simulated
+        stand-ins of the same kind), and what else changed on the way in."""
+        from core.stand_ins import describe_missing, stand_in_offer
+
+        missing = self.state.missing_devices
+        text = "; ".join(notes) + "." if notes else ""
+        if missing:
+            offer = stand_in_offer(missing)
+            text = f"{describe_missing(missing)}: left out. {text}".strip()
+            if offer:
+                self.banner.offer("Devices of this project are missing", text, (offer, self._simulate_missing))
+            else:
+                self.banner.show_message("warning", "Devices of this project are missing", text)
+        elif notes:
+            self.banner.show_message("info", "Project opened on this machine", text)
+
+    def _simulate_missing(self) -> None:
+        self.state.simulate_missing()
 
     def save_project(self) -> bool:
         if self.state.project_path is None:
@@ -261,7 +282,8 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot save project", str(error))
             return False
         self.state.mark_saved(path)
-        remember_project(path)
+        if self.remember:
+            remember_project(path)
         return True
 
     def show_error(self, title: str, text: str) -> None:

@@ -142,7 +142,7 @@ def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
     (["plan", "--model", "gpt-nano", "--devices", "Z80"], "unknown device 'Z80'"),
     (["plan", "--model", "gpt-nano", "--devices", "A10:100GiB"], "exceeds its memory"),
     (["plan", "--model", "gpt-nano", "--devices", "A10:0"], "more than 0"),
-    (["plan", "--model", "gpt-nano", "--devices", "A10", "--micro-batches", "0"], "micro-batches must be"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10", "--micro-batches", "0"], "--micro-batches: must be 1 or more"),
     (["plan", "--model", "gpt-nano"], "no devices"),
     (["plan", "--problem", "/nonexistent/problem.json"], "cannot read problem file"),
     (["plan", "--model", "gpt-nano", "--devices", "A10", "--solver", "magic"], "invalid choice: 'magic'"),

@@ -68,8 +68,9 @@ def test_a_plan_that_skips_a_layer(tmp_path, corpus, capsys):
 
 @pytest.mark.parametrize("steps", ["0", "-3"])
 def test_steps_must_be_positive(tmp_path, corpus, capsys, steps):
-    code = main(tiny_args(corpus, tmp_path / "run", "--steps", steps))
-    assert_one_line_error(capsys, code, "steps")
+    with pytest.raises(SystemExit) as exit_:  # refused by argparse, before anything runs
+        main(tiny_args(corpus, tmp_path / "run", "--steps", steps))
+    assert_one_line_error(capsys, exit_.value.code, "--steps: must be 1 or more")
     assert not (tmp_path / "run").exists()
 
 

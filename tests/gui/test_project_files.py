@@ -134,3 +134,27 @@ def test_the_unsaved_question_is_a_real_dialog(qtbot, make_window) -> None:
     QTimer.singleShot(50, answer)
     assert window.ask_about_unsaved_changes() == "discard"
     assert seen == [f"Save the changes to {window.state.project_path.name}?"]
+
+
+def test_a_project_whose_gpus_are_missing_says_which_and_offers_simulated_ones(qtbot, make_window, tmp_path) -> None:
+    from pathlib import Path
+
+    from core.project import load_project, save_project
+
+    # The README's monitor project: 8 fake H100s, opened without --fake-gpus (a machine with no GPU).
+    shipped = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "monitor.allot.json"
+    project = load_project(shipped)
+    window = make_window(project)
+    state, banner = window.state, window.banner
+    assert [entry.kind for entry in state.devices] == ["host"]
+    assert banner.level == "error" and banner.title == "Cannot plan"  # nothing is left to plan on, and why:
+    assert banner.text.startswith("cuda:0, cuda:1, cuda:2, cuda:3, cuda:4, cuda:5, cuda:6, cuda:7 (H100-SXM) "
+                                  "are not on this machine")
+    assert not banner.action.isHidden() and banner.action.text() == "Plan on 8 simulated H100-SXM"
+    banner.action.click()
+    assert banner.isHidden()
+    assert [entry.catalog_name for entry in state.devices if entry.kind == "simulated"] == ["H100-SXM"] * 8
+    wait_for_plan(qtbot, state)
+    assert state.plan is not None and state.plan.feasible and not state.error
+    assert {stage.device for stage in state.plan.stages} <= {e.name for e in state.devices if e.kind == "simulated"}
+    assert save_project(state.to_project(), tmp_path / "after.allot.json")  # a normal project from here on
