@@ -1,9 +1,9 @@
 """Allot: the desktop app by default, subcommands for the command line.
 
-    python main.py                      the app
-    python main.py plan --help          plan a model or an explicit problem
-    python main.py devices | monitor    what GPUs there are and what they do
-    python main.py train | runs         train with a plan, list runs
+    python3 main.py                      the app
+    python3 main.py plan --help          plan a model or an explicit problem
+    python3 main.py devices | monitor    what GPUs there are and what they do
+    python3 main.py train | runs         train with a plan, list runs
 """
 
 from __future__ import annotations

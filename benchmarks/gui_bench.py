@@ -1,10 +1,10 @@
 """GUI responsiveness (not part of the tests): a budget drag, and the idle app.
 
-    python benchmarks/gui_bench.py                       both parts
-    python benchmarks/gui_bench.py --part drag           llama-2-70b on 8 simulated H200
-    python benchmarks/gui_bench.py --part drag --fake-gpus 8    on 8 fake NVML H100 instead
-    python benchmarks/gui_bench.py --part idle --points 1000000 --idle-seconds 30
-    python benchmarks/gui_bench.py --part parse            JSON lines: json.loads vs the columns parser
+    python3 benchmarks/gui_bench.py                       both parts
+    python3 benchmarks/gui_bench.py --part drag           llama-2-70b on 8 simulated H200
+    python3 benchmarks/gui_bench.py --part drag --fake-gpus 8    on 8 fake NVML H100 instead
+    python3 benchmarks/gui_bench.py --part idle --points 1000000 --idle-seconds 30
+    python3 benchmarks/gui_bench.py --part parse            JSON lines: json.loads vs the columns parser
 
 The app runs offscreen with its real state, worker and views. A 5 ms QTimer
 measures the GUI thread: a gap between ticks longer than the interval is a

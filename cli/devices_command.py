@@ -1,9 +1,9 @@
 """`main.py devices`: the GPUs and the host this machine has, and why anything is missing.
 
-    python main.py devices                      a table
-    python main.py devices --json               the inventory as JSON
-    python main.py devices --fake-gpus 8        eight fake H100s (no hardware needed)
-    python main.py devices --simulate "2 x H100-SXM"   add catalog GPUs for what-if planning
+    python3 main.py devices                      a table
+    python3 main.py devices --json               the inventory as JSON
+    python3 main.py devices --fake-gpus 8        eight fake H100s (no hardware needed)
+    python3 main.py devices --simulate "2 x H100-SXM"   add catalog GPUs for what-if planning
 
 Exits 0 on a machine without NVIDIA hardware: the host is listed with the
 reason NVML is unavailable.

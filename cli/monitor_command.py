@@ -1,8 +1,8 @@
 """`main.py monitor`: a compact live table of the GPUs and the host, like gpustat --watch.
 
-    python main.py monitor                      refresh every second until Ctrl-C
-    python main.py monitor --interval 0.5 --count 10
-    python main.py monitor --fake-gpus 8 --pid 1234
+    python3 main.py monitor                      refresh every second until Ctrl-C
+    python3 main.py monitor --interval 0.5 --count 10
+    python3 main.py monitor --fake-gpus 8 --pid 1234
 
 On a terminal the table is redrawn in place; piped, each refresh is printed
 below the last. Ctrl-C ends it cleanly (exit 0).

@@ -1,9 +1,9 @@
 """`main.py plan`: the optimal placement of a model (or an explicit problem).
 
-    python main.py plan --model llama-2-7b --devices "A100-80GB:70GiB,RTX4090:22GiB" \
+    python3 main.py plan --model llama-2-7b --devices "A100-80GB:70GiB,RTX4090:22GiB" \
         --mode train --micro-batch 1 --seq 4096 --micro-batches 16
-    python main.py plan --model llama-2-7b --devices 8xA100-80GB --data-parallel auto --zero 3
-    python main.py plan --problem problem.json --json
+    python3 main.py plan --model llama-2-7b --devices 8xA100-80GB --data-parallel auto --zero 3
+    python3 main.py plan --problem problem.json --json
 
 Exit codes: 0 a plan, 1 no placement fits (the reason is printed), 2 bad input.
 The explicit-problem path imports no torch, so it answers fast.

@@ -1,9 +1,9 @@
 """`main.py profile`: measure each layer's forward + backward time on the real
 devices and save a profile the planner can use instead of catalog speeds.
 
-    python main.py profile --model gpt-nano --devices "2xcpu" --out nano-cpu.json
-    python main.py plan --model gpt-nano --devices "2xcpu" --profile nano-cpu.json
-    python main.py train --model gpt-nano --devices "2xcpu" --profile nano-cpu.json ...
+    python3 main.py profile --model gpt-nano --devices "2xcpu" --out nano-cpu.json
+    python3 main.py plan --model gpt-nano --devices "2xcpu" --profile nano-cpu.json
+    python3 main.py train --model gpt-nano --devices "2xcpu" --profile nano-cpu.json ...
 """
 
 from __future__ import annotations
@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
               f"({device.threads} threads), {1000 * device.total_s:.2f} ms per micro-batch forward + backward")
         for layer in device.layers:
             print(f"  {layer.name:<8} {1000 * layer.fwd_bwd_s:8.3f} ms  {layer.flops / 1e6:10.1f} MFLOP forward")
-    print(f"wrote {out}; plan with it: python main.py plan ... --profile {out}")
+    print(f"wrote {out}; plan with it: python3 main.py plan ... --profile {out}")
     return 0

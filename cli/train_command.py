@@ -1,8 +1,8 @@
 """`main.py train`: train the built-in GPT with a plan, in the background.
 
-    python main.py train --model gpt-nano --devices "2xcpu:2GiB" --steps 200 --run-dir runs/nano
-    python main.py train --resume runs/nano --steps 300
-    python main.py train ... --detach           start it and return (follow with `main.py runs`)
+    python3 main.py train --model gpt-nano --devices "2xcpu:2GiB" --steps 200 --run-dir runs/nano
+    python3 main.py train --resume runs/nano --steps 300
+    python3 main.py train ... --detach           start it and return (follow with `main.py runs`)
 
 In the foreground the command follows the run's metrics; Ctrl-C asks the job
 to stop (it checkpoints first), a second Ctrl-C leaves it running.
@@ -196,7 +196,7 @@ def follow(run_dir: Path) -> int:
             time.sleep(0.5)
         except KeyboardInterrupt:
             if stopping:
-                print(f"\nleft running in the background: python main.py runs --stop {run_dir}", flush=True)
+                print(f"\nleft running in the background: python3 main.py runs --stop {run_dir}", flush=True)
                 return 130
             stopping = True
             print("\nstopping after this step (Ctrl-C again to leave it running) ...", flush=True)
@@ -215,15 +215,15 @@ def _finish(run_dir: Path, status: Any) -> int:
         print(f"allot: error: the run failed: {status.error} (see {Path(run_dir) / 'train.log'})",
               file=sys.stderr, flush=True)
         return 1
-    print(f"{status.state} at step {status.step}; resume with: python main.py train --resume {run_dir} "
+    print(f"{status.state} at step {status.step}; resume with: python3 main.py train --resume {run_dir} "
           f"--steps N", flush=True)
     return 0
 
 
 def _print_detached_help(run_dir: Path) -> None:
-    print(f"follow:  python main.py runs   |   tail -f {run_dir / 'train.log'}\n"
-          f"stop:    python main.py runs --stop {run_dir}\n"
-          f"resume:  python main.py train --resume {run_dir} --steps N", flush=True)
+    print(f"follow:  python3 main.py runs   |   tail -f {run_dir / 'train.log'}\n"
+          f"stop:    python3 main.py runs --stop {run_dir}\n"
+          f"resume:  python3 main.py train --resume {run_dir} --steps N", flush=True)
 
 
 def _print_node_commands(run_dir: Path) -> None:

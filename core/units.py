@@ -51,6 +51,11 @@ def format_bytes(num_bytes: float) -> str:
     return f"{sign}{value:.0f} B"
 
 
+def format_shortfall(num_bytes: float) -> str:
+    """Bytes a person can read, then the exact count: '32.02 GiB (34385051652 bytes)'."""
+    return f"{format_bytes(num_bytes)} ({num_bytes:.0f} bytes)"
+
+
 def format_seconds(seconds: float) -> str:
     """Format a duration as people say it: three significant digits, no exponent.
 

@@ -1,10 +1,10 @@
 """Start the app: discover devices, open a project, show the window (or save a screenshot).
 
-    python main.py                                  the last project, or a new one
-    python main.py --project my.allot.json          that project
-    python main.py --screenshot out.png [--project my.allot.json]
+    python3 main.py                                  the last project, or a new one
+    python3 main.py --project my.allot.json          that project
+    python3 main.py --screenshot out.png [--project my.allot.json]
                                                     wait for the plan, save a PNG, exit 0
-    python main.py --fake-gpus 8                    eight fake NVML GPUs, for demos
+    python3 main.py --fake-gpus 8                    eight fake NVML GPUs, for demos
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from core.project import (
 )
 from core.training.launcher import stop_run
 from core.units import format_seconds
+from gui.help_menu import add_help_menu
 from gui.inputs.devices_panel import DevicesPanel
 from gui.inputs.model_panel import ModelPanel
 from gui.plan.budget_bars import BudgetBarsPanel
@@ -205,6 +206,7 @@ class MainWindow(QMainWindow):
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         menu.addAction(quit_action)
+        add_help_menu(self)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

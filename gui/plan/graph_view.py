@@ -39,10 +39,12 @@ def serpentine_positions(count: int, columns: int | None = None) -> np.ndarray:
 
 
 def short_label(name: str, data: dict[str, Any]) -> str:
-    """'model.layers.14' -> 'L14', 'model.embed_tokens' -> 'embed_to…', 'lm_head' -> 'lm_head'."""
-    last = name.rsplit(".", 1)[-1]
-    if data.get("is_block") and last.isdigit():
-        return f"L{last}"
+    """The name the plan's stage table uses: 'model.layers.14' -> 'layers.14', 'h.3' -> 'h.3';
+    other layers by their last part: 'model.embed_tokens' -> 'embed_to…', 'lm_head'."""
+    parts = name.split(".")
+    if data.get("is_block") and parts[-1].isdigit() and len(parts) >= 2:
+        return ".".join(parts[-2:])  # compact_name's 'layers.14' / 'h.3', without the wrapper prefix
+    last = parts[-1]
     return last if len(last) <= 8 else last[:7] + "…"
 
 

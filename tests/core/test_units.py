@@ -47,3 +47,10 @@ def test_format_gap(gap, text):
 def test_bytes_round_trip():
     assert parse_bytes("70GiB") == 70 * 1024**3
     assert format_bytes(70 * 1024**3) == "70.00 GiB"
+
+
+def test_a_shortfall_reads_in_gib_first_then_the_exact_bytes():
+    from core.units import format_shortfall
+
+    assert format_shortfall(47086453508) == "43.85 GiB (47086453508 bytes)"
+    assert format_shortfall(60) == "60 B (60 bytes)"

@@ -1,4 +1,4 @@
-"""`python main.py --screenshot FILE.png` writes a PNG of the window and exits 0."""
+"""`python3 main.py --screenshot FILE.png` writes a PNG of the window and exits 0."""
 
 from __future__ import annotations
 
