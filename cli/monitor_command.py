@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     sampler.set_watched_pids(args.pid)
     screen = _Screen(sys.stdout)
     shown = 0
+    said: tuple[str, ...] = ()  # reasons already printed (appended output says each once)
     try:
         sampler.start()
         while args.count is None or shown < args.count:
@@ -58,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
                 snapshot = snapshots.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
             except queue.Empty:
                 continue
-            screen.draw(render(snapshot, fake=args.fake_gpus is not None))
+            # in place on a terminal the reasons stay on screen; appended, they are said when they change
+            with_reasons = screen.in_place or snapshot.reasons != said
+            said = snapshot.reasons
+            screen.draw(render(snapshot, fake=args.fake_gpus is not None, reasons=with_reasons))
             shown += 1
     except KeyboardInterrupt:
         screen.newline()
@@ -69,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render(snapshot: Any, fake: bool = False) -> list[str]:
-    """One refresh: a host line, one line per GPU, watched processes, reasons."""
+def render(snapshot: Any, fake: bool = False, reasons: bool = True) -> list[str]:
+    """One refresh: a host line, one line per GPU, watched processes, reasons (if `reasons`)."""
     from core.units import format_bytes
 
     host = snapshot.host
@@ -85,7 +89,8 @@ def render(snapshot: Any, fake: bool = False) -> list[str]:
         cpu = f"{process.cpu_percent:5.1f} %" if process.cpu_percent is not None else "    ? %"
         rss = format_bytes(process.rss_bytes) if process.rss_bytes is not None else "?"
         lines.append(f"pid {process.pid} {process.name}  CPU {cpu}  RSS {rss}{state}")
-    lines += list(snapshot.reasons)
+    if reasons:
+        lines += list(snapshot.reasons)
     return lines
 
 
@@ -120,6 +125,11 @@ class _Screen:
         self._stream = stream
         self._tty = stream.isatty()
         self._height = 0
+
+    @property
+    def in_place(self) -> bool:
+        """True on a terminal: each refresh replaces the last one."""
+        return self._tty
 
     def draw(self, lines: list[str]) -> None:
         if self._tty:
