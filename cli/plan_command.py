@@ -102,6 +102,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if plan.feasible else 1
 
 
+def speed_sources(problem: Any, args: argparse.Namespace) -> str:
+    """Where the TFLOP/s above come from: the profile, or datasheet/measured figure x efficiency."""
+    from core.devices.catalog import load_catalog
+
+    if args.profile:
+        return f"speeds: measured layer by layer (profile {args.profile})"
+    catalog = load_catalog()
+    parts = []
+    if any(device.kind != "cpu" for device in problem.devices):
+        efficiency = args.efficiency if args.efficiency is not None else catalog.default_efficiency
+        parts.append(f"GPUs datasheet dense TFLOP/s ({args.precision}) x efficiency {efficiency:g}")
+    if any(device.kind == "cpu" for device in problem.devices):
+        from core.devices.host_speed import host_speed
+
+        speed = host_speed()
+        parts.append(f"cpu {speed.peak_tflops:.3g} TFLOP/s {speed.source} x efficiency {catalog.cpu_efficiency:g}")
+    return "speeds: " + "; ".join(parts)
+
+
 def _explicit_problem(args: argparse.Namespace) -> Any:
     from core.planning.problem import load_problem
 
@@ -207,6 +226,8 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
     from core.planning.host_note import host_stage_note
 
     print(describe_problem(problem, model_name))
+    if not args.problem:
+        print(speed_sources(problem, args))
     print()
     if plan.stages:
         print(stage_table(plan))

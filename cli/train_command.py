@@ -99,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise InputError(f"--resume continues a run as it was set up; {flags} cannot change it "
                              "(only --steps and --detach apply)")
+        from core.training.engine import checkpoint as ckpt  # no torch at import
+
+        latest = ckpt.latest_checkpoint(Path(args.resume) / "checkpoints")
+        after = ckpt.checkpoint_step(latest) if latest is not None else 0
         handle = resume_run(args.resume, args.steps)
-        print(f"resuming {handle.run_dir} (job pid {handle.pid})", flush=True)
+        print(f"resuming {handle.run_dir} at step {after} (job pid {handle.pid})", flush=True)
     else:
         config, run_dir = build_config(args)
         handle = start_run(config, run_dir, plan_path=_given(args, "plan"), profile_path=_given(args, "profile"),
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         _print_detached_help(handle.run_dir)
         return 0
-    return follow(handle.run_dir)
+    return follow(handle.run_dir, after_step=after if args.resume is not None else 0)
 
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
@@ -173,8 +177,12 @@ def resolve_precision(precision: str, devices: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def follow(run_dir: Path) -> int:
-    """Print the run's progress until it ends; Ctrl-C asks it to stop."""
+def follow(run_dir: Path, after_step: int = 0) -> int:
+    """Print the run's progress until it ends; Ctrl-C asks it to stop.
+
+    Steps up to `after_step` (where a resumed run picks up) were printed by the
+    run before: they are not said again.
+    """
     from core.durable import read_json
     from core.training.engine.loop import format_row
     from core.training.launcher import read_status, stop_run
@@ -189,6 +197,8 @@ def follow(run_dir: Path) -> int:
             status = read_status(run_dir)
             steps = status.steps or steps
             for row in tail.poll().rows:
+                if row["step"] <= after_step:
+                    continue
                 if row["step"] % every == 0 or "val_loss" in row or row["step"] == steps:
                     print(format_row(row, steps), flush=True)
             if status.state != "running":

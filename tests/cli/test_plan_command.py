@@ -211,3 +211,12 @@ def test_bad_hybrid_input_exit_2(capsys, argv, message):
 def test_explicit_problem_without_the_split_cannot_shard(capsys, problem_file):
     code, _, err = run_main(capsys, "plan", "--problem", str(problem_file), "--zero", "1")
     assert code == 2 and "needs the split of bytes_per_param" in err
+
+
+def test_the_report_says_where_each_speed_comes_from(capsys):
+    code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "A100-80GB", "--no-compare",
+                            "--efficiency", "0.5")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == "devices: A100-80GB 80.00 GiB 156 TFLOP/s"  # 312 x 0.5: the one figure
+    assert lines[2] == "speeds: GPUs datasheet dense TFLOP/s (bf16) x efficiency 0.5"
