@@ -65,3 +65,11 @@ def fraction(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
     return value
+
+
+def zero_stage(text: str) -> int:
+    """A ZeRO stage: 0, 1, 2 or 3."""
+    value = _parse_int(text)
+    if not 0 <= value <= 3:
+        raise argparse.ArgumentTypeError(f"must be 0, 1, 2 or 3, got {value}")
+    return value

@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from cli.numbers import fraction, nonnegative_int, positive_float, positive_int
+from cli.numbers import fraction, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
 from core.planning.solvers import SOLVER_NAMES
 
@@ -69,7 +69,7 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
     group.add_argument("--data-parallel", default="1", metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best (default 1)")
-    group.add_argument("--zero", type=int, default=0, metavar="0..3",
+    group.add_argument("--zero", type=zero_stage, default=0, metavar="0..3",
                        help="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP)")
 
 

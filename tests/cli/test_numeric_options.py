@@ -37,6 +37,7 @@ def test_no_numeric_option_takes_a_bare_int_or_float():
     ["plan", "--model", "gpt-nano", "--efficiency", "1.5"],
     ["plan", "--model", "gpt-nano", "--time-limit", "0"],
     ["plan", "--model", "gpt-nano", "--fake-gpus", "-1"],
+    ["plan", "--model", "gpt-nano", "--zero", "4"],
     ["train", "--seq-len", "0"],
     ["train", "--steps", "0"],
     ["train", "--micro-batches", "0"],
