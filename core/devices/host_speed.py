@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core.disk_cache import cache_dir
+from core.disk_cache import cache_root
 
 CACHE_FILE = "host-speed.json"
 MAX_AGE_DAYS = 30
@@ -121,7 +121,7 @@ def host_speed() -> HostSpeed:
     import torch
 
     version, threads = torch.__version__.split("+")[0], torch.get_num_threads()
-    path, key, today = cache_dir() / CACHE_FILE, machine_key(), datetime.date.today()
+    path, key, today = cache_root() / CACHE_FILE, machine_key(), datetime.date.today()
     cached = read_cached(path, key, version, threads, today)
     if cached is not None:
         return cached

@@ -201,7 +201,7 @@ def test_accelerate_export_refuses_replicas(capsys, tmp_path):
     (["--data-parallel", "3"], "does not divide the 8 micro-batches"),
     (["--data-parallel", "lots"], "--data-parallel must be a whole number or auto"),
     (["--data-parallel", "8"], "only 2 devices"),
-    (["--zero", "4"], "zero must be 0, 1, 2 or 3"),
+    (["--zero", "4"], "--zero: must be 0, 1, 2 or 3"),
 ])
 def test_bad_hybrid_input_exit_2(capsys, argv, message):
     code, out, err = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA100-80GB", *argv)

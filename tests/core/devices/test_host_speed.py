@@ -54,7 +54,7 @@ def test_a_broken_cache_file_is_measured_over(tmp_path):
 
 
 def test_host_speed_measures_once_then_reads_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(hs.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
     calls = []
     monkeypatch.setattr(hs, "_matmul_tflops", lambda: calls.append(1) or 0.3)
     hs.host_speed.cache_clear()
