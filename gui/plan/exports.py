@@ -42,6 +42,19 @@ def current_plan_or_error(state: AppState) -> Plan:
     return plan
 
 
+def device_map_refusal(plan: Plan) -> str | None:
+    """Why this plan has no accelerate device_map (None when it has one).
+
+    A device_map places one copy of the model, layer by layer, in one process;
+    a plan with replicas runs d copies, each stage on a group, which only a
+    d x S process launch can run.
+    """
+    if plan.data_parallel <= 1:
+        return None
+    return (f"no accelerate device_map for this plan: a device_map places one copy of the model, and this plan "
+            f"runs {plan.data_parallel} replicas of every stage (data parallel); use the torchrun commands")
+
+
 def write_plan_json(state: AppState, path: str | Path) -> None:
     atomic_write_text(path, plan_json(current_plan_or_error(state)))
 
@@ -51,6 +64,9 @@ def write_device_map(state: AppState, path: str | Path) -> None:
     from core.planning.accelerate_baseline import export_device_map
 
     plan = current_plan_or_error(state)
+    refusal = device_map_refusal(plan)
+    if refusal:
+        raise InputError(refusal)
     assert state.problem is not None
     atomic_write_text(path, device_map_json(export_device_map(state.spec, plan, state.problem)))
 

@@ -158,3 +158,21 @@ def test_a_project_whose_gpus_are_missing_says_which_and_offers_simulated_ones(q
     assert state.plan is not None and state.plan.feasible and not state.error
     assert {stage.device for stage in state.plan.stages} <= {e.name for e in state.devices if e.kind == "simulated"}
     assert save_project(state.to_project(), tmp_path / "after.allot.json")  # a normal project from here on
+
+
+def test_replicas_and_zero_are_saved_with_the_project(qtbot, make_window, tmp_path, warnings) -> None:
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    state = window.state
+    state.set_setup(replace(state.setup, data_parallel="auto", zero=3))
+    path = tmp_path / "hybrid.allot.json"
+    assert window.save_project_as(path)
+    setup = json.loads(path.read_text())["setup"]
+    assert (setup["data_parallel"], setup["zero"]) == ("auto", 3)
+
+    window.new_project()
+    assert (state.setup.data_parallel, state.setup.zero) == (1, 0)
+    assert window.open_project(path)
+    assert (state.setup.data_parallel, state.setup.zero) == ("auto", 3)
+    boxes = window.model_panel.setup_boxes
+    assert (boxes["data_parallel"].currentData(), boxes["zero"].currentData()) == ("auto", 3)
+    assert warnings == []
