@@ -188,15 +188,15 @@ class GraphView(QWidget):
         ends = [*starts[1:], len(self.order)]
         for k, (start, end) in enumerate(zip(starts, ends)):
             group = groups[self.order[start]]
-            color = theme.device_color(self.state.color_slot(group[0])).name()
+            dots = "".join(f"<span style='color:{theme.device_color(self.state.color_slot(device)).name()}; "
+                           f"font-size:13pt'>●</span>" for device in group)  # the group's devices, as on the bars
             words = f"<b>stage {k}</b> {devices_label(group)}: {self._label(start)} … {self._label(end - 1)} ({end - start})"
-            # non-breaking spaces: a stage's entry never wraps apart from its dot
-            parts.append(f"<span style='color:{color}; font-size:13pt'>●</span>&nbsp;"
-                         + words.replace(" ", "&nbsp;"))
+            # non-breaking spaces: a stage's entry never wraps apart from its dots
+            parts.append(f"{dots}&nbsp;" + words.replace(" ", "&nbsp;"))
         suffix = " <i>(last feasible plan, greyed)</i>" if self.state.plan_is_stale else ""
         replicas = len(next(iter(groups.values())))
-        prefix = (f"{replicas} replicas: each stage runs on a group of {replicas} devices and takes the colour "
-                  f"of its first one.<br>") if replicas > 1 else ""
+        prefix = (f"{replicas} replicas: each stage runs on a group of {replicas} devices (dots in replica order) "
+                  f"and takes the colour of its first one.<br>") if replicas > 1 else ""
         self.legend.setText(prefix + " &nbsp; ".join(parts) + suffix)  # entries may wrap between them
 
     def _label(self, index: int) -> str:

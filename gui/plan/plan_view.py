@@ -39,9 +39,9 @@ from gui.state import AppState
 from gui.widgets.tables import fill_table, style_readonly_table
 
 STAGE_COLUMNS = ("Stage", "Device", "Layers", "Params", "Param+grad+opt", "Activations",
-                 "Memory / budget", "Compute", "Comm", "Time/µbatch", "Sync/step")
-GROUP_HEADER = "Group (replica order)"  # the device column's header when stages run on groups
-SYNC_COLUMN = STAGE_COLUMNS.index("Sync/step")  # shown only for plans with replicas
+                 "Memory / budget", "Compute", "Comm", "Time/µbatch", "Sync")
+GROUP_HEADER = "Group"  # the device column's header when stages run on groups (in replica order)
+SYNC_COLUMN = STAGE_COLUMNS.index("Sync")  # once a step; shown only for plans with replicas
 METRICS = ("step", "tokens", "bound", "gap", "status")
 METRIC_NAMES = {"step": "Step time T", "tokens": "Tokens / s", "bound": "Lower bound",
                 "gap": "Gap to bound", "status": "Solver"}
@@ -257,7 +257,10 @@ class PlanView(QWidget):
         stages = plan.stages if plan is not None else ()
         bottleneck = plan.bottleneck_index if plan is not None else None
         grouped = plan is not None and plan.data_parallel > 1
-        self.stage_table.horizontalHeaderItem(1).setText(GROUP_HEADER if grouped else STAGE_COLUMNS[1])
+        header = self.stage_table.horizontalHeaderItem(1)
+        header.setText(GROUP_HEADER if grouped else STAGE_COLUMNS[1])
+        header.setToolTip("Each stage's devices in replica order: replica r runs on the r-th device of "
+                          "every group" if grouped else "")
         self.stage_table.setColumnHidden(SYNC_COLUMN, not grouped)
         rows: list[list[QTableWidgetItem]] = []
         for s, stage in enumerate(stages):
@@ -334,8 +337,8 @@ def _bottleneck_text(plan: Plan | None) -> str:
     if plan is None or plan.bottleneck_index is None:
         return ""
     stage = plan.stages[plan.bottleneck_index]
-    text = (f"bottleneck: stage {plan.bottleneck_index} on {group_label(stage)}, "
+    if plan.data_parallel > 1:  # the lanes name the groups: room for the sync instead
+        return (f"bottleneck: stage {plan.bottleneck_index}, {format_seconds(stage.time_s)} per micro-batch"
+                f" · then sync {format_seconds(sync_s(plan))} (slate)")
+    return (f"bottleneck: stage {plan.bottleneck_index} on {stage.device}, "
             f"{format_seconds(stage.time_s)} per micro-batch")
-    if plan.data_parallel > 1:
-        text += f" · then sync {format_seconds(sync_s(plan))} (slate)"
-    return text
