@@ -319,9 +319,9 @@ class BudgetBarsPanel(QWidget):
         """Each device shows its stage's memory; every device of a group holds its stage's share."""
         placed = stage_of_device(self.state.shown_plan)
         for name, bar in self._bars.items():
-            stage, replica, cost = placed.get(name, (None, 0, None))
-            bar.set_memory(stage_memory(cost), self.state.plan_is_stale)
-            bar.set_place(None if stage is None else (stage, replica, len(cost.devices) if cost else 1))
+            where = placed.get(name)
+            bar.set_memory(stage_memory(where[2] if where else None), self.state.plan_is_stale)
+            bar.set_place(None if where is None else (where[0], where[1], len(where[2].devices)))
             self._update_figures(name)
 
     def _update_figures(self, name: str) -> None:
