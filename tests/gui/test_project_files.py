@@ -60,6 +60,10 @@ def test_save_and_open_round_trip(qtbot, make_window, tmp_path, warnings) -> Non
     ('{"format": "allot-project", "version": 1, "devices": [{"name": "x", "kind": "simulated", '
      '"catalog": "NoSuchGPU", "budget_bytes": 1}], "model": {"source": "preset", "name": "gpt-nano"}}',
      "unknown GPU 'NoSuchGPU'"),
+    ('{"format": "allot-project", "version": 1, "devices": [], "model": {"source": "preset", "name": "gpt-nano"}, '
+     '"setup": {"micro_batches": 8, "data_parallel": 3}}', "data-parallel 3 does not divide the 8 micro-batches"),
+    ('{"format": "allot-project", "version": 1, "devices": [], "model": {"source": "preset", "name": "gpt-nano"}, '
+     '"setup": {"zero": 4}}', "zero must be 0, 1, 2 or 3"),
 ])
 def test_malformed_or_foreign_files_change_nothing(qtbot, make_window, tmp_path, warnings, content, words) -> None:
     window = make_window(small_project(("A100-80GB",)))
