@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from core.durable import atomic_write_text
 from core.errors import InputError
 from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
-from core.planning.plan import Plan
+from core.planning.plan import Plan, replica_and_stage
 from gui import theme
 from gui.state import AppState
 
@@ -93,10 +93,12 @@ class TorchrunDialog(QDialog):
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Run this plan on several hosts")
-        self.stages = len(current_plan_or_error(state).stages)
+        plan = current_plan_or_error(state)
+        self.stages, self.replicas = len(plan.stages), max(1, plan.data_parallel)
+        self.processes = self.stages * self.replicas  # one per (replica, stage): rank = replica * S + stage
         self.nnodes = QSpinBox()
-        self.nnodes.setRange(1, self.stages)
-        self.nnodes.setValue(max(n for n in divisors(self.stages) if n <= 2))
+        self.nnodes.setRange(1, self.processes)
+        self.nnodes.setValue(max(n for n in divisors(self.processes) if n <= 2))
         self.endpoint = QLineEdit("node0:29500")
         self.run_dir = QLineEdit(f"runs/{state.spec.name if state.spec else 'run'}")
         self.text = QPlainTextEdit()
@@ -126,7 +128,7 @@ class TorchrunDialog(QDialog):
 
     def _update_text(self) -> None:
         try:
-            nodes = torchrun_commands(self.stages, self.nnodes.value(), self.endpoint.text().strip(),
+            nodes = torchrun_commands(self.processes, self.nnodes.value(), self.endpoint.text().strip(),
                                       self.run_dir.text().strip() or "runs/run")
         except InputError as error:
             self.text.setPlainText("")
@@ -134,9 +136,24 @@ class TorchrunDialog(QDialog):
             return
         lines = []
         for node in nodes:
-            held = f"stage {node.stages[0]}" if len(node.stages) == 1 else f"stages {node.stages[0]}-{node.stages[-1]}"
-            lines += [f"# host {node.node_rank}: {held}", node.command, ""]
+            lines += [f"# host {node.node_rank}: {held_text(node.stages, self.stages, self.replicas)}",
+                      node.command, ""]
         self.text.setPlainText("\n".join(lines).rstrip() + "\n")
-        self.note.setText(f"{self.stages} stages over {len(nodes)} host(s). Each host's run directory must hold "
+        shape = (f"{self.stages} stages" if self.replicas == 1 else
+                 f"{self.replicas} replicas × {self.stages} stages = {self.processes} processes")
+        self.note.setText(f"{shape} over {len(nodes)} host(s). Each host's run directory must hold "
                           "the run's config and this plan (main.py train prepares it); host R must always "
                           "run the same stages, as their checkpoints live there.")
+
+
+def held_text(ranks: tuple[int, ...], stages: int, replicas: int) -> str:
+    """What a host runs: 'stages 0-3', or per replica 'replica 0: stages 0-1; replica 1: stage 0'."""
+    by_replica: dict[int, list[int]] = {}
+    for rank in ranks:
+        replica, stage = replica_and_stage(rank, stages)
+        by_replica.setdefault(replica, []).append(stage)
+    parts = []
+    for replica, held in by_replica.items():
+        text = f"stage {held[0]}" if len(held) == 1 else f"stages {held[0]}-{held[-1]}"
+        parts.append(text if replicas == 1 else f"replica {replica}: {text}")
+    return "; ".join(parts)

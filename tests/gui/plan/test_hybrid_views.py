@@ -17,7 +17,7 @@ from core.planning.problem import Problem
 from core.units import format_seconds
 from gui import theme
 from gui.plan.comparison import comparison_rows
-from gui.plan.exports import write_device_map
+from gui.plan.exports import TorchrunDialog, write_device_map
 from gui.plan.plan_view import GROUP_HEADER, SYNC_COLUMN
 from gui.plan.worker import PlanResult
 from tests.gui.conftest import small_project
@@ -127,3 +127,24 @@ def test_no_device_map_for_replicas_and_the_comparison_shows_shapes(qtbot, make_
     rows = {row[0]: row for row in comparison_rows({"exact": pipeline, "megatron": plan}, pipeline)}
     assert rows["exact"][5].startswith(f"{len(pipeline.stages)} stages: ")
     assert rows["megatron"][5].startswith("2 replicas × 2 stages · ZeRO 1 · sync ")
+
+
+def test_torchrun_commands_start_a_process_per_replica_and_stage(qtbot, make_window) -> None:
+    window = make_window(small_project(DEVICES, model="gpt2-small"))
+    show_hybrid_plan(qtbot, window)
+    dialog = TorchrunDialog(window.state, window)
+    qtbot.addWidget(dialog)
+    assert dialog.processes == 4 and dialog.nnodes.maximum() == 4
+    dialog.nnodes.setValue(2)
+    text = dialog.text.toPlainText()
+    assert text.count("torch.distributed.run") == 2 and text.count("--nproc-per-node 2") == 2
+    assert "# host 0: replica 0: stages 0-1\n" in text and "# host 1: replica 1: stages 0-1\n" in text
+    assert "2 replicas × 2 stages = 4 processes over 2 host(s)" in dialog.note.text()
+    dialog.nnodes.setValue(4)
+    text = dialog.text.toPlainText()
+    assert text.count("--nproc-per-node 1") == 4 and "# host 2: replica 1: stage 0\n" in text
+    dialog.nnodes.setValue(3)
+    assert dialog.text.toPlainText() == "" and "do not split evenly" in dialog.note.text()
+    dialog.nnodes.setValue(1)
+    assert "--nnodes 1 --nproc-per-node 4 --rdzv-backend c10d" in dialog.text.toPlainText()
+    assert "# host 0: replica 0: stages 0-1; replica 1: stages 0-1" in dialog.text.toPlainText()
