@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from core.durable import atomic_write_text
 from core.errors import InputError
 from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
-from core.planning.plan import Plan, replica_and_stage
+from core.planning.plan import Plan
 from gui import theme
 from gui.state import AppState
 
@@ -43,11 +43,11 @@ def current_plan_or_error(state: AppState) -> Plan:
 
 
 def device_map_refusal(plan: Plan) -> str | None:
-    """Why this plan has no accelerate device_map (None when it has one).
+    """Why the device_map button is off for this plan (None when a map can be exported).
 
     A device_map places one copy of the model, layer by layer, in one process;
     a plan with replicas runs d copies, each stage on a group, which only a
-    d x S process launch can run.
+    d x S process launch can run (core.planning.accelerate_baseline refuses it too).
     """
     if plan.data_parallel <= 1:
         return None
@@ -63,10 +63,7 @@ def write_device_map(state: AppState, path: str | Path) -> None:
     """accelerate's device_map for from_pretrained (builds the model on meta: about a second)."""
     from core.planning.accelerate_baseline import export_device_map
 
-    plan = current_plan_or_error(state)
-    refusal = device_map_refusal(plan)
-    if refusal:
-        raise InputError(refusal)
+    plan = current_plan_or_error(state)  # core refuses a plan with replicas (see device_map_refusal)
     assert state.problem is not None
     atomic_write_text(path, device_map_json(export_device_map(state.spec, plan, state.problem)))
 
@@ -128,16 +125,15 @@ class TorchrunDialog(QDialog):
 
     def _update_text(self) -> None:
         try:
-            nodes = torchrun_commands(self.processes, self.nnodes.value(), self.endpoint.text().strip(),
-                                      self.run_dir.text().strip() or "runs/run")
+            nodes = torchrun_commands(self.stages, self.nnodes.value(), self.endpoint.text().strip(),
+                                      self.run_dir.text().strip() or "runs/run", replicas=self.replicas)
         except InputError as error:
             self.text.setPlainText("")
             self.note.setText(str(error))
             return
         lines = []
         for node in nodes:
-            lines += [f"# host {node.node_rank}: {held_text(node.stages, self.stages, self.replicas)}",
-                      node.command, ""]
+            lines += [f"# host {node.node_rank}: {held_text(node.processes, self.replicas)}", node.command, ""]
         self.text.setPlainText("\n".join(lines).rstrip() + "\n")
         shape = (f"{self.stages} stages" if self.replicas == 1 else
                  f"{self.replicas} replicas × {self.stages} stages = {self.processes} processes")
@@ -146,11 +142,11 @@ class TorchrunDialog(QDialog):
                           "run the same stages, as their checkpoints live there.")
 
 
-def held_text(ranks: tuple[int, ...], stages: int, replicas: int) -> str:
-    """What a host runs: 'stages 0-3', or per replica 'replica 0: stages 0-1; replica 1: stage 0'."""
+def held_text(processes: tuple[tuple[int, int], ...], replicas: int) -> str:
+    """What a host runs, from its (replica, stage) processes: 'stages 0-3', or per
+    replica 'replica 0: stages 0-1; replica 1: stage 0'."""
     by_replica: dict[int, list[int]] = {}
-    for rank in ranks:
-        replica, stage = replica_and_stage(rank, stages)
+    for replica, stage in processes:
         by_replica.setdefault(replica, []).append(stage)
     parts = []
     for replica, held in by_replica.items():

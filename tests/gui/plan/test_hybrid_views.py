@@ -20,7 +20,12 @@ from gui.plan.comparison import comparison_rows
 from gui.plan.exports import TorchrunDialog, write_device_map
 from gui.plan.plan_view import GROUP_HEADER, SYNC_COLUMN
 from gui.plan.worker import PlanResult
-from tests.gui.conftest import small_project
+from tests.gui.conftest import small_project, wait_for_plan
+
+
+def table_text(table) -> list[list[str]]:
+    return [[table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())]
+
 
 DEVICES = ("A100-80GB", "A100-80GB", "RTX4090", "RTX4090")  # named A100-80GB, A100-80GB#2, RTX4090, RTX4090#2
 
@@ -148,3 +153,22 @@ def test_torchrun_commands_start_a_process_per_replica_and_stage(qtbot, make_win
     dialog.nnodes.setValue(1)
     assert "--nnodes 1 --nproc-per-node 4 --rdzv-backend c10d" in dialog.text.toPlainText()
     assert "# host 0: replica 0: stages 0-1; replica 1: stages 0-1" in dialog.text.toPlainText()
+
+
+def test_asking_for_replicas_plans_groups_and_compares_the_data_parallel_baselines(qtbot, make_window) -> None:
+    window = make_window(small_project(DEVICES, model="gpt2-small"))
+    state, panel, view = window.state, window.model_panel, window.plan_view
+    panel.setup_boxes["data_parallel"].setCurrentIndex(panel.setup_boxes["data_parallel"].findData(2))
+    panel.setup_boxes["zero"].setCurrentIndex(panel.setup_boxes["zero"].findData(1))
+    wait_for_plan(qtbot, state, comparison=True)
+    plan = state.plan
+    assert (plan.data_parallel, plan.zero) == (2, 1) and plan.feasible
+    groups = [stage.devices for stage in plan.stages]
+    assert all(len(group) == 2 for group in groups)
+    assert len({device for group in groups for device in group}) == 2 * len(groups)  # disjoint
+    assert [view.stage_table.item(r, 1).text() for r in range(len(groups))] == [" + ".join(g) for g in groups]
+    rows = {row[0]: row for row in table_text(view.comparison)}
+    assert rows["fsdp"][5].startswith("4 replicas × 1 stage · ZeRO 3 · sync ")
+    assert rows["ddp"][5].startswith("4 replicas × 1 stage · ZeRO 0 · sync ")
+    assert {"zero1", "megatron", "pipeline"} <= set(rows)
+    assert state.comparison["pipeline"].objective_s >= plan.objective_s  # the hybrid optimum is never worse
