@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -124,8 +125,8 @@ class ModelPanel(QWidget):
         boxes["recompute"] = QCheckBox("Activation checkpointing")
         boxes["recompute"].setToolTip("Keep only each block's input for backward and recompute the rest")
         boxes["data_parallel"] = QComboBox()
-        for choice in DATA_PARALLEL_CHOICES:
-            boxes["data_parallel"].addItem(str(choice), choice)
+        for replicas in DATA_PARALLEL_CHOICES:
+            boxes["data_parallel"].addItem(str(replicas), replicas)
         boxes["data_parallel"].setToolTip(
             "Replicas of the pipeline: every stage runs on a group of this many devices, each replica\n"
             "takes micro-batches / replicas of the batch, and each group syncs its gradients at the end\n"
@@ -193,12 +194,13 @@ class ModelPanel(QWidget):
 
     def _mark_replica_counts(self, micro_batches: int) -> None:
         """Grey out the replica counts that do not divide the micro-batches (each replica gets m / d)."""
-        box = self.setup_boxes["data_parallel"]
+        box: QComboBox = self.setup_boxes["data_parallel"]
         model = box.model()
+        assert isinstance(model, QStandardItemModel)  # a combo box's own model
         for row in range(box.count()):
             value = box.itemData(row)
             fits = value == "auto" or micro_batches % int(value) == 0
-            item = model.item(row)  # type: ignore[attr-defined]  # a QStandardItemModel
+            item = model.item(row)
             item.setEnabled(fits)
             item.setToolTip("" if fits else f"{value} replicas do not divide the {micro_batches} micro-batches")
 

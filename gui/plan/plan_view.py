@@ -258,6 +258,7 @@ class PlanView(QWidget):
         bottleneck = plan.bottleneck_index if plan is not None else None
         grouped = plan is not None and plan.data_parallel > 1
         header = self.stage_table.horizontalHeaderItem(1)
+        assert header is not None  # set by style_readonly_table
         header.setText(GROUP_HEADER if grouped else STAGE_COLUMNS[1])
         header.setToolTip("Each stage's devices in replica order: replica r runs on the r-th device of "
                           "every group" if grouped else "")
