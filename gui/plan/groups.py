@@ -21,10 +21,14 @@ def group_label(stage: StageCost) -> str:
     return devices_label(stage.devices)
 
 
-def devices_label(devices: tuple[str, ...], limit: int = 3) -> str:
-    """'A100-80GB' for one device; 'cuda:0 + cuda:1'; 'cuda:0 + … + cuda:7 (8)' for long groups."""
-    if len(devices) <= limit:
+def devices_label(devices: tuple[str, ...]) -> str:
+    """'A100-80GB'; 'RTX4090 + RTX4090#2'; '4 × A100-80GB' for copies of one simulated GPU
+    (A100-80GB, A100-80GB#2, ...); 'cuda:0 + … + cuda:7 (8)' otherwise. Tooltips list them all."""
+    if len(devices) <= 2:
         return " + ".join(devices)
+    bases = {device.split("#")[0] for device in devices}
+    if len(bases) == 1:
+        return f"{len(devices)} × {bases.pop()}"
     return f"{devices[0]} + … + {devices[-1]} ({len(devices)})"
 
 

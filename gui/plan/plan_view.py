@@ -339,7 +339,7 @@ def _bottleneck_text(plan: Plan | None) -> str:
         return ""
     stage = plan.stages[plan.bottleneck_index]
     if plan.data_parallel > 1:  # the lanes name the groups: room for the sync instead
-        return (f"bottleneck: stage {plan.bottleneck_index}, {format_seconds(stage.time_s)} per micro-batch"
-                f" · then sync {format_seconds(sync_s(plan))} (slate)")
+        return (f"bottleneck: stage {plan.bottleneck_index}, {format_seconds(stage.time_s)}/micro-batch"
+                f" · sync {format_seconds(sync_s(plan))}")
     return (f"bottleneck: stage {plan.bottleneck_index} on {stage.device}, "
             f"{format_seconds(stage.time_s)} per micro-batch")

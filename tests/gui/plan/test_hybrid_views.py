@@ -61,7 +61,7 @@ def test_stage_table_names_each_group_and_its_sync(qtbot, make_window) -> None:
     assert all(stage.sync_s > 0 for stage in plan.stages)
     slowest = format_seconds(max(stage.sync_s for stage in plan.stages))
     assert view.shape_note.text() == f"2 replicas × 2 stages · ZeRO 1 · sync {slowest}"
-    assert f"then sync {slowest}" in view.timeline_caption.text()
+    assert view.timeline_caption.text().endswith(f" · sync {slowest}")
 
 
 def test_timeline_has_a_lane_per_group_a_row_per_replica_and_the_sync_at_the_end(qtbot, make_window) -> None:
@@ -172,3 +172,12 @@ def test_asking_for_replicas_plans_groups_and_compares_the_data_parallel_baselin
     assert rows["ddp"][5].startswith("4 replicas × 1 stage · ZeRO 0 · sync ")
     assert {"zero1", "megatron", "pipeline"} <= set(rows)
     assert state.comparison["pipeline"].objective_s >= plan.objective_s  # the hybrid optimum is never worse
+
+
+def test_group_labels_stay_short() -> None:
+    from gui.plan.groups import devices_label
+
+    assert devices_label(("A100-80GB",)) == "A100-80GB"  # a pipeline stage reads as before
+    assert devices_label(("RTX4090", "RTX4090#2")) == "RTX4090 + RTX4090#2"
+    assert devices_label(("A100-80GB", "A100-80GB#2", "A100-80GB#3", "A100-80GB#4")) == "4 × A100-80GB"
+    assert devices_label(tuple(f"cuda:{i}" for i in range(8))) == "cuda:0 + … + cuda:7 (8)"
