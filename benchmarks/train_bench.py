@@ -1,7 +1,7 @@
 """Training runner benchmark: prints tables, never part of the tests.
 
-    python3 benchmarks/train_bench.py            # gpt-nano, 8 x 256 tokens x 4 micro-batches
-    python3 benchmarks/train_bench.py --quick    # fewer steps and repeats
+    python benchmarks/train_bench.py            # gpt-nano, 8 x 256 tokens x 4 micro-batches
+    python benchmarks/train_bench.py --quick    # fewer steps and repeats
 
 1. Runner vs a bare loop: tokens/s of the local engine run as the real
    background job (one stage on the CPU), against a bare nanoGPT-style loop
@@ -15,6 +15,12 @@
    host, plan with the measured speed, run that plan as a pipeline, compare
    each stage's predicted compute time per micro-batch with the measured one.
    Target: within 15%.
+4. Data-parallel replicas: 2 replicas x 2 stages (4 processes, gloo) with
+   zero 0 and zero 3, against 1 replica x 2 stages, on the same global batch,
+   planned with the profile of section 3: predicted (cost model v2) vs
+   measured step time, and each stage group's gradient sync per step.
+
+    python benchmarks/train_bench.py --hybrid-only   # profile, then section 4 alone
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,9 +51,9 @@ WARMUP_STEPS = 3
 ALL_LAYERS = ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"]
 
 
-def config(engine: str, steps: int, devices: str = "2xcpu:4GiB") -> TrainConfig:
+def config(engine: str, steps: int, devices: str = "2xcpu:4GiB", setup: TrainingSetup = SETUP) -> TrainConfig:
     """Evaluation and checkpoints only at the end, so the steps measured are plain steps."""
-    return TrainConfig(model="gpt-nano", devices=devices, engine=engine, steps=steps, setup=SETUP,
+    return TrainConfig(model="gpt-nano", devices=devices, engine=engine, steps=steps, setup=setup,
                        warmup_steps=2, lr_decay_steps=steps, eval_interval=steps, eval_batches=1,
                        checkpoint_interval=steps, log_interval=steps)
 
@@ -177,17 +184,23 @@ def pipeline_overhead(work: Path, steps: int, repeats: int, two_stages: str, bar
           f"{statistics.median(i[0] for i in idle):.1%} / {statistics.median(i[1] for i in idle):.1%}")
 
 
-def predicted_vs_measured(work: Path, steps: int) -> None:
+def host_profile(work: Path) -> Any:
+    """Measure the host's speed per layer (saved as work/profile.json)."""
     from core.model.presets import GPT_PRESETS
     from core.planning.devices import resolve_devices
     from core.training.engine.profile import measure_profile, save_profile
-    from core.training.runner import prepare_new_run
 
     devices = resolve_devices("2xcpu:4GiB", "fp32")
-    catalog_plan = prepare_new_run(config("pipeline", steps), work / "uncalibrated", emit=lambda _: None).plan
     wait_for_quiet()
     profile = measure_profile("gpt-nano", GPT_PRESETS["gpt-nano"], SETUP, devices, repeats=9, emit=lambda _: None)
     save_profile(profile, work / "profile.json")
+    return profile
+
+
+def predicted_vs_measured(work: Path, steps: int, profile: Any) -> None:
+    from core.training.runner import prepare_new_run
+
+    catalog_plan = prepare_new_run(config("pipeline", steps), work / "uncalibrated", emit=lambda _: None).plan
     run_dir = run_job(work, "calibrated", config("pipeline", steps), profile=str(work / "profile.json"))
     plan, rows = RunContext.load(run_dir).plan, read_metrics(run_dir / "metrics.jsonl")[WARMUP_STEPS:-1]
     host = profile.devices[0]
@@ -207,9 +220,51 @@ def predicted_vs_measured(work: Path, steps: int) -> None:
           f"{1000 * measured_step:.0f} ms median ({measured_step / plan['objective_s']:.3f})")
 
 
+def write_hybrid_plan(path: Path, zero: int) -> str:
+    import json
+
+    groups = (["cpu#0", "cpu#2"], ["cpu#1", "cpu#3"])
+    stages = [{"device": g[0], "devices": g, "layers": names}
+              for g, names in zip(groups, (ALL_LAYERS[:4], ALL_LAYERS[4:]))]
+    path.write_text(json.dumps({"status": "optimal", "data_parallel": 2, "zero": zero, "stages": stages}))
+    return str(path)
+
+
+def data_parallel_runs(work: Path, steps: int, two_stages: str) -> None:
+    """Section 4: 1 x 2 against 2 x 2 (zero 0 and 3), calibrated with work/profile.json."""
+    from dataclasses import replace
+
+    profile = str(work / "profile.json")
+    runs = [("1 x 2", 2, run_job(work, "dp1", config("pipeline", steps), two_stages, profile))]
+    for zero in (0, 3):
+        setup = replace(SETUP, data_parallel=2, zero=zero)
+        cfg = config("pipeline", steps, devices="4xcpu:4GiB", setup=setup)
+        runs.append((f"2 x 2, zero {zero}", 4,
+                     run_job(work, f"dp2-zero{zero}", cfg, write_hybrid_plan(work / f"dp2-{zero}.json", zero), profile)))
+    print("\n## 4. Data-parallel replicas: d x S processes on the same global batch (4 micro-batches, gloo)\n")
+    print("| run (replicas x stages) | processes | predicted step ms | measured step ms (median) | ratio | "
+          "predicted sync ms (slowest group) | measured sync ms (median, slowest group) | ratio | "
+          "final loss |\n|---|---|---|---|---|---|---|---|---|")
+    for name, processes, run_dir in runs:
+        plan, rows = RunContext.load(run_dir).plan, read_metrics(run_dir / "metrics.jsonl")
+        usable = rows[WARMUP_STEPS:-1]
+        step = statistics.median(r["step_time_s"] for r in usable)
+        predicted_sync = max(stage.get("sync_s", 0.0) for stage in plan["stages"])
+        syncs = [max(r["stage_sync_s"]) for r in usable if "stage_sync_s" in r]
+        sync = statistics.median(syncs) if syncs else None
+        sync_text = "-" if sync is None else f"{1000 * sync:.1f}"
+        sync_ratio = f"{sync / predicted_sync:.2f}" if sync and predicted_sync else "-"
+        print(f"| {name} | {processes} | {1000 * plan['objective_s']:.0f} | {1000 * step:.0f} | "
+              f"{step / plan['objective_s']:.2f} | {1000 * predicted_sync:.1f} | {sync_text} | {sync_ratio} | "
+              f"{rows[-1]['loss']:.4f} |")
+    print("\n(sync measured: each group's gradient reduction after the last backward; ZeRO-3's parameter "
+          "gathers run inside forward and backward and count as compute)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--hybrid-only", action="store_true", help="profile the host, then section 4 alone")
     parser.add_argument("--bare-loop", nargs=2, metavar=("RUN_DIR", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_loop:
@@ -225,9 +280,13 @@ def main() -> int:
               f"{steps} steps a run, {repeats} run(s) each")
         one_stage = write_plan(work / "one.json", [("cpu#0", ALL_LAYERS)])
         two_stages = write_plan(work / "two.json", [("cpu#0", ALL_LAYERS[:4]), ("cpu#1", ALL_LAYERS[4:])])
-        bare = runner_vs_bare(work, steps, repeats, one_stage)
-        pipeline_overhead(work, steps, repeats, two_stages, bare)
-        predicted_vs_measured(work, steps)
+        if not args.hybrid_only:
+            bare = runner_vs_bare(work, steps, repeats, one_stage)
+            pipeline_overhead(work, steps, repeats, two_stages, bare)
+        profile = host_profile(work)
+        if not args.hybrid_only:
+            predicted_vs_measured(work, steps, profile)
+        data_parallel_runs(work, steps, two_stages)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -43,7 +43,8 @@ class RunDevices:
 def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
     """The devices `plan` uses, as a spec string, and the plan with the runner's device names.
 
-    Devices the plan leaves out are not in the spec: every device of a run gets a stage.
+    Devices the plan leaves out are not in the spec: every device of a run gets a stage
+    (of one replica: a data-parallel plan's groups name all of them).
 
     Raises:
         InputError: the plan is infeasible or uses a device that is not among `entries`.
@@ -51,7 +52,7 @@ def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
     if not plan.feasible or not plan.stages:
         raise InputError(f"no plan to train with: {plan.reason or 'it has no stages'}")
     by_name = {entry.name: entry for entry in entries}
-    used = {stage.device for stage in plan.stages}
+    used = {device for stage in plan.stages for device in stage.devices}
     missing = sorted(used - set(by_name))
     if missing:
         raise InputError(f"the plan runs on {', '.join(missing)}, which is no longer in the device list: replan")
@@ -60,7 +61,9 @@ def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
     names = _positional_names(bases)
     rename = {entry.name: name for entry, name in zip(chosen, names)}
     answer = plan.to_dict()
-    answer["stages"] = [{**stage, "device": rename[stage["device"]]} for stage in answer["stages"]]
+    answer["stages"] = [{**stage, "device": rename[stage["device"]],
+                         "devices": [rename[device] for device in stage["devices"]]}
+                        for stage in answer["stages"]]
     spec = ",".join(f"{base}:{entry.budget_bytes}B" for entry, base in zip(chosen, bases))
     return RunDevices(spec=spec, plan=answer, names=tuple((e.name, rename[e.name]) for e in chosen))
 

@@ -15,6 +15,12 @@ A row (keys always present unless marked):
     stage_compute_s           [per stage] seconds in that stage's forward and backward
     stage_idle_s              [per stage] step_time_s minus its compute (waiting, sending)
     stage_peak_memory_bytes   [per stage] peak memory of its device (CPU: process peak RSS)
+    stage_sync_s              (data-parallel runs only) [per stage] seconds its group spent
+                              reducing gradients after the last backward (largest replica)
+
+With d data-parallel replicas, stage_compute_s is the mean over the stage's
+replicas (each runs m/d micro-batches) and the other per-stage figures the
+largest; loss is the mean over all m micro-batches of the global batch.
 
 Stage i is `plan.json`'s stage i. Rows up to the last checkpoint are fsynced
 before the checkpoint is committed, so a crash never loses them; rows after it

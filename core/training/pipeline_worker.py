@@ -1,13 +1,15 @@
-"""One pipeline stage per process: the entry point torchrun starts.
+"""One pipeline stage of one replica per process: the entry point torchrun starts.
 
-    python -m torch.distributed.run --nproc-per-node S ... -m core.training.pipeline_worker RUN_DIR
+    python -m torch.distributed.run --nproc-per-node d*S ... -m core.training.pipeline_worker RUN_DIR
 
-Global rank r runs stage r of the plan with torch.distributed.pipelining
-(`PipelineStage` driven by `Schedule1F1B` or `ScheduleGPipe`, n_microbatches
-= the setup's micro-batches, mean loss per micro-batch, gradients scaled by
-the schedule). gloo on CPU, nccl when every stage is a GPU. Rank 0 writes
-metrics.jsonl; every rank writes its own stage file of each checkpoint, and
-the first process of each host commits that host's checkpoint.
+Rank r = replica * S + stage runs that stage of the plan with
+torch.distributed.pipelining (`PipelineStage` driven by `Schedule1F1B` or
+`ScheduleGPipe` over its replica's pipeline group, n_microbatches = m / d,
+mean loss per micro-batch, gradients scaled by the schedule). With d > 1
+replicas each stage's group synchronises its gradients with FSDP2 (see
+core.training.engine.data_parallel). gloo on CPU, nccl when every stage is a
+GPU. Rank 0 writes metrics.jsonl; replica 0 writes each stage's file of a
+checkpoint, and the first process of each host commits that host's checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -26,9 +29,17 @@ import torch.distributed as dist
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from core.model.gpt import lm_loss
-from core.process import exit_with_parent
+from core.planning.plan import replica_and_stage
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
+from core.training.engine.data_parallel import (
+    MeshPosition,
+    build_mesh,
+    local,
+    replica_slice,
+    shard_payload,
+    shard_stage,
+)
 from core.training.engine.loop import StepStats, format_row, train_loop
 from core.training.engine.optim import (
     clip_gradients,
@@ -47,13 +58,15 @@ from core.training.engine.stages import (
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
 from core.training.metrics import MetricsWriter
 
-_STATS_PER_STAGE = 3  # compute_s, step wall time, peak memory
+_STATS_PER_RANK = 4  # compute_s, step wall time, peak memory, sync_s
 
 
 class TimedStage(PipelineStage):
-    """A PipelineStage that adds up the time spent computing its micro-batches."""
+    """A PipelineStage that adds up the time spent computing its micro-batches,
+    and the time its data-parallel group spends reducing gradients."""
 
     compute_s = 0.0
+    sync_s = 0.0
 
     def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -71,41 +84,70 @@ class TimedStage(PipelineStage):
             synchronize(self.device)
             self.compute_s += time.perf_counter() - started
 
+    def perform_reduce_grad(self, grad_scale_factor: int) -> None:
+        started = time.perf_counter()
+        try:
+            super().perform_reduce_grad(grad_scale_factor)  # FSDP2's gradient reduction, then the scaling
+        finally:
+            synchronize(self.device)
+            self.sync_s += time.perf_counter() - started
+
 
 class PipelineEngine:
-    """This rank's stage of the pipeline (see core.training.engine.loop.Engine)."""
+    """This rank's stage of its replica's pipeline (see core.training.engine.loop.Engine)."""
 
     def __init__(self, context: RunContext, rank: int, local_rank: int, device: torch.device):
         self.context, self.config, self.rank, self.local_rank = context, context.config, rank, local_rank
-        self.num_stages, self.device = context.num_stages, device
-        self.first, self.last = rank == 0, rank == self.num_stages - 1
+        self.num_stages, self.device, self.zero = context.num_stages, device, context.zero
+        self.position = MeshPosition.of_rank(rank, context.data_parallel, self.num_stages)
+        index = self.position.stage
+        self.first, self.last = index == 0, index == self.num_stages - 1
         self.is_writer = rank == 0
         self.data = context.data()
         model = build_full_model(context.gpt, self.config.seed)  # identical init on every rank
         stages = slice_stages(model, context.layouts, untie=True, recompute=self.config.setup.recompute,
                               autocast_dtype=context.autocast_dtype())
-        self.module = stages[rank].to(device)
+        self.module = stages[index].to(device)
         del model, stages
+        pipeline_group = None  # one replica: the whole world is the pipeline
+        if self.replicated:
+            mesh = build_mesh(self.position, self.zero)  # every rank calls it: it makes the groups
+            pipeline_group = mesh["pp"].get_group()
+            shard_stage(self.module, mesh, self.zero)  # parameters become DTensors: before the optimizer
         pair = tied_stage_pair(context.gpt, context.layouts)
-        self.tied_group = dist.new_group(list(pair)) if pair is not None else None  # every rank calls it
+        self.tied_group = self._tied_group(pair)
         self.tied_parameter = self._tied_parameter(pair)
         named = list(self.module.named_parameters())
         self.names = {id(p): name for name, p in named}
         self.parameters = [p for _, p in named]
-        self.norm_parameters = norm_parameters(self.module, pair is not None and rank == pair[1])
+        self.norm_parameters = norm_parameters(self.module, pair is not None and index == pair[1])
         self.optimizer = make_optimizer(named, self.config)
-        self.stage = TimedStage(self.module, rank, self.num_stages, device)
+        self.stage = TimedStage(self.module, index, self.num_stages, device, group=pipeline_group)
         schedule = Schedule1F1B if self.config.setup.schedule == "1f1b" else ScheduleGPipe
-        self.schedule = schedule(self.stage, n_microbatches=self.config.setup.micro_batches, loss_fn=self._loss)
+        self.schedule = schedule(self.stage, n_microbatches=context.replica_micro_batches, loss_fn=self._loss)
         self.comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
         self._measured: dict[str, Any] = {}
         self._val_loss: float | None = None
 
+    @property
+    def replicated(self) -> bool:
+        return self.position.replicas > 1
+
+    def _tied_group(self, pair: tuple[int, int] | None) -> Any:
+        """Each replica's (embedding, head) ranks; every rank makes every group, in one order."""
+        mine = None
+        for replica in range(self.position.replicas) if pair is not None else ():
+            assert pair is not None
+            group = dist.new_group([self.position.rank(replica, stage) for stage in pair])
+            if replica == self.position.replica:
+                mine = group
+        return mine
+
     def _tied_parameter(self, pair: tuple[int, int] | None) -> torch.nn.Parameter | None:
-        if pair is None or self.rank not in pair:
+        if pair is None or self.position.stage not in pair:
             return None
         owner, copy = tied_parameters(self.module)
-        return owner if self.rank == pair[0] else copy
+        return owner if self.position.stage == pair[0] else copy
 
     def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
@@ -118,33 +160,36 @@ class PipelineEngine:
         setup = self.config.setup
         set_learning_rate(self.optimizer, lr)
         inputs = targets = None
-        if self.first or self.last:
+        if self.first or self.last:  # the global batch; this replica runs its slice of it
             inputs, targets = self.data.train_batch(self.config.seed, step,
                                                     setup.micro_batches * setup.micro_batch_size, setup.seq_len)
-        self.stage.compute_s = 0.0
+        self.stage.compute_s = self.stage.sync_s = 0.0
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         losses = self._run_schedule(self.schedule.step, inputs, targets)
-        # ---- tied embedding and head: both copies get the sum of their gradients
-        if self.tied_group is not None and self.tied_parameter is not None:
-            grad = self.tied_parameter.grad
+        # ---- tied embedding and head: both copies get the sum of their gradients (shard by shard)
+        if self.tied_group is not None and self.tied_parameter is not None \
+                and self.tied_parameter.grad is not None:
+            grad = local(self.tied_parameter.grad)
             dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=self.tied_group)
-        # ---- global gradient norm over all stages, clip, update
-        norm = self._all_reduce([grad_square_sum(self.norm_parameters)])[0] ** 0.5
+        # ---- global gradient norm over all stages (and shards), clip, update
+        squares = self._all_reduce([grad_square_sum(self.norm_parameters)])[0]
+        norm = (squares / self.position.replicas if self.zero == 0 else squares) ** 0.5  # zero 0: d equal copies
         clip_gradients(self.parameters, norm, self.config.grad_clip)
         self.optimizer.step()
         synchronize(self.device)
         step_time_s = time.perf_counter() - started
         loss = torch.stack(losses).mean().item() if losses else 0.0  # host-device sync
         self._measured = {"loss": loss, "grad_norm": norm, "step_time_s": step_time_s,
-                          "compute_s": self.stage.compute_s}
+                          "compute_s": self.stage.compute_s,
+                          "sync_s": self.stage.sync_s if self.replicated else 0.0}
 
     def _run_schedule(self, run: Any, inputs: Any, targets: Any) -> list[torch.Tensor]:
         """Feed the schedule what this rank has: inputs on the first, targets on the last."""
         losses: list[torch.Tensor] = []
-        args = (inputs.to(self.device),) if self.first else ()
+        args = (replica_slice(inputs, self.position).to(self.device),) if self.first else ()
         if self.last:
-            run(*args, target=targets.to(self.device), losses=losses)
+            run(*args, target=replica_slice(targets, self.position).to(self.device), losses=losses)
         else:
             run(*args)
         return [loss.detach().float() for loss in losses]
@@ -165,25 +210,35 @@ class PipelineEngine:
 
     # -------------------------------------------------------------- measurements
     def collect(self, stop_requested: bool) -> StepStats:
-        """One all-reduce gathers every stage's timings, the loss and the stop vote."""
-        size = _STATS_PER_STAGE * self.num_stages
+        """One all-reduce gathers every rank's timings, the loss and the stop vote.
+
+        Per stage: compute is the mean over its replicas, wall time, peak
+        memory and sync the largest; losses are the mean over the replicas.
+        """
+        world = self.position.world_size
+        size = _STATS_PER_RANK * world
         values = [0.0] * (size + 3)
         measured = self._measured
-        offset = _STATS_PER_STAGE * self.rank
-        values[offset:offset + _STATS_PER_STAGE] = [measured["compute_s"], measured["step_time_s"],
-                                                    float(peak_memory_bytes(self.device))]
+        offset = _STATS_PER_RANK * self.rank
+        values[offset:offset + _STATS_PER_RANK] = [measured["compute_s"], measured["step_time_s"],
+                                                   float(peak_memory_bytes(self.device)), measured["sync_s"]]
         if self.last:
-            values[size] = measured["loss"]
-            values[size + 1] = self._val_loss if self._val_loss is not None else 0.0
+            values[size] = measured["loss"] / self.position.replicas
+            values[size + 1] = (self._val_loss or 0.0) / self.position.replicas
         values[size + 2] = 1.0 if stop_requested else 0.0
         total = self._all_reduce(values)
-        compute = tuple(total[i * _STATS_PER_STAGE] for i in range(self.num_stages))
-        wall = tuple(total[i * _STATS_PER_STAGE + 1] for i in range(self.num_stages))
-        step_time_s = max(wall)
+
+        def per_stage(field: int) -> list[list[float]]:
+            return [[total[_STATS_PER_RANK * self.position.rank(r, s) + field] for r in range(self.position.replicas)]
+                    for s in range(self.num_stages)]
+
+        compute = tuple(sum(group) / len(group) for group in per_stage(0))
+        step_time_s = max(max(group) for group in per_stage(1))
         stats = StepStats(
             loss=total[size], grad_norm=measured["grad_norm"], step_time_s=step_time_s,
             stage_compute_s=compute, stage_idle_s=tuple(max(0.0, step_time_s - c) for c in compute),
-            stage_peak_memory_bytes=tuple(int(total[i * _STATS_PER_STAGE + 2]) for i in range(self.num_stages)),
+            stage_peak_memory_bytes=tuple(int(max(group)) for group in per_stage(2)),
+            stage_sync_s=tuple(max(group) for group in per_stage(3)) if self.replicated else (),
             val_loss=total[size + 1] if self._val_loss is not None else None, stop=total[size + 2] > 0,
         )
         self._val_loss = None
@@ -197,9 +252,13 @@ class PipelineEngine:
     # --------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int) -> None:
         checkpoints = self.context.paths.checkpoints
-        layout = self.context.layouts[self.rank]
-        ckpt.write_stage_file(ckpt.temp_dir(checkpoints, step), self.rank,
-                              stage_payload(step, layout, self.module, self.optimizer))
+        layout = self.context.layouts[self.position.stage]
+        payload = stage_payload(step, layout, self.module, self.optimizer)  # every replica: sharded state gathers
+        # A host's ranks are consecutive, so local ranks 0 .. S-1 are the first process of each stage
+        # this host runs: one file per stage per host, and each host's run directory holds every stage
+        # its processes run (replica 0's on one host).
+        if self.local_rank < self.num_stages:
+            ckpt.write_stage_file(ckpt.temp_dir(checkpoints, step), self.position.stage, payload)
         dist.barrier()
         if self.local_rank == 0:  # one committer per host: its run directory holds its stages
             ckpt.commit_checkpoint(checkpoints, step, self.num_stages)
@@ -215,7 +274,11 @@ class PipelineEngine:
             raise RuntimeError(f"stages hold checkpoints of different steps ({int(lowest)} and {int(highest)})")
         if latest is None:
             return 0
-        payload = ckpt.load_stage_file(latest, self.rank)
+        payload = ckpt.load_stage_file(latest, self.position.stage)
+        if self.replicated:  # full tensors, laid out as this rank's (sharded) parameters
+            named = list(self.module.named_parameters())
+            payload["model"], payload["optimizer"]["state"] = shard_payload(
+                payload["model"], payload["optimizer"]["state"], named, self.module)
         apply_payloads([payload], [self.module], self.optimizer, self.names)
         return mine
 
@@ -234,10 +297,11 @@ def main(argv: list[str]) -> int:
 def _train(run_dir: Path, rank: int) -> int:
     world, local_rank = int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
     context = RunContext.load(run_dir)
-    if world != context.num_stages:
-        raise RuntimeError(f"the launch has {world} processes but the plan has {context.num_stages} stages")
+    if world != context.num_processes:
+        raise RuntimeError(f"the launch has {world} processes but the plan has {context.data_parallel} x "
+                           f"{context.num_stages} (replicas x stages)")
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
-    exit_with_parent(poll_s=0.5, exit_code=1)  # torchrun gone (kill -9): no orphans holding ports
+    _exit_with_parent()
     device = _stage_device(context, rank, local_rank)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=5))
     try:
@@ -265,13 +329,27 @@ def _train(run_dir: Path, rank: int) -> int:
 
 def _stage_device(context: RunContext, rank: int, local_rank: int) -> torch.device:
     """Stages planned on a GPU use this host's GPU; cpu and simulated ones the CPU."""
-    devices = {layout.torch_device for layout in context.layouts}
+    devices = {device for layout in context.layouts for device in layout.torch_devices}
     if len({d.split(":")[0] for d in devices}) > 1:
         raise RuntimeError("the pipeline engine cannot mix CPU and GPU stages; use --engine local")
-    planned = context.layouts[rank].torch_device
+    replica, stage = replica_and_stage(rank, context.num_stages)
+    planned = context.layouts[stage].torch_devices[replica]
     if planned == "cpu":
         return torch.device("cpu")
     return torch.device(planned if context.config.nnodes == 1 else f"cuda:{local_rank}")
+
+
+def _exit_with_parent() -> None:
+    """Leave when torchrun goes away (killed with -9, say): no orphans holding ports."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _record_error(run_dir: Path, rank: int, error: BaseException) -> None:

@@ -86,7 +86,9 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | N
         devices = apply_profile(devices, load_profile(profile_path))
     given = (read_plan_stages(plan_path, layer_names(planned_gpt), [d.name for d in devices])
              if plan_path is not None else None)
-    _check_launch(config, len(given) if given is not None else None, plan_path)
+    _check_launch(config, len(given) * len(given[0][0]) if given is not None else None, plan_path)
+    if plan_path is not None:
+        _check_plan_hybrid(config, plan_path)
     emit(f"reading the corpus ({config.data}) ...")
     corpus = tokenize_corpus(load_corpus(config.data, config.val_fraction), config.tokenizer,
                              config.bpe_vocab_size, min_tokens=config.setup.seq_len + 1)
@@ -118,7 +120,7 @@ def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:
         status = read_status(root)
         if status.state == RUNNING and status.alive is not False:
             raise InputError(f"run {root} is still running (pid {status.pid}); stop it first "
-                             f"(python3 main.py runs --stop {root})")
+                             f"(python main.py runs --stop {root})")
     context = RunContext.load(root)
     latest = ckpt.latest_checkpoint(paths.checkpoints)
     done = 0
@@ -156,7 +158,7 @@ def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], giv
     return plan
 
 
-def _check_launch(config: TrainConfig, stages: int | None, plan_path: str | None) -> None:
+def _check_launch(config: TrainConfig, processes: int | None, plan_path: str | None) -> None:
     if config.nnodes == 1:
         return
     if config.engine != "pipeline":
@@ -165,20 +167,46 @@ def _check_launch(config: TrainConfig, stages: int | None, plan_path: str | None
         raise InputError("several nodes need --plan FILE: every node must run the same plan")
     if not config.rdzv_endpoint:
         raise InputError("several nodes need --rdzv-endpoint HOST:PORT (the address of node 0)")
-    if stages is not None and config.nproc_per_node is None and stages % config.nnodes:
-        raise InputError(f"{stages} stages do not split evenly over {config.nnodes} nodes: "
+    if processes is not None and config.nproc_per_node is None and processes % config.nnodes:
+        raise InputError(f"{processes} processes do not split evenly over {config.nnodes} nodes: "
                          "give --nproc-per-node for this node")
 
 
 def _check_stages(config: TrainConfig, plan: Plan) -> None:
     stages = len(plan.stages)
     setup = config.setup
-    if config.engine == "pipeline" and setup.schedule == "1f1b" and setup.micro_batches < stages:
-        raise InputError(f"1F1B needs at least as many micro-batches as stages ({stages}): "
-                         f"use --micro-batches {stages} or --schedule gpipe")
-    kinds = {stage.device.startswith("cuda:") for stage in plan.stages}
+    _check_replicas(config, plan)
+    per_replica = setup.micro_batches // plan.data_parallel
+    if config.engine == "pipeline" and setup.schedule == "1f1b" and per_replica < stages:
+        replicas = f" per replica ({setup.micro_batches} / {plan.data_parallel})" if plan.data_parallel > 1 else ""
+        raise InputError(f"1F1B needs at least as many micro-batches{replicas} as stages ({stages}): "
+                         f"use --micro-batches {stages * plan.data_parallel} or --schedule gpipe")
+    kinds = {device.startswith("cuda:") for stage in plan.stages for device in stage.devices}
     if config.engine == "pipeline" and len(kinds) > 1:
         raise InputError("the pipeline engine cannot mix CPU and GPU stages: use --engine local")
+
+
+def _check_plan_hybrid(config: TrainConfig, plan_path: str) -> None:
+    """A plan file's replicas and ZeRO stage are the ones asked for."""
+    from core.training.plan_file import read_plan_hybrid
+
+    replicas, zero = read_plan_hybrid(plan_path)
+    asked = config.setup.data_parallel
+    if isinstance(asked, int) and replicas != asked:
+        raise InputError(f"the plan runs {replicas} data-parallel replicas but --data-parallel is {asked}")
+    if zero != config.setup.zero:
+        raise InputError(f"the plan runs ZeRO stage {zero} but --zero is {config.setup.zero}")
+
+
+def _check_replicas(config: TrainConfig, plan: Plan) -> None:
+    """A data-parallel plan runs as asked, on the engine and hosts that can run it."""
+    asked = config.setup.data_parallel
+    if isinstance(asked, int) and plan.data_parallel != asked:
+        raise InputError(f"the plan runs {plan.data_parallel} data-parallel replicas but --data-parallel is {asked}")
+    if plan.data_parallel == 1:
+        return
+    if config.engine != "pipeline":
+        raise InputError("data-parallel replicas run one process each: use --engine pipeline")
 
 
 def _config_record(config: TrainConfig, name: str, gpt: GPTConfig, devices: Any, data: dict[str, Any],

@@ -2,7 +2,8 @@
 
 The numbers come from core.training.report.stage_report (the same report the
 CLI prints): compute time per micro-batch, the measured one a median over the
-newest steps.
+newest steps. A run with data-parallel replicas adds each stage group's
+gradient sync per step, predicted beside measured.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ from PySide6.QtWidgets import (
 from gui import theme
 from gui.widgets.tables import fill_table, style_readonly_table
 
-COLUMNS = ("Stage", "Layers", "Predicted", "Measured", "Ratio", "Idle / step")
-TIPS = ("stage: device", "layers on the stage", "compute per micro-batch, from the plan",
+COLUMNS = ("Stage", "Layers", "Predicted", "Measured", "Ratio", "Idle / step", "Sync predicted",
+           "Sync measured")
+TIPS = ("stage: device (its group, one device per replica)", "layers on the stage",
+        "compute per micro-batch, from the plan",
         "compute per micro-batch, median of the newest steps", "measured / predicted",
-        "time per step the stage waits (for its neighbours, or sending)")
+        "time per step the stage waits (for its neighbours, or sending)",
+        "the group's gradient sync per step, from the plan (cost model v2)",
+        "the group's gradient reduction per step after the last backward, median of the newest steps")
+SYNC_COLUMNS = (6, 7)
 PREDICTED_COLOR = "#BAB0AC"
 MEASURED_COLOR = theme.ACCENT
 BAR_WIDTH = 0.38
@@ -34,11 +40,23 @@ def ms(value: float | None) -> str:
     return "—" if value is None else f"{1000 * value:.2f} ms"
 
 
+def group_name(stage: dict[str, Any]) -> str:
+    """A stage's device, or its group of devices (one per replica)."""
+    return " + ".join(stage.get("devices") or [stage["device"]])
+
+
 def stage_texts(stage: dict[str, Any]) -> list[str]:
     ratio = stage.get("measured_over_predicted")
-    return [f"{stage['stage']}: {stage['device']}", str(stage["layers"]), ms(stage["predicted_compute_s"]),
+    return [f"{stage['stage']}: {group_name(stage)}", str(stage["layers"]), ms(stage["predicted_compute_s"]),
             ms(stage["measured_compute_s"]), "—" if ratio is None else f"{ratio:.2f}×",
-            ms(stage["measured_idle_s_per_step"])]
+            ms(stage["measured_idle_s_per_step"]), ms(stage.get("predicted_sync_s")),
+            ms(stage.get("measured_sync_s"))]
+
+
+def has_sync(stages: list[dict[str, Any]]) -> bool:
+    """A data-parallel run: some stage has a group to synchronise."""
+    return any(stage.get("predicted_sync_s") is not None or stage.get("measured_sync_s") is not None
+               for stage in stages)
 
 
 class StageComparison(QWidget):
@@ -78,7 +96,7 @@ class StageComparison(QWidget):
         self.predicted_bars.setOpts(x=[x - BAR_WIDTH / 2 for x in xs], height=predicted, width=BAR_WIDTH)
         self.measured_bars.setOpts(x=[x + BAR_WIDTH / 2 for x in xs], height=measured, width=BAR_WIDTH)
         axis = self.chart.getPlotItem().getAxis("bottom")
-        axis.setTicks([[(x, f"{stage['stage']}: {stage['device']}") for x, stage in zip(xs, stages)]])
+        axis.setTicks([[(x, f"{stage['stage']}: {group_name(stage)}") for x, stage in zip(xs, stages)]])
         plot = self.chart.getPlotItem()
         if stages:
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)
@@ -94,3 +112,5 @@ class StageComparison(QWidget):
                 row.append(item)
             rows.append(row)
         fill_table(self.table, rows, stretch_column=0)
+        for column in SYNC_COLUMNS:
+            self.table.setColumnHidden(column, not has_sync(stages))

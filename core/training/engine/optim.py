@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from core.training.config import TrainConfig
+from core.training.engine.data_parallel import local
 from core.training.engine.stages import TIED_COPY, TIED_OWNER
 
 
@@ -53,8 +54,8 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def grad_square_sum(parameters: Sequence[nn.Parameter]) -> float:
-    """Sum of squared gradients of parameters on one device (added across stages)."""
-    grads = [p.grad.detach() for p in parameters if p.grad is not None]
+    """Sum of squared gradients of parameters on one device (added across stages and shards)."""
+    grads = [local(p.grad).detach() for p in parameters if p.grad is not None]  # a shard: its own part
     if not grads:
         return 0.0
     squares = torch.stack([g.float().pow(2).sum() for g in grads]).double().sum()

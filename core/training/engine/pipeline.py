@@ -1,6 +1,6 @@
 """The pipeline engine's launcher: torch's own torchrun, one process per stage.
 
-One host:   python -m core.training.engine.loopback_run --nproc-per-node S --nnodes 1
+One host:   python -m core.training.engine.loopback_run --nproc-per-node d*S --nnodes 1
                 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT --local-addr 127.0.0.1
                 -m core.training.pipeline_worker RUN_DIR
             (torchrun with every listening socket on 127.0.0.1, and GLOO_SOCKET_IFNAME=lo)
@@ -35,20 +35,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def processes_on_this_node(config: TrainConfig, num_stages: int) -> int:
-    """How many stage processes this host runs."""
+def processes_on_this_node(config: TrainConfig, processes: int) -> int:
+    """How many of the run's d x S stage processes this host runs."""
     if config.nnodes == 1:
-        return num_stages
+        return processes
     if config.nproc_per_node is not None:
         return config.nproc_per_node
-    return num_stages // config.nnodes
+    return processes // config.nnodes
 
 
-def torchrun_command(run_dir: Path, config: TrainConfig, num_stages: int, endpoint: str) -> list[str]:
-    """The torchrun command line that starts this host's stages."""
+def torchrun_command(run_dir: Path, config: TrainConfig, processes: int, endpoint: str) -> list[str]:
+    """The torchrun command line that starts this host's share of the `processes`."""
     launcher = "core.training.engine.loopback_run" if config.nnodes == 1 else "torch.distributed.run"
     command = [sys.executable, "-m", launcher,
-               "--nproc-per-node", str(processes_on_this_node(config, num_stages)),
+               "--nproc-per-node", str(processes_on_this_node(config, processes)),
                "--nnodes", str(config.nnodes)]
     if config.nnodes == 1:  # one machine: every socket on loopback (see loopback_run)
         command += ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--local-addr", "127.0.0.1"]
@@ -57,12 +57,12 @@ def torchrun_command(run_dir: Path, config: TrainConfig, num_stages: int, endpoi
     return command + ["--max-restarts", "0", "-m", "core.training.pipeline_worker", str(run_dir)]
 
 
-def node_commands(run_dir: Path, config: TrainConfig, num_stages: int) -> list[str]:
+def node_commands(run_dir: Path, config: TrainConfig, processes: int) -> list[str]:
     """What a user runs on each host of a multi-host launch (printed for them)."""
     from dataclasses import replace
 
     endpoint = config.rdzv_endpoint or "HOST0:29500"
-    return [shlex.join(torchrun_command(run_dir, replace(config, node_rank=rank), num_stages, endpoint))
+    return [shlex.join(torchrun_command(run_dir, replace(config, node_rank=rank), processes, endpoint))
             for rank in range(config.nnodes)]
 
 
@@ -76,8 +76,8 @@ def launch_workers(context: RunContext, log: IO[bytes] | None) -> subprocess.Pop
     """Start torchrun for this host's stages; it dies with its parent (Linux)."""
     config = context.config
     endpoint = config.rdzv_endpoint or f"127.0.0.1:{free_port()}"
-    command = torchrun_command(context.paths.root, config, context.num_stages, endpoint)
-    processes = processes_on_this_node(config, context.num_stages)
+    command = torchrun_command(context.paths.root, config, context.num_processes, endpoint)
+    processes = processes_on_this_node(config, context.num_processes)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env[THREADS_ENV] = str(threads_per_process(processes))

@@ -35,20 +35,27 @@ TIED_COPY = "lm_head.weight"
 
 @dataclass(frozen=True)
 class StageLayout:
-    """One stage of the plan: its index, planned device and layer names."""
+    """One stage of the plan: its index, planned device, layer names and device
+    group (replica order; `device` is the first of it)."""
 
     index: int
     device: str
     layers: tuple[str, ...]
+    devices: tuple[str, ...] = ()
 
     @property
     def torch_device(self) -> str:
         return torch_device_of(self.device)
 
+    @property
+    def torch_devices(self) -> tuple[str, ...]:
+        return tuple(torch_device_of(device) for device in (self.devices or (self.device,)))
+
 
 def layouts_from_plan(plan: dict[str, Any]) -> tuple[StageLayout, ...]:
     """Stage layouts from a plan in DESIGN.md's answer format (plan.json)."""
-    return tuple(StageLayout(i, str(stage["device"]), tuple(stage["layers"]))
+    return tuple(StageLayout(i, str(stage["device"]), tuple(stage["layers"]),
+                             tuple(str(d) for d in stage.get("devices") or [stage["device"]]))
                  for i, stage in enumerate(plan["stages"]))
 
 

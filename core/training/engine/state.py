@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from core.training.engine.checkpoint import FORMAT
+from core.training.engine.data_parallel import full
 from core.training.engine.optim import load_optimizer_state, optimizer_state_for
 from core.training.engine.stages import StageLayout
 
@@ -18,10 +19,11 @@ from core.training.engine.stages import StageLayout
 def stage_payload(step: int, layout: StageLayout, module: nn.Module,
                   optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """A stage's checkpoint: weights, optimizer state, RNG (see core.training.engine.checkpoint)."""
-    model_state = {name: tensor.detach().cpu() for name, tensor in module.state_dict().items()}  # host-device sync
+    model_state = {name: full(tensor) for name, tensor in module.state_dict().items()}
     optimizer_state = optimizer_state_for(optimizer, list(module.named_parameters()))
-    optimizer_state["state"] = {name: {key: value.cpu() if torch.is_tensor(value) else value  # host-device sync
-                                       for key, value in entry.items()}
+    # sharded tensors are gathered: every rank of a data-parallel group runs this in the same order
+    optimizer_state["state"] = {name: {key: full(value) if torch.is_tensor(value) else value
+                                       for key, value in sorted(entry.items())}
                                 for name, entry in optimizer_state["state"].items()}
     return {"format": FORMAT, "step": step, "stage": layout.index, "layers": list(layout.layers),
             "model": model_state, "optimizer": optimizer_state, "rng": rng_state()}

@@ -48,6 +48,16 @@ def write_plan(path: Path, stages: list[tuple[str, list[str]]] = TWO_STAGES) -> 
     return path
 
 
+def write_hybrid_plan(path: Path, zero: int, groups: tuple[list[str], ...] = (["cpu#0", "cpu#2"], ["cpu#1", "cpu#3"]),
+                      ) -> Path:
+    """TWO_STAGES with a device group per stage (replica r is the r-th device of each)."""
+    stages = [{"device": group[0], "devices": group, "layers": layers}
+              for group, (_, layers) in zip(groups, TWO_STAGES, strict=True)]
+    path.write_text(json.dumps({"status": "optimal", "data_parallel": len(groups[0]), "zero": zero,
+                                "stages": stages}))
+    return path
+
+
 def losses(run_dir: Path) -> list[float]:
     from core.training.metrics import read_metrics
 

@@ -80,7 +80,7 @@ def test_a_plan_on_a_subset_names_only_the_devices_it_uses(tmp_path):
     path.write_text(__import__("json").dumps(answer.plan))
     devices = resolve_devices(answer.spec)
     stages = read_plan_stages(path, NANO_LAYERS, [d.name for d in devices])
-    assert stages == [("H100-SXM", tuple(NANO_LAYERS[:5])), ("A100-80GB", tuple(NANO_LAYERS[5:]))]
+    assert stages == [(("H100-SXM",), tuple(NANO_LAYERS[:5])), (("A100-80GB",), tuple(NANO_LAYERS[5:]))]
 
 
 def test_the_host_and_discovered_gpus_keep_their_names_and_exact_budgets():
@@ -146,3 +146,23 @@ def test_run_names():
     for bad in ("", "a/b", "..", ".hidden"):
         with pytest.raises(InputError):
             check_run_name(bad)
+
+
+def test_a_data_parallel_plan_runs_on_every_device_of_its_groups(tmp_path):
+    entries = []
+    for _ in range(4):
+        entries.append(simulated("A100-80GB", {e.name for e in entries}))
+    names = [e.name for e in entries]  # A100-80GB, A100-80GB#2, #3, #4: the runner's #0 .. #3
+    stages = tuple(replace(stage(group[0], layers), devices=group)
+                   for group, layers in (((names[2], names[0]), NANO_LAYERS[:4]),
+                                         ((names[3], names[1]), NANO_LAYERS[4:])))
+    hybrid = replace(plan(), stages=stages, data_parallel=2, zero=3)
+    answer = run_devices(entries, hybrid)
+    assert answer.spec.count("A100-80GB:") == 4  # no device of a replica is left out
+    assert [s["devices"] for s in answer.plan["stages"]] == [["A100-80GB#2", "A100-80GB#0"],
+                                                             ["A100-80GB#3", "A100-80GB#1"]]
+    assert (answer.plan["data_parallel"], answer.plan["zero"]) == (2, 3)
+    path = tmp_path / "plan.json"
+    path.write_text(__import__("json").dumps(answer.plan))
+    stages_read = read_plan_stages(path, NANO_LAYERS, [d.name for d in resolve_devices(answer.spec)])
+    assert [group for group, _ in stages_read] == [("A100-80GB#2", "A100-80GB#0"), ("A100-80GB#3", "A100-80GB#1")]
