@@ -6,12 +6,18 @@
 A plain `torch` requirement with no torch installed pulls a CUDA build of
 several GB, so where torch is missing the CPU build 2.13.0 goes in first;
 an existing torch (a user's own CUDA or ROCm build) is left alone.
+
+Then the system libraries Qt's xcb platform plugin needs (read from the plugin
+with ldd, gui/platform_libs.py): where some are missing and this user can
+(root or password-less sudo, with apt-get), their Debian packages are
+installed; otherwise the one command to run is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +32,36 @@ def pip(*args: str) -> None:
     subprocess.run(command, check=True)
 
 
+def system_libraries() -> int:
+    """Install (or say how to install) what Qt's xcb plugin lacks; 0 when nothing is missing after."""
+    sys.path.insert(0, str(ROOT))
+    from gui import platform_libs as libs  # stdlib only: importable before anything is installed
+
+    found = libs.diagnose()
+    if found is None:
+        print("Qt's system libraries: all present", flush=True)
+        return 0
+    print(f"Qt's xcb platform plugin needs libraries this machine lacks: {', '.join(found.missing)}", flush=True)
+    if not found.can_install:
+        if found.command:
+            print(f"run this once, then python3 main.py:\n  {' '.join(found.command)}", flush=True)
+        else:
+            print("install the packages of your distribution that provide them", flush=True)
+        return 1
+    sudo = found.command[:1] if found.command[0] == "sudo" else ()
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"installing their Debian packages: {', '.join(found.packages)}", flush=True)
+    for command in ((*sudo, "apt-get", "update", "-qq"), found.command):
+        print("+", " ".join(command), flush=True)
+        subprocess.run(command, check=True, env=environment)
+    still = libs.diagnose()
+    if still is not None:
+        print(f"still missing: {', '.join(still.missing)}", flush=True)
+        return 1
+    print("Qt's system libraries: all present now", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test", action="store_true", help="also install the test tools")
@@ -34,6 +70,7 @@ def main() -> int:
         pip(CPU_TORCH)
     extra = "hf,test" if args.test else "hf"
     pip("-q", "-e", f"{ROOT}[{extra}]")
+    system_libraries()  # the app says what is missing at start too; pip's part is done either way
     return 0
 
 

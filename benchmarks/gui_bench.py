@@ -1,10 +1,10 @@
 """GUI responsiveness (not part of the tests): a budget drag, and the idle app.
 
-    python benchmarks/gui_bench.py                       both parts
-    python benchmarks/gui_bench.py --part drag           llama-2-70b on 8 simulated H200
-    python benchmarks/gui_bench.py --part drag --fake-gpus 8    on 8 fake NVML H100 instead
-    python benchmarks/gui_bench.py --part idle --points 1000000 --idle-seconds 30
-    python benchmarks/gui_bench.py --part parse            JSON lines: json.loads vs the columns parser
+    python3 benchmarks/gui_bench.py                       both parts
+    python3 benchmarks/gui_bench.py --part drag           llama-2-70b on 8 simulated H200
+    python3 benchmarks/gui_bench.py --part drag --fake-gpus 8    on 8 fake NVML H100 instead
+    python3 benchmarks/gui_bench.py --part idle --points 1000000 --idle-seconds 30
+    python3 benchmarks/gui_bench.py --part parse            JSON lines: json.loads vs the columns parser
 
 The app runs offscreen with its real state, worker and views. A 5 ms QTimer
 measures the GUI thread: a gap between ticks longer than the interval is a
@@ -161,10 +161,11 @@ def synthetic_run(root: Path, points: int) -> Path:
 
     import numpy as np
 
+    from core.durable import read_json
     from core.planning.setup import TrainingSetup
     from core.training.config import TrainConfig
     from core.training.launcher import start_run, wait_run
-    from core.training.run_dir import RunPaths, atomic_write_json, read_json, write_status
+    from core.training.run_dir import RunPaths, atomic_write_json, write_status
 
     corpus = root / "corpus.txt"
     rng = random.Random(0)
@@ -249,7 +250,7 @@ def idle(args: argparse.Namespace) -> list[tuple[str, str]]:
 
     work = Path(tempfile.mkdtemp(prefix="allot-idle-"))
     made = time.perf_counter()
-    run = synthetic_run(work, args.points)
+    run = Path(args.run).resolve() if args.run else synthetic_run(work, args.points)
     made_s = time.perf_counter() - made
     size_mb = (run / "metrics.jsonl").stat().st_size / 1e6
     apply_theme(QApplication.instance())
@@ -290,7 +291,8 @@ def idle(args: argparse.Namespace) -> list[tuple[str, str]]:
                 f"{args.idle_seconds:g} s each)")
 
     return [("GPUs sampled", f"{len(sampler.gpu_indices)} fake, every {sampler.interval_s:g} s"),
-            ("run opened", f"{shown:,} steps ({size_mb:.0f} MB metrics.jsonl; seed run and writing {made_s:.1f} s)"),
+            ("run opened", f"{shown:,} steps ({size_mb:.0f} MB metrics.jsonl; "
+                           + (f"from {args.run})" if args.run else f"seed run and writing {made_s:.1f} s)")),
             ("points drawn (loss)", f"{points:,} (min and max of each bucket)"),
             ("max stall while opening", f"{opening['max stall ms']:.1f} ms ({opening['ticks']:.0f} ticks at "
                                         f"{TICK_MS} ms, p99 {opening['p99 ms']:.1f} ms)"),
@@ -361,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=1_000_000, help="idle: steps in the loss curve")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle: how long each measure lasts")
     parser.add_argument("--screenshot", help="idle: save the Training tab once the run is read (PNG)")
+    parser.add_argument("--run", help="idle: open this run directory (one made by an earlier run) instead of seeding")
     parser.add_argument("--parse-rows", type=int, default=200_000, help="parse: rows timed")
     args = parser.parse_args(argv)
     app = QApplication.instance() or QApplication(sys.argv[:1])

@@ -1,7 +1,7 @@
 """Planner benchmark: solve time, and plan quality against the baselines.
 
-    python benchmarks/plan_bench.py            # both tables
-    python benchmarks/plan_bench.py --quick    # fewer repeats
+    python3 benchmarks/plan_bench.py            # both tables
+    python3 benchmarks/plan_bench.py --quick    # fewer repeats
 
 (a) Solve time of the exact solver, p50 / p95 over repeated solves, for
     gpt2-xl on 4 devices and llama-2-70b on 8 devices of 3 kinds.

@@ -1,7 +1,7 @@
 """What live telemetry costs: sampler CPU time per wall second, and reading history.
 
-    python benchmarks/telemetry_bench.py            about 45 s
-    python benchmarks/telemetry_bench.py --quick    about 15 s
+    python3 benchmarks/telemetry_bench.py            about 45 s
+    python3 benchmarks/telemetry_bench.py --quick    about 15 s
 
 Eight fake GPUs (core.devices.fake_nvml), so the figures are Allot's own overhead
 (gateway, snapshots, ring buffers, psutil) without the driver's time inside

@@ -1,7 +1,7 @@
 """Training runner benchmark: prints tables, never part of the tests.
 
-    python benchmarks/train_bench.py            # gpt-nano, 8 x 256 tokens x 4 micro-batches
-    python benchmarks/train_bench.py --quick    # fewer steps and repeats
+    python3 benchmarks/train_bench.py            # gpt-nano, 8 x 256 tokens x 4 micro-batches
+    python3 benchmarks/train_bench.py --quick    # fewer steps and repeats
 
 1. Runner vs a bare loop: tokens/s of the local engine run as the real
    background job (one stage on the CPU), against a bare nanoGPT-style loop

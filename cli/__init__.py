@@ -19,6 +19,7 @@ from cli import (
     runs_command,
     train_command,
 )
+from cli.numbers import nonnegative_float, nonnegative_int
 
 COMMANDS = (plan_command, devices_command, monitor_command, train_command, runs_command, profile_command,
             cache_command)
@@ -39,10 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--project", help="open this project file in the app")
     parser.add_argument("--screenshot", metavar="FILE.png", help="open the app, save a PNG of it, exit")
-    parser.add_argument("--settle", type=float, default=0.4, metavar="SECONDS",
+    parser.add_argument("--settle", type=nonnegative_float, default=0.4, metavar="SECONDS",
                         help="with --screenshot: wait this long after the plan (live plots fill)")
     parser.add_argument("--runs-dir", default="runs", help="where the app looks for run directories")
-    parser.add_argument("--fake-gpus", type=int, metavar="N",
+    parser.add_argument("--fake-gpus", type=nonnegative_int, metavar="N",
                         help="the app with N fake NVML GPUs (a demo; nothing real is measured)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:

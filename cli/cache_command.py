@@ -1,7 +1,7 @@
 """`main.py cache`: where Allot's cache is and what it holds; `--clear` empties it.
 
-    python main.py cache            # the folder, and entries per kind
-    python main.py cache --clear    # remove every entry (they are rebuilt when needed)
+    python3 main.py cache            # the folder, and entries per kind
+    python3 main.py cache --clear    # remove every entry (they are rebuilt when needed)
 
 The cache holds layer graphs measured on the meta device and accelerate's
 placements (core.disk_cache), in $ALLOT_CACHE_DIR, else $XDG_CACHE_HOME/allot,

@@ -1,9 +1,9 @@
 """`main.py devices`: the GPUs and the host this machine has, and why anything is missing.
 
-    python main.py devices                      a table
-    python main.py devices --json               the inventory as JSON
-    python main.py devices --fake-gpus 8        eight fake H100s (no hardware needed)
-    python main.py devices --simulate "2 x H100-SXM"   add catalog GPUs for what-if planning
+    python3 main.py devices                      a table
+    python3 main.py devices --json               the inventory as JSON
+    python3 main.py devices --fake-gpus 8        eight fake H100s (no hardware needed)
+    python3 main.py devices --simulate "2 x H100-SXM"   add catalog GPUs for what-if planning
 
 Exits 0 on a machine without NVIDIA hardware: the host is listed with the
 reason NVML is unavailable.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any
+
+from cli.numbers import nonnegative_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_fake_gpus_option(parser: argparse.ArgumentParser) -> None:
     """--fake-gpus N, shared with `monitor`."""
-    parser.add_argument("--fake-gpus", type=int, metavar="N",
+    parser.add_argument("--fake-gpus", type=nonnegative_int, metavar="N",
                         help="use N fake GPUs instead of NVML (demos and tests)")
 
 

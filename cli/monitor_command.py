@@ -1,8 +1,8 @@
 """`main.py monitor`: a compact live table of the GPUs and the host, like gpustat --watch.
 
-    python main.py monitor                      refresh every second until Ctrl-C
-    python main.py monitor --interval 0.5 --count 10
-    python main.py monitor --fake-gpus 8 --pid 1234
+    python3 main.py monitor                      refresh every second until Ctrl-C
+    python3 main.py monitor --interval 0.5 --count 10
+    python3 main.py monitor --fake-gpus 8 --pid 1234
 
 On a terminal the table is redrawn in place; piped, each refresh is printed
 below the last. Ctrl-C ends it cleanly (exit 0).
@@ -19,6 +19,7 @@ import time
 from typing import Any, TextIO
 
 from cli.devices_command import add_fake_gpus_option, gateway_from_args
+from cli.numbers import positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,10 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "monitor", help="live GPU and host telemetry in the terminal (Ctrl-C ends)",
         description="Print utilization, memory, temperature, power, SM clock, PCIe traffic "
                     "and GPU processes of every GPU, and the host's CPU and RAM.")
-    parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
                         help="seconds between refreshes, 0.2 to 10 (default 1)")
-    parser.add_argument("--count", type=int, metavar="N", help="stop after N refreshes")
-    parser.add_argument("--pid", type=int, action="append", default=[], metavar="PID",
+    parser.add_argument("--count", type=positive_int, metavar="N", help="stop after N refreshes")
+    parser.add_argument("--pid", type=positive_int, action="append", default=[], metavar="PID",
                         help="also show CPU and RSS of this process (repeatable)")
     add_fake_gpus_option(parser)
     parser.set_defaults(run=run)
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     sampler.set_watched_pids(args.pid)
     screen = _Screen(sys.stdout)
     shown = 0
+    said: tuple[str, ...] = ()  # reasons already printed (appended output says each once)
     try:
         sampler.start()
         while args.count is None or shown < args.count:
@@ -57,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
                 snapshot = snapshots.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
             except queue.Empty:
                 continue
-            screen.draw(render(snapshot, fake=args.fake_gpus is not None))
+            # in place on a terminal the reasons stay on screen; appended, they are said when they change
+            with_reasons = screen.in_place or snapshot.reasons != said
+            said = snapshot.reasons
+            screen.draw(render(snapshot, fake=args.fake_gpus is not None, reasons=with_reasons))
             shown += 1
     except KeyboardInterrupt:
         screen.newline()
@@ -68,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render(snapshot: Any, fake: bool = False) -> list[str]:
-    """One refresh: a host line, one line per GPU, watched processes, reasons."""
+def render(snapshot: Any, fake: bool = False, reasons: bool = True) -> list[str]:
+    """One refresh: a host line, one line per GPU, watched processes, reasons (if `reasons`)."""
     from core.units import format_bytes
 
     host = snapshot.host
@@ -84,7 +89,8 @@ def render(snapshot: Any, fake: bool = False) -> list[str]:
         cpu = f"{process.cpu_percent:5.1f} %" if process.cpu_percent is not None else "    ? %"
         rss = format_bytes(process.rss_bytes) if process.rss_bytes is not None else "?"
         lines.append(f"pid {process.pid} {process.name}  CPU {cpu}  RSS {rss}{state}")
-    lines += list(snapshot.reasons)
+    if reasons:
+        lines += list(snapshot.reasons)
     return lines
 
 
@@ -119,6 +125,11 @@ class _Screen:
         self._stream = stream
         self._tty = stream.isatty()
         self._height = 0
+
+    @property
+    def in_place(self) -> bool:
+        """True on a terminal: each refresh replaces the last one."""
+        return self._tty
 
     def draw(self, lines: list[str]) -> None:
         if self._tty:

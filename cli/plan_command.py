@@ -1,9 +1,9 @@
 """`main.py plan`: the optimal placement of a model (or an explicit problem).
 
-    python main.py plan --model llama-2-7b --devices "A100-80GB:70GiB,RTX4090:22GiB" \
+    python3 main.py plan --model llama-2-7b --devices "A100-80GB:70GiB,RTX4090:22GiB" \
         --mode train --micro-batch 1 --seq 4096 --micro-batches 16
-    python main.py plan --model llama-2-7b --devices 8xA100-80GB --data-parallel auto --zero 3
-    python main.py plan --problem problem.json --json
+    python3 main.py plan --model llama-2-7b --devices 8xA100-80GB --data-parallel auto --zero 3
+    python3 main.py plan --problem problem.json --json
 
 Exit codes: 0 a plan, 1 no placement fits (the reason is printed), 2 bad input.
 The explicit-problem path imports no torch, so it answers fast.
@@ -16,6 +16,7 @@ import json
 import sys
 from typing import Any
 
+from cli.numbers import fraction, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
 from core.planning.solvers import SOLVER_NAMES
 
@@ -26,15 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_argument_group("what to place")
     source.add_argument("--model", help="preset (gpt-nano, gpt2-xl, llama-2-7b, ...), hf/NAME, or config.json path")
     source.add_argument("--problem", metavar="FILE.json", help="an explicit problem (layers, devices, setup)")
-    source.add_argument("--layers", type=int, help="custom GPT: number of blocks")
-    source.add_argument("--d-model", type=int, help="custom GPT: width")
-    source.add_argument("--heads", type=int, help="custom GPT: attention heads")
-    source.add_argument("--vocab", type=int, default=256, help="custom GPT: vocabulary (default 256, bytes)")
+    source.add_argument("--layers", type=positive_int, help="custom GPT: number of blocks")
+    source.add_argument("--d-model", type=positive_int, help="custom GPT: width")
+    source.add_argument("--heads", type=positive_int, help="custom GPT: attention heads")
+    source.add_argument("--vocab", type=positive_int, default=256, help="custom GPT: vocabulary (default 256, bytes)")
     add_device_arguments(parser)
     add_setup_arguments(parser)
     how = parser.add_argument_group("how")
     how.add_argument("--solver", default="exact", choices=SOLVER_NAMES, help="default: exact")
-    how.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="MILP time limit (default 10 s)")
+    how.add_argument("--time-limit", type=positive_float, default=10.0, metavar="S", help="MILP time limit (default 10 s)")
     how.add_argument("--noncontiguous", action="store_true", help="MILP: allow stages that are not contiguous")
     out = parser.add_argument_group("output")
     how.add_argument("--no-cache", action="store_true",
@@ -50,9 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("devices")
     group.add_argument("--devices", help='e.g. "A100-80GB:70GiB,2xRTX4090:22GiB", "2xcpu:2GiB", "cuda:0", "auto"')
-    group.add_argument("--efficiency", type=float, help="fraction of datasheet TFLOP/s reached (default 0.4)")
+    group.add_argument("--efficiency", type=fraction, help="fraction of datasheet TFLOP/s reached (default 0.4)")
     group.add_argument("--profile", metavar="FILE", help="measured speeds from `main.py profile` instead of TFLOP/s")
-    group.add_argument("--fake-gpus", type=int, default=0, metavar="N",
+    group.add_argument("--fake-gpus", type=nonnegative_int, default=0, metavar="N",
                        help="discover N fake GPUs instead of NVML (for cuda:N and auto without hardware)")
 
 
@@ -61,14 +62,14 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mode", default="train", choices=("train", "infer"))
     group.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="bf16 = mixed precision")
     group.add_argument("--optimizer", default="adamw", choices=("sgd", "sgd-momentum", "adam", "adamw"))
-    group.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch")
-    group.add_argument("--seq", type=int, help="sequence length (default: the model's context, at most 4096)")
-    group.add_argument("--micro-batches", type=int, default=8, help="micro-batches per step (default 8)")
+    group.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
+    group.add_argument("--seq", type=positive_int, help="sequence length (default: the model's context, at most 4096)")
+    group.add_argument("--micro-batches", type=positive_int, default=8, help="micro-batches per step (default 8)")
     group.add_argument("--schedule", default="1f1b", choices=("1f1b", "gpipe"))
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
     group.add_argument("--data-parallel", default="1", metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best (default 1)")
-    group.add_argument("--zero", type=int, default=0, metavar="0..3",
+    group.add_argument("--zero", type=zero_stage, default=0, metavar="0..3",
                        help="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP)")
 
 
@@ -99,6 +100,25 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if plan.feasible else 1
     _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args)
     return 0 if plan.feasible else 1
+
+
+def speed_sources(problem: Any, args: argparse.Namespace) -> str:
+    """Where the TFLOP/s above come from: the profile, or datasheet/measured figure x efficiency."""
+    from core.devices.catalog import load_catalog
+
+    if args.profile:
+        return f"speeds: measured layer by layer (profile {args.profile})"
+    catalog = load_catalog()
+    parts = []
+    if any(device.kind != "cpu" for device in problem.devices):
+        efficiency = args.efficiency if args.efficiency is not None else catalog.default_efficiency
+        parts.append(f"GPUs datasheet dense TFLOP/s ({args.precision}) x efficiency {efficiency:g}")
+    if any(device.kind == "cpu" for device in problem.devices):
+        from core.devices.host_speed import host_speed
+
+        speed = host_speed()
+        parts.append(f"cpu {speed.peak_tflops:.3g} TFLOP/s {speed.source} x efficiency {catalog.cpu_efficiency:g}")
+    return "speeds: " + "; ".join(parts)
 
 
 def _explicit_problem(args: argparse.Namespace) -> Any:
@@ -203,13 +223,19 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
                   args: argparse.Namespace) -> None:
     from cli.plan_report import comparison_table, describe_problem, stage_table, summary
+    from core.planning.host_note import host_stage_note
 
     print(describe_problem(problem, model_name))
+    if not args.problem:
+        print(speed_sources(problem, args))
     print()
     if plan.stages:
         print(stage_table(plan))
         print()
     print(summary(plan))
+    note = host_stage_note(plan, problem)
+    if note:
+        print(note)
     if compare is not None:
         others = [name for name in SOLVER_NAMES if name != args.solver]
         results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}

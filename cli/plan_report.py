@@ -5,7 +5,7 @@ from __future__ import annotations
 from cli.table import render_table
 from core.planning.plan import INFEASIBLE, Plan
 from core.planning.problem import Device, Problem
-from core.units import format_bytes, format_count, format_seconds
+from core.units import format_bytes, format_count, format_gap, format_seconds
 
 
 def describe_problem(problem: Problem, model_name: str | None) -> str:
@@ -78,8 +78,9 @@ def summary(plan: Plan) -> str:
     if plan.tokens_per_s:
         lines.append(f"throughput {plan.tokens_per_s:,.0f} tokens/s")
     if plan.gap_to_lower_bound is not None:
-        lines.append(f"lower bound {format_seconds(plan.lower_bound_s)}: this plan is "
-                     f"{plan.gap_to_lower_bound:.1%} above the physical limit")
+        gap = plan.gap_to_lower_bound
+        how_far = f"is {gap:.1%} above" if gap < 1.0 else f"takes {format_gap(gap)}"
+        lines.append(f"lower bound {format_seconds(plan.lower_bound_s)}: this plan {how_far} the physical limit")
     return "\n".join(lines)
 
 

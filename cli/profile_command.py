@@ -1,15 +1,16 @@
 """`main.py profile`: measure each layer's forward + backward time on the real
 devices and save a profile the planner can use instead of catalog speeds.
 
-    python main.py profile --model gpt-nano --devices "2xcpu" --out nano-cpu.json
-    python main.py plan --model gpt-nano --devices "2xcpu" --profile nano-cpu.json
-    python main.py train --model gpt-nano --devices "2xcpu" --profile nano-cpu.json ...
+    python3 main.py profile --model gpt-nano --devices "2xcpu" --out nano-cpu.json
+    python3 main.py plan --model gpt-nano --devices "2xcpu" --profile nano-cpu.json
+    python3 main.py train --model gpt-nano --devices "2xcpu" --profile nano-cpu.json ...
 """
 
 from __future__ import annotations
 
 import argparse
 
+from cli.numbers import positive_int
 from cli.train_command import add_model_arguments
 
 
@@ -17,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("profile", help="measure per-layer times on the real devices",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
-    parser.add_argument("--vocab", type=int, default=256,
+    parser.add_argument("--vocab", type=positive_int, default=256,
                         help="vocabulary of the model measured (default 256: the byte-level model train runs)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes per layer; the median is kept")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed passes per layer; the median is kept")
     parser.add_argument("--out", help="profile JSON to write (default profile-MODEL.json)")
     parser.set_defaults(run=run)
 
@@ -46,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
               f"({device.threads} threads), {1000 * device.total_s:.2f} ms per micro-batch forward + backward")
         for layer in device.layers:
             print(f"  {layer.name:<8} {1000 * layer.fwd_bwd_s:8.3f} ms  {layer.flops / 1e6:10.1f} MFLOP forward")
-    print(f"wrote {out}; plan with it: python main.py plan ... --profile {out}")
+    print(f"wrote {out}; plan with it: python3 main.py plan ... --profile {out}")
     return 0

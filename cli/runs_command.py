@@ -1,8 +1,8 @@
 """`main.py runs`: the run directories, their state, steps and last loss.
 
-    python main.py runs                  every run under runs/ (or main.py --runs-dir DIR runs)
-    python main.py runs path/to/runs     every run under that folder
-    python main.py runs --stop runs/nano ask a run to stop (it checkpoints first)
+    python3 main.py runs                  every run under runs/ (or main.py --runs-dir DIR runs)
+    python3 main.py runs path/to/runs     every run under that folder
+    python3 main.py runs --stop runs/nano ask a run to stop (it checkpoints first)
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`main.py train`: train the built-in GPT with a plan, in the background.
 
-    python main.py train --model gpt-nano --devices "2xcpu:2GiB" --steps 200 --run-dir runs/nano
-    python main.py train --resume runs/nano --steps 300
-    python main.py train ... --detach           start it and return (follow with `main.py runs`)
-    python main.py train --devices 4xcpu --data-parallel 2 --zero 3 ...
-                                                2 replicas of a 2-stage pipeline: 4 processes
+    python3 main.py train --model gpt-nano --devices "2xcpu:2GiB" --steps 200 --run-dir runs/nano
+    python3 main.py train --resume runs/nano --steps 300
+    python3 main.py train ... --detach           start it and return (follow with `main.py runs`)
+    python3 main.py train --devices 4xcpu --data-parallel 2 --zero 3 ...
+                                                 2 replicas of a 2-stage pipeline: 4 processes
 
 In the foreground the command follows the run's metrics; Ctrl-C asks the job
 to stop (it checkpoints first), a second Ctrl-C leaves it running.
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.numbers import nonnegative_float, nonnegative_int, positive_float, positive_int
 from core.errors import InputError
 
 # Options a new run may set; None means "not given" (so --resume can refuse them).
@@ -35,17 +36,17 @@ _NEW_RUN_DEFAULTS: dict[str, Any] = {
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model or a custom size, and the batch shape (shared with `profile`)."""
     parser.add_argument("--model", help="built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default gpt-nano")
-    parser.add_argument("--layers", type=int, help="custom GPT: number of blocks")
-    parser.add_argument("--d-model", type=int, help="custom GPT: width")
-    parser.add_argument("--heads", type=int, help="custom GPT: attention heads")
+    parser.add_argument("--layers", type=positive_int, help="custom GPT: number of blocks")
+    parser.add_argument("--d-model", type=positive_int, help="custom GPT: width")
+    parser.add_argument("--heads", type=positive_int, help="custom GPT: attention heads")
     parser.add_argument("--devices", help='device spec, e.g. "2xcpu:2GiB", "cuda:0,cuda:1" (default cpu)')
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                         help="auto: bf16 where every device is a GPU that supports it, else fp32")
-    parser.add_argument("--micro-batch-size", "--micro-batch", type=int, dest="micro_batch_size",
+    parser.add_argument("--micro-batch-size", "--micro-batch", type=positive_int, dest="micro_batch_size",
                         help="sequences per micro-batch (default 8)")
-    parser.add_argument("--seq-len", "--seq", type=int, dest="seq_len",
+    parser.add_argument("--seq-len", "--seq", type=positive_int, dest="seq_len",
                         help="tokens per sequence (default: the model's context)")
-    parser.add_argument("--micro-batches", type=int, help="micro-batches per optimizer step (default 4)")
+    parser.add_argument("--micro-batches", type=positive_int, help="micro-batches per optimizer step (default 4)")
     parser.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing")
 
 
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     group = parser.add_argument_group("run")
-    group.add_argument("--steps", type=int, help="optimizer steps in all (default 200; on --resume: the new total)")
+    group.add_argument("--steps", type=positive_int, help="optimizer steps in all (default 200; on --resume: the new total)")
     group.add_argument("--run-dir", help="new run directory (default runs/MODEL-DATE-TIME)")
     group.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
     group.add_argument("--detach", action="store_true", help="start the job and return at once")
@@ -67,32 +68,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--zero", type=int, metavar="0-3",
                        help="ZeRO stage of the replicas: 0 DDP, 1-2 sharded optimizer state and gradients, "
                             "3 FSDP (default: the --plan's, else 0)")
-    group.add_argument("--seed", type=int)
+    group.add_argument("--seed", type=nonnegative_int)
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="text file or folder (default: this Python's standard library sources)")
     data.add_argument("--tokenizer", choices=("byte", "bpe"), help="byte (vocab 256, default) or a BPE trained here")
-    data.add_argument("--bpe-vocab", type=int, help="BPE vocabulary size (default 4096)")
+    data.add_argument("--bpe-vocab", type=positive_int, help="BPE vocabulary size (default 4096)")
     optim = parser.add_argument_group("optimizer")
     optim.add_argument("--optimizer", choices=("sgd", "sgd-momentum", "adam", "adamw"))
     optim.add_argument("--schedule", choices=("1f1b", "gpipe"))
-    optim.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    optim.add_argument("--min-lr", type=float, help="final learning rate of the cosine (default 1e-4)")
-    optim.add_argument("--warmup-steps", type=int, help="default: a tenth of the steps, at most 100")
-    optim.add_argument("--lr-decay-steps", type=int, help="cosine length (default: --steps)")
-    optim.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (default 0.1)")
-    optim.add_argument("--grad-clip", type=float, help="global gradient norm limit, 0 for none (default 1.0)")
+    optim.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-3)")
+    optim.add_argument("--min-lr", type=nonnegative_float, help="final learning rate of the cosine (default 1e-4)")
+    optim.add_argument("--warmup-steps", type=nonnegative_int, help="default: a tenth of the steps, at most 100")
+    optim.add_argument("--lr-decay-steps", type=positive_int, help="cosine length (default: --steps)")
+    optim.add_argument("--weight-decay", type=nonnegative_float, help="AdamW's decoupled weight decay (default 0.1)")
+    optim.add_argument("--grad-clip", type=nonnegative_float, help="global gradient norm limit, 0 for none (default 1.0)")
     book = parser.add_argument_group("bookkeeping")
     for flag, text in (("--eval-interval", "steps between validations (default 50)"),
                        ("--eval-batches", "validation batches (default 4)"),
                        ("--checkpoint-interval", "steps between checkpoints (default 50)"),
                        ("--keep-checkpoints", "checkpoints kept (default 3)"),
                        ("--log-interval", "steps between log lines (default 10)")):
-        book.add_argument(flag, type=int, help=text)
+        book.add_argument(flag, type=positive_int, help=text)
     nodes = parser.add_argument_group("several machines (pipeline engine)")
-    nodes.add_argument("--nnodes", type=int, help="number of machines (default 1)")
-    nodes.add_argument("--node-rank", type=int, help="this machine's rank, 0 to nnodes-1")
+    nodes.add_argument("--nnodes", type=positive_int, help="number of machines (default 1)")
+    nodes.add_argument("--node-rank", type=nonnegative_int, help="this machine's rank, 0 to nnodes-1")
     nodes.add_argument("--rdzv-endpoint", help="HOST:PORT of machine 0")
-    nodes.add_argument("--nproc-per-node", type=int, help="stages on this machine (default: stages / nnodes)")
+    nodes.add_argument("--nproc-per-node", type=positive_int, help="stages on this machine (default: stages / nnodes)")
     parser.set_defaults(run=run)
 
 
@@ -105,8 +106,12 @@ def run(args: argparse.Namespace) -> int:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise InputError(f"--resume continues a run as it was set up; {flags} cannot change it "
                              "(only --steps and --detach apply)")
+        from core.training.engine import checkpoint as ckpt  # no torch at import
+
+        latest = ckpt.latest_checkpoint(Path(args.resume) / "checkpoints")
+        after = ckpt.checkpoint_step(latest) if latest is not None else 0
         handle = resume_run(args.resume, args.steps)
-        print(f"resuming {handle.run_dir} (job pid {handle.pid})", flush=True)
+        print(f"resuming {handle.run_dir} at step {after} (job pid {handle.pid})", flush=True)
     else:
         config, run_dir = build_config(args)
         handle = start_run(config, run_dir, plan_path=_given(args, "plan"), profile_path=_given(args, "profile"),
@@ -117,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         _print_detached_help(handle.run_dir)
         return 0
-    return follow(handle.run_dir)
+    return follow(handle.run_dir, after_step=after if args.resume is not None else 0)
 
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
@@ -195,12 +200,17 @@ def resolve_precision(precision: str, devices: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def follow(run_dir: Path) -> int:
-    """Print the run's progress until it ends; Ctrl-C asks it to stop."""
+def follow(run_dir: Path, after_step: int = 0) -> int:
+    """Print the run's progress until it ends; Ctrl-C asks it to stop.
+
+    Steps up to `after_step` (where a resumed run picks up) were printed by the
+    run before: they are not said again.
+    """
+    from core.durable import read_json
     from core.training.engine.loop import format_row
     from core.training.launcher import read_status, stop_run
     from core.training.metrics import MetricsTail
-    from core.training.run_dir import RunPaths, read_json
+    from core.training.run_dir import RunPaths
 
     print(f"following {run_dir} (Ctrl-C stops the run after a checkpoint)", flush=True)
     every = int(read_json(RunPaths(Path(run_dir)).config, "run config")["config"].get("log_interval", 10))
@@ -210,6 +220,8 @@ def follow(run_dir: Path) -> int:
             status = read_status(run_dir)
             steps = status.steps or steps
             for row in tail.poll().rows:
+                if row["step"] <= after_step:
+                    continue
                 if row["step"] % every == 0 or "val_loss" in row or row["step"] == steps:
                     print(format_row(row, steps), flush=True)
             if status.state != "running":
@@ -217,7 +229,7 @@ def follow(run_dir: Path) -> int:
             time.sleep(0.5)
         except KeyboardInterrupt:
             if stopping:
-                print(f"\nleft running in the background: python main.py runs --stop {run_dir}", flush=True)
+                print(f"\nleft running in the background: python3 main.py runs --stop {run_dir}", flush=True)
                 return 130
             stopping = True
             print("\nstopping after this step (Ctrl-C again to leave it running) ...", flush=True)
@@ -225,8 +237,9 @@ def follow(run_dir: Path) -> int:
 
 
 def _finish(run_dir: Path, status: Any) -> int:
+    from core.durable import read_json
     from core.training.report import format_report
-    from core.training.run_dir import RunPaths, read_json
+    from core.training.run_dir import RunPaths
 
     report_path = RunPaths(Path(run_dir)).report
     if report_path.exists():
@@ -235,15 +248,15 @@ def _finish(run_dir: Path, status: Any) -> int:
         print(f"allot: error: the run failed: {status.error} (see {Path(run_dir) / 'train.log'})",
               file=sys.stderr, flush=True)
         return 1
-    print(f"{status.state} at step {status.step}; resume with: python main.py train --resume {run_dir} "
+    print(f"{status.state} at step {status.step}; resume with: python3 main.py train --resume {run_dir} "
           f"--steps N", flush=True)
     return 0
 
 
 def _print_detached_help(run_dir: Path) -> None:
-    print(f"follow:  python main.py runs   |   tail -f {run_dir / 'train.log'}\n"
-          f"stop:    python main.py runs --stop {run_dir}\n"
-          f"resume:  python main.py train --resume {run_dir} --steps N", flush=True)
+    print(f"follow:  python3 main.py runs   |   tail -f {run_dir / 'train.log'}\n"
+          f"stop:    python3 main.py runs --stop {run_dir}\n"
+          f"resume:  python3 main.py train --resume {run_dir} --steps N", flush=True)
 
 
 def _print_node_commands(run_dir: Path) -> None:

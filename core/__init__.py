@@ -4,7 +4,7 @@
     model/     the built-in GPT, HF configs, model choice, meta-device measuring, the layer graph
     planning/  the one front door: model choice + devices + setup -> Problem -> Plan
     training/  runs (launcher, job, run directory, metrics) and engine/ (the torch side)
-    errors, units, project
+    errors, units, project, process (helper processes end with their parent)
 """
 
 from pathlib import Path

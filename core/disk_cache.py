@@ -1,4 +1,4 @@
-"""A small on-disk cache of JSON results, in the user cache dir (core.project.cache_dir).
+"""A small on-disk cache of JSON results, in the user cache dir (cache_root()).
 
 Used for what is slow to recompute and depends only on its inputs: layer
 graphs measured on the meta device, and accelerate's placement of a model.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from importlib import metadata
@@ -28,13 +29,18 @@ from core import REPO_ROOT
 FORMAT = "allot-cache"
 VERSION = 1
 KINDS = ("graphs", "accelerate")  # the folders `main.py cache --clear` removes
+CACHE_DIR_ENV = "ALLOT_CACHE_DIR"
 _bypassed = False
 
 
 def cache_root() -> Path:
-    from core.project import cache_dir
-
-    return cache_dir()
+    """Where Allot keeps what it can recompute (layer graphs, host speed): $ALLOT_CACHE_DIR,
+    else $XDG_CACHE_HOME/allot, else ~/.cache/allot. Deleting it loses nothing but time.
+    (Here, not beside core.project.config_dir: the planner uses it, and project imports the planner.)"""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "allot"
 
 
 def entry_path(kind: str, key: dict[str, Any]) -> Path:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from core.errors import InputError
+
 
 def write_atomically(path: Path | str, write: Callable[[IO[bytes]], object]) -> None:
     """Replace `path` with what `write` puts into the binary handle it is given.
@@ -51,6 +53,21 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 def atomic_write_json(path: Path | str, value: Any, indent: int = 1, sort_keys: bool = True) -> None:
     atomic_write_text(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """Read a JSON object, turning a missing or broken file into one InputError line."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise InputError(f"cannot read {what} {path}: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {path} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{what} {path} is not a JSON object")
+    return value
 
 
 def fsync_directory(path: Path | str) -> None:

@@ -36,7 +36,6 @@ PROJECT_FORMAT = "allot-project"
 PROJECT_VERSION = 1
 PROJECT_SUFFIX = ".allot.json"
 CONFIG_DIR_ENV = "ALLOT_CONFIG_DIR"
-CACHE_DIR_ENV = "ALLOT_CACHE_DIR"
 MAX_RECENT = 10
 DEVICE_KINDS = ("gpu", "host", "simulated")
 VIEWS = ("plan", "graph", "monitor", "training")
@@ -92,12 +91,18 @@ def entries_from_inventory(inventory: Any) -> tuple[DeviceEntry, ...]:
 
 
 def default_devices(inventory: Any) -> tuple[DeviceEntry, ...]:
-    """What a new project plans on: this machine, plus two simulated GPUs where it has none."""
+    """What a new project plans on: this machine, plus two simulated GPUs where it has none.
+
+    The host is listed but unticked wherever there is a GPU, real or simulated: a
+    CPU computes hundreds of times slower, and a plan with a few layers on it is
+    "optimal" only in name.
+    """
     entries = entries_from_inventory(inventory)
     if any(entry.kind == "gpu" for entry in entries):
         return entries
     first = simulated_entry("A100-80GB")
-    return (first, simulated_entry("RTX4090", {first.name}), *entries)  # the host last: baselines fill in order
+    host = tuple(replace(entry, included=False) for entry in entries)
+    return (first, simulated_entry("RTX4090", {first.name}), *host)  # the host last: baselines fill in order
 
 
 def new_project(inventory: Any) -> Project:
@@ -110,7 +115,8 @@ def merge_saved_devices(saved: tuple[DeviceEntry, ...],
                         available: tuple[DeviceEntry, ...]) -> tuple[tuple[DeviceEntry, ...], list[str]]:
     """A project's devices on this machine, in the saved order: this machine's GPUs and
     host with the saved budgets and ticks, the saved simulated GPUs, then this machine's
-    devices the project did not know (excluded). Returns (devices, notes)."""
+    devices the project did not know (excluded). Returns (devices, notes); GPUs that
+    are not here are left out without a note (core.stand_ins says which, and offers stand-ins)."""
     here = {entry.name: entry for entry in available}
     notes, merged = [], []
     for old in saved:
@@ -119,7 +125,6 @@ def merge_saved_devices(saved: tuple[DeviceEntry, ...],
             continue
         entry = here.pop(old.name, None)
         if entry is None:
-            notes.append(f"{old.name} is not on this machine: left out")
             continue
         budget = min(old.budget_bytes, entry.total_memory_bytes)
         if budget < old.budget_bytes:
@@ -139,8 +144,8 @@ def project_to_dict(project: Project) -> dict[str, Any]:
     for entry in project.devices:
         item: dict[str, Any] = {"name": entry.name, "kind": entry.kind, "budget_bytes": entry.budget_bytes,
                                 "included": entry.included}
-        if entry.kind == "simulated":
-            item["catalog"] = entry.catalog_name
+        if entry.kind == "simulated" or (entry.kind == "gpu" and entry.catalog_name):
+            item["catalog"] = entry.catalog_name  # a GPU's kind: a simulated stand-in where it is missing
         if entry.user_peak_tflops is not None:
             item["peak_tflops"] = entry.user_peak_tflops
         devices.append(item)
@@ -228,10 +233,11 @@ def _device_from_dict(item: Any, where: str, taken: set[str]) -> DeviceEntry:
                               or not math.isfinite(speed) or speed <= 0):
         raise InputError(f"{where}: 'peak_tflops' must be a number above 0, got {speed!r}")
     user_speed = float(speed) if speed is not None else None
-    if kind != "simulated":
-        return DeviceEntry(name=name, kind=kind, total_memory_bytes=budget, budget_bytes=budget, included=included,
-                           user_peak_tflops=user_speed)
     catalog = item.get("catalog")
+    if kind != "simulated":
+        known = catalog if kind == "gpu" and isinstance(catalog, str) and load_catalog().find(catalog) else None
+        return DeviceEntry(name=name, kind=kind, total_memory_bytes=budget, budget_bytes=budget, included=included,
+                           user_peak_tflops=user_speed, catalog_name=known)
     entry = simulated_entry(catalog if isinstance(catalog, str) else "")
     if budget > entry.total_memory_bytes:
         raise InputError(f"{where}: budget {budget} bytes exceeds the {entry.catalog_name}'s "
@@ -270,15 +276,6 @@ def config_dir() -> Path:
     return Path(base) / "allot"
 
 
-def cache_dir() -> Path:
-    """Where Allot keeps what it can recompute (layer graphs, host speed): $ALLOT_CACHE_DIR,
-    else $XDG_CACHE_HOME/allot, else ~/.cache/allot. Deleting it loses nothing but time."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "allot"
-
-
 def recent_projects() -> list[Path]:
     """Recently opened or saved projects, newest first (a broken list reads as empty)."""
     try:
@@ -294,11 +291,6 @@ def remember_project(path: str | Path) -> None:
     resolved = Path(path).resolve()
     recent = [resolved, *(p for p in recent_projects() if p != resolved)][:MAX_RECENT]
     _write_recent(recent)
-
-
-def forget_project(path: str | Path) -> None:
-    resolved = Path(path).resolve()
-    _write_recent([p for p in recent_projects() if p != resolved])
 
 
 def last_project() -> Path | None:

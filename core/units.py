@@ -51,13 +51,29 @@ def format_bytes(num_bytes: float) -> str:
     return f"{sign}{value:.0f} B"
 
 
+def format_shortfall(num_bytes: float) -> str:
+    """Bytes a person can read, then the exact count: '32.02 GiB (34385051652 bytes)'."""
+    return f"{format_bytes(num_bytes)} ({num_bytes:.0f} bytes)"
+
+
 def format_seconds(seconds: float) -> str:
-    """Format a duration with a unit that keeps three significant digits."""
-    if seconds >= 1:
-        return f"{seconds:.3g} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} µs"
+    """Format a duration as people say it: three significant digits, no exponent.
+
+    420 µs, 931 ms, 16.4 s, 44.2 min, 2.5 h, 3.1 days; "∞" for an infinite one.
+    """
+    if not math.isfinite(seconds):
+        return "∞" if seconds > 0 else "—"
+    if seconds < 0:
+        return "-" + format_seconds(-seconds)
+    for unit, size, limit in (("µs", 1e-6, 1e3), ("ms", 1e-3, 1e3), ("s", 1.0, 60.0),
+                              ("min", 60.0, 60.0), ("h", 3600.0, 24.0)):
+        # 59.96 s rounds to "60 s", which is said "1 min": a bigger unit starts at 1
+        text = f"{seconds / size if unit == 'µs' else max(seconds / size, 1.0):.3g}"
+        if float(text) < limit:
+            return f"{text} {unit}"
+    days = max(seconds / 86400.0, 1.0)
+    text = f"{days:.3g}" if days < 1000 else f"{days:,.0f}"
+    return f"{text} day" if text == "1" else f"{text} days"
 
 
 def format_count(count: float) -> str:
@@ -66,3 +82,17 @@ def format_count(count: float) -> str:
         if abs(count) >= size:
             return f"{count / size:.3g}{unit}"
     return f"{count:.0f}"
+
+
+def format_gap(gap: float) -> str:
+    """How far a time is above its bound (T / LB - 1): '+28.2%' when close, '3,838x' (times) when far.
+
+    A percentage of six digits ('+383693.7%') says nothing a reader can hold, and
+    does not fit where it is shown.
+    """
+    if not math.isfinite(gap):
+        return "—"
+    if gap < 1.0:
+        return f"+{gap:.1%}"
+    times = 1.0 + gap
+    return f"{times:.3g}x" if times < 1000 else f"{times:,.0f}x"

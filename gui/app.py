@@ -1,10 +1,10 @@
 """Start the app: discover devices, open a project, show the window (or save a screenshot).
 
-    python main.py                                  the last project, or a new one
-    python main.py --project my.allot.json          that project
-    python main.py --screenshot out.png [--project my.allot.json]
+    python3 main.py                                  the last project, or a new one
+    python3 main.py --project my.allot.json          that project
+    python3 main.py --screenshot out.png [--project my.allot.json]
                                                     wait for the plan, save a PNG, exit 0
-    python main.py --fake-gpus 8                    eight fake NVML GPUs, for demos
+    python3 main.py --fake-gpus 8                    eight fake NVML GPUs, for demos
 """
 
 from __future__ import annotations
@@ -65,15 +65,17 @@ def discover_inventory(fake_gpus: int | None = None, gateway: Any = None) -> Any
 def inventory_note(inventory: Any) -> str | None:
     if not inventory.gpus:
         reason = inventory.nvml_reason or "no NVIDIA GPU found"
-        return f"No GPU: {reason}. Planning on the host and simulated GPUs."
+        return f"No GPU: {reason}. Planning on simulated GPUs (tick the host to add it)."
     if getattr(inventory, "fake", False):
         return f"{len(inventory.gpus)} fake NVML GPUs (demo: nothing real is measured)."
     return None
 
 
 def create_window(project_path: str | None = None, discover: Callable[[], Any] | None = None,
-                  reopen_last: bool = True) -> MainWindow:
+                  reopen_last: bool = True, remember: bool = True) -> MainWindow:
     """The window and its state, not yet shown or planned (tests call this).
+
+    `remember=False` (a screenshot) leaves the recent-projects list as it was.
 
     Raises:
         InputError: `project_path` is not a valid project.
@@ -97,13 +99,14 @@ def create_window(project_path: str | None = None, discover: Callable[[], Any] |
     state = AppState(machine, Project(devices=()))
     state.inventory_note = inventory_note(inventory)
     window = MainWindow(state, new_project)
+    window.remember = remember
     notes = state.load(project, path)
-    if path is not None and not problem:
+    if path is not None and not problem and remember:
         remember_project(path)
     if problem:
         window.banner.show_message("warning", "The last project could not be reopened", problem)
-    elif notes:
-        window.banner.show_message("info", "Project opened on this machine", "; ".join(notes) + ".")
+    else:
+        window.report_opened(notes)
     return window
 
 
@@ -192,7 +195,9 @@ def run_app(args: Any) -> int:
     apply_theme(app)
     gateway = make_gateway(getattr(args, "fake_gpus", None))
     inventory = discover_inventory(gateway=gateway)
-    window = create_window(getattr(args, "project", None), lambda: inventory)
+    screenshot = bool(getattr(args, "screenshot", None))
+    # a screenshot is a picture, not a session: it never changes what the app opens next
+    window = create_window(getattr(args, "project", None), lambda: inventory, remember=not screenshot)
     sampler = attach_live_views(window, gateway, getattr(args, "runs_dir", "runs"), inventory)
     freeze_startup_objects()
     try:

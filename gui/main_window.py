@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -44,6 +45,7 @@ from core.project import (
 )
 from core.training.launcher import stop_run
 from core.units import format_seconds
+from gui.help_menu import add_help_menu
 from gui.inputs.devices_panel import DevicesPanel
 from gui.inputs.model_panel import ModelPanel
 from gui.plan.budget_bars import BudgetBarsPanel
@@ -51,6 +53,9 @@ from gui.plan.graph_view import GraphView
 from gui.plan.plan_view import PlanView
 from gui.state import AppState
 from gui.widgets.banner import Banner
+
+if TYPE_CHECKING:
+    from gui.training.training_view import TrainingView
 
 BUSY_DELAY_MS = 400
 TABS = ("plan", "graph", "monitor", "training")
@@ -77,6 +82,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.state = state
         self._new_project = new_project
+        self.remember = True  # False for a screenshot: the recent-projects list is left alone
         self.banner = Banner(state)
         self.budget_bars = BudgetBarsPanel(state)
         self.devices_panel = DevicesPanel(state)
@@ -84,6 +90,7 @@ class MainWindow(QMainWindow):
         self.plan_view = PlanView(state)
         self.graph_view = GraphView(state)
         self.monitor_slot = placeholder("Live GPU plots appear here.")
+        self.training_view: TrainingView | None = None  # set_training_view fills the slot
         self.training_slot = placeholder("Training (Start / Stop / Resume, loss curves) appears here.")
         self.tabs = QTabWidget()
         for key, widget in zip(TABS, (self.plan_view, self.graph_view, self.monitor_slot, self.training_slot)):
@@ -122,9 +129,10 @@ class MainWindow(QMainWindow):
         self._replace_tab("monitor", widget)
         self.monitor_slot = widget
 
-    def set_training_view(self, widget: QWidget) -> None:
+    def set_training_view(self, widget: TrainingView) -> None:
         self._replace_tab("training", widget)
         self.training_slot = widget
+        self.training_view = widget
 
     def set_hardware_status(self, text: str) -> None:
         """NVML's state (what is sampled, or why nothing is), right of the status bar."""
@@ -198,6 +206,7 @@ class MainWindow(QMainWindow):
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         menu.addAction(quit_action)
+        add_help_menu(self)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -230,11 +239,31 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot open project", str(error))
             return False
         notes = self.state.load(project, Path(path))
-        remember_project(path)
+        if self.remember:
+            remember_project(path)
         self.state.replan()
-        if notes:
-            self.banner.show_message("info", "Project opened on this machine", "; ".join(notes) + ".")
+        self.report_opened(notes)
         return True
+
+    def report_opened(self, notes: list[str]) -> None:
+        """After a project opens: its GPUs this machine lacks (with an offer of simulated
+        stand-ins of the same kind), and what else changed on the way in."""
+        from core.stand_ins import describe_missing, stand_in_offer
+
+        missing = self.state.missing_devices
+        text = "; ".join(notes) + "." if notes else ""
+        if missing:
+            offer = stand_in_offer(missing)
+            text = f"{describe_missing(missing)}: left out. {text}".strip()
+            if offer:
+                self.banner.offer("Devices of this project are missing", text, (offer, self._simulate_missing))
+            else:
+                self.banner.show_message("warning", "Devices of this project are missing", text)
+        elif notes:
+            self.banner.show_message("info", "Project opened on this machine", text)
+
+    def _simulate_missing(self) -> None:
+        self.state.simulate_missing()
 
     def save_project(self) -> bool:
         if self.state.project_path is None:
@@ -255,7 +284,8 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot save project", str(error))
             return False
         self.state.mark_saved(path)
-        remember_project(path)
+        if self.remember:
+            remember_project(path)
         return True
 
     def show_error(self, title: str, text: str) -> None:
@@ -334,8 +364,8 @@ class MainWindow(QMainWindow):
         if not self._closed and not self.keep_or_drop_changes():
             event.ignore()
             return
-        training = self.training_slot
-        live = getattr(training, "live_run", lambda: None)() if not self._closed else None
+        training = self.training_view
+        live = training.live_run() if training is not None and not self._closed else None
         if live is not None:
             # close_policy answers without asking (tests, scripted use); None asks.
             choice = self.close_policy or self.ask_about_live_run(live)

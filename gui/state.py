@@ -28,6 +28,7 @@ from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
 from core.project import Project, merge_saved_devices, simulated_entry
+from core.stand_ins import missing_devices, stand_ins
 from gui.plan.worker import PlanRequest, PlanResult, PlanWorker
 
 REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (DESIGN.md: views redraw at 10-20 Hz)
@@ -54,6 +55,7 @@ class AppState(QObject):
                  worker: PlanWorker | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.machine = machine  # this machine's GPUs and host, as discovered
+        self.missing_devices: tuple[DeviceEntry, ...] = ()  # the project's GPUs this machine lacks
         self.inventory_note: str | None = None  # e.g. why NVML is unavailable
         self.worker = worker or PlanWorker()
         # Answers are shown at most every REDRAW_INTERVAL_MS; one that arrives sooner waits
@@ -291,8 +293,24 @@ class AppState(QObject):
 
     # -- internals -----------------------------------------------------------------
 
+    def simulate_missing(self) -> int:
+        """Add simulated stand-ins for the project's GPUs this machine lacks; returns how many."""
+        added = stand_ins(self.missing_devices, {entry.name for entry in self._devices})
+        self.missing_devices = ()
+        if not added:
+            return 0
+        hosts = [i for i, e in enumerate(self._devices) if e.kind == "host"]
+        at = hosts[0] if hosts else len(self._devices)  # before the host: baselines fill in order
+        self._devices = (*self._devices[:at], *added, *self._devices[at:])
+        for entry in added:
+            self.color_slot(entry.name)
+        self.devices_changed.emit()
+        self._changed()
+        return len(added)
+
     def _set_project(self, project: Project) -> list[str]:
         devices, notes = merge_saved_devices(project.devices, self.machine)
+        self.missing_devices = missing_devices(project.devices, self.machine)  # for simulate_missing
         self._devices = devices
         self._model, self._setup = project.model, project.setup
         self._solver, self._view = project.solver, project.view

@@ -81,7 +81,7 @@ class ProcessSample:
 class HostSample:
     """The host at one tick."""
 
-    cpu_percent: float | None  # None on a first tick too soon after the start to measure
+    cpu_percent: float | None  # of all cores; None only where psutil cannot say
     ram_used_bytes: int
     ram_total_bytes: int
     processes: tuple[ProcessSample, ...]
@@ -312,9 +312,12 @@ class TelemetrySampler:
         processes = []
         for pid, process in self._watched.items():
             processes.append(_watched_sample(pid, process))
-        cpu: float | None = float(psutil.cpu_percent(None))
-        if time.monotonic() - self._cpu_read_at < 0.05:  # too short a window: psutil says 0.0
-            cpu = None
+        if time.monotonic() - self._cpu_read_at < 0.05:
+            # the first tick comes right after the start: too short a window (psutil says 0.0),
+            # so measure over a tenth of a second instead of showing "?" for a whole interval
+            cpu: float | None = float(psutil.cpu_percent(0.1))
+        else:
+            cpu = float(psutil.cpu_percent(None))
         self._cpu_read_at = time.monotonic()
         return HostSample(
             cpu_percent=cpu,

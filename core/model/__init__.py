@@ -1,1 +1,2 @@
-"""Models Allot plans and trains: the built-in GPT and Hugging Face configs."""
+"""Models Allot plans and trains: the built-in GPT and Hugging Face configs; config.py holds
+the torch-free model choice (ModelChoice, GPTSize, GPTConfig)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from core import RESOURCES_DIR
 from core.model.config import GPTConfig
 
@@ -18,7 +20,18 @@ GPT_PRESETS: dict[str, GPTConfig] = {
 }
 
 
-def hf_preset_names() -> list[str]:
-    """Shipped HF configs: resources/models/NAME.json."""
-    return sorted(path.stem for path in HF_CONFIG_DIR.glob("*.json"))
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that reads numbers as numbers: llama-2-7b < llama-2-13b < llama-2-70b."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part.lower())
+                 for part in re.split(r"(\d+)", name) if part)
 
+
+def hf_preset_names() -> list[str]:
+    """Shipped HF configs: resources/models/NAME.json, in natural order."""
+    return sorted((path.stem for path in HF_CONFIG_DIR.glob("*.json")), key=natural_key)
+
+
+def all_preset_names() -> list[str]:
+    """Every name --model takes for a preset, each once: an HF config that shares a
+    built-in GPT's name is `hf/NAME`."""
+    return [*GPT_PRESETS, *(f"hf/{name}" if name in GPT_PRESETS else name for name in hf_preset_names())]

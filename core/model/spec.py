@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from core.errors import InputError
 from core.model.config import GPTConfig, ModelChoice
 from core.model.hf_config import check_hf_config
-from core.model.presets import GPT_PRESETS, HF_CONFIG_DIR, hf_preset_names
+from core.model.presets import GPT_PRESETS, HF_CONFIG_DIR, all_preset_names, hf_preset_names
 
 
 @dataclass(frozen=True)
@@ -77,16 +78,30 @@ def resolve_model(model: str | None) -> ModelSpec:
     """
     if model is None:
         raise InputError("no model given: use --model NAME, --model path/to/config.json or --layers/--d-model/--heads")
-    if model in GPT_PRESETS:
-        return ModelSpec(name=model, gpt=GPT_PRESETS[model])
-    preset = model[3:] if model.startswith("hf/") else model
-    if preset in hf_preset_names():
-        return _hf_from_file(HF_CONFIG_DIR / f"{preset}.json", name=model)
+    # preset names in any case, as device names are: LLaMA-2-7B is llama-2-7b
+    gpt = {name.lower(): name for name in GPT_PRESETS}
+    if model.lower() in gpt:
+        return ModelSpec(name=gpt[model.lower()], gpt=GPT_PRESETS[gpt[model.lower()]])
+    hf = {name.lower(): name for name in hf_preset_names()}
+    lowered = model.lower()
+    preset = lowered[3:] if lowered.startswith("hf/") else lowered
+    if preset in hf:
+        name = ("hf/" if lowered.startswith("hf/") else "") + hf[preset]
+        return _hf_from_file(HF_CONFIG_DIR / f"{hf[preset]}.json", name=name)
     path = Path(model)
     if path.suffix == ".json" or path.exists():
         return _hf_from_file(path, name=path.stem if path.name != "config.json" else path.parent.name or "config")
-    known = ", ".join([*GPT_PRESETS, *hf_preset_names()])
-    raise InputError(f"unknown model '{model}' (known: {known}, a config.json path, or custom sizes)")
+    raise InputError(unknown_model_message(model))
+
+
+def unknown_model_message(model: str) -> str:
+    """'unknown model 'lama-2-7b' (did you mean llama-2-7b?); known: ...', each preset once."""
+    known = all_preset_names()
+    close = difflib.get_close_matches(model.lower(), [name.lower() for name in known], n=3, cutoff=0.6)
+    by_lower = {name.lower(): name for name in known}
+    hint = f" (did you mean {', '.join(by_lower[name] for name in close)}?)" if close else ""
+    return (f"unknown model '{model}'{hint}; known: {', '.join(known)}, a config.json path, "
+            "or custom sizes")
 
 
 def _hf_from_file(path: Path, name: str) -> ModelSpec:

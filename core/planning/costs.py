@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import Layer, Problem, Setup
-from core.units import format_bytes
+from core.units import format_bytes, format_shortfall
 
 Group = int | Sequence[int]  # one device, or a data-parallel group in replica order
 Placement = Sequence[tuple[Group, Sequence[int]]]
@@ -204,7 +204,7 @@ def plan_from_placement(problem: Problem, placement: Placement, solver: str, sta
         status, gap = INFEASIBLE, None
         reason = (
             f"stage on {worst.device} needs {format_bytes(worst.memory_bytes)} but its budget is "
-            f"{format_bytes(worst.budget_bytes)}: short by {worst.over_budget_bytes:.0f} bytes"
+            f"{format_bytes(worst.budget_bytes)}: short by {format_shortfall(worst.over_budget_bytes)}"
         )
     return Plan(
         status=status,

@@ -111,24 +111,46 @@ def _entry_devices(entries: tuple[DeviceEntry, ...], precision: str,
             alike[entry.catalog_name] = alike.get(entry.catalog_name, 0) + 1
     devices = []
     for entry in included:
+        speed, _ = speed_and_source(entry, precision, host_peak_tflops)
         if entry.kind == "host":
-            if host_peak_tflops is None:
+            if speed is None:
                 raise InputError("the host's speed is not measured yet")
-            devices.append(_host_device(entry.name, entry.budget_bytes, entry.total_memory_bytes,
-                                        host_peak_tflops * catalog.cpu_efficiency))
+            devices.append(_host_device(entry.name, entry.budget_bytes, entry.total_memory_bytes, speed))
             continue
-        peak = entry.peak_tflops(precision)
-        if peak is None:
+        if speed is None:
             raise InputError(f"{entry.name} has unknown speed: double-click its TFLOP/s to set it, or exclude it")
         link = entry.bandwidth_gbps
         gpu = catalog.find(entry.catalog_name or "") if entry.kind == "simulated" else None
         if gpu is not None:
             link = gpu.link_gbps(alike.get(entry.catalog_name, 0))
         devices.append(Device(name=entry.name, memory_bytes=entry.budget_bytes,
-                              tflops=peak * catalog.default_efficiency, bandwidth_gbps=link,
+                              tflops=speed, bandwidth_gbps=link,
                               kind=entry.catalog_name or entry.model_name,
                               total_memory_bytes=entry.total_memory_bytes))
     return tuple(devices)
+
+
+def speed_and_source(entry: DeviceEntry, precision: str, host_peak_tflops: float | None,
+                     host_source: str | None = None) -> tuple[float | None, str]:
+    """(effective TFLOP/s or None, where it comes from): the one speed shown everywhere.
+
+    'datasheet 312 × efficiency 0.4 (bf16)', 'typed by hand 100 × efficiency 0.4 (bf16)',
+    'measured matmul: 0.0123 × efficiency 1' (the host).
+    """
+    catalog = load_catalog()
+    if entry.kind == "host":
+        if host_peak_tflops is None:
+            return None, "the host's speed is being measured"
+        how = host_source or "measured matmul"
+        return (host_peak_tflops * catalog.cpu_efficiency,
+                f"{how}: {host_peak_tflops:.3g} × efficiency {catalog.cpu_efficiency:g}")
+    peak = entry.peak_tflops(precision)
+    if peak is None:
+        return None, "unknown speed: not in the catalog and not measured"
+    how = "typed by hand" if entry.user_peak_tflops is not None else (
+        "datasheet" if entry.catalog_name else "measured matmul")
+    return (peak * catalog.default_efficiency,
+            f"{how} {peak:.3g} × efficiency {catalog.default_efficiency:g} ({precision})")
 
 
 def _host_device(name: str, budget_bytes: int, total_memory_bytes: int, tflops: float) -> Device:

@@ -30,7 +30,7 @@ from core.planning.hybrid_tables import HybridTables
 from core.planning.plan import OPTIMAL, Plan
 from core.planning.problem import AUTO, Problem
 from core.planning.ranges import device_classes
-from core.units import format_bytes
+from core.units import format_bytes, format_shortfall
 
 _CAPS_PER_ROUND = 6  # caps evaluated together, as in core.planning.exact
 Evaluate = Callable[[list[int]], np.ndarray]
@@ -203,7 +203,7 @@ def explain_hybrid_infeasible(problem: Problem) -> str:
         short = float(need[worst]) - largest.memory_bytes
         return (f"layer '{problem.layers[worst].name}' alone needs {format_bytes(float(need[worst]))} per device "
                 f"under zero {problem.setup.zero} but the largest budget ({largest.name}) is "
-                f"{format_bytes(largest.memory_bytes)}: short by {short:.0f} bytes{tried}")
+                f"{format_bytes(largest.memory_bytes)}: short by {format_shortfall(short)}{tried}")
     extra = _least_extra_budget(problem, choices)
     return (f"no split into contiguous stages on groups of devices fits the budgets under zero "
             f"{problem.setup.zero}: each device would need at least {extra:.0f} bytes ({format_bytes(extra)}) "

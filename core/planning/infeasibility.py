@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.planning.chain_dp import feasible_with_extra_budget
 from core.planning.costs import inflight_micro_batches, stage_params
 from core.planning.problem import Problem
-from core.units import format_bytes
+from core.units import format_bytes, format_shortfall
 
 
 def explain_infeasible(problem: Problem) -> str:
@@ -24,7 +24,7 @@ def explain_infeasible(problem: Problem) -> str:
         short = needs[worst] - largest.memory_bytes
         return (
             f"layer '{layers[worst].name}' alone needs {format_bytes(needs[worst])} but the largest budget "
-            f"({largest.name}) is {format_bytes(largest.memory_bytes)}: short by {short:.0f} bytes"
+            f"({largest.name}) is {format_bytes(largest.memory_bytes)}: short by {format_shortfall(short)}"
         )
     total_need = setup.bytes_per_param * stage_params(layers, range(len(layers))) + least_inflight * sum(
         layer.activation_bytes for layer in layers
@@ -33,12 +33,12 @@ def explain_infeasible(problem: Problem) -> str:
     if total_need > total_budget:
         return (
             f"the model needs at least {format_bytes(total_need)} but all budgets add up to "
-            f"{format_bytes(total_budget)}: short by {total_need - total_budget:.0f} bytes"
+            f"{format_bytes(total_budget)}: short by {format_shortfall(total_need - total_budget)}"
         )
     extra = _least_extra_budget(problem)
     return (
         f"no split into contiguous stages fits the budgets: each device would need at least "
-        f"{extra:.0f} bytes ({format_bytes(extra)}) more"
+        f"{format_shortfall(extra)} more"
     )
 
 

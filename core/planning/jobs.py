@@ -18,7 +18,6 @@ import atexit
 import multiprocessing
 import os
 import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from core.planning.devices import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
+from core.process import exit_with_parent
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -58,7 +58,7 @@ def plan_job(model: ModelChoice, setup: TrainingSetup, devices: tuple[DeviceEntr
     """Plan through the front door (the layer graph is cached in this process between jobs)."""
     from core.planning.front_door import plan_model
 
-    host_peak = measure_host() if any(d.kind == "host" and d.included for d in devices) else None
+    host_peak = measure_host()  # timed once per machine (cached); the device list shows it even unticked
     planned = plan_model(model, setup, devices, solver, host_peak_tflops=host_peak, time_limit_s=milp_time_limit_s)
     return JobResult(planned.spec, planned.graph if want_graph else None, planned.problem, planned.plan, host_peak)
 
@@ -88,16 +88,9 @@ def _lower_priority() -> None:
             pass
 
 
-def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
-    """In the child: end when the app is gone. Killed hard (kill -9, a crash), the app never
-    says goodbye, and a child blocked on its job queue would otherwise live on forever."""
-    def watch() -> None:
-        while True:
-            time.sleep(poll_s)
-            if os.getppid() != parent_pid:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+def _end_with_the_app() -> None:
+    """In the child: end when the app is gone (its job queue would otherwise block forever)."""
+    exit_with_parent(poll_s=1.0, exit_code=0)
 
 
 def _warm_up() -> bool:
@@ -118,22 +111,15 @@ def shared_pool() -> ProcessPoolExecutor:
     with _pool_lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                        initializer=_end_with_the_app)
             _pool.submit(_warm_up)
             atexit.register(shutdown_pool)
         return _pool
 
 
-def reset_pool() -> None:
-    """Forget a broken pool (its process died); the next job starts a new one."""
-    global _pool
-    with _pool_lock:
-        broken, _pool = _pool, None
-    if broken is not None:
-        broken.shutdown(wait=False, cancel_futures=True)
-
-
 def shutdown_pool() -> None:
+    """End the planning process (at exit), or forget a broken one (its process died):
+    the next job starts a new one."""
     global _pool
     with _pool_lock:
         pool, _pool = _pool, None

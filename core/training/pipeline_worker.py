@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import traceback
 from datetime import timedelta
@@ -30,6 +29,7 @@ from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGP
 
 from core.model.gpt import lm_loss
 from core.planning.plan import replica_and_stage
+from core.process import exit_with_parent
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
 from core.training.engine.data_parallel import (
@@ -301,7 +301,7 @@ def _train(run_dir: Path, rank: int) -> int:
         raise RuntimeError(f"the launch has {world} processes but the plan has {context.data_parallel} x "
                            f"{context.num_stages} (replicas x stages)")
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
-    _exit_with_parent()
+    exit_with_parent(poll_s=0.5, exit_code=1)  # torchrun gone (kill -9): no orphans holding ports
     device = _stage_device(context, rank, local_rank)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=5))
     try:
@@ -337,19 +337,6 @@ def _stage_device(context: RunContext, rank: int, local_rank: int) -> torch.devi
     if planned == "cpu":
         return torch.device("cpu")
     return torch.device(planned if context.config.nnodes == 1 else f"cuda:{local_rank}")
-
-
-def _exit_with_parent() -> None:
-    """Leave when torchrun goes away (killed with -9, say): no orphans holding ports."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _record_error(run_dir: Path, rank: int, error: BaseException) -> None:

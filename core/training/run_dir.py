@@ -26,6 +26,7 @@ from typing import Any
 
 from core.durable import atomic_write_bytes as atomic_write_bytes  # re-exported: older imports
 from core.durable import atomic_write_json as atomic_write_json
+from core.durable import read_json
 from core.errors import InputError
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
@@ -77,21 +78,6 @@ class RunPaths:
     @property
     def stop_file(self) -> Path:
         return self.root / "STOP"
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """Read a JSON object, turning a missing or broken file into one InputError line."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except OSError as error:
-        raise InputError(f"cannot read {what} {path}: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{what} {path} is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{what} {path} is not a JSON object")
-    return value
 
 
 def check_new_run_dir(root: Path) -> None:

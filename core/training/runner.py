@@ -120,7 +120,7 @@ def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:
         status = read_status(root)
         if status.state == RUNNING and status.alive is not False:
             raise InputError(f"run {root} is still running (pid {status.pid}); stop it first "
-                             f"(python main.py runs --stop {root})")
+                             f"(python3 main.py runs --stop {root})")
     context = RunContext.load(root)
     latest = ckpt.latest_checkpoint(paths.checkpoints)
     done = 0

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from core.devices.catalog import load_catalog
 from core.errors import InputError
-from core.planning.devices import DeviceEntry
+from core.planning.devices import DeviceEntry, speed_and_source
 from gui import theme
 from gui.state import AppState
 
@@ -42,6 +42,10 @@ class DevicesPanel(QWidget):
         self.state = state
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        speed_header = self.table.horizontalHeaderItem(SPEED_COLUMN)
+        if speed_header is not None:
+            speed_header.setToolTip("Effective TFLOP/s, as the plan uses them: the datasheet (or measured) figure "
+                              "× an efficiency. Hover a cell for its figures.")
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -123,9 +127,11 @@ class DevicesPanel(QWidget):
         kind = QTableWidgetItem(KIND_LABELS[entry.kind])
         memory = QTableWidgetItem(f"{entry.total_memory_bytes / 1024**3:.0f} GiB")
         memory.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        speed = QTableWidgetItem(self._speed_text(entry))
+        effective, source = speed_and_source(entry, self.state.setup.precision, self.state.host_peak_tflops,
+                                             getattr(self.state, "host_speed_source", None))
+        speed = QTableWidgetItem(self._speed_text(entry, effective))
         speed.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        speed.setToolTip("Peak dense TFLOP/s for the chosen precision (the planner applies an efficiency)")
+        speed.setToolTip(f"Effective TFLOP/s the planner uses: {source}")
         items = [name, kind, memory, speed]
         for item in items[1:]:
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
@@ -133,17 +139,19 @@ class DevicesPanel(QWidget):
                 item.setForeground(QColor(theme.STALE))
         if entry.kind == "gpu":  # a GPU the catalog does not know gets its speed here (double-click)
             speed.setFlags(speed.flags() | Qt.ItemFlag.ItemIsEditable)
-            speed.setToolTip("Peak dense TFLOP/s: double-click to set it by hand (empty: the catalog's figure)")
+            speed.setToolTip(f"Effective TFLOP/s the planner uses: {source}. Double-click to type the GPU's "
+                             "datasheet (peak) TFLOP/s by hand; empty: the catalog's figure")
             if entry.peak_tflops(self.state.setup.precision) is None:
                 speed.setForeground(QColor(theme.DANGER))
         return items
 
-    def _speed_text(self, entry: DeviceEntry) -> str:
+    def _speed_text(self, entry: DeviceEntry, effective: float | None) -> str:
+        """The effective speed, as the plan uses it (three significant digits: 125, 66.1, 0.0123)."""
+        if effective is not None:
+            return f"{effective:.3g}"
         if entry.kind == "host":
-            peak = self.state.host_peak_tflops
-            return "measuring…" if peak is None and entry.included else (f"{peak:.2f}" if peak else "—")
-        peak = entry.peak_tflops(self.state.setup.precision)
-        return f"{peak:.0f}" if peak is not None else "unknown"
+            return "measuring…"
+        return "unknown"
 
     def _selected_name(self) -> str | None:
         rows = self.table.selectionModel().selectedRows()

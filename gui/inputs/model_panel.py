@@ -1,7 +1,8 @@
 """The model and the training setup: presets, a local config.json or a custom size.
 
 Spin boxes report only finished values (no keyboard tracking), so typing
-"4096" asks for one layer graph, not four.
+"4096" asks for one layer graph, not four. Choice boxes hold their setup
+value as item data (the ZeRO box shows words, the data-parallel box "auto").
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,6 +32,9 @@ from gui.state import AppState
 
 CUSTOM = "custom:"
 CONFIG = "config:"
+DATA_PARALLEL_CHOICES: tuple[int | str, ...] = (1, 2, 4, 8, 16, 32, 64, "auto")
+ZERO_LABELS = {0: "0 · none (DDP)", 1: "1 · optimizer state sharded", 2: "2 · + gradients sharded",
+               3: "3 · + parameters sharded (FSDP)"}
 
 
 def model_items() -> list[tuple[str, str]]:
@@ -112,12 +117,27 @@ class ModelPanel(QWidget):
         for key, choices in (("mode", ("train", "infer")), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                              ("schedule", ("1f1b", "gpipe"))):
             boxes[key] = QComboBox()
-            boxes[key].addItems(list(choices))
+            for choice in choices:
+                boxes[key].addItem(choice, choice)
         boxes["micro_batch_size"] = _spin(1, 4096, tip="Sequences in one micro-batch")
         boxes["seq_len"] = _spin(1, 1_048_576, 256, "Tokens per sequence")
         boxes["micro_batches"] = _spin(1, 4096, tip="Micro-batches per optimizer step (pipeline depth)")
         boxes["recompute"] = QCheckBox("Activation checkpointing")
         boxes["recompute"].setToolTip("Keep only each block's input for backward and recompute the rest")
+        boxes["data_parallel"] = QComboBox()
+        for replicas in DATA_PARALLEL_CHOICES:
+            boxes["data_parallel"].addItem(str(replicas), replicas)
+        boxes["data_parallel"].setToolTip(
+            "Replicas of the pipeline: every stage runs on a group of this many devices, each replica\n"
+            "takes micro-batches / replicas of the batch, and each group syncs its gradients at the end\n"
+            "of the step. auto: the planner picks the fastest among the divisors of the micro-batches.")
+        boxes["zero"] = QComboBox()
+        for stage, label in ZERO_LABELS.items():
+            boxes["zero"].addItem(label, stage)
+        boxes["zero"].setToolTip(
+            "How the replicas of a stage share its state (ZeRO / FSDP): 0 every replica holds all of it;\n"
+            "1 the optimizer state is split over the group; 2 gradients too; 3 the parameters too,\n"
+            "gathered layer by layer when they are used.")
         return boxes
 
     def _setup_group(self) -> QGroupBox:
@@ -125,10 +145,16 @@ class ModelPanel(QWidget):
         form = QFormLayout(group)
         labels = {"mode": "Mode", "precision": "Precision", "optimizer": "Optimizer",
                   "micro_batch_size": "Micro-batch size", "seq_len": "Sequence length",
-                  "micro_batches": "Micro-batches", "schedule": "Schedule"}
+                  "micro_batches": "Micro-batches", "schedule": "Schedule", "data_parallel": "Data parallel",
+                  "zero": "ZeRO stage"}
         for key, label in labels.items():
             form.addRow(label, self.setup_boxes[key])
         form.addRow(self.setup_boxes["recompute"])
+        self.setup_note = QLabel()
+        self.setup_note.setObjectName("muted")
+        self.setup_note.setWordWrap(True)
+        self.setup_note.setVisible(False)
+        form.addRow(self.setup_note)
         return group
 
     # -- state -> widgets ------------------------------------------------------------
@@ -156,12 +182,27 @@ class ModelPanel(QWidget):
             if isinstance(widget, QCheckBox):
                 widget.setChecked(bool(value))
             elif isinstance(widget, QComboBox):
-                widget.setCurrentIndex(widget.findText(str(value)))
+                if widget.findData(value) < 0:  # a replica count off the list, from a project file
+                    widget.insertItem(widget.count() - 1, str(value), value)
+                widget.setCurrentIndex(widget.findData(value))
             else:
                 widget.setValue(int(value))
         self.setup_boxes["optimizer"].setEnabled(setup.mode == "train")
         self.setup_boxes["recompute"].setEnabled(setup.mode == "train")
+        self._mark_replica_counts(setup.micro_batches)
         self._updating = False
+
+    def _mark_replica_counts(self, micro_batches: int) -> None:
+        """Grey out the replica counts that do not divide the micro-batches (each replica gets m / d)."""
+        box: QComboBox = self.setup_boxes["data_parallel"]
+        model = box.model()
+        assert isinstance(model, QStandardItemModel)  # a combo box's own model
+        for row in range(box.count()):
+            value = box.itemData(row)
+            fits = value == "auto" or micro_batches % int(value) == 0
+            item = model.item(row)
+            item.setEnabled(fits)
+            item.setToolTip("" if fits else f"{value} replicas do not divide the {micro_batches} micro-batches")
 
     def _update_summary(self) -> None:
         graph = self.state.graph
@@ -207,10 +248,25 @@ class ModelPanel(QWidget):
         if isinstance(widget, QCheckBox):
             value: Any = widget.isChecked()
         elif isinstance(widget, QComboBox):
-            value = widget.currentText()
+            value = widget.currentData()
         else:
             value = widget.value()
+        changes = {key: value, **self._replicas_for(key, value)}
         try:
-            self.state.set_setup(replace(self.state.setup, **{key: value}))
+            self.state.set_setup(replace(self.state.setup, **changes))
         except InputError:
             self._update_setup()  # not a valid setup: show the one that stands
+
+    def _replicas_for(self, key: str, value: Any) -> dict[str, Any]:
+        """A new micro-batch count that the replica count does not divide takes the largest
+        count that does (each replica runs m / d of them), and says so."""
+        replicas = self.state.setup.data_parallel
+        note = ""
+        changes: dict[str, Any] = {}
+        if key == "micro_batches" and isinstance(replicas, int) and value % replicas:
+            changes["data_parallel"] = max(n for n in range(1, replicas + 1) if value % n == 0)
+            note = (f"Data parallel {replicas} → {changes['data_parallel']}: {replicas} replicas "
+                    f"do not divide {value} micro-batches.")
+        self.setup_note.setText(note)
+        self.setup_note.setVisible(bool(note))
+        return changes

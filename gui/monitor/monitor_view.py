@@ -178,16 +178,19 @@ class MonitorView(QWidget):
             history = self.sampler.gpu_history(index)
             if len(history) == 0:
                 continue
-            times = history.times(rows)
+            # the sampler thread may append between two reads: read one count of rows for all of them
+            count = min(rows, len(history))
+            times = history.times(count)
             now = times[-1] if now is None else max(now, times[-1])
             for _, column, scale, _ in GPU_PLOTS:
-                self._gpu_curves[(column, index)].setData(times - times[-1], history.column(column, rows) * scale)
+                self._gpu_curves[(column, index)].setData(times - times[-1], history.column(column, count) * scale)
         host = self.sampler.host_history
         if len(host):
-            times = host.times(rows)
+            count = min(rows, len(host))
+            times = host.times(count)
             ago = times - times[-1]
-            self._host_curves["cpu_percent"].setData(ago, host.column("cpu_percent", rows))
-            self._host_curves["ram_used_bytes"].setData(ago, host.column("ram_used_bytes", rows) / 1024**3)
+            self._host_curves["cpu_percent"].setData(ago, host.column("cpu_percent", count))
+            self._host_curves["ram_used_bytes"].setData(ago, host.column("ram_used_bytes", count) / 1024**3)
         if self._x_range_s != self._window_s:  # x is "seconds ago": the range moves only with the window
             self._x_range_s = self._window_s
             for plot in self._plots:

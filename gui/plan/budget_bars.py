@@ -27,6 +27,7 @@ from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVB
 from core.planning.plan import StageCost
 from core.units import format_bytes
 from gui import theme
+from gui.plan.groups import stage_of_device
 from gui.state import AppState
 
 MIB = 1024**2
@@ -57,6 +58,7 @@ class BudgetBar(QWidget):
         self.budget_bytes = budget_bytes
         self.color = color
         self.memory: dict[str, float] = stage_memory(None)
+        self.place: tuple[int, int, int] | None = None  # (stage, replica, replicas) in the plan
         self.stale = False
         self._dragging = False
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -77,6 +79,12 @@ class BudgetBar(QWidget):
             self.budget_bytes = budget_bytes
             self._update_tooltip()
             self.update()
+
+    def set_place(self, place: tuple[int, int, int] | None) -> None:
+        """Which stage (and replica of how many) this device runs; None when unused."""
+        if place != self.place:
+            self.place = place
+            self._update_tooltip()
 
     def set_memory(self, memory: dict[str, float], stale: bool) -> None:
         if memory != self.memory or stale != self.stale:
@@ -208,7 +216,11 @@ class BudgetBar(QWidget):
                  f"{format_bytes(self.total_bytes)} ({self.budget_bytes:,} bytes)"]
         if self.filled_bytes:
             prefix = "Last feasible plan" if self.stale else "Plan"
-            lines.append(f"{prefix}: {format_bytes(self.filled_bytes)}")
+            where = ""
+            if self.place is not None:
+                stage, replica, replicas = self.place
+                where = f"stage {stage}" + (f", replica {replica} of {replicas}" if replicas > 1 else "") + ", "
+            lines.append(f"{prefix}: {where}{format_bytes(self.filled_bytes)}")
             lines += [f"&nbsp;&nbsp;{theme.MEMORY_LABELS[k]}: {format_bytes(v)}" for k, v in self.memory.items()]
         else:
             lines.append("The plan does not use this device")
@@ -304,10 +316,12 @@ class BudgetBarsPanel(QWidget):
             self._update_figures(name)
 
     def _update_plan(self) -> None:
-        plan = self.state.shown_plan
-        stages = {stage.device: stage for stage in plan.stages} if plan is not None else {}
+        """Each device shows its stage's memory; every device of a group holds its stage's share."""
+        placed = stage_of_device(self.state.shown_plan)
         for name, bar in self._bars.items():
-            bar.set_memory(stage_memory(stages.get(name)), self.state.plan_is_stale)
+            where = placed.get(name)
+            bar.set_memory(stage_memory(where[2] if where else None), self.state.plan_is_stale)
+            bar.set_place(None if where is None else (where[0], where[1], len(where[2].devices)))
             self._update_figures(name)
 
     def _update_figures(self, name: str) -> None:

@@ -1,6 +1,7 @@
 """Every solver on the same problem, side by side: what the optimal plan buys.
 
-Step time and the ratio to the exact solver's; "OOM" where a baseline's
+Step time and the ratio to the exact solver's, and each plan's shape
+(stages, or replicas × stages with its ZeRO stage); "OOM" where a baseline's
 placement overflows a budget (its step time is still shown: what it would
 take if it fitted); why a solver could not run otherwise. Double-click a row
 to plan with that solver.
@@ -20,6 +21,7 @@ from core.planning.plan import Plan
 from core.planning.solvers import SOLVER_NAMES
 from core.units import format_seconds
 from gui import theme
+from gui.plan.groups import shape_text
 from gui.state import AppState
 from gui.widgets.banner import readable_reason
 from gui.widgets.tables import fill_table, style_readonly_table
@@ -32,10 +34,10 @@ DESCRIPTIONS = {
     "accelerate": "the real accelerate.infer_auto_device_map",
     "uniform": "DeepSpeed 'uniform': equal layer counts",
     "parameters": "DeepSpeed 'parameters': balanced parameter counts",
-    "fsdp": "every device a replica of the whole model, ZeRO-3 (FSDP)",
-    "ddp": "every device a full replica (DDP, ZeRO 0)",
-    "zero1": "every device a replica, optimizer state sharded (ZeRO-1)",
-    "megatron": "Megatron: uniform stages x replicas, the best split",
+    "fsdp": "PyTorch FSDP / DeepSpeed ZeRO-3: every device a replica of the whole model",
+    "ddp": "PyTorch DDP: every device a full replica (ZeRO 0)",
+    "zero1": "DeepSpeed ZeRO-1: every device a replica, optimizer state sharded",
+    "megatron": "Megatron-LM: equal stages × data parallel, the best replica count",
     "pipeline": "today's exact pipeline (one device per stage, no ZeRO)",
 }
 
@@ -56,7 +58,7 @@ def comparison_rows(results: dict[str, Plan | str], reference: Plan | None) -> l
         if reference is not None and reference.objective_s and plan.objective_s:
             ratio = format_ratio(plan.objective_s / reference.objective_s)
         tokens = f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else ""
-        rows.append([name, plan.status, time, ratio, tokens, f"{len(plan.stages)} stage{'s' if len(plan.stages) > 1 else ''}: {DESCRIPTIONS.get(name, '')}"])
+        rows.append([name, plan.status, time, ratio, tokens, f"{shape_text(plan)}: {DESCRIPTIONS.get(name, '')}"])
     return rows
 
 

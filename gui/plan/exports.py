@@ -42,6 +42,19 @@ def current_plan_or_error(state: AppState) -> Plan:
     return plan
 
 
+def device_map_refusal(plan: Plan) -> str | None:
+    """Why the device_map button is off for this plan (None when a map can be exported).
+
+    A device_map places one copy of the model, layer by layer, in one process;
+    a plan with replicas runs d copies, each stage on a group, which only a
+    d x S process launch can run (core.planning.accelerate_baseline refuses it too).
+    """
+    if plan.data_parallel <= 1:
+        return None
+    return (f"no accelerate device_map for this plan: a device_map places one copy of the model, and this plan "
+            f"runs {plan.data_parallel} replicas of every stage (data parallel); use the torchrun commands")
+
+
 def write_plan_json(state: AppState, path: str | Path) -> None:
     atomic_write_text(path, plan_json(current_plan_or_error(state)))
 
@@ -50,7 +63,7 @@ def write_device_map(state: AppState, path: str | Path) -> None:
     """accelerate's device_map for from_pretrained (builds the model on meta: about a second)."""
     from core.planning.accelerate_baseline import export_device_map
 
-    plan = current_plan_or_error(state)
+    plan = current_plan_or_error(state)  # core refuses a plan with replicas (see device_map_refusal)
     assert state.problem is not None
     atomic_write_text(path, device_map_json(export_device_map(state.spec, plan, state.problem)))
 
@@ -77,10 +90,12 @@ class TorchrunDialog(QDialog):
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Run this plan on several hosts")
-        self.stages = len(current_plan_or_error(state).stages)
+        plan = current_plan_or_error(state)
+        self.stages, self.replicas = len(plan.stages), max(1, plan.data_parallel)
+        self.processes = self.stages * self.replicas  # one per (replica, stage): rank = replica * S + stage
         self.nnodes = QSpinBox()
-        self.nnodes.setRange(1, self.stages)
-        self.nnodes.setValue(max(n for n in divisors(self.stages) if n <= 2))
+        self.nnodes.setRange(1, self.processes)
+        self.nnodes.setValue(max(n for n in divisors(self.processes) if n <= 2))
         self.endpoint = QLineEdit("node0:29500")
         self.run_dir = QLineEdit(f"runs/{state.spec.name if state.spec else 'run'}")
         self.text = QPlainTextEdit()
@@ -111,16 +126,30 @@ class TorchrunDialog(QDialog):
     def _update_text(self) -> None:
         try:
             nodes = torchrun_commands(self.stages, self.nnodes.value(), self.endpoint.text().strip(),
-                                      self.run_dir.text().strip() or "runs/run")
+                                      self.run_dir.text().strip() or "runs/run", replicas=self.replicas)
         except InputError as error:
             self.text.setPlainText("")
             self.note.setText(str(error))
             return
         lines = []
         for node in nodes:
-            held = f"stage {node.stages[0]}" if len(node.stages) == 1 else f"stages {node.stages[0]}-{node.stages[-1]}"
-            lines += [f"# host {node.node_rank}: {held}", node.command, ""]
+            lines += [f"# host {node.node_rank}: {held_text(node.processes, self.replicas)}", node.command, ""]
         self.text.setPlainText("\n".join(lines).rstrip() + "\n")
-        self.note.setText(f"{self.stages} stages over {len(nodes)} host(s). Each host's run directory must hold "
+        shape = (f"{self.stages} stages" if self.replicas == 1 else
+                 f"{self.replicas} replicas × {self.stages} stages = {self.processes} processes")
+        self.note.setText(f"{shape} over {len(nodes)} host(s). Each host's run directory must hold "
                           "the run's config and this plan (main.py train prepares it); host R must always "
                           "run the same stages, as their checkpoints live there.")
+
+
+def held_text(processes: tuple[tuple[int, int], ...], replicas: int) -> str:
+    """What a host runs, from its (replica, stage) processes: 'stages 0-3', or per
+    replica 'replica 0: stages 0-1; replica 1: stage 0'."""
+    by_replica: dict[int, list[int]] = {}
+    for replica, stage in processes:
+        by_replica.setdefault(replica, []).append(stage)
+    parts = []
+    for replica, held in by_replica.items():
+        text = f"stage {held[0]}" if len(held) == 1 else f"stages {held[0]}-{held[-1]}"
+        parts.append(text if replicas == 1 else f"replica {replica}: {text}")
+    return "; ".join(parts)

@@ -3,7 +3,8 @@
 Long chains (llama-2-70b has 83 layers) wrap into rows that turn back at
 each end, so consecutive layers stay neighbours. Node size follows the
 parameter count; colour is the device of the current plan (washed out when
-the plan is not current); a red tick crosses the edge at every stage
+the plan is not current), or with data-parallel replicas the stage's group
+(its first device's colour); a red tick crosses the edge at every stage
 boundary, and each stage is labelled at its first layer. Hovering a node
 shows its parameters, FLOPs and memory. Items are created once per graph and
 recoloured with setData/setBrush on every plan.
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from core.units import format_bytes, format_count
 from gui import theme
+from gui.plan.groups import devices_label
 from gui.state import AppState
 from gui.widgets.tables import WhenVisible
 
@@ -39,10 +41,12 @@ def serpentine_positions(count: int, columns: int | None = None) -> np.ndarray:
 
 
 def short_label(name: str, data: dict[str, Any]) -> str:
-    """'model.layers.14' -> 'L14', 'model.embed_tokens' -> 'embed_to…', 'lm_head' -> 'lm_head'."""
-    last = name.rsplit(".", 1)[-1]
-    if data.get("is_block") and last.isdigit():
-        return f"L{last}"
+    """The name the plan's stage table uses: 'model.layers.14' -> 'layers.14', 'h.3' -> 'h.3';
+    other layers by their last part: 'model.embed_tokens' -> 'embed_to…', 'lm_head'."""
+    parts = name.split(".")
+    if data.get("is_block") and parts[-1].isdigit() and len(parts) >= 2:
+        return ".".join(parts[-2:])  # compact_name's 'layers.14' / 'h.3', without the wrapper prefix
+    last = parts[-1]
     return last if len(last) <= 8 else last[:7] + "…"
 
 
@@ -132,13 +136,16 @@ class GraphView(QWidget):
     def _update_plan(self) -> None:
         if not self.order:
             return
-        device_of = self.state.shown_plan.device_of_layer() if self.state.shown_plan is not None else {}
+        plan = self.state.shown_plan
+        groups = {layer: stage.devices for stage in plan.stages for layer in stage.layers} if plan else {}
         stale = self.state.plan_is_stale
-        if (device_of, stale, self.order) == self._drawn:
+        if (groups, stale, self.order) == self._drawn:
             return  # the same placement: most answers while a handle moves
-        self._drawn = (device_of, stale, list(self.order))
-        self.nodes.setBrush([self._brush(device_of.get(name), stale) for name in self.order])
-        self._update_stages(device_of, stale)
+        self._drawn = (groups, stale, list(self.order))
+        # a stage takes its group's colour: its first device's (groups are disjoint)
+        self.nodes.setBrush([self._brush(groups[name][0] if name in groups else None, stale)
+                             for name in self.order])
+        self._update_stages(groups, stale)
 
     def _brush(self, device: str | None, stale: bool) -> QBrush:
         """One QBrush per colour, reused: pyqtgraph caches symbols by brush."""
@@ -148,11 +155,11 @@ class GraphView(QWidget):
             self._brushes[key] = pg.mkBrush(theme.stale(QColor(color)) if stale else QColor(color))
         return self._brushes[key]
 
-    def _update_stages(self, device_of: dict[str, str], stale: bool) -> None:
-        """Red ticks across the edges where the device changes, and a label per stage."""
-        ticks, starts = [], [0] if device_of else []
+    def _update_stages(self, groups: dict[str, tuple[str, ...]], stale: bool) -> None:
+        """Red ticks across the edges where the group changes, and a label per stage."""
+        ticks, starts = [], [0] if groups else []
         for i in range(1, len(self.order)):
-            if device_of and device_of.get(self.order[i]) != device_of.get(self.order[i - 1]):
+            if groups and groups.get(self.order[i]) != groups.get(self.order[i - 1]):
                 starts.append(i)
                 (x0, y0), (x1, y1) = self.positions[i - 1], self.positions[i]
                 mx, my = (x0 + x1) / 2, (y0 + y1) / 2
@@ -167,27 +174,30 @@ class GraphView(QWidget):
         for k, label in enumerate(self._stage_labels):
             label.setVisible(k < len(starts))
             if k < len(starts):
-                device = device_of[self.order[starts[k]]]
-                label.setHtml(f"<b style='color:{theme.device_text_color(self.state.color_slot(device)).name()}'>"
-                              f"stage {k} · {device}</b>")
+                group = groups[self.order[starts[k]]]
+                label.setHtml(f"<b style='color:{theme.device_text_color(self.state.color_slot(group[0])).name()}'>"
+                              f"stage {k} · {devices_label(group)}</b>")
                 label.setPos(*self.positions[starts[k]])
-        self._update_legend(device_of, starts)
+        self._update_legend(groups, starts)
 
-    def _update_legend(self, device_of: dict[str, str], starts: list[int]) -> None:
-        if not device_of:
+    def _update_legend(self, groups: dict[str, tuple[str, ...]], starts: list[int]) -> None:
+        if not groups:
             self.legend.setText(f"<span style='color:{theme.MUTED}'>No plan yet: nodes are grey.</span>")
             return
         parts = []
         ends = [*starts[1:], len(self.order)]
         for k, (start, end) in enumerate(zip(starts, ends)):
-            device = device_of[self.order[start]]
-            color = theme.device_color(self.state.color_slot(device)).name()
-            words = f"<b>stage {k}</b> {device}: {self._label(start)} … {self._label(end - 1)} ({end - start})"
-            # non-breaking spaces: a stage's entry never wraps apart from its dot
-            parts.append(f"<span style='color:{color}; font-size:13pt'>●</span>&nbsp;"
-                         + words.replace(" ", "&nbsp;"))
+            group = groups[self.order[start]]
+            dots = "".join(f"<span style='color:{theme.device_color(self.state.color_slot(device)).name()}; "
+                           f"font-size:13pt'>●</span>" for device in group)  # the group's devices, as on the bars
+            words = f"<b>stage {k}</b> {devices_label(group)}: {self._label(start)} … {self._label(end - 1)} ({end - start})"
+            # non-breaking spaces: a stage's entry never wraps apart from its dots
+            parts.append(f"{dots}&nbsp;" + words.replace(" ", "&nbsp;"))
         suffix = " <i>(last feasible plan, greyed)</i>" if self.state.plan_is_stale else ""
-        self.legend.setText(" &nbsp; ".join(parts) + suffix)  # entries may wrap between them
+        replicas = len(next(iter(groups.values())))
+        prefix = (f"{replicas} replicas: each stage runs on a group of {replicas} devices (dots in replica order) "
+                  f"and takes the colour of its first one.<br>") if replicas > 1 else ""
+        self.legend.setText(prefix + " &nbsp; ".join(parts) + suffix)  # entries may wrap between them
 
     def _label(self, index: int) -> str:
         name = self.order[index]
@@ -200,14 +210,16 @@ class GraphView(QWidget):
         node = self.state.graph.nodes[name]
         setup = self.state.setup
         states = setup.bytes_per_param * node["params"]
-        device = self.state.shown_plan.device_of_layer().get(name) if self.state.shown_plan else None
+        plan = self.state.shown_plan
+        group = next((stage.devices for stage in plan.stages if name in stage.layers), ()) if plan else ()
         flops = node["flops"] * (3 if setup.mode == "train" else 1)
         return (f"{name} ({node['module_type']})\n"
                 f"params: {format_count(node['params'])} ({node['params']:,})\n"
                 f"FLOPs per micro-batch: {format_count(flops)} ({'fwd+bwd' if setup.mode == 'train' else 'fwd'})\n"
                 f"memory: {format_bytes(states)} weights+grads+optimizer ({setup.bytes_per_param:g} B/param)"
                 f" + {format_bytes(node['activation_bytes'])} activations per micro-batch\n"
-                f"device: {device or 'not placed'}")
+                + (f"group: {' + '.join(group)} (replica order)" if len(group) > 1 else
+                   f"device: {group[0] if group else 'not placed'}"))
 
     def _tip(self, x: float, y: float, data: Any) -> str:
         return self.node_text(self.order[int(data)])

@@ -26,18 +26,22 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError
+from core.planning.host_note import host_stage_note
 from core.planning.plan import Plan, StageCost
 from core.planning.solvers import SOLVER_NAMES
-from core.units import format_bytes, format_count, format_seconds
+from core.units import format_bytes, format_count, format_gap, format_seconds
 from gui import theme
 from gui.plan.comparison import DESCRIPTIONS, ComparisonTable
-from gui.plan.exports import TorchrunDialog, ask_and_write
+from gui.plan.exports import TorchrunDialog, ask_and_write, device_map_refusal
+from gui.plan.groups import group_label, shape_text, sync_s
 from gui.plan.timeline import PlanTimeline
 from gui.state import AppState
 from gui.widgets.tables import fill_table, style_readonly_table
 
 STAGE_COLUMNS = ("Stage", "Device", "Layers", "Params", "Param+grad+opt", "Activations",
-                 "Memory / budget", "Compute", "Comm", "Time/µbatch")
+                 "Memory / budget", "Compute", "Comm", "Time/µbatch", "Sync")
+GROUP_HEADER = "Group"  # the device column's header when stages run on groups (in replica order)
+SYNC_COLUMN = STAGE_COLUMNS.index("Sync")  # once a step; shown only for plans with replicas
 METRICS = ("step", "tokens", "bound", "gap", "status")
 METRIC_NAMES = {"step": "Step time T", "tokens": "Tokens / s", "bound": "Lower bound",
                 "gap": "Gap to bound", "status": "Solver"}
@@ -64,15 +68,15 @@ def layer_span(first: str, last: str) -> str:
 
 
 def stage_row(index: int, stage: StageCost, bottleneck: bool) -> list[str]:
-    """One stage as the table's text."""
+    """One stage as the table's text (memory per device of its group)."""
     span = layer_span(stage.layers[0], stage.layers[-1])
     states = stage.weight_bytes + stage.grad_bytes + stage.optimizer_bytes
     share = stage.memory_bytes / stage.budget_bytes if stage.budget_bytes else 0.0
-    return [("▶ " if bottleneck else "") + str(index), stage.device, f"{span} ({len(stage.layers)})", format_count(stage.params),
-            _bytes(states), _bytes(stage.activation_bytes),
+    return [("▶ " if bottleneck else "") + str(index), group_label(stage), f"{span} ({len(stage.layers)})",
+            format_count(stage.params), _bytes(states), _bytes(stage.activation_bytes),
             f"{_bytes(stage.memory_bytes)} / {_bytes(stage.budget_bytes)} ({share:.0%})",
             format_seconds(stage.compute_s), format_seconds(stage.comm_s),
-            format_seconds(stage.time_s)]
+            format_seconds(stage.time_s), format_seconds(stage.sync_s)]
 
 
 def _bytes(num_bytes: float) -> str:
@@ -91,7 +95,7 @@ def metric_texts(plan: Plan | None) -> dict[str, str]:
     return {"step": format_seconds(plan.objective_s) if plan.objective_s is not None else "—",
             "tokens": f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else "—",
             "bound": format_seconds(plan.lower_bound_s),
-            "gap": f"+{gap:.1%}" if gap is not None else "—",
+            "gap": format_gap(gap) if gap is not None else "—",
             "status": status}
 
 
@@ -131,7 +135,7 @@ class PlanView(QWidget):
         self.solver_box.setMinimumWidth(130)
         for name in SOLVER_NAMES:
             self.solver_box.addItem(name, name)
-            self.solver_box.setItemData(self.solver_box.count() - 1, DESCRIPTIONS[name], Qt.ItemDataRole.ToolTipRole)
+            self.solver_box.setItemData(self.solver_box.count() - 1, DESCRIPTIONS.get(name, ""), Qt.ItemDataRole.ToolTipRole)
         self.cards = {key: MetricCard(METRIC_NAMES[key]) for key in METRICS}
         self.stage_table = self._make_stage_table()
         self.timeline = PlanTimeline(state)
@@ -146,10 +150,14 @@ class PlanView(QWidget):
         }
         self.stale_note = QLabel()
         self.stale_note.setObjectName("muted")
+        self.host_note = QLabel()  # layers on the host CPU next to GPUs: why the figures are so slow
+        self.host_note.setWordWrap(True)
+        self.host_note.setStyleSheet(f"color: {theme.BOTTLENECK}")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.addLayout(self._top_row())
         layout.addWidget(self.stale_note)
+        layout.addWidget(self.host_note)
         layout.addWidget(self._body(), 1)
         self.solver_box.currentIndexChanged.connect(self._solver_picked)
         self.export_buttons["plan"].clicked.connect(lambda: ask_and_write(self, state, "plan"))
@@ -184,13 +192,17 @@ class PlanView(QWidget):
         """The stage table above; the timeline and the comparison side by side below."""
         self.timeline_caption = QLabel()
         self.timeline_caption.setStyleSheet(f"color: {theme.BOTTLENECK}")
+        # long group names must not widen the window: the caption is cut, its tooltip is whole
+        self.timeline_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         below = QSplitter(Qt.Orientation.Horizontal)
         below.addWidget(_titled("Pipeline timeline (one step)", self.timeline_stack, self.timeline_caption))
         below.addWidget(_titled("All solvers on this problem", self.comparison,
                                 _muted("double-click a row to plan with it")))
         self._below = below
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(_titled("Stages", self.stage_table))
+        self.shape_note = QLabel()
+        self.shape_note.setObjectName("muted")
+        splitter.addWidget(_titled("Stages", self.stage_table, self.shape_note))
         splitter.addWidget(below)
         splitter.setSizes([240, 300])
         for part in (splitter, below):
@@ -224,16 +236,33 @@ class PlanView(QWidget):
         self.cards["status"].name.setText(
             f"{plan.solver} · {format_seconds(plan.solve_time_s)}" if plan else METRIC_NAMES["status"])
         self.timeline_caption.setText(_bottleneck_text(plan))
+        self.timeline_caption.setToolTip(self.timeline_caption.text())
         self.timeline_stack.setCurrentIndex(0 if plan is not None else 1)
         self.stale_note.setVisible(stale and plan is not None)
         self.stale_note.setText("No plan fits the current inputs: showing the last feasible plan, greyed.")
+        note = host_stage_note(plan, self.state.shown_problem)
+        self.host_note.setText(note or "")
+        self.host_note.setVisible(note is not None)
+        self.shape_note.setText(shape_text(plan) if plan is not None else "")
         self._fill_stage_table(plan, stale)
         for key in ("plan", "device_map", "torchrun"):
             self.export_buttons[key].setEnabled(not stale)
+        refusal = device_map_refusal(plan) if plan is not None else None
+        if refusal:
+            self.export_buttons["device_map"].setEnabled(False)
+        self.export_buttons["device_map"].setToolTip(
+            refusal or "accelerate's device_map for from_pretrained: which device holds each module")
 
     def _fill_stage_table(self, plan: Plan | None, stale: bool) -> None:
         stages = plan.stages if plan is not None else ()
         bottleneck = plan.bottleneck_index if plan is not None else None
+        grouped = plan is not None and plan.data_parallel > 1
+        header = self.stage_table.horizontalHeaderItem(1)
+        assert header is not None  # set by style_readonly_table
+        header.setText(GROUP_HEADER if grouped else STAGE_COLUMNS[1])
+        header.setToolTip("Each stage's devices in replica order: replica r runs on the r-th device of "
+                          "every group" if grouped else "")
+        self.stage_table.setColumnHidden(SYNC_COLUMN, not grouped)
         rows: list[list[QTableWidgetItem]] = []
         for s, stage in enumerate(stages):
             color = theme.device_text_color(self.state.color_slot(stage.device))
@@ -254,6 +283,11 @@ class PlanView(QWidget):
                     item.setFont(font)
                 if c == 2:
                     item.setToolTip("\n".join(stage.layers))
+                elif c == 1 and grouped:
+                    item.setToolTip("\n".join(f"replica {r}: {device}" for r, device in enumerate(stage.devices)))
+                elif c == SYNC_COLUMN:
+                    item.setToolTip("This group's gradient exchange (ZeRO 3: also the gathered parameters), "
+                                    "once at the end of the step")
                 elif s == bottleneck:
                     item.setToolTip("The bottleneck: the slowest stage sets the pipeline's pace")
                 rows[-1].append(item)
@@ -289,9 +323,12 @@ def _titled(title: str, widget: QWidget, aside: QLabel | None = None) -> QWidget
     label = QLabel(title)
     label.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
     heading.addWidget(label)
-    heading.addStretch(1)
-    if aside is not None:
-        heading.addWidget(aside)
+    if aside is not None and aside.sizePolicy().horizontalPolicy() == QSizePolicy.Policy.Ignored:
+        heading.addWidget(aside, 1)  # it takes the room left, and no more
+    else:
+        heading.addStretch(1)
+        if aside is not None:
+            heading.addWidget(aside)
     layout.addLayout(heading)
     layout.addWidget(widget, 1)
     return box
@@ -301,5 +338,8 @@ def _bottleneck_text(plan: Plan | None) -> str:
     if plan is None or plan.bottleneck_index is None:
         return ""
     stage = plan.stages[plan.bottleneck_index]
+    if plan.data_parallel > 1:  # the lanes name the groups: room for the sync instead
+        return (f"bottleneck: stage {plan.bottleneck_index}, {format_seconds(stage.time_s)}/micro-batch"
+                f" · sync {format_seconds(sync_s(plan))}")
     return (f"bottleneck: stage {plan.bottleneck_index} on {stage.device}, "
             f"{format_seconds(stage.time_s)} per micro-batch")

@@ -1,10 +1,15 @@
 """The pipeline timeline of one step: each stage's compute and communication per micro-batch.
 
 Micro-batch j runs on stage s from sum(t_r for r < s) + j * max(t): the
-steady pipeline the cost model prices, T = sum(t_s) + (m - 1) * max(t_s).
-Each block is one micro-batch's forward and backward on a stage: compute in
-the device's colour, then the send to the next stage lighter. The bottleneck
-stage (the one that sets the pace, never idle) is banded in red.
+steady pipeline the cost model prices, T = sum(t_s) + (m' - 1) * max(t_s)
++ max(sync_s), with m' = m / d micro-batches per replica. Each block is one
+micro-batch's forward and backward on a stage: compute in the device's
+colour, then the send to the next stage lighter. The bottleneck stage (the
+one that sets the pace, never idle) is banded in red.
+
+One lane per stage group: with d replicas the lane splits into d thin rows,
+one per device of the group (they run in lockstep), and the group's sync
+closes the step in slate after the last micro-batch (all groups at once).
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from PySide6.QtGui import QColor, QShowEvent
 
 from core.planning.plan import Plan
 from gui import theme
+from gui.plan.groups import group_label, micro_batches_per_replica
 from gui.state import AppState
 from gui.widgets.tables import WhenVisible
 
 MAX_BLOCKS_PER_STAGE = 64  # beyond this the blocks are thinner than a pixel anyway
+LANE_HEIGHT = 0.7
+SYNC_COLOR = "#4A5468"  # slate: not one of the device colours
 
 
 def schedule(stage_times_s: list[float], micro_batches: int) -> list[tuple[int, int, float]]:
@@ -43,7 +51,8 @@ class PlanTimeline(pg.PlotWidget):
         self.band = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(theme.DANGER_BG), pen=None)
         self.compute = pg.BarGraphItem(x0=[], y=[], width=[], height=[])
         self.comm = pg.BarGraphItem(x0=[], y=[], width=[], height=[])
-        for item in (self.band, self.compute, self.comm):
+        self.sync = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(SYNC_COLOR), pen=None)
+        for item in (self.band, self.compute, self.comm, self.sync):
             self.addItem(item)
         self._signature: object = ()
         self._later = WhenVisible(self, self._update_plan)
@@ -61,40 +70,55 @@ class PlanTimeline(pg.PlotWidget):
         plan = self.state.shown_plan
         # While a handle moves most answers keep the same stages: redraw only on a real change.
         signature = (None if plan is None else (plan.micro_batches, plan.objective_s, tuple(
-            (s.device, s.compute_s, s.comm_s) for s in plan.stages)), self.state.plan_is_stale)
+            (s.devices, s.compute_s, s.comm_s, s.sync_s) for s in plan.stages)), self.state.plan_is_stale)
         if signature == self._signature:
             return
         self._signature = signature
         if plan is None or not plan.stages:
-            for item in (self.band, self.compute, self.comm):
+            for item in (self.band, self.compute, self.comm, self.sync):
                 item.setOpts(x0=[], y=[], width=[], height=[])
             return
         self._draw(plan, self.state.plan_is_stale)
 
     def _draw(self, plan: Plan, stale: bool) -> None:
         times = [stage.time_s for stage in plan.stages]
-        blocks = schedule(times, plan.micro_batches)
-        colors = []
-        for stage in plan.stages:
-            color = theme.device_color(self.state.color_slot(stage.device))
-            colors.append(theme.stale(color) if stale else color)
-        starts = np.array([start for _, _, start in blocks])
-        rows = np.array([s for s, _, _ in blocks], dtype=float)
-        compute = np.array([plan.stages[s].compute_s for s, _, _ in blocks])
-        comm = np.array([plan.stages[s].comm_s for s, _, _ in blocks])
+        blocks = schedule(times, micro_batches_per_replica(plan))
+        replicas = len(plan.stages[0].devices)
+        height = LANE_HEIGHT / replicas  # each device of a group gets a thin row of its lane
+        starts, rows, compute, comm, colors = [], [], [], [], []
+        for s, _, start in blocks:
+            stage = plan.stages[s]
+            for r, device in enumerate(stage.devices):
+                color = theme.device_color(self.state.color_slot(device))
+                colors.append(theme.stale(color) if stale else color)
+                starts.append(start)
+                rows.append(s - LANE_HEIGHT / 2 + (r + 0.5) * height)
+                compute.append(stage.compute_s)
+                comm.append(stage.comm_s)
+        x0, widths = np.array(starts), np.array(compute)
         edge = pg.mkPen(theme.SURFACE, width=0.5)
-        self.compute.setOpts(x0=starts, y=rows, width=compute, height=0.7,
-                             brushes=[colors[s] for s, _, _ in blocks], pens=[edge] * len(blocks))
-        self.comm.setOpts(x0=starts + compute, y=rows, width=comm, height=0.7,
-                          brushes=[_lighter(colors[s]) for s, _, _ in blocks], pens=[edge] * len(blocks))
+        pens = [edge] * len(starts)
+        self.compute.setOpts(x0=x0, y=rows, width=widths, height=height, brushes=colors, pens=pens)
+        self.comm.setOpts(x0=x0 + widths, y=rows, width=comm, height=height,
+                          brushes=[_lighter(color) for color in colors], pens=pens)
+        self._draw_sync(plan, times, stale)
         bottleneck = plan.bottleneck_index or 0
         total = plan.objective_s or sum(times)
         self.band.setOpts(x0=[0.0], y=[bottleneck], width=[total], height=[0.96])
         self.band.setVisible(not stale)
-        ticks = [(s, f"{s} · {stage.device}") for s, stage in enumerate(plan.stages)]
+        ticks = [(s, f"{s} · {group_label(stage)}") for s, stage in enumerate(plan.stages)]
         self.getAxis("left").setTicks([ticks])
         self.setYRange(-0.6, len(plan.stages) - 0.4, padding=0)
         self.setXRange(0, total * 1.02, padding=0)
+
+
+    def _draw_sync(self, plan: Plan, times: list[float], stale: bool) -> None:
+        """Each group's sync after the last micro-batch: all groups start together."""
+        synced = [(s, stage.sync_s) for s, stage in enumerate(plan.stages) if stage.sync_s > 0]
+        end = sum(times) + (micro_batches_per_replica(plan) - 1) * max(times)
+        color = QColor(SYNC_COLOR)
+        self.sync.setOpts(x0=[end] * len(synced), y=[s for s, _ in synced], width=[t for _, t in synced],
+                          height=LANE_HEIGHT, brush=pg.mkBrush(theme.stale(color) if stale else color))
 
 
 def _lighter(color: QColor) -> QColor:

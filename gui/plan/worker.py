@@ -139,7 +139,7 @@ class PlanWorker(QThread):
             try:
                 return plan_jobs.shared_pool().submit(job, *args).result()
             except BrokenProcessPool:
-                plan_jobs.reset_pool()
+                plan_jobs.shutdown_pool()
                 if attempt:  # it died twice: plan in this process rather than not at all
                     log.error("the planning process keeps dying; planning in the app's own process")
                     self.in_process = True

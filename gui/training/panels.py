@@ -72,7 +72,7 @@ class TrainingPanels(QWidget):
         self.run_title.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
         self.read_progress = QProgressBar()  # reading a long run's metrics (shown only then)
         self.read_progress.setRange(0, 1000)
-        self.read_progress.setMaximumWidth(260)
+        self.read_progress.setFixedWidth(230)
         self.read_progress.setToolTip("The curve refines as the run's metrics are read")
         self.read_progress.hide()
         self.loss_plot = LossPlot()

@@ -28,6 +28,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
+from core.durable import read_json
 from core.errors import InputError
 from core.training.app_request import (
     check_run_name,
@@ -46,7 +47,7 @@ from core.training.launcher import (
     stop_run,
 )
 from core.training.report import stage_report
-from core.training.run_dir import RUNNING, RunPaths, RunStatus, read_json
+from core.training.run_dir import RUNNING, RunPaths, RunStatus
 from gui.state import AppState
 from gui.training.curves_view import CurvesView
 from gui.training.launch import Action, LaunchThread, job_pids, write_temp_plan

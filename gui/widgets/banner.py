@@ -9,9 +9,18 @@ show their own notes with `show_message` (e.g. a project opened with notes).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from core.units import format_bytes
 from gui import theme
@@ -42,6 +51,11 @@ class Banner(QFrame):
         self._text = QLabel()
         self._text.setWordWrap(True)
         self._text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action = QPushButton()  # an offer that fixes what the message says, when there is one
+        self.action.hide()
+        self.action.clicked.connect(self._act)
+        self._on_action: Callable[[], object] | None = None
+        self._offer: tuple[str, str, tuple[str, Callable[[], object]]] | None = None  # title, text, action
         close = QToolButton()
         close.setText("×")
         close.setAutoRaise(True)
@@ -55,6 +69,7 @@ class Banner(QFrame):
         layout.setContentsMargins(12, 8, 8, 8)
         layout.addWidget(self._icon, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(words, 1)
+        layout.addWidget(self.action, 0, Qt.AlignmentFlag.AlignVCenter)
         layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
         self.hide()
         self._state = state
@@ -70,7 +85,12 @@ class Banner(QFrame):
     def title(self) -> str:
         return self._title.text()
 
-    def show_message(self, level: str, title: str, text: str) -> None:
+    def show_message(self, level: str, title: str, text: str,
+                     action: tuple[str, Callable[[], object]] | None = None) -> None:
+        """Show a message; `action` (button text, what it does) adds a button that also hides it."""
+        self._on_action = action[1] if action else None
+        self.action.setText(action[0] if action else "")
+        self.action.setVisible(action is not None)
         parent = self.parentWidget()
         if (level, title, text) == (self.level, self.title, self.text) and parent is not None \
                 and self.isVisibleTo(parent):
@@ -91,7 +111,21 @@ class Banner(QFrame):
         self._icon.setStyleSheet(f"color: {color}; font-size: 16pt; background: transparent;")
         self._title.setStyleSheet(f"color: {color}; font-weight: bold; background: transparent;")
 
+    def offer(self, title: str, text: str, action: tuple[str, Callable[[], object]]) -> None:
+        """A warning with a button that fixes it; it stays, joined to any planning error,
+        until the button is pressed or the banner is closed."""
+        self._offer = (title, text, action)
+        self.show_message("warning", title, text, action)
+
+    def _act(self) -> None:
+        act, self._on_action = self._on_action, None
+        self.clear()
+        if act is not None:
+            act()
+
     def clear(self) -> None:
+        self._on_action, self._offer = None, None
+        self.action.hide()
         self.level = ""
         self._title.clear()
         self._text.clear()
@@ -100,11 +134,16 @@ class Banner(QFrame):
     def _update_from_plan(self, *_: object) -> None:
         state = self._state
         assert state is not None
+        offer = self._offer
+        action = offer[2] if offer else None
+        before = f"{offer[1]} " if offer else ""  # e.g. which devices are missing: the likely why
         if state.error:
-            self.show_message("error", "Cannot plan", state.error)
+            self.show_message("error", "Cannot plan", before + state.error, action)
         elif state.plan is not None and not state.plan.feasible:
             kept = " The bars and views show the last plan that fitted, greyed." if state.shown_plan else ""
             self.show_message("error", "No placement fits the budgets",
-                              readable_reason(state.plan.reason or "infeasible") + "." + kept)
+                              before + readable_reason(state.plan.reason or "infeasible") + "." + kept, action)
+        elif offer is not None:
+            self.show_message("warning", offer[0], offer[1], action)
         elif self.level == "error":
             self.clear()

@@ -81,3 +81,14 @@ def test_appends_when_piped() -> None:
     screen.draw(["a"])
     screen.draw(["b"])
     assert stream.getvalue() == "a\n\nb\n\n"
+
+
+def test_appended_output_says_the_nvml_reason_once_and_the_first_cpu_figure() -> None:
+    result = monitor("--count", "3", "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    frames = [frame for frame in result.stdout.split("\n\n") if frame.strip()]
+    assert len(frames) == 3
+    if "NVML: " in result.stdout:  # a machine without the driver: the reason once, not every tick
+        assert result.stdout.count("NVML: ") == 1 and "NVML: " in frames[0]
+    assert "CPU     ? %" not in frames[0] and "CPU  ?" not in frames[0]  # the first tick has a figure
+    assert "?" not in frames[0].splitlines()[0]

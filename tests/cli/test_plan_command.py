@@ -142,7 +142,7 @@ def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
     (["plan", "--model", "gpt-nano", "--devices", "Z80"], "unknown device 'Z80'"),
     (["plan", "--model", "gpt-nano", "--devices", "A10:100GiB"], "exceeds its memory"),
     (["plan", "--model", "gpt-nano", "--devices", "A10:0"], "more than 0"),
-    (["plan", "--model", "gpt-nano", "--devices", "A10", "--micro-batches", "0"], "micro-batches must be"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10", "--micro-batches", "0"], "--micro-batches: must be 1 or more"),
     (["plan", "--model", "gpt-nano"], "no devices"),
     (["plan", "--problem", "/nonexistent/problem.json"], "cannot read problem file"),
     (["plan", "--model", "gpt-nano", "--devices", "A10", "--solver", "magic"], "invalid choice: 'magic'"),
@@ -201,7 +201,7 @@ def test_accelerate_export_refuses_replicas(capsys, tmp_path):
     (["--data-parallel", "3"], "does not divide the 8 micro-batches"),
     (["--data-parallel", "lots"], "--data-parallel must be a whole number or auto"),
     (["--data-parallel", "8"], "only 2 devices"),
-    (["--zero", "4"], "zero must be 0, 1, 2 or 3"),
+    (["--zero", "4"], "--zero: must be 0, 1, 2 or 3"),
 ])
 def test_bad_hybrid_input_exit_2(capsys, argv, message):
     code, out, err = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA100-80GB", *argv)
@@ -211,3 +211,12 @@ def test_bad_hybrid_input_exit_2(capsys, argv, message):
 def test_explicit_problem_without_the_split_cannot_shard(capsys, problem_file):
     code, _, err = run_main(capsys, "plan", "--problem", str(problem_file), "--zero", "1")
     assert code == 2 and "needs the split of bytes_per_param" in err
+
+
+def test_the_report_says_where_each_speed_comes_from(capsys):
+    code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "A100-80GB", "--no-compare",
+                            "--efficiency", "0.5")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == "devices: A100-80GB 80.00 GiB 156 TFLOP/s"  # 312 x 0.5: the one figure
+    assert lines[2] == "speeds: GPUs datasheet dense TFLOP/s (bf16) x efficiency 0.5"

@@ -39,7 +39,7 @@ def finished_run(tmp_path_factory, corpus):
     """A small run that finished (local engine, 6 steps, checkpoints at 3 and 6)."""
     run_dir = tmp_path_factory.mktemp("runs") / "done"
     code = main(tiny_args(corpus, run_dir, "--engine", "local", "--steps", "6", "--checkpoint-interval", "3",
-                          "--detach"))
+                          "--log-interval", "3", "--detach"))
     assert code == 0
     assert wait_run(run_dir, timeout_s=90).state == "finished"
     return run_dir
@@ -68,8 +68,9 @@ def test_a_plan_that_skips_a_layer(tmp_path, corpus, capsys):
 
 @pytest.mark.parametrize("steps", ["0", "-3"])
 def test_steps_must_be_positive(tmp_path, corpus, capsys, steps):
-    code = main(tiny_args(corpus, tmp_path / "run", "--steps", steps))
-    assert_one_line_error(capsys, code, "steps")
+    with pytest.raises(SystemExit) as exit_:  # refused by argparse, before anything runs
+        main(tiny_args(corpus, tmp_path / "run", "--steps", steps))
+    assert_one_line_error(capsys, exit_.value.code, "--steps: must be 1 or more")
     assert not (tmp_path / "run").exists()
 
 
@@ -133,6 +134,9 @@ def test_resume_continues_at_the_right_step(finished_run, capsys):
     assert main(["train", "--resume", str(finished_run), "--steps", "9"]) == 0
     out = capsys.readouterr().out
     assert "finished at step 9" in out
+    assert "resuming" in out and " at step 6 " in out
+    printed = [line.split("/")[0] for line in out.splitlines() if line.startswith("step ")]
+    assert printed == ["step 9"]  # steps 3 and 6 were said by the first run: not again as "3/9", "6/9"
     steps = [json.loads(line)["step"] for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 10))
 

@@ -21,12 +21,14 @@ def test_starts_without_nvml_on_the_host_and_simulated_gpus(qtbot, make_window, 
     window = make_window(discover=discover_inventory)  # the app's own discovery path
     state = window.state
     kinds = [(entry.kind, entry.included) for entry in state.devices]
-    assert kinds == [("simulated", True), ("simulated", True), ("host", True)]
+    assert kinds == [("simulated", True), ("simulated", True), ("host", False)]  # GPUs present: host unticked
     assert "library not found" in window.devices_panel.note.text() and window.devices_panel.note.isVisible()
     assert window.devices_panel.table.rowCount() == 3
     assert state.plan.feasible and state.model.name == "gpt-micro"
+    assert {stage.device for stage in state.plan.stages} <= {"A100-80GB", "RTX4090"}  # GPUs only
+    assert window.plan_view.host_note.isHidden()
     assert state.host_peak_tflops is not None and state.host_peak_tflops > 0
-    assert set(window.budget_bars.bars) == {"A100-80GB", "RTX4090", "cpu"}
+    assert set(window.budget_bars.bars) == {"A100-80GB", "RTX4090"}  # bars for the ticked devices
 
 
 def test_fake_gpus_are_listed_as_cuda_devices(qtbot, make_window) -> None:

@@ -60,6 +60,10 @@ def test_save_and_open_round_trip(qtbot, make_window, tmp_path, warnings) -> Non
     ('{"format": "allot-project", "version": 1, "devices": [{"name": "x", "kind": "simulated", '
      '"catalog": "NoSuchGPU", "budget_bytes": 1}], "model": {"source": "preset", "name": "gpt-nano"}}',
      "unknown GPU 'NoSuchGPU'"),
+    ('{"format": "allot-project", "version": 1, "devices": [], "model": {"source": "preset", "name": "gpt-nano"}, '
+     '"setup": {"micro_batches": 8, "data_parallel": 3}}', "data-parallel 3 does not divide the 8 micro-batches"),
+    ('{"format": "allot-project", "version": 1, "devices": [], "model": {"source": "preset", "name": "gpt-nano"}, '
+     '"setup": {"zero": 4}}', "zero must be 0, 1, 2 or 3"),
 ])
 def test_malformed_or_foreign_files_change_nothing(qtbot, make_window, tmp_path, warnings, content, words) -> None:
     window = make_window(small_project(("A100-80GB",)))
@@ -134,3 +138,45 @@ def test_the_unsaved_question_is_a_real_dialog(qtbot, make_window) -> None:
     QTimer.singleShot(50, answer)
     assert window.ask_about_unsaved_changes() == "discard"
     assert seen == [f"Save the changes to {window.state.project_path.name}?"]
+
+
+def test_a_project_whose_gpus_are_missing_says_which_and_offers_simulated_ones(qtbot, make_window, tmp_path) -> None:
+    from pathlib import Path
+
+    from core.project import load_project, save_project
+
+    # The README's monitor project: 8 fake H100s, opened without --fake-gpus (a machine with no GPU).
+    shipped = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "monitor.allot.json"
+    project = load_project(shipped)
+    window = make_window(project)
+    state, banner = window.state, window.banner
+    assert [entry.kind for entry in state.devices] == ["host"]
+    assert banner.level == "error" and banner.title == "Cannot plan"  # nothing is left to plan on, and why:
+    assert banner.text.startswith("cuda:0, cuda:1, cuda:2, cuda:3, cuda:4, cuda:5, cuda:6, cuda:7 (H100-SXM) "
+                                  "are not on this machine")
+    assert not banner.action.isHidden() and banner.action.text() == "Plan on 8 simulated H100-SXM"
+    banner.action.click()
+    assert banner.isHidden()
+    assert [entry.catalog_name for entry in state.devices if entry.kind == "simulated"] == ["H100-SXM"] * 8
+    wait_for_plan(qtbot, state)
+    assert state.plan is not None and state.plan.feasible and not state.error
+    assert {stage.device for stage in state.plan.stages} <= {e.name for e in state.devices if e.kind == "simulated"}
+    assert save_project(state.to_project(), tmp_path / "after.allot.json")  # a normal project from here on
+
+
+def test_replicas_and_zero_are_saved_with_the_project(qtbot, make_window, tmp_path, warnings) -> None:
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    state = window.state
+    state.set_setup(replace(state.setup, data_parallel="auto", zero=3))
+    path = tmp_path / "hybrid.allot.json"
+    assert window.save_project_as(path)
+    setup = json.loads(path.read_text())["setup"]
+    assert (setup["data_parallel"], setup["zero"]) == ("auto", 3)
+
+    window.new_project()
+    assert (state.setup.data_parallel, state.setup.zero) == (1, 0)
+    assert window.open_project(path)
+    assert (state.setup.data_parallel, state.setup.zero) == ("auto", 3)
+    boxes = window.model_panel.setup_boxes
+    assert (boxes["data_parallel"].currentData(), boxes["zero"].currentData()) == ("auto", 3)
+    assert warnings == []

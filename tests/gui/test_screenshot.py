@@ -1,4 +1,4 @@
-"""`python main.py --screenshot FILE.png` writes a PNG of the window and exits 0."""
+"""`python3 main.py --screenshot FILE.png` writes a PNG of the window and exits 0."""
 
 from __future__ import annotations
 
@@ -25,8 +25,13 @@ def test_screenshot_writes_a_png_and_exits_0(tmp_path) -> None:
     project = tmp_path / "p.allot.json"
     save_project(small_project(("A100-80GB", "RTX4090"), model="gpt-nano"), project)
     out = tmp_path / "shots" / "window.png"
-    result = run_main("--screenshot", str(out), "--project", str(project), config_dir=tmp_path / "config")
+    config = tmp_path / "config"
+    config.mkdir()
+    recent = '{"recent": ["/somewhere/mine.allot.json"]}'
+    (config / "recent.json").write_text(recent)
+    result = run_main("--screenshot", str(out), "--project", str(project), config_dir=config)
     assert result.returncode == 0, result.stderr
+    assert (config / "recent.json").read_text() == recent  # the next plain start opens what it did before
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = QImage(str(out))
     assert image.width() >= 1200 and image.height() >= 800

@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.durable import atomic_write_json, fsync_directory, write_atomically
+from core.durable import atomic_write_json, fsync_directory, read_json, write_atomically
 from core.errors import InputError
-from core.training.run_dir import read_json
 
 FORMAT = 1
 _STEP_DIR = re.compile(r"^step_(\d{8})$")

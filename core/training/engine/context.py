@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.durable import read_json
 from core.model.config import GPTConfig
 from core.training.config import TrainConfig
 from core.training.engine.stages import StageLayout, layouts_from_plan
-from core.training.run_dir import RunPaths, read_json
+from core.training.run_dir import RunPaths
 
 CONFIG_FORMAT = 1
 

@@ -88,7 +88,7 @@ def load_profile(path: Path | str) -> Profile:
     Raises:
         InputError: missing, not JSON, or not a profile.
     """
-    from core.training.run_dir import read_json
+    from core.durable import read_json
 
     data = read_json(Path(path), "profile")
     try:

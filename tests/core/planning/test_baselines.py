@@ -37,7 +37,7 @@ def test_greedy_ignores_training_state_and_runs_out_of_memory():
                 weight_bytes_per_param=2, grad_bytes_per_param=2, optimizer_bytes_per_param=12)
     plan = solve_greedy(p)
     assert plan.status == "infeasible"
-    assert "short by 2200 bytes" in plan.reason  # 3200 bytes on a 1000-byte budget
+    assert "short by 2.15 KiB (2200 bytes)" in plan.reason  # 3200 bytes on a 1000-byte budget
 
 
 def test_greedy_reports_offload_when_weights_do_not_fit():

@@ -79,4 +79,4 @@ def test_over_budget_placement_is_infeasible_with_the_shortfall():
     p = problem(LAYERS, [device("small", memory=100)], mode="train", bytes_per_param=16, micro_batches=1)
     plan = plan_from_placement(p, [(0, [0, 1])], "test", "feasible")
     assert plan.status == "infeasible"
-    assert "short by 392 bytes" in plan.reason  # 16*30 + 12 = 492 needed, 100 budget
+    assert "short by 392 B (392 bytes)" in plan.reason  # 16*30 + 12 = 492 needed, 100 budget

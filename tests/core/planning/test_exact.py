@@ -74,7 +74,7 @@ def test_a_layer_larger_than_every_budget_is_named_with_the_shortfall():
     p = problem(layers, [device("g0", 300), device("g1", 200)], mode="infer", bytes_per_param=1)
     plan = solve_exact(p)
     assert plan.status == "infeasible" and not plan.stages
-    assert "'huge'" in plan.reason and "short by 200 bytes" in plan.reason
+    assert "'huge'" in plan.reason and "short by 200 B (200 bytes)" in plan.reason
 
 
 def test_total_shortfall_is_reported_when_every_layer_fits_alone():
@@ -82,7 +82,7 @@ def test_total_shortfall_is_reported_when_every_layer_fits_alone():
     p = problem(layers, [device("g0", 120), device("g1", 120)], mode="infer", bytes_per_param=1)
     plan = solve_exact(p)
     assert plan.status == "infeasible"
-    assert "short by 60 bytes" in plan.reason  # 300 needed, 240 in all
+    assert "short by 60 B (60 bytes)" in plan.reason  # 300 needed, 240 in all
 
 
 def test_split_shortfall_is_the_least_extra_budget():
@@ -91,7 +91,7 @@ def test_split_shortfall_is_the_least_extra_budget():
     p = problem(layers, [device("g0", 160), device("g1", 160)], mode="infer", bytes_per_param=1)
     plan = solve_exact(p)
     assert plan.status == "infeasible"
-    assert "at least 40 bytes" in plan.reason
+    assert "at least 40 B (40 bytes) more" in plan.reason
 
 
 # --- exactness against brute force -------------------------------------------------

@@ -115,7 +115,7 @@ def test_infeasible_names_the_layer_that_cannot_fit():
                 mode="train", micro_batches=2, data_parallel="auto", zero=3, **SPLIT)
     plan = solve_hybrid(p)
     assert plan.status == "infeasible" and not plan.stages
-    assert "layer 'big' alone needs" in plan.reason and "short by 200 bytes" in plan.reason
+    assert "layer 'big' alone needs" in plan.reason and "short by 200 B (200 bytes)" in plan.reason
 
 
 def test_infeasible_says_how_much_more_every_budget_needs():

@@ -80,3 +80,38 @@ def test_a_sequence_longer_than_the_context_is_a_clear_error(qtbot, make_window)
     qtbot.keyClick(box, Qt.Key.Key_Enter)
     wait_for_plan(qtbot, window.state)
     assert "exceeds gpt2's context of 1024" in window.banner.text
+
+
+def test_data_parallel_and_zero_boxes_set_the_setup_and_reach_the_planner(qtbot, make_window) -> None:
+    window = make_window(small_project(("A100-80GB", "A100-80GB", "RTX4090", "RTX4090")))
+    panel, state = window.model_panel, window.state
+    replicas, zero = panel.setup_boxes["data_parallel"], panel.setup_boxes["zero"]
+    assert (replicas.currentData(), zero.currentData()) == (1, 0)  # a pipeline, as before
+    assert [replicas.itemText(i) for i in range(replicas.count())][:3] == ["1", "2", "4"]
+    assert replicas.itemText(replicas.count() - 1) == "auto"
+
+    replicas.setCurrentIndex(replicas.findData(2))
+    zero.setCurrentIndex(zero.findData(1))
+    assert (state.setup.data_parallel, state.setup.zero) == (2, 1)
+    replicas.setCurrentIndex(replicas.findData("auto"))
+    assert state.setup.data_parallel == "auto"
+    wait_for_plan(qtbot, state)
+    assert (state.problem.setup.data_parallel, state.problem.setup.zero) == ("auto", 1)  # what was solved
+
+
+def test_replica_counts_that_do_not_divide_the_micro_batches_are_refused(qtbot, make_window) -> None:
+    window = make_window(small_project(("A100-80GB", "A100-80GB", "RTX4090", "RTX4090")))
+    panel, state = window.model_panel, window.state
+    replicas = panel.setup_boxes["data_parallel"]
+    panel.setup_boxes["micro_batches"].setValue(6)
+    offered = {replicas.itemData(i): replicas.model().item(i).isEnabled() for i in range(replicas.count())}
+    assert offered[1] and offered[2] and offered["auto"] and not offered[4] and not offered[8]
+    assert "do not divide the 6 micro-batches" in replicas.model().item(replicas.findData(4)).toolTip()
+
+    panel.setup_boxes["micro_batches"].setValue(8)
+    replicas.setCurrentIndex(replicas.findData(4))
+    assert state.setup.data_parallel == 4
+    panel.setup_boxes["micro_batches"].setValue(6)  # 4 does not divide 6: the largest count that does
+    assert (state.setup.micro_batches, state.setup.data_parallel) == (6, 3)
+    assert replicas.currentText() == "3" and "Data parallel 4 → 3" in panel.setup_note.text()
+    assert panel.setup_note.isVisible()

@@ -7,6 +7,7 @@ from PySide6.QtCore import QPoint, QPointF
 
 from gui import theme
 from gui.plan.graph_view import serpentine_positions, short_label
+from gui.plan.plan_view import compact_name
 from tests.gui.conftest import small_project, wait_for_plan
 
 
@@ -25,7 +26,9 @@ def test_serpentine_keeps_neighbours_adjacent() -> None:
     steps = np.abs(np.diff(positions, axis=0)).sum(axis=1)
     assert np.allclose(steps[steps > 0], np.where(steps[steps > 0] > 1, 1.6, 1.0))
     assert len({tuple(p) for p in positions}) == 35
-    assert short_label("model.layers.14", {"is_block": True}) == "L14"
+    assert short_label("model.layers.14", {"is_block": True}) == "layers.14"  # as the stage table says it
+    assert short_label("h.0", {"is_block": True}) == "h.0"
+    assert short_label("transformer.h.3", {"is_block": True}) == compact_name("transformer.h.3")
 
 
 def test_nodes_take_their_device_colour_and_stages_are_marked(qtbot, make_window) -> None:

@@ -98,3 +98,17 @@ def test_torchrun_dialog_splits_stages_over_hosts(qtbot, make_window) -> None:
     dialog.nnodes.setValue(1)
     assert "--nnodes 1 --nproc-per-node 4 --rdzv-backend c10d" in dialog.text.toPlainText()
     QGuiApplication.clipboard().clear()
+
+
+def test_a_plan_that_needs_the_host_says_it_is_the_bottleneck(qtbot, make_window) -> None:
+    from dataclasses import replace
+
+    project = small_project(("RTX4090",), budgets_gib=(0.25,))  # about 3 of gpt-micro's 6 blocks fit
+    project = replace(project, devices=tuple(replace(e, included=True) for e in project.devices))
+    window = make_window(project)
+    plan = window.state.plan
+    assert {stage.device for stage in plan.stages} == {"RTX4090", "cpu"}
+    note = window.plan_view.host_note
+    assert not note.isHidden()
+    assert note.text().startswith("The host CPU holds ") and "is the bottleneck" in note.text()
+    assert "slower than the slowest GPU stage" in note.text()

@@ -1,0 +1,25 @@
+"""What the helper processes share: ending when the process that started them is gone."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+
+def exit_with_parent(poll_s: float, exit_code: int) -> None:
+    """End this process when its parent goes away.
+
+    A parent killed hard (kill -9, a crash) never says goodbye; a child blocked on a
+    queue or a collective would otherwise live on, holding memory or ports. A daemon
+    thread polls the parent's id and leaves with `exit_code` when it changes.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(exit_code)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
