@@ -21,6 +21,8 @@ from typing import Any
 from cli.numbers import nonnegative_float, nonnegative_int, positive_float, positive_int
 from core.errors import InputError
 
+DEFAULT_HF_SEQ_LEN = 1024  # an HF config that states no context length
+
 # Options a new run may set; None means "not given" (so --resume can refuse them).
 _NEW_RUN_DEFAULTS: dict[str, Any] = {
     "model": None, "layers": None, "d_model": None, "heads": None, "devices": "cpu", "plan": None,
@@ -35,7 +37,9 @@ _NEW_RUN_DEFAULTS: dict[str, Any] = {
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model or a custom size, and the batch shape (shared with `profile`)."""
-    parser.add_argument("--model", help="built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default gpt-nano")
+    parser.add_argument("--model", help="built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default gpt-nano; "
+                        "or an HF preset (llama-3-8b ...), config.json, or a folder with config.json and "
+                        "*.safetensors to fine-tune")
     parser.add_argument("--layers", type=positive_int, help="custom GPT: number of blocks")
     parser.add_argument("--d-model", type=positive_int, help="custom GPT: width")
     parser.add_argument("--heads", type=positive_int, help="custom GPT: attention heads")
@@ -59,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--run-dir", help="new run directory (default runs/MODEL-DATE-TIME)")
     group.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
     group.add_argument("--detach", action="store_true", help="start the job and return at once")
+    group.add_argument("--save-hf", metavar="OUT", help="HF models: when the run ends, save it to this new folder "
+                       "(config.json, safetensors shards, index) for AutoModelForCausalLM.from_pretrained")
     group.add_argument("--engine", choices=("pipeline", "local"),
                      help="pipeline: a process per stage (torchrun); local: one process (default pipeline)")
     group.add_argument("--plan", help="plan JSON (main.py plan --json); default: the exact solver's plan")
@@ -100,6 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.training.launcher import resume_run, start_run
 
+    save_hf = getattr(args, "save_hf", None)
+    if save_hf is not None:
+        _check_save_hf(args, save_hf)
     if args.resume is not None:
         given = [name for name, default in _NEW_RUN_DEFAULTS.items() if getattr(args, name, None) is not None]
         if given:
@@ -122,7 +131,31 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         _print_detached_help(handle.run_dir)
         return 0
-    return follow(handle.run_dir, after_step=after if args.resume is not None else 0)
+    code = follow(handle.run_dir, after_step=after if args.resume is not None else 0)
+    if code == 0 and save_hf is not None:
+        from core.training.hf_export import export_run
+
+        print(f"saved the Hugging Face model to {export_run(handle.run_dir, save_hf)}", flush=True)
+    return code
+
+
+def _check_save_hf(args: argparse.Namespace, out: str) -> None:
+    """--save-hf: an HF model, a run followed to its end, a new output folder (checked before anything starts)."""
+    from core.training.hf_export import check_output_dir
+
+    if args.detach:
+        raise InputError("--save-hf saves when the run ends: leave out --detach")
+    check_output_dir(out)
+    if args.resume is not None:
+        from core.training.engine.context import RunContext
+
+        is_hf = RunContext.load(args.resume).hf is not None
+    else:
+        from core.model.spec import resolve_model
+
+        is_hf = _given(args, "model") is not None and resolve_model(args.model).gpt is None
+    if not is_hf:
+        raise InputError("--save-hf saves Hugging Face models; the built-in GPT keeps its own checkpoints")
 
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
@@ -275,9 +308,7 @@ def _model_context(model: str, custom: Any) -> int:
     from core.model.spec import resolve_choice
 
     spec = resolve_choice(ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model))
-    if spec.gpt is None:
-        raise InputError(f"{spec.name} is a Hugging Face config: Allot plans it but trains only the built-in GPT")
-    return spec.gpt.seq_len
+    return spec.context_length or DEFAULT_HF_SEQ_LEN
 
 
 def _given(args: argparse.Namespace, name: str) -> Any:

@@ -41,6 +41,7 @@ from core.training.engine.data_parallel import (
     shard_stage,
 )
 from core.training.engine.loop import StepStats, format_row, train_loop
+from core.training.engine.model_stages import build_stages, tied_pair
 from core.training.engine.optim import (
     clip_gradients,
     grad_square_sum,
@@ -48,13 +49,7 @@ from core.training.engine.optim import (
     set_learning_rate,
 )
 from core.training.engine.pipeline import THREADS_ENV
-from core.training.engine.stages import (
-    build_full_model,
-    norm_parameters,
-    slice_stages,
-    tied_parameters,
-    tied_stage_pair,
-)
+from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
 from core.training.metrics import MetricsWriter
 
@@ -104,17 +99,13 @@ class PipelineEngine:
         self.first, self.last = index == 0, index == self.num_stages - 1
         self.is_writer = rank == 0
         self.data = context.data()
-        model = build_full_model(context.gpt, self.config.seed)  # identical init on every rank
-        stages = slice_stages(model, context.layouts, untie=True, recompute=self.config.setup.recompute,
-                              autocast_dtype=context.autocast_dtype())
-        self.module = stages[index].to(device)
-        del model, stages
+        self.module = build_stages(context, [index], [device], untie=True)[0]  # identical init on every rank
         pipeline_group = None  # one replica: the whole world is the pipeline
         if self.replicated:
             mesh = build_mesh(self.position, self.zero)  # every rank calls it: it makes the groups
             pipeline_group = mesh["pp"].get_group()
             shard_stage(self.module, mesh, self.zero)  # parameters become DTensors: before the optimizer
-        pair = tied_stage_pair(context.gpt, context.layouts)
+        pair = tied_pair(context)
         self.tied_group = self._tied_group(pair)
         self.tied_parameter = self._tied_parameter(pair)
         named = list(self.module.named_parameters())

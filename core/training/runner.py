@@ -72,35 +72,55 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | N
         tokenize_corpus,
         write_token_data,
     )
+    from core.training.hf_prepare import (
+        check_tokenizer_choice,
+        hf_layer_names,
+        hf_source,
+        tokenize_for_hf,
+    )
     from core.training.plan_file import read_plan_stages
 
     root = Path(run_dir).expanduser().resolve()
     check_new_run_dir(root)
     config = config.resolved()
-    _, planned_gpt = trainable_model(config, 256)  # fails fast for HF configs
+    spec = resolve_choice(config.model_choice)
+    hf = hf_source(config, spec)  # None: the built-in GPT; an HF model's weights are checked here
+    if hf is None:
+        names = layer_names(trainable_model(config, 256)[1])
+    else:
+        check_tokenizer_choice(config)
+        spec = spec.with_context(config.setup.seq_len)
+        names = hf_layer_names(hf)
     corpus_files(config.data)  # fails fast for a missing corpus
     devices = resolve_devices(config.devices, config.setup.precision)
     if profile_path is not None:
         from core.training.engine.profile import apply_profile, load_profile
 
         devices = apply_profile(devices, load_profile(profile_path))
-    given = (read_plan_stages(plan_path, layer_names(planned_gpt), [d.name for d in devices])
+    given = (read_plan_stages(plan_path, names, [d.name for d in devices])
              if plan_path is not None else None)
     _check_launch(config, len(given) * len(given[0][0]) if given is not None else None, plan_path)
     if plan_path is not None:
         _check_plan_hybrid(config, plan_path)
     emit(f"reading the corpus ({config.data}) ...")
-    corpus = tokenize_corpus(load_corpus(config.data, config.val_fraction), config.tokenizer,
-                             config.bpe_vocab_size, min_tokens=config.setup.seq_len + 1)
-    name, gpt = trainable_model(config, corpus.vocab_size)
-    plan = _plan(ModelSpec(name=name, gpt=gpt), config, devices, given)
+    text = load_corpus(config.data, config.val_fraction)
+    model_record: dict[str, Any]
+    if hf is None:
+        corpus = tokenize_corpus(text, config.tokenizer, config.bpe_vocab_size, min_tokens=config.setup.seq_len + 1)
+        name, gpt = trainable_model(config, corpus.vocab_size)
+        spec = ModelSpec(name=name, gpt=gpt)
+        model_record = {"name": name, "gpt": asdict(gpt)}
+    else:
+        corpus = tokenize_for_hf(text, hf, config.setup.seq_len + 1, emit)
+        model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
+    plan = _plan(spec, config, devices, given)
     _check_stages(config, plan)
     # ---- every check passed: now, and only now, write
     paths = RunPaths(root)
     root.mkdir(parents=True, exist_ok=True)
     write_token_data(paths.data, corpus)
     atomic_write_json(paths.plan, plan.to_dict())
-    atomic_write_json(paths.config, _config_record(config, name, gpt, devices, corpus_summary(corpus),
+    atomic_write_json(paths.config, _config_record(config, model_record, devices, corpus_summary(corpus),
                                                    plan_path, profile_path))
     return RunContext.load(root)
 
@@ -209,14 +229,14 @@ def _check_replicas(config: TrainConfig, plan: Plan) -> None:
         raise InputError("data-parallel replicas run one process each: use --engine pipeline")
 
 
-def _config_record(config: TrainConfig, name: str, gpt: GPTConfig, devices: Any, data: dict[str, Any],
+def _config_record(config: TrainConfig, model: dict[str, Any], devices: Any, data: dict[str, Any],
                    plan_path: str | None, profile_path: str | None) -> dict[str, Any]:
     import torch
 
     return {
         "format": CONFIG_FORMAT,
         "config": config.to_dict(),
-        "model": {"name": name, "gpt": asdict(gpt)},
+        "model": model,
         "devices": [asdict(device) for device in devices],
         "data": data,
         "plan_from": str(Path(plan_path).resolve()) if plan_path else "exact solver",

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.durable import read_json
 from core.model.config import GPTConfig
+from core.model.hf_source import HFModelSource
 from core.training.config import TrainConfig
 from core.training.engine.stages import StageLayout, layouts_from_plan
 from core.training.run_dir import RunPaths
@@ -17,14 +18,15 @@ CONFIG_FORMAT = 1
 
 @dataclass(frozen=True)
 class RunContext:
-    """Config, the exact model that runs, and the plan's stages."""
+    """Config, the exact model that runs (the built-in GPT or an HF model), and the plan's stages."""
 
     paths: RunPaths
     config: TrainConfig
-    gpt: GPTConfig
+    gpt: GPTConfig | None
     model_name: str
     plan: dict[str, Any]
     layouts: tuple[StageLayout, ...]
+    hf: HFModelSource | None = None
 
     @classmethod
     def load(cls, root: Path | str) -> RunContext:
@@ -32,7 +34,9 @@ class RunContext:
         stored = read_json(paths.config, "run config")
         plan = read_json(paths.plan, "run plan")
         model = stored["model"]
-        return cls(paths=paths, config=TrainConfig.from_dict(stored["config"]), gpt=GPTConfig(**model["gpt"]),
+        gpt = GPTConfig(**model["gpt"]) if model.get("gpt") is not None else None
+        hf = HFModelSource.from_record(model["hf"]) if model.get("hf") is not None else None
+        return cls(paths=paths, config=TrainConfig.from_dict(stored["config"]), gpt=gpt, hf=hf,
                    model_name=str(model["name"]), plan=plan, layouts=layouts_from_plan(plan))
 
     @property

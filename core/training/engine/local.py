@@ -20,20 +20,14 @@ from core.model.gpt import lm_loss
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
 from core.training.engine.loop import StepStats, train_loop
+from core.training.engine.model_stages import build_stages, tied_pair
 from core.training.engine.optim import (
     clip_gradients,
     grad_square_sum,
     make_optimizer,
     set_learning_rate,
 )
-from core.training.engine.stages import (
-    build_full_model,
-    named_unique_parameters,
-    norm_parameters,
-    slice_stages,
-    tied_parameters,
-    tied_stage_pair,
-)
+from core.training.engine.stages import named_unique_parameters, norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
 from core.training.metrics import MetricsWriter
 
@@ -47,13 +41,10 @@ class LocalEngine:
         self.context, self.config = context, context.config
         self.data = context.data()
         self.devices = [torch.device(layout.torch_device) for layout in context.layouts]
-        untie = len(set(self.devices)) > 1  # one device: the tied weight stays one tensor
-        model = build_full_model(context.gpt, self.config.seed)
-        self.stages = slice_stages(model, context.layouts, untie, self.config.setup.recompute,
-                                   context.autocast_dtype())
-        for stage, device in zip(self.stages, self.devices):
-            stage.to(device)
-        self.tied = tied_stage_pair(context.gpt, context.layouts)
+        # one device: the built-in GPT's tied weight stays one tensor (HF stages are built apart)
+        untie = len(set(self.devices)) > 1 or context.hf is not None
+        self.stages = build_stages(context, range(len(context.layouts)), self.devices, untie)
+        self.tied = tied_pair(context)
         self.tied_copy = self.tied if (self.tied is not None and untie) else None
         named = named_unique_parameters(self.stages)
         self.names = {id(p): name for name, p in named}

@@ -127,10 +127,17 @@ def slice_stages(model: GPT, layouts: Sequence[StageLayout], untie: bool, recomp
     return stages
 
 
+def tied_names(stage: nn.Module) -> tuple[str, str]:
+    """(embedding's, head's) name of the tied weight: GPT's, or the stage's own (HF stages)."""
+    names = getattr(stage, "tied_names", None)
+    return (str(names[0]), str(names[1])) if names is not None else (TIED_OWNER, TIED_COPY)
+
+
 def tied_parameters(stage: nn.Module) -> tuple[nn.Parameter | None, nn.Parameter | None]:
     """(embedding's tied weight, head's tied weight) of a stage, None where it has not that layer."""
     names = dict(stage.named_parameters(remove_duplicate=False))
-    return names.get(TIED_OWNER), names.get(TIED_COPY)
+    owner, copy = tied_names(stage)
+    return names.get(owner), names.get(copy)
 
 
 def named_unique_parameters(stages: Sequence[nn.Module]) -> list[tuple[str, nn.Parameter]]:
@@ -148,4 +155,5 @@ def named_unique_parameters(stages: Sequence[nn.Module]) -> list[tuple[str, nn.P
 def norm_parameters(stage: nn.Module, holds_tied_copy: bool) -> list[nn.Parameter]:
     """The parameters a stage counts in the global gradient norm (its tied copy is
     counted by the embedding's stage, as a single model counts it once)."""
-    return [p for name, p in stage.named_parameters() if not (holds_tied_copy and name == TIED_COPY)]
+    copy = tied_names(stage)[1]
+    return [p for name, p in stage.named_parameters() if not (holds_tied_copy and name == copy)]

@@ -1,0 +1,52 @@
+"""The stages of a run's model, whichever model it is: the built-in GPT
+(core.training.engine.stages) or an HF causal LM (core.training.engine.hf_stages).
+
+Both engines build their stages here, so they start from the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from core.training.engine.context import RunContext
+from core.training.engine.stages import StageLayout, build_full_model, slice_stages, tied_stage_pair
+
+
+def build_stages(context: RunContext, indices: Sequence[int], devices: Sequence[torch.device],
+                 untie: bool) -> list[nn.Module]:
+    """Stages `indices` of the plan on `devices` with the run's initial weights.
+
+    With `untie`, a head on another stage than the embedding holds its own
+    copy of a tied weight (HF stages always do: each is built on its own).
+    """
+    recompute, autocast = context.config.setup.recompute, context.autocast_dtype()
+    if context.hf is not None:
+        from core.training.engine.hf_stages import build_hf_stage
+
+        return [build_hf_stage(context.hf, context.layouts[index], device, context.config.seed,
+                               recompute, autocast) for index, device in zip(indices, devices, strict=True)]
+    assert context.gpt is not None
+    model = build_full_model(context.gpt, context.config.seed)  # identical init in every process
+    stages = slice_stages(model, context.layouts, untie, recompute, autocast)
+    return [stages[index].to(device) for index, device in zip(indices, devices, strict=True)]
+
+
+def tied_pair(context: RunContext) -> tuple[int, int] | None:
+    """(stage of the embedding, stage of the head) when a tied weight spans two stages."""
+    if context.hf is None:
+        assert context.gpt is not None
+        return tied_stage_pair(context.gpt, context.layouts)
+    from core.model.hf_source import HEAD
+
+    if not context.hf.tied:
+        return None
+    return _pair(context.layouts, context.hf.embed_name, HEAD)
+
+
+def _pair(layouts: Sequence[StageLayout], embed: str, head: str) -> tuple[int, int] | None:
+    first = next(layout.index for layout in layouts if embed in layout.layers)
+    last = next(layout.index for layout in layouts if head in layout.layers)
+    return None if first == last else (first, last)

@@ -1,0 +1,100 @@
+"""Save a trained HF model back in Hugging Face's format (`train --save-hf OUT`).
+
+    OUT/config.json                               the model's config
+    OUT/model-0000S-of-0000N.safetensors          one shard per pipeline stage
+    OUT/model.safetensors.index.json              {"metadata": {"total_size"}, "weight_map"}
+    OUT/tokenizer.json ...                        copied from the model folder, if it had them
+
+`AutoModelForCausalLM.from_pretrained(OUT)` loads it. Stages are written one
+at a time (from the run's latest checkpoint, or from live stage modules), so
+no process holds the whole model. A tied head is not stored: transformers
+ties it to the embedding on load. The folder is written under a temporary
+name and renamed at the end, and an existing non-empty OUT is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+from core.model.hf_source import HEAD, HFModelSource
+from core.model.hf_weights import CONFIG, INDEX
+
+_COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                 "vocab.json", "merges.txt", "tokenizer.model")
+
+
+def check_output_dir(out: Path | str) -> Path:
+    """The export folder: new, or an empty folder.
+
+    Raises:
+        InputError: it exists as a file or holds files (they are never overwritten).
+    """
+    path = Path(out).expanduser().resolve()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InputError(f"--save-hf {out} exists and is not an empty folder: choose a new one")
+    return path
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"model-{index + 1:05d}-of-{count:05d}.safetensors"
+
+
+def write_hf_folder(out: Path | str, source: HFModelSource, stage_states: Iterable[Callable[[], Mapping[str, Any]]],
+                    count: int) -> Path:
+    """Write config, one shard per stage state (each a callable, so one is loaded at a time) and the index."""
+    from safetensors.torch import save_file
+
+    target = check_output_dir(out)
+    staging = target.parent / f".tmp-{target.name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    weight_map: dict[str, str] = {}
+    total_bytes = 0
+    for index, load in enumerate(stage_states):
+        tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in load().items()
+                   if not (source.tied and name == f"{HEAD}.weight")}  # host-device sync
+        name = shard_name(index, count)
+        save_file(tensors, str(staging / name), metadata={"format": "pt"})
+        weight_map.update({key: name for key in tensors})
+        total_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
+    (staging / INDEX).write_text(json.dumps({"metadata": {"total_size": total_bytes},
+                                             "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    config = {**source.config, "dtype": "float32", "use_cache": True}
+    (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+    if source.weights_dir is not None:
+        for file in _COPIED_FILES:
+            if (Path(source.weights_dir) / file).is_file():
+                shutil.copyfile(Path(source.weights_dir) / file, staging / file)
+    if target.exists():
+        target.rmdir()  # empty, checked above
+    staging.rename(target)
+    return target
+
+
+def export_run(run_dir: Path | str, out: Path | str) -> Path:
+    """Save a run's latest checkpoint as an HF model folder.
+
+    Raises:
+        InputError: not an HF run, no checkpoint yet, or OUT not new/empty.
+    """
+    from core.training.engine import checkpoint as ckpt
+    from core.training.engine.context import RunContext
+
+    context = RunContext.load(run_dir)
+    if context.hf is None:
+        raise InputError(f"{run_dir} trains the built-in GPT: --save-hf saves Hugging Face models only")
+    check_output_dir(out)
+    latest = ckpt.latest_checkpoint(context.paths.checkpoints)
+    if latest is None:
+        raise InputError(f"{run_dir} has no checkpoint yet: nothing to save")
+    ckpt.verify_checkpoint(latest)
+
+    def stage(index: int) -> Callable[[], Mapping[str, Any]]:
+        return lambda: ckpt.load_stage_file(latest, index)["model"]
+
+    return write_hf_folder(out, context.hf, [stage(i) for i in range(context.num_stages)], context.num_stages)

@@ -1,0 +1,192 @@
+"""HF causal LMs split into stages: each trap has a test, and the stages give
+exactly the unsplit model's loss and gradients (fp32, rel 1e-5)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from core.model.hf_source import HFModelSource
+from core.training.engine.hf_stages import build_hf_stage, build_meta_model, hf_layer_names
+from core.training.engine.local import LocalEngine
+from core.training.engine.stages import StageLayout
+from core.training.runner import prepare_new_run
+from tests.core.training.engine.hf_support import (
+    assert_close_gradients,
+    hf_run_config,
+    pipeline_worker,
+    reference_step,
+    save_model,
+    split_plan,
+    stage_gradients_and_loss,
+    tiny_gpt2_config,
+    tiny_llama_config,
+    write_config,
+)
+from tests.core.training.support import write_corpus
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", lines=800)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return save_model(tiny_llama_config(), tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+def _stages(source, cuts):
+    names = hf_layer_names(build_meta_model(source))
+    bounds = [0, *cuts, len(names)]
+    layouts = [StageLayout(i, "cpu", tuple(names[bounds[i]:bounds[i + 1]])) for i in range(len(bounds) - 1)]
+    return [build_hf_stage(source, layout, CPU, seed=3) for layout in layouts]
+
+
+def test_rotary_inv_freq_is_recomputed_after_to_empty():
+    from transformers import LlamaForCausalLM
+
+    config = tiny_llama_config(rope_theta=500000.0)
+    source = HFModelSource.of(config.to_dict())
+    stage = _stages(source, [3])[1]
+    want = LlamaForCausalLM(config).model.rotary_emb.inv_freq
+    # the trap: a meta model's buffer after to_empty is not the frequencies
+    bare = build_meta_model(source).model.rotary_emb.to_empty(device=CPU)
+    bare.inv_freq.fill_(7.0)
+    assert not torch.equal(bare.inv_freq, want)
+    torch.testing.assert_close(stage.model.rotary_emb.inv_freq, want, rtol=0, atol=0)
+    torch.testing.assert_close(stage.model.rotary_emb.original_inv_freq, want, rtol=0, atol=0)
+
+
+def test_a_stage_keeps_only_its_modules_under_hf_names():
+    source = HFModelSource.of(tiny_llama_config().to_dict())
+    first, second = _stages(source, [3])
+    names = {name for name, _ in second.named_parameters()}
+    assert any(name.startswith("model.layers.2.") for name in names)
+    assert not any(name.startswith(("model.layers.0.", "model.layers.1.", "model.embed_tokens")) for name in names)
+    assert "lm_head.weight" in names and "model.norm.weight" in names
+    assert first.model.norm is None and first.lm_head is None
+    out = first(torch.randint(0, 256, (2, 8)))
+    assert out.shape == (2, 8, 64)  # hidden states out of the first stage, logits out of the last
+    assert second(out).shape == (2, 8, 256)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_stages_forward_equals_the_unsplit_model_and_the_seeded_init_is_split_independent(family):
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_llama_config() if family == "llama" else tiny_gpt2_config()
+    source = HFModelSource.of(config.to_dict())
+    one = _stages(source, [])[0]
+    three = _stages(source, [2, 4])
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    merged = {}
+    for stage in three:
+        merged.update(stage.state_dict())
+    model.load_state_dict(merged, strict=False)
+    ids = torch.randint(0, 256, (2, 12))
+    hidden = ids
+    for stage in three:
+        hidden = stage(hidden)
+    want = model(input_ids=ids, use_cache=False).logits
+    torch.testing.assert_close(hidden, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(one(ids), want, rtol=1e-5, atol=1e-6)
+    for name, tensor in one.state_dict().items():  # a layer's init does not depend on the split
+        torch.testing.assert_close(tensor, merged.get(name, merged.get("transformer.wte.weight")))
+
+
+def test_gpt2_tied_head_on_another_stage_starts_equal_to_the_embedding():
+    source = HFModelSource.of(tiny_gpt2_config().to_dict())
+    first, second = _stages(source, [3])
+    assert torch.equal(first.transformer.wte.weight, second.lm_head.weight)
+    assert first.transformer.wte.weight is not second.lm_head.weight
+
+
+def test_the_causal_mask_is_built_on_every_stage():
+    """A later stage sees only hidden states; changing a later token must not
+    change an earlier position's output there either."""
+    source = HFModelSource.of(tiny_llama_config().to_dict())
+    _, second = _stages(source, [3])
+    hidden = torch.randn(1, 10, 64)
+    changed = hidden.clone()
+    changed[0, 7:] += 1.0
+    torch.testing.assert_close(second(hidden)[0, :7], second(changed)[0, :7])
+    assert not torch.allclose(second(hidden)[0, 7:], second(changed)[0, 7:])
+
+
+# -------------------------------------------------------- engines vs unsplit HF
+def _prepare(tmp_path, corpus, model, cuts, **overrides):
+    from core.model.spec import resolve_model
+    from core.training.hf_prepare import hf_layer_names, hf_source
+
+    config = hf_run_config(str(model), corpus, **overrides)
+    names = hf_layer_names(hf_source(config, resolve_model(config.model)))
+    plan = split_plan(tmp_path / "plan.json", names, cuts)
+    return prepare_new_run(config, tmp_path / "run", str(plan), emit=lambda _: None)
+
+
+@pytest.mark.parametrize("model", ["llama-weights", "gpt2-config"])
+def test_the_local_engine_gives_the_unsplit_models_loss_and_gradients(tmp_path, corpus, llama_dir, model):
+    path = llama_dir if model == "llama-weights" else write_config(tiny_gpt2_config(), tmp_path / "gpt2.json")
+    context = _prepare(tmp_path, corpus, path, [3])
+    engine = LocalEngine(context)
+    loss, grads, weights = stage_gradients_and_loss(engine)
+    want_loss, want_grads = reference_step(context.hf.config, weights, context)
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert_close_gradients(grads, want_grads)
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run_pipeline(context, out_dir):
+    mp.start_processes(pipeline_worker, args=(str(context.paths.root), _free_port(), str(out_dir)),
+                       nprocs=context.num_stages, start_method="spawn")
+    parts = [torch.load(out_dir / f"rank_{rank}.pt", weights_only=True) for rank in range(context.num_stages)]
+    grads, weights = {}, {}
+    for part in parts:
+        grads.update(part["grads"])
+        weights.update(part["weights"])
+    return parts[-1]["loss"], grads, weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe"])
+@pytest.mark.parametrize("model", ["llama-weights", "gpt2-config"])
+def test_a_two_process_pipeline_gives_the_unsplit_models_loss_and_gradients(tmp_path, corpus, llama_dir,
+                                                                              schedule, model):
+    path = llama_dir if model == "llama-weights" else write_config(tiny_gpt2_config(), tmp_path / "gpt2.json")
+    context = _prepare(tmp_path, corpus, path, [3], engine="pipeline", schedule=schedule)
+    loss, grads, weights = _run_pipeline(context, tmp_path)
+    want_loss, want_grads = reference_step(context.hf.config, weights, context)
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert_close_gradients(grads, want_grads)
+
+
+@pytest.mark.slow
+def test_three_stages_over_two_cpus_plus_one_more(tmp_path, corpus, llama_dir):
+    context = _prepare(tmp_path, corpus, llama_dir, [2, 4], engine="pipeline", devices="2xcpu:2GiB,cpu:2GiB")
+    assert context.num_stages == 3
+    loss, grads, weights = _run_pipeline(context, tmp_path)
+    want_loss, want_grads = reference_step(context.hf.config, weights, context)
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert_close_gradients(grads, want_grads)
+
+
+def test_the_stages_load_the_saved_weights(tmp_path, corpus, llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    context = _prepare(tmp_path, corpus, llama_dir, [2])
+    engine = LocalEngine(context)
+    original = AutoModelForCausalLM.from_pretrained(llama_dir).state_dict()
+    for stage in engine.stages:
+        for name, tensor in stage.state_dict().items():
+            assert torch.equal(tensor, original[name]), name
