@@ -74,11 +74,6 @@ def test_steps_must_be_positive(tmp_path, corpus, capsys, steps):
     assert not (tmp_path / "run").exists()
 
 
-def test_hf_configs_are_plan_only(tmp_path, corpus, capsys):
-    code = main(["train", "--model", "gpt2", "--data", str(corpus), "--run-dir", str(tmp_path / "run")])
-    assert_one_line_error(capsys, code, "plans it but trains only the built-in GPT")
-
-
 def test_a_run_directory_that_holds_another_run_is_left_alone(finished_run, corpus, capsys):
     before = fingerprint(finished_run)
     code = main(tiny_args(corpus, finished_run, "--steps", "5"))
