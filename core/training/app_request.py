@@ -28,8 +28,6 @@ from core.planning.plan import Plan
 from core.planning.setup import TrainingSetup
 from core.training.config import STDLIB, TrainConfig
 
-NOT_TRAINABLE = "Training runs the built-in GPT: choose a gpt-* preset or a custom size"
-
 
 @dataclass(frozen=True)
 class RunDevices:
@@ -98,10 +96,47 @@ def why_not_trainable(model: ModelChoice, setup: TrainingSetup) -> str | None:
     from core.model.presets import GPT_PRESETS
 
     if model.source != "custom" and not (model.source == "preset" and model.name in GPT_PRESETS):
-        return NOT_TRAINABLE
+        reason = _hf_reason(model)
+        if reason is not None:
+            return reason
     if setup.mode != "train":
         return f"Training needs a setup in train mode (it is {setup.mode}): change the mode in the setup"
     return None
+
+
+def _hf_reason(model: ModelChoice) -> str | None:
+    """Why an HF preset, config or model folder cannot be trained (None: it can)."""
+    from pathlib import Path
+
+    from core.model.hf_source import trainable_reason
+    from core.model.hf_weights import is_weights_dir, read_config, weight_files
+    from core.model.presets import HF_CONFIG_DIR
+
+    name = model.name[3:] if model.name.startswith("hf/") else model.name
+    path = HF_CONFIG_DIR / f"{name}.json" if model.source == "preset" else Path(model.name).expanduser()
+    try:
+        if path.is_dir():
+            config = read_config(path)
+            if is_weights_dir(path):
+                weight_files(path)
+        else:
+            config = read_config_file(path)
+    except InputError as error:
+        return str(error)
+    reason = trainable_reason(str(config.get("model_type")))
+    return reason[0].upper() + reason[1:] if reason else None
+
+
+def read_config_file(path: Any) -> dict[str, Any]:
+    import json
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read {path}: {error}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path} is not a model config")
+    return config
 
 
 def default_intervals(steps: int) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""The model and the training setup: presets, a local config.json or a custom size.
+"""The model and the training setup: presets, a local config.json, a local model
+folder (config.json + *.safetensors, to fine-tune) or a custom size.
 
 Spin boxes report only finished values (no keyboard tracking), so typing
 "4096" asks for one layer graph, not four. Choice boxes hold their setup
@@ -8,6 +9,7 @@ value as item data (the ZeRO box shows words, the data-parallel box "auto").
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtGui import QStandardItemModel
@@ -32,6 +34,7 @@ from gui.state import AppState
 
 CUSTOM = "custom:"
 CONFIG = "config:"
+FOLDER = "folder:"
 DATA_PARALLEL_CHOICES: tuple[int | str, ...] = (1, 2, 4, 8, 16, 32, 64, "auto")
 ZERO_LABELS = {0: "0 · none (DDP)", 1: "1 · optimizer state sharded", 2: "2 · + gradients sharded",
                3: "3 · + parameters sharded (FSDP)"}
@@ -43,7 +46,7 @@ def model_items() -> list[tuple[str, str]]:
     for name in hf_preset_names():
         key = f"hf/{name}" if name in GPT_PRESETS else name
         items.append((f"{key}  (Hugging Face config)", f"preset:{key}"))
-    return [*items, ("Custom GPT size…", CUSTOM), ("Local config.json…", CONFIG)]
+    return [*items, ("Custom GPT size…", CUSTOM), ("Local config.json…", CONFIG), ("Local model folder…", FOLDER)]
 
 
 def _spin(minimum: int, maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
@@ -66,7 +69,7 @@ class ModelPanel(QWidget):
         self.model_box = QComboBox()
         for label, data in model_items():
             self.model_box.addItem(label, data)
-        self.model_box.insertSeparator(self.model_box.count() - 2)
+        self.model_box.insertSeparator(self.model_box.count() - 3)
         self.config_label = QLabel()
         self.config_label.setObjectName("muted")
         self.config_label.setWordWrap(True)
@@ -163,6 +166,8 @@ class ModelPanel(QWidget):
         model = self.state.model
         self._updating = True
         key = f"preset:{model.name}" if model.source == "preset" else (CUSTOM if model.source == "custom" else CONFIG)
+        if model.source == "config" and Path(model.name).is_dir():
+            key = FOLDER  # a model folder is a config source whose config.json sits with its weights
         index = self.model_box.findData(key)
         self.model_box.setCurrentIndex(max(0, index))
         for name, box in self.custom.items():
@@ -225,14 +230,21 @@ class ModelPanel(QWidget):
             self.state.set_model(ModelChoice(source="preset", name=name))
         elif source == "custom":
             self.state.set_model(ModelChoice(source="custom", custom=self.state.model.custom))
+        elif source == "folder":
+            path = QFileDialog.getExistingDirectory(self, "Hugging Face model folder (config.json + *.safetensors)")
+            if path:
+                self.choose_config(path)
+            else:
+                self._update_model()  # cancelled: show the model that is still chosen
         else:
             path, _ = QFileDialog.getOpenFileName(self, "Hugging Face config", "", "Config (*.json)")
             if path:
                 self.choose_config(path)
             else:
-                self._update_model()  # cancelled: show the model that is still chosen
+                self._update_model()
 
     def choose_config(self, path: str) -> None:
+        """A config.json, or a model folder (its config.json is planned; its weights are trained)."""
         self.state.set_model(ModelChoice(source="config", name=path))
 
     def _custom_changed(self) -> None:

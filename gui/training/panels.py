@@ -57,6 +57,7 @@ class TrainingPanels(QWidget):
         self.stop_button = QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue the selected run from its last checkpoint")
+        self.save_hf_button = QPushButton("Save as HF…")
         self.reason_label = QLabel()
         self.reason_label.setStyleSheet(f"color: {theme.WARNING};")
         self.message_label = QLabel()
@@ -98,7 +99,7 @@ class TrainingPanels(QWidget):
             row.addWidget(QLabel(label))
             row.addWidget(widget, 1 if widget is self.name_edit else 0)
             row.addSpacing(8)
-        for button in (self.start_button, self.stop_button, self.resume_button):
+        for button in (self.start_button, self.stop_button, self.resume_button, self.save_hf_button):
             row.addWidget(button)
         return row
 

@@ -51,6 +51,7 @@ from core.training.run_dir import RUNNING, RunPaths, RunStatus
 from gui.state import AppState
 from gui.training.curves_view import CurvesView
 from gui.training.launch import Action, LaunchThread, job_pids, write_temp_plan
+from gui.training.save_hf import HFSaver
 
 POLL_MS = 500
 REDRAW_MS = 100  # at most 10 redraws a second
@@ -97,6 +98,7 @@ class TrainingView(CurvesView):
         self.start_button.clicked.connect(self.start_training)
         self.stop_button.clicked.connect(self.stop_training)
         self.resume_button.clicked.connect(lambda: self.resume_training())
+        self.hf_saver = HFSaver(self.save_hf_button, self._say, self)
         self.open_button.clicked.connect(self._open_selected)
         self.history.open_requested.connect(self.open_run)
         self.history.itemSelectionChanged.connect(self._update_controls)
@@ -223,6 +225,7 @@ class TrainingView(CurvesView):
             timer.stop()
         if self._launch is not None:
             self._launch.wait(LAUNCH_WAIT_MS)
+        self.hf_saver.wait()
         if self._watched and self._watch_pids is not None:
             self._watch_pids(())
 
@@ -386,6 +389,7 @@ class TrainingView(CurvesView):
         self.reason_label.setText(reason or "")
         self.stop_button.setEnabled(self._is_live() and not self._stopping)
         self.resume_button.setEnabled(self._launch is None and self._resume_target() is not None)
+        self.hf_saver.set_run(self._resume_target())  # an HF run that is not live: Save as HF
 
     def _resume_target(self) -> Path | None:
         if self._is_live():

@@ -1,5 +1,6 @@
 """The app's Start: its devices and plan in the runner's names, the run's config."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -11,7 +12,6 @@ from core.planning.plan import Plan, StageCost
 from core.planning.setup import TrainingSetup
 from core.project import simulated_entry
 from core.training.app_request import (
-    NOT_TRAINABLE,
     check_run_name,
     default_intervals,
     default_run_name,
@@ -109,16 +109,23 @@ def test_a_stale_or_infeasible_plan_is_refused_in_one_line():
         run_devices([host()], infeasible)
 
 
-def test_only_the_built_in_gpt_in_train_mode_can_be_trained():
+def test_gpt_and_hf_models_in_train_mode_can_be_trained_others_say_why(tmp_path):
     train = TrainingSetup()
     assert why_not_trainable(ModelChoice(name="gpt-nano"), train) is None
     assert why_not_trainable(ModelChoice(source="custom", custom=GPTSize(layers=2)), train) is None
-    assert why_not_trainable(ModelChoice(name="llama-2-7b"), train) == NOT_TRAINABLE
-    assert why_not_trainable(ModelChoice(name="hf/gpt2-xl"), train) == NOT_TRAINABLE
-    assert why_not_trainable(ModelChoice(source="config", name="/x/config.json"), train) == NOT_TRAINABLE
+    assert why_not_trainable(ModelChoice(name="llama-2-7b"), train) is None
+    assert why_not_trainable(ModelChoice(name="hf/gpt2-xl"), train) is None
+    assert why_not_trainable(ModelChoice(name="mixtral-8x7b"), train) is None
+    assert "cannot read" in why_not_trainable(ModelChoice(source="config", name="/x/config.json"), train)
+    (tmp_path / "neox.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    reason = why_not_trainable(ModelChoice(source="config", name=str(tmp_path / "neox.json")), train)
+    assert "not trainable yet" in reason and "llama" in reason
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert "has no weights" in why_not_trainable(ModelChoice(source="config", name=str(tmp_path / "folder")), train)
     assert "train mode" in why_not_trainable(ModelChoice(name="gpt-nano"), TrainingSetup(mode="infer"))
-    with pytest.raises(InputError, match="built-in GPT"):
-        train_config(ModelChoice(name="llama-2-7b"), train, "cpu", 10)
+    with pytest.raises(InputError, match="not trainable yet"):
+        train_config(ModelChoice(source="config", name=str(tmp_path / "neox.json")), train, "cpu", 10)
 
 
 def test_the_config_carries_the_model_setup_devices_and_intervals():

@@ -115,3 +115,20 @@ def test_replica_counts_that_do_not_divide_the_micro_batches_are_refused(qtbot, 
     assert (state.setup.micro_batches, state.setup.data_parallel) == (6, 3)
     assert replicas.currentText() == "3" and "Data parallel 4 → 3" in panel.setup_note.text()
     assert panel.setup_note.isVisible()
+
+
+def test_a_local_model_folder_from_the_file_dialog(qtbot, make_window, tmp_path: Path, monkeypatch) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    from tests.core.training.engine.hf_support import save_model, tiny_llama_config
+
+    folder = save_model(tiny_llama_config(layers=2, max_position_embeddings=256), tmp_path / "tiny-llama")
+    window = make_window(small_project(("A100-80GB", "RTX4090"), model="gpt-nano"))
+    panel, state = window.model_panel, window.state
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(folder))
+    panel.model_box.setCurrentIndex(panel.model_box.findData("folder:"))
+    assert state.model.source == "config" and state.model.name == str(folder)
+    assert panel.model_box.currentData() == "folder:" and str(folder) in panel.config_label.text()
+    wait_for_plan(qtbot, state)
+    assert state.spec.name == "tiny-llama" and state.plan.feasible
+    assert [n for n in state.graph.nodes][:2] == ["model.embed_tokens", "model.layers.0"]

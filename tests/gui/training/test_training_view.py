@@ -20,7 +20,6 @@ from core.model.config import ModelChoice
 from core.planning.devices import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.project import Project
-from core.training.app_request import NOT_TRAINABLE
 from core.training.launcher import (
     list_runs,
     read_metrics,
@@ -208,12 +207,20 @@ def test_smoothing_log_y_and_the_time_axis(qtbot, make_window, past_runs):
     qtbot.waitUntil(lambda: view.rate_plot.smooth.getOriginalDataset()[0].tolist() == pytest.approx(elapsed))
 
 
-def test_start_is_disabled_with_a_reason_for_a_hugging_face_model(qtbot, make_window, runs_dir):
+def test_start_is_enabled_for_a_model_folder_and_says_why_for_one_it_cannot_train(qtbot, make_window, runs_dir,
+                                                                                  tmp_path):
+    from tests.core.training.engine.hf_support import save_model, tiny_llama_config
+
     window, view = training_window(make_window, runs_dir)
     qtbot.waitUntil(view.start_button.isEnabled, timeout=PLAN_TIMEOUT_MS)
-    window.state.set_model(ModelChoice(name="llama-2-7b"))
-    assert not view.start_button.isEnabled() and view.reason_label.text() == NOT_TRAINABLE
-    assert not view.start_training() and view.message_label.text() == NOT_TRAINABLE and not runs_dir.exists()
+    folder = save_model(tiny_llama_config(layers=2, max_position_embeddings=256), tmp_path / "tiny-llama")
+    window.state.set_model(ModelChoice(source="config", name=str(folder)))
+    qtbot.waitUntil(view.start_button.isEnabled, timeout=PLAN_TIMEOUT_MS)
+    (tmp_path / "no-weights").mkdir()
+    (tmp_path / "no-weights" / "config.json").write_text((folder / "config.json").read_text())
+    window.state.set_model(ModelChoice(source="config", name=str(tmp_path / "no-weights")))
+    assert not view.start_button.isEnabled() and "has no weights" in view.reason_label.text()
+    assert not view.start_training() and "has no weights" in view.message_label.text() and not runs_dir.exists()
     window.state.set_model(ModelChoice(name="gpt-nano"))
     window.state.set_setup(TrainingSetup(mode="infer", micro_batch_size=8, seq_len=256, micro_batches=8))
     assert not view.start_button.isEnabled() and "train mode" in view.reason_label.text()
@@ -318,3 +325,24 @@ def test_close_cancel_leave_then_a_new_window_reattaches_and_close_stops(qtbot, 
     second.close_policy = "stop"
     assert second.close()
     assert wait_run(run, timeout_s=60).state == "stopped"
+
+
+def test_save_as_hf_writes_a_finished_hf_run_for_from_pretrained(qtbot, make_window, runs_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from core.training.launcher import start_run
+    from tests.core.training.engine.hf_support import hf_run_config, save_model, tiny_llama_config
+
+    folder = save_model(tiny_llama_config(layers=2), tmp_path / "tiny-llama")
+    config = hf_run_config(str(folder), write_corpus(tmp_path / "corpus.txt", lines=800), steps=2,
+                           devices="cpu:2GiB")
+    start_run(config, runs_dir / "ft", emit=lambda _: None)
+    assert wait_run(runs_dir / "ft", timeout_s=120).state == "finished"
+    window, view = training_window(make_window, runs_dir)
+    view.refresh_history()
+    view.open_run(runs_dir / "ft")
+    qtbot.waitUntil(view.save_hf_button.isEnabled, timeout=PLAN_TIMEOUT_MS)
+    assert view.hf_saver.save(str(tmp_path / "out"))
+    qtbot.waitUntil(lambda: "Saved the Hugging Face model" in view.message_label.text(), timeout=60_000)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out").config.num_hidden_layers == 2
+    assert view.save_hf_button.isEnabled()  # again, to another folder
