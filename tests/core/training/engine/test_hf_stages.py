@@ -190,3 +190,37 @@ def test_the_stages_load_the_saved_weights(tmp_path, corpus, llama_dir):
     for stage in engine.stages:
         for name, tensor in stage.state_dict().items():
             assert torch.equal(tensor, original[name]), name
+
+
+def _kin_config(model_type):
+    import transformers
+
+    common = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128}
+    if model_type == "mistral":
+        return transformers.MistralConfig(**common, sliding_window=4)
+    if model_type == "qwen2":  # layer 0 full attention, the others a sliding window
+        return transformers.Qwen2Config(**common, use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    return transformers.MixtralConfig(**common, num_local_experts=4, num_experts_per_tok=2)
+
+
+@pytest.mark.parametrize("model_type", ["mistral", "qwen2", "mixtral"])
+def test_mistral_qwen2_and_mixtral_take_the_llama_path_with_their_masks(model_type):
+    """Sequences longer than the sliding window: a wrong mask on any stage shows."""
+    from transformers import AutoModelForCausalLM
+
+    from core.model.gpt import lm_loss
+
+    torch.manual_seed(0)  # fixed tokens: every expert gets some
+    config = _kin_config(model_type)
+    first, second = _stages(HFModelSource.of(config.to_dict()), [2])
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model.load_state_dict({**first.state_dict(), **second.state_dict()})
+    ids, targets = torch.randint(0, 256, (2, 12)), torch.randint(0, 256, (2, 12))
+    logits = second(first(ids))
+    want = model(input_ids=ids, use_cache=False).logits
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-6)
+    lm_loss(logits, targets).backward()
+    lm_loss(want, targets).backward()
+    grads = {name: p.grad for stage in (first, second) for name, p in stage.named_parameters()}
+    assert_close_gradients(grads, {name: p.grad for name, p in model.named_parameters()})
