@@ -4,6 +4,7 @@ devices and save a profile the planner can use instead of catalog speeds.
     python3 main.py profile --model gpt-nano --devices "2xcpu" --out nano-cpu.json
     python3 main.py plan --model gpt-nano --devices "2xcpu" --profile nano-cpu.json
     python3 main.py train --model gpt-nano --devices "2xcpu" --profile nano-cpu.json ...
+    python3 main.py profile --model path/to/hf-model --devices "2xcpu" --seq-len 128 --out hf-cpu.json
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("--vocab", type=positive_int, default=256,
-                        help="vocabulary of the model measured (default 256: the byte-level model train runs)")
+                        help="built-in GPT: vocabulary of the model measured (default 256: the byte-level "
+                             "model train runs); HF models keep their own")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed passes per layer; the median is kept")
     parser.add_argument("--out", help="profile JSON to write (default profile-MODEL.json)")
     parser.set_defaults(run=run)
@@ -35,8 +37,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise InputError(f"repeats must be 1 or more, got {args.repeats}")
+    from core.model.spec import resolve_model
+    from core.training.hf_prepare import hf_source
+
     model, custom, setup = build_model_and_setup(args)
-    name, gpt = trainable_model(TrainConfig(model=model, custom=custom, setup=setup), args.vocab)
+    config = TrainConfig(model=model, custom=custom, setup=setup)
+    spec = resolve_model(model, custom)
+    hf = hf_source(config, spec)  # an HF model is timed with its own vocabulary
+    name, gpt = (spec.name, hf) if hf is not None else trainable_model(config, args.vocab)
     devices = resolve_devices(args.devices or "cpu", setup.precision)
     profile = measure_profile(name, gpt, setup, devices, repeats=args.repeats,
                               emit=lambda line: print(line, flush=True))

@@ -1,6 +1,7 @@
 """Measured speed: per-layer forward + backward time on the real devices.
 
-`measure_profile` times every layer of the built-in GPT for one micro-batch
+`measure_profile` times every layer of the built-in GPT (or of an HF causal
+LM, each layer built as a one-layer HF stage) for one micro-batch
 of the setup on each real device (the host CPU, discovered GPUs), the way the
 engines run it (each layer's input detached, as at a stage boundary). The
 device's effective TFLOP/s is then the canonical model's work over the
@@ -32,6 +33,7 @@ from typing import Any
 
 from core.errors import InputError
 from core.model.config import GPTConfig
+from core.model.hf_source import HFModelSource
 from core.planning.problem import Device
 from core.planning.setup import TrainingSetup
 
@@ -69,6 +71,7 @@ class Profile:
     host: str = ""
     torch: str = ""
     created_at: float = 0.0
+    hf: dict[str, Any] | None = None  # an HF model's config (then gpt is {})
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -79,7 +82,8 @@ class Profile:
             DeviceProfile(**{**entry, "layers": tuple(LayerTiming(**layer) for layer in entry["layers"])})
             for entry in data["devices"])
         return cls(model=data["model"], gpt=data["gpt"], setup=data["setup"], devices=devices,
-                   host=data.get("host", ""), torch=data.get("torch", ""), created_at=data.get("created_at", 0.0))
+                   host=data.get("host", ""), torch=data.get("torch", ""), created_at=data.get("created_at", 0.0),
+                   hf=data.get("hf"))
 
 
 def load_profile(path: Path | str) -> Profile:
@@ -128,7 +132,10 @@ def apply_profile(devices: Sequence[Device], profile: Profile) -> tuple[Device, 
     return tuple(result)
 
 
-def measure_profile(name: str, gpt: GPTConfig, setup: TrainingSetup, devices: Sequence[Device],
+TimedModel = GPTConfig | HFModelSource  # what can be timed: the built-in GPT or an HF model
+
+
+def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: Sequence[Device],
                     repeats: int = 5, emit: Callable[[str], None] = print) -> Profile:
     """Time every layer on each real device of `devices` (median of `repeats`).
 
@@ -142,7 +149,9 @@ def measure_profile(name: str, gpt: GPTConfig, setup: TrainingSetup, devices: Se
     from core.planning.front_door import build_problem
     from core.training.engine.pipeline import threads_per_process
 
-    problem = build_problem(ModelSpec(name=name, gpt=gpt), setup, tuple(devices))
+    spec = (ModelSpec(name=name, hf_config_json=gpt.config_json) if isinstance(gpt, HFModelSource)
+            else ModelSpec(name=name, gpt=gpt))
+    problem = build_problem(spec, setup, tuple(devices))
     flops = [layer.flops for layer in problem.layers]
     k = work_factor(problem.setup)
     cpu_shares = sum(1 for device in devices if device.kind == "cpu")
@@ -162,11 +171,13 @@ def measure_profile(name: str, gpt: GPTConfig, setup: TrainingSetup, devices: Se
             effective_tflops=k * sum(flops) / total / 1e12, total_s=total,
             layers=tuple(LayerTiming(layer.name, f, s) for layer, f, s in zip(problem.layers, flops, seconds)),
         ))
-    return Profile(model=name, gpt=asdict(gpt), setup=setup.to_dict(), devices=tuple(results),
-                   host=socket.gethostname(), torch=torch.__version__, created_at=time.time())
+    hf = gpt.config if isinstance(gpt, HFModelSource) else None
+    return Profile(model=name, gpt=asdict(gpt) if isinstance(gpt, GPTConfig) else {}, setup=setup.to_dict(),
+                   devices=tuple(results), host=socket.gethostname(), torch=torch.__version__,
+                   created_at=time.time(), hf=hf)
 
 
-def time_layers_side_by_side(gpt: GPTConfig, setup: TrainingSetup, threads: int, repeats: int,
+def time_layers_side_by_side(gpt: TimedModel, setup: TrainingSetup, threads: int, repeats: int,
                              copies: int) -> list[float]:
     """Time the layers in `copies` processes at once, as the pipeline's stage
     processes share the host (its cores, caches and memory bandwidth)."""
@@ -188,30 +199,28 @@ def time_layers_side_by_side(gpt: GPTConfig, setup: TrainingSetup, threads: int,
     return [statistics.median(values) for values in zip(*measured)]
 
 
-def _timing_worker(gpt: GPTConfig, setup: TrainingSetup, threads: int, repeats: int, barrier: Any,
+def _timing_worker(gpt: TimedModel, setup: TrainingSetup, threads: int, repeats: int, barrier: Any,
                    results: Any) -> None:
     results.put(time_layers(gpt, setup, "cpu", threads, repeats, barrier))
 
 
-def time_layers(gpt: GPTConfig, setup: TrainingSetup, device_name: str, threads: int, repeats: int,
+def time_layers(gpt: TimedModel, setup: TrainingSetup, device_name: str, threads: int, repeats: int,
                 barrier: Any = None) -> list[float]:
     """Median forward + backward seconds of each layer for one micro-batch
     (`barrier`: wait on it before timing, so side-by-side copies overlap)."""
     import torch
 
     from core.model.gpt import lm_loss
-    from core.training.engine.stages import StageLayout, build_full_model, slice_stages
     from core.training.engine.state import synchronize
 
     device = torch.device(device_name)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = build_full_model(gpt, seed=0)
-        layouts = [StageLayout(i, device_name, (layer,)) for i, (layer, _) in enumerate(model.layers())]
         autocast = torch.bfloat16 if setup.precision == "bf16" else None
-        layers = [stage.to(device) for stage in slice_stages(model, layouts, False, setup.recompute, autocast)]
-        tokens = torch.randint(0, gpt.vocab_size, (setup.micro_batch_size, setup.seq_len + 1),
+        layers = _one_layer_stages(gpt, device, setup.recompute, autocast)
+        vocab = gpt.vocab_size
+        tokens = torch.randint(0, vocab, (setup.micro_batch_size, setup.seq_len + 1),
                                generator=torch.Generator().manual_seed(0)).to(device)
         samples: list[list[float]] = [[] for _ in layers]
         if barrier is not None:
@@ -226,6 +235,23 @@ def time_layers(gpt: GPTConfig, setup: TrainingSetup, device_name: str, threads:
         return [statistics.median(values) for values in samples]
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _one_layer_stages(model: TimedModel, device: Any, recompute: bool, autocast: Any) -> list[Any]:
+    """Each layer of the model as a stage of its own, on `device` (weights: the seed's; values do not matter)."""
+    from core.training.engine.stages import StageLayout
+
+    if isinstance(model, HFModelSource):
+        from core.training.engine.hf_stages import build_hf_stage, build_meta_model, hf_layer_names
+
+        source = HFModelSource(model.config_json)  # random weights time as loaded ones do
+        return [build_hf_stage(source, StageLayout(i, str(device), (name,)), device, 0, recompute, autocast)
+                for i, name in enumerate(hf_layer_names(build_meta_model(source)))]
+    from core.training.engine.stages import build_full_model, slice_stages
+
+    full = build_full_model(model, seed=0)
+    layouts = [StageLayout(i, str(device), (layer,)) for i, (layer, _) in enumerate(full.layers())]
+    return [stage.to(device) for stage in slice_stages(full, layouts, False, recompute, autocast)]
 
 
 def _one_pass(layers: list[Any], x: Any, y: Any, loss_fn: Any, device: Any, synchronize: Any) -> list[float]:

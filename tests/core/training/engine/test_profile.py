@@ -69,3 +69,23 @@ def test_the_profile_command_writes_a_profile(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert load_profile(out).devices[0].name == "cpu"
     assert "GFLOP/s effective" in capsys.readouterr().out
+
+
+def test_an_hf_model_is_profiled_layer_by_layer_and_calibrates_its_plan(tmp_path):
+    from core.model.hf_source import HFModelSource
+    from core.model.spec import ModelSpec
+    from core.planning.front_door import build_problem
+    from core.planning.solvers import solve
+    from tests.core.training.engine.hf_support import tiny_llama_config
+
+    source = HFModelSource.of(tiny_llama_config(layers=2).to_dict())
+    measured = measure_profile("tiny-llama", source, SETUP, (CPU,), repeats=1, emit=lambda _: None)
+    (host,) = measured.devices
+    assert [layer.name for layer in host.layers] == ["model.embed_tokens", "model.layers.0", "model.layers.1",
+                                                     "model.norm", "lm_head"]
+    assert all(layer.fwd_bwd_s > 0 for layer in host.layers)
+    save_profile(measured, tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json").hf == source.config
+    (device,) = apply_profile((CPU,), measured)
+    problem = build_problem(ModelSpec("tiny-llama", hf_config_json=source.config_json), SETUP, (device,))
+    assert solve(problem, "exact").stages[0].compute_s == pytest.approx(host.total_s)
