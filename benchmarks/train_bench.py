@@ -21,6 +21,9 @@
    measured step time, and each stage group's gradient sync per step.
 
     python benchmarks/train_bench.py --hybrid-only   # profile, then section 4 alone
+5-7. The same for a Hugging Face model (a tiny llama fine-tuned from its
+   folder) against a plain HF training loop: see hf_train_bench.py
+   (`--hf-only` runs just those).
 """
 
 from __future__ import annotations
@@ -265,6 +268,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--hybrid-only", action="store_true", help="profile the host, then section 4 alone")
+    parser.add_argument("--hf-only", action="store_true", help="only the Hugging Face sections (5-7)")
     parser.add_argument("--bare-loop", nargs=2, metavar=("RUN_DIR", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_loop:
@@ -280,13 +284,18 @@ def main() -> int:
               f"{steps} steps a run, {repeats} run(s) each")
         one_stage = write_plan(work / "one.json", [("cpu#0", ALL_LAYERS)])
         two_stages = write_plan(work / "two.json", [("cpu#0", ALL_LAYERS[:4]), ("cpu#1", ALL_LAYERS[4:])])
+        if not args.hf_only:
+            if not args.hybrid_only:
+                bare = runner_vs_bare(work, steps, repeats, one_stage)
+                pipeline_overhead(work, steps, repeats, two_stages, bare)
+            profile = host_profile(work)
+            if not args.hybrid_only:
+                predicted_vs_measured(work, steps, profile)
+            data_parallel_runs(work, steps, two_stages)
         if not args.hybrid_only:
-            bare = runner_vs_bare(work, steps, repeats, one_stage)
-            pipeline_overhead(work, steps, repeats, two_stages, bare)
-        profile = host_profile(work)
-        if not args.hybrid_only:
-            predicted_vs_measured(work, steps, profile)
-        data_parallel_runs(work, steps, two_stages)
+            import hf_train_bench
+
+            hf_train_bench.run_all(work, steps, repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

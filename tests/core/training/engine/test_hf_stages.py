@@ -224,3 +224,21 @@ def test_mistral_qwen2_and_mixtral_take_the_llama_path_with_their_masks(model_ty
     lm_loss(want, targets).backward()
     grads = {name: p.grad for stage in (first, second) for name, p in stage.named_parameters()}
     assert_close_gradients(grads, {name: p.grad for name, p in model.named_parameters()})
+
+
+def test_sharded_weights_with_an_index_load_into_their_stages(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from core.model.hf_weights import weight_files
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(tiny_llama_config())
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="200KB")
+    assert len(weight_files(tmp_path / "sharded")) > 1  # really sharded
+    source = HFModelSource.of(model.config.to_dict(), str(tmp_path / "sharded"))
+    names = hf_layer_names(build_meta_model(source))
+    want = model.state_dict()
+    for index, layers in enumerate((names[:3], names[3:])):
+        stage = build_hf_stage(source, StageLayout(index, "cpu", tuple(layers)), CPU, seed=0)
+        for name, tensor in stage.state_dict().items():
+            assert torch.equal(tensor, want[name]), name

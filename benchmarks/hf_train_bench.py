@@ -1,0 +1,179 @@
+"""The HF part of the training benchmark (run by train_bench.py, or alone):
+
+    python benchmarks/hf_train_bench.py [--quick]
+
+A tiny llama (4 layers, width 128, vocabulary 256) saved with transformers'
+save_pretrained, fine-tuned from that folder, batch as train_bench's.
+
+5. One stage (local engine, the real background job) vs a plain HF training
+   loop over the same batches in a fresh process:
+   `model(input_ids=x, labels=y, shift_labels=y).loss / m).backward()`,
+   clip, AdamW. Target: tokens/s ratio >= 0.95.
+6. Two stages: one process (local engine) vs two processes (pipeline engine).
+7. Predicted vs measured per stage after `measure_profile` of the HF model
+   (target: within 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import train_bench as tb  # noqa: E402
+
+from core.training.config import TrainConfig  # noqa: E402
+from core.training.engine.context import RunContext  # noqa: E402
+from core.training.metrics import read_metrics  # noqa: E402
+
+LAYERS = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.layers.2", "model.layers.3",
+          "model.norm", "lm_head"]
+
+
+def make_model(directory: Path) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+def hf_config(model: Path, engine: str, steps: int) -> TrainConfig:
+    return replace(tb.config(engine, steps), model=str(model))
+
+
+def plain_hf_loop(run_dir: Path, steps: int) -> list[float]:
+    """What a user writes with transformers alone, on the run's batches."""
+    from transformers import AutoModelForCausalLM
+
+    context = RunContext.load(run_dir)
+    assert context.hf is not None and context.hf.weights_dir is not None
+    torch.manual_seed(context.config.seed)
+    model = AutoModelForCausalLM.from_pretrained(context.hf.weights_dir, attn_implementation="sdpa")
+    model.config.use_cache = False
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                                  lr=1e-3, betas=(0.9, 0.95))
+    data, seed, setup = context.data(), context.config.seed, tb.SETUP
+    m, rows = setup.micro_batches, setup.micro_batches * setup.micro_batch_size
+    walls = []
+    for step in range(1, steps + 1):
+        started = time.perf_counter()
+        x, y = data.train_batch(seed, step, rows, setup.seq_len)
+        for xs, ys in zip(x.chunk(m), y.chunk(m)):
+            loss = model(input_ids=xs, labels=ys, shift_labels=ys).loss
+            (loss / m).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # host-device sync, as the runner's loss report
+        walls.append(time.perf_counter() - started)
+    return walls[tb.WARMUP_STEPS:-1]
+
+
+def plain_loop_walls(run_dir: Path, steps: int) -> list[float]:
+    tb.wait_for_quiet()
+    out = subprocess.run([sys.executable, __file__, "--plain-loop", str(run_dir), str(steps)],
+                         check=True, capture_output=True, text=True).stdout
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
+def runner_vs_plain(work: Path, model: Path, steps: int, repeats: int) -> float:
+    one = tb.write_plan(work / "hf-one.json", [("cpu#0", LAYERS)])
+    runs = []
+    for i in range(repeats):
+        run_dir = tb.run_job(work, f"hf-runner-{i}", hf_config(model, "local", steps), one)
+        runs.append((tb.step_walls(run_dir), plain_loop_walls(run_dir, steps)))
+    print("\n## 5. Tiny llama, one stage: the runner vs a plain HF training loop (4 x 8 x 256 tokens, fp32 AdamW)\n")
+    print("| run | plain HF tok/s (median step) | runner tok/s (median step) | ratio | "
+          "plain HF tok/s (p20) | runner tok/s (p20) | ratio |\n|---|---|---|---|---|---|---|")
+    for i, (runner, plain) in enumerate(runs):
+        b, r = tb.tokens_per_s(statistics.median(plain)), tb.tokens_per_s(statistics.median(runner))
+        bq, rq = tb.tokens_per_s(tb.p20(plain)), tb.tokens_per_s(tb.p20(runner))
+        print(f"| {i} | {b:,.0f} | {r:,.0f} | {r / b:.3f} | {bq:,.0f} | {rq:,.0f} | {rq / bq:.3f} |")
+    ratio = statistics.median(statistics.median(p) / statistics.median(r) for r, p in runs)
+    ratio_p20 = statistics.median(tb.p20(p) / tb.p20(r) for r, p in runs)
+    print(f"| median ratio | | | **{ratio:.3f}** | | | **{ratio_p20:.3f}** |")
+    return statistics.median(tb.tokens_per_s(statistics.median(p)) for _, p in runs)
+
+
+def two_stages(work: Path, model: Path, steps: int, repeats: int, plain: float) -> None:
+    plan = tb.write_plan(work / "hf-two.json", [("cpu#0", LAYERS[:3]), ("cpu#1", LAYERS[3:])])
+    local, pipe = [], []
+    for i in range(repeats):
+        local.append(tb.step_walls(tb.run_job(work, f"hf-local2-{i}", hf_config(model, "local", steps), plan)))
+        pipe.append(tb.step_walls(tb.run_job(work, f"hf-pipe-{i}", hf_config(model, "pipeline", steps), plan)))
+    print("\n## 6. Tiny llama, two stages: one process vs a 2-process pipeline (1F1B, 4 micro-batches, gloo)\n")
+    print("| engine | tok/s (median) | vs plain HF loop | tok/s (p20 step) |\n|---|---|---|---|")
+    print(f"| plain HF loop, 1 process | {plain:,.0f} | 1.000 | |")
+    for name, runs in (("local, 2 stages, 1 process", local), ("pipeline, 2 stages, 2 processes", pipe)):
+        median = statistics.median(tb.tokens_per_s(statistics.median(walls)) for walls in runs)
+        low = statistics.median(tb.tokens_per_s(tb.p20(walls)) for walls in runs)
+        print(f"| {name} | {median:,.0f} | {median / plain:.3f} | {low:,.0f} |")
+
+
+def predicted_vs_measured(work: Path, model: Path, steps: int) -> None:
+    from core.model.hf_source import HFModelSource
+    from core.model.hf_weights import read_config
+    from core.planning.devices import resolve_devices
+    from core.training.engine.profile import measure_profile, save_profile
+
+    devices = resolve_devices("2xcpu:4GiB", "fp32")
+    tb.wait_for_quiet()
+    source = HFModelSource.of(read_config(model))
+    profile = measure_profile("tiny-llama", source, tb.SETUP, devices, repeats=9, emit=lambda _: None)
+    save_profile(profile, work / "hf-profile.json")
+    run_dir = tb.run_job(work, "hf-calibrated", hf_config(model, "pipeline", steps),
+                         profile=str(work / "hf-profile.json"))
+    plan, rows = RunContext.load(run_dir).plan, read_metrics(run_dir / "metrics.jsonl")[tb.WARMUP_STEPS:-1]
+    print(f"\n## 7. Tiny llama, predicted vs measured per stage after profiling "
+          f"({profile.devices[0].threads} thread(s) per stage)\n")
+    print("| stage | layers | predicted ms | measured ms (median) | ratio | measured ms (p20) | ratio |\n"
+          "|---|---|---|---|---|---|---|")
+    for index, stage in enumerate(plan["stages"]):
+        per_step = [r["stage_compute_s"][index] / tb.SETUP.micro_batches for r in rows]
+        median, low, predicted = statistics.median(per_step), tb.p20(per_step), stage["compute_s"]
+        print(f"| {index} | {len(stage['layers'])} layers | {1000 * predicted:.1f} | {1000 * median:.1f} | "
+              f"{median / predicted:.3f} | {1000 * low:.1f} | {low / predicted:.3f} |")
+
+
+def run_all(work: Path, steps: int, repeats: int) -> None:
+    model = make_model(work / "tiny-llama")
+    plain = runner_vs_plain(work, model, steps, repeats)
+    two_stages(work, model, steps, repeats, plain)
+    predicted_vs_measured(work, model, steps)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--plain-loop", nargs=2, metavar=("RUN_DIR", "STEPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain_loop:
+        print(json.dumps(plain_hf_loop(Path(args.plain_loop[0]), int(args.plain_loop[1]))))
+        return 0
+    steps, repeats = (12, 1) if args.quick else (24, 3)
+    work = Path(tempfile.mkdtemp(prefix="allot-hf-bench-"))
+    try:
+        run_all(work, steps, repeats)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
