@@ -30,12 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-import train_bench as tb  # noqa: E402
+import torch
+import train_bench as tb
 
-from core.training.config import TrainConfig  # noqa: E402
-from core.training.engine.context import RunContext  # noqa: E402
-from core.training.metrics import read_metrics  # noqa: E402
+from core.training.config import TrainConfig
+from core.training.engine.context import RunContext
+from core.training.metrics import read_metrics
 
 LAYERS = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.layers.2", "model.layers.3",
           "model.norm", "lm_head"]
