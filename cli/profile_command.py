@@ -37,12 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise InputError(f"repeats must be 1 or more, got {args.repeats}")
-    from core.model.spec import resolve_model
+    from core.model.spec import resolve_choice
     from core.training.hf_prepare import hf_source
 
     model, custom, setup = build_model_and_setup(args)
     config = TrainConfig(model=model, custom=custom, setup=setup)
-    spec = resolve_model(model, custom)
+    spec = resolve_choice(config.model_choice)
     hf = hf_source(config, spec)  # an HF model is timed with its own vocabulary
     name, gpt = (spec.name, hf) if hf is not None else trainable_model(config, args.vocab)
     devices = resolve_devices(args.devices or "cpu", setup.precision)
