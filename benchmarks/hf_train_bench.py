@@ -1,6 +1,6 @@
 """The HF part of the training benchmark (run by train_bench.py, or alone):
 
-    python benchmarks/hf_train_bench.py [--quick]
+    python3 benchmarks/hf_train_bench.py [--quick]
 
 A tiny llama (4 layers, width 128, vocabulary 256) saved with transformers'
 save_pretrained, fine-tuned from that folder, batch as train_bench's.

@@ -20,7 +20,7 @@
    planned with the profile of section 3: predicted (cost model v2) vs
    measured step time, and each stage group's gradient sync per step.
 
-    python benchmarks/train_bench.py --hybrid-only   # profile, then section 4 alone
+    python3 benchmarks/train_bench.py --hybrid-only   # profile, then section 4 alone
 5-7. The same for a Hugging Face model (a tiny llama fine-tuned from its
    folder) against a plain HF training loop: see hf_train_bench.py
    (`--hf-only` runs just those).
