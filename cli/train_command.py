@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.numbers import nonnegative_float, nonnegative_int, positive_float, positive_int
+from cli.numbers import nonnegative_float, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
 
 DEFAULT_HF_SEQ_LEN = 1024  # an HF config that states no context length
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--profile", help="profile JSON (main.py profile): plan with measured speeds")
     group.add_argument("--data-parallel", type=_replicas, metavar="N|auto",
                        help="replicas of every stage, dividing --micro-batches (default: the --plan's, else 1)")
-    group.add_argument("--zero", type=int, metavar="0-3",
+    group.add_argument("--zero", type=zero_stage, metavar="0..3",
                        help="ZeRO stage of the replicas: 0 DDP, 1-2 sharded optimizer state and gradients, "
                             "3 FSDP (default: the --plan's, else 0)")
     group.add_argument("--seed", type=nonnegative_int)

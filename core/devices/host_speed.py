@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import importlib.metadata
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.disk_cache import cache_root
+from core.durable import atomic_write_text
 
 CACHE_FILE = "host-speed.json"
 MAX_AGE_DAYS = 30
@@ -108,9 +110,7 @@ def write_cached(path: Path, speed: HostSpeed) -> None:
     machines[speed.machine] = entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"machines": machines}, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write_text(path, json.dumps({"machines": machines}, indent=2) + "\n")
     except OSError:
         pass  # a read-only home: measured again next time, which is still correct
 
@@ -118,9 +118,9 @@ def write_cached(path: Path, speed: HostSpeed) -> None:
 @functools.lru_cache(maxsize=1)
 def host_speed() -> HostSpeed:
     """This machine's speed: from the cache when fresh, else measured (best of RUNS) and cached."""
-    import torch
-
-    version, threads = torch.__version__.split("+")[0], torch.get_num_threads()
+    # Read without importing torch, so a cached speed keeps a warm plan torch-free.
+    version = importlib.metadata.version("torch").split("+")[0]
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1)
     path, key, today = cache_root() / CACHE_FILE, machine_key(), datetime.date.today()
     cached = read_cached(path, key, version, threads, today)
     if cached is not None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.durable import atomic_write_text
 from core.errors import InputError
 from core.model.hf_source import HEAD, HFModelSource
 from core.model.hf_weights import CONFIG, INDEX
@@ -62,10 +63,10 @@ def write_hf_folder(out: Path | str, source: HFModelSource, stage_states: Iterab
         save_file(tensors, str(staging / name), metadata={"format": "pt"})
         weight_map.update({key: name for key in tensors})
         total_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
-    (staging / INDEX).write_text(json.dumps({"metadata": {"total_size": total_bytes},
-                                             "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    atomic_write_text(staging / INDEX, json.dumps({"metadata": {"total_size": total_bytes},
+                                                  "weight_map": dict(sorted(weight_map.items()))}, indent=2))
     config = {**source.config, "dtype": "float32", "use_cache": True}
-    (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+    atomic_write_text(staging / CONFIG, json.dumps(config, indent=2, sort_keys=True))
     if source.weights_dir is not None:
         for file in _COPIED_FILES:
             if (Path(source.weights_dir) / file).is_file():
