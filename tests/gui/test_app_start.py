@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import QObject, Signal
 
 from core.devices import nvml_gateway
+from core.devices.catalog import load_catalog
 from core.planning.costs import infeasible_plan
 from core.project import Project
 from gui.app import discover_inventory
@@ -146,7 +148,9 @@ def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window,
     wait_for_plan(qtbot, state)
     assert state.plan.feasible and not state.error
     assert [state.device(n).user_peak_tflops for n in ("cuda:0", "cuda:1")] == [300.0, 150.0]
-    assert speed_cell("cuda:0").text() == "300"
+    # the cell shows the one effective speed: the typed peak times the efficiency (its tooltip says so)
+    efficiency = load_catalog().default_efficiency
+    assert float(speed_cell("cuda:0").text()) == pytest.approx(300 * efficiency, rel=0.01)
 
     path = tmp_path / "mystery.allot.json"
     assert window.save_project_as(path)
