@@ -116,7 +116,7 @@ def merge_saved_devices(saved: tuple[DeviceEntry, ...],
     """A project's devices on this machine, in the saved order: this machine's GPUs and
     host with the saved budgets and ticks, the saved simulated GPUs, then this machine's
     devices the project did not know (excluded). Returns (devices, notes); GPUs that
-    are not here are left out without a note (core.stand_ins says which, and offers stand-ins)."""
+    are not here are left out without a note (core.devices.stand_ins says which, and offers stand-ins)."""
     here = {entry.name: entry for entry in available}
     notes, merged = [], []
     for old in saved:

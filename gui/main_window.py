@@ -248,7 +248,7 @@ class MainWindow(QMainWindow):
     def report_opened(self, notes: list[str]) -> None:
         """After a project opens: its GPUs this machine lacks (with an offer of simulated
         stand-ins of the same kind), and what else changed on the way in."""
-        from core.stand_ins import describe_missing, stand_in_offer
+        from core.devices.stand_ins import describe_missing, stand_in_offer
 
         missing = self.state.missing_devices
         text = "; ".join(notes) + "." if notes else ""

@@ -21,6 +21,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from core.devices.stand_ins import missing_devices, stand_ins
 from core.errors import InputError
 from core.model.config import ModelChoice
 from core.planning.devices import DeviceEntry
@@ -28,7 +29,6 @@ from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
 from core.project import Project, merge_saved_devices, simulated_entry
-from core.stand_ins import missing_devices, stand_ins
 from gui.plan.worker import PlanRequest, PlanResult, PlanWorker
 
 REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (DESIGN.md: views redraw at 10-20 Hz)

@@ -144,7 +144,7 @@ def test_saved_devices_meet_this_machine() -> None:
     assert [(e.name, e.budget_bytes, e.included) for e in merged] == [
         ("cpu", 64 * GiB, False), ("cuda:0", 60 * GiB, True), ("L4", saved[3].budget_bytes, True),
         ("cuda:1", 70 * GiB, False)]
-    assert notes == ["cpu's budget is capped at its memory on this machine"]  # cuda:7: core.stand_ins
+    assert notes == ["cpu's budget is capped at its memory on this machine"]  # cuda:7: core.devices.stand_ins
 
 
 def test_recent_projects_newest_first_and_the_last_one(tmp_path: Path, config_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.devices.stand_ins import describe_missing, missing_devices, stand_in_offer, stand_ins
 from core.project import (
     DeviceEntry,
     Project,
@@ -9,7 +10,6 @@ from core.project import (
     project_from_dict,
     project_to_dict,
 )
-from core.stand_ins import describe_missing, missing_devices, stand_in_offer, stand_ins
 
 GiB = 1024**3
 
