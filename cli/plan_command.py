@@ -224,6 +224,7 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
                   args: argparse.Namespace) -> None:
     from cli.plan_report import comparison_table, describe_problem, stage_table, summary
     from core.planning.host_note import host_stage_note
+    from core.planning.solvers import faster_outside_the_setup
 
     print(describe_problem(problem, model_name))
     if not args.problem:
@@ -242,4 +243,7 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         reference = plan if args.solver == "exact" else None
         print()
         print(comparison_table(results, reference))
+        hint = faster_outside_the_setup(results, plan, problem.setup) if reference is not None else None
+        if hint:
+            print(hint)
     sys.stdout.flush()

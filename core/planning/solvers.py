@@ -10,6 +10,7 @@ from typing import Any
 from core.errors import InputError
 from core.planning.plan import Plan
 from core.planning.problem import Problem
+from core.planning.setup import TrainingSetup
 
 SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters",
                 "fsdp", "ddp", "zero1", "megatron", "pipeline")
@@ -85,3 +86,34 @@ def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVE
         except InputError as error:
             results[name] = str(error)
     return results
+
+
+def faster_outside_the_setup(results: dict[str, Plan | str], exact: Plan, setup: TrainingSetup) -> str | None:
+    """Why a baseline can beat the exact plan, as one line for the report, or None.
+
+    The exact plan is optimal within the replica count and ZeRO stage the
+    setup asks for; a data-parallel baseline (fsdp, ddp, zero1, megatron)
+    picks its own, so it can be faster when the setup ruled its choice out.
+    The line names the fastest such baseline and the option that lets the
+    exact solver search there.
+    """
+    if exact.objective_s is None:
+        return None
+    faster = [plan for plan in results.values()
+              if isinstance(plan, Plan) and plan.feasible and plan.objective_s is not None
+              and plan.objective_s < exact.objective_s * (1 - 1e-9)]
+    if not faster:
+        return None
+    best = min(faster, key=lambda plan: plan.objective_s or 0.0)
+    options = []
+    if best.zero != setup.zero:
+        options.append(f"--zero {best.zero}")
+    if setup.data_parallel != "auto" and best.data_parallel != setup.data_parallel:
+        options.append("--data-parallel auto")
+    if not options:
+        return None
+    percent = (1 - (best.objective_s or 0.0) / exact.objective_s) * 100
+    asked = f"zero {setup.zero}, data-parallel {setup.data_parallel}"
+    replicas = f"{best.data_parallel} replica{'s' if best.data_parallel != 1 else ''}"
+    return (f"{best.solver} is {percent:.1f}% faster than the exact plan: it uses {replicas} and zero {best.zero}, "
+            f"outside what was asked ({asked}); plan with {' '.join(options)} to let the exact solver search there")

@@ -3,7 +3,8 @@
 import pytest
 
 from core.errors import InputError
-from core.planning.solvers import MILP_V1_ONLY, compare, solve
+from core.planning.plan import Plan
+from core.planning.solvers import MILP_V1_ONLY, compare, faster_outside_the_setup, solve
 from tests.core.planning.problems import device, layer, problem
 
 SPLIT = {"bytes_per_param": 16, "weight_bytes_per_param": 2, "grad_bytes_per_param": 2,
@@ -71,3 +72,19 @@ def test_replica_baselines_need_the_split_and_an_even_batch():
     odd = problem(LAYERS, [device(f"g{i}", 10**6) for i in range(3)], mode="train", micro_batches=4, **SPLIT)
     with pytest.raises(InputError, match="do not split over 3 devices"):
         solve(odd, "ddp")
+
+
+def test_a_baseline_faster_than_the_exact_plan_names_the_option_that_would_find_it():
+    # Budget 10**6 fits ddp (zero 0); asking for zero 3 makes the exact plan pay zero 3's
+    # parameter gathers, so ddp (its own zero 0) is faster and the hint says --zero 0.
+    p = four_devices(10**6, data_parallel="auto", zero=3)
+    exact = solve(p, "exact")
+    results = compare(p, solvers=("fsdp", "ddp", "zero1"))
+    ddp = results["ddp"]
+    assert isinstance(ddp, Plan) and ddp.objective_s < exact.objective_s
+    hint = faster_outside_the_setup(results, exact, p.setup)
+    assert hint is not None and hint.startswith("ddp is ") and "plan with --zero 0" in hint
+    # Asked for zero 0 itself, the exact plan is at least as fast as every baseline: no hint.
+    free = four_devices(10**6, data_parallel="auto", zero=0)
+    assert faster_outside_the_setup(compare(free, solvers=("fsdp", "ddp", "zero1")), solve(free, "exact"),
+                                    free.setup) is None
