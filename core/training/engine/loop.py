@@ -7,7 +7,6 @@ evaluate, write metrics, checkpoint and stop.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +16,6 @@ from core.training.config import TrainConfig
 from core.training.engine.optim import learning_rate_at
 from core.training.metrics import MetricsWriter
 from core.training.run_dir import FINISHED, STOPPED
-
-FAIL_AT_STEP_ENV = "ALLOT_FAIL_AT_STEP"  # raise at that step: how the tests check crash handling
 
 
 @dataclass(frozen=True)
@@ -70,10 +67,7 @@ def train_loop(engine: Engine, config: TrainConfig, writer: MetricsWriter | None
     """
     started = time.perf_counter()
     start_step = engine.restore()
-    fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0") or 0)
     for step in range(start_step + 1, config.steps + 1):
-        if step == fail_at:
-            raise RuntimeError(f"failing at step {step} as {FAIL_AT_STEP_ENV} asks")
         # ---- learning rate: warmup, then cosine
         lr = learning_rate_at(step, config)
         # ---- forward and backward of every micro-batch, then the update

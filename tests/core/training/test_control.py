@@ -3,15 +3,17 @@
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.local import run_local
-from core.training.engine.loop import FAIL_AT_STEP_ENV
 from core.training.engine.pipeline import free_port
 from core.training.launcher import read_status, resume_run, start_run, stop_run, wait_run
 from core.training.metrics import read_metrics
@@ -26,6 +28,7 @@ from tests.core.training.support import (
     write_plan,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow  # background jobs and torchrun: seconds each
 
 
@@ -98,23 +101,29 @@ def test_stop_ends_a_pipeline_within_seconds_with_a_checkpoint(tmp_path, corpus)
     assert losses(handle.run_dir) == pytest.approx(bare_loop_losses(handle.run_dir, status.step + 3), abs=1e-4)
 
 
-def test_a_crash_leaves_status_failed_with_the_traceback(tmp_path, corpus, monkeypatch):
-    monkeypatch.setenv(FAIL_AT_STEP_ENV, "3")
+def _crash(run_dir, at_step):
+    """Run the job in the foreground through tests.core.training.crashing; its status after."""
+    subprocess.run([sys.executable, "-m", "tests.core.training.crashing", "job", str(at_step), str(run_dir)],
+                   cwd=ROOT, timeout=300, capture_output=True, check=False)
+    return read_status(run_dir)
+
+
+def test_a_crash_leaves_status_failed_with_the_traceback(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
-    handle = start_run(tiny_config(corpus, steps=10), tmp_path / "run", str(plan), emit=lambda _: None)
-    status = wait_run(handle.run_dir, timeout_s=60)
+    run_dir = tmp_path / "run"
+    prepare_new_run(tiny_config(corpus, steps=10), run_dir, str(plan), emit=lambda _: None)
+    status = _crash(run_dir, at_step=3)
     assert status.state == "failed"
     assert "failing at step 3" in status.error and "\n" not in status.error
     assert "Traceback" in status.traceback and "loop.py" in status.traceback
-    assert [row["step"] for row in _rows(handle.run_dir)] == [1, 2]
+    assert [row["step"] for row in _rows(run_dir)] == [1, 2]
 
 
-def test_a_crash_in_a_pipeline_worker_is_reported(tmp_path, corpus, monkeypatch):
-    monkeypatch.setenv(FAIL_AT_STEP_ENV, "2")
+def test_a_crash_in_a_pipeline_worker_is_reported(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
-    handle = start_run(tiny_config(corpus, engine="pipeline", steps=10), tmp_path / "run", str(plan),
-                       emit=lambda _: None)
-    status = wait_run(handle.run_dir, timeout_s=90)
+    run_dir = tmp_path / "run"
+    prepare_new_run(tiny_config(corpus, engine="pipeline", steps=10), run_dir, str(plan), emit=lambda _: None)
+    status = _crash(run_dir, at_step=2)
     assert status.state == "failed"
     assert "failing at step 2" in status.error and status.error.startswith("rank ")
     assert "pipeline_worker.py" in status.traceback
