@@ -50,6 +50,7 @@ class AppState(QObject):
     busy_changed = Signal(bool)
     project_changed = Signal()  # path or unsaved-changes flag
     host_speed_changed = Signal()
+    stale_changed = Signal()  # the shown plan became outdated: new inputs are being planned
 
     def __init__(self, machine: tuple[DeviceEntry, ...], project: Project,
                  worker: PlanWorker | None = None, parent: QObject | None = None) -> None:
@@ -73,6 +74,7 @@ class AppState(QObject):
         self._closed = False
         self._latest_id = 0  # newest request sent
         self._accepted_id = 0  # newest answer kept
+        self._outdated_id = 0  # the request that changed the model, setup or devices: older plans are outdated
         self._comparison_id = -1
         self._colors: dict[str, int] = {}
         self._clear_results()
@@ -147,8 +149,17 @@ class AppState(QObject):
 
     @property
     def plan_is_stale(self) -> bool:
-        """True when the shown plan is not the answer to the current inputs."""
-        return self._plan is None or not self._plan.feasible
+        """True when the shown plan is not the answer to the current inputs (greyed)."""
+        return self._plan is None or not self._plan.feasible or self.plan_is_outdated
+
+    @property
+    def plan_is_outdated(self) -> bool:
+        """True while a new model, setup or device set is planned: the figures shown are the old inputs'.
+
+        A budget move or another solver does not outdate the plan: those answers follow in
+        milliseconds, and greying on every drag step would flicker.
+        """
+        return self._accepted_id < self._outdated_id
 
     @property
     def spec(self) -> Any:
@@ -192,7 +203,7 @@ class AppState(QObject):
             return
         self._replace_device(replace(entry, included=included))
         self.devices_changed.emit()
-        self._changed()
+        self._changed(outdates=True)
 
     def set_peak_tflops(self, name: str, peak_tflops: float | None) -> None:
         """Set (None: clear) the peak TFLOP/s of a GPU, for one the catalog does not know.
@@ -209,7 +220,7 @@ class AppState(QObject):
             return
         self._replace_device(replace(entry, user_peak_tflops=peak_tflops))
         self.devices_changed.emit()
-        self._changed()
+        self._changed(outdates=True)
 
     def add_simulated(self, catalog_name: str) -> str:
         """Add a catalog GPU at its whole memory; returns its name (raises InputError)."""
@@ -219,7 +230,7 @@ class AppState(QObject):
         self._devices = (*self._devices[:at], entry, *self._devices[at:])
         self.color_slot(entry.name)
         self.devices_changed.emit()
-        self._changed()
+        self._changed(outdates=True)
         return entry.name
 
     def remove_device(self, name: str) -> None:
@@ -230,19 +241,19 @@ class AppState(QObject):
         self._devices = tuple(e for e in self._devices if e.name != name)
         self._colors.pop(name, None)
         self.devices_changed.emit()
-        self._changed()
+        self._changed(outdates=True)
 
     def set_model(self, model: ModelChoice) -> None:
         if model != self._model:
             self._model = model
             self.model_changed.emit()
-            self._changed()
+            self._changed(outdates=True)
 
     def set_setup(self, setup: TrainingSetup) -> None:
         if setup != self._setup:
             self._setup = setup
             self.setup_changed.emit()
-            self._changed()
+            self._changed(outdates=True)
 
     def set_solver(self, solver: str) -> None:
         from core.planning.solvers import SOLVER_NAMES
@@ -276,7 +287,7 @@ class AppState(QObject):
 
     def replan(self) -> None:
         """Ask for a plan of the current inputs (on start, and after a project loads)."""
-        self._request()
+        self._request(outdates=True)
 
     def shutdown(self) -> None:
         """Stop planning; answers still on their way are dropped (their views may be gone)."""
@@ -305,7 +316,7 @@ class AppState(QObject):
         for entry in added:
             self.color_slot(entry.name)
         self.devices_changed.emit()
-        self._changed()
+        self._changed(outdates=True)
         return len(added)
 
     def _set_project(self, project: Project) -> list[str]:
@@ -322,20 +333,25 @@ class AppState(QObject):
     def _replace_device(self, new: DeviceEntry) -> None:
         self._devices = tuple(new if e.name == new.name else e for e in self._devices)
 
-    def _changed(self) -> None:
+    def _changed(self, outdates: bool = False) -> None:
         if not self.dirty:
             self.dirty = True
             self.project_changed.emit()
-        self._request()
+        self._request(outdates)
 
-    def _request(self) -> None:
+    def _request(self, outdates: bool = False) -> None:
+        """Send the current inputs; `outdates`: they change what is planned, so the shown plan greys."""
         if self._closed:
             return
-        was_busy = self.busy
+        was_busy, was_outdated = self.busy, self.plan_is_outdated
         self._latest_id += 1
+        if outdates:
+            self._outdated_id = self._latest_id
         self.worker.submit(PlanRequest(self._latest_id, self._model, self._setup, self._devices, self._solver))
         if not was_busy:
             self.busy_changed.emit(True)
+        if outdates and not was_outdated:
+            self.stale_changed.emit()
 
     def _clear_results(self) -> None:
         self._plan: Plan | None = None

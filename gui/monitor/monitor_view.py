@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QShowEvent
+from PySide6.QtGui import QColor, QShowEvent, QTextOption
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -39,6 +39,7 @@ GPU_PLOTS = (  # (title, column, scale to the unit shown, unit)
     ("Power", "power_watts", 1.0, "W"),
 )
 HOST_COLOR = "#2F3B52"
+NO_GPU_TEXT = "No GPU sampled\n(why: see the line above)"
 
 
 class MonitorView(QWidget):
@@ -60,7 +61,9 @@ class MonitorView(QWidget):
         self._window_s = 60.0
         self._gpu_curves: dict[tuple[str, int], pg.PlotDataItem] = {}
         self._host_curves: dict[str, pg.PlotDataItem] = {}
-        self._plots: list[pg.PlotItem] = []
+        self._plots: list[pg.PlotItem] = []  # those with "seconds ago" along x
+        self._gpu_plots: dict[str, pg.PlotItem] = {}
+        self._memory_ranges_set = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addLayout(self._controls())
@@ -112,19 +115,27 @@ class MonitorView(QWidget):
         canvas.setBackground(theme.SURFACE)
         indices = self.sampler.gpu_indices
         for slot, (title, column, _, unit) in enumerate(GPU_PLOTS):
-            plot = self._new_plot(canvas, f"GPU {title.lower()} ({unit})", row=slot // 2, col=slot % 2)
+            plot = self._new_plot(canvas, f"GPU {title.lower()} ({unit})", row=slot // 2, col=slot % 2,
+                                  timed=bool(indices))
             for index in indices:
                 pen = pg.mkPen(self._gpu_color(index), width=1.6)
                 self._gpu_curves[(column, index)] = plot.plot(pen=pen, name=f"GPU {index}")
             if not indices:
-                plot.addItem(_centered_text("no GPU sampled"))
+                _show_empty(plot, NO_GPU_TEXT)
+            elif column == "utilization_percent":
+                plot.setYRange(0, 100, padding=0.02)  # a percentage: fixed axes, no autorange per tick
+            self._gpu_plots[column] = plot
         cpu = self._new_plot(canvas, "Host CPU (%)", row=2, col=0)
+        cpu.setYRange(0, 100, padding=0.02)
         ram = self._new_plot(canvas, "Host RAM used (GiB)", row=2, col=1)
+        self._ram_plot = ram
         self._host_curves["cpu_percent"] = cpu.plot(pen=pg.mkPen(HOST_COLOR, width=1.6))
         self._host_curves["ram_used_bytes"] = ram.plot(pen=pg.mkPen(HOST_COLOR, width=1.6))
         return canvas
 
-    def _new_plot(self, canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int) -> pg.PlotItem:
+    def _new_plot(self, canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int,
+                  timed: bool = True) -> pg.PlotItem:
+        """A plot of "seconds ago" (`timed`), or one that shows an empty state."""
         plot = canvas.addPlot(row=row, col=col, title=f"<span style='color:{theme.TEXT}'>{title}</span>")
         plot.showGrid(x=True, y=True, alpha=0.15)
         plot.setDownsampling(auto=True, mode="peak")
@@ -133,7 +144,8 @@ class MonitorView(QWidget):
         plot.getAxis("left").setWidth(48)
         plot.setMouseEnabled(x=False, y=False)
         plot.enableAutoRange(axis="y")
-        self._plots.append(plot)
+        if timed:
+            self._plots.append(plot)
         return plot
 
     def _process_table(self) -> QTableWidget:
@@ -195,8 +207,21 @@ class MonitorView(QWidget):
             self._x_range_s = self._window_s
             for plot in self._plots:
                 plot.setXRange(-self._window_s, 0, padding=0.01)
+        self._set_memory_ranges()
         self._update_processes()
         self._update_status()
+
+    def _set_memory_ranges(self) -> None:
+        """Memory plots span 0 to the whole memory, once it is known: fixed axes read better
+        than an autorange around a flat line, and cost nothing per tick."""
+        snapshot = self.sampler.latest
+        if self._memory_ranges_set or snapshot is None:
+            return
+        self._memory_ranges_set = True
+        totals = [gpu.memory_total_bytes for gpu in snapshot.gpus if gpu.memory_total_bytes]
+        if totals and "memory_used_bytes" in self._gpu_plots and self.sampler.gpu_indices:
+            self._gpu_plots["memory_used_bytes"].setYRange(0, max(totals) / 1024**3, padding=0.02)
+        self._ram_plot.setYRange(0, snapshot.host.ram_total_bytes / 1024**3, padding=0.02)
 
     def _update_processes(self) -> None:
         snapshot = self.sampler.latest
@@ -234,8 +259,17 @@ def nvml_status_text(sampler: TelemetrySampler) -> str:
     return reasons[0] if reasons else "NVML: no GPU found"
 
 
-def _centered_text(text: str) -> pg.TextItem:
+def _show_empty(plot: pg.PlotItem, text: str) -> None:
+    """No axes (there is nothing to measure) and a message in the middle of the plot."""
+    for axis in ("left", "bottom"):
+        plot.hideAxis(axis)
+    plot.showGrid(x=False, y=False)
+    plot.disableAutoRange()
+    plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
     item = pg.TextItem(text, color=theme.MUTED, anchor=(0.5, 0.5))
-    item.setPos(0, 0)
-    return item
+    item.setTextWidth(260)  # wraps instead of running past the plot's edge
+    item.textItem.document().setDefaultTextOption(QTextOption(Qt.AlignmentFlag.AlignCenter))
+    item.setPos(0.5, 0.5)
+    plot.addItem(item)
+    plot.empty_text = item  # for tests
 

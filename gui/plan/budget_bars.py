@@ -251,6 +251,7 @@ class BudgetBarsPanel(QWidget):
         state.devices_changed.connect(self._update_devices)
         state.budget_changed.connect(self._update_budget)
         state.plan_changed.connect(self._update_plan)
+        state.stale_changed.connect(self._update_plan)
         self._update_devices()
 
     def bar(self, name: str) -> BudgetBar:

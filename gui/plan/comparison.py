@@ -77,6 +77,7 @@ class ComparisonTable(QTableWidget):
         state.comparison_changed.connect(self._update_comparison)
         state.solver_changed.connect(self._update_comparison)
         state.error_changed.connect(self._update_comparison)
+        state.stale_changed.connect(self._update_comparison)
         self._update_comparison()
 
     @property
@@ -86,7 +87,7 @@ class ComparisonTable(QTableWidget):
 
     def _update_comparison(self, *_: object) -> None:
         results = self.app_state.comparison
-        if results is None and self.rowCount() and self._shown is not None:
+        if (results is None or self.app_state.plan_is_outdated) and self.rowCount() and self._shown is not None:
             self.setEnabled(False)  # keep the last comparison, greyed, until the new one: no refill
             return
         if results is None:

@@ -90,6 +90,7 @@ class GraphView(QWidget):
         # bound methods, not the callables: Qt disconnects them when this view is deleted
         state.graph_changed.connect(self._graph_changed)
         state.plan_changed.connect(self._plan_changed)
+        state.stale_changed.connect(self._plan_changed)
         self._update_graph()
 
     def _graph_changed(self) -> None:
@@ -139,9 +140,10 @@ class GraphView(QWidget):
         plan = self.state.shown_plan
         groups = {layer: stage.devices for stage in plan.stages for layer in stage.layers} if plan else {}
         stale = self.state.plan_is_stale
-        if (groups, stale, self.order) == self._drawn:
+        drawn = (groups, stale, self.state.plan_is_outdated, list(self.order))
+        if drawn == self._drawn:
             return  # the same placement: most answers while a handle moves
-        self._drawn = (groups, stale, list(self.order))
+        self._drawn = drawn
         # a stage takes its group's colour: its first device's (groups are disjoint)
         self.nodes.setBrush([self._brush(groups[name][0] if name in groups else None, stale)
                              for name in self.order])
@@ -193,7 +195,8 @@ class GraphView(QWidget):
             words = f"<b>stage {k}</b> {devices_label(group)}: {self._label(start)} … {self._label(end - 1)} ({end - start})"
             # non-breaking spaces: a stage's entry never wraps apart from its dots
             parts.append(f"{dots}&nbsp;" + words.replace(" ", "&nbsp;"))
-        suffix = " <i>(last feasible plan, greyed)</i>" if self.state.plan_is_stale else ""
+        suffix = ("" if not self.state.plan_is_stale else " <i>(the previous inputs' plan, greyed: planning…)</i>"
+                  if self.state.plan_is_outdated else " <i>(last feasible plan, greyed)</i>")
         replicas = len(next(iter(groups.values())))
         prefix = (f"{replicas} replicas: each stage runs on a group of {replicas} devices (dots in replica order) "
                   f"and takes the colour of its first one.<br>") if replicas > 1 else ""

@@ -43,6 +43,10 @@ STAGE_COLUMNS = ("Stage", "Device", "Layers", "Params", "Param+grad+opt", "Activ
 GROUP_HEADER = "Group"  # the device column's header when stages run on groups (in replica order)
 SYNC_COLUMN = STAGE_COLUMNS.index("Sync")  # once a step; shown only for plans with replicas
 METRICS = ("step", "tokens", "bound", "gap", "status")
+STALE_NOTES = {  # keyed by AppState.plan_is_outdated
+    True: "Planning the new inputs… the figures below are the previous plan's, greyed until the new one arrives.",
+    False: "No plan fits the current inputs: showing the last feasible plan, greyed.",
+}
 METRIC_NAMES = {"step": "Step time T", "tokens": "Tokens / s", "bound": "Lower bound",
                 "gap": "Gap to bound", "status": "Solver"}
 
@@ -164,6 +168,7 @@ class PlanView(QWidget):
         self.export_buttons["device_map"].clicked.connect(lambda: ask_and_write(self, state, "device_map"))
         self.export_buttons["torchrun"].clicked.connect(self._show_torchrun)
         state.plan_changed.connect(self._update_plan)
+        state.stale_changed.connect(self._update_plan)
         state.solver_changed.connect(self._update_solver)
         self._update_solver()
         self._update_plan()
@@ -239,7 +244,7 @@ class PlanView(QWidget):
         self.timeline_caption.setToolTip(self.timeline_caption.text())
         self.timeline_stack.setCurrentIndex(0 if plan is not None else 1)
         self.stale_note.setVisible(stale and plan is not None)
-        self.stale_note.setText("No plan fits the current inputs: showing the last feasible plan, greyed.")
+        self.stale_note.setText(STALE_NOTES[self.state.plan_is_outdated])
         note = host_stage_note(plan, self.state.shown_problem)
         self.host_note.setText(note or "")
         self.host_note.setVisible(note is not None)

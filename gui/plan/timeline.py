@@ -57,6 +57,7 @@ class PlanTimeline(pg.PlotWidget):
         self._signature: object = ()
         self._later = WhenVisible(self, self._update_plan)
         state.plan_changed.connect(self._plan_changed)  # a bound method: disconnected on deletion
+        state.stale_changed.connect(self._plan_changed)
         self._update_plan()
 
     def _plan_changed(self) -> None:

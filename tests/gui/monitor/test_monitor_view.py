@@ -72,3 +72,42 @@ def test_without_nvml_the_reason_is_shown(qtbot):
     assert "library not found" in view.status_label.text()
     assert "library not found" in nvml_status_text(sampler)
     assert not view._gpu_curves
+
+
+def test_without_gpus_the_plots_say_so_readably_with_no_axes(qtbot):
+    from core.devices.fake_nvml import FakeNvml
+    from core.devices.nvml_gateway import LIBRARY_NOT_FOUND, NvmlGateway
+    from gui.monitor.monitor_view import GPU_PLOTS
+
+    sampler = TelemetrySampler(NvmlGateway(FakeNvml(0, init_error=LIBRARY_NOT_FOUND)))
+    sampler.sample_once()
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.resize(1000, 700)
+    view.show()
+    qtbot.waitExposed(view)
+    view.refresh()
+    view.grab()  # text items place themselves when painted
+    assert set(view._gpu_plots) == {column for _, column, _, _ in GPU_PLOTS}
+    for plot in view._gpu_plots.values():
+        assert not plot.getAxis("left").isVisible() and not plot.getAxis("bottom").isVisible()
+        assert plot.viewRange() == [[0, 1], [0, 1]]  # not the -0.4..0.4 of an empty autorange
+        text = plot.empty_text
+        assert text.textItem.toPlainText().startswith("No GPU sampled")
+        # the whole message lies inside the plot's view: nothing clipped
+        box = plot.getViewBox().sceneBoundingRect()
+        assert box.contains(text.sceneBoundingRect()), (box, text.sceneBoundingRect())
+
+
+def test_percentages_and_memory_have_fixed_axes(qtbot):
+    sampler = filled_sampler(gpus=2, rows=10)
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.refresh()
+    low, high = view._gpu_plots["utilization_percent"].viewRange()[1]
+    assert low <= 0 and 100 <= high < 105
+    total_gib = max(gpu.memory_total_bytes for gpu in sampler.latest.gpus) / 1024**3
+    low, high = view._gpu_plots["memory_used_bytes"].viewRange()[1]
+    assert low <= 0 and total_gib <= high < total_gib * 1.05
+    low, high = view._ram_plot.viewRange()[1]
+    assert high >= sampler.latest.host.ram_total_bytes / 1024**3

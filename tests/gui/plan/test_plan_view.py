@@ -112,3 +112,39 @@ def test_a_plan_that_needs_the_host_says_it_is_the_bottleneck(qtbot, make_window
     assert not note.isHidden()
     assert note.text().startswith("The host CPU holds ") and "is the bottleneck" in note.text()
     assert "slower than the slowest GPU stage" in note.text()
+
+
+def test_a_new_model_greys_the_old_figures_until_its_plan_arrives(qtbot, make_window) -> None:
+    from gui import theme
+
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    state, view, bars = window.state, window.plan_view, window.budget_bars
+    wait_for_plan(qtbot, state, comparison=True)
+    old = state.plan
+    assert not state.plan_is_stale and not view.cards["step"].stale and view.comparison.is_current
+
+    window.model_panel.model_box.setCurrentIndex(window.model_panel.model_box.findData("preset:gpt-nano"))
+    # the worker has not answered yet (its answer needs the event loop): the old figures are greyed
+    assert state.busy and state.plan is old and state.plan_is_outdated and state.plan_is_stale
+    assert all(card.stale for card in view.cards.values())
+    assert view.stage_table.item(0, 9).foreground().color().name().upper() == theme.STALE.upper()
+    assert not view.stale_note.isHidden() and view.stale_note.text().startswith("Planning")
+    assert not view.comparison.is_current
+    assert all(bar.stale for bar in bars.bars.values() if bar.filled_bytes)
+    assert not view.export_buttons["plan"].isEnabled()
+
+    wait_for_plan(qtbot, state, comparison=True)
+    assert state.spec.name == "gpt-nano" and not state.plan_is_outdated and not state.plan_is_stale
+    assert not any(card.stale for card in view.cards.values())
+    assert view.stage_table.item(0, 9).foreground().color().name().upper() != theme.STALE.upper()
+    assert view.stale_note.isHidden() and view.comparison.is_current
+    assert not any(bar.stale for bar in bars.bars.values())
+    assert view.export_buttons["plan"].isEnabled()
+
+
+def test_a_budget_move_does_not_grey_the_plan(qtbot, make_window) -> None:
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    state = window.state
+    entry = state.device("A100-80GB")
+    state.set_budget("A100-80GB", entry.budget_bytes // 2)
+    assert state.busy and not state.plan_is_outdated and not window.plan_view.cards["step"].stale
