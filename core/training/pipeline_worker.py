@@ -19,9 +19,11 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -53,7 +55,11 @@ from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
 from core.training.metrics import MetricsWriter
 
-_STATS_PER_RANK = 4  # compute_s, step wall time, peak memory, sync_s
+# collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
+# every rank adds into (the loss and validation loss from the last stage, the stop vote).
+_RANK_FIELDS = ("compute_s", "step_time_s", "peak_memory_bytes", "sync_s")
+_LOSS, _VAL_LOSS, _STOP = range(3)  # offsets of the shared slots
+_SHARED_SLOTS = 3
 
 
 class TimedStage(PipelineStage):
@@ -64,28 +70,26 @@ class TimedStage(PipelineStage):
     sync_s = 0.0
 
     def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
+        with self._timing("compute_s"):
             return super().forward_one_chunk(*args, **kwargs)
-        finally:
-            synchronize(self.device)
-            self.compute_s += time.perf_counter() - started
 
     def backward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
+        with self._timing("compute_s"):
             return super().backward_one_chunk(*args, **kwargs)
-        finally:
-            synchronize(self.device)
-            self.compute_s += time.perf_counter() - started
 
     def perform_reduce_grad(self, grad_scale_factor: int) -> None:
+        with self._timing("sync_s"):
+            super().perform_reduce_grad(grad_scale_factor)  # FSDP2's gradient reduction, then the scaling
+
+    @contextmanager
+    def _timing(self, total: Literal["compute_s", "sync_s"]) -> Iterator[None]:
+        """Add the block's time, until the device has finished its work, to `total`."""
         started = time.perf_counter()
         try:
-            super().perform_reduce_grad(grad_scale_factor)  # FSDP2's gradient reduction, then the scaling
+            yield
         finally:
             synchronize(self.device)
-            self.sync_s += time.perf_counter() - started
+            setattr(self, total, getattr(self, total) + time.perf_counter() - started)
 
 
 class PipelineEngine:
@@ -206,31 +210,34 @@ class PipelineEngine:
         Per stage: compute is the mean over its replicas, wall time, peak
         memory and sync the largest; losses are the mean over the replicas.
         """
-        world = self.position.world_size
-        size = _STATS_PER_RANK * world
-        values = [0.0] * (size + 3)
+        per_rank = len(_RANK_FIELDS)
+        shared = per_rank * self.position.world_size  # the first shared slot
+        values = [0.0] * (shared + _SHARED_SLOTS)
         measured = self._measured
-        offset = _STATS_PER_RANK * self.rank
-        values[offset:offset + _STATS_PER_RANK] = [measured["compute_s"], measured["step_time_s"],
-                                                   float(peak_memory_bytes(self.device)), measured["sync_s"]]
+        mine = {"compute_s": measured["compute_s"], "step_time_s": measured["step_time_s"],
+                "peak_memory_bytes": float(peak_memory_bytes(self.device)), "sync_s": measured["sync_s"]}
+        values[per_rank * self.rank:per_rank * (self.rank + 1)] = [mine[field] for field in _RANK_FIELDS]
         if self.last:
-            values[size] = measured["loss"] / self.position.replicas
-            values[size + 1] = (self._val_loss or 0.0) / self.position.replicas
-        values[size + 2] = 1.0 if stop_requested else 0.0
+            values[shared + _LOSS] = measured["loss"] / self.position.replicas
+            values[shared + _VAL_LOSS] = (self._val_loss or 0.0) / self.position.replicas
+        values[shared + _STOP] = 1.0 if stop_requested else 0.0
         total = self._all_reduce(values)
 
-        def per_stage(field: int) -> list[list[float]]:
-            return [[total[_STATS_PER_RANK * self.position.rank(r, s) + field] for r in range(self.position.replicas)]
+        def per_stage(field: str) -> list[list[float]]:
+            """Each stage's values of `field`, one per replica."""
+            at = _RANK_FIELDS.index(field)
+            return [[total[per_rank * self.position.rank(r, s) + at] for r in range(self.position.replicas)]
                     for s in range(self.num_stages)]
 
-        compute = tuple(sum(group) / len(group) for group in per_stage(0))
-        step_time_s = max(max(group) for group in per_stage(1))
+        compute = tuple(sum(group) / len(group) for group in per_stage("compute_s"))
+        step_time_s = max(max(group) for group in per_stage("step_time_s"))
         stats = StepStats(
-            loss=total[size], grad_norm=measured["grad_norm"], step_time_s=step_time_s,
+            loss=total[shared + _LOSS], grad_norm=measured["grad_norm"], step_time_s=step_time_s,
             stage_compute_s=compute, stage_idle_s=tuple(max(0.0, step_time_s - c) for c in compute),
-            stage_peak_memory_bytes=tuple(int(max(group)) for group in per_stage(2)),
-            stage_sync_s=tuple(max(group) for group in per_stage(3)) if self.replicated else (),
-            val_loss=total[size + 1] if self._val_loss is not None else None, stop=total[size + 2] > 0,
+            stage_peak_memory_bytes=tuple(int(max(group)) for group in per_stage("peak_memory_bytes")),
+            stage_sync_s=tuple(max(group) for group in per_stage("sync_s")) if self.replicated else (),
+            val_loss=total[shared + _VAL_LOSS] if self._val_loss is not None else None,
+            stop=total[shared + _STOP] > 0,
         )
         self._val_loss = None
         return stats

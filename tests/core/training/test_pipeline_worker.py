@@ -1,0 +1,47 @@
+"""The pipeline worker's timing of its stage: forward and backward are compute, reduction is sync."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch.distributed.pipelining import PipelineStage
+
+from core.training.pipeline_worker import TimedStage
+
+
+@pytest.fixture
+def stage(monkeypatch: pytest.MonkeyPatch) -> TimedStage:
+    """A TimedStage over stand-in chunks of known length (no process group needed)."""
+    def work(seconds: float, result: str):
+        def run(self, *args, **kwargs):
+            time.sleep(seconds)
+            return result
+        return run
+
+    monkeypatch.setattr(PipelineStage, "forward_one_chunk", work(0.02, "forward"))
+    monkeypatch.setattr(PipelineStage, "backward_one_chunk", work(0.03, "backward"))
+    monkeypatch.setattr(PipelineStage, "perform_reduce_grad", work(0.05, "reduce"))
+    timed = TimedStage.__new__(TimedStage)  # the timing alone: no PipelineStage.__init__
+    timed.device = torch.device("cpu")
+    return timed
+
+
+def test_forward_and_backward_add_to_compute_and_the_reduction_to_sync(stage: TimedStage) -> None:
+    assert stage.forward_one_chunk(0) == "forward" and stage.backward_one_chunk(0) == "backward"
+    compute_s = stage.compute_s
+    assert compute_s >= 0.05 and stage.sync_s == 0.0  # both chunks, nothing as sync
+    stage.perform_reduce_grad(1)
+    assert stage.sync_s >= 0.05 and stage.compute_s == compute_s
+
+
+def test_a_failing_chunk_still_counts(stage: TimedStage, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(self, *args, **kwargs):
+        time.sleep(0.02)
+        raise RuntimeError("chunk failed")
+
+    monkeypatch.setattr(PipelineStage, "forward_one_chunk", fail)
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        stage.forward_one_chunk(0)
+    assert stage.compute_s >= 0.02
