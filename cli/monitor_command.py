@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from cli.devices_command import add_fake_gpus_option, gateway_from_args
 from cli.numbers import positive_float, positive_int
+from core.units import GIB, format_bytes, format_gib
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,13 +76,11 @@ def run(args: argparse.Namespace) -> int:
 
 def render(snapshot: Any, fake: bool = False, reasons: bool = True) -> list[str]:
     """One refresh: a host line, one line per GPU, watched processes, reasons (if `reasons`)."""
-    from core.units import format_bytes
-
     host = snapshot.host
     clock = time.strftime("%H:%M:%S", time.localtime(snapshot.time_s))
     lines = [f"{platform.node() or 'host'}  {clock}  "
-             f"CPU {_num(host.cpu_percent, '{:5.1f}'):>5} %  RAM {_gib(host.ram_used_bytes)}/"
-             f"{_gib(host.ram_total_bytes)} GiB{'  [fake NVML]' if fake else ''}"]
+             f"CPU {_num(host.cpu_percent, '{:5.1f}'):>5} %  RAM {format_gib(host.ram_used_bytes)}/"
+             f"{format_gib(host.ram_total_bytes)} GiB{'  [fake NVML]' if fake else ''}"]
     for gpu in snapshot.gpus:
         lines.append(_gpu_line(gpu))
     for process in host.processes:
@@ -99,12 +98,12 @@ def _gpu_line(gpu: Any) -> str:
         return f"[{gpu.nvml_index}] {gpu.name:<22} | lost"
     temp = _num(gpu.temperature_c, "{:.0f}°C")
     util = _num(gpu.utilization_percent, "{:3.0f} %")
-    memory = f"{_num(gpu.memory_used_bytes, '{:.1f}', 1024**3)}/{_num(gpu.memory_total_bytes, '{:.1f}', 1024**3)} GiB"
+    memory = f"{_num(gpu.memory_used_bytes, '{:.1f}', GIB)}/{_num(gpu.memory_total_bytes, '{:.1f}', GIB)} GiB"
     power = f"{_num(gpu.power_watts, '{:.0f}')}/{_num(gpu.power_limit_watts, '{:.0f}')} W"
     clock = _num(gpu.sm_clock_mhz, "{:.0f} MHz")
     pcie = (f"rx {_num(gpu.pcie_rx_bytes_per_s, '{:.1f}', 1e9)} tx "
             f"{_num(gpu.pcie_tx_bytes_per_s, '{:.1f}', 1e9)} GB/s")
-    procs = " ".join(f"{p.name}/{p.pid}({_num(p.used_memory_bytes, '{:.1f}G', 1024**3)})"
+    procs = " ".join(f"{p.name}/{p.pid}({_num(p.used_memory_bytes, '{:.1f}G', GIB)})"
                      for p in gpu.processes)
     return (f"[{gpu.nvml_index}] {gpu.name:<22} | {temp:>5} {util} | {memory:>16} | {power:>9} | "
             f"{clock:>8} | {pcie} | {procs}").rstrip()
@@ -112,10 +111,6 @@ def _gpu_line(gpu: Any) -> str:
 
 def _num(value: float | None, fmt: str, scale: float = 1.0) -> str:
     return "?" if value is None else fmt.format(value / scale)
-
-
-def _gib(value: int) -> str:
-    return f"{value / 1024**3:.1f}"
 
 
 class _Screen:

@@ -7,8 +7,10 @@ import re
 
 from core.errors import InputError
 
+GIB = 1024**3  # bytes in a GiB: the unit budgets, memory figures and plot axes use
+
 _UNITS = {
-    "": 1024**3,  # a bare number is GiB, the unit people drag budgets in
+    "": GIB,  # a bare number is GiB, the unit people drag budgets in
     "b": 1,
     "kb": 1000,
     "mb": 1000**2,
@@ -16,11 +18,11 @@ _UNITS = {
     "tb": 1000**4,
     "kib": 1024,
     "mib": 1024**2,
-    "gib": 1024**3,
+    "gib": GIB,
     "tib": 1024**4,
     "k": 1024,
     "m": 1024**2,
-    "g": 1024**3,
+    "g": GIB,
     "t": 1024**4,
 }
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
@@ -41,14 +43,29 @@ def parse_bytes(text: str) -> int:
     return int(round(value))
 
 
-def format_bytes(num_bytes: float) -> str:
-    """Format a byte count the way nvidia-smi users read it: 1.50 GiB, 300.0 MiB."""
+_SIZES = (("TiB", 1024**4), ("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024))
+
+
+def format_bytes(num_bytes: float, digits: int = 2, unit: str | None = None) -> str:
+    """Format a byte count the way nvidia-smi users read it: 1.50 GiB, 300.0 MiB.
+
+    Args:
+        num_bytes: the count.
+        digits: decimals of the figure (bytes are always whole).
+        unit: "TiB", "GiB", "MiB" or "KiB" fixes the unit, for figures read side by
+            side (a column of device sizes); None picks the largest that is at least 1.
+    """
     sign = "-" if num_bytes < 0 else ""
     value = abs(float(num_bytes))
-    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if value >= size:
-            return f"{sign}{value / size:.2f} {unit}"
+    for name, size in _SIZES:
+        if name == unit or (unit is None and value >= size):
+            return f"{sign}{value / size:.{digits}f} {name}"
     return f"{sign}{value:.0f} B"
+
+
+def format_gib(num_bytes: float, digits: int = 1) -> str:
+    """The figure alone, in GiB ("12.3"), for pairs that name the unit once: "12.3/80.0 GiB"."""
+    return f"{num_bytes / GIB:.{digits}f}"
 
 
 def format_shortfall(num_bytes: float) -> str:

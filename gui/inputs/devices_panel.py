@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from core.devices.catalog import load_catalog
 from core.errors import InputError
 from core.planning.devices import DeviceEntry, speed_and_source
+from core.units import format_bytes
 from gui import theme
 from gui.state import AppState
 
@@ -125,7 +126,7 @@ class DevicesPanel(QWidget):
         font.setBold(True)
         name.setFont(font)
         kind = QTableWidgetItem(KIND_LABELS[entry.kind])
-        memory = QTableWidgetItem(f"{entry.total_memory_bytes / 1024**3:.0f} GiB")
+        memory = QTableWidgetItem(format_bytes(entry.total_memory_bytes, digits=0, unit="GiB"))
         memory.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         effective, source = speed_and_source(entry, self.state.setup.precision, self.state.host_peak_tflops,
                                              getattr(self.state, "host_speed_source", None))

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from core.devices.telemetry import TelemetrySampler
 from core.errors import InputError
-from core.units import format_bytes
+from core.units import GIB, format_bytes
 from gui import theme
 from gui.widgets.tables import fill_table, style_readonly_table
 
@@ -34,7 +34,7 @@ INTERVALS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 WINDOWS_S = {"1 min": 60, "5 min": 300, "15 min": 900, "1 h": 3600}
 GPU_PLOTS = (  # (title, column, scale to the unit shown, unit)
     ("Utilization", "utilization_percent", 1.0, "%"),
-    ("Memory used", "memory_used_bytes", 1 / 1024**3, "GiB"),
+    ("Memory used", "memory_used_bytes", 1 / GIB, "GiB"),
     ("Temperature", "temperature_c", 1.0, "°C"),
     ("Power", "power_watts", 1.0, "W"),
 )
@@ -202,7 +202,7 @@ class MonitorView(QWidget):
             times = host.times(count)
             ago = times - times[-1]
             self._host_curves["cpu_percent"].setData(ago, host.column("cpu_percent", count))
-            self._host_curves["ram_used_bytes"].setData(ago, host.column("ram_used_bytes", count) / 1024**3)
+            self._host_curves["ram_used_bytes"].setData(ago, host.column("ram_used_bytes", count) / GIB)
         if self._x_range_s != self._window_s:  # x is "seconds ago": the range moves only with the window
             self._x_range_s = self._window_s
             for plot in self._plots:
@@ -220,8 +220,8 @@ class MonitorView(QWidget):
         self._memory_ranges_set = True
         totals = [gpu.memory_total_bytes for gpu in snapshot.gpus if gpu.memory_total_bytes]
         if totals and "memory_used_bytes" in self._gpu_plots and self.sampler.gpu_indices:
-            self._gpu_plots["memory_used_bytes"].setYRange(0, max(totals) / 1024**3, padding=0.02)
-        self._ram_plot.setYRange(0, snapshot.host.ram_total_bytes / 1024**3, padding=0.02)
+            self._gpu_plots["memory_used_bytes"].setYRange(0, max(totals) / GIB, padding=0.02)
+        self._ram_plot.setYRange(0, snapshot.host.ram_total_bytes / GIB, padding=0.02)
 
     def _update_processes(self) -> None:
         snapshot = self.sampler.latest

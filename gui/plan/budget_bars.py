@@ -25,7 +25,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from core.planning.plan import StageCost
-from core.units import format_bytes
+from core.units import format_bytes, format_gib
 from gui import theme
 from gui.plan.groups import stage_of_device
 from gui.state import AppState
@@ -327,10 +327,6 @@ class BudgetBarsPanel(QWidget):
 
     def _update_figures(self, name: str) -> None:
         bar = self._bars[name]
-        used = f"{_gib(bar.filled_bytes):>6} GiB" if bar.filled_bytes else (
+        used = f"{format_gib(bar.filled_bytes):>6} GiB" if bar.filled_bytes else (
             "unused    " if self.state.shown_plan is not None else "no plan   ")
-        self._figures[name].setText(f"{used} │ budget {_gib(bar.budget_bytes):>6} / {_gib(bar.total_bytes)} GiB")
-
-
-def _gib(num_bytes: float) -> str:
-    return f"{num_bytes / 1024**3:.1f}"
+        self._figures[name].setText(f"{used} │ budget {format_gib(bar.budget_bytes):>6} / {format_gib(bar.total_bytes)} GiB")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.units import format_bytes, format_gap, format_seconds, parse_bytes
+from core.units import GIB, format_bytes, format_gap, format_gib, format_seconds, parse_bytes
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
@@ -47,6 +47,16 @@ def test_format_gap(gap, text):
 def test_bytes_round_trip():
     assert parse_bytes("70GiB") == 70 * 1024**3
     assert format_bytes(70 * 1024**3) == "70.00 GiB"
+
+
+def test_a_fixed_unit_and_precision_for_figures_read_side_by_side():
+    assert format_bytes(512 * 1024**2) == "512.00 MiB"  # the unit follows the size
+    assert format_bytes(512 * 1024**2, digits=0, unit="GiB") == "0 GiB"  # a column of device sizes
+    assert format_bytes(79.6 * GIB, digits=0, unit="GiB") == "80 GiB"
+    assert format_bytes(-1.5 * GIB, digits=1) == "-1.5 GiB"
+    assert format_bytes(2048, unit="MiB") == "0.00 MiB"
+    assert format_gib(12.34 * GIB) + "/" + format_gib(80 * GIB) == "12.3/80.0"
+    assert format_gib(0.5 * GIB, digits=3) == "0.500"
 
 
 def test_a_shortfall_reads_in_gib_first_then_the_exact_bytes():
