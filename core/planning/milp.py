@@ -39,6 +39,7 @@ from core.planning.problem import Problem
 from core.units import format_bytes
 
 FEASIBILITY_TOLERANCE = 1e-9  # HiGHS tolerances, in time_scale units (see _highs)
+_BIG_M = 2.0  # every stage time is at most 1 time_scale unit, so 2 switches a time row off
 
 
 @dataclass(frozen=True)
@@ -355,48 +356,66 @@ class _Model:
                 self._row({y: 1.0, int(self.x[a, q]): -1.0, int(self.x[b, r]): -1.0}, -1, np.inf)
 
     def _time_rows(self) -> None:
-        k, c = work_factor(self.setup), comm_factor(self.setup)
+        """Stage times t[q] and the slowest, tau, in units of time_scale (the slowest
+        possible stage), so they are O(1) for HiGHS's tolerances."""
+        self._send_time_rows()
+        self._balance_cut()
+        for q in range(self.positions):
+            self._row({self.tau: 1.0, int(self.t[q]): -1.0}, 0, np.inf)  # tau: the slowest stage
+            self._fastest_device_cut(q)
+            for d in range(self.n_devices):
+                self._stage_time_row(q, d)
+
+    def _send_time_rows(self) -> None:
+        """r[q, r] >= the time q's outputs for r take over the slower device's link: with
+        several link classes, a row per pair, binding only when q and r sit on them."""
         bandwidths = sorted({device.bandwidth_gbps for device in self.devices})
-        # Times are in units of time_scale (the slowest possible stage), so they are O(1)
-        # for HiGHS's tolerances; every stage time is at most 1, so 2 is a safe big-M.
-        unit = self.time_scale
-        big = 2.0
         for (q, r), var in self.r.items():
             for low_q in bandwidths:
                 for low_r in bandwidths:
-                    link = min(low_q, low_r)
                     row = {var: 1.0}
-                    for (a, qq, rr), y in self.y.items():
-                        if (qq, rr) == (q, r):
-                            row[y] = -c * self.layers[a].output_bytes / (link * 1e9) / unit
-                    if len(bandwidths) > 1:  # only binds when q and r sit on these link classes
-                        for d, device in enumerate(self.devices):
-                            if device.bandwidth_gbps == low_q:
-                                row[int(self.z[q, d])] = row.get(int(self.z[q, d]), 0.0) - big
-                            if device.bandwidth_gbps == low_r:
-                                row[int(self.z[r, d])] = row.get(int(self.z[r, d]), 0.0) - big
-                        self._row(row, -2 * big, np.inf)
-                    else:
+                    row.update(self._send_terms(q, r, min(low_q, low_r)))
+                    if len(bandwidths) == 1:
                         self._row(row, 0, np.inf)
-        fastest = max(device.tflops for device in self.devices)
-        total = k * sum(layer.flops for layer in self.layers) / 1e12 / unit
-        # Valid cuts that need no big-M and tighten the LP bound: no device beats
-        # the fastest one, and the slowest stage is no faster than perfect balance.
+                        continue
+                    for d, device in enumerate(self.devices):
+                        if device.bandwidth_gbps == low_q:
+                            row[int(self.z[q, d])] = row.get(int(self.z[q, d]), 0.0) - _BIG_M
+                        if device.bandwidth_gbps == low_r:
+                            row[int(self.z[r, d])] = row.get(int(self.z[r, d]), 0.0) - _BIG_M
+                    self._row(row, -2 * _BIG_M, np.inf)
+
+    def _send_terms(self, q: int, r: int, link_gbps: float) -> dict[int, float]:
+        """-(time to send each producer's output from q to r), on its send variable y."""
+        c = comm_factor(self.setup)
+        return {y: -c * self.layers[a].output_bytes / (link_gbps * 1e9) / self.time_scale
+                for (a, qq, rr), y in self.y.items() if (qq, rr) == (q, r)}
+
+    def _compute_terms(self, q: int, tflops: float) -> dict[int, float]:
+        """-(time of each layer at position q on a device of `tflops`), on its x[i, q]."""
+        k = work_factor(self.setup)
+        return {int(self.x[i, q]): -k * layer.flops / (tflops * 1e12) / self.time_scale
+                for i, layer in enumerate(self.layers)}
+
+    def _balance_cut(self) -> None:
+        """A valid cut that needs no big-M and tightens the LP bound: the slowest stage
+        is no faster than a perfect balance over all devices together."""
+        total = work_factor(self.setup) * sum(layer.flops for layer in self.layers) / 1e12 / self.time_scale
         self._row({self.tau: 1.0}, total / sum(device.tflops for device in self.devices), np.inf)
-        for q in range(self.positions):
-            self._row({self.tau: 1.0, int(self.t[q]): -1.0}, 0, np.inf)
-            cut = {int(self.t[q]): 1.0}
-            for i, layer in enumerate(self.layers):
-                cut[int(self.x[i, q])] = -k * layer.flops / (fastest * 1e12) / unit
-            self._row(cut, 0, np.inf)
-            for d, device in enumerate(self.devices):
-                row = {int(self.t[q]): 1.0, int(self.z[q, d]): -big}
-                for i, layer in enumerate(self.layers):
-                    row[int(self.x[i, q])] = -k * layer.flops / (device.tflops * 1e12) / unit
-                for (sender, _receiver), var in self.r.items():
-                    if sender == q:
-                        row[var] = row.get(var, 0.0) - 1.0
-                self._row(row, -big, np.inf)
+
+    def _fastest_device_cut(self, q: int) -> None:
+        """A valid cut without big-M: no device computes position q faster than the fastest."""
+        fastest = max(device.tflops for device in self.devices)
+        self._row({int(self.t[q]): 1.0} | self._compute_terms(q, fastest), 0, np.inf)
+
+    def _stage_time_row(self, q: int, d: int) -> None:
+        """t[q] >= compute of q's layers on device d plus q's sends, when q runs on d."""
+        row = {int(self.t[q]): 1.0, int(self.z[q, d]): -_BIG_M}
+        row.update(self._compute_terms(q, self.devices[d].tflops))
+        for (sender, _receiver), var in self.r.items():
+            if sender == q:
+                row[var] = row.get(var, 0.0) - 1.0
+        self._row(row, -_BIG_M, np.inf)
 
 
 def _time_scale(problem: Problem) -> float:
