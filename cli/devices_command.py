@@ -4,6 +4,7 @@
     python3 main.py devices --json               the inventory as JSON
     python3 main.py devices --fake-gpus 8        eight fake H100s (no hardware needed)
     python3 main.py devices --simulate "2 x H100-SXM"   add catalog GPUs for what-if planning
+    python3 main.py devices --measure-host       time the host's matmul speed again and keep it
 
 Exits 0 on a machine without NVIDIA hardware: the host is listed with the
 reason NVML is unavailable.
@@ -16,6 +17,7 @@ import json
 from typing import Any
 
 from cli.numbers import nonnegative_int
+from core.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_fake_gpus_option(parser)
     parser.add_argument("--simulate", metavar="SPEC",
                         help='add simulated catalog GPUs, e.g. "2 x H100-SXM, L4" (never sampled)')
+    parser.add_argument("--measure-host", action="store_true",
+                        help="measure the host CPU's speed again now (best of many short runs) and "
+                             "overwrite the cached figure; prints the old and the new one")
     parser.set_defaults(run=run)
 
 
@@ -54,6 +59,11 @@ def gateway_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from core.devices.inventory import discover
 
+    if args.measure_host:
+        if args.json or args.simulate or args.fake_gpus is not None:
+            raise InputError("--measure-host takes no other option")
+        print("\n".join(measure_host_lines()))
+        return 0
     inventory = discover(gateway_from_args(args))
     if args.simulate:
         inventory = inventory.with_simulated(args.simulate)
@@ -62,6 +72,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(render(inventory)))
     return 0
+
+
+def measure_host_lines() -> list[str]:
+    """Measure the host again, overwrite the cache, and say what changed."""
+    from core.devices.host_speed import REMEASURE_RUNS, remeasure_host_speed
+
+    result = remeasure_host_speed()
+    return [f"host speed before: {result.before_text}",
+            f"host speed now:    {result.now_text}; best of {REMEASURE_RUNS} runs",
+            f"saved to {result.path}"]
 
 
 def render(inventory: Any) -> list[str]:

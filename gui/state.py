@@ -50,6 +50,7 @@ class AppState(QObject):
     busy_changed = Signal(bool)
     project_changed = Signal()  # path or unsaved-changes flag
     host_speed_changed = Signal()
+    host_remeasured = Signal(str)  # a line for the user: the old and new host speed, or why not
     stale_changed = Signal()  # the shown plan became outdated: new inputs are being planned
 
     def __init__(self, machine: tuple[DeviceEntry, ...], project: Project,
@@ -70,7 +71,10 @@ class AppState(QObject):
         self.worker.compared.connect(self._on_compared)
         self.worker.failed.connect(self._on_failed)
         self.worker.host_measured.connect(self._on_host_measured)
+        self.worker.host_remeasured.connect(self._on_host_remeasured)
         self.host_peak_tflops: float | None = None
+        self.host_speed_source: str | None = None  # e.g. 'measured 2026-11-30 (torch 2.13.0, 2 threads)'
+        self.host_remeasuring = False
         self._closed = False
         self._latest_id = 0  # newest request sent
         self._accepted_id = 0  # newest answer kept
@@ -289,6 +293,12 @@ class AppState(QObject):
         """Ask for a plan of the current inputs (on start, and after a project loads)."""
         self._request(outdates=True)
 
+    def remeasure_host(self) -> None:
+        """Time the host's speed again and overwrite its cached figure; answers with host_remeasured."""
+        if not self._closed and not self.host_remeasuring:
+            self.host_remeasuring = True
+            self.worker.remeasure_host()
+
     def shutdown(self) -> None:
         """Stop planning; answers still on their way are dropped (their views may be gone)."""
         if self._closed:
@@ -296,7 +306,8 @@ class AppState(QObject):
         self._closed = True
         for signal, slot in ((self.worker.planned, self._on_planned), (self.worker.compared, self._on_compared),
                              (self.worker.failed, self._on_failed),
-                             (self.worker.host_measured, self._on_host_measured)):
+                             (self.worker.host_measured, self._on_host_measured),
+                             (self.worker.host_remeasured, self._on_host_remeasured)):
             signal.disconnect(slot)
         self._redraw_timer.stop()
         self._incoming = None
@@ -413,6 +424,17 @@ class AppState(QObject):
     def _on_host_measured(self, peak_tflops: float) -> None:
         self.host_peak_tflops = peak_tflops
         self.host_speed_changed.emit()
+
+    def _on_host_remeasured(self, result: Any) -> None:
+        self.host_remeasuring = False
+        if isinstance(result, str):  # why it failed: the figure in force stays
+            self.host_remeasured.emit(result)
+            return
+        self.host_peak_tflops, self.host_speed_source = result.new.peak_tflops, result.new.source
+        self.host_speed_changed.emit()
+        self.host_remeasured.emit(f"Host speed now {result.now_text}; before: {result.before_text}.")
+        if any(entry.kind == "host" and entry.included for entry in self._devices):
+            self._request(outdates=True)  # the plan used the old figure
 
     def _set_error(self, message: str) -> None:
         if message != self._error:

@@ -6,7 +6,9 @@ short runs (load only ever slows a run down, so the fastest is the closest to
 what the CPU can do), and it is kept per machine in the user cache dir
 ($ALLOT_CACHE_DIR, else $XDG_CACHE_HOME/allot, else ~/.cache/allot) with the
 date and the torch version; a new torch, another thread count or a file older
-than MAX_AGE_DAYS measures again. Delete host-speed.json to force it.
+than MAX_AGE_DAYS measures again. A figure taken under load would stick for
+those 30 days, so `remeasure_host_speed` (`main.py devices --measure-host`, the
+app's Devices panel) measures again on demand and overwrites the entry.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ CACHE_FILE = "host-speed.json"
 MAX_AGE_DAYS = 30
 RUNS = 7  # short runs; the best is kept
 RUN_SECONDS = 0.03
+REMEASURE_RUNS = 21  # asked for by hand, likely because the first figure looked wrong: take more
 
 
 @dataclass(frozen=True)
@@ -82,20 +85,45 @@ def _matmul_tflops(size: int = 512, seconds: float = RUN_SECONDS) -> float:
             return max(flops / elapsed / 1e12, min(by_cpu, flops * threads / elapsed / 1e12))
 
 
-def read_cached(path: Path, key: str, torch_version: str, threads: int, today: datetime.date) -> HostSpeed | None:
-    """The cached speed for this machine, torch and thread count, if fresh; None otherwise."""
+@dataclass(frozen=True)
+class Remeasured:
+    """A measurement asked for by hand: the entry it replaced (None: there was none) and the new one."""
+
+    old: HostSpeed | None
+    new: HostSpeed
+    path: Path  # the cache file written
+
+    @property
+    def before_text(self) -> str:
+        """'0.0305 TFLOP/s, measured 2026-11-02 (torch 2.13.0, 2 threads)', or 'none cached'."""
+        return f"{self.old.peak_tflops:.3g} TFLOP/s, {self.old.source}" if self.old is not None else "none cached"
+
+    @property
+    def now_text(self) -> str:
+        """'0.0412 TFLOP/s, measured 2026-11-30 (torch 2.13.0, 2 threads) (+35%)'."""
+        change = f" ({self.new.peak_tflops / self.old.peak_tflops - 1:+.0%})" if self.old is not None else ""
+        return f"{self.new.peak_tflops:.3g} TFLOP/s, {self.new.source}{change}"
+
+
+def read_entry(path: Path, key: str) -> HostSpeed | None:
+    """This machine's cache entry as it is, fresh or not; None if there is none readable."""
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))["machines"][key]
         speed = HostSpeed(float(entry["peak_tflops"]), str(entry["measured_on"]), str(entry["torch_version"]),
                           int(entry["threads"]), key, cached=True)
-        age = today - datetime.date.fromisoformat(speed.measured_on)
+        datetime.date.fromisoformat(speed.measured_on)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if speed.torch_version != torch_version or speed.threads != threads or age.days > MAX_AGE_DAYS:
+    return speed if speed.peak_tflops > 0 else None
+
+
+def read_cached(path: Path, key: str, torch_version: str, threads: int, today: datetime.date) -> HostSpeed | None:
+    """The cached speed for this machine, torch and thread count, if fresh; None otherwise."""
+    speed = read_entry(path, key)
+    if speed is None or speed.torch_version != torch_version or speed.threads != threads:
         return None
-    if not speed.peak_tflops > 0:
-        return None
-    return speed
+    age = today - datetime.date.fromisoformat(speed.measured_on)
+    return speed if age.days <= MAX_AGE_DAYS else None
 
 
 def write_cached(path: Path, speed: HostSpeed) -> None:
@@ -115,19 +143,50 @@ def write_cached(path: Path, speed: HostSpeed) -> None:
         pass  # a read-only home: measured again next time, which is still correct
 
 
+def _torch_version_and_threads() -> tuple[str, int]:
+    """What a cached figure must match; read without importing torch, so a cached speed keeps a
+    warm plan torch-free."""
+    version = importlib.metadata.version("torch").split("+")[0]
+    return version, int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1)
+
+
+def _measure_now(runs: int) -> HostSpeed:
+    """Measure this machine now (best of `runs`); not cached yet."""
+    version, threads = _torch_version_and_threads()
+    return HostSpeed(best_of_runs(_matmul_tflops, runs), datetime.date.today().isoformat(), version, threads,
+                     machine_key(), cached=False)
+
+
 @functools.lru_cache(maxsize=1)
 def host_speed() -> HostSpeed:
     """This machine's speed: from the cache when fresh, else measured (best of RUNS) and cached."""
-    # Read without importing torch, so a cached speed keeps a warm plan torch-free.
-    version = importlib.metadata.version("torch").split("+")[0]
-    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1)
-    path, key, today = cache_root() / CACHE_FILE, machine_key(), datetime.date.today()
-    cached = read_cached(path, key, version, threads, today)
+    version, threads = _torch_version_and_threads()
+    path = cache_root() / CACHE_FILE
+    cached = read_cached(path, machine_key(), version, threads, datetime.date.today())
     if cached is not None:
         return cached
-    speed = HostSpeed(best_of_runs(_matmul_tflops), today.isoformat(), version, threads, key, cached=False)
+    speed = _measure_now(RUNS)
     write_cached(path, speed)
     return speed
+
+
+def remeasure_host_speed(runs: int = REMEASURE_RUNS) -> Remeasured:
+    """Measure the host again now and overwrite this machine's cache entry, whatever its age.
+
+    This process plans with the new figure from then on (`host_speed` reads it again).
+
+    Args:
+        runs: short matmul runs; the best is kept (load only ever slows a run down).
+
+    Returns:
+        The entry replaced (None if there was none) and the new one.
+    """
+    path = cache_root() / CACHE_FILE
+    old = read_entry(path, machine_key())
+    new = _measure_now(runs)
+    write_cached(path, new)
+    host_speed.cache_clear()
+    return Remeasured(old, new, path)
 
 
 def measure_cpu_tflops() -> float:

@@ -118,7 +118,7 @@ def _entry_devices(entries: tuple[DeviceEntry, ...], precision: str,
             devices.append(_host_device(entry.name, entry.budget_bytes, entry.total_memory_bytes, speed))
             continue
         if speed is None:
-            raise InputError(f"{entry.name} has unknown speed: double-click its TFLOP/s to set it, or exclude it")
+            raise InputError(f"{entry.name} has unknown speed: double-click its Datasheet TFLOP/s cell to type it, or exclude it")
         link = entry.bandwidth_gbps
         gpu = catalog.find(entry.catalog_name or "") if entry.kind == "simulated" else None
         if gpu is not None:

@@ -79,6 +79,14 @@ def measure_host() -> float:
     return measure_cpu_tflops()
 
 
+def remeasure_host_job() -> Any:
+    """Time the host again, overwrite the cache, and plan with the new figure from now on
+    (core.devices.host_speed.Remeasured). Here, not in the GUI: this process plans, and imports torch."""
+    from core.devices.host_speed import remeasure_host_speed
+
+    return remeasure_host_speed()
+
+
 def _lower_priority() -> None:
     """Solve at a lower CPU priority: on a busy machine the GUI thread gets the core first."""
     if hasattr(os, "nice"):

@@ -30,8 +30,10 @@ from gui import theme
 from gui.state import AppState
 
 KIND_LABELS = {"gpu": "GPU", "host": "host", "simulated": "sim"}
-COLUMNS = ("Device", "Kind", "Memory", "TFLOP/s")
-SPEED_COLUMN = COLUMNS.index("TFLOP/s")
+COLUMNS = ("Device", "Kind", "Memory", "Datasheet", "TFLOP/s")
+PEAK_COLUMN = COLUMNS.index("Datasheet")  # the peak figure: the catalog's, or the one typed (editable)
+SPEED_COLUMN = COLUMNS.index("TFLOP/s")  # the effective figure the plan uses
+MEASURE_TEXT = "Re-measure host speed"
 VISIBLE_ROWS = (3, 10)  # the table grows with its rows between these
 
 
@@ -43,10 +45,13 @@ class DevicesPanel(QWidget):
         self.state = state
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
-        speed_header = self.table.horizontalHeaderItem(SPEED_COLUMN)
-        if speed_header is not None:
-            speed_header.setToolTip("Effective TFLOP/s, as the plan uses them: the datasheet (or measured) figure "
-                              "× an efficiency. Hover a cell for its figures.")
+        for column, tip in ((PEAK_COLUMN, "Datasheet (peak) TFLOP/s for the precision: the catalog's, or the "
+                                          "one you typed for a GPU (double-click a GPU's cell to type it)"),
+                            (SPEED_COLUMN, "Effective TFLOP/s, as the plan uses them: the datasheet (or measured) "
+                                           "figure × an efficiency. Hover a cell for its figures.")):
+            header_item = self.table.horizontalHeaderItem(column)
+            if header_item is not None:
+                header_item.setToolTip(tip)
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -69,17 +74,33 @@ class DevicesPanel(QWidget):
         self.note = QLabel()
         self.note.setObjectName("muted")
         self.note.setWordWrap(True)
+        self.measure_button = QPushButton(MEASURE_TEXT)
+        self.measure_button.setToolTip("Time the host CPU's matmul speed again now (best of many short runs) and "
+                                       "keep it instead of the cached figure, which is kept 30 days: one taken "
+                                       "while the machine was busy is too low. Same as "
+                                       "`python3 main.py devices --measure-host`.")
+        self.host_note = QLabel()  # the old and new figure after a re-measure
+        self.host_note.setObjectName("muted")
+        self.host_note.setWordWrap(True)
+        self.host_note.hide()
         buttons = QHBoxLayout()
         buttons.addWidget(self.catalog_box, 1)
         buttons.addWidget(self.add_button)
         buttons.addWidget(self.remove_button)
+        host_row = QHBoxLayout()
+        host_row.addWidget(self.measure_button)
+        host_row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
+        layout.addLayout(host_row)
+        layout.addWidget(self.host_note)
         layout.addWidget(self.note)
         self.add_button.clicked.connect(self._add)
         self.remove_button.clicked.connect(self._remove)
+        self.measure_button.clicked.connect(self._remeasure)
+        state.host_remeasured.connect(self._remeasured)
         self.table.itemChanged.connect(self._item_changed)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         state.devices_changed.connect(self._update_devices)
@@ -127,32 +148,44 @@ class DevicesPanel(QWidget):
         name.setFont(font)
         kind = QTableWidgetItem(KIND_LABELS[entry.kind])
         memory = QTableWidgetItem(format_bytes(entry.total_memory_bytes, digits=0, unit="GiB"))
-        memory.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        effective, source = speed_and_source(entry, self.state.setup.precision, self.state.host_peak_tflops,
-                                             getattr(self.state, "host_speed_source", None))
-        speed = QTableWidgetItem(self._speed_text(entry, effective))
-        speed.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        speed.setToolTip(f"Effective TFLOP/s the planner uses: {source}")
-        items = [name, kind, memory, speed]
+        peak, speed = self._speed_items(entry)
+        items = [name, kind, memory, peak, speed]
         for item in items[1:]:
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            if item is not kind:  # figures
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             if not entry.included:
                 item.setForeground(QColor(theme.STALE))
         if entry.kind == "gpu":  # a GPU the catalog does not know gets its speed here (double-click)
-            speed.setFlags(speed.flags() | Qt.ItemFlag.ItemIsEditable)
-            speed.setToolTip(f"Effective TFLOP/s the planner uses: {source}. Double-click to type the GPU's "
-                             "datasheet (peak) TFLOP/s by hand; empty: the catalog's figure")
+            peak.setFlags(peak.flags() | Qt.ItemFlag.ItemIsEditable)
             if entry.peak_tflops(self.state.setup.precision) is None:
-                speed.setForeground(QColor(theme.DANGER))
+                peak.setForeground(QColor(theme.DANGER))
         return items
 
-    def _speed_text(self, entry: DeviceEntry, effective: float | None) -> str:
-        """The effective speed, as the plan uses it (three significant digits: 125, 66.1, 0.0123)."""
-        if effective is not None:
-            return f"{effective:.3g}"
+    def _speed_items(self, entry: DeviceEntry) -> tuple[QTableWidgetItem, QTableWidgetItem]:
+        """(datasheet, effective): a typed figure stays as typed beside what the plan makes of it."""
+        effective, source = speed_and_source(entry, self.state.setup.precision, self.state.host_peak_tflops,
+                                             self.state.host_speed_source)
+        typed = entry.user_peak_tflops
+        peak_figure = entry.peak_tflops(self.state.setup.precision) if entry.kind != "host" else None
+        peak = QTableWidgetItem(f"{peak_figure:.3g}" if peak_figure is not None else (
+            "—" if entry.kind == "host" else "unknown"))
         if entry.kind == "host":
-            return "measuring…"
-        return "unknown"
+            peak.setToolTip("The host has no datasheet figure: its speed is measured (see TFLOP/s)")
+        elif typed is not None:
+            peak.setToolTip(f"{typed:g} TFLOP/s, typed by hand as this GPU's datasheet figure; the plan uses "
+                            f"{source}. Double-click to change it; empty: the catalog's figure")
+        else:
+            peak.setToolTip(f"{source}." + (" Double-click to type this GPU's datasheet (peak) TFLOP/s by hand"
+                                            if entry.kind == "gpu" else ""))
+        if typed is not None:
+            font = peak.font()
+            font.setItalic(True)  # typed, not from the catalog
+            peak.setFont(font)
+        text = f"{effective:.3g}" if effective is not None else ("measuring…" if entry.kind == "host" else "—")
+        speed = QTableWidgetItem(text)  # three significant digits: 125, 66.1, 0.0123
+        speed.setToolTip(f"Effective TFLOP/s the planner uses: {source}")
+        return peak, speed
 
     def _selected_name(self) -> str | None:
         rows = self.table.selectionModel().selectedRows()
@@ -174,7 +207,7 @@ class DevicesPanel(QWidget):
             return
         if item.column() == 0:
             self.state.set_included(name, item.checkState() == Qt.CheckState.Checked)
-        elif item.column() == SPEED_COLUMN:
+        elif item.column() == PEAK_COLUMN:
             self._speed_typed(name, item.text().strip())
 
     def _speed_typed(self, name: str, text: str) -> None:
@@ -198,6 +231,17 @@ class DevicesPanel(QWidget):
             self.note.show()
             return
         self.table.selectRow(self.row_of(name))
+
+    def _remeasure(self) -> None:
+        self.measure_button.setEnabled(False)
+        self.measure_button.setText("Measuring the host…")
+        self.state.remeasure_host()
+
+    def _remeasured(self, text: str) -> None:
+        self.measure_button.setEnabled(True)
+        self.measure_button.setText(MEASURE_TEXT)
+        self.host_note.setText(text)
+        self.host_note.show()
 
     def _remove(self) -> None:
         name = self._selected_name()

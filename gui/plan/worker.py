@@ -75,7 +75,8 @@ class PlanWorker(QThread):
     planned = Signal(object)  # PlanResult
     compared = Signal(int, object)  # request id, {solver: Plan | reason}
     failed = Signal(int, str)  # request id, one-line reason
-    host_measured = Signal(float)  # the host's peak fp32 TFLOP/s, once
+    host_measured = Signal(float)  # the host's peak fp32 TFLOP/s, once (and after each re-measure)
+    host_remeasured = Signal(object)  # core.devices.host_speed.Remeasured, or a str: why it failed
 
     def __init__(self, compare_delay_s: float = COMPARE_DELAY_S,
                  milp_time_limit_s: float = MILP_TIME_LIMIT_S, in_process: bool = False) -> None:
@@ -90,6 +91,7 @@ class PlanWorker(QThread):
         self._graph: Any = None
         self._graph_key: Any = None
         self._host_peak: float | None = None
+        self._remeasure = False  # the host's speed is to be measured again, before the next plan
         self.solves = 0  # completed solves, for benchmarks
 
     # -- GUI thread ---------------------------------------------------------------
@@ -100,6 +102,14 @@ class PlanWorker(QThread):
             plan_jobs.shared_pool()  # start the planning process now, from the GUI thread
         with self._condition:
             self._pending = request
+            self._condition.notify()
+        if not self.isRunning() and not self._stopping:
+            self.start()
+
+    def remeasure_host(self) -> None:
+        """Measure the host's speed again (in the planning process); answers with host_remeasured."""
+        with self._condition:
+            self._remeasure = True
             self._condition.notify()
         if not self.isRunning() and not self._stopping:
             self.start()
@@ -117,11 +127,15 @@ class PlanWorker(QThread):
     def run(self) -> None:
         while True:
             with self._condition:
-                self._condition.wait_for(lambda: self._pending is not None or self._stopping)
+                self._condition.wait_for(lambda: self._pending is not None or self._remeasure or self._stopping)
                 if self._stopping:
                     return
                 request, self._pending = self._pending, None
-            assert request is not None
+                remeasure, self._remeasure = self._remeasure, False
+            if remeasure:
+                self._remeasure_host()
+            if request is None:
+                continue
             result = self._plan(request)
             if result is not None and request.compare:
                 self._compare(request, result)
@@ -168,6 +182,16 @@ class PlanWorker(QThread):
         result = PlanResult(request.request_id, job.spec, self._graph, job.problem, job.plan, self._host_peak)
         self.planned.emit(result)
         return result
+
+    def _remeasure_host(self) -> None:
+        try:
+            remeasured = self._run_job(plan_jobs.remeasure_host_job)
+        except Exception as error:  # say so next to the button; the old figure stays in force
+            log.error("measuring the host failed:\n%s", traceback.format_exc())
+            self.host_remeasured.emit(f"measuring the host failed: {type(error).__name__}: {error}")
+            return
+        self._host_peak = remeasured.new.peak_tflops
+        self.host_remeasured.emit(remeasured)
 
     def _compare(self, request: PlanRequest, result: PlanResult) -> None:
         from core.planning.solvers import HYBRID_BASELINES, HYBRID_ONLY_NOTE, SOLVER_NAMES

@@ -58,3 +58,29 @@ def test_bad_input_exits_2_with_one_line() -> None:
         result = run(*args)
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("allot: error:")
+
+
+def test_measure_host_prints_the_old_and_new_figure_and_overwrites_the_cache(tmp_path, monkeypatch, capsys) -> None:
+    import main
+    from core.devices import host_speed as hs
+
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    path = tmp_path / hs.CACHE_FILE
+    hs.write_cached(path, hs.HostSpeed(0.01, "2026-11-20", "2.13.0", 2, hs.machine_key(), cached=False))
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda: 0.02)  # no real timing in tests
+    try:
+        assert main.main(["devices", "--measure-host"]) == 0
+    finally:
+        hs.host_speed.cache_clear()
+    before, now, saved = capsys.readouterr().out.splitlines()
+    assert before == "host speed before: 0.01 TFLOP/s, measured 2026-11-20 (torch 2.13.0, 2 threads)"
+    assert now.startswith("host speed now:    0.02 TFLOP/s, measured ") and "(+100%); best of" in now
+    assert saved == f"saved to {path}"
+    assert hs.read_entry(path, hs.machine_key()).peak_tflops == 0.02
+
+
+def test_measure_host_takes_no_other_option(capsys) -> None:
+    import main
+
+    assert main.main(["devices", "--measure-host", "--json"]) == 2
+    assert capsys.readouterr().err == "allot: error: --measure-host takes no other option\n"

@@ -67,6 +67,7 @@ class FakeWorker(QObject):
     compared = Signal(int, object)
     failed = Signal(int, str)
     host_measured = Signal(float)
+    host_remeasured = Signal(object)
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,7 +127,10 @@ def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window,
     window = make_window(discover=lambda: inventory)
     state, panel = window.state, window.devices_panel
     assert "unknown speed" in state.error and state.plan is None or not state.plan.feasible
-    speed_cell = lambda name: panel.table.item(panel.row_of(name), 3)  # noqa: E731
+    from gui.inputs.devices_panel import PEAK_COLUMN, SPEED_COLUMN
+
+    speed_cell = lambda name: panel.table.item(panel.row_of(name), PEAK_COLUMN)  # noqa: E731
+    effective_cell = lambda name: panel.table.item(panel.row_of(name), SPEED_COLUMN)  # noqa: E731
     assert speed_cell("cuda:0").text() == "unknown"
     assert window.model_panel.summary.text() == "no layer graph: see the banner"  # not "building…" forever
     comparison = window.plan_view.comparison
@@ -148,9 +152,11 @@ def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window,
     wait_for_plan(qtbot, state)
     assert state.plan.feasible and not state.error
     assert [state.device(n).user_peak_tflops for n in ("cuda:0", "cuda:1")] == [300.0, 150.0]
-    # the cell shows the one effective speed: the typed peak times the efficiency (its tooltip says so)
+    # what was typed stays as typed, as the datasheet figure; the effective speed the plan uses is beside it
     efficiency = load_catalog().default_efficiency
-    assert float(speed_cell("cuda:0").text()) == pytest.approx(300 * efficiency, rel=0.01)
+    assert speed_cell("cuda:0").text() == "300" and "typed by hand" in speed_cell("cuda:0").toolTip()
+    assert float(effective_cell("cuda:0").text()) == pytest.approx(300 * efficiency, rel=0.01)
+    assert "typed by hand 300 × efficiency" in effective_cell("cuda:0").toolTip()
 
     path = tmp_path / "mystery.allot.json"
     assert window.save_project_as(path)

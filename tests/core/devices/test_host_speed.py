@@ -66,3 +66,35 @@ def test_host_speed_measures_once_then_reads_the_cache(tmp_path, monkeypatch):
         assert second.cached and second.peak_tflops == 0.3 and len(calls) == hs.RUNS  # not measured again
     finally:
         hs.host_speed.cache_clear()
+
+
+def test_remeasuring_overwrites_a_fresh_entry_and_this_process_plans_with_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    later = [0.2, 0.35] + [0.3] * (hs.REMEASURE_RUNS - 2)
+    rates = iter([0.01] * hs.RUNS + later)  # the first figure was taken under load
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda: next(rates))
+    hs.host_speed.cache_clear()
+    try:
+        assert hs.host_speed().peak_tflops == 0.01  # cached for 30 days: it would stick
+        result = hs.remeasure_host_speed()
+        assert result.old is not None and result.old.peak_tflops == 0.01
+        assert result.new.peak_tflops == 0.35 and result.new.measured_on == datetime.date.today().isoformat()
+        assert result.path == tmp_path / hs.CACHE_FILE
+        assert hs.read_entry(result.path, hs.machine_key()).peak_tflops == 0.35  # on disk
+        assert hs.host_speed().peak_tflops == 0.35 == hs.measure_cpu_tflops()  # and in this process
+        assert next(rates, None) is None  # every run was asked for: REMEASURE_RUNS of them
+    finally:
+        hs.host_speed.cache_clear()
+
+
+def test_remeasuring_with_no_entry_and_an_old_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda: 0.4)
+    try:
+        assert hs.remeasure_host_speed(runs=2).old is None
+        path = tmp_path / hs.CACHE_FILE
+        hs.write_cached(path, speed(machine=hs.machine_key(), measured_on="2020-01-01", torch_version="1.0"))
+        old = hs.remeasure_host_speed(runs=2).old  # stale entries are reported too: what was there
+        assert old is not None and old.measured_on == "2020-01-01" and old.torch_version == "1.0"
+    finally:
+        hs.host_speed.cache_clear()
