@@ -36,7 +36,7 @@ from tests.gui.conftest import PLAN_TIMEOUT_MS, small_project
 pytestmark = pytest.mark.slow  # training jobs: seconds each
 
 GIB = 1024**3
-JOB_TIMEOUT_MS = 120_000  # a job imports torch, tokenizes and starts torchrun on a 2-core machine
+JOB_TIMEOUT_MS = 240_000  # a job imports torch, tokenizes and starts torchrun on a (possibly loaded) 2-core machine
 
 
 def finish_jobs(root: Path) -> None:
