@@ -15,12 +15,12 @@ def describe_problem(problem: Problem, model_name: str | None) -> str:
     tokens = f", {setup.tokens_per_micro_batch} tokens per micro-batch" if setup.tokens_per_micro_batch else ""
     runs: list[list[Device]] = []  # a numbered series of one budget and speed (A100-80GB#0..7) shown once
     for d in problem.devices:
-        if runs and (runs[-1][0].memory_bytes, runs[-1][0].tflops) == (d.memory_bytes, d.tflops) and \
+        if runs and (runs[-1][0].budget_bytes, runs[-1][0].tflops) == (d.budget_bytes, d.tflops) and \
                 ".." in group_label(tuple(x.name for x in [*runs[-1], d])):
             runs[-1].append(d)
         else:
             runs.append([d])
-    devices = ", ".join(f"{group_label(tuple(d.name for d in run))} {format_bytes(run[0].memory_bytes)} "
+    devices = ", ".join(f"{group_label(tuple(d.name for d in run))} {format_bytes(run[0].budget_bytes)} "
                         f"{run[0].tflops:.3g} TFLOP/s" for run in runs)
     hybrid = f"; data-parallel {setup.data_parallel}, zero {setup.zero}" if setup.is_hybrid else ""
     return (f"{what}{len(problem.layers)} layers, {format_count(params)} params; {setup.mode}, "

@@ -65,7 +65,7 @@ def simulated_entry(catalog_name: str, taken: set[str] | frozenset[str] = frozen
     name, number = gpu.name, 2
     while name in taken:
         name, number = f"{gpu.name}#{number}", number + 1
-    return DeviceEntry(name=name, kind="simulated", total_memory_bytes=gpu.memory_bytes,
+    return DeviceEntry(name=name, kind="simulated", memory_total_bytes=gpu.memory_bytes,
                        budget_bytes=gpu.memory_bytes, catalog_name=gpu.name, model_name=gpu.name,
                        peak_tflops_fp32=gpu.peak_tflops("fp32"), peak_tflops_bf16=gpu.peak_tflops("bf16"),
                        bandwidth_gbps=gpu.pcie_gbps)
@@ -79,12 +79,12 @@ def entries_from_inventory(inventory: Any) -> tuple[DeviceEntry, ...]:
             continue  # hidden from torch or memory unknown: cannot be planned on
         free = gpu.memory_free_bytes if gpu.memory_free_bytes is not None else gpu.memory_total_bytes
         entries.append(DeviceEntry(
-            name=f"cuda:{gpu.torch_index}", kind="gpu", total_memory_bytes=gpu.memory_total_bytes,
+            name=f"cuda:{gpu.torch_index}", kind="gpu", memory_total_bytes=gpu.memory_total_bytes,
             budget_bytes=max(1, free), catalog_name=gpu.catalog_name, model_name=gpu.name,
             peak_tflops_fp32=gpu.peak_tflops("fp32"), peak_tflops_bf16=gpu.peak_tflops("bf16"),
             bandwidth_gbps=float(gpu.link_bandwidth_gbps)))
     host = inventory.host
-    entries.append(DeviceEntry(name="cpu", kind="host", total_memory_bytes=host.memory_total_bytes,
+    entries.append(DeviceEntry(name="cpu", kind="host", memory_total_bytes=host.memory_total_bytes,
                                budget_bytes=max(1, host.memory_available_bytes), included=not entries,
                                model_name=host.cpu_name))
     return tuple(entries)
@@ -126,7 +126,7 @@ def merge_saved_devices(saved: tuple[DeviceEntry, ...],
         entry = here.pop(old.name, None)
         if entry is None:
             continue
-        budget = min(old.budget_bytes, entry.total_memory_bytes)
+        budget = min(old.budget_bytes, entry.memory_total_bytes)
         if budget < old.budget_bytes:
             notes.append(f"{entry.name}'s budget is capped at its memory on this machine")
         merged.append(replace(entry, budget_bytes=budget, included=old.included,
@@ -236,12 +236,12 @@ def _device_from_dict(item: Any, where: str, taken: set[str]) -> DeviceEntry:
     catalog = item.get("catalog")
     if kind != "simulated":
         known = catalog if kind == "gpu" and isinstance(catalog, str) and load_catalog().find(catalog) else None
-        return DeviceEntry(name=name, kind=kind, total_memory_bytes=budget, budget_bytes=budget, included=included,
+        return DeviceEntry(name=name, kind=kind, memory_total_bytes=budget, budget_bytes=budget, included=included,
                            user_peak_tflops=user_speed, catalog_name=known)
     entry = simulated_entry(catalog if isinstance(catalog, str) else "")
-    if budget > entry.total_memory_bytes:
+    if budget > entry.memory_total_bytes:
         raise InputError(f"{where}: budget {budget} bytes exceeds the {entry.catalog_name}'s "
-                         f"{entry.total_memory_bytes} bytes")
+                         f"{entry.memory_total_bytes} bytes")
     return replace(entry, name=name, budget_bytes=budget, included=included, user_peak_tflops=user_speed)
 
 

@@ -194,7 +194,7 @@ class AppState(QObject):
         entry = self.device(name)
         if entry is None:
             return
-        budget = max(1, min(int(budget_bytes), entry.total_memory_bytes))
+        budget = max(1, min(int(budget_bytes), entry.memory_total_bytes))
         if budget == entry.budget_bytes:
             return
         self._replace_device(replace(entry, budget_bytes=budget))

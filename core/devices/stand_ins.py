@@ -50,7 +50,7 @@ def stand_ins(missing: tuple[DeviceEntry, ...], taken: set[str]) -> tuple[Device
         if kind is None:
             continue
         simulated = simulated_entry(kind, names)
-        simulated = replace(simulated, budget_bytes=max(1, min(entry.budget_bytes, simulated.total_memory_bytes)),
+        simulated = replace(simulated, budget_bytes=max(1, min(entry.budget_bytes, simulated.memory_total_bytes)),
                             included=entry.included)
         names.add(simulated.name)
         result.append(simulated)

@@ -57,7 +57,7 @@ def _placement(problem: Problem, spec: ModelSpec, names: list[str]) -> tuple[dic
 
     weight_bytes = weight_bytes_per_param(problem)
     key = {"model": spec.identity(),
-           "weight_bytes": weight_bytes, "max_memory": [device.memory_bytes for device in problem.devices],
+           "weight_bytes": weight_bytes, "max_memory": [device.budget_bytes for device in problem.devices],
            "layers": names, "versions": {**package_versions("torch", "transformers", "accelerate"),
                                          "allot": code_version(*_PLACING_CODE)}}
     stored = read_entry("accelerate", key)
@@ -69,7 +69,7 @@ def _placement(problem: Problem, spec: ModelSpec, names: list[str]) -> tuple[dic
         raise InputError("the accelerate baseline needs accelerate: python3 -m pip install -e '.[hf]'") from None
     started = time.perf_counter()
     model, block_class = _meta_model(spec, weight_bytes)
-    max_memory = {index: device.memory_bytes for index, device in enumerate(problem.devices)}
+    max_memory = {index: device.budget_bytes for index, device in enumerate(problem.devices)}
     with _quiet("accelerate.utils.modeling"):  # it warns that the planned GPUs are not in this machine
         device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=[block_class])
     elapsed = time.perf_counter() - started

@@ -60,7 +60,7 @@ def solve_greedy(problem: Problem) -> Plan:
     """accelerate's fill-device-after-device rule (see the module docstring)."""
     started = time.perf_counter()
     sizes = accelerate_sizes(problem)
-    device_of = greedy_assignment(sizes, [d.memory_bytes for d in problem.devices], problem)
+    device_of = greedy_assignment(sizes, [d.budget_bytes for d in problem.devices], problem)
     elapsed = time.perf_counter() - started
     if isinstance(device_of, str):
         return infeasible_plan(problem, "greedy", device_of, elapsed)

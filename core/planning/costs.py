@@ -174,7 +174,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 grad_bytes=grad,
                 optimizer_bytes=optimizer,
                 activation_bytes=float(inflight * sum(layers[i].activation_bytes for i in indices)),
-                budget_bytes=min(device.memory_bytes for device in members),
+                budget_bytes=min(device.budget_bytes for device in members),
                 devices=tuple(device.name for device in members),
                 sync_s=sync_time_s(setup, split, params, d, zero, bandwidth),
             )

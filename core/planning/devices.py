@@ -37,7 +37,7 @@ class DeviceEntry:
 
     name: str  # cuda:N, cpu, or a simulated GPU's unique name
     kind: str  # gpu | host | simulated
-    total_memory_bytes: int
+    memory_total_bytes: int
     budget_bytes: int
     included: bool = True
     catalog_name: str | None = None
@@ -115,7 +115,7 @@ def _entry_devices(entries: tuple[DeviceEntry, ...], precision: str,
         if entry.kind == "host":
             if speed is None:
                 raise InputError("the host's speed is not measured yet")
-            devices.append(_host_device(entry.name, entry.budget_bytes, entry.total_memory_bytes, speed))
+            devices.append(_host_device(entry.name, entry.budget_bytes, entry.memory_total_bytes, speed))
             continue
         if speed is None:
             raise InputError(f"{entry.name} has unknown speed: double-click its Datasheet TFLOP/s cell to type it, or exclude it")
@@ -123,10 +123,10 @@ def _entry_devices(entries: tuple[DeviceEntry, ...], precision: str,
         gpu = catalog.find(entry.catalog_name or "") if entry.kind == "simulated" else None
         if gpu is not None:
             link = gpu.link_gbps(alike.get(entry.catalog_name, 0))
-        devices.append(Device(name=entry.name, memory_bytes=entry.budget_bytes,
+        devices.append(Device(name=entry.name, budget_bytes=entry.budget_bytes,
                               tflops=speed, bandwidth_gbps=link,
                               kind=entry.catalog_name or entry.model_name,
-                              total_memory_bytes=entry.total_memory_bytes))
+                              memory_total_bytes=entry.memory_total_bytes))
     return tuple(devices)
 
 
@@ -153,9 +153,9 @@ def speed_and_source(entry: DeviceEntry, precision: str, host_peak_tflops: float
             f"{how} {peak:.3g} × efficiency {catalog.default_efficiency:g} ({precision})")
 
 
-def _host_device(name: str, budget_bytes: int, total_memory_bytes: int, tflops: float) -> Device:
-    return Device(name=name, memory_bytes=budget_bytes, tflops=tflops, bandwidth_gbps=HOST_LINK_GBPS,
-                  kind="cpu", total_memory_bytes=total_memory_bytes)
+def _host_device(name: str, budget_bytes: int, memory_total_bytes: int, tflops: float) -> Device:
+    return Device(name=name, budget_bytes=budget_bytes, tflops=tflops, bandwidth_gbps=HOST_LINK_GBPS,
+                  kind="cpu", memory_total_bytes=memory_total_bytes)
 
 
 def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) -> list[Device]:
@@ -170,11 +170,11 @@ def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) 
     return [
         Device(
             name=gpu.name,
-            memory_bytes=budget,
+            budget_bytes=budget,
             tflops=gpu.peak_tflops(precision) * efficiency,
             bandwidth_gbps=link,
             kind=gpu.name,
-            total_memory_bytes=gpu.memory_bytes,
+            memory_total_bytes=gpu.memory_bytes,
         )
         for _ in range(request.count)
     ]
@@ -232,8 +232,8 @@ def _gpu_device(gpu: GpuDevice, budget: int | None, precision: str, efficiency: 
     tflops = gpu.effective_tflops(precision, efficiency)
     if tflops is None:
         raise InputError(f"{name} ({gpu.name}) has unknown speed: profile it or plan with a catalog name")
-    return Device(name=name, memory_bytes=budget, tflops=tflops, bandwidth_gbps=gpu.link_bandwidth_gbps,
-                  kind=gpu.catalog_name or gpu.name, total_memory_bytes=total)
+    return Device(name=name, budget_bytes=budget, tflops=tflops, bandwidth_gbps=gpu.link_bandwidth_gbps,
+                  kind=gpu.catalog_name or gpu.name, memory_total_bytes=total)
 
 
 def _checked_budget(request: DeviceRequest, name: str, total_bytes: int) -> int:

@@ -191,7 +191,7 @@ def explain_hybrid_infeasible(problem: Problem) -> str:
     """
     choices = data_parallel_choices(problem)
     tried = "" if len(choices) == 1 else f" (data-parallel {', '.join(map(str, choices))} tried)"
-    largest = max(problem.devices, key=lambda device: device.memory_bytes)
+    largest = max(problem.devices, key=lambda device: device.budget_bytes)
     needs = []
     for d in choices:
         tables = HybridTables(problem, device_classes(problem), d, problem.setup.zero)
@@ -199,11 +199,11 @@ def explain_hybrid_infeasible(problem: Problem) -> str:
         needs.append(tables.range_state[first, end] + tables.inflight_at(1) * tables.range_acts[first, end])
     need = np.min(np.stack(needs), axis=0)  # each layer alone, at its best d
     worst = int(np.argmax(need))
-    if need[worst] > largest.memory_bytes:
-        short = float(need[worst]) - largest.memory_bytes
+    if need[worst] > largest.budget_bytes:
+        short = float(need[worst]) - largest.budget_bytes
         return (f"layer '{problem.layers[worst].name}' alone needs {format_bytes(float(need[worst]))} per device "
                 f"under zero {problem.setup.zero} but the largest budget ({largest.name}) is "
-                f"{format_bytes(largest.memory_bytes)}: short by {format_shortfall(short)}{tried}")
+                f"{format_bytes(largest.budget_bytes)}: short by {format_shortfall(short)}{tried}")
     extra = _least_extra_budget(problem, choices)
     return (f"no split into contiguous stages on groups of devices fits the budgets under zero "
             f"{problem.setup.zero}: each device would need at least {extra:.0f} bytes ({format_bytes(extra)}) "
@@ -219,7 +219,7 @@ def _least_extra_budget(problem: Problem, choices: list[int]) -> int:
                 return True
         return False
 
-    low, high = 0, max(1, max(device.memory_bytes for device in problem.devices))
+    low, high = 0, max(1, max(device.budget_bytes for device in problem.devices))
     while not fits(high):
         low, high = high, high * 2
     while high - low > max(1, high // 1000):

@@ -37,7 +37,7 @@ class GroupType:
 
     counts: Counts
     tflops: float
-    memory_bytes: int
+    budget_bytes: int
     bandwidth_gbps: float
 
 
@@ -51,7 +51,7 @@ def group_types(classes: list[DeviceClass], d: int) -> list[GroupType]:
         types.append(GroupType(
             counts=tuple(counts),
             tflops=min(cls.tflops for cls in members),
-            memory_bytes=min(cls.memory_bytes for cls in members),
+            budget_bytes=min(cls.budget_bytes for cls in members),
             bandwidth_gbps=min(cls.bandwidth_gbps for cls in members),
         ))
     return types
@@ -99,7 +99,7 @@ class HybridTables:
     def stage_time(self, type_index: int, next_link: int, inflight: int) -> np.ndarray:
         """Time of each range on a group type, +inf where it does not fit."""
         group = self.types[type_index]
-        key = (group.tflops, group.memory_bytes, group.bandwidth_gbps, next_link, inflight)
+        key = (group.tflops, group.budget_bytes, group.bandwidth_gbps, next_link, inflight)
         table = self._times.get(key)
         if table is None:
             time = self._k * self.range_flops / (group.tflops * 1e12)
@@ -107,7 +107,7 @@ class HybridTables:
                 link = min(group.bandwidth_gbps, self.bandwidths[next_link])
                 time = time + self._c * self.out_of_last / (link * 1e9)
             memory = self.range_state + inflight * self.range_acts
-            fits = self.valid & (memory <= group.memory_bytes + self._extra)
+            fits = self.valid & (memory <= group.budget_bytes + self._extra)
             table = np.where(fits, time, np.inf)
             self._times[key] = table
         return table

@@ -17,19 +17,19 @@ def explain_infeasible(problem: Problem) -> str:
     """
     setup, layers, devices = problem.setup, problem.layers, problem.devices
     least_inflight = inflight_micro_batches(setup, 1)
-    largest = max(devices, key=lambda device: device.memory_bytes)
+    largest = max(devices, key=lambda device: device.budget_bytes)
     needs = [setup.bytes_per_param * layer.params + least_inflight * layer.activation_bytes for layer in layers]
     worst = max(range(len(layers)), key=lambda i: needs[i])
-    if needs[worst] > largest.memory_bytes:
-        short = needs[worst] - largest.memory_bytes
+    if needs[worst] > largest.budget_bytes:
+        short = needs[worst] - largest.budget_bytes
         return (
             f"layer '{layers[worst].name}' alone needs {format_bytes(needs[worst])} but the largest budget "
-            f"({largest.name}) is {format_bytes(largest.memory_bytes)}: short by {format_shortfall(short)}"
+            f"({largest.name}) is {format_bytes(largest.budget_bytes)}: short by {format_shortfall(short)}"
         )
     total_need = setup.bytes_per_param * stage_params(layers, range(len(layers))) + least_inflight * sum(
         layer.activation_bytes for layer in layers
     )
-    total_budget = sum(device.memory_bytes for device in devices)
+    total_budget = sum(device.budget_bytes for device in devices)
     if total_need > total_budget:
         return (
             f"the model needs at least {format_bytes(total_need)} but all budgets add up to "
@@ -44,7 +44,7 @@ def explain_infeasible(problem: Problem) -> str:
 
 def _least_extra_budget(problem: Problem) -> int:
     """Smallest extra bytes on every budget that makes a placement fit (bisection)."""
-    low, high = 0, max(1, max(device.memory_bytes for device in problem.devices))
+    low, high = 0, max(1, max(device.budget_bytes for device in problem.devices))
     while not feasible_with_extra_budget(problem, high):
         low, high = high, high * 2
     while high - low > max(1, high // 1_000_000):

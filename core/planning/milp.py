@@ -308,7 +308,7 @@ class _Model:
         """Of identical devices, use the earlier ones first (same plans, fewer branches)."""
         previous: dict[tuple[int, float, float], int] = {}
         for d, device in enumerate(self.devices):
-            key = (device.memory_bytes, device.tflops, device.bandwidth_gbps)
+            key = (device.budget_bytes, device.tflops, device.bandwidth_gbps)
             if key in previous:
                 row = {int(self.z[q, d]): 1.0 for q in range(self.positions)}
                 for q in range(self.positions):
@@ -343,7 +343,7 @@ class _Model:
                 for i in members:
                     self._row({int(self.w[g, q]): 1.0, int(self.x[i, q]): -1.0}, 0, np.inf)
             for d, device in enumerate(self.devices):
-                row[int(self.z[q, d])] = -float(device.memory_bytes)
+                row[int(self.z[q, d])] = -float(device.budget_bytes)
             self._row(row, -np.inf, 0)
 
     def _send_rows(self) -> None:
@@ -440,5 +440,5 @@ def _tied_groups(problem: Problem) -> list[tuple[int, list[int]]]:
 
 def _with_sizes(problem: Problem, reason: str) -> str:
     need = problem.setup.bytes_per_param * sum(layer.params for layer in problem.layers)
-    budgets = sum(device.memory_bytes for device in problem.devices)
+    budgets = sum(device.budget_bytes for device in problem.devices)
     return f"{reason} (weights and state alone need {format_bytes(need)}; budgets total {format_bytes(budgets)})"

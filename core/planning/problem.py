@@ -47,11 +47,11 @@ class Device:
     """A device as the planner sees it: a memory budget, a speed and a link."""
 
     name: str
-    memory_bytes: int
+    budget_bytes: int
     tflops: float
     bandwidth_gbps: float
     kind: str = ""
-    total_memory_bytes: int | None = None  # the whole card, when known (for bars)
+    memory_total_bytes: int | None = None  # the whole card, when known (for bars)
 
 
 @dataclass(frozen=True)
@@ -257,23 +257,30 @@ def _layer(item: Any, where: str) -> Layer:
     return layer
 
 
+# Device keys of problem files written before the one-term rename: still read.
+_OLD_DEVICE_KEYS = {"memory_bytes": "budget_bytes", "total_memory_bytes": "memory_total_bytes"}
+
+
 def _device(item: Any, where: str) -> Device:
-    item = _object(item, where)
+    item = dict(_object(item, where))
+    for old, new in _OLD_DEVICE_KEYS.items():
+        if old in item:
+            item.setdefault(new, item.pop(old))
     name = _name(item, where)
     where = f"device '{name}'"
     kind = item.get("kind", "")
-    total = item.get("total_memory_bytes")
+    total = item.get("memory_total_bytes")
     device = Device(
         name=name,
-        memory_bytes=_integer(item, "memory_bytes", where, positive=True),
+        budget_bytes=_integer(item, "budget_bytes", where, positive=True),
         tflops=_number(item, "tflops", where, positive=True),
         bandwidth_gbps=_number(item, "bandwidth_gbps", where, positive=True),
         kind=kind if isinstance(kind, str) else "",
-        total_memory_bytes=_integer(item, "total_memory_bytes", where, positive=True) if total is not None else None,
+        memory_total_bytes=_integer(item, "memory_total_bytes", where, positive=True) if total is not None else None,
     )
-    if device.total_memory_bytes is not None and device.memory_bytes > device.total_memory_bytes:
+    if device.memory_total_bytes is not None and device.budget_bytes > device.memory_total_bytes:
         raise InputError(
-            f"{where}: budget {device.memory_bytes} bytes exceeds its memory of {device.total_memory_bytes} bytes"
+            f"{where}: budget {device.budget_bytes} bytes exceeds its memory of {device.memory_total_bytes} bytes"
         )
     return device
 

@@ -20,7 +20,7 @@ from core.planning.problem import Problem
 @dataclass(frozen=True)
 class DeviceClass:
     members: tuple[int, ...]  # device indices, in the problem's order
-    memory_bytes: int
+    budget_bytes: int
     tflops: float
     bandwidth_gbps: float
 
@@ -28,7 +28,7 @@ class DeviceClass:
 def device_classes(problem: Problem) -> list[DeviceClass]:
     groups: dict[tuple[int, float, float], list[int]] = {}
     for index, device in enumerate(problem.devices):
-        key = (device.memory_bytes, device.tflops, device.bandwidth_gbps)
+        key = (device.budget_bytes, device.tflops, device.bandwidth_gbps)
         groups.setdefault(key, []).append(index)
     return [DeviceClass(tuple(members), *key) for key, members in groups.items()]
 
@@ -80,7 +80,7 @@ class RangeTables:
                 link = min(device.bandwidth_gbps, self.bandwidths[next_bandwidth])
                 time = time + self._c * self.out_of_last / (link * 1e9)
             memory = self._b * self.range_params + inflight * self.range_acts
-            fits = self.valid & (memory <= device.memory_bytes + self._extra)
+            fits = self.valid & (memory <= device.budget_bytes + self._extra)
             table = np.where(fits, time, np.inf)
             self._times[key] = table
         return table

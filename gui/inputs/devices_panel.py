@@ -147,7 +147,7 @@ class DevicesPanel(QWidget):
         font.setBold(True)
         name.setFont(font)
         kind = QTableWidgetItem(KIND_LABELS[entry.kind])
-        memory = QTableWidgetItem(format_bytes(entry.total_memory_bytes, digits=0, unit="GiB"))
+        memory = QTableWidgetItem(format_bytes(entry.memory_total_bytes, digits=0, unit="GiB"))
         peak, speed = self._speed_items(entry)
         items = [name, kind, memory, peak, speed]
         for item in items[1:]:

@@ -292,7 +292,7 @@ class BudgetBarsPanel(QWidget):
         self._bars, self._figures = {}, {}
         for row, entry in enumerate(self.state.included_devices):
             color = theme.device_color(self.state.color_slot(entry.name))
-            bar = BudgetBar(entry.name, entry.total_memory_bytes, entry.budget_bytes, color)
+            bar = BudgetBar(entry.name, entry.memory_total_bytes, entry.budget_bytes, color)
             bar.budget_requested.connect(lambda value, name=entry.name: self.state.set_budget(name, value))
             figures = QLabel()
             figures.setFont(theme.mono_font())

@@ -115,7 +115,7 @@ def test_the_helper_fsyncs_file_and_folder(tmp_path: Path, monkeypatch: pytest.M
 
 
 def a_project() -> Project:
-    device = DeviceEntry(name="cpu", kind="host", total_memory_bytes=8 << 30, budget_bytes=4 << 30)
+    device = DeviceEntry(name="cpu", kind="host", memory_total_bytes=8 << 30, budget_bytes=4 << 30)
     return Project(devices=(device,), model=ModelChoice(source="custom", custom=GPTSize(layers=2, d_model=64, heads=2)),
                    setup=TrainingSetup(), solver="exact", view="plan")
 

@@ -41,7 +41,7 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def host(total: int = 64 * GiB, included: bool = True) -> DeviceEntry:
-    return DeviceEntry(name="cpu", kind="host", total_memory_bytes=total, budget_bytes=total // 2, included=included)
+    return DeviceEntry(name="cpu", kind="host", memory_total_bytes=total, budget_bytes=total // 2, included=included)
 
 
 def inventory(gpus: tuple = (), memory: int = 64 * GiB) -> SimpleNamespace:
@@ -120,7 +120,7 @@ def test_simulated_names_are_unique_and_stable() -> None:
     second = simulated_entry("A100-80GB", {first.name})
     third = simulated_entry("A100-80GB", {first.name, second.name})
     assert [first.name, second.name, third.name] == ["A100-80GB", "A100-80GB#2", "A100-80GB#3"]
-    assert first.total_memory_bytes == first.budget_bytes == load_catalog().find("A100-80GB").memory_bytes
+    assert first.memory_total_bytes == first.budget_bytes == load_catalog().find("A100-80GB").memory_bytes
     with pytest.raises(InputError, match="unknown GPU"):
         simulated_entry("Voodoo2")
 

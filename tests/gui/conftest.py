@@ -43,7 +43,7 @@ def small_project(devices: tuple[str, ...] = ("A100-80GB", "RTX4090"), model: st
         if budgets_gib is not None and budgets_gib[i] is not None:
             entry = replace(entry, budget_bytes=int(budgets_gib[i] * 1024**3))
         entries.append(entry)
-    host = DeviceEntry(name="cpu", kind="host", total_memory_bytes=1 << 33, budget_bytes=1 << 33, included=False)
+    host = DeviceEntry(name="cpu", kind="host", memory_total_bytes=1 << 33, budget_bytes=1 << 33, included=False)
     setup = TrainingSetup(micro_batch_size=8, seq_len=256, micro_batches=8)
     return Project(devices=(*entries, host), model=ModelChoice(name=model), setup=setup, solver=solver)
 

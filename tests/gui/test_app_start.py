@@ -40,7 +40,7 @@ def test_fake_gpus_are_listed_as_cuda_devices(qtbot, make_window) -> None:
         ("cuda:0", "gpu", True), ("cuda:1", "gpu", True), ("cpu", "host", False)]
     assert "fake NVML" in window.devices_panel.note.text()
     assert {stage.device for stage in state.plan.stages} <= {"cuda:0", "cuda:1"}
-    assert state.devices[0].budget_bytes <= state.devices[0].total_memory_bytes
+    assert state.devices[0].budget_bytes <= state.devices[0].memory_total_bytes
 
 
 def test_adding_removing_and_excluding_devices_in_the_panel(qtbot, make_window) -> None:

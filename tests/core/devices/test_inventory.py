@@ -284,7 +284,7 @@ def test_planner_gets_discovered_gpus() -> None:
     devices = resolve_devices("auto", discover=lambda: inventory)
     assert [d.name for d in devices] == ["cuda:0", "cuda:1"]
     assert devices[0].bandwidth_gbps == 450.0 and devices[0].kind == "H100-SXM"
-    assert devices[0].memory_bytes == inventory.gpus[0].memory_free_bytes
+    assert devices[0].budget_bytes == inventory.gpus[0].memory_free_bytes
 
 
 def test_simulated_devices() -> None:

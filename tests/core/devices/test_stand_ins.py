@@ -15,11 +15,11 @@ GiB = 1024**3
 
 
 def saved_gpu(index: int, catalog: str | None = "H100-SXM", budget_gib: int = 40, included: bool = True) -> DeviceEntry:
-    return DeviceEntry(name=f"cuda:{index}", kind="gpu", total_memory_bytes=80 * GiB, budget_bytes=budget_gib * GiB,
+    return DeviceEntry(name=f"cuda:{index}", kind="gpu", memory_total_bytes=80 * GiB, budget_bytes=budget_gib * GiB,
                        included=included, catalog_name=catalog)
 
 
-HOST = DeviceEntry(name="cpu", kind="host", total_memory_bytes=16 * GiB, budget_bytes=8 * GiB, included=False)
+HOST = DeviceEntry(name="cpu", kind="host", memory_total_bytes=16 * GiB, budget_bytes=8 * GiB, included=False)
 
 
 def test_a_gpus_kind_is_saved_with_the_project_and_read_back():
@@ -43,7 +43,7 @@ def test_missing_gpus_are_named_by_kind_and_get_stand_ins_with_their_budgets():
     assert [(e.name, e.kind, e.catalog_name, e.included) for e in added] == [
         ("H100-SXM", "simulated", "H100-SXM", True), ("H100-SXM#2", "simulated", "H100-SXM", False)]
     assert added[0].budget_bytes == 40 * GiB
-    assert added[1].budget_bytes == added[1].total_memory_bytes  # 90 GiB saved: capped at the card
+    assert added[1].budget_bytes == added[1].memory_total_bytes  # 90 GiB saved: capped at the card
 
 
 def test_nothing_to_offer_without_a_known_kind():

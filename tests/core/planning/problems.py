@@ -10,7 +10,7 @@ def layer(name: str, params: int = 0, flops: float = 0.0, act: int = 0, out: int
 
 
 def device(name: str, memory: int, tflops: float = 1.0, gbps: float = 1.0) -> Device:
-    return Device(name=name, memory_bytes=memory, tflops=tflops, bandwidth_gbps=gbps)
+    return Device(name=name, budget_bytes=memory, tflops=tflops, bandwidth_gbps=gbps)
 
 
 def problem(layers: list[Layer], devices: list[Device], **setup: object) -> Problem:

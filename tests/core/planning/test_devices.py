@@ -14,13 +14,13 @@ GiB = 1024**3
 
 
 def host_entry(total: int = 64 * GiB) -> DeviceEntry:
-    return DeviceEntry(name="cpu", kind="host", total_memory_bytes=total, budget_bytes=total // 2)
+    return DeviceEntry(name="cpu", kind="host", memory_total_bytes=total, budget_bytes=total // 2)
 
 
 def test_catalog_devices_with_budgets_any_case():
     devices = resolve_devices("a100-80gb:70GiB,A100-40GB:36GiB,rtx4090:22GiB", precision="bf16", efficiency=0.5)
     assert [d.name for d in devices] == ["A100-80GB", "A100-40GB", "RTX4090"]
-    assert [d.memory_bytes for d in devices] == [70 * GiB, 36 * GiB, 22 * GiB]
+    assert [d.budget_bytes for d in devices] == [70 * GiB, 36 * GiB, 22 * GiB]
     assert devices[0].tflops == pytest.approx(312.0 * 0.5)  # bf16 dense datasheet x efficiency
     assert devices[2].tflops == pytest.approx(165.2 * 0.5)
 
@@ -30,7 +30,7 @@ def test_n_alike_get_numbered_names_and_nvlink():
     assert [d.name for d in devices] == ["H100-SXM#0", "H100-SXM#1", "H100-SXM#2", "H100-SXM#3"]
     assert all(d.bandwidth_gbps == 450.0 for d in devices)  # NVLink, per direction
     assert devices[0].tflops == pytest.approx(66.9)
-    assert devices[0].memory_bytes == load_catalog().find("H100-SXM").memory_bytes
+    assert devices[0].budget_bytes == load_catalog().find("H100-SXM").memory_bytes
 
 
 def test_a_single_gpu_uses_pcie():
@@ -47,7 +47,7 @@ def test_cpu_devices_share_the_host(monkeypatch):
     monkeypatch.setattr("core.devices.host_speed.measure_cpu_tflops", lambda: 0.2)
     devices = resolve_devices("2xcpu:2GiB", precision="fp32")
     assert [d.name for d in devices] == ["cpu#0", "cpu#1"]
-    assert [d.memory_bytes for d in devices] == [2 * GiB, 2 * GiB]
+    assert [d.budget_bytes for d in devices] == [2 * GiB, 2 * GiB]
     assert devices[0].tflops == pytest.approx(0.1)  # two processes share one host
 
 
@@ -78,7 +78,7 @@ def test_app_entries_resolve_with_efficiency_links_and_host_speed() -> None:
     assert devices[0].tflops == pytest.approx(312.0 * catalog.default_efficiency)
     assert [d.bandwidth_gbps for d in devices] == [300.0, 300.0, 32.0, 10.0]  # two A100s: one NVLink box
     assert devices[3].tflops == pytest.approx(2.0 * catalog.cpu_efficiency) and devices[3].kind == "cpu"
-    assert devices[1].memory_bytes == pair[1].budget_bytes
+    assert devices[1].budget_bytes == pair[1].budget_bytes
     lone = resolve_devices((pair[0], replace(pair[1], included=False)), "fp32")
     assert [d.bandwidth_gbps for d in lone] == [32.0]
     with pytest.raises(InputError, match="not measured"):

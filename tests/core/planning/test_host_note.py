@@ -11,11 +11,11 @@ LAYERS = tuple(Layer(name=f"h.{i}", params=1000, flops=1e12, activation_bytes=10
 SETUP = Setup(mode="train", bytes_per_param=16, micro_batches=4)
 
 
-def gpu(name: str, memory_bytes: int) -> Device:
-    return Device(name=name, memory_bytes=memory_bytes, tflops=100.0, bandwidth_gbps=25.0, kind="A100-80GB")
+def gpu(name: str, budget_bytes: int) -> Device:
+    return Device(name=name, budget_bytes=budget_bytes, tflops=100.0, bandwidth_gbps=25.0, kind="A100-80GB")
 
 
-HOST = Device(name="cpu", memory_bytes=10**9, tflops=0.1, bandwidth_gbps=10.0, kind="cpu")
+HOST = Device(name="cpu", budget_bytes=10**9, tflops=0.1, bandwidth_gbps=10.0, kind="cpu")
 
 
 def test_host_needed_for_memory_is_named_as_the_bottleneck():

@@ -38,11 +38,11 @@ def plan(*stages):
 
 
 def host(budget=2 * GIB, included=True):
-    return DeviceEntry(name="cpu", kind="host", total_memory_bytes=8 * GIB, budget_bytes=budget, included=included)
+    return DeviceEntry(name="cpu", kind="host", memory_total_bytes=8 * GIB, budget_bytes=budget, included=included)
 
 
 def gpu(index, budget=10 * GIB):
-    return DeviceEntry(name=f"cuda:{index}", kind="gpu", total_memory_bytes=80 * GIB, budget_bytes=budget,
+    return DeviceEntry(name=f"cuda:{index}", kind="gpu", memory_total_bytes=80 * GIB, budget_bytes=budget,
                        catalog_name="A100-80GB")
 
 
@@ -61,9 +61,9 @@ def test_simulated_duplicates_get_the_runners_positional_names():
     assert [s["device"] for s in answer.plan["stages"]] == ["A100-80GB#1", "A100-80GB#0"]
     assert answer.names == (("A100-80GB", "A100-80GB#0"), ("A100-80GB#2", "A100-80GB#1"))
     resolved = resolve_devices(answer.spec)
-    assert [(d.name, d.memory_bytes) for d in resolved] == [("A100-80GB#0", 10 * GIB), ("A100-80GB#1", 20 * GIB)]
+    assert [(d.name, d.budget_bytes) for d in resolved] == [("A100-80GB#0", 10 * GIB), ("A100-80GB#1", 20 * GIB)]
     # the stage on A100-80GB#1 has the second A100's budget: the app's A100-80GB#2
-    by_name = {d.name: d.memory_bytes for d in resolved}
+    by_name = {d.name: d.budget_bytes for d in resolved}
     assert by_name[answer.plan["stages"][0]["device"]] == second.budget_bytes
 
 
@@ -91,7 +91,7 @@ def test_the_host_and_discovered_gpus_keep_their_names_and_exact_budgets():
     assert [s["device"] for s in answer.plan["stages"]] == ["cuda:1", "cuda:0", "cpu"]
     host_only = run_devices([host(2 * GIB)], plan(("cpu", NANO_LAYERS)))
     assert host_only.spec == f"cpu:{2 * GIB}B"
-    assert [(d.name, d.memory_bytes) for d in resolve_devices(host_only.spec)] == [("cpu", 2 * GIB)]
+    assert [(d.name, d.budget_bytes) for d in resolve_devices(host_only.spec)] == [("cpu", 2 * GIB)]
 
 
 def test_the_rest_of_the_plan_is_kept():

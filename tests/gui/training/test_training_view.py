@@ -81,7 +81,7 @@ def past_runs(tmp_path_factory, corpus):
 
 def host_project() -> Project:
     """gpt-nano on this machine's CPU alone: one stage, a small batch."""
-    host = DeviceEntry(name="cpu", kind="host", total_memory_bytes=2 * GIB, budget_bytes=2 * GIB)
+    host = DeviceEntry(name="cpu", kind="host", memory_total_bytes=2 * GIB, budget_bytes=2 * GIB)
     setup = TrainingSetup(precision="fp32", micro_batch_size=2, seq_len=64, micro_batches=2)
     return Project(devices=(host,), model=ModelChoice(name="gpt-nano"), setup=setup)
 

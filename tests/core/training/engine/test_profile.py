@@ -12,7 +12,7 @@ from core.training.engine.profile import apply_profile, load_profile, measure_pr
 from main import main
 
 SETUP = TrainingSetup(precision="fp32", micro_batch_size=2, seq_len=32, micro_batches=2)
-CPU = Device(name="cpu", memory_bytes=1 << 30, tflops=0.5, bandwidth_gbps=10.0, kind="cpu")
+CPU = Device(name="cpu", budget_bytes=1 << 30, tflops=0.5, bandwidth_gbps=10.0, kind="cpu")
 
 
 def cpus(count):
@@ -46,7 +46,7 @@ def test_apply_replaces_cpu_speed_and_accounts_for_sharing(profile):
     measured = profile.devices[0].effective_tflops
     assert [d.tflops for d in apply_profile(cpus(2), profile)] == pytest.approx([measured, measured])
     assert [d.tflops for d in apply_profile(cpus(4), profile)] == pytest.approx([measured / 2] * 4)
-    simulated = Device(name="A100-80GB", memory_bytes=1 << 30, tflops=200.0, bandwidth_gbps=25.0, kind="A100-80GB")
+    simulated = Device(name="A100-80GB", budget_bytes=1 << 30, tflops=200.0, bandwidth_gbps=25.0, kind="A100-80GB")
     assert apply_profile((simulated,), profile) == (simulated,)
 
 
