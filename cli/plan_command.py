@@ -222,7 +222,13 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
                   args: argparse.Namespace) -> None:
-    from cli.plan_report import comparison_table, describe_problem, stage_table, summary
+    from cli.plan_report import (
+        comparison_table,
+        describe_problem,
+        faster_baseline_line,
+        stage_table,
+        summary,
+    )
     from core.planning.host_note import host_stage_note
     from core.planning.solvers import faster_outside_the_setup
 
@@ -243,7 +249,7 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         reference = plan if args.solver == "exact" else None
         print()
         print(comparison_table(results, reference))
-        hint = faster_outside_the_setup(results, plan, problem.setup) if reference is not None else None
-        if hint:
-            print(hint)
+        faster = faster_outside_the_setup(results, plan, problem.setup) if reference is not None else None
+        if faster is not None:
+            print(faster_baseline_line(faster, problem.setup))
     sys.stdout.flush()

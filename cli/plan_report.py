@@ -5,6 +5,8 @@ from __future__ import annotations
 from cli.table import render_table
 from core.planning.plan import INFEASIBLE, Plan
 from core.planning.problem import Device, Problem
+from core.planning.setup import TrainingSetup
+from core.planning.solvers import FasterBaseline
 from core.units import format_bytes, format_count, format_gap, format_seconds
 
 
@@ -115,3 +117,14 @@ def shape(plan: Plan) -> str:
 
 def _maybe_seconds(value: float | None) -> str:
     return format_seconds(value) if value is not None else ""
+
+
+def faster_baseline_line(faster: FasterBaseline, setup: TrainingSetup) -> str:
+    """'zero1 is 2.4% faster than the exact plan: ... plan with --zero 1 ...'."""
+    options = ([f"--zero {faster.zero}"] if faster.zero is not None else []) + \
+        (["--data-parallel auto"] if faster.needs_auto_data_parallel else [])
+    replicas = f"{faster.data_parallel} replica{'s' if faster.data_parallel != 1 else ''}"
+    used_zero = faster.zero if faster.zero is not None else setup.zero
+    return (f"{faster.solver} is {faster.faster_percent:.1f}% faster than the exact plan: it uses {replicas} and "
+            f"zero {used_zero}, outside what was asked (zero {setup.zero}, data-parallel {setup.data_parallel}); "
+            f"plan with {' '.join(options)} to let the exact solver search there")

@@ -99,6 +99,7 @@ QPushButton:disabled {{ color: #A0A7B2; }}
 QStatusBar {{ background: {SURFACE}; border-top: 1px solid {BORDER}; color: {MUTED}; }}
 QSplitter::handle {{ background: {WINDOW}; }}
 QLabel#muted {{ color: {MUTED}; }}
+QLabel#warning {{ color: {WARNING}; font-weight: bold; }}
 QLabel#metricValue {{ font-size: {BASE_POINT_SIZE + 5}pt; font-weight: bold; }}
 QLabel#metricName {{ color: {MUTED}; }}
 QFrame#metricCard {{ background: {SURFACE}; border: 1px solid {BORDER}; border-radius: 6px; }}

@@ -5,6 +5,7 @@ All of them return a Plan evaluated by the one canonical cost model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InputError
@@ -88,15 +89,28 @@ def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVE
     return results
 
 
-def faster_outside_the_setup(results: dict[str, Plan | str], exact: Plan, setup: TrainingSetup) -> str | None:
-    """Why a baseline can beat the exact plan, as one line for the report, or None.
 
-    The exact plan is optimal within the replica count and ZeRO stage the
-    setup asks for; a data-parallel baseline (fsdp, ddp, zero1, megatron)
-    picks its own, so it can be faster when the setup ruled its choice out.
-    The line names the fastest such baseline and the option that lets the
-    exact solver search there.
+@dataclass(frozen=True)
+class FasterBaseline:
+    """A data-parallel baseline faster than the exact plan, and what the setup ruled out to allow it.
+
+    The exact plan is optimal within the replica count and ZeRO stage asked
+    for; fsdp, ddp, zero1 and megatron pick their own, so one of them can be
+    faster when the setup excluded its choice. `zero` is the ZeRO stage to
+    ask for (None: keep it) and `needs_auto_data_parallel` whether the replica
+    count must be left to the planner.
     """
+
+    solver: str
+    faster_percent: float
+    data_parallel: int
+    zero: int | None
+    needs_auto_data_parallel: bool
+
+
+def faster_outside_the_setup(results: dict[str, Plan | str], exact: Plan,
+                             setup: TrainingSetup) -> FasterBaseline | None:
+    """The fastest baseline that beats `exact` by using what the setup ruled out, or None."""
     if exact.objective_s is None:
         return None
     faster = [plan for plan in results.values()
@@ -105,15 +119,9 @@ def faster_outside_the_setup(results: dict[str, Plan | str], exact: Plan, setup:
     if not faster:
         return None
     best = min(faster, key=lambda plan: plan.objective_s or 0.0)
-    options = []
-    if best.zero != setup.zero:
-        options.append(f"--zero {best.zero}")
-    if setup.data_parallel != "auto" and best.data_parallel != setup.data_parallel:
-        options.append("--data-parallel auto")
-    if not options:
+    zero = best.zero if best.zero != setup.zero else None
+    needs_auto = setup.data_parallel != "auto" and best.data_parallel != setup.data_parallel
+    if zero is None and not needs_auto:
         return None
     percent = (1 - (best.objective_s or 0.0) / exact.objective_s) * 100
-    asked = f"zero {setup.zero}, data-parallel {setup.data_parallel}"
-    replicas = f"{best.data_parallel} replica{'s' if best.data_parallel != 1 else ''}"
-    return (f"{best.solver} is {percent:.1f}% faster than the exact plan: it uses {replicas} and zero {best.zero}, "
-            f"outside what was asked ({asked}); plan with {' '.join(options)} to let the exact solver search there")
+    return FasterBaseline(best.solver, percent, best.data_parallel, zero, needs_auto)

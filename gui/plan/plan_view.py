@@ -201,8 +201,7 @@ class PlanView(QWidget):
         self.timeline_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         below = QSplitter(Qt.Orientation.Horizontal)
         below.addWidget(_titled("Pipeline timeline (one step)", self.timeline_stack, self.timeline_caption))
-        below.addWidget(_titled("All solvers on this problem", self.comparison,
-                                _muted("double-click a row to plan with it")))
+        below.addWidget(_titled("All solvers on this problem", self.comparison, self.comparison.note_label))
         self._below = below
         splitter = QSplitter(Qt.Orientation.Vertical)
         self.shape_note = QLabel()

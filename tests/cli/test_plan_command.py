@@ -177,6 +177,9 @@ def test_hybrid_plan_shows_groups_and_the_data_parallel_baselines(capsys):
     assert "A100-80GB#0..3" in out  # four alike GPUs, one replica each: the whole model is fastest
     for name in ("fsdp", "ddp", "zero1", "megatron", "pipeline", "uniform"):
         assert any(line.startswith(name) for line in out.splitlines()), name
+    # Under zero 3 the replicas gather their weights; ddp (zero 0) fits and is faster: the report says
+    # so and names the option that lets the exact solver find it.
+    assert out.splitlines()[-1].startswith("ddp is ") and "plan with --zero 0 to let" in out.splitlines()[-1]
 
 
 def test_hybrid_plan_json_has_groups(capsys, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QAbstractItemView
 
+from gui.plan.comparison import DOUBLE_CLICK_NOTE
 from tests.gui.conftest import small_project, wait_for_plan
 
 
@@ -14,3 +15,19 @@ def test_the_table_keeps_qt_state_method(qtbot, make_window) -> None:
     table = window.plan_view.comparison
     assert table.state() == QAbstractItemView.State.NoState
     assert table.app_state is window.state
+
+
+def test_a_baseline_faster_outside_the_setup_is_named_above_the_table(qtbot, make_window) -> None:
+    # gpt-nano on four alike A100s under ZeRO 3 with data parallel auto: the exact plan pays for
+    # gathering weights, ddp (zero 0, a replica per GPU) fits and is faster (as the CLI test shows).
+    window = make_window(small_project(("A100-80GB",) * 4, model="gpt-nano"))
+    state, panel, note = window.state, window.model_panel, window.plan_view.comparison.note_label
+    wait_for_plan(qtbot, state, comparison=True)
+    assert note.text() == DOUBLE_CLICK_NOTE  # zero 0: nothing is faster than the exact plan
+    panel.setup_boxes["data_parallel"].setCurrentIndex(panel.setup_boxes["data_parallel"].findData("auto"))
+    panel.setup_boxes["zero"].setCurrentIndex(panel.setup_boxes["zero"].findData(3))
+    wait_for_plan(qtbot, state, comparison=True)
+    assert state.plan.zero == 3
+    ddp = state.comparison["ddp"]
+    assert ddp.feasible and ddp.objective_s < state.plan.objective_s
+    assert note.text().startswith("ddp is ") and note.text().endswith("faster: set ZeRO stage to 0 to plan there")
