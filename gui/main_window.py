@@ -50,6 +50,7 @@ from gui.inputs.devices_panel import DevicesPanel
 from gui.inputs.model_panel import ModelPanel
 from gui.plan.budget_bars import BudgetBarsPanel
 from gui.plan.graph_view import GraphView
+from gui.plan.groups import shape_text
 from gui.plan.plan_view import PlanView
 from gui.state import AppState
 from gui.widgets.banner import Banner
@@ -316,7 +317,7 @@ class MainWindow(QMainWindow):
         elif plan is None:
             text = "Waiting for the first plan…"
         else:
-            stages = f", {len(plan.stages)} stages" if plan.stages else ""
+            stages = f", {shape_text(plan)}" if plan.stages else ""
             text = f"{plan.solver}: {plan.status} in {format_seconds(plan.solve_time_s)}{stages}"
         self.status_text.setText(text)
         planned = len(self.state.included_devices)

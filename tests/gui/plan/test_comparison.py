@@ -31,3 +31,9 @@ def test_a_baseline_faster_outside_the_setup_is_named_above_the_table(qtbot, mak
     ddp = state.comparison["ddp"]
     assert ddp.feasible and ddp.objective_s < state.plan.objective_s
     assert note.text().startswith("ddp is ") and note.text().endswith("faster: set ZeRO stage to 0 to plan there")
+
+
+def test_the_status_bar_gives_the_plans_shape_in_words(qtbot, make_window) -> None:
+    window = make_window(small_project(("A100-80GB",), model="gpt-nano"))  # one GPU: one stage
+    wait_for_plan(qtbot, window.state)
+    assert window.status_text.text().endswith(", 1 stage")  # not "1 stages"
