@@ -161,8 +161,8 @@ def synthetic_run(root: Path, points: int) -> Path:
 
     import numpy as np
 
-    from core.durable import read_json
     from core.planning.setup import TrainingSetup
+    from core.system.durable import read_json
     from core.training.config import TrainConfig
     from core.training.launcher import start_run, wait_run
     from core.training.run_dir import RunPaths, atomic_write_json, write_status

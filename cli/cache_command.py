@@ -4,7 +4,7 @@
     python3 main.py cache --clear    # remove every entry (they are rebuilt when needed)
 
 The cache holds layer graphs measured on the meta device and accelerate's
-placements (core.disk_cache), in $ALLOT_CACHE_DIR, else $XDG_CACHE_HOME/allot,
+placements (core.system.disk_cache), in $ALLOT_CACHE_DIR, else $XDG_CACHE_HOME/allot,
 else ~/.cache/allot. Deleting it loses nothing but time.
 """
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.disk_cache import cache_root, cache_summary, clear_cache
+    from core.system.disk_cache import cache_root, cache_summary, clear_cache
     from core.units import format_bytes
 
     if args.clear:

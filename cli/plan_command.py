@@ -75,7 +75,7 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.no_cache:
-        from core.disk_cache import bypassed
+        from core.system.disk_cache import bypassed
 
         with bypassed():
             return _run(args)
@@ -212,7 +212,7 @@ def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    from core.durable import atomic_write_text
+    from core.system.durable import atomic_write_text
 
     try:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")

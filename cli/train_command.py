@@ -239,7 +239,7 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
     Steps up to `after_step` (where a resumed run picks up) were printed by the
     run before: they are not said again.
     """
-    from core.durable import read_json
+    from core.system.durable import read_json
     from core.training.engine.loop import format_row
     from core.training.launcher import read_status, stop_run
     from core.training.metrics import MetricsTail
@@ -270,7 +270,7 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
 
 
 def _finish(run_dir: Path, status: Any) -> int:
-    from core.durable import read_json
+    from core.system.durable import read_json
     from core.training.report import format_report
     from core.training.run_dir import RunPaths
 

@@ -4,7 +4,8 @@
     model/     the built-in GPT, HF configs, model choice, meta-device measuring, the layer graph
     planning/  the one front door: model choice + devices + setup -> Problem -> Plan
     training/  runs (launcher, job, run directory, metrics) and engine/ (the torch side)
-    errors, units, project, process (helper processes end with their parent)
+    system/    what faces the OS: durable writes, the on-disk cache, process lifetime
+    errors, units, project
 """
 
 from pathlib import Path

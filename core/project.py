@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from core.devices.catalog import load_catalog
-from core.durable import atomic_write_text
 from core.errors import InputError
 from core.model.config import MODEL_SOURCES, GPTSize, ModelChoice
 from core.planning.devices import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.planning.solvers import SOLVER_NAMES
+from core.system.durable import atomic_write_text
 
 PROJECT_FORMAT = "allot-project"
 PROJECT_VERSION = 1
@@ -159,7 +159,7 @@ def project_to_dict(project: Project) -> dict[str, Any]:
 
 
 def save_project(project: Project, path: str | Path) -> Path:
-    """Write the project durably (core.durable: a crash leaves the old file or the new one).
+    """Write the project durably (core.system.durable: a crash leaves the old file or the new one).
 
     Raises:
         InputError: the file cannot be written.

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core.disk_cache import cache_root
-from core.durable import atomic_write_text
+from core.system.disk_cache import cache_root
+from core.system.durable import atomic_write_text
 
 CACHE_FILE = "host-speed.json"
 MAX_AGE_DAYS = 30

@@ -4,7 +4,7 @@ Nodes are the layers of the model's chain, in execution order, each carrying
 its measured costs for one micro-batch (core.model.measure.LayerCost fields);
 edges carry the bytes sent from one layer to the next. Graphs are cached per
 (model, batch shape, precision, mode, recompute): in memory, so dragging a
-budget re-plans without re-measuring, and on disk (core.disk_cache), so the
+budget re-plans without re-measuring, and on disk (core.system.disk_cache), so the
 next process plans a measured model without importing torch.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 
 import networkx as nx
 
-from core.disk_cache import code_version, package_versions, read_entry, write_entry
 from core.errors import InputError
 from core.model.spec import ModelSpec
 from core.planning.problem import Layer
 from core.planning.setup import TrainingSetup
+from core.system.disk_cache import code_version, package_versions, read_entry, write_entry
 
 # What a graph is measured by: a change to any of these invalidates the disk cache.
 _MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/gpt.py", "core/model/hf.py")
@@ -31,7 +31,7 @@ def build_layer_graph(spec: ModelSpec, setup: TrainingSetup) -> nx.DiGraph:
     """The layer graph of a model under a setup (cached; treat it as read-only).
 
     A graph measured before, by any process, is read from the disk cache
-    (core.disk_cache; `disk_cache.bypassed()` skips it) without importing torch.
+    (core.system.disk_cache; `disk_cache.bypassed()` skips it) without importing torch.
 
     Raises:
         InputError: the model cannot be built or run on the meta device.

@@ -51,9 +51,9 @@ def _placement(problem: Problem, spec: ModelSpec, names: list[str]) -> tuple[dic
     """Each layer's device as accelerate places it, and the seconds that took.
 
     The answer depends only on the model, its dtype and the budgets: it is kept
-    in the disk cache (core.disk_cache), so a repeated plan needs no torch.
+    in the disk cache (core.system.disk_cache), so a repeated plan needs no torch.
     """
-    from core.disk_cache import code_version, package_versions, read_entry, write_entry
+    from core.system.disk_cache import code_version, package_versions, read_entry, write_entry
 
     weight_bytes = weight_bytes_per_param(problem)
     key = {"model": spec.identity(),

@@ -29,7 +29,7 @@ from core.planning.devices import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
-from core.process import exit_with_parent
+from core.system.process import exit_with_parent
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from core.durable import atomic_write_text
 from core.errors import InputError
 from core.model.hf_source import HEAD, HFModelSource
 from core.model.hf_weights import CONFIG, INDEX
+from core.system.durable import atomic_write_text
 
 _COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                  "vocab.json", "merges.txt", "tokenizer.model")

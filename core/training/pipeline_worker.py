@@ -31,7 +31,7 @@ from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGP
 
 from core.model.gpt import lm_loss
 from core.planning.plan import replica_and_stage
-from core.process import exit_with_parent
+from core.system.process import exit_with_parent
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
 from core.training.engine.data_parallel import (

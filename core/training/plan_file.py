@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.durable import read_json
 from core.errors import InputError
 from core.planning.plan import Plan
 from core.planning.problem import Problem
+from core.system.durable import read_json
 
 Stages = list[tuple[tuple[str, ...], tuple[str, ...]]]  # (device group in replica order, layers)
 

@@ -11,7 +11,7 @@
       data/            train.bin, val.bin, meta.json (and tokenizer.json for BPE)
       STOP             present while a stop is requested
 
-Every JSON file is written atomically (core.durable: temp file, fsync, rename), and the
+Every JSON file is written atomically (core.system.durable: temp file, fsync, rename), and the
 status has one writer: the job process (core.training.job).
 """
 
@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.durable import atomic_write_bytes as atomic_write_bytes  # re-exported: older imports
-from core.durable import atomic_write_json as atomic_write_json
-from core.durable import read_json
 from core.errors import InputError
+from core.system.durable import (
+    atomic_write_bytes as atomic_write_bytes,  # re-exported: older imports
+)
+from core.system.durable import atomic_write_json as atomic_write_json
+from core.system.durable import read_json
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
 RUN_STATES = (RUNNING, FINISHED, STOPPED, FAILED)

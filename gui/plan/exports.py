@@ -26,10 +26,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.durable import atomic_write_text
 from core.errors import InputError
 from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
 from core.planning.plan import Plan
+from core.system.durable import atomic_write_text
 from gui import theme
 from gui.state import AppState
 

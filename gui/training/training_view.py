@@ -28,8 +28,8 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
-from core.durable import read_json
 from core.errors import InputError
+from core.system.durable import read_json
 from core.training.app_request import (
     check_run_name,
     default_run_name,

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.durable import atomic_write_json, fsync_directory, read_json, write_atomically
 from core.errors import InputError
+from core.system.durable import atomic_write_json, fsync_directory, read_json, write_atomically
 
 FORMAT = 1
 _STEP_DIR = re.compile(r"^step_(\d{8})$")

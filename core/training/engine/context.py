@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.durable import read_json
 from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
+from core.system.durable import read_json
 from core.training.config import TrainConfig
 from core.training.engine.stages import StageLayout, layouts_from_plan
 from core.training.run_dir import RunPaths

@@ -92,7 +92,7 @@ def load_profile(path: Path | str) -> Profile:
     Raises:
         InputError: missing, not JSON, or not a profile.
     """
-    from core.durable import read_json
+    from core.system.durable import read_json
 
     data = read_json(Path(path), "profile")
     try:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import main
-from core import disk_cache
 from core.model.graph import _cached_graph, build_layer_graph, graph_cache_key, graph_layers
 from core.model.spec import resolve_model
 from core.planning.setup import TrainingSetup
+from core.system import disk_cache
 
 ROOT = Path(__file__).resolve().parents[3]
 SETUP = TrainingSetup(micro_batch_size=1, seq_len=32, precision="fp32")

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 import main
-from core.durable import atomic_write_json, atomic_write_text, write_atomically
 from core.model.config import GPTSize, ModelChoice
 from core.planning.setup import TrainingSetup
 from core.project import (
@@ -28,14 +27,15 @@ from core.project import (
     remember_project,
     save_project,
 )
+from core.system.durable import atomic_write_json, atomic_write_text, write_atomically
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OLD = '{"old": true}\n'
 
 WRITER = """
 import sys, time
 from pathlib import Path
-from core.durable import write_atomically
+from core.system.durable import write_atomically
 
 target, marker = Path(sys.argv[1]), Path(sys.argv[2])
 chunk = b"x" * (8 << 20)

@@ -4,7 +4,7 @@ Used for what is slow to recompute and depends only on its inputs: layer
 graphs measured on the meta device, and accelerate's placement of a model.
 Each entry is one JSON file named by a hash of its key; the file repeats the
 key and a format version, so a hash collision, a half-written file (never
-happens: core.durable) or an entry of another version reads as a miss and is
+happens: core.system.durable) or an entry of another version reads as a miss and is
 recomputed. Versions of the packages and of Allot's own measuring code are
 part of every key: an upgrade never reads a stale entry.
 
@@ -76,7 +76,7 @@ def read_entry(kind: str, key: dict[str, Any]) -> Any | None:
 
 def write_entry(kind: str, key: dict[str, Any], value: Any) -> None:
     """Store a value (best effort: a read-only or full cache dir only costs time later)."""
-    from core.durable import atomic_write_json
+    from core.system.durable import atomic_write_json
 
     if _bypassed:
         return
