@@ -10,15 +10,12 @@ class of the next stage), run for a batch of caps at once in numpy.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
 
 from core.planning.problem import Problem
 from core.planning.ranges import DeviceClass, RangeTables, device_classes
-
-Counts = tuple[int, ...]
-StateKey = tuple[Counts, int]  # (devices used per class, link class of the first stage)
+from core.planning.suffix_dp import Counts, Front, StateKey, Trace, extend, last_stage
 
 
 def feasible_with_extra_budget(problem: Problem, extra_bytes: float) -> bool:
@@ -26,23 +23,6 @@ def feasible_with_extra_budget(problem: Problem, extra_bytes: float) -> bool:
     classes = device_classes(problem)
     dp = SumProgram(RangeTables(problem, classes, extra_budget_bytes=extra_bytes))
     return bool(np.isfinite(dp.least_sums(np.array([np.inf]))[0]))
-
-
-@dataclass(frozen=True)
-class _Choice:
-    """How a state's value was reached, per start layer: the first stage's
-    device class and end, and the state that follows (-1: none)."""
-
-    cls: np.ndarray
-    end: np.ndarray
-    rest: np.ndarray
-
-    def merged(self, other: _Choice, take_other: np.ndarray) -> _Choice:
-        return _Choice(
-            cls=np.where(take_other, other.cls, self.cls),
-            end=np.where(take_other, other.end, self.end),
-            rest=np.where(take_other, other.rest, self.rest),
-        )
 
 
 class SumProgram:
@@ -64,37 +44,28 @@ class SumProgram:
         """The least-sum placement under one cap: (device index, layer indices) per stage."""
         values, trace = self._run(np.array([cap]), track=True)
         assert np.isfinite(values[0]), "placement() needs a cap that some plan meets"
-        key: StateKey | None = min(trace.finals, key=lambda k: (trace.value[k][0, 0], trace.order[k]))
-        stages = []
-        start = 0
-        while key is not None:
-            choice = trace.choice[key]
-            end = int(choice.end[start])
-            stages.append((int(choice.cls[start]), start, end))
-            rest = int(choice.rest[start])
-            key = trace.sources[rest] if rest >= 0 else None
-            start = end
+        stages = trace.best_stages()
         free = [list(cls.members) for cls in self.classes]
         return [(free[cls].pop(0), list(range(first, end))) for cls, first, end in stages]
 
-    def _run(self, caps: np.ndarray, track: bool) -> tuple[np.ndarray, _Trace]:
+    def _run(self, caps: np.ndarray, track: bool) -> tuple[np.ndarray, Trace]:
         tables, n = self.tables, self.tables.n
-        trace = _Trace()
+        trace = Trace()
         for cls in range(len(self.classes)):
             if self.capacity[cls] == 0:
                 continue
             table = tables.stage_time(cls, tables.last, tables.inflight_at(1))
             column = table[:, n]
             value = np.where(column[None, :] <= caps[:, None], column[None, :], np.inf)
-            base = _Choice(np.full(n + 1, cls), np.full(n + 1, n), np.full(n + 1, -1))
-            trace.offer(_unit(cls, len(self.classes)), tables.bandwidth_index[cls], value, base, track)
+            key = (_unit(cls, len(self.classes)), tables.bandwidth_index[cls])
+            trace.offer(key, value, last_stage(cls, n), track)
         for total in range(1, sum(self.capacity)):
             for counts in self.counts_by_total[total]:
                 for first_link in range(len(tables.bandwidths)):
                     self._extend(trace, (counts, first_link), total, caps, track)
         return trace.best_at_start(len(caps)), trace
 
-    def _extend(self, trace: _Trace, key: StateKey, total: int, caps: np.ndarray, track: bool) -> None:
+    def _extend(self, trace: Trace, key: StateKey, total: int, caps: np.ndarray, track: bool) -> None:
         """Put one more stage, on each class with a device left, in front of the plans of `key`."""
         rest = trace.value.get(key)
         if rest is None or not np.isfinite(rest).any():
@@ -103,26 +74,15 @@ class SumProgram:
         free = tuple(cls for cls in range(len(self.classes)) if counts[cls] < self.capacity[cls])
         if not free:
             return
-        n = self.tables.n
         ends = np.flatnonzero(np.isfinite(rest).any(axis=0))
         tables = self._stacked(free, first_link, self.tables.inflight_at(total + 1))[:, :, ends]
         # Only starts j that can begin a stage ending at some reachable i matter.
         starts = np.flatnonzero(np.isfinite(tables).any(axis=(0, 2)))
         block = tables[:, starts]
-        # totals[c, q, j, i]: stage [j, i) on class c, then the rest from i, under cap q
-        totals = np.where(block[:, None] <= caps[None, :, None, None],
-                          block[:, None] + rest[:, ends][None, :, None, :], np.inf)
-        values = np.full((len(free), len(caps), n + 1), np.inf)
-        values[:, :, starts] = totals.min(axis=3)
-        source = trace.source_index(key) if track else -1
-        for slot, cls in enumerate(free):
-            choice = None
-            if track:
-                end = np.zeros(n + 1, dtype=int)
-                end[starts] = ends[totals[slot, 0].argmin(axis=1)]
-                choice = _Choice(np.full(n + 1, cls), end, np.full(n + 1, source))
-            new_counts = tuple(c + (1 if i == cls else 0) for i, c in enumerate(counts))
-            trace.offer(new_counts, self.tables.bandwidth_index[cls], values[slot], choice, track)
+        keys = [(tuple(c + (1 if i == cls else 0) for i, c in enumerate(counts)), self.tables.bandwidth_index[cls])
+                for cls in free]
+        meets = block[:, None] <= caps[None, :, None, None]
+        extend(trace, key, rest, Front(free, keys, block, meets, starts, ends), track)
 
     def _stacked(self, classes: tuple[int, ...], next_link: int, inflight: int) -> np.ndarray:
         key = (classes, next_link, inflight)
@@ -131,41 +91,6 @@ class SumProgram:
             stacked = np.stack([self.tables.stage_time(cls, next_link, inflight) for cls in classes])
             self._stacks[key] = stacked
         return stacked
-
-
-class _Trace:
-    """DP values per state, and (when tracking) how each was reached."""
-
-    def __init__(self) -> None:
-        self.value: dict[StateKey, np.ndarray] = {}
-        self.choice: dict[StateKey, _Choice] = {}
-        self.order: dict[StateKey, int] = {}
-        self.sources: list[StateKey] = []
-        self.finals: list[StateKey] = []
-
-    def source_index(self, key: StateKey) -> int:
-        self.sources.append(key)
-        return len(self.sources) - 1
-
-    def offer(self, counts: Counts, link: int, value: np.ndarray, choice: _Choice | None, track: bool) -> None:
-        key = (counts, link)
-        old = self.value.get(key)
-        if old is None:
-            self.value[key] = value
-            self.order[key] = len(self.order)
-            self.finals.append(key)
-            if track and choice is not None:
-                self.choice[key] = choice
-            return
-        better = value < old
-        self.value[key] = np.where(better, value, old)
-        if track and choice is not None:
-            self.choice[key] = self.choice[key].merged(choice, better[0])
-
-    def best_at_start(self, num_caps: int) -> np.ndarray:
-        if not self.value:
-            return np.full(num_caps, np.inf)
-        return np.min(np.stack([v[:, 0] for v in self.value.values()]), axis=0)
 
 
 def _unit(cls: int, size: int) -> Counts:

@@ -18,27 +18,11 @@ only through the number of stages after it, which the counts fix (total / d).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
 
 from core.planning.hybrid_tables import Counts, HybridTables
-
-StateKey = tuple[Counts, int]  # (devices used per class, link index of the first group)
-
-
-@dataclass(frozen=True)
-class _Choice:
-    """How a state's value was reached, per start layer: the first stage's
-    group type and end, and the state that follows (-1: none)."""
-
-    group: np.ndarray
-    end: np.ndarray
-    rest: np.ndarray
-
-    def merged(self, other: _Choice, take_other: np.ndarray) -> _Choice:
-        return _Choice(*(np.where(take_other, b, a) for a, b in
-                         ((self.group, other.group), (self.end, other.end), (self.rest, other.rest))))
+from core.planning.suffix_dp import Front, StateKey, Trace, extend, last_stage
 
 
 class HybridProgram:
@@ -58,16 +42,7 @@ class HybridProgram:
         """The least-sum placement under one cap pair: (device group, layer indices) per stage."""
         values, trace = self._run(np.array([tau]), np.array([sigma]), track=True)
         assert np.isfinite(values[0]), "placement() needs caps that some plan meets"
-        key: StateKey | None = min(trace.order, key=lambda k: (trace.value[k][0, 0], trace.order[k]))
-        stages = []
-        start = 0
-        while key is not None:
-            choice = trace.choice[key]
-            end = int(choice.end[start])
-            stages.append((int(choice.group[start]), start, end))
-            rest = int(choice.rest[start])
-            key = trace.sources[rest] if rest >= 0 else None
-            start = end
+        stages = trace.best_stages()
         free = [list(cls.members) for cls in self.tables.classes]
         placement = []
         for group, first, end in stages:
@@ -76,15 +51,15 @@ class HybridProgram:
             placement.append((tuple(members), list(range(first, end))))
         return placement
 
-    def _run(self, taus: np.ndarray, sigmas: np.ndarray, track: bool) -> tuple[np.ndarray, _Trace]:
+    def _run(self, taus: np.ndarray, sigmas: np.ndarray, track: bool) -> tuple[np.ndarray, Trace]:
         tables, n = self.tables, self.tables.n
-        trace = _Trace()
+        trace = Trace()
         for g, group in enumerate(tables.types):
             time = tables.stage_time(g, tables.last, tables.inflight_at(1))[:, n]
             sync = tables.sync_time(g)[:, n]
             meets = (time[None, :] <= taus[:, None]) & (sync[None, :] <= sigmas[:, None])
-            base = _Choice(np.full(n + 1, g), np.full(n + 1, n), np.full(n + 1, -1))
-            trace.offer((group.counts, tables.link_index[g]), np.where(meets, time[None, :], np.inf), base, track)
+            trace.offer((group.counts, tables.link_index[g]), np.where(meets, time[None, :], np.inf),
+                        last_stage(g, n), track)
         d = tables.d
         for total in range(d, sum(self.capacity) - d + 1, d):
             for counts in _counts_with_total(self.capacity, total):
@@ -92,7 +67,7 @@ class HybridProgram:
                     self._extend(trace, (counts, first_link), total, taus, sigmas, track)
         return trace.best_at_start(len(taus)), trace
 
-    def _extend(self, trace: _Trace, key: StateKey, total: int, taus: np.ndarray, sigmas: np.ndarray,
+    def _extend(self, trace: Trace, key: StateKey, total: int, taus: np.ndarray, sigmas: np.ndarray,
                 track: bool) -> None:
         """Put one more stage, on each group type the free devices allow, in front of `key`'s plans."""
         rest = trace.value.get(key)
@@ -103,28 +78,17 @@ class HybridProgram:
                      if all(c + u <= cap for c, u, cap in zip(counts, group.counts, self.capacity)))
         if not free:
             return
-        n = self.tables.n
         ends = np.flatnonzero(np.isfinite(rest).any(axis=0))
         times, syncs = self._stacked(free, first_link, self.tables.inflight_at(total // self.tables.d + 1))
         times, syncs = times[:, :, ends], syncs[:, :, ends]
         starts = np.flatnonzero(np.isfinite(times).any(axis=(0, 2)))
         block, block_sync = times[:, starts], syncs[:, starts]
-        # totals[g, q, j, i]: stage [j, i) on group type g, then the rest from i, under cap pair q
         meets = block[:, None] <= taus[None, :, None, None]
         if self.tables.d > 1:  # one replica never syncs
             meets &= block_sync[:, None] <= sigmas[None, :, None, None]
-        totals = np.where(meets, block[:, None] + rest[:, ends][None, :, None, :], np.inf)
-        values = np.full((len(free), len(taus), n + 1), np.inf)
-        values[:, :, starts] = totals.min(axis=3)
-        source = trace.source_index(key) if track else -1
-        for slot, g in enumerate(free):
-            choice = None
-            if track:
-                end = np.zeros(n + 1, dtype=int)
-                end[starts] = ends[totals[slot, 0].argmin(axis=1)]
-                choice = _Choice(np.full(n + 1, g), end, np.full(n + 1, source))
-            used = tuple(c + u for c, u in zip(counts, self.tables.types[g].counts))
-            trace.offer((used, self.tables.link_index[g]), values[slot], choice, track)
+        keys = [(tuple(c + u for c, u in zip(counts, self.tables.types[g].counts)), self.tables.link_index[g])
+                for g in free]
+        extend(trace, key, rest, Front(free, keys, block, meets, starts, ends), track)
 
     def _stacked(self, groups: tuple[int, ...], next_link: int, inflight: int) -> tuple[np.ndarray, np.ndarray]:
         key = (groups, next_link, inflight)
@@ -134,38 +98,6 @@ class HybridProgram:
                        np.stack([self.tables.sync_time(g) for g in groups]))
             self._stacks[key] = stacked
         return stacked
-
-
-class _Trace:
-    """DP values per state, and (when tracking) how each was reached."""
-
-    def __init__(self) -> None:
-        self.value: dict[StateKey, np.ndarray] = {}
-        self.choice: dict[StateKey, _Choice] = {}
-        self.order: dict[StateKey, int] = {}
-        self.sources: list[StateKey] = []
-
-    def source_index(self, key: StateKey) -> int:
-        self.sources.append(key)
-        return len(self.sources) - 1
-
-    def offer(self, key: StateKey, value: np.ndarray, choice: _Choice | None, track: bool) -> None:
-        old = self.value.get(key)
-        if old is None:
-            self.value[key] = value
-            self.order[key] = len(self.order)
-            if track and choice is not None:
-                self.choice[key] = choice
-            return
-        better = value < old
-        self.value[key] = np.where(better, value, old)
-        if track and choice is not None:
-            self.choice[key] = self.choice[key].merged(choice, better[0])
-
-    def best_at_start(self, num_caps: int) -> np.ndarray:
-        if not self.value:
-            return np.full(num_caps, np.inf)
-        return np.min(np.stack([v[:, 0] for v in self.value.values()]), axis=0)
 
 
 def _counts_with_total(capacity: Counts, total: int) -> list[Counts]:

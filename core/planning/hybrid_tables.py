@@ -27,8 +27,7 @@ from core.planning.costs import (
 )
 from core.planning.problem import Problem
 from core.planning.ranges import DeviceClass, _range_params
-
-Counts = tuple[int, ...]
+from core.planning.suffix_dp import Counts
 
 
 @dataclass(frozen=True)
