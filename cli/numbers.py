@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
 
 
 def _parse_int(text: str) -> int:
@@ -27,49 +31,27 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A whole number of 1 or more."""
-    value = _parse_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _checked(parse: Callable[[str], T], allowed: Callable[[T], bool], rule: str, name: str,
+             doc: str) -> Callable[[str], T]:
+    """An argparse type: `parse` the text, then refuse a value that is not `allowed` ("must be {rule}")."""
+    def check(text: str) -> T:
+        value = parse(text)
+        if not allowed(value):
+            shown = text if isinstance(value, float) else value  # a float as typed, not as Python prints it
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {shown}")
+        return value
+
+    check.__name__ = check.__qualname__ = name
+    check.__doc__ = doc
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    """A whole number of 0 or more."""
-    value = _parse_int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0."""
-    value = _parse_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number of 0 or more."""
-    value = _parse_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number above 0 and at most 1 (an efficiency)."""
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
-    return value
-
-
-def zero_stage(text: str) -> int:
-    """A ZeRO stage: 0, 1, 2 or 3."""
-    value = _parse_int(text)
-    if not 0 <= value <= 3:
-        raise argparse.ArgumentTypeError(f"must be 0, 1, 2 or 3, got {value}")
-    return value
+positive_int = _checked(_parse_int, lambda v: v >= 1, "1 or more", "positive_int", "A whole number of 1 or more.")
+nonnegative_int = _checked(_parse_int, lambda v: v >= 0, "0 or more", "nonnegative_int",
+                           "A whole number of 0 or more.")
+positive_float = _checked(_parse_float, lambda v: v > 0, "above 0", "positive_float", "A finite number above 0.")
+nonnegative_float = _checked(_parse_float, lambda v: v >= 0, "0 or more", "nonnegative_float",
+                             "A finite number of 0 or more.")
+fraction = _checked(positive_float, lambda v: v <= 1, "above 0 and at most 1", "fraction",
+                    "A number above 0 and at most 1 (an efficiency).")
+zero_stage = _checked(_parse_int, lambda v: 0 <= v <= 3, "0, 1, 2 or 3", "zero_stage", "A ZeRO stage: 0, 1, 2 or 3.")

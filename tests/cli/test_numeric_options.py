@@ -8,7 +8,14 @@ import pytest
 
 import main
 from cli import build_parser
-from cli.numbers import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
+from cli.numbers import (
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    zero_stage,
+)
 
 
 def _all_actions() -> list[tuple[str, argparse.Action]]:
@@ -67,6 +74,7 @@ def test_meaningless_number_is_a_one_line_error(capsys, argv):
     (positive_float, {"0.5": 0.5, "1e-4": 1e-4}, ["0", "-0.1", "inf", "nan", "x"]),
     (nonnegative_float, {"0": 0.0, "2.5": 2.5}, ["-1", "nan"]),
     (fraction, {"0.4": 0.4, "1": 1.0}, ["0", "1.01"]),
+    (zero_stage, {"0": 0, "3": 3}, ["-1", "4", "1.5"]),
 ])
 def test_types(parse, good, bad):
     for text, value in good.items():
@@ -74,3 +82,20 @@ def test_types(parse, good, bad):
     for text in bad:
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+@pytest.mark.parametrize(("parse", "text", "message"), [
+    (positive_int, "-05", "must be 1 or more, got -5"),  # a whole number as its value
+    (nonnegative_int, "-1", "must be 0 or more, got -1"),
+    (positive_float, "-1e-3", "must be above 0, got -1e-3"),  # a number as typed
+    (nonnegative_float, "-2.50", "must be 0 or more, got -2.50"),
+    (fraction, "0", "must be above 0, got 0"),  # above 0 first, then at most 1
+    (fraction, "1.5", "must be above 0 and at most 1, got 1.5"),
+    (zero_stage, "4", "must be 0, 1, 2 or 3, got 4"),
+    (positive_int, "1.5", "expected a whole number, got '1.5'"),
+    (positive_float, "nan", "expected a finite number, got 'nan'"),
+])
+def test_each_refusal_says_the_rule(parse, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as error:
+        parse(text)
+    assert str(error.value) == message
