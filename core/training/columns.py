@@ -16,12 +16,13 @@ follow the previous job's (`ClockState` carries that across blocks).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from core.training.metrics import parse_rows
 
 Floats = NDArray[np.float64]
 JOB_GAP_S = 1.0  # rows whose job start times differ by more come from different jobs
@@ -98,18 +99,7 @@ def columns_of(rows: list[dict[str, object]], skipped: int = 0) -> Columns:
 
 
 def _slow(data: bytes) -> Columns:
-    rows, skipped = [], 0
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            skipped += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return columns_of(rows, skipped)
+    return columns_of(*parse_rows(data))
 
 
 def parse_lines(data: bytes) -> Columns:

@@ -100,18 +100,25 @@ class MetricsTail:
         return TailUpdate(tuple(self._parse(chunk[:complete])), reset)
 
     def _parse(self, data: bytes) -> list[dict[str, Any]]:
-        rows = []
-        for line in data.splitlines():
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                self.skipped_lines += 1
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+        rows, skipped = parse_rows(data)
+        self.skipped_lines += skipped
         return rows
+
+
+def parse_rows(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of whole lines, and how many lines were not JSON (blank ones aside)."""
+    rows, skipped = [], 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            skipped += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows, skipped
 
 
 def read_metrics(path: Path | str) -> list[dict[str, Any]]:
