@@ -160,7 +160,7 @@ class MainWindow(QMainWindow):
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setMinimumWidth(390)
+        scroll.setMinimumWidth(490)  # the device table: name, kind, memory, datasheet and effective speed
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         bars = QFrame()
         bars.setObjectName("metricCard")
@@ -186,7 +186,7 @@ class MainWindow(QMainWindow):
         split.addWidget(scroll)
         split.addWidget(right)
         split.setStretchFactor(1, 1)
-        split.setSizes([400, 1200])
+        split.setSizes([490, 1110])
         return split
 
     def _make_menus(self) -> None:

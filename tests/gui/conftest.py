@@ -84,3 +84,20 @@ def wait_for_plan(qtbot: Any, state: Any, comparison: bool = False) -> None:
                     timeout=PLAN_TIMEOUT_MS)
     if comparison:
         qtbot.waitUntil(lambda: state.comparison is not None, timeout=PLAN_TIMEOUT_MS)
+
+
+@pytest.fixture
+def themed(qapp: Any) -> Iterator[Any]:
+    """The app's look (style, fonts, style sheet) for tests that measure what a user sees; undone after."""
+    import pyqtgraph as pg
+
+    from gui.theme import apply_theme
+
+    sheet, palette, font, style = qapp.styleSheet(), qapp.palette(), qapp.font(), qapp.style().name()
+    apply_theme(qapp)
+    yield qapp
+    qapp.setStyleSheet(sheet)
+    qapp.setPalette(palette)
+    qapp.setFont(font)
+    qapp.setStyle(style)
+    pg.setConfigOptions(background="k", foreground="d", antialias=False)  # pyqtgraph's defaults

@@ -161,3 +161,19 @@ def test_a_gpu_of_unknown_speed_gets_one_typed_into_its_cell(qtbot, make_window,
     path = tmp_path / "mystery.allot.json"
     assert window.save_project_as(path)
     assert [d.user_peak_tflops for d in load_project(path).devices[:2]] == [300.0, 150.0]
+
+
+def test_device_names_are_not_cut_in_a_1600_wide_window(qtbot, themed, make_window) -> None:
+    from tests.gui.conftest import small_project
+
+    window = make_window(small_project(("A100-80GB", "A100-80GB", "RTX4090")))
+    window.resize(1600, 1000)
+    qtbot.waitUntil(lambda: window.width() == 1600)
+    table = window.devices_panel.table
+    from PySide6.QtGui import QFontMetrics
+
+    for row in range(table.rowCount()):
+        item = table.item(row, 0)
+        # in the item's own (bold) font, the colour dot included; the tick box takes about 24 px beside it
+        width = QFontMetrics(item.font()).horizontalAdvance(item.text())
+        assert table.columnWidth(0) >= width + 24, item.text()

@@ -37,3 +37,16 @@ def test_the_status_bar_gives_the_plans_shape_in_words(qtbot, make_window) -> No
     window = make_window(small_project(("A100-80GB",), model="gpt-nano"))  # one GPU: one stage
     wait_for_plan(qtbot, window.state)
     assert window.status_text.text().endswith(", 1 stage")  # not "1 stages"
+
+
+def test_summary_cards_show_their_whole_figure_at_1600_wide(qtbot, themed, make_window) -> None:
+    # gpt-nano on four A100s runs tens of millions of tokens/s: "58,426,423" in the card's large
+    # font was cut at its right edge; from a million on the card reads "58.4M".
+    window = make_window(small_project(("A100-80GB",) * 4, model="gpt-nano"))
+    window.resize(1600, 1000)
+    qtbot.waitUntil(lambda: window.width() == 1600)
+    wait_for_plan(qtbot, window.state)
+    assert window.state.plan.tokens_per_s > 1e6
+    for key, card in window.plan_view.cards.items():
+        label = card.value
+        assert label.fontMetrics().horizontalAdvance(label.text()) <= label.contentsRect().width(), key
