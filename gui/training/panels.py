@@ -128,30 +128,15 @@ class TrainingPanels(QWidget):
         side.addWidget(self.rate_plot)
         side.addWidget(self.stages)
         side.setSizes([150, 300])
-        curves = QWidget()
-        curves_layout = QVBoxLayout(curves)
-        curves_layout.setContentsMargins(0, 0, 0, 0)
-        title = QHBoxLayout()
-        title.addWidget(self.run_title, 1)
-        title.addWidget(self.read_progress)
-        curves_layout.addLayout(title)
-        curves_layout.addWidget(self.loss_plot, 1)
+        curves = _headed(self.run_title, [self.read_progress], self.loss_plot, top_margin=0)
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(curves)
         plots.addWidget(side)
         plots.setSizes([600, 460])
-        history = QWidget()
-        history_layout = QVBoxLayout(history)
-        history_layout.setContentsMargins(0, 4, 0, 0)
-        heading = QHBoxLayout()
-        heading.addWidget(self.history_title, 1)
         note = QLabel("tick Compare to overlay a run's loss")
         note.setObjectName("muted")
-        heading.addWidget(note)
-        heading.addWidget(self.clear_overlays_button)
-        heading.addWidget(self.open_button)
-        history_layout.addLayout(heading)
-        history_layout.addWidget(self.history, 1)
+        history = _headed(self.history_title, [note, self.clear_overlays_button, self.open_button], self.history,
+                          top_margin=4)
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(plots)
         body.addWidget(history)
@@ -196,3 +181,17 @@ class TrainingPanels(QWidget):
 
     def message_style(self, error: bool) -> str:
         return f"color: {theme.DANGER};" if error else f"color: {theme.MUTED};"
+
+
+def _headed(title: QWidget, extras: list[QWidget], content: QWidget, top_margin: int) -> QWidget:
+    """`content` under a heading row: the title takes the spare width, then `extras`."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, top_margin, 0, 0)
+    heading = QHBoxLayout()
+    heading.addWidget(title, 1)
+    for widget in extras:
+        heading.addWidget(widget)
+    layout.addLayout(heading)
+    layout.addWidget(content, 1)
+    return box
