@@ -17,13 +17,8 @@ save_pretrained, fine-tuned from that folder, batch as train_bench's.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,32 +59,11 @@ def plain_hf_loop(run_dir: Path, steps: int) -> list[float]:
     torch.manual_seed(context.config.seed)
     model = AutoModelForCausalLM.from_pretrained(context.hf.weights_dir, attn_implementation="sdpa")
     model.config.use_cache = False
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                                  lr=1e-3, betas=(0.9, 0.95))
-    data, seed, setup = context.data(), context.config.seed, tb.SETUP
-    m, rows = setup.micro_batches, setup.micro_batches * setup.micro_batch_size
-    walls = []
-    for step in range(1, steps + 1):
-        started = time.perf_counter()
-        x, y = data.train_batch(seed, step, rows, setup.seq_len)
-        for xs, ys in zip(x.chunk(m), y.chunk(m)):
-            loss = model(input_ids=xs, labels=ys, shift_labels=ys).loss
-            (loss / m).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss.item()  # host-device sync, as the runner's loss report
-        walls.append(time.perf_counter() - started)
-    return walls[tb.WARMUP_STEPS:-1]
+    return tb.reference_loop(context, model, lambda x, y: model(input_ids=x, labels=y, shift_labels=y).loss, steps)
 
 
 def plain_loop_walls(run_dir: Path, steps: int) -> list[float]:
-    tb.wait_for_quiet()
-    out = subprocess.run([sys.executable, __file__, "--plain-loop", str(run_dir), str(steps)],
-                         check=True, capture_output=True, text=True).stdout
-    return list(json.loads(out.strip().splitlines()[-1]))
+    return tb.walls_in_fresh_process(__file__, "--plain-loop", run_dir, steps)
 
 
 def runner_vs_plain(work: Path, model: Path, steps: int, repeats: int) -> float:
@@ -101,12 +75,7 @@ def runner_vs_plain(work: Path, model: Path, steps: int, repeats: int) -> float:
     print("\n## 5. Tiny llama, one stage: the runner vs a plain HF training loop (4 x 8 x 256 tokens, fp32 AdamW)\n")
     print("| run | plain HF tok/s (median step) | runner tok/s (median step) | ratio | "
           "plain HF tok/s (p20) | runner tok/s (p20) | ratio |\n|---|---|---|---|---|---|---|")
-    for i, (runner, plain) in enumerate(runs):
-        b, r = tb.tokens_per_s(statistics.median(plain)), tb.tokens_per_s(statistics.median(runner))
-        bq, rq = tb.tokens_per_s(tb.p20(plain)), tb.tokens_per_s(tb.p20(runner))
-        print(f"| {i} | {b:,.0f} | {r:,.0f} | {r / b:.3f} | {bq:,.0f} | {rq:,.0f} | {rq / bq:.3f} |")
-    ratio = statistics.median(statistics.median(p) / statistics.median(r) for r, p in runs)
-    ratio_p20 = statistics.median(tb.p20(p) / tb.p20(r) for r, p in runs)
+    ratio, ratio_p20 = tb.print_pair_rows(runs)
     print(f"| median ratio | | | **{ratio:.3f}** | | | **{ratio_p20:.3f}** |")
     return statistics.median(tb.tokens_per_s(statistics.median(p)) for _, p in runs)
 
@@ -121,8 +90,7 @@ def two_stages(work: Path, model: Path, steps: int, repeats: int, plain: float) 
     print("| engine | tok/s (median) | vs plain HF loop | tok/s (p20 step) |\n|---|---|---|---|")
     print(f"| plain HF loop, 1 process | {plain:,.0f} | 1.000 | |")
     for name, runs in (("local, 2 stages, 1 process", local), ("pipeline, 2 stages, 2 processes", pipe)):
-        median = statistics.median(tb.tokens_per_s(statistics.median(walls)) for walls in runs)
-        low = statistics.median(tb.tokens_per_s(tb.p20(walls)) for walls in runs)
+        median, low = tb.median_rates(runs)
         print(f"| {name} | {median:,.0f} | {median / plain:.3f} | {low:,.0f} |")
 
 
@@ -145,8 +113,7 @@ def predicted_vs_measured(work: Path, model: Path, steps: int) -> None:
     print("| stage | layers | predicted ms | measured ms (median) | ratio | measured ms (p20) | ratio |\n"
           "|---|---|---|---|---|---|---|")
     for index, stage in enumerate(plan["stages"]):
-        per_step = [r["stage_compute_s"][index] / tb.SETUP.micro_batches for r in rows]
-        median, low, predicted = statistics.median(per_step), tb.p20(per_step), stage["compute_s"]
+        (median, low), predicted = tb.stage_compute_s(rows, index), stage["compute_s"]
         print(f"| {index} | {len(stage['layers'])} layers | {1000 * predicted:.1f} | {1000 * median:.1f} | "
               f"{median / predicted:.3f} | {1000 * low:.1f} | {low / predicted:.3f} |")
 
@@ -164,14 +131,10 @@ def main() -> int:
     parser.add_argument("--plain-loop", nargs=2, metavar=("RUN_DIR", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_loop:
-        print(json.dumps(plain_hf_loop(Path(args.plain_loop[0]), int(args.plain_loop[1]))))
-        return 0
-    steps, repeats = (12, 1) if args.quick else (24, 3)
-    work = Path(tempfile.mkdtemp(prefix="allot-hf-bench-"))
-    try:
+        return tb.answer_loop(plain_hf_loop, args.plain_loop)
+    steps, repeats = tb.steps_and_repeats(args.quick)
+    with tb.scratch_dir("allot-hf-bench-") as work:
         run_all(work, steps, repeats)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -35,6 +35,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,21 +100,33 @@ def step_walls(run_dir: Path) -> list[float]:
 
 def bare_loop_step_walls(run_dir: Path, steps: int) -> list[float]:
     """The bare loop in a fresh process, as the runner's job is one."""
+    return walls_in_fresh_process(__file__, "--bare-loop", run_dir, steps)
+
+
+def walls_in_fresh_process(script: str, flag: str, run_dir: Path, steps: int) -> list[float]:
+    """Run `script flag RUN_DIR STEPS` (a reference loop) once the host is quiet; its step walls."""
     import json
     import subprocess
 
     wait_for_quiet()
-    out = subprocess.run([sys.executable, __file__, "--bare-loop", str(run_dir), str(steps)],
+    out = subprocess.run([sys.executable, script, flag, str(run_dir), str(steps)],
                          check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return list(json.loads(out.strip().splitlines()[-1]))
 
 
 def bare_loop(run_dir: Path, steps: int) -> list[float]:
     """A bare nanoGPT-style loop on the same data: model(x, y), accumulate, clip, AdamW."""
     context = RunContext.load(run_dir)
-    data, seed = context.data(), context.config.seed
-    torch.manual_seed(seed)
+    torch.manual_seed(context.config.seed)
     model = GPT(context.gpt)
+    return reference_loop(context, model, model, steps)
+
+
+def reference_loop(context: RunContext, model: torch.nn.Module, loss_of: Callable[[Any, Any], Any],
+                   steps: int) -> list[float]:
+    """What a user writes by hand, on the run's batches: `loss_of(x, y)` per micro-batch,
+    accumulate, clip, AdamW (the runner's settings). Step walls, warmup and the last left out."""
+    data, seed = context.data(), context.config.seed
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
@@ -123,7 +137,7 @@ def bare_loop(run_dir: Path, steps: int) -> list[float]:
         started = time.perf_counter()
         x, y = data.train_batch(seed, step, rows, SETUP.seq_len)
         for xs, ys in zip(x.chunk(m), y.chunk(m)):
-            loss = model(xs, ys)
+            loss = loss_of(xs, ys)
             (loss / m).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -152,20 +166,35 @@ def runner_vs_bare(work: Path, steps: int, repeats: int, one_stage: str) -> tupl
     print("\n## 1. Runner vs bare nanoGPT loop (gpt-nano, 4 x 8 x 256 tokens a step, fp32 AdamW, CPU)\n")
     print("| run | bare tok/s (median step) | runner tok/s (median step) | ratio | "
           "bare tok/s (p20 step) | runner tok/s (p20 step) | ratio |\n|---|---|---|---|---|---|---|")
-    for i, (runner, bare) in enumerate(runs):
-        b, r, bq, rq = (tokens_per_s(statistics.median(bare)), tokens_per_s(statistics.median(runner)),
-                        tokens_per_s(p20(bare)), tokens_per_s(p20(runner)))
-        print(f"| {i} | {b:,.0f} | {r:,.0f} | {r / b:.3f} | {bq:,.0f} | {rq:,.0f} | {rq / bq:.3f} |")
-    bare_median = statistics.median(tokens_per_s(statistics.median(bare)) for _, bare in runs)
-    runner_median = statistics.median(tokens_per_s(statistics.median(runner)) for runner, _ in runs)
-    bare_p20 = statistics.median(tokens_per_s(p20(bare)) for _, bare in runs)
-    runner_p20 = statistics.median(tokens_per_s(p20(runner)) for runner, _ in runs)
-    ratio = statistics.median(statistics.median(bare) / statistics.median(runner) for runner, bare in runs)
-    ratio_p20 = statistics.median(p20(bare) / p20(runner) for runner, bare in runs)
+    ratio, ratio_p20 = print_pair_rows(runs)
+    bare_median, bare_p20 = median_rates([bare for _, bare in runs])
+    runner_median, runner_p20 = median_rates([runner for runner, _ in runs])
     print(f"| median | {bare_median:,.0f} | {runner_median:,.0f} | **{ratio:.3f}** | "
           f"{bare_p20:,.0f} | {runner_p20:,.0f} | **{ratio_p20:.3f}** |")
     print("\n(ratios: the median of the runs' ratios; each run's pair ran back to back)")
     return bare_median, bare_p20
+
+
+def print_pair_rows(runs: list[tuple[list[float], list[float]]]) -> tuple[float, float]:
+    """A table row per (runner, reference) pair of step walls; the median ratios (median, p20 step)."""
+    for i, (runner, reference) in enumerate(runs):
+        b, r, bq, rq = (tokens_per_s(statistics.median(reference)), tokens_per_s(statistics.median(runner)),
+                        tokens_per_s(p20(reference)), tokens_per_s(p20(runner)))
+        print(f"| {i} | {b:,.0f} | {r:,.0f} | {r / b:.3f} | {bq:,.0f} | {rq:,.0f} | {rq / bq:.3f} |")
+    return (statistics.median(statistics.median(ref) / statistics.median(runner) for runner, ref in runs),
+            statistics.median(p20(ref) / p20(runner) for runner, ref in runs))
+
+
+def median_rates(runs: list[list[float]]) -> tuple[float, float]:
+    """tokens/s over runs of step walls: the median of each run's median step, and of its p20 step."""
+    return (statistics.median(tokens_per_s(statistics.median(walls)) for walls in runs),
+            statistics.median(tokens_per_s(p20(walls)) for walls in runs))
+
+
+def stage_compute_s(rows: list[dict[str, Any]], index: int) -> tuple[float, float]:
+    """Stage `index`'s measured compute per micro-batch over the rows, in seconds: median and p20."""
+    per_step = [r["stage_compute_s"][index] / SETUP.micro_batches for r in rows]
+    return statistics.median(per_step), p20(per_step)
 
 
 def pipeline_overhead(work: Path, steps: int, repeats: int, two_stages: str, bare: tuple[float, float]) -> None:
@@ -180,8 +209,7 @@ def pipeline_overhead(work: Path, steps: int, repeats: int, two_stages: str, bar
     print("| engine | tok/s (median) | vs bare loop | tok/s (p20 step) | vs bare loop |\n|---|---|---|---|---|")
     print(f"| bare loop, 1 process | {bare[0]:,.0f} | 1.000 | {bare[1]:,.0f} | 1.000 |")
     for name, runs in (("local, 2 stages, 1 process", local), ("pipeline, 2 stages, 2 processes", pipe)):
-        median = statistics.median(tokens_per_s(statistics.median(walls)) for walls in runs)
-        low = statistics.median(tokens_per_s(p20(walls)) for walls in runs)
+        median, low = median_rates(runs)
         print(f"| {name} | {median:,.0f} | {median / bare[0]:.3f} | {low:,.0f} | {low / bare[1]:.3f} |")
     print(f"\npipeline idle share of the step, stage 0 / stage 1 (medians): "
           f"{statistics.median(i[0] for i in idle):.1%} / {statistics.median(i[1] for i in idle):.1%}")
@@ -212,8 +240,7 @@ def predicted_vs_measured(work: Path, steps: int, profile: Any) -> None:
     print("| stage | layers | uncalibrated prediction ms | calibrated prediction ms | measured ms (median) | "
           "ratio | measured ms (p20) | ratio |\n|---|---|---|---|---|---|---|---|")
     for index, stage in enumerate(plan["stages"]):
-        per_step = [r["stage_compute_s"][index] / SETUP.micro_batches for r in rows]
-        median, low, predicted = statistics.median(per_step), p20(per_step), stage["compute_s"]
+        (median, low), predicted = stage_compute_s(rows, index), stage["compute_s"]
         catalog = next((s["compute_s"] for s in catalog_plan["stages"] if s["layers"] == stage["layers"]), None)
         print(f"| {index} | {', '.join(stage['layers'])} | {'-' if catalog is None else f'{1000 * catalog:.1f}'} | "
               f"{1000 * predicted:.1f} | {1000 * median:.1f} | {median / predicted:.3f} | "
@@ -272,13 +299,9 @@ def main() -> int:
     parser.add_argument("--bare-loop", nargs=2, metavar=("RUN_DIR", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_loop:
-        import json
-
-        print(json.dumps(bare_loop(Path(args.bare_loop[0]), int(args.bare_loop[1]))))
-        return 0
-    steps, repeats = (12, 1) if args.quick else (24, 3)
-    work = Path(tempfile.mkdtemp(prefix="allot-train-bench-"))
-    try:
+        return answer_loop(bare_loop, args.bare_loop)
+    steps, repeats = steps_and_repeats(args.quick)
+    with scratch_dir("allot-train-bench-") as work:
         print(f"# Training runner benchmark\n\ntorch {torch.__version__}, {os.cpu_count()} CPU cores, "
               f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.2f}, "
               f"{steps} steps a run, {repeats} run(s) each")
@@ -296,8 +319,29 @@ def main() -> int:
             import hf_train_bench
 
             hf_train_bench.run_all(work, steps, repeats)
+    return 0
+
+
+def steps_and_repeats(quick: bool) -> tuple[int, int]:
+    """Steps a run and runs of each kind: --quick or the full benchmark."""
+    return (12, 1) if quick else (24, 3)
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary folder for the runs, removed afterwards whatever happens."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def answer_loop(loop: Callable[[Path, int], list[float]], request: list[str]) -> int:
+    """The reference-loop process: run `loop` on RUN_DIR for STEPS, print its step walls as JSON."""
+    import json
+
+    print(json.dumps(loop(Path(request[0]), int(request[1]))))
     return 0
 
 
