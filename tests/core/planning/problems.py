@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+from hypothesis import strategies as st
+
+from core.planning.costs import evaluate_placement
+from core.planning.plan import Plan, StageCost
 from core.planning.problem import Device, Layer, Problem, Setup
 
 
@@ -20,3 +27,38 @@ def problem(layers: list[Layer], devices: list[Device], **setup: object) -> Prob
 def stage_map(plan) -> dict[str, list[str]]:
     """device name -> layer names, the shape the placement tests compare."""
     return {stage.device: list(stage.layers) for stage in plan.stages}
+
+
+def random_layers(draw: st.DrawFn, max_layers: int, max_params: int, tied_params: int) -> list[Layer]:
+    """1 to max_layers layers of random sizes; sometimes the first and last share a tied weight."""
+    n = draw(st.integers(1, max_layers))
+    tie = n > 1 and draw(st.booleans())
+    layers = []
+    for i in range(n):
+        tied = tie and i in (0, n - 1)
+        params = draw(st.integers(0, max_params)) + (tied_params if tied else 0)
+        layers.append(Layer(
+            name=f"l{i}", params=params, flops=draw(st.floats(0, 4e12)),
+            activation_bytes=draw(st.integers(0, 40)), output_bytes=draw(st.integers(0, 2 * 10**9)),
+            tied_group="w" if tied else None, tied_params=tied_params if tied else 0,
+        ))
+    return layers
+
+
+def has_brute_force_optimum(plan: Plan, best: float) -> bool:
+    """The plan is infeasible exactly when brute force finds nothing (False then),
+    else optimal at brute force's step time (True: a placement to check)."""
+    if math.isinf(best):
+        assert plan.status == "infeasible" and not plan.stages
+        return False
+    assert plan.status == "optimal"
+    assert plan.objective_s == pytest.approx(best, rel=1e-9, abs=1e-15)
+    return True
+
+
+def checked_costs(p: Problem, placement: list) -> list[StageCost]:
+    """The placement's stage costs, after checking it runs the layers in order, each stage within budget."""
+    assert [i for _, idx in placement for i in idx] == list(range(len(p.layers)))
+    costs = evaluate_placement(p, placement)
+    assert all(c.memory_bytes <= c.budget_bytes for c in costs)
+    return costs

@@ -1,16 +1,22 @@
 """The exact solver: placements worked out by hand, and brute force on random problems."""
 
-import math
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.planning.costs import evaluate_placement, step_time_s
+from core.planning.costs import step_time_s
 from core.planning.exact import solve_exact
 from core.planning.problem import Device, Layer, Problem, Setup
 from tests.core.planning.brute_force import brute_force_step_time
-from tests.core.planning.problems import device, layer, problem, stage_map
+from tests.core.planning.problems import (
+    checked_costs,
+    device,
+    has_brute_force_optimum,
+    layer,
+    problem,
+    random_layers,
+    stage_map,
+)
 
 
 def four_layers(**kw: object) -> list[Layer]:
@@ -102,17 +108,7 @@ KINDS = st.tuples(st.sampled_from([300, 700, 1500, 4000]), st.sampled_from([1.0,
 
 @st.composite
 def random_problems(draw: st.DrawFn) -> Problem:
-    n = draw(st.integers(1, 6))
-    tie = n > 1 and draw(st.booleans())
-    layers = []
-    for i in range(n):
-        tied = tie and i in (0, n - 1)
-        params = draw(st.integers(0, 60)) + (25 if tied else 0)
-        layers.append(Layer(
-            name=f"l{i}", params=params, flops=draw(st.floats(0, 4e12)),
-            activation_bytes=draw(st.integers(0, 40)), output_bytes=draw(st.integers(0, 2 * 10**9)),
-            tied_group="w" if tied else None, tied_params=25 if tied else 0,
-        ))
+    layers = random_layers(draw, max_layers=6, max_params=60, tied_params=25)
     kinds = draw(st.lists(KINDS, min_size=1, max_size=2))  # few kinds: identical devices occur
     count = draw(st.integers(1, 4))
     devices = tuple(Device(f"d{j}", *draw(st.sampled_from(kinds))) for j in range(count))
@@ -127,18 +123,12 @@ def random_problems(draw: st.DrawFn) -> Problem:
 @given(random_problems())
 def test_exact_matches_brute_force(p: Problem):
     plan = solve_exact(p)
-    best = brute_force_step_time(p)
-    if math.isinf(best):
-        assert plan.status == "infeasible" and not plan.stages
+    if not has_brute_force_optimum(plan, brute_force_step_time(p)):
         return
-    assert plan.status == "optimal"
-    assert plan.objective_s == pytest.approx(best, rel=1e-9, abs=1e-15)
     # The placement itself: distinct devices, contiguous layers in order, within budgets,
     # and its canonical cost is the objective reported.
     placement = [(next(i for i, d in enumerate(p.devices) if d.name == s.device), list(s.layer_indices))
                  for s in plan.stages]
     assert len({d for d, _ in placement}) == len(placement)
-    assert [i for _, idx in placement for i in idx] == list(range(len(p.layers)))
-    costs = evaluate_placement(p, placement)
-    assert all(c.memory_bytes <= c.budget_bytes for c in costs)
+    costs = checked_costs(p, placement)
     assert step_time_s([c.time_s for c in costs], p.setup.micro_batches) == pytest.approx(plan.objective_s)
