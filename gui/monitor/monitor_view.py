@@ -4,17 +4,28 @@ The sampler thread fills ring buffers; this view never touches it from
 another thread. A QTimer (10 Hz at most, slower for slow sampling) reads the
 newest rows as array views and hands them to curves created once. Long
 windows are cheap: pyqtgraph downsamples by peak and clips to the view.
+
+What an idle monitor costs (8 GPUs at 1 Hz): the curves move every second,
+so the plots repaint every second; that repaint took about 65 ms, most of it
+the axes replaying their grid lines, which lie under the curves. The axes are
+cached as pixmaps (redrawn only when their range or size changes), and the
+y ranges are fixed (percentages 0-100, memory 0-total) or move only when the
+highest value crosses a round number, so they rarely change; a tick without
+a new sample redraws nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QShowEvent, QTextOption
 from PySide6.QtWidgets import (
     QComboBox,
+    QGraphicsItem,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -39,6 +50,7 @@ GPU_PLOTS = (  # (title, column, scale to the unit shown, unit)
     ("Power", "power_watts", 1.0, "W"),
 )
 HOST_COLOR = "#2F3B52"
+STICKY_COLUMNS = ("temperature_c", "power_watts")  # no fixed top: 0 to a round number above the highest
 NO_GPU_TEXT = "No GPU sampled\n(why: see the line above)"
 
 
@@ -64,6 +76,8 @@ class MonitorView(QWidget):
         self._plots: list[pg.PlotItem] = []  # those with "seconds ago" along x
         self._gpu_plots: dict[str, pg.PlotItem] = {}
         self._memory_ranges_set = False
+        self._y_tops: dict[str, float] = {}  # of the STICKY_COLUMNS plots
+        self._drawn: tuple[float, float] | None = None  # _newest() when the curves were last drawn
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addLayout(self._controls())
@@ -144,6 +158,8 @@ class MonitorView(QWidget):
         plot.getAxis("left").setWidth(48)
         plot.setMouseEnabled(x=False, y=False)
         plot.enableAutoRange(axis="y")
+        for axis in ("left", "bottom"):  # with the grid an axis spans the plot: each new curve repainted it
+            plot.getAxis(axis).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         if timed:
             self._plots.append(plot)
         return plot
@@ -173,10 +189,15 @@ class MonitorView(QWidget):
     # -- drawing -------------------------------------------------------------------
 
     def _tick(self) -> None:
-        if self.isVisible():
+        if self.isVisible() and self._drawn != self._newest():
             self.refresh()
-        else:
+        else:  # hidden, or no new sample since the last redraw: nothing to draw
             self._update_status()
+
+    def _newest(self) -> tuple[float, float]:
+        """(time of the newest sample, window shown): what the curves drawn depend on."""
+        host = self.sampler.host_history
+        return (float(host.times(1)[-1]) if len(host) else -1.0, self._window_s)
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
@@ -184,8 +205,10 @@ class MonitorView(QWidget):
 
     def refresh(self) -> None:
         """Redraw every curve from the newest rows of the history."""
+        self._drawn = self._newest()
         rows = max(2, int(self._window_s / self.sampler.interval_s) + 1)
         now = None
+        highest: dict[str, float] = {}
         for index in self.sampler.gpu_indices:
             history = self.sampler.gpu_history(index)
             if len(history) == 0:
@@ -195,7 +218,10 @@ class MonitorView(QWidget):
             times = history.times(count)
             now = times[-1] if now is None else max(now, times[-1])
             for _, column, scale, _ in GPU_PLOTS:
-                self._gpu_curves[(column, index)].setData(times - times[-1], history.column(column, count) * scale)
+                values = history.column(column, count) * scale
+                self._gpu_curves[(column, index)].setData(times - times[-1], values)
+                if column in STICKY_COLUMNS and np.isfinite(values).any():
+                    highest[column] = max(highest.get(column, 0.0), float(np.nanmax(values)))
         host = self.sampler.host_history
         if len(host):
             count = min(rows, len(host))
@@ -208,8 +234,17 @@ class MonitorView(QWidget):
             for plot in self._plots:
                 plot.setXRange(-self._window_s, 0, padding=0.01)
         self._set_memory_ranges()
+        for column, value in highest.items():
+            self._fit_y(column, value)
         self._update_processes()
         self._update_status()
+
+    def _fit_y(self, column: str, highest: float) -> None:
+        """0 to a round number above the highest value: the axis changes only when one is crossed."""
+        top = round_up(highest * 1.05)
+        if top != self._y_tops.get(column):
+            self._y_tops[column] = top
+            self._gpu_plots[column].setYRange(0, top, padding=0.02)
 
     def _set_memory_ranges(self) -> None:
         """Memory plots span 0 to the whole memory, once it is known: fixed axes read better
@@ -257,6 +292,15 @@ def nvml_status_text(sampler: TelemetrySampler) -> str:
         text = f"NVML: sampling {count} GPU{'s' if count != 1 else ''} every {sampler.interval_s:g} s"
         return text + (f"; {reasons[0]}" if reasons else "")
     return reasons[0] if reasons else "NVML: no GPU found"
+
+
+def round_up(value: float) -> float:
+    """The next round number (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 x 10^k) at or above `value` (1 for 0 or
+    less): 37 -> 40, 612 -> 800."""
+    if value <= 0:
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(step * power for step in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if step * power >= value * (1 - 1e-9))
 
 
 def _show_empty(plot: pg.PlotItem, text: str) -> None:

@@ -111,3 +111,39 @@ def test_percentages_and_memory_have_fixed_axes(qtbot):
     assert low <= 0 and total_gib <= high < total_gib * 1.05
     low, high = view._ram_plot.viewRange()[1]
     assert high >= sampler.latest.host.ram_total_bytes / 1024**3
+
+
+def test_a_tick_without_a_new_sample_redraws_nothing(qtbot, monkeypatch):
+    sampler = filled_sampler(gpus=2, rows=10)
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.show()
+    qtbot.waitExposed(view)
+    view.timer.stop()  # ticks by hand
+    redraws = []
+    original = view.refresh
+    monkeypatch.setattr(view, "refresh", lambda: redraws.append(1) or original())
+    view._tick()
+    view._tick()
+    assert redraws == []  # drawn when shown; no sample since
+    sampler.sample_once()
+    view._tick()
+    view._tick()
+    assert redraws == [1]
+    view.window_box.setCurrentText("5 min")  # another window redraws at once
+    assert len(redraws) == 2
+
+
+def test_temperature_and_power_axes_move_only_past_round_numbers(qtbot):
+    from gui.monitor.monitor_view import round_up
+
+    assert [round_up(v) for v in (0, 37, 41, 612, 100, 0.7)] == [1, 40, 50, 800, 100, 0.8]
+    sampler = filled_sampler(gpus=2, rows=10)
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.refresh()
+    highest = max(float(sampler.gpu_history(i).column("power_watts").max()) for i in sampler.gpu_indices)
+    low, high = view._gpu_plots["power_watts"].viewRange()[1]
+    assert low <= 0 and high >= highest and high <= round_up(highest * 1.05) * 1.03
+    plot = view._gpu_plots["power_watts"]
+    assert plot.getAxis("left").cacheMode() == plot.getAxis("left").CacheMode.DeviceCoordinateCache
