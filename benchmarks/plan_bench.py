@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from core.planning.exact import solve_exact
 from core.planning.front_door import build_problem
 from core.planning.hybrid import solve_hybrid
 from core.planning.plan import Plan
+from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
 from core.planning.solvers import compare
 
@@ -76,20 +78,25 @@ HYBRID_SETS = [*TRAIN_SETS, ("16 alike", "16xA100-80GB")]
 HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")
 
 
+def timed_solves(solve: Callable[[Problem], Plan], problem: Problem, repeats: int) -> tuple[Plan, float, float]:
+    """One warm-up solve (numpy, imports, caches), then `repeats` timed ones: the plan, p50 and p95 in s."""
+    solve(problem)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        plan = solve(problem)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return plan, statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+
+
 def timing_table(repeats: int) -> None:
     print("(a) exact solver, solve time over", repeats, "solves")
     print(f"{'model':<12} {'devices':<40} {'layers':>6} {'p50':>9} {'p95':>9}  target")
     for model, devices, setup, target in TIMING_CASES:
         problem = build_problem(resolve_model(model), setup, resolve_devices(devices, setup.precision))
-        solve_exact(problem)  # warm caches (numpy, imports)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            plan = solve_exact(problem)
-            times.append(time.perf_counter() - started)
-        times.sort()
-        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-        print(f"{model:<12} {devices:<40} {len(problem.layers):>6} {statistics.median(times) * 1e3:>7.1f}ms "
+        plan, p50, p95 = timed_solves(solve_exact, problem, repeats)
+        print(f"{model:<12} {devices:<40} {len(problem.layers):>6} {p50 * 1e3:>7.1f}ms "
               f"{p95 * 1e3:>7.1f}ms  {target}  ({plan.status})")
 
 
@@ -197,16 +204,9 @@ def hybrid_timing_table(repeats: int) -> None:
             setup = TrainingSetup(seq_len=4096, micro_batches=32, optimizer="sgd", recompute=True,
                                   data_parallel="auto", zero=zero)
             problem = build_problem(resolve_model(model), setup, resolve_devices(devices, setup.precision))
-            solve_hybrid(problem)
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                plan = solve_hybrid(problem)
-                times.append(time.perf_counter() - started)
-            times.sort()
-            p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+            plan, p50, p95 = timed_solves(solve_hybrid, problem, repeats)
             shape = f"{plan.data_parallel} x {len(plan.stages)}" if plan.feasible else plan.status
-            print(f"{model:<12} {devices:<32} {zero:>4} {statistics.median(times) * 1e3:>7.1f}ms "
+            print(f"{model:<12} {devices:<32} {zero:>4} {p50 * 1e3:>7.1f}ms "
                   f"{p95 * 1e3:>7.1f}ms  {target}  ({shape})")
 
 
