@@ -288,6 +288,7 @@ class BudgetBarsPanel(QWidget):
             item = self._rows.takeAt(0)
             widget = item.widget() if item is not None else None
             if widget is not None:
+                widget.hide()  # out of the layout until deleted: it would be drawn where it was
                 widget.deleteLater()
         self._bars, self._figures = {}, {}
         for row, entry in enumerate(self.state.included_devices):

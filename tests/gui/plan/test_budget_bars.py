@@ -106,3 +106,16 @@ def test_bars_follow_devices_being_excluded_and_added(qtbot, make_window) -> Non
     assert set(bars.bars) == {"A100-80GB", name}
     wait_for_plan(qtbot, state)
     assert {stage.device for stage in state.plan.stages} <= {"A100-80GB", name}
+
+
+def test_bars_of_a_replaced_device_list_are_not_drawn_while_they_wait_for_deletion(qtbot, make_window) -> None:
+    from gui.plan.budget_bars import BudgetBar
+
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    panel = window.budget_bars
+    old = panel.findChildren(BudgetBar)
+    assert len(old) == 2 and all(bar.isVisible() for bar in old)
+    window.state.add_simulated("L4")  # rebuilds the rows; the old bars are deleted later
+    assert not any(bar.isVisible() for bar in old)  # else drawn where they were, over the new rows
+    qtbot.waitUntil(lambda: sorted(bar.name for bar in panel.findChildren(BudgetBar) if bar.isVisible())
+                    == sorted(panel.bars) == ["A100-80GB", "L4", "RTX4090"])
