@@ -144,7 +144,7 @@ class Problem:
         """The explicit problem format, omitting optional fields left at default."""
         return {
             "layers": [_without_defaults(asdict(layer), Layer) for layer in self.layers],
-            "devices": [_without_defaults(asdict(device), Device) for device in self.devices],
+            "devices": [_device_dict(device) for device in self.devices],
             "setup": _without_defaults(asdict(self.setup), Setup, keep=("mode", "bytes_per_param",
                                                                           "micro_batches", "schedule")),
         }
@@ -257,22 +257,29 @@ def _layer(item: Any, where: str) -> Layer:
     return layer
 
 
-# Device keys of problem files written before the one-term rename: still read.
-_OLD_DEVICE_KEYS = {"memory_bytes": "budget_bytes", "total_memory_bytes": "memory_total_bytes"}
+# A device's budget is `memory_bytes` in the explicit problem format (DESIGN.md), `budget_bytes` in
+# the code; the other names a file may hold for the same fields, read as the format's.
+_DEVICE_KEY_ALIASES = {"budget_bytes": "memory_bytes", "total_memory_bytes": "memory_total_bytes"}
+
+
+def _device_dict(device: Device) -> dict[str, Any]:
+    """A device in the explicit problem format: the budget under DESIGN.md's key `memory_bytes`."""
+    fields = _without_defaults(asdict(device), Device)
+    return {("memory_bytes" if key == "budget_bytes" else key): value for key, value in fields.items()}
 
 
 def _device(item: Any, where: str) -> Device:
     item = dict(_object(item, where))
-    for old, new in _OLD_DEVICE_KEYS.items():
-        if old in item:
-            item.setdefault(new, item.pop(old))
+    for alias, key in _DEVICE_KEY_ALIASES.items():
+        if alias in item:
+            item.setdefault(key, item.pop(alias))
     name = _name(item, where)
     where = f"device '{name}'"
     kind = item.get("kind", "")
     total = item.get("memory_total_bytes")
     device = Device(
         name=name,
-        budget_bytes=_integer(item, "budget_bytes", where, positive=True),
+        budget_bytes=_integer(item, "memory_bytes", where, positive=True),
         tflops=_number(item, "tflops", where, positive=True),
         bandwidth_gbps=_number(item, "bandwidth_gbps", where, positive=True),
         kind=kind if isinstance(kind, str) else "",

@@ -18,8 +18,8 @@ PROBLEM = {
         {"name": "head", "params": 1000, "flops": 1e12, "activation_bytes": 100, "output_bytes": 10**8},
     ],
     "devices": [
-        {"name": "gpu0", "budget_bytes": 100000, "tflops": 100.0, "bandwidth_gbps": 25.0},
-        {"name": "gpu1", "budget_bytes": 100000, "tflops": 100.0, "bandwidth_gbps": 25.0},
+        {"name": "gpu0", "memory_bytes": 100000, "tflops": 100.0, "bandwidth_gbps": 25.0},
+        {"name": "gpu1", "memory_bytes": 100000, "tflops": 100.0, "bandwidth_gbps": 25.0},
     ],
     "setup": {"mode": "train", "bytes_per_param": 16, "micro_batches": 8, "schedule": "1f1b"},
 }
@@ -76,7 +76,7 @@ def test_human_report_shows_stages_and_the_comparison(capsys, problem_file):
 def test_infeasible_problem_exits_1_with_the_reason(capsys, tmp_path):
     data = json.loads(json.dumps(PROBLEM))
     for device in data["devices"]:
-        device["budget_bytes"] = 1000
+        device["memory_bytes"] = 1000
     path = tmp_path / "tight.json"
     path.write_text(json.dumps(data))
     code, out, _ = run_main(capsys, "plan", "--problem", str(path), "--json")

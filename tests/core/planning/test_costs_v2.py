@@ -108,7 +108,7 @@ def test_bad_hybrid_setups_are_input_errors(setup, message):
 @pytest.mark.parametrize("setup", [{"zero": 1}, {"data_parallel": 2}, {"data_parallel": "auto"}])
 def test_hybrid_explicit_problems_need_the_split(setup):
     data = {"layers": [{"name": "a", "params": 1, "flops": 1, "activation_bytes": 1, "output_bytes": 1}],
-            "devices": [{"name": f"g{i}", "budget_bytes": 100, "tflops": 1, "bandwidth_gbps": 1} for i in range(2)],
+            "devices": [{"name": f"g{i}", "memory_bytes": 100, "tflops": 1, "bandwidth_gbps": 1} for i in range(2)],
             "setup": {"bytes_per_param": 16, "micro_batches": 2, **setup}}
     with pytest.raises(InputError, match="needs the split"):
         problem_from_dict(data)

@@ -13,7 +13,7 @@ GOOD = {
         {"name": "embed", "params": 100, "flops": 1e9, "activation_bytes": 10, "output_bytes": 10},
         {"name": "h.0", "params": 200, "flops": 2e9, "activation_bytes": 20, "output_bytes": 10},
     ],
-    "devices": [{"name": "gpu0", "budget_bytes": 8589934592, "tflops": 120.0, "bandwidth_gbps": 25.0}],
+    "devices": [{"name": "gpu0", "memory_bytes": 8589934592, "tflops": 120.0, "bandwidth_gbps": 25.0}],
     "setup": {"mode": "train", "bytes_per_param": 16, "micro_batches": 8, "schedule": "1f1b"},
 }
 
@@ -51,7 +51,7 @@ def test_load_from_file(tmp_path):
     ("layers.0.params", 1.5, "must be a whole number"),
     ("devices", [], "'devices' is empty"),
     ("layers", [], "'layers' is empty"),
-    ("devices.0.budget_bytes", 0, "budget_bytes must be greater than 0"),
+    ("devices.0.memory_bytes", 0, "memory_bytes must be greater than 0"),
     ("devices.0.tflops", -3, "tflops must be greater than 0"),
     ("setup.micro_batches", 0, "micro_batches must be 1 or more"),
     ("setup.mode", "fly", "setup.mode must be one of"),
@@ -78,12 +78,19 @@ def test_budget_above_the_device_memory():
         problem_from_dict(data)
 
 
-def test_problem_files_with_the_old_device_keys_still_read():
-    old = with_change("devices.0.total_memory_bytes", 2 * 8589934592)
-    old["devices"][0]["memory_bytes"] = old["devices"][0].pop("budget_bytes")
-    (device,) = problem_from_dict(old).devices
+def test_the_format_keeps_design_md_device_keys_and_reads_the_other_names():
+    # DESIGN.md's format calls the budget memory_bytes (the code: budget_bytes); files written
+    # with budget_bytes or total_memory_bytes read the same.
+    (device,) = problem_from_dict(GOOD).devices
+    assert device.budget_bytes == 8589934592
+    assert problem_from_dict(GOOD).to_dict()["devices"] == GOOD["devices"]  # written back as given
+    other = with_change("devices.0.total_memory_bytes", 2 * 8589934592)
+    other["devices"][0]["budget_bytes"] = other["devices"][0].pop("memory_bytes")
+    (device,) = problem_from_dict(other).devices
     assert (device.budget_bytes, device.memory_total_bytes) == (8589934592, 2 * 8589934592)
-    assert "memory_bytes" not in problem_from_dict(old).to_dict()["devices"][0]  # written with today's keys
+    written = problem_from_dict(other).to_dict()["devices"][0]
+    assert (written["memory_bytes"], written["memory_total_bytes"]) == (8589934592, 2 * 8589934592)
+    assert "budget_bytes" not in written and "total_memory_bytes" not in written
     with pytest.raises(InputError, match="exceeds its memory"):
         problem_from_dict(with_change("devices.0.total_memory_bytes", 1024))
 
