@@ -16,10 +16,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.numbers import nonnegative_float, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
+
+if TYPE_CHECKING:
+    from core.planning.plan import Plan
+    from core.training.run_dir import RunStatus
 
 DEFAULT_HF_SEQ_LEN = 1024  # an HF config that states no context length
 
@@ -123,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"resuming {handle.run_dir} at step {after} (job pid {handle.pid})", flush=True)
     else:
         config, run_dir = build_config(args)
-        handle = start_run(config, run_dir, plan_path=_given(args, "plan"), profile_path=_given(args, "profile"),
+        handle = start_run(config, run_dir, plan=_plan_arg(args), profile_path=_given(args, "profile"),
                            emit=lambda line: print(line, flush=True))
         print(f"training {config.model} in {handle.run_dir} (job pid {handle.pid})", flush=True)
         if config.nnodes > 1:
@@ -179,12 +183,18 @@ def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     return model, custom, setup
 
 
+def _plan_arg(args: argparse.Namespace) -> Plan | None:
+    """--plan FILE as a Plan (None: the exact solver plans)."""
+    from core.training.plan_file import read_plan_file
+
+    path = getattr(args, "plan", None)
+    return read_plan_file(path) if path is not None else None
+
+
 def _hybrid(args: argparse.Namespace) -> dict[str, Any]:
     """data_parallel and zero: as given, else the --plan's, else 1 and 0."""
-    from core.training.plan_file import read_plan_hybrid
-
-    plan = getattr(args, "plan", None)
-    replicas, zero = read_plan_hybrid(plan) if plan is not None else (1, 0)
+    plan = _plan_arg(args)
+    replicas, zero = (plan.data_parallel, plan.zero) if plan is not None else (1, 0)
     given_replicas, given_zero = getattr(args, "data_parallel", None), getattr(args, "zero", None)
     return {"data_parallel": replicas if given_replicas is None else given_replicas,
             "zero": zero if given_zero is None else given_zero}
@@ -269,14 +279,16 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
             stop_run(run_dir)
 
 
-def _finish(run_dir: Path, status: Any) -> int:
-    from core.system.durable import read_json
+def _finish(run_dir: Path, status: RunStatus) -> int:
+    from core.training.metrics import read_metrics
     from core.training.report import format_report
     from core.training.run_dir import RunPaths
+    from core.training.run_info import read_run_info, run_report
 
-    report_path = RunPaths(Path(run_dir)).report
-    if report_path.exists():
-        print("predicted vs measured, per micro-batch:\n" + format_report(read_json(report_path, "report")))
+    paths = RunPaths(Path(run_dir))
+    if paths.report.exists():  # the job wrote its report: the run measured something
+        report = run_report(read_run_info(run_dir), read_metrics(paths.metrics))
+        print("predicted vs measured, per micro-batch:\n" + format_report(report))
     if status.state == "failed":
         print(f"allot: error: the run failed: {status.error} (see {Path(run_dir) / 'train.log'})",
               file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from PySide6.QtCore import QEvent, QEventLoop, QTimer
 from PySide6.QtGui import QColor
@@ -37,6 +37,10 @@ from gui.state import AppState
 from gui.theme import apply_theme, device_color
 
 if TYPE_CHECKING:
+    import argparse
+
+    from core.devices.inventory import Inventory
+    from core.devices.nvml_gateway import NvmlGateway
     from gui.main_window import MainWindow
 
 SCREENSHOT_TIMEOUT_S = 90.0
@@ -44,7 +48,7 @@ HISTORY_S = 5 * 3600.0  # rows for an hour of history even at the fastest interv
 SETTLE_S = 0.4  # after the last answer: layouts and plot ranges catch up
 
 
-def make_gateway(fake_gpus: int | None = None) -> Any:
+def make_gateway(fake_gpus: int | None = None) -> NvmlGateway:
     """The NVML gateway: N fake GPUs when asked (a demo), else the real one (fail-soft)."""
     from core.devices import nvml_gateway
 
@@ -55,23 +59,23 @@ def make_gateway(fake_gpus: int | None = None) -> Any:
     return nvml_gateway.shared_gateway()
 
 
-def discover_inventory(fake_gpus: int | None = None, gateway: Any = None) -> Any:
+def discover_inventory(fake_gpus: int | None = None, gateway: NvmlGateway | None = None) -> Inventory:
     """This machine's devices (core.devices.inventory); fake NVML GPUs when asked. Never raises."""
     from core.devices import inventory as devices
 
     return devices.discover(gateway if gateway is not None else make_gateway(fake_gpus))
 
 
-def inventory_note(inventory: Any) -> str | None:
+def inventory_note(inventory: Inventory) -> str | None:
     if not inventory.gpus:
         reason = inventory.nvml_reason or "no NVIDIA GPU found"
         return f"No GPU: {reason}. Planning on simulated GPUs (tick the host to add it)."
-    if getattr(inventory, "fake", False):
+    if inventory.fake:
         return f"{len(inventory.gpus)} fake NVML GPUs (demo: nothing real is measured)."
     return None
 
 
-def create_window(project_path: str | None = None, discover: Callable[[], Any] | None = None,
+def create_window(project_path: str | None = None, discover: Callable[[], Inventory] | None = None,
                   reopen_last: bool = True, remember: bool = True) -> MainWindow:
     """The window and its state, not yet shown or planned (tests call this).
 
@@ -110,8 +114,8 @@ def create_window(project_path: str | None = None, discover: Callable[[], Any] |
     return window
 
 
-def attach_live_views(window: MainWindow, gateway: Any, runs_dir: Path | str = "runs",
-                      inventory: Any = None) -> TelemetrySampler:
+def attach_live_views(window: MainWindow, gateway: NvmlGateway, runs_dir: Path | str = "runs",
+                      inventory: Inventory | None = None) -> TelemetrySampler:
     """The Monitor and Training tabs, fed by a telemetry sampler that is started
     here and returned (the caller stops it)."""
     from gui.monitor.monitor_view import MonitorView, nvml_status_text
@@ -183,7 +187,7 @@ def take_screenshot(window: MainWindow, path: Path, settle_s: float = SETTLE_S) 
     return window.grab().save(str(path))
 
 
-def run_app(args: Any) -> int:
+def run_app(args: argparse.Namespace) -> int:
     """main.py's entry to the GUI: the window until it closes, or a screenshot."""
     if getattr(args, "screenshot", None):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed for a PNG

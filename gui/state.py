@@ -17,19 +17,23 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.devices.stand_ins import missing_devices, stand_ins
 from core.errors import InputError
 from core.model.config import ModelChoice
+from core.model.spec import ModelSpec
 from core.planning.devices import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
 from core.project import Project, merge_saved_devices, simulated_entry
 from gui.plan.worker import PlanRequest, PlanResult, PlanWorker
+
+if TYPE_CHECKING:
+    import networkx as nx  # the graph arrives built; the app imports networkx only where it draws it
 
 REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (DESIGN.md: views redraw at 10-20 Hz)
 
@@ -166,13 +170,13 @@ class AppState(QObject):
         return self._accepted_id < self._outdated_id
 
     @property
-    def spec(self) -> Any:
-        """core.model.spec.ModelSpec of the newest answer (None before the first)."""
+    def spec(self) -> ModelSpec | None:
+        """The model of the newest answer (None before the first)."""
         return self._spec
 
     @property
-    def graph(self) -> Any:
-        """The layer graph (networkx.DiGraph, read-only) of the newest answer."""
+    def graph(self) -> nx.DiGraph | None:
+        """The layer graph (read-only) of the newest answer."""
         return self._graph
 
     @property
@@ -369,8 +373,8 @@ class AppState(QObject):
         self._problem: Problem | None = None
         self._shown_plan: Plan | None = None
         self._shown_problem: Problem | None = None
-        self._spec: Any = None
-        self._graph: Any = None
+        self._spec: ModelSpec | None = None
+        self._graph: nx.DiGraph | None = None
         self._comparison: dict[str, Plan | str] | None = None
         self._error = ""
 

@@ -7,12 +7,16 @@ is measured on the one canonical cost model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+
+from core.errors import InputError
 
 OPTIMAL = "optimal"
 FEASIBLE = "feasible"
 INFEASIBLE = "infeasible"
+STATUSES = (OPTIMAL, FEASIBLE, INFEASIBLE)
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,10 @@ class Plan:
             "tokens_per_s": self.tokens_per_s,
             "data_parallel": self.data_parallel,
             "zero": self.zero,
+            "micro_batches": self.micro_batches,
+            "tokens_per_micro_batch": self.tokens_per_micro_batch,
         }
-        if self.status == FEASIBLE:
+        if self.status != INFEASIBLE:
             answer["gap"] = self.gap
         if self.status == INFEASIBLE:
             answer["reason"] = self.reason
@@ -145,12 +151,48 @@ class Plan:
         answer["stages"] = [_stage_dict(stage) for stage in self.stages]
         return answer
 
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "plan") -> Plan:
+        """The inverse of to_dict: a plan file as Allot writes it (`plan --json`, a run's plan.json).
+
+        Hand-written and older plans may give only each stage's `device` (or
+        `devices` group) and `layers`: the facts left out read as zero, so such a
+        plan is costed again before it runs (core.training.plan_file).
+
+        Raises:
+            InputError: not a plan (naming `source` and the field at fault).
+        """
+        plan = _mapping(data, source, "a plan")
+        status = plan.get("status")
+        if status not in STATUSES:
+            raise InputError(f"{source}: 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
+        raw = plan.get("stages", [])
+        if not isinstance(raw, list) or (status != INFEASIBLE and not raw):
+            raise InputError(f"{source} has no stages")
+        stages = tuple(_stage_from_dict(item, f"{source}: stage {index}") for index, item in enumerate(raw))
+        sizes = {len(stage.devices) for stage in stages}
+        if len(sizes) > 1:
+            raise InputError(f"{source}: every stage's group must hold the same number of devices (one per replica)")
+        replicas = _whole(plan, "data_parallel", source, sizes.pop() if sizes else 1)
+        if stages and replicas != len(stages[0].devices):
+            raise InputError(f"{source}: data_parallel is {replicas} but its stages' groups hold "
+                             f"{len(stages[0].devices)} devices")
+        return cls(status=status, solver=str(plan.get("solver", "given")), stages=stages,
+                   objective_s=_optional_number(plan, "objective_s", source),
+                   lower_bound_s=_number(plan, "lower_bound_s", source),
+                   micro_batches=_whole(plan, "micro_batches", source, 1),
+                   solve_time_s=_number(plan, "solve_time_s", source),
+                   gap=_optional_number(plan, "gap", source), reason=_text(plan.get("reason")),
+                   tokens_per_micro_batch=_optional_whole(plan, "tokens_per_micro_batch", source),
+                   data_parallel=replicas, zero=_whole(plan, "zero", source, 0))
+
 
 def _stage_dict(stage: StageCost) -> dict[str, Any]:
     return {
         "device": stage.device,
         "devices": list(stage.devices),
         "layers": list(stage.layers),
+        "layer_indices": list(stage.layer_indices),
         "time_s": stage.time_s,
         "memory_bytes": stage.memory_bytes,
         "compute_s": stage.compute_s,
@@ -166,6 +208,69 @@ def _stage_dict(stage: StageCost) -> dict[str, Any]:
         },
         "budget_bytes": stage.budget_bytes,
     }
+
+
+def _stage_from_dict(data: Any, where: str) -> StageCost:
+    stage = _mapping(data, where, "a stage")
+    device, layers, devices = stage.get("device"), stage.get("layers"), stage.get("devices")
+    if not isinstance(device, str) or not isinstance(layers, list) or not layers:
+        raise InputError(f"{where} needs a 'device' and a non-empty list of 'layers'")
+    if devices is not None and (not isinstance(devices, list) or not devices
+                                or not all(isinstance(name, str) for name in devices)):
+        raise InputError(f"{where}: 'devices' must be a non-empty list of device names")
+    if devices is not None and devices[0] != device:
+        raise InputError(f"{where}: 'device' must be the first of its 'devices'")
+    # a plan without the split (DESIGN.md's short answer) keeps its total as weights
+    split = _mapping(stage.get("memory_split_bytes", {"params": stage.get("memory_bytes")}), where,
+                     "'memory_split_bytes' as a mapping")
+    comm_s = _number(stage, "comm_s", where)
+    time_s = _number(stage, "time_s", where)
+    indices = stage.get("layer_indices", [])
+    if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        raise InputError(f"{where}: 'layer_indices' must be a list of whole numbers")
+    return StageCost(
+        device=device, devices=tuple(devices or (device,)), layers=tuple(str(layer) for layer in layers),
+        layer_indices=tuple(indices), compute_s=_number(stage, "compute_s", where, time_s - comm_s),
+        comm_s=comm_s, inflight_micro_batches=_whole(stage, "inflight_micro_batches", where, 1),
+        params=_whole(stage, "params", where, 0),
+        weight_bytes=_number(split, "params", where), grad_bytes=_number(split, "grads", where),
+        optimizer_bytes=_number(split, "optimizer", where), activation_bytes=_number(split, "activations", where),
+        budget_bytes=_whole(stage, "budget_bytes", where, 0), sync_s=_number(stage, "sync_s", where))
+
+
+def _mapping(data: Any, where: str, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where} is not {what} (a JSON object)")
+    return data
+
+
+def _optional_number(data: Mapping[str, Any], key: str, where: str) -> float | None:
+    """A JSON number, or None where the file says null or leaves it out."""
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise InputError(f"{where}: '{key}' must be a number, got {value!r}")
+    return value
+
+
+def _number(data: Mapping[str, Any], key: str, where: str, default: float = 0.0) -> float:
+    value = _optional_number(data, key, where)
+    return default if value is None else value
+
+
+def _optional_whole(data: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InputError(f"{where}: '{key}' must be a whole number, got {value!r}")
+    return value
+
+
+def _whole(data: Mapping[str, Any], key: str, where: str, default: int) -> int:
+    value = _optional_whole(data, key, where)
+    return default if value is None else value
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def rank_of(replica: int, stage: int, stages: int) -> int:

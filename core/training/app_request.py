@@ -8,7 +8,7 @@ exact budget, and renames the plan's stages to the names the runner gives.
 
     run_devices(included_entries, plan)
       -> RunDevices(spec="A100-80GB:85899345920B,A100-80GB:42949672960B",
-                    plan={... "stages": [{"device": "A100-80GB#1", ...}, ...]})
+                    plan=Plan(stages=(StageCost(device="A100-80GB#1", ...), ...), ...))
 
 No torch, no Qt: the app calls this on its GUI thread.
 """
@@ -31,10 +31,10 @@ from core.training.config import STDLIB, TrainConfig
 
 @dataclass(frozen=True)
 class RunDevices:
-    """The device spec for TrainConfig.devices and the plan to pass as plan.json."""
+    """The device spec for TrainConfig.devices and the plan to pass to start_run."""
 
     spec: str
-    plan: dict[str, Any]
+    plan: Plan
     names: tuple[tuple[str, str], ...]  # (the app's name, the runner's name) per spec term
 
 
@@ -58,10 +58,9 @@ def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
     bases = [_runner_base_name(entry) for entry in chosen]
     names = _positional_names(bases)
     rename = {entry.name: name for entry, name in zip(chosen, names)}
-    answer = plan.to_dict()
-    answer["stages"] = [{**stage, "device": rename[stage["device"]],
-                         "devices": [rename[device] for device in stage["devices"]]}
-                        for stage in answer["stages"]]
+    stages = tuple(replace(stage, device=rename[stage.device], devices=tuple(rename[d] for d in stage.devices))
+                   for stage in plan.stages)
+    answer = replace(plan, stages=stages)
     spec = ",".join(f"{base}:{entry.budget_bytes}B" for entry, base in zip(chosen, bases))
     return RunDevices(spec=spec, plan=answer, names=tuple((e.name, rename[e.name]) for e in chosen))
 

@@ -25,7 +25,7 @@ from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
 from core.training.engine.loop import format_row
 from core.training.metrics import MetricsTail, read_metrics
-from core.training.report import format_report, stage_report
+from core.training.report import format_report
 from core.training.run_dir import (
     FAILED,
     FINISHED,
@@ -37,6 +37,7 @@ from core.training.run_dir import (
     read_json,
     write_status,
 )
+from core.training.run_info import read_run_info, run_report
 
 STATUS_EVERY_S = 1.0  # how often the status file follows the step count
 
@@ -169,8 +170,8 @@ def _write_report(context: RunContext) -> None:
     rows = read_metrics(context.paths.metrics)
     if not rows:
         return
-    report = stage_report(context.plan, rows, context.config.setup.micro_batches)
-    atomic_write_json(context.paths.report, report)
+    report = run_report(read_run_info(context.paths.root), rows)
+    atomic_write_json(context.paths.report, report.to_dict())
     print("predicted vs measured, per micro-batch:\n" + format_report(report), flush=True)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from core import REPO_ROOT
 from core.errors import InputError
+from core.planning.plan import Plan
 from core.training.config import TrainConfig
 from core.training.metrics import MetricsTail, TailUpdate, last_row, read_metrics
 from core.training.run_dir import (
@@ -70,16 +71,19 @@ class RunSummary:
     started_at: float | None
 
 
-def start_run(config: TrainConfig, run_dir: Path | str, plan_path: str | None = None,
+def start_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None = None,
               profile_path: str | None = None, emit: Callable[[str], None] = print) -> RunHandle:
     """Validate, prepare the run directory, and start the job in the background.
+
+    `plan` (e.g. the app's, or a file read with core.training.plan_file.read_plan_file)
+    gives the stages to run; None: the exact solver plans.
 
     Raises:
         InputError: bad input (nothing written).
     """
     from core.training.runner import prepare_new_run
 
-    context = prepare_new_run(config, run_dir, plan_path, profile_path, emit=emit)
+    context = prepare_new_run(config, run_dir, plan, profile_path, emit=emit)
     return _spawn_job(context.paths)
 
 
@@ -139,13 +143,14 @@ def list_runs(root: Path | str = "runs") -> list[RunSummary]:
 
 
 def _summary(path: Path) -> RunSummary:
+    from core.training.run_info import read_run_info
+
     paths = RunPaths(path)
     try:
-        stored = read_json(paths.config, "run config")
-        plan = read_json(paths.plan, "run plan")
+        info = read_run_info(path)
+        steps, model, engine, stages, created = info.steps, info.model_name, info.engine, info.stages, info.created_at
     except InputError:
-        stored, plan = {}, {}
-    config = stored.get("config", {})
+        steps, model, engine, stages, created = 0, "?", "?", 0, None
     try:
         status = read_status(path)
         state, step, started, loss = status.state, status.step, status.started_at, status.last_loss
@@ -154,10 +159,8 @@ def _summary(path: Path) -> RunSummary:
     row = last_row(paths.metrics)
     if row is not None and int(row.get("step", 0)) >= step:
         step, loss = int(row["step"]), row.get("loss")
-    return RunSummary(name=path.name, path=path, state=state, step=step, steps=int(config.get("steps", 0)),
-                      last_loss=loss, model=str(stored.get("model", {}).get("name", "?")),
-                      engine=str(config.get("engine", "?")), stages=len(plan.get("stages", [])),
-                      started_at=started or stored.get("created_at"))
+    return RunSummary(name=path.name, path=path, state=state, step=step, steps=steps, last_loss=loss, model=model,
+                      engine=engine, stages=stages, started_at=started or created)
 
 
 def _spawn_job(paths: RunPaths) -> RunHandle:

@@ -1,75 +1,197 @@
 """Measured against predicted: each stage's time per micro-batch, from the plan
 (the canonical cost model) and from the run's metrics; with data-parallel
-replicas also each stage group's gradient sync per step."""
+replicas also each stage group's gradient sync per step.
+
+A stage on a simulated GPU trains on the host CPU (core.training.execution):
+its prediction is then the host's (the same work at the host's speed), and
+the plan's datasheet prediction for the simulated GPU is kept beside it.
+"""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from core.planning.costs import step_time_s
+from core.planning.plan import Plan, StageCost
+from core.training.execution import DeviceExecution
 
 WARMUP_STEPS = 2  # the first steps include one-off costs (allocations, shape inference)
 
 
-def stage_report(plan: dict[str, Any], rows: Sequence[dict[str, Any]], micro_batches: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StageReport:
+    """One stage: compute per micro-batch predicted and measured; idle and sync per step.
+
+    `predicted_compute_s` is for what actually executes the stage; where that is
+    the host standing in for a simulated GPU (`simulated` names the GPU),
+    `datasheet_compute_s` is the plan's prediction for the GPU itself.
+    """
+
+    stage: int
+    devices: tuple[str, ...]  # the stage's group, replica order
+    layers: int
+    predicted_compute_s: float | None
+    predicted_time_s: float | None  # compute + the modelled communication
+    measured_compute_s: float | None
+    measured_idle_s_per_step: float | None
+    predicted_sync_s: float | None  # None: no replicas to synchronise
+    measured_sync_s: float | None
+    simulated: str | None = None
+    datasheet_compute_s: float | None = None
+    prediction_source: str = "the plan"
+
+    @property
+    def device(self) -> str:
+        return self.devices[0]
+
+    @property
+    def group(self) -> str:
+        """The stage's device, or its group of devices (one per replica)."""
+        return " + ".join(self.devices)
+
+    @property
+    def measured_over_predicted(self) -> float | None:
+        measured, predicted = self.measured_compute_s, self.predicted_compute_s
+        return measured / predicted if measured and predicted else None
+
+    @property
+    def runs_on_note(self) -> str | None:
+        """'runs on host CPU (simulated A100-80GB)' where the host stands in; None: it runs as planned."""
+        return None if self.simulated is None else f"runs on host CPU (simulated {self.simulated})"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Every stage's report, and the step: predicted (for what runs) and measured.
+
+    `datasheet_step_s` is the plan's step time where simulated GPUs run on the
+    host (None otherwise: the prediction is the plan's).
+    """
+
+    stages: tuple[StageReport, ...]
+    steps_measured: int
+    predicted_step_s: float | None
+    measured_step_s: float | None
+    datasheet_step_s: float | None = None
+
+    @property
+    def step_measured_over_predicted(self) -> float | None:
+        measured, predicted = self.measured_step_s, self.predicted_step_s
+        return measured / predicted if measured and predicted else None
+
+    @property
+    def synced(self) -> bool:
+        """A data-parallel run: some stage has a group to synchronise."""
+        return any(s.predicted_sync_s is not None or s.measured_sync_s is not None for s in self.stages)
+
+    @property
+    def simulated(self) -> tuple[str, ...]:
+        """The simulated GPU models the host stands in for, in stage order, once each."""
+        return tuple(dict.fromkeys(s.simulated for s in self.stages if s.simulated is not None))
+
+    def to_dict(self) -> dict[str, Any]:
+        """report.json: the fields, plus the ratios a reader wants without arithmetic."""
+        answer = asdict(self)
+        answer["step_measured_over_predicted"] = self.step_measured_over_predicted
+        for stage, record in zip(self.stages, answer["stages"]):
+            record["measured_over_predicted"] = stage.measured_over_predicted
+            record["runs_on"] = stage.runs_on_note
+        return answer
+
+
+def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: int,
+                 executions: Sequence[DeviceExecution] = ()) -> RunReport:
     """Predicted vs measured per stage, medians over the steps after warmup.
 
     Measured compute per micro-batch is the stage's forward + backward time of
     a step divided by the micro-batches each replica runs (m / d); the
-    prediction is the plan's compute_s (and time_s, which adds the modelled
-    communication). Sync is per step: the plan's sync_s against the measured
+    prediction is the plan's compute_s, or for a stage whose devices are
+    simulated GPUs executed by the host, the same work at the host's speed
+    (`executions`). Sync is per step: the plan's sync_s against the measured
     gradient reduction of the stage's group (None without replicas).
     """
     usable = [row for row in rows if "stage_compute_s" in row][WARMUP_STEPS:] or list(rows)
-    per_replica = micro_batches / int(plan.get("data_parallel", 1))
+    per_replica = micro_batches / plan.data_parallel
+    by_device = {execution.device: execution for execution in executions}
     stages = []
-    for index, stage in enumerate(plan.get("stages", [])):
+    for index, stage in enumerate(plan.stages):
         compute = _median(index, "stage_compute_s", usable)
-        measured = compute / per_replica if compute is not None else None
-        predicted = stage.get("compute_s", stage.get("time_s"))
-        devices = stage.get("devices") or [stage["device"]]
-        stages.append({
-            "stage": index, "device": stage["device"], "devices": list(devices), "layers": len(stage["layers"]),
-            "predicted_compute_s": predicted, "predicted_time_s": stage.get("time_s"),
-            "measured_compute_s": measured,
-            "measured_idle_s_per_step": _median(index, "stage_idle_s", usable),
-            "measured_over_predicted": measured / predicted if measured and predicted else None,
-            "predicted_sync_s": stage.get("sync_s") if len(devices) > 1 else None,
-            "measured_sync_s": _median(index, "stage_sync_s", usable),
-        })
+        stages.append(_stage(index, stage, [by_device[d] for d in stage.devices if d in by_device],
+                             compute / per_replica if compute is not None else None,
+                             _median(index, "stage_idle_s", usable), _median(index, "stage_sync_s", usable)))
     step_times = [row["step_time_s"] for row in usable if "step_time_s" in row]
-    measured_step = statistics.median(step_times) if step_times else None
-    predicted_step = plan.get("objective_s")
-    return {
-        "steps_measured": len(usable),
-        "stages": stages,
-        "predicted_step_s": predicted_step,
-        "measured_step_s": measured_step,
-        "step_measured_over_predicted": (measured_step / predicted_step
-                                         if measured_step and predicted_step else None),
-    }
+    simulated = any(stage.simulated is not None for stage in stages)
+    return RunReport(stages=tuple(stages), steps_measured=len(usable),
+                     predicted_step_s=_host_step_s(plan, stages, micro_batches) if simulated else plan.objective_s,
+                     measured_step_s=statistics.median(step_times) if step_times else None,
+                     datasheet_step_s=plan.objective_s if simulated else None)
 
 
-def _median(index: int, key: str, rows: Sequence[dict[str, Any]]) -> float | None:
+def _stage(index: int, stage: StageCost, executions: Sequence[DeviceExecution], measured: float | None,
+           idle: float | None, sync: float | None) -> StageReport:
+    """One stage's report; predicted on the host where the host executes simulated devices."""
+    hosted = [execution for execution in executions if execution.on_host]
+    simulated = " + ".join(dict.fromkeys(e.simulated for e in hosted if e.simulated)) or None
+    predicted: float | None = stage.compute_s
+    source = "the plan"
+    if simulated is not None:
+        # the stage's work at the slowest planned member, run at the slowest executor
+        planned = min(e.planned_tflops for e in hosted)
+        speeds = [e.run_tflops for e in hosted]
+        known = [speed for speed in speeds if speed is not None]
+        predicted = stage.compute_s * planned / min(known) if len(known) == len(speeds) and known else None
+        source = hosted[0].source or "unknown: the host's speed was not recorded for this run"
+    return StageReport(
+        stage=index, devices=stage.devices, layers=len(stage.layers), predicted_compute_s=predicted,
+        predicted_time_s=None if predicted is None else predicted + stage.comm_s, measured_compute_s=measured,
+        measured_idle_s_per_step=idle, predicted_sync_s=stage.sync_s if len(stage.devices) > 1 else None,
+        measured_sync_s=sync, simulated=simulated,
+        datasheet_compute_s=stage.compute_s if simulated is not None else None, prediction_source=source)
+
+
+def _host_step_s(plan: Plan, stages: Sequence[StageReport], micro_batches: int) -> float | None:
+    """The canonical step time with each stage's time as it runs (None if one is unknown)."""
+    times = [stage.predicted_time_s for stage in stages]
+    if any(time is None for time in times):
+        return None
+    return step_time_s([time for time in times if time is not None], micro_batches // plan.data_parallel,
+                       [stage.sync_s for stage in plan.stages])
+
+
+def _median(index: int, key: str, rows: Sequence[Mapping[str, Any]]) -> float | None:
     values = [row[key][index] for row in rows if index < len(row.get(key, []))]
     return statistics.median(values) if values else None
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The report as a small table (compute in ms per micro-batch, idle and sync per step)."""
-    synced = any(stage.get("predicted_sync_s") is not None for stage in report["stages"])
+def format_report(report: RunReport) -> str:
+    """The report as a small table (compute in ms per micro-batch, idle and sync per step).
+
+    Stages that the host runs for a simulated GPU say so, with the plan's
+    datasheet prediction in its own column.
+    """
+    hosted = bool(report.simulated)
     lines = ["stage  device           layers  predicted ms  measured ms  measured/predicted  idle ms/step"
-             + ("  sync ms/step predicted  measured" if synced else "")]
-    for stage in report["stages"]:
-        sync = (f"  {_ms(stage.get('predicted_sync_s')):>22}  {_ms(stage.get('measured_sync_s')):>8}"
-                if synced else "")
+             + ("  sync ms/step predicted  measured" if report.synced else "")
+             + ("  datasheet ms  note" if hosted else "")]
+    for stage in report.stages:
+        sync = (f"  {_ms(stage.predicted_sync_s):>22}  {_ms(stage.measured_sync_s):>8}" if report.synced else "")
+        note = f"  {_ms(stage.datasheet_compute_s):>12}  {stage.runs_on_note or 'as planned'}" if hosted else ""
         lines.append(
-            f"{stage['stage']:>5}  {'+'.join(stage.get('devices') or [stage['device']]):<15}  {stage['layers']:>6}  "
-            f"{_ms(stage['predicted_compute_s']):>12}  {_ms(stage['measured_compute_s']):>11}  "
-            f"{_ratio(stage['measured_over_predicted']):>18}  {_ms(stage['measured_idle_s_per_step']):>12}" + sync
+            f"{stage.stage:>5}  {'+'.join(stage.devices):<15}  {stage.layers:>6}  "
+            f"{_ms(stage.predicted_compute_s):>12}  {_ms(stage.measured_compute_s):>11}  "
+            f"{_ratio(stage.measured_over_predicted):>18}  {_ms(stage.measured_idle_s_per_step):>12}" + sync + note
         )
-    lines.append(f"step: predicted {_ms(report['predicted_step_s'])} ms, measured {_ms(report['measured_step_s'])} ms "
-                 f"({_ratio(report['step_measured_over_predicted'])}) over {report['steps_measured']} steps")
+    datasheet = f" (datasheet {_ms(report.datasheet_step_s)} ms)" if hosted else ""
+    lines.append(f"step: predicted {_ms(report.predicted_step_s)} ms{datasheet}, measured "
+                 f"{_ms(report.measured_step_s)} ms ({_ratio(report.step_measured_over_predicted)}) "
+                 f"over {report.steps_measured} steps")
+    if hosted:
+        source = next(s.prediction_source for s in report.stages if s.simulated is not None)
+        lines.append(f"simulated {', '.join(report.simulated)} ran on the host CPU: predicted ms is for the host, "
+                     f"from {source}; datasheet ms: predicted on {', '.join(report.simulated)} (datasheet)")
     return "\n".join(lines)
 
 

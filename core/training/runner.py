@@ -12,10 +12,10 @@ from __future__ import annotations
 import platform
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
 from core.model.config import GPTConfig
@@ -25,7 +25,9 @@ from core.planning.problem import Device
 from core.training.config import TrainConfig
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import CONFIG_FORMAT, RunContext
+from core.training.execution import DeviceExecution
 from core.training.metrics import truncate_after
+from core.training.plan_file import Stages
 from core.training.run_dir import (
     RUNNING,
     RunPaths,
@@ -35,6 +37,9 @@ from core.training.run_dir import (
     read_json,
     read_status,
 )
+
+if TYPE_CHECKING:
+    from core.training.engine.profile import Profile
 
 
 def trainable_model(config: TrainConfig, vocab_size: int) -> tuple[str, GPTConfig]:
@@ -57,9 +62,12 @@ def layer_names(gpt: GPTConfig) -> list[str]:
     return ["embed", *(f"h.{i}" for i in range(gpt.n_layer)), "ln_f", "lm_head"]
 
 
-def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | None = None,
+def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None = None,
                     profile_path: str | None = None, emit: Callable[[str], None] = print) -> RunContext:
     """Validate everything, then create the run directory. Returns the run.
+
+    `plan` gives the stages (device groups and layers) to run, costed again for
+    the model that runs; None plans with the exact solver.
 
     Raises:
         InputError: any bad input; nothing has been written then.
@@ -78,7 +86,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | N
         hf_source,
         tokenize_for_hf,
     )
-    from core.training.plan_file import read_plan_stages
+    from core.training.plan_file import plan_stages
 
     root = Path(run_dir).expanduser().resolve()
     check_new_run_dir(root)
@@ -93,15 +101,16 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | N
         names = hf_layer_names(hf)
     corpus_files(config.data)  # fails fast for a missing corpus
     devices = resolve_devices(config.devices, config.setup.precision)
+    profile = None
     if profile_path is not None:
         from core.training.engine.profile import apply_profile, load_profile
 
-        devices = apply_profile(devices, load_profile(profile_path))
-    given = (read_plan_stages(plan_path, names, [d.name for d in devices])
-             if plan_path is not None else None)
-    _check_launch(config, len(given) * len(given[0][0]) if given is not None else None, plan_path)
-    if plan_path is not None:
-        _check_plan_hybrid(config, plan_path)
+        profile = load_profile(profile_path)
+        devices = apply_profile(devices, profile)
+    given = plan_stages(plan, names, [d.name for d in devices]) if plan is not None else None
+    _check_launch(config, len(given) * len(given[0][0]) if given is not None else None)
+    if plan is not None:
+        _check_plan_hybrid(config, plan)
     emit(f"reading the corpus ({config.data}) ...")
     text = load_corpus(config.data, config.val_fraction)
     model_record: dict[str, Any]
@@ -113,15 +122,16 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan_path: str | N
     else:
         corpus = tokenize_for_hf(text, hf, config.setup.seq_len + 1, emit)
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
-    plan = _plan(spec, config, devices, given)
-    _check_stages(config, plan)
+    planned = _plan(spec, config, devices, given)
+    _check_stages(config, planned)
     # ---- every check passed: now, and only now, write
     paths = RunPaths(root)
     root.mkdir(parents=True, exist_ok=True)
     write_token_data(paths.data, corpus)
-    atomic_write_json(paths.plan, plan.to_dict())
-    atomic_write_json(paths.config, _config_record(config, model_record, devices, corpus_summary(corpus),
-                                                   plan_path, profile_path))
+    atomic_write_json(paths.plan, planned.to_dict())
+    record = _config_record(config, model_record, devices, corpus_summary(corpus), plan, profile_path)
+    record["execution"] = [item.to_dict() for item in _executions(config, devices, planned, profile)]
+    atomic_write_json(paths.config, record)
     return RunContext.load(root)
 
 
@@ -166,7 +176,7 @@ def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:
     return RunContext.load(root)
 
 
-def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], given: Any) -> Plan:
+def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], given: Stages | None) -> Plan:
     from core.planning.front_door import build_problem, plan_model
     from core.training.plan_file import cost_stages
 
@@ -178,12 +188,37 @@ def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], giv
     return plan
 
 
-def _check_launch(config: TrainConfig, processes: int | None, plan_path: str | None) -> None:
+def _executions(config: TrainConfig, devices: Sequence[Device], plan: Plan,
+                profile: Profile | None) -> tuple[DeviceExecution, ...]:
+    """What executes each device, and at what speed: simulated GPUs run on the host, whose
+    speed is the profile's host measurement or else the host's measured matmul (cached per
+    machine), shared between the run's processes on this host under the pipeline engine."""
+    from core.devices.catalog import load_catalog
+    from core.devices.host_speed import host_speed
+    from core.training.engine.pipeline import processes_on_this_node
+    from core.training.execution import host_share_tflops, is_simulated, plan_executions
+
+    if not any(is_simulated(device) for device in devices):
+        return plan_executions(devices, None, "")
+    processes = len(plan.stages) * plan.data_parallel
+    shares = processes_on_this_node(config, processes) if config.engine == "pipeline" else 1
+    split = f", 1/{shares} of the cores (one of {shares} stage processes)" if shares > 1 else ""
+    measured = next((entry for entry in profile.devices if entry.name == "cpu"), None) if profile else None
+    if measured is not None:
+        return plan_executions(devices, measured.effective_tflops * measured.shares / shares,
+                               f"the profile's host measurement ({measured.threads} threads){split}")
+    speed, efficiency = host_speed(), load_catalog().cpu_efficiency
+    return plan_executions(devices, host_share_tflops(speed.peak_tflops, efficiency, shares),
+                           f"the host's matmul, {speed.source}, × efficiency {efficiency:g}{split}")
+
+
+def _check_launch(config: TrainConfig, processes: int | None) -> None:
+    """Several nodes: the pipeline engine, a given plan (`processes` is its size; None: no plan), an endpoint."""
     if config.nnodes == 1:
         return
     if config.engine != "pipeline":
         raise InputError("several nodes need --engine pipeline")
-    if plan_path is None:
+    if processes is None:
         raise InputError("several nodes need --plan FILE: every node must run the same plan")
     if not config.rdzv_endpoint:
         raise InputError("several nodes need --rdzv-endpoint HOST:PORT (the address of node 0)")
@@ -206,11 +241,9 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
         raise InputError("the pipeline engine cannot mix CPU and GPU stages: use --engine local")
 
 
-def _check_plan_hybrid(config: TrainConfig, plan_path: str) -> None:
-    """A plan file's replicas and ZeRO stage are the ones asked for."""
-    from core.training.plan_file import read_plan_hybrid
-
-    replicas, zero = read_plan_hybrid(plan_path)
+def _check_plan_hybrid(config: TrainConfig, plan: Plan) -> None:
+    """A given plan's replicas and ZeRO stage are the ones asked for."""
+    replicas, zero = plan.data_parallel, plan.zero
     asked = config.setup.data_parallel
     if isinstance(asked, int) and replicas != asked:
         raise InputError(f"the plan runs {replicas} data-parallel replicas but --data-parallel is {asked}")
@@ -229,8 +262,8 @@ def _check_replicas(config: TrainConfig, plan: Plan) -> None:
         raise InputError("data-parallel replicas run one process each: use --engine pipeline")
 
 
-def _config_record(config: TrainConfig, model: dict[str, Any], devices: Any, data: dict[str, Any],
-                   plan_path: str | None, profile_path: str | None) -> dict[str, Any]:
+def _config_record(config: TrainConfig, model: dict[str, Any], devices: Sequence[Device], data: dict[str, Any],
+                   plan: Plan | None, profile_path: str | None) -> dict[str, Any]:
     import torch
 
     return {
@@ -239,7 +272,7 @@ def _config_record(config: TrainConfig, model: dict[str, Any], devices: Any, dat
         "model": model,
         "devices": [asdict(device) for device in devices],
         "data": data,
-        "plan_from": str(Path(plan_path).resolve()) if plan_path else "exact solver",
+        "plan_from": f"given ({plan.solver} plan)" if plan is not None else "exact solver",
         "profile": str(Path(profile_path).resolve()) if profile_path else None,
         "created_at": time.time(),
         "host": socket.gethostname(),

@@ -35,6 +35,7 @@ from gui.state import AppState
 CUSTOM = "custom:"
 CONFIG = "config:"
 FOLDER = "folder:"
+SetupBox = QComboBox | QSpinBox | QCheckBox  # one widget per TrainingSetup field
 DATA_PARALLEL_CHOICES: tuple[int | str, ...] = (1, 2, 4, 8, 16, 32, 64, "auto")
 ZERO_LABELS = {0: "0 · none (DDP)", 1: "1 · optimizer state sharded", 2: "2 · + gradients sharded",
                3: "3 · + parameters sharded (FSDP)"}
@@ -47,6 +48,14 @@ def model_items() -> list[tuple[str, str]]:
         key = f"hf/{name}" if name in GPT_PRESETS else name
         items.append((f"{key}  (Hugging Face config)", f"preset:{key}"))
     return [*items, ("Custom GPT size…", CUSTOM), ("Local config.json…", CONFIG), ("Local model folder…", FOLDER)]
+
+
+def _combo(items: list[tuple[str, object]]) -> QComboBox:
+    """A combo box of (label, data) items."""
+    box = QComboBox()
+    for label, data in items:
+        box.addItem(label, data)
+    return box
 
 
 def _spin(minimum: int, maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
@@ -115,28 +124,22 @@ class ModelPanel(QWidget):
         form.addRow(self.summary)
         return group
 
-    def _setup_widgets(self) -> dict[str, Any]:
-        boxes: dict[str, Any] = {}
+    def _setup_widgets(self) -> dict[str, SetupBox]:
+        boxes: dict[str, SetupBox] = {}
         for key, choices in (("mode", ("train", "infer")), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                              ("schedule", ("1f1b", "gpipe"))):
-            boxes[key] = QComboBox()
-            for choice in choices:
-                boxes[key].addItem(choice, choice)
+            boxes[key] = _combo([(choice, choice) for choice in choices])
         boxes["micro_batch_size"] = _spin(1, 4096, tip="Sequences in one micro-batch")
         boxes["seq_len"] = _spin(1, 1_048_576, 256, "Tokens per sequence")
         boxes["micro_batches"] = _spin(1, 4096, tip="Micro-batches per optimizer step (pipeline depth)")
         boxes["recompute"] = QCheckBox("Activation checkpointing")
         boxes["recompute"].setToolTip("Keep only each block's input for backward and recompute the rest")
-        boxes["data_parallel"] = QComboBox()
-        for replicas in DATA_PARALLEL_CHOICES:
-            boxes["data_parallel"].addItem(str(replicas), replicas)
+        boxes["data_parallel"] = _combo([(str(replicas), replicas) for replicas in DATA_PARALLEL_CHOICES])
         boxes["data_parallel"].setToolTip(
             "Replicas of the pipeline: every stage runs on a group of this many devices, each replica\n"
             "takes micro-batches / replicas of the batch, and each group syncs its gradients at the end\n"
             "of the step. auto: the planner picks the fastest among the divisors of the micro-batches.")
-        boxes["zero"] = QComboBox()
-        for stage, label in ZERO_LABELS.items():
-            boxes["zero"].addItem(label, stage)
+        boxes["zero"] = _combo([(label, stage) for stage, label in ZERO_LABELS.items()])
         boxes["zero"].setToolTip(
             "How the replicas of a stage share its state (ZeRO / FSDP): 0 every replica holds all of it;\n"
             "1 the optimizer state is split over the group; 2 gradients too; 3 the parameters too,\n"
@@ -199,7 +202,8 @@ class ModelPanel(QWidget):
 
     def _mark_replica_counts(self, micro_batches: int) -> None:
         """Grey out the replica counts that do not divide the micro-batches (each replica gets m / d)."""
-        box: QComboBox = self.setup_boxes["data_parallel"]
+        box = self.setup_boxes["data_parallel"]
+        assert isinstance(box, QComboBox)
         model = box.model()
         assert isinstance(model, QStandardItemModel)  # a combo box's own model
         for row in range(box.count()):
@@ -210,14 +214,14 @@ class ModelPanel(QWidget):
             item.setToolTip("" if fits else f"{value} replicas do not divide the {micro_batches} micro-batches")
 
     def _update_summary(self) -> None:
-        graph = self.state.graph
-        if graph is None:
+        graph, spec = self.state.graph, self.state.spec
+        if graph is None or spec is None:
             if self.state.error:  # the answer was an error: no graph is coming
                 self.summary.setText("no layer graph: see the banner")
             return
         blocks = sum(1 for _, data in graph.nodes(data=True) if data.get("is_block"))
         params = graph.graph.get("total_params", 0)
-        self.summary.setText(f"{self.state.spec.name}: {format_count(params)} parameters, "
+        self.summary.setText(f"{spec.name}: {format_count(params)} parameters, "
                              f"{blocks} blocks, {graph.number_of_nodes()} layers in the chain")
 
     # -- widgets -> state ------------------------------------------------------------
@@ -258,24 +262,25 @@ class ModelPanel(QWidget):
             return
         widget = self.setup_boxes[key]
         if isinstance(widget, QCheckBox):
-            value: Any = widget.isChecked()
+            value: object = widget.isChecked()
         elif isinstance(widget, QComboBox):
             value = widget.currentData()
         else:
             value = widget.value()
-        changes = {key: value, **self._replicas_for(key, value)}
+        # a field named at run time: TrainingSetup checks the value's type when it is built
+        changes: dict[str, Any] = {key: value, **self._replicas_for(key, value)}
         try:
             self.state.set_setup(replace(self.state.setup, **changes))
         except InputError:
             self._update_setup()  # not a valid setup: show the one that stands
 
-    def _replicas_for(self, key: str, value: Any) -> dict[str, Any]:
+    def _replicas_for(self, key: str, value: object) -> dict[str, int]:
         """A new micro-batch count that the replica count does not divide takes the largest
         count that does (each replica runs m / d of them), and says so."""
         replicas = self.state.setup.data_parallel
         note = ""
-        changes: dict[str, Any] = {}
-        if key == "micro_batches" and isinstance(replicas, int) and value % replicas:
+        changes: dict[str, int] = {}
+        if key == "micro_batches" and isinstance(replicas, int) and isinstance(value, int) and value % replicas:
             changes["data_parallel"] = max(n for n in range(1, replicas + 1) if value % n == 0)
             note = (f"Data parallel {replicas} → {changes['data_parallel']}: {replicas} replicas "
                     f"do not divide {value} micro-batches.")

@@ -64,7 +64,7 @@ def write_device_map(state: AppState, path: str | Path) -> None:
     from core.planning.accelerate_baseline import export_device_map
 
     plan = current_plan_or_error(state)  # core refuses a plan with replicas (see device_map_refusal)
-    assert state.problem is not None
+    assert state.problem is not None and state.spec is not None  # a plan comes with both
     atomic_write_text(path, device_map_json(export_device_map(state.spec, plan, state.problem)))
 
 

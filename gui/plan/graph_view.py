@@ -13,10 +13,12 @@ recoloured with setData/setBrush on every plan.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QEvent
 from PySide6.QtGui import QBrush, QColor, QShowEvent
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
@@ -40,7 +42,7 @@ def serpentine_positions(count: int, columns: int | None = None) -> np.ndarray:
     return positions
 
 
-def short_label(name: str, data: dict[str, Any]) -> str:
+def short_label(name: str, data: Mapping[str, object]) -> str:
     """The name the plan's stage table uses: 'model.layers.14' -> 'layers.14', 'h.3' -> 'h.3';
     other layers by their last part: 'model.embed_tokens' -> 'embed_to…', 'lm_head'."""
     parts = name.split(".")
@@ -124,13 +126,13 @@ class GraphView(QWidget):
                                size=[12 + 16 * math.sqrt(graph.nodes[n]["params"] / largest) for n in self.order],
                                symbol=["o" if graph.nodes[n].get("is_block") else "s" for n in self.order],
                                pen=pg.mkPen("w", width=1.5), brush=pg.mkBrush(UNPLACED))
+            for name, (x, y) in zip(self.order, self.positions):
+                label = pg.TextItem(short_label(name, graph.nodes[name]), color=theme.MUTED, anchor=(0.5, -0.6))
+                label.setPos(x, y)
+                self.plot.addItem(label)
+                self._labels.append(label)
         else:
             self.nodes.setData([])
-        for name, (x, y) in zip(self.order, self.positions):
-            label = pg.TextItem(short_label(name, graph.nodes[name]), color=theme.MUTED, anchor=(0.5, -0.6))
-            label.setPos(x, y)
-            self.plot.addItem(label)
-            self._labels.append(label)
         self._update_plan()
         self.plot.autoRange()
 
@@ -202,15 +204,21 @@ class GraphView(QWidget):
                   f"and takes the colour of its first one.<br>") if replicas > 1 else ""
         self.legend.setText(prefix + " &nbsp; ".join(parts) + suffix)  # entries may wrap between them
 
+    def _node(self, name: str) -> dict[str, Any]:  # a graph node's attributes: numbers, names, flags
+        """A drawn node's attributes (nodes are drawn only from a graph)."""
+        graph = self.state.graph
+        assert graph is not None, "no graph is drawn"
+        return dict(graph.nodes[name])
+
     def _label(self, index: int) -> str:
         name = self.order[index]
-        return short_label(name, self.state.graph.nodes[name])
+        return short_label(name, self._node(name))
 
     # -- hover ---------------------------------------------------------------------
 
     def node_text(self, name: str) -> str:
         """What hovering a node tells: module, params, FLOPs, memory and device."""
-        node = self.state.graph.nodes[name]
+        node = self._node(name)
         setup = self.state.setup
         states = setup.bytes_per_param * node["params"]
         plan = self.state.shown_plan
@@ -224,9 +232,9 @@ class GraphView(QWidget):
                 + (f"group: {' + '.join(group)} (replica order)" if len(group) > 1 else
                    f"device: {group[0] if group else 'not placed'}"))
 
-    def _tip(self, x: float, y: float, data: Any) -> str:
+    def _tip(self, x: float, y: float, data: int) -> str:  # data: the node's index (setData(data=...))
         return self.node_text(self.order[int(data)])
 
-    def _hovered(self, _item: Any, points: Any, _event: Any) -> None:
+    def _hovered(self, _item: pg.ScatterPlotItem, points: Sequence[pg.SpotItem], _event: QEvent) -> None:
         if len(points):
             self.info.setText(self.node_text(self.order[int(points[0].data())]).replace("\n", "  ·  "))

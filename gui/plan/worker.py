@@ -23,19 +23,24 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from PySide6.QtCore import QThread, Signal
 
 from core.errors import InputError
 from core.model.config import ModelChoice
+from core.model.spec import ModelSpec
 from core.planning import jobs as plan_jobs
 from core.planning.devices import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 COMPARE_DELAY_S = 0.3  # quiet time before the comparison: not while a handle moves
 MILP_TIME_LIMIT_S = 5.0  # the GUI does not wait the CLI's 10 s for a MILP
@@ -59,8 +64,8 @@ class PlanResult:
     """One answer: the resolved model, its (read-only) layer graph, problem and plan."""
 
     request_id: int
-    spec: Any  # core.model.spec.ModelSpec
-    graph: Any  # networkx.DiGraph; the same object while the model and batch shape stay
+    spec: ModelSpec
+    graph: nx.DiGraph | None  # the same object while the model and batch shape stay
     problem: Problem
     plan: Plan
     host_peak_tflops: float | None
@@ -88,8 +93,8 @@ class PlanWorker(QThread):
         self._condition = threading.Condition()
         self._pending: PlanRequest | None = None
         self._stopping = False
-        self._graph: Any = None
-        self._graph_key: Any = None
+        self._graph: nx.DiGraph | None = None
+        self._graph_key: tuple[object, ...] | None = None
         self._host_peak: float | None = None
         self._remeasure = False  # the host's speed is to be measured again, before the next plan
         self.solves = 0  # completed solves, for benchmarks
@@ -145,7 +150,7 @@ class PlanWorker(QThread):
         with self._condition:
             return self._condition.wait_for(lambda: self._pending is not None or self._stopping, timeout_s)
 
-    def _run_job(self, job: Callable[..., Any], *args: Any) -> Any:
+    def _run_job(self, job: Callable[..., Result], *args: object) -> Result:
         """Run a plan_jobs function in the planning process (once more in a new one if it died)."""
         for attempt in range(2):
             if self.in_process:

@@ -7,9 +7,6 @@ call and reports back with queued signals (delivered on the GUI thread).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,7 +14,8 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from core.errors import InputError
 
-Action = Callable[[Callable[[str], None]], Any]  # called with `emit` for progress lines
+# called with `emit` for progress lines; its result (a RunHandle, a saved folder...) is the caller's: Any
+Action = Callable[[Callable[[str], None]], Any]
 
 
 class LaunchThread(QThread):
@@ -40,21 +38,6 @@ class LaunchThread(QThread):
             self.failed.emit(" ".join(f"{type(error).__name__}: {error}".split()))
         else:
             self.succeeded.emit(result)
-
-
-def write_temp_plan(plan: dict[str, Any]) -> str:
-    """The plan as a temporary JSON file for start_run's plan_path (the caller removes it).
-
-    Raises:
-        InputError: the temporary directory is not writable.
-    """
-    try:
-        handle, name = tempfile.mkstemp(prefix="allot-plan-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(plan, file)
-    except OSError as error:
-        raise InputError(f"cannot write the plan for the run: {error.strerror}") from None
-    return name
 
 
 def job_pids(pids: Iterable[int]) -> tuple[int, ...]:

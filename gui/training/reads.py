@@ -31,13 +31,15 @@ from PySide6.QtCore import QObject, QTimer
 from core.training.read_service import Work, serve
 
 POLL_MS = 30
+# What a read's work emits or returns (history rows, curves...): reads are generic, so it is Any.
+Payload = Any
 
 
 @dataclass(eq=False)
 class Read:
     key: Hashable
-    on_progress: Callable[[Any], None]
-    on_done: Callable[[Any], None]
+    on_progress: Callable[[Payload], None]
+    on_done: Callable[[Payload], None]
     on_error: Callable[[str], object]
 
 
@@ -73,8 +75,8 @@ class ReaderProcess(QObject):
 
     def drain(self) -> None:
         """Hand what the process sent to the callbacks (GUI thread)."""
-        progress: dict[int, Any] = {}
-        finished: list[tuple[str, int, Any]] = []
+        progress: dict[int, Payload] = {}
+        finished: list[tuple[str, int, Payload]] = []
         try:
             while self._conn.poll(0):
                 kind, read_id, payload = self._conn.recv()
@@ -122,12 +124,12 @@ class Reads(QObject):
         super().__init__(parent)
         self._ids: dict[Hashable, tuple[ReaderProcess, int]] = {}
 
-    def start(self, key: Hashable, work: Work, on_progress: Callable[[Any], None], on_done: Callable[[Any], None],
+    def start(self, key: Hashable, work: Work, on_progress: Callable[[Payload], None], on_done: Callable[[Payload], None],
               on_error: Callable[[str], object]) -> None:
         """Run `work` in the reader process (cancelling the read under `key` first)."""
         self.cancel(key)
 
-        def done(result: Any) -> None:
+        def done(result: Payload) -> None:
             self._ids.pop(key, None)
             on_done(result)
 

@@ -19,16 +19,16 @@ Say = Callable[[str, bool], bool]
 def is_hf_run_with_checkpoint(run_dir: Path | None) -> bool:
     """An HF model's run that has a checkpoint to save (False for anything unreadable)."""
     from core.training.engine.checkpoint import latest_checkpoint
-    from core.training.run_dir import RunPaths, read_json
+    from core.training.run_dir import RunPaths
+    from core.training.run_info import read_run_info
 
     if run_dir is None:
         return False
-    paths = RunPaths(run_dir)
     try:
-        is_hf = read_json(paths.config, "run config").get("model", {}).get("hf") is not None
+        is_hf = read_run_info(run_dir).is_hf
     except InputError:
         return False
-    return is_hf and latest_checkpoint(paths.checkpoints) is not None
+    return is_hf and latest_checkpoint(RunPaths(run_dir).checkpoints) is not None
 
 
 class HFSaver(QObject):

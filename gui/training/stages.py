@@ -1,14 +1,15 @@
-"""Each stage's measured time against the plan's prediction, as bars and a table.
+"""Each stage's measured time against the prediction, as bars and a table.
 
-The numbers come from core.training.report.stage_report (the same report the
+The numbers come from core.training.report (RunReport, the same report the
 CLI prints): compute time per micro-batch, the measured one a median over the
 newest steps. A run with data-parallel replicas adds each stage group's
-gradient sync per step, predicted beside measured.
+gradient sync per step, predicted beside measured. A stage whose simulated
+GPU the host CPU executes says so ("runs on host CPU (simulated A100-80GB)"),
+is predicted at the host's speed, and keeps the plan's datasheet prediction
+in a column of its own ("Predicted on A100-80GB (datasheet)").
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -19,18 +20,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.training.report import RunReport, StageReport
 from gui import theme
 from gui.widgets.tables import fill_table, style_readonly_table
 
-COLUMNS = ("Stage", "Layers", "Predicted", "Measured", "Ratio", "Idle / step", "Sync predicted",
-           "Sync measured")
-TIPS = ("stage: device (its group, one device per replica)", "layers on the stage",
-        "compute per micro-batch, from the plan",
+COLUMNS = ("Stage", "Runs on", "Layers", "Predicted", "Measured", "Ratio", "Idle / step", "Sync predicted",
+           "Sync measured", "Predicted (datasheet)")
+TIPS = ("stage: device (its group, one device per replica)",
+        "what executes the stage when it is not the planned device: the host CPU stands in for a simulated GPU",
+        "layers on the stage",
+        "compute per micro-batch predicted for the device that runs the stage",
         "compute per micro-batch, median of the newest steps", "measured / predicted",
         "time per step the stage waits (for its neighbours, or sending)",
         "the group's gradient sync per step, from the plan (cost model v2)",
-        "the group's gradient reduction per step after the last backward, median of the newest steps")
-SYNC_COLUMNS = (6, 7)
+        "the group's gradient reduction per step after the last backward, median of the newest steps",
+        "compute per micro-batch the plan predicts on the simulated GPU's datasheet speed")
+RUNS_ON_COLUMN, PREDICTED_COLUMN, DATASHEET_COLUMN = 1, 3, 9
+SYNC_COLUMNS = (7, 8)
 PREDICTED_COLOR = "#BAB0AC"
 MEASURED_COLOR = theme.ACCENT
 BAR_WIDTH = 0.38
@@ -40,23 +46,24 @@ def ms(value: float | None) -> str:
     return "—" if value is None else f"{1000 * value:.2f} ms"
 
 
-def group_name(stage: dict[str, Any]) -> str:
-    """A stage's device, or its group of devices (one per replica)."""
-    return " + ".join(stage.get("devices") or [stage["device"]])
+def stage_texts(stage: StageReport) -> list[str]:
+    ratio = stage.measured_over_predicted
+    return [f"{stage.stage}: {stage.group}", stage.runs_on_note or "as planned", str(stage.layers),
+            ms(stage.predicted_compute_s), ms(stage.measured_compute_s), "—" if ratio is None else f"{ratio:.2f}×",
+            ms(stage.measured_idle_s_per_step), ms(stage.predicted_sync_s), ms(stage.measured_sync_s),
+            ms(stage.datasheet_compute_s)]
 
 
-def stage_texts(stage: dict[str, Any]) -> list[str]:
-    ratio = stage.get("measured_over_predicted")
-    return [f"{stage['stage']}: {group_name(stage)}", str(stage["layers"]), ms(stage["predicted_compute_s"]),
-            ms(stage["measured_compute_s"]), "—" if ratio is None else f"{ratio:.2f}×",
-            ms(stage["measured_idle_s_per_step"]), ms(stage.get("predicted_sync_s")),
-            ms(stage.get("measured_sync_s"))]
+def datasheet_header(report: RunReport | None) -> str:
+    """'Predicted on A100-80GB (datasheet)': the simulated GPUs the datasheet column is about."""
+    simulated = report.simulated if report is not None else ()
+    return f"Predicted on {', '.join(simulated)} (datasheet)" if simulated else COLUMNS[DATASHEET_COLUMN]
 
 
-def has_sync(stages: list[dict[str, Any]]) -> bool:
-    """A data-parallel run: some stage has a group to synchronise."""
-    return any(stage.get("predicted_sync_s") is not None or stage.get("measured_sync_s") is not None
-               for stage in stages)
+def _tip(stage: StageReport, column: int) -> str:
+    if column == PREDICTED_COLUMN and stage.simulated is not None:
+        return f"compute per micro-batch on the host CPU, from {stage.prediction_source}"
+    return TIPS[column]
 
 
 class StageComparison(QWidget):
@@ -64,7 +71,7 @@ class StageComparison(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.report: dict[str, Any] | None = None
+        self.report: RunReport | None = None
         self.chart = pg.PlotWidget(background=theme.SURFACE)
         plot = self.chart.getPlotItem()
         plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch: predicted vs measured</span>")
@@ -86,17 +93,17 @@ class StageComparison(QWidget):
         layout.addWidget(self.chart, 3)
         layout.addWidget(self.table, 2)
 
-    def show_report(self, report: dict[str, Any] | None) -> None:
-        """Draw a stage_report (None: no run)."""
+    def show_report(self, report: RunReport | None) -> None:
+        """Draw a run's report (None: no run)."""
         self.report = report
-        stages = report["stages"] if report else []
-        xs = [float(stage["stage"]) for stage in stages]
-        predicted = [1000 * (stage["predicted_compute_s"] or 0.0) for stage in stages]
-        measured = [1000 * (stage["measured_compute_s"] or 0.0) for stage in stages]
+        stages = report.stages if report is not None else ()
+        xs = [float(stage.stage) for stage in stages]
+        predicted = [1000 * (stage.predicted_compute_s or 0.0) for stage in stages]
+        measured = [1000 * (stage.measured_compute_s or 0.0) for stage in stages]
         self.predicted_bars.setOpts(x=[x - BAR_WIDTH / 2 for x in xs], height=predicted, width=BAR_WIDTH)
         self.measured_bars.setOpts(x=[x + BAR_WIDTH / 2 for x in xs], height=measured, width=BAR_WIDTH)
         axis = self.chart.getPlotItem().getAxis("bottom")
-        axis.setTicks([[(x, f"{stage['stage']}: {group_name(stage)}") for x, stage in zip(xs, stages)]])
+        axis.setTicks([[(x, f"{stage.stage}: {stage.group}") for x, stage in zip(xs, stages)]])
         plot = self.chart.getPlotItem()
         if stages:
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)
@@ -106,11 +113,17 @@ class StageComparison(QWidget):
             row = []
             for column, text in enumerate(stage_texts(stage)):
                 item = QTableWidgetItem(text)
-                item.setToolTip(TIPS[column])
-                if column != 0:
+                item.setToolTip(_tip(stage, column))
+                if column not in (0, RUNS_ON_COLUMN):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 row.append(item)
             rows.append(row)
+        simulated = report is not None and bool(report.simulated)
+        headers = list(COLUMNS)
+        headers[DATASHEET_COLUMN] = datasheet_header(report)
+        self.table.setHorizontalHeaderLabels(headers)
         fill_table(self.table, rows, stretch_column=0)
         for column in SYNC_COLUMNS:
-            self.table.setColumnHidden(column, not has_sync(stages))
+            self.table.setColumnHidden(column, report is None or not report.synced)
+        for column in (RUNS_ON_COLUMN, DATASHEET_COLUMN):
+            self.table.setColumnHidden(column, not simulated)

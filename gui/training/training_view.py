@@ -19,17 +19,14 @@ history every HISTORY_MS while shown.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
 from core.errors import InputError
-from core.system.durable import read_json
 from core.training.app_request import (
     check_run_name,
     default_run_name,
@@ -46,11 +43,11 @@ from core.training.launcher import (
     start_run,
     stop_run,
 )
-from core.training.report import stage_report
-from core.training.run_dir import RUNNING, RunPaths, RunStatus
+from core.training.run_dir import RUNNING, RunStatus
+from core.training.run_info import RunInfo, read_run_info, run_report
 from gui.state import AppState
 from gui.training.curves_view import CurvesView
-from gui.training.launch import Action, LaunchThread, job_pids, write_temp_plan
+from gui.training.launch import Action, LaunchThread, job_pids
 from gui.training.save_hf import HFSaver
 
 POLL_MS = 500
@@ -81,9 +78,7 @@ class TrainingView(CurvesView):
         self._live_status: RunStatus | None = None
         self._watch_pids = watch_pids
         self._watched: tuple[int, ...] = ()
-        self._plan: dict[str, Any] = {}
-        self._steps = 0
-        self._micro_batches = 1
+        self.info: RunInfo | None = None  # the open run's
         self._launch: LaunchThread | None = None
         self._launch_message = ""
         self._stopping = False
@@ -136,17 +131,13 @@ class TrainingView(CurvesView):
             devices = run_devices(self.state.included_devices, plan)
             config = train_config(self.state.model, self.state.setup, devices.spec, self.steps_box.value(),
                                   str(self.engine_box.currentData()), self.data)
-            plan_path = write_temp_plan(devices.plan)
         except InputError as error:
             return self._say(str(error), error=True)
         run_dir = self.runs_dir / name
 
         def start(emit: Callable[[str], None]) -> RunHandle:
-            try:
-                self.runs_dir.mkdir(parents=True, exist_ok=True)
-                return start_run(config, run_dir, plan_path, emit=emit)
-            finally:
-                os.unlink(plan_path)
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            return start_run(config, run_dir, devices.plan, emit=emit)
 
         return self._launch_with(start, f"Preparing {name}…")
 
@@ -172,33 +163,28 @@ class TrainingView(CurvesView):
         if self._launch is not None or self._is_live():
             return self._say("Another run is in progress or being prepared: one at a time.", error=True)
         try:
-            stored = read_json(RunPaths(path).config, "run config").get("config", {})
+            info = read_run_info(path)
         except InputError as error:
             return self._say(str(error), error=True)
         wanted = self.steps_box.value()
-        steps = wanted if wanted > int(stored.get("steps", 0)) else None
+        steps = wanted if wanted > info.steps else None
         return self._launch_with(lambda emit: resume_run(path, steps), f"Resuming {path.name}…")
 
     def open_run(self, run_dir: Path | str | None) -> bool:
         """Show a run: its curves, stages and status; follow it while it runs."""
         if run_dir is None:
             return False
-        path = Path(run_dir).expanduser().resolve()
-        paths = RunPaths(path)
         try:
-            stored = read_json(paths.config, "run config")
-            plan = read_json(paths.plan, "run plan")
+            info = read_run_info(run_dir)
         except InputError as error:
             return self._say(str(error), error=True)
-        config = stored.get("config", {})
-        self.current, self._plan = path, plan
-        self._steps = int(config.get("steps", 0))
-        self._micro_batches = int(config.get("setup", {}).get("micro_batches", 1)) or 1
+        path = info.path
+        self.current, self.info = path, info
         self._read_metrics(path)
         self.status = _status_or_none(path)
-        stages = len(plan.get("stages", []))
-        self.run_title.setText(f"{path.name}  ·  {stored.get('model', {}).get('name', '?')}  ·  "
-                               f"{config.get('engine', '?')}  ·  {stages} stage{'s' if stages != 1 else ''}")
+        stages = info.stages
+        self.run_title.setText(f"{info.name}  ·  {info.model_name}  ·  {info.engine}  ·  "
+                               f"{stages} stage{'s' if stages != 1 else ''}")
         if _running(self.status):
             self._follow(path, self.status)
         row = self.history.row_of(path)
@@ -368,9 +354,10 @@ class TrainingView(CurvesView):
         self.loss_plot.redraw(overlays=False)
         self._redraw_rate()
         rows = list(self.curves.recent)
-        report = stage_report(self._plan, rows, self._micro_batches) if self.current is not None else None
-        self.stages.show_report(report)
-        self.show_figures(self.curves, self.status, self._steps, self._is_live() and self.current == self._live)
+        info = self.info if self.current is not None else None
+        self.stages.show_report(run_report(info, rows) if info is not None else None)
+        steps = info.steps if info is not None else 0
+        self.show_figures(self.curves, self.status, steps, self._is_live() and self.current == self._live)
 
     def _redraw_rate(self) -> None:
         self.rate_plot.redraw(self.curves, self.loss_plot.x_axis)

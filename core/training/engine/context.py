@@ -8,6 +8,7 @@ from typing import Any
 
 from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
+from core.planning.plan import Plan
 from core.system.durable import read_json
 from core.training.config import TrainConfig
 from core.training.engine.stages import StageLayout, layouts_from_plan
@@ -24,7 +25,7 @@ class RunContext:
     config: TrainConfig
     gpt: GPTConfig | None
     model_name: str
-    plan: dict[str, Any]
+    plan: Plan
     layouts: tuple[StageLayout, ...]
     hf: HFModelSource | None = None
 
@@ -32,7 +33,7 @@ class RunContext:
     def load(cls, root: Path | str) -> RunContext:
         paths = RunPaths(Path(root))
         stored = read_json(paths.config, "run config")
-        plan = read_json(paths.plan, "run plan")
+        plan = Plan.from_dict(read_json(paths.plan, "run plan"), f"run plan {paths.plan}")
         model = stored["model"]
         gpt = GPTConfig(**model["gpt"]) if model.get("gpt") is not None else None
         hf = HFModelSource.from_record(model["hf"]) if model.get("hf") is not None else None
@@ -46,11 +47,11 @@ class RunContext:
     @property
     def data_parallel(self) -> int:
         """d: replicas of every stage (the plan's; 1 for plans without it)."""
-        return int(self.plan.get("data_parallel", 1))
+        return self.plan.data_parallel
 
     @property
     def zero(self) -> int:
-        return int(self.plan.get("zero", 0))
+        return self.plan.zero
 
     @property
     def num_processes(self) -> int:

@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from core.model.config import GPTConfig
 from core.model.gpt import GPT
 from core.planning.front_door import torch_device_of
+from core.planning.plan import Plan
 
 TIED_OWNER = "embed.wte.weight"  # the copy whose stage counts it in the gradient norm
 TIED_COPY = "lm_head.weight"
@@ -52,11 +53,9 @@ class StageLayout:
         return tuple(torch_device_of(device) for device in (self.devices or (self.device,)))
 
 
-def layouts_from_plan(plan: dict[str, Any]) -> tuple[StageLayout, ...]:
-    """Stage layouts from a plan in DESIGN.md's answer format (plan.json)."""
-    return tuple(StageLayout(i, str(stage["device"]), tuple(stage["layers"]),
-                             tuple(str(d) for d in stage.get("devices") or [stage["device"]]))
-                 for i, stage in enumerate(plan["stages"]))
+def layouts_from_plan(plan: Plan) -> tuple[StageLayout, ...]:
+    """Stage layouts from the run's plan (its plan.json)."""
+    return tuple(StageLayout(i, stage.device, stage.layers, stage.devices) for i, stage in enumerate(plan.stages))
 
 
 class StageModule(nn.Module):

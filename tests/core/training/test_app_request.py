@@ -19,7 +19,7 @@ from core.training.app_request import (
     train_config,
     why_not_trainable,
 )
-from core.training.plan_file import read_plan_stages
+from core.training.plan_file import plan_stages
 from core.training.runner import layer_names, trainable_model
 
 GIB = 1024**3
@@ -58,13 +58,13 @@ def test_simulated_duplicates_get_the_runners_positional_names():
     # the plan runs the second A100 first: stage order is not the device order
     answer = run_devices([first, second], plan(("A100-80GB#2", NANO_LAYERS[:4]), ("A100-80GB", NANO_LAYERS[4:])))
     assert answer.spec == f"A100-80GB:{10 * GIB}B,A100-80GB:{20 * GIB}B"
-    assert [s["device"] for s in answer.plan["stages"]] == ["A100-80GB#1", "A100-80GB#0"]
+    assert [s.device for s in answer.plan.stages] == ["A100-80GB#1", "A100-80GB#0"]
     assert answer.names == (("A100-80GB", "A100-80GB#0"), ("A100-80GB#2", "A100-80GB#1"))
     resolved = resolve_devices(answer.spec)
     assert [(d.name, d.budget_bytes) for d in resolved] == [("A100-80GB#0", 10 * GIB), ("A100-80GB#1", 20 * GIB)]
     # the stage on A100-80GB#1 has the second A100's budget: the app's A100-80GB#2
     by_name = {d.name: d.budget_bytes for d in resolved}
-    assert by_name[answer.plan["stages"][0]["device"]] == second.budget_bytes
+    assert by_name[answer.plan.stages[0].device] == second.budget_bytes
 
 
 def test_a_plan_on_a_subset_names_only_the_devices_it_uses(tmp_path):
@@ -74,12 +74,10 @@ def test_a_plan_on_a_subset_names_only_the_devices_it_uses(tmp_path):
     entries = [a100, rtx, h100, host()]
     answer = run_devices(entries, plan(("H100-SXM", NANO_LAYERS[:5]), ("A100-80GB", NANO_LAYERS[5:])))
     assert answer.spec == f"A100-80GB:{a100.budget_bytes}B,H100-SXM:{h100.budget_bytes}B"
-    assert [s["device"] for s in answer.plan["stages"]] == ["H100-SXM", "A100-80GB"]
-    # what the runner does with them: resolve the spec, then check the plan file against it
-    path = tmp_path / "plan.json"
-    path.write_text(__import__("json").dumps(answer.plan))
+    assert [s.device for s in answer.plan.stages] == ["H100-SXM", "A100-80GB"]
+    # what the runner does with them: resolve the spec, then check the plan against it
     devices = resolve_devices(answer.spec)
-    stages = read_plan_stages(path, NANO_LAYERS, [d.name for d in devices])
+    stages = plan_stages(answer.plan, NANO_LAYERS, [d.name for d in devices])
     assert stages == [(("H100-SXM",), tuple(NANO_LAYERS[:5])), (("A100-80GB",), tuple(NANO_LAYERS[5:]))]
 
 
@@ -88,7 +86,7 @@ def test_the_host_and_discovered_gpus_keep_their_names_and_exact_budgets():
     answer = run_devices(entries, plan(("cuda:1", NANO_LAYERS[:3]), ("cuda:0", NANO_LAYERS[3:6]),
                                        ("cpu", NANO_LAYERS[6:])))
     assert answer.spec == f"cuda:0:{10 * GIB + 123}B,cuda:1:{10 * GIB}B,cpu:{3 * GIB + 1}B"
-    assert [s["device"] for s in answer.plan["stages"]] == ["cuda:1", "cuda:0", "cpu"]
+    assert [s.device for s in answer.plan.stages] == ["cuda:1", "cuda:0", "cpu"]
     host_only = run_devices([host(2 * GIB)], plan(("cpu", NANO_LAYERS)))
     assert host_only.spec == f"cpu:{2 * GIB}B"
     assert [(d.name, d.budget_bytes) for d in resolve_devices(host_only.spec)] == [("cpu", 2 * GIB)]
@@ -96,8 +94,8 @@ def test_the_host_and_discovered_gpus_keep_their_names_and_exact_budgets():
 
 def test_the_rest_of_the_plan_is_kept():
     answer = run_devices([host()], plan(("cpu", NANO_LAYERS)))
-    assert answer.plan["status"] == "optimal" and answer.plan["objective_s"] == 0.05
-    assert answer.plan["stages"][0]["layers"] == NANO_LAYERS and answer.plan["stages"][0]["compute_s"] == 0.01
+    assert answer.plan.status == "optimal" and answer.plan.objective_s == 0.05
+    assert answer.plan.stages[0].layers == tuple(NANO_LAYERS) and answer.plan.stages[0].compute_s == 0.01
 
 
 def test_a_stale_or_infeasible_plan_is_refused_in_one_line():
@@ -166,10 +164,8 @@ def test_a_data_parallel_plan_runs_on_every_device_of_its_groups(tmp_path):
     hybrid = replace(plan(), stages=stages, data_parallel=2, zero=3)
     answer = run_devices(entries, hybrid)
     assert answer.spec.count("A100-80GB:") == 4  # no device of a replica is left out
-    assert [s["devices"] for s in answer.plan["stages"]] == [["A100-80GB#2", "A100-80GB#0"],
-                                                             ["A100-80GB#3", "A100-80GB#1"]]
-    assert (answer.plan["data_parallel"], answer.plan["zero"]) == (2, 3)
-    path = tmp_path / "plan.json"
-    path.write_text(__import__("json").dumps(answer.plan))
-    stages_read = read_plan_stages(path, NANO_LAYERS, [d.name for d in resolve_devices(answer.spec)])
+    assert [s.devices for s in answer.plan.stages] == [("A100-80GB#2", "A100-80GB#0"),
+                                                       ("A100-80GB#3", "A100-80GB#1")]
+    assert (answer.plan.data_parallel, answer.plan.zero) == (2, 3)
+    stages_read = plan_stages(answer.plan, NANO_LAYERS, [d.name for d in resolve_devices(answer.spec)])
     assert [group for group, _ in stages_read] == [("A100-80GB#2", "A100-80GB#0"), ("A100-80GB#3", "A100-80GB#1")]

@@ -17,6 +17,7 @@ from core.training.engine.local import run_local
 from core.training.engine.pipeline import free_port
 from core.training.launcher import read_status, resume_run, start_run, stop_run, wait_run
 from core.training.metrics import read_metrics
+from core.training.plan_file import read_plan_file
 from core.training.run_dir import process_alive
 from core.training.runner import prepare_new_run
 from tests.core.training.support import (
@@ -57,7 +58,7 @@ def _check_after_a_kill(run_dir):
 def test_kill_minus_9_at_random_moments_then_resume(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     config = tiny_config(corpus, steps=40, checkpoint_interval=2, keep_checkpoints=2, eval_interval=20)
-    run_dir = start_run(config, tmp_path / "run", str(plan), emit=lambda _: None).run_dir
+    run_dir = start_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None).run_dir
     rng = random.Random(2024)
     resumed_from = []
     for _ in range(3):
@@ -75,7 +76,7 @@ def test_kill_minus_9_at_random_moments_then_resume(tmp_path, corpus):
     assert resumed_from == sorted(resumed_from) and resumed_from[-1] > 0
     # the resumed curve is the uninterrupted one: same data order, same state
     reference = tmp_path / "reference"
-    context = prepare_new_run(replace(config, checkpoint_interval=1000), reference, str(plan), emit=lambda _: None)
+    context = prepare_new_run(replace(config, checkpoint_interval=1000), reference, read_plan_file(plan), emit=lambda _: None)
     run_local(context, lambda row: None, lambda: False)
     assert losses(run_dir) == pytest.approx(losses(reference), abs=1e-6)
 
@@ -83,7 +84,7 @@ def test_kill_minus_9_at_random_moments_then_resume(tmp_path, corpus):
 def test_stop_ends_a_pipeline_within_seconds_with_a_checkpoint(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     config = tiny_config(corpus, engine="pipeline", steps=100_000, checkpoint_interval=1000)
-    handle = start_run(config, tmp_path / "run", str(plan), emit=lambda _: None)
+    handle = start_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
     wait_for(lambda: len(_rows(handle.run_dir)) >= 3, 90, "the pipeline to train")
     asked = time.monotonic()
     assert stop_run(handle.run_dir)
@@ -111,7 +112,7 @@ def _crash(run_dir, at_step):
 def test_a_crash_leaves_status_failed_with_the_traceback(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     run_dir = tmp_path / "run"
-    prepare_new_run(tiny_config(corpus, steps=10), run_dir, str(plan), emit=lambda _: None)
+    prepare_new_run(tiny_config(corpus, steps=10), run_dir, read_plan_file(plan), emit=lambda _: None)
     status = _crash(run_dir, at_step=3)
     assert status.state == "failed"
     assert "failing at step 3" in status.error and "\n" not in status.error
@@ -122,7 +123,7 @@ def test_a_crash_leaves_status_failed_with_the_traceback(tmp_path, corpus):
 def test_a_crash_in_a_pipeline_worker_is_reported(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     run_dir = tmp_path / "run"
-    prepare_new_run(tiny_config(corpus, engine="pipeline", steps=10), run_dir, str(plan), emit=lambda _: None)
+    prepare_new_run(tiny_config(corpus, engine="pipeline", steps=10), run_dir, read_plan_file(plan), emit=lambda _: None)
     status = _crash(run_dir, at_step=2)
     assert status.state == "failed"
     assert "failing at step 2" in status.error and status.error.startswith("rank ")
@@ -135,7 +136,7 @@ def test_two_nodes_on_loopback_train_one_pipeline(tmp_path, corpus):
     gpipe = replace(tiny_config(corpus).setup, schedule="gpipe")  # the other schedule, here
     handles = [start_run(tiny_config(corpus, engine="pipeline", steps=12, nnodes=2, node_rank=rank,
                                      rdzv_endpoint=endpoint, checkpoint_interval=6, setup=gpipe),
-                         tmp_path / f"node{rank}", str(plan), emit=lambda _: None)
+                         tmp_path / f"node{rank}", read_plan_file(plan), emit=lambda _: None)
                for rank in (0, 1)]
     for handle in handles:
         status = wait_run(handle.run_dir, timeout_s=180)

@@ -12,6 +12,7 @@ from core.errors import InputError
 from core.training.engine.local import LocalEngine
 from core.training.hf_export import check_output_dir, write_hf_folder
 from core.training.hf_prepare import hf_layer_names, hf_source
+from core.training.plan_file import read_plan_file
 from core.training.runner import prepare_new_run
 from tests.core.training.engine.hf_support import (
     hf_run_config,
@@ -34,7 +35,7 @@ def _engine(tmp_path, corpus, model):
 
     config = hf_run_config(str(model), corpus)
     plan = split_plan(tmp_path / "plan.json", hf_layer_names(hf_source(config, resolve_model(config.model))), [3])
-    return LocalEngine(prepare_new_run(config, tmp_path / "run", str(plan), emit=lambda _: None))
+    return LocalEngine(prepare_new_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None))
 
 
 def _save(engine, out):

@@ -17,6 +17,7 @@ import pytest
 from core.errors import InputError
 from core.training.engine import checkpoint as ckpt
 from core.training.metrics import read_metrics
+from core.training.plan_file import read_plan_file
 from core.training.run_dir import read_status
 from core.training.runner import prepare_new_run, prepare_resume
 from tests.core.training.support import tiny_config, write_corpus, write_plan
@@ -39,7 +40,7 @@ def killed_at_the_end(tmp_path: Path) -> Path:
     corpus = write_corpus(tmp_path / "corpus.txt")
     config = tiny_config(corpus, steps=6, checkpoint_interval=3, eval_interval=100)
     run_dir = tmp_path / "run"
-    prepare_new_run(config, run_dir, str(write_plan(tmp_path / "plan.json")), emit=lambda _: None)
+    prepare_new_run(config, run_dir, read_plan_file(write_plan(tmp_path / "plan.json")), emit=lambda _: None)
     result = subprocess.run([sys.executable, "-c", KILLED_JOB, str(run_dir)], cwd=ROOT, timeout=600,
                             capture_output=True, text=True)
     assert result.returncode == -9, result.stderr  # really killed, at the seam

@@ -13,6 +13,7 @@ import pytest
 
 from core.training.launcher import read_status, start_run, stop_run, wait_run
 from core.training.metrics import read_metrics
+from core.training.plan_file import read_plan_file
 from tests.core.training.support import tiny_config, wait_for, write_corpus, write_plan
 
 pytestmark = pytest.mark.slow  # a background job and torchrun
@@ -34,7 +35,7 @@ def listeners(pid: int) -> list[tuple[int, str, int]]:
 def test_a_pipeline_run_listens_on_loopback_only(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     config = tiny_config(corpus, engine="pipeline", steps=400, checkpoint_interval=1000, eval_interval=1000)
-    run_dir = start_run(config, tmp_path / "run", str(write_plan(tmp_path / "plan.json")),
+    run_dir = start_run(config, tmp_path / "run", read_plan_file(write_plan(tmp_path / "plan.json")),
                         emit=lambda _: None).run_dir
     try:
         wait_for(lambda: len(read_metrics(run_dir / "metrics.jsonl")) >= 2, 300, "training steps")

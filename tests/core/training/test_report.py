@@ -1,15 +1,24 @@
-"""Predicted vs measured per stage, with and without data-parallel replicas."""
+"""Predicted vs measured per stage: with and without data-parallel replicas, and with
+simulated GPUs that the host CPU executes (predicted at the host's speed)."""
 
 import pytest
 
-from core.training.report import format_report, stage_report
+from core.planning.plan import Plan, StageCost
+from core.training.execution import DeviceExecution
+from core.training.report import RunReport, format_report, stage_report
+
+
+def _stage(group, compute_s=0.01, comm_s=0.002, sync_s=0.0):
+    return StageCost(device=group[0], devices=tuple(group), layers=("a", "b"), layer_indices=(0, 1),
+                     compute_s=compute_s, comm_s=comm_s, inflight_micro_batches=1, params=10, weight_bytes=1.0,
+                     grad_bytes=1.0, optimizer_bytes=1.0, activation_bytes=1.0, budget_bytes=100, sync_s=sync_s)
 
 
 def _plan(replicas):
     groups = [[f"cpu#{r * 2 + s}" for r in range(replicas)] for s in range(2)]
-    return {"objective_s": 1.0, "data_parallel": replicas,
-            "stages": [{"device": group[0], "devices": group, "layers": ["a", "b"], "compute_s": 0.01,
-                        "time_s": 0.012, "sync_s": 0.05 if replicas > 1 else 0.0} for group in groups]}
+    return Plan(status="optimal", solver="exact", objective_s=1.0, lower_bound_s=0.5, micro_batches=8,
+                data_parallel=replicas,
+                stages=tuple(_stage(group, sync_s=0.05 if replicas > 1 else 0.0) for group in groups))
 
 
 def _rows(steps, sync):
@@ -24,18 +33,76 @@ def _rows(steps, sync):
 
 def test_two_replicas_divide_compute_by_their_own_micro_batches_and_report_sync():
     report = stage_report(_plan(2), _rows(6, sync=True), micro_batches=8)  # 4 a replica
-    first, second = report["stages"]
-    assert first["measured_compute_s"] == pytest.approx(0.02) and second["measured_compute_s"] == pytest.approx(0.01)
-    assert first["devices"] == ["cpu#0", "cpu#2"]
-    assert first["predicted_sync_s"] == 0.05
-    assert first["measured_sync_s"] == pytest.approx(0.0345)  # median of steps 3..6 (after warmup)
-    assert second["measured_sync_s"] == pytest.approx(0.02)
+    assert isinstance(report, RunReport)
+    first, second = report.stages
+    assert first.measured_compute_s == pytest.approx(0.02) and second.measured_compute_s == pytest.approx(0.01)
+    assert first.devices == ("cpu#0", "cpu#2") and first.group == "cpu#0 + cpu#2"
+    assert first.predicted_sync_s == 0.05
+    assert first.measured_sync_s == pytest.approx(0.0345)  # median of steps 3..6 (after warmup)
+    assert second.measured_sync_s == pytest.approx(0.02)
+    assert first.measured_over_predicted == pytest.approx(2.0) and report.synced
     text = format_report(report)
     assert "sync ms/step predicted" in text and "cpu#0+cpu#2" in text and "50.00" in text and "34.50" in text
+    assert "runs on" not in text  # nothing simulated
 
 
 def test_one_replica_reports_no_sync():
     report = stage_report(_plan(1), _rows(6, sync=False), micro_batches=8)
-    assert report["stages"][0]["measured_compute_s"] == pytest.approx(0.01)
-    assert all(stage["predicted_sync_s"] is None and stage["measured_sync_s"] is None for stage in report["stages"])
+    assert report.stages[0].measured_compute_s == pytest.approx(0.01)
+    assert all(s.predicted_sync_s is None and s.measured_sync_s is None for s in report.stages)
+    assert not report.synced and report.predicted_step_s == 1.0 and report.datasheet_step_s is None
     assert "sync" not in format_report(report)
+
+
+def _simulated_plan():
+    # two simulated GPUs planned at 100 and 50 TFLOP/s: 1 ms and 2 ms of compute per micro-batch
+    return Plan(status="optimal", solver="exact", objective_s=0.0099, lower_bound_s=0.001, micro_batches=4,
+                stages=(_stage(["A100-80GB"], compute_s=0.001, comm_s=0.0), _stage(["RTX4090"], compute_s=0.002,
+                                                                                   comm_s=0.0)))
+
+
+def _on_host(device, planned_tflops, host_tflops=0.01):
+    return DeviceExecution(device=device, simulated=device, runs_on="cpu", planned_tflops=planned_tflops,
+                           run_tflops=host_tflops, source="the host's matmul")
+
+
+def test_simulated_gpus_on_the_host_are_predicted_at_the_hosts_speed_beside_the_datasheet():
+    executions = [_on_host("A100-80GB", 100.0), _on_host("RTX4090", 50.0)]
+    report = stage_report(_simulated_plan(), _rows(6, sync=False), micro_batches=4, executions=executions)
+    first, second = report.stages
+    # the same work at 0.01 TFLOP/s instead of 100 (and 50): 10 000 (5 000) times longer
+    assert first.predicted_compute_s == pytest.approx(10.0) and second.predicted_compute_s == pytest.approx(10.0)
+    assert (first.datasheet_compute_s, second.datasheet_compute_s) == (0.001, 0.002)
+    assert first.runs_on_note == "runs on host CPU (simulated A100-80GB)"
+    assert report.simulated == ("A100-80GB", "RTX4090")
+    # the step predicted as it runs: sum + (m - 1) * max of the host stage times, the plan's beside it
+    assert report.predicted_step_s == pytest.approx(20.0 + 3 * 10.0) and report.datasheet_step_s == 0.0099
+    text = format_report(report)
+    assert "runs on host CPU (simulated A100-80GB)" in text and "datasheet ms  note" in text
+    assert "10000.00" in text and "1.00" in text  # host prediction and datasheet prediction, in ms
+    assert "predicted on A100-80GB, RTX4090 (datasheet)" in text
+
+
+def test_a_discovered_gpu_and_the_host_keep_the_plans_prediction():
+    plan = Plan(status="optimal", solver="exact", objective_s=0.01, lower_bound_s=0.001, micro_batches=4,
+                stages=(_stage(["cuda:0"], compute_s=0.001), _stage(["cpu"], compute_s=0.003)))
+    executions = [DeviceExecution("cuda:0", None, "cuda:0", 100.0), DeviceExecution("cpu", None, "cpu", 0.05)]
+    report = stage_report(plan, _rows(6, sync=False), micro_batches=4, executions=executions)
+    assert [s.predicted_compute_s for s in report.stages] == [0.001, 0.003]
+    assert all(s.simulated is None and s.runs_on_note is None for s in report.stages)
+    assert report.predicted_step_s == 0.01 and "runs on" not in format_report(report)
+
+
+def test_a_run_that_did_not_record_the_hosts_speed_says_so_rather_than_guess():
+    executions = [_on_host("A100-80GB", 100.0, host_tflops=None), _on_host("RTX4090", 50.0, host_tflops=None)]
+    report = stage_report(_simulated_plan(), _rows(6, sync=False), micro_batches=4, executions=executions)
+    assert all(s.predicted_compute_s is None and s.simulated for s in report.stages)
+    assert report.predicted_step_s is None and report.datasheet_step_s == 0.0099
+
+
+def test_the_report_json_carries_the_ratios_and_the_note():
+    executions = [_on_host("A100-80GB", 100.0), _on_host("RTX4090", 50.0)]
+    record = stage_report(_simulated_plan(), _rows(6, sync=False), 4, executions).to_dict()
+    assert record["stages"][0]["runs_on"] == "runs on host CPU (simulated A100-80GB)"
+    assert record["stages"][0]["measured_over_predicted"] == pytest.approx(0.02 / 10.0)
+    assert record["step_measured_over_predicted"] == pytest.approx(0.5 / 50.0)

@@ -1,8 +1,15 @@
-"""The Training tab's stage comparison shows each group's sync beside the prediction."""
+"""The Training tab's stage comparison: each group's sync beside the prediction, and a
+simulated GPU's stage marked as running on the host, predicted at the host's speed."""
 
 from core.training.report import stage_report
-from gui.training.stages import SYNC_COLUMNS, StageComparison
-from tests.core.training.test_report import _plan, _rows
+from gui.training.stages import (
+    DATASHEET_COLUMN,
+    PREDICTED_COLUMN,
+    RUNS_ON_COLUMN,
+    SYNC_COLUMNS,
+    StageComparison,
+)
+from tests.core.training.test_report import _on_host, _plan, _rows, _simulated_plan
 
 
 def test_a_data_parallel_run_shows_predicted_and_measured_sync(qtbot):
@@ -16,3 +23,20 @@ def test_a_data_parallel_run_shows_predicted_and_measured_sync(qtbot):
     view.show_report(stage_report(_plan(1), _rows(6, sync=False), micro_batches=8))
     assert table.item(0, 0).text() == "0: cpu#0"
     assert all(table.isColumnHidden(c) for c in SYNC_COLUMNS)  # nothing to sync with one replica
+    assert table.isColumnHidden(RUNS_ON_COLUMN) and table.isColumnHidden(DATASHEET_COLUMN)  # nothing simulated
+
+
+def test_a_simulated_gpu_stage_says_it_runs_on_the_host_with_the_datasheet_beside(qtbot):
+    view = StageComparison()
+    qtbot.addWidget(view)
+    executions = [_on_host("A100-80GB", 100.0), _on_host("RTX4090", 50.0)]
+    view.show_report(stage_report(_simulated_plan(), _rows(6, sync=False), 4, executions))
+    table = view.table
+    assert not table.isColumnHidden(RUNS_ON_COLUMN) and not table.isColumnHidden(DATASHEET_COLUMN)
+    assert table.item(0, RUNS_ON_COLUMN).text() == "runs on host CPU (simulated A100-80GB)"
+    assert table.item(0, PREDICTED_COLUMN).text() == "10000.00 ms"  # the host's prediction
+    assert "the host's matmul" in table.item(0, PREDICTED_COLUMN).toolTip()
+    assert table.item(0, DATASHEET_COLUMN).text() == "1.00 ms"  # the plan's, on the A100's datasheet
+    header = table.horizontalHeaderItem(DATASHEET_COLUMN).text()
+    assert header == "Predicted on A100-80GB, RTX4090 (datasheet)"
+    assert view.predicted_bars.opts["height"][0] == 10000.0  # the bars draw what runs

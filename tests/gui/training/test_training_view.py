@@ -28,6 +28,7 @@ from core.training.launcher import (
     stop_run,
     wait_run,
 )
+from core.training.plan_file import read_plan_file
 from core.training.smoothing import debiased_ema
 from gui.training.training_view import TrainingView
 from tests.core.training.support import tiny_config, write_corpus, write_plan
@@ -71,7 +72,7 @@ def past_runs(tmp_path_factory, corpus):
         # one after the other: two torch jobs on two cores oversubscribe their threads
         for name, steps, rate in (("slow", 6, 1e-3), ("fast", 8, 3e-3)):
             handle = start_run(tiny_config(corpus, steps=steps, eval_interval=3, learning_rate=rate), root / name,
-                               str(plan), emit=lambda _: None)
+                               read_plan_file(plan), emit=lambda _: None)
             assert wait_run(handle.run_dir, timeout_s=120).state == "finished", \
                 (handle.run_dir / "train.log").read_text()[-2000:]
     finally:
@@ -300,7 +301,7 @@ def test_the_close_question_offers_stop_leave_and_cancel(qtbot, make_window, run
 def test_close_cancel_leave_then_a_new_window_reattaches_and_close_stops(qtbot, make_window, runs_dir, corpus,
                                                                          past_runs, tmp_path, monkeypatch):
     run = start_run(tiny_config(corpus, steps=100_000, eval_interval=5, checkpoint_interval=50), runs_dir / "long",
-                    str(write_plan(tmp_path / "plan.json")), emit=lambda _: None).run_dir
+                    read_plan_file(write_plan(tmp_path / "plan.json")), emit=lambda _: None).run_dir
     qtbot.waitUntil(lambda: read_status(run).alive and read_status(run).step >= 0, timeout=JOB_TIMEOUT_MS)
     first, view = training_window(make_window, runs_dir)
     assert view.live_run() == run and "Reattached" in view.message_label.text()

@@ -15,6 +15,7 @@ from core.training.engine.context import RunContext
 from core.training.engine.data_parallel import MeshPosition, replica_slice
 from core.training.launcher import read_status, resume_run, start_run, wait_run
 from core.training.metrics import read_metrics
+from core.training.plan_file import read_plan_file
 from core.training.run_dir import process_alive
 from core.training.runner import prepare_new_run
 from tests.core.training.support import (
@@ -52,7 +53,7 @@ def _finished(run_dir, timeout_s=300):
 def one_pipeline(tmp_path_factory, corpus):
     """The reference: one replica of the two stages, the whole global batch."""
     tmp = tmp_path_factory.mktemp("one")
-    handle = start_run(_config(corpus, 1, 0), tmp / "run", str(write_plan(tmp / "plan.json")), emit=lambda _: None)
+    handle = start_run(_config(corpus, 1, 0), tmp / "run", read_plan_file(write_plan(tmp / "plan.json")), emit=lambda _: None)
     _finished(handle.run_dir)
     return handle.run_dir
 
@@ -66,7 +67,7 @@ def test_replica_r_reads_the_r_th_slice_of_the_global_batch():
 
 
 def test_a_plan_that_cannot_run_as_asked_is_refused_before_anything_is_written(tmp_path, corpus):
-    plan = str(write_hybrid_plan(tmp_path / "plan.json", zero=0))
+    plan = read_plan_file(write_hybrid_plan(tmp_path / "plan.json", zero=0))
     cases = [(_config(corpus, 1, 0), "runs 2 data-parallel replicas but --data-parallel is 1"),
              (_config(corpus, 2, 3), "runs ZeRO stage 0 but --zero is 3"),
              (_config(corpus, 2, 0, engine="local"), "use --engine pipeline"),
@@ -82,7 +83,7 @@ def test_a_plan_that_cannot_run_as_asked_is_refused_before_anything_is_written(t
 @pytest.mark.parametrize("zero", [0, 3])
 def test_two_replicas_of_two_stages_train_as_one_pipeline(tmp_path, corpus, one_pipeline, zero):
     plan = write_hybrid_plan(tmp_path / "plan.json", zero=zero)
-    handle = start_run(_config(corpus, 2, zero), tmp_path / "run", str(plan), emit=lambda _: None)
+    handle = start_run(_config(corpus, 2, zero), tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
     _finished(handle.run_dir)
     context = RunContext.load(handle.run_dir)
     assert (context.data_parallel, context.zero, context.num_processes) == (2, zero, 4)
@@ -112,7 +113,7 @@ def test_two_replicas_of_two_stages_train_as_one_pipeline(tmp_path, corpus, one_
 def test_kill_minus_9_then_resume_a_sharded_run(tmp_path, corpus, one_pipeline):
     plan = write_hybrid_plan(tmp_path / "plan.json", zero=3)
     config = replace(_config(corpus, 2, 3), checkpoint_interval=2)
-    run_dir = start_run(config, tmp_path / "run", str(plan), emit=lambda _: None).run_dir
+    run_dir = start_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None).run_dir
     pid = read_status(run_dir).pid
     wait_for(lambda: ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
              and len(read_metrics(run_dir / "metrics.jsonl")) >= 5, 240, "a checkpoint and progress")
@@ -131,7 +132,7 @@ def test_kill_minus_9_then_resume_a_sharded_run(tmp_path, corpus, one_pipeline):
 def test_two_nodes_run_a_replica_each(tmp_path, corpus, one_pipeline):
     from core.training.engine.pipeline import free_port
 
-    plan = str(write_hybrid_plan(tmp_path / "plan.json", zero=3))
+    plan = read_plan_file(write_hybrid_plan(tmp_path / "plan.json", zero=3))
     endpoint = f"127.0.0.1:{free_port()}"
     handles = [start_run(_config(corpus, 2, 3, nnodes=2, node_rank=rank, rdzv_endpoint=endpoint),
                          tmp_path / f"node{rank}", plan, emit=lambda _: None) for rank in (0, 1)]

@@ -10,6 +10,7 @@ from core.training.engine import checkpoint as ckpt
 from core.training.engine.local import run_local
 from core.training.launcher import read_status, start_run, wait_run
 from core.training.metrics import read_metrics
+from core.training.plan_file import read_plan_file
 from core.training.runner import prepare_new_run
 from tests.core.training.support import (
     TWO_STAGES,
@@ -31,7 +32,7 @@ def corpus(tmp_path_factory):
 @pytest.mark.parametrize("stages", [ONE_STAGE, TWO_STAGES], ids=["one-stage", "two-stages"])
 def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages):
     plan = write_plan(tmp_path / "plan.json", stages)
-    context = prepare_new_run(tiny_config(corpus, steps=8), tmp_path / "run", str(plan), emit=lambda _: None)
+    context = prepare_new_run(tiny_config(corpus, steps=8), tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
     rows = []
     assert run_local(context, rows.append, lambda: False) == "finished"
     assert [row["step"] for row in rows] == list(range(1, 9))
@@ -44,7 +45,7 @@ def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages):
 def test_a_two_stage_pipeline_learns_and_matches_a_single_process(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     config = tiny_config(corpus, engine="pipeline", steps=30, checkpoint_interval=10)
-    handle = start_run(config, tmp_path / "run", str(plan), emit=lambda _: None)
+    handle = start_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
     status = wait_run(handle.run_dir, timeout_s=180)
     log = (handle.run_dir / "train.log").read_text()
     assert status.state == "finished", log[-3000:]
@@ -83,7 +84,7 @@ def read_context_gpt(run_dir):
 def test_recompute_changes_memory_not_the_numbers(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     setup = replace(tiny_config(corpus).setup, recompute=True)
-    context = prepare_new_run(tiny_config(corpus, steps=6, setup=setup), tmp_path / "run", str(plan),
+    context = prepare_new_run(tiny_config(corpus, steps=6, setup=setup), tmp_path / "run", read_plan_file(plan),
                               emit=lambda _: None)
     rows = []
     run_local(context, rows.append, lambda: False)
@@ -96,7 +97,7 @@ def test_every_optimizer_trains_and_checkpoints_its_state(tmp_path, corpus, opti
     plan = write_plan(tmp_path / "plan.json")
     setup = replace(tiny_config(corpus).setup, optimizer=optimizer)
     config = tiny_config(corpus, steps=10, setup=setup, learning_rate=lr, min_learning_rate=lr / 10)
-    context = prepare_new_run(config, tmp_path / "run", str(plan), emit=lambda _: None)
+    context = prepare_new_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
     rows = []
     run_local(context, rows.append, lambda: False)
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.3
@@ -112,7 +113,7 @@ def test_every_optimizer_trains_and_checkpoints_its_state(tmp_path, corpus, opti
 def test_bf16_autocast_trains_close_to_fp32(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     setup = replace(tiny_config(corpus).setup, precision="bf16")
-    context = prepare_new_run(tiny_config(corpus, steps=8, setup=setup), tmp_path / "run", str(plan),
+    context = prepare_new_run(tiny_config(corpus, steps=8, setup=setup), tmp_path / "run", read_plan_file(plan),
                               emit=lambda _: None)
     rows = []
     run_local(context, rows.append, lambda: False)

@@ -13,6 +13,7 @@ from core.model.hf_source import HFModelSource
 from core.training.engine.hf_stages import build_hf_stage, build_meta_model, hf_layer_names
 from core.training.engine.local import LocalEngine
 from core.training.engine.stages import StageLayout
+from core.training.plan_file import read_plan_file
 from core.training.runner import prepare_new_run
 from tests.core.training.engine.hf_support import (
     assert_close_gradients,
@@ -127,7 +128,7 @@ def _prepare(tmp_path, corpus, model, cuts, **overrides):
     config = hf_run_config(str(model), corpus, **overrides)
     names = hf_layer_names(hf_source(config, resolve_model(config.model)))
     plan = split_plan(tmp_path / "plan.json", names, cuts)
-    return prepare_new_run(config, tmp_path / "run", str(plan), emit=lambda _: None)
+    return prepare_new_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
 
 
 @pytest.mark.parametrize("model", ["llama-weights", "gpt2-config"])
