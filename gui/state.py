@@ -32,8 +32,10 @@ from core.planning.setup import TrainingSetup
 from core.project import Project, merge_saved_devices, simulated_entry
 from gui.plan.worker import PlanRequest, PlanResult, PlanWorker
 
-if TYPE_CHECKING:
-    import networkx as nx  # the graph arrives built; the app imports networkx only where it draws it
+if TYPE_CHECKING:  # the graph arrives built; the app imports networkx only where it draws it
+    import networkx as nx
+
+    from core.devices.host_speed import Remeasured
 
 REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (DESIGN.md: views redraw at 10-20 Hz)
 
@@ -429,7 +431,7 @@ class AppState(QObject):
         self.host_peak_tflops = peak_tflops
         self.host_speed_changed.emit()
 
-    def _on_host_remeasured(self, result: Any) -> None:
+    def _on_host_remeasured(self, result: Remeasured | str) -> None:
         self.host_remeasuring = False
         if isinstance(result, str):  # why it failed: the figure in force stays
             self.host_remeasured.emit(result)
