@@ -102,25 +102,27 @@ def _sample_telemetry(seconds: float) -> None:
 
 
 def _print_comparison(run_dir: Path) -> bool:
-    report = json.loads((run_dir / "report.json").read_text())
-    plan = json.loads((run_dir / "plan.json").read_text())
+    from core.training.run_info import read_run_info, run_report
+
+    info = read_run_info(run_dir)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    report = run_report(info, rows)
     print("\n| stage | predicted compute ms | measured ms (median) | ratio | predicted memory GiB "
           "| max_memory_allocated GiB | ratio |")
     print("|---|---|---|---|---|---|---|")
     ok = True
-    for index, stage in enumerate(report["stages"]):
-        predicted_s, measured_s = stage["predicted_compute_s"], stage["measured_compute_s"]
-        predicted_bytes = plan["stages"][index]["memory_bytes"]
+    for index, stage in enumerate(report.stages):
+        predicted_s, measured_s = stage.predicted_compute_s or float("nan"), stage.measured_compute_s or float("nan")
+        predicted_bytes = info.plan.stages[index].memory_bytes
         peaks = [row["stage_peak_memory_bytes"][index] for row in rows if row.get("stage_peak_memory_bytes")]
         measured_bytes = max(peaks) if peaks else 0
-        time_ratio = measured_s / predicted_s if predicted_s and measured_s else float("nan")
+        time_ratio = stage.measured_over_predicted or float("nan")
         memory_ratio = measured_bytes / predicted_bytes if predicted_bytes else float("nan")
         ok = ok and abs(time_ratio - 1) <= TARGET and abs(memory_ratio - 1) <= TARGET
         print(f"| {index} | {predicted_s * 1e3:.2f} | {measured_s * 1e3:.2f} | {time_ratio:.3f} "
               f"| {predicted_bytes / 1024**3:.3f} | {measured_bytes / 1024**3:.3f} | {memory_ratio:.3f} |")
     steps = [row["step_time_s"] for row in rows if "step_time_s" in row]
-    print(f"step: predicted {report['predicted_step_s'] * 1e3:.1f} ms, measured "
+    print(f"step: predicted {(report.predicted_step_s or float('nan')) * 1e3:.1f} ms, measured "
           f"{statistics.median(steps) * 1e3:.1f} ms median over {len(steps)} steps")
     return ok
 

@@ -112,9 +112,9 @@ def predicted_vs_measured(work: Path, model: Path, steps: int) -> None:
           f"({profile.devices[0].threads} thread(s) per stage)\n")
     print("| stage | layers | predicted ms | measured ms (median) | ratio | measured ms (p20) | ratio |\n"
           "|---|---|---|---|---|---|---|")
-    for index, stage in enumerate(plan["stages"]):
-        (median, low), predicted = tb.stage_compute_s(rows, index), stage["compute_s"]
-        print(f"| {index} | {len(stage['layers'])} layers | {1000 * predicted:.1f} | {1000 * median:.1f} | "
+    for index, stage in enumerate(plan.stages):
+        (median, low), predicted = tb.stage_compute_s(rows, index), stage.compute_s
+        print(f"| {index} | {len(stage.layers)} layers | {1000 * predicted:.1f} | {1000 * median:.1f} | "
               f"{median / predicted:.3f} | {1000 * low:.1f} | {low / predicted:.3f} |")
 
 

@@ -85,7 +85,9 @@ def wait_for_quiet(limit_s: float = 120.0) -> float:
 def run_job(work: Path, name: str, cfg: TrainConfig, plan: str | None = None,
             profile: str | None = None) -> Path:
     wait_for_quiet()
-    handle = start_run(cfg, work / name, plan, profile, emit=lambda _: None)
+    from core.training.plan_file import read_plan_file
+
+    handle = start_run(cfg, work / name, read_plan_file(plan) if plan else None, profile, emit=lambda _: None)
     status = wait_run(handle.run_dir, timeout_s=900)
     if status.state != "finished":
         raise SystemExit(f"{name}: {status.state}: {status.error}")
@@ -239,15 +241,16 @@ def predicted_vs_measured(work: Path, steps: int, profile: Any) -> None:
           f"{host.effective_tflops * 1e3:.1f} GFLOP/s measured)\n")
     print("| stage | layers | uncalibrated prediction ms | calibrated prediction ms | measured ms (median) | "
           "ratio | measured ms (p20) | ratio |\n|---|---|---|---|---|---|---|---|")
-    for index, stage in enumerate(plan["stages"]):
-        (median, low), predicted = stage_compute_s(rows, index), stage["compute_s"]
-        catalog = next((s["compute_s"] for s in catalog_plan["stages"] if s["layers"] == stage["layers"]), None)
-        print(f"| {index} | {', '.join(stage['layers'])} | {'-' if catalog is None else f'{1000 * catalog:.1f}'} | "
+    for index, stage in enumerate(plan.stages):
+        (median, low), predicted = stage_compute_s(rows, index), stage.compute_s
+        catalog = next((s.compute_s for s in catalog_plan.stages if s.layers == stage.layers), None)
+        print(f"| {index} | {', '.join(stage.layers)} | {'-' if catalog is None else f'{1000 * catalog:.1f}'} | "
               f"{1000 * predicted:.1f} | {1000 * median:.1f} | {median / predicted:.3f} | "
               f"{1000 * low:.1f} | {low / predicted:.3f} |")
     measured_step = statistics.median(r["step_time_s"] for r in rows)
-    print(f"\nstep (m = 4 micro-batches): predicted {1000 * plan['objective_s']:.0f} ms, measured "
-          f"{1000 * measured_step:.0f} ms median ({measured_step / plan['objective_s']:.3f})")
+    objective = plan.objective_s or float("nan")
+    print(f"\nstep (m = 4 micro-batches): predicted {1000 * objective:.0f} ms, measured "
+          f"{1000 * measured_step:.0f} ms median ({measured_step / objective:.3f})")
 
 
 def write_hybrid_plan(path: Path, zero: int) -> str:
@@ -279,13 +282,14 @@ def data_parallel_runs(work: Path, steps: int, two_stages: str) -> None:
         plan, rows = RunContext.load(run_dir).plan, read_metrics(run_dir / "metrics.jsonl")
         usable = rows[WARMUP_STEPS:-1]
         step = statistics.median(r["step_time_s"] for r in usable)
-        predicted_sync = max(stage.get("sync_s", 0.0) for stage in plan["stages"])
+        predicted_sync = max(stage.sync_s for stage in plan.stages)
+        objective = plan.objective_s or float("nan")
         syncs = [max(r["stage_sync_s"]) for r in usable if "stage_sync_s" in r]
         sync = statistics.median(syncs) if syncs else None
         sync_text = "-" if sync is None else f"{1000 * sync:.1f}"
         sync_ratio = f"{sync / predicted_sync:.2f}" if sync and predicted_sync else "-"
-        print(f"| {name} | {processes} | {1000 * plan['objective_s']:.0f} | {1000 * step:.0f} | "
-              f"{step / plan['objective_s']:.2f} | {1000 * predicted_sync:.1f} | {sync_text} | {sync_ratio} | "
+        print(f"| {name} | {processes} | {1000 * objective:.0f} | {1000 * step:.0f} | "
+              f"{step / objective:.2f} | {1000 * predicted_sync:.1f} | {sync_text} | {sync_ratio} | "
               f"{rows[-1]['loss']:.4f} |")
     print("\n(sync measured: each group's gradient reduction after the last backward; ZeRO-3's parameter "
           "gathers run inside forward and backward and count as compute)")

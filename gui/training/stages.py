@@ -24,19 +24,18 @@ from core.training.report import RunReport, StageReport
 from gui import theme
 from gui.widgets.tables import fill_table, style_readonly_table
 
-COLUMNS = ("Stage", "Runs on", "Layers", "Predicted", "Measured", "Ratio", "Idle / step", "Sync predicted",
-           "Sync measured", "Predicted (datasheet)")
+COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted (datasheet)", "Layers", "Idle / step",
+           "Sync predicted", "Sync measured")
 TIPS = ("stage: device (its group, one device per replica)",
         "what executes the stage when it is not the planned device: the host CPU stands in for a simulated GPU",
-        "layers on the stage",
         "compute per micro-batch predicted for the device that runs the stage",
         "compute per micro-batch, median of the newest steps", "measured / predicted",
+        "compute per micro-batch the plan predicts on the simulated GPU's datasheet speed", "layers on the stage",
         "time per step the stage waits (for its neighbours, or sending)",
         "the group's gradient sync per step, from the plan (cost model v2)",
-        "the group's gradient reduction per step after the last backward, median of the newest steps",
-        "compute per micro-batch the plan predicts on the simulated GPU's datasheet speed")
-RUNS_ON_COLUMN, PREDICTED_COLUMN, DATASHEET_COLUMN = 1, 3, 9
-SYNC_COLUMNS = (7, 8)
+        "the group's gradient reduction per step after the last backward, median of the newest steps")
+RUNS_ON_COLUMN, PREDICTED_COLUMN, DATASHEET_COLUMN = 1, 2, 5
+SYNC_COLUMNS = (8, 9)
 PREDICTED_COLOR = "#BAB0AC"
 MEASURED_COLOR = theme.ACCENT
 BAR_WIDTH = 0.38
@@ -48,21 +47,23 @@ def ms(value: float | None) -> str:
 
 def stage_texts(stage: StageReport) -> list[str]:
     ratio = stage.measured_over_predicted
-    return [f"{stage.stage}: {stage.group}", stage.runs_on_note or "as planned", str(stage.layers),
-            ms(stage.predicted_compute_s), ms(stage.measured_compute_s), "—" if ratio is None else f"{ratio:.2f}×",
-            ms(stage.measured_idle_s_per_step), ms(stage.predicted_sync_s), ms(stage.measured_sync_s),
-            ms(stage.datasheet_compute_s)]
+    runs_on = "host CPU (simulated)" if stage.simulated is not None else "as planned"
+    return [f"{stage.stage}: {stage.group}", runs_on, ms(stage.predicted_compute_s), ms(stage.measured_compute_s),
+            "—" if ratio is None else f"{ratio:.2f}×", ms(stage.datasheet_compute_s), str(stage.layers),
+            ms(stage.measured_idle_s_per_step), ms(stage.predicted_sync_s), ms(stage.measured_sync_s)]
 
 
 def datasheet_header(report: RunReport | None) -> str:
     """'Predicted on A100-80GB (datasheet)': the simulated GPUs the datasheet column is about."""
     simulated = report.simulated if report is not None else ()
-    return f"Predicted on {', '.join(simulated)} (datasheet)" if simulated else COLUMNS[DATASHEET_COLUMN]
+    return f"Predicted on {', '.join(simulated)}\n(datasheet)" if simulated else COLUMNS[DATASHEET_COLUMN]
 
 
 def _tip(stage: StageReport, column: int) -> str:
     if column == PREDICTED_COLUMN and stage.simulated is not None:
         return f"compute per micro-batch on the host CPU, from {stage.prediction_source}"
+    if column == RUNS_ON_COLUMN and stage.runs_on_note is not None:
+        return f"{stage.runs_on_note}: a simulated GPU trains as a CPU process, so Predicted is the host's"
     return TIPS[column]
 
 

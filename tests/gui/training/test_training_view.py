@@ -166,7 +166,7 @@ def test_reopen_a_past_run_from_the_history(qtbot, make_window, past_runs):
     assert points(view.loss_plot.val_smooth) == 2  # evaluated at steps 3 and 6
     assert view.cards["state"].value.text() == "finished" and view.progress.format() == "step 6 / 6"
     assert [view.stages.table.item(s, 0).text() for s in range(2)] == ["0: cpu#0", "1: cpu#1"]
-    assert all(stage["measured_compute_s"] and stage["predicted_compute_s"] for stage in view.stages.report["stages"])
+    assert all(stage.measured_compute_s and stage.predicted_compute_s for stage in view.stages.report.stages)
     assert view.live_run() is None and not view.poll_timer.isActive()  # a finished run is not polled
     assert "slow" in view.run_title.text() and "2 stages" in view.run_title.text()
 
@@ -347,3 +347,31 @@ def test_save_as_hf_writes_a_finished_hf_run_for_from_pretrained(qtbot, make_win
     qtbot.waitUntil(lambda: "Saved the Hugging Face model" in view.message_label.text(), timeout=60_000)
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "out").config.num_hidden_layers == 2
     assert view.save_hf_button.isEnabled()  # again, to another folder
+
+
+def test_a_run_on_simulated_gpus_shows_the_host_in_the_stage_table(qtbot, make_window, runs_dir, corpus):
+    """Issue 12 item 3: what the run recorded (the host runs the simulated GPUs) reaches the table."""
+    from core.training.run_info import read_run_info
+    from core.training.runner import prepare_new_run
+    from gui.training.stages import DATASHEET_COLUMN, PREDICTED_COLUMN, RUNS_ON_COLUMN
+
+    split = [("A100-80GB", ["embed", "h.0", "h.1", "h.2"]), ("RTX4090", ["h.3", "h.4", "ln_f", "lm_head"])]
+    plan = read_plan_file(write_plan(runs_dir.parent / "plan.json", split))
+    run = runs_dir / "simulated"
+    prepare_new_run(tiny_config(corpus, devices="A100-80GB:1GiB,RTX4090:1GiB"), run, plan, emit=lambda _: None)
+    rows = [{"step": step, "loss": 5.0 - step / 10, "step_time_s": 0.2, "stage_compute_s": [0.1, 0.08],
+             "stage_idle_s": [0.0, 0.01]} for step in range(1, 6)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    _, view = training_window(make_window, runs_dir)
+    assert view.open_run(run)
+    qtbot.waitUntil(lambda: view.stages.report is not None, timeout=PLAN_TIMEOUT_MS)
+    table, info = view.stages.table, read_run_info(run)
+    host = info.executions[0].run_tflops
+    assert host is not None and info.executions[0].simulated == "A100-80GB"
+    assert table.item(0, RUNS_ON_COLUMN).text() == "host CPU (simulated)"
+    # the prediction for what runs: the plan's datasheet time scaled by the A100's speed over the host's
+    datasheet = info.plan.stages[0].compute_s
+    expected = datasheet * info.executions[0].planned_tflops / host
+    assert table.item(0, PREDICTED_COLUMN).text() == f"{1000 * expected:.2f} ms"
+    assert table.item(0, DATASHEET_COLUMN).text() == f"{1000 * datasheet:.2f} ms"
+    assert "A100-80GB" in table.horizontalHeaderItem(DATASHEET_COLUMN).text()
