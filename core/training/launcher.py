@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from core import REPO_ROOT
 from core.errors import InputError
@@ -31,6 +32,7 @@ from core.training.metrics import MetricsTail, TailUpdate, last_row, read_metric
 from core.training.run_dir import (
     RUNNING,
     RunPaths,
+    RunState,
     RunStatus,
     is_run_dir,
     process_create_time,
@@ -61,7 +63,7 @@ class RunSummary:
 
     name: str
     path: Path
-    state: str
+    state: RunState | Literal["created"]  # created: prepared, its job has not written a status yet
     step: int
     steps: int
     last_loss: float | None
@@ -151,6 +153,7 @@ def _summary(path: Path) -> RunSummary:
         steps, model, engine, stages, created = info.steps, info.model_name, info.engine, info.stages, info.created_at
     except InputError:
         steps, model, engine, stages, created = 0, "?", "?", 0, None
+    state: RunState | Literal["created"]
     try:
         status = read_status(path)
         state, step, started, loss = status.state, status.step, status.started_at, status.last_loss

@@ -22,17 +22,22 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from core.errors import InputError
+from core.planning.plan import Plan
 from core.system.durable import (
     atomic_write_bytes as atomic_write_bytes,  # re-exported: older imports
 )
 from core.system.durable import atomic_write_json as atomic_write_json
 from core.system.durable import read_json
 
-RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
-RUN_STATES = (RUNNING, FINISHED, STOPPED, FAILED)
+RunState = Literal["running", "finished", "stopped", "failed"]
+RUNNING: Final = "running"
+FINISHED: Final = "finished"
+STOPPED: Final = "stopped"
+FAILED: Final = "failed"
+RUN_STATES: tuple[RunState, ...] = (RUNNING, FINISHED, STOPPED, FAILED)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,15 @@ def is_run_dir(root: Path) -> bool:
     return (root / "config.json").is_file()
 
 
+def read_run_plan(paths: RunPaths) -> Plan:
+    """The plan a run trains with (its plan.json).
+
+    Raises:
+        InputError: missing, or not a plan.
+    """
+    return Plan.from_dict(read_json(paths.plan, "run plan"), f"run plan {paths.plan}")
+
+
 # ----------------------------------------------------------------------------- status
 
 
@@ -114,7 +128,7 @@ class RunStatus:
     file is corrected to say so (the history is untouched).
     """
 
-    state: str
+    state: RunState
     step: int = 0
     steps: int = 0
     last_loss: float | None = None
@@ -152,7 +166,7 @@ def read_status(root: Path | str) -> RunStatus:
     """
     paths = RunPaths(Path(root))
     raw = read_json(paths.status, "run status")
-    state = str(raw.get("state", FAILED))
+    state = _state(raw.get("state"))
     pids = {str(k): int(v) for k, v in (raw.get("pids") or {}).items() if v is not None}
     alive = None
     error, trace = raw.get("error"), raw.get("traceback")
@@ -171,6 +185,11 @@ def read_status(root: Path | str) -> RunStatus:
         started_at=raw.get("started_at"), ended_at=raw.get("ended_at"),
         error=error, traceback=trace, alive=alive,
     )
+
+
+def _state(value: Any) -> RunState:
+    """status.json's state; anything else (a file from elsewhere, a bad edit) reads as failed."""
+    return next((state for state in RUN_STATES if state == value), FAILED)
 
 
 def _finished_before_it_died(paths: RunPaths, raw: dict[str, Any]) -> bool:

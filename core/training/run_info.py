@@ -20,7 +20,7 @@ from core.planning.plan import Plan
 from core.system.durable import read_json
 from core.training.execution import DeviceExecution, executions_from_record
 from core.training.report import RunReport, stage_report
-from core.training.run_dir import RunPaths
+from core.training.run_dir import RunPaths, read_run_plan
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def read_run_info(root: Path | str) -> RunInfo:
     path = Path(root).expanduser().resolve()
     paths = RunPaths(path)
     stored = read_json(paths.config, "run config")
-    plan = Plan.from_dict(read_json(paths.plan, "run plan"), f"run plan {paths.plan}")
+    plan = read_run_plan(paths)
     config = _mapping(stored.get("config"), paths.config)
     model = _mapping(stored.get("model"), paths.config)
     try:

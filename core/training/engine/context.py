@@ -12,7 +12,7 @@ from core.planning.plan import Plan
 from core.system.durable import read_json
 from core.training.config import TrainConfig
 from core.training.engine.stages import StageLayout, layouts_from_plan
-from core.training.run_dir import RunPaths
+from core.training.run_dir import RunPaths, read_run_plan
 
 CONFIG_FORMAT = 1
 
@@ -33,7 +33,7 @@ class RunContext:
     def load(cls, root: Path | str) -> RunContext:
         paths = RunPaths(Path(root))
         stored = read_json(paths.config, "run config")
-        plan = Plan.from_dict(read_json(paths.plan, "run plan"), f"run plan {paths.plan}")
+        plan = read_run_plan(paths)
         model = stored["model"]
         gpt = GPTConfig(**model["gpt"]) if model.get("gpt") is not None else None
         hf = HFModelSource.from_record(model["hf"]) if model.get("hf") is not None else None

@@ -105,3 +105,12 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
         ckpt.commit_checkpoint(tmp_path, step, 2)
         ckpt.prune_checkpoints(tmp_path, keep=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000015", "step_00000020"]
+
+
+def test_a_status_reads_as_one_of_the_run_states(tmp_path):
+    paths = RunPaths(tmp_path)
+    for state in ("running", "finished", "stopped", "failed"):
+        write_status(paths, state=state, host="elsewhere")  # another host: no process check
+        assert read_status(tmp_path).state == state
+    write_status(paths, state="exploded", host="elsewhere")  # not a state Allot writes
+    assert read_status(tmp_path).state == "failed"
