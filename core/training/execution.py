@@ -94,7 +94,9 @@ def executions_from_record(stored: Mapping[str, Any]) -> tuple[DeviceExecution, 
     recorded = stored.get("execution")
     if isinstance(recorded, list):
         return tuple(DeviceExecution.from_dict(item) for item in recorded)
-    devices = [Device(**record) for record in stored.get("devices", []) if isinstance(record, dict)]
+    # only the facts that every version of the record holds (its budget field was renamed)
+    devices = [Device(name=str(record["name"]), budget_bytes=0, tflops=float(record["tflops"]), bandwidth_gbps=0.0,
+                      kind=str(record.get("kind", ""))) for record in stored.get("devices", [])]
     return plan_executions(devices, None, "")
 
 

@@ -106,3 +106,14 @@ def test_the_report_json_carries_the_ratios_and_the_note():
     assert record["stages"][0]["runs_on"] == "runs on host CPU (simulated A100-80GB)"
     assert record["stages"][0]["measured_over_predicted"] == pytest.approx(0.02 / 10.0)
     assert record["step_measured_over_predicted"] == pytest.approx(0.5 / 50.0)
+
+
+def test_a_run_prepared_before_executions_were_recorded_still_names_its_simulated_gpus():
+    from core.training.execution import executions_from_record
+
+    old = {"devices": [{"name": "A100-80GB", "kind": "A100-80GB", "memory_bytes": 1, "tflops": 7.8,
+                        "bandwidth_gbps": 32.0, "total_memory_bytes": 2},
+                       {"name": "cpu", "kind": "cpu", "memory_bytes": 1, "tflops": 0.05, "bandwidth_gbps": 10.0}]}
+    simulated, host = executions_from_record(old)
+    assert (simulated.simulated, simulated.runs_on, simulated.run_tflops) == ("A100-80GB", "cpu", None)
+    assert simulated.on_host and not host.on_host and host.simulated is None
