@@ -38,13 +38,19 @@ def test_a_two_stage_plan_on_simulated_gpus_is_predicted_on_the_host_and_says_so
                  "--eval-interval", "5", "--checkpoint-interval", "5", "--log-interval", "5"])
     out = capsys.readouterr().out
     assert code == 0, out
-    report = run_report(read_run_info(run_dir), read_metrics(run_dir / "metrics.jsonl"))
-    for stage in report.stages:
+    info = read_run_info(run_dir)
+    report = run_report(info, read_metrics(run_dir / "metrics.jsonl"))
+    for stage, execution in zip(report.stages, info.executions, strict=True):
         assert stage.runs_on_note == f"runs on host CPU (simulated {stage.device})"
-        assert stage.datasheet_compute_s is not None and stage.measured_compute_s is not None
-        # the datasheet prediction is off by orders of magnitude on a CPU; the host's is not
-        assert stage.measured_compute_s / stage.datasheet_compute_s > 100
-        assert 0.2 < stage.measured_over_predicted < 50, stage
+        assert stage.predicted_compute_s is not None and stage.datasheet_compute_s is not None
+        assert stage.measured_compute_s is not None and execution.run_tflops is not None
+        # the same work at the host's speed instead of the GPU's datasheet speed
+        assert stage.predicted_compute_s / stage.datasheet_compute_s == pytest.approx(
+            execution.planned_tflops / execution.run_tflops)
+        # on a CPU the datasheet prediction is off by orders of magnitude (the issue saw 16754x); the host's
+        # is within a sane factor, whatever else this machine is running
+        assert stage.measured_compute_s / stage.datasheet_compute_s > 10
+        assert 0.1 < stage.measured_over_predicted < 50, stage
     # the CLI's report says the same
     assert "runs on host CPU (simulated A100-80GB)" in out and "runs on host CPU (simulated RTX4090)" in out
     assert "predicted on A100-80GB, RTX4090 (datasheet)" in out

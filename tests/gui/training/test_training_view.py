@@ -351,6 +351,7 @@ def test_save_as_hf_writes_a_finished_hf_run_for_from_pretrained(qtbot, make_win
 
 def test_a_run_on_simulated_gpus_shows_the_host_in_the_stage_table(qtbot, make_window, runs_dir, corpus):
     """Issue 12 item 3: what the run recorded (the host runs the simulated GPUs) reaches the table."""
+    from core.training.run_dir import RunPaths, write_status
     from core.training.run_info import read_run_info
     from core.training.runner import prepare_new_run
     from gui.training.stages import DATASHEET_COLUMN, PREDICTED_COLUMN, RUNS_ON_COLUMN
@@ -362,6 +363,7 @@ def test_a_run_on_simulated_gpus_shows_the_host_in_the_stage_table(qtbot, make_w
     rows = [{"step": step, "loss": 5.0 - step / 10, "step_time_s": 0.2, "stage_compute_s": [0.1, 0.08],
              "stage_idle_s": [0.0, 0.01]} for step in range(1, 6)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_status(RunPaths(run), state="finished", step=5, steps=5)  # as the job leaves it
     _, view = training_window(make_window, runs_dir)
     assert view.open_run(run)
     qtbot.waitUntil(lambda: view.stages.report is not None, timeout=PLAN_TIMEOUT_MS)
