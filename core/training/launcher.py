@@ -1,11 +1,13 @@
 """The public face of training, for the CLI and the app.
 
-    handle = start_run(config, "runs/nano")       # validate, prepare, start the job detached
+    handle = start_run(config, "runs/nano", plan) # validate, prepare, start the job detached (plan:
+                                                  # a Plan to run, or None for the exact solver's)
     tail = MetricsTail(handle.paths.metrics)      # tail.poll().rows: only the new rows
     read_status("runs/nano")                      # RunStatus: state, step, pids, error
     stop_run("runs/nano")                         # finish the step, checkpoint, exit "stopped"
     resume_run("runs/nano", steps=300)            # continue from the last checkpoint
     list_runs("runs")                             # RunSummary per run directory
+    read_run_info("runs/nano")                    # (core.training.run_info) RunInfo: model, plan, ...
 
 The job (core.training.job) runs in a new session with its output in the
 run's train.log, so it survives the app or shell that started it.

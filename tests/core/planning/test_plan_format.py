@@ -6,6 +6,7 @@ import pytest
 
 from core.errors import InputError
 from core.planning.costs import infeasible_plan, plan_from_placement
+from core.planning.export import plan_json
 from core.planning.plan import Plan
 from tests.core.planning.problems import device, layer, problem
 from tests.core.planning.test_costs_v2 import hybrid
@@ -32,6 +33,7 @@ def test_a_plan_reads_back_equal_from_its_dict_and_its_json(make):
     assert plan.stages and plan.objective_s is not None
     assert Plan.from_dict(plan.to_dict()) == plan
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    assert Plan.from_dict(json.loads(plan_json(plan))) == plan  # the file `plan --json` and the app's export write
 
 
 def test_the_hybrid_plan_keeps_its_groups_replicas_and_zero_stage():
