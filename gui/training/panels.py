@@ -132,7 +132,7 @@ class TrainingPanels(QWidget):
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(curves)
         plots.addWidget(side)
-        plots.setSizes([600, 460])
+        plots.setSizes([560, 540])  # the stage table beside the loss needs room for its five first columns
         note = QLabel("tick Compare to overlay a run's loss")
         note.setObjectName("muted")
         history = _headed(self.history_title, [note, self.clear_overlays_button, self.open_button], self.history,

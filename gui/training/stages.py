@@ -47,7 +47,7 @@ def ms(value: float | None) -> str:
 
 def stage_texts(stage: StageReport) -> list[str]:
     ratio = stage.measured_over_predicted
-    runs_on = "host CPU (simulated)" if stage.simulated is not None else "as planned"
+    runs_on = "host CPU" if stage.simulated is not None else "as planned"  # the tooltip names the GPU
     return [f"{stage.stage}: {stage.group}", runs_on, ms(stage.predicted_compute_s), ms(stage.measured_compute_s),
             "—" if ratio is None else f"{ratio:.2f}×", ms(stage.datasheet_compute_s), str(stage.layers),
             ms(stage.measured_idle_s_per_step), ms(stage.predicted_sync_s), ms(stage.measured_sync_s)]

@@ -33,7 +33,7 @@ def test_a_simulated_gpu_stage_says_it_runs_on_the_host_with_the_datasheet_besid
     view.show_report(stage_report(_simulated_plan(), _rows(6, sync=False), 4, executions))
     table = view.table
     assert not table.isColumnHidden(RUNS_ON_COLUMN) and not table.isColumnHidden(DATASHEET_COLUMN)
-    assert table.item(0, RUNS_ON_COLUMN).text() == "host CPU (simulated)"
+    assert table.item(0, RUNS_ON_COLUMN).text() == "host CPU"
     assert "runs on host CPU (simulated A100-80GB)" in table.item(0, RUNS_ON_COLUMN).toolTip()
     assert table.item(0, PREDICTED_COLUMN).text() == "10000.00 ms"  # the host's prediction
     assert "the host's matmul" in table.item(0, PREDICTED_COLUMN).toolTip()

@@ -370,7 +370,7 @@ def test_a_run_on_simulated_gpus_shows_the_host_in_the_stage_table(qtbot, make_w
     table, info = view.stages.table, read_run_info(run)
     host = info.executions[0].run_tflops
     assert host is not None and info.executions[0].simulated == "A100-80GB"
-    assert table.item(0, RUNS_ON_COLUMN).text() == "host CPU (simulated)"
+    assert table.item(0, RUNS_ON_COLUMN).text() == "host CPU"
     # the prediction for what runs: the plan's datasheet time scaled by the A100's speed over the host's
     datasheet = info.plan.stages[0].compute_s
     expected = datasheet * info.executions[0].planned_tflops / host
