@@ -25,7 +25,6 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QShowEvent, QTextOption
 from PySide6.QtWidgets import (
     QComboBox,
-    QGraphicsItem,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -39,6 +38,7 @@ from core.devices.telemetry import TelemetrySampler
 from core.errors import InputError
 from core.units import GIB, format_bytes
 from gui import theme
+from gui.widgets.plots import cache_axes
 from gui.widgets.tables import fill_table, style_readonly_table
 
 INTERVALS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -158,8 +158,7 @@ class MonitorView(QWidget):
         plot.getAxis("left").setWidth(48)
         plot.setMouseEnabled(x=False, y=False)
         plot.enableAutoRange(axis="y")
-        for axis in ("left", "bottom"):  # with the grid an axis spans the plot: each new curve repainted it
-            plot.getAxis(axis).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        cache_axes(plot)
         if timed:
             self._plots.append(plot)
         return plot

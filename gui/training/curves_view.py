@@ -12,6 +12,8 @@ gui.training.training_view adds starting, following and the history.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +32,9 @@ from gui.training.reads import Reads, reader
 INLINE_BYTES = 256 * 1024  # smaller metrics files are read on the GUI thread (about 1,500 rows)
 DETAIL_BELOW = 800  # a range is read again when fewer coarse buckets than this show (fewer than pixels)
 DETAIL_BUCKETS = 2048  # what that range is reduced to
+# While a long run is read the curves refine many times a second; redrawing every plot each time
+# (tens of ms a frame) would take most of the GUI thread, so a read is drawn at most this often.
+PROGRESS_REDRAW_S = 0.25
 
 
 class CurvesView(TrainingPanels):
@@ -96,10 +101,15 @@ class CurvesView(TrainingPanels):
         self.loss_plot.set_run(self.curves)
         self._curves_changed()
 
+        drawn_at = [-math.inf]  # the first report (a coarse whole) is drawn at once
+
         def progress(report: ReadProgress) -> None:
             self.curves = report.curves
-            self.loss_plot.set_run(self.curves, fit=False)
             self.show_read_progress(report.fraction)
+            if time.monotonic() - drawn_at[0] < PROGRESS_REDRAW_S:
+                return  # the next report, or the end of the read, draws these curves
+            drawn_at[0] = time.monotonic()
+            self.loss_plot.set_run(self.curves, fit=False)
             self._curves_changed()
 
         def done(read: HistoryRead) -> None:

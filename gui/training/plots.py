@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from core.training.curves import DEFAULT_SMOOTHING, Curve, RunCurves
 from gui import theme
+from gui.widgets.plots import cache_axes
 
 TRAIN_COLOR = theme.ACCENT
 VAL_COLOR = "#E8743B"
@@ -53,6 +54,7 @@ def new_plot(widget: pg.PlotWidget, left: str) -> pg.PlotItem:
     if left:
         plot.setLabel("left", left)
     plot.getAxis("left").setWidth(52)
+    cache_axes(plot)
     return plot
 
 

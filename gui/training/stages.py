@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from core.training.report import RunReport, StageReport
 from gui import theme
+from gui.widgets.plots import cache_axes
 from gui.widgets.tables import fill_table, style_readonly_table
 
 COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted (datasheet)", "Layers", "Idle / step",
@@ -79,6 +80,7 @@ class StageComparison(QWidget):
         plot.setLabel("left", "ms")
         plot.getAxis("left").setWidth(52)
         plot.showGrid(y=True, alpha=0.15)
+        cache_axes(plot)
         plot.setMouseEnabled(x=False, y=False)
         legend = plot.addLegend(offset=(-8, 4), labelTextColor=theme.TEXT, colCount=2)
         legend.setBrush(pg.mkBrush(255, 255, 255, 215))

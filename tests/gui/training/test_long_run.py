@@ -110,3 +110,18 @@ def test_opening_another_run_cancels_the_read(qtbot, make_window, tmp_path):
     assert view.reads.busy(("overlay", long.resolve()))
     window.close()  # closing cancels every read
     assert not view.reads.busy(("overlay", long.resolve()))
+
+
+def test_every_training_plot_keeps_its_axes_as_pixmaps(qtbot):
+    """A curve that changes must not repaint the axes (most of a frame while a long run is read)."""
+    from PySide6.QtWidgets import QGraphicsItem
+
+    from gui.training.plots import LossPlot, RatePlot
+    from gui.training.stages import StageComparison
+
+    loss, rate, stages = LossPlot(), RatePlot(), StageComparison()
+    for widget in (loss, rate, stages):
+        qtbot.addWidget(widget)
+    for plot in (loss.plot, rate.plot, stages.chart.getPlotItem()):
+        for axis in ("left", "bottom"):
+            assert plot.getAxis(axis).cacheMode() == QGraphicsItem.CacheMode.DeviceCoordinateCache
