@@ -51,6 +51,12 @@ class HostSpeed:
         return f"measured {self.measured_on} (torch {self.torch_version}, {self.threads} threads)"
 
 
+def host_share_tflops(peak_tflops: float, efficiency: float, shares: int) -> float:
+    """One host process's effective speed: the host's peak x efficiency, split between `shares`
+    processes that run at the same time (each gets cores // shares threads)."""
+    return peak_tflops * efficiency / max(1, shares)
+
+
 def machine_key() -> str:
     """This machine as the cache knows it: host name, CPU and core count."""
     return f"{platform.node()}|{platform.processor() or platform.machine()}|{os.cpu_count()}"

@@ -183,11 +183,11 @@ def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) 
 def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float) -> list[Device]:
     import psutil
 
-    from core.devices.host_speed import measure_cpu_tflops
+    from core.devices.host_speed import host_share_tflops, measure_cpu_tflops
 
     memory = psutil.virtual_memory()
     budget = _checked_budget(request, "cpu", memory.total) if request.budget_bytes else memory.available // shares
-    tflops = measure_cpu_tflops() * cpu_efficiency / shares
+    tflops = host_share_tflops(measure_cpu_tflops(), cpu_efficiency, shares)
     return [_host_device("cpu", budget, memory.total, tflops) for _ in range(request.count)]
 
 

@@ -82,12 +82,6 @@ def plan_executions(devices: Sequence[Device], host_tflops: float | None, host_s
         for device in devices)
 
 
-def host_share_tflops(peak_tflops: float, efficiency: float, shares: int) -> float:
-    """One host process's effective speed: the host's peak x efficiency, split between `shares`
-    processes that train at the same time (each gets cores // shares threads)."""
-    return peak_tflops * efficiency / max(1, shares)
-
-
 def executions_from_record(stored: Mapping[str, Any]) -> tuple[DeviceExecution, ...]:
     """A run's executions from its config.json; runs prepared before they were recorded
     still name their simulated devices (at an unknown host speed)."""

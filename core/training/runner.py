@@ -194,9 +194,9 @@ def _executions(config: TrainConfig, devices: Sequence[Device], plan: Plan,
     speed is the profile's host measurement or else the host's measured matmul (cached per
     machine), shared between the run's processes on this host under the pipeline engine."""
     from core.devices.catalog import load_catalog
-    from core.devices.host_speed import host_speed
+    from core.devices.host_speed import host_share_tflops, host_speed
     from core.training.engine.pipeline import processes_on_this_node
-    from core.training.execution import host_share_tflops, is_simulated, plan_executions
+    from core.training.execution import is_simulated, plan_executions
 
     if not any(is_simulated(device) for device in devices):
         return plan_executions(devices, None, "")
