@@ -42,6 +42,24 @@ def test_window_limits_how_far_back_the_curves_reach(qtbot):
     assert x.min() >= -61 and len(x) <= 62
 
 
+def test_a_long_window_draws_two_points_per_pixel_and_keeps_a_spike(qtbot):
+    sampler = filled_sampler(gpus=1, rows=3600)
+    utilization = sampler.gpu_history(0).column("utilization_percent")  # a view: set it
+    utilization[:] = 20.0
+    utilization[1801] = 97.0  # one sample's spike
+    view = MonitorView(sampler)
+    qtbot.addWidget(view)
+    view.resize(900, 700)
+    view.show()
+    view.window_box.setCurrentText("1 h")
+    columns = int(view._plots[0].getViewBox().width())
+    x, y = view._gpu_curves[("utilization_percent", 0)].getData()
+    assert 0 < columns < 1800
+    assert len(y) <= 2 * columns < len(utilization)
+    assert y.max() == 97.0 and y.min() == 20.0
+    assert x[0] == pytest.approx(-3599) and x[-1] == 0
+
+
 def test_interval_choice_reaches_the_sampler(qtbot):
     sampler = filled_sampler(gpus=1, rows=2)
     view = MonitorView(sampler)
