@@ -9,7 +9,8 @@ column of pixels' lowest and highest sample, so spikes stay).
 What an idle monitor costs (8 GPUs at 1 Hz): the curves move every second,
 so the plots repaint every second; that repaint took about 65 ms, most of it
 the axes replaying their grid lines, which lie under the curves. The axes are
-cached as pixmaps (redrawn only when their range or size changes), and the
+gui.widgets.plots' GridAxis (a pixmap, redrawn only when its range or size
+changes, with opaque grid lines that Qt draws fast), and the
 y ranges are fixed (percentages 0-100, memory 0-total) or move only when the
 highest value crosses a round number, so they rarely change; a tick without
 a new sample redraws nothing. The curves are bare PlotCurveItems fed already
@@ -42,7 +43,7 @@ from core.devices.telemetry import TelemetrySampler
 from core.errors import InputError
 from core.units import GIB, format_bytes
 from gui import theme
-from gui.widgets.plots import cache_axes, peak_points
+from gui.widgets.plots import grid_axes, peak_points
 from gui.widgets.tables import fill_table, style_readonly_table
 
 INTERVALS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -153,13 +154,12 @@ class MonitorView(QWidget):
     def _new_plot(self, canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int,
                   timed: bool = True) -> pg.PlotItem:
         """A plot of "seconds ago" (`timed`), or one that shows an empty state."""
-        plot = canvas.addPlot(row=row, col=col, title=f"<span style='color:{theme.TEXT}'>{title}</span>")
+        plot = canvas.addPlot(row=row, col=col, axisItems=grid_axes(), title=f"<span style='color:{theme.TEXT}'>{title}</span>")
         plot.showGrid(x=True, y=True, alpha=0.15)
         plot.setLabel("bottom", "seconds ago")
         plot.getAxis("left").setWidth(48)
         plot.setMouseEnabled(x=False, y=False)
         plot.enableAutoRange(axis="y")
-        cache_axes(plot)
         if timed:
             self._plots.append(plot)
         return plot

@@ -22,6 +22,7 @@ from core.planning.plan import Plan
 from gui import theme
 from gui.plan.groups import group_label, micro_batches_per_replica
 from gui.state import AppState
+from gui.widgets.plots import grid_axes
 from gui.widgets.tables import WhenVisible
 
 MAX_BLOCKS_PER_STAGE = 64  # beyond this the blocks are thinner than a pixel anyway
@@ -41,7 +42,7 @@ class PlanTimeline(pg.PlotWidget):
     """Stage rows (top: stage 0), time along x; binds to the state's plan."""
 
     def __init__(self, state: AppState) -> None:
-        super().__init__()
+        super().__init__(axisItems=grid_axes())
         self.state = state
         self.setMenuEnabled(False)
         self.setMouseEnabled(x=True, y=False)

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from core.training.curves import DEFAULT_SMOOTHING, Curve, RunCurves
 from gui import theme
-from gui.widgets.plots import cache_axes
+from gui.widgets.plots import grid_axes
 
 TRAIN_COLOR = theme.ACCENT
 VAL_COLOR = "#E8743B"
@@ -54,7 +54,6 @@ def new_plot(widget: pg.PlotWidget, left: str) -> pg.PlotItem:
     if left:
         plot.setLabel("left", left)
     plot.getAxis("left").setWidth(52)
-    cache_axes(plot)
     return plot
 
 
@@ -141,7 +140,7 @@ class LossPlot(QWidget):
         self.x_axis_box = QComboBox()
         for key, label in X_AXES.items():
             self.x_axis_box.addItem(label, key)
-        self.widget = pg.PlotWidget(background=theme.SURFACE)
+        self.widget = pg.PlotWidget(background=theme.SURFACE, axisItems=grid_axes())
         self.plot = new_plot(self.widget, "loss")
         set_x_label(self.plot, "step")
         self.legend = self.plot.addLegend(offset=(-8, 8), labelTextColor=theme.TEXT)
@@ -287,7 +286,7 @@ class RatePlot(pg.PlotWidget):
     """Tokens per second of the open run, smoothed like the loss."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, background=theme.SURFACE)
+        super().__init__(parent, background=theme.SURFACE, axisItems=grid_axes())
         self.plot = new_plot(self, "")  # the title names it: the axis keeps its width for the numbers
         self.plot.setTitle(f"<span style='color:{theme.TEXT}'>Tokens / s</span>")
         set_x_label(self.plot, "step")

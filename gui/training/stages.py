@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from core.training.report import RunReport, StageReport
 from gui import theme
-from gui.widgets.plots import cache_axes
+from gui.widgets.plots import grid_axes
 from gui.widgets.tables import fill_table, style_readonly_table
 
 COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted (datasheet)", "Layers", "Idle / step",
@@ -74,13 +74,12 @@ class StageComparison(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.report: RunReport | None = None
-        self.chart = pg.PlotWidget(background=theme.SURFACE)
+        self.chart = pg.PlotWidget(background=theme.SURFACE, axisItems=grid_axes())
         plot = self.chart.getPlotItem()
         plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch: predicted vs measured</span>")
         plot.setLabel("left", "ms")
         plot.getAxis("left").setWidth(52)
         plot.showGrid(y=True, alpha=0.15)
-        cache_axes(plot)
         plot.setMouseEnabled(x=False, y=False)
         legend = plot.addLegend(offset=(-8, 4), labelTextColor=theme.TEXT, colCount=2)
         legend.setBrush(pg.mkBrush(255, 255, 255, 215))
@@ -95,9 +94,17 @@ class StageComparison(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.chart, 3)
         layout.addWidget(self.table, 2)
+        self._draw(None)
 
     def show_report(self, report: RunReport | None) -> None:
-        """Draw a run's report (None: no run)."""
+        """Draw a run's report (None: no run); the same report again draws nothing.
+
+        Every redraw of the curves hands the report over, and setting the bar axis's
+        ticks repaints the chart's axes (about 10 ms), so an unchanged report is skipped."""
+        if report != self.report:
+            self._draw(report)
+
+    def _draw(self, report: RunReport | None) -> None:
         self.report = report
         stages = report.stages if report is not None else ()
         xs = [float(stage.stage) for stage in stages]

@@ -13,7 +13,10 @@ off the GUI thread, then only reads its run directory. Opening a run reads
 its metrics off the GUI thread (gui.training.curves_view). While a run is
 live a timer tails metrics.jsonl every POLL_MS from where that read ended,
 and a single-shot timer redraws at most every REDRAW_MS, and only when rows
-arrived (a hidden tab draws when next shown). An idle view re-reads the run
+arrived (a hidden tab draws when next shown). A redraw paints the loss plot
+first and the rest (tokens/s, stages, figures) a frame later, REST_DELAY_MS
+on, so no frame repaints every plot: while a long run is read, each frame
+stays a few tens of milliseconds. An idle view re-reads the run
 history every HISTORY_MS while shown.
 """
 
@@ -52,6 +55,7 @@ from gui.training.save_hf import HFSaver
 
 POLL_MS = 500
 REDRAW_MS = 100  # at most 10 redraws a second
+REST_DELAY_MS = 40  # after the loss plot's frame: the other plots' own frame
 HISTORY_MS = 3000
 LAUNCH_WAIT_MS = 60_000  # shutdown waits this long for a start in progress
 
@@ -87,9 +91,10 @@ class TrainingView(CurvesView):
         self._default_name = ""
         self.poll_timer = self._timer(POLL_MS, self._poll)
         self.redraw_timer = self._timer(REDRAW_MS, self._redraw, single_shot=True)
+        self.rest_timer = self._timer(REST_DELAY_MS, self._redraw_rest, single_shot=True)
         self.history_timer = self._timer(HISTORY_MS, self._history_tick)
         self.history_timer.start()
-        self.loss_plot.options_changed.connect(self._redraw_rate)  # the loss plot redrew itself
+        self.loss_plot.options_changed.connect(self.rest_timer.start)  # the loss plot redrew itself
         self.start_button.clicked.connect(self.start_training)
         self.stop_button.clicked.connect(self.stop_training)
         self.resume_button.clicked.connect(lambda: self.resume_training())
@@ -207,7 +212,7 @@ class TrainingView(CurvesView):
             return
         self._closed = True
         self.reads.cancel_all()
-        for timer in (self.poll_timer, self.redraw_timer, self.history_timer):
+        for timer in (self.poll_timer, self.redraw_timer, self.rest_timer, self.history_timer):
             timer.stop()
         if self._launch is not None:
             self._launch.wait(LAUNCH_WAIT_MS)
@@ -352,15 +357,19 @@ class TrainingView(CurvesView):
             return
         self._redraw_pending = False
         self.loss_plot.redraw(overlays=False)
-        self._redraw_rate()
+        self.rest_timer.start()
+
+    def _redraw_rest(self) -> None:
+        """Tokens/s, the stage comparison and the figures: what follows the loss plot's frame."""
+        if not self.isVisible():
+            self._redraw_pending = True
+            return
+        self.rate_plot.redraw(self.curves, self.loss_plot.x_axis)
         rows = list(self.curves.recent)
         info = self.info if self.current is not None else None
         self.stages.show_report(run_report(info, rows) if info is not None else None)
         steps = info.steps if info is not None else 0
         self.show_figures(self.curves, self.status, steps, self._is_live() and self.current == self._live)
-
-    def _redraw_rate(self) -> None:
-        self.rate_plot.redraw(self.curves, self.loss_plot.x_axis)
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)

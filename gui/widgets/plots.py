@@ -4,19 +4,57 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsItem
 
+from gui import theme
 
-def cache_axes(plot: pg.PlotItem) -> None:
-    """Keep the left and bottom axes (their ticks, labels and the grid they draw) as pixmaps.
+BEHIND_CURVES_Z = -1.0  # negative: behind the PlotItem that holds the curves (ItemNegativeZStacksBehindParent)
+
+
+class GridAxis(pg.AxisItem):
+    """An axis that is cheap to repaint: kept as a pixmap, its grid lines drawn opaque.
 
     With the grid on, an axis spans the whole plot, so every change of a curve
-    repainted it: replaying its text and lines cost 3 to 7 ms per axis and
-    frame, most of a redraw. Cached, an axis is drawn again only when its range
-    or size changes.
+    repainted it; cached (DeviceCoordinateCache) it is drawn again only when its
+    range or size changes. When it is, the grid dominated: Qt's raster engine
+    draws a semi-transparent aliased line about 20 times slower than an opaque
+    one (55 grid lines: 21 ms against 0.9 ms), so each tick pen's colour is
+    blended onto the plot's background once and drawn opaque. Opaque lines
+    would hide the curves where they cross, and PlotItem stacks its axes above
+    its curves (z 0.5), so this axis stays behind them: it looks as a
+    translucent grid does, on the background under the curves.
     """
-    for axis in ("left", "bottom"):
-        plot.getAxis(axis).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+
+    def __init__(self, orientation: str, background: str = theme.SURFACE) -> None:
+        super().__init__(orientation)
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self._background = QColor(background)
+
+    def setZValue(self, z: float) -> None:
+        super().setZValue(min(z, BEHIND_CURVES_Z))
+
+    def generateDrawSpecs(self, p: QPainter) -> tuple | None:
+        specs = super().generateDrawSpecs(p)
+        if specs is None:
+            return None
+        axis_spec, tick_specs, text_specs = specs
+        return axis_spec, [(self._opaque(pen), start, stop) for pen, start, stop in tick_specs], text_specs
+
+    def _opaque(self, pen: QPen) -> QPen:
+        color, under = pen.color(), self._background
+        alpha = color.alphaF()
+        if alpha >= 1.0:
+            return pen
+        opaque = QPen(pen)
+        opaque.setColor(QColor.fromRgbF(*(alpha * c + (1 - alpha) * b for c, b in (
+            (color.redF(), under.redF()), (color.greenF(), under.greenF()), (color.blueF(), under.blueF())))))
+        return opaque
+
+
+def grid_axes() -> dict[str, GridAxis]:
+    """The left and bottom axes of a plot (`axisItems=` of PlotWidget, PlotItem or addPlot)."""
+    return {"left": GridAxis("left"), "bottom": GridAxis("bottom")}
 
 
 def peak_points(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:

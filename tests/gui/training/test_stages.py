@@ -41,3 +41,18 @@ def test_a_simulated_gpu_stage_says_it_runs_on_the_host_with_the_datasheet_besid
     header = table.horizontalHeaderItem(DATASHEET_COLUMN).text()
     assert header == "Predicted on A100-80GB, RTX4090\n(datasheet)"
     assert view.predicted_bars.opts["height"][0] == 10000.0  # the bars draw what runs
+
+
+def test_the_same_report_again_leaves_the_chart_alone_and_a_new_one_redraws_it(qtbot):
+    view = StageComparison()
+    qtbot.addWidget(view)
+    assert all(view.table.isColumnHidden(c) for c in SYNC_COLUMNS)  # drawn empty from the start
+    ticks_set = []
+    axis = view.chart.getPlotItem().getAxis("bottom")
+    set_ticks = axis.setTicks
+    axis.setTicks = lambda ticks: (ticks_set.append(ticks), set_ticks(ticks))
+    view.show_report(stage_report(_plan(2), _rows(6, sync=True), micro_batches=8))
+    view.show_report(stage_report(_plan(2), _rows(6, sync=True), micro_batches=8))  # equal, built anew
+    assert len(ticks_set) == 1  # the chart's axes were not repainted for the same figures
+    view.show_report(stage_report(_plan(1), _rows(6, sync=False), micro_batches=8))
+    assert len(ticks_set) == 2 and view.table.item(0, 0).text() == "0: cpu#0"

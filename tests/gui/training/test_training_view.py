@@ -164,7 +164,8 @@ def test_reopen_a_past_run_from_the_history(qtbot, make_window, past_runs):
     x, y = view.loss_plot.train_raw.getOriginalDataset()
     assert x.tolist() == list(range(1, 7)) and y.tolist() == pytest.approx(losses)
     assert points(view.loss_plot.val_smooth) == 2  # evaluated at steps 3 and 6
-    assert view.cards["state"].value.text() == "finished" and view.progress.format() == "step 6 / 6"
+    qtbot.waitUntil(lambda: view.cards["state"].value.text() == "finished")  # a frame after the loss plot
+    assert view.progress.format() == "step 6 / 6"
     assert [view.stages.table.item(s, 0).text() for s in range(2)] == ["0: cpu#0", "1: cpu#1"]
     assert all(stage.measured_compute_s and stage.predicted_compute_s for stage in view.stages.report.stages)
     assert view.live_run() is None and not view.poll_timer.isActive()  # a finished run is not polled
@@ -205,7 +206,8 @@ def test_smoothing_log_y_and_the_time_axis(qtbot, make_window, past_runs):
     times = plot.train_raw.getOriginalDataset()[0]
     elapsed = [r["elapsed_s"] for r in read_metrics(past_runs / "fast" / "metrics.jsonl")]
     assert times.tolist() == pytest.approx(elapsed)
-    qtbot.waitUntil(lambda: view.rate_plot.smooth.getOriginalDataset()[0].tolist() == pytest.approx(elapsed))
+    qtbot.waitUntil(lambda: points(view.rate_plot.smooth) and  # drawn a frame after the loss plot
+                    view.rate_plot.smooth.getOriginalDataset()[0].tolist() == pytest.approx(elapsed))
 
 
 def test_start_is_enabled_for_a_model_folder_and_says_why_for_one_it_cannot_train(qtbot, make_window, runs_dir,
@@ -260,10 +262,10 @@ def test_a_live_run_is_followed_through_a_resume_that_drops_rows(qtbot, make_win
     window, view = training_window(make_window, runs_dir)
     assert view.live_run() == run.resolve() and view.poll_timer.isActive()  # reattached
     qtbot.waitUntil(lambda: points(view.loss_plot.train_smooth) == 10)  # drawn once the tab shows
-    assert view.progress.format() == "step 10 / 100"
+    qtbot.waitUntil(lambda: view.progress.format() == "step 10 / 100")  # a frame after the loss plot
     append_rows(run, range(11, 21))
     qtbot.waitUntil(lambda: points(view.loss_plot.train_smooth) == 20)
-    assert view.eta_label.text() == "ETA 8 s"  # 80 steps at 0.1 s
+    qtbot.waitUntil(lambda: view.eta_label.text() == "ETA 8 s")  # 80 steps at 0.1 s
     # a resume keeps the rows up to its checkpoint: the file is replaced, the curve follows
     lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
     replacement = run / "metrics.new"
@@ -309,7 +311,8 @@ def test_close_cancel_leave_then_a_new_window_reattaches_and_close_stops(qtbot, 
     view.open_run(past_runs / "slow")  # looking at a past run: the job is still followed
     assert view.current == (past_runs / "slow").resolve() and view.live_run() == run
     assert view.stop_button.isEnabled() and not view.start_button.isEnabled()
-    assert view.cards["state"].value.text() == "finished" and points(view.loss_plot.train_smooth) == 6
+    assert points(view.loss_plot.train_smooth) == 6
+    qtbot.waitUntil(lambda: view.cards["state"].value.text() == "finished")
 
     first.close_policy = None
     answers = iter(["cancel", "leave"])
