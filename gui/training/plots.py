@@ -57,10 +57,33 @@ def new_plot(widget: pg.PlotWidget, left: str) -> pg.PlotItem:
     return plot
 
 
-def bold(item: pg.PlotDataItem) -> pg.PlotDataItem:
-    """A wide antialiased pen as separate segments: Qt strokes 8000 of them in ~15 ms,
-    the same polyline as one path in ~90 ms (the frame of a million-point run)."""
+# pyqtgraph draws at most this many samples per pixel column of what is in view: a raw curve
+# each column's lowest and highest point (2 per pixel, spikes kept), a smoothed one a point
+# per pixel. Its default (5) drew a long run's 4,000 points a curve in a 500-pixel plot, and
+# the paint of the loss plot with two overlays took 19 ms a frame; with 1, 8-12 ms.
+SAMPLES_PER_PIXEL = 1.0
+
+
+def add_raw(plot: pg.PlotItem, color: QColor, **symbols: object) -> pg.PlotDataItem:
+    """A run's faint raw curve, added to `plot` (peak-downsampled to the pixels shown)."""
+    item = pg.PlotDataItem(pen=pg.mkPen(color, width=1), autoDownsampleFactor=SAMPLES_PER_PIXEL, **symbols)
+    plot.addItem(item)
+    return item
+
+
+def add_smoothed(plot: pg.PlotItem, color: str, width: float, name: str | None = None) -> pg.PlotDataItem:
+    """A run's bold smoothed line, added to `plot`.
+
+    A wide antialiased pen is drawn as separate segments: Qt strokes 8000 of them in ~15 ms,
+    the same polyline as one path in ~90 ms (the frame of a million-point run). The line
+    does not count for the autorange: a smoothed point is an average of raw ones, so it lies
+    within the raw curve's range, and counted (with its wider pen) every new smoothing moved
+    the range, which rebuilt every item and repainted the axes (about 15 ms a frame). Being
+    smooth, it is drawn a point per pixel (every n-th point; peaks are the raw curve's job)."""
+    item = pg.PlotDataItem(pen=pg.mkPen(color, width=width), name=name, autoDownsampleFactor=SAMPLES_PER_PIXEL)
     item.curve.setSegmentedLineMode("on")
+    plot.addItem(item, ignoreBounds=True)
+    item.setDownsampling(auto=True, method="subsample")  # after addItem, which sets the plot's mode
     return item
 
 
@@ -88,13 +111,16 @@ def _spliced(coarse: tuple[np.ndarray, np.ndarray], fine: tuple[np.ndarray, np.n
 
 
 def draw_curve(curve: Curve, raw: pg.PlotDataItem, smooth: pg.PlotDataItem, x_axis: str,
-               detail: Detail | None = None) -> None:
+               detail: Detail | None = None, smooth_only: bool = False) -> None:
+    """Hand a curve's points to its faint raw item and its bold smoothed one
+    (`smooth_only`: the smoothing changed, the raw points did not)."""
     raw_points, smooth_points = curve.raw(x_axis), curve.smooth(x_axis)
     if detail is not None and detail.x_axis == x_axis:
         start = curve.state_before(float(detail.curve.raw(x_axis)[0][0]), x_axis) if len(detail.curve) else None
         raw_points = _spliced(raw_points, detail.curve.raw(x_axis), detail.low, detail.high)
         smooth_points = _spliced(smooth_points, detail.curve.smooth(x_axis, start), detail.low, detail.high)
-    raw.setData(*raw_points)
+    if not smooth_only:
+        raw.setData(*raw_points)
     smooth.setData(*smooth_points)
 
 
@@ -145,11 +171,15 @@ class LossPlot(QWidget):
         set_x_label(self.plot, "step")
         self.legend = self.plot.addLegend(offset=(-8, 8), labelTextColor=theme.TEXT)
         self.legend.setBrush(pg.mkBrush(255, 255, 255, 215))
-        self.train_raw = self.plot.plot(pen=pg.mkPen(faint(TRAIN_COLOR), width=1))
-        self.val_raw = self.plot.plot(pen=pg.mkPen(faint(VAL_COLOR), width=1), symbol="o", symbolSize=5,
-                                      symbolPen=None, symbolBrush=faint(VAL_COLOR, 170))
-        self.train_smooth = bold(self.plot.plot(pen=pg.mkPen(TRAIN_COLOR, width=2.2), name="train loss"))
-        self.val_smooth = bold(self.plot.plot(pen=pg.mkPen(VAL_COLOR, width=2.2), name="val loss"))
+        self.train_raw = add_raw(self.plot, faint(TRAIN_COLOR))
+        self.val_raw = add_raw(self.plot, faint(VAL_COLOR), symbol="o", symbolSize=5,
+                               symbolPen=None, symbolBrush=faint(VAL_COLOR, 170))
+        # The markers are a reduced series already: rebuilding their scatter at every change of the
+        # view range (pyqtgraph's clip-to-view) took 10 ms a frame for a long run's 2,000 evaluations.
+        self.val_raw.setClipToView(False)
+        self.val_raw.setDownsampling(auto=False)
+        self.train_smooth = add_smoothed(self.plot, TRAIN_COLOR, 2.2, "train loss")
+        self.val_smooth = add_smoothed(self.plot, VAL_COLOR, 2.2, "val loss")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(self._options())
@@ -193,7 +223,7 @@ class LossPlot(QWidget):
         self.smoothing_label.setText(f"{self.weight:.2f}")
         for curves in self._all_runs():
             curves.set_weight(self.weight)
-        self.redraw()
+        self.redraw(smooth_only=True)
         self.options_changed.emit()
 
     def _log_toggled(self, on: bool) -> None:
@@ -247,8 +277,8 @@ class LossPlot(QWidget):
         slot = next((i for i in range(len(OVERLAY_COLORS)) if i not in used), len(used) % len(OVERLAY_COLORS))
         color = OVERLAY_COLORS[slot]
         curves.set_weight(self.weight)
-        raw = self.plot.plot(pen=pg.mkPen(faint(color, 55), width=1))
-        smooth = bold(self.plot.plot(pen=pg.mkPen(color, width=2), name=name))
+        raw = add_raw(self.plot, faint(color, 55))
+        smooth = add_smoothed(self.plot, color, 2, name)
         raw.setZValue(-2)
         smooth.setZValue(-1)  # the open run stays on top
         self.overlays[path] = Overlay(name, curves, raw, smooth, slot)
@@ -265,21 +295,22 @@ class LossPlot(QWidget):
         for path in list(self.overlays):
             self.remove_overlay(path)
 
-    def redraw(self, overlays: bool = True) -> None:
+    def redraw(self, overlays: bool = True, smooth_only: bool = False) -> None:
         """Hand the curves their points (a few thousand each: reduced series).
 
         Overlaid runs are finished: after an option change they are redrawn, but a live
-        run's new rows need only its own curves (`overlays=False`)."""
+        run's new rows need only its own curves (`overlays=False`). A new smoothing
+        changes only the smoothed lines (`smooth_only`)."""
         run, x_axis = self.run, self.x_axis
         if run is None:
             for item in (self.train_raw, self.train_smooth, self.val_raw, self.val_smooth):
                 item.setData([], [])
         else:
-            draw_curve(run.loss, self.train_raw, self.train_smooth, x_axis, self.detail)
-            draw_curve(run.val_loss, self.val_raw, self.val_smooth, x_axis)
+            draw_curve(run.loss, self.train_raw, self.train_smooth, x_axis, self.detail, smooth_only)
+            draw_curve(run.val_loss, self.val_raw, self.val_smooth, x_axis, smooth_only=smooth_only)
         if overlays:
             for overlay in self.overlays.values():
-                draw_curve(overlay.curves.loss, overlay.raw, overlay.smooth, x_axis)
+                draw_curve(overlay.curves.loss, overlay.raw, overlay.smooth, x_axis, smooth_only=smooth_only)
 
 
 class RatePlot(pg.PlotWidget):
@@ -290,8 +321,8 @@ class RatePlot(pg.PlotWidget):
         self.plot = new_plot(self, "")  # the title names it: the axis keeps its width for the numbers
         self.plot.setTitle(f"<span style='color:{theme.TEXT}'>Tokens / s</span>")
         set_x_label(self.plot, "step")
-        self.raw = self.plot.plot(pen=pg.mkPen(faint(RATE_COLOR), width=1))
-        self.smooth = bold(self.plot.plot(pen=pg.mkPen(RATE_COLOR, width=2)))
+        self.raw = add_raw(self.plot, faint(RATE_COLOR))
+        self.smooth = add_smoothed(self.plot, RATE_COLOR, 2)
         self._x_axis = "step"
 
     def redraw(self, run: RunCurves | None, x_axis: str) -> None:

@@ -13,10 +13,10 @@ off the GUI thread, then only reads its run directory. Opening a run reads
 its metrics off the GUI thread (gui.training.curves_view). While a run is
 live a timer tails metrics.jsonl every POLL_MS from where that read ended,
 and a single-shot timer redraws at most every REDRAW_MS, and only when rows
-arrived (a hidden tab draws when next shown). A redraw paints the loss plot
-first and the rest (tokens/s, stages, figures) a frame later, REST_DELAY_MS
-on, so no frame repaints every plot: while a long run is read, each frame
-stays a few tens of milliseconds. An idle view re-reads the run
+arrived (a hidden tab draws when next shown). A redraw paints the loss plot,
+then tokens/s, then the stages and figures, each REST_DELAY_MS after the one
+before, so no frame repaints every plot. While a long run is read only the loss
+plot refines; the rest is drawn when the read ends. An idle view re-reads the run
 history every HISTORY_MS while shown.
 """
 
@@ -92,6 +92,7 @@ class TrainingView(CurvesView):
         self.poll_timer = self._timer(POLL_MS, self._poll)
         self.redraw_timer = self._timer(REDRAW_MS, self._redraw, single_shot=True)
         self.rest_timer = self._timer(REST_DELAY_MS, self._redraw_rest, single_shot=True)
+        self.report_timer = self._timer(REST_DELAY_MS, self._redraw_report, single_shot=True)
         self.history_timer = self._timer(HISTORY_MS, self._history_tick)
         self.history_timer.start()
         self.loss_plot.options_changed.connect(self.rest_timer.start)  # the loss plot redrew itself
@@ -212,7 +213,7 @@ class TrainingView(CurvesView):
             return
         self._closed = True
         self.reads.cancel_all()
-        for timer in (self.poll_timer, self.redraw_timer, self.rest_timer, self.history_timer):
+        for timer in (self.poll_timer, self.redraw_timer, self.rest_timer, self.report_timer, self.history_timer):
             timer.stop()
         if self._launch is not None:
             self._launch.wait(LAUNCH_WAIT_MS)
@@ -357,14 +358,18 @@ class TrainingView(CurvesView):
             return
         self._redraw_pending = False
         self.loss_plot.redraw(overlays=False)
-        self.rest_timer.start()
+        if not self.reads.busy("run"):  # while the open run is read, the loss plot alone refines
+            self.rest_timer.start()
 
     def _redraw_rest(self) -> None:
-        """Tokens/s, the stage comparison and the figures: what follows the loss plot's frame."""
+        """Tokens/s, a frame after the loss plot; the stage comparison and the figures a frame later."""
         if not self.isVisible():
             self._redraw_pending = True
             return
         self.rate_plot.redraw(self.curves, self.loss_plot.x_axis)
+        self.report_timer.start()
+
+    def _redraw_report(self) -> None:
         rows = list(self.curves.recent)
         info = self.info if self.current is not None else None
         self.stages.show_report(run_report(info, rows) if info is not None else None)

@@ -84,7 +84,8 @@ def test_a_200k_step_run_opens_while_the_gui_thread_keeps_ticking_and_keeps_its_
     assert len(view.curves.loss) == ROWS and len(x) <= 2 * MAX_BUCKETS  # reduced: memory does not grow with rows
     assert (SPIKE_STEP, 40.0) in zip(x.tolist(), y.tolist())  # the spike survives the reduction
     assert len(drawn(view.loss_plot.val_raw)[0]) == ROWS // 500
-    assert view.progress.format() == f"step {ROWS} / {ROWS}" and view.cards["state"].value.text() == "finished"
+    qtbot.waitUntil(lambda: view.cards["state"].value.text() == "finished")  # drawn after the curves
+    assert view.progress.format() == f"step {ROWS} / {ROWS}"
 
     # zoomed in, the range shown is read again at full resolution
     view.loss_plot.plot.getViewBox().setXRange(150_000, 150_100, padding=0)
