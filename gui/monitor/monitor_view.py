@@ -15,8 +15,8 @@ y ranges are fixed (percentages 0-100, memory 0-total) or move only when the
 highest value crosses a round number, so they rarely change; a tick without
 a new sample redraws nothing. The curves are bare PlotCurveItems fed already
 reduced points: PlotDataItem's per-call bookkeeping (its own downsampling,
-clipping and data bounds) cost as much as the drawing, and took the idle
-Monitor tab from 1.5% to 2.5% of a core.
+clipping and data bounds) cost as much as the drawing; without it the idle
+Monitor tab went from 2.5% to 1.5% of a core.
 """
 
 from __future__ import annotations
