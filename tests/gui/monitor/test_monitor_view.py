@@ -1,6 +1,9 @@
 """The monitor view draws the sampler's history and never more than the window."""
 
+from unittest import mock
+
 import numpy as np
+import psutil
 import pytest
 
 from core.devices.fake_nvml import fake_gateway
@@ -10,8 +13,11 @@ from gui.monitor.monitor_view import MonitorView, nvml_status_text
 
 def filled_sampler(gpus: int, rows: int, interval_s: float = 1.0) -> TelemetrySampler:
     sampler = TelemetrySampler(fake_gateway(gpus), interval_s=interval_s, history_s=3600)
-    for _ in range(rows):
-        sampler.sample_once()
+    # Rows taken back to back would each measure the host's CPU over 0.1 s (the sampler's rule
+    # for a window too short to read): 6 minutes for an hour's rows. The host is not under test.
+    with mock.patch.object(psutil, "cpu_percent", return_value=12.5):
+        for _ in range(rows):
+            sampler.sample_once()
     # Spread the rows one interval apart, as a sampler running that long would.
     for index in sampler.gpu_indices:
         history = sampler.gpu_history(index)
