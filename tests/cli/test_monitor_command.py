@@ -46,9 +46,15 @@ def test_bad_arguments_exit_2(args: tuple[str, str]) -> None:
 
 
 def test_ctrl_c_ends_cleanly() -> None:
-    process = subprocess.Popen([sys.executable, "main.py", "monitor", "--fake-gpus", "2",
-                                "--interval", "0.2"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    # A suite started in the background by a shell without job control (`cmd &`) ignores SIGINT,
+    # and a child inherits an ignored signal: give it the default, as a terminal would.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([sys.executable, "main.py", "monitor", "--fake-gpus", "2",
+                                    "--interval", "0.2"], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert process.stdout is not None
     first = process.stdout.readline()  # running and drawing
     assert "RAM" in first
