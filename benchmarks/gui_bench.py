@@ -14,17 +14,18 @@ the plan goes feasible -> infeasible -> feasible under the hand, `--drags`
 times from the same budget. Target: no stall above 50 ms in the median sweep
 (one sweep's worst frame ranged 28-66 ms on the same code).
 
-The idle part builds the app as main.py does (8 fake NVML GPUs sampled at
-1 Hz, the Monitor and Training tabs), opens a run whose metrics.jsonl holds
+The idle part builds the app as main.py does (8 fake NVML GPUs sampled at 1
+Hz, the Monitor and Training tabs), opens a run whose metrics.jsonl holds
 `--points` steps (a tiny real run, its metrics then replaced by a synthetic
-loss curve) with the same 5 ms tick running: the longest stall while it
-opens (target 50 ms), the time to the first curve (target 1 s) and to the
-full one, and the process's memory (RSS) before, at its peak and after; then
-the longest stall while two copies of the run are overlaid (each read in the
-background), while the x axis switches to training time and back, and while
-the smoothing is swept over all three runs (same target). Then it measures the process's CPU time (every thread: the GUI, the sampler) per
-wall second while nobody touches it, with the Training tab shown and then
-the Monitor tab, three times each; the median counts. Target: 3% of one core.
+loss curve) with the same 5 ms tick running: the longest stall while it opens
+(target 50 ms), the time to the first curve (target 1 s) and to the full one,
+and the process's memory (RSS) before, at its peak and after; then the longest
+stall while two copies of the run are overlaid (each read in the background),
+while the x axis switches to training time and back, and while the smoothing
+is swept over all three runs (same target). Then it measures the process's CPU
+time (every thread: the GUI, the sampler) per wall second while nobody touches
+it, with the Training tab shown and then the Monitor tab, three times each;
+the median counts. Target: 3% of one core.
 
 The parse part times ways to read metrics.jsonl rows into columns on the
 first `--parse-rows` rows of such a file.
@@ -58,6 +59,7 @@ IDLE_REPEATS = 3
 DRAG_REPEATS = 5
 
 
+from cli.numbers import positive_int  # noqa: E402
 from gui.app import freeze_startup_objects  # noqa: E402
 
 
@@ -99,7 +101,11 @@ def drag(window, args: argparse.Namespace, meter: StallMeter) -> dict[str, float
     # down to the low budget and most of the way back, still moving at the release
     positions = [low_x + (full_x - low_x) * abs(math.cos(0.9 * math.pi * i / (moves - 1))) for i in range(moves)]
     solves_before, plans = state.worker.solves, [0]
-    state.plan_changed.connect(lambda: plans.__setitem__(0, plans[0] + 1))
+
+    def count_plan() -> None:
+        plans[0] += 1
+
+    state.plan_changed.connect(count_plan)
     meter.start()
     QTest.mousePress(bar, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(round(full_x), y))
     started = time.perf_counter()
@@ -111,6 +117,7 @@ def drag(window, args: argparse.Namespace, meter: StallMeter) -> dict[str, float
     settled = time.perf_counter()
     wait_until(lambda: False, 0.2)  # a little idle time after the final plan, still measured
     meter.stop()
+    state.plan_changed.disconnect(count_plan)  # the next sweep counts its own
     return {"moves": moves, "requests": moves, "solves": state.worker.solves - solves_before,
             "plans shown": plans[0], "drag s": released - started, "final plan ms": (settled - released) * 1e3}
 
@@ -361,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="how long the drag lasts")
     parser.add_argument("--move-ms", type=float, default=8.0, help="time between mouse moves")
     parser.add_argument("--low", type=float, default=0.55, help="lowest budget reached, as a share of memory")
-    parser.add_argument("--drags", type=int, default=DRAG_REPEATS,
+    parser.add_argument("--drags", type=positive_int, default=DRAG_REPEATS,
                         help="drag: sweeps measured; one sweep's worst frame varies by 2x, so the median counts")
     parser.add_argument("--part", choices=("drag", "idle", "both", "parse"), default="both")
     parser.add_argument("--points", type=int, default=1_000_000, help="idle: steps in the loss curve")
@@ -405,8 +412,8 @@ def drag_part(args: argparse.Namespace) -> int:
     window.close()
     app.processEvents()
     worsts = [max(meter.gaps_ms, default=0.0) for _, meter in sweeps]
-    median = statistics.median(worsts)
-    figures, meter = sweeps[worsts.index(sorted(worsts)[(len(worsts) - 1) // 2])]  # the median sweep
+    median = sorted(worsts)[(len(worsts) - 1) // 2]  # a sweep's own figure (the lower middle of an even count)
+    figures, meter = sweeps[worsts.index(median)]
     rows = [("model / devices", f"{args.model} on {len(state.included_devices)} devices"),
             ("first plan (incl. graph build)", f"{first_plan_s:.1f} s"),
             ("drag", f"{len(sweeps)} sweeps of {figures['moves']} mouse moves over {figures['drag s']:.1f} s"),
