@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sysconfig
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,7 @@ def corpus_files(data: str) -> tuple[Path, list[Path]]:
     """
     if data == STDLIB:
         root = Path(sysconfig.get_paths()["stdlib"])
-        files = sorted(p for p in root.rglob("*.py") if not _SKIP_DIRS & set(p.relative_to(root).parts))
+        files = sorted(p for p in _walk_files(root, _SKIP_DIRS.__contains__) if p.suffix == ".py")
     else:
         root = Path(data).expanduser()
         if not root.exists():
@@ -68,7 +70,8 @@ def corpus_files(data: str) -> tuple[Path, list[Path]]:
                 raise InputError(f"corpus file {data} is not text (it holds binary bytes): "
                                  "give a text file or a folder of them")
             return root, [root]
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p, root) and _is_text(p))
+        files = sorted(p for p in _walk_files(root, _hidden_name)
+                       if not _hidden_name(p.name) and p.is_file() and _is_text(p))
     if not files:
         raise InputError(f"corpus {data} holds no text files")
     return root, files
@@ -163,8 +166,21 @@ def _tail_split(source: str, data: bytes, val_fraction: float, files: int = 1) -
     return Corpus(source, files, data[:cut], data[cut:])
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") or part in _SKIP_DIRS for part in path.relative_to(root).parts)
+def _walk_files(root: Path, skip_folder: Callable[[str], bool]) -> Iterator[Path]:
+    """The files under `root`, never reading a skipped folder or following a linked one.
+
+    Pruning matters: in a Python built with pyenv (CI's, this project's
+    machines), site-packages sits inside the standard library's folder and
+    holds over ten times its files; listing them all and filtering after
+    took 1 to 4 s here, and over 12 minutes on CI beside a busy GUI thread.
+    """
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if not skip_folder(name)]
+        yield from (Path(folder, name) for name in names)
+
+
+def _hidden_name(name: str) -> bool:
+    return name.startswith(".") or name in _SKIP_DIRS
 
 
 def _is_text(path: Path) -> bool:

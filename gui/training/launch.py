@@ -1,43 +1,64 @@
-"""Starting or resuming a run off the GUI thread, and the processes of a job.
+"""Starting or resuming a run, or saving one, in a child process; and the processes of a job.
 
 start_run reads and tokenizes the corpus and plans before the job starts:
-seconds of work that would freeze the window. A LaunchThread runs one such
-call and reports back with queued signals (delivered on the GUI thread).
+seconds of Python work. On a thread of the GUI's process that work held the
+GIL the GUI thread needs for every paint (core.system.child_call says what it
+cost), so it runs in a spawned child. A LaunchThread starts that child, waits
+on its pipe (a wait that holds no GIL) and reports with queued signals,
+delivered on the GUI thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import multiprocessing
+from collections.abc import Iterable
+from multiprocessing.connection import Connection
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from core.errors import InputError
-
-# called with `emit` for progress lines; its result (a RunHandle, a saved folder...) is the caller's: Any
-Action = Callable[[Callable[[str], None]], Any]
+from core.system.child_call import Call, one_line, serve_call
 
 
 class LaunchThread(QThread):
-    """Runs `action(emit)` once: `succeeded(result)` or `failed(one line)`; `progress(line)` meanwhile."""
+    """Runs `call` in a child: `succeeded(result)` or `failed(one line)`; `progress(line)` meanwhile."""
 
     succeeded = Signal(object)
     failed = Signal(str)
     progress = Signal(str)
 
-    def __init__(self, action: Action, parent: QObject | None = None) -> None:
+    def __init__(self, call: Call, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._action = action
+        self._call = call
 
     def run(self) -> None:
         try:
-            result = self._action(self.progress.emit)
-        except InputError as error:
-            self.failed.emit(str(error))
-        except Exception as error:  # a bug or an OS error: still one line, never a dead thread
-            self.failed.emit(" ".join(f"{type(error).__name__}: {error}".split()))
-        else:
-            self.succeeded.emit(result)
+            kind, payload = self._run_child()
+        except Exception as error:  # e.g. an argument that does not pickle: a bug, still one line
+            kind, payload = "error", one_line(error)
+        (self.succeeded if kind == "done" else self.failed).emit(payload)
+
+    def _run_child(self) -> tuple[str, object]:
+        context = multiprocessing.get_context("spawn")  # never a fork of a process running Qt threads
+        receiver, sender = context.Pipe(duplex=False)
+        # not a daemon: the app's exit waits for a start it asked for rather than cut it short
+        child = context.Process(target=serve_call, args=(sender, self._call), name="allot-launch")
+        with receiver:
+            with sender:  # closed here once started: the child holds the only writing end, so its death ends recv()
+                child.start()
+            outcome = self._relay(receiver)
+        child.join()
+        return outcome or ("error", f"the process preparing it ended without a word (exit code {child.exitcode})")
+
+    def _relay(self, receiver: Connection) -> tuple[str, object] | None:
+        """Emit the child's progress lines; its outcome, or None when it died first."""
+        try:
+            while True:
+                kind, payload = receiver.recv()
+                if kind != "progress":
+                    return kind, payload
+                self.progress.emit(payload)
+        except EOFError:
+            return None
 
 
 def job_pids(pids: Iterable[int]) -> tuple[int, ...]:

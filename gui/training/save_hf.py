@@ -1,6 +1,6 @@
 """The Training tab's "Save as HF…": a finished or stopped HF run's latest
 checkpoint as a Hugging Face model folder (core.training.hf_export), written
-off the GUI thread."""
+by a child process (gui.training.launch)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog, QPushButton, QWidget
 
 from core.errors import InputError
+from core.system.child_call import Call
 from gui.training.launch import LaunchThread
 
 Say = Callable[[str, bool], bool]
@@ -32,7 +33,7 @@ def is_hf_run_with_checkpoint(run_dir: Path | None) -> bool:
 
 
 class HFSaver(QObject):
-    """Owns the button: enabled for a saveable run, asks for a new folder, saves in a thread."""
+    """Owns the button: enabled for a saveable run, asks for a new folder, saves in a child process."""
 
     def __init__(self, button: QPushButton, say: Say, parent: QWidget) -> None:
         super().__init__(parent)
@@ -60,8 +61,7 @@ class HFSaver(QObject):
                 return False
         from core.training.hf_export import export_run
 
-        target = out
-        thread = LaunchThread(lambda _emit: export_run(run, target), self)
+        thread = LaunchThread(Call(export_run, (run, out)), self)
         thread.succeeded.connect(self._saved)
         thread.failed.connect(self._failed)
         self._thread = thread

@@ -8,9 +8,10 @@
     │ Runs in ./runs: Compare · Run · State · Step · Last loss · ...  [Open]       │
     └──────────────────────────────────────────────────────────────────────────────┘
 
-Training is a separate process (core.training.launcher): this view starts it
-off the GUI thread, then only reads its run directory. Opening a run reads
-its metrics off the GUI thread (gui.training.curves_view). While a run is
+Training is a separate process (core.training.launcher): this view prepares
+and starts it from a child process (gui.training.launch), then only reads its
+run directory. Opening a run reads its metrics in the reader process
+(gui.training.curves_view). While a run is
 live a timer tails metrics.jsonl every POLL_MS from where that read ended,
 and a single-shot timer redraws at most every REDRAW_MS, and only when rows
 arrived (a hidden tab draws when next shown). A redraw paints the loss plot,
@@ -30,6 +31,7 @@ from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
 from core.errors import InputError
+from core.system.child_call import Call
 from core.training.app_request import (
     check_run_name,
     default_run_name,
@@ -50,7 +52,7 @@ from core.training.run_dir import RUNNING, RunStatus
 from core.training.run_info import RunInfo, read_run_info, run_report
 from gui.state import AppState
 from gui.training.curves_view import CurvesView
-from gui.training.launch import Action, LaunchThread, job_pids
+from gui.training.launch import LaunchThread, job_pids
 from gui.training.save_hf import HFSaver
 
 POLL_MS = 500
@@ -123,7 +125,7 @@ class TrainingView(CurvesView):
     # -- public ----------------------------------------------------------------------
 
     def start_training(self) -> bool:
-        """Start a run of the current model, setup and plan (prepared off the GUI thread).
+        """Start a run of the current model, setup and plan (prepared in a child process).
 
         Returns whether it is being started; otherwise the message line says why.
         """
@@ -139,12 +141,7 @@ class TrainingView(CurvesView):
                                   str(self.engine_box.currentData()), self.data)
         except InputError as error:
             return self._say(str(error), error=True)
-        run_dir = self.runs_dir / name
-
-        def start(emit: Callable[[str], None]) -> RunHandle:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            return start_run(config, run_dir, devices.plan, emit=emit)
-
+        start = Call(start_run, (config, self.runs_dir / name, devices.plan), takes_emit=True)
         return self._launch_with(start, f"Preparing {name}…")
 
     def stop_training(self) -> bool:
@@ -174,7 +171,7 @@ class TrainingView(CurvesView):
             return self._say(str(error), error=True)
         wanted = self.steps_box.value()
         steps = wanted if wanted > info.steps else None
-        return self._launch_with(lambda emit: resume_run(path, steps), f"Resuming {path.name}…")
+        return self._launch_with(Call(resume_run, (path, steps)), f"Resuming {path.name}…")
 
     def open_run(self, run_dir: Path | str | None) -> bool:
         """Show a run: its curves, stages and status; follow it while it runs."""
@@ -241,10 +238,10 @@ class TrainingView(CurvesView):
 
     # -- launching -----------------------------------------------------------------------
 
-    def _launch_with(self, action: Action, message: str) -> bool:
+    def _launch_with(self, call: Call, message: str) -> bool:
         if self._launch is not None:
             return self._say("A run is being prepared: wait for it.", error=True)
-        launch = LaunchThread(action, self)
+        launch = LaunchThread(call, self)
         # bound methods of this widget: queued to the GUI thread (a bare lambda would run on the worker's)
         launch.progress.connect(self._launch_progress)
         launch.succeeded.connect(self._launched)

@@ -1,10 +1,13 @@
 """Corpus, split, tokenizers and the stateless batch sampler."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from core.errors import InputError
+from core.training import data as data_module
 from core.training.config import STDLIB
 from core.training.data import (
     TokenData,
@@ -22,6 +25,41 @@ def test_the_standard_library_is_a_corpus_on_every_machine():
     assert all(path.suffix == ".py" and "site-packages" not in path.parts for path in files)
     assert sum(path.stat().st_size for path in files) > 5_000_000
 
+
+
+def opened_folders(monkeypatch) -> list[str]:
+    """Every folder os.scandir lists from now on (os.walk lists through it)."""
+    opened: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path):
+        opened.append(os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return opened
+
+
+def test_the_standard_library_corpus_never_lists_the_packages_installed_inside_it(tmp_path, monkeypatch):
+    # pyenv's layout: lib/python3.X/site-packages holds ten times the standard library's files
+    for name in ("os.py", "json/decoder.py", "json/__pycache__/decoder.py",
+                 "site-packages/torch/nn.py", "site-packages/torch/lib/deep/more.py", "README.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    monkeypatch.setattr(data_module.sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
+    opened = opened_folders(monkeypatch)
+    assert corpus_files(STDLIB) == (tmp_path, [tmp_path / "json/decoder.py", tmp_path / "os.py"])
+    assert sorted(opened) == [str(tmp_path), str(tmp_path / "json")]
+
+
+def test_a_folder_corpus_never_lists_hidden_folders(tmp_path, monkeypatch):
+    (tmp_path / ".git/objects").mkdir(parents=True)
+    (tmp_path / ".git/objects/pack.txt").write_text("not a document\n")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes/a.txt").write_text("a document\n")
+    opened = opened_folders(monkeypatch)
+    assert corpus_files(str(tmp_path)) == (tmp_path, [tmp_path / "notes/a.txt"])
+    assert sorted(opened) == [str(tmp_path), str(tmp_path / "notes")]
 
 def test_a_folder_splits_by_file_deterministically(tmp_path):
     folder = tmp_path / "texts"
