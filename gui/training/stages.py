@@ -76,17 +76,16 @@ class StageComparison(QWidget):
         self.report: RunReport | None = None
         self.chart = pg.PlotWidget(background=theme.SURFACE, axisItems=grid_axes())
         plot = self.chart.getPlotItem()
-        plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch: predicted vs measured</span>")
+        # the title's coloured squares are the legend: a legend box sat over the bars of a one-stage run
+        plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch: "
+                      f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted vs "
+                      f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>")
         plot.setLabel("left", "ms")
         plot.getAxis("left").setWidth(52)
         plot.showGrid(y=True, alpha=0.15)
         plot.setMouseEnabled(x=False, y=False)
-        legend = plot.addLegend(offset=(-8, 4), labelTextColor=theme.TEXT, colCount=2)
-        legend.setBrush(pg.mkBrush(255, 255, 255, 215))
-        self.predicted_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=PREDICTED_COLOR, pen=None,
-                                              name="predicted")
-        self.measured_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=MEASURED_COLOR, pen=None,
-                                             name="measured")
+        self.predicted_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=PREDICTED_COLOR, pen=None)
+        self.measured_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=MEASURED_COLOR, pen=None)
         plot.addItem(self.predicted_bars)
         plot.addItem(self.measured_bars)
         self.table = style_readonly_table(QTableWidget(0, len(COLUMNS)), COLUMNS)
