@@ -31,6 +31,7 @@ from gui.plan.plan_view import MetricCard
 from gui.training.history import STATE_COLORS, RunHistory
 from gui.training.plots import LossPlot, RatePlot
 from gui.training.stages import StageComparison
+from gui.widgets.elided_label import ElidedLabel
 
 DEFAULT_STEPS = 200
 MAX_STEPS = 10_000_000
@@ -69,7 +70,7 @@ class TrainingPanels(QWidget):
         self.progress.setFormat("no run")
         self.eta_label = QLabel("—")
         self.eta_label.setObjectName("metricName")
-        self.run_title = QLabel("No run open: start one, or open one from the history below.")
+        self.run_title = ElidedLabel("No run open: start one, or open one below.")
         self.run_title.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
         self.read_progress = QProgressBar()  # reading a long run's metrics (shown only then)
         self.read_progress.setRange(0, 1000)

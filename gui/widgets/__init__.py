@@ -1,1 +1,1 @@
-"""Small reusable widgets: read-only tables, the banner, metric cards."""
+"""Small reusable widgets: read-only tables, the banner, metric cards, a label that elides."""
