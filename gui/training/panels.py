@@ -70,7 +70,7 @@ class TrainingPanels(QWidget):
         self.progress.setFormat("no run")
         self.eta_label = QLabel("—")
         self.eta_label.setObjectName("metricName")
-        self.run_title = ElidedLabel("No run open: start one, or open one below.")
+        self.run_title = ElidedLabel("No run: start one, or open one below.")
         self.run_title.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
         self.read_progress = QProgressBar()  # reading a long run's metrics (shown only then)
         self.read_progress.setRange(0, 1000)

@@ -77,10 +77,10 @@ class StageComparison(QWidget):
         self.chart = pg.PlotWidget(background=theme.SURFACE, axisItems=grid_axes())
         plot = self.chart.getPlotItem()
         # the title's coloured squares are the legend: a legend box sat over the bars of a one-stage run
-        plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute: "
-                      f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted vs "
+        plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch: "
+                      f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted "
                       f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>")
-        plot.setLabel("left", "ms per micro-batch")
+        plot.setLabel("left", "ms")
         plot.getAxis("left").setWidth(52)
         plot.showGrid(y=True, alpha=0.15)
         plot.setMouseEnabled(x=False, y=False)
