@@ -11,14 +11,14 @@
 Training is a separate process (core.training.launcher): this view prepares
 and starts it from a child process (gui.training.launch), then only reads its
 run directory. Opening a run reads its metrics in the reader process
-(gui.training.curves_view). While a run is
-live a timer tails metrics.jsonl every POLL_MS from where that read ended,
-and a single-shot timer redraws at most every REDRAW_MS, and only when rows
-arrived (a hidden tab draws when next shown). A redraw paints the loss plot,
-then tokens/s, then the stages and figures, each REST_DELAY_MS after the one
-before, so no frame repaints every plot. While a long run is read only the loss
-plot refines; the rest is drawn when the read ends. An idle view re-reads the run
-history every HISTORY_MS while shown.
+(gui.training.curves_view). While a run is live a timer tails metrics.jsonl
+every POLL_MS from where that read ended, and a single-shot timer redraws at
+most every REDRAW_MS, and only when rows arrived (a hidden tab draws when next
+shown). A redraw paints the loss plot, then tokens/s, then the stages and
+figures, each REST_DELAY_MS after the one before, so no frame repaints every
+plot. While a long run is read only the loss plot refines; the rest is drawn
+when the read ends. An idle view re-reads the run history every HISTORY_MS
+while shown.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def refusing(path: str) -> None:
 
 
 def crashing() -> None:
-    raise KeyError("stage\n 3")
+    raise ValueError("no stage\n   3 in the plan")
 
 
 def messages(call: Call) -> list[tuple[str, object]]:
@@ -45,7 +45,7 @@ def test_a_call_without_emit_gets_its_keyword_arguments_only():
 def test_bad_input_is_its_own_line_and_a_bug_is_named_on_one_line():
     assert messages(Call(refusing, ("runs/nano",))) == [
         ("error", "run directory runs/nano already holds another run")]
-    assert messages(Call(crashing)) == [("error", "KeyError: 'stage\\n 3'")]
+    assert messages(Call(crashing)) == [("error", "ValueError: no stage 3 in the plan")]
 
 
 def test_a_missing_emit_parameter_is_a_bug_reported_not_a_hang():
