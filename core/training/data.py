@@ -172,7 +172,8 @@ def _walk_files(root: Path, skip_folder: Callable[[str], bool]) -> Iterator[Path
     Pruning matters: in a Python built with pyenv (CI's, this project's
     machines), site-packages sits inside the standard library's folder and
     holds over ten times its files; listing them all and filtering after
-    took 1 to 4 s here, and over 12 minutes on CI beside a busy GUI thread.
+    took 0.7 s here (3.9 s with a cold disk cache; 0.02 s pruned), and was
+    still running after 12 minutes on CI, on a thread beside the GUI's.
     """
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = [name for name in subfolders if not skip_folder(name)]
