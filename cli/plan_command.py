@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = parser.add_argument_group("output")
     how.add_argument("--no-cache", action="store_true",
                      help="measure the model again: neither read nor write the cache of layer graphs")
-    out.add_argument("--json", action="store_true", help="print the plan as JSON (DESIGN.md's answer format) only")
+    out.add_argument("--json", action="store_true", help="print the plan as JSON (docs/design.md's answer format) only")
     out.add_argument("--no-compare", action="store_true", help="skip the side-by-side baselines")
     out.add_argument("--export-problem", metavar="FILE", help="write the explicit problem that was solved")
     out.add_argument("--export", nargs=2, metavar=("FORMAT", "FILE"),

@@ -1,4 +1,4 @@
-"""Allot's core: everything that is not Qt (DESIGN.md, "Layout").
+"""Allot's core: everything that is not Qt (docs/architecture.md, "Module map").
 
     devices/   NVML gateway and its fake, catalog, host speed, inventory, telemetry
     model/     the built-in GPT, HF configs, model choice, meta-device measuring, the layer graph

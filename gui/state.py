@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the graph arrives built; the app imports networkx only wher
 
     from core.devices.host_speed import Remeasured
 
-REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (DESIGN.md: views redraw at 10-20 Hz)
+REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (docs/design.md, "How data flows": 10-20 Hz)
 
 
 class AppState(QObject):

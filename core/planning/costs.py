@@ -1,10 +1,10 @@
-"""The canonical cost model of DESIGN.md: one definition that every solver,
+"""The canonical cost model of docs/design.md ("Cost model v1"): one definition that every solver,
 baseline and report uses, so plans are compared on the same scale.
 
 A placement is a sequence of stages in pipeline order, each a device index
 (or a group of d device indices, one per data-parallel replica: cost model
 v2) and the indices of the layers it runs. For a chain split into contiguous
-ranges this is exactly DESIGN.md's model; for other graphs or placements a
+ranges this is exactly docs/design.md's model; for other graphs or placements a
 stage sends each output that another stage reads once to each such stage.
 """
 
@@ -99,7 +99,7 @@ def state_bytes(split: tuple[float, float, float], params: float, largest_layer_
 
 def sync_time_s(setup: Setup, split: tuple[float, float, float], params: float, replicas: int, zero: int,
                 bandwidth_gbps: float) -> float:
-    """A stage group's exchange once per step (DESIGN.md, cost model v2).
+    """A stage group's exchange once per step (docs/design.md, "Cost model v2").
 
     Training: all-reduce of the gradients (z <= 2), or for z = 3 the weights
     gathered for forward and again for backward plus the gradients

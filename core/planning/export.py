@@ -43,7 +43,7 @@ class NodeCommand:
 
 
 def plan_json(plan: Plan) -> str:
-    """The plan in DESIGN.md's answer format, as `main.py plan --json` writes it."""
+    """The plan in docs/design.md's "The answer format", as `main.py plan --json` writes it."""
     return json.dumps(plan.to_dict(), indent=2) + "\n"
 
 

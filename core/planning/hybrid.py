@@ -1,6 +1,6 @@
 """The exact hybrid solver: the least step time over data parallelism x pipeline stages.
 
-Cost model v2 (DESIGN.md) gives T = sum_s t_s + (m' - 1) max_s t_s + max_s sync_s
+Cost model v2 (docs/design.md) gives T = sum_s t_s + (m' - 1) max_s t_s + max_s sync_s
 with m' = m / d. For each d (the one asked, or every divisor of m with
 "auto") and caps tau on every stage time and sigma on every group sync, the
 least sum of stage times is a dynamic program (core.planning.hybrid_program).

@@ -1,7 +1,7 @@
 """Costs of every contiguous range of layers on every kind of device group (cost model v2).
 
 A stage of a hybrid plan runs on a group of d devices, one per replica. Under
-DESIGN.md's v2 model a group costs what its weakest members allow: compute at
+docs/design.md's "Cost model v2" a group costs what its weakest members allow: compute at
 the least TFLOP/s, memory within the least budget, sync and links at the
 least bandwidth. So a group is fully described by how many devices it takes
 from each class of interchangeable devices (a multiset, not a permutation)

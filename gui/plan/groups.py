@@ -1,4 +1,4 @@
-"""Data-parallel groups as the plan views show them (DESIGN.md, cost model v2).
+"""Data-parallel groups as the plan views show them (docs/design.md, "Cost model v2").
 
 A stage runs on a group of d devices, one per replica (replica r is the r-th
 device of every group). With d = 1 a group is one device and every text here

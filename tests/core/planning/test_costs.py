@@ -1,4 +1,4 @@
-"""The canonical cost model of DESIGN.md, checked against hand arithmetic."""
+"""The canonical cost model of docs/design.md ("Cost model v1"), checked against hand arithmetic."""
 
 import pytest
 
