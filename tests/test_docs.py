@@ -140,3 +140,34 @@ def test_the_module_map_names_every_module():
     modules = [path for folder in ("core", "gui", "cli") for path in sorted((ROOT / folder).rglob("*.py"))
                if path.name != "__init__.py"]
     assert [str(path.relative_to(ROOT)) for path in modules if path.stem not in named] == []
+
+
+CITATION = re.compile(r"""docs/([\w-]+\.md)(?:, |'s | \()?(?:"([^"]+)")?""")
+
+
+def test_what_the_code_cites_in_docs_exists():
+    # Docstrings and comments cite docs/<page>.md, often with a section: 'docs/design.md,
+    # "Cost model v2"'. The page and the section exist.
+    problems = []
+    sources = [path for folder in ("core", "gui", "cli", "benchmarks", "tests")
+               for path in sorted((ROOT / folder).rglob("*.py"))] + [ROOT / "main.py", ROOT / "pyproject.toml"]
+    titles = {page.name: _heading_titles(page) for page in (ROOT / "docs").glob("*.md")}
+    cited = 0
+    for path in sources:
+        if path.name == "test_docs.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for page, section in CITATION.findall(line):
+                cited += 1
+                where = f"{path.relative_to(ROOT)}:{number}"
+                if page not in titles:
+                    problems.append(f"{where}: docs/{page} does not exist")
+                elif section and section not in titles[page]:
+                    problems.append(f"{where}: docs/{page} has no section '{section}'")
+    assert problems == []
+    assert cited >= 20  # the citations are found at all
+
+
+def _heading_titles(path: Path) -> set[str]:
+    return {m.group(1).replace("`", "") for _, line in prose_lines(path.read_text(encoding="utf-8"))
+            if (m := re.match(r"^#{1,6}\s+(.*?)\s*$", line))}
