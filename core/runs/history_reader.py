@@ -6,8 +6,8 @@ A finished run of a million steps is 150 MB of JSON lines. `read_history`
 1. Preview: one line at each of PREVIEW_SAMPLES evenly spaced byte offsets,
    and the newest rows from the end of the file: a coarse whole curve and the
    run's figures within milliseconds.
-2. Blocks of BLOCK_BYTES, each parsed into columns (core.training.columns)
-   and added to reduced series (core.training.reduced): memory stays bounded.
+2. Blocks of BLOCK_BYTES, each parsed into columns (core.runs.columns)
+   and added to reduced series (core.runs.reduced): memory stays bounded.
    Every `snapshot_s` it emits what it has (the read part, and the preview
    beyond it), so the curve refines from left to right.
 3. While reading, `ByteIndex` notes where blocks start (step, time, byte
@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from core.training.columns import (
+from core.runs.columns import (
     ClockState,
     Columns,
     Floats,
@@ -40,8 +40,8 @@ from core.training.columns import (
     parse_lines,
     training_times,
 )
-from core.training.curves import DEFAULT_SMOOTHING, RECENT_ROWS, RunCurves
-from core.training.reduced import MAX_BUCKETS
+from core.runs.curves import DEFAULT_SMOOTHING, RECENT_ROWS, RunCurves
+from core.runs.reduced import MAX_BUCKETS
 
 BLOCK_BYTES = 256 * 1024
 PREVIEW_SAMPLES = 1024
