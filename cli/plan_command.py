@@ -136,7 +136,7 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
 
 
 def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
-    from core.planning.devices import resolve_devices
+    from core.planning.device_resolution import resolve_devices
     from core.planning.front_door import build_problem
 
     spec = model_spec_from_args(args)
@@ -165,7 +165,7 @@ def _discover_for(args: argparse.Namespace) -> Any:
 def model_spec_from_args(args: argparse.Namespace) -> Any:
     """The model named by --model, or a custom GPT from --layers/--d-model/--heads."""
     from core.model.config import GPTSize, ModelChoice
-    from core.model.spec import resolve_choice, resolve_model
+    from core.model.model_spec import resolve_choice, resolve_model
 
     if args.layers or args.d_model or args.heads:
         if args.model and args.model != "custom":

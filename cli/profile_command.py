@@ -30,14 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cli.train_command import build_model_and_setup
     from core.errors import InputError
-    from core.planning.devices import resolve_devices
+    from core.planning.device_resolution import resolve_devices
     from core.training.config import TrainConfig
     from core.training.engine.profile import measure_profile, save_profile
     from core.training.runner import trainable_model
 
     if args.repeats < 1:
         raise InputError(f"repeats must be 1 or more, got {args.repeats}")
-    from core.model.spec import resolve_choice
+    from core.model.model_spec import resolve_choice
     from core.training.hf_prepare import hf_source
 
     model, custom, setup = build_model_and_setup(args)

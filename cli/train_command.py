@@ -155,7 +155,7 @@ def _check_save_hf(args: argparse.Namespace, out: str) -> None:
 
         is_hf = RunContext.load(args.resume).hf is not None
     else:
-        from core.model.spec import resolve_model
+        from core.model.model_spec import resolve_model
 
         is_hf = _given(args, "model") is not None and resolve_model(args.model).gpt is None
     if not is_hf:
@@ -233,7 +233,7 @@ def resolve_precision(precision: str, devices: str) -> str:
     (CPU and simulated GPUs train in fp32: the plan describes what runs)."""
     if precision != "auto":
         return precision
-    from core.planning.devices import parse_device_spec
+    from core.planning.device_resolution import parse_device_spec
 
     names = [request.name.lower() for request in parse_device_spec(devices)]
     if not all(name == "auto" or name.startswith("cuda:") for name in names):
@@ -306,7 +306,7 @@ def _print_detached_help(run_dir: Path) -> None:
 
 def _print_node_commands(run_dir: Path) -> None:
     from core.training.engine.context import RunContext
-    from core.training.engine.pipeline import node_commands
+    from core.training.engine.pipeline_launch import node_commands
 
     context = RunContext.load(run_dir)
     print("this machine's job runs torchrun as below; each machine runs `main.py train` with its "
@@ -317,7 +317,7 @@ def _print_node_commands(run_dir: Path) -> None:
 
 def _model_context(model: str, custom: Any) -> int:
     from core.model.config import ModelChoice
-    from core.model.spec import resolve_choice
+    from core.model.model_spec import resolve_choice
 
     spec = resolve_choice(ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model))
     return spec.context_length or DEFAULT_HF_SEQ_LEN

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QApplication
 
 from core.devices.telemetry import TelemetrySampler
 from core.errors import InputError
-from core.planning import jobs as plan_jobs
+from core.planning import planning_process as plan_jobs
 from core.project import (
     Project,
     entries_from_inventory,

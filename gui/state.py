@@ -24,8 +24,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from core.devices.stand_ins import missing_devices, stand_ins
 from core.errors import InputError
 from core.model.config import ModelChoice
-from core.model.spec import ModelSpec
-from core.planning.devices import DeviceEntry
+from core.model.model_spec import ModelSpec
+from core.planning.device_resolution import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup

@@ -20,7 +20,7 @@ from typing import Any
 
 from core.devices import nvml_gateway as nv
 from core.devices.catalog import load_catalog
-from core.devices.spec import parse_device_spec
+from core.devices.device_requests import parse_device_spec
 from core.errors import InputError
 
 DEFAULT_PCIE_GBPS = 16.0  # PCIe 3 x16, assumed where NVML cannot say

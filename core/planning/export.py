@@ -9,7 +9,7 @@ K = d * S / nnodes.
 
 Several hosts rendezvous statically: c10d ignores --node-rank and orders
 hosts by arrival, while each host must always get the same stages (its run
-directory holds their checkpoints), as core.training.engine.pipeline does.
+directory holds their checkpoints), as core.training.engine.pipeline_launch does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from core.errors import InputError
 from core.planning.plan import Plan, replica_and_stage
 
-WORKER_MODULE = "core.training.pipeline_worker"  # the stage process torchrun starts
+WORKER_MODULE = "core.training.engine.pipeline_worker"  # the stage process torchrun starts
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """The front door to planning: model choice + device choice + setup -> problem -> plan.
 
-The CLI (cli/plan_command.py), the app (core.planning.jobs, in its planning
+The CLI (cli/plan_command.py), the app (core.planning.planning_process, in its planning
 process) and the training runner (core.training.runner) all plan through these
 functions, so they agree on what was solved:
 
-    resolve_choice(ModelChoice)                      core.model.spec: the ModelSpec
-    resolve_devices("2xA100-80GB" | DeviceEntry...)   core.planning.devices: the Devices
+    resolve_choice(ModelChoice)                      core.model.model_spec: the ModelSpec
+    resolve_devices("2xA100-80GB" | DeviceEntry...)   core.planning.device_resolution: the Devices
     build_problem(spec, setup, devices)              the explicit Problem
     plan_model(model, setup, devices, solver)        all of it, solved: a Planned
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.model.config import ModelChoice
-from core.model.spec import ModelSpec, resolve_choice
-from core.planning.devices import DeviceEntry, resolve_devices
+from core.model.model_spec import ModelSpec, resolve_choice
+from core.planning.device_resolution import DeviceEntry, resolve_devices
 from core.planning.plan import Plan
 from core.planning.problem import Device, Problem
 from core.planning.setup import TrainingSetup

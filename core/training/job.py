@@ -129,7 +129,7 @@ def _run_local(context: RunContext, follower: StatusFollower) -> str:
 
 
 def _run_pipeline(context: RunContext, follower: StatusFollower) -> str:
-    from core.training.engine.pipeline import launch_workers
+    from core.training.engine.pipeline_launch import launch_workers
 
     paths = context.paths
     tail = MetricsTail(paths.metrics)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from core.devices.catalog import load_catalog
 from core.errors import InputError
-from core.planning.devices import DeviceEntry, speed_and_source
+from core.planning.device_resolution import DeviceEntry, speed_and_source
 from core.units import format_bytes
 from gui import theme
 from gui.state import AppState

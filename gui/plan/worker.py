@@ -3,7 +3,7 @@
 One QThread holds a single "pending" slot. `submit` replaces whatever is
 waiting there, so while a budget is dragged the worker always solves the
 latest budgets and skips the ones it had no time for. The work itself runs
-in the planning process (core.planning.jobs): the thread only waits for it, with
+in the planning process (core.planning.planning_process): the thread only waits for it, with
 the GIL released, so the GUI thread never competes with a solver. Results
 come back as queued signals (the QThread object lives in the GUI thread),
 tagged with their request id; AppState keeps only answers newer than the one
@@ -29,9 +29,9 @@ from PySide6.QtCore import QThread, Signal
 
 from core.errors import InputError
 from core.model.config import ModelChoice
-from core.model.spec import ModelSpec
-from core.planning import jobs as plan_jobs
-from core.planning.devices import DeviceEntry
+from core.model.model_spec import ModelSpec
+from core.planning import planning_process as plan_jobs
+from core.planning.device_resolution import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup

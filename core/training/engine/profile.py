@@ -144,10 +144,10 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
     """
     import torch
 
-    from core.model.spec import ModelSpec
+    from core.model.model_spec import ModelSpec
     from core.planning.costs import work_factor
     from core.planning.front_door import build_problem
-    from core.training.engine.pipeline import threads_per_process
+    from core.training.engine.pipeline_launch import threads_per_process
 
     spec = (ModelSpec(name=name, hf_config_json=gpt.config_json) if isinstance(gpt, HFModelSource)
             else ModelSpec(name=name, gpt=gpt))

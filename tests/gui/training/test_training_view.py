@@ -17,7 +17,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from core.model.config import ModelChoice
-from core.planning.devices import DeviceEntry
+from core.planning.device_resolution import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.project import Project
 from core.runs.smoothing import debiased_ema

@@ -2,7 +2,7 @@
 
 One host:   python -m core.training.engine.loopback_run --nproc-per-node d*S --nnodes 1
                 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT --local-addr 127.0.0.1
-                -m core.training.pipeline_worker RUN_DIR
+                -m core.training.engine.pipeline_worker RUN_DIR
             (torchrun with every listening socket on 127.0.0.1, and GLOO_SOCKET_IFNAME=lo)
 Many hosts: the same with --nnodes N --node-rank R --rdzv-endpoint HOST:PORT on each
             host, with the static rendezvous: c10d ignores --node-rank and orders
@@ -54,7 +54,7 @@ def torchrun_command(run_dir: Path, config: TrainConfig, processes: int, endpoin
         command += ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--local-addr", "127.0.0.1"]
     else:
         command += ["--node-rank", str(config.node_rank), "--rdzv-backend", "static", "--rdzv-endpoint", endpoint]
-    return command + ["--max-restarts", "0", "-m", "core.training.pipeline_worker", str(run_dir)]
+    return command + ["--max-restarts", "0", "-m", "core.training.engine.pipeline_worker", str(run_dir)]
 
 
 def node_commands(run_dir: Path, config: TrainConfig, processes: int) -> list[str]:

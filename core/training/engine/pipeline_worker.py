@@ -1,6 +1,6 @@
 """One pipeline stage of one replica per process: the entry point torchrun starts.
 
-    python -m torch.distributed.run --nproc-per-node d*S ... -m core.training.pipeline_worker RUN_DIR
+    python -m torch.distributed.run --nproc-per-node d*S ... -m core.training.engine.pipeline_worker RUN_DIR
 
 Rank r = replica * S + stage runs that stage of the plan with
 torch.distributed.pipelining (`PipelineStage` driven by `Schedule1F1B` or
@@ -50,7 +50,7 @@ from core.training.engine.optim import (
     make_optimizer,
     set_learning_rate,
 )
-from core.training.engine.pipeline import THREADS_ENV
+from core.training.engine.pipeline_launch import THREADS_ENV
 from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
 from core.training.metrics import MetricsWriter
