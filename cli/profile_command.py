@@ -30,15 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cli.train_command import build_model_and_setup
     from core.errors import InputError
-    from core.planning.device_resolution import resolve_devices
-    from core.training.config import TrainConfig
-    from core.training.engine.profile import measure_profile, save_profile
-    from core.training.runner import trainable_model
+    from core.planning.front_door import resolve_devices
+    from core.training.launcher import TrainConfig, measure_profile, save_profile, trainable_model
 
     if args.repeats < 1:
         raise InputError(f"repeats must be 1 or more, got {args.repeats}")
-    from core.model.model_spec import resolve_choice
-    from core.training.hf_prepare import hf_source
+    from core.planning.front_door import resolve_choice
+    from core.training.launcher import hf_source
 
     model, custom, setup = build_model_and_setup(args)
     config = TrainConfig(model=model, custom=custom, setup=setup)

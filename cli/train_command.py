@@ -22,8 +22,8 @@ from cli.numbers import nonnegative_float, nonnegative_int, positive_float, posi
 from core.errors import InputError
 
 if TYPE_CHECKING:
-    from core.planning.plan import Plan
-    from core.training.run_dir import RunStatus
+    from core.planning.front_door import Plan
+    from core.training.launcher import RunStatus
 
 DEFAULT_HF_SEQ_LEN = 1024  # an HF config that states no context length
 
@@ -119,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise InputError(f"--resume continues a run as it was set up; {flags} cannot change it "
                              "(only --steps and --detach apply)")
-        from core.training.engine import checkpoint as ckpt  # no torch at import
+        from core.training.launcher import checkpoint_step, latest_checkpoint
 
-        latest = ckpt.latest_checkpoint(Path(args.resume) / "checkpoints")
-        after = ckpt.checkpoint_step(latest) if latest is not None else 0
+        latest = latest_checkpoint(Path(args.resume) / "checkpoints")
+        after = checkpoint_step(latest) if latest is not None else 0
         handle = resume_run(args.resume, args.steps)
         print(f"resuming {handle.run_dir} at step {after} (job pid {handle.pid})", flush=True)
     else:
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     code = follow(handle.run_dir, after_step=after if args.resume is not None else 0)
     if code == 0 and save_hf is not None:
-        from core.training.hf_export import export_run
+        from core.training.launcher import export_run
 
         print(f"saved the Hugging Face model to {export_run(handle.run_dir, save_hf)}", flush=True)
     return code
@@ -145,17 +145,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_save_hf(args: argparse.Namespace, out: str) -> None:
     """--save-hf: an HF model, a run followed to its end, a new output folder (checked before anything starts)."""
-    from core.training.hf_export import check_output_dir
+    from core.training.launcher import check_output_dir
 
     if args.detach:
         raise InputError("--save-hf saves when the run ends: leave out --detach")
     check_output_dir(out)
     if args.resume is not None:
-        from core.training.engine.context import RunContext
+        from core.training.run_info import read_run_info
 
-        is_hf = RunContext.load(args.resume).hf is not None
+        is_hf = read_run_info(args.resume).is_hf
     else:
-        from core.model.model_spec import resolve_model
+        from core.planning.front_door import resolve_model
 
         is_hf = _given(args, "model") is not None and resolve_model(args.model).gpt is None
     if not is_hf:
@@ -164,8 +164,7 @@ def _check_save_hf(args: argparse.Namespace, out: str) -> None:
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     """(model name, custom size or None, TrainingSetup) from the command line."""
-    from core.model.config import GPTSize
-    from core.planning.setup import TrainingSetup
+    from core.planning.front_door import GPTSize, TrainingSetup
 
     value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
     custom = None
@@ -185,7 +184,7 @@ def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
 
 def _plan_arg(args: argparse.Namespace) -> Plan | None:
     """--plan FILE as a Plan (None: the exact solver plans)."""
-    from core.training.plan_file import read_plan_file
+    from core.training.launcher import read_plan_file
 
     path = getattr(args, "plan", None)
     return read_plan_file(path) if path is not None else None
@@ -207,7 +206,7 @@ def _replicas(text: str) -> int | str:
 
 def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
     """A TrainConfig from the command line, and the run directory."""
-    from core.training.config import TrainConfig
+    from core.training.launcher import TrainConfig
 
     value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
     model, custom, setup = build_model_and_setup(args)
@@ -233,7 +232,7 @@ def resolve_precision(precision: str, devices: str) -> str:
     (CPU and simulated GPUs train in fp32: the plan describes what runs)."""
     if precision != "auto":
         return precision
-    from core.planning.device_resolution import parse_device_spec
+    from core.planning.front_door import parse_device_spec
 
     names = [request.name.lower() for request in parse_device_spec(devices)]
     if not all(name == "auto" or name.startswith("cuda:") for name in names):
@@ -250,10 +249,7 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
     run before: they are not said again.
     """
     from core.system.durable import read_json
-    from core.training.engine.loop import format_row
-    from core.training.launcher import read_status, stop_run
-    from core.training.metrics import MetricsTail
-    from core.training.run_dir import RunPaths
+    from core.training.launcher import MetricsTail, RunPaths, format_row, read_status, stop_run
 
     print(f"following {run_dir} (Ctrl-C stops the run after a checkpoint)", flush=True)
     every = int(read_json(RunPaths(Path(run_dir)).config, "run config")["config"].get("log_interval", 10))
@@ -280,10 +276,8 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
 
 
 def _finish(run_dir: Path, status: RunStatus) -> int:
-    from core.training.metrics import read_metrics
-    from core.training.report import format_report
-    from core.training.run_dir import RunPaths
-    from core.training.run_info import read_run_info, run_report
+    from core.training.launcher import RunPaths, read_metrics
+    from core.training.run_info import format_report, read_run_info, run_report
 
     paths = RunPaths(Path(run_dir))
     if paths.report.exists():  # the job wrote its report: the run measured something
@@ -305,19 +299,16 @@ def _print_detached_help(run_dir: Path) -> None:
 
 
 def _print_node_commands(run_dir: Path) -> None:
-    from core.training.engine.context import RunContext
-    from core.training.engine.pipeline_launch import node_commands
+    from core.training.launcher import node_commands
 
-    context = RunContext.load(run_dir)
     print("this machine's job runs torchrun as below; each machine runs `main.py train` with its "
           "--node-rank (same --plan), which amounts to:", flush=True)
-    for rank, command in enumerate(node_commands(run_dir, context.config, context.num_processes)):
+    for rank, command in enumerate(node_commands(run_dir)):
         print(f"  node {rank}: {command}", flush=True)
 
 
 def _model_context(model: str, custom: Any) -> int:
-    from core.model.config import ModelChoice
-    from core.model.model_spec import resolve_choice
+    from core.planning.front_door import ModelChoice, resolve_choice
 
     spec = resolve_choice(ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model))
     return spec.context_length or DEFAULT_HF_SEQ_LEN

@@ -39,8 +39,7 @@ from gui.theme import apply_theme, device_color
 if TYPE_CHECKING:
     import argparse
 
-    from core.devices.inventory import Inventory
-    from core.devices.nvml_gateway import NvmlGateway
+    from core.devices.inventory import Inventory, NvmlGateway
     from gui.main_window import MainWindow
 
 SCREENSHOT_TIMEOUT_S = 90.0
@@ -50,13 +49,11 @@ SETTLE_S = 0.4  # after the last answer: layouts and plot ranges catch up
 
 def make_gateway(fake_gpus: int | None = None) -> NvmlGateway:
     """The NVML gateway: N fake GPUs when asked (a demo), else the real one (fail-soft)."""
-    from core.devices import nvml_gateway
+    from core.devices.inventory import fake_gateway, shared_gateway
 
     if fake_gpus:
-        from core.devices.fake_nvml import fake_gateway
-
         return fake_gateway(fake_gpus)
-    return nvml_gateway.shared_gateway()
+    return shared_gateway()
 
 
 def discover_inventory(fake_gpus: int | None = None, gateway: NvmlGateway | None = None) -> Inventory:

@@ -17,6 +17,10 @@ A finished run of a million steps is 150 MB of JSON lines. `read_history`
 `should_stop()` is checked between blocks; a stopped read returns None. The
 blocks are small because a regular-expression pass holds the GIL: the GUI
 thread waits at most one block's parse.
+
+This is the run history's face to gui/ (tests/test_core_api.py): the curves
+(core.runs.curves) and the reader process (core.runs.read_service) are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -40,8 +44,14 @@ from core.runs.columns import (
     parse_lines,
     training_times,
 )
-from core.runs.curves import DEFAULT_SMOOTHING, RECENT_ROWS, RunCurves
+from core.runs.curves import DEFAULT_SMOOTHING, RECENT_ROWS, Curve, RunCurves, eta_s, format_duration
+from core.runs.read_service import Work, serve
 from core.runs.reduced import MAX_BUCKETS
+
+__all__ = ["BLOCK_BYTES", "ByteIndex", "HistoryRead", "ReadProgress", "preview_columns", "read_history",
+           "read_range", "recent_rows",
+           # the curves and the reader process
+           "DEFAULT_SMOOTHING", "Curve", "RunCurves", "eta_s", "format_duration", "Work", "serve"]
 
 BLOCK_BYTES = 256 * 1024
 PREVIEW_SAMPLES = 1024

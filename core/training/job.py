@@ -23,8 +23,7 @@ from typing import Any
 
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
-from core.training.engine.loop import format_row
-from core.training.metrics import MetricsTail, read_metrics
+from core.training.metrics import MetricsTail, format_row, read_metrics
 from core.training.report import format_report
 from core.training.run_dir import (
     FAILED,

@@ -26,9 +26,14 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError
-from core.model.config import GPTSize, ModelChoice
-from core.model.presets import GPT_PRESETS, hf_preset_names
-from core.planning.setup import OPTIMIZERS, PRECISIONS
+from core.planning.front_door import (
+    GPT_PRESETS,
+    OPTIMIZERS,
+    PRECISIONS,
+    GPTSize,
+    ModelChoice,
+    hf_preset_names,
+)
 from core.units import format_count
 from gui.state import AppState
 

@@ -24,7 +24,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from core.planning.plan import StageCost
+from core.planning.front_door import StageCost
 from core.units import format_bytes, format_gib
 from gui import theme
 from gui.plan.groups import stage_of_device

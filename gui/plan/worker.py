@@ -28,13 +28,15 @@ from typing import TYPE_CHECKING, TypeVar
 from PySide6.QtCore import QThread, Signal
 
 from core.errors import InputError
-from core.model.config import ModelChoice
-from core.model.model_spec import ModelSpec
 from core.planning import planning_process as plan_jobs
-from core.planning.device_resolution import DeviceEntry
-from core.planning.plan import Plan
-from core.planning.problem import Problem
-from core.planning.setup import TrainingSetup
+from core.planning.front_door import (
+    DeviceEntry,
+    ModelChoice,
+    ModelSpec,
+    Plan,
+    Problem,
+    TrainingSetup,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -199,7 +201,7 @@ class PlanWorker(QThread):
         self.host_remeasured.emit(remeasured)
 
     def _compare(self, request: PlanRequest, result: PlanResult) -> None:
-        from core.planning.solvers import HYBRID_BASELINES, HYBRID_ONLY_NOTE, SOLVER_NAMES
+        from core.planning.front_door import HYBRID_BASELINES, HYBRID_ONLY_NOTE, SOLVER_NAMES
 
         if self._superseded(self.compare_delay_s):
             return

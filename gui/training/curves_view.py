@@ -21,10 +21,8 @@ import numpy as np
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QWidget
 
-from core.runs.curves import RunCurves
-from core.runs.history_reader import HistoryRead, ReadProgress, read_history, read_range
-from core.training.launcher import MetricsTail
-from core.training.run_dir import RunPaths
+from core.runs.history_reader import HistoryRead, ReadProgress, RunCurves, read_history, read_range
+from core.training.launcher import MetricsTail, RunPaths
 from gui.training.panels import TrainingPanels
 from gui.training.plots import Detail
 from gui.training.reads import Reads, reader

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.runs.curves import DEFAULT_SMOOTHING, Curve, RunCurves
+from core.runs.history_reader import DEFAULT_SMOOTHING, Curve, RunCurves
 from gui import theme
 from gui.widgets.plots import grid_axes
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer
 
-from core.runs.read_service import Work, serve
+from core.runs.history_reader import Work, serve
 
 POLL_MS = 30
 # What a read's work emits or returns (history rows, curves...): reads are generic, so it is Any.
