@@ -18,7 +18,7 @@ from typing import Any
 
 from cli.numbers import fraction, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
-from core.planning.front_door import SOLVER_NAMES
+from core.planning.front_door import MODES, OPTIMIZERS, PRECISIONS, SCHEDULES, SOLVER_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,13 +59,13 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training setup")
-    group.add_argument("--mode", default="train", choices=("train", "infer"))
-    group.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="bf16 = mixed precision")
-    group.add_argument("--optimizer", default="adamw", choices=("sgd", "sgd-momentum", "adam", "adamw"))
+    group.add_argument("--mode", default="train", choices=MODES)
+    group.add_argument("--precision", default="bf16", choices=PRECISIONS, help="bf16 = mixed precision")
+    group.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
     group.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
     group.add_argument("--seq", type=positive_int, help="sequence length (default: the model's context, at most 4096)")
     group.add_argument("--micro-batches", type=positive_int, default=8, help="micro-batches per step (default 8)")
-    group.add_argument("--schedule", default="1f1b", choices=("1f1b", "gpipe"))
+    group.add_argument("--schedule", default="1f1b", choices=SCHEDULES)
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
     group.add_argument("--data-parallel", default="1", metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best (default 1)")

@@ -41,6 +41,8 @@ _NEW_RUN_DEFAULTS: dict[str, Any] = {
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model or a custom size, and the batch shape (shared with `profile`)."""
+    from core.planning.front_door import PRECISIONS
+
     parser.add_argument("--model", help="built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default gpt-nano; "
                         "or an HF preset (llama-3-8b ...), config.json, or a folder with config.json and "
                         "*.safetensors to fine-tune")
@@ -48,7 +50,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=positive_int, help="custom GPT: width")
     parser.add_argument("--heads", type=positive_int, help="custom GPT: attention heads")
     parser.add_argument("--devices", help='device spec, e.g. "2xcpu:2GiB", "cuda:0,cuda:1" (default cpu)')
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS),
                         help="auto: bf16 where every device is a GPU that supports it, else fp32")
     parser.add_argument("--micro-batch-size", "--micro-batch", type=positive_int, dest="micro_batch_size",
                         help="sequences per micro-batch (default 8)")
@@ -59,6 +61,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from core.planning.front_door import OPTIMIZERS, SCHEDULES
+
     parser = subparsers.add_parser("train", help="train the built-in GPT with a plan (background job)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
@@ -84,8 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--tokenizer", choices=("byte", "bpe"), help="byte (vocab 256, default) or a BPE trained here")
     data.add_argument("--bpe-vocab", type=positive_int, help="BPE vocabulary size (default 4096)")
     optim = parser.add_argument_group("optimizer")
-    optim.add_argument("--optimizer", choices=("sgd", "sgd-momentum", "adam", "adamw"))
-    optim.add_argument("--schedule", choices=("1f1b", "gpipe"))
+    optim.add_argument("--optimizer", choices=OPTIMIZERS)
+    optim.add_argument("--schedule", choices=SCHEDULES)
     optim.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-3)")
     optim.add_argument("--min-lr", type=nonnegative_float, help="final learning rate of the cosine (default 1e-4)")
     optim.add_argument("--warmup-steps", type=nonnegative_int, help="default: a tenth of the steps, at most 100")

@@ -29,6 +29,7 @@ from core.devices.fake_nvml import fake_gateway
 from core.devices.host_speed import REMEASURE_RUNS, Remeasured, host_speed, remeasure_host_speed
 from core.devices.nvml_gateway import NvmlGateway, shared_gateway
 from core.errors import InputError
+from core.units import TFLOP
 
 __all__ = ["GpuDevice", "GpuLink", "HostDevice", "Inventory", "discover", "discover_host", "simulated_gpus",
            "with_user_speed",
@@ -401,7 +402,7 @@ def _torch_matmul_tflops(torch_index: int, precision: str, size: int = 4096) -> 
         for _ in range(runs):
             torch.mm(a, a)
         torch.cuda.synchronize(torch_index)  # sync: wait for the timed matmuls
-        return 2 * size**3 * runs / (time.perf_counter() - started) / 1e12
+        return 2 * size**3 * runs / (time.perf_counter() - started) / TFLOP
     except Exception:
         return None
 

@@ -13,7 +13,7 @@ from core.devices.catalog import load_catalog
 from core.errors import InputError
 from core.model.config import GPTSize, ModelChoice
 from core.planning.device_resolution import DeviceEntry
-from core.planning.export import divisors, torchrun_command, torchrun_commands
+from core.planning.export import divisors, torchrun_commands
 from core.planning.setup import TrainingSetup
 from core.project import (
     Project,
@@ -29,6 +29,7 @@ from core.project import (
     save_project,
     simulated_entry,
 )
+from core.system.torchrun import torchrun_command
 
 GiB = 1024**3
 
