@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QApplication
 
 from core.devices.telemetry import TelemetrySampler
 from core.errors import InputError
-from core.planning import planning_process as plan_jobs
+from core.planning import planning_process
 from core.project import (
     Project,
     entries_from_inventory,
@@ -190,7 +190,7 @@ def run_app(args: argparse.Namespace) -> int:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed for a PNG
     if getattr(args, "project", None):
         load_project(args.project)  # a bad --project fails here, before anything slow starts
-    plan_jobs.shared_pool()  # the planning process imports torch while the window is built
+    planning_process.shared_pool()  # the planning process imports torch while the window is built
     app = cast(QApplication | None, QApplication.instance()) or QApplication(sys.argv[:1])
     app.setApplicationName("Allot")
     apply_theme(app)
