@@ -1,4 +1,4 @@
-"""gui/ and cli/ use core only through its front modules (docs/design.md): read every import in them.
+"""gui/ and cli/ use core only through its front modules (docs/architecture.md): read every import in them.
 
 The modules behind a front may move or split without touching a view or a
 command; a name gui/ or cli/ needs is re-exported by its domain's front.
@@ -20,7 +20,7 @@ FRONTS = {
     "core.training.run_info",          # a run read back: RunInfo and its report
     "core.runs.history_reader",        # a run's history as curves, and the reader process
 }
-SHARED = {"core", "core.errors", "core.units", "core.project",
+SHARED = {"core.errors", "core.units", "core.project",
           "core.system.durable", "core.system.disk_cache", "core.system.child_call"}
 ALLOWED = FRONTS | SHARED
 
