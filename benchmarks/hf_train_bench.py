@@ -97,7 +97,7 @@ def two_stages(work: Path, model: Path, steps: int, repeats: int, plain: float) 
 def predicted_vs_measured(work: Path, model: Path, steps: int) -> None:
     from core.model.hf_source import HFModelSource
     from core.model.hf_weights import read_config
-    from core.planning.devices import resolve_devices
+    from core.planning.device_resolution import resolve_devices
     from core.training.engine.profile import measure_profile, save_profile
 
     devices = resolve_devices("2xcpu:4GiB", "fp32")

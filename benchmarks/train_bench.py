@@ -220,7 +220,7 @@ def pipeline_overhead(work: Path, steps: int, repeats: int, two_stages: str, bar
 def host_profile(work: Path) -> Any:
     """Measure the host's speed per layer (saved as work/profile.json)."""
     from core.model.presets import GPT_PRESETS
-    from core.planning.devices import resolve_devices
+    from core.planning.device_resolution import resolve_devices
     from core.training.engine.profile import measure_profile, save_profile
 
     devices = resolve_devices("2xcpu:4GiB", "fp32")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from cli.table import render_table
-from core.planning.plan import INFEASIBLE, Plan
-from core.planning.problem import Device, Problem
-from core.planning.setup import TrainingSetup
-from core.planning.solvers import FasterBaseline
+from core.planning.front_door import (
+    INFEASIBLE,
+    Device,
+    FasterBaseline,
+    Plan,
+    Problem,
+    TrainingSetup,
+)
 from core.units import format_bytes, format_count, format_gap, format_seconds
 
 

@@ -22,8 +22,8 @@ from cli.numbers import nonnegative_float, nonnegative_int, positive_float, posi
 from core.errors import InputError
 
 if TYPE_CHECKING:
-    from core.planning.plan import Plan
-    from core.training.run_dir import RunStatus
+    from core.planning.front_door import Plan
+    from core.training.launcher import RunStatus
 
 DEFAULT_HF_SEQ_LEN = 1024  # an HF config that states no context length
 
@@ -41,6 +41,8 @@ _NEW_RUN_DEFAULTS: dict[str, Any] = {
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model or a custom size, and the batch shape (shared with `profile`)."""
+    from core.planning.front_door import PRECISIONS
+
     parser.add_argument("--model", help="built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default gpt-nano; "
                         "or an HF preset (llama-3-8b ...), config.json, or a folder with config.json and "
                         "*.safetensors to fine-tune")
@@ -48,7 +50,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=positive_int, help="custom GPT: width")
     parser.add_argument("--heads", type=positive_int, help="custom GPT: attention heads")
     parser.add_argument("--devices", help='device spec, e.g. "2xcpu:2GiB", "cuda:0,cuda:1" (default cpu)')
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS),
                         help="auto: bf16 where every device is a GPU that supports it, else fp32")
     parser.add_argument("--micro-batch-size", "--micro-batch", type=positive_int, dest="micro_batch_size",
                         help="sequences per micro-batch (default 8)")
@@ -59,6 +61,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from core.planning.front_door import OPTIMIZERS, SCHEDULES
+
     parser = subparsers.add_parser("train", help="train the built-in GPT with a plan (background job)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
@@ -84,8 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--tokenizer", choices=("byte", "bpe"), help="byte (vocab 256, default) or a BPE trained here")
     data.add_argument("--bpe-vocab", type=positive_int, help="BPE vocabulary size (default 4096)")
     optim = parser.add_argument_group("optimizer")
-    optim.add_argument("--optimizer", choices=("sgd", "sgd-momentum", "adam", "adamw"))
-    optim.add_argument("--schedule", choices=("1f1b", "gpipe"))
+    optim.add_argument("--optimizer", choices=OPTIMIZERS)
+    optim.add_argument("--schedule", choices=SCHEDULES)
     optim.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-3)")
     optim.add_argument("--min-lr", type=nonnegative_float, help="final learning rate of the cosine (default 1e-4)")
     optim.add_argument("--warmup-steps", type=nonnegative_int, help="default: a tenth of the steps, at most 100")
@@ -119,10 +123,10 @@ def run(args: argparse.Namespace) -> int:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise InputError(f"--resume continues a run as it was set up; {flags} cannot change it "
                              "(only --steps and --detach apply)")
-        from core.training.engine import checkpoint as ckpt  # no torch at import
+        from core.training.launcher import checkpoint_step, latest_checkpoint
 
-        latest = ckpt.latest_checkpoint(Path(args.resume) / "checkpoints")
-        after = ckpt.checkpoint_step(latest) if latest is not None else 0
+        latest = latest_checkpoint(Path(args.resume) / "checkpoints")
+        after = checkpoint_step(latest) if latest is not None else 0
         handle = resume_run(args.resume, args.steps)
         print(f"resuming {handle.run_dir} at step {after} (job pid {handle.pid})", flush=True)
     else:
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     code = follow(handle.run_dir, after_step=after if args.resume is not None else 0)
     if code == 0 and save_hf is not None:
-        from core.training.hf_export import export_run
+        from core.training.launcher import export_run
 
         print(f"saved the Hugging Face model to {export_run(handle.run_dir, save_hf)}", flush=True)
     return code
@@ -145,17 +149,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_save_hf(args: argparse.Namespace, out: str) -> None:
     """--save-hf: an HF model, a run followed to its end, a new output folder (checked before anything starts)."""
-    from core.training.hf_export import check_output_dir
+    from core.training.launcher import check_output_dir
 
     if args.detach:
         raise InputError("--save-hf saves when the run ends: leave out --detach")
     check_output_dir(out)
     if args.resume is not None:
-        from core.training.engine.context import RunContext
+        from core.training.run_info import read_run_info
 
-        is_hf = RunContext.load(args.resume).hf is not None
+        is_hf = read_run_info(args.resume).is_hf
     else:
-        from core.model.spec import resolve_model
+        from core.planning.front_door import resolve_model
 
         is_hf = _given(args, "model") is not None and resolve_model(args.model).gpt is None
     if not is_hf:
@@ -164,8 +168,7 @@ def _check_save_hf(args: argparse.Namespace, out: str) -> None:
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     """(model name, custom size or None, TrainingSetup) from the command line."""
-    from core.model.config import GPTSize
-    from core.planning.setup import TrainingSetup
+    from core.planning.front_door import GPTSize, TrainingSetup
 
     value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
     custom = None
@@ -185,7 +188,7 @@ def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
 
 def _plan_arg(args: argparse.Namespace) -> Plan | None:
     """--plan FILE as a Plan (None: the exact solver plans)."""
-    from core.training.plan_file import read_plan_file
+    from core.training.launcher import read_plan_file
 
     path = getattr(args, "plan", None)
     return read_plan_file(path) if path is not None else None
@@ -207,7 +210,7 @@ def _replicas(text: str) -> int | str:
 
 def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
     """A TrainConfig from the command line, and the run directory."""
-    from core.training.config import TrainConfig
+    from core.training.launcher import TrainConfig
 
     value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
     model, custom, setup = build_model_and_setup(args)
@@ -233,7 +236,7 @@ def resolve_precision(precision: str, devices: str) -> str:
     (CPU and simulated GPUs train in fp32: the plan describes what runs)."""
     if precision != "auto":
         return precision
-    from core.planning.devices import parse_device_spec
+    from core.planning.front_door import parse_device_spec
 
     names = [request.name.lower() for request in parse_device_spec(devices)]
     if not all(name == "auto" or name.startswith("cuda:") for name in names):
@@ -250,10 +253,7 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
     run before: they are not said again.
     """
     from core.system.durable import read_json
-    from core.training.engine.loop import format_row
-    from core.training.launcher import read_status, stop_run
-    from core.training.metrics import MetricsTail
-    from core.training.run_dir import RunPaths
+    from core.training.launcher import MetricsTail, RunPaths, format_row, read_status, stop_run
 
     print(f"following {run_dir} (Ctrl-C stops the run after a checkpoint)", flush=True)
     every = int(read_json(RunPaths(Path(run_dir)).config, "run config")["config"].get("log_interval", 10))
@@ -280,10 +280,8 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
 
 
 def _finish(run_dir: Path, status: RunStatus) -> int:
-    from core.training.metrics import read_metrics
-    from core.training.report import format_report
-    from core.training.run_dir import RunPaths
-    from core.training.run_info import read_run_info, run_report
+    from core.training.launcher import RunPaths, read_metrics
+    from core.training.run_info import format_report, read_run_info, run_report
 
     paths = RunPaths(Path(run_dir))
     if paths.report.exists():  # the job wrote its report: the run measured something
@@ -305,19 +303,16 @@ def _print_detached_help(run_dir: Path) -> None:
 
 
 def _print_node_commands(run_dir: Path) -> None:
-    from core.training.engine.context import RunContext
-    from core.training.engine.pipeline import node_commands
+    from core.training.launcher import node_commands
 
-    context = RunContext.load(run_dir)
     print("this machine's job runs torchrun as below; each machine runs `main.py train` with its "
           "--node-rank (same --plan), which amounts to:", flush=True)
-    for rank, command in enumerate(node_commands(run_dir, context.config, context.num_processes)):
+    for rank, command in enumerate(node_commands(run_dir)):
         print(f"  node {rank}: {command}", flush=True)
 
 
 def _model_context(model: str, custom: Any) -> int:
-    from core.model.config import ModelChoice
-    from core.model.spec import resolve_choice
+    from core.planning.front_door import ModelChoice, resolve_choice
 
     spec = resolve_choice(ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model))
     return spec.context_length or DEFAULT_HF_SEQ_LEN

@@ -4,6 +4,7 @@
     model/     the built-in GPT, HF configs, model choice, meta-device measuring, the layer graph
     planning/  the one front door: model choice + devices + setup -> Problem -> Plan
     training/  runs (launcher, job, run directory, metrics) and engine/ (the torch side)
+    runs/      run history, the read side: metrics as bounded, smoothed curves
     system/    what faces the OS: durable writes, the on-disk cache, process lifetime
     errors, units, project
 """

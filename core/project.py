@@ -9,7 +9,7 @@
 
 Loading validates everything before anything changes: a malformed or foreign
 file is one InputError line. Devices are the app's device list (core.devices.inventory
-for what this machine has, the catalog for simulated GPUs); core.planning.devices
+for what this machine has, the catalog for simulated GPUs); core.planning.device_resolution
 turns the included ones into the planner's Devices. Recent files live in
 $ALLOT_CONFIG_DIR (default ~/.config/allot)/recent.json.
 """
@@ -27,7 +27,7 @@ from typing import Any
 from core.devices.catalog import load_catalog
 from core.errors import InputError
 from core.model.config import MODEL_SOURCES, GPTSize, ModelChoice
-from core.planning.devices import DeviceEntry
+from core.planning.device_resolution import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.planning.solvers import SOLVER_NAMES
 from core.system.durable import atomic_write_text

@@ -23,19 +23,21 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.devices.stand_ins import missing_devices, stand_ins
 from core.errors import InputError
-from core.model.config import ModelChoice
-from core.model.spec import ModelSpec
-from core.planning.devices import DeviceEntry
-from core.planning.plan import Plan
-from core.planning.problem import Problem
-from core.planning.setup import TrainingSetup
+from core.planning.front_door import (
+    DeviceEntry,
+    ModelChoice,
+    ModelSpec,
+    Plan,
+    Problem,
+    TrainingSetup,
+)
 from core.project import Project, merge_saved_devices, simulated_entry
 from gui.plan.worker import PlanRequest, PlanResult, PlanWorker
 
 if TYPE_CHECKING:  # the graph arrives built; the app imports networkx only where it draws it
     import networkx as nx
 
-    from core.devices.host_speed import Remeasured
+    from core.devices.inventory import Remeasured
 
 REDRAW_INTERVAL_MS = 50  # at most 20 redraws a second (docs/design.md, "How data flows": 10-20 Hz)
 
@@ -266,7 +268,7 @@ class AppState(QObject):
             self._changed(outdates=True)
 
     def set_solver(self, solver: str) -> None:
-        from core.planning.solvers import SOLVER_NAMES
+        from core.planning.front_door import SOLVER_NAMES
 
         if solver not in SOLVER_NAMES:
             raise InputError(f"unknown solver '{solver}'")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import RESOURCES_DIR
+from core.units import MIB
 
 CATALOG_PATH = RESOURCES_DIR / "catalog.json"
 PRECISIONS = ("fp32", "bf16")
@@ -76,7 +77,7 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
         GpuSpec(
             name=item["name"],
             aliases=tuple(item.get("aliases", ())),
-            memory_bytes=int(item["memory_mib"]) * 1024**2,
+            memory_bytes=int(item["memory_mib"]) * MIB,
             fp32_tflops=float(item["tflops"]["fp32"]),
             tf32_tflops=item["tflops"].get("tf32"),
             bf16_tflops=item["tflops"].get("bf16"),

@@ -9,6 +9,10 @@ from the NVLink/PCIe topology for the planner's `bandwidth_gbps`.
 
 Simulated GPUs ("2 x H100-SXM") come from the catalog for what-if planning;
 they are marked `simulated` and never sampled.
+
+This is devices' face to gui/ and cli/ (tests/test_core_api.py), with
+core.devices.telemetry for what the devices are doing: the gateways, the
+catalog and the host's speed are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,8 +24,18 @@ from typing import Any
 
 from core.devices import nvml_gateway as nv
 from core.devices.catalog import load_catalog
-from core.devices.spec import parse_device_spec
+from core.devices.device_requests import parse_device_spec
+from core.devices.fake_nvml import fake_gateway
+from core.devices.host_speed import REMEASURE_RUNS, Remeasured, host_speed, remeasure_host_speed
+from core.devices.nvml_gateway import NvmlGateway, shared_gateway
 from core.errors import InputError
+from core.units import TFLOP
+
+__all__ = ["GpuDevice", "GpuLink", "HostDevice", "Inventory", "discover", "discover_host", "simulated_gpus",
+           "with_user_speed",
+           # the gateways, the catalog, the host's speed
+           "NvmlGateway", "fake_gateway", "shared_gateway", "load_catalog",
+           "REMEASURE_RUNS", "Remeasured", "host_speed", "remeasure_host_speed"]
 
 DEFAULT_PCIE_GBPS = 16.0  # PCIe 3 x16, assumed where NVML cannot say
 # Per link, per direction, GB/s, by NVML_NVLINK_VERSION_* (1.0, 2.0, 2.2, 3.0, 3.1, 4.0, 5.0).
@@ -388,7 +402,7 @@ def _torch_matmul_tflops(torch_index: int, precision: str, size: int = 4096) -> 
         for _ in range(runs):
             torch.mm(a, a)
         torch.cuda.synchronize(torch_index)  # sync: wait for the timed matmuls
-        return 2 * size**3 * runs / (time.perf_counter() - started) / 1e12
+        return 2 * size**3 * runs / (time.perf_counter() - started) / TFLOP
     except Exception:
         return None
 

@@ -11,7 +11,7 @@ from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.units import format_seconds
 
-HOST_KIND = "cpu"  # Device.kind of the host (core.planning.devices, core.project)
+HOST_KIND = "cpu"  # Device.kind of the host (core.planning.device_resolution, core.project)
 
 
 def host_stage_note(plan: Plan | None, problem: Problem | None) -> str | None:

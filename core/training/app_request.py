@@ -2,7 +2,7 @@
 
 The app names its devices "cpu", "cuda:0", "A100-80GB", "A100-80GB#2"; the
 runner reads a device spec string and names devices that occur more than once
-by position ("A100-80GB#0", "A100-80GB#1", see core.planning.devices). So the app
+by position ("A100-80GB#0", "A100-80GB#1", see core.planning.device_resolution). So the app
 writes one spec term per device its plan uses, in the app's order, with the
 exact budget, and renames the plan's stages to the names the runner gives.
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from core.errors import InputError
 from core.model.config import ModelChoice
-from core.planning.devices import DeviceEntry
+from core.planning.device_resolution import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.setup import TrainingSetup
 from core.training.config import STDLIB, TrainConfig
@@ -66,7 +66,7 @@ def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
 
 
 def _runner_base_name(entry: DeviceEntry) -> str:
-    """What core.planning.devices calls this device before duplicates are numbered."""
+    """What core.planning.device_resolution calls this device before duplicates are numbered."""
     if entry.kind == "host":
         return "cpu"
     if entry.kind == "gpu":
@@ -77,7 +77,7 @@ def _runner_base_name(entry: DeviceEntry) -> str:
 
 
 def _positional_names(bases: Sequence[str]) -> list[str]:
-    """cpu, cpu -> cpu#0, cpu#1; a name that occurs once stays (as core.planning.devices names them)."""
+    """cpu, cpu -> cpu#0, cpu#1; a name that occurs once stays (as core.planning.device_resolution names them)."""
     counts = {base: bases.count(base) for base in bases}
     seen: dict[str, int] = {}
     names = []

@@ -23,8 +23,7 @@ from typing import Any
 
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
-from core.training.engine.loop import format_row
-from core.training.metrics import MetricsTail, read_metrics
+from core.training.metrics import MetricsTail, format_row, read_metrics
 from core.training.report import format_report
 from core.training.run_dir import (
     FAILED,
@@ -129,7 +128,7 @@ def _run_local(context: RunContext, follower: StatusFollower) -> str:
 
 
 def _run_pipeline(context: RunContext, follower: StatusFollower) -> str:
-    from core.training.engine.pipeline import launch_workers
+    from core.training.engine.pipeline_launch import launch_workers
 
     paths = context.paths
     tail = MetricsTail(paths.metrics)

@@ -5,7 +5,9 @@
     read_status("runs/nano")               # RunStatus (core.training.run_dir): state, step, pids
 
 config.json and plan.json are read here once, so no view reads their keys.
-Nothing here imports torch.
+Nothing here imports torch. With core.training.launcher, this is training's
+face to gui/ and cli/ (tests/test_core_api.py): the report's types are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from core.errors import InputError
 from core.planning.plan import Plan
 from core.system.durable import read_json
 from core.training.execution import DeviceExecution, executions_from_record
-from core.training.report import RunReport, stage_report
+from core.training.report import RunReport, StageReport, format_report, stage_report
+
+__all__ = ["RunInfo", "read_run_info", "run_report", "RunReport", "StageReport", "format_report"]
 from core.training.run_dir import RunPaths, read_run_plan
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
 from core.model.config import GPTConfig
-from core.model.spec import ModelSpec, resolve_choice
+from core.model.model_spec import ModelSpec, resolve_choice
 from core.planning.plan import Plan
 from core.planning.problem import Device
 from core.training.config import TrainConfig
@@ -72,7 +72,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     Raises:
         InputError: any bad input; nothing has been written then.
     """
-    from core.planning.devices import resolve_devices
+    from core.planning.device_resolution import resolve_devices
     from core.training.data import (
         corpus_files,
         corpus_summary,
@@ -195,7 +195,7 @@ def _executions(config: TrainConfig, devices: Sequence[Device], plan: Plan,
     machine), shared between the run's processes on this host under the pipeline engine."""
     from core.devices.catalog import load_catalog
     from core.devices.host_speed import host_share_tflops, host_speed
-    from core.training.engine.pipeline import processes_on_this_node
+    from core.training.engine.pipeline_launch import processes_on_this_node
     from core.training.execution import is_simulated, plan_executions
 
     if not any(is_simulated(device) for device in devices):

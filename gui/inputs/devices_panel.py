@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.devices.catalog import load_catalog
+from core.devices.inventory import load_catalog
 from core.errors import InputError
-from core.planning.devices import DeviceEntry, speed_and_source
+from core.planning.front_door import DeviceEntry, speed_and_source
 from core.units import format_bytes
 from gui import theme
 from gui.state import AppState

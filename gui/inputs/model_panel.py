@@ -26,9 +26,16 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError
-from core.model.config import GPTSize, ModelChoice
-from core.model.presets import GPT_PRESETS, hf_preset_names
-from core.planning.setup import OPTIMIZERS, PRECISIONS
+from core.planning.front_door import (
+    GPT_PRESETS,
+    MODES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    GPTSize,
+    ModelChoice,
+    hf_preset_names,
+)
 from core.units import format_count
 from gui.state import AppState
 
@@ -126,8 +133,8 @@ class ModelPanel(QWidget):
 
     def _setup_widgets(self) -> dict[str, SetupBox]:
         boxes: dict[str, SetupBox] = {}
-        for key, choices in (("mode", ("train", "infer")), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
-                             ("schedule", ("1f1b", "gpipe"))):
+        for key, choices in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
+                             ("schedule", SCHEDULES)):
             boxes[key] = _combo([(choice, choice) for choice in choices])
         boxes["micro_batch_size"] = _spin(1, 4096, tip="Sequences in one micro-batch")
         boxes["seq_len"] = _spin(1, 1_048_576, 256, "Tokens per sequence")

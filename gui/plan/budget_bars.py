@@ -24,13 +24,12 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from core.planning.plan import StageCost
-from core.units import format_bytes, format_gib
+from core.planning.front_door import StageCost
+from core.units import MIB, format_bytes, format_gib
 from gui import theme
 from gui.plan.groups import stage_of_device
 from gui.state import AppState
 
-MIB = 1024**2
 HANDLE_GRAB_PX = 8  # how close to the handle a press grabs it
 FIGURES_TEMPLATE = "0000.0 GiB │ budget 0000.0 / 0000.0 GiB"
 SMALL_STEP = 0.01  # of the device's memory, per arrow key

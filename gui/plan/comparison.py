@@ -18,8 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.planning.plan import Plan
-from core.planning.solvers import SOLVER_NAMES, FasterBaseline, faster_outside_the_setup
+from core.planning.front_door import SOLVER_NAMES, FasterBaseline, Plan, faster_outside_the_setup
 from core.units import format_seconds
 from gui import theme
 from gui.plan.groups import shape_text

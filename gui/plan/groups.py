@@ -9,7 +9,7 @@ are distinct.
 
 from __future__ import annotations
 
-from core.planning.plan import Plan, StageCost
+from core.planning.front_door import Plan, StageCost
 from core.units import format_seconds
 
 ZERO_WORDS = {0: "no sharding", 1: "optimizer state sharded", 2: "optimizer state and gradients sharded",

@@ -26,9 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError
-from core.planning.host_note import host_stage_note
-from core.planning.plan import Plan, StageCost
-from core.planning.solvers import SOLVER_NAMES
+from core.planning.front_door import SOLVER_NAMES, Plan, StageCost, host_stage_note
 from core.units import format_bytes, format_count, format_gap, format_seconds
 from gui import theme
 from gui.plan.comparison import DESCRIPTIONS, ComparisonTable

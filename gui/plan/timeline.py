@@ -18,7 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QShowEvent
 
-from core.planning.plan import Plan
+from core.planning.front_door import Plan
 from gui import theme
 from gui.plan.groups import group_label, micro_batches_per_replica
 from gui.state import AppState

@@ -23,9 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.training.config import ENGINES
-from core.training.curves import RunCurves, eta_s, format_duration
-from core.training.run_dir import RunStatus
+from core.runs.history_reader import RunCurves, eta_s, format_duration
+from core.training.launcher import ENGINES, RunStatus
 from gui import theme
 from gui.plan.plan_view import MetricCard
 from gui.training.history import STATE_COLORS, RunHistory

@@ -1,6 +1,6 @@
 """The Training tab's curves: loss and validation loss (with other runs overlaid), tokens/s.
 
-Curves are created once and fed core.training.curves' reduced series: a few
+Curves are created once and fed core.runs.curves' reduced series: a few
 thousand points whatever the run's length (each bucket's lowest and highest
 point, so spikes stay), smoothed when drawn. Each run's raw curve is faint
 and its debiased-EMA line (TensorBoard's smoothing) bold. Zoomed in on a
@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.training.curves import DEFAULT_SMOOTHING, Curve, RunCurves
+from core.runs.history_reader import DEFAULT_SMOOTHING, Curve, RunCurves
 from gui import theme
 from gui.widgets.plots import grid_axes
 

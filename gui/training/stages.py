@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.training.report import RunReport, StageReport
+from core.training.run_info import RunReport, StageReport
 from gui import theme
 from gui.widgets.plots import grid_axes
 from gui.widgets.tables import fill_table, style_readonly_table

@@ -32,23 +32,22 @@ from PySide6.QtWidgets import QWidget
 
 from core.errors import InputError
 from core.system.child_call import Call
-from core.training.app_request import (
+from core.training.launcher import (
+    RUNNING,
+    STDLIB,
+    RunHandle,
+    RunStatus,
     check_run_name,
     default_run_name,
-    run_devices,
-    train_config,
-    why_not_trainable,
-)
-from core.training.config import STDLIB
-from core.training.launcher import (
-    RunHandle,
     list_runs,
     read_status,
     resume_run,
+    run_devices,
     start_run,
     stop_run,
+    train_config,
+    why_not_trainable,
 )
-from core.training.run_dir import RUNNING, RunStatus
 from core.training.run_info import RunInfo, read_run_info, run_report
 from gui.state import AppState
 from gui.training.curves_view import CurvesView

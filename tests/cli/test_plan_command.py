@@ -124,7 +124,7 @@ def test_accelerate_device_map_loads_with_from_pretrained(capsys, tmp_path):
 def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
     from accelerate.utils import check_device_map
 
-    from core.model.spec import resolve_model
+    from core.model.model_spec import resolve_model
     from core.planning.accelerate_baseline import _meta_model
 
     device_map_file = tmp_path / "map.json"

@@ -12,8 +12,8 @@ import pytest
 from core.devices.catalog import load_catalog
 from core.errors import InputError
 from core.model.config import GPTSize, ModelChoice
-from core.planning.devices import DeviceEntry
-from core.planning.export import divisors, torchrun_command, torchrun_commands
+from core.planning.device_resolution import DeviceEntry
+from core.planning.export import divisors, torchrun_commands
 from core.planning.setup import TrainingSetup
 from core.project import (
     Project,
@@ -29,6 +29,7 @@ from core.project import (
     save_project,
     simulated_entry,
 )
+from core.system.torchrun import torchrun_command
 
 GiB = 1024**3
 
@@ -168,7 +169,7 @@ def test_torchrun_commands_per_host() -> None:
     assert [node.stages for node in nodes] == [(0, 1, 2, 3), (4, 5, 6, 7)]
     assert nodes[1].command == ("python -m torch.distributed.run --nnodes 2 --node-rank 1 --nproc-per-node 4 "
                                 "--rdzv-backend static --rdzv-endpoint node0:29500 --max-restarts 0 "
-                                "-m core.training.pipeline_worker runs/x")
+                                "-m core.training.engine.pipeline_worker runs/x")
     single = torchrun_command(1, 0, 3, "127.0.0.1:29500", "runs/x")
     assert "--node-rank" not in single and single[single.index("--rdzv-backend") + 1] == "c10d"
     assert divisors(6) == [1, 2, 3, 6]

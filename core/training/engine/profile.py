@@ -36,6 +36,7 @@ from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
 from core.planning.problem import Device
 from core.planning.setup import TrainingSetup
+from core.units import TFLOP
 
 FORMAT = 1
 
@@ -144,10 +145,10 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
     """
     import torch
 
-    from core.model.spec import ModelSpec
+    from core.model.model_spec import ModelSpec
     from core.planning.costs import work_factor
     from core.planning.front_door import build_problem
-    from core.training.engine.pipeline import threads_per_process
+    from core.training.engine.pipeline_launch import threads_per_process
 
     spec = (ModelSpec(name=name, hf_config_json=gpt.config_json) if isinstance(gpt, HFModelSource)
             else ModelSpec(name=name, gpt=gpt))
@@ -168,7 +169,7 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
         total = sum(seconds)
         results.append(DeviceProfile(
             name=device_name, kind=kind, torch_device=device_name, shares=shares, threads=threads, work_factor=k,
-            effective_tflops=k * sum(flops) / total / 1e12, total_s=total,
+            effective_tflops=k * sum(flops) / total / TFLOP, total_s=total,
             layers=tuple(LayerTiming(layer.name, f, s) for layer, f, s in zip(problem.layers, flops, seconds)),
         ))
     hf = gpt.config if isinstance(gpt, HFModelSource) else None

@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import InputError
 from core.model.config import GPTSize, ModelChoice
-from core.planning.devices import DeviceEntry, resolve_devices
+from core.planning.device_resolution import DeviceEntry, resolve_devices
 from core.planning.plan import Plan, StageCost
 from core.planning.setup import TrainingSetup
 from core.project import simulated_entry

@@ -14,7 +14,7 @@ import torch
 
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.local import run_local
-from core.training.engine.pipeline import free_port
+from core.training.engine.pipeline_launch import free_port
 from core.training.launcher import read_status, resume_run, start_run, stop_run, wait_run
 from core.training.metrics import read_metrics
 from core.training.plan_file import read_plan_file

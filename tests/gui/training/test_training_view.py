@@ -17,9 +17,10 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from core.model.config import ModelChoice
-from core.planning.devices import DeviceEntry
+from core.planning.device_resolution import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.project import Project
+from core.runs.smoothing import debiased_ema
 from core.training.launcher import (
     list_runs,
     read_metrics,
@@ -29,7 +30,6 @@ from core.training.launcher import (
     wait_run,
 )
 from core.training.plan_file import read_plan_file
-from core.training.smoothing import debiased_ema
 from gui.training.training_view import TrainingView
 from tests.core.training.support import tiny_config, write_corpus, write_plan
 from tests.gui.conftest import PLAN_TIMEOUT_MS, small_project

@@ -88,7 +88,7 @@ def pipeline_worker(rank: int, run_dir: str, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
     from core.training.engine.context import RunContext
-    from core.training.pipeline_worker import PipelineEngine
+    from core.training.engine.pipeline_worker import PipelineEngine
 
     context = RunContext.load(run_dir)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})

@@ -130,7 +130,7 @@ def test_kill_minus_9_then_resume_a_sharded_run(tmp_path, corpus, one_pipeline):
 
 @pytest.mark.slow
 def test_two_nodes_run_a_replica_each(tmp_path, corpus, one_pipeline):
-    from core.training.engine.pipeline import free_port
+    from core.training.engine.pipeline_launch import free_port
 
     plan = read_plan_file(write_hybrid_plan(tmp_path / "plan.json", zero=3))
     endpoint = f"127.0.0.1:{free_port()}"

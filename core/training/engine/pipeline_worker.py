@@ -1,6 +1,6 @@
 """One pipeline stage of one replica per process: the entry point torchrun starts.
 
-    python -m torch.distributed.run --nproc-per-node d*S ... -m core.training.pipeline_worker RUN_DIR
+    python -m torch.distributed.run --nproc-per-node d*S ... -m core.training.engine.pipeline_worker RUN_DIR
 
 Rank r = replica * S + stage runs that stage of the plan with
 torch.distributed.pipelining (`PipelineStage` driven by `Schedule1F1B` or
@@ -42,7 +42,7 @@ from core.training.engine.data_parallel import (
     shard_payload,
     shard_stage,
 )
-from core.training.engine.loop import StepStats, format_row, train_loop
+from core.training.engine.loop import StepStats, train_loop
 from core.training.engine.model_stages import build_stages, tied_pair
 from core.training.engine.optim import (
     clip_gradients,
@@ -50,10 +50,10 @@ from core.training.engine.optim import (
     make_optimizer,
     set_learning_rate,
 )
-from core.training.engine.pipeline import THREADS_ENV
+from core.training.engine.pipeline_launch import THREADS_ENV
 from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
-from core.training.metrics import MetricsWriter
+from core.training.metrics import MetricsWriter, format_row
 
 # collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
 # every rank adds into (the loss and validation loss from the last stage, the stop vote).

@@ -1,9 +1,9 @@
-"""A run's metrics as plottable curves: reduced series (core.training.reduced).
+"""A run's metrics as plottable curves: reduced series (core.runs.reduced).
 
 A curve holds at most MAX_BUCKETS buckets of min, max and mean whatever the
 run's length, so a million-step run costs the plots what a few thousand
 points cost, and a spike is never lost. Rows arrive as columns
-(core.training.columns: a long run read in blocks) or as a live run's few
+(core.runs.columns: a long run read in blocks) or as a live run's few
 new rows; the smoothed line is computed when drawn (a few thousand points).
 
 The time axis is training time: `elapsed_s` restarts at 0 when a run is
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from core.training.columns import (
+from core.runs.columns import (
     ClockState,
     Columns,
     Floats,
@@ -28,8 +28,8 @@ from core.training.columns import (
     is_metrics_row,
     training_times,
 )
-from core.training.reduced import MAX_BUCKETS, ReducedSeries
-from core.training.smoothing import EmaState
+from core.runs.reduced import MAX_BUCKETS, ReducedSeries
+from core.runs.smoothing import EmaState
 
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default weight
 RECENT_ROWS = 50  # rows kept for the ETA and the per-stage medians

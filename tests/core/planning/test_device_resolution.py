@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 
 from core.devices.catalog import load_catalog
-from core.devices.spec import parse_device_spec
+from core.devices.device_requests import parse_device_spec
 from core.errors import InputError
-from core.planning.devices import DeviceEntry, resolve_devices
+from core.planning.device_resolution import DeviceEntry, resolve_devices
 from core.project import simulated_entry
 
 GiB = 1024**3

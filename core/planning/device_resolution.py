@@ -1,6 +1,6 @@
 """One resolution of the user's device choice into planner devices (budget, speed, link).
 
-The choice is either a device spec as typed on the command line (core.devices.spec:
+The choice is either a device spec as typed on the command line (core.devices.device_requests:
 "2xA100-80GB:70GiB", "cpu", "cuda:0:20GiB", "auto") or the app's device list
 (DeviceEntry rows: discovered GPUs, the host, simulated catalog GPUs). Both go
 through `resolve_devices`, so the CLI and the app plan on the same devices.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.devices.catalog import load_catalog
-from core.devices.spec import DeviceRequest, parse_device_spec
+from core.devices.device_requests import DeviceRequest, parse_device_spec
 from core.errors import InputError
 from core.planning.problem import Device
 from core.units import format_bytes

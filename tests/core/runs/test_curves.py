@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from core.training.curves import (
+from core.runs.curves import (
     Curve,
     RunCurves,
     eta_s,
     format_duration,
     seconds_per_step,
 )
-from core.training.smoothing import EmaState, debiased_ema
+from core.runs.smoothing import EmaState, debiased_ema
 
 
 def test_debiased_ema_against_a_hand_computed_example():
