@@ -62,6 +62,7 @@ class TrainingPanels(QWidget):
         self.reason_label = QLabel()
         self.reason_label.setStyleSheet(f"color: {theme.WARNING};")
         self.message_label = QLabel()
+        self.message_label.setWordWrap(True)  # a long error takes two lines rather than lose its end
         self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.cards = {key: MetricCard(name) for key, name in CARDS.items()}
         self.progress = QProgressBar()
@@ -76,10 +77,10 @@ class TrainingPanels(QWidget):
         self.read_progress.setRange(0, 1000)
         self.read_progress.setFixedWidth(230)
         self.read_progress.setToolTip("The curve refines as the run's metrics are read")
-        policy = self.read_progress.sizePolicy()
-        policy.setRetainSizeWhenHidden(True)  # showing it must not move the plots (a relayout repaints all)
-        self.read_progress.setSizePolicy(policy)
         self.read_progress.hide()
+        # Showing the bar must not move the plots (a relayout repaints all): the heading is as tall
+        # as the bar, so the bar only narrows the title. Hidden, it leaves the title its room.
+        self.run_title.setMinimumHeight(self.read_progress.sizeHint().height())
         self.loss_plot = LossPlot()
         self.rate_plot = RatePlot()
         self.stages = StageComparison()

@@ -6,7 +6,7 @@ newest steps. A run with data-parallel replicas adds each stage group's
 gradient sync per step, predicted beside measured. A stage whose simulated
 GPU the host CPU executes says so ("runs on host CPU (simulated A100-80GB)"),
 is predicted at the host's speed, and keeps the plan's datasheet prediction
-in a column of its own ("Predicted on A100-80GB (datasheet)").
+in a column of its own ("Predicted (datasheet)", its tooltip naming the GPUs).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from gui import theme
 from gui.widgets.plots import grid_axes
 from gui.widgets.tables import fill_table, style_readonly_table
 
-COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted (datasheet)", "Layers", "Idle / step",
+COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted\n(datasheet)", "Layers", "Idle / step",
            "Sync predicted", "Sync measured")
 TIPS = ("stage: device (its group, one device per replica)",
         "what executes the stage when it is not the planned device: the host CPU stands in for a simulated GPU",
@@ -54,10 +54,11 @@ def stage_texts(stage: StageReport) -> list[str]:
             ms(stage.measured_idle_s_per_step), ms(stage.predicted_sync_s), ms(stage.measured_sync_s)]
 
 
-def datasheet_header(report: RunReport | None) -> str:
-    """'Predicted on A100-80GB (datasheet)': the simulated GPUs the datasheet column is about."""
+def datasheet_tip(report: RunReport | None) -> str:
+    """The datasheet column's tooltip, naming the simulated GPUs it is about. Its header stays
+    'Predicted (datasheet)': three GPU names in it cut it to 'ted on A (da' (issue 19)."""
     simulated = report.simulated if report is not None else ()
-    return f"Predicted on {', '.join(simulated)}\n(datasheet)" if simulated else COLUMNS[DATASHEET_COLUMN]
+    return TIPS[DATASHEET_COLUMN] + (f": {', '.join(simulated)}" if simulated else "")
 
 
 def _tip(stage: StageReport, column: int) -> str:
@@ -128,9 +129,9 @@ class StageComparison(QWidget):
                 row.append(item)
             rows.append(row)
         simulated = report is not None and bool(report.simulated)
-        headers = list(COLUMNS)
-        headers[DATASHEET_COLUMN] = datasheet_header(report)
-        self.table.setHorizontalHeaderLabels(headers)
+        header = self.table.horizontalHeaderItem(DATASHEET_COLUMN)
+        assert header is not None  # set by style_readonly_table
+        header.setToolTip(datasheet_tip(report))
         fill_table(self.table, rows, stretch_column=0)
         for column in SYNC_COLUMNS:
             self.table.setColumnHidden(column, report is None or not report.synced)

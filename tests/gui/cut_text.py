@@ -10,8 +10,9 @@ that is clipped or elided:
   cut only where its row had room it was not given (a spacer, a hidden widget that
   keeps its place, or a neighbour wider than its minimum).
 - a table (QTableView): a header section or cell whose text (measured by the view's
-  own header and delegate) is wider than the part of its column in the viewport, or,
-  wrapped, taller than its row.
+  own header and delegate) is wider than its column (elided), or, wrapped, taller than
+  its row. A table may scroll sideways only where its columns, each as wide as its
+  content, would not fit the viewport anyway.
 - a pyqtgraph plot: its title wider than the plot, or a tick label of its left axis
   wider than the axis.
 
@@ -23,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import QModelIndex, QPoint, Qt
 from PySide6 import QtGui
+from PySide6.QtCore import QModelIndex, QPoint, QRect, Qt
 from PySide6.QtGui import QFontMetrics, QTextDocument
 from PySide6.QtWidgets import (
     QBoxLayout,
@@ -159,58 +160,67 @@ def _layout_holding(layout, widget: QWidget):  # type: ignore[no-untyped-def]
 
 
 def _table_cuts(table: QTableView) -> list[Cut]:
+    """Cells and headers narrower than their text; and a table that scrolls sideways though
+    its columns, each at its content's width, would fit its viewport."""
     model = table.model()
     if model is None:
         return []
     header = table.horizontalHeader()
-    viewport_width = table.viewport().width()
-    cuts = []
+    cuts, needed_in_all = [], 0
     for column in range(model.columnCount()):
         if table.isColumnHidden(column):
             continue
-        left = header.sectionViewportPosition(column)
-        shown = min(left + header.sectionSize(column), viewport_width) - max(left, 0)
+        width = header.sectionSize(column)
+        needed_here = 0
         text = str(model.headerData(column, Qt.Orientation.Horizontal) or "")
         if header.isVisible() and text:
-            needed = _header_width(header, column, text)
-            if needed > shown + SLACK_PX:
-                cuts.append(Cut(f"{path_of(table)} header", text, needed, max(shown, 0)))
+            needed_here = _header_width(header, column, text)
+            if needed_here > width + SLACK_PX:
+                cuts.append(Cut(f"{path_of(table)} header", text, needed_here, width))
         for row in range(model.rowCount()):
-            if table.isRowHidden(row):
-                continue
             index = model.index(row, column)
             text = str(index.data() or "")
-            if not text:
+            if not text or table.isRowHidden(row):
                 continue
-            needed, needed_height = _cell_size(table, index, header.sectionSize(column))
-            if needed > shown + SLACK_PX or needed_height > table.rowHeight(row) + SLACK_PX:
-                cuts.append(Cut(f"{path_of(table)} cell ({row}, {column})", text, needed, max(shown, 0)))
+            needed, needed_height = _cell_size(table, index, width)
+            needed_here = max(needed_here, needed)
+            if needed > width + SLACK_PX or needed_height > table.rowHeight(row) + SLACK_PX:
+                cuts.append(Cut(f"{path_of(table)} cell ({row}, {column})", text, needed, width))
+        needed_in_all += needed_here
+    viewport = table.viewport().width()
+    if header.length() > viewport + SLACK_PX and needed_in_all <= viewport:
+        cuts.append(Cut(f"{path_of(table)} scrolls sideways", "(its columns)", header.length(), viewport))
     return cuts
 
 
 def _header_width(header: QHeaderView, column: int, text: str) -> int:
-    """What the header section needs: its longest line, the style's margins on both sides."""
+    """What the header section needs: Qt's own hint, and at least its longest line with the
+    style's margins on both sides."""
     metrics = QFontMetrics(header.font())
     margin = header.style().pixelMetric(QStyle.PixelMetric.PM_HeaderMargin, None, header)
-    return max(metrics.horizontalAdvance(line) for line in text.split("\n")) + 2 * margin
+    lines = max(metrics.horizontalAdvance(line) for line in text.split("\n")) + 2 * margin
+    return max(lines, header.sectionSizeHint(column))
 
 
 def _cell_size(table: QTableView, index: QModelIndex, column_width: int) -> tuple[int, int]:
-    """The width the delegate needs for the cell on one line (on wrapped lines: the longest
-    word's), and the height it needs at the column's width."""
+    """The width the delegate needs for the cell on one line (wrapped: for its longest word),
+    and the height it needs at the column's width (0 where the table does not wrap)."""
     option = QStyleOptionViewItem()
     table.initViewItemOption(option)
-    option.rect.setWidth(column_width)
+    option.rect = QRect(0, 0, column_width, table.rowHeight(index.row()))
     delegate = table.itemDelegateForIndex(index)
-    one_line = delegate.sizeHint(option, index)
+    wrap = QStyleOptionViewItem.ViewItemFeature.WrapText
+    option.features &= ~wrap
+    grid = 1 if table.showGrid() else 0
+    one_line = delegate.sizeHint(option, index).width() + grid
     if not table.wordWrap():
-        return one_line.width(), 0
-    option.features |= QStyleOptionViewItem.ViewItemFeature.WrapText
-    wrapped = delegate.sizeHint(option, index)
-    metrics = QFontMetrics(option.font)
+        return one_line, 0
+    option.features |= wrap
+    wrapped_height = delegate.sizeHint(option, index).height()
+    metrics = QFontMetrics(index.data(Qt.ItemDataRole.FontRole) or option.font)
     text = str(index.data() or "")
-    longest = max(metrics.horizontalAdvance(word) for word in text.split()) + (one_line.width() - metrics.horizontalAdvance(text))
-    return (one_line.width() if wrapped.height() <= one_line.height() else longest), wrapped.height()
+    longest_word = max(metrics.horizontalAdvance(word) for word in text.split())
+    return one_line - metrics.horizontalAdvance(text) + longest_word, wrapped_height
 
 
 # -- plots --------------------------------------------------------------------------------
@@ -228,8 +238,13 @@ def _plot_cuts(plot: QWidget) -> list[Cut]:
     axis = item.getAxis("left")
     if axis.isVisible() and axis.style.get("showValues", True):
         metrics = QFontMetrics(axis.style.get("tickFont") or plot.font())
-        ticks = axis._tickLevels or []
-        labels = [text for level in ticks for _, text in level]
+        labels = [text for level in axis._tickLevels or [] for _, text in level]
+        if axis._tickLevels is None and axis.height() > 0:  # automatic ticks: the major ones, as drawn
+            low, high = sorted(axis.range)
+            levels = axis.tickValues(low, high, axis.height())
+            if levels:
+                spacing, values = levels[0]
+                labels = axis.tickStrings(values, axis.autoSIPrefixScale * axis.scale, spacing)
         room = round(axis.width() - (axis.label.boundingRect().height() if axis.label.isVisible() else 0)
                      - axis.style["tickTextOffset"][0] - max(0, axis.style["tickLength"]))
         for text in labels:
