@@ -188,23 +188,25 @@ class PlanView(QWidget):
 
     # -- layout --------------------------------------------------------------------
 
-    def _top_row(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        solver = QVBoxLayout()
-        solver.setSpacing(2)
+    def _top_row(self) -> QVBoxLayout:
+        """The solver and the exports on a line, the figures under them: side by side, the
+        three made the window 1,566 px wide at least, wider than a 1280 px screen."""
+        line = QHBoxLayout()
         label = QLabel("Solver")
         label.setObjectName("metricName")
-        solver.addWidget(label)
-        solver.addWidget(self.solver_box)
-        row.addLayout(solver)
-        for card in self.cards.values():
-            row.addWidget(card, 1)
-        exports = QVBoxLayout()
-        exports.setSpacing(3)
+        line.addWidget(label)
+        line.addWidget(self.solver_box)
+        line.addStretch(1)
         for button in self.export_buttons.values():
-            exports.addWidget(button)
-        row.addLayout(exports)
-        return row
+            line.addWidget(button)
+        cards = QHBoxLayout()
+        for card in self.cards.values():
+            cards.addWidget(card, 1)
+        top = QVBoxLayout()
+        top.setSpacing(6)
+        top.addLayout(line)
+        top.addLayout(cards)
+        return top
 
     def _body(self) -> QSplitter:
         """The stage table above; the timeline and the comparison side by side below."""

@@ -81,8 +81,9 @@ class StageComparison(QWidget):
         plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch: "
                       f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted "
                       f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>")
-        plot.setLabel("left", "ms")
-        plot.getAxis("left").setWidth(52)
+        # seconds with pyqtgraph's SI prefix ("ms", "s"): a host's 80,000 ms printed five digits
+        # wide ran under the axis label
+        plot.setLabel("left", units="s")
         plot.showGrid(y=True, alpha=0.15)
         plot.setMouseEnabled(x=False, y=False)
         self.predicted_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=PREDICTED_COLOR, pen=None)
@@ -108,8 +109,8 @@ class StageComparison(QWidget):
         self.report = report
         stages = report.stages if report is not None else ()
         xs = [float(stage.stage) for stage in stages]
-        predicted = [1000 * (stage.predicted_compute_s or 0.0) for stage in stages]
-        measured = [1000 * (stage.measured_compute_s or 0.0) for stage in stages]
+        predicted = [stage.predicted_compute_s or 0.0 for stage in stages]
+        measured = [stage.measured_compute_s or 0.0 for stage in stages]
         self.predicted_bars.setOpts(x=[x - BAR_WIDTH / 2 for x in xs], height=predicted, width=BAR_WIDTH)
         self.measured_bars.setOpts(x=[x + BAR_WIDTH / 2 for x in xs], height=measured, width=BAR_WIDTH)
         axis = self.chart.getPlotItem().getAxis("bottom")
@@ -117,7 +118,7 @@ class StageComparison(QWidget):
         plot = self.chart.getPlotItem()
         if stages:
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)
-            plot.setYRange(0, max([*predicted, *measured, 1e-6]) * 1.5, padding=0)
+            plot.setYRange(0, max([*predicted, *measured, 1e-9]) * 1.5, padding=0)
         rows = []
         for stage in stages:
             row = []

@@ -7,8 +7,8 @@ while a budget is dragged. `fill_table` measures once per refill instead.
 A stretched column takes the room the others leave, but never less than its
 own content (StretchWithin): where the columns do not all fit, the table
 scrolls sideways rather than cut the stretched column's text to "embed_tok…".
-A table that wraps its text (setWordWrap(True)) stretches as before: its
-long column wraps onto more lines instead.
+In a table that wraps its text (setWordWrap(True)) the stretched column wraps
+onto more lines, down to WRAPPED_MIN_PX wide (narrower, a word a line).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QTableWidgetItem,
     QWidget,
 )
+
+WRAPPED_MIN_PX = 160
 
 
 def style_readonly_table(table: QTableWidget, headers: Sequence[str]) -> QTableWidget:
@@ -49,11 +51,9 @@ def fill_table(table: QTableWidget, rows: Sequence[Sequence[QTableWidgetItem]], 
         for c, item in enumerate(row):
             table.setItem(r, c, item)
     table.resizeColumnsToContents()
-    if table.wordWrap():
-        header.setSectionResizeMode(stretch_column, QHeaderView.ResizeMode.Stretch)
-    else:
-        stretch = table.findChild(StretchWithin) or StretchWithin(table)
-        stretch.set_column(stretch_column, header.sectionSize(stretch_column))
+    content_px = header.sectionSize(stretch_column)
+    stretch = table.findChild(StretchWithin) or StretchWithin(table)
+    stretch.set_column(stretch_column, min(content_px, WRAPPED_MIN_PX) if table.wordWrap() else content_px)
     table.resizeRowsToContents()
     table.setUpdatesEnabled(True)
 

@@ -13,8 +13,8 @@ that is clipped or elided:
   own header and delegate) is wider than its column (elided), or, wrapped, taller than
   its row. A table may scroll sideways only where its columns, each as wide as its
   content, would not fit the viewport anyway.
-- a pyqtgraph plot: its title wider than the plot, or a tick label of its left axis
-  wider than the axis.
+- a pyqtgraph plot: its title wider than the plot. (Tick labels are not checked:
+  pyqtgraph leaves out those it has no room for, so a measure of them misleads.)
 
 Widths are Qt's own font metrics on this machine's fonts, so the check holds on any
 machine: it compares what is drawn with the room it is drawn in, never fixed pixels.
@@ -84,18 +84,26 @@ def path_of(widget: QWidget) -> str:
 # -- labels -------------------------------------------------------------------------------
 
 
+def _is_rich(label: QLabel) -> bool:
+    return label.textFormat() == Qt.TextFormat.RichText or (
+        label.textFormat() == Qt.TextFormat.AutoText and QtGui.Qt.mightBeRichText(label.text()))
+
+
+def _document(label: QLabel, width: int | None = None) -> QTextDocument:
+    document = QTextDocument()
+    document.setDefaultFont(label.font())
+    document.setDocumentMargin(0)
+    document.setHtml(label.text())
+    if width is not None:
+        document.setTextWidth(width)
+    return document
+
+
 def _text_width(label: QLabel) -> int:
-    text = label.text()
-    rich = label.textFormat() == Qt.TextFormat.RichText or (
-        label.textFormat() == Qt.TextFormat.AutoText and QtGui.Qt.mightBeRichText(text))
-    if rich:
-        document = QTextDocument()
-        document.setDefaultFont(label.font())
-        document.setDocumentMargin(0)
-        document.setHtml(text)
-        return round(document.idealWidth())
+    if _is_rich(label):
+        return round(_document(label).idealWidth())
     metrics = QFontMetrics(label.font())
-    return max(metrics.horizontalAdvance(line) for line in text.split("\n"))
+    return max(metrics.horizontalAdvance(line) for line in label.text().split("\n"))
 
 
 def _label_cuts(label: QLabel) -> list[Cut]:
@@ -105,7 +113,10 @@ def _label_cuts(label: QLabel) -> list[Cut]:
     room = label.contentsRect().width() - 2 * label.margin()
     if label.wordWrap():
         needed_height = label.heightForWidth(label.width())
-        longest_word = max(QFontMetrics(label.font()).horizontalAdvance(word) for word in text.split())
+        if _is_rich(label):  # what no line break fits: the laid out text's width at the room it has
+            longest_word = round(_document(label, room).idealWidth())
+        else:
+            longest_word = max(QFontMetrics(label.font()).horizontalAdvance(word) for word in text.split())
         if needed_height > label.height() + SLACK_PX:
             return [Cut(path_of(label), text, needed_height, label.height())]
         if longest_word > room + SLACK_PX:
@@ -235,21 +246,5 @@ def _plot_cuts(plot: QWidget) -> list[Cut]:
         room = round(item.width())
         if needed > room + SLACK_PX:
             cuts.append(Cut(f"{path_of(plot)} title", title.text, needed, room))
-    axis = item.getAxis("left")
-    if axis.isVisible() and axis.style.get("showValues", True):
-        metrics = QFontMetrics(axis.style.get("tickFont") or plot.font())
-        labels = [text for level in axis._tickLevels or [] for _, text in level]
-        if axis._tickLevels is None and axis.height() > 0:  # automatic ticks: the major ones, as drawn
-            low, high = sorted(axis.range)
-            levels = axis.tickValues(low, high, axis.height())
-            if levels:
-                spacing, values = levels[0]
-                labels = axis.tickStrings(values, axis.autoSIPrefixScale * axis.scale, spacing)
-        room = round(axis.width() - (axis.label.boundingRect().height() if axis.label.isVisible() else 0)
-                     - axis.style["tickTextOffset"][0] - max(0, axis.style["tickLength"]))
-        for text in labels:
-            needed = metrics.horizontalAdvance(text)
-            if needed > room + SLACK_PX:
-                cuts.append(Cut(f"{path_of(plot)} left axis", text, needed, room))
     return cuts
 
