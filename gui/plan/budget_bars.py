@@ -277,9 +277,6 @@ class BudgetBarsPanel(QWidget):
         over.setObjectName("muted")
         header.addWidget(over)
         header.addStretch(1)
-        hint = QLabel("drag a handle · ←/→ 1% · PgUp/PgDn 10%")
-        hint.setObjectName("muted")
-        header.addWidget(hint)
         return header
 
     def _update_devices(self) -> None:
@@ -302,6 +299,10 @@ class BudgetBarsPanel(QWidget):
             self._rows.addWidget(bar, row, 1)
             self._rows.addWidget(figures, row, 2)
             self._bars[entry.name], self._figures[entry.name] = bar, figures
+        if self._bars:  # under the figures: beside the legend it made the window wider than 1280 px
+            hint = QLabel("drag a handle · ←/→ 1% · PgUp/PgDn 10%")
+            hint.setObjectName("muted")
+            self._rows.addWidget(hint, len(self._bars), 2)
         self._empty.setVisible(not self._bars)
         self._update_plan()
 

@@ -5,7 +5,7 @@
     │ [State] [Loss] [Val loss] [Tokens/s] [Progress ███████░░ 120 / 200, ETA 42 s] │
     │ loss plot (smoothing, log y, x axis)       │ tokens/s                         │
     │                                            │ per stage: predicted vs measured │
-    │ Runs in ./runs: Compare · Run · State · Step · Last loss · ...  [Open]       │
+    │ Runs in ./runs: Compare · Run · State · Step · ... [Open] [Save as HF…]      │
     └──────────────────────────────────────────────────────────────────────────────┘
 
 Training is a separate process (core.training.launcher): this view prepares
