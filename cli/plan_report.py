@@ -5,6 +5,7 @@ from __future__ import annotations
 from cli.table import render_table
 from core.planning.plan import INFEASIBLE, Plan
 from core.planning.problem import Device, Problem
+from core.planning.schedules import micro_batches_per_replica
 from core.planning.setup import TrainingSetup
 from core.planning.solvers import FasterBaseline
 from core.units import format_bytes, format_count, format_gap, format_seconds
@@ -75,7 +76,8 @@ def summary(plan: Plan) -> str:
              f" (bottleneck stage {plan.bottleneck_index}: {format_seconds(plan.bottleneck_s or 0.0)})"]
     if plan.data_parallel > 1 or plan.zero:
         sync = max(stage.sync_s for stage in plan.stages)
-        lines.append(f"{shape(plan)}: {plan.micro_batches // plan.data_parallel} micro-batch(es) per replica, "
+        per_replica = micro_batches_per_replica(plan.micro_batches, plan.data_parallel)
+        lines.append(f"{shape(plan)}: {per_replica} micro-batch(es) per replica, "
                      f"then the groups sync in {format_seconds(sync)}")
     if plan.tokens_per_s:
         lines.append(f"throughput {plan.tokens_per_s:,.0f} tokens/s")
