@@ -26,13 +26,17 @@ def test_step_time_is_the_sum_plus_m_prime_minus_one_slowest_stages_plus_the_slo
     assert schedule.step_time_s([1.0, 2.0], 1) == 3.0  # one micro-batch: no bubble, no sync
 
 
-def test_each_schedule_maps_to_its_torch_class_and_torch_s_own_minimum():
+def test_1f1b_needs_as_many_micro_batches_per_replica_as_stages_and_gpipe_one():
+    assert schedule_named("1f1b").least_micro_batches_per_replica(4) == 4
+    assert schedule_named("gpipe").least_micro_batches_per_replica(4) == 1
+
+
+@pytest.mark.slow  # imports torch
+def test_each_schedule_maps_to_its_torch_class():
     from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
 
     assert schedule_named("1f1b").torch_class() is Schedule1F1B
     assert schedule_named("gpipe").torch_class() is ScheduleGPipe
-    assert schedule_named("1f1b").least_micro_batches_per_replica(4) == 4
-    assert schedule_named("gpipe").least_micro_batches_per_replica(4) == 1
 
 
 def test_the_problem_format_accepts_exactly_the_registered_schedules_1f1b_first():
