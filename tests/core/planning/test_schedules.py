@@ -3,7 +3,13 @@
 import pytest
 
 from core.planning.problem import SCHEDULES, Setup
-from core.planning.schedules import SCHEDULE_NAMES, GPipe, OneFOneB, micro_batches_per_replica, schedule_named
+from core.planning.schedules import (
+    SCHEDULE_NAMES,
+    GPipe,
+    OneFOneB,
+    micro_batches_per_replica,
+    schedule_named,
+)
 
 
 def test_gpipe_holds_every_micro_batch_of_its_replica_and_1f1b_at_most_the_stages_after_it():
