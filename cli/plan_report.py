@@ -10,6 +10,7 @@ from core.planning.front_door import (
     Plan,
     Problem,
     TrainingSetup,
+    micro_batches_per_replica,
 )
 from core.units import format_bytes, format_count, format_gap, format_seconds
 
@@ -79,7 +80,8 @@ def summary(plan: Plan) -> str:
              f" (bottleneck stage {plan.bottleneck_index}: {format_seconds(plan.bottleneck_s or 0.0)})"]
     if plan.data_parallel > 1 or plan.zero:
         sync = max(stage.sync_s for stage in plan.stages)
-        lines.append(f"{shape(plan)}: {plan.micro_batches // plan.data_parallel} micro-batch(es) per replica, "
+        per_replica = micro_batches_per_replica(plan.micro_batches, plan.data_parallel)
+        lines.append(f"{shape(plan)}: {per_replica} micro-batch(es) per replica, "
                      f"then the groups sync in {format_seconds(sync)}")
     if plan.tokens_per_s:
         lines.append(f"throughput {plan.tokens_per_s:,.0f} tokens/s")

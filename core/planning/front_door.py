@@ -33,6 +33,7 @@ from core.planning.export import device_map_json, divisors, plan_json, torchrun_
 from core.planning.host_note import host_stage_note
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_problem
+from core.planning.schedules import micro_batches_per_replica
 from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup
 from core.planning.solvers import (
     HYBRID_BASELINES,
@@ -56,7 +57,7 @@ __all__ = [
     "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
     # setup, problem and plan
     "AUTO", "INFEASIBLE", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
-    "StageCost", "TrainingSetup", "load_problem",
+    "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
     # solvers and what they compare
     "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
     "faster_outside_the_setup", "solve", "host_stage_note",

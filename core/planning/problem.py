@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+from core.planning.schedules import SCHEDULE_NAMES, Schedule, schedule_named
 
 MODES = ("train", "infer")
-SCHEDULES = ("1f1b", "gpipe")
+SCHEDULES = SCHEDULE_NAMES  # core.planning.schedules: one class each
 ZERO_STAGES = (0, 1, 2, 3)
 AUTO = "auto"  # data_parallel: the solver picks the best divisor of micro_batches
 
@@ -86,6 +87,11 @@ class Setup:
             if abs(sum(given) - self.bytes_per_param) > 1e-9 * max(1.0, self.bytes_per_param):
                 raise InputError(f"weight + grad + optimizer bytes per param ({sum(given):g}) must add up to "
                                  f"bytes_per_param ({self.bytes_per_param:g})")
+
+    @property
+    def pipeline_schedule(self) -> Schedule:
+        """The schedule object that prices in-flight micro-batches and the step time."""
+        return schedule_named(self.schedule)
 
     @property
     def is_hybrid(self) -> bool:

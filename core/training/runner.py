@@ -22,6 +22,7 @@ from core.model.config import GPTConfig
 from core.model.model_spec import ModelSpec, resolve_choice
 from core.planning.plan import Plan
 from core.planning.problem import Device
+from core.planning.schedules import micro_batches_per_replica, schedule_named
 from core.training.config import TrainConfig
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import CONFIG_FORMAT, RunContext
@@ -231,11 +232,12 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
     stages = len(plan.stages)
     setup = config.setup
     _check_replicas(config, plan)
-    per_replica = setup.micro_batches // plan.data_parallel
-    if config.engine == "pipeline" and setup.schedule == "1f1b" and per_replica < stages:
+    schedule = schedule_named(setup.schedule)
+    least = schedule.least_micro_batches_per_replica(stages)
+    if config.engine == "pipeline" and micro_batches_per_replica(setup.micro_batches, plan.data_parallel) < least:
         replicas = f" per replica ({setup.micro_batches} / {plan.data_parallel})" if plan.data_parallel > 1 else ""
-        raise InputError(f"1F1B needs at least as many micro-batches{replicas} as stages ({stages}): "
-                         f"use --micro-batches {stages * plan.data_parallel} or --schedule gpipe")
+        raise InputError(f"{schedule.label} needs at least as many micro-batches{replicas} as stages ({stages}): "
+                         f"use --micro-batches {least * plan.data_parallel} or --schedule gpipe")
     kinds = {device.startswith("cuda:") for stage in plan.stages for device in stage.devices}
     if config.engine == "pipeline" and len(kinds) > 1:
         raise InputError("the pipeline engine cannot mix CPU and GPU stages: use --engine local")

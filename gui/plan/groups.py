@@ -9,6 +9,7 @@ are distinct.
 
 from __future__ import annotations
 
+from core.planning import front_door as planning
 from core.planning.front_door import Plan, StageCost
 from core.units import format_seconds
 
@@ -39,7 +40,7 @@ def replicas(plan: Plan) -> int:
 
 def micro_batches_per_replica(plan: Plan) -> int:
     """m' = m / d: the micro-batches each replica's pipeline runs per step."""
-    return max(1, plan.micro_batches // replicas(plan))
+    return max(1, planning.micro_batches_per_replica(plan.micro_batches, replicas(plan)))
 
 
 def stage_of_device(plan: Plan | None) -> dict[str, tuple[int, int, StageCost]]:

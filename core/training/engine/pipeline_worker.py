@@ -3,8 +3,8 @@
     python -m torch.distributed.run --nproc-per-node d*S ... -m core.training.engine.pipeline_worker RUN_DIR
 
 Rank r = replica * S + stage runs that stage of the plan with
-torch.distributed.pipelining (`PipelineStage` driven by `Schedule1F1B` or
-`ScheduleGPipe` over its replica's pipeline group, n_microbatches = m / d,
+torch.distributed.pipelining (`PipelineStage` driven by the setup's schedule's
+torch class, core.planning.schedules: `Schedule1F1B` or `ScheduleGPipe`, over its replica's pipeline group, n_microbatches = m / d,
 mean loss per micro-batch, gradients scaled by the schedule). With d > 1
 replicas each stage's group synchronises its gradients with FSDP2 (see
 core.training.engine.data_parallel). gloo on CPU, nccl when every stage is a
@@ -27,10 +27,11 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.pipelining import PipelineStage
 
 from core.model.gpt import lm_loss
 from core.planning.plan import replica_and_stage
+from core.planning.schedules import schedule_named
 from core.system.process import exit_with_parent
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
@@ -118,7 +119,7 @@ class PipelineEngine:
         self.norm_parameters = norm_parameters(self.module, pair is not None and index == pair[1])
         self.optimizer = make_optimizer(named, self.config)
         self.stage = TimedStage(self.module, index, self.num_stages, device, group=pipeline_group)
-        schedule = Schedule1F1B if self.config.setup.schedule == "1f1b" else ScheduleGPipe
+        schedule = schedule_named(self.config.setup.schedule).torch_class()
         self.schedule = schedule(self.stage, n_microbatches=context.replica_micro_batches, loss_fn=self._loss)
         self.comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
         self._measured: dict[str, Any] = {}
