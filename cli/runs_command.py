@@ -42,10 +42,16 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs under {root}")
         return 0
-    print(f"{'NAME':<28} {'STATE':<9} {'STEP':>11} {'LOSS':>8}  {'MODEL':<14} {'ENGINE':<8} STAGES  STARTED")
+    print(f"{'NAME':<28} {'STATE':<9} {'STEP':>11} {'LOSS':>8}  {'MODEL':<14} {'ENGINE':<8} STAGES  "
+          f"{'STARTED':<16}  MEMORY MiB PER STAGE (PREDICTED/MEASURED PEAK)")
     for r in runs:
         loss = f"{r.last_loss:.4f}" if r.last_loss is not None else "-"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "-"
         print(f"{r.name:<28} {r.state:<9} {f'{r.step}/{r.steps}':>11} {loss:>8}  {r.model:<14} "
-              f"{r.engine:<8} {r.stages:>6}  {started}")
+              f"{r.engine:<8} {r.stages:>6}  {started:<16}  {_memory(r.predicted_memory_bytes, r.measured_peak_memory_bytes)}")
     return 0
+
+
+def _memory(predicted: tuple[float, ...], measured: tuple[int | None, ...]) -> str:
+    """'12.3/13.0 8.1/8.4': each stage's predicted and measured peak MiB ('-' where not measured)."""
+    return " ".join(f"{p / 2**20:.1f}/{'-' if m is None else f'{m / 2**20:.1f}'}" for p, m in zip(predicted, measured))

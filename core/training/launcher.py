@@ -101,6 +101,10 @@ class RunSummary:
     engine: str
     stages: int
     started_at: float | None
+    # per stage: the plan's memory, and the measured peak and what it counts (None: not measured yet)
+    predicted_memory_bytes: tuple[float, ...] = ()
+    measured_peak_memory_bytes: tuple[int | None, ...] = ()
+    measured_memory_source: tuple[str | None, ...] = ()
 
 
 def start_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None = None,
@@ -178,9 +182,11 @@ def _summary(path: Path) -> RunSummary:
     from core.training.run_info import read_run_info
 
     paths = RunPaths(path)
+    predicted: tuple[float, ...] = ()
     try:
         info = read_run_info(path)
         steps, model, engine, stages, created = info.steps, info.model_name, info.engine, info.stages, info.created_at
+        predicted = tuple(stage.memory_bytes for stage in info.plan.stages)
     except InputError:
         steps, model, engine, stages, created = 0, "?", "?", 0, None
     state: RunState | Literal["created"]
@@ -192,8 +198,14 @@ def _summary(path: Path) -> RunSummary:
     row = last_row(paths.metrics)
     if row is not None and int(row.get("step", 0)) >= step:
         step, loss = int(row["step"]), row.get("loss")
+    peaks, sources = (row or {}).get("stage_measured_peak_memory_bytes", []), (row or {}).get(
+        "stage_measured_memory_source", [])
     return RunSummary(name=path.name, path=path, state=state, step=step, steps=steps, last_loss=loss, model=model,
-                      engine=engine, stages=stages, started_at=started or created)
+                      engine=engine, stages=stages, started_at=started or created, predicted_memory_bytes=predicted,
+                      measured_peak_memory_bytes=tuple(int(peaks[i]) if i < len(peaks) else None
+                                                       for i in range(len(predicted))),
+                      measured_memory_source=tuple(str(sources[i]) if i < len(sources) else None
+                                                   for i in range(len(predicted))))
 
 
 def _spawn_job(paths: RunPaths) -> RunHandle:

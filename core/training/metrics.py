@@ -15,6 +15,12 @@ A row (keys always present unless marked):
     stage_compute_s           [per stage] seconds in that stage's forward and backward
     stage_idle_s              [per stage] step_time_s minus its compute (waiting, sending)
     stage_peak_memory_bytes   [per stage] peak memory of its device (CPU: process peak RSS)
+    stage_measured_peak_memory_bytes
+                              (from the first step on) [per stage] the largest peak of live
+                              tensor bytes (CPU) or allocated bytes (CUDA) over the tracked
+                              steps (core.training.engine.memory_tracker)
+    stage_measured_memory_source
+                              [per stage, beside it] "tensors" or "cuda"
     stage_sync_s              (data-parallel runs only) [per stage] seconds its group spent
                               reducing gradients after the last backward (largest replica)
 

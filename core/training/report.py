@@ -1,6 +1,8 @@
 """Measured against predicted: each stage's time per micro-batch, from the plan
 (the canonical cost model) and from the run's metrics; with data-parallel
-replicas also each stage group's gradient sync per step.
+replicas also each stage group's gradient sync per step; and each stage's
+peak memory, the plan's against the tracked steps' (docs/design.md,
+"Measured memory").
 
 A stage on a simulated GPU trains on the host CPU (core.training.execution):
 its prediction is then the host's (the same work at the host's speed), and
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.planning.plan import Plan, StageCost
@@ -42,6 +44,10 @@ class StageReport:
     simulated: str | None = None
     datasheet_compute_s: float | None = None
     prediction_source: str = "the plan"
+    predicted_memory_bytes: float | None = None  # the plan's stage memory (core.planning.plan.StageCost)
+    measured_peak_memory_bytes: int | None = None  # None: no tracked step in the metrics
+    measured_memory_source: str | None = None  # "tensors" (CPU: live tensor bytes) or "cuda" (allocator)
+    budget_bytes: int | None = None
 
     @property
     def device(self) -> str:
@@ -55,6 +61,11 @@ class StageReport:
     @property
     def measured_over_predicted(self) -> float | None:
         measured, predicted = self.measured_compute_s, self.predicted_compute_s
+        return measured / predicted if measured and predicted else None
+
+    @property
+    def memory_measured_over_predicted(self) -> float | None:
+        measured, predicted = self.measured_peak_memory_bytes, self.predicted_memory_bytes
         return measured / predicted if measured and predicted else None
 
     @property
@@ -98,6 +109,7 @@ class RunReport:
         answer["step_measured_over_predicted"] = self.step_measured_over_predicted
         for stage, record in zip(self.stages, answer["stages"]):
             record["measured_over_predicted"] = stage.measured_over_predicted
+            record["memory_measured_over_predicted"] = stage.memory_measured_over_predicted
             record["runs_on"] = stage.runs_on_note
         return answer
 
@@ -117,12 +129,14 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
     usable = [row for row in rows if "stage_compute_s" in row][WARMUP_STEPS:] or list(rows)
     per_replica = micro_batches_per_replica(micro_batches, plan.data_parallel)
     by_device = {execution.device: execution for execution in executions}
+    memory = next((row for row in reversed(rows) if "stage_measured_peak_memory_bytes" in row), {})
     stages = []
     for index, stage in enumerate(plan.stages):
         compute = _median(index, "stage_compute_s", usable)
-        stages.append(_stage(index, stage, [by_device[d] for d in stage.devices if d in by_device],
-                             compute / per_replica if compute is not None else None,
-                             _median(index, "stage_idle_s", usable), _median(index, "stage_sync_s", usable)))
+        report = _stage(index, stage, [by_device[d] for d in stage.devices if d in by_device],
+                        compute / per_replica if compute is not None else None,
+                        _median(index, "stage_idle_s", usable), _median(index, "stage_sync_s", usable))
+        stages.append(replace(report, **_memory(index, memory)))
     step_times = [row["step_time_s"] for row in usable if "step_time_s" in row]
     simulated = any(stage.simulated is not None for stage in stages)
     return RunReport(stages=tuple(stages), steps_measured=len(usable),
@@ -151,7 +165,18 @@ def _stage(index: int, stage: StageCost, executions: Sequence[DeviceExecution], 
         predicted_time_s=None if predicted is None else predicted + stage.comm_s, measured_compute_s=measured,
         measured_idle_s_per_step=idle, predicted_sync_s=stage.sync_s if len(stage.devices) > 1 else None,
         measured_sync_s=sync, simulated=simulated,
-        datasheet_compute_s=stage.compute_s if simulated is not None else None, prediction_source=source)
+        datasheet_compute_s=stage.compute_s if simulated is not None else None, prediction_source=source,
+        predicted_memory_bytes=stage.memory_bytes, budget_bytes=stage.budget_bytes)
+
+
+def _memory(index: int, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stage's measured peak and its source from the last row that carries them (the tracked
+    steps' figure, core.training.engine.memory_tracker); nothing where none does."""
+    peaks, sources = row.get("stage_measured_peak_memory_bytes", []), row.get("stage_measured_memory_source", [])
+    if index >= len(peaks):
+        return {}
+    return {"measured_peak_memory_bytes": int(peaks[index]),
+            "measured_memory_source": str(sources[index]) if index < len(sources) else None}
 
 
 def _host_step_s(plan: Plan, stages: Sequence[StageReport], micro_batches: int, schedule: str) -> float | None:
@@ -194,7 +219,24 @@ def format_report(report: RunReport) -> str:
         source = next(s.prediction_source for s in report.stages if s.simulated is not None)
         lines.append(f"simulated {', '.join(report.simulated)} ran on the host CPU: predicted ms is for the host, "
                      f"from {source}; datasheet ms: predicted on {', '.join(report.simulated)} (datasheet)")
-    return "\n".join(lines)
+    return "\n".join(lines + format_memory(report))
+
+
+def format_memory(report: RunReport) -> list[str]:
+    """Peak memory per stage, predicted against measured (empty when nothing was measured)."""
+    if not any(stage.measured_peak_memory_bytes is not None for stage in report.stages):
+        return []
+    lines = ["stage  memory MiB: predicted  measured peak  measured/predicted  budget  measured as"]
+    for stage in report.stages:
+        lines.append(f"{stage.stage:>5}  {_mib(stage.predicted_memory_bytes):>21}  "
+                     f"{_mib(stage.measured_peak_memory_bytes):>13}  "
+                     f"{_ratio(stage.memory_measured_over_predicted):>18}  {_mib(stage.budget_bytes):>6}  "
+                     f"{stage.measured_memory_source or '-'}")
+    return lines
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f}"
 
 
 def _ms(value: float | None) -> str:

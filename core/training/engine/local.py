@@ -20,6 +20,7 @@ from core.model.gpt import lm_loss
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
 from core.training.engine.loop import StepStats, train_loop
+from core.training.engine.memory_tracker import SHARED, StepMeter, stage_tensors
 from core.training.engine.model_stages import build_stages, tied_pair
 from core.training.engine.optim import (
     clip_gradients,
@@ -52,8 +53,12 @@ class LocalEngine:
         self.optimizer = make_optimizer(named, self.config)
         head = self.tied[1] if self.tied is not None else -1
         self.norm_parameters = [norm_parameters(stage, i == head) for i, stage in enumerate(self.stages)]
+        self.meter = StepMeter(self.devices)  # each stage's measured peak memory
         self._measured: dict[str, Any] = {}
         self._val_loss: float | None = None
+
+    def _holdings(self) -> list[list[torch.Tensor]]:
+        return [stage_tensors(stage, self.optimizer) for stage in self.stages]
 
     # ------------------------------------------------------------------ training
     def train_step(self, step: int, lr: float) -> None:
@@ -63,18 +68,20 @@ class LocalEngine:
                                                 setup.micro_batches * setup.micro_batch_size, setup.seq_len)
         compute_s = [0.0] * len(self.stages)
         started = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        losses = [self._micro_batch(x, y, compute_s)
-                  for x, y in zip(inputs.chunk(setup.micro_batches), targets.chunk(setup.micro_batches))]
-        for parameter in self.parameters:  # mean over micro-batches, as the pipeline schedule scales
-            if parameter.grad is not None:
-                parameter.grad.div_(setup.micro_batches)
-        self._sum_tied_gradients()
-        norm = math.sqrt(sum(grad_square_sum(params) for params in self.norm_parameters))
-        clip_gradients(self.parameters, norm, self.config.grad_clip)
-        self.optimizer.step()
-        for device in set(self.devices):
-            synchronize(device)
+        with self.meter.step(step, self._holdings):
+            self.optimizer.zero_grad(set_to_none=True)
+            losses = [self._micro_batch(x, y, compute_s)
+                      for x, y in zip(inputs.chunk(setup.micro_batches), targets.chunk(setup.micro_batches))]
+            with self.meter.label(SHARED):  # the update's temporaries: every stage's device holds its share
+                for parameter in self.parameters:  # mean over micro-batches, as the pipeline schedule scales
+                    if parameter.grad is not None:
+                        parameter.grad.div_(setup.micro_batches)
+                self._sum_tied_gradients()
+                norm = math.sqrt(sum(grad_square_sum(params) for params in self.norm_parameters))
+                clip_gradients(self.parameters, norm, self.config.grad_clip)
+                self.optimizer.step()
+            for device in set(self.devices):
+                synchronize(device)
         step_time_s = time.perf_counter() - started
         loss = torch.stack([loss.cpu() for loss in losses]).mean().item()  # host-device sync
         self._measured = {"loss": loss, "grad_norm": norm, "step_time_s": step_time_s, "compute_s": compute_s}
@@ -85,24 +92,26 @@ class LocalEngine:
         hidden = x
         for index, (stage, device) in enumerate(zip(self.stages, self.devices)):
             started = time.perf_counter()
-            hidden = hidden.to(device)
-            if index > 0:  # a stage boundary: the next stage's input is a leaf, as in a pipeline
-                hidden = hidden.detach().requires_grad_()
-            boundary_inputs.append(hidden)
-            hidden = stage(hidden)
-            if index == len(self.stages) - 1:
-                hidden = lm_loss(hidden, y.to(device))
-            outputs.append(hidden)
+            with self.meter.label(index):
+                hidden = hidden.to(device)
+                if index > 0:  # a stage boundary: the next stage's input is a leaf, as in a pipeline
+                    hidden = hidden.detach().requires_grad_()
+                boundary_inputs.append(hidden)
+                hidden = stage(hidden)
+                if index == len(self.stages) - 1:
+                    hidden = lm_loss(hidden, y.to(device))
+                outputs.append(hidden)
             synchronize(device)
             compute_s[index] += time.perf_counter() - started
         for index in reversed(range(len(self.stages))):
             started = time.perf_counter()
-            if index == len(self.stages) - 1:
-                outputs[index].backward()
-            else:
-                grad = boundary_inputs[index + 1].grad
-                assert grad is not None
-                outputs[index].backward(grad.to(self.devices[index]))
+            with self.meter.label(index):
+                if index == len(self.stages) - 1:
+                    outputs[index].backward()
+                else:
+                    grad = boundary_inputs[index + 1].grad
+                    assert grad is not None
+                    outputs[index].backward(grad.to(self.devices[index]))
             synchronize(self.devices[index])
             compute_s[index] += time.perf_counter() - started
         return outputs[-1].detach()
@@ -140,12 +149,15 @@ class LocalEngine:
     # -------------------------------------------------------------- measurements
     def collect(self, stop_requested: bool) -> StepStats:
         measured, step_time_s = self._measured, self._measured["step_time_s"]
+        readings = self.meter.readings() or ()
         stats = StepStats(
             loss=measured["loss"], grad_norm=measured["grad_norm"], step_time_s=step_time_s,
             stage_compute_s=tuple(measured["compute_s"]),
             stage_idle_s=tuple(max(0.0, step_time_s - c) for c in measured["compute_s"]),
             stage_peak_memory_bytes=tuple(peak_memory_bytes(device) for device in self.devices),
             val_loss=self._val_loss, stop=stop_requested,
+            stage_measured_peak_memory_bytes=tuple(reading.peak_bytes for reading in readings),
+            stage_measured_memory_source=tuple(reading.source for reading in readings),
         )
         self._val_loss = None
         return stats

@@ -29,6 +29,9 @@ class StepStats:
     stage_idle_s: tuple[float, ...]
     stage_peak_memory_bytes: tuple[int, ...]
     stage_sync_s: tuple[float, ...] = ()  # each stage's data-parallel group (d > 1 only)
+    # each stage's measured peak of a step (core.training.engine.memory_tracker); () before the first
+    stage_measured_peak_memory_bytes: tuple[int, ...] = ()
+    stage_measured_memory_source: tuple[str, ...] = ()
     val_loss: float | None = None
     stop: bool = False  # some process was asked to stop; all of them agree on it
 
@@ -110,6 +113,9 @@ def metrics_row(step: int, lr: float, stats: StepStats, config: TrainConfig, ela
     }
     if stats.stage_sync_s:
         row["stage_sync_s"] = list(stats.stage_sync_s)
+    if stats.stage_measured_peak_memory_bytes:
+        row["stage_measured_peak_memory_bytes"] = list(stats.stage_measured_peak_memory_bytes)
+        row["stage_measured_memory_source"] = list(stats.stage_measured_memory_source)
     if stats.val_loss is not None:
         row["val_loss"] = stats.val_loss
     return row

@@ -44,6 +44,7 @@ from core.training.engine.data_parallel import (
     shard_stage,
 )
 from core.training.engine.loop import StepStats, train_loop
+from core.training.engine.memory_tracker import CUDA, TENSORS, StepMeter, stage_tensors
 from core.training.engine.model_stages import build_stages, tied_pair
 from core.training.engine.optim import (
     clip_gradients,
@@ -58,7 +59,7 @@ from core.training.metrics import MetricsWriter, format_row
 
 # collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
 # every rank adds into (the loss and validation loss from the last stage, the stop vote).
-_RANK_FIELDS = ("compute_s", "step_time_s", "peak_memory_bytes", "sync_s")
+_RANK_FIELDS = ("compute_s", "step_time_s", "peak_memory_bytes", "sync_s", "measured_peak_bytes", "on_cuda")
 _LOSS, _VAL_LOSS, _STOP = range(3)  # offsets of the shared slots
 _SHARED_SLOTS = 3
 
@@ -122,6 +123,7 @@ class PipelineEngine:
         schedule = schedule_named(self.config.setup.schedule).torch_class()
         self.schedule = schedule(self.stage, n_microbatches=context.replica_micro_batches, loss_fn=self._loss)
         self.comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        self.meter = StepMeter([device])  # this stage's measured peak memory
         self._measured: dict[str, Any] = {}
         self._val_loss: float | None = None
 
@@ -161,19 +163,20 @@ class PipelineEngine:
                                                     setup.micro_batches * setup.micro_batch_size, setup.seq_len)
         self.stage.compute_s = self.stage.sync_s = 0.0
         started = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        losses = self._run_schedule(self.schedule.step, inputs, targets)
-        # ---- tied embedding and head: both copies get the sum of their gradients (shard by shard)
-        if self.tied_group is not None and self.tied_parameter is not None \
-                and self.tied_parameter.grad is not None:
-            grad = local(self.tied_parameter.grad)
-            dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=self.tied_group)
-        # ---- global gradient norm over all stages (and shards), clip, update
-        squares = self._all_reduce([grad_square_sum(self.norm_parameters)])[0]
-        norm = (squares / self.position.replicas if self.zero == 0 else squares) ** 0.5  # zero 0: d equal copies
-        clip_gradients(self.parameters, norm, self.config.grad_clip)
-        self.optimizer.step()
-        synchronize(self.device)
+        with self.meter.step(step, lambda: [stage_tensors(self.module, self.optimizer)]):
+            self.optimizer.zero_grad(set_to_none=True)
+            losses = self._run_schedule(self.schedule.step, inputs, targets)
+            # ---- tied embedding and head: both copies get the sum of their gradients (shard by shard)
+            if self.tied_group is not None and self.tied_parameter is not None \
+                    and self.tied_parameter.grad is not None:
+                grad = local(self.tied_parameter.grad)
+                dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=self.tied_group)
+            # ---- global gradient norm over all stages (and shards), clip, update
+            squares = self._all_reduce([grad_square_sum(self.norm_parameters)])[0]
+            norm = (squares / self.position.replicas if self.zero == 0 else squares) ** 0.5  # zero 0: d copies
+            clip_gradients(self.parameters, norm, self.config.grad_clip)
+            self.optimizer.step()
+            synchronize(self.device)
         step_time_s = time.perf_counter() - started
         loss = torch.stack(losses).mean().item() if losses else 0.0  # host-device sync
         self._measured = {"loss": loss, "grad_norm": norm, "step_time_s": step_time_s,
@@ -215,8 +218,11 @@ class PipelineEngine:
         shared = per_rank * self.position.world_size  # the first shared slot
         values = [0.0] * (shared + _SHARED_SLOTS)
         measured = self._measured
+        reading = (self.meter.readings() or (None,))[0]
         mine = {"compute_s": measured["compute_s"], "step_time_s": measured["step_time_s"],
-                "peak_memory_bytes": float(peak_memory_bytes(self.device)), "sync_s": measured["sync_s"]}
+                "peak_memory_bytes": float(peak_memory_bytes(self.device)), "sync_s": measured["sync_s"],
+                "measured_peak_bytes": float(reading.peak_bytes) if reading is not None else -1.0,
+                "on_cuda": 1.0 if reading is not None and reading.source == CUDA else 0.0}
         values[per_rank * self.rank:per_rank * (self.rank + 1)] = [mine[field] for field in _RANK_FIELDS]
         if self.last:
             values[shared + _LOSS] = measured["loss"] / self.position.replicas
@@ -231,6 +237,8 @@ class PipelineEngine:
                     for s in range(self.num_stages)]
 
         compute = tuple(sum(group) / len(group) for group in per_stage("compute_s"))
+        measured_peaks = tuple(int(max(group)) for group in per_stage("measured_peak_bytes"))
+        known = min(measured_peaks) >= 0  # every stage has a tracked step behind it
         step_time_s = max(max(group) for group in per_stage("step_time_s"))
         stats = StepStats(
             loss=total[shared + _LOSS], grad_norm=measured["grad_norm"], step_time_s=step_time_s,
@@ -239,6 +247,9 @@ class PipelineEngine:
             stage_sync_s=tuple(max(group) for group in per_stage("sync_s")) if self.replicated else (),
             val_loss=total[shared + _VAL_LOSS] if self._val_loss is not None else None,
             stop=total[shared + _STOP] > 0,
+            stage_measured_peak_memory_bytes=measured_peaks if known else (),
+            stage_measured_memory_source=tuple(CUDA if max(group) > 0 else TENSORS
+                                               for group in per_stage("on_cuda")) if known else (),
         )
         self._val_loss = None
         return stats
