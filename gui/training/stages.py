@@ -7,6 +7,8 @@ gradient sync per step, predicted beside measured. A stage whose simulated
 GPU the host CPU executes says so ("runs on host CPU (simulated A100-80GB)"),
 is predicted at the host's speed, and keeps the plan's datasheet prediction
 in a column of its own ("Predicted (datasheet)", its tooltip naming the GPUs).
+Beside the compute bars, each stage's peak memory: predicted, measured and
+budget (gui.training.memory_chart), also in the table's last columns.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -22,11 +25,13 @@ from PySide6.QtWidgets import (
 
 from core.training.run_info import RunReport, StageReport
 from gui import theme
+from gui.training.memory_chart import MemoryChart, mib
 from gui.widgets.plots import grid_axes
 from gui.widgets.tables import fill_table, style_readonly_table
 
 COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted\n(datasheet)", "Layers", "Idle / step",
-           "Sync predicted", "Sync measured")
+           "Sync predicted", "Sync measured", "Memory\npredicted", "Memory\nmeasured peak", "Memory\nratio",
+           "Memory\nbudget")
 TIPS = ("stage: device (its group, one device per replica)",
         "what executes the stage when it is not the planned device: the host CPU stands in for a simulated GPU",
         "compute per micro-batch predicted for the device that runs the stage",
@@ -34,9 +39,13 @@ TIPS = ("stage: device (its group, one device per replica)",
         "compute per micro-batch the plan predicts on the simulated GPU's datasheet speed", "layers on the stage",
         "time per step the stage waits (for its neighbours, or sending)",
         "the group's gradient sync per step, from the plan (cost model v2)",
-        "the group's gradient reduction per step after the last backward, median of the newest steps")
+        "the group's gradient reduction per step after the last backward, median of the newest steps",
+        "the stage's peak memory in a step, from the plan (parameters, gradients, optimizer states, activations)",
+        "the largest peak over the first tracked steps: live tensor bytes (CPU) or allocated bytes (CUDA)",
+        "measured peak / predicted", "the memory the plan allows the stage's device")
 RUNS_ON_COLUMN, PREDICTED_COLUMN, DATASHEET_COLUMN = 1, 2, 5
 SYNC_COLUMNS = (8, 9)
+MEMORY_COLUMNS = (10, 11, 12, 13)
 PREDICTED_COLOR = "#BAB0AC"
 MEASURED_COLOR = theme.ACCENT
 BAR_WIDTH = 0.38
@@ -47,11 +56,13 @@ def ms(value: float | None) -> str:
 
 
 def stage_texts(stage: StageReport) -> list[str]:
-    ratio = stage.measured_over_predicted
+    ratio, memory_ratio = stage.measured_over_predicted, stage.memory_measured_over_predicted
     runs_on = "host CPU" if stage.simulated is not None else "as planned"  # the tooltip names the GPU
     return [f"{stage.stage}: {stage.group}", runs_on, ms(stage.predicted_compute_s), ms(stage.measured_compute_s),
             "—" if ratio is None else f"{ratio:.2f}×", ms(stage.datasheet_compute_s), str(stage.layers),
-            ms(stage.measured_idle_s_per_step), ms(stage.predicted_sync_s), ms(stage.measured_sync_s)]
+            ms(stage.measured_idle_s_per_step), ms(stage.predicted_sync_s), ms(stage.measured_sync_s),
+            mib(stage.predicted_memory_bytes), mib(stage.measured_peak_memory_bytes),
+            "—" if memory_ratio is None else f"{memory_ratio:.2f}×", mib(stage.budget_bytes)]
 
 
 def datasheet_tip(report: RunReport | None) -> str:
@@ -64,6 +75,8 @@ def datasheet_tip(report: RunReport | None) -> str:
 def _tip(stage: StageReport, column: int) -> str:
     if column == PREDICTED_COLUMN and stage.simulated is not None:
         return f"compute per micro-batch on the host CPU, from {stage.prediction_source}"
+    if column == MEMORY_COLUMNS[1] and stage.measured_memory_source is not None:
+        return f"{TIPS[column]}; measured as {stage.measured_memory_source}"
     if column == RUNS_ON_COLUMN and stage.runs_on_note is not None:
         return f"{stage.runs_on_note}: a simulated GPU trains as a CPU process, so Predicted is the host's"
     return TIPS[column]
@@ -90,10 +103,15 @@ class StageComparison(QWidget):
         self.measured_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=MEASURED_COLOR, pen=None)
         plot.addItem(self.predicted_bars)
         plot.addItem(self.measured_bars)
+        self.memory_chart = MemoryChart()
         self.table = style_readonly_table(QTableWidget(0, len(COLUMNS)), COLUMNS)
+        charts = QHBoxLayout()
+        charts.setContentsMargins(0, 0, 0, 0)
+        charts.addWidget(self.chart, 1)
+        charts.addWidget(self.memory_chart, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.chart, 3)
+        layout.addLayout(charts, 3)
         layout.addWidget(self.table, 2)
         self._draw(None)
 
@@ -119,6 +137,7 @@ class StageComparison(QWidget):
         if stages:
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)
             plot.setYRange(0, max([*predicted, *measured, 1e-9]) * 1.5, padding=0)
+        self.memory_chart.draw(report)
         rows = []
         for stage in stages:
             row = []

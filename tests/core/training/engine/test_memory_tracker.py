@@ -3,7 +3,14 @@ and gives each stage its own peak (docs/design.md, "Measured memory")."""
 
 import torch
 
-from core.training.engine.memory_tracker import SHARED, TENSORS, StepMeter, TensorTracker, measures, stage_tensors
+from core.training.engine.memory_tracker import (
+    SHARED,
+    TENSORS,
+    StepMeter,
+    TensorTracker,
+    measures,
+    stage_tensors,
+)
 
 
 def test_the_peak_counts_storages_once_and_drops_freed_ones():
