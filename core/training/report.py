@@ -129,7 +129,7 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
     usable = [row for row in rows if "stage_compute_s" in row][WARMUP_STEPS:] or list(rows)
     per_replica = micro_batches_per_replica(micro_batches, plan.data_parallel)
     by_device = {execution.device: execution for execution in executions}
-    memory = next((row for row in reversed(rows) if "stage_measured_peak_memory_bytes" in row), {})
+    memory: Mapping[str, Any] = next((row for row in reversed(rows) if "stage_measured_peak_memory_bytes" in row), {})
     stages = []
     for index, stage in enumerate(plan.stages):
         compute = _median(index, "stage_compute_s", usable)
