@@ -32,9 +32,11 @@ class MemoryChart(pg.PlotWidget):
     def __init__(self) -> None:
         super().__init__(background=theme.SURFACE, axisItems=grid_axes())
         plot = self.getPlotItem()
-        plot.setTitle(f"<span style='color:{theme.TEXT}'>Peak memory: "
-                      f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted "
-                      f"<span style='color:{MEASURED_COLOR}'>■</span> measured "
+        # two lines: in the Training tab's narrow column one line was wider than the chart
+        # and pushed its bars off
+        plot.setTitle(f"<span style='color:{theme.TEXT}'>Peak memory per step<br>"
+                      f"<span style='color:{PREDICTED_COLOR}'>■</span> plan "
+                      f"<span style='color:{MEASURED_COLOR}'>■</span> peak "
                       f"<span style='color:{BUDGET_COLOR}'>▬</span> budget</span>")
         plot.setLabel("left", "MiB")
         plot.showGrid(y=True, alpha=0.15)

@@ -91,7 +91,8 @@ class StageComparison(QWidget):
         self.chart = pg.PlotWidget(background=theme.SURFACE, axisItems=grid_axes())
         plot = self.chart.getPlotItem()
         # the title's coloured squares are the legend: a legend box sat over the bars of a one-stage run
-        plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch: "
+        # two lines: beside the memory chart, one line was wider than the chart and pushed its bars off
+        plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch<br>"
                       f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted "
                       f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>")
         # seconds with pyqtgraph's SI prefix ("ms", "s"): a host's 80,000 ms printed five digits

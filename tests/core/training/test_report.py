@@ -117,3 +117,29 @@ def test_a_run_prepared_before_executions_were_recorded_still_names_its_simulate
     simulated, host = executions_from_record(old)
     assert (simulated.simulated, simulated.runs_on, simulated.run_tflops) == ("A100-80GB", "cpu", None)
     assert simulated.on_host and not host.on_host and host.simulated is None
+
+
+def test_each_stage_reports_predicted_and_measured_peak_memory():
+    rows = _rows(4, sync=False)
+    for row in rows:
+        row["stage_measured_peak_memory_bytes"] = [3 * 2**20, 6 * 2**20]
+        row["stage_measured_memory_source"] = ["tensors", "cuda"]
+    plan = _plan(1)  # each stage predicts 4 bytes (1 + 1 + 1 + 1) within a budget of 100
+    report = stage_report(plan, rows, micro_batches=8)
+    first, second = report.stages
+    assert first.predicted_memory_bytes == 4.0 and first.budget_bytes == 100
+    assert (first.measured_peak_memory_bytes, first.measured_memory_source) == (3 * 2**20, "tensors")
+    assert second.measured_memory_source == "cuda"
+    assert first.memory_measured_over_predicted == pytest.approx(3 * 2**20 / 4)
+    record = report.to_dict()["stages"][1]  # report.json
+    assert record["predicted_memory_bytes"] == 4.0 and record["measured_peak_memory_bytes"] == 6 * 2**20
+    assert record["measured_memory_source"] == "cuda"
+    assert record["memory_measured_over_predicted"] == pytest.approx(6 * 2**20 / 4)
+    assert "measured peak" in format_report(report) and "    3.0" in format_report(report)
+
+
+def test_a_run_without_tracked_steps_has_no_measured_memory():
+    report = stage_report(_plan(1), _rows(4, sync=False), micro_batches=8)
+    assert all(s.measured_peak_memory_bytes is None and s.measured_memory_source is None for s in report.stages)
+    assert report.to_dict()["stages"][0]["memory_measured_over_predicted"] is None
+    assert "measured peak" not in format_report(report)

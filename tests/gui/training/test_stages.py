@@ -1,6 +1,8 @@
 """The Training tab's stage comparison: each group's sync beside the prediction, and a
 simulated GPU's stage marked as running on the host, predicted at the host's speed."""
 
+import pytest
+
 from core.training.report import stage_report
 from gui.training.stages import (
     DATASHEET_COLUMN,
@@ -57,3 +59,25 @@ def test_the_same_report_again_leaves_the_chart_alone_and_a_new_one_redraws_it(q
     assert len(ticks_set) == 1  # the chart's axes were not repainted for the same figures
     view.show_report(stage_report(_plan(1), _rows(6, sync=False), micro_batches=8))
     assert len(ticks_set) == 2 and view.table.item(0, 0).text() == "0: cpu#0"
+
+
+def test_each_stage_shows_predicted_and_measured_peak_memory_and_its_budget(qtbot):
+    from gui.training.stages import MEMORY_COLUMNS
+
+    rows = _rows(6, sync=False)
+    for row in rows:
+        row["stage_measured_peak_memory_bytes"] = [2**20, 2**21]
+        row["stage_measured_memory_source"] = ["tensors", "tensors"]
+    view = StageComparison()
+    qtbot.addWidget(view)
+    view.resize(1600, 1000)
+    plan = _plan(1)  # 4 bytes predicted per stage, budget 100 bytes
+    view.show_report(stage_report(plan, rows, micro_batches=8))
+    table = view.table
+    assert [table.item(1, c).text() for c in MEMORY_COLUMNS] == ["0.0 MiB", "2.0 MiB", "524288.00×", "0.0 MiB"]
+    assert "measured as tensors" in table.item(1, MEMORY_COLUMNS[1]).toolTip()
+    chart = view.memory_chart
+    assert list(chart.measured_bars.opts["height"]) == [1.0, 2.0]  # MiB
+    assert list(chart.predicted_bars.opts["height"]) == pytest.approx([4 / 2**20] * 2)
+    x, y = chart.budget_lines.getData()
+    assert list(y) == pytest.approx([100 / 2**20] * 4)  # the budget's line over each stage: on the scale
