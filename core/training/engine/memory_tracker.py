@@ -151,6 +151,13 @@ def stage_tensors(module: torch.nn.Module, optimizer: torch.optim.Optimizer | No
     return tensors
 
 
+def _register(tracker: TensorTracker, holdings: Any) -> None:
+    """Register each stage's holdings under its label. A function of its own: a loop variable
+    in the step's frame would keep last step's gradients alive past zero_grad, counting them twice."""
+    for label, tensors in enumerate(holdings()):
+        tracker.register(tensors, label)
+
+
 class StepMeter:
     """Each stage's measured peak over the tracked steps of a job (one stage per label 0..n-1).
 
@@ -181,8 +188,7 @@ class StepMeter:
         tracker = None
         if len(cuda) < len(set(self.devices)):
             tracker = TensorTracker(range(len(self.devices)))
-            for label, tensors in enumerate(holdings()):
-                tracker.register(tensors, label)
+            _register(tracker, holdings)
             tracker.reset_peaks()
         self.tracker = tracker
         try:
@@ -191,8 +197,7 @@ class StepMeter:
             else:
                 with tracker:
                     yield tracker
-                for label, tensors in enumerate(holdings()):  # optimizer states: their parameter's stage
-                    tracker.register(tensors, label)
+                _register(tracker, holdings)  # optimizer states: their parameter's stage
             self._steps.append(tuple(self._reading(index, device) for index, device in enumerate(self.devices)))
         finally:
             self.tracker = None

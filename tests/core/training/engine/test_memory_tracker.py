@@ -87,3 +87,12 @@ def test_the_meter_tracks_the_first_steps_only_and_skips_the_first_when_it_can()
     readings = meter.readings()
     assert readings is not None and readings[0].source == TENSORS
     assert readings[0].peak_bytes == 40 + 4 * 200  # steps 2 and 3: step 1 and the untracked step 4 left out
+
+
+def test_the_meter_keeps_no_gradient_alive_past_zero_grad():
+    model = torch.nn.Linear(16, 16, bias=False)  # 1,024 bytes of weight, 1,024 of gradient
+    model(torch.ones(1, 16)).sum().backward()  # last step's gradient exists before the step
+    meter = StepMeter([torch.device("cpu")])
+    with meter.step(1, lambda: [stage_tensors(model)]) as tracker:
+        model.zero_grad(set_to_none=True)  # it is freed here...
+        assert tracker is not None and tracker.live_bytes[0] == 1024  # ...and not held by the meter
