@@ -7,7 +7,7 @@ counts its untyped storage once, while it lives: a weakref finalizer on the
 storage takes its bytes off when the last tensor viewing it dies. The
 tensors that exist before the step (parameters, buffers, optimizer states)
 are registered at its start. The peak of the live bytes during the step is
-the figure the cost model predicts (docs/design.md, "Memory model").
+the figure the cost model predicts (docs/design.md, "Cost model v2").
 
 Several stages in one process (the local engine) label what they create:
 a storage belongs to the stage that ran the op (`tracker.stage(i)`), and what
