@@ -39,6 +39,11 @@ def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages):
     reference = bare_loop_losses(tmp_path / "run", 8)
     assert [row["loss"] for row in rows] == pytest.approx(reference, abs=1e-5)
     assert len(rows[-1]["stage_compute_s"]) == len(stages)
+    # every row carries each stage's measured peak (live tensors): at least its fp32 AdamW state,
+    # 16 bytes a parameter (weights, gradients, two moments), and less than twice the plan's figure
+    assert rows[-1]["stage_measured_memory_source"] == ["tensors"] * len(stages)
+    for stage, peak in zip(context.plan.stages, rows[-1]["stage_measured_peak_memory_bytes"]):
+        assert 16 * stage.params <= peak < 2 * stage.memory_bytes
 
 
 @pytest.mark.slow
