@@ -119,9 +119,20 @@ def test_runs_lists_state_steps_and_last_loss(finished_run, capsys):
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["name"] == "done" and listed["state"] == "finished"
     assert listed["step"] == 6 and listed["steps"] == 6 and listed["last_loss"] > 0
+    # each stage's predicted and measured peak memory, and what the measurement counts
+    stages = len(listed["predicted_memory_bytes"])
+    assert stages == listed["stages"] and len(listed["measured_peak_memory_bytes"]) == stages
+    assert all(m > 0 for m in listed["measured_peak_memory_bytes"])
+    assert listed["measured_memory_source"] == ["tensors"] * stages
+    report = json.loads((finished_run / "report.json").read_text())
+    for record in report["stages"]:
+        assert record["predicted_memory_bytes"] > 0 and record["measured_peak_memory_bytes"] > 0
+        assert record["measured_memory_source"] == "tensors" and record["memory_measured_over_predicted"] > 0
     assert main(["runs", str(finished_run.parent)]) == 0
     table = capsys.readouterr().out
     assert "done" in table and "finished" in table and "6/6" in table
+    first = f"{listed['predicted_memory_bytes'][0] / 2**20:.1f}/{listed['measured_peak_memory_bytes'][0] / 2**20:.1f}"
+    assert first in table
 
 
 def test_resume_continues_at_the_right_step(finished_run, capsys):
