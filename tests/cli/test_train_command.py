@@ -74,6 +74,7 @@ def test_steps_must_be_positive(tmp_path, corpus, capsys, steps):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_a_run_directory_that_holds_another_run_is_left_alone(finished_run, corpus, capsys):
     before = fingerprint(finished_run)
     code = main(tiny_args(corpus, finished_run, "--steps", "5"))
@@ -89,6 +90,7 @@ def test_a_directory_of_user_files_is_left_alone(tmp_path, corpus, capsys):
     assert fingerprint(tmp_path / "mine") == {"thesis.txt": hashlib.sha256(b"precious").hexdigest()}
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_resume_refuses_a_corrupt_checkpoint_and_changes_nothing(finished_run, capsys):
     latest = sorted((finished_run / "checkpoints").glob("step_*"))[-1]
     stage = latest / "stage_1.pt"
@@ -105,6 +107,7 @@ def test_resume_refuses_a_corrupt_checkpoint_and_changes_nothing(finished_run, c
         stage.write_bytes(original)
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_resume_needs_more_steps_and_no_new_settings(finished_run, capsys):
     code = main(["train", "--resume", str(finished_run), "--steps", "6"])
     assert_one_line_error(capsys, code, "already at step 6")
@@ -114,6 +117,7 @@ def test_resume_needs_more_steps_and_no_new_settings(finished_run, capsys):
     assert_one_line_error(capsys, code, "holds no run")
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_runs_lists_state_steps_and_last_loss(finished_run, capsys):
     assert main(["runs", str(finished_run.parent), "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
@@ -124,6 +128,7 @@ def test_runs_lists_state_steps_and_last_loss(finished_run, capsys):
     assert "done" in table and "finished" in table and "6/6" in table
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_resume_continues_at_the_right_step(finished_run, capsys):
     """Last: it changes the shared run. Foreground resume to 9 steps."""
     assert main(["train", "--resume", str(finished_run), "--steps", "9"]) == 0

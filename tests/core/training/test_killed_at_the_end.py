@@ -23,6 +23,8 @@ from core.training.run_dir import read_status
 from core.training.runner import prepare_new_run, prepare_resume
 from tests.core.training.support import tiny_config, write_corpus, write_plan
 
+pytestmark = pytest.mark.slow  # a training job in a subprocess
+
 ROOT = Path(__file__).resolve().parents[3]
 KILLED_JOB = """
 import os, signal, sys
