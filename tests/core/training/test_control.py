@@ -1,5 +1,11 @@
-"""Background jobs under control: stop, kill -9 and resume, crashes, two nodes."""
+"""Background jobs under control: stop, kill -9 and resume, crashes, two nodes; a
+one-machine pipeline listens on loopback only.
 
+torch's TCPStore listens on every interface by default; core.training.engine.
+loopback_run hands it sockets bound to 127.0.0.1, and gloo is kept on `lo`.
+"""
+
+import ipaddress
 import os
 import random
 import signal
@@ -9,6 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -81,11 +88,30 @@ def test_kill_minus_9_at_random_moments_then_resume(tmp_path, corpus):
     assert losses(run_dir) == pytest.approx(losses(reference), abs=1e-6)
 
 
-def test_stop_ends_a_pipeline_within_seconds_with_a_checkpoint(tmp_path, corpus):
+def listeners(pid):
+    """(pid, address, port) of every listening socket of a process and its children."""
+    found = []
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            connections = process.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found += [(process.pid, c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
+    return found
+
+
+def test_a_pipeline_listens_on_loopback_only_and_stop_ends_it_within_seconds_with_a_checkpoint(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     config = tiny_config(corpus, engine="pipeline", steps=100_000, checkpoint_interval=1000)
     handle = start_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
     wait_for(lambda: len(_rows(handle.run_dir)) >= 3, 90, "the pipeline to train")
+    # ---- no port of it is open to the network
+    found = listeners(read_status(handle.run_dir).pid)
+    assert len({pid for pid, _, _ in found}) >= 2  # the agent's store and the workers' gloo sockets
+    exposed = [entry for entry in found if not ipaddress.ip_address(entry[1]).is_loopback]
+    assert exposed == []
+    # ---- stop: within seconds, with a checkpoint
     asked = time.monotonic()
     assert stop_run(handle.run_dir)
     status = wait_run(handle.run_dir, timeout_s=30)
