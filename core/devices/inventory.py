@@ -193,6 +193,29 @@ def discover_host() -> HostDevice:
                       psutil.cpu_count(logical=True), int(memory.total), int(memory.available))
 
 
+def gpu_free_bytes(gateway: nv.NvmlGateway | None = None,
+                   cuda_uuids: Callable[[], Sequence[str] | None] | None = None) -> dict[int, int]:
+    """Each GPU's free memory now (NVML, not cached), by CUDA index; {} without NVML.
+
+    A GPU torch cannot see, or whose memory NVML cannot read, is left out.
+    """
+    gateway = gateway or nv.shared_gateway()
+    if not gateway.available():
+        return {}
+    indices = [i for i in range(gateway.device_count()) if gateway.handle(i) is not None]
+    if cuda_uuids is None:
+        cuda_uuids = (lambda: None) if gateway.is_fake or not indices else _torch_cuda_uuids
+    order = _cuda_order(cuda_uuids())
+    free: dict[int, int] = {}
+    for index in indices:
+        uuid = gateway.static(index, "nvmlDeviceGetUUID")
+        torch_index = index if order is None else order.get(_bare_uuid(uuid or ""))
+        memory = gateway.device(index, "nvmlDeviceGetMemoryInfo")
+        if torch_index is not None and memory is not None:
+            free[torch_index] = int(memory.free)
+    return free
+
+
 def simulated_gpus(spec: str) -> tuple[GpuDevice, ...]:
     """Catalog GPUs for what-if planning: "2 x H100-SXM, A100-80GB".
 

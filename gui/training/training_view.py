@@ -31,6 +31,7 @@ from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
 from core.errors import InputError
+from core.planning.plan import Plan
 from core.system.child_call import Call
 from core.training.app_request import (
     check_run_name,
@@ -48,6 +49,7 @@ from core.training.launcher import (
     start_run,
     stop_run,
 )
+from core.training.memory_check import HolderMemory, memory_shortfall, read_holder_memory
 from core.training.run_dir import RUNNING, RunStatus
 from core.training.run_info import RunInfo, read_run_info, run_report
 from gui.state import AppState
@@ -91,6 +93,7 @@ class TrainingView(CurvesView):
         self._closed = False
         self._redraw_pending = False
         self._default_name = ""
+        self.holder_memory: Callable[[Plan], HolderMemory] = read_holder_memory  # what would hold the stages now
         self.poll_timer = self._timer(POLL_MS, self._poll)
         self.redraw_timer = self._timer(REDRAW_MS, self._redraw, single_shot=True)
         self.rest_timer = self._timer(REST_DELAY_MS, self._redraw_rest, single_shot=True)
@@ -234,6 +237,9 @@ class TrainingView(CurvesView):
             return "No plan to train with: see the banner"
         if not plan.feasible:
             return "No placement fits the devices: see the banner"
+        shortfall = memory_shortfall(plan, self.holder_memory(plan))
+        if shortfall is not None:
+            return f"Cannot start: {shortfall}"
         return None
 
     # -- launching -----------------------------------------------------------------------
@@ -337,6 +343,7 @@ class TrainingView(CurvesView):
     def _history_tick(self) -> None:
         if self.isVisible():
             self.refresh_history()
+            self._update_controls()  # the memory that would hold a run's stages changes
         if self._is_live():
             self._watch()  # torchrun starts its workers after the job
 

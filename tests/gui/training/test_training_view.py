@@ -37,7 +37,7 @@ from tests.gui.conftest import PLAN_TIMEOUT_MS, small_project
 pytestmark = pytest.mark.slow  # training jobs: seconds each
 
 GIB = 1024**3
-LIVE_RUN_STEPS = 400  # the started run's: stopped long before, evaluated every 20 steps (steps // 20)
+LIVE_RUN_STEPS = 200  # the started run's: stopped long before, validated every 20 steps (core.training.new_run)
 JOB_TIMEOUT_MS = 240_000  # a job imports torch, tokenizes and starts torchrun on a (possibly loaded) 2-core machine
 
 
