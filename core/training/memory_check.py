@@ -71,7 +71,7 @@ def memory_shortfall(plan: Plan, holders: HolderMemory) -> str | None:
                 continue
             free = holders.gpu_free_bytes.get(holder)
             if free is not None and stage.memory_bytes > free:
-                return (f"stage {number} of {count} ({device}) needs {format_bytes(stage.memory_bytes)} at its "
+                return (f"{stage_label(number, count, device)} needs {format_bytes(stage.memory_bytes)} at its "
                         f"predicted peak; {holder} has {format_bytes(free)} free: "
                         f"{format_bytes(stage.memory_bytes - free)} short")
     return None
@@ -99,6 +99,11 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     text = str(error)
     return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def stage_label(number: int, count: int, device: str) -> str:
+    """'stage 1 of 2 (A100-80GB)': how these lines name a stage (1-based)."""
+    return f"stage {number} of {count} ({device})"
 
 
 def out_of_memory_line(error: BaseException, stages: Sequence[str], device: str) -> str:

@@ -391,7 +391,7 @@ class TrainingView(CurvesView):
     def _update_controls(self, *_: object) -> None:
         reason = self.start_block_reason()
         self.start_button.setEnabled(reason is None)
-        self.reason_label.setText(reason or "")
+        self.show_note(self.reason_label, reason or "")
         self.stop_button.setEnabled(self._is_live() and not self._stopping)
         self.resume_button.setEnabled(self._launch is None and self._resume_target() is not None)
         self.hf_saver.set_run(self._resume_target())  # an HF run that is not live: Save as HF

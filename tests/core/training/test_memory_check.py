@@ -3,7 +3,12 @@
 import pytest
 
 from core.planning.plan import Plan, StageCost
-from core.training.memory_check import HolderMemory, is_out_of_memory, memory_shortfall, out_of_memory_line
+from core.training.memory_check import (
+    HolderMemory,
+    is_out_of_memory,
+    memory_shortfall,
+    out_of_memory_line,
+)
 
 GIB = 1024**3
 
@@ -72,3 +77,49 @@ def test_an_allocator_error_becomes_one_readable_line(error, device, expected):
 def test_other_errors_are_not_out_of_memory():
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("bad"))
+
+
+CPU_OOM = ("[enforce fail at alloc_cpu.cpp:116] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+           "allocate 1073741824 bytes. Error code 12 (Cannot allocate memory)")
+
+
+@pytest.fixture(scope="module")
+def two_stage_run(tmp_path_factory):
+    from core.training.plan_file import read_plan_file
+    from core.training.runner import prepare_new_run
+    from tests.core.training.support import tiny_config, write_corpus, write_plan
+
+    root = tmp_path_factory.mktemp("oom")
+    config = tiny_config(write_corpus(root / "corpus.txt", lines=500))
+    return prepare_new_run(config, root / "run", read_plan_file(write_plan(root / "plan.json")),
+                           emit=lambda line: None).paths
+
+
+def test_a_stage_process_that_runs_out_of_memory_fails_the_run_in_one_readable_line(two_stage_run):
+    from core.training.job import _worker_error
+    from core.training.pipeline_worker import _record_error
+
+    _record_error(two_stage_run.root, 1, RuntimeError(CPU_OOM))
+    line = str(_worker_error(two_stage_run, 1))
+    assert line.startswith("rank 1: stage 2 of 2 (cpu#1) ran out of the host's memory allocating 1.00 GiB: ")
+    assert "enforce" not in line and "DefaultCPUAllocator" not in line and "\n" not in line
+
+
+def test_the_local_engine_running_out_of_memory_says_so_in_one_line(two_stage_run):
+    from core.training.job import _error_line
+
+    line = _error_line(two_stage_run, RuntimeError(CPU_OOM))
+    assert line.startswith("the 2 stages of the local engine ran out of the host's memory allocating 1.00 GiB: ")
+    assert _error_line(two_stage_run, ValueError("bad")) == "ValueError: bad"
+
+
+def test_a_worker_killed_by_the_kernel_says_it_was_most_likely_memory(two_stage_run):
+    from core.training.job import _worker_error
+
+    for report in two_stage_run.errors.glob("rank_*.json"):
+        report.unlink()
+    with open(two_stage_run.log, "a") as log:
+        log.write("torch.distributed.elastic.multiprocessing.api: failed (exitcode: -9) local_rank: 1 (pid: 42)\n"
+                  "[1]:\n  exitcode  : -9 (pid: 42)\n  error_file: <N/A>\n  traceback : Signal 9 (SIGKILL) "
+                  "received by PID 42\n")
+    assert "out-of-memory killer" in str(_worker_error(two_stage_run, 1))
