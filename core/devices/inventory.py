@@ -13,6 +13,7 @@ they are marked `simulated` and never sampled.
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -204,7 +205,7 @@ def gpu_free_bytes(gateway: nv.NvmlGateway | None = None,
         return {}
     indices = [i for i in range(gateway.device_count()) if gateway.handle(i) is not None]
     if cuda_uuids is None:
-        cuda_uuids = (lambda: None) if gateway.is_fake or not indices else _torch_cuda_uuids
+        cuda_uuids = (lambda: None) if gateway.is_fake or not indices else _torch_cuda_uuids_once
     order = _cuda_order(cuda_uuids())
     free: dict[int, int] = {}
     for index in indices:
@@ -377,6 +378,12 @@ def _bare_uuid(uuid: str) -> str:
 
 def _cuda_order(uuids: Sequence[str] | None) -> dict[str, int] | None:
     return None if uuids is None else {_bare_uuid(u): i for i, u in enumerate(uuids)}
+
+
+@functools.cache
+def _torch_cuda_uuids_once() -> list[str] | None:
+    """_torch_cuda_uuids, asked once a process: the CUDA order does not change while it runs."""
+    return _torch_cuda_uuids()
 
 
 def _torch_cuda_uuids() -> list[str] | None:

@@ -4,7 +4,7 @@
                    steps=30, precision="auto")
       -> TrainConfig(precision fp32 on simulated GPUs, eval every 10 steps, ...)
 
-Three decisions live here and nowhere else (docs/design.md, "Training"):
+Three decisions live here and nowhere else:
 
 - precision: `run_precision` runs bf16 only where every device is a discovered
   GPU that supports it; the host and simulated GPUs (executed by the host) run

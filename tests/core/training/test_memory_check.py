@@ -123,3 +123,15 @@ def test_a_worker_killed_by_the_kernel_says_it_was_most_likely_memory(two_stage_
                   "[1]:\n  exitcode  : -9 (pid: 42)\n  error_file: <N/A>\n  traceback : Signal 9 (SIGKILL) "
                   "received by PID 42\n")
     assert "out-of-memory killer" in str(_worker_error(two_stage_run, 1))
+
+
+def test_real_gpus_free_memory_comes_from_nvml_by_cuda_index():
+    from core.devices import nvml_gateway as nv
+    from core.devices.fake_nvml import FakeNvml
+    from core.devices.inventory import discover, gpu_free_bytes
+
+    gateway = nv.NvmlGateway(FakeNvml(2))
+    total = {gpu.torch_index: gpu.memory_total_bytes for gpu in discover(gateway, cuda_uuids=lambda: None).gpus}
+    free = gpu_free_bytes(gateway, cuda_uuids=lambda: None)  # read now: the fake's use moves
+    assert set(free) == set(total) == {0, 1} and all(0 < free[i] < total[i] for i in free)
+    assert gpu_free_bytes(nv.NvmlGateway(FakeNvml(0, init_error=nv.LIBRARY_NOT_FOUND))) == {}
