@@ -3,9 +3,9 @@
 A plan checks each stage against its device's budget, but a simulated GPU's
 budget is its datasheet memory while the host's RAM holds the stage (the host
 executes it), and a real GPU may have filled up since it was discovered. So
-before launch each stage's predicted peak (StageCost.memory_bytes: state plus
-in-flight activations, docs/design.md "The canonical cost model"; per device
-of a data-parallel group) is compared with its holder:
+before launch each stage's predicted peak (StageCost.memory_bytes, per device
+of a group: state plus in-flight activations, docs/design.md, "Cost model v2")
+is compared with its holder:
 
 - the host's available memory (psutil) for stages the host executes (the host
   and simulated GPUs), all of them together: they are processes of one machine;
