@@ -1,6 +1,6 @@
 """The app's Start against `main.py train` on the same inputs: tokens/s of each, side by side.
 
-    python3 benchmarks/app_vs_cli_train.py MODEL [--steps 30] [--rounds 1]
+    python3 benchmarks/app_vs_cli_train.py MODEL [--steps 30] [--rounds 1] [--together]
 
 MODEL is a preset or a local HF model folder (the README's tiny-llama). The app's
 side is what its Start button does (gui.training.training_view.start_training):
@@ -9,7 +9,9 @@ A100-80GB and RTX4090, 8 micro-batches of 8 x 256 tokens, planned in bf16),
 the plan of those inputs, run_devices + train_config + start_run. The CLI's
 side is `main.py train` with the same model, device spec, batch shape and
 steps. Runs alternate (app, CLI, app, CLI ...) so drift of a shared machine
-hits both; each row is the median tokens/s of a run's steps after the first.
+hits both; --together starts each round's two runs at once instead (on a
+machine whose load swings within minutes). Each row is the median tokens/s of
+a run's steps after the first.
 Target: the app within 1.5x of the CLI (issue 19).
 """
 
@@ -67,11 +69,19 @@ def median_rate(run_dir: Path) -> tuple[float, str, int, str]:
             sum("val_loss" in row for row in rows), config["setup"]["precision"])
 
 
+def _row(side: str, run_dir: Path, started: float, rates: dict[str, list[float]]) -> None:
+    rate, state, evals, precision = median_rate(run_dir)
+    rates[side].append(rate)
+    print(f"{side:<8} {precision:>9} {evals:>11} {rate:>10,.0f} {state:>9} {time.monotonic() - started:>7.1f}",
+          flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--together", action="store_true", help="each round's app and CLI runs at the same time")
     args = parser.parse_args()
     model = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
     choice = ModelChoice(source="config", name=model) if Path(model).is_dir() else ModelChoice.named(model)
@@ -79,17 +89,15 @@ def main() -> int:
     print(f"{'run':<8} {'precision':>9} {'validations':>11} {'tokens/s':>10} {'state':>9} {'wall s':>7}")
     rates: dict[str, list[float]] = {"app": [], "cli": []}
     for round_ in range(args.rounds):
-        for side in ("app", "cli"):
+        started = time.monotonic()
+        app_dir, spec = app_run(choice, args.steps, root / f"app-{round_}")
+        if not args.together:
+            _row("app", app_dir, started, rates)
             started = time.monotonic()
-            run_dir = root / f"{side}-{round_}"
-            if side == "app":
-                _, spec = app_run(choice, args.steps, run_dir)
-            else:
-                cli_run(model, spec, args.steps, run_dir)
-            rate, state, evals, precision = median_rate(run_dir)
-            rates[side].append(rate)
-            print(f"{side:<8} {precision:>9} {evals:>11} {rate:>10,.0f} {state:>9} {time.monotonic() - started:>7.1f}",
-                  flush=True)
+        cli_dir = cli_run(model, spec, args.steps, root / f"cli-{round_}")
+        if args.together:
+            _row("app", app_dir, started, rates)
+        _row("cli", cli_dir, started, rates)
     app, cli = statistics.median(rates["app"]), statistics.median(rates["cli"])
     print(f"median tokens/s: app {app:,.0f}, CLI {cli:,.0f}; CLI / app = {cli / app:.2f} (target <= 1.5)")
     return 0
