@@ -160,8 +160,7 @@ def _worker_error(paths: RunPaths, returncode: int) -> WorkerFailure:
         return WorkerFailure(f"rank {data.get('rank')}: {data.get('error')}", data.get("traceback"))
     if _killed_by_signal_9(paths):
         return WorkerFailure("a stage process was killed (SIGKILL), most likely by the kernel's out-of-memory "
-                             "killer: give its stages more room (fewer layers on a device, a smaller batch, "
-                             "--recompute) or free memory, then resume", None)
+                             "killer: free memory or plan with less on its device, then resume", None)
     return WorkerFailure(f"the pipeline workers exited with code {returncode} (see train.log)", None)
 
 

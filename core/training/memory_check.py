@@ -120,5 +120,4 @@ def out_of_memory_line(error: BaseException, stages: Sequence[str], device: str)
     asked = (f" allocating {format_bytes(int(cpu_ask.group(1)))}" if cpu_ask
              else f" allocating {gpu_ask.group(1)}" if gpu_ask else "")
     holder = "the host's memory" if device == HOST else f"{device}'s memory"
-    return (f"{', '.join(stages)} ran out of {holder}{asked}: give it more room (fewer layers on it, "
-            "a smaller batch, --recompute) or free memory, then resume")
+    return f"{', '.join(stages)} ran out of {holder}{asked}: free memory or plan with less on it, then resume"
