@@ -17,6 +17,7 @@ catalog and the host's speed are re-exported here.
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -207,6 +208,29 @@ def discover_host() -> HostDevice:
                       psutil.cpu_count(logical=True), int(memory.total), int(memory.available))
 
 
+def gpu_free_bytes(gateway: nv.NvmlGateway | None = None,
+                   cuda_uuids: Callable[[], Sequence[str] | None] | None = None) -> dict[int, int]:
+    """Each GPU's free memory now (NVML, not cached), by CUDA index; {} without NVML.
+
+    A GPU torch cannot see, or whose memory NVML cannot read, is left out.
+    """
+    gateway = gateway or nv.shared_gateway()
+    if not gateway.available():
+        return {}
+    indices = [i for i in range(gateway.device_count()) if gateway.handle(i) is not None]
+    if cuda_uuids is None:
+        cuda_uuids = (lambda: None) if gateway.is_fake or not indices else _torch_cuda_uuids_once
+    order = _cuda_order(cuda_uuids())
+    free: dict[int, int] = {}
+    for index in indices:
+        uuid = gateway.static(index, "nvmlDeviceGetUUID")
+        torch_index = index if order is None else order.get(_bare_uuid(uuid or ""))
+        memory = gateway.device(index, "nvmlDeviceGetMemoryInfo")
+        if torch_index is not None and memory is not None:
+            free[torch_index] = int(memory.free)
+    return free
+
+
 def simulated_gpus(spec: str) -> tuple[GpuDevice, ...]:
     """Catalog GPUs for what-if planning: "2 x H100-SXM, A100-80GB".
 
@@ -368,6 +392,12 @@ def _bare_uuid(uuid: str) -> str:
 
 def _cuda_order(uuids: Sequence[str] | None) -> dict[str, int] | None:
     return None if uuids is None else {_bare_uuid(u): i for i, u in enumerate(uuids)}
+
+
+@functools.cache
+def _torch_cuda_uuids_once() -> list[str] | None:
+    """_torch_cuda_uuids, asked once a process: the CUDA order does not change while it runs."""
+    return _torch_cuda_uuids()
 
 
 def _torch_cuda_uuids() -> list[str] | None:

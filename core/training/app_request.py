@@ -27,6 +27,7 @@ from core.planning.device_resolution import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.setup import TrainingSetup
 from core.training.config import STDLIB, TrainConfig
+from core.training.new_run import new_run_config, planned_precision_request
 
 
 @dataclass(frozen=True)
@@ -138,27 +139,16 @@ def read_config_file(path: Any) -> dict[str, Any]:
     return config
 
 
-def default_intervals(steps: int) -> dict[str, int]:
-    """Evaluate about 20 times a run and checkpoint about 4 times, at most every 50 steps."""
-    return {"eval_interval": max(1, min(50, steps // 20)),
-            "checkpoint_interval": max(1, min(50, steps // 4)),
-            "log_interval": max(1, min(10, steps // 20))}
-
-
 def train_config(model: ModelChoice, setup: TrainingSetup, devices_spec: str, steps: int,
                  engine: str = "pipeline", data: str = STDLIB, **overrides: Any) -> TrainConfig:
-    """The run's TrainConfig for the app's model and setup (raises InputError for bad values)."""
+    """The run's TrainConfig for the app's model and setup, as `main.py train` makes it from the same
+    inputs (core.training.new_run): the setup's precision is the planning one, so bf16 there trains
+    bf16 only where every device is a capable GPU (raises InputError for bad values)."""
     reason = why_not_trainable(model, setup)
     if reason is not None:
         raise InputError(reason)
-    custom = model.custom if model.source == "custom" else None
-    name = "custom" if custom is not None else model.name
-    intervals = default_intervals(steps)
-    config = TrainConfig(model=name, custom=custom, devices=devices_spec, engine=engine, steps=steps,
-                         setup=setup, data=data, eval_interval=intervals["eval_interval"],
-                         checkpoint_interval=intervals["checkpoint_interval"],
-                         log_interval=intervals["log_interval"])
-    return replace(config, **overrides) if overrides else config
+    return new_run_config(model, setup, devices_spec, steps=steps, precision=planned_precision_request(setup.precision),
+                          engine=engine, data=data, **overrides)
 
 
 def default_run_name(model: ModelChoice, now: float | None = None) -> str:

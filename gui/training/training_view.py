@@ -31,15 +31,19 @@ from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
 from core.errors import InputError
+from core.planning.front_door import Plan
 from core.system.child_call import Call
 from core.training.launcher import (
     RUNNING,
     STDLIB,
+    HolderMemory,
     RunHandle,
     RunStatus,
     check_run_name,
     default_run_name,
     list_runs,
+    memory_shortfall,
+    read_holder_memory,
     read_status,
     resume_run,
     run_devices,
@@ -90,6 +94,7 @@ class TrainingView(CurvesView):
         self._closed = False
         self._redraw_pending = False
         self._default_name = ""
+        self.holder_memory: Callable[[Plan], HolderMemory] = read_holder_memory  # what would hold the stages now
         self.poll_timer = self._timer(POLL_MS, self._poll)
         self.redraw_timer = self._timer(REDRAW_MS, self._redraw, single_shot=True)
         self.rest_timer = self._timer(REST_DELAY_MS, self._redraw_rest, single_shot=True)
@@ -233,6 +238,9 @@ class TrainingView(CurvesView):
             return "No plan to train with: see the banner"
         if not plan.feasible:
             return "No placement fits the devices: see the banner"
+        shortfall = memory_shortfall(plan, self.holder_memory(plan))
+        if shortfall is not None:
+            return f"Cannot start: {shortfall}"
         return None
 
     # -- launching -----------------------------------------------------------------------
@@ -336,6 +344,7 @@ class TrainingView(CurvesView):
     def _history_tick(self) -> None:
         if self.isVisible():
             self.refresh_history()
+            self._update_controls()  # the memory that would hold a run's stages changes
         if self._is_live():
             self._watch()  # torchrun starts its workers after the job
 
@@ -383,7 +392,7 @@ class TrainingView(CurvesView):
     def _update_controls(self, *_: object) -> None:
         reason = self.start_block_reason()
         self.start_button.setEnabled(reason is None)
-        self.reason_label.setText(reason or "")
+        self.show_note(self.reason_label, reason or "")
         self.stop_button.setEnabled(self._is_live() and not self._stopping)
         self.resume_button.setEnabled(self._launch is None and self._resume_target() is not None)
         self.hf_saver.set_run(self._resume_target())  # an HF run that is not live: Save as HF

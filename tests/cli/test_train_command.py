@@ -161,3 +161,17 @@ def test_replicas_and_zero_come_from_the_plan_unless_given(tmp_path, corpus, cap
     code = main([*tiny_args(corpus, tmp_path / "run", "--plan", plan, "--zero", "0"), *four])
     assert_one_line_error(capsys, code, "the plan runs ZeRO stage 3 but --zero is 0")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_the_host_cannot_hold_is_refused_before_it_starts(tmp_path, corpus, capsys, monkeypatch):
+    """Simulated GPUs are executed by the host: their stages must fit its available memory."""
+    from core.training import memory_check
+
+    monkeypatch.setattr(memory_check, "read_holder_memory",
+                        lambda plan: memory_check.HolderMemory(host_available_bytes=1024))
+    args = tiny_args(corpus, tmp_path / "run", "--steps", "5")
+    args[args.index("--devices") + 1] = "A100-80GB,RTX4090"
+    code = main(args)
+    assert_one_line_error(capsys, code, "would run out of memory: stage 1 of ", "executed by this host's CPU)",
+                          "the host has 1.00 KiB available", "short")
+    assert not (tmp_path / "run").exists()

@@ -347,11 +347,28 @@ def _record_error(run_dir: Path, rank: int, error: BaseException) -> None:
     tail = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
     try:
         atomic_write_json(RunPaths(run_dir).errors / f"rank_{rank}.json",
-                          {"rank": rank, "error": f"{type(error).__name__}: {error}", "traceback": tail,
+                          {"rank": rank, "error": _error_line(run_dir, rank, error), "traceback": tail,
                            "time": time.time()})
     except OSError:
         pass
     print(json.dumps({"rank": rank, "error": str(error)}), file=sys.stderr, flush=True)
+
+
+def _error_line(run_dir: Path, rank: int, error: BaseException) -> str:
+    """The error in one line; running out of memory names the rank's stage, its device and the request."""
+    from core.planning.front_door import torch_device_of
+    from core.training.memory_check import is_out_of_memory, out_of_memory_line, stage_label
+
+    if not is_out_of_memory(error):
+        return f"{type(error).__name__}: {error}"
+    try:
+        context = RunContext.load(run_dir)
+        replica, stage = replica_and_stage(rank, context.num_stages)
+        layout = context.layouts[stage]
+        device = (layout.devices or (layout.device,))[replica]
+    except Exception:  # the run's files are unreadable: the rank still says what happened
+        return out_of_memory_line(error, [f"rank {rank}"], "cpu")
+    return out_of_memory_line(error, [stage_label(stage + 1, context.num_stages, device)], torch_device_of(device))
 
 
 if __name__ == "__main__":

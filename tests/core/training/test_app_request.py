@@ -13,7 +13,6 @@ from core.planning.setup import TrainingSetup
 from core.project import simulated_entry
 from core.training.app_request import (
     check_run_name,
-    default_intervals,
     default_run_name,
     run_devices,
     train_config,
@@ -132,14 +131,13 @@ def test_the_config_carries_the_model_setup_devices_and_intervals():
     assert (config.model, config.custom, config.devices, config.engine, config.steps, config.data) == (
         "gpt-nano", None, "cpu:2GiB", "local", 400, "corpus.txt")
     assert config.setup == setup
-    assert (config.eval_interval, config.checkpoint_interval, config.log_interval) == (20, 50, 10)
+    assert (config.eval_interval, config.checkpoint_interval, config.log_interval) == (40, 50, 10)
     custom = train_config(ModelChoice(source="custom", custom=GPTSize(layers=2, d_model=64, heads=4, vocab=256,
                                                                           seq=64)), setup, "cpu", 10)
     assert custom.model == "custom" and custom.custom.layers == 2
     name, gpt = trainable_model(custom, 256)
     assert layer_names(gpt) == ["embed", "h.0", "h.1", "ln_f", "lm_head"] and name.startswith("gpt-custom-2L")
     assert train_config(ModelChoice(name="gpt-nano"), setup, "cpu", 10, eval_interval=3).eval_interval == 3
-    assert default_intervals(1) == {"eval_interval": 1, "checkpoint_interval": 1, "log_interval": 1}
 
 
 def test_run_names():
