@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,25 @@ def losses(run_dir: Path) -> list[float]:
     return [row["loss"] for row in read_metrics(run_dir / "metrics.jsonl")]
 
 
+@contextmanager
+def compute_dtype(name: str) -> Iterator[None]:
+    """Runs started inside the block train in `name` ("float32" or "float64"): the job and
+    its stage processes inherit $ALLOT_DEFAULT_DTYPE, and this process (the local engine,
+    the bare loop) computes in it too. Both are restored after the block."""
+    from core.training.engine.numerics import DTYPE_ENV, DTYPES, default_dtype
+
+    before = os.environ.get(DTYPE_ENV)
+    os.environ[DTYPE_ENV] = name
+    try:
+        with default_dtype(DTYPES[name]):
+            yield
+    finally:
+        if before is None:
+            del os.environ[DTYPE_ENV]
+        else:
+            os.environ[DTYPE_ENV] = before
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -78,13 +99,12 @@ def bare_loop_losses(run_dir: Path, steps: int) -> list[float]:
     the engines must match."""
     import torch
 
-    from core.model.gpt import GPT
     from core.training.engine.context import RunContext
+    from core.training.engine.stages import build_full_model
 
     context = RunContext.load(run_dir)
     config, setup = context.config, context.config.setup
-    torch.manual_seed(config.seed)
-    model = GPT(context.gpt)
+    model = build_full_model(context.gpt, config.seed)  # the engines' initial weights, in the default dtype
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
