@@ -3,7 +3,8 @@ take torch's default dtype (fp32), with bf16 autocast when the run asks for it.
 
 A test can run the same training in float64 by setting ALLOT_DEFAULT_DTYPE=float64
 in the environment of the processes that train (the job and its stage
-processes inherit it). The initial weights are drawn in fp32 either way, so
+processes inherit it; a run directory does not record it, so a resume needs it
+again). The initial weights are drawn in fp32 either way, so
 both dtypes start from the same model. Two runs that add the same terms in
 another order (a data-parallel run and one pipeline) then agree to ~1e-12 in
 float64 where fp32 gives ~1e-4 at a loss spike, which is how the tests tell
