@@ -20,6 +20,7 @@ from core.training.plan_file import read_plan_file
 from core.training.run_dir import process_alive
 from core.training.runner import prepare_new_run
 from tests.core.training.support import (
+    FLOAT64_AGREEMENT,
     compute_dtype,
     losses,
     tiny_config,
@@ -57,13 +58,14 @@ def _finished(run_dir, timeout_s=300):
 # norm jumps 12x, to 21.3, and amplifies rounding there about 1000x.
 #   float64: loss within 1.5e-16, gradient norm 7.2e-14 (step 8; 1e-15 elsewhere), validation loss
 #            1.5e-16, final weights 1.6e-14, under ZeRO 0 and 3 alike: the same sums, so asserted at
-#            1e-10, far below any real difference in what is reduced (a lost shard, a wrong scale, a
-#            stray fp32 cast: 1e-8 and up), on any CPU.
+#            FLOAT64_AGREEMENT (1e-10), far below any real difference in what is reduced (a lost
+#            shard, a wrong scale, a stray fp32 cast: 1e-8 and up), on any CPU.
 #   fp32:    loss within 2.4e-7, validation loss 7.8e-8, final weights 2.9e-5, gradient norm 1.3e-4
 #            at step 8 (AMD EPYC, ZeRO 0; the Intel Xeon, ZeRO 3: 1.27e-4), 1e-6 after it and
 #            1e-8 before it, growing as rounding does. Even the fp32 one pipeline is 9.9e-5 from the
 #            float64 norm at step 8. The fp32 run is asserted at ten times those gaps.
-TOLERANCES = {"float64": {"loss": 1e-10, "grad_norm": 1e-10, "weights": (1e-10, 1e-10)},
+TOLERANCES = {"float64": {"loss": FLOAT64_AGREEMENT, "grad_norm": FLOAT64_AGREEMENT,
+                           "weights": (FLOAT64_AGREEMENT, FLOAT64_AGREEMENT)},
               "float32": {"loss": 1e-5, "grad_norm": 1.5e-3, "weights": (1e-3, 3e-4)}}
 
 
