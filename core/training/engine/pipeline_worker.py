@@ -45,6 +45,7 @@ from core.training.engine.data_parallel import (
 )
 from core.training.engine.loop import StepStats, train_loop
 from core.training.engine.model_stages import build_stages, tied_pair
+from core.training.engine.numerics import apply_default_dtype
 from core.training.engine.optim import (
     clip_gradients,
     grad_square_sum,
@@ -188,7 +189,7 @@ class PipelineEngine:
             run(*args, target=replica_slice(targets, self.position).to(self.device), losses=losses)
         else:
             run(*args)
-        return [loss.detach().float() for loss in losses]
+        return [loss.detach() for loss in losses]  # lm_loss: fp32 or wider
 
     @torch.no_grad()
     def evaluate(self) -> None:
@@ -300,6 +301,7 @@ def _train(run_dir: Path, rank: int) -> int:
         raise RuntimeError(f"the launch has {world} processes but the plan has {context.data_parallel} x "
                            f"{context.num_stages} (replicas x stages)")
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
+    apply_default_dtype()  # fp32, or a test's float64
     exit_with_parent(poll_s=0.5, exit_code=1)  # torchrun gone (kill -9): no orphans holding ports
     device = _stage_device(context, rank, local_rank)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=5))
