@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.devices.catalog import load_catalog
+from core.devices.names import unique_name
 from core.errors import InputError
 from core.model.config import MODEL_SOURCES, GPTSize, ModelChoice
 from core.planning.devices import DeviceEntry
@@ -61,11 +62,8 @@ def simulated_entry(catalog_name: str, taken: set[str] | frozenset[str] = frozen
     """
     gpu = load_catalog().find(catalog_name)
     if gpu is None:
-        raise InputError(f"unknown GPU '{catalog_name}' (known: {', '.join(load_catalog().names())})")
-    name, number = gpu.name, 2
-    while name in taken:
-        name, number = f"{gpu.name}#{number}", number + 1
-    return DeviceEntry(name=name, kind="simulated", memory_total_bytes=gpu.memory_bytes,
+        raise InputError(load_catalog().unknown_message(catalog_name))
+    return DeviceEntry(name=unique_name(gpu.name, taken), kind="simulated", memory_total_bytes=gpu.memory_bytes,
                        budget_bytes=gpu.memory_bytes, catalog_name=gpu.name, model_name=gpu.name,
                        peak_tflops_fp32=gpu.peak_tflops("fp32"), peak_tflops_bf16=gpu.peak_tflops("bf16"),
                        bandwidth_gbps=gpu.pcie_gbps)

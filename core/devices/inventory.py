@@ -204,7 +204,7 @@ def simulated_gpus(spec: str) -> tuple[GpuDevice, ...]:
     for request in parse_device_spec(spec):
         gpu = catalog.find(request.name)
         if gpu is None:
-            raise InputError(f"unknown GPU '{request.name}' to simulate (known: {', '.join(catalog.names())})")
+            raise InputError(catalog.unknown_message(request.name, "GPU to simulate"))
         if request.budget_bytes is not None:
             raise InputError(f"simulated '{request.name}' takes no budget; set budgets when planning")
         link = gpu.link_gbps(request.count)

@@ -140,6 +140,7 @@ def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["plan", "--model", "gpt-9000", "--devices", "A10"], "unknown model 'gpt-9000'"),
     (["plan", "--model", "gpt-nano", "--devices", "Z80"], "unknown device 'Z80'"),
+    (["plan", "--model", "gpt-nano", "--devices", "2xA100-80G"], "unknown device 'A100-80G' (did you mean A100-80GB"),
     (["plan", "--model", "gpt-nano", "--devices", "A10:100GiB"], "exceeds its memory"),
     (["plan", "--model", "gpt-nano", "--devices", "A10:0"], "more than 0"),
     (["plan", "--model", "gpt-nano", "--devices", "A10", "--micro-batches", "0"], "--micro-batches: must be 1 or more"),
@@ -174,7 +175,7 @@ def test_hybrid_plan_shows_groups_and_the_data_parallel_baselines(capsys):
                             "--data-parallel", "auto", "--zero", "3", "--micro-batches", "4")
     assert code == 0
     assert "data-parallel auto, zero 3" in out and "group (one device per replica)" in out
-    assert "A100-80GB#0..3" in out  # four alike GPUs, one replica each: the whole model is fastest
+    assert "A100-80GB..#4" in out  # four alike GPUs, one replica each: the whole model is fastest
     for name in ("fsdp", "ddp", "zero1", "megatron", "pipeline", "uniform"):
         assert any(line.startswith(name) for line in out.splitlines()), name
     # Under zero 3 the replicas gather their weights; ddp (zero 0) fits and is faster: the report says
