@@ -15,6 +15,7 @@ feasible plan) are what a run needs; `devices` lists every device entry.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -212,6 +213,17 @@ class AppState(QObject):
         if entry is None or entry.included == included:
             return
         self._replace_device(replace(entry, included=included))
+        self.devices_changed.emit()
+        self._changed(outdates=True)
+
+    def set_included_many(self, ticks: Mapping[str, bool]) -> None:
+        """Tick and untick several devices at once: one replan."""
+        changed = [(entry, ticks[entry.name]) for entry in self._devices
+                   if entry.name in ticks and entry.included != ticks[entry.name]]
+        if not changed:
+            return
+        for entry, included in changed:
+            self._replace_device(replace(entry, included=included))
         self.devices_changed.emit()
         self._changed(outdates=True)
 

@@ -108,7 +108,7 @@ class TrainingPanels(QWidget):
         return row
 
     def _notes(self) -> QHBoxLayout:
-        row = QHBoxLayout()
+        row = self.notes_row = QHBoxLayout()  # the Training view adds its host offer here
         row.addWidget(self.reason_label)
         row.addWidget(self.message_label, 1)
         return row
