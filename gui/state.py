@@ -159,6 +159,15 @@ class AppState(QObject):
         return self._shown_problem
 
     @property
+    def shown_model_name(self) -> str | None:
+        """The shown plan's model where it is not the newest answer's (a switch to a model that
+        fits nowhere keeps the last plan that fitted, of another model); None otherwise."""
+        shown, newest = self._shown_spec, self._spec
+        if shown is None or newest is None or shown.name == newest.name:
+            return None
+        return shown.name
+
+    @property
     def plan_is_stale(self) -> bool:
         """True when the shown plan is not the answer to the current inputs (greyed)."""
         return self._plan is None or not self._plan.feasible or self.plan_is_outdated
@@ -387,6 +396,7 @@ class AppState(QObject):
         self._problem: Problem | None = None
         self._shown_plan: Plan | None = None
         self._shown_problem: Problem | None = None
+        self._shown_spec: ModelSpec | None = None
         self._spec: ModelSpec | None = None
         self._graph: nx.DiGraph | None = None
         self._comparison: dict[str, Plan | str] | None = None
@@ -417,7 +427,7 @@ class AppState(QObject):
         graph_is_new = result.graph is not self._graph
         self._spec, self._graph, self._problem, self._plan = result.spec, result.graph, result.problem, result.plan
         if result.plan.feasible:
-            self._shown_plan, self._shown_problem = result.plan, result.problem
+            self._shown_plan, self._shown_problem, self._shown_spec = result.plan, result.problem, result.spec
         self._set_error("")
         if graph_is_new:
             self.graph_changed.emit()
