@@ -161,3 +161,13 @@ def test_replicas_and_zero_come_from_the_plan_unless_given(tmp_path, corpus, cap
     code = main([*tiny_args(corpus, tmp_path / "run", "--plan", plan, "--zero", "0"), *four])
     assert_one_line_error(capsys, code, "the plan runs ZeRO stage 3 but --zero is 0")
     assert not (tmp_path / "run").exists()
+
+
+def test_help_says_it_trains_hf_models_too(capsys):
+    """Issue 19 item 6: `train --help` said "train the built-in GPT" though it fine-tunes HF models."""
+    for argv in (["--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "train the built-in GPT" not in out
+    assert "Hugging Face model" in out and "--save-hf" in out
