@@ -32,6 +32,7 @@ from core.planning.devices import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.planning.solvers import SOLVER_NAMES
 from core.system.durable import atomic_write_text
+from core.training.config import TrainConfig
 
 PROJECT_FORMAT = "allot-project"
 PROJECT_VERSION = 1
@@ -40,6 +41,7 @@ CONFIG_DIR_ENV = "ALLOT_CONFIG_DIR"
 MAX_RECENT = 10
 DEVICE_KINDS = ("gpu", "host", "simulated")
 VIEWS = ("plan", "graph", "monitor", "training")
+DEFAULT_STEPS: int = TrainConfig.steps  # a new run's optimizer steps: the CLI's default
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Project:
     setup: TrainingSetup = field(default_factory=TrainingSetup)
     solver: str = "exact"
     view: str = "plan"
+    steps: int = DEFAULT_STEPS  # the Training tab's Steps
 
 
 # -- devices -----------------------------------------------------------------------
@@ -153,7 +156,8 @@ def project_to_dict(project: Project) -> dict[str, Any]:
     else:
         model["name"] = project.model.name
     return {"format": PROJECT_FORMAT, "version": PROJECT_VERSION, "devices": devices, "model": model,
-            "setup": project.setup.to_dict(), "solver": project.solver, "view": project.view}
+            "setup": project.setup.to_dict(), "solver": project.solver, "view": project.view,
+            "steps": project.steps}
 
 
 def save_project(project: Project, path: str | Path) -> Path:
@@ -208,9 +212,12 @@ def project_from_dict(data: Any, where: str = "project") -> Project:
     if solver not in SOLVER_NAMES:
         raise InputError(f"{where}: solver must be one of {', '.join(SOLVER_NAMES)}, got {solver!r}")
     view = data.get("view", "plan")
+    steps = data.get("steps", DEFAULT_STEPS)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise InputError(f"{where}: steps must be a whole number of 1 or more, got {steps!r}")
     return Project(devices=tuple(entries), model=_model_from_dict(data.get("model"), where),
                    setup=TrainingSetup.from_dict(dict(setup)), solver=solver,
-                   view=view if view in VIEWS else "plan")
+                   view=view if view in VIEWS else "plan", steps=steps)
 
 
 def _device_from_dict(item: Any, where: str, taken: set[str]) -> DeviceEntry:

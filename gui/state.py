@@ -58,6 +58,7 @@ class AppState(QObject):
     project_changed = Signal()  # path or unsaved-changes flag
     host_speed_changed = Signal()
     host_remeasured = Signal(str)  # a line for the user: the old and new host speed, or why not
+    steps_changed = Signal(int)  # the Training tab's Steps, saved with the project
     stale_changed = Signal()  # the shown plan became outdated: new inputs are being planned
 
     def __init__(self, machine: tuple[DeviceEntry, ...], project: Project,
@@ -96,6 +97,7 @@ class AppState(QObject):
         self._setup: TrainingSetup
         self._solver: str
         self._view: str
+        self._steps: int
         self._set_project(project)
 
     # -- what the user chose -------------------------------------------------------
@@ -136,7 +138,7 @@ class AppState(QObject):
 
     def to_project(self) -> Project:
         return Project(devices=self._devices, model=self._model, setup=self._setup, solver=self._solver,
-                       view=self._view)
+                       view=self._view, steps=self._steps)
 
     # -- what the planner answered -------------------------------------------------
 
@@ -296,6 +298,19 @@ class AppState(QObject):
             self.solver_changed.emit(solver)
             self._changed()
 
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def set_steps(self, steps: int) -> None:
+        """The Training tab's Steps: saved with the project; nothing to plan again."""
+        if steps != self._steps:
+            self._steps = steps
+            self.steps_changed.emit(steps)
+            if not self.dirty:
+                self.dirty = True
+                self.project_changed.emit()
+
     def set_view(self, view: str) -> None:
         if view != self._view:
             self._view = view
@@ -310,6 +325,7 @@ class AppState(QObject):
             signal.emit()
         self.solver_changed.emit(self._solver)
         self.view_changed.emit(self._view)
+        self.steps_changed.emit(self._steps)
         return notes
 
     def mark_saved(self, path: Path) -> None:
@@ -362,7 +378,7 @@ class AppState(QObject):
         self.missing_devices = missing_devices(project.devices, self.machine)  # for simulate_missing
         self._devices = devices
         self._model, self._setup = project.model, project.setup
-        self._solver, self._view = project.solver, project.view
+        self._solver, self._view, self._steps = project.solver, project.view, project.steps
         self._colors = {}
         for entry in devices:
             self.color_slot(entry.name)
