@@ -165,7 +165,7 @@ def _summary(path: Path) -> RunSummary:
     if row is not None and int(row.get("step", 0)) >= step:
         step, loss = int(row["step"]), row.get("loss")
     return RunSummary(name=path.name, path=path, state=state, step=step, steps=steps, last_loss=loss, model=model,
-                      engine=engine, stages=stages, started_at=started or created)
+                      engine=engine, stages=stages, started_at=created or started)  # a resume keeps it
 
 
 def _spawn_job(paths: RunPaths) -> RunHandle:
