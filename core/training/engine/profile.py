@@ -112,7 +112,7 @@ def save_profile(profile: Profile, path: Path | str) -> None:
 def apply_profile(devices: Sequence[Device], profile: Profile) -> tuple[Device, ...]:
     """Devices with their `tflops` replaced by the profile's measured speed.
 
-    cpu devices (cpu, cpu#0, cpu#1 ...) take the host's measurement; when the
+    cpu devices (cpu, cpu#2, cpu#3 ...) take the host's measurement; when the
     spec shares the host between another number of cpu devices than the
     profile did, each gets the measured speed scaled by profile shares / shares.
     GPUs match by name (cuda:N), else by kind (the GPU model). Others are kept.
