@@ -80,3 +80,7 @@ def test_a_gpus_memory_reads_the_same_in_the_table_and_on_its_bar(qtbot, make_wi
     for name, figure in (("H100-SXM", "79.6 GiB"), ("A100-80GB", "80.0 GiB")):
         assert panel.table.item(panel.row_of(name), memory_column).text() == figure
         assert bars._figures[name].text().endswith(f"/ {figure}")
+    table = window.plan_view.stage_table  # the stage table's budget too (it rounded 79.65 to 79.7)
+    budgets = {table.item(r, 1).text(): table.item(r, 6).text() for r in range(table.rowCount())}
+    assert budgets and all(text.split(" / ")[1].startswith("79.6 GiB" if name == "H100-SXM" else "80.0 GiB")
+                           for name, text in budgets.items())
