@@ -1,6 +1,8 @@
-"""`main.py train`: train the built-in GPT with a plan, in the background.
+"""`main.py train`: train a model with a plan, in the background: a built-in GPT from scratch,
+or a Hugging Face model (a preset or config from scratch, a folder with weights fine-tuned).
 
     python3 main.py train --model gpt-nano --devices "2xcpu:2GiB" --steps 200 --run-dir runs/nano
+    python3 main.py train --model runs/tiny-llama --steps 30 --save-hf runs/tiny-llama-tuned
     python3 main.py train --resume runs/nano --steps 300
     python3 main.py train ... --detach           start it and return (follow with `main.py runs`)
     python3 main.py train --devices 4xcpu --data-parallel 2 --zero 3 ...
@@ -72,7 +74,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from core.planning.front_door import OPTIMIZERS, SCHEDULES
 
-    parser = subparsers.add_parser("train", help="train the built-in GPT with a plan (background job)",
+    parser = subparsers.add_parser("train", help="train a built-in GPT or a Hugging Face model with a plan (background job)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     group = parser.add_argument_group("run")

@@ -28,6 +28,7 @@ from core.devices.catalog import load_catalog
 from core.devices.device_requests import parse_device_spec
 from core.devices.fake_nvml import fake_gateway
 from core.devices.host_speed import REMEASURE_RUNS, Remeasured, host_speed, remeasure_host_speed
+from core.devices.names import base_name, copy_number, unique_names
 from core.devices.nvml_gateway import NvmlGateway, shared_gateway
 from core.errors import InputError
 from core.units import TFLOP
@@ -36,7 +37,9 @@ __all__ = ["GpuDevice", "GpuLink", "HostDevice", "Inventory", "discover", "disco
            "with_user_speed",
            # the gateways, the catalog, the host's speed
            "NvmlGateway", "fake_gateway", "shared_gateway", "load_catalog",
-           "REMEASURE_RUNS", "Remeasured", "host_speed", "remeasure_host_speed"]
+           "REMEASURE_RUNS", "Remeasured", "host_speed", "remeasure_host_speed",
+           # how a device that occurs more than once is named (core.devices.names)
+           "base_name", "copy_number", "unique_names"]
 
 DEFAULT_PCIE_GBPS = 16.0  # PCIe 3 x16, assumed where NVML cannot say
 # Per link, per direction, GB/s, by NVML_NVLINK_VERSION_* (1.0, 2.0, 2.2, 3.0, 3.1, 4.0, 5.0).
@@ -242,7 +245,7 @@ def simulated_gpus(spec: str) -> tuple[GpuDevice, ...]:
     for request in parse_device_spec(spec):
         gpu = catalog.find(request.name)
         if gpu is None:
-            raise InputError(f"unknown GPU '{request.name}' to simulate (known: {', '.join(catalog.names())})")
+            raise InputError(catalog.unknown_message(request.name, "GPU to simulate"))
         if request.budget_bytes is not None:
             raise InputError(f"simulated '{request.name}' takes no budget; set budgets when planning")
         link = gpu.link_gbps(request.count)

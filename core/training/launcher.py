@@ -43,7 +43,13 @@ from core.training.app_request import (
 )
 from core.training.config import ENGINES, STDLIB, TrainConfig, default_setup
 from core.training.engine.checkpoint import checkpoint_step, latest_checkpoint
-from core.training.engine.profile import apply_profile, load_profile, measure_profile, save_profile
+from core.training.engine.profile import (
+    apply_profile,
+    load_profile,
+    measure_profile,
+    profiled_names,
+    save_profile,
+)
 from core.training.hf_export import check_output_dir, export_run
 from core.training.memory_check import HolderMemory, memory_shortfall, read_holder_memory
 from core.training.metrics import MetricsTail, TailUpdate, format_row, last_row, read_metrics
@@ -76,7 +82,7 @@ __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", 
            # the app's run request (core.training.app_request)
            "check_run_name", "default_run_name", "run_devices", "train_config", "why_not_trainable",
            # checkpoints, profiles, models, the HF export
-           "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile",
+           "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile", "profiled_names",
            "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run"]
 
 
@@ -198,7 +204,7 @@ def _summary(path: Path) -> RunSummary:
     if row is not None and int(row.get("step", 0)) >= step:
         step, loss = int(row["step"]), row.get("loss")
     return RunSummary(name=path.name, path=path, state=state, step=step, steps=steps, last_loss=loss, model=model,
-                      engine=engine, stages=stages, started_at=started or created)
+                      engine=engine, stages=stages, started_at=created or started)  # a resume keeps it
 
 
 def _spawn_job(paths: RunPaths) -> RunHandle:

@@ -111,7 +111,7 @@ class TrainingPanels(QWidget):
     def _notes(self) -> QHBoxLayout:
         """Why Start is disabled, and what the last action did: each hidden while it says nothing,
         so either takes the row's width alone (a memory shortfall is a long line)."""
-        row = QHBoxLayout()
+        row = self.notes_row = QHBoxLayout()  # the Training view adds its host offer here
         row.addStrut(self.reason_label.sizeHint().height())  # a line's height even when both are hidden
         row.addWidget(self.reason_label, 1)
         row.addWidget(self.message_label, 1)

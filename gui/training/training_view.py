@@ -55,6 +55,7 @@ from core.training.launcher import (
 from core.training.run_info import RunInfo, read_run_info, run_report
 from gui.state import AppState
 from gui.training.curves_view import CurvesView
+from gui.training.host_offer import HostOffer
 from gui.training.launch import LaunchThread, job_pids
 from gui.training.save_hf import HFSaver
 
@@ -106,6 +107,11 @@ class TrainingView(CurvesView):
         self.stop_button.clicked.connect(self.stop_training)
         self.resume_button.clicked.connect(lambda: self.resume_training())
         self.hf_saver = HFSaver(self.save_hf_button, self._say, self)
+        self.steps_box.setValue(state.steps)  # saved with the project
+        self.steps_box.valueChanged.connect(state.set_steps)
+        state.steps_changed.connect(self.steps_box.setValue)
+        self.host_offer = HostOffer(state, self)  # simulated GPUs run by the host: say so, offer a host plan
+        self.notes_row.insertWidget(1, self.host_offer)
         self.open_button.clicked.connect(self._open_selected)
         self.history.open_requested.connect(self.open_run)
         self.history.itemSelectionChanged.connect(self._update_controls)

@@ -170,7 +170,7 @@ def test_reopen_a_past_run_from_the_history(qtbot, make_window, past_runs):
     assert points(view.loss_plot.val_smooth) == 2  # evaluated at steps 3 and 6
     qtbot.waitUntil(lambda: view.cards["state"].value.text() == "finished")  # a frame after the loss plot
     assert view.progress.format() == "step 6 / 6"
-    assert [view.stages.table.item(s, 0).text() for s in range(2)] == ["0: cpu#0", "1: cpu#1"]
+    assert [view.stages.table.item(s, 0).text() for s in range(2)] == ["0: cpu", "1: cpu#2"]
     assert all(stage.measured_compute_s and stage.predicted_compute_s for stage in view.stages.report.stages)
     assert view.live_run() is None and not view.poll_timer.isActive()  # a finished run is not polled
     assert "slow" in view.run_title.text() and "2 stages" in view.run_title.text()

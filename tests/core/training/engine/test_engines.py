@@ -23,7 +23,7 @@ from tests.core.training.support import (
     write_plan,
 )
 
-ONE_STAGE = [("cpu#0", ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"])]
+ONE_STAGE = [("cpu", ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"])]
 
 
 @pytest.fixture(scope="module")
