@@ -322,7 +322,7 @@ def parse(args: argparse.Namespace) -> list[tuple[str, str]]:
 
     import numpy as np
 
-    from core.training.columns import DENSE, SPARSE, parse_lines
+    from core.runs.columns import DENSE, SPARSE, parse_lines
 
     work = Path(tempfile.mkdtemp(prefix="allot-parse-"))
     run = synthetic_run(work, args.parse_rows)
@@ -335,7 +335,7 @@ def parse(args: argparse.Namespace) -> list[tuple[str, str]]:
             np.array([row.get(key, np.nan) for row in rows], dtype=np.float64)
 
     ways = {"json.loads per line, then columns": lambda: with_loads(json.loads),
-            "core.training.columns.parse_lines (re + numpy)": lambda: parse_lines(data)}
+            "core.runs.columns.parse_lines (re + numpy)": lambda: parse_lines(data)}
     try:
         import orjson  # not a dependency: measured only where installed
 

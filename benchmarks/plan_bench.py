@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.model.spec import resolve_model
-from core.planning.devices import resolve_devices
+from core.model.model_spec import resolve_model
+from core.planning.device_resolution import resolve_devices
 from core.planning.exact import solve_exact
 from core.planning.front_door import build_problem
 from core.planning.hybrid import solve_hybrid
@@ -146,7 +146,7 @@ def _quality_row(model: str, label: str, mode: str, results: dict) -> str:
 GRAPH_PROBE = """
 import json, resource, sys, time
 started = time.perf_counter()
-from core.model.spec import resolve_model
+from core.model.model_spec import resolve_model
 from core.model.graph import build_layer_graph
 from core.planning.setup import TrainingSetup
 import torch, transformers

@@ -48,10 +48,10 @@ def gateway_from_args(args: argparse.Namespace) -> Any:
         InputError: N outside 0..64.
     """
     if args.fake_gpus is not None:
-        from core.devices.fake_nvml import fake_gateway
+        from core.devices.inventory import fake_gateway
 
         return fake_gateway(args.fake_gpus)
-    from core.devices.nvml_gateway import shared_gateway
+    from core.devices.inventory import shared_gateway
 
     return shared_gateway()
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 def measure_host_lines() -> list[str]:
     """Measure the host again, overwrite the cache, and say what changed."""
-    from core.devices.host_speed import REMEASURE_RUNS, remeasure_host_speed
+    from core.devices.inventory import REMEASURE_RUNS, remeasure_host_speed
 
     result = remeasure_host_speed()
     return [f"host speed before: {result.before_text}",

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from cli.devices_command import add_fake_gpus_option, gateway_from_args
 from cli.numbers import positive_float, positive_int
-from core.units import GIB, format_bytes, format_gib
+from core.units import GB, GIB, format_bytes, format_gib
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,8 +101,8 @@ def _gpu_line(gpu: Any) -> str:
     memory = f"{_num(gpu.memory_used_bytes, '{:.1f}', GIB)}/{_num(gpu.memory_total_bytes, '{:.1f}', GIB)} GiB"
     power = f"{_num(gpu.power_watts, '{:.0f}')}/{_num(gpu.power_limit_watts, '{:.0f}')} W"
     clock = _num(gpu.sm_clock_mhz, "{:.0f} MHz")
-    pcie = (f"rx {_num(gpu.pcie_rx_bytes_per_s, '{:.1f}', 1e9)} tx "
-            f"{_num(gpu.pcie_tx_bytes_per_s, '{:.1f}', 1e9)} GB/s")
+    pcie = (f"rx {_num(gpu.pcie_rx_bytes_per_s, '{:.1f}', GB)} tx "
+            f"{_num(gpu.pcie_tx_bytes_per_s, '{:.1f}', GB)} GB/s")
     procs = " ".join(f"{p.name}/{p.pid}({_num(p.used_memory_bytes, '{:.1f}G', GIB)})"
                      for p in gpu.processes)
     return (f"[{gpu.nvml_index}] {gpu.name:<22} | {temp:>5} {util} | {memory:>16} | {power:>9} | "

@@ -18,7 +18,7 @@ from typing import Any
 
 from cli.numbers import fraction, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
-from core.planning.solvers import SOLVER_NAMES
+from core.planning.front_door import MODES, OPTIMIZERS, PRECISIONS, SCHEDULES, SOLVER_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = parser.add_argument_group("output")
     how.add_argument("--no-cache", action="store_true",
                      help="measure the model again: neither read nor write the cache of layer graphs")
-    out.add_argument("--json", action="store_true", help="print the plan as JSON (DESIGN.md's answer format) only")
+    out.add_argument("--json", action="store_true", help="print the plan as JSON (docs/design.md's answer format) only")
     out.add_argument("--no-compare", action="store_true", help="skip the side-by-side baselines")
     out.add_argument("--export-problem", metavar="FILE", help="write the explicit problem that was solved")
     out.add_argument("--export", nargs=2, metavar=("FORMAT", "FILE"),
@@ -59,13 +59,13 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training setup")
-    group.add_argument("--mode", default="train", choices=("train", "infer"))
-    group.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="bf16 = mixed precision")
-    group.add_argument("--optimizer", default="adamw", choices=("sgd", "sgd-momentum", "adam", "adamw"))
+    group.add_argument("--mode", default="train", choices=MODES)
+    group.add_argument("--precision", default="bf16", choices=PRECISIONS, help="bf16 = mixed precision")
+    group.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
     group.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
     group.add_argument("--seq", type=positive_int, help="sequence length (default: the model's context, at most 4096)")
     group.add_argument("--micro-batches", type=positive_int, default=8, help="micro-batches per step (default 8)")
-    group.add_argument("--schedule", default="1f1b", choices=("1f1b", "gpipe"))
+    group.add_argument("--schedule", default="1f1b", choices=SCHEDULES)
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
     group.add_argument("--data-parallel", default="1", metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best (default 1)")
@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         model_name = spec.name
     if args.export_problem:
         _write_json(args.export_problem, problem.to_dict())
-    from core.planning.solvers import compare, solve
+    from core.planning.front_door import compare, solve
 
     plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
     if args.export:
@@ -103,18 +103,27 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def speed_sources(problem: Any, args: argparse.Namespace) -> str:
-    """Where the TFLOP/s above come from: the profile, or datasheet/measured figure x efficiency."""
-    from core.devices.catalog import load_catalog
+    """Where the TFLOP/s above come from: the profile for the devices it measured, the
+    datasheet or the host's measured figure x efficiency for the others."""
+    from core.devices.inventory import load_catalog
 
-    if args.profile:
-        return f"speeds: measured layer by layer (profile {args.profile})"
-    catalog = load_catalog()
+    devices = list(problem.devices)
     parts = []
-    if any(device.kind != "cpu" for device in problem.devices):
+    if args.profile:
+        from core.training.launcher import load_profile, profiled_names
+
+        measured = set(profiled_names(devices, load_profile(args.profile)))
+        if measured:
+            which = "" if len(measured) == len(devices) else f"{', '.join(d.name for d in devices if d.name in measured)} "
+            parts.append(f"{which}measured layer by layer (profile {args.profile})")
+        devices = [device for device in devices if device.name not in measured]
+    catalog = load_catalog()
+    if any(device.kind != "cpu" for device in devices):
         efficiency = args.efficiency if args.efficiency is not None else catalog.default_efficiency
-        parts.append(f"GPUs datasheet dense TFLOP/s ({args.precision}) x efficiency {efficiency:g}")
-    if any(device.kind == "cpu" for device in problem.devices):
-        from core.devices.host_speed import host_speed
+        parts.append(f"GPUs datasheet dense TFLOP/s ({args.precision}) x efficiency {efficiency:g}"
+                     + (" (the profile measured none of them)" if args.profile else ""))
+    if any(device.kind == "cpu" for device in devices):
+        from core.devices.inventory import host_speed
 
         speed = host_speed()
         parts.append(f"cpu {speed.peak_tflops:.3g} TFLOP/s {speed.source} x efficiency {catalog.cpu_efficiency:g}")
@@ -122,7 +131,7 @@ def speed_sources(problem: Any, args: argparse.Namespace) -> str:
 
 
 def _explicit_problem(args: argparse.Namespace) -> Any:
-    from core.planning.problem import load_problem
+    from core.planning.front_door import load_problem
 
     if args.model or args.devices or args.layers:
         raise InputError("--problem already holds layers and devices: give no --model, --layers or --devices")
@@ -136,8 +145,7 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
 
 
 def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
-    from core.planning.devices import resolve_devices
-    from core.planning.front_door import build_problem
+    from core.planning.front_door import build_problem, resolve_devices
 
     spec = model_spec_from_args(args)
     setup = setup_from_args(args, spec)
@@ -145,7 +153,7 @@ def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
         raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu") or --problem')
     devices = resolve_devices(args.devices, setup.precision, args.efficiency, discover=_discover_for(args))
     if args.profile:
-        from core.training.engine.profile import apply_profile, load_profile
+        from core.training.launcher import apply_profile, load_profile
 
         devices = apply_profile(devices, load_profile(args.profile))
     return build_problem(spec, setup, devices), spec
@@ -155,8 +163,7 @@ def _discover_for(args: argparse.Namespace) -> Any:
     """Device discovery for cuda:N / auto: fake GPUs when asked, else NVML."""
     if not getattr(args, "fake_gpus", 0):
         return None
-    from core.devices.fake_nvml import fake_gateway
-    from core.devices.inventory import discover
+    from core.devices.inventory import discover, fake_gateway
 
     gateway = fake_gateway(args.fake_gpus)
     return lambda: discover(gateway)
@@ -164,8 +171,7 @@ def _discover_for(args: argparse.Namespace) -> Any:
 
 def model_spec_from_args(args: argparse.Namespace) -> Any:
     """The model named by --model, or a custom GPT from --layers/--d-model/--heads."""
-    from core.model.config import GPTSize, ModelChoice
-    from core.model.spec import resolve_choice, resolve_model
+    from core.planning.front_door import GPTSize, ModelChoice, resolve_choice, resolve_model
 
     if args.layers or args.d_model or args.heads:
         if args.model and args.model != "custom":
@@ -178,7 +184,7 @@ def model_spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
-    from core.planning.setup import TrainingSetup
+    from core.planning.front_door import TrainingSetup
 
     seq = args.seq or min(spec.context_length or 1024, 4096)
     return TrainingSetup(mode=args.mode, precision=args.precision, optimizer=args.optimizer,
@@ -190,7 +196,7 @@ def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
 
 def data_parallel_from_arg(value: str) -> int | str:
     """--data-parallel: a whole number or "auto" (checked further by TrainingSetup)."""
-    from core.planning.problem import AUTO
+    from core.planning.front_door import AUTO
 
     if value == AUTO:
         return AUTO
@@ -206,7 +212,7 @@ def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:
         raise InputError(f"unknown export format '{kind}' (use: accelerate)")
     if spec is None:
         raise InputError("--export accelerate needs a model (--model), not an explicit problem")
-    from core.planning.accelerate_baseline import export_device_map
+    from core.planning.front_door import export_device_map
 
     _write_json(path, export_device_map(spec, plan, problem))
 
@@ -229,8 +235,7 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         stage_table,
         summary,
     )
-    from core.planning.host_note import host_stage_note
-    from core.planning.solvers import faster_outside_the_setup
+    from core.planning.front_door import faster_outside_the_setup, host_stage_note
 
     print(describe_problem(problem, model_name))
     if not args.problem:

@@ -30,15 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cli.train_command import build_model_and_setup
     from core.errors import InputError
-    from core.planning.devices import resolve_devices
-    from core.training.config import TrainConfig
-    from core.training.engine.profile import measure_profile, save_profile
-    from core.training.runner import trainable_model
+    from core.planning.front_door import resolve_devices
+    from core.training.launcher import TrainConfig, measure_profile, save_profile, trainable_model
+    from core.units import MFLOP
 
     if args.repeats < 1:
         raise InputError(f"repeats must be 1 or more, got {args.repeats}")
-    from core.model.spec import resolve_choice
-    from core.training.hf_prepare import hf_source
+    from core.planning.front_door import resolve_choice
+    from core.training.launcher import hf_source
 
     model, custom, setup = build_model_and_setup(args)
     config = TrainConfig(model=model, custom=custom, setup=setup)
@@ -54,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{device.name}: {device.effective_tflops * 1000:.2f} GFLOP/s effective "
               f"({device.threads} threads), {1000 * device.total_s:.2f} ms per micro-batch forward + backward")
         for layer in device.layers:
-            print(f"  {layer.name:<8} {1000 * layer.fwd_bwd_s:8.3f} ms  {layer.flops / 1e6:10.1f} MFLOP forward")
+            print(f"  {layer.name:<8} {1000 * layer.fwd_bwd_s:8.3f} ms  {layer.flops / MFLOP:10.1f} MFLOP forward")
     print(f"wrote {out}; plan with it: python3 main.py plan ... --profile {out}")
     return 0

@@ -1,4 +1,5 @@
-"""Byte sizes as people type them ("70GiB", "512 MB") and as they read them."""
+"""Byte sizes as people type them ("70GiB", "512 MB") and as they read them, and the unit
+constants every byte and FLOP conversion goes through (GIB, MIB, GB, TFLOP, MFLOP)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import re
 from core.errors import InputError
 
 GIB = 1024**3  # bytes in a GiB: the unit budgets, memory figures and plot axes use
+MIB = 1024**2  # bytes in a MiB: the catalog's memory sizes, the budget bars' smallest step
+GB = 1000**3  # bytes in a GB: links and transfers are GB/s (1e9 bytes/s, docs/design.md)
+TFLOP = 1e12  # FLOPs in a TFLOP: device speeds are TFLOP/s (docs/design.md)
+MFLOP = 1e6  # FLOPs in a MFLOP: a small layer's forward, as the profile prints it
 
 _UNITS = {
     "": GIB,  # a bare number is GiB, the unit people drag budgets in

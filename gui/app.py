@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QApplication
 
 from core.devices.telemetry import TelemetrySampler
 from core.errors import InputError
-from core.planning import jobs as plan_jobs
+from core.planning import planning_process
 from core.project import (
     Project,
     entries_from_inventory,
@@ -39,8 +39,7 @@ from gui.theme import apply_theme, device_color
 if TYPE_CHECKING:
     import argparse
 
-    from core.devices.inventory import Inventory
-    from core.devices.nvml_gateway import NvmlGateway
+    from core.devices.inventory import Inventory, NvmlGateway
     from gui.main_window import MainWindow
 
 SCREENSHOT_TIMEOUT_S = 90.0
@@ -50,13 +49,11 @@ SETTLE_S = 0.4  # after the last answer: layouts and plot ranges catch up
 
 def make_gateway(fake_gpus: int | None = None) -> NvmlGateway:
     """The NVML gateway: N fake GPUs when asked (a demo), else the real one (fail-soft)."""
-    from core.devices import nvml_gateway
+    from core.devices.inventory import fake_gateway, shared_gateway
 
     if fake_gpus:
-        from core.devices.fake_nvml import fake_gateway
-
         return fake_gateway(fake_gpus)
-    return nvml_gateway.shared_gateway()
+    return shared_gateway()
 
 
 def discover_inventory(fake_gpus: int | None = None, gateway: NvmlGateway | None = None) -> Inventory:
@@ -193,7 +190,7 @@ def run_app(args: argparse.Namespace) -> int:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed for a PNG
     if getattr(args, "project", None):
         load_project(args.project)  # a bad --project fails here, before anything slow starts
-    plan_jobs.shared_pool()  # the planning process imports torch while the window is built
+    planning_process.shared_pool()  # the planning process imports torch while the window is built
     app = cast(QApplication | None, QApplication.instance()) or QApplication(sys.argv[:1])
     app.setApplicationName("Allot")
     apply_theme(app)

@@ -37,7 +37,7 @@ def shortcuts_text() -> str:
 
 def about_text() -> str:
     return (f"<b>Allot</b> {version()}<br>Optimal layer-to-GPU placement, with live GPU and loss graphs."
-            f"<br><br>README: {README}<br>(commands, the cost model, the planner's options)")
+            f"<br><br>README: {README}<br>(a tour of the commands; docs/ beside it: the cost model, the planner's options, training)")
 
 
 def add_help_menu(window: QMainWindow) -> None:

@@ -160,7 +160,9 @@ class MainWindow(QMainWindow):
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setMinimumWidth(490)  # the device table: name, kind, memory, datasheet and effective speed
+        # the device table: name, kind, memory, datasheet and effective speed, and the scroll bar
+        # that a window as short as 800 px shows beside them
+        scroll.setMinimumWidth(490 + scroll.verticalScrollBar().sizeHint().width())
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         bars = QFrame()
         bars.setObjectName("metricCard")

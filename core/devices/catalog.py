@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import RESOURCES_DIR
+from core.units import MIB
 
 CATALOG_PATH = RESOURCES_DIR / "catalog.json"
 PRECISIONS = ("fp32", "bf16")
@@ -67,6 +68,19 @@ class Catalog:
     def names(self) -> list[str]:
         return [gpu.name for gpu in self.gpus]
 
+    def unknown_message(self, name: str, what: str = "GPU", others: tuple[str, ...] = ()) -> str:
+        """"unknown GPU 'A100-80G' (did you mean A100-80GB?); known: ...", as a model typo reads.
+
+        `others` are further names the caller accepts (cpu, cuda:N, auto); they are
+        listed, and those without a placeholder are offered as guesses too.
+        """
+        import difflib
+
+        guesses = {n.lower(): n for n in (*self.names(), *(o for o in others if ":N" not in o))}
+        close = difflib.get_close_matches(name.lower(), list(guesses), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(guesses[c] for c in close)}?)" if close else ""
+        return f"unknown {what} '{name}'{hint}; known: {', '.join((*self.names(), *others))}"
+
 
 @functools.lru_cache(maxsize=4)
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
@@ -76,7 +90,7 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
         GpuSpec(
             name=item["name"],
             aliases=tuple(item.get("aliases", ())),
-            memory_bytes=int(item["memory_mib"]) * 1024**2,
+            memory_bytes=int(item["memory_mib"]) * MIB,
             fp32_tflops=float(item["tflops"]["fp32"]),
             tf32_tflops=item["tflops"].get("tf32"),
             bf16_tflops=item["tflops"].get("bf16"),

@@ -22,8 +22,8 @@ from typing import Any
 
 from core.devices import nvml_gateway as nv
 from core.errors import InputError
+from core.units import MIB
 
-MIB = 1024**2
 TOPOLOGIES = ("nvswitch", "nvlink-pairs", "pcie")
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from core.system.disk_cache import cache_root
 from core.system.durable import atomic_write_text
+from core.units import TFLOP
 
 CACHE_FILE = "host-speed.json"
 MAX_AGE_DAYS = 30
@@ -87,8 +88,8 @@ def _matmul_tflops(size: int = 512, seconds: float = RUN_SECONDS) -> float:
         if elapsed >= seconds and runs >= 2:
             cpu = time.process_time() - cpu_started
             flops = 2 * size**3 * runs
-            by_cpu = flops * threads / cpu / 1e12 if cpu > 0 else 0.0
-            return max(flops / elapsed / 1e12, min(by_cpu, flops * threads / elapsed / 1e12))
+            by_cpu = flops * threads / cpu / TFLOP if cpu > 0 else 0.0
+            return max(flops / elapsed / TFLOP, min(by_cpu, flops * threads / elapsed / TFLOP))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
     ModelChoice   a preset name, an HF config path, or a custom GPTSize: what the app
                   saves in a project and the CLI reads from --model / --layers ...
 
-core.model.spec.resolve_choice turns a ModelChoice into the ModelSpec that is planned.
+core.model.model_spec.resolve_choice turns a ModelChoice into the ModelSpec that is planned.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import networkx as nx
 
 from core.errors import InputError
-from core.model.spec import ModelSpec
+from core.model.model_spec import ModelSpec
 from core.planning.problem import Layer
 from core.planning.setup import TrainingSetup
 from core.system.disk_cache import code_version, package_versions, read_entry, write_entry

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from core.errors import InputError
-from core.model.spec import ModelSpec
+from core.model.model_spec import ModelSpec
 from core.planning.baselines import weight_bytes_per_param
 from core.planning.costs import infeasible_plan, plan_from_placement
 from core.planning.plan import FEASIBLE, Plan

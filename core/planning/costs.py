@@ -1,16 +1,17 @@
-"""The canonical cost model of DESIGN.md: one definition that every solver,
+"""The canonical cost model of docs/design.md ("Cost model v1"): one definition that every solver,
 baseline and report uses, so plans are compared on the same scale.
 
 A placement is a sequence of stages in pipeline order, each a device index
 (or a group of d device indices, one per data-parallel replica: cost model
 v2) and the indices of the layers it runs. For a chain split into contiguous
-ranges this is exactly DESIGN.md's model; for other graphs or placements a
+ranges this is exactly docs/design.md's model; for other graphs or placements a
 stage sends each output that another stage reads once to each such stage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import Layer, Problem, Setup
@@ -32,22 +33,22 @@ def comm_factor(setup: Setup) -> int:
     return 1 if setup.mode == "infer" else 2
 
 
-def replica_micro_batches(setup: Setup, replicas: int) -> int:
-    """m' = m / d: the micro-batches each data-parallel replica runs per step."""
-    return setup.micro_batches // replicas
-
-
 def inflight_micro_batches(setup: Setup, stages_from_end: int, replicas: int = 1) -> int:
-    """Micro-batches whose activations a stage holds at once.
+    """Micro-batches whose activations a stage holds at once, as the setup's schedule says.
 
     `stages_from_end` is S - s + 1: 1 for the last stage; `replicas` is d.
     """
-    if setup.mode == "infer":
-        return 1
-    per_replica = replica_micro_batches(setup, replicas)
-    if setup.schedule == "gpipe":
-        return per_replica
-    return min(per_replica, stages_from_end)
+    return setup.pipeline_schedule.inflight(setup.mode, setup.micro_batches, replicas, stages_from_end)
+
+
+def compute_time_s(work: int, flops: Any, tflops: Any) -> Any:
+    """k * F / (TFLOP/s * 1e12): a stage's compute for one micro-batch (floats or numpy arrays)."""
+    return work * flops / (tflops * 1e12)
+
+
+def send_time_s(comm: int, output_bytes: Any, bandwidth_gbps: Any) -> Any:
+    """c * bytes / (GB/s * 1e9): sending a stage's output on (floats or numpy arrays)."""
+    return comm * output_bytes / (bandwidth_gbps * 1e9)
 
 
 def stage_params(layers: Sequence[Layer], indices: Sequence[int]) -> int:
@@ -99,7 +100,7 @@ def state_bytes(split: tuple[float, float, float], params: float, largest_layer_
 
 def sync_time_s(setup: Setup, split: tuple[float, float, float], params: float, replicas: int, zero: int,
                 bandwidth_gbps: float) -> float:
-    """A stage group's exchange once per step (DESIGN.md, cost model v2).
+    """A stage group's exchange once per step (docs/design.md, "Cost model v2").
 
     Training: all-reduce of the gradients (z <= 2), or for z = 3 the weights
     gathered for forward and again for backward plus the gradients
@@ -113,14 +114,6 @@ def sync_time_s(setup: Setup, split: tuple[float, float, float], params: float, 
     if setup.mode == "infer":
         return share * weight if zero == 3 else 0.0
     return share * (2 * weight + grad) if zero == 3 else 2 * share * grad
-
-
-def step_time_s(stage_times_s: Sequence[float], micro_batches: int, sync_s: Sequence[float] = ()) -> float:
-    """T = sum of stage times + (m' - 1) * the slowest stage + the slowest group sync.
-
-    `micro_batches` is m' (per replica); the groups synchronise at once.
-    """
-    return sum(stage_times_s) + (micro_batches - 1) * max(stage_times_s) + max(sync_s, default=0.0)
 
 
 def lower_bound_s(problem: Problem) -> float:
@@ -156,7 +149,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
         for i in indices:
             for target in sorted(consumers.get(i, ())):
                 link_gbps = min(bandwidth, *(devices[j].bandwidth_gbps for j in groups[target]))
-                comm_s += c * layers[i].output_bytes / (link_gbps * 1e9)
+                comm_s += send_time_s(c, layers[i].output_bytes, link_gbps)
         inflight = inflight_micro_batches(setup, len(placement) - s, d)
         params = stage_params(layers, indices)
         weight, grad, optimizer = state_bytes(split, params, max(layers[i].params for i in indices), d, zero)
@@ -165,7 +158,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 device=members[0].name,
                 layers=tuple(layers[i].name for i in indices),
                 layer_indices=indices,
-                compute_s=max(k * sum(layers[i].flops for i in indices) / (device.tflops * 1e12)
+                compute_s=max(compute_time_s(k, sum(layers[i].flops for i in indices), device.tflops)
                               for device in members),
                 comm_s=comm_s,
                 inflight_micro_batches=inflight,
@@ -210,8 +203,8 @@ def plan_from_placement(problem: Problem, placement: Placement, solver: str, sta
         status=status,
         solver=solver,
         stages=stages,
-        objective_s=step_time_s([stage.time_s for stage in stages], replica_micro_batches(problem.setup, d),
-                                [stage.sync_s for stage in stages]),
+        objective_s=problem.setup.pipeline_schedule.step_time_s(
+            [stage.time_s for stage in stages], problem.setup.micro_batches, d, [stage.sync_s for stage in stages]),
         lower_bound_s=lower_bound_s(problem),
         micro_batches=problem.setup.micro_batches,
         solve_time_s=solve_time_s,

@@ -7,9 +7,8 @@ A plan of d replicas x S stages runs d * S processes, rank = replica * S +
 stage (core.planning.plan.rank_of); host R runs ranks R*K .. R*K+K-1 with
 K = d * S / nnodes.
 
-Several hosts rendezvous statically: c10d ignores --node-rank and orders
-hosts by arrival, while each host must always get the same stages (its run
-directory holds their checkpoints), as core.training.engine.pipeline does.
+Each command is core.system.torchrun's, the one the pipeline engine
+(core.training.engine.pipeline_launch) starts: the same rendezvous flags.
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ from typing import Any
 
 from core.errors import InputError
 from core.planning.plan import Plan, replica_and_stage
-
-WORKER_MODULE = "core.training.pipeline_worker"  # the stage process torchrun starts
+from core.system.torchrun import torchrun_command
 
 
 @dataclass(frozen=True)
@@ -43,22 +41,8 @@ class NodeCommand:
 
 
 def plan_json(plan: Plan) -> str:
-    """The plan in DESIGN.md's answer format, as `main.py plan --json` writes it."""
+    """The plan in docs/design.md's "The answer format", as `main.py plan --json` writes it."""
     return json.dumps(plan.to_dict(), indent=2) + "\n"
-
-
-def torchrun_command(nnodes: int, node_rank: int, nproc_per_node: int, endpoint: str,
-                     run_dir: str, python: str = "python") -> list[str]:
-    """torch's own launcher for one host's stage processes.
-
-    One host uses the c10d rendezvous on its endpoint; several use the static one.
-    """
-    backend = "c10d" if nnodes == 1 else "static"
-    command = [python, "-m", "torch.distributed.run", "--nnodes", str(nnodes)]
-    if nnodes > 1:
-        command += ["--node-rank", str(node_rank)]
-    return command + ["--nproc-per-node", str(nproc_per_node), "--rdzv-backend", backend,
-                      "--rdzv-endpoint", endpoint, "--max-restarts", "0", "-m", WORKER_MODULE, run_dir]
 
 
 def torchrun_commands(stages: int, nnodes: int, endpoint: str, run_dir: str,

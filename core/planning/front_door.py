@@ -1,30 +1,69 @@
 """The front door to planning: model choice + device choice + setup -> problem -> plan.
 
-The CLI (cli/plan_command.py), the app (core.planning.jobs, in its planning
+The CLI (cli/plan_command.py), the app (core.planning.planning_process, in its planning
 process) and the training runner (core.training.runner) all plan through these
 functions, so they agree on what was solved:
 
-    resolve_choice(ModelChoice)                      core.model.spec: the ModelSpec
-    resolve_devices("2xA100-80GB" | DeviceEntry...)   core.planning.devices: the Devices
+    resolve_choice(ModelChoice)                      core.model.model_spec: the ModelSpec
+    resolve_devices("2xA100-80GB" | DeviceEntry...)   core.planning.device_resolution: the Devices
     build_problem(spec, setup, devices)              the explicit Problem
     plan_model(model, setup, devices, solver)        all of it, solved: a Planned
+
+It is also planning's one face to gui/ and cli/ (tests/test_core_api.py): the
+model choice, device rows, setup, problem, plan, solver and export names they
+use are re-exported here, so the modules behind it can move freely.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from core.model.config import ModelChoice
-from core.model.spec import ModelSpec, resolve_choice
-from core.planning.devices import DeviceEntry, resolve_devices
-from core.planning.plan import Plan
-from core.planning.problem import Device, Problem
-from core.planning.setup import TrainingSetup
+from core.model.config import GPTSize, ModelChoice
+from core.model.model_spec import ModelSpec, resolve_choice, resolve_model
+from core.model.presets import GPT_PRESETS, hf_preset_names
+from core.planning.device_resolution import (
+    DeviceEntry,
+    parse_device_spec,
+    resolve_devices,
+    speed_and_source,
+)
+from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
+from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_run_note
+from core.planning.plan import INFEASIBLE, Plan, StageCost
+from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_problem
+from core.planning.schedules import micro_batches_per_replica
+from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup
+from core.planning.solvers import (
+    HYBRID_BASELINES,
+    HYBRID_ONLY_NOTE,
+    SOLVER_NAMES,
+    FasterBaseline,
+    compare,
+    faster_outside_the_setup,
+    solve,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
+
+__all__ = [
+    # planning itself
+    "Planned", "build_problem", "plan_model", "torch_device_of",
+    # the model choice (core.model)
+    "GPT_PRESETS", "GPTSize", "ModelChoice", "ModelSpec", "hf_preset_names", "resolve_choice", "resolve_model",
+    # the device choice (core.planning.device_resolution)
+    "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
+    # setup, problem and plan
+    "AUTO", "INFEASIBLE", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
+    "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
+    # solvers and what they compare
+    "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
+    "faster_outside_the_setup", "solve", "host_stage_note", "host_plan_ticks", "simulated_run_note",
+    # exports
+    "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +97,6 @@ def plan_model(model: ModelChoice | ModelSpec, setup: TrainingSetup,
     Raises:
         InputError: an unknown model or device, a bad budget or size, a solver that cannot run.
     """
-    from core.planning.solvers import solve
-
     spec = resolve_choice(model) if isinstance(model, ModelChoice) else model
     if isinstance(devices, str):
         planner_devices = resolve_devices(devices, setup.precision)
@@ -84,3 +121,11 @@ def torch_device_of(device_name: str) -> str:
     """Where a planned device runs: discovered GPUs are named cuda:N; the host
     and simulated catalog GPUs run on the CPU."""
     return device_name if device_name.startswith("cuda:") else "cpu"
+
+
+def export_device_map(spec: ModelSpec, plan: Plan, problem: Problem) -> dict[str, Any]:
+    """An accelerate device_map for the plan (core.planning.accelerate_baseline, which
+    imports numpy: loaded when a map is exported, not with the front door)."""
+    from core.planning.accelerate_baseline import export_device_map as device_map
+
+    return device_map(spec, plan, problem)

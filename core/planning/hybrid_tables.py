@@ -1,7 +1,7 @@
 """Costs of every contiguous range of layers on every kind of device group (cost model v2).
 
 A stage of a hybrid plan runs on a group of d devices, one per replica. Under
-DESIGN.md's v2 model a group costs what its weakest members allow: compute at
+docs/design.md's "Cost model v2" a group costs what its weakest members allow: compute at
 the least TFLOP/s, memory within the least budget, sync and links at the
 least bandwidth. So a group is fully described by how many devices it takes
 from each class of interchangeable devices (a multiset, not a permutation)
@@ -19,14 +19,12 @@ import numpy as np
 
 from core.planning.costs import (
     bytes_split_per_param,
-    comm_factor,
     inflight_micro_batches,
     state_bytes,
     sync_time_s,
-    work_factor,
 )
 from core.planning.problem import Problem
-from core.planning.ranges import DeviceClass, _range_params
+from core.planning.ranges import ChainArrays, DeviceClass
 from core.planning.suffix_dp import Counts
 
 
@@ -56,37 +54,25 @@ def group_types(classes: list[DeviceClass], d: int) -> list[GroupType]:
     return types
 
 
-class HybridTables:
+class HybridTables(ChainArrays):
     """Stage and sync times of all ranges [i, j) per group type, as (N+1) x (N+1) arrays."""
 
     def __init__(self, problem: Problem, classes: list[DeviceClass], d: int, zero: int,
                  extra_budget_bytes: float = 0.0):
+        super().__init__(problem, extra_budget_bytes)
         setup = problem.setup
-        n = len(problem.layers)
-        self.n, self.d = n, d
+        self.d = d
         self.classes = classes
         self.types = group_types(classes, d)
         self.bandwidths = sorted({t.bandwidth_gbps for t in self.types})
         self.link_index = [self.bandwidths.index(t.bandwidth_gbps) for t in self.types]
         self.last = len(self.bandwidths)  # "next link" index meaning: no next stage
-        layers = problem.layers
-        flops = np.concatenate([[0.0], np.cumsum([layer.flops for layer in layers])])
-        acts = np.concatenate([[0.0], np.cumsum([float(layer.activation_bytes) for layer in layers])])
-        i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-        self.valid = j > i
-        self.range_flops = flops[j] - flops[i]
-        self.range_acts = acts[j] - acts[i]
-        self.range_params = _range_params(problem, i, j)
-        out = np.array([0.0] + [float(layer.output_bytes) for layer in layers])
-        self.out_of_last = out[j]
         split = bytes_split_per_param(setup)
         # State bytes are linear in (P, Pmax): the coefficients come from the cost model itself.
         per_param = sum(state_bytes(split, 1.0, 0.0, d, zero))
         per_largest = sum(state_bytes(split, 0.0, 1.0, d, zero))
-        self.range_state = per_param * self.range_params + per_largest * _range_largest(problem, n)
+        self.range_state = per_param * self.range_params + per_largest * _range_largest(problem, self.n)
         self._sync_per_param_gbps = sync_time_s(setup, split, 1.0, d, zero, 1.0)  # x P / bandwidth
-        self._k, self._c = work_factor(setup), comm_factor(setup)
-        self._extra = extra_budget_bytes
         self.inflight_by_position = [inflight_micro_batches(setup, position, d)
                                      for position in range(1, len(problem.devices) // d + 1)]
         self._times: dict[tuple[float, int, float, int, int], np.ndarray] = {}
@@ -95,19 +81,19 @@ class HybridTables:
     def inflight_at(self, stages_from_end: int) -> int:
         return self.inflight_by_position[stages_from_end - 1]
 
+    def kinds(self) -> int:
+        """How many kinds of stage (group types) the tables hold."""
+        return len(self.types)
+
     def stage_time(self, type_index: int, next_link: int, inflight: int) -> np.ndarray:
         """Time of each range on a group type, +inf where it does not fit."""
         group = self.types[type_index]
         key = (group.tflops, group.budget_bytes, group.bandwidth_gbps, next_link, inflight)
         table = self._times.get(key)
         if table is None:
-            time = self._k * self.range_flops / (group.tflops * 1e12)
-            if next_link != self.last:
-                link = min(group.bandwidth_gbps, self.bandwidths[next_link])
-                time = time + self._c * self.out_of_last / (link * 1e9)
+            link = None if next_link == self.last else min(group.bandwidth_gbps, self.bandwidths[next_link])
             memory = self.range_state + inflight * self.range_acts
-            fits = self.valid & (memory <= group.budget_bytes + self._extra)
-            table = np.where(fits, time, np.inf)
+            table = self.time_where_fits(group.tflops, link, memory, group.budget_bytes)
             self._times[key] = table
         return table
 

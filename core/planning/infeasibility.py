@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from core.planning.chain_dp import feasible_with_extra_budget
 from core.planning.costs import inflight_micro_batches, stage_params
 from core.planning.problem import Problem
 from core.units import format_bytes, format_shortfall
+
+EXTRA_PRECISION = 1_000_000  # the pipeline's answer, to a millionth
+HYBRID_EXTRA_PRECISION = 1_000  # the hybrid's, to a thousandth: each step solves every d (see the report)
 
 
 def explain_infeasible(problem: Problem) -> str:
@@ -43,13 +48,22 @@ def explain_infeasible(problem: Problem) -> str:
 
 
 def _least_extra_budget(problem: Problem) -> int:
-    """Smallest extra bytes on every budget that makes a placement fit (bisection)."""
+    """Smallest extra bytes on every budget that makes a contiguous placement fit."""
+    return least_extra_bytes(lambda extra: feasible_with_extra_budget(problem, extra), problem, EXTRA_PRECISION)
+
+
+def least_extra_bytes(fits: Callable[[int], bool], problem: Problem, precision: int) -> int:
+    """The least extra bytes on every budget for which `fits` holds, within 1/`precision` of itself.
+
+    Doubles from the largest budget until it fits, then bisects; `fits` must be
+    monotone (more bytes never stop a plan from fitting).
+    """
     low, high = 0, max(1, max(device.budget_bytes for device in problem.devices))
-    while not feasible_with_extra_budget(problem, high):
+    while not fits(high):
         low, high = high, high * 2
-    while high - low > max(1, high // 1_000_000):
+    while high - low > max(1, high // precision):
         middle = (low + high) // 2
-        if feasible_with_extra_budget(problem, middle):
+        if fits(middle):
             high = middle
         else:
             low = middle

@@ -13,7 +13,11 @@ stage's micro-batches in flight (1F1B: min(m, q + 1)) are constants:
     y[a, q, r] output of layer a is sent from position q to r
     r[q, r]  seconds to send those bytes; t[q] stage time; tau the slowest
 
-    minimise  sum_q t[q] + (m - 1) * tau
+    minimise  sum_q t[q] + w * tau
+
+with w the schedule's bubble weight (m - 1: core.planning.schedules), the
+micro-batches in flight the schedule's, and every time coefficient the cost
+model's compute_time_s / send_time_s over time_scale.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ import numpy as np
 
 from core.planning.costs import (
     comm_factor,
+    compute_time_s,
     infeasible_plan,
     inflight_micro_batches,
     plan_from_placement,
+    send_time_s,
     work_factor,
 )
 from core.planning.plan import FEASIBLE, OPTIMAL, Plan
@@ -206,7 +212,7 @@ class _Model:
     def objective(self) -> np.ndarray:
         c = np.zeros(self._next)
         c[self.t] = 1.0
-        c[self.tau] = self.setup.micro_batches - 1
+        c[self.tau] = self.setup.pipeline_schedule.bubble_weight(self.setup.micro_batches, 1)
         return c
 
     @property
@@ -256,11 +262,11 @@ class _Model:
             if position_of_layer[a] == q and any(position_of_layer[b] == r for x, b in self.edges if x == a):
                 values[var] = 1
                 link = min(self.devices[device_at[q]].bandwidth_gbps, self.devices[device_at[r]].bandwidth_gbps)
-                values[self.r[(q, r)]] += c * self.layers[a].output_bytes / (link * 1e9) / self.time_scale
+                values[self.r[(q, r)]] += send_time_s(c, self.layers[a].output_bytes, link) / self.time_scale
         for q, d in device_at.items():
             flops = sum(layer.flops for i, layer in enumerate(self.layers) if position_of_layer[i] == q)
             comm = sum(values[var] for (sender, _), var in self.r.items() if sender == q)
-            values[self.t[q]] = k * flops / (self.devices[d].tflops * 1e12) / self.time_scale + comm
+            values[self.t[q]] = compute_time_s(k, flops, self.devices[d].tflops) / self.time_scale + comm
         values[self.tau] = max(values[self.t[q]] for q in device_at)
         return values
 
@@ -388,13 +394,13 @@ class _Model:
     def _send_terms(self, q: int, r: int, link_gbps: float) -> dict[int, float]:
         """-(time to send each producer's output from q to r), on its send variable y."""
         c = comm_factor(self.setup)
-        return {y: -c * self.layers[a].output_bytes / (link_gbps * 1e9) / self.time_scale
+        return {y: -send_time_s(c, self.layers[a].output_bytes, link_gbps) / self.time_scale
                 for (a, qq, rr), y in self.y.items() if (qq, rr) == (q, r)}
 
     def _compute_terms(self, q: int, tflops: float) -> dict[int, float]:
         """-(time of each layer at position q on a device of `tflops`), on its x[i, q]."""
         k = work_factor(self.setup)
-        return {int(self.x[i, q]): -k * layer.flops / (tflops * 1e12) / self.time_scale
+        return {int(self.x[i, q]): -compute_time_s(k, layer.flops, tflops) / self.time_scale
                 for i, layer in enumerate(self.layers)}
 
     def _balance_cut(self) -> None:
@@ -424,9 +430,9 @@ def _time_scale(problem: Problem) -> float:
     k, c = work_factor(problem.setup), comm_factor(problem.setup)
     slowest = min(device.tflops for device in problem.devices)
     slowest_link = min(device.bandwidth_gbps for device in problem.devices)
-    compute = k * sum(layer.flops for layer in problem.layers) / (slowest * 1e12)
+    compute = compute_time_s(k, sum(layer.flops for layer in problem.layers), slowest)
     senders = {producer for producer, _ in problem.edges()}
-    send = c * sum(problem.layers[i].output_bytes for i in senders) / (slowest_link * 1e9)
+    send = send_time_s(c, sum(problem.layers[i].output_bytes for i in senders), slowest_link)
     return compute + send if compute + send > 0 else 1.0
 
 

@@ -126,7 +126,7 @@ class Plan:
         return self.stages[stage].devices[replica]
 
     def to_dict(self) -> dict[str, Any]:
-        """DESIGN.md's answer format, plus the extra facts reports show."""
+        """docs/design.md's "The answer format", plus the extra facts reports show."""
         answer: dict[str, Any] = {
             "status": self.status,
             "objective_s": self.objective_s,
@@ -220,7 +220,7 @@ def _stage_from_dict(data: Any, where: str) -> StageCost:
         raise InputError(f"{where}: 'devices' must be a non-empty list of device names")
     if devices is not None and devices[0] != device:
         raise InputError(f"{where}: 'device' must be the first of its 'devices'")
-    # a plan without the split (DESIGN.md's short answer) keeps its total as weights
+    # a plan without the split (docs/design.md's short answer) keeps its total as weights
     split = _mapping(stage.get("memory_split_bytes", {"params": stage.get("memory_bytes")}), where,
                      "'memory_split_bytes' as a mapping")
     comm_s = _number(stage, "comm_s", where)

@@ -1,6 +1,6 @@
 """The explicit problem: layers, devices with budgets, and the training setup.
 
-This is DESIGN.md's explicit problem format as frozen dataclasses, with the
+This is docs/design.md's "The explicit problem format" as frozen dataclasses, with the
 validation that turns a malformed file into one InputError line. It imports
 neither torch nor numpy, so `plan --problem` starts fast.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+from core.planning.schedules import SCHEDULE_NAMES, Schedule, schedule_named
 
 MODES = ("train", "infer")
-SCHEDULES = ("1f1b", "gpipe")
+SCHEDULES = SCHEDULE_NAMES  # core.planning.schedules: one class each
 ZERO_STAGES = (0, 1, 2, 3)
 AUTO = "auto"  # data_parallel: the solver picks the best divisor of micro_batches
 
@@ -56,7 +57,7 @@ class Device:
 
 @dataclass(frozen=True)
 class Setup:
-    """How the layers are run: DESIGN.md's setup plus optional facts for reports.
+    """How the layers are run: docs/design.md's setup plus optional facts for reports.
 
     The optional per-parameter split (weights, gradients, optimizer state)
     labels memory in v1; cost model v2 (`data_parallel` d > 1 or `zero` > 0)
@@ -88,13 +89,18 @@ class Setup:
                                  f"bytes_per_param ({self.bytes_per_param:g})")
 
     @property
+    def pipeline_schedule(self) -> Schedule:
+        """The schedule object that prices in-flight micro-batches and the step time."""
+        return schedule_named(self.schedule)
+
+    @property
     def is_hybrid(self) -> bool:
         """True for cost model v2: replicas (or "auto") or ZeRO sharding."""
         return self.data_parallel != 1 or self.zero != 0
 
 
 def check_hybrid_setup(data_parallel: Any, zero: Any, micro_batches: int) -> None:
-    """DESIGN.md's rules for d and z that need no devices.
+    """docs/design.md's rules for d and z ("Cost model v2") that need no devices.
 
     Raises:
         InputError: d not a whole number >= 1 or "auto", d not dividing m, z outside 0..3.
@@ -257,13 +263,13 @@ def _layer(item: Any, where: str) -> Layer:
     return layer
 
 
-# A device's budget is `memory_bytes` in the explicit problem format (DESIGN.md), `budget_bytes` in
+# A device's budget is `memory_bytes` in the explicit problem format (docs/design.md), `budget_bytes` in
 # the code; the other names a file may hold for the same fields, read as the format's.
 _DEVICE_KEY_ALIASES = {"budget_bytes": "memory_bytes", "total_memory_bytes": "memory_total_bytes"}
 
 
 def _device_dict(device: Device) -> dict[str, Any]:
-    """A device in the explicit problem format: the budget under DESIGN.md's key `memory_bytes`."""
+    """A device in the explicit problem format: the budget under docs/design.md's key `memory_bytes`."""
     fields = _without_defaults(asdict(device), Device)
     return {("memory_bytes" if key == "budget_bytes" else key): value for key, value in fields.items()}
 

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.planning.costs import comm_factor, inflight_micro_batches, work_factor
+from core.planning.costs import (
+    comm_factor,
+    compute_time_s,
+    inflight_micro_batches,
+    send_time_s,
+    work_factor,
+)
 from core.planning.problem import Problem
 
 
@@ -33,21 +39,17 @@ def device_classes(problem: Problem) -> list[DeviceClass]:
     return [DeviceClass(tuple(members), *key) for key, members in groups.items()]
 
 
-class RangeTables:
-    """Stage times and memory of all ranges [i, j), as (N+1) x (N+1) arrays.
+class ChainArrays:
+    """What every range [i, j) of the chain sums to, as (N+1) x (N+1) arrays, and its stage time.
 
-    Row i is the first layer, column j one past the last; entries with j <= i
-    are +inf (not a stage).
+    Row i is the first layer, column j one past the last; `valid` is j > i.
+    Shared by the tables of the exact solver (one device a stage) and of the
+    hybrid solver (a group of d devices a stage, core.planning.hybrid_tables).
     """
 
-    def __init__(self, problem: Problem, classes: list[DeviceClass], extra_budget_bytes: float = 0.0):
-        setup = problem.setup
+    def __init__(self, problem: Problem, extra_budget_bytes: float = 0.0):
         n = len(problem.layers)
         self.n = n
-        self.classes = classes
-        self.bandwidths = sorted({cls.bandwidth_gbps for cls in classes})
-        self.bandwidth_index = [self.bandwidths.index(cls.bandwidth_gbps) for cls in classes]
-        self.last = len(self.bandwidths)  # "next bandwidth" index meaning: no next stage
         flops = np.concatenate([[0.0], np.cumsum([layer.flops for layer in problem.layers])])
         acts = np.concatenate([[0.0], np.cumsum([float(layer.activation_bytes) for layer in problem.layers])])
         i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
@@ -57,10 +59,33 @@ class RangeTables:
         self.range_params = _range_params(problem, i, j)
         out = np.array([0.0] + [float(layer.output_bytes) for layer in problem.layers])
         self.out_of_last = out[j]  # output of layer j-1, the one sent on
-        self._k = work_factor(setup)
-        self._c = comm_factor(setup)
-        self._b = setup.bytes_per_param
+        self._k = work_factor(problem.setup)
+        self._c = comm_factor(problem.setup)
         self._extra = extra_budget_bytes
+
+    def time_where_fits(self, tflops: float, link_gbps: float | None, memory: np.ndarray,
+                        budget_bytes: int) -> np.ndarray:
+        """Each range's stage time (compute, then the send over `link_gbps` unless it is the
+        last stage: None), +inf where `memory` exceeds the budget (plus the extra bytes)."""
+        time = compute_time_s(self._k, self.range_flops, tflops)
+        if link_gbps is not None:
+            time = time + send_time_s(self._c, self.out_of_last, link_gbps)
+        fits = self.valid & (memory <= budget_bytes + self._extra)
+        return np.where(fits, time, np.inf)
+
+
+class RangeTables(ChainArrays):
+    """Stage times and memory of all ranges [i, j) per device class; entries with j <= i
+    are +inf (not a stage)."""
+
+    def __init__(self, problem: Problem, classes: list[DeviceClass], extra_budget_bytes: float = 0.0):
+        super().__init__(problem, extra_budget_bytes)
+        setup = problem.setup
+        self.classes = classes
+        self.bandwidths = sorted({cls.bandwidth_gbps for cls in classes})
+        self.bandwidth_index = [self.bandwidths.index(cls.bandwidth_gbps) for cls in classes]
+        self.last = len(self.bandwidths)  # "next bandwidth" index meaning: no next stage
+        self._b = setup.bytes_per_param
         self.inflight_by_position = [
             inflight_micro_batches(setup, position) for position in range(1, len(problem.devices) + 1)
         ]
@@ -69,19 +94,19 @@ class RangeTables:
     def inflight_at(self, stages_from_end: int) -> int:
         return self.inflight_by_position[stages_from_end - 1]
 
+    def kinds(self) -> int:
+        """How many kinds of stage (device classes) the tables hold."""
+        return len(self.classes)
+
     def stage_time(self, cls: int, next_bandwidth: int, inflight: int) -> np.ndarray:
         """Time of each range on class `cls`, +inf where it does not fit."""
         key = (cls, next_bandwidth, inflight)
         table = self._times.get(key)
         if table is None:
             device = self.classes[cls]
-            time = self._k * self.range_flops / (device.tflops * 1e12)
-            if next_bandwidth != self.last:
-                link = min(device.bandwidth_gbps, self.bandwidths[next_bandwidth])
-                time = time + self._c * self.out_of_last / (link * 1e9)
+            link = None if next_bandwidth == self.last else min(device.bandwidth_gbps, self.bandwidths[next_bandwidth])
             memory = self._b * self.range_params + inflight * self.range_acts
-            fits = self.valid & (memory <= device.budget_bytes + self._extra)
-            table = np.where(fits, time, np.inf)
+            table = self.time_where_fits(device.tflops, link, memory, device.budget_bytes)
             self._times[key] = table
         return table
 

@@ -50,7 +50,7 @@ class TrainingSetup:
         return self.micro_batch_size * self.seq_len
 
     def bytes_per_param_split(self) -> tuple[float, float, float]:
-        """(weights, gradients, optimizer state) bytes per parameter (DESIGN.md).
+        """(weights, gradients, optimizer state) bytes per parameter (docs/design.md, "Bytes per parameter").
 
         fp32: weights 4, grads 4, state 0/4/8. bf16 mixed: weights 2, grads 2
         (4 with fp32 accumulation), fp32 master copy 4 + state. Inference: the

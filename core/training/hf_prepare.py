@@ -19,7 +19,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.model.hf_source import HFModelSource, check_trainable
-from core.model.spec import ModelSpec
+from core.model.model_spec import ModelSpec
 from core.training.config import TrainConfig
 from core.training.data import Corpus, TokenizedCorpus, tokenize_corpus
 

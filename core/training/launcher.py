@@ -12,6 +12,11 @@
 The job (core.training.job) runs in a new session with its output in the
 run's train.log, so it survives the app or shell that started it.
 Nothing here imports torch at import time.
+
+This is training's face to gui/ and cli/ (tests/test_core_api.py), with
+core.training.run_info: the run config, the app's run request, checkpoints,
+profiles and the HF export they use are re-exported here, and what needs
+torch is imported when called.
 """
 
 from __future__ import annotations
@@ -24,13 +29,32 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from core import REPO_ROOT
 from core.errors import InputError
 from core.planning.plan import Plan
-from core.training.config import TrainConfig
-from core.training.metrics import MetricsTail, TailUpdate, last_row, read_metrics
+from core.training.app_request import (
+    check_run_name,
+    default_run_name,
+    run_devices,
+    train_config,
+    why_not_trainable,
+)
+from core.training.config import ENGINES, STDLIB, TrainConfig, default_setup
+from core.training.engine.checkpoint import checkpoint_step, latest_checkpoint
+from core.training.engine.profile import (
+    apply_profile,
+    load_profile,
+    measure_profile,
+    profiled_names,
+    save_profile,
+)
+from core.training.hf_export import check_output_dir, export_run
+from core.training.memory_check import HolderMemory, memory_shortfall, read_holder_memory
+from core.training.metrics import MetricsTail, TailUpdate, format_row, last_row, read_metrics
+from core.training.new_run import new_run_config, run_precision
+from core.training.plan_file import read_plan_file
 from core.training.run_dir import (
     RUNNING,
     RunPaths,
@@ -43,8 +67,23 @@ from core.training.run_dir import (
     write_status,
 )
 
+if TYPE_CHECKING:
+    from core.model.config import GPTConfig
+    from core.model.hf_source import HFModelSource
+    from core.model.model_spec import ModelSpec
+
 __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", "read_metrics", "read_status",
-           "resume_run", "start_run", "stop_run", "wait_run"]
+           "resume_run", "start_run", "stop_run", "wait_run", "node_commands", "format_row",
+           # the run directory and its config
+           "RUNNING", "RunPaths", "RunStatus", "ENGINES", "STDLIB", "TrainConfig", "read_plan_file",
+           # a new run's config, as the app and `train` make it (core.training.new_run), and its memory check
+           "default_setup", "new_run_config", "run_precision", "HolderMemory", "memory_shortfall",
+           "read_holder_memory",
+           # the app's run request (core.training.app_request)
+           "check_run_name", "default_run_name", "run_devices", "train_config", "why_not_trainable",
+           # checkpoints, profiles, models, the HF export
+           "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile", "profiled_names",
+           "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run"]
 
 
 @dataclass(frozen=True)
@@ -165,7 +204,7 @@ def _summary(path: Path) -> RunSummary:
     if row is not None and int(row.get("step", 0)) >= step:
         step, loss = int(row["step"]), row.get("loss")
     return RunSummary(name=path.name, path=path, state=state, step=step, steps=steps, last_loss=loss, model=model,
-                      engine=engine, stages=stages, started_at=started or created)
+                      engine=engine, stages=stages, started_at=created or started)  # a resume keeps it
 
 
 def _spawn_job(paths: RunPaths) -> RunHandle:
@@ -186,3 +225,26 @@ def _spawn_job(paths: RunPaths) -> RunHandle:
         write_status(paths, state=RUNNING, pids={"job": process.pid}, started_at=time.time(), ended_at=None,
                      job_create_time=process_create_time(process.pid), error=None, traceback=None, step=0)
     return RunHandle(paths.root, process.pid)
+
+
+def node_commands(run_dir: Path | str) -> list[str]:
+    """The torchrun command each host of a multi-host run runs (printed for the user; imports torch)."""
+    from core.training.engine.context import RunContext
+    from core.training.engine.pipeline_launch import node_commands as commands
+
+    context = RunContext.load(run_dir)
+    return commands(Path(run_dir), context.config, context.num_processes)
+
+
+def hf_source(config: TrainConfig, spec: ModelSpec) -> HFModelSource | None:
+    """The HF model a run trains, weights checked (core.training.hf_prepare)."""
+    from core.training.hf_prepare import hf_source as source
+
+    return source(config, spec)
+
+
+def trainable_model(config: TrainConfig, vocab_size: int) -> tuple[str, GPTConfig]:
+    """The built-in GPT that runs (core.training.runner; imports torch)."""
+    from core.training.runner import trainable_model as model
+
+    return model(config, vocab_size)

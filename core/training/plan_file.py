@@ -1,4 +1,4 @@
-"""A plan given to a run: `train --plan plan.json` (DESIGN.md's answer format) or the app's plan.
+"""A plan given to a run: `train --plan plan.json` (docs/design.md, "The answer format") or the app's plan.
 
 The file is read with Plan.from_dict (`read_plan_file`); the run then uses
 only the stages' device groups and layers (and the plan's `data_parallel` and

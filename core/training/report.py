@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.planning.costs import step_time_s
 from core.planning.plan import Plan, StageCost
+from core.planning.schedules import SCHEDULE_NAMES, micro_batches_per_replica, schedule_named
 from core.training.execution import DeviceExecution
 
 WARMUP_STEPS = 2  # the first steps include one-off costs (allocations, shape inference)
@@ -103,7 +103,7 @@ class RunReport:
 
 
 def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: int,
-                 executions: Sequence[DeviceExecution] = ()) -> RunReport:
+                 executions: Sequence[DeviceExecution] = (), schedule: str = SCHEDULE_NAMES[0]) -> RunReport:
     """Predicted vs measured per stage, medians over the steps after warmup.
 
     Measured compute per micro-batch is the stage's forward + backward time of
@@ -111,10 +111,11 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
     prediction is the plan's compute_s, or for a stage whose devices are
     simulated GPUs executed by the host, the same work at the host's speed
     (`executions`). Sync is per step: the plan's sync_s against the measured
-    gradient reduction of the stage's group (None without replicas).
+    gradient reduction of the stage's group (None without replicas). The
+    step on the host is priced by the run's `schedule` (core.planning.schedules).
     """
     usable = [row for row in rows if "stage_compute_s" in row][WARMUP_STEPS:] or list(rows)
-    per_replica = micro_batches / plan.data_parallel
+    per_replica = micro_batches_per_replica(micro_batches, plan.data_parallel)
     by_device = {execution.device: execution for execution in executions}
     stages = []
     for index, stage in enumerate(plan.stages):
@@ -125,7 +126,8 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
     step_times = [row["step_time_s"] for row in usable if "step_time_s" in row]
     simulated = any(stage.simulated is not None for stage in stages)
     return RunReport(stages=tuple(stages), steps_measured=len(usable),
-                     predicted_step_s=_host_step_s(plan, stages, micro_batches) if simulated else plan.objective_s,
+                     predicted_step_s=_host_step_s(plan, stages, micro_batches, schedule) if simulated
+                     else plan.objective_s,
                      measured_step_s=statistics.median(step_times) if step_times else None,
                      datasheet_step_s=plan.objective_s if simulated else None)
 
@@ -152,13 +154,13 @@ def _stage(index: int, stage: StageCost, executions: Sequence[DeviceExecution], 
         datasheet_compute_s=stage.compute_s if simulated is not None else None, prediction_source=source)
 
 
-def _host_step_s(plan: Plan, stages: Sequence[StageReport], micro_batches: int) -> float | None:
+def _host_step_s(plan: Plan, stages: Sequence[StageReport], micro_batches: int, schedule: str) -> float | None:
     """The canonical step time with each stage's time as it runs (None if one is unknown)."""
     times = [stage.predicted_time_s for stage in stages]
     if any(time is None for time in times):
         return None
-    return step_time_s([time for time in times if time is not None], micro_batches // plan.data_parallel,
-                       [stage.sync_s for stage in plan.stages])
+    return schedule_named(schedule).step_time_s([time for time in times if time is not None], micro_batches,
+                                                plan.data_parallel, [stage.sync_s for stage in plan.stages])
 
 
 def _median(index: int, key: str, rows: Sequence[Mapping[str, Any]]) -> float | None:

@@ -2,7 +2,7 @@
 
     runs/NAME/
       config.json      what was asked and what it resolved to (model, devices, setup)
-      plan.json        the plan that runs (DESIGN.md's answer format)
+      plan.json        the plan that runs (docs/design.md, "The answer format")
       status.json      running | finished | stopped | failed, pids, step, error
       metrics.jsonl    one JSON object per optimizer step (core.training.metrics)
       train.log        stdout and stderr of the job and its workers

@@ -5,7 +5,9 @@
     read_status("runs/nano")               # RunStatus (core.training.run_dir): state, step, pids
 
 config.json and plan.json are read here once, so no view reads their keys.
-Nothing here imports torch.
+Nothing here imports torch. With core.training.launcher, this is training's
+face to gui/ and cli/ (tests/test_core_api.py): the report's types are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from typing import Any
 
 from core.errors import InputError
 from core.planning.plan import Plan
+from core.planning.schedules import SCHEDULE_NAMES, schedule_named
 from core.system.durable import read_json
 from core.training.execution import DeviceExecution, executions_from_record
-from core.training.report import RunReport, stage_report
+from core.training.report import RunReport, StageReport, format_report, stage_report
+
+__all__ = ["RunInfo", "read_run_info", "run_report", "RunReport", "StageReport", "format_report"]
 from core.training.run_dir import RunPaths, read_run_plan
 
 
@@ -36,6 +41,7 @@ class RunInfo:
     executions: tuple[DeviceExecution, ...]
     is_hf: bool
     created_at: float | None = None
+    schedule: str = SCHEDULE_NAMES[0]
 
     @property
     def name(self) -> str:
@@ -61,17 +67,19 @@ def read_run_info(root: Path | str) -> RunInfo:
     try:
         executions = executions_from_record(stored)
         steps = int(config.get("steps", 0))
-        micro_batches = int(_mapping(config.get("setup"), paths.config).get("micro_batches", 1)) or 1
+        setup = _mapping(config.get("setup"), paths.config)
+        micro_batches = int(setup.get("micro_batches", 1)) or 1
+        schedule = schedule_named(str(setup.get("schedule", SCHEDULE_NAMES[0]))).name
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{paths.config} is not a run config Allot wrote ({error})") from None
     return RunInfo(path=path, model_name=str(model.get("name", "?")), engine=str(config.get("engine", "?")),
-                   steps=steps, micro_batches=micro_batches, plan=plan, executions=executions,
+                   steps=steps, micro_batches=micro_batches, plan=plan, executions=executions, schedule=schedule,
                    is_hf=model.get("hf") is not None, created_at=_seconds(stored.get("created_at")))
 
 
 def run_report(info: RunInfo, rows: Sequence[Mapping[str, Any]]) -> RunReport:
     """Predicted vs measured per stage of this run, from its metrics rows."""
-    return stage_report(info.plan, rows, info.micro_batches, info.executions)
+    return stage_report(info.plan, rows, info.micro_batches, info.executions, info.schedule)
 
 
 def _seconds(value: Any) -> float | None:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
 from core.model.config import GPTConfig
-from core.model.spec import ModelSpec, resolve_choice
+from core.model.model_spec import ModelSpec, resolve_choice
 from core.planning.plan import Plan
 from core.planning.problem import Device
+from core.planning.schedules import micro_batches_per_replica, schedule_named
 from core.training.config import TrainConfig
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import CONFIG_FORMAT, RunContext
@@ -72,7 +73,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     Raises:
         InputError: any bad input; nothing has been written then.
     """
-    from core.planning.devices import resolve_devices
+    from core.planning.device_resolution import resolve_devices
     from core.training.data import (
         corpus_files,
         corpus_summary,
@@ -124,6 +125,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
     planned = _plan(spec, config, devices, given)
     _check_stages(config, planned)
+    _check_memory(config, planned)
     # ---- every check passed: now, and only now, write
     paths = RunPaths(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -195,7 +197,7 @@ def _executions(config: TrainConfig, devices: Sequence[Device], plan: Plan,
     machine), shared between the run's processes on this host under the pipeline engine."""
     from core.devices.catalog import load_catalog
     from core.devices.host_speed import host_share_tflops, host_speed
-    from core.training.engine.pipeline import processes_on_this_node
+    from core.training.engine.pipeline_launch import processes_on_this_node
     from core.training.execution import is_simulated, plan_executions
 
     if not any(is_simulated(device) for device in devices):
@@ -231,14 +233,27 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
     stages = len(plan.stages)
     setup = config.setup
     _check_replicas(config, plan)
-    per_replica = setup.micro_batches // plan.data_parallel
-    if config.engine == "pipeline" and setup.schedule == "1f1b" and per_replica < stages:
+    schedule = schedule_named(setup.schedule)
+    least = schedule.least_micro_batches_per_replica(stages)
+    if config.engine == "pipeline" and micro_batches_per_replica(setup.micro_batches, plan.data_parallel) < least:
         replicas = f" per replica ({setup.micro_batches} / {plan.data_parallel})" if plan.data_parallel > 1 else ""
-        raise InputError(f"1F1B needs at least as many micro-batches{replicas} as stages ({stages}): "
-                         f"use --micro-batches {stages * plan.data_parallel} or --schedule gpipe")
+        raise InputError(f"{schedule.label} needs at least as many micro-batches{replicas} as stages ({stages}): "
+                         f"use --micro-batches {least * plan.data_parallel} or --schedule gpipe")
     kinds = {device.startswith("cuda:") for stage in plan.stages for device in stage.devices}
     if config.engine == "pipeline" and len(kinds) > 1:
         raise InputError("the pipeline engine cannot mix CPU and GPU stages: use --engine local")
+
+
+def _check_memory(config: TrainConfig, plan: Plan) -> None:
+    """Each stage's predicted peak fits what will hold it: the host's available memory, a GPU's free
+    memory (core.training.memory_check). Several nodes: each holds its own stages, unchecked here."""
+    from core.training.memory_check import memory_shortfall, read_holder_memory
+
+    if config.nnodes > 1:
+        return
+    shortfall = memory_shortfall(plan, read_holder_memory(plan))
+    if shortfall is not None:
+        raise InputError(f"the run would run out of memory: {shortfall}")
 
 
 def _check_plan_hybrid(config: TrainConfig, plan: Plan) -> None:

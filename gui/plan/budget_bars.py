@@ -24,13 +24,12 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from core.planning.plan import StageCost
-from core.units import format_bytes, format_gib
+from core.planning.front_door import StageCost
+from core.units import MIB, format_bytes, format_gib
 from gui import theme
 from gui.plan.groups import stage_of_device
 from gui.state import AppState
 
-MIB = 1024**2
 HANDLE_GRAB_PX = 8  # how close to the handle a press grabs it
 FIGURES_TEMPLATE = "0000.0 GiB │ budget 0000.0 / 0000.0 GiB"
 SMALL_STEP = 0.01  # of the device's memory, per arrow key
@@ -278,9 +277,6 @@ class BudgetBarsPanel(QWidget):
         over.setObjectName("muted")
         header.addWidget(over)
         header.addStretch(1)
-        hint = QLabel("drag a handle · ←/→ 1% · PgUp/PgDn 10%")
-        hint.setObjectName("muted")
-        header.addWidget(hint)
         return header
 
     def _update_devices(self) -> None:
@@ -303,6 +299,10 @@ class BudgetBarsPanel(QWidget):
             self._rows.addWidget(bar, row, 1)
             self._rows.addWidget(figures, row, 2)
             self._bars[entry.name], self._figures[entry.name] = bar, figures
+        if self._bars:  # under the figures: beside the legend it made the window wider than 1280 px
+            hint = QLabel("drag a handle · ←/→ 1% · PgUp/PgDn 10%")
+            hint.setObjectName("muted")
+            self._rows.addWidget(hint, len(self._bars), 2)
         self._empty.setVisible(not self._bars)
         self._update_plan()
 
@@ -331,3 +331,7 @@ class BudgetBarsPanel(QWidget):
         used = f"{format_gib(bar.filled_bytes):>6} GiB" if bar.filled_bytes else (
             "unused    " if self.state.shown_plan is not None else "no plan   ")
         self._figures[name].setText(f"{used} │ budget {format_gib(bar.budget_bytes):>6} / {format_gib(bar.total_bytes)} GiB")
+        stale = bar.stale and bar.filled_bytes > 0
+        if stale != (self._figures[name].property("stale") is True):  # style sheets are costly: only on a change
+            self._figures[name].setProperty("stale", stale)
+            self._figures[name].setStyleSheet(f"color: {theme.STALE};" if stale else "")

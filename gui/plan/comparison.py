@@ -12,14 +12,14 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
+    QHeaderView,
     QLabel,
     QTableWidget,
     QTableWidgetItem,
     QWidget,
 )
 
-from core.planning.plan import Plan
-from core.planning.solvers import SOLVER_NAMES, FasterBaseline, faster_outside_the_setup
+from core.planning.front_door import SOLVER_NAMES, FasterBaseline, Plan, faster_outside_the_setup
 from core.units import format_seconds
 from gui import theme
 from gui.plan.groups import shape_text
@@ -54,7 +54,7 @@ def comparison_rows(results: dict[str, Plan | str], reference: Plan | None) -> l
         time = format_seconds(plan.objective_s) if plan.objective_s is not None else ""
         if not plan.feasible:
             status = "OOM" if plan.stages else "infeasible"
-            rows.append([name, status, time, "", "", readable_reason(plan.reason or "")])
+            rows.append([name, status, time, "", "", readable_reason(plan.reason or "", exact=False)])
             continue
         ratio = ""
         if reference is not None and reference.objective_s and plan.objective_s:
@@ -73,12 +73,17 @@ class ComparisonTable(QTableWidget):
         self.app_state = state
         self._shown: dict[str, Plan | str] | None = None
         style_readonly_table(self, COLUMNS)
+        # a note (why a baseline does not fit, what a solver is) wraps in its row rather than lose its end
+        self.setWordWrap(True)
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.setAlternatingRowColors(True)
         self.setToolTip("Double-click a row to plan with that solver")
         self.cellDoubleClicked.connect(self._row_chosen)
         # Beside the heading: how to use the table, or a baseline that beats the exact plan outside the setup.
         self.note_label = QLabel(DOUBLE_CLICK_NOTE)
         self.note_label.setObjectName("muted")
+        self.note_label.setWordWrap(True)
+        self.note_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
         state.comparison_changed.connect(self._update_comparison)
         state.solver_changed.connect(self._update_comparison)
         state.error_changed.connect(self._update_comparison)

@@ -27,8 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError
-from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
-from core.planning.plan import Plan
+from core.planning.front_door import Plan, device_map_json, divisors, plan_json, torchrun_commands
 from core.system.durable import atomic_write_text
 from gui import theme
 from gui.state import AppState
@@ -61,7 +60,7 @@ def write_plan_json(state: AppState, path: str | Path) -> None:
 
 def write_device_map(state: AppState, path: str | Path) -> None:
     """accelerate's device_map for from_pretrained (builds the model on meta: about a second)."""
-    from core.planning.accelerate_baseline import export_device_map
+    from core.planning.front_door import export_device_map
 
     plan = current_plan_or_error(state)  # core refuses a plan with replicas (see device_map_refusal)
     assert state.problem is not None and state.spec is not None  # a plan comes with both

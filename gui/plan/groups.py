@@ -1,4 +1,4 @@
-"""Data-parallel groups as the plan views show them (DESIGN.md, cost model v2).
+"""Data-parallel groups as the plan views show them (docs/design.md, "Cost model v2").
 
 A stage runs on a group of d devices, one per replica (replica r is the r-th
 device of every group). With d = 1 a group is one device and every text here
@@ -9,7 +9,9 @@ are distinct.
 
 from __future__ import annotations
 
-from core.planning.plan import Plan, StageCost
+from core.devices.inventory import base_name
+from core.planning import front_door as planning
+from core.planning.front_door import Plan, StageCost
 from core.units import format_seconds
 
 ZERO_WORDS = {0: "no sharding", 1: "optimizer state sharded", 2: "optimizer state and gradients sharded",
@@ -26,7 +28,7 @@ def devices_label(devices: tuple[str, ...]) -> str:
     (A100-80GB, A100-80GB#2, ...); 'cuda:0 + … + cuda:7 (8)' otherwise. Tooltips list them all."""
     if len(devices) <= 2:
         return " + ".join(devices)
-    bases = {device.split("#")[0] for device in devices}
+    bases = {base_name(device) for device in devices}
     if len(bases) == 1:
         return f"{len(devices)} × {bases.pop()}"
     return f"{devices[0]} + … + {devices[-1]} ({len(devices)})"
@@ -39,7 +41,7 @@ def replicas(plan: Plan) -> int:
 
 def micro_batches_per_replica(plan: Plan) -> int:
     """m' = m / d: the micro-batches each replica's pipeline runs per step."""
-    return max(1, plan.micro_batches // replicas(plan))
+    return max(1, planning.micro_batches_per_replica(plan.micro_batches, replicas(plan)))
 
 
 def stage_of_device(plan: Plan | None) -> dict[str, tuple[int, int, StageCost]]:

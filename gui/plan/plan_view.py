@@ -26,9 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError
-from core.planning.host_note import host_stage_note
-from core.planning.plan import Plan, StageCost
-from core.planning.solvers import SOLVER_NAMES
+from core.planning.front_door import SOLVER_NAMES, Plan, StageCost, host_stage_note
 from core.units import format_bytes, format_count, format_gap, format_seconds
 from gui import theme
 from gui.plan.comparison import DESCRIPTIONS, ComparisonTable
@@ -49,6 +47,13 @@ STALE_NOTES = {  # keyed by AppState.plan_is_outdated
 }
 METRIC_NAMES = {"step": "Step time T", "tokens": "Tokens / s", "bound": "Lower bound",
                 "gap": "Gap to bound", "status": "Solver"}
+
+
+def stale_note(outdated: bool, other_model: str | None) -> str:
+    """The line above greyed figures; it names the model they are of when that is not the chosen one."""
+    if outdated or other_model is None:
+        return STALE_NOTES[outdated]
+    return f"No plan fits the current inputs: showing the last plan that fitted, {other_model}'s, greyed."
 
 
 def compact_name(layer: str) -> str:
@@ -78,16 +83,23 @@ def stage_row(index: int, stage: StageCost, bottleneck: bool) -> list[str]:
     share = stage.memory_bytes / stage.budget_bytes if stage.budget_bytes else 0.0
     return [("▶ " if bottleneck else "") + str(index), group_label(stage), f"{span} ({len(stage.layers)})",
             format_count(stage.params), _bytes(states), _bytes(stage.activation_bytes),
-            f"{_bytes(stage.memory_bytes)} / {_bytes(stage.budget_bytes)} ({share:.0%})",
+            f"{_used_of(stage.memory_bytes, stage.budget_bytes)} ({share:.0%})",
             format_seconds(stage.compute_s), format_seconds(stage.comm_s),
             format_seconds(stage.time_s), format_seconds(stage.sync_s)]
 
 
 def _bytes(num_bytes: float) -> str:
-    """format_bytes with one decimal: the table has ten columns to fit."""
-    text = format_bytes(num_bytes)
-    number, _, unit = text.partition(" ")
-    return f"{float(number):.1f} {unit}" if unit and unit != "B" else text
+    """format_bytes with one decimal: the table has ten columns to fit. Rounded once: rounding
+    the two-decimal text again read an H100's 79.65 GiB as 79.7 beside its bar's 79.6."""
+    return format_bytes(num_bytes, digits=1)
+
+
+def _used_of(used_bytes: float, budget_bytes: float) -> str:
+    """'73.4 / 79.7 GiB': the unit once where both share it (at 1600 px the column's
+    second 'GiB' made the table wider than its view)."""
+    used, budget = _bytes(used_bytes), _bytes(budget_bytes)
+    number, _, unit = used.partition(" ")
+    return f"{number if unit == budget.partition(' ')[2] else used} / {budget}"
 
 
 def metric_texts(plan: Plan | None) -> dict[str, str]:
@@ -180,30 +192,32 @@ class PlanView(QWidget):
 
     # -- layout --------------------------------------------------------------------
 
-    def _top_row(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        solver = QVBoxLayout()
-        solver.setSpacing(2)
+    def _top_row(self) -> QVBoxLayout:
+        """The solver and the exports on a line, the figures under them: side by side, the
+        three made the window 1,566 px wide at least, wider than a 1280 px screen."""
+        line = QHBoxLayout()
         label = QLabel("Solver")
         label.setObjectName("metricName")
-        solver.addWidget(label)
-        solver.addWidget(self.solver_box)
-        row.addLayout(solver)
-        for card in self.cards.values():
-            row.addWidget(card, 1)
-        exports = QVBoxLayout()
-        exports.setSpacing(3)
+        line.addWidget(label)
+        line.addWidget(self.solver_box)
+        line.addStretch(1)
         for button in self.export_buttons.values():
-            exports.addWidget(button)
-        row.addLayout(exports)
-        return row
+            line.addWidget(button)
+        cards = QHBoxLayout()
+        for card in self.cards.values():
+            cards.addWidget(card, 1)
+        top = QVBoxLayout()
+        top.setSpacing(6)
+        top.addLayout(line)
+        top.addLayout(cards)
+        return top
 
     def _body(self) -> QSplitter:
         """The stage table above; the timeline and the comparison side by side below."""
         self.timeline_caption = QLabel()
         self.timeline_caption.setStyleSheet(f"color: {theme.BOTTLENECK}")
-        # long group names must not widen the window: the caption is cut, its tooltip is whole
-        self.timeline_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # long group names must not widen the window: the caption wraps under itself, never cut
+        self.timeline_caption.setWordWrap(True)
         below = QSplitter(Qt.Orientation.Horizontal)
         below.addWidget(_titled("Pipeline timeline (one step)", self.timeline_stack, self.timeline_caption))
         below.addWidget(_titled("All solvers on this problem", self.comparison, self.comparison.note_label))
@@ -248,7 +262,7 @@ class PlanView(QWidget):
         self.timeline_caption.setToolTip(self.timeline_caption.text())
         self.timeline_stack.setCurrentIndex(0 if plan is not None else 1)
         self.stale_note.setVisible(stale and plan is not None)
-        self.stale_note.setText(STALE_NOTES[self.state.plan_is_outdated])
+        self.stale_note.setText(stale_note(self.state.plan_is_outdated, self.state.shown_model_name))
         note = host_stage_note(plan, self.state.shown_problem)
         self.host_note.setText(note or "")
         self.host_note.setVisible(note is not None)
@@ -331,9 +345,10 @@ def _titled(title: str, widget: QWidget, aside: QLabel | None = None) -> QWidget
     heading = QHBoxLayout()
     label = QLabel(title)
     label.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
-    heading.addWidget(label)
-    if aside is not None and aside.sizePolicy().horizontalPolicy() == QSizePolicy.Policy.Ignored:
-        heading.addWidget(aside, 1)  # it takes the room left, and no more
+    top = Qt.AlignmentFlag.AlignTop  # a note on two lines leaves the title on the first
+    heading.addWidget(label, 0, top)
+    if aside is not None and aside.wordWrap():
+        heading.addWidget(aside, 1, top)  # it takes the room left, on more lines where that is narrow
     else:
         heading.addStretch(1)
         if aside is not None:
@@ -347,8 +362,8 @@ def _bottleneck_text(plan: Plan | None) -> str:
     if plan is None or plan.bottleneck_index is None:
         return ""
     stage = plan.stages[plan.bottleneck_index]
+    time, sync = (format_seconds(t).replace(" ", "\N{NO-BREAK SPACE}") for t in (stage.time_s, sync_s(plan)))
     if plan.data_parallel > 1:  # the lanes name the groups: room for the sync instead
-        return (f"bottleneck: stage {plan.bottleneck_index}, {format_seconds(stage.time_s)}/micro-batch"
-                f" · sync {format_seconds(sync_s(plan))}")
-    return (f"bottleneck: stage {plan.bottleneck_index} on {stage.device}, "
-            f"{format_seconds(stage.time_s)} per micro-batch")
+        return f"bottleneck: stage {plan.bottleneck_index}, {time}/micro-batch · sync {sync}"
+    # where it wraps, a figure keeps its unit: "287 ms" on one line
+    return f"bottleneck: stage {plan.bottleneck_index} on {stage.device}, {time} per micro-batch"

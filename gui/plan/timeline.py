@@ -18,9 +18,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QShowEvent
 
-from core.planning.plan import Plan
+from core.planning.front_door import Plan
 from gui import theme
-from gui.plan.groups import group_label, micro_batches_per_replica
+from gui.plan.groups import group_label, micro_batches_per_replica, sync_s
 from gui.state import AppState
 from gui.widgets.plots import grid_axes
 from gui.widgets.tables import WhenVisible
@@ -117,7 +117,7 @@ class PlanTimeline(pg.PlotWidget):
     def _draw_sync(self, plan: Plan, times: list[float], stale: bool) -> None:
         """Each group's sync after the last micro-batch: all groups start together."""
         synced = [(s, stage.sync_s) for s, stage in enumerate(plan.stages) if stage.sync_s > 0]
-        end = sum(times) + (micro_batches_per_replica(plan) - 1) * max(times)
+        end = (plan.objective_s or 0.0) - sync_s(plan)  # the schedule's step time, less the closing sync
         color = QColor(SYNC_COLOR)
         self.sync.setOpts(x0=[end] * len(synced), y=[s for s, _ in synced], width=[t for _, t in synced],
                           height=LANE_HEIGHT, brush=pg.mkBrush(theme.stale(color) if stale else color))

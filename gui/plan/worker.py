@@ -3,7 +3,7 @@
 One QThread holds a single "pending" slot. `submit` replaces whatever is
 waiting there, so while a budget is dragged the worker always solves the
 latest budgets and skips the ones it had no time for. The work itself runs
-in the planning process (core.planning.jobs): the thread only waits for it, with
+in the planning process (core.planning.planning_process): the thread only waits for it, with
 the GIL released, so the GUI thread never competes with a solver. Results
 come back as queued signals (the QThread object lives in the GUI thread),
 tagged with their request id; AppState keeps only answers newer than the one
@@ -28,13 +28,15 @@ from typing import TYPE_CHECKING, TypeVar
 from PySide6.QtCore import QThread, Signal
 
 from core.errors import InputError
-from core.model.config import ModelChoice
-from core.model.spec import ModelSpec
-from core.planning import jobs as plan_jobs
-from core.planning.devices import DeviceEntry
-from core.planning.plan import Plan
-from core.planning.problem import Problem
-from core.planning.setup import TrainingSetup
+from core.planning import planning_process
+from core.planning.front_door import (
+    DeviceEntry,
+    ModelChoice,
+    ModelSpec,
+    Plan,
+    Problem,
+    TrainingSetup,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -104,7 +106,7 @@ class PlanWorker(QThread):
     def submit(self, request: PlanRequest) -> None:
         """Queue a request, replacing any that has not started (newest wins)."""
         if not self.in_process:
-            plan_jobs.shared_pool()  # start the planning process now, from the GUI thread
+            planning_process.shared_pool()  # start the planning process now, from the GUI thread
         with self._condition:
             self._pending = request
             self._condition.notify()
@@ -151,14 +153,14 @@ class PlanWorker(QThread):
             return self._condition.wait_for(lambda: self._pending is not None or self._stopping, timeout_s)
 
     def _run_job(self, job: Callable[..., Result], *args: object) -> Result:
-        """Run a plan_jobs function in the planning process (once more in a new one if it died)."""
+        """Run a planning_process function in the planning process (once more in a new one if it died)."""
         for attempt in range(2):
             if self.in_process:
                 break
             try:
-                return plan_jobs.shared_pool().submit(job, *args).result()
+                return planning_process.shared_pool().submit(job, *args).result()
             except BrokenProcessPool:
-                plan_jobs.shutdown_pool()
+                planning_process.shutdown_pool()
                 if attempt:  # it died twice: plan in this process rather than not at all
                     log.error("the planning process keeps dying; planning in the app's own process")
                     self.in_process = True
@@ -167,9 +169,9 @@ class PlanWorker(QThread):
         return job(*args)
 
     def _plan(self, request: PlanRequest) -> PlanResult | None:
-        key = plan_jobs.graph_key(request.model, request.setup)
+        key = planning_process.graph_key(request.model, request.setup)
         try:
-            job = self._run_job(plan_jobs.plan_job, request.model, request.setup, request.devices,
+            job = self._run_job(planning_process.plan_job, request.model, request.setup, request.devices,
                                 request.solver, key != self._graph_key, self.milp_time_limit_s)
         except InputError as error:
             self.failed.emit(request.request_id, str(error))
@@ -190,7 +192,7 @@ class PlanWorker(QThread):
 
     def _remeasure_host(self) -> None:
         try:
-            remeasured = self._run_job(plan_jobs.remeasure_host_job)
+            remeasured = self._run_job(planning_process.remeasure_host_job)
         except Exception as error:  # say so next to the button; the old figure stays in force
             log.error("measuring the host failed:\n%s", traceback.format_exc())
             self.host_remeasured.emit(f"measuring the host failed: {type(error).__name__}: {error}")
@@ -199,7 +201,7 @@ class PlanWorker(QThread):
         self.host_remeasured.emit(remeasured)
 
     def _compare(self, request: PlanRequest, result: PlanResult) -> None:
-        from core.planning.solvers import HYBRID_BASELINES, HYBRID_ONLY_NOTE, SOLVER_NAMES
+        from core.planning.front_door import HYBRID_BASELINES, HYBRID_ONLY_NOTE, SOLVER_NAMES
 
         if self._superseded(self.compare_delay_s):
             return
@@ -217,7 +219,7 @@ class PlanWorker(QThread):
             if self._superseded():
                 return
             try:
-                results[name] = self._run_job(plan_jobs.solve_job, result.problem, name, result.spec,
+                results[name] = self._run_job(planning_process.solve_job, result.problem, name, result.spec,
                                               self.milp_time_limit_s)
             except Exception as error:  # one broken baseline must not hide the others
                 log.error("solver %s failed:\n%s", name, traceback.format_exc())

@@ -1,7 +1,7 @@
 """The Training tab's curves: reading runs' metrics into the plots, off the GUI thread.
 
 The open run's metrics.jsonl and each overlaid run's are read by
-core.training.history_reader in the reader process (gui.training.reads): a coarse
+core.runs.history_reader in the reader process (gui.training.reads): a coarse
 whole first, then blocks that refine it, with a bar by the run's title.
 Opening another run, unticking an overlay or closing cancels its read. A file
 of at most INLINE_BYTES is read at once (a few milliseconds). Zoomed in on a
@@ -21,10 +21,8 @@ import numpy as np
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QWidget
 
-from core.training.curves import RunCurves
-from core.training.history_reader import HistoryRead, ReadProgress, read_history, read_range
-from core.training.launcher import MetricsTail
-from core.training.run_dir import RunPaths
+from core.runs.history_reader import HistoryRead, ReadProgress, RunCurves, read_history, read_range
+from core.training.launcher import MetricsTail, RunPaths
 from gui.training.panels import TrainingPanels
 from gui.training.plots import Detail
 from gui.training.reads import Reads, reader
@@ -148,6 +146,6 @@ class CurvesView(TrainingPanels):
                          lambda error: self._say(f"Could not read {metrics}: {error}", error=True))
 
     def _say(self, text: str, error: bool = False) -> bool:
-        self.message_label.setText(" ".join(text.split()))
+        self.show_note(self.message_label, " ".join(text.split()))
         self.message_label.setStyleSheet(self.message_style(error))
         return not error

@@ -23,9 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.training.config import ENGINES
-from core.training.curves import RunCurves, eta_s, format_duration
-from core.training.run_dir import RunStatus
+from core.runs.history_reader import RunCurves, eta_s, format_duration
+from core.training.launcher import ENGINES, RunStatus
 from gui import theme
 from gui.plan.plan_view import MetricCard
 from gui.training.history import STATE_COLORS, RunHistory
@@ -52,7 +51,7 @@ class TrainingPanels(QWidget):
             self.engine_box.addItem(engine, engine)
         self.engine_box.setToolTip("pipeline: one process per stage (torchrun); local: every stage in one process")
         self.name_edit = QLineEdit()
-        self.name_edit.setMinimumWidth(220)
+        self.name_edit.setMinimumWidth(120)  # 220 kept the window wider than a 1280 px screen
         self.name_edit.setToolTip("The run's folder under the runs directory")
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
@@ -61,7 +60,9 @@ class TrainingPanels(QWidget):
         self.save_hf_button = QPushButton("Save as HF…")
         self.reason_label = QLabel()
         self.reason_label.setStyleSheet(f"color: {theme.WARNING};")
+        self.reason_label.setWordWrap(True)  # a memory shortfall names a stage, a device and three sizes
         self.message_label = QLabel()
+        self.message_label.setWordWrap(True)  # a long error takes two lines rather than lose its end
         self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.cards = {key: MetricCard(name) for key, name in CARDS.items()}
         self.progress = QProgressBar()
@@ -76,15 +77,15 @@ class TrainingPanels(QWidget):
         self.read_progress.setRange(0, 1000)
         self.read_progress.setFixedWidth(230)
         self.read_progress.setToolTip("The curve refines as the run's metrics are read")
-        policy = self.read_progress.sizePolicy()
-        policy.setRetainSizeWhenHidden(True)  # showing it must not move the plots (a relayout repaints all)
-        self.read_progress.setSizePolicy(policy)
         self.read_progress.hide()
+        # Showing the bar must not move the plots (a relayout repaints all): the heading is as tall
+        # as the bar, so the bar only narrows the title. Hidden, it leaves the title its room.
+        self.run_title.setMinimumHeight(self.read_progress.sizeHint().height())
         self.loss_plot = LossPlot()
         self.rate_plot = RatePlot()
         self.stages = StageComparison()
         self.history = RunHistory()
-        self.history_title = QLabel()
+        self.history_title = ElidedLabel()  # "Runs in /a/long/path": the path may be longer than the view
         self.history_title.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
         self.open_button = QPushButton("Open")
         self.open_button.setToolTip("Show the selected run (or double-click it)")
@@ -103,15 +104,24 @@ class TrainingPanels(QWidget):
             row.addWidget(QLabel(label))
             row.addWidget(widget, 1 if widget is self.name_edit else 0)
             row.addSpacing(8)
-        for button in (self.start_button, self.stop_button, self.resume_button, self.save_hf_button):
+        for button in (self.start_button, self.stop_button, self.resume_button):
             row.addWidget(button)
         return row
 
     def _notes(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        row.addWidget(self.reason_label)
+        """Why Start is disabled, and what the last action did: each hidden while it says nothing,
+        so either takes the row's width alone (a memory shortfall is a long line)."""
+        row = self.notes_row = QHBoxLayout()  # the Training view adds its host offer here
+        row.addStrut(self.reason_label.sizeHint().height())  # a line's height even when both are hidden
+        row.addWidget(self.reason_label, 1)
         row.addWidget(self.message_label, 1)
+        self.reason_label.hide()
+        self.message_label.hide()
         return row
+
+    def show_note(self, label: QLabel, text: str) -> None:
+        label.setText(text)
+        label.setVisible(bool(text))
 
     def _figures(self) -> QHBoxLayout:
         row = QHBoxLayout()
@@ -139,8 +149,9 @@ class TrainingPanels(QWidget):
         plots.setSizes([560, 540])  # the stage table beside the loss needs room for its five first columns
         note = QLabel("tick Compare to overlay a run's loss")
         note.setObjectName("muted")
-        history = _headed(self.history_title, [note, self.clear_overlays_button, self.open_button], self.history,
-                          top_margin=4)
+        # Save as HF acts on the selected run, as Open does: beside it (the top row had no room at 1280 px)
+        history = _headed(self.history_title, [note, self.clear_overlays_button, self.open_button,
+                                               self.save_hf_button], self.history, top_margin=4)
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(plots)
         body.addWidget(history)

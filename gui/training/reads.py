@@ -9,7 +9,7 @@ reason) when the Training view is made, and kept; it ends when the app's end
 closes its pipe.
 
 A read is a module-level function `work(*args, emit=..., should_stop=...)`
-(core.training.history_reader): the child (core.training.read_service, no Qt)
+(core.runs.history_reader): the child (core.runs.read_service, no Qt)
 calls it, sends what it emits and returns over the pipe, and between blocks
 reads the pipe for cancellations.
 A timer on the GUI thread, running only while a read is in flight, hands the
@@ -28,7 +28,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer
 
-from core.training.read_service import Work, serve
+from core.runs.history_reader import Work, serve
 
 POLL_MS = 30
 # What a read's work emits or returns (history rows, curves...): reads are generic, so it is Any.

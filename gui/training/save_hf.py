@@ -19,8 +19,7 @@ Say = Callable[[str, bool], bool]
 
 def is_hf_run_with_checkpoint(run_dir: Path | None) -> bool:
     """An HF model's run that has a checkpoint to save (False for anything unreadable)."""
-    from core.training.engine.checkpoint import latest_checkpoint
-    from core.training.run_dir import RunPaths
+    from core.training.launcher import RunPaths, latest_checkpoint
     from core.training.run_info import read_run_info
 
     if run_dir is None:
@@ -59,7 +58,7 @@ class HFSaver(QObject):
             out = QFileDialog.getExistingDirectory(self._parent, "Save as a Hugging Face model: a new, empty folder")
             if not out:
                 return False
-        from core.training.hf_export import export_run
+        from core.training.launcher import export_run
 
         thread = LaunchThread(Call(export_run, (run, out)), self)
         thread.succeeded.connect(self._saved)

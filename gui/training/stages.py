@@ -6,7 +6,7 @@ newest steps. A run with data-parallel replicas adds each stage group's
 gradient sync per step, predicted beside measured. A stage whose simulated
 GPU the host CPU executes says so ("runs on host CPU (simulated A100-80GB)"),
 is predicted at the host's speed, and keeps the plan's datasheet prediction
-in a column of its own ("Predicted on A100-80GB (datasheet)").
+in a column of its own ("Predicted (datasheet)", its tooltip naming the GPUs).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.training.report import RunReport, StageReport
+from core.training.run_info import RunReport, StageReport
 from gui import theme
 from gui.widgets.plots import grid_axes
 from gui.widgets.tables import fill_table, style_readonly_table
 
-COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted (datasheet)", "Layers", "Idle / step",
+COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted\n(datasheet)", "Layers", "Idle / step",
            "Sync predicted", "Sync measured")
 TIPS = ("stage: device (its group, one device per replica)",
         "what executes the stage when it is not the planned device: the host CPU stands in for a simulated GPU",
@@ -54,10 +54,11 @@ def stage_texts(stage: StageReport) -> list[str]:
             ms(stage.measured_idle_s_per_step), ms(stage.predicted_sync_s), ms(stage.measured_sync_s)]
 
 
-def datasheet_header(report: RunReport | None) -> str:
-    """'Predicted on A100-80GB (datasheet)': the simulated GPUs the datasheet column is about."""
+def datasheet_tip(report: RunReport | None) -> str:
+    """The datasheet column's tooltip, naming the simulated GPUs it is about. Its header stays
+    'Predicted (datasheet)': three GPU names in it cut it to 'ted on A (da' (issue 19)."""
     simulated = report.simulated if report is not None else ()
-    return f"Predicted on {', '.join(simulated)}\n(datasheet)" if simulated else COLUMNS[DATASHEET_COLUMN]
+    return TIPS[DATASHEET_COLUMN] + (f": {', '.join(simulated)}" if simulated else "")
 
 
 def _tip(stage: StageReport, column: int) -> str:
@@ -80,8 +81,9 @@ class StageComparison(QWidget):
         plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch: "
                       f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted "
                       f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>")
-        plot.setLabel("left", "ms")
-        plot.getAxis("left").setWidth(52)
+        # seconds with pyqtgraph's SI prefix ("ms", "s"): a host's 80,000 ms printed five digits
+        # wide ran under the axis label
+        plot.setLabel("left", units="s")
         plot.showGrid(y=True, alpha=0.15)
         plot.setMouseEnabled(x=False, y=False)
         self.predicted_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=PREDICTED_COLOR, pen=None)
@@ -107,8 +109,8 @@ class StageComparison(QWidget):
         self.report = report
         stages = report.stages if report is not None else ()
         xs = [float(stage.stage) for stage in stages]
-        predicted = [1000 * (stage.predicted_compute_s or 0.0) for stage in stages]
-        measured = [1000 * (stage.measured_compute_s or 0.0) for stage in stages]
+        predicted = [stage.predicted_compute_s or 0.0 for stage in stages]
+        measured = [stage.measured_compute_s or 0.0 for stage in stages]
         self.predicted_bars.setOpts(x=[x - BAR_WIDTH / 2 for x in xs], height=predicted, width=BAR_WIDTH)
         self.measured_bars.setOpts(x=[x + BAR_WIDTH / 2 for x in xs], height=measured, width=BAR_WIDTH)
         axis = self.chart.getPlotItem().getAxis("bottom")
@@ -116,7 +118,7 @@ class StageComparison(QWidget):
         plot = self.chart.getPlotItem()
         if stages:
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)
-            plot.setYRange(0, max([*predicted, *measured, 1e-6]) * 1.5, padding=0)
+            plot.setYRange(0, max([*predicted, *measured, 1e-9]) * 1.5, padding=0)
         rows = []
         for stage in stages:
             row = []
@@ -128,9 +130,9 @@ class StageComparison(QWidget):
                 row.append(item)
             rows.append(row)
         simulated = report is not None and bool(report.simulated)
-        headers = list(COLUMNS)
-        headers[DATASHEET_COLUMN] = datasheet_header(report)
-        self.table.setHorizontalHeaderLabels(headers)
+        header = self.table.horizontalHeaderItem(DATASHEET_COLUMN)
+        assert header is not None  # set by style_readonly_table
+        header.setToolTip(datasheet_tip(report))
         fill_table(self.table, rows, stretch_column=0)
         for column in SYNC_COLUMNS:
             self.table.setColumnHidden(column, report is None or not report.synced)

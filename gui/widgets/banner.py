@@ -32,11 +32,18 @@ LEVELS = {
     "info": (theme.ACCENT, theme.INFO_BG, "ℹ"),
 }
 _SHORT_BY = re.compile(r"short by (\d+) bytes")
+_EXACT_BYTES = re.compile(r" \(\d+ bytes\)")
 
 
-def readable_reason(reason: str) -> str:
-    """'short by 34385051652 bytes' -> 'short by 32.02 GiB (34385051652 bytes)'."""
-    return _SHORT_BY.sub(lambda m: f"short by {format_bytes(int(m.group(1)))} ({m.group(1)} bytes)", reason)
+def readable_reason(reason: str, exact: bool = True) -> str:
+    """'short by 34385051652 bytes' -> 'short by 32.02 GiB (34385051652 bytes)';
+    without `exact` (a table cell): 'short by 32.02 GiB', the exact count dropped wherever it is."""
+    def readable(match: re.Match[str]) -> str:
+        rounded = f"short by {format_bytes(int(match.group(1)))}"
+        return f"{rounded} ({match.group(1)} bytes)" if exact else rounded
+
+    text = _SHORT_BY.sub(readable, reason)
+    return text if exact else _EXACT_BYTES.sub("", text)
 
 
 class Banner(QFrame):
@@ -140,7 +147,9 @@ class Banner(QFrame):
         if state.error:
             self.show_message("error", "Cannot plan", before + state.error, action)
         elif state.plan is not None and not state.plan.feasible:
-            kept = " The bars and views show the last plan that fitted, greyed." if state.shown_plan else ""
+            other = state.shown_model_name
+            whose = f" ({other}'s)" if other else ""
+            kept = f" The bars and views show the last plan that fitted{whose}, greyed." if state.shown_plan else ""
             self.show_message("error", "No placement fits the budgets",
                               before + readable_reason(state.plan.reason or "infeasible") + "." + kept, action)
         elif offer is not None:

@@ -16,8 +16,8 @@ import pytest
 
 import main
 from core.errors import InputError
+from core.model.model_spec import resolve_model
 from core.model.presets import HF_CONFIG_DIR
-from core.model.spec import resolve_model
 from core.training.data import corpus_files
 
 BERT = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 768,
@@ -118,7 +118,7 @@ def test_a_config_transformers_rejects_late_is_one_line(capsys, tmp_path):
 def test_the_app_and_project_files_resolve_models_the_same_way(tmp_path):
     # the app's model box and project files turn a ModelChoice into a model through resolve_choice
     from core.model.config import ModelChoice
-    from core.model.spec import resolve_choice
+    from core.model.model_spec import resolve_choice
 
     path = llama(tmp_path, hidden_size=-1)
     with pytest.raises(InputError, match="'hidden_size' must be"):

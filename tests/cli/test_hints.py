@@ -17,7 +17,8 @@ def test_no_hint_says_python_without_the_3():
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if BARE_PYTHON.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-    for name in ("main.py", "install.py", "README.md"):
+    documents = ["main.py", "install.py", "README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
+    for name in documents:
         for number, line in enumerate((ROOT / name).read_text(encoding="utf-8").splitlines(), 1):
             if BARE_PYTHON.search(line):
                 offenders.append(f"{name}:{number}: {line.strip()}")

@@ -52,7 +52,7 @@ def test_a_missing_corpus_path(tmp_path, capsys):
 
 
 def test_a_plan_naming_a_device_that_is_not_there(tmp_path, corpus, capsys):
-    plan = write_plan(tmp_path / "plan.json", [("cpu#0", ["embed", "h.0", "h.1", "h.2"]),
+    plan = write_plan(tmp_path / "plan.json", [("cpu", ["embed", "h.0", "h.1", "h.2"]),
                                                ("cuda:3", ["h.3", "h.4", "ln_f", "lm_head"])])
     code = main(tiny_args(corpus, tmp_path / "run", "--plan", str(plan)))
     assert_one_line_error(capsys, code, "cuda:3", "not among the devices")
@@ -60,8 +60,8 @@ def test_a_plan_naming_a_device_that_is_not_there(tmp_path, corpus, capsys):
 
 
 def test_a_plan_that_skips_a_layer(tmp_path, corpus, capsys):
-    plan = write_plan(tmp_path / "plan.json", [("cpu#0", ["embed", "h.0", "h.2"]),
-                                               ("cpu#1", ["h.3", "h.4", "ln_f", "lm_head"])])
+    plan = write_plan(tmp_path / "plan.json", [("cpu", ["embed", "h.0", "h.2"]),
+                                               ("cpu#2", ["h.3", "h.4", "ln_f", "lm_head"])])
     code = main(tiny_args(corpus, tmp_path / "run", "--plan", str(plan)))
     assert_one_line_error(capsys, code, "expected 'h.1'")
 
@@ -166,3 +166,27 @@ def test_replicas_and_zero_come_from_the_plan_unless_given(tmp_path, corpus, cap
     code = main([*tiny_args(corpus, tmp_path / "run", "--plan", plan, "--zero", "0"), *four])
     assert_one_line_error(capsys, code, "the plan runs ZeRO stage 3 but --zero is 0")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_the_host_cannot_hold_is_refused_before_it_starts(tmp_path, corpus, capsys, monkeypatch):
+    """Simulated GPUs are executed by the host: their stages must fit its available memory."""
+    from core.training import memory_check
+
+    monkeypatch.setattr(memory_check, "read_holder_memory",
+                        lambda plan: memory_check.HolderMemory(host_available_bytes=1024))
+    args = tiny_args(corpus, tmp_path / "run", "--steps", "5")
+    args[args.index("--devices") + 1] = "A100-80GB,RTX4090"
+    code = main(args)
+    assert_one_line_error(capsys, code, "would run out of memory: stage 1 of ", "executed by this host's CPU)",
+                          "the host has 1.00 KiB available", "short")
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_says_it_trains_hf_models_too(capsys):
+    """Issue 19 item 6: `train --help` said "train the built-in GPT" though it fine-tunes HF models."""
+    for argv in (["--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "train the built-in GPT" not in out
+    assert "Hugging Face model" in out and "--save-hf" in out

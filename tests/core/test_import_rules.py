@@ -1,4 +1,4 @@
-"""core/ never imports Qt or gui/ (DESIGN.md): read every import statement in it."""
+"""core/ never imports Qt or gui/ (docs/design.md, "Conventions"): read every import statement in it."""
 
 import ast
 from pathlib import Path

@@ -12,8 +12,8 @@ import pytest
 from core.devices.catalog import load_catalog
 from core.errors import InputError
 from core.model.config import GPTSize, ModelChoice
-from core.planning.devices import DeviceEntry
-from core.planning.export import divisors, torchrun_command, torchrun_commands
+from core.planning.device_resolution import DeviceEntry
+from core.planning.export import divisors, torchrun_commands
 from core.planning.setup import TrainingSetup
 from core.project import (
     Project,
@@ -29,6 +29,7 @@ from core.project import (
     save_project,
     simulated_entry,
 )
+from core.system.torchrun import torchrun_command
 
 GiB = 1024**3
 
@@ -61,7 +62,7 @@ def a_project() -> Project:
     return Project(devices=(first, second, host()),
                    model=ModelChoice(source="custom", custom=GPTSize(layers=4, d_model=256, heads=4)),
                    setup=TrainingSetup(micro_batches=4, schedule="gpipe", recompute=True), solver="uniform",
-                   view="graph")
+                   view="graph", steps=37)
 
 
 def test_a_project_round_trips_through_its_file(tmp_path: Path) -> None:
@@ -74,7 +75,7 @@ def test_a_project_round_trips_through_its_file(tmp_path: Path) -> None:
                                   "included": False, "catalog": "A100-80GB"}
     loaded = load_project(path)
     assert loaded.model == project.model and loaded.setup == project.setup
-    assert (loaded.solver, loaded.view) == ("uniform", "graph")
+    assert (loaded.solver, loaded.view, loaded.steps) == ("uniform", "graph", 37)
     assert loaded.devices[:2] == project.devices[:2]  # simulated GPUs: complete again from the catalog
     assert (loaded.devices[2].name, loaded.devices[2].budget_bytes) == ("cpu", 32 * GiB)
     assert not list(tmp_path.glob("*.tmp"))
@@ -82,6 +83,7 @@ def test_a_project_round_trips_through_its_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("data, words", [
     ([], "not an Allot project"),
+    ({"format": "allot-project", "version": 1, "devices": [], "steps": 0}, "steps must be a whole number"),
     ({"format": "something-else"}, "not an Allot project"),
     ({"format": "allot-project", "version": 2, "devices": []}, "version 2"),
     ({"format": "allot-project", "version": 1, "devices": {}}, "'devices' must be a list"),
@@ -168,7 +170,7 @@ def test_torchrun_commands_per_host() -> None:
     assert [node.stages for node in nodes] == [(0, 1, 2, 3), (4, 5, 6, 7)]
     assert nodes[1].command == ("python -m torch.distributed.run --nnodes 2 --node-rank 1 --nproc-per-node 4 "
                                 "--rdzv-backend static --rdzv-endpoint node0:29500 --max-restarts 0 "
-                                "-m core.training.pipeline_worker runs/x")
+                                "-m core.training.engine.pipeline_worker runs/x")
     single = torchrun_command(1, 0, 3, "127.0.0.1:29500", "runs/x")
     assert "--node-rank" not in single and single[single.index("--rdzv-backend") + 1] == "c10d"
     assert divisors(6) == [1, 2, 3, 6]

@@ -1,6 +1,6 @@
 """Fixtures for the app's tests: an isolated config dir, a machine without GPUs, a window.
 
-Every window plans in the one planning process (core.planning.jobs), started once
+Every window plans in the one planning process (core.planning.planning_process), started once
 per test session; its layer-graph cache makes later tests fast.
 """
 
@@ -16,7 +16,7 @@ from core.devices import nvml_gateway as nv
 from core.devices.fake_nvml import FakeNvml
 from core.devices.inventory import discover
 from core.model.config import ModelChoice
-from core.planning.devices import DeviceEntry
+from core.planning.device_resolution import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.project import Project, simulated_entry
 

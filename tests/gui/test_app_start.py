@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import QObject, Signal
 
-from core.devices import nvml_gateway
+from core.devices import inventory, nvml_gateway
 from core.devices.catalog import load_catalog
 from core.planning.costs import infeasible_plan
 from core.project import Project
@@ -19,7 +19,7 @@ def test_starts_without_nvml_on_the_host_and_simulated_gpus(qtbot, make_window, 
     from core.devices.fake_nvml import FakeNvml
 
     missing = nvml_gateway.NvmlGateway(FakeNvml(0, init_error=nvml_gateway.LIBRARY_NOT_FOUND))
-    monkeypatch.setattr(nvml_gateway, "shared_gateway", lambda: missing)
+    monkeypatch.setattr(inventory, "shared_gateway", lambda: missing)  # where the app takes it from
     window = make_window(discover=discover_inventory)  # the app's own discovery path
     state = window.state
     kinds = [(entry.kind, entry.included) for entry in state.devices]

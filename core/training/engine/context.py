@@ -9,6 +9,7 @@ from typing import Any
 from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
 from core.planning.plan import Plan
+from core.planning.schedules import micro_batches_per_replica
 from core.system.durable import read_json
 from core.training.config import TrainConfig
 from core.training.engine.stages import StageLayout, layouts_from_plan
@@ -61,7 +62,7 @@ class RunContext:
     @property
     def replica_micro_batches(self) -> int:
         """m / d: the micro-batches each replica runs a step."""
-        return self.config.setup.micro_batches // self.data_parallel
+        return micro_batches_per_replica(self.config.setup.micro_batches, self.data_parallel)
 
     @property
     def bf16(self) -> bool:

@@ -113,11 +113,3 @@ def metrics_row(step: int, lr: float, stats: StepStats, config: TrainConfig, ela
     if stats.val_loss is not None:
         row["val_loss"] = stats.val_loss
     return row
-
-
-def format_row(row: dict[str, Any], steps: int) -> str:
-    """A one-line progress report of a metrics row."""
-    val = f" | val {row['val_loss']:.4f}" if "val_loss" in row else ""
-    rate = row.get("tokens_per_s") or 0.0
-    return (f"step {row['step']}/{steps} | loss {row['loss']:.4f}{val} | lr {row['lr']:.2e} | "
-            f"{rate:,.0f} tok/s | {1000 * row['step_time_s']:.0f} ms/step")

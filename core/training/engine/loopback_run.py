@@ -6,7 +6,7 @@ store, unauthenticated, to the network. TCPStore takes an already listening
 socket (`master_listen_fd`): this wrapper hands every store server that the
 agent creates a socket bound to 127.0.0.1, then runs torchrun unchanged. With
 `--local-addr 127.0.0.1` the agent tells its workers to connect there, and
-GLOO_SOCKET_IFNAME=lo (set by core.training.engine.pipeline) keeps gloo's own
+GLOO_SOCKET_IFNAME=lo (set by core.training.engine.pipeline_launch) keeps gloo's own
 sockets on loopback too. Multi-node runs use plain torchrun: they must listen
 where the other hosts can reach them.
 """

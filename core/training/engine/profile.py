@@ -36,6 +36,7 @@ from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
 from core.planning.problem import Device
 from core.planning.setup import TrainingSetup
+from core.units import TFLOP
 
 FORMAT = 1
 
@@ -112,24 +113,40 @@ def save_profile(profile: Profile, path: Path | str) -> None:
 def apply_profile(devices: Sequence[Device], profile: Profile) -> tuple[Device, ...]:
     """Devices with their `tflops` replaced by the profile's measured speed.
 
-    cpu devices (cpu, cpu#0, cpu#1 ...) take the host's measurement; when the
+    cpu devices (cpu, cpu#2, cpu#3 ...) take the host's measurement; when the
     spec shares the host between another number of cpu devices than the
     profile did, each gets the measured speed scaled by profile shares / shares.
     GPUs match by name (cuda:N), else by kind (the GPU model). Others are kept.
     """
-    measured = {entry.name: entry for entry in profile.devices}
-    by_kind = {entry.kind: entry for entry in profile.devices if entry.kind != "cpu"}
     cpu_shares = sum(1 for device in devices if device.kind == "cpu")
     result = []
     for device in devices:
-        entry = measured.get("cpu") if device.kind == "cpu" else measured.get(device.name) or \
-            (by_kind.get(device.kind) if device.name.startswith("cuda:") else None)
+        entry = _measurement_of(device, profile)
         if entry is None:
             result.append(device)
             continue
         scale = entry.shares / cpu_shares if device.kind == "cpu" else 1.0
         result.append(replace(device, tflops=entry.effective_tflops * scale))
     return tuple(result)
+
+
+def profiled_names(devices: Sequence[Device], profile: Profile) -> tuple[str, ...]:
+    """The devices whose speed `profile` measured (apply_profile keeps the others' speeds)."""
+    return tuple(device.name for device in devices if _measurement_of(device, profile) is not None)
+
+
+def _measurement_of(device: Device, profile: Profile) -> DeviceProfile | None:
+    """The profile's measurement that speaks for `device`: the host's for a cpu device, else
+    the same cuda:N, else a measured GPU of the same model (for cuda:N devices only)."""
+    measured = {entry.name: entry for entry in profile.devices}
+    if device.kind == "cpu":
+        return measured.get("cpu")
+    if device.name in measured:
+        return measured[device.name]
+    if not device.name.startswith("cuda:"):
+        return None
+    by_kind = {entry.kind: entry for entry in profile.devices if entry.kind != "cpu"}
+    return by_kind.get(device.kind)
 
 
 TimedModel = GPTConfig | HFModelSource  # what can be timed: the built-in GPT or an HF model
@@ -144,10 +161,10 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
     """
     import torch
 
-    from core.model.spec import ModelSpec
+    from core.model.model_spec import ModelSpec
     from core.planning.costs import work_factor
     from core.planning.front_door import build_problem
-    from core.training.engine.pipeline import threads_per_process
+    from core.training.engine.pipeline_launch import threads_per_process
 
     spec = (ModelSpec(name=name, hf_config_json=gpt.config_json) if isinstance(gpt, HFModelSource)
             else ModelSpec(name=name, gpt=gpt))
@@ -168,7 +185,7 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
         total = sum(seconds)
         results.append(DeviceProfile(
             name=device_name, kind=kind, torch_device=device_name, shares=shares, threads=threads, work_factor=k,
-            effective_tflops=k * sum(flops) / total / 1e12, total_s=total,
+            effective_tflops=k * sum(flops) / total / TFLOP, total_s=total,
             layers=tuple(LayerTiming(layer.name, f, s) for layer, f, s in zip(problem.layers, flops, seconds)),
         ))
     hf = gpt.config if isinstance(gpt, HFModelSource) else None

@@ -13,7 +13,7 @@ from core.devices.fake_nvml import FakeNvml
 from core.devices.inventory import discover, simulated_gpus, with_user_speed
 from core.devices.nvml_gateway import NvmlGateway
 from core.errors import InputError
-from core.planning.devices import resolve_devices
+from core.planning.device_resolution import resolve_devices
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -7,7 +7,7 @@ from core.errors import InputError
 from core.model.config import GPTConfig, GPTSize, ModelChoice
 from core.model.gpt import GPT
 from core.model.graph import build_layer_graph, graph_layers
-from core.model.spec import resolve_choice, resolve_model
+from core.model.model_spec import resolve_choice, resolve_model
 from core.planning.setup import TrainingSetup
 
 

@@ -18,7 +18,7 @@ import main
 from core.devices.host_speed import CACHE_FILE as HOST_SPEED_FILE
 from core.devices.host_speed import host_speed, write_cached
 from core.model.graph import _cached_graph, build_layer_graph, graph_cache_key, graph_layers
-from core.model.spec import resolve_model
+from core.model.model_spec import resolve_model
 from core.planning.setup import TrainingSetup
 from core.system import disk_cache
 
@@ -144,7 +144,7 @@ APP_JOB = """
 import sys
 from core.planning.setup import TrainingSetup
 from core.model.config import ModelChoice
-from core.planning.jobs import plan_job
+from core.planning.planning_process import plan_job
 from core.project import simulated_entry
 setup = TrainingSetup(micro_batch_size=1, seq_len=128)
 result = plan_job(ModelChoice(source="preset", name="gpt2"), setup, (simulated_entry("A100-80GB"),),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.errors import InputError
+from core.model.model_spec import resolve_model
 from core.model.presets import all_preset_names, hf_preset_names, natural_key
-from core.model.spec import resolve_model
 
 
 def test_model_names_are_case_insensitive_like_device_names():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from core.planning.costs import evaluate_placement, step_time_s
+from core.planning.costs import evaluate_placement
 from core.planning.problem import Problem
 
 
@@ -23,5 +23,6 @@ def brute_force_step_time(problem: Problem) -> float:
                 costs = evaluate_placement(problem, placement)
                 if any(stage.memory_bytes > stage.budget_bytes for stage in costs):
                     continue
-                best = min(best, step_time_s([stage.time_s for stage in costs], problem.setup.micro_batches))
+                best = min(best, problem.setup.pipeline_schedule.step_time_s([stage.time_s for stage in costs],
+                                                                            problem.setup.micro_batches))
     return best

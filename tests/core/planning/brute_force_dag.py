@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from core.planning.costs import evaluate_placement, step_time_s
+from core.planning.costs import evaluate_placement
 from core.planning.problem import Problem
 
 
@@ -25,5 +25,6 @@ def brute_force_dag_step_time(problem: Problem, contiguous: bool = True) -> floa
                 costs = evaluate_placement(problem, list(zip(devices, groups)))
                 if any(c.memory_bytes > c.budget_bytes for c in costs):
                     continue
-                best = min(best, step_time_s([c.time_s for c in costs], problem.setup.micro_batches))
+                best = min(best, problem.setup.pipeline_schedule.step_time_s([c.time_s for c in costs],
+                                                                            problem.setup.micro_batches))
     return best

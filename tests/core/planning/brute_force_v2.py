@@ -6,7 +6,7 @@ import itertools
 import math
 from collections.abc import Iterator
 
-from core.planning.costs import evaluate_placement, replica_micro_batches, step_time_s
+from core.planning.costs import evaluate_placement
 from core.planning.problem import AUTO, Problem
 
 
@@ -28,8 +28,9 @@ def brute_force_hybrid_step_time(problem: Problem) -> float:
                     costs = evaluate_placement(problem, list(zip(groups, ranges)))
                     if any(stage.memory_bytes > stage.budget_bytes for stage in costs):
                         continue
-                    best = min(best, step_time_s([c.time_s for c in costs], replica_micro_batches(setup, d),
-                                                 [c.sync_s for c in costs]))
+                    best = min(best, setup.pipeline_schedule.step_time_s([c.time_s for c in costs],
+                                                                         setup.micro_batches, d,
+                                                                         [c.sync_s for c in costs]))
     return best
 
 

@@ -1,4 +1,4 @@
-"""The canonical cost model of DESIGN.md, checked against hand arithmetic."""
+"""The canonical cost model of docs/design.md ("Cost model v1"), checked against hand arithmetic."""
 
 import pytest
 
@@ -7,8 +7,8 @@ from core.planning.costs import (
     inflight_micro_batches,
     lower_bound_s,
     plan_from_placement,
-    step_time_s,
 )
+from core.planning.schedules import schedule_named
 from tests.core.planning.problems import device, layer, problem
 
 # Two layers of 1e12 FLOPs each; outputs of 1e9 bytes; devices at 1 and 2 TFLOP/s
@@ -46,7 +46,7 @@ def test_gpipe_keeps_every_micro_batch_and_inference_one():
 
 
 def test_step_time_is_sum_plus_bubble_of_the_slowest():
-    assert step_time_s([3.5, 1.5], micro_batches=4) == pytest.approx(3.5 + 1.5 + 3 * 3.5)
+    assert schedule_named("1f1b").step_time_s([3.5, 1.5], micro_batches=4) == pytest.approx(3.5 + 1.5 + 3 * 3.5)
     p = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=4)
     plan = plan_from_placement(p, [(0, [0]), (1, [1])], "test", "feasible")
     assert plan.objective_s == pytest.approx(3.5 + 1.5 + 3 * 3.5)

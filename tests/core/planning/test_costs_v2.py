@@ -1,4 +1,4 @@
-"""Cost model v2 (DESIGN.md "Hybrid plans"): replicas, ZeRO stages and the
+"""Cost model v2 (docs/design.md, "Cost model v2"): replicas, ZeRO stages and the
 group sync, checked against hand arithmetic; and the setup rules of issue 11."""
 
 import json

@@ -4,7 +4,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.planning.costs import step_time_s
 from core.planning.exact import solve_exact
 from core.planning.problem import Device, Layer, Problem, Setup
 from tests.core.planning.brute_force import brute_force_step_time
@@ -144,4 +143,5 @@ def _check_exact_against_brute_force(p: Problem) -> None:
                  for s in plan.stages]
     assert len({d for d, _ in placement}) == len(placement)
     costs = checked_costs(p, placement)
-    assert step_time_s([c.time_s for c in costs], p.setup.micro_batches) == pytest.approx(plan.objective_s)
+    step_s = p.setup.pipeline_schedule.step_time_s([c.time_s for c in costs], p.setup.micro_batches)
+    assert step_s == pytest.approx(plan.objective_s)

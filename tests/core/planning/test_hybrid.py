@@ -4,7 +4,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.planning.costs import replica_micro_batches, step_time_s
 from core.planning.exact import solve_exact
 from core.planning.hybrid import solve_hybrid
 from core.planning.problem import Device, Problem, Setup
@@ -107,8 +106,9 @@ def _check_hybrid_against_brute_force(p: Problem) -> None:
     used = [i for group, _ in placement for i in group]
     assert len(set(used)) == len(used) and {len(g) for g, _ in placement} == {plan.data_parallel}
     costs = checked_costs(p, placement)
-    m = replica_micro_batches(p.setup, plan.data_parallel)
-    assert step_time_s([c.time_s for c in costs], m, [c.sync_s for c in costs]) == pytest.approx(plan.objective_s)
+    step_s = p.setup.pipeline_schedule.step_time_s([c.time_s for c in costs], p.setup.micro_batches,
+                                                   plan.data_parallel, [c.sync_s for c in costs])
+    assert step_s == pytest.approx(plan.objective_s)
 
 
 def test_infeasible_names_the_layer_that_cannot_fit():

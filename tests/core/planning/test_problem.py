@@ -79,7 +79,7 @@ def test_budget_above_the_device_memory():
 
 
 def test_the_format_keeps_design_md_device_keys_and_reads_the_other_names():
-    # DESIGN.md's format calls the budget memory_bytes (the code: budget_bytes); files written
+    # docs/design.md's format calls the budget memory_bytes (the code: budget_bytes); files written
     # with budget_bytes or total_memory_bytes read the same.
     (device,) = problem_from_dict(GOOD).devices
     assert device.budget_bytes == 8589934592

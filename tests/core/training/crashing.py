@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from core.training.config import TrainConfig
-from core.training.engine import loop, pipeline
+from core.training.engine import loop
+from core.training.engine import pipeline_launch as pipeline
 
 MODULE = "tests.core.training.crashing"  # how torchrun starts it (__name__ is __main__ there)
 
@@ -37,7 +38,7 @@ def workers_fail_at(step: int) -> None:
 
     def crashing_workers(run_dir: Path, config: TrainConfig, processes: int, endpoint: str) -> list[str]:
         command = torchrun_command(run_dir, config, processes, endpoint)
-        at = command.index("core.training.pipeline_worker")
+        at = command.index("core.training.engine.pipeline_worker")
         return command[:at] + [MODULE, "worker", str(step)] + command[at + 1:]
 
     pipeline.torchrun_command = crashing_workers
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
     mode, step, rest = argv[0], int(argv[1]), argv[2:]
     fail_at(step)
     if mode == "worker":
-        from core.training import pipeline_worker
+        from core.training.engine import pipeline_worker
 
         return pipeline_worker.main(rest)
     workers_fail_at(step)

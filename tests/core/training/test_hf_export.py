@@ -31,7 +31,7 @@ def corpus(tmp_path_factory):
 
 
 def _engine(tmp_path, corpus, model):
-    from core.model.spec import resolve_model
+    from core.model.model_spec import resolve_model
 
     config = hf_run_config(str(model), corpus)
     plan = split_plan(tmp_path / "plan.json", hf_layer_names(hf_source(config, resolve_model(config.model))), [3])

@@ -88,4 +88,4 @@ def test_a_run_on_the_host_and_no_simulated_gpu_keeps_the_plans_prediction(tmp_p
     prepare_new_run(tiny_config(corpus), tmp_path / "run", plan, emit=lambda _: None)
     info = read_run_info(tmp_path / "run")
     assert [(e.device, e.simulated, e.runs_on, e.run_tflops) for e in info.executions] == [
-        ("cpu#0", None, "cpu", None), ("cpu#1", None, "cpu", None)]
+        ("cpu", None, "cpu", None), ("cpu#2", None, "cpu", None)]

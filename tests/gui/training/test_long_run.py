@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 
-from core.training.reduced import MAX_BUCKETS
+from core.runs.reduced import MAX_BUCKETS
 from tests.gui.training.test_training_view import training_window, write_run
 
 ROWS = 200_000

@@ -122,7 +122,7 @@ def test_the_causal_mask_is_built_on_every_stage():
 
 # -------------------------------------------------------- engines vs unsplit HF
 def _prepare(tmp_path, corpus, model, cuts, **overrides):
-    from core.model.spec import resolve_model
+    from core.model.model_spec import resolve_model
     from core.training.hf_prepare import hf_layer_names, hf_source
 
     config = hf_run_config(str(model), corpus, **overrides)

@@ -55,7 +55,7 @@ def test_apply_replaces_cpu_speed_and_accounts_for_sharing(profile):
 
 @pytest.mark.slow  # the profile fixture: a measuring process per stage
 def test_a_calibrated_plan_predicts_the_measured_time(profile):
-    from core.model.spec import ModelSpec
+    from core.model.model_spec import ModelSpec
     from core.planning.front_door import build_problem
     from core.planning.solvers import solve
 
@@ -78,7 +78,7 @@ def test_the_profile_command_writes_a_profile(tmp_path, capsys):
 
 def test_an_hf_model_is_profiled_layer_by_layer_and_calibrates_its_plan(tmp_path):
     from core.model.hf_source import HFModelSource
-    from core.model.spec import ModelSpec
+    from core.model.model_spec import ModelSpec
     from core.planning.front_door import build_problem
     from core.planning.solvers import solve
     from tests.core.training.engine.hf_support import tiny_llama_config

@@ -39,7 +39,7 @@ def debiased_ema(values: ArrayLike, weight: float, start: EmaState = EmaState(),
         weight: TensorBoard's smoothing weight.
         start: the state after the points before these.
         counts: rows each point stands for (default 1 each); all equal but the
-            last (the buckets of core.training.reduced).
+            last (the buckets of core.runs.reduced).
 
     Returns the smoothed values (same length) and the state after the last one.
 

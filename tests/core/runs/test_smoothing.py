@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from core.training.smoothing import EmaState, debiased_ema
+from core.runs.smoothing import EmaState, debiased_ema
 
 
 def reference(values, weight, counts):

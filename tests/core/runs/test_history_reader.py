@@ -2,8 +2,8 @@
 
 import pytest
 
-from core.training.history_reader import read_history, read_range
-from tests.core.training.test_columns import engine_rows, lines
+from core.runs.history_reader import read_history, read_range
+from tests.core.runs.test_columns import engine_rows, lines
 
 
 def test_history_reader_reads_blocks_previews_first_stops_and_reads_a_range(tmp_path):

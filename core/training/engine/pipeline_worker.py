@@ -1,10 +1,10 @@
 """One pipeline stage of one replica per process: the entry point torchrun starts.
 
-    python -m torch.distributed.run --nproc-per-node d*S ... -m core.training.pipeline_worker RUN_DIR
+    python -m torch.distributed.run --nproc-per-node d*S ... -m core.training.engine.pipeline_worker RUN_DIR
 
 Rank r = replica * S + stage runs that stage of the plan with
-torch.distributed.pipelining (`PipelineStage` driven by `Schedule1F1B` or
-`ScheduleGPipe` over its replica's pipeline group, n_microbatches = m / d,
+torch.distributed.pipelining (`PipelineStage` driven by the setup's schedule's
+torch class, core.planning.schedules: `Schedule1F1B` or `ScheduleGPipe`, over its replica's pipeline group, n_microbatches = m / d,
 mean loss per micro-batch, gradients scaled by the schedule). With d > 1
 replicas each stage's group synchronises its gradients with FSDP2 (see
 core.training.engine.data_parallel). gloo on CPU, nccl when every stage is a
@@ -27,10 +27,11 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.pipelining import PipelineStage
 
 from core.model.gpt import lm_loss
 from core.planning.plan import replica_and_stage
+from core.planning.schedules import schedule_named
 from core.system.process import exit_with_parent
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
@@ -42,18 +43,19 @@ from core.training.engine.data_parallel import (
     shard_payload,
     shard_stage,
 )
-from core.training.engine.loop import StepStats, format_row, train_loop
+from core.training.engine.loop import StepStats, train_loop
 from core.training.engine.model_stages import build_stages, tied_pair
+from core.training.engine.numerics import apply_default_dtype
 from core.training.engine.optim import (
     clip_gradients,
     grad_square_sum,
     make_optimizer,
     set_learning_rate,
 )
-from core.training.engine.pipeline import THREADS_ENV
+from core.training.engine.pipeline_launch import THREADS_ENV
 from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
-from core.training.metrics import MetricsWriter
+from core.training.metrics import MetricsWriter, format_row
 
 # collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
 # every rank adds into (the loss and validation loss from the last stage, the stop vote).
@@ -118,7 +120,7 @@ class PipelineEngine:
         self.norm_parameters = norm_parameters(self.module, pair is not None and index == pair[1])
         self.optimizer = make_optimizer(named, self.config)
         self.stage = TimedStage(self.module, index, self.num_stages, device, group=pipeline_group)
-        schedule = Schedule1F1B if self.config.setup.schedule == "1f1b" else ScheduleGPipe
+        schedule = schedule_named(self.config.setup.schedule).torch_class()
         self.schedule = schedule(self.stage, n_microbatches=context.replica_micro_batches, loss_fn=self._loss)
         self.comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
         self._measured: dict[str, Any] = {}
@@ -187,7 +189,7 @@ class PipelineEngine:
             run(*args, target=replica_slice(targets, self.position).to(self.device), losses=losses)
         else:
             run(*args)
-        return [loss.detach().float() for loss in losses]
+        return [loss.detach() for loss in losses]  # lm_loss: fp32 or wider
 
     @torch.no_grad()
     def evaluate(self) -> None:
@@ -299,6 +301,7 @@ def _train(run_dir: Path, rank: int) -> int:
         raise RuntimeError(f"the launch has {world} processes but the plan has {context.data_parallel} x "
                            f"{context.num_stages} (replicas x stages)")
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
+    apply_default_dtype()  # fp32, or a test's float64
     exit_with_parent(poll_s=0.5, exit_code=1)  # torchrun gone (kill -9): no orphans holding ports
     device = _stage_device(context, rank, local_rank)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=5))
@@ -346,11 +349,28 @@ def _record_error(run_dir: Path, rank: int, error: BaseException) -> None:
     tail = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
     try:
         atomic_write_json(RunPaths(run_dir).errors / f"rank_{rank}.json",
-                          {"rank": rank, "error": f"{type(error).__name__}: {error}", "traceback": tail,
+                          {"rank": rank, "error": _error_line(run_dir, rank, error), "traceback": tail,
                            "time": time.time()})
     except OSError:
         pass
     print(json.dumps({"rank": rank, "error": str(error)}), file=sys.stderr, flush=True)
+
+
+def _error_line(run_dir: Path, rank: int, error: BaseException) -> str:
+    """The error in one line; running out of memory names the rank's stage, its device and the request."""
+    from core.planning.front_door import torch_device_of
+    from core.training.memory_check import is_out_of_memory, out_of_memory_line, stage_label
+
+    if not is_out_of_memory(error):
+        return f"{type(error).__name__}: {error}"
+    try:
+        context = RunContext.load(run_dir)
+        replica, stage = replica_and_stage(rank, context.num_stages)
+        layout = context.layouts[stage]
+        device = (layout.devices or (layout.device,))[replica]
+    except Exception:  # the run's files are unreadable: the rank still says what happened
+        return out_of_memory_line(error, [f"rank {rank}"], "cpu")
+    return out_of_memory_line(error, [stage_label(stage + 1, context.num_stages, device)], torch_device_of(device))
 
 
 if __name__ == "__main__":

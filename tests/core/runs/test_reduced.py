@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.training.reduced import COUNT, HI, LO, SUM, ReducedSeries
-from core.training.smoothing import debiased_ema
+from core.runs.reduced import COUNT, HI, LO, SUM, ReducedSeries
+from core.runs.smoothing import debiased_ema
 
 
 def filled(values, chunks=(len,), max_buckets=64) -> ReducedSeries:

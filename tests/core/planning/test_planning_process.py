@@ -12,10 +12,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[3]
 APP_STAND_IN = """
 import time
-from core.planning import jobs as plan_jobs
+from core.planning import planning_process
 if __name__ == "__main__":
-    pool = plan_jobs.shared_pool()
-    print(pool.submit(plan_jobs.os.getpid).result(timeout=120), flush=True)
+    pool = planning_process.shared_pool()
+    print(pool.submit(planning_process.os.getpid).result(timeout=120), flush=True)
     time.sleep(300)
 """
 

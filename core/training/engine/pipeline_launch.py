@@ -1,13 +1,12 @@
 """The pipeline engine's launcher: torch's own torchrun, one process per stage.
 
-One host:   python -m core.training.engine.loopback_run --nproc-per-node d*S --nnodes 1
+One host:   python -m core.training.engine.loopback_run --nnodes 1 --nproc-per-node d*S
                 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT --local-addr 127.0.0.1
-                -m core.training.pipeline_worker RUN_DIR
+                --max-restarts 0 -m core.training.engine.pipeline_worker RUN_DIR
             (torchrun with every listening socket on 127.0.0.1, and GLOO_SOCKET_IFNAME=lo)
-Many hosts: the same with --nnodes N --node-rank R --rdzv-endpoint HOST:PORT on each
-            host, with the static rendezvous: c10d ignores --node-rank and orders
-            hosts by arrival, while each host's run directory holds the checkpoints
-            of its own stages, so host R must always get the same stages.
+Many hosts: torch.distributed.run with --nnodes N --node-rank R, the static rendezvous
+            on HOST:PORT, on each host. The command line is core.system.torchrun's,
+            the one the app exports (core.planning.export), which says why static.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from core import REPO_ROOT
+from core.system.torchrun import torchrun_command as torchrun
 from core.training.config import TrainConfig
 from core.training.engine.context import RunContext
 
@@ -45,16 +45,10 @@ def processes_on_this_node(config: TrainConfig, processes: int) -> int:
 
 
 def torchrun_command(run_dir: Path, config: TrainConfig, processes: int, endpoint: str) -> list[str]:
-    """The torchrun command line that starts this host's share of the `processes`."""
-    launcher = "core.training.engine.loopback_run" if config.nnodes == 1 else "torch.distributed.run"
-    command = [sys.executable, "-m", launcher,
-               "--nproc-per-node", str(processes_on_this_node(config, processes)),
-               "--nnodes", str(config.nnodes)]
-    if config.nnodes == 1:  # one machine: every socket on loopback (see loopback_run)
-        command += ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--local-addr", "127.0.0.1"]
-    else:
-        command += ["--node-rank", str(config.node_rank), "--rdzv-backend", "static", "--rdzv-endpoint", endpoint]
-    return command + ["--max-restarts", "0", "-m", "core.training.pipeline_worker", str(run_dir)]
+    """The torchrun command line (core.system.torchrun) that starts this host's share of the
+    `processes`; one machine keeps every socket on loopback (see loopback_run)."""
+    return torchrun(config.nnodes, config.node_rank, processes_on_this_node(config, processes), endpoint, run_dir,
+                    python=sys.executable, loopback=config.nnodes == 1)
 
 
 def node_commands(run_dir: Path, config: TrainConfig, processes: int) -> list[str]:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
 from core.model.config import ModelChoice
-from core.model.spec import ModelSpec
-from core.planning.devices import DeviceEntry
+from core.model.model_spec import ModelSpec
+from core.planning.device_resolution import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
@@ -105,7 +105,7 @@ def _warm_up() -> bool:
     """Import what every job needs and time the host, so the first plan does not wait;
     then step down in priority (the host is timed at full priority: it plans with that)."""
     import core.model.graph
-    import core.model.spec
+    import core.model.model_spec
     import core.planning.exact  # noqa: F401
 
     measure_host()

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from core.training.columns import DENSE, SPARSE, ClockState, parse_lines, training_times
-from core.training.curves import RunCurves
+from core.runs.columns import DENSE, SPARSE, ClockState, parse_lines, training_times
+from core.runs.curves import RunCurves
 
 
 def engine_rows(n: int, every_val: int = 4) -> list[dict]:

@@ -6,7 +6,7 @@
     "cuda:0:20GiB,cuda:1"                               discovered GPUs
     "auto"                                              every discovered device, free memory
 
-core.planning.devices turns the requests into planner devices; inventory reads
+core.planning.device_resolution turns the requests into planner devices; inventory reads
 the same terms for simulated GPUs.
 """
 

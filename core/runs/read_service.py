@@ -27,7 +27,7 @@ def serve(conn: Connection) -> None:
         os.nice(READER_NICENESS)
     except OSError:
         pass  # not allowed here: read at the same priority
-    import core.training.history_reader  # noqa: F401 (warm: the first read does not wait for numpy's import)
+    import numpy  # noqa: F401 (warm: the first read does not wait for numpy's import)
 
     pending: deque[tuple[int, Work]] = deque()
     cancelled: set[int] = set()

@@ -6,8 +6,8 @@ A finished run of a million steps is 150 MB of JSON lines. `read_history`
 1. Preview: one line at each of PREVIEW_SAMPLES evenly spaced byte offsets,
    and the newest rows from the end of the file: a coarse whole curve and the
    run's figures within milliseconds.
-2. Blocks of BLOCK_BYTES, each parsed into columns (core.training.columns)
-   and added to reduced series (core.training.reduced): memory stays bounded.
+2. Blocks of BLOCK_BYTES, each parsed into columns (core.runs.columns)
+   and added to reduced series (core.runs.reduced): memory stays bounded.
    Every `snapshot_s` it emits what it has (the read part, and the preview
    beyond it), so the curve refines from left to right.
 3. While reading, `ByteIndex` notes where blocks start (step, time, byte
@@ -17,6 +17,10 @@ A finished run of a million steps is 150 MB of JSON lines. `read_history`
 `should_stop()` is checked between blocks; a stopped read returns None. The
 blocks are small because a regular-expression pass holds the GIL: the GUI
 thread waits at most one block's parse.
+
+This is the run history's face to gui/ (tests/test_core_api.py): the curves
+(core.runs.curves) and the reader process (core.runs.read_service) are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from core.training.columns import (
+from core.runs.columns import (
     ClockState,
     Columns,
     Floats,
@@ -40,8 +44,14 @@ from core.training.columns import (
     parse_lines,
     training_times,
 )
-from core.training.curves import DEFAULT_SMOOTHING, RECENT_ROWS, RunCurves
-from core.training.reduced import MAX_BUCKETS
+from core.runs.curves import DEFAULT_SMOOTHING, RECENT_ROWS, Curve, RunCurves, eta_s, format_duration
+from core.runs.read_service import Work, serve
+from core.runs.reduced import MAX_BUCKETS
+
+__all__ = ["BLOCK_BYTES", "ByteIndex", "HistoryRead", "ReadProgress", "preview_columns", "read_history",
+           "read_range", "recent_rows",
+           # the curves and the reader process
+           "DEFAULT_SMOOTHING", "Curve", "RunCurves", "eta_s", "format_duration", "Work", "serve"]
 
 BLOCK_BYTES = 256 * 1024
 PREVIEW_SAMPLES = 1024

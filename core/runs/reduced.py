@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from core.training.smoothing import EmaState, debiased_ema
+from core.runs.smoothing import EmaState, debiased_ema
 
 MAX_BUCKETS = 2048  # about one bucket per pixel of a wide plot, two points each
 
