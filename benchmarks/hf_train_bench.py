@@ -67,7 +67,7 @@ def plain_loop_walls(run_dir: Path, steps: int) -> list[float]:
 
 
 def runner_vs_plain(work: Path, model: Path, steps: int, repeats: int) -> float:
-    one = tb.write_plan(work / "hf-one.json", [("cpu#0", LAYERS)])
+    one = tb.write_plan(work / "hf-one.json", [("cpu", LAYERS)])
     runs = []
     for i in range(repeats):
         run_dir = tb.run_job(work, f"hf-runner-{i}", hf_config(model, "local", steps), one)
@@ -81,7 +81,7 @@ def runner_vs_plain(work: Path, model: Path, steps: int, repeats: int) -> float:
 
 
 def two_stages(work: Path, model: Path, steps: int, repeats: int, plain: float) -> None:
-    plan = tb.write_plan(work / "hf-two.json", [("cpu#0", LAYERS[:3]), ("cpu#1", LAYERS[3:])])
+    plan = tb.write_plan(work / "hf-two.json", [("cpu", LAYERS[:3]), ("cpu#2", LAYERS[3:])])
     local, pipe = [], []
     for i in range(repeats):
         local.append(tb.step_walls(tb.run_job(work, f"hf-local2-{i}", hf_config(model, "local", steps), plan)))

@@ -256,7 +256,7 @@ def predicted_vs_measured(work: Path, steps: int, profile: Any) -> None:
 def write_hybrid_plan(path: Path, zero: int) -> str:
     import json
 
-    groups = (["cpu#0", "cpu#2"], ["cpu#1", "cpu#3"])
+    groups = (["cpu", "cpu#3"], ["cpu#2", "cpu#4"])
     stages = [{"device": g[0], "devices": g, "layers": names}
               for g, names in zip(groups, (ALL_LAYERS[:4], ALL_LAYERS[4:]))]
     path.write_text(json.dumps({"status": "optimal", "data_parallel": 2, "zero": zero, "stages": stages}))
@@ -309,8 +309,8 @@ def main() -> int:
         print(f"# Training runner benchmark\n\ntorch {torch.__version__}, {os.cpu_count()} CPU cores, "
               f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.2f}, "
               f"{steps} steps a run, {repeats} run(s) each")
-        one_stage = write_plan(work / "one.json", [("cpu#0", ALL_LAYERS)])
-        two_stages = write_plan(work / "two.json", [("cpu#0", ALL_LAYERS[:4]), ("cpu#1", ALL_LAYERS[4:])])
+        one_stage = write_plan(work / "one.json", [("cpu", ALL_LAYERS)])
+        two_stages = write_plan(work / "two.json", [("cpu", ALL_LAYERS[:4]), ("cpu#2", ALL_LAYERS[4:])])
         if not args.hf_only:
             if not args.hybrid_only:
                 bare = runner_vs_bare(work, steps, repeats, one_stage)

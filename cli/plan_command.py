@@ -103,17 +103,26 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def speed_sources(problem: Any, args: argparse.Namespace) -> str:
-    """Where the TFLOP/s above come from: the profile, or datasheet/measured figure x efficiency."""
+    """Where the TFLOP/s above come from: the profile for the devices it measured, the
+    datasheet or the host's measured figure x efficiency for the others."""
     from core.devices.inventory import load_catalog
 
-    if args.profile:
-        return f"speeds: measured layer by layer (profile {args.profile})"
-    catalog = load_catalog()
+    devices = list(problem.devices)
     parts = []
-    if any(device.kind != "cpu" for device in problem.devices):
+    if args.profile:
+        from core.training.launcher import load_profile, profiled_names
+
+        measured = set(profiled_names(devices, load_profile(args.profile)))
+        if measured:
+            which = "" if len(measured) == len(devices) else f"{', '.join(d.name for d in devices if d.name in measured)} "
+            parts.append(f"{which}measured layer by layer (profile {args.profile})")
+        devices = [device for device in devices if device.name not in measured]
+    catalog = load_catalog()
+    if any(device.kind != "cpu" for device in devices):
         efficiency = args.efficiency if args.efficiency is not None else catalog.default_efficiency
-        parts.append(f"GPUs datasheet dense TFLOP/s ({args.precision}) x efficiency {efficiency:g}")
-    if any(device.kind == "cpu" for device in problem.devices):
+        parts.append(f"GPUs datasheet dense TFLOP/s ({args.precision}) x efficiency {efficiency:g}"
+                     + (" (the profile measured none of them)" if args.profile else ""))
+    if any(device.kind == "cpu" for device in devices):
         from core.devices.inventory import host_speed
 
         speed = host_speed()

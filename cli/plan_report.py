@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cli.table import render_table
+from core.devices.inventory import base_name, copy_number
 from core.planning.front_door import (
     INFEASIBLE,
     Device,
@@ -20,7 +21,7 @@ def describe_problem(problem: Problem, model_name: str | None) -> str:
     params = sum(layer.params for layer in problem.layers)
     what = f"{model_name}: " if model_name else ""
     tokens = f", {setup.tokens_per_micro_batch} tokens per micro-batch" if setup.tokens_per_micro_batch else ""
-    runs: list[list[Device]] = []  # a numbered series of one budget and speed (A100-80GB#0..7) shown once
+    runs: list[list[Device]] = []  # a numbered series of one budget and speed (A100-80GB..#8) shown once
     for d in problem.devices:
         if runs and (runs[-1][0].budget_bytes, runs[-1][0].tflops) == (d.budget_bytes, d.tflops) and \
                 ".." in group_label(tuple(x.name for x in [*runs[-1], d])):
@@ -36,15 +37,15 @@ def describe_problem(problem: Problem, model_name: str | None) -> str:
 
 
 def group_label(devices: tuple[str, ...]) -> str:
-    """A stage's device group, short: "A100-80GB#0..7" for a run of one kind, else the names."""
+    """A stage's device group, short: "A100-80GB..#8" for copies 1 to 8 of one kind (A100-80GB,
+    A100-80GB#2 ... #8, core.devices.names), "A100-80GB#3..5" for copies 3 to 5, else the names."""
     if len(devices) == 1:
         return devices[0]
-    stems = {name.rpartition("#")[0] for name in devices}
-    numbers = [name.rpartition("#")[2] for name in devices]
-    if len(stems) == 1 and "" not in stems and all(n.isdigit() for n in numbers):
-        values = [int(n) for n in numbers]
-        if values == list(range(values[0], values[0] + len(values))):
-            return f"{stems.pop()}#{values[0]}..{values[-1]}"
+    bases = {base_name(name) for name in devices}
+    values = [copy_number(name) for name in devices]
+    if len(bases) == 1 and values == list(range(values[0], values[0] + len(values))):
+        base = bases.pop()
+        return f"{base}..#{values[-1]}" if values[0] == 1 else f"{base}#{values[0]}..{values[-1]}"
     return ",".join(devices)
 
 

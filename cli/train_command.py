@@ -1,6 +1,8 @@
-"""`main.py train`: train the built-in GPT with a plan, in the background.
+"""`main.py train`: train a model with a plan, in the background: a built-in GPT from scratch,
+or a Hugging Face model (a preset or config from scratch, a folder with weights fine-tuned).
 
     python3 main.py train --model gpt-nano --devices "2xcpu:2GiB" --steps 200 --run-dir runs/nano
+    python3 main.py train --model runs/tiny-llama --steps 30 --save-hf runs/tiny-llama-tuned
     python3 main.py train --resume runs/nano --steps 300
     python3 main.py train ... --detach           start it and return (follow with `main.py runs`)
     python3 main.py train --devices 4xcpu --data-parallel 2 --zero 3 ...
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,15 +30,23 @@ if TYPE_CHECKING:
 
 DEFAULT_HF_SEQ_LEN = 1024  # an HF config that states no context length
 
-# Options a new run may set; None means "not given" (so --resume can refuse them).
-_NEW_RUN_DEFAULTS: dict[str, Any] = {
-    "model": None, "layers": None, "d_model": None, "heads": None, "devices": "cpu", "plan": None,
-    "profile": None, "engine": "pipeline", "run_dir": None, "seed": 0, "data": "stdlib", "tokenizer": "byte",
-    "bpe_vocab": 4096, "precision": "auto", "optimizer": "adamw", "micro_batch_size": 8, "seq_len": None,
-    "micro_batches": 4, "schedule": "1f1b", "recompute": False, "lr": 1e-3, "min_lr": 1e-4,
-    "warmup_steps": None, "lr_decay_steps": None, "weight_decay": 0.1, "grad_clip": 1.0, "eval_interval": 50,
-    "eval_batches": 4, "checkpoint_interval": 50, "keep_checkpoints": 3, "log_interval": 10, "nnodes": 1,
-    "node_rank": 0, "rdzv_endpoint": None, "nproc_per_node": None, "data_parallel": None, "zero": None,
+# Options only a new run takes (argparse leaves them None when not given, so --resume can refuse
+# them); what is not given is core.training.new_run's default, as for the app's Start.
+_NEW_RUN_OPTIONS = (
+    "model", "layers", "d_model", "heads", "devices", "plan", "profile", "engine", "run_dir", "seed", "data",
+    "tokenizer", "bpe_vocab", "precision", "optimizer", "micro_batch_size", "seq_len", "micro_batches",
+    "schedule", "recompute", "lr", "min_lr", "warmup_steps", "lr_decay_steps", "weight_decay", "grad_clip",
+    "eval_interval", "eval_batches", "checkpoint_interval", "keep_checkpoints", "log_interval", "nnodes",
+    "node_rank", "rdzv_endpoint", "nproc_per_node", "data_parallel", "zero",
+)
+# The options that are TrainConfig fields, by their TrainConfig name.
+_CONFIG_OPTIONS = {
+    "engine": "engine", "seed": "seed", "data": "data", "tokenizer": "tokenizer", "bpe_vocab": "bpe_vocab_size",
+    "lr": "learning_rate", "min_lr": "min_learning_rate", "warmup_steps": "warmup_steps",
+    "lr_decay_steps": "lr_decay_steps", "weight_decay": "weight_decay", "grad_clip": "grad_clip",
+    "eval_interval": "eval_interval", "eval_batches": "eval_batches", "checkpoint_interval": "checkpoint_interval",
+    "keep_checkpoints": "keep_checkpoints", "log_interval": "log_interval", "nnodes": "nnodes",
+    "node_rank": "node_rank", "rdzv_endpoint": "rdzv_endpoint", "nproc_per_node": "nproc_per_node",
 }
 
 
@@ -63,7 +74,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from core.planning.front_door import OPTIMIZERS, SCHEDULES
 
-    parser = subparsers.add_parser("train", help="train the built-in GPT with a plan (background job)",
+    parser = subparsers.add_parser("train", help="train a built-in GPT or a Hugging Face model with a plan (background job)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     group = parser.add_argument_group("run")
@@ -97,11 +108,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     optim.add_argument("--weight-decay", type=nonnegative_float, help="AdamW's decoupled weight decay (default 0.1)")
     optim.add_argument("--grad-clip", type=nonnegative_float, help="global gradient norm limit, 0 for none (default 1.0)")
     book = parser.add_argument_group("bookkeeping")
-    for flag, text in (("--eval-interval", "steps between validations (default 50)"),
+    for flag, text in (("--eval-interval", "steps between validations (default: about 10 a run, "
+                                           "every 10 to 50 steps; and at the last step)"),
                        ("--eval-batches", "validation batches (default 4)"),
-                       ("--checkpoint-interval", "steps between checkpoints (default 50)"),
+                       ("--checkpoint-interval", "steps between checkpoints (default: about 4 a run, "
+                                                 "at most every 50 steps; and at the last step)"),
                        ("--keep-checkpoints", "checkpoints kept (default 3)"),
-                       ("--log-interval", "steps between log lines (default 10)")):
+                       ("--log-interval", "steps between log lines (default: about 10 a run, at most every 10)")):
         book.add_argument(flag, type=positive_int, help=text)
     nodes = parser.add_argument_group("several machines (pipeline engine)")
     nodes.add_argument("--nnodes", type=positive_int, help="number of machines (default 1)")
@@ -118,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if save_hf is not None:
         _check_save_hf(args, save_hf)
     if args.resume is not None:
-        given = [name for name, default in _NEW_RUN_DEFAULTS.items() if getattr(args, name, None) is not None]
+        given = [name for name in _NEW_RUN_OPTIONS if getattr(args, name, None) is not None]
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise InputError(f"--resume continues a run as it was set up; {flags} cannot change it "
@@ -131,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"resuming {handle.run_dir} at step {after} (job pid {handle.pid})", flush=True)
     else:
         config, run_dir = build_config(args)
-        handle = start_run(config, run_dir, plan=_plan_arg(args), profile_path=_given(args, "profile"),
+        handle = start_run(config, run_dir, plan=_plan_arg(args), profile_path=getattr(args, "profile", None),
                            emit=lambda line: print(line, flush=True))
         print(f"training {config.model} in {handle.run_dir} (job pid {handle.pid})", flush=True)
         if config.nnodes > 1:
@@ -161,28 +174,29 @@ def _check_save_hf(args: argparse.Namespace, out: str) -> None:
     else:
         from core.planning.front_door import resolve_model
 
-        is_hf = _given(args, "model") is not None and resolve_model(args.model).gpt is None
+        is_hf = getattr(args, "model", None) is not None and resolve_model(args.model).gpt is None
     if not is_hf:
         raise InputError("--save-hf saves Hugging Face models; the built-in GPT keeps its own checkpoints")
 
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
-    """(model name, custom size or None, TrainingSetup) from the command line."""
-    from core.planning.front_door import GPTSize, TrainingSetup
+    """(model name, custom size or None, TrainingSetup at the run's precision) from the command line."""
+    from core.planning.front_door import GPTSize
+    from core.training.launcher import TrainConfig, default_setup, run_precision
 
-    value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
+    value: dict[str, Any] = {name: getattr(args, name, None) for name in _NEW_RUN_OPTIONS}
     custom = None
     if any(value[name] is not None for name in ("layers", "d_model", "heads")):
         if None in (value["layers"], value["d_model"], value["heads"]):
             raise InputError("a custom GPT needs --layers, --d-model and --heads")
         custom = GPTSize(layers=value["layers"], d_model=value["d_model"], heads=value["heads"],
                          vocab=256, seq=256)  # byte-level: the tokenizer sets the vocabulary of a run
-    model = value["model"] or ("custom" if custom else "gpt-nano")
-    setup = TrainingSetup(precision=resolve_precision(value["precision"], value["devices"]),
-                          optimizer=value["optimizer"], micro_batch_size=value["micro_batch_size"],
-                          seq_len=value["seq_len"] or _model_context(model, custom),
-                          micro_batches=value["micro_batches"], schedule=value["schedule"],
-                          recompute=bool(value["recompute"]), **_hybrid(args))
+    model = value["model"] or ("custom" if custom else TrainConfig.model)
+    shape: dict[str, Any] = {name: value[name] for name in ("optimizer", "micro_batch_size", "micro_batches", "schedule")
+             if value[name] is not None}
+    setup = replace(default_setup(), **shape, seq_len=value["seq_len"] or _model_context(model, custom),
+                    precision=run_precision(value["precision"] or "auto", _devices(args)),
+                    recompute=bool(value["recompute"]), **_hybrid(args))
     return model, custom, setup
 
 
@@ -209,41 +223,22 @@ def _replicas(text: str) -> int | str:
 
 
 def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
-    """A TrainConfig from the command line, and the run directory."""
-    from core.training.launcher import TrainConfig
+    """A TrainConfig from the command line (core.training.new_run, as the app's Start), and the run directory."""
+    from core.planning.front_door import ModelChoice
+    from core.training.launcher import new_run_config
 
-    value = {name: _given(args, name) for name in _NEW_RUN_DEFAULTS}
     model, custom, setup = build_model_and_setup(args)
-    steps = 200 if args.steps is None else args.steps
-    min_lr = value["min_lr"] if args.min_lr is not None else min(value["min_lr"], value["lr"])
-    config = TrainConfig(
-        model=model, custom=custom, devices=value["devices"], engine=value["engine"], steps=steps,
-        seed=value["seed"], setup=setup, data=value["data"], tokenizer=value["tokenizer"],
-        bpe_vocab_size=value["bpe_vocab"], learning_rate=value["lr"], min_learning_rate=min_lr,
-        warmup_steps=value["warmup_steps"], lr_decay_steps=value["lr_decay_steps"],
-        weight_decay=value["weight_decay"],
-        grad_clip=value["grad_clip"], eval_interval=value["eval_interval"], eval_batches=value["eval_batches"],
-        checkpoint_interval=value["checkpoint_interval"], keep_checkpoints=value["keep_checkpoints"],
-        log_interval=value["log_interval"], nnodes=value["nnodes"], node_rank=value["node_rank"],
-        rdzv_endpoint=value["rdzv_endpoint"], nproc_per_node=value["nproc_per_node"],
-    )
-    run_dir = Path(value["run_dir"] or f"runs/{model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    choice = ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model)
+    options = {field: getattr(args, name, None) for name, field in _CONFIG_OPTIONS.items()}
+    config = new_run_config(choice, setup, _devices(args), steps=args.steps, precision=setup.precision, **options)
+    run_dir = Path(args.run_dir or f"runs/{model}-{time.strftime('%Y%m%d-%H%M%S')}")
     return config, run_dir
 
 
-def resolve_precision(precision: str, devices: str) -> str:
-    """auto: bf16 when every device is a discovered GPU that supports it, else fp32
-    (CPU and simulated GPUs train in fp32: the plan describes what runs)."""
-    if precision != "auto":
-        return precision
-    from core.planning.front_door import parse_device_spec
+def _devices(args: argparse.Namespace) -> str:
+    from core.training.launcher import TrainConfig
 
-    names = [request.name.lower() for request in parse_device_spec(devices)]
-    if not all(name == "auto" or name.startswith("cuda:") for name in names):
-        return "fp32"
-    import torch
-
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return getattr(args, "devices", None) or TrainConfig.devices
 
 
 def follow(run_dir: Path, after_step: int = 0) -> int:
@@ -316,8 +311,3 @@ def _model_context(model: str, custom: Any) -> int:
 
     spec = resolve_choice(ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model))
     return spec.context_length or DEFAULT_HF_SEQ_LEN
-
-
-def _given(args: argparse.Namespace, name: str) -> Any:
-    value = getattr(args, name, None)
-    return _NEW_RUN_DEFAULTS[name] if value is None else value

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from core.devices.catalog import load_catalog
+from core.devices.names import unique_name
 from core.errors import InputError
 from core.model.config import MODEL_SOURCES, GPTSize, ModelChoice
 from core.planning.device_resolution import DeviceEntry
 from core.planning.setup import TrainingSetup
 from core.planning.solvers import SOLVER_NAMES
 from core.system.durable import atomic_write_text
+from core.training.config import TrainConfig
 
 PROJECT_FORMAT = "allot-project"
 PROJECT_VERSION = 1
@@ -39,6 +41,7 @@ CONFIG_DIR_ENV = "ALLOT_CONFIG_DIR"
 MAX_RECENT = 10
 DEVICE_KINDS = ("gpu", "host", "simulated")
 VIEWS = ("plan", "graph", "monitor", "training")
+DEFAULT_STEPS: int = TrainConfig.steps  # a new run's optimizer steps: the CLI's default
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Project:
     setup: TrainingSetup = field(default_factory=TrainingSetup)
     solver: str = "exact"
     view: str = "plan"
+    steps: int = DEFAULT_STEPS  # the Training tab's Steps
 
 
 # -- devices -----------------------------------------------------------------------
@@ -61,11 +65,8 @@ def simulated_entry(catalog_name: str, taken: set[str] | frozenset[str] = frozen
     """
     gpu = load_catalog().find(catalog_name)
     if gpu is None:
-        raise InputError(f"unknown GPU '{catalog_name}' (known: {', '.join(load_catalog().names())})")
-    name, number = gpu.name, 2
-    while name in taken:
-        name, number = f"{gpu.name}#{number}", number + 1
-    return DeviceEntry(name=name, kind="simulated", memory_total_bytes=gpu.memory_bytes,
+        raise InputError(load_catalog().unknown_message(catalog_name))
+    return DeviceEntry(name=unique_name(gpu.name, taken), kind="simulated", memory_total_bytes=gpu.memory_bytes,
                        budget_bytes=gpu.memory_bytes, catalog_name=gpu.name, model_name=gpu.name,
                        peak_tflops_fp32=gpu.peak_tflops("fp32"), peak_tflops_bf16=gpu.peak_tflops("bf16"),
                        bandwidth_gbps=gpu.pcie_gbps)
@@ -155,7 +156,8 @@ def project_to_dict(project: Project) -> dict[str, Any]:
     else:
         model["name"] = project.model.name
     return {"format": PROJECT_FORMAT, "version": PROJECT_VERSION, "devices": devices, "model": model,
-            "setup": project.setup.to_dict(), "solver": project.solver, "view": project.view}
+            "setup": project.setup.to_dict(), "solver": project.solver, "view": project.view,
+            "steps": project.steps}
 
 
 def save_project(project: Project, path: str | Path) -> Path:
@@ -210,9 +212,12 @@ def project_from_dict(data: Any, where: str = "project") -> Project:
     if solver not in SOLVER_NAMES:
         raise InputError(f"{where}: solver must be one of {', '.join(SOLVER_NAMES)}, got {solver!r}")
     view = data.get("view", "plan")
+    steps = data.get("steps", DEFAULT_STEPS)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise InputError(f"{where}: steps must be a whole number of 1 or more, got {steps!r}")
     return Project(devices=tuple(entries), model=_model_from_dict(data.get("model"), where),
                    setup=TrainingSetup.from_dict(dict(setup)), solver=solver,
-                   view=view if view in VIEWS else "plan")
+                   view=view if view in VIEWS else "plan", steps=steps)
 
 
 def _device_from_dict(item: Any, where: str, taken: set[str]) -> DeviceEntry:

@@ -15,6 +15,7 @@ feasible plan) are what a run needs; `devices` lists every device entry.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,7 @@ class AppState(QObject):
     project_changed = Signal()  # path or unsaved-changes flag
     host_speed_changed = Signal()
     host_remeasured = Signal(str)  # a line for the user: the old and new host speed, or why not
+    steps_changed = Signal(int)  # the Training tab's Steps, saved with the project
     stale_changed = Signal()  # the shown plan became outdated: new inputs are being planned
 
     def __init__(self, machine: tuple[DeviceEntry, ...], project: Project,
@@ -97,6 +99,7 @@ class AppState(QObject):
         self._setup: TrainingSetup
         self._solver: str
         self._view: str
+        self._steps: int
         self._set_project(project)
 
     # -- what the user chose -------------------------------------------------------
@@ -137,7 +140,7 @@ class AppState(QObject):
 
     def to_project(self) -> Project:
         return Project(devices=self._devices, model=self._model, setup=self._setup, solver=self._solver,
-                       view=self._view)
+                       view=self._view, steps=self._steps)
 
     # -- what the planner answered -------------------------------------------------
 
@@ -158,6 +161,15 @@ class AppState(QObject):
     @property
     def shown_problem(self) -> Problem | None:
         return self._shown_problem
+
+    @property
+    def shown_model_name(self) -> str | None:
+        """The shown plan's model where it is not the newest answer's (a switch to a model that
+        fits nowhere keeps the last plan that fitted, of another model); None otherwise."""
+        shown, newest = self._shown_spec, self._spec
+        if shown is None or newest is None or shown.name == newest.name:
+            return None
+        return shown.name
 
     @property
     def plan_is_stale(self) -> bool:
@@ -214,6 +226,17 @@ class AppState(QObject):
         if entry is None or entry.included == included:
             return
         self._replace_device(replace(entry, included=included))
+        self.devices_changed.emit()
+        self._changed(outdates=True)
+
+    def set_included_many(self, ticks: Mapping[str, bool]) -> None:
+        """Tick and untick several devices at once: one replan."""
+        changed = [(entry, ticks[entry.name]) for entry in self._devices
+                   if entry.name in ticks and entry.included != ticks[entry.name]]
+        if not changed:
+            return
+        for entry, included in changed:
+            self._replace_device(replace(entry, included=included))
         self.devices_changed.emit()
         self._changed(outdates=True)
 
@@ -277,6 +300,19 @@ class AppState(QObject):
             self.solver_changed.emit(solver)
             self._changed()
 
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def set_steps(self, steps: int) -> None:
+        """The Training tab's Steps: saved with the project; nothing to plan again."""
+        if steps != self._steps:
+            self._steps = steps
+            self.steps_changed.emit(steps)
+            if not self.dirty:
+                self.dirty = True
+                self.project_changed.emit()
+
     def set_view(self, view: str) -> None:
         if view != self._view:
             self._view = view
@@ -291,6 +327,7 @@ class AppState(QObject):
             signal.emit()
         self.solver_changed.emit(self._solver)
         self.view_changed.emit(self._view)
+        self.steps_changed.emit(self._steps)
         return notes
 
     def mark_saved(self, path: Path) -> None:
@@ -343,7 +380,7 @@ class AppState(QObject):
         self.missing_devices = missing_devices(project.devices, self.machine)  # for simulate_missing
         self._devices = devices
         self._model, self._setup = project.model, project.setup
-        self._solver, self._view = project.solver, project.view
+        self._solver, self._view, self._steps = project.solver, project.view, project.steps
         self._colors = {}
         for entry in devices:
             self.color_slot(entry.name)
@@ -377,6 +414,7 @@ class AppState(QObject):
         self._problem: Problem | None = None
         self._shown_plan: Plan | None = None
         self._shown_problem: Problem | None = None
+        self._shown_spec: ModelSpec | None = None
         self._spec: ModelSpec | None = None
         self._graph: nx.DiGraph | None = None
         self._comparison: dict[str, Plan | str] | None = None
@@ -407,7 +445,7 @@ class AppState(QObject):
         graph_is_new = result.graph is not self._graph
         self._spec, self._graph, self._problem, self._plan = result.spec, result.graph, result.problem, result.plan
         if result.plan.feasible:
-            self._shown_plan, self._shown_problem = result.plan, result.problem
+            self._shown_plan, self._shown_problem, self._shown_spec = result.plan, result.problem, result.spec
         self._set_error("")
         if graph_is_new:
             self.graph_changed.emit()

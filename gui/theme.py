@@ -28,6 +28,7 @@ ACCENT = "#2F6FDE"
 DANGER = "#C0392B"
 DANGER_BG = "#FDECEA"
 WARNING = "#9A6700"
+DISABLED_TEXT = "#A0A7B2"  # a choice that cannot apply (disabled buttons, combo items)
 WARNING_BG = "#FFF4D6"
 INFO_BG = "#E8F0FE"
 STALE = "#B8BEC7"  # the last feasible plan, shown greyed while no plan fits
@@ -95,7 +96,7 @@ QPushButton {{
     background: {SURFACE}; border: 1px solid {BORDER}; border-radius: 4px; padding: 4px 12px;
 }}
 QPushButton:hover {{ border-color: {ACCENT}; }}
-QPushButton:disabled {{ color: #A0A7B2; }}
+QPushButton:disabled {{ color: {DISABLED_TEXT}; }}
 QStatusBar {{ background: {SURFACE}; border-top: 1px solid {BORDER}; color: {MUTED}; }}
 QSplitter::handle {{ background: {WINDOW}; }}
 QLabel#muted {{ color: {MUTED}; }}

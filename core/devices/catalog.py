@@ -68,6 +68,19 @@ class Catalog:
     def names(self) -> list[str]:
         return [gpu.name for gpu in self.gpus]
 
+    def unknown_message(self, name: str, what: str = "GPU", others: tuple[str, ...] = ()) -> str:
+        """"unknown GPU 'A100-80G' (did you mean A100-80GB?); known: ...", as a model typo reads.
+
+        `others` are further names the caller accepts (cpu, cuda:N, auto); they are
+        listed, and those without a placeholder are offered as guesses too.
+        """
+        import difflib
+
+        guesses = {n.lower(): n for n in (*self.names(), *(o for o in others if ":N" not in o))}
+        close = difflib.get_close_matches(name.lower(), list(guesses), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(guesses[c] for c in close)}?)" if close else ""
+        return f"unknown {what} '{name}'{hint}; known: {', '.join((*self.names(), *others))}"
+
 
 @functools.lru_cache(maxsize=4)
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:

@@ -17,6 +17,7 @@ catalog and the host's speed are re-exported here.
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -27,6 +28,7 @@ from core.devices.catalog import load_catalog
 from core.devices.device_requests import parse_device_spec
 from core.devices.fake_nvml import fake_gateway
 from core.devices.host_speed import REMEASURE_RUNS, Remeasured, host_speed, remeasure_host_speed
+from core.devices.names import base_name, copy_number, unique_names
 from core.devices.nvml_gateway import NvmlGateway, shared_gateway
 from core.errors import InputError
 from core.units import TFLOP
@@ -35,7 +37,9 @@ __all__ = ["GpuDevice", "GpuLink", "HostDevice", "Inventory", "discover", "disco
            "with_user_speed",
            # the gateways, the catalog, the host's speed
            "NvmlGateway", "fake_gateway", "shared_gateway", "load_catalog",
-           "REMEASURE_RUNS", "Remeasured", "host_speed", "remeasure_host_speed"]
+           "REMEASURE_RUNS", "Remeasured", "host_speed", "remeasure_host_speed",
+           # how a device that occurs more than once is named (core.devices.names)
+           "base_name", "copy_number", "unique_names"]
 
 DEFAULT_PCIE_GBPS = 16.0  # PCIe 3 x16, assumed where NVML cannot say
 # Per link, per direction, GB/s, by NVML_NVLINK_VERSION_* (1.0, 2.0, 2.2, 3.0, 3.1, 4.0, 5.0).
@@ -207,6 +211,29 @@ def discover_host() -> HostDevice:
                       psutil.cpu_count(logical=True), int(memory.total), int(memory.available))
 
 
+def gpu_free_bytes(gateway: nv.NvmlGateway | None = None,
+                   cuda_uuids: Callable[[], Sequence[str] | None] | None = None) -> dict[int, int]:
+    """Each GPU's free memory now (NVML, not cached), by CUDA index; {} without NVML.
+
+    A GPU torch cannot see, or whose memory NVML cannot read, is left out.
+    """
+    gateway = gateway or nv.shared_gateway()
+    if not gateway.available():
+        return {}
+    indices = [i for i in range(gateway.device_count()) if gateway.handle(i) is not None]
+    if cuda_uuids is None:
+        cuda_uuids = (lambda: None) if gateway.is_fake or not indices else _torch_cuda_uuids_once
+    order = _cuda_order(cuda_uuids())
+    free: dict[int, int] = {}
+    for index in indices:
+        uuid = gateway.static(index, "nvmlDeviceGetUUID")
+        torch_index = index if order is None else order.get(_bare_uuid(uuid or ""))
+        memory = gateway.device(index, "nvmlDeviceGetMemoryInfo")
+        if torch_index is not None and memory is not None:
+            free[torch_index] = int(memory.free)
+    return free
+
+
 def simulated_gpus(spec: str) -> tuple[GpuDevice, ...]:
     """Catalog GPUs for what-if planning: "2 x H100-SXM, A100-80GB".
 
@@ -218,7 +245,7 @@ def simulated_gpus(spec: str) -> tuple[GpuDevice, ...]:
     for request in parse_device_spec(spec):
         gpu = catalog.find(request.name)
         if gpu is None:
-            raise InputError(f"unknown GPU '{request.name}' to simulate (known: {', '.join(catalog.names())})")
+            raise InputError(catalog.unknown_message(request.name, "GPU to simulate"))
         if request.budget_bytes is not None:
             raise InputError(f"simulated '{request.name}' takes no budget; set budgets when planning")
         link = gpu.link_gbps(request.count)
@@ -368,6 +395,12 @@ def _bare_uuid(uuid: str) -> str:
 
 def _cuda_order(uuids: Sequence[str] | None) -> dict[str, int] | None:
     return None if uuids is None else {_bare_uuid(u): i for i, u in enumerate(uuids)}
+
+
+@functools.cache
+def _torch_cuda_uuids_once() -> list[str] | None:
+    """_torch_cuda_uuids, asked once a process: the CUDA order does not change while it runs."""
+    return _torch_cuda_uuids()
 
 
 def _torch_cuda_uuids() -> list[str] | None:

@@ -107,8 +107,13 @@ class GPT(nn.Module):
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy, in fp32 whatever the compute dtype."""
-    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+    """Mean next-token cross-entropy, in fp32 or wider whatever the compute dtype."""
+    return F.cross_entropy(at_least_fp32(logits).view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """bf16 and fp16 widened to fp32; fp32 and float64 (a test's) as they are."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def _init_weights(module: nn.Module) -> None:

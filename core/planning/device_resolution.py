@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from core.devices.catalog import load_catalog
 from core.devices.device_requests import DeviceRequest, parse_device_spec
+from core.devices.names import base_name, copy_number, unique_names
 from core.errors import InputError
 from core.planning.problem import Device
 from core.units import format_bytes
@@ -84,10 +85,10 @@ def _spec_devices(text: str, precision: str, efficiency: float | None,
     catalog = load_catalog()
     efficiency = catalog.default_efficiency if efficiency is None else efficiency
     requests = parse_device_spec(text)
-    cpu_shares = sum(r.count for r in requests if r.name.lower() == "cpu")
+    cpu_shares = sum(r.count for r in requests if base_name(r.name).lower() == "cpu")
     devices: list[Device] = []
     for request in requests:
-        lowered = request.name.lower()
+        lowered = base_name(request.name).lower()
         if lowered == "cpu":
             devices += _host_devices(request, cpu_shares, catalog.cpu_efficiency)
         elif lowered == "auto" or lowered.startswith("cuda:"):
@@ -160,16 +161,15 @@ def _host_device(name: str, budget_bytes: int, memory_total_bytes: int, tflops: 
 
 def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) -> list[Device]:
     catalog = load_catalog()
-    gpu = catalog.find(request.name)
+    gpu = catalog.find(base_name(request.name))
     if gpu is None:
-        raise InputError(
-            f"unknown device '{request.name}' (known: {', '.join(catalog.names())}, cpu, cuda:N, auto)"
-        )
+        raise InputError(catalog.unknown_message(request.name, "device", ("cpu", "cuda:N", "auto")))
     budget = _checked_budget(request, gpu.name, gpu.memory_bytes)
     link = gpu.link_gbps(request.count)
+    named = gpu.name if base_name(request.name) == request.name else f"{gpu.name}#{copy_number(request.name)}"
     return [
         Device(
-            name=gpu.name,
+            name=named,
             budget_bytes=budget,
             tflops=gpu.peak_tflops(precision) * efficiency,
             bandwidth_gbps=link,
@@ -188,7 +188,7 @@ def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float) ->
     memory = psutil.virtual_memory()
     budget = _checked_budget(request, "cpu", memory.total) if request.budget_bytes else memory.available // shares
     tflops = host_share_tflops(measure_cpu_tflops(), cpu_efficiency, shares)
-    return [_host_device("cpu", budget, memory.total, tflops) for _ in range(request.count)]
+    return [_host_device(request.name.lower(), budget, memory.total, tflops) for _ in range(request.count)]
 
 
 def _discovered_devices(request: DeviceRequest, precision: str, efficiency: float,
@@ -247,19 +247,9 @@ def _checked_budget(request: DeviceRequest, name: str, total_bytes: int) -> int:
 
 
 def _unique_names(devices: list[Device]) -> tuple[Device, ...]:
-    """cpu, cpu -> cpu#0, cpu#1; names that occur once stay as they are."""
+    """Devices that occur more than once named as everywhere else (core.devices.names)."""
     from dataclasses import replace
 
-    counts: dict[str, int] = {}
-    for device in devices:
-        counts[device.name] = counts.get(device.name, 0) + 1
-    seen: dict[str, int] = {}
-    result = []
-    for device in devices:
-        if counts[device.name] == 1:
-            result.append(device)
-            continue
-        index = seen.get(device.name, 0)
-        seen[device.name] = index + 1
-        result.append(replace(device, name=f"{device.name}#{index}"))
-    return tuple(result)
+    names = unique_names([device.name for device in devices])
+    return tuple(replace(device, name=name) for device, name in zip(devices, names))
+

@@ -30,7 +30,7 @@ from core.planning.device_resolution import (
     speed_and_source,
 )
 from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
-from core.planning.host_note import host_stage_note
+from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_run_note
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_problem
 from core.planning.schedules import micro_batches_per_replica
@@ -60,7 +60,7 @@ __all__ = [
     "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
     # solvers and what they compare
     "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
-    "faster_outside_the_setup", "solve", "host_stage_note",
+    "faster_outside_the_setup", "solve", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]

@@ -42,17 +42,49 @@ def check_weight(weight: float) -> float:
 
 
 class Curve:
-    """One metric against step and training time, with its debiased-EMA line."""
+    """One metric against step and training time, with its debiased-EMA line.
 
-    def __init__(self, weight: float = DEFAULT_SMOOTHING, max_buckets: int = MAX_BUCKETS):
+    A curve `paced_by` a denser one (validation, every eval_interval steps, paced by the
+    training loss, every log_interval) smooths with the same reach in steps: its weight is
+    weight ** (its steps per point / the other's). Per point, three evaluations of a short
+    run were averaged as if they were three log lines, and the line sat far above them.
+    """
+
+    def __init__(self, weight: float = DEFAULT_SMOOTHING, max_buckets: int = MAX_BUCKETS,
+                 paced_by: Curve | None = None):
         self.series = ReducedSeries(max_buckets)
         self.weight = check_weight(weight)
+        self.paced_by = paced_by
+        self.first_step: float | None = None
+        self.last_step: float | None = None
 
     def __len__(self) -> int:
         return len(self.series)
 
     def extend(self, steps: ArrayLike, times_s: ArrayLike, values: ArrayLike) -> None:
         self.series.extend(steps, times_s, values)
+        finite = np.asarray(steps, dtype=np.float64)[np.isfinite(np.asarray(values, dtype=np.float64))]
+        if len(finite):
+            self.first_step = float(finite[0]) if self.first_step is None else self.first_step
+            self.last_step = float(finite[-1])
+
+    @property
+    def steps_per_point(self) -> float | None:
+        """The mean step distance between points (None below two points)."""
+        rows = len(self.series)
+        if rows < 2 or self.first_step is None or self.last_step is None:
+            return None
+        return (self.last_step - self.first_step) / (rows - 1)
+
+    @property
+    def point_weight(self) -> float:
+        """The EMA weight a point gets: `weight`, or its step-paced value (see the class)."""
+        if self.paced_by is None:
+            return self.weight
+        mine, theirs = self.steps_per_point, self.paced_by.steps_per_point
+        if mine is None or not theirs or mine <= theirs:
+            return self.weight
+        return float(self.weight ** (mine / theirs))
 
     def set_weight(self, weight: float) -> None:
         """Smooth with a new weight from now on (raises ValueError outside [0, 1))."""
@@ -64,31 +96,35 @@ class Curve:
 
     def smooth(self, x_axis: str = "step", start: EmaState | None = None) -> tuple[Floats, Floats]:
         """x and y of the smoothed line (continuing from `start`: a range read again)."""
-        return self.series.end_x(x_axis), self.series.smoothed(self.weight, start)[0]
+        return self.series.end_x(x_axis), self.series.smoothed(self.point_weight, start)[0]
 
     def state_before(self, x: float, x_axis: str = "step") -> EmaState:
         """The smoothing's state after the buckets that end before `x`."""
         before = int(np.searchsorted(self.series.end_x(x_axis), x, side="left"))
-        return self.series.smoothed(self.weight, upto=before)[1]
+        return self.series.smoothed(self.point_weight, upto=before)[1]
 
     @property
     def last_value(self) -> float | None:
         return self.series.last_value()
 
     def copy(self) -> Curve:
-        twin = Curve(self.weight, self.series.max_buckets)
+        twin = Curve(self.weight, self.series.max_buckets, self.paced_by)
         twin.series = self.series.copy()
+        twin.first_step, twin.last_step = self.first_step, self.last_step
         return twin
 
     def clear(self) -> None:
         self.series.clear()
+        self.first_step = self.last_step = None
 
 
 class RunCurves:
     """Training loss, validation loss and tokens/s of one run, plus its newest rows."""
 
     def __init__(self, weight: float = DEFAULT_SMOOTHING, max_buckets: int = MAX_BUCKETS):
-        self.loss, self.val_loss, self.tokens_per_s = (Curve(weight, max_buckets) for _ in range(3))
+        self.loss = Curve(weight, max_buckets)
+        self.val_loss = Curve(weight, max_buckets, paced_by=self.loss)
+        self.tokens_per_s = Curve(weight, max_buckets)
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
         self.clock = ClockState()
 
@@ -128,6 +164,7 @@ class RunCurves:
         """A snapshot another thread may draw while this one grows (small: buckets, not rows)."""
         twin = RunCurves(self.loss.weight, self.loss.series.max_buckets)
         twin.loss, twin.val_loss, twin.tokens_per_s = (curve.copy() for curve in self.curves)
+        twin.val_loss.paced_by = twin.loss
         twin.recent.extend(self.recent)
         twin.clock = self.clock
         return twin

@@ -1,14 +1,14 @@
 """What the app's Start button asks the runner for, in the runner's terms.
 
-The app names its devices "cpu", "cuda:0", "A100-80GB", "A100-80GB#2"; the
-runner reads a device spec string and names devices that occur more than once
-by position ("A100-80GB#0", "A100-80GB#1", see core.planning.device_resolution). So the app
+The app names its devices "cpu", "cuda:0", "A100-80GB", "A100-80GB#2"
+(core.devices.names, the one place that numbers copies); the runner reads a
+device spec string, and a term that carries a copy number keeps it. So the app
 writes one spec term per device its plan uses, in the app's order, with the
-exact budget, and renames the plan's stages to the names the runner gives.
+exact budget and the app's own name, and the run names every device as the
+Plan tab did:
 
     run_devices(included_entries, plan)
-      -> RunDevices(spec="A100-80GB:85899345920B,A100-80GB:42949672960B",
-                    plan=Plan(stages=(StageCost(device="A100-80GB#1", ...), ...), ...))
+      -> RunDevices(spec="A100-80GB#2:85899345920B,A100-80GB:42949672960B", plan=plan, ...)
 
 No torch, no Qt: the app calls this on its GUI thread.
 """
@@ -21,12 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from core.devices.names import copy_number, unique_names
 from core.errors import InputError
 from core.model.config import ModelChoice
 from core.planning.device_resolution import DeviceEntry
 from core.planning.plan import Plan
 from core.planning.setup import TrainingSetup
 from core.training.config import STDLIB, TrainConfig
+from core.training.new_run import new_run_config, planned_precision_request
 
 
 @dataclass(frozen=True)
@@ -55,39 +57,26 @@ def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
     if missing:
         raise InputError(f"the plan runs on {', '.join(missing)}, which is no longer in the device list: replan")
     chosen = [entry for entry in entries if entry.name in used]
-    bases = [_runner_base_name(entry) for entry in chosen]
-    names = _positional_names(bases)
+    terms = [_spec_name(entry) for entry in chosen]
+    names = unique_names(terms)  # what the runner calls them: the app's names, as they are unique
     rename = {entry.name: name for entry, name in zip(chosen, names)}
     stages = tuple(replace(stage, device=rename[stage.device], devices=tuple(rename[d] for d in stage.devices))
                    for stage in plan.stages)
     answer = replace(plan, stages=stages)
-    spec = ",".join(f"{base}:{entry.budget_bytes}B" for entry, base in zip(chosen, bases))
+    spec = ",".join(f"{term}:{entry.budget_bytes}B" for entry, term in zip(chosen, terms))
     return RunDevices(spec=spec, plan=answer, names=tuple((e.name, rename[e.name]) for e in chosen))
 
 
-def _runner_base_name(entry: DeviceEntry) -> str:
-    """What core.planning.device_resolution calls this device before duplicates are numbered."""
+def _spec_name(entry: DeviceEntry) -> str:
+    """The spec term's name: the app's own name where the runner resolves it to the same device."""
     if entry.kind == "host":
         return "cpu"
     if entry.kind == "gpu":
         return entry.name  # cuda:N
     if not entry.catalog_name:
         raise InputError(f"simulated device {entry.name} names no catalog GPU")
-    return entry.catalog_name
-
-
-def _positional_names(bases: Sequence[str]) -> list[str]:
-    """cpu, cpu -> cpu#0, cpu#1; a name that occurs once stays (as core.planning.device_resolution names them)."""
-    counts = {base: bases.count(base) for base in bases}
-    seen: dict[str, int] = {}
-    names = []
-    for base in bases:
-        if counts[base] == 1:
-            names.append(base)
-            continue
-        names.append(f"{base}#{seen.get(base, 0)}")
-        seen[base] = seen.get(base, 0) + 1
-    return names
+    copy = copy_number(entry.name)
+    return entry.catalog_name if copy == 1 else f"{entry.catalog_name}#{copy}"
 
 
 def why_not_trainable(model: ModelChoice, setup: TrainingSetup) -> str | None:
@@ -138,27 +127,16 @@ def read_config_file(path: Any) -> dict[str, Any]:
     return config
 
 
-def default_intervals(steps: int) -> dict[str, int]:
-    """Evaluate about 20 times a run and checkpoint about 4 times, at most every 50 steps."""
-    return {"eval_interval": max(1, min(50, steps // 20)),
-            "checkpoint_interval": max(1, min(50, steps // 4)),
-            "log_interval": max(1, min(10, steps // 20))}
-
-
 def train_config(model: ModelChoice, setup: TrainingSetup, devices_spec: str, steps: int,
                  engine: str = "pipeline", data: str = STDLIB, **overrides: Any) -> TrainConfig:
-    """The run's TrainConfig for the app's model and setup (raises InputError for bad values)."""
+    """The run's TrainConfig for the app's model and setup, as `main.py train` makes it from the same
+    inputs (core.training.new_run): the setup's precision is the planning one, so bf16 there trains
+    bf16 only where every device is a capable GPU (raises InputError for bad values)."""
     reason = why_not_trainable(model, setup)
     if reason is not None:
         raise InputError(reason)
-    custom = model.custom if model.source == "custom" else None
-    name = "custom" if custom is not None else model.name
-    intervals = default_intervals(steps)
-    config = TrainConfig(model=name, custom=custom, devices=devices_spec, engine=engine, steps=steps,
-                         setup=setup, data=data, eval_interval=intervals["eval_interval"],
-                         checkpoint_interval=intervals["checkpoint_interval"],
-                         log_interval=intervals["log_interval"])
-    return replace(config, **overrides) if overrides else config
+    return new_run_config(model, setup, devices_spec, steps=steps, precision=planned_precision_request(setup.precision),
+                          engine=engine, data=data, **overrides)
 
 
 def default_run_name(model: ModelChoice, now: float | None = None) -> str:

@@ -109,7 +109,8 @@ def main(argv: list[str]) -> int:
         tail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         if isinstance(error, WorkerFailure) and error.worker_traceback:
             tail = error.worker_traceback
-        write_status(paths, state=FAILED, ended_at=time.time(), error=_one_line(error), traceback=tail[-4000:])
+        write_status(paths, state=FAILED, ended_at=time.time(), error=_error_line(paths, error),
+                     traceback=tail[-4000:])
         print(tail, file=sys.stderr, flush=True)
         return 1
 
@@ -156,7 +157,22 @@ def _worker_error(paths: RunPaths, returncode: int) -> WorkerFailure:
         except Exception:  # a half-written report is no reason to hide the failure
             continue
         return WorkerFailure(f"rank {data.get('rank')}: {data.get('error')}", data.get("traceback"))
+    if _killed_by_signal_9(paths):
+        return WorkerFailure("a stage process was killed (SIGKILL), most likely by the kernel's out-of-memory "
+                             "killer: free memory or plan with less on its device, then resume", None)
     return WorkerFailure(f"the pipeline workers exited with code {returncode} (see train.log)", None)
+
+
+def _killed_by_signal_9(paths: RunPaths) -> bool:
+    """torchrun's report in the log's tail says a worker got SIGKILL (the OOM killer's signal)."""
+    try:
+        with open(paths.log, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 16384))
+            tail = log.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    return "Signal 9 (SIGKILL)" in tail
 
 
 def _last_step(context: RunContext) -> int:
@@ -172,6 +188,22 @@ def _write_report(context: RunContext) -> None:
     report = run_report(read_run_info(context.paths.root), rows)
     atomic_write_json(context.paths.report, report.to_dict())
     print("predicted vs measured, per micro-batch:\n" + format_report(report), flush=True)
+
+
+def _error_line(paths: RunPaths, error: BaseException) -> str:
+    """The status's one line: an allocator's error in the local engine says so readably."""
+    from core.training.memory_check import is_out_of_memory, out_of_memory_line
+
+    if isinstance(error, WorkerFailure) or not is_out_of_memory(error):
+        return _one_line(error)
+    try:
+        context = RunContext.load(paths.root)
+        gpus = sorted({layout.torch_device for layout in context.layouts} - {"cpu"})
+        what = [f"the {context.num_stages} stages of the local engine"]
+    except Exception:  # unreadable run files: still one readable line
+        gpus, what = [], ["the run"]
+    on_gpu = type(error).__name__ == "OutOfMemoryError" and gpus  # else the CPU allocator or Python's
+    return out_of_memory_line(error, what, gpus[0] if on_gpu and len(gpus) == 1 else "a GPU" if on_gpu else "cpu")
 
 
 def _one_line(error: BaseException) -> str:

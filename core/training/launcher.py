@@ -41,11 +41,19 @@ from core.training.app_request import (
     train_config,
     why_not_trainable,
 )
-from core.training.config import ENGINES, STDLIB, TrainConfig
+from core.training.config import ENGINES, STDLIB, TrainConfig, default_setup
 from core.training.engine.checkpoint import checkpoint_step, latest_checkpoint
-from core.training.engine.profile import apply_profile, load_profile, measure_profile, save_profile
+from core.training.engine.profile import (
+    apply_profile,
+    load_profile,
+    measure_profile,
+    profiled_names,
+    save_profile,
+)
 from core.training.hf_export import check_output_dir, export_run
+from core.training.memory_check import HolderMemory, memory_shortfall, read_holder_memory
 from core.training.metrics import MetricsTail, TailUpdate, format_row, last_row, read_metrics
+from core.training.new_run import new_run_config, run_precision
 from core.training.plan_file import read_plan_file
 from core.training.run_dir import (
     RUNNING,
@@ -68,10 +76,13 @@ __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", 
            "resume_run", "start_run", "stop_run", "wait_run", "node_commands", "format_row",
            # the run directory and its config
            "RUNNING", "RunPaths", "RunStatus", "ENGINES", "STDLIB", "TrainConfig", "read_plan_file",
+           # a new run's config, as the app and `train` make it (core.training.new_run), and its memory check
+           "default_setup", "new_run_config", "run_precision", "HolderMemory", "memory_shortfall",
+           "read_holder_memory",
            # the app's run request (core.training.app_request)
            "check_run_name", "default_run_name", "run_devices", "train_config", "why_not_trainable",
            # checkpoints, profiles, models, the HF export
-           "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile",
+           "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile", "profiled_names",
            "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run"]
 
 
@@ -201,11 +212,11 @@ def _summary(path: Path) -> RunSummary:
     peaks, sources = (row or {}).get("stage_measured_peak_memory_bytes", []), (row or {}).get(
         "stage_measured_memory_source", [])
     return RunSummary(name=path.name, path=path, state=state, step=step, steps=steps, last_loss=loss, model=model,
-                      engine=engine, stages=stages, started_at=started or created, predicted_memory_bytes=predicted,
+                      engine=engine, stages=stages, started_at=created or started, predicted_memory_bytes=predicted,
                       measured_peak_memory_bytes=tuple(int(peaks[i]) if i < len(peaks) else None
                                                        for i in range(len(predicted))),
                       measured_memory_source=tuple(str(sources[i]) if i < len(sources) else None
-                                                   for i in range(len(predicted))))
+                                                   for i in range(len(predicted))))  # a resume keeps started_at
 
 
 def _spawn_job(paths: RunPaths) -> RunHandle:

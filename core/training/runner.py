@@ -125,6 +125,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
     planned = _plan(spec, config, devices, given)
     _check_stages(config, planned)
+    _check_memory(config, planned)
     # ---- every check passed: now, and only now, write
     paths = RunPaths(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -241,6 +242,18 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
     kinds = {device.startswith("cuda:") for stage in plan.stages for device in stage.devices}
     if config.engine == "pipeline" and len(kinds) > 1:
         raise InputError("the pipeline engine cannot mix CPU and GPU stages: use --engine local")
+
+
+def _check_memory(config: TrainConfig, plan: Plan) -> None:
+    """Each stage's predicted peak fits what will hold it: the host's available memory, a GPU's free
+    memory (core.training.memory_check). Several nodes: each holds its own stages, unchecked here."""
+    from core.training.memory_check import memory_shortfall, read_holder_memory
+
+    if config.nnodes > 1:
+        return
+    shortfall = memory_shortfall(plan, read_holder_memory(plan))
+    if shortfall is not None:
+        raise InputError(f"the run would run out of memory: {shortfall}")
 
 
 def _check_plan_hybrid(config: TrainConfig, plan: Plan) -> None:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from core.devices.inventory import load_catalog
 from core.errors import InputError
 from core.planning.front_door import DeviceEntry, speed_and_source
-from core.units import format_bytes
+from core.units import format_gib
 from gui import theme
 from gui.state import AppState
 
@@ -147,7 +147,7 @@ class DevicesPanel(QWidget):
         font.setBold(True)
         name.setFont(font)
         kind = QTableWidgetItem(KIND_LABELS[entry.kind])
-        memory = QTableWidgetItem(format_bytes(entry.memory_total_bytes, digits=0, unit="GiB"))
+        memory = QTableWidgetItem(f"{format_gib(entry.memory_total_bytes)} GiB")  # as its budget bar reads it
         peak, speed = self._speed_items(entry)
         items = [name, kind, memory, peak, speed]
         for item in items[1:]:

@@ -8,11 +8,13 @@ value as item data (the ZeRO box shows words, the data-parallel box "auto").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtGui import QStandardItemModel
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,11 +39,13 @@ from core.planning.front_door import (
     hf_preset_names,
 )
 from core.units import format_count
+from gui import theme
 from gui.state import AppState
 
 CUSTOM = "custom:"
 CONFIG = "config:"
 FOLDER = "folder:"
+CHOSEN = "chosen:"  # the local config or model folder in use, named in the box
 SetupBox = QComboBox | QSpinBox | QCheckBox  # one widget per TrainingSetup field
 DATA_PARALLEL_CHOICES: tuple[int | str, ...] = (1, 2, 4, 8, 16, 32, 64, "auto")
 ZERO_LABELS = {0: "0 · none (DDP)", 1: "1 · optimizer state sharded", 2: "2 · + gradients sharded",
@@ -63,6 +67,20 @@ def _combo(items: list[tuple[str, object]]) -> QComboBox:
     for label, data in items:
         box.addItem(label, data)
     return box
+
+
+def _mark_items(box: SetupBox, why_not: Callable[[Any], str | None]) -> None:
+    """Grey out (and disable) the items of a combo box for which `why_not` gives a reason (its tooltip)."""
+    assert isinstance(box, QComboBox)
+    model = box.model()
+    assert isinstance(model, QStandardItemModel)  # a combo box's own model
+    for row in range(box.count()):
+        reason = why_not(box.itemData(row))
+        item = model.item(row)
+        item.setEnabled(reason is None)
+        # drawn grey by hand: the style sheet's text colour (QWidget { color }) hides the disabled look
+        item.setForeground(QColor(theme.TEXT if reason is None else theme.DISABLED_TEXT))
+        item.setToolTip(reason or "")
 
 
 def _spin(minimum: int, maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
@@ -175,9 +193,8 @@ class ModelPanel(QWidget):
     def _update_model(self) -> None:
         model = self.state.model
         self._updating = True
-        key = f"preset:{model.name}" if model.source == "preset" else (CUSTOM if model.source == "custom" else CONFIG)
-        if model.source == "config" and Path(model.name).is_dir():
-            key = FOLDER  # a model folder is a config source whose config.json sits with its weights
+        key = f"preset:{model.name}" if model.source == "preset" else (CUSTOM if model.source == "custom" else CHOSEN)
+        self._show_chosen(model)
         index = self.model_box.findData(key)
         self.model_box.setCurrentIndex(max(0, index))
         for name, box in self.custom.items():
@@ -188,6 +205,21 @@ class ModelPanel(QWidget):
         self.config_label.setText(model.name if model.source == "config" else "")
         self.config_label.setVisible(model.source == "config")
         self._updating = False
+
+    def _show_chosen(self, model: ModelChoice) -> None:
+        """Name the local config or model folder in the box ('tiny-llama  (local model folder)');
+        the "Local …" items stay to choose another."""
+        old = self.model_box.findData(CHOSEN)
+        if old >= 0:
+            self.model_box.removeItem(old)
+        if model.source != "config":
+            return
+        path = Path(model.name)
+        what = "local model folder" if path.is_dir() else "local config"
+        name = path.parent.name if path.name == "config.json" else (path.name if path.is_dir() else path.stem)
+        at = self.model_box.findData(CUSTOM) - 1  # before the separator above Custom
+        self.model_box.insertItem(at, f"{name}  ({what})", CHOSEN)
+        self.model_box.setItemData(at, model.name, Qt.ItemDataRole.ToolTipRole)
 
     def _update_setup(self) -> None:
         setup = self.state.setup
@@ -205,20 +237,20 @@ class ModelPanel(QWidget):
         self.setup_boxes["optimizer"].setEnabled(setup.mode == "train")
         self.setup_boxes["recompute"].setEnabled(setup.mode == "train")
         self._mark_replica_counts(setup.micro_batches)
+        self._mark_zero_stages(setup.data_parallel)
         self._updating = False
 
     def _mark_replica_counts(self, micro_batches: int) -> None:
         """Grey out the replica counts that do not divide the micro-batches (each replica gets m / d)."""
-        box = self.setup_boxes["data_parallel"]
-        assert isinstance(box, QComboBox)
-        model = box.model()
-        assert isinstance(model, QStandardItemModel)  # a combo box's own model
-        for row in range(box.count()):
-            value = box.itemData(row)
-            fits = value == "auto" or micro_batches % int(value) == 0
-            item = model.item(row)
-            item.setEnabled(fits)
-            item.setToolTip("" if fits else f"{value} replicas do not divide the {micro_batches} micro-batches")
+        _mark_items(self.setup_boxes["data_parallel"],
+                    lambda value: None if value == "auto" or micro_batches % int(value) == 0
+                    else f"{value} replicas do not divide the {micro_batches} micro-batches")
+
+    def _mark_zero_stages(self, replicas: int | str) -> None:
+        """Grey out ZeRO 1-3 for one replica: there is no group to shard over."""
+        _mark_items(self.setup_boxes["zero"],
+                    lambda value: "ZeRO shards a stage's state over its replicas: with one replica "
+                    "there is none to share with" if replicas == 1 and value != 0 else None)
 
     def _update_summary(self) -> None:
         graph, spec = self.state.graph, self.state.spec
@@ -237,6 +269,8 @@ class ModelPanel(QWidget):
         if self._updating:
             return
         source, _, name = self.model_box.currentData().partition(":")
+        if source == CHOSEN[:-1]:
+            return  # the model in use
         if source == "preset":
             self.state.set_model(ModelChoice(source="preset", name=name))
         elif source == "custom":
@@ -291,6 +325,11 @@ class ModelPanel(QWidget):
             changes["data_parallel"] = max(n for n in range(1, replicas + 1) if value % n == 0)
             note = (f"Data parallel {replicas} → {changes['data_parallel']}: {replicas} replicas "
                     f"do not divide {value} micro-batches.")
+        after = changes.get("data_parallel", value if key == "data_parallel" else replicas)
+        zero = self.state.setup.zero
+        if after == 1 and zero and key != "zero":
+            changes["zero"] = 0
+            note = " ".join(filter(None, (note, f"ZeRO {zero} → 0: one replica has nothing to shard.")))
         self.setup_note.setText(note)
         self.setup_note.setVisible(bool(note))
         return changes

@@ -331,3 +331,7 @@ class BudgetBarsPanel(QWidget):
         used = f"{format_gib(bar.filled_bytes):>6} GiB" if bar.filled_bytes else (
             "unused    " if self.state.shown_plan is not None else "no plan   ")
         self._figures[name].setText(f"{used} │ budget {format_gib(bar.budget_bytes):>6} / {format_gib(bar.total_bytes)} GiB")
+        stale = bar.stale and bar.filled_bytes > 0
+        if stale != (self._figures[name].property("stale") is True):  # style sheets are costly: only on a change
+            self._figures[name].setProperty("stale", stale)
+            self._figures[name].setStyleSheet(f"color: {theme.STALE};" if stale else "")

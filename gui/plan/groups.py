@@ -9,6 +9,7 @@ are distinct.
 
 from __future__ import annotations
 
+from core.devices.inventory import base_name
 from core.planning import front_door as planning
 from core.planning.front_door import Plan, StageCost
 from core.units import format_seconds
@@ -27,7 +28,7 @@ def devices_label(devices: tuple[str, ...]) -> str:
     (A100-80GB, A100-80GB#2, ...); 'cuda:0 + … + cuda:7 (8)' otherwise. Tooltips list them all."""
     if len(devices) <= 2:
         return " + ".join(devices)
-    bases = {device.split("#")[0] for device in devices}
+    bases = {base_name(device) for device in devices}
     if len(bases) == 1:
         return f"{len(devices)} × {bases.pop()}"
     return f"{devices[0]} + … + {devices[-1]} ({len(devices)})"

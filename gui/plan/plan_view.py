@@ -49,6 +49,13 @@ METRIC_NAMES = {"step": "Step time T", "tokens": "Tokens / s", "bound": "Lower b
                 "gap": "Gap to bound", "status": "Solver"}
 
 
+def stale_note(outdated: bool, other_model: str | None) -> str:
+    """The line above greyed figures; it names the model they are of when that is not the chosen one."""
+    if outdated or other_model is None:
+        return STALE_NOTES[outdated]
+    return f"No plan fits the current inputs: showing the last plan that fitted, {other_model}'s, greyed."
+
+
 def compact_name(layer: str) -> str:
     """'model.layers.14' -> 'layers.14', 'transformer.h.3' -> 'h.3': the wrapper prefix says nothing."""
     for prefix in ("model.", "transformer.", "gpt_neox.", "decoder."):
@@ -82,10 +89,9 @@ def stage_row(index: int, stage: StageCost, bottleneck: bool) -> list[str]:
 
 
 def _bytes(num_bytes: float) -> str:
-    """format_bytes with one decimal: the table has ten columns to fit."""
-    text = format_bytes(num_bytes)
-    number, _, unit = text.partition(" ")
-    return f"{float(number):.1f} {unit}" if unit and unit != "B" else text
+    """format_bytes with one decimal: the table has ten columns to fit. Rounded once: rounding
+    the two-decimal text again read an H100's 79.65 GiB as 79.7 beside its bar's 79.6."""
+    return format_bytes(num_bytes, digits=1)
 
 
 def _used_of(used_bytes: float, budget_bytes: float) -> str:
@@ -256,7 +262,7 @@ class PlanView(QWidget):
         self.timeline_caption.setToolTip(self.timeline_caption.text())
         self.timeline_stack.setCurrentIndex(0 if plan is not None else 1)
         self.stale_note.setVisible(stale and plan is not None)
-        self.stale_note.setText(STALE_NOTES[self.state.plan_is_outdated])
+        self.stale_note.setText(stale_note(self.state.plan_is_outdated, self.state.shown_model_name))
         note = host_stage_note(plan, self.state.shown_problem)
         self.host_note.setText(note or "")
         self.host_note.setVisible(note is not None)

@@ -146,6 +146,6 @@ class CurvesView(TrainingPanels):
                          lambda error: self._say(f"Could not read {metrics}: {error}", error=True))
 
     def _say(self, text: str, error: bool = False) -> bool:
-        self.message_label.setText(" ".join(text.split()))
+        self.show_note(self.message_label, " ".join(text.split()))
         self.message_label.setStyleSheet(self.message_style(error))
         return not error

@@ -60,6 +60,7 @@ class TrainingPanels(QWidget):
         self.save_hf_button = QPushButton("Save as HF…")
         self.reason_label = QLabel()
         self.reason_label.setStyleSheet(f"color: {theme.WARNING};")
+        self.reason_label.setWordWrap(True)  # a memory shortfall names a stage, a device and three sizes
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)  # a long error takes two lines rather than lose its end
         self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -108,10 +109,19 @@ class TrainingPanels(QWidget):
         return row
 
     def _notes(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        row.addWidget(self.reason_label)
+        """Why Start is disabled, and what the last action did: each hidden while it says nothing,
+        so either takes the row's width alone (a memory shortfall is a long line)."""
+        row = self.notes_row = QHBoxLayout()  # the Training view adds its host offer here
+        row.addStrut(self.reason_label.sizeHint().height())  # a line's height even when both are hidden
+        row.addWidget(self.reason_label, 1)
         row.addWidget(self.message_label, 1)
+        self.reason_label.hide()
+        self.message_label.hide()
         return row
+
+    def show_note(self, label: QLabel, text: str) -> None:
+        label.setText(text)
+        label.setVisible(bool(text))
 
     def _figures(self) -> QHBoxLayout:
         row = QHBoxLayout()

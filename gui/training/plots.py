@@ -124,6 +124,12 @@ def draw_curve(curve: Curve, raw: pg.PlotDataItem, smooth: pg.PlotDataItem, x_ax
     smooth.setData(*smooth_points)
 
 
+def no_negative_x(plot: pg.PlotItem) -> None:
+    """Steps and training time start at 0. With one point pyqtgraph keeps the view's old width
+    around it, which put half the axis before training began (-50 s .. 50 s)."""
+    plot.getViewBox().setLimits(xMin=0.0)
+
+
 def set_x_label(plot: pg.PlotItem, x_axis: str) -> None:
     if x_axis == "step":
         plot.setLabel("bottom", "step", units=None)
@@ -168,6 +174,7 @@ class LossPlot(QWidget):
             self.x_axis_box.addItem(label, key)
         self.widget = pg.PlotWidget(background=theme.SURFACE, axisItems=grid_axes())
         self.plot = new_plot(self.widget, "loss")
+        no_negative_x(self.plot)
         set_x_label(self.plot, "step")
         self.legend = self.plot.addLegend(offset=(-8, 8), labelTextColor=theme.TEXT)
         self.legend.setBrush(pg.mkBrush(255, 255, 255, 215))
@@ -319,6 +326,7 @@ class RatePlot(pg.PlotWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, background=theme.SURFACE, axisItems=grid_axes())
         self.plot = new_plot(self, "")  # the title names it: the axis keeps its width for the numbers
+        no_negative_x(self.plot)
         self.plot.setTitle(f"<span style='color:{theme.TEXT}'>Tokens / s</span>")
         set_x_label(self.plot, "step")
         self.raw = add_raw(self.plot, faint(RATE_COLOR))

@@ -31,15 +31,19 @@ from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
 from core.errors import InputError
+from core.planning.front_door import Plan
 from core.system.child_call import Call
 from core.training.launcher import (
     RUNNING,
     STDLIB,
+    HolderMemory,
     RunHandle,
     RunStatus,
     check_run_name,
     default_run_name,
     list_runs,
+    memory_shortfall,
+    read_holder_memory,
     read_status,
     resume_run,
     run_devices,
@@ -51,6 +55,7 @@ from core.training.launcher import (
 from core.training.run_info import RunInfo, read_run_info, run_report
 from gui.state import AppState
 from gui.training.curves_view import CurvesView
+from gui.training.host_offer import HostOffer
 from gui.training.launch import LaunchThread, job_pids
 from gui.training.save_hf import HFSaver
 
@@ -90,6 +95,7 @@ class TrainingView(CurvesView):
         self._closed = False
         self._redraw_pending = False
         self._default_name = ""
+        self.holder_memory: Callable[[Plan], HolderMemory] = read_holder_memory  # what would hold the stages now
         self.poll_timer = self._timer(POLL_MS, self._poll)
         self.redraw_timer = self._timer(REDRAW_MS, self._redraw, single_shot=True)
         self.rest_timer = self._timer(REST_DELAY_MS, self._redraw_rest, single_shot=True)
@@ -101,6 +107,11 @@ class TrainingView(CurvesView):
         self.stop_button.clicked.connect(self.stop_training)
         self.resume_button.clicked.connect(lambda: self.resume_training())
         self.hf_saver = HFSaver(self.save_hf_button, self._say, self)
+        self.steps_box.setValue(state.steps)  # saved with the project
+        self.steps_box.valueChanged.connect(state.set_steps)
+        state.steps_changed.connect(self.steps_box.setValue)
+        self.host_offer = HostOffer(state, self)  # simulated GPUs run by the host: say so, offer a host plan
+        self.notes_row.insertWidget(1, self.host_offer)
         self.open_button.clicked.connect(self._open_selected)
         self.history.open_requested.connect(self.open_run)
         self.history.itemSelectionChanged.connect(self._update_controls)
@@ -233,6 +244,9 @@ class TrainingView(CurvesView):
             return "No plan to train with: see the banner"
         if not plan.feasible:
             return "No placement fits the devices: see the banner"
+        shortfall = memory_shortfall(plan, self.holder_memory(plan))
+        if shortfall is not None:
+            return f"Cannot start: {shortfall}"
         return None
 
     # -- launching -----------------------------------------------------------------------
@@ -336,6 +350,7 @@ class TrainingView(CurvesView):
     def _history_tick(self) -> None:
         if self.isVisible():
             self.refresh_history()
+            self._update_controls()  # the memory that would hold a run's stages changes
         if self._is_live():
             self._watch()  # torchrun starts its workers after the job
 
@@ -383,7 +398,7 @@ class TrainingView(CurvesView):
     def _update_controls(self, *_: object) -> None:
         reason = self.start_block_reason()
         self.start_button.setEnabled(reason is None)
-        self.reason_label.setText(reason or "")
+        self.show_note(self.reason_label, reason or "")
         self.stop_button.setEnabled(self._is_live() and not self._stopping)
         self.resume_button.setEnabled(self._launch is None and self._resume_target() is not None)
         self.hf_saver.set_run(self._resume_target())  # an HF run that is not live: Save as HF

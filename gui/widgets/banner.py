@@ -147,7 +147,9 @@ class Banner(QFrame):
         if state.error:
             self.show_message("error", "Cannot plan", before + state.error, action)
         elif state.plan is not None and not state.plan.feasible:
-            kept = " The bars and views show the last plan that fitted, greyed." if state.shown_plan else ""
+            other = state.shown_model_name
+            whose = f" ({other}'s)" if other else ""
+            kept = f" The bars and views show the last plan that fitted{whose}, greyed." if state.shown_plan else ""
             self.show_message("error", "No placement fits the budgets",
                               before + readable_reason(state.plan.reason or "infeasible") + "." + kept, action)
         elif offer is not None:

@@ -54,6 +54,7 @@ def test_without_a_gpu_it_skips_and_says_why(gpu_box_env: dict[str, str]) -> Non
     assert line.startswith("gpu_check: skipped: no NVIDIA GPU: NVML"), result.stdout
 
 
+@pytest.mark.slow  # two subprocesses that import torch: profile, then train
 def test_the_commands_it_runs_need_no_qt_or_highspy(gpu_box_env: dict[str, str], tmp_path: Path) -> None:
     """The same profile and train commands it runs on cuda:0, here on the CPU."""
     corpus = write_corpus(tmp_path / "corpus.txt", lines=2000)

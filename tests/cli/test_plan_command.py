@@ -140,6 +140,7 @@ def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["plan", "--model", "gpt-9000", "--devices", "A10"], "unknown model 'gpt-9000'"),
     (["plan", "--model", "gpt-nano", "--devices", "Z80"], "unknown device 'Z80'"),
+    (["plan", "--model", "gpt-nano", "--devices", "2xA100-80G"], "unknown device 'A100-80G' (did you mean A100-80GB"),
     (["plan", "--model", "gpt-nano", "--devices", "A10:100GiB"], "exceeds its memory"),
     (["plan", "--model", "gpt-nano", "--devices", "A10:0"], "more than 0"),
     (["plan", "--model", "gpt-nano", "--devices", "A10", "--micro-batches", "0"], "--micro-batches: must be 1 or more"),
@@ -174,7 +175,7 @@ def test_hybrid_plan_shows_groups_and_the_data_parallel_baselines(capsys):
                             "--data-parallel", "auto", "--zero", "3", "--micro-batches", "4")
     assert code == 0
     assert "data-parallel auto, zero 3" in out and "group (one device per replica)" in out
-    assert "A100-80GB#0..3" in out  # four alike GPUs, one replica each: the whole model is fastest
+    assert "A100-80GB..#4" in out  # four alike GPUs, one replica each: the whole model is fastest
     for name in ("fsdp", "ddp", "zero1", "megatron", "pipeline", "uniform"):
         assert any(line.startswith(name) for line in out.splitlines()), name
     # Under zero 3 the replicas gather their weights; ddp (zero 0) fits and is faster: the report says
@@ -223,3 +224,27 @@ def test_the_report_says_where_each_speed_comes_from(capsys):
     lines = out.splitlines()
     assert lines[1] == "devices: A100-80GB 80.00 GiB 156 TFLOP/s"  # 312 x 0.5: the one figure
     assert lines[2] == "speeds: GPUs datasheet dense TFLOP/s (bf16) x efficiency 0.5"
+
+
+def _cpu_profile(path):
+    from core.training.engine.profile import DeviceProfile, LayerTiming, Profile, save_profile
+
+    host = DeviceProfile(name="cpu", kind="cpu", torch_device="cpu", shares=1, threads=2, work_factor=3,
+                         effective_tflops=0.05, total_s=0.1, layers=(LayerTiming("embed", 1e6, 0.1),))
+    save_profile(Profile(model="gpt-nano", gpt={}, setup={}, devices=(host,)), path)
+    return path
+
+
+def test_a_profile_of_the_host_does_not_claim_the_gpus_speeds(capsys, tmp_path):
+    """Issue 19 item 4: a CPU profile said 'measured layer by layer' for A100s planned by datasheet."""
+    profile = _cpu_profile(tmp_path / "cpu.json")
+    code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA100-80GB", "--profile",
+                            str(profile), "--no-compare")
+    assert code == 0
+    line = next(line for line in out.splitlines() if line.startswith("speeds:"))
+    assert "measured layer by layer" not in line
+    assert "GPUs datasheet dense TFLOP/s (bf16) x efficiency" in line and "the profile measured none of them" in line
+    code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "A100-80GB,cpu", "--profile",
+                            str(profile), "--no-compare")
+    line = next(line for line in out.splitlines() if line.startswith("speeds:"))
+    assert line.startswith(f"speeds: cpu measured layer by layer (profile {profile}); GPUs datasheet")

@@ -52,7 +52,7 @@ def test_a_missing_corpus_path(tmp_path, capsys):
 
 
 def test_a_plan_naming_a_device_that_is_not_there(tmp_path, corpus, capsys):
-    plan = write_plan(tmp_path / "plan.json", [("cpu#0", ["embed", "h.0", "h.1", "h.2"]),
+    plan = write_plan(tmp_path / "plan.json", [("cpu", ["embed", "h.0", "h.1", "h.2"]),
                                                ("cuda:3", ["h.3", "h.4", "ln_f", "lm_head"])])
     code = main(tiny_args(corpus, tmp_path / "run", "--plan", str(plan)))
     assert_one_line_error(capsys, code, "cuda:3", "not among the devices")
@@ -60,8 +60,8 @@ def test_a_plan_naming_a_device_that_is_not_there(tmp_path, corpus, capsys):
 
 
 def test_a_plan_that_skips_a_layer(tmp_path, corpus, capsys):
-    plan = write_plan(tmp_path / "plan.json", [("cpu#0", ["embed", "h.0", "h.2"]),
-                                               ("cpu#1", ["h.3", "h.4", "ln_f", "lm_head"])])
+    plan = write_plan(tmp_path / "plan.json", [("cpu", ["embed", "h.0", "h.2"]),
+                                               ("cpu#2", ["h.3", "h.4", "ln_f", "lm_head"])])
     code = main(tiny_args(corpus, tmp_path / "run", "--plan", str(plan)))
     assert_one_line_error(capsys, code, "expected 'h.1'")
 
@@ -74,6 +74,7 @@ def test_steps_must_be_positive(tmp_path, corpus, capsys, steps):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_a_run_directory_that_holds_another_run_is_left_alone(finished_run, corpus, capsys):
     before = fingerprint(finished_run)
     code = main(tiny_args(corpus, finished_run, "--steps", "5"))
@@ -89,6 +90,7 @@ def test_a_directory_of_user_files_is_left_alone(tmp_path, corpus, capsys):
     assert fingerprint(tmp_path / "mine") == {"thesis.txt": hashlib.sha256(b"precious").hexdigest()}
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_resume_refuses_a_corrupt_checkpoint_and_changes_nothing(finished_run, capsys):
     latest = sorted((finished_run / "checkpoints").glob("step_*"))[-1]
     stage = latest / "stage_1.pt"
@@ -105,6 +107,7 @@ def test_resume_refuses_a_corrupt_checkpoint_and_changes_nothing(finished_run, c
         stage.write_bytes(original)
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_resume_needs_more_steps_and_no_new_settings(finished_run, capsys):
     code = main(["train", "--resume", str(finished_run), "--steps", "6"])
     assert_one_line_error(capsys, code, "already at step 6")
@@ -114,6 +117,7 @@ def test_resume_needs_more_steps_and_no_new_settings(finished_run, capsys):
     assert_one_line_error(capsys, code, "holds no run")
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_runs_lists_state_steps_and_last_loss(finished_run, capsys):
     assert main(["runs", str(finished_run.parent), "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
@@ -135,6 +139,7 @@ def test_runs_lists_state_steps_and_last_loss(finished_run, capsys):
     assert first in table
 
 
+@pytest.mark.slow  # finished_run: a background training job
 def test_resume_continues_at_the_right_step(finished_run, capsys):
     """Last: it changes the shared run. Foreground resume to 9 steps."""
     assert main(["train", "--resume", str(finished_run), "--steps", "9"]) == 0
@@ -172,3 +177,27 @@ def test_replicas_and_zero_come_from_the_plan_unless_given(tmp_path, corpus, cap
     code = main([*tiny_args(corpus, tmp_path / "run", "--plan", plan, "--zero", "0"), *four])
     assert_one_line_error(capsys, code, "the plan runs ZeRO stage 3 but --zero is 0")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_the_host_cannot_hold_is_refused_before_it_starts(tmp_path, corpus, capsys, monkeypatch):
+    """Simulated GPUs are executed by the host: their stages must fit its available memory."""
+    from core.training import memory_check
+
+    monkeypatch.setattr(memory_check, "read_holder_memory",
+                        lambda plan: memory_check.HolderMemory(host_available_bytes=1024))
+    args = tiny_args(corpus, tmp_path / "run", "--steps", "5")
+    args[args.index("--devices") + 1] = "A100-80GB,RTX4090"
+    code = main(args)
+    assert_one_line_error(capsys, code, "would run out of memory: stage 1 of ", "executed by this host's CPU)",
+                          "the host has 1.00 KiB available", "short")
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_says_it_trains_hf_models_too(capsys):
+    """Issue 19 item 6: `train --help` said "train the built-in GPT" though it fine-tunes HF models."""
+    for argv in (["--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "train the built-in GPT" not in out
+    assert "Hugging Face model" in out and "--save-hf" in out

@@ -86,6 +86,7 @@ def test_save_hf_is_for_hf_models(tmp_path, corpus, capsys):
     assert_one_line_error(capsys, code, "Hugging Face models")
 
 
+@pytest.mark.slow  # three HF fine-tuning runs
 def test_fine_tune_learns_resumes_like_an_unbroken_run_and_saves_for_from_pretrained(tmp_path, corpus, llama_dir):
     from transformers import AutoModelForCausalLM
 

@@ -62,7 +62,7 @@ def a_project() -> Project:
     return Project(devices=(first, second, host()),
                    model=ModelChoice(source="custom", custom=GPTSize(layers=4, d_model=256, heads=4)),
                    setup=TrainingSetup(micro_batches=4, schedule="gpipe", recompute=True), solver="uniform",
-                   view="graph")
+                   view="graph", steps=37)
 
 
 def test_a_project_round_trips_through_its_file(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_project_round_trips_through_its_file(tmp_path: Path) -> None:
                                   "included": False, "catalog": "A100-80GB"}
     loaded = load_project(path)
     assert loaded.model == project.model and loaded.setup == project.setup
-    assert (loaded.solver, loaded.view) == ("uniform", "graph")
+    assert (loaded.solver, loaded.view, loaded.steps) == ("uniform", "graph", 37)
     assert loaded.devices[:2] == project.devices[:2]  # simulated GPUs: complete again from the catalog
     assert (loaded.devices[2].name, loaded.devices[2].budget_bytes) == ("cpu", 32 * GiB)
     assert not list(tmp_path.glob("*.tmp"))
@@ -83,6 +83,7 @@ def test_a_project_round_trips_through_its_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("data, words", [
     ([], "not an Allot project"),
+    ({"format": "allot-project", "version": 1, "devices": [], "steps": 0}, "steps must be a whole number"),
     ({"format": "something-else"}, "not an Allot project"),
     ({"format": "allot-project", "version": 2, "devices": []}, "version 2"),
     ({"format": "allot-project", "version": 1, "devices": {}}, "'devices' must be a list"),

@@ -180,3 +180,25 @@ def test_replicas_and_zero_are_saved_with_the_project(qtbot, make_window, tmp_pa
     boxes = window.model_panel.setup_boxes
     assert (boxes["data_parallel"].currentData(), boxes["zero"].currentData()) == ("auto", 3)
     assert warnings == []
+
+
+def test_the_training_steps_are_saved_with_the_project(qtbot, make_window, tmp_path, warnings) -> None:
+    """Issue 19 item 6: Steps was not saved with the project."""
+    from gui.training.training_view import TrainingView
+
+    window = make_window(small_project(("A100-80GB", "RTX4090")))
+    state = window.state
+    view = TrainingView(state, tmp_path / "runs")
+    window.set_training_view(view)
+    assert view.steps_box.value() == state.steps == 200
+    view.steps_box.setValue(37)
+    assert state.steps == 37 and state.dirty
+    path = tmp_path / "steps.allot.json"
+    assert window.save_project_as(path)
+    assert json.loads(path.read_text())["steps"] == 37
+
+    window.new_project()
+    assert view.steps_box.value() == 200
+    assert window.open_project(path)
+    assert view.steps_box.value() == state.steps == 37
+    assert warnings == []

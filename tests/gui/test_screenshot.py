@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PySide6.QtGui import QImage
 
 from core.project import save_project
@@ -21,6 +22,7 @@ def run_main(*args: str, config_dir: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=240)
 
 
+@pytest.mark.slow  # the app in a subprocess: Qt, torch and a first plan
 def test_screenshot_writes_a_png_and_exits_0(tmp_path) -> None:
     project = tmp_path / "p.allot.json"
     save_project(small_project(("A100-80GB", "RTX4090"), model="gpt-nano"), project)
@@ -47,6 +49,7 @@ def test_screenshot_of_a_bad_project_is_an_error(tmp_path) -> None:
     assert "is not an Allot project" in result.stderr and not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow  # the app in a subprocess beside a stand-in job
 def test_screenshot_with_a_run_in_progress_leaves_it_running_and_exits(tmp_path) -> None:
     """Closing the window asks whether to stop a live run; a screenshot must not wait for an answer."""
     import json

@@ -22,6 +22,7 @@ from core.training.engine.context import RunContext
 from core.training.engine.loop import StepStats, train_loop
 from core.training.engine.memory_tracker import SHARED, StepMeter, stage_tensors
 from core.training.engine.model_stages import build_stages, tied_pair
+from core.training.engine.numerics import apply_default_dtype
 from core.training.engine.optim import (
     clip_gradients,
     grad_square_sum,
@@ -183,6 +184,7 @@ class LocalEngine:
 def run_local(context: RunContext, emit: Callable[[dict[str, Any]], None],
               should_stop: Callable[[], bool]) -> str:
     """Train a prepared run in this process. Returns finished or stopped."""
+    apply_default_dtype()  # fp32, or a test's float64
     torch.manual_seed(context.config.seed)
     engine = LocalEngine(context)
     writer = MetricsWriter(context.paths.metrics)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from core.model.gpt import at_least_fp32
 from core.training.config import TrainConfig
 from core.training.engine.data_parallel import local
 from core.training.engine.stages import TIED_COPY, TIED_OWNER
@@ -58,7 +59,7 @@ def grad_square_sum(parameters: Sequence[nn.Parameter]) -> float:
     grads = [local(p.grad).detach() for p in parameters if p.grad is not None]  # a shard: its own part
     if not grads:
         return 0.0
-    squares = torch.stack([g.float().pow(2).sum() for g in grads]).double().sum()
+    squares = torch.stack([at_least_fp32(g).pow(2).sum() for g in grads]).double().sum()
     return float(squares.item())  # host-device sync
 
 

@@ -46,6 +46,7 @@ from core.training.engine.data_parallel import (
 from core.training.engine.loop import StepStats, train_loop
 from core.training.engine.memory_tracker import CUDA, TENSORS, StepMeter, stage_tensors
 from core.training.engine.model_stages import build_stages, tied_pair
+from core.training.engine.numerics import apply_default_dtype
 from core.training.engine.optim import (
     clip_gradients,
     grad_square_sum,
@@ -191,7 +192,7 @@ class PipelineEngine:
             run(*args, target=replica_slice(targets, self.position).to(self.device), losses=losses)
         else:
             run(*args)
-        return [loss.detach().float() for loss in losses]
+        return [loss.detach() for loss in losses]  # lm_loss: fp32 or wider
 
     @torch.no_grad()
     def evaluate(self) -> None:
@@ -311,6 +312,7 @@ def _train(run_dir: Path, rank: int) -> int:
         raise RuntimeError(f"the launch has {world} processes but the plan has {context.data_parallel} x "
                            f"{context.num_stages} (replicas x stages)")
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
+    apply_default_dtype()  # fp32, or a test's float64
     exit_with_parent(poll_s=0.5, exit_code=1)  # torchrun gone (kill -9): no orphans holding ports
     device = _stage_device(context, rank, local_rank)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=5))
@@ -358,11 +360,28 @@ def _record_error(run_dir: Path, rank: int, error: BaseException) -> None:
     tail = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
     try:
         atomic_write_json(RunPaths(run_dir).errors / f"rank_{rank}.json",
-                          {"rank": rank, "error": f"{type(error).__name__}: {error}", "traceback": tail,
+                          {"rank": rank, "error": _error_line(run_dir, rank, error), "traceback": tail,
                            "time": time.time()})
     except OSError:
         pass
     print(json.dumps({"rank": rank, "error": str(error)}), file=sys.stderr, flush=True)
+
+
+def _error_line(run_dir: Path, rank: int, error: BaseException) -> str:
+    """The error in one line; running out of memory names the rank's stage, its device and the request."""
+    from core.planning.front_door import torch_device_of
+    from core.training.memory_check import is_out_of_memory, out_of_memory_line, stage_label
+
+    if not is_out_of_memory(error):
+        return f"{type(error).__name__}: {error}"
+    try:
+        context = RunContext.load(run_dir)
+        replica, stage = replica_and_stage(rank, context.num_stages)
+        layout = context.layouts[stage]
+        device = (layout.devices or (layout.device,))[replica]
+    except Exception:  # the run's files are unreadable: the rank still says what happened
+        return out_of_memory_line(error, [f"rank {rank}"], "cpu")
+    return out_of_memory_line(error, [stage_label(stage + 1, context.num_stages, device)], torch_device_of(device))
 
 
 if __name__ == "__main__":

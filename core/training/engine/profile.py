@@ -113,24 +113,40 @@ def save_profile(profile: Profile, path: Path | str) -> None:
 def apply_profile(devices: Sequence[Device], profile: Profile) -> tuple[Device, ...]:
     """Devices with their `tflops` replaced by the profile's measured speed.
 
-    cpu devices (cpu, cpu#0, cpu#1 ...) take the host's measurement; when the
+    cpu devices (cpu, cpu#2, cpu#3 ...) take the host's measurement; when the
     spec shares the host between another number of cpu devices than the
     profile did, each gets the measured speed scaled by profile shares / shares.
     GPUs match by name (cuda:N), else by kind (the GPU model). Others are kept.
     """
-    measured = {entry.name: entry for entry in profile.devices}
-    by_kind = {entry.kind: entry for entry in profile.devices if entry.kind != "cpu"}
     cpu_shares = sum(1 for device in devices if device.kind == "cpu")
     result = []
     for device in devices:
-        entry = measured.get("cpu") if device.kind == "cpu" else measured.get(device.name) or \
-            (by_kind.get(device.kind) if device.name.startswith("cuda:") else None)
+        entry = _measurement_of(device, profile)
         if entry is None:
             result.append(device)
             continue
         scale = entry.shares / cpu_shares if device.kind == "cpu" else 1.0
         result.append(replace(device, tflops=entry.effective_tflops * scale))
     return tuple(result)
+
+
+def profiled_names(devices: Sequence[Device], profile: Profile) -> tuple[str, ...]:
+    """The devices whose speed `profile` measured (apply_profile keeps the others' speeds)."""
+    return tuple(device.name for device in devices if _measurement_of(device, profile) is not None)
+
+
+def _measurement_of(device: Device, profile: Profile) -> DeviceProfile | None:
+    """The profile's measurement that speaks for `device`: the host's for a cpu device, else
+    the same cuda:N, else a measured GPU of the same model (for cuda:N devices only)."""
+    measured = {entry.name: entry for entry in profile.devices}
+    if device.kind == "cpu":
+        return measured.get("cpu")
+    if device.name in measured:
+        return measured[device.name]
+    if not device.name.startswith("cuda:"):
+        return None
+    by_kind = {entry.kind: entry for entry in profile.devices if entry.kind != "cpu"}
+    return by_kind.get(device.kind)
 
 
 TimedModel = GPTConfig | HFModelSource  # what can be timed: the built-in GPT or an HF model

@@ -29,6 +29,7 @@ from core.model.config import GPTConfig
 from core.model.gpt import GPT
 from core.planning.front_door import torch_device_of
 from core.planning.plan import Plan
+from core.training.engine.numerics import default_dtype
 
 TIED_OWNER = "embed.wte.weight"  # the copy whose stage counts it in the gradient norm
 TIED_COPY = "lm_head.weight"
@@ -95,9 +96,15 @@ class StageModule(nn.Module):
 
 
 def build_full_model(config: GPTConfig, seed: int) -> GPT:
-    """The whole GPT on the CPU with the run's initial weights."""
+    """The whole GPT on the CPU with the run's initial weights, in torch's default dtype.
+
+    The weights are drawn in fp32 whatever the default, so a test's float64 run
+    starts from the fp32 run's model (core.training.engine.numerics).
+    """
     torch.manual_seed(seed)
-    return GPT(config)
+    with default_dtype(torch.float32):
+        model = GPT(config)
+    return model.to(torch.get_default_dtype())
 
 
 def tied_stage_pair(config: GPTConfig, layouts: Sequence[StageLayout]) -> tuple[int, int] | None:

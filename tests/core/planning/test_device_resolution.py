@@ -27,7 +27,7 @@ def test_catalog_devices_with_budgets_any_case():
 
 def test_n_alike_get_numbered_names_and_nvlink():
     devices = resolve_devices("4xH100-SXM", precision="fp32", efficiency=1.0)
-    assert [d.name for d in devices] == ["H100-SXM#0", "H100-SXM#1", "H100-SXM#2", "H100-SXM#3"]
+    assert [d.name for d in devices] == ["H100-SXM", "H100-SXM#2", "H100-SXM#3", "H100-SXM#4"]
     assert all(d.bandwidth_gbps == 450.0 for d in devices)  # NVLink, per direction
     assert devices[0].tflops == pytest.approx(66.9)
     assert devices[0].budget_bytes == load_catalog().find("H100-SXM").memory_bytes
@@ -46,7 +46,7 @@ def test_gpus_without_bf16_plan_mixed_precision_as_fp16():
 def test_cpu_devices_share_the_host(monkeypatch):
     monkeypatch.setattr("core.devices.host_speed.measure_cpu_tflops", lambda: 0.2)
     devices = resolve_devices("2xcpu:2GiB", precision="fp32")
-    assert [d.name for d in devices] == ["cpu#0", "cpu#1"]
+    assert [d.name for d in devices] == ["cpu", "cpu#2"]
     assert [d.budget_bytes for d in devices] == [2 * GiB, 2 * GiB]
     assert devices[0].tflops == pytest.approx(0.1)  # two processes share one host
 

@@ -80,9 +80,22 @@ def random_hybrid_problems(draw: st.DrawFn) -> Problem:
     return Problem(tuple(layers), devices, setup)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 400 random problems in all: 100 in the fast tier, 300 more in the slow one.
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_hybrid_problems())
 def test_hybrid_matches_brute_force(p: Problem):
+    _check_hybrid_against_brute_force(p)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_hybrid_problems())
+def test_hybrid_matches_brute_force_on_300_more(p: Problem):
+    _check_hybrid_against_brute_force(p)
+
+
+def _check_hybrid_against_brute_force(p: Problem) -> None:
+    """The hybrid plan's objective is the brute-force optimum, and its groups are valid."""
     plan = solve_hybrid(p)
     if not has_brute_force_optimum(plan, brute_force_hybrid_step_time(p)):
         return

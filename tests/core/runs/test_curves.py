@@ -101,3 +101,20 @@ def test_eta_from_the_median_step_pace():
     assert eta_s(recent[:1], 1, 11) == pytest.approx(4.0)  # one row: its step_time_s
     assert eta_s([], 0, 10) is None
     assert [format_duration(s) for s in (42, 200, 7500)] == ["42 s", "3 min 20 s", "2 h 05 min"]
+
+
+def test_validation_is_smoothed_with_the_training_losss_reach_in_steps():
+    """Issue 19 item 6: three evaluations smoothed per point sat far above them (3.83 vs 3.49)."""
+    curves = RunCurves(weight=0.6)
+    curves.add_rows(rows(range(2, 32, 2), val_every=10))  # loss every 2 steps, validation every 10
+    val_x, val_y = curves.val_loss.raw()
+    assert val_x.tolist() == [10, 20, 30]
+    assert curves.val_loss.steps_per_point == 10 and curves.loss.steps_per_point == 2
+    expected, _ = debiased_ema(val_y, 0.6 ** 5)  # five loss points per evaluation
+    assert curves.val_loss.smooth()[1] == pytest.approx(expected)
+    assert abs(curves.val_loss.smooth()[1][-1] - val_y[-1]) < 0.1 * abs(val_y[0] - val_y[-1])
+    assert curves.loss.smooth()[1] == pytest.approx(debiased_ema(curves.loss.raw()[1], 0.6)[0])  # as before
+    twin = curves.copy()
+    assert twin.val_loss.paced_by is twin.loss and twin.val_loss.smooth()[1] == pytest.approx(expected)
+    curves.clear()
+    assert curves.val_loss.steps_per_point is None and curves.val_loss.point_weight == 0.6

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,15 @@ from core.training.config import TrainConfig
 WORDS = ("def class return import self value for in if else while with yield lambda "
          "the data model layer stage device plan loss step token batch print none true").split()
 # The plan the tests run: gpt-nano's 8 layers split 4 + 4 on two cpu devices.
-TWO_STAGES = [("cpu#0", ["embed", "h.0", "h.1", "h.2"]), ("cpu#1", ["h.3", "h.4", "ln_f", "lm_head"])]
+TWO_STAGES = [("cpu", ["embed", "h.0", "h.1", "h.2"]), ("cpu#2", ["h.3", "h.4", "ln_f", "lm_head"])]
+
+# Two trainings that add the same terms in another order (an engine and the bare loop below,
+# d replicas and one pipeline) differ by rounding alone, which a loss spike amplifies about
+# 1000x (benchmarks/data_parallel_rounding.py). In float64 (`compute_dtype`) their losses,
+# gradient norms and weights were measured within 1e-13 (7.6e-14 at a spike, 1e-15 elsewhere),
+# on any CPU alike. A real difference shows above it: one stray fp32 cast, in the gradient norm
+# alone, moved the local engine's float64 losses by 6.6e-10 in 8 steps.
+FLOAT64_AGREEMENT = 1e-10
 
 
 def write_corpus(path: Path, lines: int = 6000) -> Path:
@@ -48,7 +58,7 @@ def write_plan(path: Path, stages: list[tuple[str, list[str]]] = TWO_STAGES) -> 
     return path
 
 
-def write_hybrid_plan(path: Path, zero: int, groups: tuple[list[str], ...] = (["cpu#0", "cpu#2"], ["cpu#1", "cpu#3"]),
+def write_hybrid_plan(path: Path, zero: int, groups: tuple[list[str], ...] = (["cpu", "cpu#3"], ["cpu#2", "cpu#4"]),
                       ) -> Path:
     """TWO_STAGES with a device group per stage (replica r is the r-th device of each)."""
     stages = [{"device": group[0], "devices": group, "layers": layers}
@@ -62,6 +72,25 @@ def losses(run_dir: Path) -> list[float]:
     from core.training.metrics import read_metrics
 
     return [row["loss"] for row in read_metrics(run_dir / "metrics.jsonl")]
+
+
+@contextmanager
+def compute_dtype(name: str) -> Iterator[None]:
+    """Runs started inside the block train in `name` ("float32" or "float64"): the job and
+    its stage processes inherit $ALLOT_DEFAULT_DTYPE, and this process (the local engine,
+    the bare loop) computes in it too. Both are restored after the block."""
+    from core.training.engine.numerics import DTYPE_ENV, DTYPES, default_dtype
+
+    before = os.environ.get(DTYPE_ENV)
+    os.environ[DTYPE_ENV] = name
+    try:
+        with default_dtype(DTYPES[name]):
+            yield
+    finally:
+        if before is None:
+            del os.environ[DTYPE_ENV]
+        else:
+            os.environ[DTYPE_ENV] = before
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -78,13 +107,12 @@ def bare_loop_losses(run_dir: Path, steps: int) -> list[float]:
     the engines must match."""
     import torch
 
-    from core.model.gpt import GPT
     from core.training.engine.context import RunContext
+    from core.training.engine.stages import build_full_model
 
     context = RunContext.load(run_dir)
     config, setup = context.config, context.config.setup
-    torch.manual_seed(config.seed)
-    model = GPT(context.gpt)
+    model = build_full_model(context.gpt, config.seed)  # the engines' initial weights, in the default dtype
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},

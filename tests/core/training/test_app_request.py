@@ -13,7 +13,6 @@ from core.planning.setup import TrainingSetup
 from core.project import simulated_entry
 from core.training.app_request import (
     check_run_name,
-    default_intervals,
     default_run_name,
     run_devices,
     train_config,
@@ -51,20 +50,30 @@ def simulated(catalog, taken=(), budget=None):
     return entry if budget is None else replace(entry, budget_bytes=budget)
 
 
-def test_simulated_duplicates_get_the_runners_positional_names():
+def test_simulated_duplicates_keep_the_apps_names_in_the_run():
     first = simulated("A100-80GB", budget=10 * GIB)
     second = simulated("A100-80GB", {first.name}, budget=20 * GIB)
     assert (first.name, second.name) == ("A100-80GB", "A100-80GB#2")
     # the plan runs the second A100 first: stage order is not the device order
     answer = run_devices([first, second], plan(("A100-80GB#2", NANO_LAYERS[:4]), ("A100-80GB", NANO_LAYERS[4:])))
-    assert answer.spec == f"A100-80GB:{10 * GIB}B,A100-80GB:{20 * GIB}B"
-    assert [s.device for s in answer.plan.stages] == ["A100-80GB#1", "A100-80GB#0"]
-    assert answer.names == (("A100-80GB", "A100-80GB#0"), ("A100-80GB#2", "A100-80GB#1"))
+    assert answer.spec == f"A100-80GB:{10 * GIB}B,A100-80GB#2:{20 * GIB}B"
+    assert [s.device for s in answer.plan.stages] == ["A100-80GB#2", "A100-80GB"]
+    assert answer.names == (("A100-80GB", "A100-80GB"), ("A100-80GB#2", "A100-80GB#2"))
     resolved = resolve_devices(answer.spec)
-    assert [(d.name, d.budget_bytes) for d in resolved] == [("A100-80GB#0", 10 * GIB), ("A100-80GB#1", 20 * GIB)]
-    # the stage on A100-80GB#1 has the second A100's budget: the app's A100-80GB#2
-    by_name = {d.name: d.budget_bytes for d in resolved}
-    assert by_name[answer.plan.stages[0].device] == second.budget_bytes
+    assert [(d.name, d.budget_bytes) for d in resolved] == [("A100-80GB", 10 * GIB), ("A100-80GB#2", 20 * GIB)]
+
+
+def test_a_plan_on_later_copies_only_still_names_them_as_the_app_does():
+    """Issue 19 item 4: the Plan tab said H100-SXM#2 where the run said H100-SXM#1."""
+    copies = []
+    for budget in (10, 20, 30):
+        copies.append(simulated("H100-SXM", {c.name for c in copies}, budget=budget * GIB))
+    answer = run_devices(copies, plan(("H100-SXM#3", NANO_LAYERS[:4]), ("H100-SXM#2", NANO_LAYERS[4:])))
+    assert [s.device for s in answer.plan.stages] == ["H100-SXM#3", "H100-SXM#2"]
+    resolved = resolve_devices(answer.spec)
+    assert [(d.name, d.budget_bytes) for d in resolved] == [("H100-SXM#2", 20 * GIB), ("H100-SXM#3", 30 * GIB)]
+    stages = plan_stages(answer.plan, NANO_LAYERS, [d.name for d in resolved])
+    assert [devices for devices, _ in stages] == [("H100-SXM#3",), ("H100-SXM#2",)]
 
 
 def test_a_plan_on_a_subset_names_only_the_devices_it_uses(tmp_path):
@@ -132,14 +141,13 @@ def test_the_config_carries_the_model_setup_devices_and_intervals():
     assert (config.model, config.custom, config.devices, config.engine, config.steps, config.data) == (
         "gpt-nano", None, "cpu:2GiB", "local", 400, "corpus.txt")
     assert config.setup == setup
-    assert (config.eval_interval, config.checkpoint_interval, config.log_interval) == (20, 50, 10)
+    assert (config.eval_interval, config.checkpoint_interval, config.log_interval) == (40, 50, 10)
     custom = train_config(ModelChoice(source="custom", custom=GPTSize(layers=2, d_model=64, heads=4, vocab=256,
                                                                           seq=64)), setup, "cpu", 10)
     assert custom.model == "custom" and custom.custom.layers == 2
     name, gpt = trainable_model(custom, 256)
     assert layer_names(gpt) == ["embed", "h.0", "h.1", "ln_f", "lm_head"] and name.startswith("gpt-custom-2L")
     assert train_config(ModelChoice(name="gpt-nano"), setup, "cpu", 10, eval_interval=3).eval_interval == 3
-    assert default_intervals(1) == {"eval_interval": 1, "checkpoint_interval": 1, "log_interval": 1}
 
 
 def test_run_names():
@@ -157,15 +165,15 @@ def test_a_data_parallel_plan_runs_on_every_device_of_its_groups(tmp_path):
     entries = []
     for _ in range(4):
         entries.append(simulated("A100-80GB", {e.name for e in entries}))
-    names = [e.name for e in entries]  # A100-80GB, A100-80GB#2, #3, #4: the runner's #0 .. #3
+    names = [e.name for e in entries]  # A100-80GB, A100-80GB#2, #3, #4: the run's names too
     stages = tuple(replace(stage(group[0], layers), devices=group)
                    for group, layers in (((names[2], names[0]), NANO_LAYERS[:4]),
                                          ((names[3], names[1]), NANO_LAYERS[4:])))
     hybrid = replace(plan(), stages=stages, data_parallel=2, zero=3)
     answer = run_devices(entries, hybrid)
-    assert answer.spec.count("A100-80GB:") == 4  # no device of a replica is left out
-    assert [s.devices for s in answer.plan.stages] == [("A100-80GB#2", "A100-80GB#0"),
-                                                       ("A100-80GB#3", "A100-80GB#1")]
+    assert answer.spec.count("A100-80GB") == 4  # no device of a replica is left out
+    assert [s.devices for s in answer.plan.stages] == [("A100-80GB#3", "A100-80GB"),
+                                                       ("A100-80GB#4", "A100-80GB#2")]
     assert (answer.plan.data_parallel, answer.plan.zero) == (2, 3)
     stages_read = plan_stages(answer.plan, NANO_LAYERS, [d.name for d in resolve_devices(answer.spec)])
-    assert [group for group, _ in stages_read] == [("A100-80GB#2", "A100-80GB#0"), ("A100-80GB#3", "A100-80GB#1")]
+    assert [group for group, _ in stages_read] == [("A100-80GB#3", "A100-80GB"), ("A100-80GB#4", "A100-80GB#2")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from core.training.run_dir import read_status
 from core.training.runner import prepare_new_run, prepare_resume
 from tests.core.training.support import tiny_config, write_corpus, write_plan
 
+pytestmark = pytest.mark.slow  # a training job in a subprocess
+
 ROOT = Path(__file__).resolve().parents[3]
 KILLED_JOB = """
 import os, signal, sys
@@ -35,8 +38,11 @@ job.main([sys.argv[1]])
 """
 
 
-@pytest.fixture
-def killed_at_the_end(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def killed_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The run (killed at the seam by a real job) and an untouched copy of it: one training job for
+    the module, since each test below changes the run."""
+    tmp_path = tmp_path_factory.mktemp("killed")
     corpus = write_corpus(tmp_path / "corpus.txt")
     config = tiny_config(corpus, steps=6, checkpoint_interval=3, eval_interval=100)
     run_dir = tmp_path / "run"
@@ -47,6 +53,17 @@ def killed_at_the_end(tmp_path: Path) -> Path:
     raw = json.loads((run_dir / "status.json").read_text())
     assert raw["state"] == "running"  # what a kill there leaves behind
     assert ckpt.checkpoint_step(ckpt.latest_checkpoint(run_dir / "checkpoints")) == 6
+    pristine = tmp_path_factory.mktemp("pristine") / "run"
+    shutil.copytree(run_dir, pristine, symlinks=True)
+    return run_dir, pristine
+
+
+@pytest.fixture
+def killed_at_the_end(killed_once: tuple[Path, Path]) -> Path:
+    """The killed run as the job left it, at the path it ran at (its files may name it)."""
+    run_dir, pristine = killed_once
+    shutil.rmtree(run_dir)
+    shutil.copytree(pristine, run_dir, symlinks=True)
     return run_dir
 
 

@@ -69,3 +69,18 @@ def test_catalog_gpus_show_datasheet_beside_effective(qtbot, make_window) -> Non
         assert panel.table.item(row, PEAK_COLUMN).text() == f"{datasheet:.3g}"
         assert panel.table.item(row, SPEED_COLUMN).text() == f"{datasheet * catalog.default_efficiency:.3g}"
     assert panel.table.item(panel.row_of("cpu"), PEAK_COLUMN).text() == "—"  # measured, no datasheet
+
+
+def test_a_gpus_memory_reads_the_same_in_the_table_and_on_its_bar(qtbot, make_window) -> None:
+    """Issue 19 item 6: an H100 (81,559 MiB) read 80 GiB in the table and 79.6 GiB on its bar."""
+    window = make_window(small_project(("H100-SXM", "A100-80GB")))
+    panel, bars = window.devices_panel, window.budget_bars
+    memory_column = 2
+    assert panel.table.horizontalHeaderItem(memory_column).text() == "Memory"
+    for name, figure in (("H100-SXM", "79.6 GiB"), ("A100-80GB", "80.0 GiB")):
+        assert panel.table.item(panel.row_of(name), memory_column).text() == figure
+        assert bars._figures[name].text().endswith(f"/ {figure}")
+    table = window.plan_view.stage_table  # the stage table's budget too (it rounded 79.65 to 79.7)
+    budgets = {table.item(r, 1).text(): table.item(r, 6).text() for r in range(table.rowCount())}
+    assert budgets and all(text.split(" / ")[1].startswith("79.6 GiB" if name == "H100-SXM" else "80.0 GiB")
+                           for name, text in budgets.items())

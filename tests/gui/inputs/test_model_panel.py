@@ -55,7 +55,8 @@ def test_a_local_config_and_a_broken_one(qtbot, make_window, tmp_path: Path) -> 
     folder.mkdir()
     shutil.copy(HF_CONFIG_DIR / "gpt2.json", folder / "config.json")
     panel.choose_config(str(folder / "config.json"))
-    assert panel.model_box.currentData() == "config:" and str(folder) in panel.config_label.text()
+    assert panel.model_box.currentData() == "chosen:" and str(folder) in panel.config_label.text()
+    assert panel.model_box.currentText() == "my-gpt2  (local config)"
     wait_for_plan(qtbot, state)
     assert state.spec.name == "my-gpt2" and state.plan.feasible and not window.banner.isVisible()
 
@@ -128,7 +129,36 @@ def test_a_local_model_folder_from_the_file_dialog(qtbot, make_window, tmp_path:
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(folder))
     panel.model_box.setCurrentIndex(panel.model_box.findData("folder:"))
     assert state.model.source == "config" and state.model.name == str(folder)
-    assert panel.model_box.currentData() == "folder:" and str(folder) in panel.config_label.text()
+    # the box names the folder (it said "Local model folder…" before, issue 19 item 6); the item stays to pick another
+    assert panel.model_box.currentText() == "tiny-llama  (local model folder)" and str(folder) in panel.config_label.text()
+    assert panel.model_box.findData("folder:") >= 0 and panel.model_box.findData("config:") >= 0
     wait_for_plan(qtbot, state)
     assert state.spec.name == "tiny-llama" and state.plan.feasible
     assert [n for n in state.graph.nodes][:2] == ["model.embed_tokens", "model.layers.0"]
+
+
+def test_choices_that_cannot_apply_are_drawn_grey_and_zero_needs_replicas(qtbot, make_window, tmp_path) -> None:
+    """Issue 19 item 6: 16, 32, 64 replicas with 8 micro-batches looked choosable; ZeRO 3 with one replica too."""
+    from gui import theme
+
+    window = make_window(small_project(("A100-80GB", "A100-80GB", "RTX4090", "RTX4090")))
+    panel, state = window.model_panel, window.state
+    replicas, zero = panel.setup_boxes["data_parallel"], panel.setup_boxes["zero"]
+    assert state.setup.micro_batches == 8
+
+    def grey(box, data):
+        return box.model().item(box.findData(data)).foreground().color().name().upper() == theme.DISABLED_TEXT.upper()
+
+    assert [grey(replicas, n) for n in (1, 2, 4, 8, 16, 32, 64, "auto")] == [False] * 4 + [True] * 3 + [False]
+    assert [grey(zero, stage) for stage in range(4)] == [False, True, True, True]  # one replica: nothing to shard
+    assert not zero.model().item(zero.findData(3)).isEnabled()
+    replicas.setCurrentIndex(replicas.findData(2))
+    zero.setCurrentIndex(zero.findData(3))
+    assert (state.setup.data_parallel, state.setup.zero) == (2, 3) and not grey(zero, 3)
+    replicas.setCurrentIndex(replicas.findData(1))  # back to one replica: ZeRO goes with it, and says so
+    assert (state.setup.data_parallel, state.setup.zero) == (1, 0)
+    assert "ZeRO 3 → 0" in panel.setup_note.text() and grey(zero, 3)
+    replicas.showPopup()
+    replicas.view().grab().save(str(tmp_path / "replicas-popup.png"))
+    print(tmp_path / "replicas-popup.png")
+    replicas.hidePopup()

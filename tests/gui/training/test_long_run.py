@@ -11,8 +11,6 @@ from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from core.runs.reduced import MAX_BUCKETS
 from tests.gui.training.test_training_view import training_window, write_run
 
-pytestmark = pytest.mark.slow  # reads 200,000 rows (30 MB)
-
 ROWS = 200_000
 SPIKE_STEP = 123_457
 
@@ -61,6 +59,7 @@ def read_done(view) -> bool:
     return view._read is not None and not view.reads.busy("run")
 
 
+@pytest.mark.slow  # reads 200,000 rows (30 MB)
 def test_a_200k_step_run_opens_while_the_gui_thread_keeps_ticking_and_keeps_its_spike(qtbot, make_window, tmp_path):
     run = long_run(tmp_path / "runs" / "long")
     window, view = training_window(make_window, tmp_path / "runs")
@@ -97,6 +96,7 @@ def test_a_200k_step_run_opens_while_the_gui_thread_keeps_ticking_and_keeps_its_
     assert view.loss_plot.detail is None  # a range of steps means nothing on the time axis
 
 
+@pytest.mark.slow  # writes 60,000 rows and waits for a read that must not come
 def test_opening_another_run_cancels_the_read(qtbot, make_window, tmp_path):
     long = long_run(tmp_path / "runs" / "long", rows=60_000, spike_step=30_000)
     short = write_run(tmp_path / "runs" / "short", steps=5, rows=5, state="finished")

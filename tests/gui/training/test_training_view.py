@@ -37,7 +37,7 @@ from tests.gui.conftest import PLAN_TIMEOUT_MS, small_project
 pytestmark = pytest.mark.slow  # training jobs: seconds each
 
 GIB = 1024**3
-LIVE_RUN_STEPS = 400  # the started run's: stopped long before, evaluated every 20 steps (steps // 20)
+LIVE_RUN_STEPS = 200  # the started run's: stopped long before, validated every 20 steps (core.training.new_run)
 JOB_TIMEOUT_MS = 240_000  # a job imports torch, tokenizes and starts torchrun on a (possibly loaded) 2-core machine
 
 
@@ -170,7 +170,7 @@ def test_reopen_a_past_run_from_the_history(qtbot, make_window, past_runs):
     assert points(view.loss_plot.val_smooth) == 2  # evaluated at steps 3 and 6
     qtbot.waitUntil(lambda: view.cards["state"].value.text() == "finished")  # a frame after the loss plot
     assert view.progress.format() == "step 6 / 6"
-    assert [view.stages.table.item(s, 0).text() for s in range(2)] == ["0: cpu#0", "1: cpu#1"]
+    assert [view.stages.table.item(s, 0).text() for s in range(2)] == ["0: cpu", "1: cpu#2"]
     assert all(stage.measured_compute_s and stage.predicted_compute_s for stage in view.stages.report.stages)
     assert view.live_run() is None and not view.poll_timer.isActive()  # a finished run is not polled
     assert "slow" in view.run_title.text() and "2 stages" in view.run_title.text()
@@ -384,3 +384,21 @@ def test_a_run_on_simulated_gpus_shows_the_host_in_the_stage_table(qtbot, make_w
     assert table.item(0, PREDICTED_COLUMN).text() == f"{1000 * expected:.2f} ms"
     assert table.item(0, DATASHEET_COLUMN).text() == f"{1000 * datasheet:.2f} ms"
     assert "A100-80GB" in table.horizontalHeaderItem(DATASHEET_COLUMN).text()
+
+
+def test_start_is_disabled_with_the_shortfall_when_the_host_cannot_hold_the_stages(qtbot, make_window, runs_dir):
+    """Simulated GPUs are executed by the host: their predicted peaks against its available memory."""
+    from core.training.memory_check import HolderMemory
+
+    window, view = training_window(make_window, runs_dir)
+    view.holder_memory = lambda plan: HolderMemory(host_available_bytes=1024)
+    view._update_controls()
+    assert not view.start_button.isEnabled()
+    reason = view.reason_label.text()
+    assert reason.startswith("Cannot start: stage 1 of ") and "executed by this host's CPU" in reason
+    assert "the host has 1.00 KiB available" in reason and reason.endswith("short")
+    view.grab().save(str(runs_dir.parent / "refused.png"))
+    assert not view.start_training() and view.message_label.text() == reason and not runs_dir.exists()
+    view.holder_memory = lambda plan: HolderMemory(host_available_bytes=1 << 40)
+    view._history_tick()  # the available memory is read again every few seconds
+    assert view.start_button.isEnabled() and view.reason_label.text() == ""

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from core.devices.names import unique_names
 from core.planning.setup import TrainingSetup
 from core.training.config import TrainConfig
 from tests.core.training.support import write_plan
@@ -58,9 +59,9 @@ def hf_run_config(model: str, data: Path, engine: str = "local", devices: str = 
 
 
 def split_plan(path: Path, names: list[str], cuts: list[int]) -> Path:
-    """A plan putting names[:cuts[0]], names[cuts[0]:cuts[1]] ... on cpu#0, cpu#1 ..."""
+    """A plan putting names[:cuts[0]], names[cuts[0]:cuts[1]] ... on cpu, cpu#2 ... (core.devices.names)"""
     bounds = [0, *cuts, len(names)]
-    return write_plan(path, [(f"cpu#{i}", names[bounds[i]:bounds[i + 1]]) for i in range(len(bounds) - 1)])
+    return write_plan(path, [(unique_names(["cpu"] * (i + 1))[-1], names[bounds[i]:bounds[i + 1]]) for i in range(len(bounds) - 1)])
 
 
 def step_gradients(engine: Any) -> dict[str, torch.Tensor]:

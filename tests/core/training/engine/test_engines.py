@@ -13,15 +13,17 @@ from core.training.metrics import read_metrics
 from core.training.plan_file import read_plan_file
 from core.training.runner import prepare_new_run
 from tests.core.training.support import (
+    FLOAT64_AGREEMENT,
     TWO_STAGES,
     bare_loop_losses,
+    compute_dtype,
     losses,
     tiny_config,
     write_corpus,
     write_plan,
 )
 
-ONE_STAGE = [("cpu#0", ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"])]
+ONE_STAGE = [("cpu", ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"])]
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +31,24 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
 
 
+# The local engine against the bare loop: float64 at FLOAT64_AGREEMENT; fp32 (what runs) measured
+# within 3.6e-7 over these 6-8 steps (AMD EPYC), asserted at 1e-5. A window that holds a loss spike
+# is no place for fp32: the step after this corpus's spike at step 8 of 10 differs by 1.2e-4.
+LOSS_TOLERANCE = {"float64": FLOAT64_AGREEMENT, "float32": 1e-5}
+
+
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])  # float64: the strict check
 @pytest.mark.parametrize("stages", [ONE_STAGE, TWO_STAGES], ids=["one-stage", "two-stages"])
-def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages):
+def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages, dtype):
     plan = write_plan(tmp_path / "plan.json", stages)
-    context = prepare_new_run(tiny_config(corpus, steps=8), tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
-    rows = []
-    assert run_local(context, rows.append, lambda: False) == "finished"
+    with compute_dtype(dtype):
+        context = prepare_new_run(tiny_config(corpus, steps=8), tmp_path / "run", read_plan_file(plan),
+                                  emit=lambda _: None)
+        rows = []
+        assert run_local(context, rows.append, lambda: False) == "finished"
+        reference = bare_loop_losses(tmp_path / "run", 8)
     assert [row["step"] for row in rows] == list(range(1, 9))
-    reference = bare_loop_losses(tmp_path / "run", 8)
-    assert [row["loss"] for row in rows] == pytest.approx(reference, abs=1e-5)
+    assert [row["loss"] for row in rows] == pytest.approx(reference, abs=LOSS_TOLERANCE[dtype])
     assert len(rows[-1]["stage_compute_s"]) == len(stages)
     # every row carries each stage's measured peak (live tensors): at least its fp32 AdamW state,
     # 16 bytes a parameter (weights, gradients, two moments), and less than twice the plan's figure
@@ -50,8 +61,9 @@ def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages):
 def test_a_two_stage_pipeline_learns_and_matches_a_single_process(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     config = tiny_config(corpus, engine="pipeline", steps=30, checkpoint_interval=10)
-    handle = start_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
-    status = wait_run(handle.run_dir, timeout_s=180)
+    with compute_dtype("float64"):  # the comparison below at FLOAT64_AGREEMENT, on any CPU
+        handle = start_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
+        status = wait_run(handle.run_dir, timeout_s=180)
     log = (handle.run_dir / "train.log").read_text()
     assert status.state == "finished", log[-3000:]
     assert status.step == 30
@@ -59,8 +71,10 @@ def test_a_two_stage_pipeline_learns_and_matches_a_single_process(tmp_path, corp
     curve = losses(handle.run_dir)
     assert len(curve) == 30
     assert sum(curve[-5:]) / 5 < 0.7 * curve[0]
-    # ---- two processes give what one plain loop gives, step for step
-    assert curve[:10] == pytest.approx(bare_loop_losses(handle.run_dir, 10), abs=1e-4)
+    # ---- two processes give what one plain loop gives, step for step: measured within 2.7e-15 in
+    # float64 over the 30 steps (fp32: 2.4e-6, at step 7)
+    with compute_dtype("float64"):
+        assert curve == pytest.approx(bare_loop_losses(handle.run_dir, 30), abs=FLOAT64_AGREEMENT)
     # ---- every step measured each stage
     rows = read_metrics(handle.run_dir / "metrics.jsonl")
     for row in rows:
@@ -86,18 +100,23 @@ def read_context_gpt(run_dir):
     return RunContext.load(run_dir).gpt
 
 
-def test_recompute_changes_memory_not_the_numbers(tmp_path, corpus):
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])  # float64: the strict check
+def test_recompute_changes_memory_not_the_numbers(tmp_path, corpus, dtype):
     plan = write_plan(tmp_path / "plan.json")
     setup = replace(tiny_config(corpus).setup, recompute=True)
-    context = prepare_new_run(tiny_config(corpus, steps=6, setup=setup), tmp_path / "run", read_plan_file(plan),
-                              emit=lambda _: None)
-    rows = []
-    run_local(context, rows.append, lambda: False)
-    assert [row["loss"] for row in rows] == pytest.approx(bare_loop_losses(tmp_path / "run", 6), abs=1e-5)
+    with compute_dtype(dtype):
+        context = prepare_new_run(tiny_config(corpus, steps=6, setup=setup), tmp_path / "run",
+                                  read_plan_file(plan), emit=lambda _: None)
+        rows = []
+        run_local(context, rows.append, lambda: False)
+        reference = bare_loop_losses(tmp_path / "run", 6)
+    assert [row["loss"] for row in rows] == pytest.approx(reference, abs=LOSS_TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize(("optimizer", "lr", "state_key"), [
-    ("sgd", 0.3, None), ("sgd-momentum", 0.1, "momentum_buffer"), ("adam", 3e-3, "exp_avg")])
+@pytest.mark.parametrize(("optimizer", "lr", "state_key"), [  # adamw, the default: every other test here
+    pytest.param("sgd", 0.3, None, marks=pytest.mark.slow),
+    pytest.param("sgd-momentum", 0.1, "momentum_buffer", marks=pytest.mark.slow),
+    ("adam", 3e-3, "exp_avg")])
 def test_every_optimizer_trains_and_checkpoints_its_state(tmp_path, corpus, optimizer, lr, state_key):
     plan = write_plan(tmp_path / "plan.json")
     setup = replace(tiny_config(corpus).setup, optimizer=optimizer)

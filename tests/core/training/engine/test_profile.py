@@ -24,6 +24,7 @@ def profile():
     return measure_profile("gpt-nano", GPT_PRESETS["gpt-nano"], SETUP, cpus(2), repeats=2, emit=lambda _: None)
 
 
+@pytest.mark.slow  # the profile fixture: a measuring process per stage
 def test_every_layer_is_timed_on_the_host(profile):
     (host,) = profile.devices
     assert host.name == "cpu" and host.shares == 2 and host.threads >= 1
@@ -34,6 +35,7 @@ def test_every_layer_is_timed_on_the_host(profile):
     assert host.effective_tflops == pytest.approx(work / host.total_s / 1e12)
 
 
+@pytest.mark.slow  # the profile fixture: a measuring process per stage
 def test_a_profile_round_trips_and_bad_files_are_input_errors(tmp_path, profile):
     save_profile(profile, tmp_path / "p.json")
     assert load_profile(tmp_path / "p.json") == profile
@@ -42,6 +44,7 @@ def test_a_profile_round_trips_and_bad_files_are_input_errors(tmp_path, profile)
         load_profile(tmp_path / "bad.json")
 
 
+@pytest.mark.slow  # the profile fixture: a measuring process per stage
 def test_apply_replaces_cpu_speed_and_accounts_for_sharing(profile):
     measured = profile.devices[0].effective_tflops
     assert [d.tflops for d in apply_profile(cpus(2), profile)] == pytest.approx([measured, measured])
@@ -50,6 +53,7 @@ def test_apply_replaces_cpu_speed_and_accounts_for_sharing(profile):
     assert apply_profile((simulated,), profile) == (simulated,)
 
 
+@pytest.mark.slow  # the profile fixture: a measuring process per stage
 def test_a_calibrated_plan_predicts_the_measured_time(profile):
     from core.model.model_spec import ModelSpec
     from core.planning.front_door import build_problem
@@ -62,6 +66,7 @@ def test_a_calibrated_plan_predicts_the_measured_time(profile):
     assert plan.stages[0].compute_s == pytest.approx(profile.devices[0].total_s)
 
 
+@pytest.mark.slow  # a measuring process per stage
 def test_the_profile_command_writes_a_profile(tmp_path, capsys):
     out = tmp_path / "nano.json"
     code = main(["profile", "--model", "gpt-nano", "--devices", "2xcpu", "--seq-len", "32",
