@@ -9,7 +9,7 @@ weights. Rounding shows as float64 gaps near 1e-12 (float64's epsilon is 1.1e-16
 fp32's 6.0e-8) and fp32 gaps about 5e8 times larger; a real difference in what
 is reduced would show in float64 as much as in fp32.
 
-    python benchmarks/data_parallel_rounding.py [--steps 12] [--zero 0 3]
+    python3 benchmarks/data_parallel_rounding.py [--steps 12] [--zero 0 3]
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ class HostOffer(QWidget):
         self.state = state
         self.note = QLabel()
         self.note.setStyleSheet(f"color: {theme.WARNING};")
+        self.note.setWordWrap(True)  # two device names and a reason: wraps rather than widen the window
         self.button = QPushButton("Plan for the host")
         self.button.setToolTip("Tick the host and untick the simulated GPUs, then plan again: "
                                "the plan is then made for the CPU that will run the training")

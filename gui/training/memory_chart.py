@@ -37,8 +37,9 @@ class MemoryChart(pg.PlotWidget):
         plot.setTitle(f"<span style='color:{theme.TEXT}'>Peak memory per step<br>"
                       f"<span style='color:{PREDICTED_COLOR}'>■</span> plan "
                       f"<span style='color:{MEASURED_COLOR}'>■</span> peak "
-                      f"<span style='color:{BUDGET_COLOR}'>▬</span> budget</span>")
+                      f"<span style='color:{BUDGET_COLOR}'>▬</span> budget</span>", size="9pt")
         plot.setLabel("left", "MiB")
+        plot.setLabel("bottom", "stage")  # the table below names each stage's devices
         plot.showGrid(y=True, alpha=0.15)
         plot.setMouseEnabled(x=False, y=False)
         self.predicted_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=PREDICTED_COLOR, pen=None)
@@ -64,7 +65,7 @@ class MemoryChart(pg.PlotWidget):
                 line_y += [budget, budget]
         self.budget_lines.setData(line_x, line_y)
         plot = self.getPlotItem()
-        plot.getAxis("bottom").setTicks([[(x, f"{stage.stage}: {stage.group}") for x, stage in zip(xs, stages)]])
+        plot.getAxis("bottom").setTicks([[(x, str(stage.stage)) for x, stage in zip(xs, stages)]])
         if stages:
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)
             plot.setYRange(0, max([tallest, *line_y]) * 1.25, padding=0)

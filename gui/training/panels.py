@@ -108,13 +108,14 @@ class TrainingPanels(QWidget):
             row.addWidget(button)
         return row
 
-    def _notes(self) -> QHBoxLayout:
-        """Why Start is disabled, and what the last action did: each hidden while it says nothing,
-        so either takes the row's width alone (a memory shortfall is a long line)."""
-        row = self.notes_row = QHBoxLayout()  # the Training view adds its host offer here
-        row.addStrut(self.reason_label.sizeHint().height())  # a line's height even when both are hidden
-        row.addWidget(self.reason_label, 1)
-        row.addWidget(self.message_label, 1)
+    def _notes(self) -> QVBoxLayout:
+        """Why Start is disabled, and what the last action did: each on a line of its own, the
+        panel's whole width, wrapped (a memory shortfall or a run's error is a long line), and
+        hidden while it says nothing."""
+        row = self.notes_row = QVBoxLayout()  # the Training view adds its host offer here
+        row.setSpacing(2)
+        row.addWidget(self.reason_label)
+        row.addWidget(self.message_label)
         self.reason_label.hide()
         self.message_label.hide()
         return row

@@ -94,10 +94,11 @@ class StageComparison(QWidget):
         # two lines: beside the memory chart, one line was wider than the chart and pushed its bars off
         plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch<br>"
                       f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted "
-                      f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>")
+                      f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>", size="9pt")
         # seconds with pyqtgraph's SI prefix ("ms", "s"): a host's 80,000 ms printed five digits
         # wide ran under the axis label
         plot.setLabel("left", units="s")
+        plot.setLabel("bottom", "stage")  # the table below names each stage's devices
         plot.showGrid(y=True, alpha=0.15)
         plot.setMouseEnabled(x=False, y=False)
         self.predicted_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=PREDICTED_COLOR, pen=None)
@@ -133,7 +134,7 @@ class StageComparison(QWidget):
         self.predicted_bars.setOpts(x=[x - BAR_WIDTH / 2 for x in xs], height=predicted, width=BAR_WIDTH)
         self.measured_bars.setOpts(x=[x + BAR_WIDTH / 2 for x in xs], height=measured, width=BAR_WIDTH)
         axis = self.chart.getPlotItem().getAxis("bottom")
-        axis.setTicks([[(x, f"{stage.stage}: {stage.group}") for x, stage in zip(xs, stages)]])
+        axis.setTicks([[(x, str(stage.stage)) for x, stage in zip(xs, stages)]])
         plot = self.chart.getPlotItem()
         if stages:
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)

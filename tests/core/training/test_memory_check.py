@@ -101,7 +101,7 @@ def test_a_stage_process_that_runs_out_of_memory_fails_the_run_in_one_readable_l
 
     _record_error(two_stage_run.root, 1, RuntimeError(CPU_OOM))
     line = str(_worker_error(two_stage_run, 1))
-    assert line.startswith("rank 1: stage 2 of 2 (cpu#1) ran out of the host's memory allocating 1.00 GiB: ")
+    assert line.startswith("rank 1: stage 2 of 2 (cpu#2) ran out of the host's memory allocating 1.00 GiB: ")
     assert "enforce" not in line and "DefaultCPUAllocator" not in line and "\n" not in line
 
 
