@@ -136,16 +136,27 @@ def load_model_state(path: Path) -> dict[str, Any]:
 
 
 def prune_checkpoints(checkpoints: Path, keep: int) -> None:
-    """Delete all but the newest `keep` committed checkpoints."""
+    """Delete all but the newest `keep` committed checkpoints.
+
+    Each goes in one atomic rename out of the committed names first, then is removed: a
+    reader (a resume, the app) or a kill -9 in the middle never meets a committed
+    checkpoint with its manifest but without some of its stage files.
+    """
     for path in list_checkpoints(checkpoints)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        doomed = checkpoints / f".old-{path.name}"
+        try:
+            os.rename(path, doomed)
+        except OSError:  # another process of the run pruned it first
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def remove_partial(checkpoints: Path) -> None:
-    """Remove checkpoints that were in progress when a job died."""
+    """Remove checkpoints that were in progress, or being pruned, when a job died."""
     if checkpoints.is_dir():
-        for path in checkpoints.glob(".tmp-*"):
-            shutil.rmtree(path, ignore_errors=True)
+        for pattern in (".tmp-*", ".old-*"):
+            for path in checkpoints.glob(pattern):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:

@@ -4,6 +4,7 @@ checkpoints: atomic commit, verification, pruning."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +106,26 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
         ckpt.commit_checkpoint(tmp_path, step, 2)
         ckpt.prune_checkpoints(tmp_path, keep=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000015", "step_00000020"]
+
+
+def test_a_prune_cut_short_leaves_no_committed_checkpoint_without_its_files(tmp_path, monkeypatch):
+    """A kill -9 (or a reader) in the middle of a prune: the checkpoint being removed has lost
+    stage_0.pt but kept its manifest. It must not be listed as committed, and is cleaned up."""
+    for step in (5, 10):
+        _stage_files(tmp_path, step)
+        ckpt.commit_checkpoint(tmp_path, step, 2)
+
+    def removal_cut_short(path, ignore_errors=False):
+        (Path(path) / "stage_0.pt").unlink()  # rmtree removes files one by one: it died after one
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", removal_cut_short)
+    ckpt.prune_checkpoints(tmp_path, keep=1)
+    monkeypatch.undo()
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000010"]
+    for path in ckpt.list_checkpoints(tmp_path):
+        ckpt.verify_checkpoint(path)  # every committed checkpoint is whole
+    ckpt.remove_partial(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000010"]
 
 
 def test_a_status_reads_as_one_of_the_run_states(tmp_path):
