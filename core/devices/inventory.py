@@ -30,6 +30,14 @@ from core.devices.fake_nvml import fake_gateway
 from core.devices.host_speed import REMEASURE_RUNS, Remeasured, host_speed, remeasure_host_speed
 from core.devices.names import base_name, copy_number, unique_names
 from core.devices.nvml_gateway import NvmlGateway, shared_gateway
+from core.devices.topology import (
+    GpuLink,
+    best_link_gbps,
+    bus_id,
+    nvlink_remotes,
+    pair_links,
+    pcie_gbps,
+)
 from core.errors import InputError
 from core.units import TFLOP
 
@@ -40,15 +48,6 @@ __all__ = ["GpuDevice", "GpuLink", "HostDevice", "Inventory", "discover", "disco
            "REMEASURE_RUNS", "Remeasured", "host_speed", "remeasure_host_speed",
            # how a device that occurs more than once is named (core.devices.names)
            "base_name", "copy_number", "unique_names"]
-
-DEFAULT_PCIE_GBPS = 16.0  # PCIe 3 x16, assumed where NVML cannot say
-# Per link, per direction, GB/s, by NVML_NVLINK_VERSION_* (1.0, 2.0, 2.2, 3.0, 3.1, 4.0, 5.0).
-NVLINK_GBPS_PER_LINK = {1: 20.0, 2: 25.0, 3: 25.0, 4: 25.0, 5: 25.0, 6: 25.0, 7: 50.0}
-# Share of PCIe bandwidth two GPUs get for peer copies, by the path between them.
-PATH_FACTORS = {"same-switch": 1.0, "host-bridge": 0.8, "system": 0.5}
-_LEVELS = {nv.TOPOLOGY_INTERNAL: "same-switch", nv.TOPOLOGY_SINGLE: "same-switch",
-           nv.TOPOLOGY_MULTIPLE: "same-switch", nv.TOPOLOGY_HOSTBRIDGE: "host-bridge",
-           nv.TOPOLOGY_NODE: "host-bridge", nv.TOPOLOGY_SYSTEM: "system"}
 
 Measure = Callable[[int, str], float | None]
 
@@ -129,16 +128,6 @@ class HostDevice:
 
 
 @dataclass(frozen=True)
-class GpuLink:
-    """How two GPUs reach each other and the bandwidth estimate per direction."""
-
-    first: int  # NVML indices
-    second: int
-    kind: str  # nvlink | same-switch | host-bridge | system | unknown
-    bandwidth_gbps: float
-
-
-@dataclass(frozen=True)
 class Inventory:
     """Everything discovery found. `gpus` are the usable real GPUs."""
 
@@ -191,8 +180,8 @@ def discover(gateway: nv.NvmlGateway | None = None, *,
     if cuda_uuids is None:
         cuda_uuids = (lambda: None) if gateway.is_fake or not indices else _torch_cuda_uuids
     order = _cuda_order(cuda_uuids())
-    nvlink = {i: _nvlink_remotes(gateway, i) for i in indices}
-    links = _pair_links(gateway, indices, nvlink)
+    nvlink = {i: nvlink_remotes(gateway, i) for i in indices}
+    links = pair_links(gateway, indices, nvlink)
     gpus = tuple(_gpu(gateway, i, order, nvlink, links, measure) for i in indices)
     driver = gateway.static(None, "nvmlSystemGetDriverVersion")
     cuda = _cuda_version(gateway.static(None, "nvmlSystemGetCudaDriverVersion"))
@@ -297,11 +286,11 @@ def _gpu(gateway: nv.NvmlGateway, index: int, order: dict[str, int] | None,
         max_sm_clock_mhz=g(index, "nvmlDeviceGetMaxClockInfo", nv.CLOCK_SM),
         pcie_generation=g(index, "nvmlDeviceGetMaxPcieLinkGeneration"),
         pcie_width_lanes=g(index, "nvmlDeviceGetMaxPcieLinkWidth"),
-        pci_bus_id=_bus(gateway, index),
+        pci_bus_id=bus_id(gateway, index),
         nvlink_links=len(nvlink[index]),
         nvlink_peers=tuple(sorted({b if a == index else a for (a, b), link in links.items()
                                    if index in (a, b) and link.kind == "nvlink"})),
-        link_bandwidth_gbps=_best_link(index, links, _pcie_gbps(gateway, index)),
+        link_bandwidth_gbps=best_link_gbps(index, links, pcie_gbps(gateway, index)),
         catalog_name=spec.name if spec else None,
     )
     if spec is None and torch_index is not None and order is not None:
@@ -312,73 +301,6 @@ def _gpu(gateway: nv.NvmlGateway, index: int, order: dict[str, int] | None,
     if gpu.speed_source == "unknown":
         reasons += (f"GPU {index}: unknown speed ({name} is not in the catalog); set it by hand",)
     return replace(gpu, reasons=reasons)
-
-
-def _pcie_gbps(gateway: nv.NvmlGateway, index: int) -> float:
-    """PCIe bandwidth per direction from generation and width (x16 gen4: 32 GB/s)."""
-    gen = gateway.static(index, "nvmlDeviceGetMaxPcieLinkGeneration")
-    width = gateway.static(index, "nvmlDeviceGetMaxPcieLinkWidth")
-    if not gen or not width:
-        spec = load_catalog().find(gateway.static(index, "nvmlDeviceGetName") or "")
-        return spec.pcie_gbps if spec else DEFAULT_PCIE_GBPS
-    return 0.25 * 2 ** (int(gen) - 1) * int(width)  # 0.25 GB/s a lane at gen 1, doubling each gen
-
-
-def _bus(gateway: nv.NvmlGateway, index: int) -> str | None:
-    info = gateway.static(index, "nvmlDeviceGetPciInfo")
-    bus = getattr(info, "busId", None)
-    return nv.text(bus).lower() if bus else None
-
-
-def _best_link(index: int, links: dict[tuple[int, int], GpuLink], pcie: float) -> float:
-    """The best peer link: what the planner gets between neighbour stages."""
-    mine = [link.bandwidth_gbps for (a, b), link in links.items() if index in (a, b)]
-    return max(mine) if mine else pcie
-
-
-# -- topology --------------------------------------------------------------------
-
-
-def _nvlink_remotes(gateway: nv.NvmlGateway, index: int) -> list[str]:
-    """PCI bus id at the far end of each active NVLink link ("" if unknown)."""
-    remotes = []
-    for link in range(nv.NVLINK_MAX_LINKS):
-        state = gateway.device(index, "nvmlDeviceGetNvLinkState", link, quiet=True)
-        if state is None:  # no NVLink, or past this GPU's last link
-            break
-        if state:
-            info = gateway.device(index, "nvmlDeviceGetNvLinkRemotePciInfo", link, quiet=True)
-            bus = getattr(info, "busId", None)
-            remotes.append(nv.text(bus).lower() if bus else "")
-    return remotes
-
-
-def _pair_links(gateway: nv.NvmlGateway, indices: list[int],
-                nvlink: dict[int, list[str]]) -> dict[tuple[int, int], GpuLink]:
-    buses = {_bus(gateway, i): i for i in indices}
-    pcie = {i: _pcie_gbps(gateway, i) for i in indices}
-    per_link = {i: _nvlink_gbps(gateway, i) for i in indices if nvlink[i]}
-    # Links whose far end is no GPU go to an NVSwitch, which joins all such GPUs.
-    switched = {i: sum(1 for bus in nvlink[i] if buses.get(bus) is None) for i in indices}
-    links = {}
-    for pos, a in enumerate(indices):
-        for b in indices[pos + 1:]:
-            direct = sum(1 for bus in nvlink[a] if buses.get(bus) == b)
-            count = direct + min(switched[a], switched[b])
-            if count:  # .get: a GPU may list a link its peer failed to report
-                speed = count * min(per_link.get(a, 25.0), per_link.get(b, 25.0))
-                links[(a, b)] = GpuLink(a, b, "nvlink", speed)
-                continue
-            level = gateway.pair(a, b, "nvmlDeviceGetTopologyCommonAncestor")
-            kind = _LEVELS.get(level, "unknown") if level is not None else "unknown"
-            factor = PATH_FACTORS.get(kind, PATH_FACTORS["system"])
-            links[(a, b)] = GpuLink(a, b, kind, min(pcie[a], pcie[b]) * factor)
-    return links
-
-
-def _nvlink_gbps(gateway: nv.NvmlGateway, index: int) -> float:
-    version = gateway.static(index, "nvmlDeviceGetNvLinkVersion", 0)
-    return NVLINK_GBPS_PER_LINK.get(version or 0, 25.0)
 
 
 # -- torch and the host ----------------------------------------------------------
