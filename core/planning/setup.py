@@ -7,10 +7,11 @@ predicted is what runs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.errors import InputError
+from core.planning.finetune import FineTune
 from core.planning.problem import MODES, SCHEDULES, Setup, check_hybrid_setup
 
 PRECISIONS = ("fp32", "bf16")
@@ -33,6 +34,7 @@ class TrainingSetup:
     fp32_grad_accumulation: bool = False  # Megatron keeps fp32 main grads: 18 bytes for bf16 Adam
     data_parallel: int | str = 1  # replicas of every stage, or "auto": the planner picks a divisor of micro_batches
     zero: int = 0  # ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP)
+    finetune: FineTune = field(default_factory=FineTune)  # full, LoRA or QLoRA (core/planning/finetune.py)
 
     def __post_init__(self) -> None:
         _one_of("mode", self.mode, MODES)
@@ -91,6 +93,8 @@ class TrainingSetup:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingSetup:
         known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        if "finetune" in known:
+            known["finetune"] = FineTune.from_dict(known["finetune"])
         try:
             return cls(**known)
         except TypeError as error:
