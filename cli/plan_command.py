@@ -16,6 +16,7 @@ import json
 import sys
 from typing import Any
 
+from cli.finetune_options import add_finetune_arguments, finetune_from_args
 from cli.numbers import fraction, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
 from core.planning.front_door import MODES, OPTIMIZERS, PRECISIONS, SCHEDULES, SOLVER_NAMES
@@ -71,6 +72,7 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
                        help="replicas of every stage (must divide --micro-batches), or auto: the best (default 1)")
     group.add_argument("--zero", type=zero_stage, default=0, metavar="0..3",
                        help="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP)")
+    add_finetune_arguments(parser, defaults=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,7 +193,7 @@ def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
                          micro_batch_size=args.micro_batch, seq_len=seq, micro_batches=args.micro_batches,
                          schedule=args.schedule, recompute=args.recompute,
                          data_parallel=data_parallel_from_arg(getattr(args, "data_parallel", "1")),
-                         zero=getattr(args, "zero", 0))
+                         zero=getattr(args, "zero", 0), finetune=finetune_from_args(args))
 
 
 def data_parallel_from_arg(value: str) -> int | str:

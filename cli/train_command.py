@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.finetune_options import FINETUNE_OPTIONS, add_finetune_arguments, finetune_from_args
 from cli.numbers import nonnegative_float, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
 
@@ -37,7 +38,7 @@ _NEW_RUN_OPTIONS = (
     "tokenizer", "bpe_vocab", "precision", "optimizer", "micro_batch_size", "seq_len", "micro_batches",
     "schedule", "recompute", "lr", "min_lr", "warmup_steps", "lr_decay_steps", "weight_decay", "grad_clip",
     "eval_interval", "eval_batches", "checkpoint_interval", "keep_checkpoints", "log_interval", "nnodes",
-    "node_rank", "rdzv_endpoint", "nproc_per_node", "data_parallel", "zero",
+    "node_rank", "rdzv_endpoint", "nproc_per_node", "data_parallel", "zero", *FINETUNE_OPTIONS,
 )
 # The options that are TrainConfig fields, by their TrainConfig name.
 _CONFIG_OPTIONS = {
@@ -116,6 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        ("--keep-checkpoints", "checkpoints kept (default 3)"),
                        ("--log-interval", "steps between log lines (default: about 10 a run, at most every 10)")):
         book.add_argument(flag, type=positive_int, help=text)
+    add_finetune_arguments(parser, defaults=False)
     nodes = parser.add_argument_group("several machines (pipeline engine)")
     nodes.add_argument("--nnodes", type=positive_int, help="number of machines (default 1)")
     nodes.add_argument("--node-rank", type=nonnegative_int, help="this machine's rank, 0 to nnodes-1")
@@ -196,7 +198,7 @@ def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
              if value[name] is not None}
     setup = replace(default_setup(), **shape, seq_len=value["seq_len"] or _model_context(model, custom),
                     precision=run_precision(value["precision"] or "auto", _devices(args)),
-                    recompute=bool(value["recompute"]), **_hybrid(args))
+                    recompute=bool(value["recompute"]), finetune=finetune_from_args(args), **_hybrid(args))
     return model, custom, setup
 
 

@@ -30,6 +30,7 @@ from core.planning.device_resolution import (
     speed_and_source,
 )
 from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
+from core.planning.finetune import FINETUNE_METHODS, FineTune
 from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_run_note
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_problem
@@ -56,7 +57,7 @@ __all__ = [
     # the device choice (core.planning.device_resolution)
     "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
     # setup, problem and plan
-    "AUTO", "INFEASIBLE", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
+    "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
     "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
     # solvers and what they compare
     "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
