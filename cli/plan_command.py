@@ -19,7 +19,15 @@ from typing import Any
 from cli.finetune_options import add_finetune_arguments, finetune_from_args
 from cli.numbers import fraction, nonnegative_int, positive_float, positive_int, zero_stage
 from core.errors import InputError
-from core.planning.front_door import MODES, OPTIMIZERS, PRECISIONS, SCHEDULES, SOLVER_NAMES
+from core.planning.front_door import (
+    EXACT_NAMES,
+    MODES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    SOLVER_CHOICES,
+    SOLVER_NAMES,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_arguments(parser)
     add_setup_arguments(parser)
     how = parser.add_argument_group("how")
-    how.add_argument("--solver", default="exact", choices=SOLVER_NAMES, help="default: exact")
+    how.add_argument("--solver", default="exact", choices=SOLVER_CHOICES,
+                     help="default: exact, which is exact-hybrid when the setup asks for data parallelism or ZeRO "
+                          "and exact-pipeline otherwise")
     how.add_argument("--time-limit", type=positive_float, default=10.0, metavar="S", help="MILP time limit (default 10 s)")
     how.add_argument("--noncontiguous", action="store_true", help="MILP: allow stages that are not contiguous")
     out = parser.add_argument_group("output")
@@ -251,9 +261,10 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
     if note:
         print(note)
     if compare is not None:
-        others = [name for name in SOLVER_NAMES if name != args.solver]
+        exact = args.solver in EXACT_NAMES
+        others = [name for name in SOLVER_NAMES if name != args.solver and not (exact and name in EXACT_NAMES)]
         results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}
-        reference = plan if args.solver == "exact" else None
+        reference = plan if exact else None
         print()
         print(comparison_table(results, reference))
         faster = faster_outside_the_setup(results, plan, problem.setup) if reference is not None else None

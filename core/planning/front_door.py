@@ -37,8 +37,10 @@ from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_
 from core.planning.schedules import micro_batches_per_replica
 from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup
 from core.planning.solvers import (
+    EXACT_NAMES,
     HYBRID_BASELINES,
     HYBRID_ONLY_NOTE,
+    SOLVER_CHOICES,
     SOLVER_NAMES,
     FasterBaseline,
     compare,
@@ -60,7 +62,7 @@ __all__ = [
     "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
     "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
     # solvers and what they compare
-    "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
+    "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES", "SOLVER_NAMES", "FasterBaseline", "compare",
     "faster_outside_the_setup", "solve", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
@@ -91,7 +93,7 @@ def plan_model(model: ModelChoice | ModelSpec, setup: TrainingSetup,
         model: the user's model choice, or a ModelSpec already resolved.
         setup: the training setup (batch shape, precision, optimizer, schedule).
         devices: a device spec string, the app's device entries, or planner Devices.
-        solver: one of core.planning.solvers.SOLVER_NAMES.
+        solver: one of core.planning.solvers.SOLVER_CHOICES.
         host_peak_tflops: the host's measured peak, for app entries that include it.
         time_limit_s: the MILP's time limit.
 

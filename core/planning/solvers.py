@@ -1,6 +1,17 @@
 """Every solver by name, and the side-by-side comparison.
 
 All of them return a Plan evaluated by the one canonical cost model.
+
+Two exact solvers, each named for what it searches (docs/design.md, "The solvers"):
+
+- `exact-pipeline` (core.planning.exact): one replica, one device a stage, no ZeRO
+  (cost model v1): the least step time over contiguous stages and device orders;
+- `exact-hybrid` (core.planning.hybrid): data-parallel replicas x pipeline stages with
+  a ZeRO stage (cost model v2): the least step time over d, stages and device groups.
+
+`exact`, the default and the name the app, the comparison and plan files use, is
+the one of the two that the setup needs: exact-hybrid when it asks for data
+parallelism or ZeRO, exact-pipeline otherwise. Its plans say "exact".
 """
 
 from __future__ import annotations
@@ -19,6 +30,18 @@ BASELINES = ("greedy", "accelerate", "uniform", "parameters")
 HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")  # compared when the setup is v2
 HYBRID_ONLY_NOTE = "compared when the setup has data parallelism or ZeRO"
 MILP_V1_ONLY = "the MILP covers cost model v1 only (pipelines, d = 1, zero 0): use --solver exact"
+EXACT = "exact"  # the exact solver the setup needs (below): the default everywhere
+EXACT_PIPELINE = "exact-pipeline"
+EXACT_HYBRID = "exact-hybrid"
+SOLVER_CHOICES = (*SOLVER_NAMES, EXACT_PIPELINE, EXACT_HYBRID)  # what `plan --solver` takes
+
+
+EXACT_NAMES = (EXACT, EXACT_PIPELINE, EXACT_HYBRID)
+
+
+def exact_solver_for(setup: Any) -> str:
+    """exact-hybrid for a setup with data parallelism or ZeRO (cost model v2), else exact-pipeline."""
+    return EXACT_HYBRID if setup.is_hybrid else EXACT_PIPELINE
 
 
 def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_s: float = 10.0,
@@ -27,21 +50,16 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
 
     `spec` (a ModelSpec) is needed only by `accelerate`, which places the real
     model with accelerate.infer_auto_device_map. `time_limit_s` and
-    `contiguous` are the MILP's. `exact` solves the hybrid space (replicas x
-    stages, core.planning.hybrid) when the setup asks for data parallelism or
-    ZeRO, and today's pipeline model otherwise.
+    `contiguous` are the MILP's. `exact` is exact-hybrid (replicas x stages,
+    core.planning.hybrid) when the setup asks for data parallelism or ZeRO, and
+    exact-pipeline (core.planning.exact) otherwise; asked by name, each plans only
+    the setups it covers, and its plan carries that name.
 
     Raises:
         InputError: unknown solver, or one that cannot take this problem.
     """
-    if solver == "exact":
-        if problem.setup.is_hybrid:
-            from core.planning.hybrid import solve_hybrid
-
-            return solve_hybrid(problem)
-        from core.planning.exact import solve_exact
-
-        return solve_exact(problem)
+    if solver in EXACT_NAMES:
+        return _solve_exact(problem, solver)
     if solver == "milp":
         if problem.setup.is_hybrid:
             raise InputError(MILP_V1_ONLY)
@@ -62,6 +80,25 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
     if solver not in simple:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVER_NAMES)})")
     return simple[solver](problem)
+
+
+def _solve_exact(problem: Problem, asked: str) -> Plan:
+    from dataclasses import replace
+
+    needed = exact_solver_for(problem.setup)
+    if asked not in (EXACT, needed):
+        what = ("asks for data-parallel replicas or ZeRO" if needed == EXACT_HYBRID
+                else "has no data-parallel replicas or ZeRO")
+        raise InputError(f"{asked} cannot plan this setup, which {what}: use --solver {needed} (or exact)")
+    if needed == EXACT_HYBRID:
+        from core.planning.hybrid import solve_hybrid
+
+        plan = solve_hybrid(problem)
+    else:
+        from core.planning.exact import solve_exact
+
+        plan = solve_exact(problem)
+    return plan if asked == EXACT else replace(plan, solver=asked)
 
 
 def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVER_NAMES,

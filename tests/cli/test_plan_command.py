@@ -248,3 +248,20 @@ def test_a_profile_of_the_host_does_not_claim_the_gpus_speeds(capsys, tmp_path):
                             str(profile), "--no-compare")
     line = next(line for line in out.splitlines() if line.startswith("speeds:"))
     assert line.startswith(f"speeds: cpu measured layer by layer (profile {profile}); GPUs datasheet")
+
+
+def test_each_exact_solver_by_its_own_name_and_exact_as_before(capsys, problem_file):
+    """"exact" named two solvers (issue 20): exact-pipeline and exact-hybrid now, exact their alias."""
+    answers = {}
+    for solver in ("exact", "exact-pipeline"):
+        code, out, _ = run_main(capsys, "plan", "--problem", str(problem_file), "--solver", solver, "--json")
+        assert code == 0
+        answers[solver] = json.loads(out)
+    assert (answers["exact"]["solver"], answers["exact-pipeline"]["solver"]) == ("exact", "exact-pipeline")
+    for answer in answers.values():
+        answer.pop("solve_time_s"), answer.pop("solver")
+    assert answers["exact"] == answers["exact-pipeline"]
+    code, _, err = run_main(capsys, "plan", "--problem", str(problem_file), "--solver", "exact-hybrid")
+    assert code == 2 and "exact-hybrid cannot plan this setup" in err and "--solver exact-pipeline" in err
+    code, out, _ = run_main(capsys, "plan", "--problem", str(problem_file), "--solver", "exact-pipeline")
+    assert code == 0 and out.count("\nexact ") == 0  # compared against the others, not against itself
