@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.devices.host_speed import measure_cpu_tflops
 from core.devices.inventory import discover
 from core.model.config import ModelChoice
 from core.planning.front_door import plan_model
@@ -41,11 +42,14 @@ REPO = Path(__file__).resolve().parent.parent
 def app_run(choice: ModelChoice, steps: int, run_dir: Path) -> tuple[Path, str]:
     project = new_project(discover())
     entries = tuple(entry for entry in project.devices if entry.included)
-    planned = plan_model(choice, project.setup, entries).plan
-    devices = run_devices(entries, planned)
-    config = train_config(choice, project.setup, devices.spec, steps)
-    start_run(config, run_dir, devices.plan, emit=lambda line: None)
-    return run_dir, devices.spec
+    host = next((entry for entry in entries if entry.kind == "host"), None)
+    peak = measure_cpu_tflops() if host is not None else None
+    planned = plan_model(choice, project.setup, entries, host_peak_tflops=peak).plan
+    devices = run_devices(entries, planned, project.setup.precision, peak)
+    config = train_config(choice, project.setup, devices, steps)
+    start_run(config, run_dir, planned, emit=lambda line: None)
+    # the same devices as the CLI's --devices: each by its name, at its exact budget
+    return run_dir, ",".join(f"{device.name}:{device.budget_bytes}B" for device in devices.devices)
 
 
 def cli_run(model: str, spec: str, steps: int, run_dir: Path) -> Path:

@@ -130,6 +130,7 @@ def synthetic_run(root: Path, points: int) -> Path:
 
     import numpy as np
 
+    from core.planning.device_resolution import resolve_devices
     from core.planning.setup import TrainingSetup
     from core.system.durable import read_json
     from core.training.config import TrainConfig
@@ -141,7 +142,7 @@ def synthetic_run(root: Path, points: int) -> Path:
     corpus.write_text("\n".join(" ".join(rng.choice(("def", "return", "self", "x", "for", "in", "if"))
                                          for _ in range(8)) for _ in range(4000)) + "\n")
     setup = TrainingSetup(precision="fp32", optimizer="adamw", micro_batch_size=4, seq_len=32, micro_batches=2)
-    config = TrainConfig(model="gpt-nano", devices="cpu:1GiB", engine="local", steps=2, data=str(corpus),
+    config = TrainConfig(model="gpt-nano", devices=resolve_devices("cpu:1GiB", "fp32"), engine="local", steps=2, data=str(corpus),
                          setup=setup, eval_interval=1, checkpoint_interval=1, log_interval=1)
     run = root / "runs" / "million"
     start_run(config, run, emit=lambda _: None)

@@ -58,7 +58,9 @@ ALL_LAYERS = ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"]
 
 def config(engine: str, steps: int, devices: str = "2xcpu:4GiB", setup: TrainingSetup = SETUP) -> TrainConfig:
     """Evaluation and checkpoints only at the end, so the steps measured are plain steps."""
-    return TrainConfig(model="gpt-nano", devices=devices, engine=engine, steps=steps, setup=setup,
+    from core.planning.device_resolution import resolve_devices
+
+    return TrainConfig(model="gpt-nano", devices=resolve_devices(devices, setup.precision), engine=engine, steps=steps, setup=setup,
                        warmup_steps=2, lr_decay_steps=steps, eval_interval=steps, eval_batches=1,
                        checkpoint_interval=steps, log_interval=steps)
 

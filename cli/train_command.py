@@ -183,7 +183,7 @@ def _check_save_hf(args: argparse.Namespace, out: str) -> None:
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     """(model name, custom size or None, TrainingSetup at the run's precision) from the command line."""
-    from core.planning.front_door import GPTSize
+    from core.planning.front_door import GPTSize, parse_device_spec
     from core.training.launcher import TrainConfig, default_setup, run_precision
 
     value: dict[str, Any] = {name: getattr(args, name, None) for name in _NEW_RUN_OPTIONS}
@@ -196,8 +196,9 @@ def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     model = value["model"] or ("custom" if custom else TrainConfig.model)
     shape: dict[str, Any] = {name: value[name] for name in ("optimizer", "micro_batch_size", "micro_batches", "schedule")
              if value[name] is not None}
+    names = [request.name for request in parse_device_spec(_devices(args))]
     setup = replace(default_setup(), **shape, seq_len=value["seq_len"] or _model_context(model, custom),
-                    precision=run_precision(value["precision"] or "auto", _devices(args)),
+                    precision=run_precision(value["precision"] or "auto", names),
                     recompute=bool(value["recompute"]), finetune=finetune_from_args(args), **_hybrid(args))
     return model, custom, setup
 
@@ -227,20 +228,22 @@ def _replicas(text: str) -> int | str:
 def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
     """A TrainConfig from the command line (core.training.new_run, as the app's Start), and the run directory."""
     from core.planning.front_door import ModelChoice
-    from core.training.launcher import new_run_config
+    from core.training.launcher import new_run_config, spec_run_devices
 
     model, custom, setup = build_model_and_setup(args)
     choice = ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model)
     options = {field: getattr(args, name, None) for name, field in _CONFIG_OPTIONS.items()}
-    config = new_run_config(choice, setup, _devices(args), steps=args.steps, precision=setup.precision, **options)
+    devices = spec_run_devices(_devices(args), setup.precision)  # resolved once: the run gets them typed
+    config = new_run_config(choice, setup, devices, steps=args.steps, **options)
     run_dir = Path(args.run_dir or f"runs/{model}-{time.strftime('%Y%m%d-%H%M%S')}")
     return config, run_dir
 
 
 def _devices(args: argparse.Namespace) -> str:
-    from core.training.launcher import TrainConfig
+    """--devices as typed (default core.training.config.DEFAULT_DEVICES: the host)."""
+    from core.training.launcher import DEFAULT_DEVICES
 
-    return getattr(args, "devices", None) or TrainConfig.devices
+    return getattr(args, "devices", None) or DEFAULT_DEVICES
 
 
 def follow(run_dir: Path, after_step: int = 0) -> int:

@@ -33,15 +33,20 @@ def copy_number(name: str) -> int:
     return 1 if base == name else int(name[len(base) + 1:])
 
 
+def numbered(base: str, number: int) -> str:
+    """Copy `number` of `base`: 'A100-80GB' for 1, 'A100-80GB#2' for 2."""
+    return base if number == 1 else f"{base}{SEPARATOR}{number}"
+
+
 def unique_name(name: str, taken: Iterable[str]) -> str:
     """`name` if it is free, else its base with the first free copy number from 2 on."""
     used = set(taken)
     if name not in used:
         return name
     base, number = base_name(name), 2
-    while f"{base}{SEPARATOR}{number}" in used:
+    while numbered(base, number) in used:
         number += 1
-    return f"{base}{SEPARATOR}{number}"
+    return numbered(base, number)
 
 
 def unique_names(names: Sequence[str]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from core.devices.catalog import load_catalog
 from core.devices.device_requests import DeviceRequest, parse_device_spec
-from core.devices.names import base_name, copy_number, unique_names
+from core.devices.names import base_name, copy_number, numbered, unique_names
 from core.errors import InputError
 from core.planning.problem import Device
 from core.units import format_bytes
@@ -166,7 +166,7 @@ def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) 
         raise InputError(catalog.unknown_message(request.name, "device", ("cpu", "cuda:N", "auto")))
     budget = _checked_budget(request, gpu.name, gpu.memory_bytes)
     link = gpu.link_gbps(request.count)
-    named = gpu.name if base_name(request.name) == request.name else f"{gpu.name}#{copy_number(request.name)}"
+    named = numbered(gpu.name, copy_number(request.name))  # a copy number typed is kept
     return [
         Device(
             name=named,

@@ -268,6 +268,16 @@ def _layer(item: Any, where: str) -> Layer:
 _DEVICE_KEY_ALIASES = {"budget_bytes": "memory_bytes", "total_memory_bytes": "memory_total_bytes"}
 
 
+def device_to_dict(device: Device) -> dict[str, Any]:
+    """A device as the problem format and a run directory store it (budget under `memory_bytes`)."""
+    return _device_dict(device)
+
+
+def device_from_dict(item: Any, where: str = "device") -> Device:
+    """A stored device, checked (raises InputError naming the field at fault)."""
+    return _device(item, where)
+
+
 def _device_dict(device: Device) -> dict[str, Any]:
     """A device in the explicit problem format: the budget under docs/design.md's key `memory_bytes`."""
     fields = _without_defaults(asdict(device), Device)

@@ -1,16 +1,15 @@
-"""What the app's Start button asks the runner for, in the runner's terms.
+"""What the app's Start button asks the runner for, in the runner's terms: typed devices.
 
-The app names its devices "cpu", "cuda:0", "A100-80GB", "A100-80GB#2"
-(core.devices.names, the one place that numbers copies); the runner reads a
-device spec string, and a term that carries a copy number keeps it. So the app
-writes one spec term per device its plan uses, in the app's order, with the
-exact budget and the app's own name, and the run names every device as the
-Plan tab did:
+The app's device rows (DeviceEntry: discovered GPUs, the host, simulated catalog
+GPUs, named once by core.devices.names) are resolved to the planner's devices at
+the precision the run trains in, and the ones the plan uses travel typed, with
+their exact budgets and the app's own names, to the run directory. The plan is
+handed over as it is: its stages already name those devices.
 
-    run_devices(included_entries, plan)
-      -> RunDevices(spec="A100-80GB#2:85899345920B,A100-80GB:42949672960B", plan=plan, ...)
+    run_devices(included_entries, plan, setup.precision, host_peak_tflops)
+      -> RunDevices(precision="fp32", devices=(Device("A100-80GB#2", budget_bytes=85899345920, ...), ...))
 
-No torch, no Qt: the app calls this on its GUI thread.
+No torch (unless every device is a discovered GPU), no Qt: the app calls this on its GUI thread.
 """
 
 from __future__ import annotations
@@ -18,65 +17,44 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
-from core.devices.names import copy_number, unique_names
 from core.errors import InputError
 from core.model.config import ModelChoice
-from core.planning.device_resolution import DeviceEntry
+from core.planning.device_resolution import DeviceEntry, resolve_devices
 from core.planning.plan import Plan
 from core.planning.setup import TrainingSetup
 from core.training.config import STDLIB, TrainConfig
-from core.training.new_run import new_run_config, planned_precision_request
+from core.training.new_run import (
+    RunDevices,
+    new_run_config,
+    planned_precision_request,
+    run_precision,
+)
 
 
-@dataclass(frozen=True)
-class RunDevices:
-    """The device spec for TrainConfig.devices and the plan to pass to start_run."""
+def run_devices(entries: Sequence[DeviceEntry], plan: Plan, planned_precision: str,
+                host_peak_tflops: float | None = None) -> RunDevices:
+    """The devices `plan` uses, typed, in the app's order, at the precision the run trains in.
 
-    spec: str
-    plan: Plan
-    names: tuple[tuple[str, str], ...]  # (the app's name, the runner's name) per spec term
-
-
-def run_devices(entries: Sequence[DeviceEntry], plan: Plan) -> RunDevices:
-    """The devices `plan` uses, as a spec string, and the plan with the runner's device names.
-
-    Devices the plan leaves out are not in the spec: every device of a run gets a stage
-    (of one replica: a data-parallel plan's groups name all of them).
+    Every included entry is resolved as the planner resolved it (so alike simulated GPUs share
+    their NVLink box as they did when planned); the ones the plan leaves out are dropped: every
+    device of a run gets a stage (of one replica: a data-parallel plan's groups name all of them).
 
     Raises:
         InputError: the plan is infeasible or uses a device that is not among `entries`.
     """
     if not plan.feasible or not plan.stages:
         raise InputError(f"no plan to train with: {plan.reason or 'it has no stages'}")
-    by_name = {entry.name: entry for entry in entries}
+    included = [entry for entry in entries if entry.included]
     used = {device for stage in plan.stages for device in stage.devices}
-    missing = sorted(used - set(by_name))
+    missing = sorted(used - {entry.name for entry in included})
     if missing:
         raise InputError(f"the plan runs on {', '.join(missing)}, which is no longer in the device list: replan")
-    chosen = [entry for entry in entries if entry.name in used]
-    terms = [_spec_name(entry) for entry in chosen]
-    names = unique_names(terms)  # what the runner calls them: the app's names, as they are unique
-    rename = {entry.name: name for entry, name in zip(chosen, names)}
-    stages = tuple(replace(stage, device=rename[stage.device], devices=tuple(rename[d] for d in stage.devices))
-                   for stage in plan.stages)
-    answer = replace(plan, stages=stages)
-    spec = ",".join(f"{term}:{entry.budget_bytes}B" for entry, term in zip(chosen, terms))
-    return RunDevices(spec=spec, plan=answer, names=tuple((e.name, rename[e.name]) for e in chosen))
-
-
-def _spec_name(entry: DeviceEntry) -> str:
-    """The spec term's name: the app's own name where the runner resolves it to the same device."""
-    if entry.kind == "host":
-        return "cpu"
-    if entry.kind == "gpu":
-        return entry.name  # cuda:N
-    if not entry.catalog_name:
-        raise InputError(f"simulated device {entry.name} names no catalog GPU")
-    copy = copy_number(entry.name)
-    return entry.catalog_name if copy == 1 else f"{entry.catalog_name}#{copy}"
+    precision = run_precision(planned_precision_request(planned_precision),
+                              [entry.name for entry in included if entry.name in used])
+    devices = resolve_devices(included, precision, host_peak_tflops=host_peak_tflops)
+    return RunDevices(precision, tuple(device for device in devices if device.name in used))
 
 
 def why_not_trainable(model: ModelChoice, setup: TrainingSetup) -> str | None:
@@ -127,16 +105,16 @@ def read_config_file(path: Any) -> dict[str, Any]:
     return config
 
 
-def train_config(model: ModelChoice, setup: TrainingSetup, devices_spec: str, steps: int,
+def train_config(model: ModelChoice, setup: TrainingSetup, devices: RunDevices, steps: int,
                  engine: str = "pipeline", data: str = STDLIB, **overrides: Any) -> TrainConfig:
-    """The run's TrainConfig for the app's model and setup, as `main.py train` makes it from the same
-    inputs (core.training.new_run): the setup's precision is the planning one, so bf16 there trains
-    bf16 only where every device is a capable GPU (raises InputError for bad values)."""
+    """The run's TrainConfig for the app's model, setup and devices (`run_devices`), as `main.py train`
+    makes it from the same inputs (core.training.new_run): the setup's precision is the planning
+    one, so bf16 there trains bf16 only where every device is a capable GPU (raises InputError
+    for bad values)."""
     reason = why_not_trainable(model, setup)
     if reason is not None:
         raise InputError(reason)
-    return new_run_config(model, setup, devices_spec, steps=steps, precision=planned_precision_request(setup.precision),
-                          engine=engine, data=data, **overrides)
+    return new_run_config(model, setup, devices, steps=steps, engine=engine, data=data, **overrides)
 
 
 def default_run_name(model: ModelChoice, now: float | None = None) -> str:

@@ -2,16 +2,25 @@
 
 The batch shape, precision, optimizer, schedule and recompute live in the
 shared `TrainingSetup`, so the planner predicts memory and time for exactly
-what runs; the rest (steps, learning rate schedule, data, engine) is here.
+what runs; the rest (steps, learning rate schedule, data, engine) is here,
+with the run's devices as the planner sees them (typed: name, budget, speed,
+link), resolved once by whoever starts the run (core.training.new_run) and
+never re-read from a device spec.
+
+Every training default lives here: the CLI's help and the app's Start read them
+from TrainConfig and `default_setup` (core.training.new_run adds the cadence
+that depends on the steps).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
+from core.planning.problem import Device, device_from_dict, device_to_dict
 from core.planning.setup import TrainingSetup
 
 if TYPE_CHECKING:
@@ -20,6 +29,7 @@ if TYPE_CHECKING:
 ENGINES = ("pipeline", "local")
 TOKENIZERS = ("byte", "bpe")
 STDLIB = "stdlib"  # the default corpus: this Python's standard library sources
+DEFAULT_DEVICES = "cpu"  # the device spec of `train` without --devices: the host
 
 
 def default_setup() -> TrainingSetup:
@@ -41,7 +51,7 @@ class TrainConfig:
 
     model: str = "gpt-nano"
     custom: GPTSize | None = None  # with model "custom": the built-in GPT's size
-    devices: str = "cpu"
+    devices: tuple[Device, ...] = ()  # the planner's devices, resolved once (names unique: core.devices.names)
     engine: str = "pipeline"
     steps: int = 200
     seed: int = 0
@@ -131,15 +141,21 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["setup"] = self.setup.to_dict()
+        data["devices"] = [device_to_dict(device) for device in self.devices]
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from config.json; unknown keys are ignored (newer files)."""
+    def from_dict(cls, data: Mapping[str, Any], older_devices: Any = None) -> TrainConfig:
+        """Rebuild from config.json; unknown keys are ignored (newer files).
+
+        Runs prepared before the devices were typed stored a device spec string here and the
+        resolved devices beside the config: `older_devices` (config.json's "devices") then.
+        """
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         if isinstance(values.get("setup"), dict):
             values["setup"] = TrainingSetup.from_dict(values["setup"])
+        values["devices"] = _devices(values.get("devices", ()), older_devices)
         if isinstance(values.get("custom"), dict):
             from core.model.config import GPTSize
 
@@ -148,6 +164,20 @@ class TrainConfig:
             return cls(**values)
         except TypeError as error:
             raise InputError(f"training config: {error}") from None
+
+
+def _devices(stored: Any, older: Any) -> tuple[Device, ...]:
+    """The stored devices, typed; an older run's spec string gives way to the devices it resolved to
+    (none where even those cannot be read: the job never needs them, only a report would)."""
+    if isinstance(stored, str):
+        try:
+            return tuple(device_from_dict(item, "devices") for item in older) if isinstance(older, list) else ()
+        except InputError:
+            return ()
+    if not isinstance(stored, (list, tuple)):
+        raise InputError(f"training config: devices must be a list, got {stored!r}")
+    return tuple(item if isinstance(item, Device) else device_from_dict(item, f"devices[{i}]")
+                 for i, item in enumerate(stored))
 
 
 def _whole(name: str, value: Any, minimum: int) -> None:

@@ -41,7 +41,14 @@ from core.training.app_request import (
     train_config,
     why_not_trainable,
 )
-from core.training.config import ENGINES, STDLIB, TrainConfig, default_setup
+from core.training.config import (
+    DEFAULT_DEVICES,
+    ENGINES,
+    STDLIB,
+    TOKENIZERS,
+    TrainConfig,
+    default_setup,
+)
 from core.training.engine.checkpoint import checkpoint_step, latest_checkpoint
 from core.training.engine.profile import (
     apply_profile,
@@ -53,7 +60,7 @@ from core.training.engine.profile import (
 from core.training.hf_export import check_output_dir, export_run
 from core.training.memory_check import HolderMemory, memory_shortfall, read_holder_memory
 from core.training.metrics import MetricsTail, TailUpdate, format_row, last_row, read_metrics
-from core.training.new_run import new_run_config, run_precision
+from core.training.new_run import RunDevices, new_run_config, run_precision, spec_run_devices
 from core.training.plan_file import read_plan_file
 from core.training.run_dir import (
     RUNNING,
@@ -75,9 +82,12 @@ if TYPE_CHECKING:
 __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", "read_metrics", "read_status",
            "resume_run", "start_run", "stop_run", "wait_run", "node_commands", "format_row",
            # the run directory and its config
-           "RUNNING", "RunPaths", "RunStatus", "ENGINES", "STDLIB", "TrainConfig", "read_plan_file",
-           # a new run's config, as the app and `train` make it (core.training.new_run), and its memory check
-           "default_setup", "new_run_config", "run_precision", "HolderMemory", "memory_shortfall",
+           "RUNNING", "RunPaths", "RunStatus", "ENGINES", "STDLIB", "TOKENIZERS", "DEFAULT_DEVICES", "TrainConfig",
+           "read_plan_file",
+           # a new run's config and typed devices, as the app and `train` make them (core.training.new_run),
+           # and its memory check
+           "default_setup", "new_run_config", "run_precision", "RunDevices", "spec_run_devices", "HolderMemory",
+           "memory_shortfall",
            "read_holder_memory",
            # the app's run request (core.training.app_request)
            "check_run_name", "default_run_name", "run_devices", "train_config", "why_not_trainable",

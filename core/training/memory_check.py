@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from core.devices.names import base_name
 from core.planning.front_door import torch_device_of
 from core.planning.plan import Plan, StageCost
 from core.units import format_bytes
@@ -78,7 +79,7 @@ def memory_shortfall(plan: Plan, holders: HolderMemory) -> str | None:
 
 
 def _host_line(number: int, count: int, stage: StageCost, device: str, total: float, available: int) -> str:
-    executed = "this host" if device.split("#")[0] == HOST else "this host's CPU"
+    executed = "this host" if base_name(device) == HOST else "this host's CPU"
     need = f"needs {format_bytes(stage.memory_bytes)} at its predicted peak"
     if total > stage.memory_bytes:
         need += f", {format_bytes(total)} with the stages before it on this host"

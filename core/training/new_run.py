@@ -1,8 +1,13 @@
 """The one way to a new run's TrainConfig: the CLI's `train` and the app's Start both come here.
 
-    new_run_config(ModelChoice.named("tiny-llama"), setup, "A100-80GB:80GiB,RTX4090:24GiB",
-                   steps=30, precision="auto")
-      -> TrainConfig(precision fp32 on simulated GPUs, eval every 10 steps, ...)
+    devices = spec_run_devices("A100-80GB:80GiB,RTX4090:24GiB", "auto")   # the CLI's --devices
+      -> RunDevices(precision="fp32", devices=(Device("A100-80GB", ...), Device("RTX4090", ...)))
+    new_run_config(ModelChoice.named("tiny-llama"), setup, devices, steps=30)
+      -> TrainConfig(precision fp32 on simulated GPUs, typed devices, eval every 10 steps, ...)
+
+The app comes with its device rows instead (core.training.app_request.run_devices): either way
+the devices are resolved once, at the precision the run trains in, and travel typed in the
+TrainConfig to the run directory; nothing downstream reads a device spec again.
 
 Three decisions live here and nowhere else:
 
@@ -24,11 +29,13 @@ No torch is imported unless every device is a discovered GPU (its bf16 support i
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from core.errors import InputError
 from core.model.config import ModelChoice
+from core.planning.problem import Device
 from core.planning.setup import TrainingSetup
 from core.training.config import TrainConfig
 
@@ -39,24 +46,47 @@ MAX_CHECKPOINT_INTERVAL = 50
 MAX_LOG_INTERVAL = 10
 
 
-def run_precision(asked: str, devices: str) -> str:
-    """The precision a run trains in: `asked` (auto, fp32 or bf16) on the devices of `devices` (a spec).
+@dataclass(frozen=True)
+class RunDevices:
+    """A run's devices as the planner sees them, resolved at the precision the run trains in."""
 
-    auto: bf16 when every device is a discovered GPU (cuda:N, auto) that supports it, else fp32:
-    the host and simulated GPUs train in fp32.
+    precision: str  # fp32 | bf16
+    devices: tuple[Device, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(device.name for device in self.devices)
+
+
+def run_precision(asked: str, device_names: Sequence[str]) -> str:
+    """The precision a run trains in: `asked` (auto, fp32 or bf16) on the devices named.
+
+    auto: bf16 when every device is a discovered GPU (cuda:N, or the spec's "auto") that supports
+    it, else fp32: the host and simulated GPUs train in fp32.
     """
     if asked not in RUN_PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(RUN_PRECISIONS)}, got {asked!r}")
     if asked != "auto":
         return asked
-    from core.devices.device_requests import parse_device_spec
-
-    names = [request.name.lower() for request in parse_device_spec(devices)]
-    if not all(name == "auto" or name.startswith("cuda:") for name in names):
+    if not all(name.lower() == "auto" or name.lower().startswith("cuda:") for name in device_names):
         return "fp32"
     import torch
 
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def spec_run_devices(spec: str, asked: str = "auto") -> RunDevices:
+    """The devices of a spec as typed on the command line (core.devices.device_requests), resolved
+    once at the run's precision (`run_precision(asked, ...)`).
+
+    Raises:
+        InputError: a malformed spec, an unknown device, a budget above its memory.
+    """
+    from core.devices.device_requests import parse_device_spec
+    from core.planning.device_resolution import resolve_devices
+
+    precision = run_precision(asked, [request.name for request in parse_device_spec(spec)])
+    return RunDevices(precision, resolve_devices(spec, precision))
 
 
 def planned_precision_request(planned: str) -> str:
@@ -73,11 +103,11 @@ def default_intervals(steps: int) -> dict[str, int]:
             "log_interval": max(1, min(MAX_LOG_INTERVAL, steps // 10))}
 
 
-def new_run_config(model: ModelChoice, setup: TrainingSetup, devices: str, *, steps: int | None = None,
-                   precision: str = "auto", **options: Any) -> TrainConfig:
-    """A new run's TrainConfig: the model, the setup trained at `run_precision(precision, devices)`,
-    `steps` (default TrainConfig's), the cadence of `default_intervals` and `options` (TrainConfig
-    fields; None or absent: the default).
+def new_run_config(model: ModelChoice, setup: TrainingSetup, devices: RunDevices, *, steps: int | None = None,
+                   **options: Any) -> TrainConfig:
+    """A new run's TrainConfig: the model, the setup trained at the devices' precision, the typed
+    devices, `steps` (default TrainConfig's), the cadence of `default_intervals` and `options`
+    (TrainConfig fields; None or absent: the default).
 
     Raises:
         InputError: an unknown option or a bad value.
@@ -86,6 +116,8 @@ def new_run_config(model: ModelChoice, setup: TrainingSetup, devices: str, *, st
     unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(f"unknown training options: {', '.join(unknown)}")
+    if not devices.devices:
+        raise InputError("no devices to train on")
     given = {name: value for name, value in options.items() if value is not None}
     total = TrainConfig.steps if steps is None else steps
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
@@ -94,6 +126,6 @@ def new_run_config(model: ModelChoice, setup: TrainingSetup, devices: str, *, st
     if "min_learning_rate" not in given and "learning_rate" in given:
         given["min_learning_rate"] = min(TrainConfig.min_learning_rate, given["learning_rate"])
     custom = model.custom if model.source == "custom" else None
-    trained = replace(setup, precision=run_precision(precision, devices))
-    return TrainConfig(model="custom" if custom is not None else model.name, custom=custom, devices=devices,
+    trained = replace(setup, precision=devices.precision)
+    return TrainConfig(model="custom" if custom is not None else model.name, custom=custom, devices=devices.devices,
                        steps=total, setup=trained, **{**intervals, **given})

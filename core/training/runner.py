@@ -3,6 +3,9 @@
 `prepare_new_run` validates the model, corpus, devices, plan and launch
 shape, tokenizes the corpus and plans, all before anything is written, so
 bad input leaves no trace; then it writes config.json, plan.json and data/.
+The devices come typed in the TrainConfig (core.training.new_run resolved them
+once); a given plan's stages are checked against their names and costed once
+for the model that runs (its vocabulary is the tokenizer's), on those devices.
 `prepare_resume` checks that a run can continue (not running, checkpoint
 intact, more steps asked) before it touches the directory.
 """
@@ -67,13 +70,12 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
                     profile_path: str | None = None, emit: Callable[[str], None] = print) -> RunContext:
     """Validate everything, then create the run directory. Returns the run.
 
-    `plan` gives the stages (device groups and layers) to run, costed again for
+    `plan` gives the stages (device groups and layers) to run on `config.devices`, costed for
     the model that runs; None plans with the exact solver.
 
     Raises:
         InputError: any bad input; nothing has been written then.
     """
-    from core.planning.device_resolution import resolve_devices
     from core.training.data import (
         corpus_files,
         corpus_summary,
@@ -101,13 +103,16 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         spec = spec.with_context(config.setup.seq_len)
         names = hf_layer_names(hf)
     corpus_files(config.data)  # fails fast for a missing corpus
-    devices = resolve_devices(config.devices, config.setup.precision)
+    devices = config.devices
+    if not devices:
+        raise InputError("the run names no devices to train on")
     profile = None
     if profile_path is not None:
         from core.training.engine.profile import apply_profile, load_profile
 
         profile = load_profile(profile_path)
         devices = apply_profile(devices, profile)
+        config = replace(config, devices=devices)  # the run records the speeds it was planned with
     given = plan_stages(plan, names, [d.name for d in devices]) if plan is not None else None
     _check_launch(config, len(given) * len(given[0][0]) if given is not None else None)
     if plan is not None:
@@ -131,7 +136,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     root.mkdir(parents=True, exist_ok=True)
     write_token_data(paths.data, corpus)
     atomic_write_json(paths.plan, planned.to_dict())
-    record = _config_record(config, model_record, devices, corpus_summary(corpus), plan, profile_path)
+    record = _config_record(config, model_record, corpus_summary(corpus), plan, profile_path)
     record["execution"] = [item.to_dict() for item in _executions(config, devices, planned, profile)]
     atomic_write_json(paths.config, record)
     return RunContext.load(root)
@@ -277,15 +282,16 @@ def _check_replicas(config: TrainConfig, plan: Plan) -> None:
         raise InputError("data-parallel replicas run one process each: use --engine pipeline")
 
 
-def _config_record(config: TrainConfig, model: dict[str, Any], devices: Sequence[Device], data: dict[str, Any],
+def _config_record(config: TrainConfig, model: dict[str, Any], data: dict[str, Any],
                    plan: Plan | None, profile_path: str | None) -> dict[str, Any]:
+    """config.json: the config with its typed devices (serialised once, under "config"), the model,
+    the data and where the plan came from."""
     import torch
 
     return {
         "format": CONFIG_FORMAT,
         "config": config.to_dict(),
         "model": model,
-        "devices": [asdict(device) for device in devices],
         "data": data,
         "plan_from": f"given ({plan.solver} plan)" if plan is not None else "exact solver",
         "profile": str(Path(profile_path).resolve()) if profile_path else None,

@@ -146,12 +146,13 @@ class TrainingView(CurvesView):
             name = check_run_name(self.name_edit.text() or self._default_name)
             plan = self.state.plan
             assert plan is not None  # start_block_reason checked it
-            devices = run_devices(self.state.included_devices, plan)
-            config = train_config(self.state.model, self.state.setup, devices.spec, self.steps_box.value(),
+            devices = run_devices(self.state.included_devices, plan, self.state.setup.precision,
+                                  self.state.host_peak_tflops)
+            config = train_config(self.state.model, self.state.setup, devices, self.steps_box.value(),
                                   str(self.engine_box.currentData()), self.data)
         except InputError as error:
             return self._say(str(error), error=True)
-        start = Call(start_run, (config, self.runs_dir / name, devices.plan), takes_emit=True)
+        start = Call(start_run, (config, self.runs_dir / name, plan), takes_emit=True)
         return self._launch_with(start, f"Preparing {name}…")
 
     def stop_training(self) -> bool:

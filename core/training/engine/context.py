@@ -15,7 +15,9 @@ from core.training.config import TrainConfig
 from core.training.engine.stages import StageLayout, layouts_from_plan
 from core.training.run_dir import RunPaths, read_run_plan
 
-CONFIG_FORMAT = 1
+# 2: the devices are typed records inside "config" (before: a device spec string there, and the
+# devices it resolved to beside it, which TrainConfig.from_dict still reads)
+CONFIG_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class RunContext:
         model = stored["model"]
         gpt = GPTConfig(**model["gpt"]) if model.get("gpt") is not None else None
         hf = HFModelSource.from_record(model["hf"]) if model.get("hf") is not None else None
-        return cls(paths=paths, config=TrainConfig.from_dict(stored["config"]), gpt=gpt, hf=hf,
+        return cls(paths=paths, config=TrainConfig.from_dict(stored["config"], stored.get("devices")), gpt=gpt, hf=hf,
                    model_name=str(model["name"]), plan=plan, layouts=layouts_from_plan(plan))
 
     @property
