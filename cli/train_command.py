@@ -52,41 +52,48 @@ _CONFIG_OPTIONS = {
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model or a custom size, and the batch shape (shared with `profile`)."""
+    """--model or a custom size, and the batch shape (shared with `profile`); the defaults said are
+    core.training.config's."""
     from core.planning.front_door import PRECISIONS
+    from core.training.launcher import DEFAULT_DEVICES, TrainConfig, default_setup
 
-    parser.add_argument("--model", help="built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default gpt-nano; "
+    setup = default_setup()
+
+    parser.add_argument("--model", help=f"built-in GPT preset (gpt-nano, gpt-micro, gpt2-small ...), default {TrainConfig.model}; "
                         "or an HF preset (llama-3-8b ...), config.json, or a folder with config.json and "
                         "*.safetensors to fine-tune")
     parser.add_argument("--layers", type=positive_int, help="custom GPT: number of blocks")
     parser.add_argument("--d-model", type=positive_int, help="custom GPT: width")
     parser.add_argument("--heads", type=positive_int, help="custom GPT: attention heads")
-    parser.add_argument("--devices", help='device spec, e.g. "2xcpu:2GiB", "cuda:0,cuda:1" (default cpu)')
+    parser.add_argument("--devices", help=f'device spec, e.g. "2xcpu:2GiB", "cuda:0,cuda:1" (default {DEFAULT_DEVICES})')
     parser.add_argument("--precision", choices=("auto", *PRECISIONS),
                         help="auto: bf16 where every device is a GPU that supports it, else fp32")
     parser.add_argument("--micro-batch-size", "--micro-batch", type=positive_int, dest="micro_batch_size",
-                        help="sequences per micro-batch (default 8)")
+                        help=f"sequences per micro-batch (default {setup.micro_batch_size})")
     parser.add_argument("--seq-len", "--seq", type=positive_int, dest="seq_len",
                         help="tokens per sequence (default: the model's context)")
-    parser.add_argument("--micro-batches", type=positive_int, help="micro-batches per optimizer step (default 4)")
+    parser.add_argument("--micro-batches", type=positive_int, help=f"micro-batches per optimizer step (default {setup.micro_batches})")
     parser.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from core.planning.front_door import OPTIMIZERS, SCHEDULES
+    from core.training.launcher import ENGINES, TOKENIZERS, TrainConfig, default_setup
+
+    setup, config = default_setup(), TrainConfig()
 
     parser = subparsers.add_parser("train", help="train a built-in GPT or a Hugging Face model with a plan (background job)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     group = parser.add_argument_group("run")
-    group.add_argument("--steps", type=positive_int, help="optimizer steps in all (default 200; on --resume: the new total)")
+    group.add_argument("--steps", type=positive_int, help=f"optimizer steps in all (default {config.steps}; on --resume: the new total)")
     group.add_argument("--run-dir", help="new run directory (default runs/MODEL-DATE-TIME)")
     group.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
     group.add_argument("--detach", action="store_true", help="start the job and return at once")
     group.add_argument("--save-hf", metavar="OUT", help="HF models: when the run ends, save it to this new folder "
                        "(config.json, safetensors shards, index) for AutoModelForCausalLM.from_pretrained")
-    group.add_argument("--engine", choices=("pipeline", "local"),
-                     help="pipeline: a process per stage (torchrun); local: one process (default pipeline)")
+    group.add_argument("--engine", choices=ENGINES,
+                       help=f"pipeline: a process per stage (torchrun); local: one process (default {config.engine})")
     group.add_argument("--plan", help="plan JSON (main.py plan --json); default: the exact solver's plan")
     group.add_argument("--profile", help="profile JSON (main.py profile): plan with measured speeds")
     group.add_argument("--data-parallel", type=_replicas, metavar="N|auto",
@@ -97,24 +104,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--seed", type=nonnegative_int)
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="text file or folder (default: this Python's standard library sources)")
-    data.add_argument("--tokenizer", choices=("byte", "bpe"), help="byte (vocab 256, default) or a BPE trained here")
-    data.add_argument("--bpe-vocab", type=positive_int, help="BPE vocabulary size (default 4096)")
+    data.add_argument("--tokenizer", choices=TOKENIZERS,
+                      help=f"byte (vocab 256) or a BPE trained here (default {config.tokenizer})")
+    data.add_argument("--bpe-vocab", type=positive_int, help=f"BPE vocabulary size (default {config.bpe_vocab_size})")
     optim = parser.add_argument_group("optimizer")
-    optim.add_argument("--optimizer", choices=OPTIMIZERS)
-    optim.add_argument("--schedule", choices=SCHEDULES)
-    optim.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-3)")
-    optim.add_argument("--min-lr", type=nonnegative_float, help="final learning rate of the cosine (default 1e-4)")
+    optim.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {setup.optimizer}")
+    optim.add_argument("--schedule", choices=SCHEDULES, help=f"default {setup.schedule}")
+    optim.add_argument("--lr", type=positive_float, help=f"peak learning rate (default {config.learning_rate:g})")
+    optim.add_argument("--min-lr", type=nonnegative_float,
+                       help=f"final learning rate of the cosine (default {config.min_learning_rate:g})")
     optim.add_argument("--warmup-steps", type=nonnegative_int, help="default: a tenth of the steps, at most 100")
     optim.add_argument("--lr-decay-steps", type=positive_int, help="cosine length (default: --steps)")
-    optim.add_argument("--weight-decay", type=nonnegative_float, help="AdamW's decoupled weight decay (default 0.1)")
-    optim.add_argument("--grad-clip", type=nonnegative_float, help="global gradient norm limit, 0 for none (default 1.0)")
+    optim.add_argument("--weight-decay", type=nonnegative_float, help=f"AdamW's decoupled weight decay (default {config.weight_decay:g})")
+    optim.add_argument("--grad-clip", type=nonnegative_float, help=f"global gradient norm limit, 0 for none (default {config.grad_clip:g})")
     book = parser.add_argument_group("bookkeeping")
     for flag, text in (("--eval-interval", "steps between validations (default: about 10 a run, "
                                            "every 10 to 50 steps; and at the last step)"),
-                       ("--eval-batches", "validation batches (default 4)"),
+                       ("--eval-batches", f"validation batches (default {config.eval_batches})"),
                        ("--checkpoint-interval", "steps between checkpoints (default: about 4 a run, "
                                                  "at most every 50 steps; and at the last step)"),
-                       ("--keep-checkpoints", "checkpoints kept (default 3)"),
+                       ("--keep-checkpoints", f"checkpoints kept (default {config.keep_checkpoints})"),
                        ("--log-interval", "steps between log lines (default: about 10 a run, at most every 10)")):
         book.add_argument(flag, type=positive_int, help=text)
     add_finetune_arguments(parser, defaults=False)

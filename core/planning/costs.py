@@ -15,7 +15,7 @@ from typing import Any
 
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import Layer, Problem, Setup
-from core.units import format_bytes, format_shortfall
+from core.units import GB, TFLOP, format_bytes, format_shortfall
 
 Group = int | Sequence[int]  # one device, or a data-parallel group in replica order
 Placement = Sequence[tuple[Group, Sequence[int]]]
@@ -43,12 +43,12 @@ def inflight_micro_batches(setup: Setup, stages_from_end: int, replicas: int = 1
 
 def compute_time_s(work: int, flops: Any, tflops: Any) -> Any:
     """k * F / (TFLOP/s * 1e12): a stage's compute for one micro-batch (floats or numpy arrays)."""
-    return work * flops / (tflops * 1e12)
+    return work * flops / (tflops * TFLOP)
 
 
 def send_time_s(comm: int, output_bytes: Any, bandwidth_gbps: Any) -> Any:
     """c * bytes / (GB/s * 1e9): sending a stage's output on (floats or numpy arrays)."""
-    return comm * output_bytes / (bandwidth_gbps * 1e9)
+    return comm * output_bytes / (bandwidth_gbps * GB)
 
 
 def stage_params(layers: Sequence[Layer], indices: Sequence[int]) -> int:
@@ -110,7 +110,7 @@ def sync_time_s(setup: Setup, split: tuple[float, float, float], params: float, 
     if d == 1:
         return 0.0
     weight, grad, _ = split
-    share = (d - 1) / d * params / (bandwidth_gbps * 1e9)
+    share = (d - 1) / d * params / (bandwidth_gbps * GB)
     if setup.mode == "infer":
         return share * weight if zero == 3 else 0.0
     return share * (2 * weight + grad) if zero == 3 else 2 * share * grad
@@ -121,7 +121,7 @@ def lower_bound_s(problem: Problem) -> float:
     total_flops = sum(layer.flops for layer in problem.layers)
     total_tflops = sum(device.tflops for device in problem.devices)
     k = work_factor(problem.setup)
-    return problem.setup.micro_batches * k * total_flops / (1e12 * total_tflops)
+    return problem.setup.micro_batches * k * total_flops / (TFLOP * total_tflops)
 
 
 def evaluate_placement(problem: Problem, placement: Placement, zero: int | None = None) -> list[StageCost]:

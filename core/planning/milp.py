@@ -42,7 +42,7 @@ from core.planning.costs import (
 )
 from core.planning.plan import FEASIBLE, OPTIMAL, Plan
 from core.planning.problem import Problem
-from core.units import format_bytes
+from core.units import TFLOP, format_bytes
 
 FEASIBILITY_TOLERANCE = 1e-9  # HiGHS tolerances, in time_scale units (see _highs)
 _BIG_M = 2.0  # every stage time is at most 1 time_scale unit, so 2 switches a time row off
@@ -406,7 +406,7 @@ class _Model:
     def _balance_cut(self) -> None:
         """A valid cut that needs no big-M and tightens the LP bound: the slowest stage
         is no faster than a perfect balance over all devices together."""
-        total = work_factor(self.setup) * sum(layer.flops for layer in self.layers) / 1e12 / self.time_scale
+        total = work_factor(self.setup) * sum(layer.flops for layer in self.layers) / TFLOP / self.time_scale
         self._row({self.tau: 1.0}, total / sum(device.tflops for device in self.devices), np.inf)
 
     def _fastest_device_cut(self, q: int) -> None:
