@@ -27,6 +27,7 @@ from core.planning.front_door import (
     SCHEDULES,
     SOLVER_CHOICES,
     SOLVER_NAMES,
+    TrainingSetup,
 )
 
 
@@ -69,18 +70,23 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training setup; its defaults are TrainingSetup's (core/planning/setup.py), its lists the problem's."""
+    setup = TrainingSetup()
     group = parser.add_argument_group("training setup")
-    group.add_argument("--mode", default="train", choices=MODES)
-    group.add_argument("--precision", default="bf16", choices=PRECISIONS, help="bf16 = mixed precision")
-    group.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
-    group.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
+    group.add_argument("--mode", default=setup.mode, choices=MODES)
+    group.add_argument("--precision", default=setup.precision, choices=PRECISIONS, help="bf16 = mixed precision")
+    group.add_argument("--optimizer", default=setup.optimizer, choices=OPTIMIZERS)
+    group.add_argument("--micro-batch", type=positive_int, default=setup.micro_batch_size,
+                       help="sequences per micro-batch")
     group.add_argument("--seq", type=positive_int, help="sequence length (default: the model's context, at most 4096)")
-    group.add_argument("--micro-batches", type=positive_int, default=8, help="micro-batches per step (default 8)")
-    group.add_argument("--schedule", default="1f1b", choices=SCHEDULES)
+    group.add_argument("--micro-batches", type=positive_int, default=setup.micro_batches,
+                       help=f"micro-batches per step (default {setup.micro_batches})")
+    group.add_argument("--schedule", default=setup.schedule, choices=SCHEDULES)
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
-    group.add_argument("--data-parallel", default="1", metavar="N|auto",
-                       help="replicas of every stage (must divide --micro-batches), or auto: the best (default 1)")
-    group.add_argument("--zero", type=zero_stage, default=0, metavar="0..3",
+    group.add_argument("--data-parallel", default=str(setup.data_parallel), metavar="N|auto",
+                       help="replicas of every stage (must divide --micro-batches), or auto: the best "
+                            f"(default {setup.data_parallel})")
+    group.add_argument("--zero", type=zero_stage, default=setup.zero, metavar="0..3",
                        help="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP)")
     add_finetune_arguments(parser, defaults=True)
 
