@@ -44,7 +44,7 @@ def write_corpus(path: Path, lines: int = 6000) -> Path:
     return path
 
 
-def run_devices(spec: str, precision: str = "fp32") -> tuple[Device, ...]:
+def typed_devices(spec: str, precision: str = "fp32") -> tuple[Device, ...]:
     """A device spec resolved once, as `main.py train --devices SPEC` does: the run's typed devices."""
     return resolve_devices(spec, precision)
 
@@ -53,7 +53,7 @@ def tiny_config(data: Path, engine: str = "local", steps: int = 20, devices: str
                 **overrides: Any) -> TrainConfig:
     """gpt-nano on 2 x 4 sequences of 32 bytes a step: tens of milliseconds on a CPU."""
     setup = TrainingSetup(precision="fp32", optimizer="adamw", micro_batch_size=4, seq_len=32, micro_batches=2)
-    config = TrainConfig(model="gpt-nano", devices=run_devices(devices), engine=engine, steps=steps, data=str(data),
+    config = TrainConfig(model="gpt-nano", devices=typed_devices(devices), engine=engine, steps=steps, data=str(data),
                          setup=setup, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=3,
                          lr_decay_steps=steps, eval_interval=10, eval_batches=2, checkpoint_interval=5,
                          log_interval=5)

@@ -14,7 +14,7 @@ import torch
 from core.devices.names import unique_names
 from core.planning.setup import TrainingSetup
 from core.training.config import TrainConfig
-from tests.core.training.support import run_devices, write_plan
+from tests.core.training.support import typed_devices, write_plan
 
 
 def tiny_llama_config(layers: int = 4, **overrides: Any) -> Any:
@@ -52,7 +52,7 @@ def hf_run_config(model: str, data: Path, engine: str = "local", devices: str = 
     """4 micro-batches of 2 x 16 tokens; no clipping, so gradients are the raw ones."""
     setup = TrainingSetup(precision="fp32", optimizer="adamw", micro_batch_size=2, seq_len=16, micro_batches=4,
                           schedule=schedule)
-    config = TrainConfig(model=model, devices=run_devices(devices), engine=engine, steps=steps, data=str(data), setup=setup,
+    config = TrainConfig(model=model, devices=typed_devices(devices), engine=engine, steps=steps, data=str(data), setup=setup,
                          learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=1, grad_clip=0.0,
                          eval_interval=50, eval_batches=1, checkpoint_interval=50, log_interval=50)
     return replace(config, **overrides)
