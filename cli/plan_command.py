@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from cli.finetune_options import add_finetune_arguments, finetune_from_args
@@ -66,7 +67,8 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
     group.add_argument("--seq", type=positive_int, help="sequence length (default: the model's context, at most 4096)")
     group.add_argument("--micro-batches", type=positive_int, default=8, help="micro-batches per step (default 8)")
-    group.add_argument("--schedule", default="1f1b", choices=SCHEDULES)
+    group.add_argument("--schedule", default="auto", choices=SCHEDULES,
+                       help="pipeline schedule, or auto: the fastest, with its chunks per device (default auto)")
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
     group.add_argument("--data-parallel", default="1", metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best (default 1)")
@@ -93,14 +95,27 @@ def _run(args: argparse.Namespace) -> int:
     if args.export_problem:
         _write_json(args.export_problem, problem.to_dict())
     from core.planning.front_door import compare, solve
+    from core.planning.schedule_choice import best_schedule, schedule_options
 
-    plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
+    options = None
+    if args.solver == "exact" and problem.setup.schedule == "auto":
+        options = schedule_options(problem)
+        plan = best_schedule(options)
+    else:
+        plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
+    if plan.schedule is None:
+        plan = replace(plan, schedule=problem.setup.pipeline_schedule.name)
     if args.export:
         _export(args.export, spec, plan, problem)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
         return 0 if plan.feasible else 1
     _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args)
+    if options is not None:
+        from cli.schedule_report import schedule_table
+
+        print()
+        print(schedule_table(options, plan))
     return 0 if plan.feasible else 1
 
 

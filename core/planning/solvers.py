@@ -11,6 +11,7 @@ from typing import Any
 from core.errors import InputError
 from core.planning.plan import Plan
 from core.planning.problem import Problem
+from core.planning.schedules import AUTO_SCHEDULE
 from core.planning.setup import TrainingSetup
 
 SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters",
@@ -35,6 +36,10 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
         InputError: unknown solver, or one that cannot take this problem.
     """
     if solver == "exact":
+        if problem.setup.schedule == AUTO_SCHEDULE or problem.setup.pipeline_schedule.chunked:
+            from core.planning.schedule_choice import solve_schedule
+
+            return solve_schedule(problem)
         if problem.setup.is_hybrid:
             from core.planning.hybrid import solve_hybrid
 
