@@ -23,8 +23,8 @@ GIB = 2**30
 
 
 def _problem(rng: random.Random, schedule: str, frozen: bool = False) -> Problem:
-    layers = [Layer(f"l{i}", params=rng.randint(1, 8) * 2**26, flops=rng.uniform(1, 4) * 1e12,
-                    activation_bytes=rng.randint(1, 4) * 2**27, output_bytes=2**24) for i in range(rng.randint(4, 7))]
+    layers = [Layer(f"l{i}", params=rng.randint(1, 8) * 2**22, flops=rng.uniform(1, 4) * 1e12,
+                    activation_bytes=rng.randint(1, 4) * 2**25, output_bytes=2**24) for i in range(rng.randint(4, 7))]
     devices = [Device(f"d{j}", budget_bytes=rng.choice((2, 4, 8)) * GIB, tflops=rng.choice((50.0, 100.0)),
                       bandwidth_gbps=rng.choice((10.0, 25.0))) for j in range(rng.randint(2, 3))]
     setup = Setup(mode="train", bytes_per_param=16, micro_batches=rng.choice((4, 6, 8)), schedule=schedule,

@@ -15,10 +15,13 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch.distributed.pipelining._schedule_visualizer import add_schedule_op_spacing, get_schedule_ops
+from torch.distributed.pipelining._schedule_visualizer import (
+    add_schedule_op_spacing,
+    get_schedule_ops,
+)
 from torch.distributed.pipelining.schedules import _ComputationType
 
-F, I, W, B = (_ComputationType.FORWARD, _ComputationType.BACKWARD_INPUT, _ComputationType.BACKWARD_WEIGHT,
+F, IB, W, B = (_ComputationType.FORWARD, _ComputationType.BACKWARD_INPUT, _ComputationType.BACKWARD_WEIGHT,
               _ComputationType.FULL_BACKWARD)
 TORCH_NAMES = {"interleaved": "Interleaved1F1B", "looped-bfs": "LoopedBFS", "zb1p": "InterleavedZeroBubble",
                "zbv": "ZBVZeroBubble", "dualpipev": "DualPipeV"}
@@ -40,7 +43,9 @@ def torch_ops(name: str, ranks: int, micro_batches: int, chunks: int) -> list[li
 def torch_unit_span(name: str, ranks: int, micro_batches: int, chunks: int) -> int:
     """torch's own simulator (add_schedule_op_spacing): forward, input and weight backward
     one time unit each; the step's length in units."""
-    from torch.distributed.pipelining._schedule_visualizer import action_type_to_color_mapping as widths
+    from torch.distributed.pipelining._schedule_visualizer import (
+        action_type_to_color_mapping as widths,
+    )
 
     with contextlib.redirect_stdout(io.StringIO()):
         spaced = add_schedule_op_spacing(torch_ops(name, ranks, micro_batches, chunks))
@@ -66,7 +71,7 @@ def simulate(name: str, ranks: int, micro_batches: int, chunks: int, forward_s: 
         s, kind, mb = action.stage_index, action.computation_type, action.microbatch_index
         if kind == F:
             return 0.0 if s == 0 else done.get((s - 1, "F", mb))
-        if kind in (I, B):
+        if kind in (IB, B):
             return done.get((s, "F", mb)) if s == last else done.get((s + 1, "I", mb))
         return done.get((s, "I", mb))
 
@@ -83,14 +88,14 @@ def simulate(name: str, ranks: int, micro_batches: int, chunks: int, forward_s: 
                 for part in parts:
                     s, kind, mb = part.stage_index, part.computation_type, part.microbatch_index
                     stage_rank[s] = r
-                    clock = max(clock, ready(part)) + {F: forward_s[s], I: input_s[s], W: weight_s[s],
+                    clock = max(clock, ready(part)) + {F: forward_s[s], IB: input_s[s], W: weight_s[s],
                                                        B: input_s[s] + weight_s[s]}[kind]
                     if kind == F:
                         done[(s, "F", mb)] = clock
                         held[r] += 1
                         peak[r] = max(peak[r], held[r])
                     else:
-                        if kind in (I, B):
+                        if kind in (IB, B):
                             done[(s, "I", mb)] = clock
                         if kind in (W, B):
                             held[r] -= 1
