@@ -110,12 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
         return 0 if plan.feasible else 1
-    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args)
-    if options is not None:
-        from cli.schedule_report import schedule_table
-
-        print()
-        print(schedule_table(options, plan))
+    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options)
     return 0 if plan.feasible else 1
 
 
@@ -244,7 +239,7 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
-                  args: argparse.Namespace) -> None:
+                  args: argparse.Namespace, schedules: Any = None) -> None:
     from cli.plan_report import (
         comparison_table,
         describe_problem,
@@ -265,6 +260,11 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
     note = host_stage_note(plan, problem)
     if note:
         print(note)
+    if schedules is not None:
+        from cli.schedule_report import schedule_table
+
+        print()
+        print(schedule_table(schedules, plan))
     if compare is not None:
         others = [name for name in SOLVER_NAMES if name != args.solver]
         results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}
