@@ -94,8 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         model_name = spec.name
     if args.export_problem:
         _write_json(args.export_problem, problem.to_dict())
-    from core.planning.front_door import compare, solve
-    from core.planning.schedule_choice import best_schedule, schedule_options
+    from core.planning.front_door import best_schedule, compare, schedule_options, solve
 
     options = None
     if args.solver == "exact" and problem.setup.schedule == "auto":
