@@ -35,7 +35,7 @@ from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_problem
 from core.planning.schedule_choice import best_schedule, schedule_options
-from core.planning.schedules import micro_batches_per_replica
+from core.planning.schedules import RUNNABLE_SCHEDULES, micro_batches_per_replica
 from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup
 from core.planning.solvers import (
     HYBRID_BASELINES,
@@ -58,7 +58,7 @@ __all__ = [
     # the device choice (core.planning.device_resolution)
     "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
     # setup, problem and plan
-    "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
+    "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "RUNNABLE_SCHEDULES", "SCHEDULES", "Device", "Plan", "Problem",
     "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
     # solvers and what they compare
     "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
