@@ -15,6 +15,7 @@ time; the answer is then `feasible` with its proven gap to the lower bound
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from core.errors import InputError
-from core.planning.chunked_costs import ChunkedPlacement, chunked_plan, rank_costs
+from core.planning.chunked_costs import ChainSums, ChunkedPlacement, chunked_plan, rank_costs
 from core.planning.costs import infeasible_plan, lower_bound_s
 from core.planning.plan import FEASIBLE, OPTIMAL, Plan
 from core.planning.problem import Problem
@@ -48,22 +49,23 @@ def solve_chunked(problem: Problem) -> Plan:
     if not problem.is_chain:
         raise InputError("chunked schedules need a chain of layers; this graph branches")
     started = time.perf_counter()
+    sums = ChainSums(problem)
     every = all_placements(problem, schedule)
     exhaustive = every is not None
     candidates = every if every is not None else [
-        _improved(problem, schedule, start) for start in _starts(problem, schedule)]
-    best = min(candidates, key=lambda pl: _score(problem, schedule, pl), default=None)
+        _improved(problem, schedule, start, sums) for start in _starts(problem, schedule)]
+    best = min(candidates, key=lambda pl: _score(problem, schedule, pl, sums), default=None)
     elapsed = time.perf_counter() - started
     solver = "exact" if exhaustive else "chunked-search"
     if best is None:
         return infeasible_plan(problem, solver, _why_none(problem, schedule), elapsed)
-    over = rank_costs(problem, schedule, best).over_bytes
+    over = rank_costs(problem, schedule, best, sums).over_bytes
     if over > 0:
         which = "every placement" if exhaustive else "the best placement found"
         why = (f"{schedule.label} holds more activations in flight than 1F1B: {which} of its chunks "
                f"is short by {format_shortfall(over)}")
         return infeasible_plan(problem, solver, why, elapsed)
-    step = rank_costs(problem, schedule, best).step_time_s
+    step = rank_costs(problem, schedule, best, sums).step_time_s
     gap = 0.0 if exhaustive else step / lower_bound_s(problem) - 1
     return chunked_plan(problem, schedule, best, solver, OPTIMAL if exhaustive else FEASIBLE, elapsed, gap)
 
@@ -76,8 +78,9 @@ def _why_none(problem: Problem, schedule: ChunkedSchedule) -> str:
     return next((reason for reason in reasons if reason), f"{schedule.label} cannot run this problem")
 
 
-def _score(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement) -> tuple[float, float]:
-    costs = rank_costs(problem, schedule, placement)
+def _score(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
+           sums: ChainSums) -> tuple[float, float]:
+    costs = rank_costs(problem, schedule, placement, sums)
     return costs.over_bytes, costs.step_time_s
 
 
@@ -118,18 +121,29 @@ def all_placements(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedP
 
 def _starts(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedPlacement]:
     """Search starts: device orders (the 1F1B optimum's, all by budget, all by speed) x v, cut by speed."""
-    from core.planning.exact import solve_exact
-
     devices = problem.devices
     orders: list[tuple[int, ...]] = []
-    names = {device.name: index for index, device in enumerate(devices)}
-    single = solve_exact(replace(problem, setup=replace(problem.setup, schedule="1f1b")))
-    if len(single.stages) >= 2:
-        orders.append(tuple(names[stage.device] for stage in single.stages))
+    single = _one_f_one_b_order(replace(problem, setup=replace(problem.setup, schedule="1f1b")))
+    if len(single) >= 2:
+        orders.append(single)
     orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].budget_bytes)))
     orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].tflops)))
     unique = list(dict.fromkeys(order for order in orders if len(order) >= 2))
     return [_proportional(problem, schedule, ranks, v) for ranks, v in _shapes(problem, schedule, unique)]
+
+
+@functools.lru_cache(maxsize=4)
+def exact_1f1b(problem: Problem) -> Plan:
+    """The exact solver's plan (`problem` under 1F1B, d = 1), solved once for the schedule
+    choice and for every chunked schedule's search (their start: its device order)."""
+    from core.planning.exact import solve_exact
+
+    return solve_exact(problem)
+
+
+def _one_f_one_b_order(problem: Problem) -> tuple[int, ...]:
+    names = {device.name: index for index, device in enumerate(problem.devices)}
+    return tuple(names[stage.device] for stage in exact_1f1b(problem).stages)
 
 
 def _proportional(problem: Problem, schedule: ChunkedSchedule, ranks: tuple[int, ...], v: int) -> ChunkedPlacement:
@@ -147,9 +161,10 @@ def _proportional(problem: Problem, schedule: ChunkedSchedule, ranks: tuple[int,
     return ChunkedPlacement(ranks, v, (*bounds, n))
 
 
-def _improved(problem: Problem, schedule: ChunkedSchedule, start: ChunkedPlacement) -> ChunkedPlacement:
+def _improved(problem: Problem, schedule: ChunkedSchedule, start: ChunkedPlacement,
+              sums: ChainSums) -> ChunkedPlacement:
     """Move one cut at a time by up to two layers while the (overflow, step time) score falls."""
-    best, score = start, _score(problem, schedule, start)
+    best, score = start, _score(problem, schedule, start, sums)
     improved = True
     while improved:
         improved = False
@@ -159,7 +174,7 @@ def _improved(problem: Problem, schedule: ChunkedSchedule, start: ChunkedPlaceme
             if not bounds[cut - 1] < bounds[cut] < bounds[cut + 1]:
                 continue
             candidate = replace(best, bounds=tuple(bounds))
-            candidate_score = _score(problem, schedule, candidate)
+            candidate_score = _score(problem, schedule, candidate, sums)
             if candidate_score < score:
                 best, score, improved = candidate, candidate_score, True
     return best

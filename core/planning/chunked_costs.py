@@ -6,12 +6,13 @@ micro-batch t_r sums its blocks' compute (k * F / speed) and sends (none where t
 next block is on the same rank); its weight-gradient share is F / speed (zero with
 frozen weights); its memory is its parameters' state plus the schedule's peak of
 (micro-batch, chunk) activations times the mean activations of its chunks
-(docs/design.md, "Chunked schedules"). Shared by the chunked solver's search and
+(docs/design.md, "Chunked schedules"); tied tensors count once per rank. Shared by the chunked solver's search and
 the plan it returns, so what is searched is what is reported.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -21,7 +22,6 @@ from core.planning.costs import (
     evaluate_placement,
     lower_bound_s,
     send_time_s,
-    stage_params,
     work_factor,
 )
 from core.planning.plan import INFEASIBLE, Plan, StageCost
@@ -62,29 +62,56 @@ def block_devices(schedule: ChunkedSchedule, placement: ChunkedPlacement) -> lis
     return [placement.ranks[schedule.rank_of_stage(b, p)] for b in range(len(placement.bounds) - 1)]
 
 
-def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement) -> RankCosts:
+class ChainSums:
+    """Prefix sums of the chain (flops, activations, parameters, tied members): a block's sum in O(1)."""
+
+    def __init__(self, problem: Problem):
+        layers = problem.layers
+        self.flops = [0.0, *itertools.accumulate(layer.flops for layer in layers)]
+        self.acts = [0.0, *itertools.accumulate(float(layer.activation_bytes) for layer in layers)]
+        self.params = [0.0, *itertools.accumulate(float(layer.params) for layer in layers)]
+        groups: dict[str, list[int]] = {}
+        for index, layer in enumerate(layers):
+            if layer.tied_group is not None:
+                groups.setdefault(layer.tied_group, []).append(index)
+        self.tied = [(float(layers[members[0]].tied_params),
+                      [0, *itertools.accumulate(1 if i in members else 0 for i in range(len(layers)))])
+                     for members in groups.values()]
+
+    def rank_params(self, blocks: Sequence[range]) -> float:
+        """Parameters a rank stores for these blocks, a tied tensor once (as costs.stage_params)."""
+        total = sum(self.params[b.stop] - self.params[b.start] for b in blocks)
+        for size, count in self.tied:
+            inside = sum(count[b.stop] - count[b.start] for b in blocks)
+            total -= size * max(inside - 1, 0)
+        return total
+
+
+def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
+               sums: ChainSums | None = None) -> RankCosts:
     """Each rank's time, fill time and memory, and the step time T of the placement."""
     layers, devices, setup = problem.layers, problem.devices, problem.setup
+    sums = sums or ChainSums(problem)
     p, v, m = len(placement.ranks), placement.chunks, setup.micro_batches
     k, c = work_factor(setup), comm_factor(setup)
     owner = block_devices(schedule, placement)
     time = [0.0] * p
     weight_grad = [0.0] * p
-    indices: list[list[int]] = [[] for _ in range(p)]
+    blocks: list[list[range]] = [[] for _ in range(p)]
     acts = [0.0] * p
     for b, block in enumerate(placement.blocks()):
         r = schedule.rank_of_stage(b, p)
         device = devices[owner[b]]
-        flops = sum(layers[i].flops for i in block)
+        flops = sums.flops[block.stop] - sums.flops[block.start]
         time[r] += compute_time_s(k, flops, device.tflops)
         if not setup.frozen_weights:
             weight_grad[r] += compute_time_s(1, flops, device.tflops)
         if b + 1 < len(owner) and owner[b + 1] != owner[b]:
             link = min(device.bandwidth_gbps, devices[owner[b + 1]].bandwidth_gbps)
             time[r] += send_time_s(c, layers[block[-1]].output_bytes, link)
-        indices[r].extend(block)
-        acts[r] += sum(layers[i].activation_bytes for i in block)
-    memory = tuple(setup.bytes_per_param * stage_params(layers, indices[r])
+        blocks[r].append(block)
+        acts[r] += sums.acts[block.stop] - sums.acts[block.start]
+    memory = tuple(setup.bytes_per_param * sums.rank_params(blocks[r])
                    + schedule.peak_chunk_activations(m, p, v, r) / v * acts[r] for r in range(p))
     fill = [schedule.fill_time_s(time[r], weight_grad[r]) for r in range(p)]
     return RankCosts(tuple(time), tuple(fill), memory, tuple(devices[d].budget_bytes for d in placement.ranks),

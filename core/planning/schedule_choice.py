@@ -51,10 +51,10 @@ def best_schedule(options: Options) -> Plan:
 
 def _solve_one(problem: Problem, name: str) -> Plan:
     sub = replace(problem, setup=replace(problem.setup, schedule=name))
-    if schedule_named(name).chunked:
-        from core.planning.chunked import solve_chunked
+    if schedule_named(name).chunked or (name == "1f1b" and not sub.setup.is_hybrid and sub.is_chain):
+        from core.planning.chunked import exact_1f1b, solve_chunked
 
-        return solve_chunked(sub)
+        return solve_chunked(sub) if schedule_named(name).chunked else replace(exact_1f1b(sub), schedule=name)
     from core.planning.solvers import solve
 
     return replace(solve(sub, "exact"), schedule=name)
