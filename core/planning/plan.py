@@ -145,6 +145,9 @@ class Plan:
         }
         if self.status != INFEASIBLE:
             answer["gap"] = self.gap
+        if self.schedule is not None:
+            answer["schedule"] = self.schedule
+            answer["chunks_per_device"] = self.chunks
         if self.status == INFEASIBLE:
             answer["reason"] = self.reason
             answer["stages"] = []
@@ -152,8 +155,6 @@ class Plan:
         answer["bottleneck_stage"] = self.bottleneck_index
         answer["stages"] = [_stage_dict(stage) for stage in self.stages]
         if self.schedule is not None:
-            answer["schedule"] = self.schedule
-            answer["chunks_per_device"] = self.chunks
             answer["device_chunks"] = self.device_chunks()
         return answer
 

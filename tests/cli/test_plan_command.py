@@ -248,3 +248,18 @@ def test_a_profile_of_the_host_does_not_claim_the_gpus_speeds(capsys, tmp_path):
                             str(profile), "--no-compare")
     line = next(line for line in out.splitlines() if line.startswith("speeds:"))
     assert line.startswith(f"speeds: cpu measured layer by layer (profile {profile}); GPUs datasheet")
+
+
+def test_auto_schedule_json_carries_the_schedule_and_each_devices_chunks(capsys, tmp_path):
+    problem = json.loads(json.dumps(PROBLEM))
+    problem["setup"]["schedule"] = "auto"
+    path = tmp_path / "auto.json"
+    path.write_text(json.dumps(problem))
+    code, out, _ = run_main(capsys, "plan", "--problem", str(path), "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["schedule"] == "zb1p"  # two alike GPUs, 8 micro-batches: zero bubble wins
+    assert answer["chunks_per_device"] == 2 and answer["device_chunks"] == {"gpu0": [0, 2], "gpu1": [1, 3]}
+    code, out, _ = run_main(capsys, "plan", "--problem", str(path))
+    assert code == 0 and "schedule: zb1p, 2 chunks per device" in out and "faster than 1F1B" in out
+    code, out, _ = run_main(capsys, "plan", "--problem", str(tmp_path / "auto.json"), "--json", "--solver", "greedy")
+    assert json.loads(out)["schedule"] == "1f1b"  # the baselines price auto as 1F1B
