@@ -117,3 +117,15 @@ def test_chunked_schedules_are_not_offered_with_data_parallelism():
                     optimizer_bytes_per_param=12.0)
     options = schedule_options(replace(problem, setup=replace(setup, schedule="auto")))
     assert "data parallelism" in str(options["zbv"])
+
+
+def test_frozen_weights_come_from_adapters_and_round_trip_the_problem_format():
+    from core.planning.finetune import FineTune
+    from core.planning.problem import problem_from_dict
+    from core.planning.setup import TrainingSetup
+
+    assert TrainingSetup(finetune=FineTune(method="lora")).to_problem_setup().frozen_weights
+    assert not TrainingSetup().to_problem_setup().frozen_weights
+    problem = _problem(random.Random(2), "zb1p", frozen=True)
+    assert problem_from_dict(problem.to_dict()).setup.frozen_weights
+    assert "frozen_weights" not in _problem(random.Random(2), "zb1p").to_dict()["setup"]  # default: left out
