@@ -15,6 +15,9 @@
 (e) Hybrid plan quality on (b)'s matrix plus 16 alike GPUs: T of each
     data-parallel baseline and of today's pipeline-only exact over T of the
     hybrid exact, and the hybrid exact over the lower bound.
+(g) Schedule quality on (b)'s training matrix: each schedule's T over the lower
+    bound (chunked ones with their best v and chunks), `auto` (the fastest)
+    over the bound, and auto's gain over 1F1B.
 (f) `main.py plan --model llama-2-70b ...` in a fresh process, cold (empty
     cache: torch, transformers and measuring) and warm (graph and accelerate's
     placement from the disk cache): wall and CPU seconds, and whether torch was
@@ -241,6 +244,40 @@ def hybrid_quality_table() -> None:
         print(f"median hybrid / LB over {len(ratios)} cases: {statistics.median(ratios):.2f} (goal <= 1.15)")
 
 
+def schedule_quality_table() -> None:
+    from core.planning.schedule_choice import best_schedule, schedule_options
+    from core.planning.schedules import SCHEDULE_NAMES
+
+    print("\n(g) schedule quality: T(schedule) / LB (OOM: no placement fits; '-': torch refuses); "
+          "auto = the fastest; gain = 1 - T(auto) / T(1f1b)")
+    print(f"{'model':<13} {'devices':<14}" + "".join(f"{n:>12}" for n in SCHEDULE_NAMES) + f"{'auto':>8}{'gain':>8}")
+    ratios, gains = [], []
+    for model, seq in TRAINED:
+        for label, devices in TRAIN_SETS:
+            spec = resolve_model(model)
+            setup = TrainingSetup(seq_len=seq, micro_batches=16, recompute=True, schedule="auto")
+            if "{tight}" in devices:
+                devices = devices.format(tight=_tight_budget_mib(spec, setup, parts=8))
+            options = schedule_options(build_problem(spec, setup, resolve_devices(devices, setup.precision)))
+            cells = []
+            for name in SCHEDULE_NAMES:
+                plan = options[name]
+                cells.append("-" if isinstance(plan, str) else "OOM" if not plan.feasible or not plan.objective_s
+                             else f"{plan.objective_s / plan.lower_bound_s:.2f}" + (f"/v{plan.chunks}" if plan.chunks > 1 else ""))
+            best = best_schedule(options)
+            one = options["1f1b"]
+            tail = f"{'no fit':>8}"
+            if best.feasible and best.objective_s:
+                ratios.append(best.objective_s / best.lower_bound_s)
+                gain = 1 - best.objective_s / one.objective_s if isinstance(one, Plan) and one.objective_s else 0.0
+                gains.append(gain)
+                tail = f"{ratios[-1]:>8.2f}{gain * 100:>7.1f}%"
+            print(f"{model:<13} {label:<14}" + "".join(f"{c:>12}" for c in cells) + tail)
+    if ratios:
+        print(f"median auto / LB over {len(ratios)} cases: {statistics.median(ratios):.2f}; "
+              f"median gain over 1F1B {statistics.median(gains) * 100:.1f}%")
+
+
 def _ratio(plan: Plan | str, best: Plan) -> str:
     if isinstance(plan, str) or best.objective_s is None or not best.feasible:
         return "n/a"
@@ -254,7 +291,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--hybrid-only", action="store_true", help="only tables (d) and (e)")
     parser.add_argument("--cache-only", action="store_true", help="only table (f)")
+    parser.add_argument("--schedules-only", action="store_true", help="only table (g)")
     args = parser.parse_args()
+    if args.schedules_only:
+        schedule_quality_table()
+        return 0
     repeats = 10 if args.quick else 50
     if args.cache_only:
         cache_table(3)
@@ -265,6 +306,7 @@ def main() -> int:
         graph_table()
     hybrid_timing_table(5 if args.quick else 20)
     hybrid_quality_table()
+    schedule_quality_table()
     cache_table(3)
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from cli.finetune_options import add_finetune_arguments, finetune_from_args
@@ -81,7 +82,8 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seq", type=positive_int, help="sequence length (default: the model's context, at most 4096)")
     group.add_argument("--micro-batches", type=positive_int, default=setup.micro_batches,
                        help=f"micro-batches per step (default {setup.micro_batches})")
-    group.add_argument("--schedule", default=setup.schedule, choices=SCHEDULES)
+    group.add_argument("--schedule", default="auto", choices=SCHEDULES,
+                       help="pipeline schedule, or auto: the fastest, with its chunks per device (default auto)")
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
     group.add_argument("--data-parallel", default=str(setup.data_parallel), metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best "
@@ -108,15 +110,22 @@ def _run(args: argparse.Namespace) -> int:
         model_name = spec.name
     if args.export_problem:
         _write_json(args.export_problem, problem.to_dict())
-    from core.planning.front_door import compare, solve
+    from core.planning.front_door import best_schedule, compare, schedule_options, solve
 
-    plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
+    options = None
+    if args.solver == "exact" and problem.setup.schedule == "auto":
+        options = schedule_options(problem)
+        plan = best_schedule(options)
+    else:
+        plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
+    if plan.schedule is None:
+        plan = replace(plan, schedule=problem.setup.pipeline_schedule.name)
     if args.export:
         _export(args.export, spec, plan, problem)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
         return 0 if plan.feasible else 1
-    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args)
+    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options)
     return 0 if plan.feasible else 1
 
 
@@ -245,7 +254,7 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
-                  args: argparse.Namespace) -> None:
+                  args: argparse.Namespace, schedules: Any = None) -> None:
     from cli.plan_report import (
         comparison_table,
         describe_problem,
@@ -266,6 +275,11 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
     note = host_stage_note(plan, problem)
     if note:
         print(note)
+    if schedules is not None:
+        from cli.schedule_report import schedule_table
+
+        print()
+        print(schedule_table(schedules, plan))
     if compare is not None:
         exact = args.solver in EXACT_NAMES
         others = [name for name in SOLVER_NAMES if name != args.solver and not (exact and name in EXACT_NAMES)]

@@ -34,7 +34,8 @@ from core.planning.finetune import FINETUNE_METHODS, FineTune
 from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_run_note
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_problem
-from core.planning.schedules import micro_batches_per_replica
+from core.planning.schedule_choice import best_schedule, schedule_options
+from core.planning.schedules import RUNNABLE_SCHEDULES, micro_batches_per_replica
 from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup
 from core.planning.solvers import (
     EXACT_NAMES,
@@ -59,11 +60,12 @@ __all__ = [
     # the device choice (core.planning.device_resolution)
     "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
     # setup, problem and plan
-    "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
+    "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "RUNNABLE_SCHEDULES", "SCHEDULES", "Device", "Plan", "Problem",
     "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
     # solvers and what they compare
     "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES", "SOLVER_NAMES", "FasterBaseline", "compare",
-    "faster_outside_the_setup", "solve", "host_stage_note", "host_plan_ticks", "simulated_run_note",
+    "faster_outside_the_setup", "solve", "best_schedule", "schedule_options", "host_stage_note", "host_plan_ticks",
+    "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]

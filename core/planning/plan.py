@@ -84,6 +84,8 @@ class Plan:
     tokens_per_micro_batch: int | None = None
     data_parallel: int = 1
     zero: int = 0
+    schedule: str | None = None  # set by the schedule choice and the chunked solver (None: the setup's)
+    chunks: int = 1  # v: stages (chunks) per device; stages are then in pipeline order, devices repeating
 
     @property
     def feasible(self) -> bool:
@@ -143,13 +145,25 @@ class Plan:
         }
         if self.status != INFEASIBLE:
             answer["gap"] = self.gap
+        if self.schedule is not None:
+            answer["schedule"] = self.schedule
+            answer["chunks_per_device"] = self.chunks
         if self.status == INFEASIBLE:
             answer["reason"] = self.reason
             answer["stages"] = []
             return answer
         answer["bottleneck_stage"] = self.bottleneck_index
         answer["stages"] = [_stage_dict(stage) for stage in self.stages]
+        if self.schedule is not None:
+            answer["device_chunks"] = self.device_chunks()
         return answer
+
+    def device_chunks(self) -> dict[str, list[int]]:
+        """Device name -> the stages (chunks) it runs, in pipeline order."""
+        chunks: dict[str, list[int]] = {}
+        for index, stage in enumerate(self.stages):
+            chunks.setdefault(stage.device, []).append(index)
+        return chunks
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "plan") -> Plan:
@@ -184,7 +198,8 @@ class Plan:
                    solve_time_s=_number(plan, "solve_time_s", source),
                    gap=_optional_number(plan, "gap", source), reason=_text(plan.get("reason")),
                    tokens_per_micro_batch=_optional_whole(plan, "tokens_per_micro_batch", source),
-                   data_parallel=replicas, zero=_whole(plan, "zero", source, 0))
+                   data_parallel=replicas, zero=_whole(plan, "zero", source, 0),
+                   schedule=_text(plan.get("schedule")), chunks=_whole(plan, "chunks_per_device", source, 1))
 
 
 def _stage_dict(stage: StageCost) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from core.planning.schedules import SCHEDULE_NAMES, Schedule, schedule_named
+from core.planning.schedules import SCHEDULE_CHOICES, Schedule, schedule_named
 
 MODES = ("train", "infer")
-SCHEDULES = SCHEDULE_NAMES  # core.planning.schedules: one class each
+SCHEDULES = SCHEDULE_CHOICES  # core.planning.schedules: "auto", then one class each
 ZERO_STAGES = (0, 1, 2, 3)
 AUTO = "auto"  # data_parallel: the solver picks the best divisor of micro_batches
 
@@ -75,6 +75,7 @@ class Setup:
     optimizer_bytes_per_param: float | None = None
     data_parallel: int | str = 1
     zero: int = 0
+    frozen_weights: bool = False  # LoRA/QLoRA: no weight gradients for the base (zero-bubble gains nothing)
 
     def __post_init__(self) -> None:
         check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
@@ -335,6 +336,9 @@ def _setup(item: Any) -> Setup:
     if data_parallel != AUTO and "data_parallel" in item:
         data_parallel = _integer(item, "data_parallel", "setup", positive=True)
     zero = _integer(item, "zero", "setup") if "zero" in item else 0
+    frozen = item.get("frozen_weights", False)
+    if not isinstance(frozen, bool):
+        raise InputError(f"setup.frozen_weights must be true or false, got {frozen!r}")
     return Setup(
         mode=mode,
         bytes_per_param=_number(item, "bytes_per_param", "setup", positive=True),
@@ -346,6 +350,7 @@ def _setup(item: Any) -> Setup:
         ),
         data_parallel=data_parallel,
         zero=zero,
+        frozen_weights=frozen,
         **optional,
     )
 

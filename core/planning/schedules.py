@@ -12,6 +12,12 @@ objective coefficient of its slowest-stage variable, plans are costed with
 
 Adding a schedule is one class here, registered in SCHEDULES with the name the
 problem format and the commands accept.
+
+Chunked schedules (ChunkedSchedule: interleaved 1F1B, looped BFS, the zero-bubble
+family) give each of p ranks v chunks (virtual stages) and price a step from the
+ranks' per-micro-batch times t_r and bubble-fill times b_r:
+T = m' * max_r t_r + (sum_r b_r - max_r b_r) / v (docs/design.md, "Chunked
+schedules"); the chunked solver (core.planning.chunked) asks them.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class Schedule(ABC):
         """The fewest m' that torch runs this schedule with over `stages` stages."""
         return 1
 
+    chunked: ClassVar[bool] = False  # one stage per rank (GPipe, 1F1B); ChunkedSchedule: v per rank
+
     def torch_class(self) -> Any:
         """The torch.distributed.pipelining class that runs this schedule."""
         from torch.distributed import pipelining
@@ -89,14 +97,152 @@ class OneFOneB(Schedule):
         return stages  # torch's Schedule1F1B refuses fewer micro-batches than stages
 
 
-SCHEDULES: dict[str, Schedule] = {schedule.name: schedule for schedule in (OneFOneB(), GPipe())}
+class ChunkedSchedule(Schedule):
+    """v chunks (virtual stages) per rank; chunk c of rank r is virtual stage c * p + r
+    (looped), or for the V shape r and 2p - 1 - r.
+
+    With t_r a rank's time per micro-batch (all its chunks: forward, input
+    backward, weight backward, sends) and b_r the part that cannot fill the
+    bubble (t_r - 2 w_r for the zero-bubble family, whose weight backward w_r
+    fills it; t_r otherwise), T = m' * max_r t_r + (sum_r b_r - max_r b_r) / v.
+    Exact for equal chunks against torch's own schedules (tests/core/planning/
+    test_chunked_schedules.py); v = 1, b = t is GPipe's and 1F1B's formula.
+    """
+
+    chunked = True
+    zero_bubble: ClassVar[bool] = False  # weight-gradient work fills the bubble
+    v_shape: ClassVar[bool] = False  # chunks of a rank mirror each other (ZBV, DualPipeV)
+    fixed_chunks: ClassVar[int | None] = None  # torch's only allowed v, where it has one
+
+    def training_inflight(self, per_replica: int, stages_from_end: int) -> int:
+        return per_replica  # the single-stage solvers never price chunked schedules; the most it can be
+
+    def chunk_counts(self, max_chunks: int) -> tuple[int, ...]:
+        """The v this schedule can run with, up to `max_chunks` (v >= 2: torch's multi-stage classes)."""
+        if self.fixed_chunks is not None:
+            return (self.fixed_chunks,) if self.fixed_chunks <= max_chunks else ()
+        return tuple(range(2, max_chunks + 1))
+
+    def refusal(self, ranks: int, chunks: int, per_replica: int) -> str | None:
+        """Why torch refuses p ranks x v chunks with m' micro-batches, or None when it runs.
+
+        Interleaved and ZB1P: m' a multiple of its rounds, max(1, m' // p) (torch's check).
+        """
+        if chunks not in self.chunk_counts(chunks):
+            return f"{self.label} needs {self.fixed_chunks} chunks per device, not {chunks}"
+        rounds = max(1, per_replica // ranks)
+        if per_replica % rounds:
+            return f"{self.label} needs the micro-batches ({per_replica}) to be a multiple of {rounds}"
+        return None
+
+    def stage_of_chunk(self, rank: int, chunk: int, ranks: int) -> int:
+        """The virtual stage (pipeline position) of chunk `chunk` of rank `rank`."""
+        if self.v_shape:
+            return rank if chunk == 0 else 2 * ranks - 1 - rank
+        return chunk * ranks + rank
+
+    def rank_of_stage(self, stage: int, ranks: int) -> int:
+        """The rank that runs virtual stage `stage` (the inverse of stage_of_chunk)."""
+        lap, position = divmod(stage, ranks)
+        return ranks - 1 - position if self.v_shape and lap % 2 else position
+
+    def fill_time_s(self, rank_time_s: float, weight_grad_s: float) -> float:
+        """b_r: what of a rank's time per micro-batch the bubble cannot hide."""
+        return max(0.0, rank_time_s - 2 * weight_grad_s) if self.zero_bubble else rank_time_s
+
+    def chunked_step_time_s(self, rank_times_s: Sequence[float], fill_times_s: Sequence[float],
+                            micro_batches: int, chunks: int, replicas: int = 1,
+                            sync_s: Sequence[float] = ()) -> float:
+        """T = m' * max_r t_r + (sum_r b_r - max_r b_r) / v + the slowest sync."""
+        per_replica = micro_batches_per_replica(micro_batches, replicas)
+        return (per_replica * max(rank_times_s) + (sum(fill_times_s) - max(fill_times_s)) / chunks
+                + max(sync_s, default=0.0))
+
+    @abstractmethod
+    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
+        """The most (micro-batch, chunk) activations rank `rank` holds at once (torch's order)."""
+
+
+class Interleaved1F1B(ChunkedSchedule):
+    """Interleaved 1F1B: bubble divided by v; rank r warms up (v - 1) p + 2 (p - 1 - r) forwards."""
+
+    name, label, torch_class_name = "interleaved", "Interleaved 1F1B", "ScheduleInterleaved1F1B"
+
+    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
+        return min(per_replica * chunks, (chunks - 1) * ranks + 2 * (ranks - 1 - rank) + 1)
+
+
+class LoopedBFS(ChunkedSchedule):
+    """Looped BFS: every micro-batch through a rank's chunk, chunk by chunk: GPipe's memory."""
+
+    name, label, torch_class_name = "looped-bfs", "Looped BFS", "ScheduleLoopedBFS"
+
+    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
+        return per_replica * chunks
+
+    def refusal(self, ranks: int, chunks: int, per_replica: int) -> str | None:
+        return None
+
+
+class InterleavedZeroBubble(ChunkedSchedule):
+    """ZB1P: interleaved with the backward split, weight gradients filling the bubble."""
+
+    name, label, torch_class_name = "zb1p", "Interleaved zero bubble (ZB1P)", "ScheduleInterleavedZeroBubble"
+    zero_bubble = True
+
+    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
+        return min(per_replica * chunks, ranks * chunks)
+
+
+class ZBVZeroBubble(ChunkedSchedule):
+    """ZBV: two chunks per rank in a V (rank r holds stages r and 2p - 1 - r), zero bubble."""
+
+    name, label, torch_class_name = "zbv", "Zero bubble V (ZBV)", "ScheduleZBVZeroBubble"
+    zero_bubble, v_shape, fixed_chunks = True, True, 2
+
+    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
+        return min(per_replica, ranks) * chunks
+
+    def refusal(self, ranks: int, chunks: int, per_replica: int) -> str | None:
+        if chunks != 2:
+            return f"{self.label} needs 2 chunks per device, not {chunks}"
+        return None
+
+
+class DualPipeV(ChunkedSchedule):
+    """DualPipeV (DeepSeek): ZBV's V with a forward and a backward overlapped; m' >= 2p."""
+
+    name, label, torch_class_name = "dualpipev", "DualPipeV", "ScheduleDualPipeV"
+    zero_bubble, v_shape, fixed_chunks = True, True, 2
+
+    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
+        return min(per_replica * chunks, 2 * ranks + 1)
+
+    def least_micro_batches_per_replica(self, stages: int) -> int:
+        return stages  # torch: at least as many micro-batches as virtual stages (2p)
+
+    def refusal(self, ranks: int, chunks: int, per_replica: int) -> str | None:
+        if chunks != 2:
+            return f"{self.label} needs 2 chunks per device, not {chunks}"
+        if per_replica < 2 * ranks:
+            return f"{self.label} needs at least {2 * ranks} micro-batches on {ranks} devices, got {per_replica}"
+        return None
+
+
+SCHEDULES: dict[str, Schedule] = {schedule.name: schedule for schedule in (
+    OneFOneB(), GPipe(), Interleaved1F1B(), InterleavedZeroBubble(), ZBVZeroBubble(), DualPipeV(), LoopedBFS())}
 SCHEDULE_NAMES = tuple(SCHEDULES)  # the first is the default
+AUTO_SCHEDULE = "auto"  # the planner picks the schedule (and v) with the least step time
+SCHEDULE_CHOICES = (AUTO_SCHEDULE, *SCHEDULE_NAMES)  # what setups, problems and commands accept
+# What the pipeline engine runs today (one stage a rank); the app offers these until it runs chunks.
+RUNNABLE_SCHEDULES = tuple(name for name, schedule in SCHEDULES.items() if not schedule.chunked)
 
 
 def schedule_named(name: str) -> Schedule:
-    """The schedule of a setup's `schedule` field.
+    """The schedule of a setup's `schedule` field; "auto" is priced as 1F1B by the solvers
+    that do not choose a schedule themselves (the baselines, the MILP).
 
     Raises:
         KeyError: no such schedule (problem files are checked against SCHEDULE_NAMES on load).
     """
-    return SCHEDULES[name]
+    return SCHEDULES[SCHEDULE_NAMES[0] if name == AUTO_SCHEDULE else name]

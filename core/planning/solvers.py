@@ -22,6 +22,7 @@ from typing import Any
 from core.errors import InputError
 from core.planning.plan import Plan
 from core.planning.problem import Problem
+from core.planning.schedules import AUTO_SCHEDULE
 from core.planning.setup import TrainingSetup
 
 SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters",
@@ -59,6 +60,13 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
         InputError: unknown solver, or one that cannot take this problem.
     """
     if solver in EXACT_NAMES:
+        if problem.setup.schedule == AUTO_SCHEDULE or problem.setup.pipeline_schedule.chunked:
+            if solver != EXACT:
+                raise InputError(f"{solver} plans one GPipe or 1F1B pipeline; --schedule "
+                                 f"{problem.setup.schedule} needs --solver exact")
+            from core.planning.schedule_choice import solve_schedule
+
+            return solve_schedule(problem)
         return _solve_exact(problem, solver)
     if solver == "milp":
         if problem.setup.is_hybrid:

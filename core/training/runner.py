@@ -239,6 +239,9 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
     setup = config.setup
     _check_replicas(config, plan)
     schedule = schedule_named(setup.schedule)
+    if config.engine == "pipeline" and (schedule.chunked or setup.schedule == "auto" or plan.chunks > 1):
+        raise InputError(f"the pipeline engine runs --schedule 1f1b or gpipe, one stage a device; "
+                         f"{plan.schedule or setup.schedule} is planned (main.py plan) but not run yet")
     least = schedule.least_micro_batches_per_replica(stages)
     if config.engine == "pipeline" and micro_batches_per_replica(setup.micro_batches, plan.data_parallel) < least:
         replicas = f" per replica ({setup.micro_batches} / {plan.data_parallel})" if plan.data_parallel > 1 else ""

@@ -33,7 +33,7 @@ from core.planning.front_door import (
     MODES,
     OPTIMIZERS,
     PRECISIONS,
-    SCHEDULES,
+    RUNNABLE_SCHEDULES,
     GPTSize,
     ModelChoice,
     hf_preset_names,
@@ -152,7 +152,7 @@ class ModelPanel(QWidget):
     def _setup_widgets(self) -> dict[str, SetupBox]:
         boxes: dict[str, SetupBox] = {}
         for key, choices in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
-                             ("schedule", SCHEDULES)):
+                             ("schedule", RUNNABLE_SCHEDULES)):
             boxes[key] = _combo([(choice, choice) for choice in choices])
         boxes["micro_batch_size"] = _spin(1, 4096, tip="Sequences in one micro-batch")
         boxes["seq_len"] = _spin(1, 1_048_576, 256, "Tokens per sequence")

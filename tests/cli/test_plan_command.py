@@ -265,3 +265,18 @@ def test_each_exact_solver_by_its_own_name_and_exact_as_before(capsys, problem_f
     assert code == 2 and "exact-hybrid cannot plan this setup" in err and "--solver exact-pipeline" in err
     code, out, _ = run_main(capsys, "plan", "--problem", str(problem_file), "--solver", "exact-pipeline")
     assert code == 0 and out.count("\nexact ") == 0  # compared against the others, not against itself
+
+
+def test_auto_schedule_json_carries_the_schedule_and_each_devices_chunks(capsys, tmp_path):
+    problem = json.loads(json.dumps(PROBLEM))
+    problem["setup"]["schedule"] = "auto"
+    path = tmp_path / "auto.json"
+    path.write_text(json.dumps(problem))
+    code, out, _ = run_main(capsys, "plan", "--problem", str(path), "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["schedule"] == "zb1p"  # two alike GPUs, 8 micro-batches: zero bubble wins
+    assert answer["chunks_per_device"] == 2 and answer["device_chunks"] == {"gpu0": [0, 2], "gpu1": [1, 3]}
+    code, out, _ = run_main(capsys, "plan", "--problem", str(path))
+    assert code == 0 and "schedule: zb1p, 2 chunks per device" in out and "faster than 1F1B" in out
+    code, out, _ = run_main(capsys, "plan", "--problem", str(tmp_path / "auto.json"), "--json", "--solver", "greedy")
+    assert json.loads(out)["schedule"] == "1f1b"  # the baselines price auto as 1F1B

@@ -46,8 +46,10 @@ def test_each_schedule_maps_to_its_torch_class():
 
 
 def test_the_problem_format_accepts_exactly_the_registered_schedules_1f1b_first():
-    assert SCHEDULES == SCHEDULE_NAMES == ("1f1b", "gpipe")
+    assert SCHEDULE_NAMES == ("1f1b", "gpipe", "interleaved", "zb1p", "zbv", "dualpipev", "looped-bfs")
+    assert SCHEDULES == ("auto", *SCHEDULE_NAMES)
     assert Setup(schedule="gpipe").pipeline_schedule is schedule_named("gpipe")
+    assert Setup(schedule="auto").pipeline_schedule is schedule_named("1f1b")  # how baselines price auto
     assert micro_batches_per_replica(12, 3) == 4
     with pytest.raises(KeyError):
-        schedule_named("interleaved")
+        schedule_named("interleaved-2")

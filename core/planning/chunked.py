@@ -1,0 +1,180 @@
+"""The chunked solver: which devices, how many chunks each (v) and which layers each chunk holds.
+
+For a chunked schedule (core.planning.schedules.ChunkedSchedule) the chain is cut
+into v * p contiguous blocks; block b runs on rank schedule.rank_of_stage(b, p),
+so a device's chunks are not contiguous. The step time is the schedule's
+T = m' * max_r t_r + (sum_r b_r - max_r b_r) / v (core.planning.chunked_costs).
+
+Small problems are solved exactly by enumeration: every ordered subset of the
+devices (up to interchangeable ones), every allowed v and every cut (status
+optimal). Larger ones are searched: device orders from the 1F1B optimum and by
+budget, cuts started from a split proportional to speed and improved one cut at a
+time; the answer is then `feasible` with its proven gap to the lower bound
+(perfect balance, no bubble) (docs/design.md, "Chunked schedules").
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+from core.errors import InputError
+from core.planning.chunked_costs import ChainSums, ChunkedPlacement, chunked_plan, rank_costs
+from core.planning.costs import infeasible_plan, lower_bound_s
+from core.planning.plan import FEASIBLE, OPTIMAL, Plan
+from core.planning.problem import Problem
+from core.planning.schedules import ChunkedSchedule
+from core.units import format_shortfall
+
+MAX_CHUNKS = 4  # interleaving deeper than this gains little and multiplies the sends
+EXHAUSTIVE_LIMIT = 20_000  # placements tried one by one before the search takes over
+NO_DATA_PARALLEL = ("chunked schedules are planned without data parallelism or ZeRO: Allot's pipeline "
+                    "engine runs them one replica deep")
+
+
+def solve_chunked(problem: Problem) -> Plan:
+    """The best chunked placement for the setup's (chunked) schedule.
+
+    Raises:
+        InputError: data parallelism or ZeRO asked for, or the layers branch.
+    """
+    schedule = problem.setup.pipeline_schedule
+    assert isinstance(schedule, ChunkedSchedule)
+    if problem.setup.is_hybrid:
+        raise InputError(NO_DATA_PARALLEL)
+    if not problem.is_chain:
+        raise InputError("chunked schedules need a chain of layers; this graph branches")
+    started = time.perf_counter()
+    sums = ChainSums(problem)
+    every = all_placements(problem, schedule)
+    exhaustive = every is not None
+    candidates = every if every is not None else [
+        _improved(problem, schedule, start, sums) for start in _starts(problem, schedule)]
+    best = min(candidates, key=lambda pl: _score(problem, schedule, pl, sums), default=None)
+    elapsed = time.perf_counter() - started
+    solver = "exact" if exhaustive else "chunked-search"
+    if best is None:
+        return infeasible_plan(problem, solver, _why_none(problem, schedule), elapsed)
+    over = rank_costs(problem, schedule, best, sums).over_bytes
+    if over > 0:
+        which = "every placement" if exhaustive else "the best placement found"
+        why = (f"{schedule.label} holds more activations in flight than 1F1B: {which} of its chunks "
+               f"is short by {format_shortfall(over)}")
+        return infeasible_plan(problem, solver, why, elapsed)
+    step = rank_costs(problem, schedule, best, sums).step_time_s
+    gap = 0.0 if exhaustive else step / lower_bound_s(problem) - 1
+    return chunked_plan(problem, schedule, best, solver, OPTIMAL if exhaustive else FEASIBLE, elapsed, gap)
+
+
+def _why_none(problem: Problem, schedule: ChunkedSchedule) -> str:
+    m, n, devices = problem.setup.micro_batches, len(problem.layers), len(problem.devices)
+    if n < 4 or devices < 2:
+        return f"{schedule.label} needs at least 2 devices and 2 layers per device"
+    reasons = [schedule.refusal(p, v, m) for p in range(2, devices + 1) for v in schedule.chunk_counts(MAX_CHUNKS)]
+    return next((reason for reason in reasons if reason), f"{schedule.label} cannot run this problem")
+
+
+def _score(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
+           sums: ChainSums) -> tuple[float, float]:
+    costs = rank_costs(problem, schedule, placement, sums)
+    return costs.over_bytes, costs.step_time_s
+
+
+def _shapes(problem: Problem, schedule: ChunkedSchedule, orders: Iterable[tuple[int, ...]]
+            ) -> Iterable[tuple[tuple[int, ...], int]]:
+    """(rank order, v) pairs that torch runs and the chain can fill (a layer per block at least)."""
+    n, m = len(problem.layers), problem.setup.micro_batches
+    for ranks in orders:
+        for v in schedule.chunk_counts(min(MAX_CHUNKS, n // len(ranks))):
+            if schedule.refusal(len(ranks), v, m) is None:
+                yield ranks, v
+
+
+def _all_orders(problem: Problem) -> list[tuple[int, ...]]:
+    """Every ordered subset of 2 or more devices, interchangeable devices (same budget, speed, link) once."""
+    kind = [(d.budget_bytes, d.tflops, d.bandwidth_gbps) for d in problem.devices]
+    seen, orders = set(), []
+    for p in range(2, len(problem.devices) + 1):
+        for order in itertools.permutations(range(len(problem.devices)), p):
+            signature = tuple(kind[d] for d in order)
+            if signature not in seen:
+                seen.add(signature)
+                orders.append(order)
+    return orders
+
+
+def all_placements(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedPlacement] | None:
+    """Every chunked placement (4 devices at most), or None past EXHAUSTIVE_LIMIT of them."""
+    n = len(problem.layers)
+    if len(problem.devices) > 4:
+        return None
+    shapes = list(_shapes(problem, schedule, _all_orders(problem)))
+    if sum(math.comb(n - 1, v * len(ranks) - 1) for ranks, v in shapes) > EXHAUSTIVE_LIMIT:
+        return None
+    return [ChunkedPlacement(ranks, v, (0, *cuts, n)) for ranks, v in shapes
+            for cuts in itertools.combinations(range(1, n), v * len(ranks) - 1)]
+
+
+def _starts(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedPlacement]:
+    """Search starts: device orders (the 1F1B optimum's, all by budget, all by speed) x v, cut by speed."""
+    devices = problem.devices
+    orders: list[tuple[int, ...]] = []
+    single = _one_f_one_b_order(replace(problem, setup=replace(problem.setup, schedule="1f1b")))
+    if len(single) >= 2:
+        orders.append(single)
+    orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].budget_bytes)))
+    orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].tflops)))
+    unique = list(dict.fromkeys(order for order in orders if len(order) >= 2))
+    return [_proportional(problem, schedule, ranks, v) for ranks, v in _shapes(problem, schedule, unique)]
+
+
+@functools.lru_cache(maxsize=4)
+def exact_1f1b(problem: Problem) -> Plan:
+    """The exact solver's plan (`problem` under 1F1B, d = 1), solved once for the schedule
+    choice and for every chunked schedule's search (their start: its device order)."""
+    from core.planning.exact import solve_exact
+
+    return solve_exact(problem)
+
+
+def _one_f_one_b_order(problem: Problem) -> tuple[int, ...]:
+    names = {device.name: index for index, device in enumerate(problem.devices)}
+    return tuple(names[stage.device] for stage in exact_1f1b(problem).stages)
+
+
+def _proportional(problem: Problem, schedule: ChunkedSchedule, ranks: tuple[int, ...], v: int) -> ChunkedPlacement:
+    """Cuts that give each rank work in proportion to its speed, a v-th of it in each chunk."""
+    p, n = len(ranks), len(problem.layers)
+    speed = [problem.devices[d].tflops for d in ranks]
+    shares = [speed[schedule.rank_of_stage(b, p)] / sum(speed) / v for b in range(v * p)]
+    flops = list(itertools.accumulate(layer.flops for layer in problem.layers))
+    total = flops[-1]
+    bounds = [0]
+    for b in range(1, v * p):
+        target = sum(shares[:b]) * total
+        cut = min(range(1, n), key=lambda i: abs(flops[i - 1] - target))
+        bounds.append(min(max(cut, bounds[-1] + 1), n - (v * p - b)))
+    return ChunkedPlacement(ranks, v, (*bounds, n))
+
+
+def _improved(problem: Problem, schedule: ChunkedSchedule, start: ChunkedPlacement,
+              sums: ChainSums) -> ChunkedPlacement:
+    """Move one cut at a time by up to two layers while the (overflow, step time) score falls."""
+    best, score = start, _score(problem, schedule, start, sums)
+    improved = True
+    while improved:
+        improved = False
+        for cut, step in itertools.product(range(1, len(best.bounds) - 1), (-2, -1, 1, 2)):
+            bounds = list(best.bounds)
+            bounds[cut] += step
+            if not bounds[cut - 1] < bounds[cut] < bounds[cut + 1]:
+                continue
+            candidate = replace(best, bounds=tuple(bounds))
+            candidate_score = _score(problem, schedule, candidate, sums)
+            if candidate_score < score:
+                best, score, improved = candidate, candidate_score, True
+    return best

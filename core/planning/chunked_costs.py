@@ -1,0 +1,159 @@
+"""The cost of a chunked placement: p ranks, v chunks each, the chain cut into v * p blocks.
+
+Block b (pipeline position) runs on rank schedule.rank_of_stage(b, p): looped
+(b mod p) for interleaved schedules, a V for ZBV and DualPipeV. A rank's time per
+micro-batch t_r sums its blocks' compute (k * F / speed) and sends (none where the
+next block is on the same rank); its weight-gradient share is F / speed (zero with
+frozen weights); its memory is its parameters' state plus the schedule's peak of
+(micro-batch, chunk) activations times the mean activations of its chunks
+(docs/design.md, "Chunked schedules"); tied tensors count once per rank. Shared by the chunked solver's search and
+the plan it returns, so what is searched is what is reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from core.planning.costs import (
+    comm_factor,
+    compute_time_s,
+    evaluate_placement,
+    lower_bound_s,
+    send_time_s,
+    work_factor,
+)
+from core.planning.plan import INFEASIBLE, Plan, StageCost
+from core.planning.problem import Problem
+from core.planning.schedules import ChunkedSchedule
+
+
+@dataclass(frozen=True)
+class ChunkedPlacement:
+    """`ranks`: device indices in rank order; `bounds`: v * p + 1 layer cuts, 0 first and N last."""
+
+    ranks: tuple[int, ...]
+    chunks: int
+    bounds: tuple[int, ...]
+
+    def blocks(self) -> list[range]:
+        return [range(self.bounds[b], self.bounds[b + 1]) for b in range(len(self.bounds) - 1)]
+
+
+@dataclass(frozen=True)
+class RankCosts:
+    """Per rank: time per micro-batch, what the bubble cannot hide, memory and its budget."""
+
+    time_s: tuple[float, ...]
+    fill_s: tuple[float, ...]
+    memory_bytes: tuple[float, ...]
+    budget_bytes: tuple[int, ...]
+    step_time_s: float
+
+    @property
+    def over_bytes(self) -> float:
+        return sum(max(0.0, used - budget) for used, budget in zip(self.memory_bytes, self.budget_bytes))
+
+
+def block_devices(schedule: ChunkedSchedule, placement: ChunkedPlacement) -> list[int]:
+    """The device index of every block, in pipeline order."""
+    p = len(placement.ranks)
+    return [placement.ranks[schedule.rank_of_stage(b, p)] for b in range(len(placement.bounds) - 1)]
+
+
+class ChainSums:
+    """Prefix sums of the chain (flops, activations, parameters, tied members): a block's sum in O(1)."""
+
+    def __init__(self, problem: Problem):
+        layers = problem.layers
+        self.flops = [0.0, *itertools.accumulate(layer.flops for layer in layers)]
+        self.acts = [0.0, *itertools.accumulate(float(layer.activation_bytes) for layer in layers)]
+        self.params = [0.0, *itertools.accumulate(float(layer.params) for layer in layers)]
+        groups: dict[str, list[int]] = {}
+        for index, layer in enumerate(layers):
+            if layer.tied_group is not None:
+                groups.setdefault(layer.tied_group, []).append(index)
+        self.tied = [(float(layers[members[0]].tied_params),
+                      [0, *itertools.accumulate(1 if i in members else 0 for i in range(len(layers)))])
+                     for members in groups.values()]
+
+    def rank_params(self, blocks: Sequence[range]) -> float:
+        """Parameters a rank stores for these blocks, a tied tensor once (as costs.stage_params)."""
+        total = sum(self.params[b.stop] - self.params[b.start] for b in blocks)
+        for size, count in self.tied:
+            inside = sum(count[b.stop] - count[b.start] for b in blocks)
+            total -= size * max(inside - 1, 0)
+        return total
+
+
+def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
+               sums: ChainSums | None = None) -> RankCosts:
+    """Each rank's time, fill time and memory, and the step time T of the placement."""
+    layers, devices, setup = problem.layers, problem.devices, problem.setup
+    sums = sums or ChainSums(problem)
+    p, v, m = len(placement.ranks), placement.chunks, setup.micro_batches
+    k, c = work_factor(setup), comm_factor(setup)
+    owner = block_devices(schedule, placement)
+    time = [0.0] * p
+    weight_grad = [0.0] * p
+    blocks: list[list[range]] = [[] for _ in range(p)]
+    acts = [0.0] * p
+    for b, block in enumerate(placement.blocks()):
+        r = schedule.rank_of_stage(b, p)
+        device = devices[owner[b]]
+        flops = sums.flops[block.stop] - sums.flops[block.start]
+        time[r] += compute_time_s(k, flops, device.tflops)
+        if not setup.frozen_weights:
+            weight_grad[r] += compute_time_s(1, flops, device.tflops)
+        if b + 1 < len(owner) and owner[b + 1] != owner[b]:
+            link = min(device.bandwidth_gbps, devices[owner[b + 1]].bandwidth_gbps)
+            time[r] += send_time_s(c, layers[block[-1]].output_bytes, link)
+        blocks[r].append(block)
+        acts[r] += sums.acts[block.stop] - sums.acts[block.start]
+    memory = tuple(setup.bytes_per_param * sums.rank_params(blocks[r])
+                   + schedule.peak_chunk_activations(m, p, v, r) / v * acts[r] for r in range(p))
+    fill = [schedule.fill_time_s(time[r], weight_grad[r]) for r in range(p)]
+    return RankCosts(tuple(time), tuple(fill), memory, tuple(devices[d].budget_bytes for d in placement.ranks),
+                     schedule.chunked_step_time_s(time, fill, m, v))
+
+
+def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, solver: str,
+                 status: str, solve_time_s: float = 0.0, gap: float | None = None) -> Plan:
+    """The Plan of a chunked placement: one StageCost per block (chunk), in pipeline order.
+
+    Each chunk's memory holds its own parameters' state and its share of the
+    rank's peak activations; its `budget_bytes` is the device's budget less its
+    other chunks' memory, so a chunk is over budget exactly where its device is.
+    """
+    owner = block_devices(schedule, placement)
+    blocks = placement.blocks()
+    single = replace(problem, setup=replace(problem.setup, schedule="1f1b"))
+    costs = evaluate_placement(single, [(d, list(block)) for d, block in zip(owner, blocks)])
+    p, v, m = len(placement.ranks), placement.chunks, problem.setup.micro_batches
+    stages = []
+    for b, stage in enumerate(costs):
+        r = schedule.rank_of_stage(b, p)
+        peak = schedule.peak_chunk_activations(m, p, v, r)
+        same_next = b + 1 < len(owner) and owner[b + 1] == owner[b]
+        acts = sum(problem.layers[i].activation_bytes for i in blocks[b])
+        stages.append(replace(stage, comm_s=0.0 if same_next else stage.comm_s,
+                              inflight_micro_batches=-(-peak // v), activation_bytes=peak / v * acts))
+    stages = _with_device_budgets(stages, owner, [problem.devices[d].budget_bytes for d in owner])
+    ranks = rank_costs(problem, schedule, placement)
+    over = ranks.over_bytes > 0
+    return Plan(status=INFEASIBLE if over else status, solver=solver, stages=tuple(stages),
+                objective_s=ranks.step_time_s, lower_bound_s=lower_bound_s(problem),
+                micro_batches=m, solve_time_s=solve_time_s, gap=None if over else gap,
+                reason="a device's chunks need more than its budget" if over else None,
+                tokens_per_micro_batch=problem.setup.tokens_per_micro_batch,
+                schedule=schedule.name, chunks=v)
+
+
+def _with_device_budgets(stages: Sequence[StageCost], owner: Sequence[int], budgets: Sequence[int]
+                         ) -> list[StageCost]:
+    used: dict[int, float] = {}
+    for stage, device in zip(stages, owner):
+        used[device] = used.get(device, 0.0) + stage.memory_bytes
+    return [replace(stage, budget_bytes=int(budget - (used[device] - stage.memory_bytes)))
+            for stage, device, budget in zip(stages, owner, budgets)]

@@ -1,0 +1,131 @@
+"""The chunked solver (core.planning.chunked) against brute force, and what its plans say.
+
+The oracle enumerates every ordered subset of devices, every v and every cut on
+its own and prices each placement from scratch (rank times, fill times, memory),
+so a slip in the solver's enumeration or its costing shows as a different optimum.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import replace
+
+import pytest
+
+from core.planning.chunked import MAX_CHUNKS, solve_chunked
+from core.planning.plan import OPTIMAL, Plan
+from core.planning.problem import Device, Layer, Problem, Setup
+from core.planning.schedule_choice import schedule_options, solve_schedule
+from core.planning.schedules import SCHEDULES, ChunkedSchedule
+
+GIB = 2**30
+
+
+def _problem(rng: random.Random, schedule: str, frozen: bool = False) -> Problem:
+    layers = [Layer(f"l{i}", params=rng.randint(1, 8) * 2**22, flops=rng.uniform(1, 4) * 1e12,
+                    activation_bytes=rng.randint(1, 4) * 2**25, output_bytes=2**24) for i in range(rng.randint(4, 7))]
+    devices = [Device(f"d{j}", budget_bytes=rng.choice((2, 4, 8)) * GIB, tflops=rng.choice((50.0, 100.0)),
+                      bandwidth_gbps=rng.choice((10.0, 25.0))) for j in range(rng.randint(2, 3))]
+    setup = Setup(mode="train", bytes_per_param=16, micro_batches=rng.choice((4, 6, 8)), schedule=schedule,
+                  frozen_weights=frozen)
+    return Problem(layers=tuple(layers), devices=tuple(devices), setup=setup)
+
+
+def _brute_force(problem: Problem) -> float:
+    """The least step time over every chunked placement that fits (inf: none)."""
+    schedule = problem.setup.pipeline_schedule
+    assert isinstance(schedule, ChunkedSchedule)
+    layers, devices, m, n = problem.layers, problem.devices, problem.setup.micro_batches, len(problem.layers)
+    best = float("inf")
+    for p in range(2, len(devices) + 1):
+        for ranks in itertools.permutations(range(len(devices)), p):
+            for v in schedule.chunk_counts(min(MAX_CHUNKS, n // p)):
+                if schedule.refusal(p, v, m):
+                    continue
+                for cuts in itertools.combinations(range(1, n), v * p - 1):
+                    bounds = (0, *cuts, n)
+                    owner = [ranks[schedule.rank_of_stage(b, p)] for b in range(v * p)]
+                    time, weight, memory = [0.0] * p, [0.0] * p, [0.0] * p
+                    for b in range(v * p):
+                        r, device = ranks.index(owner[b]), devices[owner[b]]
+                        block = layers[bounds[b]:bounds[b + 1]]
+                        flops = sum(layer.flops for layer in block)
+                        time[r] += 3 * flops / (device.tflops * 1e12)
+                        weight[r] += 0.0 if problem.setup.frozen_weights else flops / (device.tflops * 1e12)
+                        if b + 1 < v * p and owner[b + 1] != owner[b]:
+                            link = min(device.bandwidth_gbps, devices[owner[b + 1]].bandwidth_gbps)
+                            time[r] += 2 * block[-1].output_bytes / (link * 1e9)
+                        peak = schedule.peak_chunk_activations(m, p, v, r)
+                        memory[r] += sum(16 * layer.params + peak / v * layer.activation_bytes for layer in block)
+                    if any(memory[r] > devices[ranks[r]].budget_bytes for r in range(p)):
+                        continue
+                    fill = [max(0.0, t - 2 * w) if schedule.zero_bubble else t for t, w in zip(time, weight)]
+                    best = min(best, m * max(time) + (sum(fill) - max(fill)) / v)
+    return best
+
+
+@pytest.mark.parametrize("schedule", ["interleaved", "zb1p", "zbv", "dualpipev"])
+def test_chunked_solver_matches_brute_force(schedule):
+    rng = random.Random(f"chunked-{schedule}")
+    for _ in range(6):
+        problem = _problem(rng, schedule, frozen=rng.random() < 0.3)
+        plan = solve_chunked(problem)
+        expected = _brute_force(problem)
+        if expected == float("inf"):
+            assert not plan.feasible
+            continue
+        assert plan.status == OPTIMAL
+        assert plan.objective_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_chunked_plan_lists_each_devices_chunks_in_pipeline_order():
+    problem = _problem(random.Random(3), "interleaved")
+    problem = replace(problem, devices=tuple(replace(d, budget_bytes=64 * GIB) for d in problem.devices))
+    plan = solve_chunked(problem)
+    assert plan.feasible and plan.schedule == "interleaved" and plan.chunks >= 2
+    answer = plan.to_dict()
+    assert answer["schedule"] == "interleaved" and answer["chunks_per_device"] == plan.chunks
+    ranks = len(answer["device_chunks"])
+    for device, stages in answer["device_chunks"].items():
+        assert len(stages) == plan.chunks and all(plan.stages[s].device == device for s in stages)
+        assert all(b - a == ranks for a, b in itertools.pairwise(stages))  # chunk c of rank r: stage c * p + r
+    covered = [i for stage in plan.stages for i in stage.layer_indices]
+    assert covered == list(range(len(problem.layers)))
+    again = Plan.from_dict(answer)
+    assert (again.schedule, again.chunks) == (plan.schedule, plan.chunks)
+
+
+def test_auto_keeps_1f1b_when_the_chunks_do_not_fit_and_says_why():
+    rng = random.Random(5)
+    problem = replace(_problem(rng, "auto"), devices=tuple(
+        Device(f"d{j}", budget_bytes=10**12, tflops=100.0, bandwidth_gbps=25.0) for j in range(2)))
+    options = schedule_options(problem)
+    assert set(options) == set(SCHEDULES)
+    best = solve_schedule(problem)
+    feasible = [plan for plan in options.values() if isinstance(plan, Plan) and plan.feasible]
+    assert best.objective_s == min(plan.objective_s for plan in feasible if plan.objective_s is not None)
+    tight = replace(problem, devices=tuple(replace(d, budget_bytes=int(d.budget_bytes / 1e3)) for d in problem.devices))
+    for name, plan in schedule_options(tight).items():
+        if SCHEDULES[name].chunked and isinstance(plan, Plan) and not plan.feasible:
+            assert plan.reason
+
+
+def test_chunked_schedules_are_not_offered_with_data_parallelism():
+    problem = _problem(random.Random(1), "zbv")
+    setup = replace(problem.setup, data_parallel=2, weight_bytes_per_param=2.0, grad_bytes_per_param=2.0,
+                    optimizer_bytes_per_param=12.0)
+    options = schedule_options(replace(problem, setup=replace(setup, schedule="auto")))
+    assert "data parallelism" in str(options["zbv"])
+
+
+def test_frozen_weights_come_from_adapters_and_round_trip_the_problem_format():
+    from core.planning.finetune import FineTune
+    from core.planning.problem import problem_from_dict
+    from core.planning.setup import TrainingSetup
+
+    assert TrainingSetup(finetune=FineTune(method="lora")).to_problem_setup().frozen_weights
+    assert not TrainingSetup().to_problem_setup().frozen_weights
+    problem = _problem(random.Random(2), "zb1p", frozen=True)
+    assert problem_from_dict(problem.to_dict()).setup.frozen_weights
+    assert "frozen_weights" not in _problem(random.Random(2), "zb1p").to_dict()["setup"]  # default: left out
