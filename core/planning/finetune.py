@@ -45,7 +45,8 @@ class FineTune:
         return self.method != "full"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-native: the targets as a list, as they read back from a file."""
+        return {**asdict(self), "lora_targets": list(self.lora_targets)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | str | None) -> FineTune:

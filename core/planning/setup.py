@@ -89,7 +89,7 @@ class TrainingSetup:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "finetune": self.finetune.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingSetup:
