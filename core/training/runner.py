@@ -132,7 +132,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     write_token_data(paths.data, corpus)
     atomic_write_json(paths.plan, planned.to_dict())
     record = _config_record(config, model_record, devices, corpus_summary(corpus), plan, profile_path)
-    record["execution"] = [item.to_dict() for item in _executions(config, devices, planned, profile)]
+    record["execution"] = [item.to_dict() for item in _executions(config, spec, devices, planned, profile)]
     atomic_write_json(paths.config, record)
     return RunContext.load(root)
 
@@ -190,13 +190,14 @@ def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], giv
     return plan
 
 
-def _executions(config: TrainConfig, devices: Sequence[Device], plan: Plan,
+def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device], plan: Plan,
                 profile: Profile | None) -> tuple[DeviceExecution, ...]:
     """What executes each device, and at what speed: simulated GPUs run on the host, whose
-    speed is the profile's host measurement or else the host's measured matmul (cached per
-    machine), shared between the run's processes on this host under the pipeline engine."""
+    speed is the profile's host measurement or else the host's measured matmuls of one of the
+    model's blocks in the run's precision (cached per machine, docs/design.md "Host speed"),
+    shared between the run's processes on this host under the pipeline engine."""
     from core.devices.catalog import load_catalog
-    from core.devices.host_speed import host_share_tflops, host_speed
+    from core.devices.host_speed import MatmulShape, host_share_tflops, host_speed
     from core.training.engine.pipeline_launch import processes_on_this_node
     from core.training.execution import is_simulated, plan_executions
 
@@ -209,7 +210,8 @@ def _executions(config: TrainConfig, devices: Sequence[Device], plan: Plan,
     if measured is not None:
         return plan_executions(devices, measured.effective_tflops * measured.shares / shares,
                                f"the profile's host measurement ({measured.threads} threads){split}")
-    speed, efficiency = host_speed(), load_catalog().cpu_efficiency
+    shape = MatmulShape.of_block(config.setup.tokens_per_micro_batch, *spec.block_widths)
+    speed, efficiency = host_speed(config.setup.precision, shape), load_catalog().cpu_efficiency
     return plan_executions(devices, host_share_tflops(speed.peak_tflops, efficiency, shares),
                            f"the host's matmul, {speed.source}, × efficiency {efficiency:g}{split}")
 

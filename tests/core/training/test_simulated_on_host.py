@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from core.devices.catalog import load_catalog
-from core.devices.host_speed import host_speed
+from core.devices.host_speed import MatmulShape, host_speed
 from core.training.engine.profile import DeviceProfile, Profile, save_profile
 from core.training.metrics import read_metrics
 from core.training.plan_file import read_plan_file
@@ -59,7 +59,8 @@ def test_a_two_stage_plan_on_simulated_gpus_is_predicted_on_the_host_and_says_so
 
 def test_the_host_speed_is_shared_between_the_pipelines_stage_processes(tmp_path, corpus):
     plan = read_plan_file(write_plan(tmp_path / "plan.json", NANO_SPLIT))
-    host = host_speed().peak_tflops * load_catalog().cpu_efficiency
+    gpt_nano_block = MatmulShape.of_block(4 * 32, 128, 4 * 128)  # its matmuls at 4 x 32 tokens a micro-batch
+    host = host_speed("fp32", gpt_nano_block).peak_tflops * load_catalog().cpu_efficiency  # the run's precision
     for engine, shares in (("local", 1), ("pipeline", 2)):
         config = tiny_config(corpus, engine=engine, devices=SIMULATED)
         prepare_new_run(config, tmp_path / engine, plan, emit=lambda _: None)
