@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from core.devices.host_load import HostLoad, read_host_load
 from core.system.disk_cache import cache_root
@@ -123,9 +124,11 @@ def machine_key() -> str:
     return f"{platform.node()}|{platform.processor() or platform.machine()}|{os.cpu_count()}"
 
 
-def entry_key(machine: str, precision: str, shape: MatmulShape | str) -> str:
-    """A cache entry's key: 'vm|x86_64|2 bf16 2048x384x1536'."""
-    return f"{machine} {precision} {shape.label if isinstance(shape, MatmulShape) else shape}"
+def entry_key(machine: str, precision: str, shape: MatmulShape | str, threads: int | None = None) -> str:
+    """A cache entry's key: 'vm|x86_64|2 bf16 2048x384x1536', and ' 1 threads' where the figure is for
+    fewer threads than the machine's (one of several stage processes)."""
+    label = shape.label if isinstance(shape, MatmulShape) else shape
+    return f"{machine} {precision} {label}" + (f" {threads} threads" if threads is not None else "")
 
 
 def best_of_runs(run_once: Callable[[], float], runs: int = RUNS, budget_s: float = float("inf")) -> float:
@@ -139,8 +142,10 @@ def best_of_runs(run_once: Callable[[], float], runs: int = RUNS, budget_s: floa
     return best
 
 
-def _matmul_tflops(shape: MatmulShape = SQUARE, precision: str = "fp32", seconds: float = RUN_SECONDS) -> float:
-    """One short run: TFLOP/s of `shape`'s matmuls in `precision`, repeated for about `seconds`.
+def _matmul_tflops(shape: MatmulShape = SQUARE, precision: str = "fp32", threads: int | None = None,
+                   seconds: float = RUN_SECONDS) -> float:
+    """One short run: TFLOP/s of `shape`'s matmuls in `precision` on `threads` (None: torch's
+    default), repeated for about `seconds`.
 
     Rated by wall time and by the CPU time the process got (times the threads
     torch uses), whichever is faster: on a busy machine the process waits for a
@@ -148,7 +153,17 @@ def _matmul_tflops(shape: MatmulShape = SQUARE, precision: str = "fp32", seconds
     """
     import torch  # only the CPU path needs torch
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        return _timed_sets(shape, torch.bfloat16 if precision == "bf16" else torch.float32, seconds)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _timed_sets(shape: MatmulShape, dtype: Any, seconds: float) -> float:
+    import torch
+
     pairs = [(torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)) for m, k, n in shape.matmuls]
     for a, b in pairs:
         torch.mm(a, b)  # warm-up: thread pool, caches, the kernel for this dtype
@@ -217,7 +232,9 @@ def write_cached(path: Path, speed: HostSpeed) -> None:
         machines = {}
     entry = asdict(speed)
     del entry["cached"], entry["busy_note"]
-    machines[entry_key(speed.machine, speed.precision, speed.shape)] = entry
+    all_threads = _torch_version_and_threads()[1]
+    machines[entry_key(speed.machine, speed.precision, speed.shape,
+                       speed.threads if speed.threads < all_threads else None)] = entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"machines": machines}, indent=2) + "\n")
@@ -233,37 +250,41 @@ def _torch_version_and_threads() -> tuple[str, int]:
 
 
 def measure_now(runs: int, precision: str = "fp32", shape: MatmulShape = SQUARE,
-                read_load: Callable[[], HostLoad] | None = None) -> HostSpeed:
+                read_load: Callable[[], HostLoad] | None = None, threads: int | None = None) -> HostSpeed:
     """Measure this machine now (best of `runs`), not cached yet. On a busy machine (`read_load`,
     before and after) it takes BUSY_RUNS_FACTOR times the runs; still busy after them, the figure
-    carries a `busy_note` and `host_speed` does not cache it."""
-    version, threads = _torch_version_and_threads()
+    carries a `busy_note` and `host_speed` does not cache it. `threads`: what one process of several
+    gets (None: all of the machine's)."""
+    version, all_threads = _torch_version_and_threads()
     read_load = read_load or read_host_load
     before = read_load()
 
     def run_once() -> float:
-        return _matmul_tflops(shape, precision)
+        return _matmul_tflops(shape, precision, threads)
 
     best = best_of_runs(run_once, runs, BUDGET_SECONDS)
     after = read_load()
     if before.busy or after.busy:
         best = max(best, best_of_runs(run_once, runs * (BUSY_RUNS_FACTOR - 1), BUDGET_SECONDS))
         after = read_load()
-    return HostSpeed(best, datetime.date.today().isoformat(), version, threads, machine_key(), cached=False,
+    return HostSpeed(best, datetime.date.today().isoformat(), version, threads or all_threads, machine_key(),
+                     cached=False,
                      precision=precision, shape=shape.label, busy_note=after.text if after.busy else "")
 
 
 @functools.lru_cache(maxsize=16)
-def host_speed(precision: str = "fp32", shape: MatmulShape = SQUARE) -> HostSpeed:
+def host_speed(precision: str = "fp32", shape: MatmulShape = SQUARE, threads: int | None = None) -> HostSpeed:
     """This machine's speed in `precision` on `shape`: from the cache when fresh, else measured
-    (best of RUNS) and cached unless the machine was busy."""
-    version, threads = _torch_version_and_threads()
+    (best of RUNS) and cached unless the machine was busy. `threads`: the speed of one process
+    with that many threads (a stage process of several), None: of the whole machine."""
+    version, all_threads = _torch_version_and_threads()
+    threads = None if threads is None or threads >= all_threads else threads
     path = cache_root() / CACHE_FILE
-    key = entry_key(machine_key(), precision, shape)
-    cached = read_cached(path, key, version, threads, datetime.date.today())
+    key = entry_key(machine_key(), precision, shape, threads)
+    cached = read_cached(path, key, version, threads or all_threads, datetime.date.today())
     if cached is not None:
         return cached
-    speed = measure_now(RUNS, precision, shape)
+    speed = measure_now(RUNS, precision, shape, threads=threads)
     if not speed.busy_note:
         write_cached(path, speed)
     return speed

@@ -197,8 +197,8 @@ def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device],
     model's blocks in the run's precision (cached per machine, docs/design.md "Host speed"),
     shared between the run's processes on this host under the pipeline engine."""
     from core.devices.catalog import load_catalog
-    from core.devices.host_speed import MatmulShape, host_share_tflops, host_speed
-    from core.training.engine.pipeline_launch import processes_on_this_node
+    from core.devices.host_speed import MatmulShape, host_speed
+    from core.training.engine.pipeline_launch import processes_on_this_node, threads_per_process
     from core.training.execution import is_simulated, plan_executions
 
     if not any(is_simulated(device) for device in devices):
@@ -210,9 +210,12 @@ def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device],
     if measured is not None:
         return plan_executions(devices, measured.effective_tflops * measured.shares / shares,
                                f"the profile's host measurement ({measured.threads} threads){split}")
+    # one stage process's own speed: measured with its threads, as it runs beside the others
     shape = MatmulShape.of_block(config.setup.tokens_per_micro_batch, *spec.block_widths)
-    speed, efficiency = host_speed(config.setup.precision, shape), load_catalog().cpu_efficiency
-    return plan_executions(devices, host_share_tflops(speed.peak_tflops, efficiency, shares),
+    threads = threads_per_process(shares) if shares > 1 else None
+    speed, efficiency = host_speed(config.setup.precision, shape, threads), load_catalog().cpu_efficiency
+    crowded = max(1.0, shares * speed.threads / threads_per_process(1))  # more threads than cores: they take turns
+    return plan_executions(devices, speed.peak_tflops * efficiency / crowded,
                            f"the host's matmul, {speed.source}, × efficiency {efficiency:g}{split}")
 
 

@@ -88,7 +88,7 @@ def test_each_precision_and_shape_is_measured_and_cached_on_its_own(tmp_path, mo
     monkeypatch.setattr(hs, "read_host_load", lambda: QUIET)
     asked = []
     rates = {"fp32": 0.03, "bf16": 0.09}
-    monkeypatch.setattr(hs, "_matmul_tflops", lambda shape, precision: asked.append((shape, precision))
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda shape, precision, threads: asked.append((shape, precision))
                         or rates[precision])
     micro = hs.MatmulShape(565, 384, 1536)
     hs.host_speed.cache_clear()
@@ -183,5 +183,27 @@ def test_remeasuring_with_no_entry_and_an_old_one(tmp_path, monkeypatch):
         hs.write_cached(path, speed(machine=hs.machine_key(), measured_on="2020-01-01", torch_version="1.0"))
         old = hs.remeasure_host_speed(runs=2).old  # stale entries are reported too: what was there
         assert old is not None and old.measured_on == "2020-01-01" and old.torch_version == "1.0"
+    finally:
+        hs.host_speed.cache_clear()
+
+
+def test_one_stage_process_is_measured_with_its_threads_under_its_own_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the machine's threads, as the cache counts them
+    monkeypatch.setattr(hs, "read_host_load", lambda: QUIET)
+    asked = []
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda shape, precision, threads: asked.append(threads)
+                        or {None: 0.08, 2: 0.05}[threads])
+    hs.host_speed.cache_clear()
+    try:
+        one_of_two = hs.host_speed("fp32", hs.SQUARE, 2)  # 2 stage processes on 4 cores
+        whole = hs.host_speed("fp32", hs.SQUARE, 4)  # all of them: the machine's figure
+        assert (one_of_two.peak_tflops, one_of_two.threads) == (0.05, 2) and (whole.peak_tflops, whole.threads) == (0.08, 4)
+        assert asked == [2] * hs.RUNS + [None] * hs.RUNS
+        keys = set(json.loads((tmp_path / hs.CACHE_FILE).read_text())["machines"])
+        machine = hs.machine_key()
+        assert keys == {f"{machine} fp32 512x512x512 2 threads", f"{machine} fp32 512x512x512"}
+        hs.host_speed.cache_clear()
+        assert hs.host_speed("fp32", hs.SQUARE, 2).cached and hs.host_speed("fp32", hs.SQUARE, 2).peak_tflops == 0.05
     finally:
         hs.host_speed.cache_clear()
