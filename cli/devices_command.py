@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 def measure_host_lines() -> list[str]:
     """Measure the host again in each precision, overwrite the cache, and say what changed."""
-    from core.devices.host_speed import PRECISIONS
-    from core.devices.inventory import REMEASURE_RUNS, remeasure_host_speed
+    from core.devices.inventory import PRECISIONS, REMEASURE_RUNS, remeasure_host_speed
 
     lines = []
     for precision in PRECISIONS:  # a run plans the host at its precision (docs/design.md, "Host speed")

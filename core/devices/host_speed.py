@@ -50,7 +50,6 @@ REMEASURE_RUNS = 21  # asked for by hand, likely because the first figure looked
 BUSY_RUNS_FACTOR = 3  # on a busy machine: this many times the runs, for a chance at a quiet moment
 MAX_ROWS, MAX_D_MODEL, MAX_FFN = 2048, 1024, 4096  # wider matmuls run at the same rate on a CPU
 MAX_SET_FLOPS = 2e9  # one set of a block's matmuls: fewer rows where the widths are large
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
