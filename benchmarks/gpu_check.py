@@ -2,6 +2,7 @@
 
     python3 benchmarks/gpu_check.py                  # gpt-micro, bf16, 40 steps on cuda:0
     python3 benchmarks/gpu_check.py --model gpt2-small --steps 60
+    python3 benchmarks/gpu_check.py --dry-run        # the same steps on the CPU, gpt-nano, a few seconds
 
 Core only: it runs where torch, numpy and nvidia-ml-py are installed but not
 PySide6, pyqtgraph or highspy (tests/benchmarks/test_gpu_check.py runs it with
@@ -10,13 +11,19 @@ standard library). Steps:
 
 1. the GPUs NVML lists (`main.py devices --json`);
 2. 5 s of telemetry from the sampler (utilisation, memory, power, temperature);
-3. `main.py profile` of the built-in GPT on cuda:0 (layer times measured there);
+3. `main.py profile` of the built-in GPT on cuda:0 (the model as one block, and
+   each layer on its own);
 4. `main.py train --engine local` with that profile for a few dozen steps;
-5. predicted vs measured: stage compute time per micro-batch (report.json) and
-   stage memory (plan.json) against torch.cuda.max_memory_allocated (metrics).
-   Target: both within 10%.
+5. predicted vs measured: stage compute time per micro-batch (report.json),
+   predicted from the profile's block and, beside it, from the sum of its
+   per-layer times (what profiles predicted before, docs/design.md "Profiles"),
+   and stage memory (plan.json) against torch.cuda.max_memory_allocated
+   (metrics). Target: both within 10%.
 
-Without a GPU it says why and exits 0 (nothing to check here).
+Without a GPU it says why and exits 0 (nothing to check here). `--dry-run`
+runs steps 3-5 on the CPU with a small model instead (no NVML, no telemetry):
+the script's own check where no GPU is lent; its figures are the CPU's, and it
+exits 0 whatever they are.
 """
 
 from __future__ import annotations
@@ -44,25 +51,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--micro-batches", type=int, default=4)
     parser.add_argument("--telemetry-s", type=float, default=5.0)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="steps 3-5 on the CPU (gpt-nano, fp32, 2 x 32 tokens, 4 steps): no GPU needed")
     args = parser.parse_args(argv)
-    inventory = _cli_json("devices", "--json")
-    reason = _why_not(inventory)
-    if reason:
-        print(f"gpu_check: skipped: {reason}")
-        return 0
-    _print_gpus(inventory)
-    _sample_telemetry(args.telemetry_s)
+    if args.dry_run:
+        args.model, args.steps, args.seq_len, args.micro_batch_size, args.micro_batches = "gpt-nano", 4, 32, 2, 2
+        device, precision = "cpu:2GiB", "fp32"
+    else:
+        inventory = _cli_json("devices", "--json")
+        reason = _why_not(inventory)
+        if reason:
+            print(f"gpu_check: skipped: {reason}")
+            return 0
+        _print_gpus(inventory)
+        _sample_telemetry(args.telemetry_s)
+        device, precision = "cuda:0", "bf16"
     with tempfile.TemporaryDirectory(prefix="allot-gpu-check-") as folder:
         work = Path(folder)
-        shape = ["--model", args.model, "--devices", "cuda:0", "--precision", "bf16", "--seq-len", str(args.seq_len),
+        shape = ["--model", args.model, "--devices", device, "--precision", precision, "--seq-len", str(args.seq_len),
                  "--micro-batch-size", str(args.micro_batch_size), "--micro-batches", str(args.micro_batches)]
         profile = work / "profile.json"
         _cli("profile", *shape, "--out", str(profile))
         run_dir = work / "run"
         _cli("train", *shape, "--engine", "local", "--steps", str(args.steps), "--profile", str(profile),
              "--run-dir", str(run_dir), "--checkpoint-interval", str(args.steps))
-        ok = _print_comparison(run_dir)
-    print(f"\ngpu_check: {'PASS' if ok else 'OUTSIDE 10%'} ({time.strftime('%Y-%m-%d')})")
+        ok = _print_comparison(run_dir, profile)
+    verdict = "PASS" if ok else "OUTSIDE 10%"
+    if args.dry_run:
+        print(f"\ngpu_check: dry run on the CPU, {verdict} ({time.strftime('%Y-%m-%d')})")
+        return 0
+    print(f"\ngpu_check: {verdict} ({time.strftime('%Y-%m-%d')})")
     return 0 if ok else 1
 
 
@@ -101,15 +119,28 @@ def _sample_telemetry(seconds: float) -> None:
             print(f"  {field:<22} min {min(values):>14,.0f}  max {max(values):>14,.0f}")
 
 
-def _print_comparison(run_dir: Path) -> bool:
+def _layer_sum_factor(profile_path: Path) -> tuple[float, float | None]:
+    """(sum of the profile's layer times / its block time, per-call overhead s): the first turns the
+    block's prediction into the one the layer sum makes (1.0 for a profile without a block)."""
+    from core.training.engine.profile import load_profile
+
+    device = load_profile(profile_path).devices[0]
+    return (device.total_s / device.block_s if device.block_s else 1.0), device.per_call_overhead_s
+
+
+def _print_comparison(run_dir: Path, profile_path: Path) -> bool:
     from core.training.run_info import read_run_info, run_report
 
+    layer_sum, overhead = _layer_sum_factor(profile_path)
+    if overhead is not None:
+        print(f"\nprofile: the layers one by one sum to {layer_sum:.3f}x the block; per-call overhead "
+              f"{overhead * 1e3:.3f} ms a layer")
     info = read_run_info(run_dir)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     report = run_report(info, rows)
-    print("\n| stage | predicted compute ms | measured ms (median) | ratio | predicted memory GiB "
-          "| max_memory_allocated GiB | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| stage | predicted compute ms | measured ms (median) | ratio | layer sum predicted ms | ratio "
+          "| predicted memory GiB | max_memory_allocated GiB | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     ok = True
     for index, stage in enumerate(report.stages):
         predicted_s, measured_s = stage.predicted_compute_s or float("nan"), stage.measured_compute_s or float("nan")
@@ -120,6 +151,7 @@ def _print_comparison(run_dir: Path) -> bool:
         memory_ratio = measured_bytes / predicted_bytes if predicted_bytes else float("nan")
         ok = ok and abs(time_ratio - 1) <= TARGET and abs(memory_ratio - 1) <= TARGET
         print(f"| {index} | {predicted_s * 1e3:.2f} | {measured_s * 1e3:.2f} | {time_ratio:.3f} "
+              f"| {predicted_s * layer_sum * 1e3:.2f} | {measured_s / (predicted_s * layer_sum):.3f} "
               f"| {predicted_bytes / 1024**3:.3f} | {measured_bytes / 1024**3:.3f} | {memory_ratio:.3f} |")
     steps = [row["step_time_s"] for row in rows if "step_time_s" in row]
     print(f"step: predicted {(report.predicted_step_s or float('nan')) * 1e3:.1f} ms, measured "

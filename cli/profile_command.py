@@ -1,5 +1,5 @@
-"""`main.py profile`: measure each layer's forward + backward time on the real
-devices and save a profile the planner can use instead of catalog speeds.
+"""`main.py profile`: measure the model's forward + backward time as one block, and each layer's
+on its own, on the real devices, and save a profile the planner can use instead of catalog speeds.
 
     python3 main.py profile --model gpt-nano --devices "2xcpu" --out nano-cpu.json
     python3 main.py plan --model gpt-nano --devices "2xcpu" --profile nano-cpu.json
@@ -16,7 +16,7 @@ from cli.train_command import add_model_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("profile", help="measure per-layer times on the real devices",
+    parser = subparsers.add_parser("profile", help="measure the model's speed (as one block, and per layer) on the real devices",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("--vocab", type=positive_int, default=256,
@@ -50,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"profile-{name}.json"
     save_profile(profile, out)
     for device in profile.devices:
+        overhead = device.per_call_overhead_s
+        per_call = f" ({1000 * overhead:.3f} ms a layer of per-call cost)" if overhead is not None else ""
         print(f"{device.name}: {device.effective_tflops * 1000:.2f} GFLOP/s effective "
-              f"({device.threads} threads), {1000 * device.total_s:.2f} ms per micro-batch forward + backward")
+              f"({device.threads} threads), {1000 * (device.block_s or device.total_s):.2f} ms per micro-batch "
+              f"forward + backward as one block; the layers one by one sum to {1000 * device.total_s:.2f} ms{per_call}")
         for layer in device.layers:
             print(f"  {layer.name:<8} {1000 * layer.fwd_bwd_s:8.3f} ms  {layer.flops / MFLOP:10.1f} MFLOP forward")
     print(f"wrote {out}; plan with it: python3 main.py plan ... --profile {out}")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.devices import nvml_gateway as nv
-from core.devices.catalog import load_catalog
+from core.devices.catalog import PRECISIONS, load_catalog
 from core.devices.device_requests import parse_device_spec
 from core.devices.fake_nvml import fake_gateway
 from core.devices.host_speed import REMEASURE_RUNS, Remeasured, host_speed, remeasure_host_speed
@@ -45,7 +45,7 @@ __all__ = ["GpuDevice", "GpuLink", "HostDevice", "Inventory", "discover", "disco
            "with_user_speed",
            # the gateways, the catalog, the host's speed
            "NvmlGateway", "fake_gateway", "shared_gateway", "load_catalog",
-           "REMEASURE_RUNS", "Remeasured", "host_speed", "remeasure_host_speed",
+           "PRECISIONS", "REMEASURE_RUNS", "Remeasured", "host_speed", "remeasure_host_speed",
            # how a device that occurs more than once is named (core.devices.names)
            "base_name", "copy_number", "unique_names"]
 

@@ -49,6 +49,16 @@ class ModelSpec:
         config = self.hf_config
         return config.get("max_position_embeddings") or config.get("n_positions")
 
+    @property
+    def block_widths(self) -> tuple[int, int]:
+        """(d_model, MLP width) of one block: what the host's speed is measured on (docs/design.md, "Host speed")."""
+        if self.gpt is not None:
+            return self.gpt.d_model, 4 * self.gpt.d_model
+        config = self.hf_config
+        d_model = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 1)
+        ffn = config.get("intermediate_size") or config.get("n_inner") or config.get("ffn_dim") or 4 * d_model
+        return d_model, int(ffn)
+
     def with_context(self, seq_len: int) -> ModelSpec:
         """The built-in GPT grows its position table to fit seq_len; HF models must fit."""
         context = self.context_length

@@ -90,7 +90,7 @@ def _spec_devices(text: str, precision: str, efficiency: float | None,
     for request in requests:
         lowered = base_name(request.name).lower()
         if lowered == "cpu":
-            devices += _host_devices(request, cpu_shares, catalog.cpu_efficiency)
+            devices += _host_devices(request, cpu_shares, catalog.cpu_efficiency, precision)
         elif lowered == "auto" or lowered.startswith("cuda:"):
             devices += _discovered_devices(request, precision, efficiency, discover)
         else:
@@ -180,14 +180,14 @@ def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) 
     ]
 
 
-def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float) -> list[Device]:
+def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float, precision: str) -> list[Device]:
     import psutil
 
     from core.devices.host_speed import host_share_tflops, measure_cpu_tflops
 
     memory = psutil.virtual_memory()
     budget = _checked_budget(request, "cpu", memory.total) if request.budget_bytes else memory.available // shares
-    tflops = host_share_tflops(measure_cpu_tflops(), cpu_efficiency, shares)
+    tflops = host_share_tflops(measure_cpu_tflops(precision), cpu_efficiency, shares)
     return [_host_device(request.name.lower(), budget, memory.total, tflops) for _ in range(request.count)]
 
 

@@ -58,7 +58,7 @@ def plan_job(model: ModelChoice, setup: TrainingSetup, devices: tuple[DeviceEntr
     """Plan through the front door (the layer graph is cached in this process between jobs)."""
     from core.planning.front_door import plan_model
 
-    host_peak = measure_host()  # timed once per machine (cached); the device list shows it even unticked
+    host_peak = measure_host(setup.precision)  # timed once per machine and precision (cached); shown even unticked
     planned = plan_model(model, setup, devices, solver, host_peak_tflops=host_peak, time_limit_s=milp_time_limit_s)
     return JobResult(planned.spec, planned.graph if want_graph else None, planned.problem, planned.plan, host_peak)
 
@@ -73,18 +73,24 @@ def solve_job(problem: Problem, solver: str, spec: ModelSpec, milp_time_limit_s:
         return str(error)
 
 
-def measure_host() -> float:
+_planned_precision = ["bf16"]  # the precision of the last plan job: what a re-measure measures
+
+
+def measure_host(precision: str = "bf16") -> float:
+    """The host's matmul speed in `precision` (core.devices.host_speed); re-measures measure it too."""
     from core.devices.host_speed import measure_cpu_tflops
 
-    return measure_cpu_tflops()
+    _planned_precision[0] = precision
+    return measure_cpu_tflops(precision)
 
 
 def remeasure_host_job() -> Any:
-    """Time the host again, overwrite the cache, and plan with the new figure from now on
-    (core.devices.host_speed.Remeasured). Here, not in the GUI: this process plans, and imports torch."""
+    """Time the host again in the last plan's precision, overwrite the cache, and plan with the new
+    figure from now on (core.devices.host_speed.Remeasured). Here, not in the GUI: this process
+    plans, and imports torch."""
     from core.devices.host_speed import remeasure_host_speed
 
-    return remeasure_host_speed()
+    return remeasure_host_speed(precision=_planned_precision[0])
 
 
 def _lower_priority() -> None:

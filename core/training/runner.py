@@ -137,7 +137,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     write_token_data(paths.data, corpus)
     atomic_write_json(paths.plan, planned.to_dict())
     record = _config_record(config, model_record, corpus_summary(corpus), plan, profile_path)
-    record["execution"] = [item.to_dict() for item in _executions(config, devices, planned, profile)]
+    record["execution"] = [item.to_dict() for item in _executions(config, spec, devices, planned, profile)]
     atomic_write_json(paths.config, record)
     return RunContext.load(root)
 
@@ -195,14 +195,15 @@ def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], giv
     return plan
 
 
-def _executions(config: TrainConfig, devices: Sequence[Device], plan: Plan,
+def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device], plan: Plan,
                 profile: Profile | None) -> tuple[DeviceExecution, ...]:
     """What executes each device, and at what speed: simulated GPUs run on the host, whose
-    speed is the profile's host measurement or else the host's measured matmul (cached per
-    machine), shared between the run's processes on this host under the pipeline engine."""
+    speed is the profile's host measurement or else the host's measured matmuls of one of the
+    model's blocks in the run's precision (cached per machine, docs/design.md "Host speed"),
+    shared between the run's processes on this host under the pipeline engine."""
     from core.devices.catalog import load_catalog
-    from core.devices.host_speed import host_share_tflops, host_speed
-    from core.training.engine.pipeline_launch import processes_on_this_node
+    from core.devices.host_speed import MatmulShape, host_speed
+    from core.training.engine.pipeline_launch import processes_on_this_node, threads_per_process
     from core.training.execution import is_simulated, plan_executions
 
     if not any(is_simulated(device) for device in devices):
@@ -214,8 +215,12 @@ def _executions(config: TrainConfig, devices: Sequence[Device], plan: Plan,
     if measured is not None:
         return plan_executions(devices, measured.effective_tflops * measured.shares / shares,
                                f"the profile's host measurement ({measured.threads} threads){split}")
-    speed, efficiency = host_speed(), load_catalog().cpu_efficiency
-    return plan_executions(devices, host_share_tflops(speed.peak_tflops, efficiency, shares),
+    # one stage process's own speed: measured with its threads, as it runs beside the others
+    shape = MatmulShape.of_block(config.setup.tokens_per_micro_batch, *spec.block_widths)
+    threads = threads_per_process(shares) if shares > 1 else None
+    speed, efficiency = host_speed(config.setup.precision, shape, threads), load_catalog().cpu_efficiency
+    crowded = max(1.0, shares * speed.threads / threads_per_process(1))  # more threads than cores: they take turns
+    return plan_executions(devices, speed.peak_tflops * efficiency / crowded,
                            f"the host's matmul, {speed.source}, × efficiency {efficiency:g}{split}")
 
 

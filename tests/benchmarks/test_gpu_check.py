@@ -67,3 +67,20 @@ def test_the_commands_it_runs_need_no_qt_or_highspy(gpu_box_env: dict[str, str],
                  str(profile), "--run-dir", str(tmp_path / "run"), "--data", str(corpus))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "report.json").is_file()
+
+
+@pytest.mark.slow  # profile and train in subprocesses that import torch
+def test_its_dry_run_compares_per_stage_compute_on_the_cpu(gpu_box_env: dict[str, str]) -> None:
+    """--dry-run: profile, train and the per-stage table on the CPU, without Qt or highspy."""
+    result = run(gpu_box_env, "benchmarks/gpu_check.py", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("profile: the layers one by one sum to ") for line in lines), result.stdout
+    header = next(line for line in lines if line.startswith("| stage |"))
+    assert "| predicted compute ms | measured ms (median) | ratio | layer sum predicted ms | ratio |" in header
+    (row,) = [line for line in lines if line.startswith("| 0 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    predicted, measured, ratio, layer_sum = (float(cell) for cell in cells[1:5])
+    assert predicted > 0 and measured > 0 and ratio == pytest.approx(measured / predicted, abs=2e-3)
+    assert layer_sum > 0
+    assert lines[-1].startswith("gpu_check: dry run on the CPU, ")

@@ -59,8 +59,16 @@ class DeviceProfile:
     threads: int
     work_factor: int
     effective_tflops: float
-    total_s: float
+    total_s: float  # the layers' times summed: each timed on its own, with its own per-call costs
     layers: tuple[LayerTiming, ...]
+    block_s: float | None = None  # the whole model as one block (None: a profile from before blocks)
+
+    @property
+    def per_call_overhead_s(self) -> float | None:
+        """What timing a layer on its own adds: (sum of layer times - block time) / (layers - 1)."""
+        if self.block_s is None or len(self.layers) < 2:
+            return None
+        return (self.total_s - self.block_s) / (len(self.layers) - 1)
 
 
 @dataclass(frozen=True)
@@ -75,12 +83,16 @@ class Profile:
     hf: dict[str, Any] | None = None  # an HF model's config (then gpt is {})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        data = {"format": FORMAT, **asdict(self)}
+        for record, device in zip(data["devices"], self.devices):
+            record["per_call_overhead_s"] = device.per_call_overhead_s  # for the reader; derived on load
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Profile:
         devices = tuple(
-            DeviceProfile(**{**entry, "layers": tuple(LayerTiming(**layer) for layer in entry["layers"])})
+            DeviceProfile(**{**{key: value for key, value in entry.items() if key != "per_call_overhead_s"},
+                             "layers": tuple(LayerTiming(**layer) for layer in entry["layers"])})
             for entry in data["devices"])
         return cls(model=data["model"], gpt=data["gpt"], setup=data["setup"], devices=devices,
                    host=data.get("host", ""), torch=data.get("torch", ""), created_at=data.get("created_at", 0.0),
@@ -154,7 +166,8 @@ TimedModel = GPTConfig | HFModelSource  # what can be timed: the built-in GPT or
 
 def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: Sequence[Device],
                     repeats: int = 5, emit: Callable[[str], None] = print) -> Profile:
-    """Time every layer on each real device of `devices` (median of `repeats`).
+    """Time the whole model as one block, and every layer on its own, on each real device of
+    `devices` (medians of `repeats`); the device's speed is the block's (docs/design.md, "Profiles").
 
     Raises:
         InputError: no device of the spec is real (only simulated GPUs).
@@ -180,12 +193,11 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
     for device_name, kind, shares in targets:
         threads = threads_per_process(shares) if device_name == "cpu" else torch.get_num_threads()
         emit(f"profiling {name} on {device_name} ({threads} threads, {repeats} repeats) ...")
-        seconds = (time_layers_side_by_side(gpt, setup, threads, repeats, shares) if device_name == "cpu"
-                   else time_layers(gpt, setup, device_name, threads, repeats))
-        total = sum(seconds)
+        seconds, block = (time_layers_side_by_side(gpt, setup, threads, repeats, shares) if device_name == "cpu"
+                          else time_layers(gpt, setup, device_name, threads, repeats))
         results.append(DeviceProfile(
             name=device_name, kind=kind, torch_device=device_name, shares=shares, threads=threads, work_factor=k,
-            effective_tflops=k * sum(flops) / total / TFLOP, total_s=total,
+            effective_tflops=k * sum(flops) / block / TFLOP, total_s=sum(seconds), block_s=block,
             layers=tuple(LayerTiming(layer.name, f, s) for layer, f, s in zip(problem.layers, flops, seconds)),
         ))
     hf = gpt.config if isinstance(gpt, HFModelSource) else None
@@ -194,9 +206,12 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
                    created_at=time.time(), hf=hf)
 
 
+Timings = tuple[list[float], float]  # (each layer on its own, the whole model as one block): seconds
+
+
 def time_layers_side_by_side(gpt: TimedModel, setup: TrainingSetup, threads: int, repeats: int,
-                             copies: int) -> list[float]:
-    """Time the layers in `copies` processes at once, as the pipeline's stage
+                             copies: int) -> Timings:
+    """Time the layers and the block in `copies` processes at once, as the pipeline's stage
     processes share the host (its cores, caches and memory bandwidth)."""
     if copies <= 1:
         return time_layers(gpt, setup, "cpu", threads, repeats)
@@ -213,7 +228,8 @@ def time_layers_side_by_side(gpt: TimedModel, setup: TrainingSetup, threads: int
     finally:
         for worker in workers:
             worker.join(timeout=10)
-    return [statistics.median(values) for values in zip(*measured)]
+    layers = [statistics.median(values) for values in zip(*(layer_seconds for layer_seconds, _ in measured))]
+    return layers, statistics.median(block for _, block in measured)
 
 
 def _timing_worker(gpt: TimedModel, setup: TrainingSetup, threads: int, repeats: int, barrier: Any,
@@ -222,9 +238,14 @@ def _timing_worker(gpt: TimedModel, setup: TrainingSetup, threads: int, repeats:
 
 
 def time_layers(gpt: TimedModel, setup: TrainingSetup, device_name: str, threads: int, repeats: int,
-                barrier: Any = None) -> list[float]:
-    """Median forward + backward seconds of each layer for one micro-batch
-    (`barrier`: wait on it before timing, so side-by-side copies overlap)."""
+                barrier: Any = None) -> Timings:
+    """Median forward + backward seconds of each layer on its own, and of the whole model as one
+    block, for one micro-batch (`barrier`: wait on it before timing, so side-by-side copies overlap).
+
+    A layer timed on its own pays a stage boundary, a loss-free backward call and a device sync
+    that a block of layers pays once: summed over the layers they over-predict a stage (by 20-28%
+    on an H200), so the block's time is what a stage's speed comes from (docs/design.md, "Profiles").
+    """
     import torch
 
     from core.model.gpt import lm_loss
@@ -236,22 +257,43 @@ def time_layers(gpt: TimedModel, setup: TrainingSetup, device_name: str, threads
     try:
         autocast = torch.bfloat16 if setup.precision == "bf16" else None
         layers = _one_layer_stages(gpt, device, setup.recompute, autocast)
+        block = [_whole_model_stage(gpt, device, setup.recompute, autocast)]
         vocab = gpt.vocab_size
         tokens = torch.randint(0, vocab, (setup.micro_batch_size, setup.seq_len + 1),
                                generator=torch.Generator().manual_seed(0)).to(device)
         samples: list[list[float]] = [[] for _ in layers]
+        block_samples: list[float] = []
         if barrier is not None:
             barrier.wait()
         for repeat in range(repeats + 1):  # the first pass warms up allocators and kernels
             seconds = _one_pass(layers, tokens[:, :-1], tokens[:, 1:], lm_loss, device, synchronize)
-            for layer in layers:
-                layer.zero_grad(set_to_none=True)
+            block_seconds = _one_pass(block, tokens[:, :-1], tokens[:, 1:], lm_loss, device, synchronize)[0]
+            for stage in (*layers, *block):
+                stage.zero_grad(set_to_none=True)
             if repeat > 0:
                 for index, value in enumerate(seconds):
                     samples[index].append(value)
-        return [statistics.median(values) for values in samples]
+                block_samples.append(block_seconds)
+        return [statistics.median(values) for values in samples], statistics.median(block_samples)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _whole_model_stage(model: TimedModel, device: Any, recompute: bool, autocast: Any) -> Any:
+    """The whole model as one stage on `device`: the contiguous block a one-stage run computes."""
+    from core.training.engine.stages import StageLayout
+
+    if isinstance(model, HFModelSource):
+        from core.training.engine.hf_stages import build_hf_stage, build_meta_model, hf_layer_names
+
+        source = HFModelSource(model.config_json)
+        names = tuple(hf_layer_names(build_meta_model(source)))
+        return build_hf_stage(source, StageLayout(0, str(device), names), device, 0, recompute, autocast)
+    from core.training.engine.stages import build_full_model, slice_stages
+
+    full = build_full_model(model, seed=0)
+    layout = StageLayout(0, str(device), tuple(layer for layer, _ in full.layers()))
+    return slice_stages(full, [layout], False, recompute, autocast)[0].to(device)
 
 
 def _one_layer_stages(model: TimedModel, device: Any, recompute: bool, autocast: Any) -> list[Any]:

@@ -1,4 +1,5 @@
-"""The host's speed: the best of several runs, kept per machine with its date and torch version."""
+"""The host's speed: the best of several runs, kept per machine, precision and shape with its date and
+torch version; a figure from a busy machine is not cached (docs/design.md, "Host speed")."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from dataclasses import replace
 
 from core.devices import host_speed as hs
+from core.devices.host_load import BUSY_LOAD_PER_CORE, HostLoad
 
 TODAY = datetime.date(2026, 11, 30)
 
@@ -22,41 +24,124 @@ def speed(**changes) -> hs.HostSpeed:
     return replace(base, **changes)
 
 
-def test_cache_round_trip_per_machine(tmp_path):
+KEY = "vm|x86_64|2 fp32 512x512x512"
+QUIET, BUSY = HostLoad(0.5, 2), HostLoad(2 * BUSY_LOAD_PER_CORE + 3.5, 2)
+
+
+def test_cache_round_trip_per_machine_precision_and_shape(tmp_path):
     path = tmp_path / "allot" / hs.CACHE_FILE
     hs.write_cached(path, speed())
     hs.write_cached(path, speed(machine="other|arm|8", peak_tflops=1.5))
+    hs.write_cached(path, speed(precision="bf16", shape="2048x384x1536", peak_tflops=0.09))
     data = json.loads(path.read_text())
-    assert set(data["machines"]) == {"vm|x86_64|2", "other|arm|8"}
-    assert data["machines"]["vm|x86_64|2"] == {"peak_tflops": 0.25, "measured_on": "2026-11-20",
-                                               "torch_version": "2.13.0", "threads": 2}
-    found = hs.read_cached(path, "vm|x86_64|2", "2.13.0", 2, TODAY)
+    assert set(data["machines"]) == {KEY, "other|arm|8 fp32 512x512x512", "vm|x86_64|2 bf16 2048x384x1536"}
+    assert data["machines"][KEY] == {"peak_tflops": 0.25, "measured_on": "2026-11-20", "torch_version": "2.13.0",
+                                     "threads": 2, "machine": "vm|x86_64|2", "precision": "fp32",
+                                     "shape": "512x512x512"}
+    found = hs.read_cached(path, KEY, "2.13.0", 2, TODAY)
     assert found == speed(cached=True)
-    assert found.source == "measured 2026-11-20 (torch 2.13.0, 2 threads)"
+    assert found.source == "measured 2026-11-20 (torch 2.13.0, 2 threads, fp32 512x512x512)"
+    bf16 = hs.read_cached(path, hs.entry_key("vm|x86_64|2", "bf16", hs.MatmulShape(2048, 384, 1536)), "2.13.0", 2,
+                          TODAY)
+    assert bf16 is not None and bf16.peak_tflops == 0.09 and bf16.precision == "bf16"
+
+
+def test_an_entry_of_the_old_format_is_measured_over(tmp_path):
+    path = tmp_path / hs.CACHE_FILE  # one fp32 figure per machine, before precisions and shapes
+    path.write_text(json.dumps({"machines": {"vm|x86_64|2": {"peak_tflops": 0.03, "measured_on": "2026-11-20",
+                                                             "torch_version": "2.13.0", "threads": 2}}}))
+    assert hs.read_cached(path, KEY, "2.13.0", 2, TODAY) is None
+    hs.write_cached(path, speed())
+    assert hs.read_cached(path, KEY, "2.13.0", 2, TODAY) is not None
 
 
 def test_a_new_torch_other_threads_or_an_old_figure_measure_again(tmp_path):
     path = tmp_path / hs.CACHE_FILE
     hs.write_cached(path, speed())
-    assert hs.read_cached(path, "vm|x86_64|2", "2.14.0", 2, TODAY) is None
-    assert hs.read_cached(path, "vm|x86_64|2", "2.13.0", 1, TODAY) is None
-    assert hs.read_cached(path, "elsewhere", "2.13.0", 2, TODAY) is None
+    assert hs.read_cached(path, KEY, "2.14.0", 2, TODAY) is None
+    assert hs.read_cached(path, KEY, "2.13.0", 1, TODAY) is None
+    assert hs.read_cached(path, "elsewhere fp32 512x512x512", "2.13.0", 2, TODAY) is None
     later = TODAY + datetime.timedelta(days=hs.MAX_AGE_DAYS + 1)
-    assert hs.read_cached(path, "vm|x86_64|2", "2.13.0", 2, later) is None
+    assert hs.read_cached(path, KEY, "2.13.0", 2, later) is None
 
 
 def test_a_broken_cache_file_is_measured_over(tmp_path):
     path = tmp_path / hs.CACHE_FILE
     path.write_text("{not json")
-    assert hs.read_cached(path, "vm|x86_64|2", "2.13.0", 2, TODAY) is None
+    assert hs.read_cached(path, KEY, "2.13.0", 2, TODAY) is None
     hs.write_cached(path, speed())
-    assert hs.read_cached(path, "vm|x86_64|2", "2.13.0", 2, TODAY) is not None
+    assert hs.read_cached(path, KEY, "2.13.0", 2, TODAY) is not None
+
+
+def test_a_blocks_matmuls_like_the_models_capped_to_a_short_measurement():
+    micro = hs.MatmulShape.of_block(8 * 256, 384, 1536)  # gpt-micro, 8 x 256 tokens a micro-batch
+    assert micro == hs.MatmulShape(565, 384, 1536)  # 2 GFLOP a set: 3.5 MFLOP a row
+    assert micro.matmuls == ((565, 384, 1152), (565, 384, 384), (565, 384, 1536), (565, 1536, 384))
+    assert micro.flops == 2 * 565 * 384 * (1152 + 384 + 1536 + 1536) and micro.flops <= hs.MAX_SET_FLOPS
+    assert hs.MatmulShape.of_block(64, 128, 512) == hs.MatmulShape(64, 128, 512)  # small: as it is
+    assert hs.MatmulShape.of_block(4096, 8192, 28672) == hs.MatmulShape(79, 1024, 4096)  # llama-70b: capped
+    assert micro.label == "565x384x1536"
+
+
+def test_each_precision_and_shape_is_measured_and_cached_on_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(hs, "read_host_load", lambda: QUIET)
+    asked = []
+    rates = {"fp32": 0.03, "bf16": 0.09}
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda shape, precision, threads: asked.append((shape, precision))
+                        or rates[precision])
+    micro = hs.MatmulShape(565, 384, 1536)
+    hs.host_speed.cache_clear()
+    try:
+        assert hs.measure_cpu_tflops("bf16", micro) == 0.09 and hs.measure_cpu_tflops("fp32") == 0.03
+        assert asked == [(micro, "bf16")] * hs.RUNS + [(hs.SQUARE, "fp32")] * hs.RUNS
+        hs.host_speed.cache_clear()  # a new process: both from the cache
+        assert hs.host_speed("bf16", micro).cached and hs.host_speed("fp32").cached
+        assert len(asked) == 2 * hs.RUNS
+        assert "bf16 565x384x1536" in hs.host_speed("bf16", micro).source
+    finally:
+        hs.host_speed.cache_clear()
+
+
+def test_a_figure_from_a_busy_machine_takes_more_runs_and_is_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(hs, "read_host_load", lambda: BUSY)
+    calls = []
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda *shape_and_precision: calls.append(1) or 0.01)
+    hs.host_speed.cache_clear()
+    try:
+        busy = hs.host_speed()
+        assert busy.peak_tflops == 0.01 and not busy.cached and len(calls) == hs.RUNS * hs.BUSY_RUNS_FACTOR
+        assert busy.busy_note == "load 5.5 on 2 cores"
+        assert busy.source.endswith("; busy machine (load 5.5 on 2 cores): not cached, measured again next time")
+        assert not (tmp_path / hs.CACHE_FILE).exists()
+        monkeypatch.setattr(hs, "read_host_load", lambda: QUIET)  # the next process, on a quiet machine
+        hs.host_speed.cache_clear()
+        quiet = hs.host_speed()
+        assert not quiet.cached and not quiet.busy_note and len(calls) == hs.RUNS * (hs.BUSY_RUNS_FACTOR + 1)
+        assert (tmp_path / hs.CACHE_FILE).exists()
+    finally:
+        hs.host_speed.cache_clear()
+
+
+def test_a_machine_that_quietens_during_the_retry_is_cached():
+    loads = iter([BUSY, BUSY, QUIET])  # before, after the first runs, after the retry
+    measured = hs.measure_now(3, read_load=lambda: next(loads))
+    assert measured.busy_note == ""
+    assert next(loads, None) is None
+
+
+def test_the_load_reading():
+    assert HostLoad(2.0, 2).busy is False and HostLoad(2.1, 2).busy is True  # more runnable threads than cores
+    assert HostLoad(None, 4).busy is False and HostLoad(None, 4).text == "load unknown on 4 cores"
+    assert HostLoad(0.25, 1).text == "load 0.2 on 1 core"
 
 
 def test_host_speed_measures_once_then_reads_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(hs, "read_host_load", lambda: QUIET)
     calls = []
-    monkeypatch.setattr(hs, "_matmul_tflops", lambda: calls.append(1) or 0.3)
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda *shape_and_precision: calls.append(1) or 0.3)
     hs.host_speed.cache_clear()
     try:
         first = hs.host_speed()
@@ -71,8 +156,9 @@ def test_host_speed_measures_once_then_reads_the_cache(tmp_path, monkeypatch):
 def test_remeasuring_overwrites_a_fresh_entry_and_this_process_plans_with_it(tmp_path, monkeypatch):
     monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
     later = [0.2, 0.35] + [0.3] * (hs.REMEASURE_RUNS - 2)
-    rates = iter([0.01] * hs.RUNS + later)  # the first figure was taken under load
-    monkeypatch.setattr(hs, "_matmul_tflops", lambda: next(rates))
+    rates = iter([0.01] * hs.RUNS + later)  # the first figure was taken under load the load average missed
+    monkeypatch.setattr(hs, "read_host_load", lambda: QUIET)
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda *shape_and_precision: next(rates))
     hs.host_speed.cache_clear()
     try:
         assert hs.host_speed().peak_tflops == 0.01  # cached for 30 days: it would stick
@@ -80,7 +166,7 @@ def test_remeasuring_overwrites_a_fresh_entry_and_this_process_plans_with_it(tmp
         assert result.old is not None and result.old.peak_tflops == 0.01
         assert result.new.peak_tflops == 0.35 and result.new.measured_on == datetime.date.today().isoformat()
         assert result.path == tmp_path / hs.CACHE_FILE
-        assert hs.read_entry(result.path, hs.machine_key()).peak_tflops == 0.35  # on disk
+        assert hs.read_entry(result.path, hs.entry_key(hs.machine_key(), "fp32", hs.SQUARE)).peak_tflops == 0.35
         assert hs.host_speed().peak_tflops == 0.35 == hs.measure_cpu_tflops()  # and in this process
         assert next(rates, None) is None  # every run was asked for: REMEASURE_RUNS of them
     finally:
@@ -89,12 +175,35 @@ def test_remeasuring_overwrites_a_fresh_entry_and_this_process_plans_with_it(tmp
 
 def test_remeasuring_with_no_entry_and_an_old_one(tmp_path, monkeypatch):
     monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(hs, "_matmul_tflops", lambda: 0.4)
+    monkeypatch.setattr(hs, "read_host_load", lambda: QUIET)
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda *shape_and_precision: 0.4)
     try:
         assert hs.remeasure_host_speed(runs=2).old is None
         path = tmp_path / hs.CACHE_FILE
         hs.write_cached(path, speed(machine=hs.machine_key(), measured_on="2020-01-01", torch_version="1.0"))
         old = hs.remeasure_host_speed(runs=2).old  # stale entries are reported too: what was there
         assert old is not None and old.measured_on == "2020-01-01" and old.torch_version == "1.0"
+    finally:
+        hs.host_speed.cache_clear()
+
+
+def test_one_stage_process_is_measured_with_its_threads_under_its_own_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the machine's threads, as the cache counts them
+    monkeypatch.setattr(hs, "read_host_load", lambda: QUIET)
+    asked = []
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda shape, precision, threads: asked.append(threads)
+                        or {None: 0.08, 2: 0.05}[threads])
+    hs.host_speed.cache_clear()
+    try:
+        one_of_two = hs.host_speed("fp32", hs.SQUARE, 2)  # 2 stage processes on 4 cores
+        whole = hs.host_speed("fp32", hs.SQUARE, 4)  # all of them: the machine's figure
+        assert (one_of_two.peak_tflops, one_of_two.threads) == (0.05, 2) and (whole.peak_tflops, whole.threads) == (0.08, 4)
+        assert asked == [2] * hs.RUNS + [None] * hs.RUNS
+        keys = set(json.loads((tmp_path / hs.CACHE_FILE).read_text())["machines"])
+        machine = hs.machine_key()
+        assert keys == {f"{machine} fp32 512x512x512 2 threads", f"{machine} fp32 512x512x512"}
+        hs.host_speed.cache_clear()
+        assert hs.host_speed("fp32", hs.SQUARE, 2).cached and hs.host_speed("fp32", hs.SQUARE, 2).peak_tflops == 0.05
     finally:
         hs.host_speed.cache_clear()

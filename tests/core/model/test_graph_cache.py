@@ -166,7 +166,7 @@ def test_a_cached_plan_imports_no_torch_in_the_cli_or_the_apps_planning_process(
     assert _without_times(warm.replace("TORCH False TRANSFORMERS False", "")) == \
         _without_times(cold.replace("TORCH True TRANSFORMERS True", ""))
     # the app also plans with the host's speed, timed once per machine: here, by this process
-    write_cached(cache / HOST_SPEED_FILE, host_speed())
+    write_cached(cache / HOST_SPEED_FILE, host_speed("bf16"))  # the job's precision
     app = run_python(cache, APP_JOB)
     assert "TORCH False" in app, app
 

@@ -44,7 +44,7 @@ def test_gpus_without_bf16_plan_mixed_precision_as_fp16():
 
 
 def test_cpu_devices_share_the_host(monkeypatch):
-    monkeypatch.setattr("core.devices.host_speed.measure_cpu_tflops", lambda: 0.2)
+    monkeypatch.setattr("core.devices.host_speed.measure_cpu_tflops", lambda precision: 0.2)
     devices = resolve_devices("2xcpu:2GiB", precision="fp32")
     assert [d.name for d in devices] == ["cpu", "cpu#2"]
     assert [d.budget_bytes for d in devices] == [2 * GiB, 2 * GiB]

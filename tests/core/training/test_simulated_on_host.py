@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from core.devices.catalog import load_catalog
-from core.devices.host_speed import host_speed
+from core.devices.host_speed import MatmulShape, host_speed
+from core.training.engine.pipeline_launch import threads_per_process
 from core.training.engine.profile import DeviceProfile, Profile, save_profile
 from core.training.metrics import read_metrics
 from core.training.plan_file import read_plan_file
@@ -59,14 +60,18 @@ def test_a_two_stage_plan_on_simulated_gpus_is_predicted_on_the_host_and_says_so
 
 def test_the_host_speed_is_shared_between_the_pipelines_stage_processes(tmp_path, corpus):
     plan = read_plan_file(write_plan(tmp_path / "plan.json", NANO_SPLIT))
-    host = host_speed().peak_tflops * load_catalog().cpu_efficiency
+    gpt_nano_block = MatmulShape.of_block(4 * 32, 128, 4 * 128)  # its matmuls at 4 x 32 tokens a micro-batch
+    cores = threads_per_process(1)
     for engine, shares in (("local", 1), ("pipeline", 2)):
+        threads = threads_per_process(shares) if shares > 1 else None  # one stage process's threads
+        speed = host_speed("fp32", gpt_nano_block, threads)  # the run's precision and model
+        host = speed.peak_tflops * load_catalog().cpu_efficiency / max(1.0, shares * speed.threads / cores)
         config = tiny_config(corpus, engine=engine, devices=SIMULATED)
         prepare_new_run(config, tmp_path / engine, plan, emit=lambda _: None)
         executions = read_run_info(tmp_path / engine).executions
         assert [(e.device, e.simulated, e.runs_on) for e in executions] == [
             ("A100-80GB", "A100-80GB", "cpu"), ("RTX4090", "RTX4090", "cpu")]
-        assert [e.run_tflops for e in executions] == pytest.approx([host / shares] * 2)
+        assert [e.run_tflops for e in executions] == pytest.approx([host] * 2)
         assert ("1/2 of the cores" in executions[0].source) == (shares == 2)
 
 

@@ -33,14 +33,15 @@ def test_re_measuring_the_host_shows_old_and_new_and_replans_with_it(qtbot, make
     from tests.gui.conftest import wait_for_plan
 
     monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path / "cache"))
-    hs.write_cached(tmp_path / "cache" / hs.CACHE_FILE,
-                    hs.HostSpeed(0.001, "2026-11-20", "2.13.0", 2, hs.machine_key(), cached=False))
     project = small_project(("RTX4090",), budgets_gib=(0.25,))  # the host takes the layers that do not fit
+    precision = project.setup.precision  # the host is measured in the plan's precision
+    hs.write_cached(tmp_path / "cache" / hs.CACHE_FILE, hs.HostSpeed(
+        0.001, "2026-11-20", "2.13.0", 2, hs.machine_key(), cached=False, precision=precision))
     project = replace(project, devices=tuple(replace(e, included=True) for e in project.devices))
     window = make_window(project)
     state, panel = window.state, window.devices_panel
     state.worker.in_process = True  # the job runs here, where the timer is patched: no real measuring
-    monkeypatch.setattr(hs, "_matmul_tflops", lambda: 0.5)
+    monkeypatch.setattr(hs, "_matmul_tflops", lambda *shape_and_precision: 0.5)
     hs.host_speed.cache_clear()
     try:
         qtbot.mouseClick(panel.measure_button, Qt.MouseButton.LeftButton)
@@ -55,7 +56,8 @@ def test_re_measuring_the_host_shows_old_and_new_and_replans_with_it(qtbot, make
     efficiency = load_catalog().cpu_efficiency
     cell = panel.table.item(panel.row_of("cpu"), SPEED_COLUMN)
     assert cell.text() == f"{0.5 * efficiency:.3g}" and f"measured {today}" in cell.toolTip()
-    assert hs.read_entry(tmp_path / "cache" / hs.CACHE_FILE, hs.machine_key()).peak_tflops == 0.5
+    key = hs.entry_key(hs.machine_key(), precision, hs.SQUARE)
+    assert hs.read_entry(tmp_path / "cache" / hs.CACHE_FILE, key).peak_tflops == 0.5
     host = next(d for d in state.problem.devices if d.kind == "cpu")
     assert host.tflops == 0.5 * efficiency  # the plan was made again with the new figure
 

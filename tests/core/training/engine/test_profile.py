@@ -1,5 +1,7 @@
-"""Profiles: measured per-layer times, and the planner calibrated with them."""
+"""Profiles: the whole model timed as one block and each layer on its own, and the planner calibrated
+with the block (docs/design.md, "Profiles")."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -8,7 +10,15 @@ from core.errors import InputError
 from core.model.presets import GPT_PRESETS
 from core.planning.problem import Device
 from core.planning.setup import TrainingSetup
-from core.training.engine.profile import apply_profile, load_profile, measure_profile, save_profile
+from core.training.engine.profile import (
+    DeviceProfile,
+    LayerTiming,
+    Profile,
+    apply_profile,
+    load_profile,
+    measure_profile,
+    save_profile,
+)
 from main import main
 
 SETUP = TrainingSetup(precision="fp32", micro_batch_size=2, seq_len=32, micro_batches=2)
@@ -31,14 +41,18 @@ def test_every_layer_is_timed_on_the_host(profile):
     assert [layer.name for layer in host.layers] == ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"]
     assert all(layer.fwd_bwd_s > 0 for layer in host.layers)
     assert host.total_s == pytest.approx(sum(layer.fwd_bwd_s for layer in host.layers))
+    assert host.block_s is not None and host.block_s > 0
     work = 3 * sum(layer.flops for layer in host.layers)  # k = 3: forward + backward
-    assert host.effective_tflops == pytest.approx(work / host.total_s / 1e12)
+    assert host.effective_tflops == pytest.approx(work / host.block_s / 1e12)  # the block, not the sum
+    assert host.per_call_overhead_s == pytest.approx((host.total_s - host.block_s) / 7)
 
 
 @pytest.mark.slow  # the profile fixture: a measuring process per stage
 def test_a_profile_round_trips_and_bad_files_are_input_errors(tmp_path, profile):
     save_profile(profile, tmp_path / "p.json")
     assert load_profile(tmp_path / "p.json") == profile
+    written = json.loads((tmp_path / "p.json").read_text())["devices"][0]
+    assert written["per_call_overhead_s"] == profile.devices[0].per_call_overhead_s  # derived, for the reader
     (tmp_path / "bad.json").write_text('{"format": 1}')
     with pytest.raises(InputError, match="not an Allot profile"):
         load_profile(tmp_path / "bad.json")
@@ -63,7 +77,7 @@ def test_a_calibrated_plan_predicts_the_measured_time(profile):
         replace(profile.devices[0], shares=1),)))
     problem = build_problem(ModelSpec("gpt-nano", GPT_PRESETS["gpt-nano"]), SETUP, (device,))
     plan = solve(problem, "exact")
-    assert plan.stages[0].compute_s == pytest.approx(profile.devices[0].total_s)
+    assert plan.stages[0].compute_s == pytest.approx(profile.devices[0].block_s)  # one stage: the block
 
 
 @pytest.mark.slow  # a measuring process per stage
@@ -93,4 +107,15 @@ def test_an_hf_model_is_profiled_layer_by_layer_and_calibrates_its_plan(tmp_path
     assert load_profile(tmp_path / "p.json").hf == source.config
     (device,) = apply_profile((CPU,), measured)
     problem = build_problem(ModelSpec("tiny-llama", hf_config_json=source.config_json), SETUP, (device,))
-    assert solve(problem, "exact").stages[0].compute_s == pytest.approx(host.total_s)
+    assert solve(problem, "exact").stages[0].compute_s == pytest.approx(host.block_s)
+
+
+def test_the_per_call_overhead_is_what_the_layers_add_over_the_block():
+    layers = tuple(LayerTiming(f"h.{i}", 1e9, 0.030) for i in range(4))  # 4 x 30 ms on their own
+    device = DeviceProfile(name="cuda:0", kind="H200", torch_device="cuda:0", shares=1, threads=1, work_factor=3,
+                           effective_tflops=1.0, total_s=0.120, layers=layers, block_s=0.105)
+    assert device.per_call_overhead_s == pytest.approx(0.005)  # 15 ms over 3 boundaries the block does not pay
+    old = replace(device, block_s=None)  # a profile written before blocks were timed
+    assert old.per_call_overhead_s is None
+    record = Profile("m", {}, {}, (old,)).to_dict()["devices"][0]
+    assert Profile.from_dict({"devices": [record], "model": "m", "gpt": {}, "setup": {}}).devices == (old,)
