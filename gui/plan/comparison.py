@@ -33,7 +33,7 @@ DESCRIPTIONS = {
     "exact": "proven optimal split and device order (dynamic programming)",
     "milp": "mixed-integer program (HiGHS)",
     "greedy": "accelerate's rule: fill the devices in order",
-    "accelerate": "the real accelerate.infer_auto_device_map",
+    "accelerate": "accelerate's own infer_auto_device_map",  # no longer word: a wrapped note never elides
     "uniform": "DeepSpeed 'uniform': equal layer counts",
     "parameters": "DeepSpeed 'parameters': balanced parameter counts",
     "fsdp": "PyTorch FSDP / DeepSpeed ZeRO-3: every device a replica of the whole model",

@@ -8,7 +8,7 @@ the last feasible one stays, greyed, under the banner that says why.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont, QShowEvent
+from PySide6.QtGui import QColor, QFont, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
@@ -41,6 +41,9 @@ STAGE_COLUMNS = ("Stage", "Device", "Layers", "Params", "Param+grad+opt", "Activ
 GROUP_HEADER = "Group"  # the device column's header when stages run on groups (in replica order)
 SYNC_COLUMN = STAGE_COLUMNS.index("Sync")  # once a step; shown only for plans with replicas
 METRICS = ("step", "tokens", "bound", "gap", "status")
+# Narrower than this (the Plan tab of a 1280 px window), the timeline sits above the comparison:
+# beside it, the comparison's six columns and wrapped notes did not fit and the table scrolled sideways.
+SIDE_BY_SIDE_MIN_PX = 960
 STALE_NOTES = {  # keyed by AppState.plan_is_outdated
     True: "Planning the new inputs… the figures below are the previous plan's, greyed until the new one arrives.",
     False: "No plan fits the current inputs: showing the last feasible plan, greyed.",
@@ -241,8 +244,31 @@ class PlanView(QWidget):
         super().showEvent(event)
         if not self._shown_once:  # size hints are only real once shown: give the comparison room
             self._shown_once = True
+            self._arrange_below()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if self._shown_once and self._side_by_side() != (self._below.orientation() == Qt.Orientation.Horizontal):
+            self._arrange_below()
+
+    def _side_by_side(self) -> bool:
+        return self.width() >= SIDE_BY_SIDE_MIN_PX
+
+    def _arrange_below(self) -> None:
+        """The timeline beside the comparison where the view is wide; narrower (a 1280 px
+        window), above it: side by side, the comparison scrolled sideways, its notes off view."""
+        if self._side_by_side():
+            self._below.setOrientation(Qt.Orientation.Horizontal)
             width = max(self._below.width(), 800)
             self._below.setSizes([int(width * 0.44), int(width * 0.56)])
+        else:
+            self._below.setOrientation(Qt.Orientation.Vertical)
+            height = max(self._below.height(), 300)
+            self._below.setSizes([int(height * 0.4), int(height * 0.6)])
+            outer = self._below.parentWidget()
+            if isinstance(outer, QSplitter):  # the stage table gives the two of them room
+                total = sum(outer.sizes())
+                outer.setSizes([int(total * 0.3), total - int(total * 0.3)])
 
     # -- state -> widgets ------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import pyqtgraph as pg
 
 from core.training.run_info import RunReport
 from gui import theme
-from gui.widgets.plots import grid_axes
+from gui.widgets.plots import grid_axes, set_title
 
 PREDICTED_COLOR = "#BAB0AC"
 MEASURED_COLOR = theme.ACCENT
@@ -34,10 +34,10 @@ class MemoryChart(pg.PlotWidget):
         plot = self.getPlotItem()
         # two lines: in the Training tab's narrow column one line was wider than the chart
         # and pushed its bars off
-        plot.setTitle(f"<span style='color:{theme.TEXT}'>Peak memory per step<br>"
-                      f"<span style='color:{PREDICTED_COLOR}'>■</span> plan "
-                      f"<span style='color:{MEASURED_COLOR}'>■</span> peak "
-                      f"<span style='color:{BUDGET_COLOR}'>▬</span> budget</span>", size="9pt")
+        set_title(plot, f"<span style='color:{theme.TEXT}'>Peak memory per step<br>"
+                  f"<span style='color:{PREDICTED_COLOR}'>■</span> plan "
+                  f"<span style='color:{MEASURED_COLOR}'>■</span> peak "
+                  f"<span style='color:{BUDGET_COLOR}'>▬</span> budget</span>", size="9pt")
         plot.setLabel("left", "MiB")
         plot.setLabel("bottom", "stage")  # the table below names each stage's devices
         plot.showGrid(y=True, alpha=0.15)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QSplitter,
@@ -31,9 +33,13 @@ from gui.training.history import STATE_COLORS, RunHistory
 from gui.training.plots import LossPlot, RatePlot
 from gui.training.stages import StageComparison
 from gui.widgets.elided_label import ElidedLabel
+from gui.widgets.plots import hold_plot_minimum
 
 DEFAULT_STEPS = 200
 MAX_STEPS = 10_000_000
+# Narrower than this (a 1280 px window), the stage charts stack: side by side, with their titles
+# and axes whole, they made the tab wider than the window.
+SIDE_BY_SIDE_CHARTS_MIN_PX = 960
 CARDS = {"state": "State", "loss": "Loss", "val_loss": "Val loss", "tokens": "Tokens / s"}
 
 
@@ -96,7 +102,7 @@ class TrainingPanels(QWidget):
         layout.addLayout(self._controls())
         layout.addLayout(self._notes())
         layout.addLayout(self._figures())
-        layout.addWidget(self._body(), 1)
+        layout.addWidget(self._scrolled(self._body()), 1)
 
     def _controls(self) -> QHBoxLayout:
         row = QHBoxLayout()
@@ -138,7 +144,23 @@ class TrainingPanels(QWidget):
         row.addWidget(progress, 2)
         return row
 
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.stages.stack_charts(self.width() < SIDE_BY_SIDE_CHARTS_MIN_PX)
+
+    @staticmethod
+    def _scrolled(body: QWidget) -> QScrollArea:
+        """The plots and the history scroll where the tab is shorter (or narrower) than their
+        titles, axes and labels need: a squeezed plot cut them (1280x800 with three notes)."""
+        area = QScrollArea()
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setWidget(body)
+        return area
+
     def _body(self) -> QSplitter:
+        for plot in (self.rate_plot, self.stages.chart, self.stages.memory_chart):
+            hold_plot_minimum(plot)
         side = QSplitter(Qt.Orientation.Vertical)
         side.addWidget(self.rate_plot)
         side.addWidget(self.stages)

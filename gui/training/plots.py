@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from core.runs.history_reader import DEFAULT_SMOOTHING, Curve, RunCurves
 from gui import theme
-from gui.widgets.plots import grid_axes
+from gui.widgets.plots import grid_axes, set_title
 
 TRAIN_COLOR = theme.ACCENT
 VAL_COLOR = "#E8743B"
@@ -327,7 +327,7 @@ class RatePlot(pg.PlotWidget):
         super().__init__(parent, background=theme.SURFACE, axisItems=grid_axes())
         self.plot = new_plot(self, "")  # the title names it: the axis keeps its width for the numbers
         no_negative_x(self.plot)
-        self.plot.setTitle(f"<span style='color:{theme.TEXT}'>Tokens / s</span>")
+        set_title(self.plot, f"<span style='color:{theme.TEXT}'>Tokens / s</span>")
         set_x_label(self.plot, "step")
         self.raw = add_raw(self.plot, faint(RATE_COLOR))
         self.smooth = add_smoothed(self.plot, RATE_COLOR, 2)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QHBoxLayout,
+    QBoxLayout,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 from core.training.run_info import RunReport, StageReport
 from gui import theme
 from gui.training.memory_chart import MemoryChart, mib
-from gui.widgets.plots import grid_axes
+from gui.widgets.plots import grid_axes, set_title
 from gui.widgets.tables import fill_table, style_readonly_table
 
 COLUMNS = ("Stage", "Runs on", "Predicted", "Measured", "Ratio", "Predicted\n(datasheet)", "Layers", "Idle / step",
@@ -92,9 +92,9 @@ class StageComparison(QWidget):
         plot = self.chart.getPlotItem()
         # the title's coloured squares are the legend: a legend box sat over the bars of a one-stage run
         # two lines: beside the memory chart, one line was wider than the chart and pushed its bars off
-        plot.setTitle(f"<span style='color:{theme.TEXT}'>Compute per micro-batch<br>"
-                      f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted "
-                      f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>", size="9pt")
+        set_title(plot, f"<span style='color:{theme.TEXT}'>Compute per micro-batch<br>"
+                  f"<span style='color:{PREDICTED_COLOR}'>■</span> predicted "
+                  f"<span style='color:{MEASURED_COLOR}'>■</span> measured</span>", size="9pt")
         # seconds with pyqtgraph's SI prefix ("ms", "s"): a host's 80,000 ms printed five digits
         # wide ran under the axis label
         plot.setLabel("left", units="s")
@@ -107,7 +107,7 @@ class StageComparison(QWidget):
         plot.addItem(self.measured_bars)
         self.memory_chart = MemoryChart()
         self.table = style_readonly_table(QTableWidget(0, len(COLUMNS)), COLUMNS)
-        charts = QHBoxLayout()
+        charts = self.charts_row = QBoxLayout(QBoxLayout.Direction.LeftToRight)
         charts.setContentsMargins(0, 0, 0, 0)
         charts.addWidget(self.chart, 1)
         charts.addWidget(self.memory_chart, 1)
@@ -116,6 +116,10 @@ class StageComparison(QWidget):
         layout.addLayout(charts, 3)
         layout.addWidget(self.table, 2)
         self._draw(None)
+
+    def stack_charts(self, stacked: bool) -> None:
+        """The compute and memory charts one above the other (a narrow column), or side by side."""
+        self.charts_row.setDirection(QBoxLayout.Direction.TopToBottom if stacked else QBoxLayout.Direction.LeftToRight)
 
     def show_report(self, report: RunReport | None) -> None:
         """Draw a run's report (None: no run); the same report again draws nothing.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsItem
 
 from gui import theme
 
+PLOT_AREA_MIN_PX = 48  # the least height a plot's data gets (hold_plot_minimum)
 BEHIND_CURVES_Z = -1.0  # negative: behind the PlotItem that holds the curves (ItemNegativeZStacksBehindParent)
 
 
@@ -50,6 +54,29 @@ class GridAxis(pg.AxisItem):
         opaque.setColor(QColor.fromRgbF(*(alpha * c + (1 - alpha) * b for c, b in (
             (color.redF(), under.redF()), (color.greenF(), under.greenF()), (color.blueF(), under.blueF())))))
         return opaque
+
+
+def set_title(plot: pg.PlotItem, html: str, size: str | None = None) -> None:
+    """A plot's title, its row as tall as its lines: pyqtgraph fixes the row at 30 px, which cut a
+    two-line title's second line at the bottom (and left a one-line title more room than it needs)."""
+    plot.setTitle(html, **({"size": size} if size else {}))
+    height = math.ceil(plot.titleLabel.item.boundingRect().height())
+    plot.titleLabel.setMaximumHeight(height)
+    plot.layout.setRowFixedHeight(0, height)
+
+
+def hold_plot_minimum(widget: pg.PlotWidget) -> None:
+    """The widget never smaller than its plot's title, axes and labels need: squeezed below that,
+    the view cut the plot's right and bottom edges off, labels and all. Call it once the title
+    and labels are set. pyqtgraph's own minimum leaves the data no room: the plot is taller by
+    PLOT_AREA_MIN_PX, or by its left axis's label where that is longer (it runs along the axis)."""
+    item = widget.getPlotItem()
+    minimum = item.effectiveSizeHint(Qt.SizeHint.MinimumSize)
+    left = item.getAxis("left")
+    along = left.label.boundingRect().width() if left.isVisible() and left.label.isVisible() else 0.0
+    frame = 2 * widget.frameWidth()
+    widget.setMinimumSize(math.ceil(minimum.width()) + frame,
+                          math.ceil(minimum.height() + max(along, PLOT_AREA_MIN_PX)) + frame)
 
 
 def grid_axes() -> dict[str, GridAxis]:

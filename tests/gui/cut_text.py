@@ -13,7 +13,9 @@ that is clipped or elided:
   own header and delegate) is wider than its column (elided), or, wrapped, taller than
   its row. A table may scroll sideways only where its columns, each as wide as its
   content, would not fit the viewport anyway.
-- a pyqtgraph plot: its title wider than the plot. (Tick labels are not checked:
+- a pyqtgraph plot: its title wider than the plot or taller than its row, an axis label
+  longer than its axis, and the plot as a whole larger than the view that shows it (the
+  view then cuts its edge, title and labels with it). (Tick labels are not checked:
   pyqtgraph leaves out those it has no room for, so a measure of them misleads.)
 
 Widths are Qt's own font metrics on this machine's fonts, so the check holds on any
@@ -238,13 +240,34 @@ def _cell_size(table: QTableView, index: QModelIndex, column_width: int) -> tupl
 
 
 def _plot_cuts(plot: QWidget) -> list[Cut]:
+    """A pyqtgraph plot: its title wider than the plot or taller than its row (pyqtgraph fixes it at
+    30 px: a second line is cut at the bottom), an axis label longer than its axis, and a plot item
+    larger than the widget that shows it (the title's and axes' minimum sizes exceed the room:
+    the view cuts off its right or bottom edge, labels and all)."""
     item = plot.getPlotItem()  # type: ignore[attr-defined]
+    where = path_of(plot)
+    viewport = plot.viewport() if hasattr(plot, "viewport") else plot  # a PlotWidget is a QGraphicsView
+    shown_width, shown_height = viewport.width(), viewport.height()
     cuts = []
     title = item.titleLabel
     if title.isVisible() and title.text:
-        needed = round(title.item.boundingRect().width())
-        room = round(item.width())
+        text = title.item.toPlainText()
+        drawn = title.item.boundingRect()
+        room = min(round(item.width()), shown_width)
+        if round(drawn.width()) > room + SLACK_PX:
+            cuts.append(Cut(f"{where} title", text, round(drawn.width()), room))
+        if round(drawn.height()) > round(title.height()) + SLACK_PX:
+            cuts.append(Cut(f"{where} title height", text, round(drawn.height()), round(title.height())))
+    for name in ("left", "bottom", "right", "top"):
+        axis = item.getAxis(name)
+        if not axis.isVisible() or not axis.label.isVisible() or not axis.label.toPlainText().strip():
+            continue
+        text = axis.label.toPlainText()
+        needed = round(axis.label.boundingRect().width())  # along the axis (a vertical axis turns it)
+        room = round(axis.height() if name in ("left", "right") else axis.width())
         if needed > room + SLACK_PX:
-            cuts.append(Cut(f"{path_of(plot)} title", title.text, needed, room))
+            cuts.append(Cut(f"{where} {name} axis label", text, needed, room))
+    for side, needed, shown in (("wider", item.width(), shown_width), ("taller", item.height(), shown_height)):
+        if round(needed) > shown + SLACK_PX:
+            cuts.append(Cut(f"{where} plot {side} than its view", "(its title, axes and labels)", round(needed), shown))
     return cuts
-

@@ -1,15 +1,17 @@
-"""Both engines train for real, and give what a plain single-process loop gives."""
+"""Both engines train for real, and give what a plain single-process loop gives.
+
+The pipeline engine's run against the plain loop (30 steps in float64, every stage measured,
+each stage saved by its own process) is tests/core/training/test_control.py's
+test_a_pipeline_listens_on_loopback_only_stops_within_seconds_and_resumed_trains_as_one_process:
+one torchrun run, stopped and resumed, proves both."""
 
 from dataclasses import replace
 
 import pytest
 import torch
 
-from core.model.gpt import GPT
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.local import run_local
-from core.training.launcher import read_status, start_run, wait_run
-from core.training.metrics import read_metrics
 from core.training.plan_file import read_plan_file
 from core.training.runner import prepare_new_run
 from tests.core.training.support import (
@@ -17,7 +19,6 @@ from tests.core.training.support import (
     TWO_STAGES,
     bare_loop_losses,
     compute_dtype,
-    losses,
     tiny_config,
     write_corpus,
     write_plan,
@@ -57,49 +58,6 @@ def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages, dty
     assert rows[-1]["stage_measured_memory_source"] == ["tensors"] * len(stages)
     for stage, peak in zip(context.plan.stages, rows[-1]["stage_measured_peak_memory_bytes"]):
         assert 16 * widen * stage.params <= peak < 2 * widen * stage.memory_bytes
-
-
-@pytest.mark.slow
-def test_a_two_stage_pipeline_learns_and_matches_a_single_process(tmp_path, corpus):
-    plan = write_plan(tmp_path / "plan.json")
-    config = tiny_config(corpus, engine="pipeline", steps=30, checkpoint_interval=10)
-    with compute_dtype("float64"):  # the comparison below at FLOAT64_AGREEMENT, on any CPU
-        handle = start_run(config, tmp_path / "run", read_plan_file(plan), emit=lambda _: None)
-        status = wait_run(handle.run_dir, timeout_s=180)
-    log = (handle.run_dir / "train.log").read_text()
-    assert status.state == "finished", log[-3000:]
-    assert status.step == 30
-    # ---- it learns
-    curve = losses(handle.run_dir)
-    assert len(curve) == 30
-    assert sum(curve[-5:]) / 5 < 0.7 * curve[0]
-    # ---- two processes give what one plain loop gives, step for step: measured within 2.7e-15 in
-    # float64 over the 30 steps (fp32: 2.4e-6, at step 7)
-    with compute_dtype("float64"):
-        assert curve == pytest.approx(bare_loop_losses(handle.run_dir, 30), abs=FLOAT64_AGREEMENT)
-    # ---- every step measured each stage
-    rows = read_metrics(handle.run_dir / "metrics.jsonl")
-    for row in rows:
-        assert len(row["stage_compute_s"]) == 2 and min(row["stage_compute_s"]) > 0
-        assert min(row["stage_idle_s"]) >= 0 and min(row["stage_peak_memory_bytes"]) > 0
-        assert row["tokens_per_s"] > 0 and row["lr"] > 0
-    assert [row["step"] for row in rows if "val_loss" in row] == [10, 20, 30]
-    assert (handle.run_dir / "report.json").exists()
-    # ---- each process saved only its own stage; together they are the whole model
-    latest = ckpt.latest_checkpoint(handle.run_dir / "checkpoints")
-    first = torch.load(latest / "stage_0.pt", weights_only=True)
-    second = torch.load(latest / "stage_1.pt", weights_only=True)
-    assert not any(key.startswith(("h.3.", "lm_head")) for key in first["model"])
-    assert not any(key.startswith(("embed", "h.0.")) for key in second["model"])
-    assert torch.equal(first["model"]["embed.wte.weight"], second["model"]["lm_head.weight"])  # tied copies agree
-    GPT(read_context_gpt(handle.run_dir)).load_state_dict(ckpt.load_model_state(latest), strict=True)
-    assert read_status(handle.run_dir).pids["torchrun"] > 0
-
-
-def read_context_gpt(run_dir):
-    from core.training.engine.context import RunContext
-
-    return RunContext.load(run_dir).gpt
 
 
 @pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])  # float64: the strict check
