@@ -113,9 +113,11 @@ def plan_model(model: ModelChoice | ModelSpec, setup: TrainingSetup,
 def _graph_and_problem(spec: ModelSpec, setup: TrainingSetup,
                        devices: tuple[Device, ...]) -> tuple[nx.DiGraph, Problem]:
     from core.model.graph import build_layer_graph, graph_layers
+    from core.planning.finetune_costs import finetune_layers
 
     graph = build_layer_graph(spec, setup)
-    return graph, Problem(layers=graph_layers(graph), devices=devices, setup=setup.to_problem_setup())
+    layers = finetune_layers(graph, setup, graph_layers(graph))
+    return graph, Problem(layers=layers, devices=devices, setup=setup.to_problem_setup())
 
 
 def torch_device_of(device_name: str) -> str:

@@ -85,6 +85,7 @@ class TrainingSetup:
             optimizer_bytes_per_param=optimizer,
             data_parallel=self.data_parallel,
             zero=self.zero,
+            finetune=self.finetune.method,
         )
 
     def to_dict(self) -> dict[str, Any]:

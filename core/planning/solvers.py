@@ -18,6 +18,7 @@ SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters"
 BASELINES = ("greedy", "accelerate", "uniform", "parameters")
 HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")  # compared when the setup is v2
 HYBRID_ONLY_NOTE = "compared when the setup has data parallelism or ZeRO"
+MILP_FULL_ONLY = "the MILP covers full fine-tuning only (no frozen weights or adapters): use --solver exact"
 MILP_V1_ONLY = "the MILP covers cost model v1 only (pipelines, d = 1, zero 0): use --solver exact"
 
 
@@ -45,6 +46,8 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
     if solver == "milp":
         if problem.setup.is_hybrid:
             raise InputError(MILP_V1_ONLY)
+        if problem.has_adapters:
+            raise InputError(MILP_FULL_ONLY)
         from core.planning.milp import MilpOptions, solve_milp
 
         return solve_milp(problem, MilpOptions(time_limit_s=time_limit_s, contiguous=contiguous))
