@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from core.model.config import GPTSize, ModelChoice
 from core.model.model_spec import ModelSpec, resolve_choice, resolve_model
 from core.model.presets import GPT_PRESETS, hf_preset_names
+from core.planning.costs import stage_frozen_bytes
 from core.planning.device_resolution import (
     DeviceEntry,
     parse_device_spec,
@@ -44,6 +45,7 @@ from core.planning.solvers import (
     compare,
     faster_outside_the_setup,
     solve,
+    solver_label,
 )
 
 if TYPE_CHECKING:
@@ -58,10 +60,10 @@ __all__ = [
     "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
     # setup, problem and plan
     "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
-    "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
+    "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica", "stage_frozen_bytes",
     # solvers and what they compare
     "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
-    "faster_outside_the_setup", "solve", "host_stage_note", "host_plan_ticks", "simulated_run_note",
+    "faster_outside_the_setup", "solve", "solver_label", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]

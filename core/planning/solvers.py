@@ -14,7 +14,8 @@ from core.planning.problem import Problem
 from core.planning.setup import TrainingSetup
 
 SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters",
-                "fsdp", "ddp", "zero1", "megatron", "pipeline")
+                "fsdp", "ddp", "zero1", "megatron", "pipeline", "device-map")
+ADAPTER_BASELINES = ("device-map",)  # compared when the setup fine-tunes with LoRA or QLoRA
 BASELINES = ("greedy", "accelerate", "uniform", "parameters")
 HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")  # compared when the setup is v2
 HYBRID_ONLY_NOTE = "compared when the setup has data parallelism or ZeRO"
@@ -61,10 +62,17 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
         return hybrid_baselines.solve_replicas(problem, solver)
     simple = {"greedy": baselines.solve_greedy, "uniform": baselines.solve_uniform,
               "parameters": baselines.solve_parameters, "megatron": hybrid_baselines.solve_megatron,
-              "pipeline": hybrid_baselines.solve_pipeline_only}
+              "pipeline": hybrid_baselines.solve_pipeline_only, "device-map": baselines.solve_device_map}
     if solver not in simple:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVER_NAMES)})")
     return simple[solver](problem)
+
+
+def solver_label(name: str, finetune: str) -> str:
+    """A solver as comparisons name it: device-map as what a PEFT user writes, with the method."""
+    if name == "device-map":
+        return f"device_map=auto + {'QLoRA' if finetune == 'qlora' else 'LoRA' if finetune == 'lora' else 'full'}"
+    return name
 
 
 def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVER_NAMES,
@@ -73,7 +81,8 @@ def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVE
 
     The MILP is left out for chains, where the exact solver is both faster
     and proven; the accelerate baseline needs a model and accelerate. The
-    data-parallel baselines (HYBRID_BASELINES) are left out of v1 problems,
+    device_map="auto" with adapters (ADAPTER_BASELINES) is left out of full
+    fine-tuning problems, and the data-parallel baselines (HYBRID_BASELINES) out of v1 problems,
     whose setup has no replicas to compare against.
     """
     results: dict[str, Plan | str] = {}
@@ -81,6 +90,8 @@ def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVE
         if name == "milp" and problem.is_chain and len(solvers) > 1:
             continue
         if name in HYBRID_BASELINES and not problem.setup.is_hybrid and len(solvers) > 1:
+            continue
+        if name in ADAPTER_BASELINES and not problem.has_adapters and len(solvers) > 1:
             continue
         if name == "accelerate" and spec is None:
             results[name] = "needs a model (explicit problem)"
