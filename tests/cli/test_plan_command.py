@@ -248,3 +248,26 @@ def test_a_profile_of_the_host_does_not_claim_the_gpus_speeds(capsys, tmp_path):
                             str(profile), "--no-compare")
     line = next(line for line in out.splitlines() if line.startswith("speeds:"))
     assert line.startswith(f"speeds: cpu measured layer by layer (profile {profile}); GPUs datasheet")
+
+
+def test_qlora_plan_shows_memory_by_part_and_device_map_auto(capsys):
+    args = ("plan", "--model", "gpt-nano", "--devices", "2xA10:1GiB", "--seq", "128", "--finetune", "qlora",
+            "--lora-rank", "8")
+    code, out, _ = run_main(capsys, *args)
+    assert code == 0
+    assert "qlora: " in out and "adapter params on frozen weights" in out
+    for header in ("frozen weights", "adapters+grads+optim", "activations", "quant scratch"):
+        assert header in out
+    assert "device_map=auto + QLoRA" in out
+    code, out, _ = run_main(capsys, *args, "--json")
+    answer = json.loads(out)
+    assert answer["finetune"]["method"] == "qlora" and answer["finetune"]["lora_rank"] == 8
+    parts = answer["stages"][0]["memory_split_bytes"]
+    assert set(parts) == {"params", "grads", "optimizer", "activations", "frozen", "scratch"}
+    assert sum(parts.values()) == pytest.approx(answer["stages"][0]["memory_bytes"])
+
+
+def test_full_fine_tuning_too_large_says_by_how_much(capsys):
+    code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA10:2MiB", "--seq", "128",
+                            "--finetune", "full", "--no-compare")
+    assert code == 1 and "short by" in out

@@ -2,6 +2,7 @@
 built-in GPT, and hand-made problems where each term decides the plan."""
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -19,6 +20,7 @@ from core.planning.finetune_costs import (
 )
 from core.planning.problem import Problem, Setup
 from core.planning.setup import TrainingSetup
+from core.planning.solvers import compare, solve, solver_label
 from tests.core.planning.problems import device, layer
 
 # gpt-nano: d = 128; a block holds attn.c_attn 128x384, attn.c_proj 128x128, mlp.c_fc 128x512,
@@ -120,3 +122,20 @@ def test_a_stage_holds_one_dequantised_weight_at_a_time_and_a_tied_frozen_weight
     assert solve_exact(p).objective_s is not None
     tighter = Problem(tuple(layers), (device("a", 999),), Setup(finetune="qlora"))
     assert solve_exact(tighter).status == "infeasible"
+
+
+def test_device_map_auto_runs_the_gpus_one_after_another():
+    # accelerate's rule keeps room on device a for the largest layer (400): l0 there, l1 and l2 on b;
+    # the GPUs run in turn: T = m x (t_a + t_b), each holding one micro-batch's activations
+    layers = [layer(f"l{i}", flops=1e12, act=150, out=0, frozen_bytes=400, work_flops=2e12) for i in range(3)]
+    p = Problem(tuple(layers), (device("a", 1000), device("b", 1200)),
+                Setup(micro_batches=4, schedule="gpipe", finetune="lora"))
+    plan = solve(p, "device-map")
+    assert [list(stage.layers) for stage in plan.stages] == [["l0"], ["l1", "l2"]]
+    assert plan.objective_s == pytest.approx(4 * (2.0 + 4.0))
+    assert [stage.activation_bytes for stage in plan.stages] == [150, 300]
+    assert plan.feasible and solver_label("device-map", "qlora") == "device_map=auto + QLoRA"
+    assert "device-map" in compare(p) and "device-map" not in compare(replace(p, layers=(layer("x"),),
+                                                                             setup=Setup()))
+    tight = replace(p, devices=(device("a", 1000), device("b", 1099)))
+    assert solve(tight, "device-map").status == "infeasible"  # b's 800 weights fit, not with 300 activations
