@@ -38,6 +38,8 @@ from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_
 from core.planning.schedules import micro_batches_per_replica
 from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup
 from core.planning.solvers import (
+    ADAPTER_BASELINES,
+    ADAPTER_ONLY_NOTE,
     HYBRID_BASELINES,
     HYBRID_ONLY_NOTE,
     SOLVER_NAMES,
@@ -62,7 +64,7 @@ __all__ = [
     "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Device", "Plan", "Problem",
     "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica", "stage_frozen_bytes",
     # solvers and what they compare
-    "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
+    "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_NAMES", "FasterBaseline", "compare",
     "faster_outside_the_setup", "solve", "solver_label", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",

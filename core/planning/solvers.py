@@ -16,6 +16,7 @@ from core.planning.setup import TrainingSetup
 SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters",
                 "fsdp", "ddp", "zero1", "megatron", "pipeline", "device-map")
 ADAPTER_BASELINES = ("device-map",)  # compared when the setup fine-tunes with LoRA or QLoRA
+ADAPTER_ONLY_NOTE = "compared when fine-tuning with LoRA or QLoRA"
 BASELINES = ("greedy", "accelerate", "uniform", "parameters")
 HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")  # compared when the setup is v2
 HYBRID_ONLY_NOTE = "compared when the setup has data parallelism or ZeRO"
@@ -71,7 +72,7 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
 def solver_label(name: str, finetune: str) -> str:
     """A solver as comparisons name it: device-map as what a PEFT user writes, with the method."""
     if name == "device-map":
-        return f"device_map=auto + {'QLoRA' if finetune == 'qlora' else 'LoRA' if finetune == 'lora' else 'full'}"
+        return {"lora": "device_map=auto + LoRA", "qlora": "device_map=auto + QLoRA"}.get(finetune, "device_map=auto")
     return name
 
 
