@@ -141,6 +141,9 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
 
     if args.model or args.devices or args.layers:
         raise InputError("--problem already holds layers and devices: give no --model, --layers or --devices")
+    if args.finetune != "full":
+        raise InputError("--problem already holds its layers' costs (frozen_bytes, work_flops for LoRA/QLoRA): "
+                         "give no --finetune")
     problem = load_problem(args.problem)
     if args.data_parallel != "1" or args.zero != 0:  # the command line overrides the file's setup
         from dataclasses import replace

@@ -6,6 +6,8 @@ A placement is a sequence of stages in pipeline order, each a device index
 v2) and the indices of the layers it runs. For a chain split into contiguous
 ranges this is exactly docs/design.md's model; for other graphs or placements a
 stage sends each output that another stage reads once to each such stage.
+With LoRA and QLoRA the layers also carry frozen weights, quantisation scratch
+and their work FLOPs (docs/design.md, "Fine-tuning").
 """
 
 from __future__ import annotations

@@ -147,6 +147,9 @@ def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
     (["plan", "--model", "gpt-nano"], "no devices"),
     (["plan", "--problem", "/nonexistent/problem.json"], "cannot read problem file"),
     (["plan", "--model", "gpt-nano", "--devices", "A10", "--solver", "magic"], "invalid choice: 'magic'"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10", "--finetune", "lora", "--lora-targets", "q_proj"],
+     "lora-targets: q_proj match no linear module of the model (its projections: c_attn, c_proj, c_fc)"),
+    (["plan", "--problem", "p.json", "--finetune", "qlora"], "give no --finetune"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = run_main(capsys, *argv)
