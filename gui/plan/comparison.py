@@ -47,16 +47,23 @@ DESCRIPTIONS = {
     "zero1": "DeepSpeed ZeRO-1: every device a replica, optimizer state sharded",
     "megatron": "Megatron-LM: equal stages × data parallel, the best replica count",
     "pipeline": "today's exact pipeline (one device per stage, no ZeRO)",
-    "device-map": "PEFT on device_map=\"auto\": accelerate's placement, the GPUs one after another",
+    "device-map": "PEFT with the same adapters on device_map=\"auto\": accelerate's placement, "
+                  "the GPUs one after another",
 }
 
 
-def comparison_rows(results: dict[str, Plan | str], reference: Plan | None,
-                    finetune: str = "full") -> list[list[str]]:
+def row_label(name: str) -> str:
+    """A solver's name in the table: device-map as "device_map=auto", its note naming the
+    adapters (the whole "device_map=auto + QLoRA" made the Solver column squeeze the notes
+    below their longest word at 1280 px)."""
+    return solver_label(name, "full")
+
+
+def comparison_rows(results: dict[str, Plan | str], reference: Plan | None) -> list[list[str]]:
     """The table's text, one row per solver (also used by tests and screenshots)."""
     rows = []
     for name, plan in results.items():
-        label = solver_label(name, finetune)
+        label = row_label(name)
         if isinstance(plan, str):
             rows.append([label, "n/a", "", "", "", plan])
             continue
@@ -116,9 +123,8 @@ class ComparisonTable(QTableWidget):
         self._shown = self.app_state.comparison
         self.setEnabled(True)
         exact = results.get("exact")
-        finetune = self.app_state.setup.finetune.method
-        rows = comparison_rows(results, exact if isinstance(exact, Plan) else None, finetune)
-        chosen = solver_label(self.app_state.solver, finetune)
+        rows = comparison_rows(results, exact if isinstance(exact, Plan) else None)
+        chosen = row_label(self.app_state.solver)
         items = [[self._item(text, c, row[0] == chosen, row[1]) for c, text in enumerate(row)]
                  for row in rows]
         fill_table(self, items, stretch_column=len(COLUMNS) - 1)
@@ -159,7 +165,7 @@ class ComparisonTable(QTableWidget):
     def _row_chosen(self, row: int, _column: int) -> None:
         item = self.item(row, 0)
         label = item.text() if item is not None else ""
-        names = {solver_label(name, self.app_state.setup.finetune.method): name for name in SOLVER_NAMES}
+        names = {row_label(name): name for name in SOLVER_NAMES}
         if label in names:
             self.app_state.set_solver(names[label])
 

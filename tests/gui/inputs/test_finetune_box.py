@@ -9,7 +9,9 @@ import pytest
 
 from core.planning.finetune import FineTune
 from core.project import load_project, save_project
+from core.units import format_bytes
 from gui.plan.budget_bars import stage_memory
+from gui.plan.plan_view import MEMORY_COLUMN
 from tests.gui.conftest import small_project, wait_for_plan
 
 SHOT = Path("/tmp/allot-qlora-plan-1280x800.png")
@@ -40,8 +42,12 @@ def test_choosing_qlora_plans_frozen_weights_adapters_and_scratch(qtbot, make_wi
     legend = {kind: label for kind, (_, label) in bars._legend.items()}
     assert legend["frozen"].isVisibleTo(bars) and legend["params"].text() == "Adapters"
     assert legend["frozen"].toolTip() == "Frozen weights" and legend["scratch"].text() == "Scratch"
-    labels = [window.plan_view.comparison.item(r, 0).text() for r in range(window.plan_view.comparison.rowCount())]
-    assert "device_map=auto + QLoRA" in labels
+    table = window.plan_view.comparison
+    rows = {table.item(r, 0).text(): table.item(r, 5).text() for r in range(table.rowCount())}
+    assert "PEFT with the same adapters" in rows["device_map=auto"] or "budget" in rows["device_map=auto"]
+    stages = window.plan_view.stage_table
+    assert stages.horizontalHeaderItem(3).text() == "Adapters"
+    assert stages.item(0, MEMORY_COLUMN).toolTip().startswith(f"frozen weights: {format_bytes(plan.stages[0].frozen_bytes)}")
     window.resize(1280, 800)
     window.tabs.setCurrentWidget(window.plan_view)
     qtbot.wait(300)
