@@ -39,7 +39,7 @@ DESCRIPTIONS = {
     "exact": "proven optimal split and device order (dynamic programming)",
     "milp": "mixed-integer program (HiGHS)",
     "greedy": "accelerate's rule: fill the devices in order",
-    "accelerate": "the real accelerate.infer_auto_device_map",
+    "accelerate": "accelerate's own placement of the real model",  # no 230 px word: notes wrap to 160 px
     "uniform": "DeepSpeed 'uniform': equal layer counts",
     "parameters": "DeepSpeed 'parameters': balanced parameter counts",
     "fsdp": "PyTorch FSDP / DeepSpeed ZeRO-3: every device a replica of the whole model",
