@@ -123,7 +123,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.export:
         _export(args.export, spec, plan, problem)
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        answer = plan.to_dict()
+        if problem.has_adapters or not args.problem:  # what was trained (docs/design.md, "Fine-tuning")
+            answer["finetune"] = finetune_from_args(args).to_dict() if not args.problem else {
+                "method": problem.setup.finetune}
+        print(json.dumps(answer, indent=2))
         return 0 if plan.feasible else 1
     _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options)
     return 0 if plan.feasible else 1
@@ -162,6 +166,9 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
 
     if args.model or args.devices or args.layers:
         raise InputError("--problem already holds layers and devices: give no --model, --layers or --devices")
+    if args.finetune != "full":
+        raise InputError("--problem already holds its layers' costs (frozen_bytes, work_flops for LoRA/QLoRA): "
+                         "give no --finetune")
     problem = load_problem(args.problem)
     if args.data_parallel != "1" or args.zero != 0:  # the command line overrides the file's setup
         from dataclasses import replace
@@ -262,7 +269,7 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         stage_table,
         summary,
     )
-    from core.planning.front_door import faster_outside_the_setup, host_stage_note
+    from core.planning.front_door import faster_outside_the_setup, host_stage_note, solver_label
 
     print(describe_problem(problem, model_name))
     if not args.problem:
@@ -286,7 +293,8 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}
         reference = plan if exact else None
         print()
-        print(comparison_table(results, reference))
+        print(comparison_table({solver_label(name, problem.setup.finetune): answer
+                                for name, answer in results.items()}, reference))
         faster = faster_outside_the_setup(results, plan, problem.setup) if reference is not None else None
         if faster is not None:
             print(faster_baseline_line(faster, problem.setup))

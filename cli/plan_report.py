@@ -12,6 +12,7 @@ from core.planning.front_door import (
     Problem,
     TrainingSetup,
     micro_batches_per_replica,
+    stage_frozen_bytes,
 )
 from core.units import format_bytes, format_count, format_gap, format_seconds
 
@@ -31,9 +32,14 @@ def describe_problem(problem: Problem, model_name: str | None) -> str:
     devices = ", ".join(f"{group_label(tuple(d.name for d in run))} {format_bytes(run[0].budget_bytes)} "
                         f"{run[0].tflops:.3g} TFLOP/s" for run in runs)
     hybrid = f"; data-parallel {setup.data_parallel}, zero {setup.zero}" if setup.is_hybrid else ""
-    return (f"{what}{len(problem.layers)} layers, {format_count(params)} params; {setup.mode}, "
-            f"{setup.bytes_per_param:g} bytes/param, {setup.micro_batches} micro-batches ({setup.schedule})"
-            f"{tokens}{hybrid}\ndevices: {devices}")
+    trained = f"{format_count(params)} params"
+    if problem.has_adapters:
+        frozen = stage_frozen_bytes(problem.layers, range(len(problem.layers)))
+        trained = (f"{setup.finetune}: {format_count(params)} adapter params on frozen weights of "
+                   f"{format_bytes(frozen)}")
+    return (f"{what}{len(problem.layers)} layers, {trained}; {setup.mode}, "
+            f"{setup.bytes_per_param:g} bytes/{'adapter ' if problem.has_adapters else ''}param, "
+            f"{setup.micro_batches} micro-batches ({setup.schedule}){tokens}{hybrid}\ndevices: {devices}")
 
 
 def group_label(devices: tuple[str, ...]) -> str:
@@ -50,26 +56,36 @@ def group_label(devices: tuple[str, ...]) -> str:
 
 
 def stage_table(plan: Plan) -> str:
+    """One row a stage; with adapters (docs/design.md, "Fine-tuning") the memory by part:
+    frozen weights, adapters with their gradients and optimizer state, activations, scratch."""
     bottleneck = plan.bottleneck_index
+    adapters = any(stage.frozen_bytes or stage.scratch_bytes for stage in plan.stages)
+    scratch = any(stage.scratch_bytes for stage in plan.stages)
     rows = []
     for s, stage in enumerate(plan.stages):
         first, last = stage.layers[0], stage.layers[-1]
         span = first if first == last else f"{first} .. {last}"
+        state = format_bytes(stage.weight_bytes + stage.grad_bytes + stage.optimizer_bytes)
+        memory = [format_bytes(stage.frozen_bytes), state] if adapters else [state]
+        memory.append(format_bytes(stage.activation_bytes))
+        if scratch:
+            memory.append(format_bytes(stage.scratch_bytes))
         rows.append([
-            s, group_label(stage.devices), f"{span} ({len(stage.layers)})", format_count(stage.params),
-            format_bytes(stage.weight_bytes + stage.grad_bytes + stage.optimizer_bytes),
-            format_bytes(stage.activation_bytes), f"{format_bytes(stage.memory_bytes)} / {format_bytes(stage.budget_bytes)}",
+            s, group_label(stage.devices), f"{span} ({len(stage.layers)})", format_count(stage.params), *memory,
+            f"{format_bytes(stage.memory_bytes)} / {format_bytes(stage.budget_bytes)}",
             format_seconds(stage.compute_s), format_seconds(stage.comm_s),
             format_seconds(stage.time_s) + (" *" if s == bottleneck else ""),
         ])
         if plan.data_parallel > 1:
             rows[-1].append(format_seconds(stage.sync_s))
+    parts = (["frozen weights", "adapters+grads+optim", "activations"] + (["quant scratch"] if scratch else [])
+             if adapters else ["params+grads+optim", "activations"])
     headers = ["stage", "device" if plan.data_parallel == 1 else "group (one device per replica)", "layers",
-               "params", "params+grads+optim", "activations", "memory / budget", "compute", "comm",
+               "adapter params" if adapters else "params", *parts, "memory / budget", "compute", "comm",
                "time/micro-batch"]
     if plan.data_parallel > 1:
         headers.append("sync/step")
-    return render_table(headers, rows, right=(0, 3, 4, 5, 6, 7, 8, 9, 10))
+    return render_table(headers, rows, right=tuple(i for i in range(len(headers)) if i not in (1, 2)))
 
 
 def summary(plan: Plan) -> str:

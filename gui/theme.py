@@ -13,10 +13,17 @@ from PySide6.QtWidgets import QApplication
 # Tableau 10: distinct, readable on white, colour-blind friendly enough for 8 devices.
 DEVICE_COLORS = ("#4E79A7", "#F28E2B", "#59A14F", "#E15759", "#76B7B2", "#EDC948",
                  "#B07AA1", "#FF9DA7", "#9C755F", "#BAB0AC")
-MEMORY_KINDS = ("params", "grads", "optimizer", "activations")
-MEMORY_LABELS = {"params": "Parameters", "grads": "Gradients", "optimizer": "Optimizer state",
-                 "activations": "Activations"}
-MEMORY_COLORS = {"params": "#3D5A99", "grads": "#6FA8DC", "optimizer": "#E8A33D", "activations": "#8E6CC0"}
+# frozen weights and quantisation scratch are held only when fine-tuning with adapters (LoRA, QLoRA)
+MEMORY_KINDS = ("frozen", "params", "grads", "optimizer", "activations", "scratch")
+ADAPTER_ONLY_KINDS = ("frozen", "scratch")
+MEMORY_LABELS = {"frozen": "Frozen weights", "params": "Parameters", "grads": "Gradients",
+                 "optimizer": "Optimizer state", "activations": "Activations", "scratch": "Quant. scratch"}
+ADAPTER_PARAMS_LABEL = "Adapters"  # what "params" are when the base is frozen
+# the legend's names with adapters: six kinds in the room of four (the window stays within 1280 px)
+ADAPTER_LEGEND_LABELS = {"frozen": "Frozen", "params": "Adapters", "grads": "Grads", "optimizer": "Optimizer",
+                         "activations": "Activations", "scratch": "Scratch"}
+MEMORY_COLORS = {"frozen": "#8A96A8", "params": "#3D5A99", "grads": "#6FA8DC", "optimizer": "#E8A33D",
+                 "activations": "#8E6CC0", "scratch": "#C2603A"}
 
 TEXT = "#1F2430"
 MUTED = "#5F6B7A"

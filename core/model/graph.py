@@ -111,8 +111,8 @@ def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micr
 
 def _graph(name: str, total_params: int, costs: list[dict[str, Any]]) -> nx.DiGraph:
     graph = nx.DiGraph(model=name, order=[cost["name"] for cost in costs], total_params=total_params)
-    for cost in costs:
-        graph.add_node(cost["name"], **cost)
+    for cost in costs:  # linear modules as tuples, also when read back from JSON lists
+        graph.add_node(cost["name"], **{**cost, "linears": tuple(tuple(m) for m in cost.get("linears", ()))})
     for producer, consumer in zip(costs, costs[1:]):
         graph.add_edge(producer["name"], consumer["name"], bytes=producer["output_bytes"])
     return graph

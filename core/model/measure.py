@@ -9,7 +9,9 @@ to the layer running at the time:
 - flops: forward FLOPs of one micro-batch, from the flop counter;
 - activation_bytes: storage saved for backward (parameters excluded, each
   storage once); with recompute, a block keeps only its input;
-- output_bytes: what the layer hands to the next one.
+- output_bytes: what the layer hands to the next one;
+- linears: its linear modules (name inside the layer, d_in, d_out), where LoRA
+  adapters and QLoRA's 4-bit weights go (docs/design.md, "Fine-tuning").
 
 Attention is measured as flash attention (what GPUs run): q, k, v, output and
 log-sum-exp are kept, not the seq x seq score matrix of the math fallback.
@@ -40,6 +42,7 @@ class LayerCost:
     is_block: bool
     tied_group: str | None = None
     tied_params: int = 0
+    linears: tuple[tuple[str, int, int], ...] = ()
 
 
 def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -157,6 +160,7 @@ class _Recorder:
                 is_block=is_block,
                 tied_group=group,
                 tied_params=tied,
+                linears=linear_modules(name, module),
             ))
         return result
 
@@ -182,6 +186,23 @@ class _Recorder:
 
     def _total_flops(self) -> float:
         return float(self.counter.get_total_flops()) if self.counter is not None else 0.0
+
+
+def linear_modules(layer_name: str, layer: nn.Module) -> tuple[tuple[str, int, int], ...]:
+    """A layer's linear modules: (name inside the layer, as PEFT matches it, d_in, d_out).
+
+    nn.Linear, and transformers' Conv1D (GPT-2), whose weight is stored (d_in, d_out).
+    A layer that is itself linear (the LM head) is named by its own last name part.
+    """
+    found = []
+    for name, module in layer.named_modules():
+        label = name or layer_name.rsplit(".", 1)[-1]
+        if isinstance(module, nn.Linear):
+            found.append((label, int(module.in_features), int(module.out_features)))
+        elif type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
+            d_in, d_out = module.weight.shape
+            found.append((label, int(d_in), int(d_out)))
+    return tuple(found)
 
 
 def _tied_groups(chain: list[tuple[str, nn.Module]]) -> dict[str, tuple[str, int]]:

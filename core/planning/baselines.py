@@ -10,6 +10,12 @@
   or parameter counts balanced, over all devices in the order given.
 - accelerate: the real accelerate.infer_auto_device_map on the real model
   (core.planning.accelerate_baseline), when accelerate is installed.
+- device-map (compared with LoRA and QLoRA): what a PEFT user runs instead,
+  `device_map="auto"` with the same adapters: accelerate's rule above on the
+  frozen weights and adapters as stored, and the GPUs run one after another
+  (naive model parallelism: one micro-batch at a time, no pipelining), so a
+  step is m x the sum of the stage times and every stage holds one
+  micro-batch's activations (docs/design.md, "Fine-tuning").
 
 None is proven optimal, so their status is `feasible` with no gap, or
 `infeasible` when their placement overflows a budget. They are pipelines of
@@ -20,10 +26,11 @@ the data-parallel baselines are in core.planning.hybrid_baselines.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from core.planning.costs import infeasible_plan, plan_from_placement
+from core.planning.costs import infeasible_plan, lower_bound_s, plan_from_placement
 from core.planning.plan import FEASIBLE, Plan
 from core.planning.problem import Problem
 from core.units import format_bytes
@@ -47,12 +54,13 @@ def accelerate_sizes(problem: Problem) -> list[float]:
     seen: set[str] = set()
     sizes = []
     for layer in problem.layers:
-        params = layer.params
+        params, frozen = layer.params, layer.frozen_bytes  # frozen base weights as stored (LoRA, QLoRA)
         if layer.tied_group is not None:
             if layer.tied_group in seen:
                 params -= layer.tied_params
+                frozen -= layer.tied_frozen_bytes
             seen.add(layer.tied_group)
-        sizes.append(weight * params)
+        sizes.append(weight * params + frozen if frozen else weight * params)
     return sizes
 
 
@@ -95,6 +103,20 @@ def greedy_assignment(sizes: list[float], budgets: list[int], problem: Problem) 
         for j in (index, *partners):
             device_of[j] = current
     return [d for d in device_of if d is not None]
+
+
+def solve_device_map(problem: Problem) -> Plan:
+    """device_map="auto" with adapters: accelerate's placement, the GPUs one after another."""
+    started = time.perf_counter()
+    device_of = greedy_assignment(accelerate_sizes(problem), [d.budget_bytes for d in problem.devices], problem)
+    elapsed = time.perf_counter() - started
+    if isinstance(device_of, str):
+        return infeasible_plan(problem, "device-map", device_of, elapsed)
+    m = problem.setup.micro_batches
+    one_at_a_time = replace(problem, setup=replace(problem.setup, micro_batches=1, data_parallel=1, zero=0))
+    plan = _plan_from_devices(one_at_a_time, device_of, "device-map", elapsed)
+    sequential = None if plan.objective_s is None else m * plan.objective_s
+    return replace(plan, objective_s=sequential, micro_batches=m, lower_bound_s=lower_bound_s(problem))
 
 
 def solve_uniform(problem: Problem) -> Plan:

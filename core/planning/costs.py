@@ -6,6 +6,8 @@ A placement is a sequence of stages in pipeline order, each a device index
 v2) and the indices of the layers it runs. For a chain split into contiguous
 ranges this is exactly docs/design.md's model; for other graphs or placements a
 stage sends each output that another stage reads once to each such stage.
+With LoRA and QLoRA the layers also carry frozen weights, quantisation scratch
+and their work FLOPs (docs/design.md, "Fine-tuning").
 """
 
 from __future__ import annotations
@@ -53,14 +55,43 @@ def send_time_s(comm: int, output_bytes: Any, bandwidth_gbps: Any) -> Any:
 
 def stage_params(layers: Sequence[Layer], indices: Sequence[int]) -> int:
     """Parameters a stage stores: shared (tied) tensors count once per stage."""
+    return int(_once_per_stage(layers, indices, lambda layer: layer.params, lambda layer: layer.tied_params))
+
+
+def stage_frozen_bytes(layers: Sequence[Layer], indices: Sequence[int]) -> float:
+    """Frozen base-weight bytes a stage stores (docs/design.md, "Fine-tuning"): tied ones once."""
+    return float(_once_per_stage(layers, indices, lambda layer: layer.frozen_bytes,
+                                 lambda layer: layer.tied_frozen_bytes))
+
+
+def stage_scratch_bytes(layers: Sequence[Layer], indices: Sequence[int]) -> float:
+    """The dequantised weight a QLoRA stage holds at a time: its layers' largest (docs/design.md)."""
+    return float(max((layers[i].scratch_bytes for i in indices), default=0))
+
+
+def layer_work_flops(setup: Setup, layer: Layer) -> float:
+    """FLOPs of one micro-batch's forward, backward and recompute through a layer: its
+    `work_flops` where the problem gives them (adapters, docs/design.md), else k x flops."""
+    return layer.work_flops if layer.work_flops is not None else work_factor(setup) * layer.flops
+
+
+def stage_work(setup: Setup, layers: Sequence[Layer], indices: Sequence[int]) -> tuple[int, float]:
+    """(factor, FLOPs) whose product is a stage's work: (k, forward FLOPs) for problems without
+    work_flops (so full fine-tuning's times are computed as before), else (1, summed work)."""
+    if all(layers[i].work_flops is None for i in indices):
+        return work_factor(setup), sum(layers[i].flops for i in indices)
+    return 1, sum(layer_work_flops(setup, layers[i]) for i in indices)
+
+
+def _once_per_stage(layers: Sequence[Layer], indices: Sequence[int], value: Any, tied: Any) -> float:
     total = 0
     seen_groups: set[str] = set()
     for i in indices:
         layer = layers[i]
-        total += layer.params
+        total += value(layer)
         if layer.tied_group is not None:
             if layer.tied_group in seen_groups:
-                total -= layer.tied_params
+                total -= tied(layer)
             seen_groups.add(layer.tied_group)
     return total
 
@@ -118,9 +149,8 @@ def sync_time_s(setup: Setup, split: tuple[float, float, float], params: float, 
 
 def lower_bound_s(problem: Problem) -> float:
     """Perfect balance over all devices, no bubble, no communication."""
-    total_flops = sum(layer.flops for layer in problem.layers)
+    k, total_flops = stage_work(problem.setup, problem.layers, range(len(problem.layers)))
     total_tflops = sum(device.tflops for device in problem.devices)
-    k = work_factor(problem.setup)
     return problem.setup.micro_batches * k * total_flops / (TFLOP * total_tflops)
 
 
@@ -138,7 +168,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
     for producer, consumer in problem.edges():
         if stage_of_layer[producer] != stage_of_layer[consumer]:
             consumers.setdefault(producer, set()).add(stage_of_layer[consumer])
-    k, c = work_factor(setup), comm_factor(setup)
+    c = comm_factor(setup)
     split = bytes_split_per_param(setup)
     stages = []
     for s, ((_, indices), group) in enumerate(zip(placement, groups)):
@@ -153,13 +183,13 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
         inflight = inflight_micro_batches(setup, len(placement) - s, d)
         params = stage_params(layers, indices)
         weight, grad, optimizer = state_bytes(split, params, max(layers[i].params for i in indices), d, zero)
+        k, flops = stage_work(setup, layers, indices)
         stages.append(
             StageCost(
                 device=members[0].name,
                 layers=tuple(layers[i].name for i in indices),
                 layer_indices=indices,
-                compute_s=max(compute_time_s(k, sum(layers[i].flops for i in indices), device.tflops)
-                              for device in members),
+                compute_s=max(compute_time_s(k, flops, device.tflops) for device in members),
                 comm_s=comm_s,
                 inflight_micro_batches=inflight,
                 params=params,
@@ -170,6 +200,8 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 budget_bytes=min(device.budget_bytes for device in members),
                 devices=tuple(device.name for device in members),
                 sync_s=sync_time_s(setup, split, params, d, zero, bandwidth),
+                frozen_bytes=stage_frozen_bytes(layers, indices),
+                scratch_bytes=stage_scratch_bytes(layers, indices),
             )
         )
     return stages

@@ -1,7 +1,7 @@
 """What is trained: every weight (full), low-rank adapters on frozen weights (LoRA), or
 adapters on 4-bit NF4 base weights (QLoRA). One frozen dataclass, read by the cost
-model (docs/design.md) and by the training engines, so that what is
-planned is what runs.
+model (docs/design.md, "Fine-tuning"; core.planning.finetune_costs) and by the
+training engines, so that what is planned is what runs.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from core.model.config import GPTSize, ModelChoice
 from core.model.model_spec import ModelSpec, resolve_choice, resolve_model
 from core.model.presets import GPT_PRESETS, hf_preset_names
+from core.planning.costs import stage_frozen_bytes
 from core.planning.device_resolution import (
     DeviceEntry,
     parse_device_spec,
@@ -38,6 +39,8 @@ from core.planning.schedule_choice import best_schedule, schedule_options
 from core.planning.schedules import RUNNABLE_SCHEDULES, micro_batches_per_replica
 from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup
 from core.planning.solvers import (
+    ADAPTER_BASELINES,
+    ADAPTER_ONLY_NOTE,
     EXACT_NAMES,
     HYBRID_BASELINES,
     HYBRID_ONLY_NOTE,
@@ -47,6 +50,7 @@ from core.planning.solvers import (
     compare,
     faster_outside_the_setup,
     solve,
+    solver_label,
 )
 
 if TYPE_CHECKING:
@@ -60,12 +64,13 @@ __all__ = [
     # the device choice (core.planning.device_resolution)
     "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
     # setup, problem and plan
-    "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "RUNNABLE_SCHEDULES", "SCHEDULES", "Device", "Plan", "Problem",
-    "StageCost", "TrainingSetup", "load_problem", "micro_batches_per_replica",
+    "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "RUNNABLE_SCHEDULES",
+    "SCHEDULES", "Device", "Plan", "Problem", "StageCost", "TrainingSetup", "load_problem",
+    "micro_batches_per_replica", "stage_frozen_bytes",
     # solvers and what they compare
-    "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES", "SOLVER_NAMES", "FasterBaseline", "compare",
-    "faster_outside_the_setup", "solve", "best_schedule", "schedule_options", "host_stage_note", "host_plan_ticks",
-    "simulated_run_note",
+    "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",
+    "SOLVER_NAMES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
+    "schedule_options", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]
@@ -117,9 +122,11 @@ def plan_model(model: ModelChoice | ModelSpec, setup: TrainingSetup,
 def _graph_and_problem(spec: ModelSpec, setup: TrainingSetup,
                        devices: tuple[Device, ...]) -> tuple[nx.DiGraph, Problem]:
     from core.model.graph import build_layer_graph, graph_layers
+    from core.planning.finetune_costs import finetune_layers
 
     graph = build_layer_graph(spec, setup)
-    return graph, Problem(layers=graph_layers(graph), devices=devices, setup=setup.to_problem_setup())
+    layers = finetune_layers(graph, setup, graph_layers(graph))
+    return graph, Problem(layers=layers, devices=devices, setup=setup.to_problem_setup())
 
 
 def torch_device_of(device_name: str) -> str:

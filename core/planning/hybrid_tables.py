@@ -24,7 +24,7 @@ from core.planning.costs import (
     sync_time_s,
 )
 from core.planning.problem import Problem
-from core.planning.ranges import ChainArrays, DeviceClass
+from core.planning.ranges import ChainArrays, DeviceClass, range_largest
 from core.planning.suffix_dp import Counts
 
 
@@ -71,7 +71,7 @@ class HybridTables(ChainArrays):
         # State bytes are linear in (P, Pmax): the coefficients come from the cost model itself.
         per_param = sum(state_bytes(split, 1.0, 0.0, d, zero))
         per_largest = sum(state_bytes(split, 0.0, 1.0, d, zero))
-        self.range_state = per_param * self.range_params + per_largest * _range_largest(problem, self.n)
+        self.range_state = per_param * self.range_params + per_largest * range_largest([float(layer.params) for layer in problem.layers], self.n)
         self._sync_per_param_gbps = sync_time_s(setup, split, 1.0, d, zero, 1.0)  # x P / bandwidth
         self.inflight_by_position = [inflight_micro_batches(setup, position, d)
                                      for position in range(1, len(problem.devices) // d + 1)]
@@ -105,12 +105,3 @@ class HybridTables(ChainArrays):
             table = self._sync_per_param_gbps * self.range_params / bandwidth
             self._syncs[bandwidth] = table
         return table
-
-
-def _range_largest(problem: Problem, n: int) -> np.ndarray:
-    """Params of the largest layer of each range [i, j) (0 where j <= i)."""
-    params = np.array([float(layer.params) for layer in problem.layers])
-    largest = np.zeros((n + 1, n + 1))
-    for i in range(n):
-        largest[i, i + 1:] = np.maximum.accumulate(params[i:])
-    return largest

@@ -26,7 +26,10 @@ class StageCost:
     `devices` is the stage's group, in replica order (one device without data
     parallelism); `device` is the first of it. `sync_s` is the group's
     gradient (and, under ZeRO-3, parameter) exchange once per step.
-    Memory figures are per device of the group.
+    Memory figures are per device of the group. With adapters (docs/design.md,
+    "Fine-tuning") `params` and weight/grad/optimizer bytes are the adapters',
+    `frozen_bytes` the frozen base weights and `scratch_bytes` the QLoRA
+    dequantised weight held while a layer runs.
     """
 
     device: str
@@ -43,6 +46,8 @@ class StageCost:
     budget_bytes: int
     devices: tuple[str, ...] = ()
     sync_s: float = 0.0
+    frozen_bytes: float = 0.0
+    scratch_bytes: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -56,7 +61,20 @@ class StageCost:
 
     @property
     def memory_bytes(self) -> float:
-        return self.weight_bytes + self.grad_bytes + self.optimizer_bytes + self.activation_bytes
+        return (self.weight_bytes + self.grad_bytes + self.optimizer_bytes + self.activation_bytes
+                + self.frozen_bytes + self.scratch_bytes)
+
+    @property
+    def memory_parts_bytes(self) -> dict[str, float]:
+        """The memory by part, as plans are written and shown: frozen weights, quantisation
+        scratch only where they are held (fine-tuning with adapters)."""
+        parts = {"params": self.weight_bytes, "grads": self.grad_bytes, "optimizer": self.optimizer_bytes,
+                 "activations": self.activation_bytes}
+        if self.frozen_bytes:
+            parts["frozen"] = self.frozen_bytes
+        if self.scratch_bytes:
+            parts["scratch"] = self.scratch_bytes
+        return parts
 
     @property
     def over_budget_bytes(self) -> float:
@@ -215,12 +233,7 @@ def _stage_dict(stage: StageCost) -> dict[str, Any]:
         "sync_s": stage.sync_s,
         "inflight_micro_batches": stage.inflight_micro_batches,
         "params": stage.params,
-        "memory_split_bytes": {
-            "params": stage.weight_bytes,
-            "grads": stage.grad_bytes,
-            "optimizer": stage.optimizer_bytes,
-            "activations": stage.activation_bytes,
-        },
+        "memory_split_bytes": stage.memory_parts_bytes,
         "budget_bytes": stage.budget_bytes,
     }
 
@@ -250,6 +263,7 @@ def _stage_from_dict(data: Any, where: str) -> StageCost:
         params=_whole(stage, "params", where, 0),
         weight_bytes=_number(split, "params", where), grad_bytes=_number(split, "grads", where),
         optimizer_bytes=_number(split, "optimizer", where), activation_bytes=_number(split, "activations", where),
+        frozen_bytes=_number(split, "frozen", where), scratch_bytes=_number(split, "scratch", where),
         budget_bytes=_whole(stage, "budget_bytes", where, 0), sync_s=_number(stage, "sync_s", where))
 
 

@@ -31,6 +31,13 @@ class Layer:
     previous layer (a chain). `tied_group` marks parameters shared with other
     layers (embedding and LM head): a stage holding several layers of one group
     stores the shared `tied_params` once.
+
+    Fine-tuning with adapters (docs/design.md, "Fine-tuning"): `params` are the
+    trained parameters (the adapters), `frozen_bytes` the frozen base weights as
+    stored (bf16, or NF4 with its constants; `tied_frozen_bytes` of them shared
+    with the tied group), `scratch_bytes` the largest weight the layer
+    dequantises while it runs, and `work_flops` the FLOPs of one micro-batch's
+    forward, backward and recompute through the layer (None: work factor k x flops).
     """
 
     name: str
@@ -41,6 +48,10 @@ class Layer:
     tied_group: str | None = None
     tied_params: int = 0
     inputs: tuple[str, ...] | None = None
+    frozen_bytes: int = 0
+    tied_frozen_bytes: int = 0
+    scratch_bytes: int = 0
+    work_flops: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,12 @@ class Setup:
     optimizer_bytes_per_param: float | None = None
     data_parallel: int | str = 1
     zero: int = 0
-    frozen_weights: bool = False  # LoRA/QLoRA: no weight gradients for the base (zero-bubble gains nothing)
+    finetune: str = "full"  # full, lora or qlora: what the layers' frozen/adapter fields describe
+
+    @property
+    def frozen_weights(self) -> bool:
+        """LoRA/QLoRA training: no weight gradients for the base, so zero-bubble schedules gain nothing."""
+        return self.mode == "train" and self.finetune != "full"
 
     def __post_init__(self) -> None:
         check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
@@ -127,6 +143,12 @@ class Problem:
         if isinstance(d, int) and d > len(self.devices):
             raise InputError(f"data-parallel {d} needs groups of {d} devices but there are only "
                              f"{len(self.devices)} devices")
+
+    @property
+    def has_adapters(self) -> bool:
+        """True for LoRA and QLoRA problems: frozen weights, adapters (docs/design.md, "Fine-tuning")."""
+        return self.setup.finetune != "full" or any(
+            layer.frozen_bytes or layer.scratch_bytes or layer.work_flops is not None for layer in self.layers)
 
     @property
     def is_chain(self) -> bool:
@@ -258,9 +280,16 @@ def _layer(item: Any, where: str) -> Layer:
         tied_group=tied_group,
         tied_params=_integer(item, "tied_params", where) if "tied_params" in item else 0,
         inputs=tuple(inputs) if inputs is not None else None,
+        frozen_bytes=_integer(item, "frozen_bytes", where) if "frozen_bytes" in item else 0,
+        tied_frozen_bytes=_integer(item, "tied_frozen_bytes", where) if "tied_frozen_bytes" in item else 0,
+        scratch_bytes=_integer(item, "scratch_bytes", where) if "scratch_bytes" in item else 0,
+        work_flops=_number(item, "work_flops", where) if item.get("work_flops") is not None else None,
     )
     if layer.tied_params > layer.params:
         raise InputError(f"{where}.tied_params ({layer.tied_params}) exceeds its params ({layer.params})")
+    if layer.tied_frozen_bytes > layer.frozen_bytes:
+        raise InputError(f"{where}.tied_frozen_bytes ({layer.tied_frozen_bytes}) exceeds its frozen_bytes "
+                         f"({layer.frozen_bytes})")
     return layer
 
 
@@ -336,9 +365,9 @@ def _setup(item: Any) -> Setup:
     if data_parallel != AUTO and "data_parallel" in item:
         data_parallel = _integer(item, "data_parallel", "setup", positive=True)
     zero = _integer(item, "zero", "setup") if "zero" in item else 0
-    frozen = item.get("frozen_weights", False)
-    if not isinstance(frozen, bool):
-        raise InputError(f"setup.frozen_weights must be true or false, got {frozen!r}")
+    finetune = item.get("finetune", "full")
+    if finetune not in ("full", "lora", "qlora"):
+        raise InputError(f"setup.finetune must be one of full, lora, qlora, got {finetune!r}")
     return Setup(
         mode=mode,
         bytes_per_param=_number(item, "bytes_per_param", "setup", positive=True),
@@ -350,7 +379,7 @@ def _setup(item: Any) -> Setup:
         ),
         data_parallel=data_parallel,
         zero=zero,
-        frozen_weights=frozen,
+        finetune=finetune,
         **optional,
     )
 

@@ -17,6 +17,7 @@ from core.planning.costs import (
     comm_factor,
     compute_time_s,
     inflight_micro_batches,
+    layer_work_flops,
     send_time_s,
     work_factor,
 )
@@ -50,16 +51,25 @@ class ChainArrays:
     def __init__(self, problem: Problem, extra_budget_bytes: float = 0.0):
         n = len(problem.layers)
         self.n = n
-        flops = np.concatenate([[0.0], np.cumsum([layer.flops for layer in problem.layers])])
+        self._k = work_factor(problem.setup)
+        if any(layer.work_flops is not None for layer in problem.layers):  # adapters: per-layer work, k = 1
+            self._k = 1
+            flops = np.concatenate([[0.0], np.cumsum([layer_work_flops(problem.setup, layer)
+                                                      for layer in problem.layers])])
+        else:
+            flops = np.concatenate([[0.0], np.cumsum([layer.flops for layer in problem.layers])])
         acts = np.concatenate([[0.0], np.cumsum([float(layer.activation_bytes) for layer in problem.layers])])
         i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
         self.valid = j > i
         self.range_flops = flops[j] - flops[i]
         self.range_acts = acts[j] - acts[i]
-        self.range_params = _range_params(problem, i, j)
+        self.range_params = _range_untied(problem, i, j, "params", "tied_params")
+        # Fine-tuning with adapters: frozen weights (tied once) and the largest dequantised weight held.
+        self.has_fixed = any(layer.frozen_bytes or layer.scratch_bytes for layer in problem.layers)
+        self.range_fixed = (_range_untied(problem, i, j, "frozen_bytes", "tied_frozen_bytes")
+                            + range_largest([float(layer.scratch_bytes) for layer in problem.layers], n))
         out = np.array([0.0] + [float(layer.output_bytes) for layer in problem.layers])
         self.out_of_last = out[j]  # output of layer j-1, the one sent on
-        self._k = work_factor(problem.setup)
         self._c = comm_factor(problem.setup)
         self._extra = extra_budget_bytes
 
@@ -70,6 +80,8 @@ class ChainArrays:
         time = compute_time_s(self._k, self.range_flops, tflops)
         if link_gbps is not None:
             time = time + send_time_s(self._c, self.out_of_last, link_gbps)
+        if self.has_fixed:
+            memory = memory + self.range_fixed
         fits = self.valid & (memory <= budget_bytes + self._extra)
         return np.where(fits, time, np.inf)
 
@@ -111,14 +123,14 @@ class RangeTables(ChainArrays):
         return table
 
 
-def _range_params(problem: Problem, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Parameters stored by range [i, j), shared tensors counted once."""
-    params = np.concatenate([[0.0], np.cumsum([float(layer.params) for layer in problem.layers])])
-    total = params[j] - params[i]
+def _range_untied(problem: Problem, i: np.ndarray, j: np.ndarray, value: str, tied: str) -> np.ndarray:
+    """A layer field summed over range [i, j), its tied share counted once (params, frozen bytes)."""
+    values = np.concatenate([[0.0], np.cumsum([float(getattr(layer, value)) for layer in problem.layers])])
+    total = values[j] - values[i]
     groups: dict[str, tuple[int, list[int]]] = {}
     for index, layer in enumerate(problem.layers):
         if layer.tied_group is not None:
-            groups.setdefault(layer.tied_group, (layer.tied_params, []))[1].append(index)
+            groups.setdefault(layer.tied_group, (getattr(layer, tied), []))[1].append(index)
     for size, members in groups.values():
         is_member = np.zeros(len(problem.layers) + 1)
         is_member[np.array(members) + 1] = 1
@@ -126,3 +138,12 @@ def _range_params(problem: Problem, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         inside = count[j] - count[i]
         total = total - size * np.maximum(inside - 1, 0)
     return total
+
+
+def range_largest(values: list[float], n: int) -> np.ndarray:
+    """The largest of each range [i, j) of per-layer values (0 where j <= i)."""
+    array = np.array(values, dtype=float)
+    largest = np.zeros((n + 1, n + 1))
+    for i in range(n):
+        largest[i, i + 1:] = np.maximum.accumulate(array[i:])
+    return largest

@@ -85,7 +85,7 @@ class TrainingSetup:
             optimizer_bytes_per_param=optimizer,
             data_parallel=self.data_parallel,
             zero=self.zero,
-            frozen_weights=self.mode == "train" and self.finetune.adapters,
+            finetune=self.finetune.method,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,10 +26,13 @@ from core.planning.schedules import AUTO_SCHEDULE
 from core.planning.setup import TrainingSetup
 
 SOLVER_NAMES = ("exact", "milp", "greedy", "accelerate", "uniform", "parameters",
-                "fsdp", "ddp", "zero1", "megatron", "pipeline")
+                "fsdp", "ddp", "zero1", "megatron", "pipeline", "device-map")
+ADAPTER_BASELINES = ("device-map",)  # compared when the setup fine-tunes with LoRA or QLoRA
+ADAPTER_ONLY_NOTE = "compared when fine-tuning with LoRA or QLoRA"
 BASELINES = ("greedy", "accelerate", "uniform", "parameters")
 HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")  # compared when the setup is v2
 HYBRID_ONLY_NOTE = "compared when the setup has data parallelism or ZeRO"
+MILP_FULL_ONLY = "the MILP covers full fine-tuning only (no frozen weights or adapters): use --solver exact"
 MILP_V1_ONLY = "the MILP covers cost model v1 only (pipelines, d = 1, zero 0): use --solver exact"
 EXACT = "exact"  # the exact solver the setup needs (below): the default everywhere
 EXACT_PIPELINE = "exact-pipeline"
@@ -71,6 +74,8 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
     if solver == "milp":
         if problem.setup.is_hybrid:
             raise InputError(MILP_V1_ONLY)
+        if problem.has_adapters:
+            raise InputError(MILP_FULL_ONLY)
         from core.planning.milp import MilpOptions, solve_milp
 
         return solve_milp(problem, MilpOptions(time_limit_s=time_limit_s, contiguous=contiguous))
@@ -84,7 +89,7 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
         return hybrid_baselines.solve_replicas(problem, solver)
     simple = {"greedy": baselines.solve_greedy, "uniform": baselines.solve_uniform,
               "parameters": baselines.solve_parameters, "megatron": hybrid_baselines.solve_megatron,
-              "pipeline": hybrid_baselines.solve_pipeline_only}
+              "pipeline": hybrid_baselines.solve_pipeline_only, "device-map": baselines.solve_device_map}
     if solver not in simple:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVER_NAMES)})")
     return simple[solver](problem)
@@ -109,13 +114,21 @@ def _solve_exact(problem: Problem, asked: str) -> Plan:
     return plan if asked == EXACT else replace(plan, solver=asked)
 
 
+def solver_label(name: str, finetune: str) -> str:
+    """A solver as comparisons name it: device-map as what a PEFT user writes, with the method."""
+    if name == "device-map":
+        return {"lora": "device_map=auto + LoRA", "qlora": "device_map=auto + QLoRA"}.get(finetune, "device_map=auto")
+    return name
+
+
 def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVER_NAMES,
             time_limit_s: float = 10.0) -> dict[str, Plan | str]:
     """Every solver on one problem: a Plan each, or why one could not run.
 
     The MILP is left out for chains, where the exact solver is both faster
     and proven; the accelerate baseline needs a model and accelerate. The
-    data-parallel baselines (HYBRID_BASELINES) are left out of v1 problems,
+    device_map="auto" with adapters (ADAPTER_BASELINES) is left out of full
+    fine-tuning problems, and the data-parallel baselines (HYBRID_BASELINES) out of v1 problems,
     whose setup has no replicas to compare against.
     """
     results: dict[str, Plan | str] = {}
@@ -123,6 +136,8 @@ def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVE
         if name == "milp" and problem.is_chain and len(solvers) > 1:
             continue
         if name in HYBRID_BASELINES and not problem.setup.is_hybrid and len(solvers) > 1:
+            continue
+        if name in ADAPTER_BASELINES and not problem.has_adapters and len(solvers) > 1:
             continue
         if name == "accelerate" and spec is None:
             results[name] = "needs a model (explicit problem)"

@@ -40,6 +40,7 @@ from core.planning.front_door import (
 )
 from core.units import format_count
 from gui import theme
+from gui.inputs.finetune_box import FineTuneBox
 from gui.state import AppState
 
 CUSTOM = "custom:"
@@ -117,6 +118,8 @@ class ModelPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._model_group())
         layout.addWidget(self._setup_group())
+        self.finetune_box = FineTuneBox(state)
+        layout.addWidget(self.finetune_box)
         layout.addStretch(1)
         self.model_box.currentIndexChanged.connect(self._model_picked)
         for box in self.custom.values():

@@ -1,7 +1,8 @@
 """Budgets you drag: one bar per device, its whole memory, the plan's memory, a handle.
 
 A BudgetBar paints the device's total memory as a track, the current plan's
-memory on it stacked as params, grads, optimizer state and activations, the
+memory on it stacked as params, grads, optimizer state and activations (with
+LoRA and QLoRA also the frozen weights and the quantisation scratch), the
 memory above the budget hatched (the plan may not use it) and the budget as
 a handle. Drag the handle (or click anywhere on the track) with the mouse, or
 focus the bar and use Left/Right (1% steps), PageDown/PageUp (10%) and
@@ -37,11 +38,16 @@ BIG_STEP = 0.10  # per PageUp/PageDown
 
 
 def stage_memory(stage: StageCost | None) -> dict[str, float]:
-    """The four memory kinds of a stage (zeros for a device the plan leaves unused)."""
-    if stage is None:
-        return dict.fromkeys(theme.MEMORY_KINDS, 0.0)
-    return {"params": stage.weight_bytes, "grads": stage.grad_bytes, "optimizer": stage.optimizer_bytes,
-            "activations": stage.activation_bytes}
+    """The memory kinds of a stage (zeros for a device the plan leaves unused)."""
+    memory = dict.fromkeys(theme.MEMORY_KINDS, 0.0)
+    if stage is not None:
+        memory.update(stage.memory_parts_bytes)
+    return memory
+
+
+def memory_label(kind: str, adapters: bool) -> str:
+    """A memory kind's name; with LoRA and QLoRA the trained parameters are the adapters."""
+    return theme.ADAPTER_PARAMS_LABEL if adapters and kind == "params" else theme.MEMORY_LABELS[kind]
 
 
 class BudgetBar(QWidget):
@@ -220,7 +226,9 @@ class BudgetBar(QWidget):
                 stage, replica, replicas = self.place
                 where = f"stage {stage}" + (f", replica {replica} of {replicas}" if replicas > 1 else "") + ", "
             lines.append(f"{prefix}: {where}{format_bytes(self.filled_bytes)}")
-            lines += [f"&nbsp;&nbsp;{theme.MEMORY_LABELS[k]}: {format_bytes(v)}" for k, v in self.memory.items()]
+            adapters = any(self.memory[kind] for kind in theme.ADAPTER_ONLY_KINDS)
+            lines += [f"&nbsp;&nbsp;{memory_label(k, adapters)}: {format_bytes(v)}" for k, v in self.memory.items()
+                      if v or k not in theme.ADAPTER_ONLY_KINDS]
         else:
             lines.append("The plan does not use this device")
         lines.append("<i>Drag the handle, or ←/→ and PgUp/PgDn when focused</i>")
@@ -266,16 +274,17 @@ class BudgetBarsPanel(QWidget):
         header = QHBoxLayout()
         header.addWidget(title)
         header.addSpacing(16)
+        self._legend: dict[str, tuple[QLabel, QLabel]] = {}
         for kind in theme.MEMORY_KINDS:
             swatch = QLabel()
             swatch.setFixedSize(12, 12)
             swatch.setStyleSheet(f"background: {theme.MEMORY_COLORS[kind]}; border-radius: 2px;")
+            label = QLabel(theme.MEMORY_LABELS[kind])
             header.addWidget(swatch)
-            header.addWidget(QLabel(theme.MEMORY_LABELS[kind]))
+            header.addWidget(label)
             header.addSpacing(8)
-        over = QLabel("▨ above budget")
-        over.setObjectName("muted")
-        header.addWidget(over)
+            self._legend[kind] = (swatch, label)
+        self._show_legend(adapters=False)
         header.addStretch(1)
         return header
 
@@ -299,10 +308,13 @@ class BudgetBarsPanel(QWidget):
             self._rows.addWidget(bar, row, 1)
             self._rows.addWidget(figures, row, 2)
             self._bars[entry.name], self._figures[entry.name] = bar, figures
-        if self._bars:  # under the figures: beside the legend it made the window wider than 1280 px
+        if self._bars:  # under the figures and bars: beside the legend they made the window wider than 1280 px
             hint = QLabel("drag a handle · ←/→ 1% · PgUp/PgDn 10%")
             hint.setObjectName("muted")
             self._rows.addWidget(hint, len(self._bars), 2)
+            over = QLabel("▨ above budget")
+            over.setObjectName("muted")
+            self._rows.addWidget(over, len(self._bars), 1, Qt.AlignmentFlag.AlignRight)
         self._empty.setVisible(not self._bars)
         self._update_plan()
 
@@ -312,6 +324,15 @@ class BudgetBarsPanel(QWidget):
         label.setMinimumWidth(150)
         return label
 
+    def _show_legend(self, adapters: bool) -> None:
+        """The frozen weights and scratch only with adapters, whose weights are then the adapters."""
+        for kind, (swatch, label) in self._legend.items():
+            shown = adapters or kind not in theme.ADAPTER_ONLY_KINDS
+            swatch.setVisible(shown)
+            label.setVisible(shown)
+            label.setText(theme.ADAPTER_LEGEND_LABELS[kind] if adapters else theme.MEMORY_LABELS[kind])
+            label.setToolTip(memory_label(kind, adapters))
+
     def _update_budget(self, name: str, budget_bytes: int) -> None:
         if name in self._bars:
             self._bars[name].set_budget(budget_bytes)
@@ -319,7 +340,10 @@ class BudgetBarsPanel(QWidget):
 
     def _update_plan(self) -> None:
         """Each device shows its stage's memory; every device of a group holds its stage's share."""
-        placed = stage_of_device(self.state.shown_plan)
+        plan = self.state.shown_plan
+        placed = stage_of_device(plan)
+        self._show_legend(plan is not None and any(stage.frozen_bytes or stage.scratch_bytes
+                                                   for stage in plan.stages))
         for name, bar in self._bars.items():
             where = placed.get(name)
             bar.set_memory(stage_memory(where[2] if where else None), self.state.plan_is_stale)

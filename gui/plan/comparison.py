@@ -19,7 +19,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.planning.front_door import SOLVER_NAMES, FasterBaseline, Plan, faster_outside_the_setup
+from core.planning.front_door import (
+    SOLVER_NAMES,
+    FasterBaseline,
+    Plan,
+    faster_outside_the_setup,
+    solver_label,
+)
 from core.units import format_seconds
 from gui import theme
 from gui.plan.groups import shape_text
@@ -33,7 +39,7 @@ DESCRIPTIONS = {
     "exact": "proven optimal split and device order (dynamic programming)",
     "milp": "mixed-integer program (HiGHS)",
     "greedy": "accelerate's rule: fill the devices in order",
-    "accelerate": "accelerate's own infer_auto_device_map",  # no longer word: a wrapped note never elides
+    "accelerate": "accelerate's own placement of the real model",  # no 230 px word: notes wrap to 160 px
     "uniform": "DeepSpeed 'uniform': equal layer counts",
     "parameters": "DeepSpeed 'parameters': balanced parameter counts",
     "fsdp": "PyTorch FSDP / DeepSpeed ZeRO-3: every device a replica of the whole model",
@@ -41,26 +47,36 @@ DESCRIPTIONS = {
     "zero1": "DeepSpeed ZeRO-1: every device a replica, optimizer state sharded",
     "megatron": "Megatron-LM: equal stages × data parallel, the best replica count",
     "pipeline": "today's exact pipeline (one device per stage, no ZeRO)",
+    "device-map": "PEFT with the same adapters on device_map=\"auto\": accelerate's placement, "
+                  "the GPUs one after another",
 }
+
+
+def row_label(name: str) -> str:
+    """A solver's name in the table: device-map as "device_map=auto", its note naming the
+    adapters (the whole "device_map=auto + QLoRA" made the Solver column squeeze the notes
+    below their longest word at 1280 px)."""
+    return solver_label(name, "full")
 
 
 def comparison_rows(results: dict[str, Plan | str], reference: Plan | None) -> list[list[str]]:
     """The table's text, one row per solver (also used by tests and screenshots)."""
     rows = []
     for name, plan in results.items():
+        label = row_label(name)
         if isinstance(plan, str):
-            rows.append([name, "n/a", "", "", "", plan])
+            rows.append([label, "n/a", "", "", "", plan])
             continue
         time = format_seconds(plan.objective_s) if plan.objective_s is not None else ""
         if not plan.feasible:
             status = "OOM" if plan.stages else "infeasible"
-            rows.append([name, status, time, "", "", readable_reason(plan.reason or "", exact=False)])
+            rows.append([label, status, time, "", "", readable_reason(plan.reason or "", exact=False)])
             continue
         ratio = ""
         if reference is not None and reference.objective_s and plan.objective_s:
             ratio = format_ratio(plan.objective_s / reference.objective_s)
         tokens = f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else ""
-        rows.append([name, plan.status, time, ratio, tokens, f"{shape_text(plan)}: {DESCRIPTIONS.get(name, '')}"])
+        rows.append([label, plan.status, time, ratio, tokens, f"{shape_text(plan)}: {DESCRIPTIONS.get(name, '')}"])
     return rows
 
 
@@ -108,7 +124,8 @@ class ComparisonTable(QTableWidget):
         self.setEnabled(True)
         exact = results.get("exact")
         rows = comparison_rows(results, exact if isinstance(exact, Plan) else None)
-        items = [[self._item(text, c, row[0] == self.app_state.solver, row[1]) for c, text in enumerate(row)]
+        chosen = row_label(self.app_state.solver)
+        items = [[self._item(text, c, row[0] == chosen, row[1]) for c, text in enumerate(row)]
                  for row in rows]
         fill_table(self, items, stretch_column=len(COLUMNS) - 1)
         self._show_faster(results, exact if isinstance(exact, Plan) else None)
@@ -147,9 +164,10 @@ class ComparisonTable(QTableWidget):
 
     def _row_chosen(self, row: int, _column: int) -> None:
         item = self.item(row, 0)
-        name = item.text() if item is not None else ""
-        if name in SOLVER_NAMES:
-            self.app_state.set_solver(name)
+        label = item.text() if item is not None else ""
+        names = {row_label(name): name for name in SOLVER_NAMES}
+        if label in names:
+            self.app_state.set_solver(names[label])
 
 
 def faster_note(faster: FasterBaseline) -> str:

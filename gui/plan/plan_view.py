@@ -40,6 +40,8 @@ STAGE_COLUMNS = ("Stage", "Device", "Layers", "Params", "Param+grad+opt", "Activ
                  "Memory / budget", "Compute", "Comm", "Time/µbatch", "Sync")
 GROUP_HEADER = "Group"  # the device column's header when stages run on groups (in replica order)
 SYNC_COLUMN = STAGE_COLUMNS.index("Sync")  # once a step; shown only for plans with replicas
+MEMORY_COLUMN = STAGE_COLUMNS.index("Memory / budget")
+ADAPTER_HEADERS = ("Adapters", "Adapt.+grad+opt")  # columns 3 and 4 of LoRA and QLoRA plans
 METRICS = ("step", "tokens", "bound", "gap", "status")
 # Narrower than this (the Plan tab of a 1280 px window), the timeline sits above the comparison:
 # beside it, the comparison's six columns and wrapped notes did not fit and the table scrolled sideways.
@@ -89,6 +91,14 @@ def stage_row(index: int, stage: StageCost, bottleneck: bool) -> list[str]:
             f"{_used_of(stage.memory_bytes, stage.budget_bytes)} ({share:.0%})",
             format_seconds(stage.compute_s), format_seconds(stage.comm_s),
             format_seconds(stage.time_s), format_seconds(stage.sync_s)]
+
+
+def memory_parts_text(stage: StageCost) -> str:
+    """A LoRA or QLoRA stage's memory by part (docs/design.md, "Fine-tuning"), for the memory cell's tooltip."""
+    parts = [("frozen weights", stage.frozen_bytes),
+             ("adapters + grads + optimizer", stage.weight_bytes + stage.grad_bytes + stage.optimizer_bytes),
+             ("activations", stage.activation_bytes), ("quantisation scratch", stage.scratch_bytes)]
+    return "\n".join(f"{name}: {format_bytes(value)}" for name, value in parts if value or name != "quantisation scratch")
 
 
 def _bytes(num_bytes: float) -> str:
@@ -312,6 +322,12 @@ class PlanView(QWidget):
         header.setToolTip("Each stage's devices in replica order: replica r runs on the r-th device of "
                           "every group" if grouped else "")
         self.stage_table.setColumnHidden(SYNC_COLUMN, not grouped)
+        adapters = any(stage.frozen_bytes or stage.scratch_bytes for stage in stages)
+        for column, text in ((3, ADAPTER_HEADERS[0] if adapters else STAGE_COLUMNS[3]),
+                             (4, ADAPTER_HEADERS[1] if adapters else STAGE_COLUMNS[4])):
+            item = self.stage_table.horizontalHeaderItem(column)
+            if item is not None:
+                item.setText(text)
         rows: list[list[QTableWidgetItem]] = []
         for s, stage in enumerate(stages):
             color = theme.device_text_color(self.state.color_slot(stage.device))
@@ -334,6 +350,8 @@ class PlanView(QWidget):
                     item.setToolTip("\n".join(stage.layers))
                 elif c == 1 and grouped:
                     item.setToolTip("\n".join(f"replica {r}: {device}" for r, device in enumerate(stage.devices)))
+                elif c == MEMORY_COLUMN and (stage.frozen_bytes or stage.scratch_bytes):
+                    item.setToolTip(memory_parts_text(stage))
                 elif c == SYNC_COLUMN:
                     item.setToolTip("This group's gradient exchange (ZeRO 3: also the gathered parameters), "
                                     "once at the end of the step")

@@ -201,7 +201,13 @@ class PlanWorker(QThread):
         self.host_remeasured.emit(remeasured)
 
     def _compare(self, request: PlanRequest, result: PlanResult) -> None:
-        from core.planning.front_door import HYBRID_BASELINES, HYBRID_ONLY_NOTE, SOLVER_NAMES
+        from core.planning.front_door import (
+            ADAPTER_BASELINES,
+            ADAPTER_ONLY_NOTE,
+            HYBRID_BASELINES,
+            HYBRID_ONLY_NOTE,
+            SOLVER_NAMES,
+        )
 
         if self._superseded(self.compare_delay_s):
             return
@@ -215,6 +221,9 @@ class PlanWorker(QThread):
                 continue
             if name in HYBRID_BASELINES and not result.problem.setup.is_hybrid:
                 results[name] = HYBRID_ONLY_NOTE  # as compare() does, beside data-parallel plans only
+                continue
+            if name in ADAPTER_BASELINES and not result.problem.has_adapters:
+                results[name] = ADAPTER_ONLY_NOTE  # device_map=auto + LoRA: beside LoRA and QLoRA plans only
                 continue
             if self._superseded():
                 return

@@ -147,6 +147,9 @@ def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
     (["plan", "--model", "gpt-nano"], "no devices"),
     (["plan", "--problem", "/nonexistent/problem.json"], "cannot read problem file"),
     (["plan", "--model", "gpt-nano", "--devices", "A10", "--solver", "magic"], "invalid choice: 'magic'"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10", "--finetune", "lora", "--lora-targets", "q_proj"],
+     "lora-targets: q_proj match no linear module of the model (its projections: c_attn, c_proj, c_fc)"),
+    (["plan", "--problem", "p.json", "--finetune", "qlora"], "give no --finetune"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = run_main(capsys, *argv)
@@ -280,3 +283,26 @@ def test_auto_schedule_json_carries_the_schedule_and_each_devices_chunks(capsys,
     assert code == 0 and "schedule: zb1p, 2 chunks per device" in out and "faster than 1F1B" in out
     code, out, _ = run_main(capsys, "plan", "--problem", str(tmp_path / "auto.json"), "--json", "--solver", "greedy")
     assert json.loads(out)["schedule"] == "1f1b"  # the baselines price auto as 1F1B
+
+
+def test_qlora_plan_shows_memory_by_part_and_device_map_auto(capsys):
+    args = ("plan", "--model", "gpt-nano", "--devices", "2xA10:1GiB", "--seq", "128", "--finetune", "qlora",
+            "--lora-rank", "8")
+    code, out, _ = run_main(capsys, *args)
+    assert code == 0
+    assert "qlora: " in out and "adapter params on frozen weights" in out
+    for header in ("frozen weights", "adapters+grads+optim", "activations", "quant scratch"):
+        assert header in out
+    assert "device_map=auto + QLoRA" in out
+    code, out, _ = run_main(capsys, *args, "--json")
+    answer = json.loads(out)
+    assert answer["finetune"]["method"] == "qlora" and answer["finetune"]["lora_rank"] == 8
+    parts = answer["stages"][0]["memory_split_bytes"]
+    assert set(parts) == {"params", "grads", "optimizer", "activations", "frozen", "scratch"}
+    assert sum(parts.values()) == pytest.approx(answer["stages"][0]["memory_bytes"])
+
+
+def test_full_fine_tuning_too_large_says_by_how_much(capsys):
+    code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA10:2MiB", "--seq", "128",
+                            "--finetune", "full", "--no-compare")
+    assert code == 1 and "short by" in out

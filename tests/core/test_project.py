@@ -14,6 +14,7 @@ from core.errors import InputError
 from core.model.config import GPTSize, ModelChoice
 from core.planning.device_resolution import DeviceEntry
 from core.planning.export import divisors, torchrun_commands
+from core.planning.finetune import FineTune
 from core.planning.setup import TrainingSetup
 from core.project import (
     Project,
@@ -61,7 +62,9 @@ def a_project() -> Project:
     second = replace(simulated_entry("A100-80GB", {first.name}), budget_bytes=30 * GiB, included=False)
     return Project(devices=(first, second, host()),
                    model=ModelChoice(source="custom", custom=GPTSize(layers=4, d_model=256, heads=4)),
-                   setup=TrainingSetup(micro_batches=4, schedule="gpipe", recompute=True), solver="uniform",
+                   setup=TrainingSetup(micro_batches=4, schedule="gpipe", recompute=True,
+                                       finetune=FineTune("qlora", 8, 16.0, 0.05, ("c_attn", "c_fc"))),
+                   solver="uniform",
                    view="graph", steps=37)
 
 
@@ -75,6 +78,7 @@ def test_a_project_round_trips_through_its_file(tmp_path: Path) -> None:
                                   "included": False, "catalog": "A100-80GB"}
     loaded = load_project(path)
     assert loaded.model == project.model and loaded.setup == project.setup
+    assert data["setup"]["finetune"]["method"] == "qlora" and loaded.setup.finetune.lora_targets == ("c_attn", "c_fc")
     assert (loaded.solver, loaded.view, loaded.steps) == ("uniform", "graph", 37)
     assert loaded.devices[:2] == project.devices[:2]  # simulated GPUs: complete again from the catalog
     assert (loaded.devices[2].name, loaded.devices[2].budget_bytes) == ("cpu", 32 * GiB)

@@ -3,7 +3,7 @@
 The window holds what a user sees on a machine without a GPU: llama-2-7b planned on
 four simulated GPUs, the comparison of every solver, the timeline, the Monitor, and
 the Training tab with a run that failed with a long error; then a plan with
-data-parallel groups, then inputs no placement fits (the banner says why). At each
+data-parallel groups, then QLoRA (memory by part), then inputs no placement fits (the banner says why). At each
 size every tab is shown and every label, table header and cell, and plot title is
 measured against the room it is drawn in, and the comparison of every solver fits its
 width (no sideways scrolling).
@@ -24,6 +24,7 @@ import pytest
 
 from core.devices import nvml_gateway as nv
 from core.devices.fake_nvml import FakeNvml
+from core.planning.finetune import FineTune
 from core.planning.plan import Plan
 from core.planning.setup import TrainingSetup
 from core.training.execution import DeviceExecution
@@ -129,6 +130,11 @@ def test_no_view_cuts_its_text(qtbot, themed, make_window, tmp_path, size) -> No
         wait_for_plan(qtbot, state)
         assert state.plan.data_parallel == 2
         found += visit(qtbot, window, "hybrid", size)
+
+        state.set_setup(replace(SETUP, finetune=FineTune("qlora")))  # six memory kinds in the bars' legend
+        wait_for_plan(qtbot, state)
+        assert state.problem.has_adapters and state.plan.feasible
+        found += visit(qtbot, window, "qlora", size)
 
         state.set_setup(replace(SETUP, micro_batch_size=8))  # activations of 8 x 4096 tokens fit nowhere
         wait_for_plan(qtbot, state)

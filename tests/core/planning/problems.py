@@ -45,6 +45,22 @@ def random_layers(draw: st.DrawFn, max_layers: int, max_params: int, tied_params
     return layers
 
 
+def with_adapters(draw: st.DrawFn, layers: list[Layer], budget_scale: int) -> list[Layer]:
+    """The layers as a LoRA or QLoRA problem gives them (docs/design.md, "Fine-tuning"): adapters
+    as params, frozen weights (a tied share of them), dequantisation scratch and work FLOPs."""
+    from dataclasses import replace
+
+    adapted = []
+    for layer in layers:
+        frozen = draw(st.integers(0, budget_scale)) + (layer.tied_params if layer.tied_group else 0)
+        adapted.append(replace(
+            layer, params=draw(st.integers(0, 6)), tied_params=0, frozen_bytes=frozen,
+            tied_frozen_bytes=layer.tied_params if layer.tied_group else 0,
+            scratch_bytes=draw(st.sampled_from([0, 0, draw(st.integers(1, budget_scale // 2))])),
+            work_flops=draw(st.floats(0, 1e13))))
+    return adapted
+
+
 def has_brute_force_optimum(plan: Plan, best: float) -> bool:
     """The plan is infeasible exactly when brute force finds nothing (False then),
     else optimal at brute force's step time (True: a placement to check)."""

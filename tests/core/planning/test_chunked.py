@@ -28,7 +28,7 @@ def _problem(rng: random.Random, schedule: str, frozen: bool = False) -> Problem
     devices = [Device(f"d{j}", budget_bytes=rng.choice((2, 4, 8)) * GIB, tflops=rng.choice((50.0, 100.0)),
                       bandwidth_gbps=rng.choice((10.0, 25.0))) for j in range(rng.randint(2, 3))]
     setup = Setup(mode="train", bytes_per_param=16, micro_batches=rng.choice((4, 6, 8)), schedule=schedule,
-                  frozen_weights=frozen)
+                  finetune="lora" if frozen else "full")
     return Problem(layers=tuple(layers), devices=tuple(devices), setup=setup)
 
 
@@ -128,4 +128,4 @@ def test_frozen_weights_come_from_adapters_and_round_trip_the_problem_format():
     assert not TrainingSetup().to_problem_setup().frozen_weights
     problem = _problem(random.Random(2), "zb1p", frozen=True)
     assert problem_from_dict(problem.to_dict()).setup.frozen_weights
-    assert "frozen_weights" not in _problem(random.Random(2), "zb1p").to_dict()["setup"]  # default: left out
+    assert "finetune" not in _problem(random.Random(2), "zb1p").to_dict()["setup"]  # default: left out

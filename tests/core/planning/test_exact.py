@@ -1,5 +1,7 @@
 """The exact solver: placements worked out by hand, and brute force on random problems."""
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from tests.core.planning.problems import (
     problem,
     random_layers,
     stage_map,
+    with_adapters,
 )
 
 
@@ -118,6 +121,14 @@ def random_problems(draw: st.DrawFn) -> Problem:
     return Problem(tuple(layers), devices, setup)
 
 
+@st.composite
+def random_adapter_problems(draw: st.DrawFn) -> Problem:
+    """LoRA and QLoRA problems: frozen weights, tied frozen shares, scratch held at a time, work FLOPs."""
+    p = draw(random_problems())
+    layers = with_adapters(draw, list(p.layers), budget_scale=1500)
+    return Problem(tuple(layers), p.devices, replace(p.setup, finetune=draw(st.sampled_from(["lora", "qlora"]))))
+
+
 # 400 random problems in all: 100 in the fast tier, 300 more in the slow one.
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_problems())
@@ -129,6 +140,12 @@ def test_exact_matches_brute_force(p: Problem):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_problems())
 def test_exact_matches_brute_force_on_300_more(p: Problem):
+    _check_exact_against_brute_force(p)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_adapter_problems())
+def test_exact_matches_brute_force_with_adapters(p: Problem):
     _check_exact_against_brute_force(p)
 
 

@@ -1,5 +1,7 @@
 """The exact hybrid solver: hand-worked plans, and brute force on random problems (cost model v2)."""
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from tests.core.planning.problems import (
     layer,
     problem,
     random_layers,
+    with_adapters,
 )
 
 SPLIT = {"bytes_per_param": 16, "weight_bytes_per_param": 2, "grad_bytes_per_param": 2,
@@ -80,6 +83,14 @@ def random_hybrid_problems(draw: st.DrawFn) -> Problem:
     return Problem(tuple(layers), devices, setup)
 
 
+@st.composite
+def random_hybrid_adapter_problems(draw: st.DrawFn) -> Problem:
+    """Hybrid LoRA and QLoRA problems: only the adapters are sharded and synchronised."""
+    p = draw(random_hybrid_problems())
+    layers = with_adapters(draw, list(p.layers), budget_scale=1200)
+    return Problem(tuple(layers), p.devices, replace(p.setup, finetune=draw(st.sampled_from(["lora", "qlora"]))))
+
+
 # 400 random problems in all: 100 in the fast tier, 300 more in the slow one.
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_hybrid_problems())
@@ -91,6 +102,12 @@ def test_hybrid_matches_brute_force(p: Problem):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_hybrid_problems())
 def test_hybrid_matches_brute_force_on_300_more(p: Problem):
+    _check_hybrid_against_brute_force(p)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_hybrid_adapter_problems())
+def test_hybrid_matches_brute_force_with_adapters(p: Problem):
     _check_hybrid_against_brute_force(p)
 
 
