@@ -24,7 +24,7 @@ from core.planning.costs import (
     sync_time_s,
 )
 from core.planning.problem import Problem
-from core.planning.ranges import ChainArrays, DeviceClass
+from core.planning.ranges import ChainArrays, DeviceClass, range_max
 from core.planning.suffix_dp import Counts
 
 
@@ -71,7 +71,9 @@ class HybridTables(ChainArrays):
         # State bytes are linear in (P, Pmax): the coefficients come from the cost model itself.
         per_param = sum(state_bytes(split, 1.0, 0.0, d, zero))
         per_largest = sum(state_bytes(split, 0.0, 1.0, d, zero))
-        self.range_state = per_param * self.range_params + per_largest * _range_largest(problem, self.n)
+        largest = range_max(np.array([float(layer.params) for layer in problem.layers]), self.n)
+        self.range_state = per_param * self.range_params + per_largest * largest
+        self.zero = zero
         self._sync_per_param_gbps = sync_time_s(setup, split, 1.0, d, zero, 1.0)  # x P / bandwidth
         self.inflight_by_position = [inflight_micro_batches(setup, position, d)
                                      for position in range(1, len(problem.devices) // d + 1)]
@@ -92,7 +94,7 @@ class HybridTables(ChainArrays):
         table = self._times.get(key)
         if table is None:
             link = None if next_link == self.last else min(group.bandwidth_gbps, self.bandwidths[next_link])
-            memory = self.range_state + inflight * self.range_acts
+            memory = self.memory(self.range_state, inflight, self.d, self.zero)
             table = self.time_where_fits(group.tflops, link, memory, group.budget_bytes)
             self._times[key] = table
         return table
@@ -106,11 +108,3 @@ class HybridTables(ChainArrays):
             self._syncs[bandwidth] = table
         return table
 
-
-def _range_largest(problem: Problem, n: int) -> np.ndarray:
-    """Params of the largest layer of each range [i, j) (0 where j <= i)."""
-    params = np.array([float(layer.params) for layer in problem.layers])
-    largest = np.zeros((n + 1, n + 1))
-    for i in range(n):
-        largest[i, i + 1:] = np.maximum.accumulate(params[i:])
-    return largest

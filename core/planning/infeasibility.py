@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from core.planning.chain_dp import feasible_with_extra_budget
-from core.planning.costs import inflight_micro_batches, stage_params
+from core.planning.costs import (
+    inflight_micro_batches,
+    stage_memory_bytes,
+    stage_params,
+    stage_transient_bytes,
+)
 from core.planning.problem import Problem
 from core.units import format_bytes, format_shortfall
 
@@ -23,7 +28,9 @@ def explain_infeasible(problem: Problem) -> str:
     setup, layers, devices = problem.setup, problem.layers, problem.devices
     least_inflight = inflight_micro_batches(setup, 1)
     largest = max(devices, key=lambda device: device.budget_bytes)
-    needs = [setup.bytes_per_param * layer.params + least_inflight * layer.activation_bytes for layer in layers]
+    needs = [float(stage_memory_bytes(setup, setup.bytes_per_param * layer.params, least_inflight * layer.activation_bytes,
+                                      layer.transient_bytes, layer.params, least_inflight, 0.0, 0.0, 1, 0))
+             for layer in layers]
     worst = max(range(len(layers)), key=lambda i: needs[i])
     if needs[worst] > largest.budget_bytes:
         short = needs[worst] - largest.budget_bytes
@@ -31,9 +38,10 @@ def explain_infeasible(problem: Problem) -> str:
             f"layer '{layers[worst].name}' alone needs {format_bytes(needs[worst])} but the largest budget "
             f"({largest.name}) is {format_bytes(largest.budget_bytes)}: short by {format_shortfall(short)}"
         )
-    total_need = setup.bytes_per_param * stage_params(layers, range(len(layers))) + least_inflight * sum(
-        layer.activation_bytes for layer in layers
-    )
+    params = stage_params(layers, range(len(layers)))
+    total_need = float(stage_memory_bytes(
+        setup, setup.bytes_per_param * params, least_inflight * sum(layer.activation_bytes for layer in layers),
+        stage_transient_bytes(layers, range(len(layers))), params, least_inflight, 0.0, 0.0, 1, 0))
     total_budget = sum(device.budget_bytes for device in devices)
     if total_need > total_budget:
         return (

@@ -36,6 +36,7 @@ from core.planning.costs import (
     compute_time_s,
     infeasible_plan,
     inflight_micro_batches,
+    optimizer_step_bytes,
     plan_from_placement,
     send_time_s,
     work_factor,
@@ -177,6 +178,7 @@ class _Model:
         self.y = {key: self._scalar(upper=1) for key in self.sends}
         self.r = {pair: self._scalar() for pair in {(q, r) for (_, q, r) in self.sends}}
         self.t = self._block((Q,))
+        self.working = self._block((Q,))  # the largest working memory of a layer at each position
         self.tau = self._scalar()
         self.rows: list[tuple[dict[int, float], float, float]] = []
         self.time_scale = _time_scale(problem)
@@ -263,6 +265,9 @@ class _Model:
                 values[var] = 1
                 link = min(self.devices[device_at[q]].bandwidth_gbps, self.devices[device_at[r]].bandwidth_gbps)
                 values[self.r[(q, r)]] += send_time_s(c, self.layers[a].output_bytes, link) / self.time_scale
+        for q in device_at:
+            values[self.working[q]] = max(float(layer.transient_bytes) for i, layer in enumerate(self.layers)
+                                          if position_of_layer[i] == q)
         for q, d in device_at.items():
             flops = sum(layer.flops for i, layer in enumerate(self.layers) if position_of_layer[i] == q)
             comm = sum(values[var] for (sender, _), var in self.r.items() if sender == q)
@@ -337,20 +342,47 @@ class _Model:
             self._row(row, 0, np.inf)
 
     def _memory_rows(self) -> None:
-        b = self.setup.bytes_per_param
+        """Per position: state + buffers + max(activations + working, optimizer step) <= budget
+        (costs.stage_memory_bytes), as two rows, the larger term binding."""
+        setup, b = self.setup, self.setup.bytes_per_param
+        step_per_param = float(optimizer_step_bytes(setup, 1.0, 1, 0))
+        inflight = [inflight_micro_batches(setup, q + 1) for q in range(self.positions)]
         for q in range(self.positions):
-            inflight = inflight_micro_batches(self.setup, q + 1)
-            row: dict[int, float] = {}
+            state: dict[int, float] = {}
             for i, layer in enumerate(self.layers):
-                own = layer.params - (layer.tied_params if layer.tied_group is not None else 0)
-                row[int(self.x[i, q])] = b * own + inflight * layer.activation_bytes
+                state[int(self.x[i, q])] = b * (layer.params - (layer.tied_params if layer.tied_group is not None else 0))
             for g, (size, members) in enumerate(self.groups):
-                row[int(self.w[g, q])] = b * size
+                state[int(self.w[g, q])] = b * size
                 for i in members:
                     self._row({int(self.w[g, q]): 1.0, int(self.x[i, q]): -1.0}, 0, np.inf)
+            for (a, sender, receiver), y in self.y.items():  # the pipeline's buffers
+                out = float(self.layers[a].output_bytes)
+                if sender == q:
+                    state[y] = state.get(y, 0.0) + self._buffers(inflight[q], 0.0, out)
+                if receiver == q:
+                    state[y] = state.get(y, 0.0) + self._buffers(inflight[q], out, 0.0)
             for d, device in enumerate(self.devices):
-                row[int(self.z[q, d])] = -float(device.budget_bytes)
-            self._row(row, -np.inf, 0)
+                state[int(self.z[q, d])] = -float(device.budget_bytes)
+            passes = dict(state)
+            for i, layer in enumerate(self.layers):
+                passes[int(self.x[i, q])] += inflight[q] * layer.activation_bytes
+                if layer.transient_bytes:
+                    self._row({int(self.working[q]): 1.0, int(self.x[i, q]): -float(layer.transient_bytes)},
+                              0, np.inf)
+            passes[int(self.working[q])] = 1.0
+            self._row(passes, -np.inf, 0)
+            if step_per_param:
+                step = dict(state)
+                for i, layer in enumerate(self.layers):
+                    own = layer.params - (layer.tied_params if layer.tied_group is not None else 0)
+                    step[int(self.x[i, q])] += step_per_param * own
+                for g, (size, _) in enumerate(self.groups):
+                    step[int(self.w[g, q])] += step_per_param * size
+                self._row(step, -np.inf, 0)
+
+    def _buffers(self, inflight: int, received: float, sent: float) -> float:
+        return float(self.setup.pipeline_schedule.boundary_bytes(self.setup.mode, self.setup.micro_batches, 1,
+                                                                 inflight, received, sent))
 
     def _send_rows(self) -> None:
         """y[a, q, r] >= 1 when a runs at q and one of its consumers at r."""

@@ -19,6 +19,12 @@ INFEASIBLE = "infeasible"
 STATUSES = (OPTIMAL, FEASIBLE, INFEASIBLE)
 
 
+def peak_memory_bytes(state: Any, buffers: Any, passes: Any, optimizer_step: Any) -> Any:
+    """state + buffers + max(passes, optimizer_step), for floats and numpy arrays alike (the solvers'
+    tables and the plans' stages compute it with the same operations, so they agree to the bit)."""
+    return state + buffers + (passes + optimizer_step + abs(passes - optimizer_step)) / 2
+
+
 @dataclass(frozen=True)
 class StageCost:
     """One pipeline stage under the canonical model (times for one micro-batch).
@@ -43,6 +49,9 @@ class StageCost:
     budget_bytes: int
     devices: tuple[str, ...] = ()
     sync_s: float = 0.0
+    buffer_bytes: float = 0.0  # the pipeline's send and receive buffers
+    transient_bytes: float = 0.0  # its largest layer's working memory, held once
+    optimizer_step_bytes: float = 0.0  # the optimizer step's temporaries
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -56,7 +65,10 @@ class StageCost:
 
     @property
     def memory_bytes(self) -> float:
-        return self.weight_bytes + self.grad_bytes + self.optimizer_bytes + self.activation_bytes
+        """The step's peak (docs/design.md, "Cost model v1"): state and buffers, plus the larger of
+        the activations with the working memory (during the passes) and the optimizer step's temporaries."""
+        return peak_memory_bytes(self.weight_bytes + self.grad_bytes + self.optimizer_bytes, self.buffer_bytes,
+                                 self.activation_bytes + self.transient_bytes, self.optimizer_step_bytes)
 
     @property
     def over_budget_bytes(self) -> float:
@@ -205,6 +217,9 @@ def _stage_dict(stage: StageCost) -> dict[str, Any]:
             "grads": stage.grad_bytes,
             "optimizer": stage.optimizer_bytes,
             "activations": stage.activation_bytes,
+            "buffers": stage.buffer_bytes,
+            "working": stage.transient_bytes,
+            "optimizer_step": stage.optimizer_step_bytes,
         },
         "budget_bytes": stage.budget_bytes,
     }
@@ -235,6 +250,8 @@ def _stage_from_dict(data: Any, where: str) -> StageCost:
         params=_whole(stage, "params", where, 0),
         weight_bytes=_number(split, "params", where), grad_bytes=_number(split, "grads", where),
         optimizer_bytes=_number(split, "optimizer", where), activation_bytes=_number(split, "activations", where),
+        buffer_bytes=_number(split, "buffers", where, 0.0), transient_bytes=_number(split, "working", where, 0.0),
+        optimizer_step_bytes=_number(split, "optimizer_step", where, 0.0),
         budget_bytes=_whole(stage, "budget_bytes", where, 0), sync_s=_number(stage, "sync_s", where))
 
 

@@ -30,7 +30,9 @@ class Layer:
     `inputs` names the layers whose outputs this one reads; None means the
     previous layer (a chain). `tied_group` marks parameters shared with other
     layers (embedding and LM head): a stage holding several layers of one group
-    stores the shared `tied_params` once.
+    stores the shared `tied_params` once. `transient_bytes` is the working
+    memory of one micro-batch's pass through it beyond what it saves (a stage
+    holds its largest once: docs/design.md, "Cost model v1").
     """
 
     name: str
@@ -41,6 +43,7 @@ class Layer:
     tied_group: str | None = None
     tied_params: int = 0
     inputs: tuple[str, ...] | None = None
+    transient_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Setup:
     optimizer_bytes_per_param: float | None = None
     data_parallel: int | str = 1
     zero: int = 0
+    optimizer_step_bytes_per_param: float = 0.0  # the optimizer step's temporaries (docs/design.md)
 
     def __post_init__(self) -> None:
         check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
@@ -257,6 +261,7 @@ def _layer(item: Any, where: str) -> Layer:
         tied_group=tied_group,
         tied_params=_integer(item, "tied_params", where) if "tied_params" in item else 0,
         inputs=tuple(inputs) if inputs is not None else None,
+        transient_bytes=_integer(item, "transient_bytes", where) if "transient_bytes" in item else 0,
     )
     if layer.tied_params > layer.params:
         raise InputError(f"{where}.tied_params ({layer.tied_params}) exceeds its params ({layer.params})")
@@ -317,7 +322,8 @@ def _setup(item: Any) -> Setup:
         raise InputError(f"setup.recompute must be true or false, got {recompute!r}")
     optional = {
         key: _number(item, key, "setup")
-        for key in ("weight_bytes_per_param", "grad_bytes_per_param", "optimizer_bytes_per_param")
+        for key in ("weight_bytes_per_param", "grad_bytes_per_param", "optimizer_bytes_per_param",
+                    "optimizer_step_bytes_per_param")
         if item.get(key) is not None
     }
     tokens = item.get("tokens_per_micro_batch")

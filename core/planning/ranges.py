@@ -18,6 +18,7 @@ from core.planning.costs import (
     compute_time_s,
     inflight_micro_batches,
     send_time_s,
+    stage_memory_bytes,
     work_factor,
 )
 from core.planning.problem import Problem
@@ -59,9 +60,22 @@ class ChainArrays:
         self.range_params = _range_params(problem, i, j)
         out = np.array([0.0] + [float(layer.output_bytes) for layer in problem.layers])
         self.out_of_last = out[j]  # output of layer j-1, the one sent on
+        self.received = out[i]  # output of layer i-1, received from the stage before (0 for the first)
+        self.sent = np.where(j < n, out[j], 0.0)  # nothing is sent on from the last stage
+        self.range_transient = range_max(np.array([float(layer.transient_bytes) for layer in problem.layers]), n)
+        self._setup = problem.setup
         self._k = work_factor(problem.setup)
         self._c = comm_factor(problem.setup)
         self._extra = extra_budget_bytes
+
+    def memory(self, state: np.ndarray, inflight: int, replicas: int = 1, zero: int = 0,
+               boundaries: bool = True) -> np.ndarray:
+        """Each range's peak memory per device, from its state bytes (costs.stage_memory_bytes);
+        without `boundaries`, as if it were the whole pipeline (no send or receive buffers: the least
+        any stage holding the range needs)."""
+        received, sent = (self.received, self.sent) if boundaries else (0.0, 0.0)
+        return stage_memory_bytes(self._setup, state, inflight * self.range_acts, self.range_transient,
+                                  self.range_params, inflight, received, sent, replicas, zero)
 
     def time_where_fits(self, tflops: float, link_gbps: float | None, memory: np.ndarray,
                         budget_bytes: int) -> np.ndarray:
@@ -105,7 +119,7 @@ class RangeTables(ChainArrays):
         if table is None:
             device = self.classes[cls]
             link = None if next_bandwidth == self.last else min(device.bandwidth_gbps, self.bandwidths[next_bandwidth])
-            memory = self._b * self.range_params + inflight * self.range_acts
+            memory = self.memory(self._b * self.range_params, inflight)
             table = self.time_where_fits(device.tflops, link, memory, device.budget_bytes)
             self._times[key] = table
         return table
@@ -126,3 +140,11 @@ def _range_params(problem: Problem, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         inside = count[j] - count[i]
         total = total - size * np.maximum(inside - 1, 0)
     return total
+
+
+def range_max(values: np.ndarray, n: int) -> np.ndarray:
+    """The largest of `values` over each range [i, j) of n layers (0 where j <= i)."""
+    largest = np.zeros((n + 1, n + 1))
+    for i in range(n):
+        largest[i, i + 1:] = np.maximum.accumulate(values[i:])
+    return largest

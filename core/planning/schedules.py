@@ -47,6 +47,22 @@ class Schedule(ABC):
     def training_inflight(self, per_replica: int, stages_from_end: int) -> int:
         """In training: activations held by the stage `stages_from_end` from the end, m' per replica."""
 
+    def boundary_bytes(self, mode: str, micro_batches: int, replicas: int, inflight: int,
+                       received_bytes: Any, sent_bytes: Any) -> Any:
+        """The pipeline's send and receive buffers a stage holds (floats or numpy arrays).
+
+        torch.distributed.pipelining gives a stage, at its first step, one
+        receive buffer per micro-batch of the step (m') for the activations it
+        receives (`received_bytes` each) and, in training, one for the
+        gradients of what it sends (`sent_bytes` each), and keeps them; a
+        training stage also keeps each in-flight micro-batch's output until
+        its backward (docs/design.md, "Cost model v1").
+        """
+        per_replica = micro_batches_per_replica(micro_batches, replicas)
+        if mode == "infer":
+            return per_replica * received_bytes
+        return per_replica * received_bytes + (per_replica + inflight) * sent_bytes
+
     def bubble_weight(self, micro_batches: int, replicas: int) -> int:
         """w in T = sum t_s + w * max t_s: the slowest stage paces all but one micro-batch."""
         return micro_batches_per_replica(micro_batches, replicas) - 1

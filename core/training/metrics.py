@@ -23,6 +23,8 @@ A row (keys always present unless marked):
                               [per stage, beside it] "tensors" or "cuda"
     stage_sync_s              (data-parallel runs only) [per stage] seconds its group spent
                               reducing gradients after the last backward (largest replica)
+    memory_warnings           (rarely) lines for stages whose measured peak first exceeds their
+                              predicted memory by more than 10% (core.training.memory_check)
 
 With d data-parallel replicas, stage_compute_s is the mean over the stage's
 replicas (each runs m/d micro-batches) and the other per-stage figures the

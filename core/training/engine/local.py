@@ -189,6 +189,6 @@ def run_local(context: RunContext, emit: Callable[[dict[str, Any]], None],
     engine = LocalEngine(context)
     writer = MetricsWriter(context.paths.metrics)
     try:
-        return train_loop(engine, context.config, writer, emit, should_stop)
+        return train_loop(engine, context.config, writer, emit, should_stop, context.predicted_memory_bytes)
     finally:
         writer.close()

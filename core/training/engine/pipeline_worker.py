@@ -164,7 +164,7 @@ class PipelineEngine:
                                                     setup.micro_batches * setup.micro_batch_size, setup.seq_len)
         self.stage.compute_s = self.stage.sync_s = 0.0
         started = time.perf_counter()
-        with self.meter.step(step, lambda: [stage_tensors(self.module, self.optimizer)]):
+        with self.meter.step(step, lambda: [stage_tensors(self.module, self.optimizer) + self._receive_buffers()]):
             self.optimizer.zero_grad(set_to_none=True)
             losses = self._run_schedule(self.schedule.step, inputs, targets)
             # ---- tied embedding and head: both copies get the sum of their gradients (shard by shard)
@@ -183,6 +183,13 @@ class PipelineEngine:
         self._measured = {"loss": loss, "grad_norm": norm, "step_time_s": step_time_s,
                           "compute_s": self.stage.compute_s,
                           "sync_s": self.stage.sync_s if self.replicated else 0.0}
+
+    def _receive_buffers(self) -> list[torch.Tensor]:
+        """What the stage keeps between steps to receive into: activations from the stage before
+        and gradients from the one after, one buffer per micro-batch of a step (torch allocates them
+        at the first step and keeps them)."""
+        infos = [*self.stage.args_recv_info.values(), *self.stage.grad_recv_info.values()]
+        return [info.buffer for group in infos for info in group if isinstance(info.buffer, torch.Tensor)]
 
     def _run_schedule(self, run: Any, inputs: Any, targets: Any) -> list[torch.Tensor]:
         """Feed the schedule what this rank has: inputs on the first, targets on the last."""
@@ -327,7 +334,8 @@ def _train(run_dir: Path, rank: int) -> int:
                 print(format_row(row, steps), flush=True)
 
         try:
-            outcome = train_loop(engine, context.config, writer, emit, context.paths.stop_file.exists)
+            outcome = train_loop(engine, context.config, writer, emit, context.paths.stop_file.exists,
+                                 context.predicted_memory_bytes)
         finally:
             if writer is not None:
                 writer.close()

@@ -26,13 +26,35 @@ def test_stage_time_is_compute_plus_comm_to_the_next_stage():
     assert last.comm_s == 0.0  # the last stage sends nothing
 
 
-def test_memory_counts_params_times_bytes_and_inflight_activations():
+def test_memory_counts_params_times_bytes_inflight_activations_and_the_pipeline_buffers():
     p = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=4, schedule="1f1b")
     first, last = evaluate_placement(p, [(0, [0]), (1, [1])])
     assert first.inflight_micro_batches == 2  # min(m=4, S-s+1=2)
-    assert first.memory_bytes == 16 * 10 + 2 * 5
+    # the first stage sends a's 1e9-byte output: a gradient buffer per micro-batch (4) and its 2 in-flight outputs
+    assert first.buffer_bytes == (4 + 2) * 10**9
+    assert first.memory_bytes == 16 * 10 + 2 * 5 + 6 * 10**9
     assert last.inflight_micro_batches == 1
-    assert last.memory_bytes == 16 * 20 + 1 * 7
+    assert last.buffer_bytes == 4 * 10**9  # an activation buffer per micro-batch, nothing sent on
+    assert last.memory_bytes == 16 * 20 + 1 * 7 + 4 * 10**9
+
+
+def test_a_stage_holds_its_largest_layers_working_memory_once():
+    layers = [layer("a", params=10, act=5, transient_bytes=300), layer("b", params=20, act=7, transient_bytes=100)]
+    p = problem(layers, DEVICES, mode="train", bytes_per_param=16, micro_batches=4, schedule="gpipe")
+    (stage,) = evaluate_placement(p, [(0, [0, 1])])
+    assert stage.transient_bytes == 300
+    assert stage.memory_bytes == 16 * 30 + 4 * 12 + 300
+
+
+def test_the_optimizer_step_counts_when_its_temporaries_outgrow_the_passes():
+    layers = [layer("a", params=100, act=5)]
+    small = problem(layers, DEVICES, mode="train", bytes_per_param=16, optimizer_step_bytes_per_param=4.0)
+    (stage,) = evaluate_placement(small, [(0, [0])])
+    assert stage.optimizer_step_bytes == 400
+    assert stage.memory_bytes == 16 * 100 + 400  # the step's 400 bytes outgrow the 5 of activations
+    large = problem([layer("a", params=100, act=500)], DEVICES, mode="train", bytes_per_param=16,
+                    optimizer_step_bytes_per_param=4.0)
+    assert evaluate_placement(large, [(0, [0])])[0].memory_bytes == 16 * 100 + 500
 
 
 def test_gpipe_keeps_every_micro_batch_and_inference_one():
