@@ -110,12 +110,14 @@ def optimizer_step_bytes(setup: Setup, params: Any, replicas: int, zero: int) ->
     return setup.optimizer_step_bytes_per_param * params / share
 
 
-def stage_memory_bytes(setup: Setup, state: Any, activations: Any, transient: Any, params: Any, inflight: int,
-                       received_bytes: Any, sent_bytes: Any, replicas: int, zero: int) -> Any:
-    """A stage's peak memory per device (floats or numpy arrays; docs/design.md, "Cost model v1")."""
-    buffers = setup.pipeline_schedule.boundary_bytes(setup.mode, setup.micro_batches, replicas, inflight,
-                                                     received_bytes, sent_bytes)
-    return peak_memory_bytes(state, buffers, activations + transient,
+def stage_memory_bytes(setup: Setup, held: Any, grads: Any, activations: Any, transient: Any, params: Any,
+                       inflight: int, received_bytes: Any, sent_bytes: Any, replicas: int, zero: int) -> Any:
+    """A stage's peak memory per device (floats or numpy arrays; docs/design.md, "Cost model v1"):
+    `held` the weights and optimizer states, `grads` the gradients, `activations` one micro-batch's."""
+    schedule = setup.pipeline_schedule
+    buffers = schedule.boundary_bytes(setup.mode, setup.micro_batches, replicas, inflight, received_bytes, sent_bytes)
+    later = schedule.inflight_later(setup.mode, setup.micro_batches, replicas, inflight)
+    return peak_memory_bytes(held + buffers, grads, inflight * activations, later * activations, transient,
                              optimizer_step_bytes(setup, params, replicas, zero))
 
 
@@ -195,6 +197,8 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 sync_s=sync_time_s(setup, split, params, d, zero, bandwidth),
                 buffer_bytes=float(setup.pipeline_schedule.boundary_bytes(
                     setup.mode, setup.micro_batches, d, inflight, float(received), float(sent))),
+                later_activation_bytes=float(setup.pipeline_schedule.inflight_later(
+                    setup.mode, setup.micro_batches, d, inflight) * sum(layers[i].activation_bytes for i in indices)),
                 transient_bytes=float(stage_transient_bytes(layers, indices)),
                 optimizer_step_bytes=float(optimizer_step_bytes(setup, float(params), d, zero)),
             )

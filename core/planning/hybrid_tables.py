@@ -69,10 +69,13 @@ class HybridTables(ChainArrays):
         self.last = len(self.bandwidths)  # "next link" index meaning: no next stage
         split = bytes_split_per_param(setup)
         # State bytes are linear in (P, Pmax): the coefficients come from the cost model itself.
-        per_param = sum(state_bytes(split, 1.0, 0.0, d, zero))
-        per_largest = sum(state_bytes(split, 0.0, 1.0, d, zero))
+        per_param = state_bytes(split, 1.0, 0.0, d, zero)
+        per_largest = state_bytes(split, 0.0, 1.0, d, zero)
         largest = range_max(np.array([float(layer.params) for layer in problem.layers]), self.n)
-        self.range_state = per_param * self.range_params + per_largest * largest
+        # held: weights and optimizer states; the gradients apart (they appear at the first backward)
+        self.range_held = ((per_param[0] + per_param[2]) * self.range_params
+                           + (per_largest[0] + per_largest[2]) * largest)
+        self.range_grads = per_param[1] * self.range_params + per_largest[1] * largest
         self.zero = zero
         self._sync_per_param_gbps = sync_time_s(setup, split, 1.0, d, zero, 1.0)  # x P / bandwidth
         self.inflight_by_position = [inflight_micro_batches(setup, position, d)
@@ -94,7 +97,7 @@ class HybridTables(ChainArrays):
         table = self._times.get(key)
         if table is None:
             link = None if next_link == self.last else min(group.bandwidth_gbps, self.bandwidths[next_link])
-            memory = self.memory(self.range_state, inflight, self.d, self.zero)
+            memory = self.memory(self.range_held, self.range_grads, inflight, self.d, self.zero)
             table = self.time_where_fits(group.tflops, link, memory, group.budget_bytes)
             self._times[key] = table
         return table

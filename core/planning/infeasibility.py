@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from core.planning.chain_dp import feasible_with_extra_budget
 from core.planning.costs import (
+    bytes_split_per_param,
     inflight_micro_batches,
     stage_memory_bytes,
     stage_params,
@@ -28,9 +29,14 @@ def explain_infeasible(problem: Problem) -> str:
     setup, layers, devices = problem.setup, problem.layers, problem.devices
     least_inflight = inflight_micro_batches(setup, 1)
     largest = max(devices, key=lambda device: device.budget_bytes)
-    needs = [float(stage_memory_bytes(setup, setup.bytes_per_param * layer.params, least_inflight * layer.activation_bytes,
-                                      layer.transient_bytes, layer.params, least_inflight, 0.0, 0.0, 1, 0))
-             for layer in layers]
+    weight, grad, optimizer = bytes_split_per_param(setup)
+
+    def need(params: float, activations: float, transient: float) -> float:
+        """The least a stage holding these needs: no buffers, the fewest micro-batches in flight."""
+        return float(stage_memory_bytes(setup, (weight + optimizer) * params, grad * params, activations, transient,
+                                        params, least_inflight, 0.0, 0.0, 1, 0))
+
+    needs = [need(layer.params, layer.activation_bytes, layer.transient_bytes) for layer in layers]
     worst = max(range(len(layers)), key=lambda i: needs[i])
     if needs[worst] > largest.budget_bytes:
         short = needs[worst] - largest.budget_bytes
@@ -38,10 +44,8 @@ def explain_infeasible(problem: Problem) -> str:
             f"layer '{layers[worst].name}' alone needs {format_bytes(needs[worst])} but the largest budget "
             f"({largest.name}) is {format_bytes(largest.budget_bytes)}: short by {format_shortfall(short)}"
         )
-    params = stage_params(layers, range(len(layers)))
-    total_need = float(stage_memory_bytes(
-        setup, setup.bytes_per_param * params, least_inflight * sum(layer.activation_bytes for layer in layers),
-        stage_transient_bytes(layers, range(len(layers))), params, least_inflight, 0.0, 0.0, 1, 0))
+    total_need = need(stage_params(layers, range(len(layers))), sum(layer.activation_bytes for layer in layers),
+                      stage_transient_bytes(layers, range(len(layers))))
     total_budget = sum(device.budget_bytes for device in devices)
     if total_need > total_budget:
         return (

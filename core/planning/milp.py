@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.planning.costs import (
+    bytes_split_per_param,
     comm_factor,
     compute_time_s,
     infeasible_plan,
@@ -342,43 +343,48 @@ class _Model:
             self._row(row, 0, np.inf)
 
     def _memory_rows(self) -> None:
-        """Per position: state + buffers + max(activations + working, optimizer step) <= budget
-        (costs.stage_memory_bytes), as two rows, the larger term binding."""
-        setup, b = self.setup, self.setup.bytes_per_param
+        """Per position, costs.stage_memory_bytes <= budget: held bytes and buffers, plus each of the
+        three moments of plan.peak_memory_bytes (first backward, a later one, the optimizer step) as a
+        row of its own, the largest binding."""
+        setup = self.setup
+        weight, grad, optimizer = bytes_split_per_param(setup)
         step_per_param = float(optimizer_step_bytes(setup, 1.0, 1, 0))
-        inflight = [inflight_micro_batches(setup, q + 1) for q in range(self.positions)]
+        schedule = setup.pipeline_schedule
         for q in range(self.positions):
-            state: dict[int, float] = {}
+            inflight = inflight_micro_batches(setup, q + 1)
+            later = schedule.inflight_later(setup.mode, setup.micro_batches, 1, inflight)
+            held: dict[int, float] = {}
+            params: dict[int, float] = {}  # each variable's parameters: the gradients' and the step's rows
             for i, layer in enumerate(self.layers):
-                state[int(self.x[i, q])] = b * (layer.params - (layer.tied_params if layer.tied_group is not None else 0))
+                params[int(self.x[i, q])] = layer.params - (layer.tied_params if layer.tied_group is not None else 0)
             for g, (size, members) in enumerate(self.groups):
-                state[int(self.w[g, q])] = b * size
+                params[int(self.w[g, q])] = size
                 for i in members:
                     self._row({int(self.w[g, q]): 1.0, int(self.x[i, q]): -1.0}, 0, np.inf)
+            held = {var: (weight + optimizer) * count for var, count in params.items()}
             for (a, sender, receiver), y in self.y.items():  # the pipeline's buffers
                 out = float(self.layers[a].output_bytes)
                 if sender == q:
-                    state[y] = state.get(y, 0.0) + self._buffers(inflight[q], 0.0, out)
+                    held[y] = held.get(y, 0.0) + self._buffers(inflight, 0.0, out)
                 if receiver == q:
-                    state[y] = state.get(y, 0.0) + self._buffers(inflight[q], out, 0.0)
+                    held[y] = held.get(y, 0.0) + self._buffers(inflight, out, 0.0)
             for d, device in enumerate(self.devices):
-                state[int(self.z[q, d])] = -float(device.budget_bytes)
-            passes = dict(state)
+                held[int(self.z[q, d])] = -float(device.budget_bytes)
             for i, layer in enumerate(self.layers):
-                passes[int(self.x[i, q])] += inflight[q] * layer.activation_bytes
                 if layer.transient_bytes:
                     self._row({int(self.working[q]): 1.0, int(self.x[i, q]): -float(layer.transient_bytes)},
                               0, np.inf)
-            passes[int(self.working[q])] = 1.0
-            self._row(passes, -np.inf, 0)
+            moments = [(0.0, inflight, 1.0), (grad, later, 1.0)]  # (gradient bytes, in flight, working memory)
             if step_per_param:
-                step = dict(state)
+                moments.append((grad + step_per_param, 0, 0.0))
+            for grads, count, working in moments:
+                row = dict(held)
+                for var, owned in params.items():
+                    row[var] += grads * owned
                 for i, layer in enumerate(self.layers):
-                    own = layer.params - (layer.tied_params if layer.tied_group is not None else 0)
-                    step[int(self.x[i, q])] += step_per_param * own
-                for g, (size, _) in enumerate(self.groups):
-                    step[int(self.w[g, q])] += step_per_param * size
-                self._row(step, -np.inf, 0)
+                    row[int(self.x[i, q])] += count * layer.activation_bytes
+                row[int(self.working[q])] = working
+                self._row(row, -np.inf, 0)
 
     def _buffers(self, inflight: int, received: float, sent: float) -> float:
         return float(self.setup.pipeline_schedule.boundary_bytes(self.setup.mode, self.setup.micro_batches, 1,

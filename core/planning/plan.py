@@ -19,10 +19,22 @@ INFEASIBLE = "infeasible"
 STATUSES = (OPTIMAL, FEASIBLE, INFEASIBLE)
 
 
-def peak_memory_bytes(state: Any, buffers: Any, passes: Any, optimizer_step: Any) -> Any:
-    """state + buffers + max(passes, optimizer_step), for floats and numpy arrays alike (the solvers'
-    tables and the plans' stages compute it with the same operations, so they agree to the bit)."""
-    return state + buffers + (passes + optimizer_step + abs(passes - optimizer_step)) / 2
+def larger(a: Any, b: Any) -> Any:
+    """max(a, b) for floats and numpy arrays alike, with the same operations for both (the solvers'
+    tables and the plans' stages then agree to the bit)."""
+    return (a + b + abs(a - b)) / 2
+
+
+def peak_memory_bytes(held: Any, grads: Any, activations_first: Any, activations_later: Any, transient: Any,
+                      optimizer_step: Any) -> Any:
+    """A stage's peak over a step (docs/design.md, "Cost model v1"): what it holds throughout (`held`:
+    weights, optimizer states, buffers) plus the largest of three moments: the first backward begins
+    (the in-flight activations, no gradients yet: they are set to None before the step), a later
+    backward (the gradients, and the activations then in flight) and the optimizer step (the gradients
+    and its temporaries). The working memory adds to both backwards."""
+    first = activations_first + transient
+    later = grads + activations_later + transient
+    return held + larger(larger(first, later), grads + optimizer_step)
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class StageCost:
     buffer_bytes: float = 0.0  # the pipeline's send and receive buffers
     transient_bytes: float = 0.0  # its largest layer's working memory, held once
     optimizer_step_bytes: float = 0.0  # the optimizer step's temporaries
+    later_activation_bytes: float | None = None  # in flight at a later backward (None: activation_bytes)
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -65,10 +78,10 @@ class StageCost:
 
     @property
     def memory_bytes(self) -> float:
-        """The step's peak (docs/design.md, "Cost model v1"): state and buffers, plus the larger of
-        the activations with the working memory (during the passes) and the optimizer step's temporaries."""
-        return peak_memory_bytes(self.weight_bytes + self.grad_bytes + self.optimizer_bytes, self.buffer_bytes,
-                                 self.activation_bytes + self.transient_bytes, self.optimizer_step_bytes)
+        """The step's peak per device (`peak_memory_bytes`, docs/design.md, "Cost model v1")."""
+        later = self.activation_bytes if self.later_activation_bytes is None else self.later_activation_bytes
+        return peak_memory_bytes(self.weight_bytes + self.optimizer_bytes + self.buffer_bytes, self.grad_bytes,
+                                 self.activation_bytes, later, self.transient_bytes, self.optimizer_step_bytes)
 
     @property
     def over_budget_bytes(self) -> float:
@@ -220,6 +233,8 @@ def _stage_dict(stage: StageCost) -> dict[str, Any]:
             "buffers": stage.buffer_bytes,
             "working": stage.transient_bytes,
             "optimizer_step": stage.optimizer_step_bytes,
+            "activations_later": stage.activation_bytes if stage.later_activation_bytes is None
+            else stage.later_activation_bytes,
         },
         "budget_bytes": stage.budget_bytes,
     }
@@ -252,6 +267,7 @@ def _stage_from_dict(data: Any, where: str) -> StageCost:
         optimizer_bytes=_number(split, "optimizer", where), activation_bytes=_number(split, "activations", where),
         buffer_bytes=_number(split, "buffers", where, 0.0), transient_bytes=_number(split, "working", where, 0.0),
         optimizer_step_bytes=_number(split, "optimizer_step", where, 0.0),
+        later_activation_bytes=_optional_number(split, "activations_later", where),
         budget_bytes=_whole(stage, "budget_bytes", where, 0), sync_s=_number(stage, "sync_s", where))
 
 

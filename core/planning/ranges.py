@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.planning.costs import (
+    bytes_split_per_param,
     comm_factor,
     compute_time_s,
     inflight_micro_batches,
@@ -68,13 +69,13 @@ class ChainArrays:
         self._c = comm_factor(problem.setup)
         self._extra = extra_budget_bytes
 
-    def memory(self, state: np.ndarray, inflight: int, replicas: int = 1, zero: int = 0,
+    def memory(self, held: np.ndarray, grads: np.ndarray, inflight: int, replicas: int = 1, zero: int = 0,
                boundaries: bool = True) -> np.ndarray:
-        """Each range's peak memory per device, from its state bytes (costs.stage_memory_bytes);
-        without `boundaries`, as if it were the whole pipeline (no send or receive buffers: the least
-        any stage holding the range needs)."""
+        """Each range's peak memory per device, from the bytes it holds (weights, optimizer states)
+        and its gradients (costs.stage_memory_bytes); without `boundaries`, as if it were the whole
+        pipeline (no send or receive buffers: the least any stage holding the range needs)."""
         received, sent = (self.received, self.sent) if boundaries else (0.0, 0.0)
-        return stage_memory_bytes(self._setup, state, inflight * self.range_acts, self.range_transient,
+        return stage_memory_bytes(self._setup, held, grads, self.range_acts, self.range_transient,
                                   self.range_params, inflight, received, sent, replicas, zero)
 
     def time_where_fits(self, tflops: float, link_gbps: float | None, memory: np.ndarray,
@@ -99,7 +100,8 @@ class RangeTables(ChainArrays):
         self.bandwidths = sorted({cls.bandwidth_gbps for cls in classes})
         self.bandwidth_index = [self.bandwidths.index(cls.bandwidth_gbps) for cls in classes]
         self.last = len(self.bandwidths)  # "next bandwidth" index meaning: no next stage
-        self._b = setup.bytes_per_param
+        weight, grad, optimizer = bytes_split_per_param(setup)
+        self._held, self._grads = (weight + optimizer) * self.range_params, grad * self.range_params
         self.inflight_by_position = [
             inflight_micro_batches(setup, position) for position in range(1, len(problem.devices) + 1)
         ]
@@ -119,7 +121,7 @@ class RangeTables(ChainArrays):
         if table is None:
             device = self.classes[cls]
             link = None if next_bandwidth == self.last else min(device.bandwidth_gbps, self.bandwidths[next_bandwidth])
-            memory = self.memory(self._b * self.range_params, inflight)
+            memory = self.memory(self._held, self._grads, inflight)
             table = self.time_where_fits(device.tflops, link, memory, device.budget_bytes)
             self._times[key] = table
         return table

@@ -43,6 +43,16 @@ class Schedule(ABC):
             return 1
         return self.training_inflight(micro_batches_per_replica(micro_batches, replicas), stages_from_end)
 
+    def inflight_later(self, mode: str, micro_batches: int, replicas: int, inflight: Any) -> Any:
+        """Micro-batches in flight at a stage's second backward, when the gradients exist, for a stage
+        that holds `inflight` at its first: as many where a forward comes between (1F1B's steady
+        state), one fewer where none does (GPipe; 1F1B once the m' forwards are done): min(i, m' - 1);
+        none in inference."""
+        if mode == "infer":
+            return 0
+        fewer = micro_batches_per_replica(micro_batches, replicas) - 1
+        return (inflight + fewer - abs(inflight - fewer)) // 2
+
     @abstractmethod
     def training_inflight(self, per_replica: int, stages_from_end: int) -> int:
         """In training: activations held by the stage `stages_from_end` from the end, m' per replica."""

@@ -102,3 +102,15 @@ def test_over_budget_placement_is_infeasible_with_the_shortfall():
     plan = plan_from_placement(p, [(0, [0, 1])], "test", "feasible")
     assert plan.status == "infeasible"
     assert "short by 392 B (392 bytes)" in plan.reason  # 16*30 + 12 = 492 needed, 100 budget
+
+
+@pytest.mark.parametrize(("act", "peak"), [
+    (5, 120 + 4 * 10 + 3 * 5),  # a later backward: gradients (4 x 10) and the 3 micro-batches still in flight
+    (100, 120 + 4 * 100),  # the first backward: all 4 in flight, no gradient yet (set to None before the step)
+])
+def test_gradients_exist_from_the_first_backward_on(act, peak):
+    split = {"bytes_per_param": 16, "weight_bytes_per_param": 4, "grad_bytes_per_param": 4,
+             "optimizer_bytes_per_param": 8}
+    p = problem([layer("a", params=10, act=act)], DEVICES, mode="train", micro_batches=4, schedule="gpipe", **split)
+    (stage,) = evaluate_placement(p, [(0, [0])])
+    assert stage.memory_bytes == peak  # weights + optimizer state (4 + 8) x 10 = 120 held throughout
