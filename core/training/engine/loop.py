@@ -33,6 +33,7 @@ class StepStats:
     # each stage's measured peak of a step (core.training.engine.memory_tracker); () before the first
     stage_measured_peak_memory_bytes: tuple[int, ...] = ()
     stage_measured_memory_source: tuple[str, ...] = ()
+    stage_measured_reserved_memory_bytes: tuple[int, ...] = ()  # CUDA's allocator reservation (0 on CPU)
     val_loss: float | None = None
     stop: bool = False  # some process was asked to stop; all of them agree on it
 
@@ -130,6 +131,8 @@ def metrics_row(step: int, lr: float, stats: StepStats, config: TrainConfig, ela
     if stats.stage_measured_peak_memory_bytes:
         row["stage_measured_peak_memory_bytes"] = list(stats.stage_measured_peak_memory_bytes)
         row["stage_measured_memory_source"] = list(stats.stage_measured_memory_source)
+    if any(stats.stage_measured_reserved_memory_bytes):
+        row["stage_measured_reserved_memory_bytes"] = list(stats.stage_measured_reserved_memory_bytes)
     if stats.val_loss is not None:
         row["val_loss"] = stats.val_loss
     return row

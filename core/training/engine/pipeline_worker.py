@@ -60,7 +60,8 @@ from core.training.metrics import MetricsWriter, format_row
 
 # collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
 # every rank adds into (the loss and validation loss from the last stage, the stop vote).
-_RANK_FIELDS = ("compute_s", "step_time_s", "peak_memory_bytes", "sync_s", "measured_peak_bytes", "on_cuda")
+_RANK_FIELDS = ("compute_s", "step_time_s", "peak_memory_bytes", "sync_s", "measured_peak_bytes", "on_cuda",
+                "reserved_bytes")
 _LOSS, _VAL_LOSS, _STOP = range(3)  # offsets of the shared slots
 _SHARED_SLOTS = 3
 
@@ -230,7 +231,8 @@ class PipelineEngine:
         mine = {"compute_s": measured["compute_s"], "step_time_s": measured["step_time_s"],
                 "peak_memory_bytes": float(peak_memory_bytes(self.device)), "sync_s": measured["sync_s"],
                 "measured_peak_bytes": float(reading.peak_bytes) if reading is not None else -1.0,
-                "on_cuda": 1.0 if reading is not None and reading.source == CUDA else 0.0}
+                "on_cuda": 1.0 if reading is not None and reading.source == CUDA else 0.0,
+                "reserved_bytes": float(reading.reserved_bytes) if reading is not None else 0.0}
         values[per_rank * self.rank:per_rank * (self.rank + 1)] = [mine[field] for field in _RANK_FIELDS]
         if self.last:
             values[shared + _LOSS] = measured["loss"] / self.position.replicas
@@ -258,6 +260,8 @@ class PipelineEngine:
             stage_measured_peak_memory_bytes=measured_peaks if known else (),
             stage_measured_memory_source=tuple(CUDA if max(group) > 0 else TENSORS
                                                for group in per_stage("on_cuda")) if known else (),
+            stage_measured_reserved_memory_bytes=tuple(int(max(group)) for group in per_stage("reserved_bytes"))
+            if known else (),
         )
         self._val_loss = None
         return stats
