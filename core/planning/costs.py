@@ -111,11 +111,14 @@ def optimizer_step_bytes(setup: Setup, params: Any, replicas: int, zero: int) ->
 
 
 def stage_memory_bytes(setup: Setup, held: Any, grads: Any, activations: Any, transient: Any, params: Any,
-                       inflight: int, received_bytes: Any, sent_bytes: Any, replicas: int, zero: int) -> Any:
+                       inflight: int, received_bytes: Any, sent_bytes: Any, replicas: int, zero: int,
+                       output_bytes: Any = 0.0) -> Any:
     """A stage's peak memory per device (floats or numpy arrays; docs/design.md, "Cost model v1"):
-    `held` the weights and optimizer states, `grads` the gradients, `activations` one micro-batch's."""
+    `held` the weights and optimizer states, `grads` the gradients, `activations` one micro-batch's,
+    `output_bytes` the model's output where the stage makes it (the last stage's logits)."""
     schedule = setup.pipeline_schedule
-    buffers = schedule.boundary_bytes(setup.mode, setup.micro_batches, replicas, inflight, received_bytes, sent_bytes)
+    buffers = schedule.boundary_bytes(setup.mode, setup.micro_batches, replicas, inflight, received_bytes, sent_bytes,
+                                      output_bytes)
     later = schedule.inflight_later(setup.mode, setup.micro_batches, replicas, inflight)
     return peak_memory_bytes(held + buffers, grads, inflight * activations, later * activations, transient,
                              optimizer_step_bytes(setup, params, replicas, zero))
@@ -163,6 +166,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
             consumers.setdefault(producer, set()).add(stage_of_layer[consumer])
     k, c = work_factor(setup), comm_factor(setup)
     split = bytes_split_per_param(setup)
+    sinks = output_layers(problem)
     stages = []
     for s, ((_, indices), group) in enumerate(zip(placement, groups)):
         members = [devices[i] for i in group]
@@ -175,6 +179,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 comm_s += send_time_s(c, layers[i].output_bytes, link_gbps)
                 sent += layers[i].output_bytes
         received = sum(layers[i].output_bytes for i, targets in consumers.items() if s in targets)
+        made = sum(layers[i].output_bytes for i in indices if i in sinks)  # the model's output: kept to the end
         inflight = inflight_micro_batches(setup, len(placement) - s, d)
         params = stage_params(layers, indices)
         weight, grad, optimizer = state_bytes(split, params, max(layers[i].params for i in indices), d, zero)
@@ -196,7 +201,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 devices=tuple(device.name for device in members),
                 sync_s=sync_time_s(setup, split, params, d, zero, bandwidth),
                 buffer_bytes=float(setup.pipeline_schedule.boundary_bytes(
-                    setup.mode, setup.micro_batches, d, inflight, float(received), float(sent))),
+                    setup.mode, setup.micro_batches, d, inflight, float(received), float(sent), float(made))),
                 later_activation_bytes=float(setup.pipeline_schedule.inflight_later(
                     setup.mode, setup.micro_batches, d, inflight) * sum(layers[i].activation_bytes for i in indices)),
                 transient_bytes=float(stage_transient_bytes(layers, indices)),
@@ -204,6 +209,12 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
             )
         )
     return stages
+
+
+def output_layers(problem: Problem) -> set[int]:
+    """The layers no other layer reads: the model's outputs (a chain's last layer)."""
+    read = {producer for producer, _ in problem.edges()}
+    return {i for i in range(len(problem.layers)) if i not in read}
 
 
 def group_of(entry: Group) -> tuple[int, ...]:

@@ -38,6 +38,7 @@ from core.planning.costs import (
     infeasible_plan,
     inflight_micro_batches,
     optimizer_step_bytes,
+    output_layers,
     plan_from_placement,
     send_time_s,
     work_factor,
@@ -167,6 +168,7 @@ class _Model:
         self.chain = problem.is_chain and contiguous
         self.edges = problem.edges()
         self.groups = _tied_groups(problem)
+        self.outputs = sorted(output_layers(problem))
         self._next = 0
         self._integer: list[int] = []
         self._upper: dict[int, float] = {}
@@ -368,6 +370,8 @@ class _Model:
                     held[y] = held.get(y, 0.0) + self._buffers(inflight, 0.0, out)
                 if receiver == q:
                     held[y] = held.get(y, 0.0) + self._buffers(inflight, out, 0.0)
+            for i in self.outputs:  # the model's output, kept by the stage that makes it
+                held[int(self.x[i, q])] += self._buffers(inflight, 0.0, 0.0, float(self.layers[i].output_bytes))
             for d, device in enumerate(self.devices):
                 held[int(self.z[q, d])] = -float(device.budget_bytes)
             for i, layer in enumerate(self.layers):
@@ -386,9 +390,9 @@ class _Model:
                 row[int(self.working[q])] = working
                 self._row(row, -np.inf, 0)
 
-    def _buffers(self, inflight: int, received: float, sent: float) -> float:
+    def _buffers(self, inflight: int, received: float, sent: float, made: float = 0.0) -> float:
         return float(self.setup.pipeline_schedule.boundary_bytes(self.setup.mode, self.setup.micro_batches, 1,
-                                                                 inflight, received, sent))
+                                                                 inflight, received, sent, made))
 
     def _send_rows(self) -> None:
         """y[a, q, r] >= 1 when a runs at q and one of its consumers at r."""

@@ -63,6 +63,7 @@ class ChainArrays:
         self.out_of_last = out[j]  # output of layer j-1, the one sent on
         self.received = out[i]  # output of layer i-1, received from the stage before (0 for the first)
         self.sent = np.where(j < n, out[j], 0.0)  # nothing is sent on from the last stage
+        self.made = np.where(j == n, out[j], 0.0)  # the last stage keeps the model's output
         self.range_transient = range_max(np.array([float(layer.transient_bytes) for layer in problem.layers]), n)
         self._setup = problem.setup
         self._k = work_factor(problem.setup)
@@ -76,7 +77,8 @@ class ChainArrays:
         pipeline (no send or receive buffers: the least any stage holding the range needs)."""
         received, sent = (self.received, self.sent) if boundaries else (0.0, 0.0)
         return stage_memory_bytes(self._setup, held, grads, self.range_acts, self.range_transient,
-                                  self.range_params, inflight, received, sent, replicas, zero)
+                                  self.range_params, inflight, received, sent, replicas, zero,
+                                  self.made if boundaries else 0.0)
 
     def time_where_fits(self, tflops: float, link_gbps: float | None, memory: np.ndarray,
                         budget_bytes: int) -> np.ndarray:

@@ -34,8 +34,10 @@ def test_memory_counts_params_times_bytes_inflight_activations_and_the_pipeline_
     assert first.buffer_bytes == (4 + 2) * 10**9
     assert first.memory_bytes == 16 * 10 + 2 * 5 + 6 * 10**9
     assert last.inflight_micro_batches == 1
-    assert last.buffer_bytes == 4 * 10**9  # an activation buffer per micro-batch, nothing sent on
-    assert last.memory_bytes == 16 * 20 + 1 * 7 + 4 * 10**9
+    # an activation buffer per micro-batch (the in-flight one is b's saved input), nothing sent on,
+    # and the model's output of the 3 micro-batches before the running one kept to the step's end
+    assert last.buffer_bytes == 3 * 10**9 + 3 * 10**9
+    assert last.memory_bytes == 16 * 20 + 1 * 7 + 6 * 10**9
 
 
 def test_a_stage_holds_its_largest_layers_working_memory_once():
@@ -64,7 +66,7 @@ def test_gpipe_keeps_every_micro_batch_and_inference_one():
     assert inflight_micro_batches(infer.setup, 2) == 1
     (stage,) = evaluate_placement(infer, [(0, [0, 1])])
     assert stage.compute_s == pytest.approx(2e12 / 1e12)  # k = 1 for inference
-    assert stage.memory_bytes == 2 * 30 + 1 * 12
+    assert stage.memory_bytes == 2 * 30 + 1 * 12 + 3 * 10**9  # and the 3 earlier micro-batches' outputs kept
 
 
 def test_step_time_is_sum_plus_bubble_of_the_slowest():
