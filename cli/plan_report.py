@@ -56,8 +56,8 @@ def group_label(devices: tuple[str, ...]) -> str:
 
 
 def stage_table(plan: Plan) -> str:
-    """One row a stage; with adapters (docs/design.md, "Fine-tuning") the memory by part:
-    frozen weights, adapters with their gradients and optimizer state, activations, scratch."""
+    """One row a stage, its peak memory by part (StageCost.memory_parts_bytes: the parts add up to
+    the peak); with adapters (docs/design.md, "Fine-tuning") also frozen weights and scratch."""
     bottleneck = plan.bottleneck_index
     adapters = any(stage.frozen_bytes or stage.scratch_bytes for stage in plan.stages)
     scratch = any(stage.scratch_bytes for stage in plan.stages)
@@ -65,11 +65,12 @@ def stage_table(plan: Plan) -> str:
     for s, stage in enumerate(plan.stages):
         first, last = stage.layers[0], stage.layers[-1]
         span = first if first == last else f"{first} .. {last}"
-        state = format_bytes(stage.weight_bytes + stage.grad_bytes + stage.optimizer_bytes)
-        memory = [format_bytes(stage.frozen_bytes), state] if adapters else [state]
-        memory.append(format_bytes(stage.activation_bytes))
+        part = stage.memory_parts_bytes
+        state = format_bytes(part["params"] + part["grads"] + part["optimizer"])
+        memory = [format_bytes(part["frozen"]), state] if adapters else [state]
+        memory += [format_bytes(part["activations"]), format_bytes(part["working"])]
         if scratch:
-            memory.append(format_bytes(stage.scratch_bytes))
+            memory.append(format_bytes(part["scratch"]))
         rows.append([
             s, group_label(stage.devices), f"{span} ({len(stage.layers)})", format_count(stage.params), *memory,
             f"{format_bytes(stage.memory_bytes)} / {format_bytes(stage.budget_bytes)}",
@@ -78,8 +79,8 @@ def stage_table(plan: Plan) -> str:
         ])
         if plan.data_parallel > 1:
             rows[-1].append(format_seconds(stage.sync_s))
-    parts = (["frozen weights", "adapters+grads+optim", "activations"] + (["quant scratch"] if scratch else [])
-             if adapters else ["params+grads+optim", "activations"])
+    parts = (["frozen weights", "adapters+grads+optim", "activations", "working"]
+             + (["quant scratch"] if scratch else []) if adapters else ["params+grads+optim", "activations", "working"])
     headers = ["stage", "device" if plan.data_parallel == 1 else "group (one device per replica)", "layers",
                "adapter params" if adapters else "params", *parts, "memory / budget", "compute", "comm",
                "time/micro-batch"]

@@ -276,6 +276,8 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
                     continue
                 if row["step"] % every == 0 or "val_loss" in row or row["step"] == steps:
                     print(format_row(row, steps), flush=True)
+                for line in row.get("memory_warnings", ()):  # a stage above its predicted memory
+                    print(f"warning: {line}", flush=True)
             if status.state != "running":
                 return _finish(run_dir, status)
             time.sleep(0.5)

@@ -14,16 +14,17 @@ from PySide6.QtWidgets import QApplication
 DEVICE_COLORS = ("#4E79A7", "#F28E2B", "#59A14F", "#E15759", "#76B7B2", "#EDC948",
                  "#B07AA1", "#FF9DA7", "#9C755F", "#BAB0AC")
 # frozen weights and quantisation scratch are held only when fine-tuning with adapters (LoRA, QLoRA)
-MEMORY_KINDS = ("frozen", "params", "grads", "optimizer", "activations", "scratch")
+MEMORY_KINDS = ("frozen", "params", "grads", "optimizer", "activations", "working", "scratch")
 ADAPTER_ONLY_KINDS = ("frozen", "scratch")
 MEMORY_LABELS = {"frozen": "Frozen weights", "params": "Parameters", "grads": "Gradients",
-                 "optimizer": "Optimizer state", "activations": "Activations", "scratch": "Quant. scratch"}
+                 "optimizer": "Optimizer state", "activations": "Activations", "working": "Working memory",
+                 "scratch": "Quant. scratch"}
 ADAPTER_PARAMS_LABEL = "Adapters"  # what "params" are when the base is frozen
 # the legend's names with adapters: six kinds in the room of four (the window stays within 1280 px)
 ADAPTER_LEGEND_LABELS = {"frozen": "Frozen", "params": "Adapters", "grads": "Grads", "optimizer": "Optimizer",
-                         "activations": "Activations", "scratch": "Scratch"}
+                         "activations": "Activations", "working": "Working", "scratch": "Scratch"}
 MEMORY_COLORS = {"frozen": "#8A96A8", "params": "#3D5A99", "grads": "#6FA8DC", "optimizer": "#E8A33D",
-                 "activations": "#8E6CC0", "scratch": "#C2603A"}
+                 "activations": "#8E6CC0", "working": "#B7A6D6", "scratch": "#C2603A"}
 
 TEXT = "#1F2430"
 MUTED = "#5F6B7A"

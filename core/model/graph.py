@@ -23,8 +23,10 @@ from core.planning.setup import TrainingSetup
 from core.system.disk_cache import code_version, package_versions, read_entry, write_entry
 
 # What a graph is measured by: a change to any of these invalidates the disk cache.
-_MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/gpt.py", "core/model/hf.py")
-_NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input_bytes", "tied_params")
+_MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/transient.py", "core/model/gpt.py",
+                   "core/model/hf.py")
+_NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input_bytes", "tied_params",
+                   "transient_bytes")
 
 
 def build_layer_graph(spec: ModelSpec, setup: TrainingSetup) -> nx.DiGraph:
@@ -51,6 +53,7 @@ def graph_layers(graph: nx.DiGraph) -> tuple[Layer, ...]:
             output_bytes=data["output_bytes"],
             tied_group=data["tied_group"],
             tied_params=data["tied_params"],
+            transient_bytes=data["transient_bytes"],
         )
         for name, data in ((name, graph.nodes[name]) for name in graph.graph["order"])
     )

@@ -12,6 +12,14 @@ to the layer running at the time:
 - output_bytes: what the layer hands to the next one;
 - linears: its linear modules (name inside the layer, d_in, d_out), where LoRA
   adapters and QLoRA's 4-bit weights go (docs/design.md, "Fine-tuning").
+- transient_bytes: the working memory of one micro-batch's pass through the
+  layer beyond its saved activations and the parameters' gradients: the
+  gradients flowing through it and the temporaries of its backward (and of the
+  loss, for the last layer), the peak of live storages while it runs, measured
+  by a storage tracker over the forward, the loss and the backward on meta
+  tensors (core.model.transient). With recompute, a block's backward also
+  holds its recomputed activations. A stage holds its largest once
+  (docs/design.md, "Cost model v1", the working-memory term).
 
 Attention is measured as flash attention (what GPUs run): q, k, v, output and
 log-sum-exp are kept, not the seq x seq score matrix of the math fallback.
@@ -28,6 +36,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.errors import InputError
+from core.model.transient import WorkingMemory
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class LayerCost:
     tied_group: str | None = None
     tied_params: int = 0
     linears: tuple[tuple[str, int, int], ...] = ()
+    transient_bytes: int = 0
 
 
 def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -80,20 +90,36 @@ def measure_layers(
     ids = torch.zeros((micro_batch_size, seq_len), dtype=torch.long, device="meta")
     grad_mode = contextlib.nullcontext() if train else torch.no_grad()
     handles = recorder.attach()
+    working = WorkingMemory(model, [name for name, _ in chain]) if train else None
     try:
-        with grad_mode, flash_attention_on_meta(), FlopCounterMode(display=False) as counter:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(grad_mode)
+            stack.enter_context(flash_attention_on_meta())
+            counter = stack.enter_context(FlopCounterMode(display=False))
             recorder.counter = counter
-            with torch.autograd.graph.saved_tensors_hooks(recorder.pack, lambda t: t):
+            if working is not None:
+                handles += working.attach(chain)
+                stack.enter_context(working)
+            pack = recorder.pack if working is None else (lambda t: working.pack(recorder.pack(t)))
+            with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
                 logits = forward(ids)
                 if train:
                     with recorder.inside(chain[-1][0]):
-                        loss(logits, ids)
+                        value = loss(logits, ids)
+            if working is not None:
+                del logits
+                working.backward(value, chain[-1][0])
     except NotImplementedError as error:
         raise InputError(f"cannot run this model on the meta device: {str(error).splitlines()[0]}") from None
     finally:
         for handle in handles:
             handle.remove()
-    return recorder.costs(train, recompute)
+    transient = working.transient_bytes() if working is not None else {}
+    return recorder.costs(train, recompute, transient)
+
+
+def _unpack(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def _block_list(model: nn.Module) -> nn.ModuleList:
@@ -138,12 +164,15 @@ class _Recorder:
                 self.saved[self.current][storage._cdata] = storage.nbytes()
         return tensor
 
-    def costs(self, train: bool, recompute: bool) -> list[LayerCost]:
+    def costs(self, train: bool, recompute: bool, transient: dict[str, int]) -> list[LayerCost]:
         groups = _tied_groups(self.chain)
         result = []
         for name, module in self.chain:
             is_block = id(module) in self.blocks
             saved = sum(self.saved[name].values())
+            working = transient.get(name, 0)
+            if train and recompute and is_block:
+                working += saved  # its backward runs the forward again, keeping what it saves meanwhile
             if not train:
                 saved = self.output_bytes.get(name, 0)  # inference keeps only the working activation
             elif recompute and is_block:
@@ -161,6 +190,7 @@ class _Recorder:
                 tied_group=group,
                 tied_params=tied,
                 linears=linear_modules(name, module),
+                transient_bytes=int(working),
             ))
         return result
 

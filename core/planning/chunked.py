@@ -30,6 +30,8 @@ from core.planning.problem import Problem
 from core.planning.schedules import ChunkedSchedule
 from core.units import format_shortfall
 
+COMPLETE_MODEL_CHECKS = 1000  # placements tried, fastest first, against the complete memory model
+
 MAX_CHUNKS = 4  # interleaving deeper than this gains little and multiplies the sends
 EXHAUSTIVE_LIMIT = 20_000  # placements tried one by one before the search takes over
 NO_DATA_PARALLEL = ("chunked schedules are planned without data parallelism or ZeRO: Allot's pipeline "
@@ -54,20 +56,31 @@ def solve_chunked(problem: Problem) -> Plan:
     exhaustive = every is not None
     candidates = every if every is not None else [
         _improved(problem, schedule, start, sums) for start in _starts(problem, schedule)]
-    best = min(candidates, key=lambda pl: _score(problem, schedule, pl, sums), default=None)
+    ranked = sorted(candidates, key=lambda pl: _score(problem, schedule, pl, sums))
     elapsed = time.perf_counter() - started
     solver = "exact" if exhaustive else "chunked-search"
-    if best is None:
+    if not ranked:
         return infeasible_plan(problem, solver, _why_none(problem, schedule), elapsed)
-    over = rank_costs(problem, schedule, best, sums).over_bytes
+    over = rank_costs(problem, schedule, ranked[0], sums).over_bytes
     if over > 0:
         which = "every placement" if exhaustive else "the best placement found"
         why = (f"{schedule.label} holds more activations in flight than 1F1B: {which} of its chunks "
                f"is short by {format_shortfall(over)}")
         return infeasible_plan(problem, solver, why, elapsed)
-    step = rank_costs(problem, schedule, best, sums).step_time_s
-    gap = 0.0 if exhaustive else step / lower_bound_s(problem) - 1
-    return chunked_plan(problem, schedule, best, solver, OPTIMAL if exhaustive else FEASIBLE, elapsed, gap)
+    # In order of step time, the first placement that also fits the complete memory model (each
+    # chunk a stage with its working memory and buffers; chunked_costs.chunked_plan): with every
+    # placement tried, the fastest that fits.
+    for placement in ranked[:COMPLETE_MODEL_CHECKS]:
+        if rank_costs(problem, schedule, placement, sums).over_bytes > 0:
+            break
+        step = rank_costs(problem, schedule, placement, sums).step_time_s
+        gap = 0.0 if exhaustive else step / lower_bound_s(problem) - 1
+        plan = chunked_plan(problem, schedule, placement, solver, OPTIMAL if exhaustive else FEASIBLE,
+                            time.perf_counter() - started, gap)
+        if plan.feasible:
+            return plan
+    return infeasible_plan(problem, solver, f"no placement of {schedule.label}'s chunks found fits the complete "
+                           "memory model (working memory and buffers per chunk)", time.perf_counter() - started)
 
 
 def _why_none(problem: Problem, schedule: ChunkedSchedule) -> str:

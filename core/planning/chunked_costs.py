@@ -141,11 +141,15 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
                               inflight_micro_batches=-(-peak // v), activation_bytes=peak / v * acts))
     stages = _with_device_budgets(stages, owner, [problem.devices[d].budget_bytes for d in owner])
     ranks = rank_costs(problem, schedule, placement)
-    over = ranks.over_bytes > 0
+    # The search ranks placements on a rank's weights and in-flight activations; the answer must also
+    # fit under the complete memory model (docs/design.md), each chunk a stage with its own working
+    # memory and buffers: summed per device, an upper bound, so a plan said to fit does.
+    over = ranks.over_bytes > 0 or any(stage.over_budget_bytes > 0 for stage in stages)
     return Plan(status=INFEASIBLE if over else status, solver=solver, stages=tuple(stages),
                 objective_s=ranks.step_time_s, lower_bound_s=lower_bound_s(problem),
                 micro_batches=m, solve_time_s=solve_time_s, gap=None if over else gap,
-                reason="a device's chunks need more than its budget" if over else None,
+                reason="a device's chunks need more than its budget under the complete memory model"
+                if over else None,
                 tokens_per_micro_batch=problem.setup.tokens_per_micro_batch,
                 schedule=schedule.name, chunks=v)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from core.planning.plan import INFEASIBLE, Plan, StageCost
+from core.planning.plan import INFEASIBLE, Plan, StageCost, peak_memory_bytes
 from core.planning.problem import Layer, Problem, Setup
 from core.units import GB, TFLOP, format_bytes, format_shortfall
 
@@ -96,6 +96,11 @@ def _once_per_stage(layers: Sequence[Layer], indices: Sequence[int], value: Any,
     return total
 
 
+def stage_transient_bytes(layers: Sequence[Layer], indices: Sequence[int]) -> int:
+    """Working memory a stage holds once: its largest layer's."""
+    return max((layers[i].transient_bytes for i in indices), default=0)
+
+
 def bytes_split_per_param(setup: Setup) -> tuple[float, float, float]:
     """(weights, gradients, optimizer state) bytes per parameter.
 
@@ -127,6 +132,27 @@ def state_bytes(split: tuple[float, float, float], params: float, largest_layer_
     if zero == 2:
         return weight * params, grad * params / d, optimizer * params / d
     return weight * params / d + 2 * weight * largest_layer_params, grad * params / d, optimizer * params / d
+
+
+def optimizer_step_bytes(setup: Setup, params: Any, replicas: int, zero: int) -> Any:
+    """The optimizer step's temporaries: s bytes per parameter it updates (a foreach AdamW makes
+    one fp32 copy of the states it reads: s = 4), over the shard a device updates under ZeRO."""
+    share = replicas if zero >= 1 else 1
+    return setup.optimizer_step_bytes_per_param * params / share
+
+
+def stage_memory_bytes(setup: Setup, held: Any, grads: Any, activations: Any, transient: Any, params: Any,
+                       inflight: int, received_bytes: Any, sent_bytes: Any, replicas: int, zero: int,
+                       output_bytes: Any = 0.0) -> Any:
+    """A stage's peak memory per device (floats or numpy arrays; docs/design.md, "Cost model v1"):
+    `held` the weights and optimizer states, `grads` the gradients, `activations` one micro-batch's,
+    `output_bytes` the model's output where the stage makes it (the last stage's logits)."""
+    schedule = setup.pipeline_schedule
+    buffers = schedule.boundary_bytes(setup.mode, setup.micro_batches, replicas, inflight, received_bytes, sent_bytes,
+                                      output_bytes)
+    later = schedule.inflight_later(setup.mode, setup.micro_batches, replicas, inflight)
+    return peak_memory_bytes(held + buffers, grads, inflight * activations, later * activations, transient,
+                             optimizer_step_bytes(setup, params, replicas, zero))
 
 
 def sync_time_s(setup: Setup, split: tuple[float, float, float], params: float, replicas: int, zero: int,
@@ -170,16 +196,20 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
             consumers.setdefault(producer, set()).add(stage_of_layer[consumer])
     c = comm_factor(setup)
     split = bytes_split_per_param(setup)
+    sinks = output_layers(problem)
     stages = []
     for s, ((_, indices), group) in enumerate(zip(placement, groups)):
         members = [devices[i] for i in group]
         bandwidth = min(device.bandwidth_gbps for device in members)
         indices = tuple(sorted(indices))
-        comm_s = 0.0
+        comm_s, sent = 0.0, 0.0
         for i in indices:
             for target in sorted(consumers.get(i, ())):
                 link_gbps = min(bandwidth, *(devices[j].bandwidth_gbps for j in groups[target]))
                 comm_s += send_time_s(c, layers[i].output_bytes, link_gbps)
+                sent += layers[i].output_bytes
+        received = sum(layers[i].output_bytes for i, targets in consumers.items() if s in targets)
+        made = sum(layers[i].output_bytes for i in indices if i in sinks)  # the model's output: kept to the end
         inflight = inflight_micro_batches(setup, len(placement) - s, d)
         params = stage_params(layers, indices)
         weight, grad, optimizer = state_bytes(split, params, max(layers[i].params for i in indices), d, zero)
@@ -202,9 +232,21 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 sync_s=sync_time_s(setup, split, params, d, zero, bandwidth),
                 frozen_bytes=stage_frozen_bytes(layers, indices),
                 scratch_bytes=stage_scratch_bytes(layers, indices),
+                buffer_bytes=float(setup.pipeline_schedule.boundary_bytes(
+                    setup.mode, setup.micro_batches, d, inflight, float(received), float(sent), float(made))),
+                later_activation_bytes=float(setup.pipeline_schedule.inflight_later(
+                    setup.mode, setup.micro_batches, d, inflight) * sum(layers[i].activation_bytes for i in indices)),
+                transient_bytes=float(stage_transient_bytes(layers, indices)),
+                optimizer_step_bytes=float(optimizer_step_bytes(setup, float(params), d, zero)),
             )
         )
     return stages
+
+
+def output_layers(problem: Problem) -> set[int]:
+    """The layers no other layer reads: the model's outputs (a chain's last layer)."""
+    read = {producer for producer, _ in problem.edges()}
+    return {i for i in range(len(problem.layers)) if i not in read}
 
 
 def group_of(entry: Group) -> tuple[int, ...]:

@@ -117,7 +117,8 @@ def explain_hybrid_infeasible(problem: Problem) -> str:
     for d in choices:
         tables = HybridTables(problem, device_classes(problem), d, problem.setup.zero)
         first, end = np.arange(tables.n), np.arange(1, tables.n + 1)
-        need = tables.range_state[first, end] + tables.inflight_at(1) * tables.range_acts[first, end]
+        need = tables.memory(tables.range_held, tables.range_grads, tables.inflight_at(1), d, tables.zero,
+                             boundaries=False)[first, end]
         needs.append(need + tables.range_fixed[first, end] if tables.has_fixed else need)
     need = np.min(np.stack(needs), axis=0)  # each layer alone, at its best d
     worst = int(np.argmax(need))

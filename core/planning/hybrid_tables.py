@@ -24,7 +24,7 @@ from core.planning.costs import (
     sync_time_s,
 )
 from core.planning.problem import Problem
-from core.planning.ranges import ChainArrays, DeviceClass, range_largest
+from core.planning.ranges import ChainArrays, DeviceClass, range_max
 from core.planning.suffix_dp import Counts
 
 
@@ -69,9 +69,14 @@ class HybridTables(ChainArrays):
         self.last = len(self.bandwidths)  # "next link" index meaning: no next stage
         split = bytes_split_per_param(setup)
         # State bytes are linear in (P, Pmax): the coefficients come from the cost model itself.
-        per_param = sum(state_bytes(split, 1.0, 0.0, d, zero))
-        per_largest = sum(state_bytes(split, 0.0, 1.0, d, zero))
-        self.range_state = per_param * self.range_params + per_largest * range_largest([float(layer.params) for layer in problem.layers], self.n)
+        per_param = state_bytes(split, 1.0, 0.0, d, zero)
+        per_largest = state_bytes(split, 0.0, 1.0, d, zero)
+        largest = range_max(np.array([float(layer.params) for layer in problem.layers]), self.n)
+        # held: weights and optimizer states; the gradients apart (they appear at the first backward)
+        self.range_held = ((per_param[0] + per_param[2]) * self.range_params
+                           + (per_largest[0] + per_largest[2]) * largest)
+        self.range_grads = per_param[1] * self.range_params + per_largest[1] * largest
+        self.zero = zero
         self._sync_per_param_gbps = sync_time_s(setup, split, 1.0, d, zero, 1.0)  # x P / bandwidth
         self.inflight_by_position = [inflight_micro_batches(setup, position, d)
                                      for position in range(1, len(problem.devices) // d + 1)]
@@ -92,7 +97,7 @@ class HybridTables(ChainArrays):
         table = self._times.get(key)
         if table is None:
             link = None if next_link == self.last else min(group.bandwidth_gbps, self.bandwidths[next_link])
-            memory = self.range_state + inflight * self.range_acts
+            memory = self.memory(self.range_held, self.range_grads, inflight, self.d, self.zero)
             table = self.time_where_fits(group.tflops, link, memory, group.budget_bytes)
             self._times[key] = table
         return table

@@ -6,10 +6,13 @@ from collections.abc import Callable
 
 from core.planning.chain_dp import feasible_with_extra_budget
 from core.planning.costs import (
+    bytes_split_per_param,
     inflight_micro_batches,
     stage_frozen_bytes,
+    stage_memory_bytes,
     stage_params,
     stage_scratch_bytes,
+    stage_transient_bytes,
 )
 from core.planning.problem import Problem
 from core.units import format_bytes, format_shortfall
@@ -28,8 +31,16 @@ def explain_infeasible(problem: Problem) -> str:
     setup, layers, devices = problem.setup, problem.layers, problem.devices
     least_inflight = inflight_micro_batches(setup, 1)
     largest = max(devices, key=lambda device: device.budget_bytes)
-    needs = [setup.bytes_per_param * layer.params + least_inflight * layer.activation_bytes
-             + layer.frozen_bytes + layer.scratch_bytes for layer in layers]
+    weight, grad, optimizer = bytes_split_per_param(setup)
+
+    def need(params: float, activations: float, transient: float, fixed: float) -> float:
+        """The least a stage holding these needs: no buffers, the fewest micro-batches in flight;
+        `fixed` the frozen weights and QLoRA scratch (docs/design.md, "Fine-tuning")."""
+        return float(stage_memory_bytes(setup, (weight + optimizer) * params, grad * params, activations, transient,
+                                        params, least_inflight, 0.0, 0.0, 1, 0)) + fixed
+
+    needs = [need(layer.params, layer.activation_bytes, layer.transient_bytes,
+                  float(layer.frozen_bytes + layer.scratch_bytes)) for layer in layers]
     worst = max(range(len(layers)), key=lambda i: needs[i])
     if needs[worst] > largest.budget_bytes:
         short = needs[worst] - largest.budget_bytes
@@ -38,9 +49,9 @@ def explain_infeasible(problem: Problem) -> str:
             f"({largest.name}) is {format_bytes(largest.budget_bytes)}: short by {format_shortfall(short)}"
         )
     everything = range(len(layers))
-    total_need = setup.bytes_per_param * stage_params(layers, everything) + least_inflight * sum(
-        layer.activation_bytes for layer in layers
-    ) + stage_frozen_bytes(layers, everything) + stage_scratch_bytes(layers, everything)
+    total_need = need(stage_params(layers, everything), sum(layer.activation_bytes for layer in layers),
+                      stage_transient_bytes(layers, everything),
+                      stage_frozen_bytes(layers, everything) + stage_scratch_bytes(layers, everything))
     total_budget = sum(device.budget_bytes for device in devices)
     if total_need > total_budget:
         return (

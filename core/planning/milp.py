@@ -32,10 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.planning.costs import (
+    bytes_split_per_param,
     comm_factor,
     compute_time_s,
     infeasible_plan,
     inflight_micro_batches,
+    optimizer_step_bytes,
+    output_layers,
     plan_from_placement,
     send_time_s,
     work_factor,
@@ -165,6 +168,7 @@ class _Model:
         self.chain = problem.is_chain and contiguous
         self.edges = problem.edges()
         self.groups = _tied_groups(problem)
+        self.outputs = sorted(output_layers(problem))
         self._next = 0
         self._integer: list[int] = []
         self._upper: dict[int, float] = {}
@@ -177,6 +181,7 @@ class _Model:
         self.y = {key: self._scalar(upper=1) for key in self.sends}
         self.r = {pair: self._scalar() for pair in {(q, r) for (_, q, r) in self.sends}}
         self.t = self._block((Q,))
+        self.working = self._block((Q,))  # the largest working memory of a layer at each position
         self.tau = self._scalar()
         self.rows: list[tuple[dict[int, float], float, float]] = []
         self.time_scale = _time_scale(problem)
@@ -263,6 +268,9 @@ class _Model:
                 values[var] = 1
                 link = min(self.devices[device_at[q]].bandwidth_gbps, self.devices[device_at[r]].bandwidth_gbps)
                 values[self.r[(q, r)]] += send_time_s(c, self.layers[a].output_bytes, link) / self.time_scale
+        for q in device_at:
+            values[self.working[q]] = max(float(layer.transient_bytes) for i, layer in enumerate(self.layers)
+                                          if position_of_layer[i] == q)
         for q, d in device_at.items():
             flops = sum(layer.flops for i, layer in enumerate(self.layers) if position_of_layer[i] == q)
             comm = sum(values[var] for (sender, _), var in self.r.items() if sender == q)
@@ -337,20 +345,54 @@ class _Model:
             self._row(row, 0, np.inf)
 
     def _memory_rows(self) -> None:
-        b = self.setup.bytes_per_param
+        """Per position, costs.stage_memory_bytes <= budget: held bytes and buffers, plus each of the
+        three moments of plan.peak_memory_bytes (first backward, a later one, the optimizer step) as a
+        row of its own, the largest binding."""
+        setup = self.setup
+        weight, grad, optimizer = bytes_split_per_param(setup)
+        step_per_param = float(optimizer_step_bytes(setup, 1.0, 1, 0))
+        schedule = setup.pipeline_schedule
         for q in range(self.positions):
-            inflight = inflight_micro_batches(self.setup, q + 1)
-            row: dict[int, float] = {}
+            inflight = inflight_micro_batches(setup, q + 1)
+            later = schedule.inflight_later(setup.mode, setup.micro_batches, 1, inflight)
+            held: dict[int, float] = {}
+            params: dict[int, float] = {}  # each variable's parameters: the gradients' and the step's rows
             for i, layer in enumerate(self.layers):
-                own = layer.params - (layer.tied_params if layer.tied_group is not None else 0)
-                row[int(self.x[i, q])] = b * own + inflight * layer.activation_bytes
+                params[int(self.x[i, q])] = layer.params - (layer.tied_params if layer.tied_group is not None else 0)
             for g, (size, members) in enumerate(self.groups):
-                row[int(self.w[g, q])] = b * size
+                params[int(self.w[g, q])] = size
                 for i in members:
                     self._row({int(self.w[g, q]): 1.0, int(self.x[i, q]): -1.0}, 0, np.inf)
+            held = {var: (weight + optimizer) * count for var, count in params.items()}
+            for (a, sender, receiver), y in self.y.items():  # the pipeline's buffers
+                out = float(self.layers[a].output_bytes)
+                if sender == q:
+                    held[y] = held.get(y, 0.0) + self._buffers(inflight, 0.0, out)
+                if receiver == q:
+                    held[y] = held.get(y, 0.0) + self._buffers(inflight, out, 0.0)
+            for i in self.outputs:  # the model's output, kept by the stage that makes it
+                held[int(self.x[i, q])] += self._buffers(inflight, 0.0, 0.0, float(self.layers[i].output_bytes))
             for d, device in enumerate(self.devices):
-                row[int(self.z[q, d])] = -float(device.budget_bytes)
-            self._row(row, -np.inf, 0)
+                held[int(self.z[q, d])] = -float(device.budget_bytes)
+            for i, layer in enumerate(self.layers):
+                if layer.transient_bytes:
+                    self._row({int(self.working[q]): 1.0, int(self.x[i, q]): -float(layer.transient_bytes)},
+                              0, np.inf)
+            moments = [(0.0, inflight, 1.0), (grad, later, 1.0)]  # (gradient bytes, in flight, working memory)
+            if step_per_param:
+                moments.append((grad + step_per_param, 0, 0.0))
+            for grads, count, working in moments:
+                row = dict(held)
+                for var, owned in params.items():
+                    row[var] += grads * owned
+                for i, layer in enumerate(self.layers):
+                    row[int(self.x[i, q])] += count * layer.activation_bytes
+                row[int(self.working[q])] = working
+                self._row(row, -np.inf, 0)
+
+    def _buffers(self, inflight: int, received: float, sent: float, made: float = 0.0) -> float:
+        return float(self.setup.pipeline_schedule.boundary_bytes(self.setup.mode, self.setup.micro_batches, 1,
+                                                                 inflight, received, sent, made))
 
     def _send_rows(self) -> None:
         """y[a, q, r] >= 1 when a runs at q and one of its consumers at r."""

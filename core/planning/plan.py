@@ -19,6 +19,24 @@ INFEASIBLE = "infeasible"
 STATUSES = (OPTIMAL, FEASIBLE, INFEASIBLE)
 
 
+def larger(a: Any, b: Any) -> Any:
+    """max(a, b) for floats and numpy arrays alike, with the same operations for both (the solvers'
+    tables and the plans' stages then agree to the bit)."""
+    return (a + b + abs(a - b)) / 2
+
+
+def peak_memory_bytes(held: Any, grads: Any, activations_first: Any, activations_later: Any, transient: Any,
+                      optimizer_step: Any) -> Any:
+    """A stage's peak over a step (docs/design.md, "Cost model v1"): what it holds throughout (`held`:
+    weights, optimizer states, buffers) plus the largest of three moments: the first backward begins
+    (the in-flight activations, no gradients yet: they are set to None before the step), a later
+    backward (the gradients, and the activations then in flight) and the optimizer step (the gradients
+    and its temporaries). The working memory adds to both backwards."""
+    first = activations_first + transient
+    later = grads + activations_later + transient
+    return held + larger(larger(first, later), grads + optimizer_step)
+
+
 @dataclass(frozen=True)
 class StageCost:
     """One pipeline stage under the canonical model (times for one micro-batch).
@@ -48,6 +66,10 @@ class StageCost:
     sync_s: float = 0.0
     frozen_bytes: float = 0.0
     scratch_bytes: float = 0.0
+    buffer_bytes: float = 0.0  # the pipeline's send and receive buffers
+    transient_bytes: float = 0.0  # its largest layer's working memory, held once
+    optimizer_step_bytes: float = 0.0  # the optimizer step's temporaries
+    later_activation_bytes: float | None = None  # in flight at a later backward (None: activation_bytes)
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -61,20 +83,46 @@ class StageCost:
 
     @property
     def memory_bytes(self) -> float:
-        return (self.weight_bytes + self.grad_bytes + self.optimizer_bytes + self.activation_bytes
-                + self.frozen_bytes + self.scratch_bytes)
+        """The step's peak per device (`peak_memory_bytes`, docs/design.md, "Cost model v1"), plus
+        the frozen base weights and QLoRA's dequantised weight where adapters train ("Fine-tuning")."""
+        return peak_memory_bytes(self.weight_bytes + self.optimizer_bytes + self.buffer_bytes, self.grad_bytes,
+                                 self.activation_bytes, self._later_activation_bytes, self.transient_bytes,
+                                 self.optimizer_step_bytes) + self.frozen_bytes + self.scratch_bytes
 
     @property
-    def memory_parts_bytes(self) -> dict[str, float]:
-        """The memory by part, as plans are written and shown: frozen weights, quantisation
+    def memory_split_bytes(self) -> dict[str, float]:
+        """Every memory term as plans are written (and read back): frozen weights and quantisation
         scratch only where they are held (fine-tuning with adapters)."""
         parts = {"params": self.weight_bytes, "grads": self.grad_bytes, "optimizer": self.optimizer_bytes,
-                 "activations": self.activation_bytes}
+                 "activations": self.activation_bytes, "buffers": self.buffer_bytes,
+                 "working": self.transient_bytes, "optimizer_step": self.optimizer_step_bytes,
+                 "activations_later": self._later_activation_bytes}
         if self.frozen_bytes:
             parts["frozen"] = self.frozen_bytes
         if self.scratch_bytes:
             parts["scratch"] = self.scratch_bytes
         return parts
+
+    @property
+    def memory_parts_bytes(self) -> dict[str, float]:
+        """The peak by part, as bars and tables show it; the parts add up to `memory_bytes`. What is
+        held throughout (weights, optimizer states, frozen weights, buffers, scratch), then the moment
+        of the step that peaks: the first backward (activations in flight, working memory), a later
+        one (gradients, activations, working memory) or the optimizer step (gradients, its
+        temporaries). "working" gathers the pipeline buffers and the working memory."""
+        moments = (
+            {"grads": 0.0, "activations": self.activation_bytes, "working": self.transient_bytes},
+            {"grads": self.grad_bytes, "activations": self._later_activation_bytes, "working": self.transient_bytes},
+            {"grads": self.grad_bytes, "activations": 0.0, "working": self.optimizer_step_bytes},
+        )
+        peak = max(moments, key=lambda moment: sum(moment.values()))
+        return {"frozen": self.frozen_bytes, "params": self.weight_bytes, "grads": peak["grads"],
+                "optimizer": self.optimizer_bytes, "activations": peak["activations"],
+                "working": self.buffer_bytes + peak["working"], "scratch": self.scratch_bytes}
+
+    @property
+    def _later_activation_bytes(self) -> float:
+        return self.activation_bytes if self.later_activation_bytes is None else self.later_activation_bytes
 
     @property
     def over_budget_bytes(self) -> float:
@@ -233,7 +281,7 @@ def _stage_dict(stage: StageCost) -> dict[str, Any]:
         "sync_s": stage.sync_s,
         "inflight_micro_batches": stage.inflight_micro_batches,
         "params": stage.params,
-        "memory_split_bytes": stage.memory_parts_bytes,
+        "memory_split_bytes": stage.memory_split_bytes,
         "budget_bytes": stage.budget_bytes,
     }
 
@@ -263,7 +311,10 @@ def _stage_from_dict(data: Any, where: str) -> StageCost:
         params=_whole(stage, "params", where, 0),
         weight_bytes=_number(split, "params", where), grad_bytes=_number(split, "grads", where),
         optimizer_bytes=_number(split, "optimizer", where), activation_bytes=_number(split, "activations", where),
-        frozen_bytes=_number(split, "frozen", where), scratch_bytes=_number(split, "scratch", where),
+        frozen_bytes=_number(split, "frozen", where, 0.0), scratch_bytes=_number(split, "scratch", where, 0.0),
+        buffer_bytes=_number(split, "buffers", where, 0.0), transient_bytes=_number(split, "working", where, 0.0),
+        optimizer_step_bytes=_number(split, "optimizer_step", where, 0.0),
+        later_activation_bytes=_optional_number(split, "activations_later", where),
         budget_bytes=_whole(stage, "budget_bytes", where, 0), sync_s=_number(stage, "sync_s", where))
 
 

@@ -30,7 +30,9 @@ class Layer:
     `inputs` names the layers whose outputs this one reads; None means the
     previous layer (a chain). `tied_group` marks parameters shared with other
     layers (embedding and LM head): a stage holding several layers of one group
-    stores the shared `tied_params` once.
+    stores the shared `tied_params` once. `transient_bytes` is the working
+    memory of one micro-batch's pass through it beyond what it saves (a stage
+    holds its largest once: docs/design.md, "Cost model v1").
 
     Fine-tuning with adapters (docs/design.md, "Fine-tuning"): `params` are the
     trained parameters (the adapters), `frozen_bytes` the frozen base weights as
@@ -52,6 +54,7 @@ class Layer:
     tied_frozen_bytes: int = 0
     scratch_bytes: int = 0
     work_flops: float | None = None
+    transient_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Setup:
     data_parallel: int | str = 1
     zero: int = 0
     finetune: str = "full"  # full, lora or qlora: what the layers' frozen/adapter fields describe
+    optimizer_step_bytes_per_param: float = 0.0  # the optimizer step's temporaries (docs/design.md)
 
     @property
     def frozen_weights(self) -> bool:
@@ -284,6 +288,7 @@ def _layer(item: Any, where: str) -> Layer:
         tied_frozen_bytes=_integer(item, "tied_frozen_bytes", where) if "tied_frozen_bytes" in item else 0,
         scratch_bytes=_integer(item, "scratch_bytes", where) if "scratch_bytes" in item else 0,
         work_flops=_number(item, "work_flops", where) if item.get("work_flops") is not None else None,
+        transient_bytes=_integer(item, "transient_bytes", where) if "transient_bytes" in item else 0,
     )
     if layer.tied_params > layer.params:
         raise InputError(f"{where}.tied_params ({layer.tied_params}) exceeds its params ({layer.params})")
@@ -357,7 +362,8 @@ def _setup(item: Any) -> Setup:
         raise InputError(f"setup.recompute must be true or false, got {recompute!r}")
     optional = {
         key: _number(item, key, "setup")
-        for key in ("weight_bytes_per_param", "grad_bytes_per_param", "optimizer_bytes_per_param")
+        for key in ("weight_bytes_per_param", "grad_bytes_per_param", "optimizer_bytes_per_param",
+                    "optimizer_step_bytes_per_param")
         if item.get(key) is not None
     }
     tokens = item.get("tokens_per_micro_batch")

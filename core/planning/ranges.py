@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.planning.costs import (
+    bytes_split_per_param,
     comm_factor,
     compute_time_s,
     inflight_micro_batches,
     layer_work_flops,
     send_time_s,
+    stage_memory_bytes,
     work_factor,
 )
 from core.planning.problem import Problem
@@ -67,11 +69,26 @@ class ChainArrays:
         # Fine-tuning with adapters: frozen weights (tied once) and the largest dequantised weight held.
         self.has_fixed = any(layer.frozen_bytes or layer.scratch_bytes for layer in problem.layers)
         self.range_fixed = (_range_untied(problem, i, j, "frozen_bytes", "tied_frozen_bytes")
-                            + range_largest([float(layer.scratch_bytes) for layer in problem.layers], n))
+                            + range_max(np.array([float(layer.scratch_bytes) for layer in problem.layers]), n))
         out = np.array([0.0] + [float(layer.output_bytes) for layer in problem.layers])
         self.out_of_last = out[j]  # output of layer j-1, the one sent on
+        self.received = out[i]  # output of layer i-1, received from the stage before (0 for the first)
+        self.sent = np.where(j < n, out[j], 0.0)  # nothing is sent on from the last stage
+        self.made = np.where(j == n, out[j], 0.0)  # the last stage keeps the model's output
+        self.range_transient = range_max(np.array([float(layer.transient_bytes) for layer in problem.layers]), n)
+        self._setup = problem.setup
         self._c = comm_factor(problem.setup)
         self._extra = extra_budget_bytes
+
+    def memory(self, held: np.ndarray, grads: np.ndarray, inflight: int, replicas: int = 1, zero: int = 0,
+               boundaries: bool = True) -> np.ndarray:
+        """Each range's peak memory per device, from the bytes it holds (weights, optimizer states)
+        and its gradients (costs.stage_memory_bytes); without `boundaries`, as if it were the whole
+        pipeline (no send or receive buffers: the least any stage holding the range needs)."""
+        received, sent = (self.received, self.sent) if boundaries else (0.0, 0.0)
+        return stage_memory_bytes(self._setup, held, grads, self.range_acts, self.range_transient,
+                                  self.range_params, inflight, received, sent, replicas, zero,
+                                  self.made if boundaries else 0.0)
 
     def time_where_fits(self, tflops: float, link_gbps: float | None, memory: np.ndarray,
                         budget_bytes: int) -> np.ndarray:
@@ -97,7 +114,8 @@ class RangeTables(ChainArrays):
         self.bandwidths = sorted({cls.bandwidth_gbps for cls in classes})
         self.bandwidth_index = [self.bandwidths.index(cls.bandwidth_gbps) for cls in classes]
         self.last = len(self.bandwidths)  # "next bandwidth" index meaning: no next stage
-        self._b = setup.bytes_per_param
+        weight, grad, optimizer = bytes_split_per_param(setup)
+        self._held, self._grads = (weight + optimizer) * self.range_params, grad * self.range_params
         self.inflight_by_position = [
             inflight_micro_batches(setup, position) for position in range(1, len(problem.devices) + 1)
         ]
@@ -117,7 +135,7 @@ class RangeTables(ChainArrays):
         if table is None:
             device = self.classes[cls]
             link = None if next_bandwidth == self.last else min(device.bandwidth_gbps, self.bandwidths[next_bandwidth])
-            memory = self._b * self.range_params + inflight * self.range_acts
+            memory = self.memory(self._held, self._grads, inflight)
             table = self.time_where_fits(device.tflops, link, memory, device.budget_bytes)
             self._times[key] = table
         return table
@@ -140,10 +158,9 @@ def _range_untied(problem: Problem, i: np.ndarray, j: np.ndarray, value: str, ti
     return total
 
 
-def range_largest(values: list[float], n: int) -> np.ndarray:
-    """The largest of each range [i, j) of per-layer values (0 where j <= i)."""
-    array = np.array(values, dtype=float)
+def range_max(values: np.ndarray, n: int) -> np.ndarray:
+    """The largest of `values` over each range [i, j) of n layers (0 where j <= i)."""
     largest = np.zeros((n + 1, n + 1))
     for i in range(n):
-        largest[i, i + 1:] = np.maximum.accumulate(array[i:])
+        largest[i, i + 1:] = np.maximum.accumulate(values[i:])
     return largest

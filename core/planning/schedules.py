@@ -49,9 +49,39 @@ class Schedule(ABC):
             return 1
         return self.training_inflight(micro_batches_per_replica(micro_batches, replicas), stages_from_end)
 
+    def inflight_later(self, mode: str, micro_batches: int, replicas: int, inflight: Any) -> Any:
+        """Micro-batches in flight at a stage's second backward, when the gradients exist, for a stage
+        that holds `inflight` at its first: as many where a forward comes between (1F1B's steady
+        state), one fewer where none does (GPipe; 1F1B once the m' forwards are done): min(i, m' - 1);
+        none in inference."""
+        if mode == "infer":
+            return 0
+        fewer = micro_batches_per_replica(micro_batches, replicas) - 1
+        return (inflight + fewer - abs(inflight - fewer)) // 2
+
     @abstractmethod
     def training_inflight(self, per_replica: int, stages_from_end: int) -> int:
         """In training: activations held by the stage `stages_from_end` from the end, m' per replica."""
+
+    def boundary_bytes(self, mode: str, micro_batches: int, replicas: int, inflight: int,
+                       received_bytes: Any, sent_bytes: Any, output_bytes: Any = 0.0) -> Any:
+        """The pipeline's buffers a stage holds (floats or numpy arrays; docs/design.md, "Cost model v1").
+
+        torch.distributed.pipelining gives a stage, at its first step, one
+        receive buffer per micro-batch of the step (m') for the activations it
+        receives (`received_bytes` each), of which the in-flight ones are the
+        first layer's saved input (priced with the activations), and in
+        training one for the gradients of what it sends (`sent_bytes` each);
+        a training stage also keeps each in-flight micro-batch's output until
+        its backward; the last stage keeps every micro-batch's output
+        (`output_bytes`, the logits) to the step's end, the running one priced
+        by its working memory.
+        """
+        per_replica = micro_batches_per_replica(micro_batches, replicas)
+        outputs = (per_replica - 1) * output_bytes
+        if mode == "infer":
+            return per_replica * received_bytes + outputs
+        return (per_replica - inflight) * received_bytes + (per_replica + inflight) * sent_bytes + outputs
 
     def bubble_weight(self, micro_batches: int, replicas: int) -> int:
         """w in T = sum t_s + w * max t_s: the slowest stage paces all but one micro-batch."""

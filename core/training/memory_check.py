@@ -4,8 +4,9 @@ A plan checks each stage against its device's budget, but a simulated GPU's
 budget is its datasheet memory while the host's RAM holds the stage (the host
 executes it), and a real GPU may have filled up since it was discovered. So
 before launch each stage's predicted peak (StageCost.memory_bytes, per device
-of a group: state plus in-flight activations, docs/design.md, "Cost model v2")
-is compared with its holder:
+of a group: state, buffers, in-flight activations and working memory or the
+optimizer step's temporaries, docs/design.md, "Cost model v1" and "v2") is
+compared with its holder:
 
 - the host's available memory (psutil) for stages the host executes (the host
   and simulated GPUs), all of them together: they are processes of one machine;
@@ -16,8 +17,10 @@ is compared with its holder:
     #  predicted peak; the host has 21.90 GiB available: 10.10 GiB short'
 
 The CLI's `train` and the app's Start both refuse with that line (the app beside
-a disabled Start). `out_of_memory_line` turns a run's allocator error into one
-readable line. Nothing here imports torch or Qt.
+a disabled Start). During a run, `memory_overrun` flags a stage whose measured
+peak exceeds its prediction by more than OVERRUN_FRACTION (the log and the
+Training tab say it with both figures). `out_of_memory_line` turns a run's
+allocator error into one readable line. Nothing here imports torch or Qt.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from core.planning.plan import Plan, StageCost
 from core.units import format_bytes
 
 HOST = "cpu"
+OVERRUN_FRACTION = 0.10  # a measured peak this much above the prediction is flagged (issue 21)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,24 @@ def _host_line(number: int, count: int, stage: StageCost, device: str, total: fl
         need += f", {format_bytes(total)} with the stages before it on this host"
     return (f"stage {number} of {count} ({device}, executed by {executed}) {need}; the host has "
             f"{format_bytes(available)} available: {format_bytes(total - available)} short")
+
+
+def memory_overrun(number: int, count: int, predicted_bytes: float | None, measured_bytes: float | None) -> str | None:
+    """One line when stage `number` of `count` measured a peak more than OVERRUN_FRACTION above its
+    prediction (both figures in it); None when it is within, or either figure is unknown."""
+    if not predicted_bytes or measured_bytes is None or measured_bytes <= predicted_bytes * (1 + OVERRUN_FRACTION):
+        return None
+    above = measured_bytes / predicted_bytes - 1
+    return (f"stage {number} of {count}: measured peak memory {format_bytes(measured_bytes)} is {above:.0%} above "
+            f"its predicted {format_bytes(predicted_bytes)}: the memory model under-counts this stage")
+
+
+def memory_overruns(predicted_bytes: Sequence[float], measured_bytes: Sequence[float]) -> dict[int, str]:
+    """`memory_overrun`'s line for every stage that overruns, by stage index (0-based)."""
+    count = len(predicted_bytes)
+    lines = {i: memory_overrun(i + 1, count, predicted, measured)
+             for i, (predicted, measured) in enumerate(zip(predicted_bytes, measured_bytes))}
+    return {i: line for i, line in lines.items() if line is not None}
 
 
 # "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 bytes. Error code 12 ..."

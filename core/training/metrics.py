@@ -21,8 +21,13 @@ A row (keys always present unless marked):
                               steps (core.training.engine.memory_tracker)
     stage_measured_memory_source
                               [per stage, beside it] "tensors" or "cuda"
+    stage_measured_reserved_memory_bytes
+                              (CUDA stages only) [per stage] torch.cuda.memory_reserved at the
+                              end of the measured step: reserved - allocated is allocator overhead
     stage_sync_s              (data-parallel runs only) [per stage] seconds its group spent
                               reducing gradients after the last backward (largest replica)
+    memory_warnings           (rarely) lines for stages whose measured peak first exceeds their
+                              predicted memory by more than 10% (core.training.memory_check)
 
 With d data-parallel replicas, stage_compute_s is the mean over the stage's
 replicas (each runs m/d micro-batches) and the other per-stage figures the

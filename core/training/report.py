@@ -114,8 +114,19 @@ class RunReport:
         return answer
 
 
+def engine_memory_bytes(stage: StageCost, engine: str) -> float:
+    """A stage's predicted peak as the engine runs it (docs/design.md, "Measured memory"): the pipeline
+    engine as planned; the local engine runs each micro-batch through every stage before the next, so a
+    stage holds one micro-batch's activations and no send or receive buffers."""
+    if engine != "local" or stage.inflight_micro_batches < 1:
+        return stage.memory_bytes
+    one = stage.activation_bytes / stage.inflight_micro_batches
+    return replace(stage, activation_bytes=one, inflight_micro_batches=1, buffer_bytes=0.0).memory_bytes
+
+
 def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: int,
-                 executions: Sequence[DeviceExecution] = (), schedule: str = SCHEDULE_NAMES[0]) -> RunReport:
+                 executions: Sequence[DeviceExecution] = (), schedule: str = SCHEDULE_NAMES[0],
+                 engine: str = "pipeline") -> RunReport:
     """Predicted vs measured per stage, medians over the steps after warmup.
 
     Measured compute per micro-batch is the stage's forward + backward time of
@@ -124,7 +135,8 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
     simulated GPUs executed by the host, the same work at the host's speed
     (`executions`). Sync is per step: the plan's sync_s against the measured
     gradient reduction of the stage's group (None without replicas). The
-    step on the host is priced by the run's `schedule` (core.planning.schedules).
+    step on the host is priced by the run's `schedule` (core.planning.schedules), and memory as
+    the run's `engine` holds it (`engine_memory_bytes`).
     """
     usable = [row for row in rows if "stage_compute_s" in row][WARMUP_STEPS:] or list(rows)
     per_replica = micro_batches_per_replica(micro_batches, plan.data_parallel)
@@ -136,7 +148,8 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
         report = _stage(index, stage, [by_device[d] for d in stage.devices if d in by_device],
                         compute / per_replica if compute is not None else None,
                         _median(index, "stage_idle_s", usable), _median(index, "stage_sync_s", usable))
-        stages.append(replace(report, **_memory(index, memory)))
+        stages.append(replace(report, predicted_memory_bytes=engine_memory_bytes(stage, engine),
+                              **_memory(index, memory)))
     step_times = [row["step_time_s"] for row in usable if "step_time_s" in row]
     simulated = any(stage.simulated is not None for stage in stages)
     return RunReport(stages=tuple(stages), steps_measured=len(usable),

@@ -79,7 +79,7 @@ def read_run_info(root: Path | str) -> RunInfo:
 
 def run_report(info: RunInfo, rows: Sequence[Mapping[str, Any]]) -> RunReport:
     """Predicted vs measured per stage of this run, from its metrics rows."""
-    return stage_report(info.plan, rows, info.micro_batches, info.executions, info.schedule)
+    return stage_report(info.plan, rows, info.micro_batches, info.executions, info.schedule, info.engine)
 
 
 def _seconds(value: Any) -> float | None:

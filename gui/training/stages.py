@@ -8,21 +8,27 @@ GPU the host CPU executes says so ("runs on host CPU (simulated A100-80GB)"),
 is predicted at the host's speed, and keeps the plan's datasheet prediction
 in a column of its own ("Predicted (datasheet)", its tooltip naming the GPUs).
 Beside the compute bars, each stage's peak memory: predicted, measured and
-budget (gui.training.memory_chart), also in the table's last columns.
+budget (gui.training.memory_chart), also in the table's last columns. A stage
+whose measured peak exceeds its prediction by more than 10% is flagged: its
+memory ratio in the warning colour, and a line under the charts with both
+figures (core.training.memory_check.memory_overrun, the log's line).
 """
 
 from __future__ import annotations
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QBoxLayout,
+    QLabel,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from core.training.memory_check import memory_overrun
 from core.training.run_info import RunReport, StageReport
 from gui import theme
 from gui.training.memory_chart import MemoryChart, mib
@@ -72,6 +78,11 @@ def datasheet_tip(report: RunReport | None) -> str:
     return TIPS[DATASHEET_COLUMN] + (f": {', '.join(simulated)}" if simulated else "")
 
 
+def overrun_line(stage: StageReport, count: int) -> str | None:
+    """The flag of a stage measured more than 10% above its predicted memory (None: within)."""
+    return memory_overrun(stage.stage + 1, count, stage.predicted_memory_bytes, stage.measured_peak_memory_bytes)
+
+
 def _tip(stage: StageReport, column: int) -> str:
     if column == PREDICTED_COLUMN and stage.simulated is not None:
         return f"compute per micro-batch on the host CPU, from {stage.prediction_source}"
@@ -113,7 +124,11 @@ class StageComparison(QWidget):
         charts.addWidget(self.memory_chart, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.memory_warning = QLabel()
+        self.memory_warning.setObjectName("warning")
+        self.memory_warning.setWordWrap(True)
         layout.addLayout(charts, 3)
+        layout.addWidget(self.memory_warning)
         layout.addWidget(self.table, 2)
         self._draw(None)
 
@@ -144,12 +159,18 @@ class StageComparison(QWidget):
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)
             plot.setYRange(0, max([*predicted, *measured, 1e-9]) * 1.5, padding=0)
         self.memory_chart.draw(report)
-        rows = []
+        rows, overruns = [], []
         for stage in stages:
             row = []
+            overrun = overrun_line(stage, len(stages))
+            if overrun is not None:
+                overruns.append(overrun)
             for column, text in enumerate(stage_texts(stage)):
                 item = QTableWidgetItem(text)
-                item.setToolTip(_tip(stage, column))
+                item.setToolTip(overrun if overrun is not None and column == MEMORY_COLUMNS[2] else _tip(stage, column))
+                if overrun is not None and column == MEMORY_COLUMNS[2]:
+                    item.setForeground(QBrush(QColor(theme.WARNING)))
+                    item.setText(f"⚠ {text}")
                 if column not in (0, RUNS_ON_COLUMN):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 row.append(item)
@@ -159,6 +180,8 @@ class StageComparison(QWidget):
         assert header is not None  # set by style_readonly_table
         header.setToolTip(datasheet_tip(report))
         fill_table(self.table, rows, stretch_column=0)
+        self.memory_warning.setText("\n".join(f"⚠ {line}" for line in overruns))
+        self.memory_warning.setVisible(bool(overruns))
         for column in SYNC_COLUMNS:
             self.table.setColumnHidden(column, report is None or not report.synced)
         for column in (RUNS_ON_COLUMN, DATASHEET_COLUMN):

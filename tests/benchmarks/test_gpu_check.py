@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.training.support import write_corpus
-
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKER = """
 import sys
@@ -54,33 +52,24 @@ def test_without_a_gpu_it_skips_and_says_why(gpu_box_env: dict[str, str]) -> Non
     assert line.startswith("gpu_check: skipped: no NVIDIA GPU: NVML"), result.stdout
 
 
-@pytest.mark.slow  # two subprocesses that import torch: profile, then train
-def test_the_commands_it_runs_need_no_qt_or_highspy(gpu_box_env: dict[str, str], tmp_path: Path) -> None:
-    """The same profile and train commands it runs on cuda:0, here on the CPU."""
-    corpus = write_corpus(tmp_path / "corpus.txt", lines=2000)
-    shape = ["--model", "gpt-nano", "--devices", "cpu:1GiB", "--precision", "fp32", "--seq-len", "32",
-             "--micro-batch-size", "2", "--micro-batches", "2"]
-    profile = tmp_path / "profile.json"
-    result = run(gpu_box_env, "main.py", "profile", *shape, "--repeats", "1", "--out", str(profile))
-    assert result.returncode == 0, result.stderr
-    result = run(gpu_box_env, "main.py", "train", *shape, "--engine", "local", "--steps", "2", "--profile",
-                 str(profile), "--run-dir", str(tmp_path / "run"), "--data", str(corpus))
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "run" / "report.json").is_file()
-
-
-@pytest.mark.slow  # profile and train in subprocesses that import torch
-def test_its_dry_run_compares_per_stage_compute_on_the_cpu(gpu_box_env: dict[str, str]) -> None:
-    """--dry-run: profile, train and the per-stage table on the CPU, without Qt or highspy."""
+@pytest.mark.slow  # profile, then train: two subprocesses that import torch
+def test_a_dry_run_compares_memory_and_time_on_the_cpu_without_qt_or_highspy(gpu_box_env: dict[str, str]) -> None:
+    """The commands it runs on cuda:0, here on the CPU, and the table it prints from the run."""
     result = run(gpu_box_env, "benchmarks/gpu_check.py", "--dry-run")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    assert lines[0].startswith("gpu_check: dry run on the CPU")
     assert any(line.startswith("profile: the layers one by one sum to ") for line in lines), result.stdout
     header = next(line for line in lines if line.startswith("| stage |"))
     assert "| predicted compute ms | measured ms (median) | ratio | layer sum predicted ms | ratio |" in header
-    (row,) = [line for line in lines if line.startswith("| 0 |")]
+    assert "max_memory_allocated GiB" in header and "reserved - allocated GiB" in header
+    (row,) = [line for line in lines if line.startswith("| 0 |")]  # gpt-nano on one CPU: one stage
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    predicted, measured, ratio, layer_sum = (float(cell) for cell in cells[1:5])
+    predicted_ms, measured_ms, time_ratio, layer_sum_ms = (float(cell) for cell in cells[1:5])
+    assert predicted_ms > 0 and measured_ms > 0 and time_ratio == pytest.approx(measured_ms / predicted_ms, abs=2e-3)
+    assert layer_sum_ms > 0
+    predicted, measured, ratio = float(cells[6]), float(cells[7]), float(cells[8])
     assert predicted > 0 and measured > 0 and ratio == pytest.approx(measured / predicted, abs=2e-3)
-    assert layer_sum > 0
+    assert abs(ratio - 1) <= 0.10  # the complete memory model, on the tracker's tensor bytes
+    assert float(cells[9]) == 0.0 and float(cells[10]) == 0.0  # no allocator, no CUDA context on a CPU
     assert lines[-1].startswith("gpu_check: dry run on the CPU, ")

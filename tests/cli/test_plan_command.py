@@ -18,8 +18,8 @@ PROBLEM = {
         {"name": "head", "params": 1000, "flops": 1e12, "activation_bytes": 100, "output_bytes": 10**8},
     ],
     "devices": [
-        {"name": "gpu0", "memory_bytes": 100000, "tflops": 100.0, "bandwidth_gbps": 25.0},
-        {"name": "gpu1", "memory_bytes": 100000, "tflops": 100.0, "bandwidth_gbps": 25.0},
+        {"name": "gpu0", "memory_bytes": 4 * 10**9, "tflops": 100.0, "bandwidth_gbps": 25.0},
+        {"name": "gpu1", "memory_bytes": 4 * 10**9, "tflops": 100.0, "bandwidth_gbps": 25.0},
     ],
     "setup": {"mode": "train", "bytes_per_param": 16, "micro_batches": 8, "schedule": "1f1b"},
 }
@@ -298,8 +298,10 @@ def test_qlora_plan_shows_memory_by_part_and_device_map_auto(capsys):
     answer = json.loads(out)
     assert answer["finetune"]["method"] == "qlora" and answer["finetune"]["lora_rank"] == 8
     parts = answer["stages"][0]["memory_split_bytes"]
-    assert set(parts) == {"params", "grads", "optimizer", "activations", "frozen", "scratch"}
-    assert sum(parts.values()) == pytest.approx(answer["stages"][0]["memory_bytes"])
+    assert {"params", "grads", "optimizer", "activations", "frozen", "scratch"} <= set(parts)
+    held = parts["params"] + parts["optimizer"] + parts["buffers"] + parts["frozen"] + parts["scratch"]
+    first_backward = parts["activations"] + parts["working"]
+    assert answer["stages"][0]["memory_bytes"] >= held + first_backward > held > 0
 
 
 def test_full_fine_tuning_too_large_says_by_how_much(capsys):

@@ -57,6 +57,13 @@ class RunContext:
         return self.plan.zero
 
     @property
+    def predicted_memory_bytes(self) -> tuple[float, ...]:
+        """Each stage's predicted peak as this run's engine holds it (core.training.report)."""
+        from core.training.report import engine_memory_bytes
+
+        return tuple(engine_memory_bytes(stage, self.config.engine) for stage in self.plan.stages)
+
+    @property
     def num_processes(self) -> int:
         """d x S: one process per stage of every replica."""
         return self.data_parallel * self.num_stages

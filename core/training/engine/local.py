@@ -159,6 +159,7 @@ class LocalEngine:
             val_loss=self._val_loss, stop=stop_requested,
             stage_measured_peak_memory_bytes=tuple(reading.peak_bytes for reading in readings),
             stage_measured_memory_source=tuple(reading.source for reading in readings),
+            stage_measured_reserved_memory_bytes=tuple(reading.reserved_bytes for reading in readings),
         )
         self._val_loss = None
         return stats
@@ -189,6 +190,6 @@ def run_local(context: RunContext, emit: Callable[[dict[str, Any]], None],
     engine = LocalEngine(context)
     writer = MetricsWriter(context.paths.metrics)
     try:
-        return train_loop(engine, context.config, writer, emit, should_stop)
+        return train_loop(engine, context.config, writer, emit, should_stop, context.predicted_memory_bytes)
     finally:
         writer.close()

@@ -8,12 +8,13 @@ evaluate, write metrics, checkpoint and stop.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.training.config import TrainConfig
 from core.training.engine.optim import learning_rate_at
+from core.training.memory_check import memory_overruns
 from core.training.metrics import MetricsWriter
 from core.training.run_dir import FINISHED, STOPPED
 
@@ -32,6 +33,7 @@ class StepStats:
     # each stage's measured peak of a step (core.training.engine.memory_tracker); () before the first
     stage_measured_peak_memory_bytes: tuple[int, ...] = ()
     stage_measured_memory_source: tuple[str, ...] = ()
+    stage_measured_reserved_memory_bytes: tuple[int, ...] = ()  # CUDA's allocator reservation (0 on CPU)
     val_loss: float | None = None
     stop: bool = False  # some process was asked to stop; all of them agree on it
 
@@ -62,14 +64,19 @@ class Engine(Protocol):
 
 
 def train_loop(engine: Engine, config: TrainConfig, writer: MetricsWriter | None,
-               emit: Callable[[dict[str, Any]], None], should_stop: Callable[[], bool]) -> str:
+               emit: Callable[[dict[str, Any]], None], should_stop: Callable[[], bool],
+               predicted_memory_bytes: Sequence[float] = ()) -> str:
     """Train from the latest checkpoint to `config.steps`. Returns finished or stopped.
 
     `emit` gets each metrics row (writer only); `should_stop` is polled once a
-    step: a stop finishes the current step, checkpoints and returns.
+    step: a stop finishes the current step, checkpoints and returns. After
+    the first step, a stage whose measured peak memory exceeds its
+    `predicted_memory_bytes` by more than 10% is flagged once: a row's
+    `memory_warnings` and a line in the log (core.training.memory_check).
     """
     started = time.perf_counter()
     start_step = engine.restore()
+    flagged: set[int] = set()  # stages flagged already
     for step in range(start_step + 1, config.steps + 1):
         # ---- learning rate: warmup, then cosine
         lr = learning_rate_at(step, config)
@@ -82,6 +89,14 @@ def train_loop(engine: Engine, config: TrainConfig, writer: MetricsWriter | None
         stats = engine.collect(should_stop())
         if writer is not None:
             row = metrics_row(step, lr, stats, config, elapsed_s=time.perf_counter() - started)
+            if step > start_step + 1 or step == config.steps:  # the first step creates the optimizer states
+                overruns = memory_overruns(predicted_memory_bytes, stats.stage_measured_peak_memory_bytes)
+                warnings = [line for stage, line in overruns.items() if stage not in flagged]
+                flagged.update(overruns)
+                if warnings:
+                    row["memory_warnings"] = warnings
+                    for line in warnings:
+                        print(f"warning: {line}", flush=True)
             writer.write(row)
             emit(row)
         # ---- checkpoint at intervals, at the end, and before stopping
@@ -116,6 +131,8 @@ def metrics_row(step: int, lr: float, stats: StepStats, config: TrainConfig, ela
     if stats.stage_measured_peak_memory_bytes:
         row["stage_measured_peak_memory_bytes"] = list(stats.stage_measured_peak_memory_bytes)
         row["stage_measured_memory_source"] = list(stats.stage_measured_memory_source)
+    if any(stats.stage_measured_reserved_memory_bytes):
+        row["stage_measured_reserved_memory_bytes"] = list(stats.stage_measured_reserved_memory_bytes)
     if stats.val_loss is not None:
         row["val_loss"] = stats.val_loss
     return row

@@ -60,7 +60,8 @@ from core.training.metrics import MetricsWriter, format_row
 
 # collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
 # every rank adds into (the loss and validation loss from the last stage, the stop vote).
-_RANK_FIELDS = ("compute_s", "step_time_s", "peak_memory_bytes", "sync_s", "measured_peak_bytes", "on_cuda")
+_RANK_FIELDS = ("compute_s", "step_time_s", "peak_memory_bytes", "sync_s", "measured_peak_bytes", "on_cuda",
+                "reserved_bytes")
 _LOSS, _VAL_LOSS, _STOP = range(3)  # offsets of the shared slots
 _SHARED_SLOTS = 3
 
@@ -164,7 +165,7 @@ class PipelineEngine:
                                                     setup.micro_batches * setup.micro_batch_size, setup.seq_len)
         self.stage.compute_s = self.stage.sync_s = 0.0
         started = time.perf_counter()
-        with self.meter.step(step, lambda: [stage_tensors(self.module, self.optimizer)]):
+        with self.meter.step(step, lambda: [stage_tensors(self.module, self.optimizer) + self._receive_buffers()]):
             self.optimizer.zero_grad(set_to_none=True)
             losses = self._run_schedule(self.schedule.step, inputs, targets)
             # ---- tied embedding and head: both copies get the sum of their gradients (shard by shard)
@@ -183,6 +184,13 @@ class PipelineEngine:
         self._measured = {"loss": loss, "grad_norm": norm, "step_time_s": step_time_s,
                           "compute_s": self.stage.compute_s,
                           "sync_s": self.stage.sync_s if self.replicated else 0.0}
+
+    def _receive_buffers(self) -> list[torch.Tensor]:
+        """What the stage keeps between steps to receive into: activations from the stage before
+        and gradients from the one after, one buffer per micro-batch of a step (torch allocates them
+        at the first step and keeps them)."""
+        infos = [*self.stage.args_recv_info.values(), *self.stage.grad_recv_info.values()]
+        return [info.buffer for group in infos for info in group if isinstance(info.buffer, torch.Tensor)]
 
     def _run_schedule(self, run: Any, inputs: Any, targets: Any) -> list[torch.Tensor]:
         """Feed the schedule what this rank has: inputs on the first, targets on the last."""
@@ -223,7 +231,8 @@ class PipelineEngine:
         mine = {"compute_s": measured["compute_s"], "step_time_s": measured["step_time_s"],
                 "peak_memory_bytes": float(peak_memory_bytes(self.device)), "sync_s": measured["sync_s"],
                 "measured_peak_bytes": float(reading.peak_bytes) if reading is not None else -1.0,
-                "on_cuda": 1.0 if reading is not None and reading.source == CUDA else 0.0}
+                "on_cuda": 1.0 if reading is not None and reading.source == CUDA else 0.0,
+                "reserved_bytes": float(reading.reserved_bytes) if reading is not None else 0.0}
         values[per_rank * self.rank:per_rank * (self.rank + 1)] = [mine[field] for field in _RANK_FIELDS]
         if self.last:
             values[shared + _LOSS] = measured["loss"] / self.position.replicas
@@ -251,6 +260,8 @@ class PipelineEngine:
             stage_measured_peak_memory_bytes=measured_peaks if known else (),
             stage_measured_memory_source=tuple(CUDA if max(group) > 0 else TENSORS
                                                for group in per_stage("on_cuda")) if known else (),
+            stage_measured_reserved_memory_bytes=tuple(int(max(group)) for group in per_stage("reserved_bytes"))
+            if known else (),
         )
         self._val_loss = None
         return stats
@@ -327,7 +338,8 @@ def _train(run_dir: Path, rank: int) -> int:
                 print(format_row(row, steps), flush=True)
 
         try:
-            outcome = train_loop(engine, context.config, writer, emit, context.paths.stop_file.exists)
+            outcome = train_loop(engine, context.config, writer, emit, context.paths.stop_file.exists,
+                                 context.predicted_memory_bytes)
         finally:
             if writer is not None:
                 writer.close()

@@ -30,7 +30,10 @@ def stage_map(plan) -> dict[str, list[str]]:
 
 
 def random_layers(draw: st.DrawFn, max_layers: int, max_params: int, tied_params: int) -> list[Layer]:
-    """1 to max_layers layers of random sizes; sometimes the first and last share a tied weight."""
+    """1 to max_layers layers of random sizes; sometimes the first and last share a tied weight.
+
+    Outputs are bytes like the activations (the pipeline buffers they make weigh on the budgets
+    as much as the rest), so the tests' links are slow (GB/s of 1e-8: seconds per send)."""
     n = draw(st.integers(1, max_layers))
     tie = n > 1 and draw(st.booleans())
     layers = []
@@ -39,8 +42,9 @@ def random_layers(draw: st.DrawFn, max_layers: int, max_params: int, tied_params
         params = draw(st.integers(0, max_params)) + (tied_params if tied else 0)
         layers.append(Layer(
             name=f"l{i}", params=params, flops=draw(st.floats(0, 4e12)),
-            activation_bytes=draw(st.integers(0, 40)), output_bytes=draw(st.integers(0, 2 * 10**9)),
+            activation_bytes=draw(st.integers(0, 40)), output_bytes=draw(st.integers(0, 40)),
             tied_group="w" if tied else None, tied_params=tied_params if tied else 0,
+            transient_bytes=draw(st.integers(0, 60)),
         ))
     return layers
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 
 from core.planning.chunked import MAX_CHUNKS, solve_chunked
+from core.planning.chunked_costs import ChunkedPlacement, chunked_plan
 from core.planning.plan import OPTIMAL, Plan
 from core.planning.problem import Device, Layer, Problem, Setup
 from core.planning.schedule_choice import schedule_options, solve_schedule
@@ -60,6 +61,9 @@ def _brute_force(problem: Problem) -> float:
                         memory[r] += sum(16 * layer.params + peak / v * layer.activation_bytes for layer in block)
                     if any(memory[r] > devices[ranks[r]].budget_bytes for r in range(p)):
                         continue
+                    placement = ChunkedPlacement(tuple(ranks), v, bounds)
+                    if not chunked_plan(problem, schedule, placement, "oracle", OPTIMAL).feasible:
+                        continue  # the complete memory model's check of the answer (docs/design.md)
                     fill = [max(0.0, t - 2 * w) if schedule.zero_bubble else t for t, w in zip(time, weight)]
                     best = min(best, m * max(time) + (sum(fill) - max(fill)) / v)
     return best

@@ -26,13 +26,37 @@ def test_stage_time_is_compute_plus_comm_to_the_next_stage():
     assert last.comm_s == 0.0  # the last stage sends nothing
 
 
-def test_memory_counts_params_times_bytes_and_inflight_activations():
+def test_memory_counts_params_times_bytes_inflight_activations_and_the_pipeline_buffers():
     p = problem(LAYERS, DEVICES, mode="train", bytes_per_param=16, micro_batches=4, schedule="1f1b")
     first, last = evaluate_placement(p, [(0, [0]), (1, [1])])
     assert first.inflight_micro_batches == 2  # min(m=4, S-s+1=2)
-    assert first.memory_bytes == 16 * 10 + 2 * 5
+    # the first stage sends a's 1e9-byte output: a gradient buffer per micro-batch (4) and its 2 in-flight outputs
+    assert first.buffer_bytes == (4 + 2) * 10**9
+    assert first.memory_bytes == 16 * 10 + 2 * 5 + 6 * 10**9
     assert last.inflight_micro_batches == 1
-    assert last.memory_bytes == 16 * 20 + 1 * 7
+    # an activation buffer per micro-batch (the in-flight one is b's saved input), nothing sent on,
+    # and the model's output of the 3 micro-batches before the running one kept to the step's end
+    assert last.buffer_bytes == 3 * 10**9 + 3 * 10**9
+    assert last.memory_bytes == 16 * 20 + 1 * 7 + 6 * 10**9
+
+
+def test_a_stage_holds_its_largest_layers_working_memory_once():
+    layers = [layer("a", params=10, act=5, transient_bytes=300), layer("b", params=20, act=7, transient_bytes=100)]
+    p = problem(layers, DEVICES, mode="train", bytes_per_param=16, micro_batches=4, schedule="gpipe")
+    (stage,) = evaluate_placement(p, [(0, [0, 1])])
+    assert stage.transient_bytes == 300
+    assert stage.memory_bytes == 16 * 30 + 4 * 12 + 300
+
+
+def test_the_optimizer_step_counts_when_its_temporaries_outgrow_the_passes():
+    layers = [layer("a", params=100, act=5)]
+    small = problem(layers, DEVICES, mode="train", bytes_per_param=16, optimizer_step_bytes_per_param=4.0)
+    (stage,) = evaluate_placement(small, [(0, [0])])
+    assert stage.optimizer_step_bytes == 400
+    assert stage.memory_bytes == 16 * 100 + 400  # the step's 400 bytes outgrow the 5 of activations
+    large = problem([layer("a", params=100, act=500)], DEVICES, mode="train", bytes_per_param=16,
+                    optimizer_step_bytes_per_param=4.0)
+    assert evaluate_placement(large, [(0, [0])])[0].memory_bytes == 16 * 100 + 500
 
 
 def test_gpipe_keeps_every_micro_batch_and_inference_one():
@@ -42,7 +66,7 @@ def test_gpipe_keeps_every_micro_batch_and_inference_one():
     assert inflight_micro_batches(infer.setup, 2) == 1
     (stage,) = evaluate_placement(infer, [(0, [0, 1])])
     assert stage.compute_s == pytest.approx(2e12 / 1e12)  # k = 1 for inference
-    assert stage.memory_bytes == 2 * 30 + 1 * 12
+    assert stage.memory_bytes == 2 * 30 + 1 * 12 + 3 * 10**9  # and the 3 earlier micro-batches' outputs kept
 
 
 def test_step_time_is_sum_plus_bubble_of_the_slowest():
@@ -80,3 +104,15 @@ def test_over_budget_placement_is_infeasible_with_the_shortfall():
     plan = plan_from_placement(p, [(0, [0, 1])], "test", "feasible")
     assert plan.status == "infeasible"
     assert "short by 392 B (392 bytes)" in plan.reason  # 16*30 + 12 = 492 needed, 100 budget
+
+
+@pytest.mark.parametrize(("act", "peak"), [
+    (5, 120 + 4 * 10 + 3 * 5),  # a later backward: gradients (4 x 10) and the 3 micro-batches still in flight
+    (100, 120 + 4 * 100),  # the first backward: all 4 in flight, no gradient yet (set to None before the step)
+])
+def test_gradients_exist_from_the_first_backward_on(act, peak):
+    split = {"bytes_per_param": 16, "weight_bytes_per_param": 4, "grad_bytes_per_param": 4,
+             "optimizer_bytes_per_param": 8}
+    p = problem([layer("a", params=10, act=act)], DEVICES, mode="train", micro_batches=4, schedule="gpipe", **split)
+    (stage,) = evaluate_placement(p, [(0, [0])])
+    assert stage.memory_bytes == peak  # weights + optimizer state (4 + 8) x 10 = 120 held throughout

@@ -60,7 +60,7 @@ def test_v1_problems_give_the_v1_optimum():
 # --- exactness against brute force -------------------------------------------------
 
 KINDS = st.tuples(st.sampled_from([400, 1200, 4000]), st.sampled_from([1.0, 2.0, 3.0]),
-                  st.sampled_from([0.5, 4.0, 50.0]))
+                  st.sampled_from([0.5e-8, 4e-8, 50e-8]))  # a few bytes per second: sends of seconds
 
 
 @st.composite
@@ -79,7 +79,8 @@ def random_hybrid_problems(draw: st.DrawFn) -> Problem:
     setup = Setup(mode=mode, bytes_per_param=sum(split), micro_batches=micro_batches,
                   schedule=draw(st.sampled_from(["1f1b", "gpipe"])), recompute=draw(st.booleans()),
                   weight_bytes_per_param=split[0], grad_bytes_per_param=split[1], optimizer_bytes_per_param=split[2],
-                  data_parallel=d, zero=draw(st.sampled_from([0, 1, 2, 3])))
+                  data_parallel=d, zero=draw(st.sampled_from([0, 1, 2, 3])),
+                  optimizer_step_bytes_per_param=draw(st.sampled_from([0.0, 4.0])))
     return Problem(tuple(layers), devices, setup)
 
 

@@ -10,7 +10,7 @@ from tests.core.planning.problems import device, layer, problem
 SPLIT = {"bytes_per_param": 16, "weight_bytes_per_param": 2, "grad_bytes_per_param": 2,
          "optimizer_bytes_per_param": 12}
 # Four layers of 100 params (1600 bytes of state each at 16 bytes/param), 1e12 FLOPs each.
-LAYERS = [layer(n, params=100, flops=1e12, act=10, out=10**6) for n in "abcd"]
+LAYERS = [layer(n, params=100, flops=1e12, act=10, out=1) for n in "abcd"]  # outputs small: buffers of a few bytes
 
 
 def four_devices(budget: int, **setup: object):
@@ -20,10 +20,11 @@ def four_devices(budget: int, **setup: object):
 
 def test_fsdp_ddp_and_zero1_put_the_whole_model_on_every_device():
     # Whole model: 400 params. ddp holds 6400 bytes; zero1 (2 + 2) * 400 + 12 * 400 / 4 = 2800;
-    # fsdp 6400 / 4 + 2 * 2 * 100 = 2000. Activations: 1 in flight x 40 bytes. Budget 3000.
+    # fsdp 6400 / 4 + 2 * 2 * 100 = 2000. Activations: 1 in flight x 40 bytes, freed before the gradients
+    # (2 bytes a param, sharded or not) all exist: with one micro-batch the peak is the state. Budget 3000.
     p = four_devices(3000, data_parallel="auto")
     fsdp, ddp, zero1 = (solve(p, name) for name in ("fsdp", "ddp", "zero1"))
-    assert [plan.stages[0].memory_bytes for plan in (fsdp, ddp, zero1)] == [2040, 6440, 2840]
+    assert [plan.stages[0].memory_bytes for plan in (fsdp, ddp, zero1)] == [2000, 6400, 2800]
     assert fsdp.feasible and zero1.feasible
     assert ddp.status == "infeasible" and ddp.stages and ddp.objective_s is not None  # OOM, with its T
     assert {plan.data_parallel for plan in (fsdp, ddp, zero1)} == {4}

@@ -31,12 +31,14 @@ def branching_problems(draw: st.DrawFn) -> Problem:
     names = ["x", "left", "right", "join", "y"]
     inputs = [None, ["x"], ["x"], ["left", "right"], ["join"]]
     layers = tuple(Layer(n, draw(st.integers(0, 50)), draw(st.floats(0, 3e12)), draw(st.integers(0, 20)),
-                         draw(st.integers(0, 10**9)), inputs=tuple(i) if i else None)
+                         draw(st.integers(0, 10)), inputs=tuple(i) if i else None,
+                         transient_bytes=draw(st.integers(0, 30)))
                    for n, i in zip(names, inputs))
     devices = tuple(Device(f"d{j}", draw(st.sampled_from([60, 150, 400])), draw(st.sampled_from([1.0, 2.0])),
-                           draw(st.sampled_from([1.0, 8.0]))) for j in range(draw(st.integers(1, 3))))
+                           draw(st.sampled_from([1e-9, 8e-9]))) for j in range(draw(st.integers(1, 3))))
     setup = Setup(mode=draw(st.sampled_from(["train", "infer"])), bytes_per_param=2.0,
-                  micro_batches=draw(st.integers(1, 6)), schedule=draw(st.sampled_from(["1f1b", "gpipe"])))
+                  micro_batches=draw(st.integers(1, 6)), schedule=draw(st.sampled_from(["1f1b", "gpipe"])),
+                  optimizer_step_bytes_per_param=draw(st.sampled_from([0.0, 4.0])))
     return Problem(layers, devices, setup)
 
 
@@ -90,7 +92,7 @@ def test_noncontiguous_placement_can_share_a_tied_weight():
 
 def test_time_limit_reports_a_proven_gap():
     # 40 layers on 6 devices of different speeds: too many branches to close in 0.3 s.
-    layers = [layer(f"h{i}", 100 + i, flops=(1 + i % 7) * 1e12, act=10, out=10**8) for i in range(40)]
+    layers = [layer(f"h{i}", 100 + i, flops=(1 + i % 7) * 1e12, act=10, out=10) for i in range(40)]
     devices = [device(f"g{j}", 5000 + 500 * j, tflops=1.0 + 0.37 * j, gbps=5.0 + j) for j in range(6)]
     p = problem(layers, devices, mode="train", bytes_per_param=4, micro_batches=8)
     plan = solve_milp(p, MilpOptions(time_limit_s=0.3))

@@ -83,7 +83,7 @@ def test_exports_write_the_plan_and_a_device_map(qtbot, make_window, tmp_path) -
 
 def test_torchrun_dialog_splits_stages_over_hosts(qtbot, make_window) -> None:
     window = make_window(small_project(("A100-80GB", "A100-80GB", "RTX4090", "RTX4090"), model="gpt2-small",
-                                       budgets_gib=(1.2, 1.2, 1.2, 1.2)))
+                                       budgets_gib=(3.3, 3.3, 3.3, 3.3)))
     stages = len(window.state.plan.stages)
     assert stages == 4
     dialog = TorchrunDialog(window.state, window)

@@ -74,10 +74,34 @@ def test_each_stage_shows_predicted_and_measured_peak_memory_and_its_budget(qtbo
     plan = _plan(1)  # 4 bytes predicted per stage, budget 100 bytes
     view.show_report(stage_report(plan, rows, micro_batches=8))
     table = view.table
-    assert [table.item(1, c).text() for c in MEMORY_COLUMNS] == ["0.0 MiB", "2.0 MiB", "524288.00×", "0.0 MiB"]
+    assert [table.item(1, c).text() for c in MEMORY_COLUMNS] == ["0.0 MiB", "2.0 MiB", "⚠ 524288.00×", "0.0 MiB"]
     assert "measured as tensors" in table.item(1, MEMORY_COLUMNS[1]).toolTip()
     chart = view.memory_chart
     assert list(chart.measured_bars.opts["height"]) == [1.0, 2.0]  # MiB
     assert list(chart.predicted_bars.opts["height"]) == pytest.approx([4 / 2**20] * 2)
     x, y = chart.budget_lines.getData()
     assert list(y) == pytest.approx([100 / 2**20] * 4)  # the budget's line over each stage: on the scale
+
+
+def test_a_stage_measured_more_than_10_percent_above_its_prediction_is_flagged_with_both_figures(qtbot, tmp_path):
+    from gui.training.stages import MEMORY_COLUMNS
+
+    rows = _rows(6, sync=False)
+    for row in rows:  # the plan predicts 4 bytes a stage: stage 0 measures 4 (within), stage 1 5 (25% above)
+        row["stage_measured_peak_memory_bytes"] = [4, 5]
+        row["stage_measured_memory_source"] = ["tensors", "tensors"]
+    view = StageComparison()
+    qtbot.addWidget(view)
+    view.resize(1600, 1000)
+    view.show()
+    view.show_report(stage_report(_plan(1), rows, micro_batches=8))
+    ratio = MEMORY_COLUMNS[2]
+    assert view.table.item(0, ratio).text() == "1.00×"
+    assert view.table.item(1, ratio).text() == "⚠ 1.25×"
+    assert view.memory_warning.isVisible()
+    line = view.memory_warning.text()
+    assert line.startswith("⚠ stage 2 of 2: measured peak memory 5 B is 25% above its predicted 4 B")
+    assert "stage 1" not in line and view.table.item(1, ratio).toolTip() == line[2:]
+    view.grab().save(str(tmp_path / "flagged.png"))
+    view.show_report(stage_report(_plan(1), _rows(6, sync=False), micro_batches=8))  # nothing measured
+    assert not view.memory_warning.isVisible()
