@@ -168,10 +168,10 @@ def check_weights(expected: Mapping[str, tuple[int, ...]], entries: Mapping[str,
                              f"the config gives {list(shape)}")
 
 
-def load_stage_tensors(module: Any, directory: str, tied_embed: str | None) -> None:
+def load_stage_tensors(module: Any, directory: str, tied: tuple[str, str] | None) -> None:
     """Copy this stage's tensors from the safetensors files into `module`, one
-    tensor at a time (`tied_embed`: the embedding's name, read for a tied head
-    stored without its own copy)."""
+    tensor at a time (`tied`: the embedding's and the head's weight names, the
+    first read for a tied head stored without its own copy)."""
     import torch
     from safetensors import safe_open
 
@@ -179,8 +179,8 @@ def load_stage_tensors(module: Any, directory: str, tied_embed: str | None) -> N
     by_file: dict[Path, list[tuple[str, Any]]] = {}
     for name, target in module.state_dict(keep_vars=True).items():
         stored = find_tensor(entries, name)
-        if stored is None and tied_embed is not None and name == "lm_head.weight":
-            stored = find_tensor(entries, f"{tied_embed}.weight")
+        if stored is None and tied is not None and name == tied[1]:
+            stored = find_tensor(entries, tied[0])
         if stored is None:
             raise InputError(f"the weights in {directory} have no tensor {name}")
         by_file.setdefault(entries[stored].file, []).append((stored, target))

@@ -72,7 +72,9 @@ def hf_layer_names(source: HFModelSource) -> list[str]:
 
 
 def _tied_names(source: HFModelSource) -> tuple[str, str] | None:
-    return (f"{source.embed_name}.weight", "lm_head.weight") if source.tied else None
+    from core.training.engine.hf_stages import source_anatomy
+
+    return source_anatomy(source).tied_names
 
 
 def tokenizer_path(source: HFModelSource) -> Path | None:
