@@ -63,7 +63,7 @@ def coverage() -> dict[str, Any]:
 def trainable_reason(model_type: str) -> str | None:
     """Why an architecture cannot be trained (None: it can, or it is not known to fail)."""
     reason = coverage()["refused"].get(model_type)
-    return None if reason is None else f"'{model_type}' cannot be split into pipeline stages: {reason}"
+    return None if reason is None else str(reason)
 
 
 def check_trainable(model_type: str) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -243,10 +244,55 @@ def build_hf_stage(source: HFModelSource, layout: StageLayout, device: torch.dev
     if source.weights_dir is None:
         _init_seeded(stage, anatomy, layout.layers, seed, embedding)
     else:
-        from core.model.hf_weights import load_stage_tensors
-
-        load_stage_tensors(stage, source.weights_dir, anatomy.tied_names)
+        _load_weights(stage, source, anatomy)
     return stage
+
+
+def _load_weights(stage: HFStage, source: HFModelSource, anatomy: ModelAnatomy) -> None:
+    """The stage's own tensors, read one at a time; a checkpoint stored under other names
+    than the model's (transformers 5 converts them on load: fused experts, legacy names)
+    goes through transformers' loader instead, the whole model once on the CPU."""
+    from core.model.hf_weights import load_stage_tensors
+
+    assert source.weights_dir is not None
+    try:
+        load_stage_tensors(stage, source.weights_dir, anatomy.tied_names)
+        return
+    except InputError:
+        if not converts_on_load(source):
+            raise
+    logging.getLogger("allot").warning("%s stores its weights under other names than the model's: each stage "
+                                       "loads them through transformers' converting loader", source.weights_dir)
+    state = converted_state(source, anatomy)
+    with torch.no_grad():
+        for name, target in stage.state_dict(keep_vars=True).items():
+            target.copy_(state[name] if name in state else state[anatomy.tied_names[0]])  # type: ignore[index]
+
+
+def converts_on_load(source: HFModelSource) -> bool:
+    """Whether transformers renames or converts this model's checkpoint tensors on load."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+
+    return bool(get_model_conversion_mapping(build_meta_model(source)))
+
+
+def converted_state(source: HFModelSource, anatomy: ModelAnatomy) -> dict[str, torch.Tensor]:
+    """The whole model's state under its own names, loaded by transformers (raises InputError for missing tensors)."""
+    from transformers import AutoModelForCausalLM
+
+    from core.model.hf import _quiet_transformers
+
+    loader: Any = AutoModelForCausalLM.from_pretrained
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its per-tensor bar would fill the run's log
+    with _quiet_transformers():
+        model, info = loader(str(source.weights_dir), dtype=torch.float32, attn_implementation=anatomy.attention,
+                             output_loading_info=True)
+    missing = [name for name in info["missing_keys"] if name != (anatomy.tied_names or ("", ""))[1]]
+    if missing:
+        raise InputError(f"the weights in {source.weights_dir} have no tensor {missing[0]}")
+    return dict(model.state_dict())
 
 
 def layer_seed(seed: int, layer: str) -> int:
