@@ -6,7 +6,8 @@ of the block list, every other module with parameters) tells:
 
 - the order the layers run in, and that each runs exactly once;
 - what a block returns (a tensor, or a tuple whose first item is the hidden
-  states and whose other items are None: attention weights, caches not made);
+  states; its other items, attention weights or caches, are read by the model
+  only when asked for them, so a stand-in gives None there);
 - the output shape past (batch, sequence) of each layer before the blocks,
   so a stage that does not hold one can stand a zero tensor in its place;
 - which layers are the input embedding and the head, and whether they share
@@ -152,9 +153,6 @@ def _block_outputs(outputs: dict[str, Any], blocks: frozenset[str], model_type: 
             continue
         if not isinstance(output, tuple) or not output or not isinstance(output[0], torch.Tensor):
             raise InputError(f"'{model_type}' blocks return {type(output).__name__}, not hidden states")
-        if any(isinstance(item, torch.Tensor) for item in output[1:]):
-            raise InputError(f"'{model_type}' blocks pass more than hidden states to each other "
-                             f"({len(output)} tensors): a pipeline stage hands on one tensor")
         shapes.add(len(output))
     if len(shapes) != 1:
         raise InputError(f"'{model_type}' blocks return different things ({sorted(shapes)})")
