@@ -57,7 +57,12 @@ def test_a_supported_type_splits_exactly_saves_and_plans(model_type, tmp_path):
     from core.training.engine.hf_stages import build_hf_stage
     from core.training.engine.stages import StageLayout
     from core.training.hf_export import write_hf_folder
-    from tests.core.training.engine.hf_registry_support import save_tiny, seeded_batch, tiny_config, two_stage_layouts
+    from tests.core.training.engine.hf_registry_support import (
+        save_tiny,
+        seeded_batch,
+        tiny_config,
+        two_stage_layouts,
+    )
     from tests.core.training.engine.hf_support import assert_close_gradients
 
     config = tiny_config(model_type)
