@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,12 @@ def find_tensor(entries: Mapping[str, Any], name: str) -> str | None:
         return name
     _, _, short = name.partition(".")
     return short if short and short in entries else None
+
+
+def missing_tensors(names: Iterable[str], entries: Mapping[str, Any], tied: tuple[str, str] | None) -> list[str]:
+    """The names no stored tensor answers to (a tied head may be stored as the embedding)."""
+    return [name for name in names if find_tensor(entries, name) is None
+            and not (tied is not None and name == tied[1] and find_tensor(entries, tied[0]) is not None)]
 
 
 def check_weights(expected: Mapping[str, tuple[int, ...]], entries: Mapping[str, TensorEntry],

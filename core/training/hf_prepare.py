@@ -51,16 +51,16 @@ def _weights_source(directory: Path) -> HFModelSource:
     check_trainable(str(config["model_type"]))
     entries = tensor_index(directory)
     source = HFModelSource.of(config, str(directory))
-    try:
-        check_weights(expected_shapes(source), entries, _tied_names(source))
-    except InputError:
-        from core.training.engine.hf_stages import converts_on_load
+    from core.model.hf_weights import missing_tensors
+    from core.training.engine.hf_stages import converts_on_load
 
-        if not converts_on_load(source):
-            raise
+    expected = expected_shapes(source)
+    if missing_tensors(expected, entries, _tied_names(source)) and converts_on_load(source):
         # stored under transformers' checkpoint names (it converts them on load): each stage's
         # load checks them (core.training.engine.hf_stages); loading the whole model here to
         # check would hold all of it in this process
+        return source
+    check_weights(expected, entries, _tied_names(source))
     return source
 
 

@@ -252,15 +252,15 @@ def _load_weights(stage: HFStage, source: HFModelSource, anatomy: ModelAnatomy) 
     """The stage's own tensors, read one at a time; a checkpoint stored under other names
     than the model's (transformers 5 converts them on load: fused experts, legacy names)
     goes through transformers' loader instead, the whole model once on the CPU."""
-    from core.model.hf_weights import load_stage_tensors
+    from pathlib import Path
+
+    from core.model.hf_weights import load_stage_tensors, missing_tensors, tensor_index
 
     assert source.weights_dir is not None
-    try:
-        load_stage_tensors(stage, source.weights_dir, anatomy.tied_names)
+    missing = missing_tensors(stage.state_dict(), tensor_index(Path(source.weights_dir)), anatomy.tied_names)
+    if not missing or not converts_on_load(source):
+        load_stage_tensors(stage, source.weights_dir, anatomy.tied_names)  # InputError names a missing tensor
         return
-    except InputError:
-        if not converts_on_load(source):
-            raise
     logging.getLogger("allot").warning("%s stores its weights under other names than the model's: each stage "
                                        "loads them through transformers' converting loader", source.weights_dir)
     state = converted_state(source, anatomy)
@@ -270,7 +270,8 @@ def _load_weights(stage: HFStage, source: HFModelSource, anatomy: ModelAnatomy) 
 
 
 def converts_on_load(source: HFModelSource) -> bool:
-    """Whether transformers renames or converts this model's checkpoint tensors on load."""
+    """Whether transformers renames or converts this model's checkpoint tensors on load
+    (its model type's conversion mapping, or legacy names of the model's classes)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
 
     return bool(get_model_conversion_mapping(build_meta_model(source)))
