@@ -3,12 +3,14 @@
     python3 benchmarks/hf_train_bench.py [--quick]
 
 A tiny llama (4 layers, width 128, vocabulary 256) saved with transformers'
-save_pretrained, fine-tuned from that folder, batch as train_bench's.
+save_pretrained, fine-tuned from that folder, batch as train_bench's; section 5
+also for a tiny qwen3 and gpt-neox of the same sizes (the generic stage split
+runs every family through the model's own forward).
 
 5. One stage (local engine, the real background job) vs a plain HF training
    loop over the same batches in a fresh process:
    `model(input_ids=x, labels=y, shift_labels=y).loss / m).backward()`,
-   clip, AdamW. Target: tokens/s ratio >= 0.95.
+   clip, AdamW. Target: tokens/s ratio >= 0.95, for each family.
 6. Two stages: one process (local engine) vs two processes (pipeline engine).
 7. Predicted vs measured per stage after `measure_profile` of the HF model
    (target: within 10%).
@@ -34,16 +36,27 @@ from core.training.metrics import read_metrics
 
 LAYERS = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.layers.2", "model.layers.3",
           "model.norm", "lm_head"]
+FAMILIES = ("llama", "qwen3", "gpt_neox")  # section 5 runs each
 
 
-def make_model(directory: Path) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def make_model(directory: Path, family: str = "llama") -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    sizes = {"vocab_size": 256, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+             "num_attention_heads": 4, "max_position_embeddings": 256}
+    if family != "gpt_neox":
+        sizes["num_key_value_heads"] = 2
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **sizes)).save_pretrained(directory)
     return directory
+
+
+def layer_names(model: Path) -> list[str]:
+    from core.model.hf_source import HFModelSource
+    from core.model.hf_weights import read_config
+    from core.training.hf_prepare import hf_layer_names
+
+    return hf_layer_names(HFModelSource.of(read_config(model)))
 
 
 def hf_config(model: Path, engine: str, steps: int) -> TrainConfig:
@@ -66,13 +79,14 @@ def plain_loop_walls(run_dir: Path, steps: int) -> list[float]:
     return tb.walls_in_fresh_process(__file__, "--plain-loop", run_dir, steps)
 
 
-def runner_vs_plain(work: Path, model: Path, steps: int, repeats: int) -> float:
-    one = tb.write_plan(work / "hf-one.json", [("cpu", LAYERS)])
+def runner_vs_plain(work: Path, model: Path, steps: int, repeats: int, family: str = "llama") -> float:
+    one = tb.write_plan(work / f"hf-one-{family}.json", [("cpu", layer_names(model))])
     runs = []
     for i in range(repeats):
-        run_dir = tb.run_job(work, f"hf-runner-{i}", hf_config(model, "local", steps), one)
+        run_dir = tb.run_job(work, f"hf-runner-{family}-{i}", hf_config(model, "local", steps), one)
         runs.append((tb.step_walls(run_dir), plain_loop_walls(run_dir, steps)))
-    print("\n## 5. Tiny llama, one stage: the runner vs a plain HF training loop (4 x 8 x 256 tokens, fp32 AdamW)\n")
+    print(f"\n## 5. Tiny {family}, one stage: the runner vs a plain HF training loop "
+          "(4 x 8 x 256 tokens, fp32 AdamW)\n")
     print("| run | plain HF tok/s (median step) | runner tok/s (median step) | ratio | "
           "plain HF tok/s (p20) | runner tok/s (p20) | ratio |\n|---|---|---|---|---|---|---|")
     ratio, ratio_p20 = tb.print_pair_rows(runs)
@@ -121,6 +135,8 @@ def predicted_vs_measured(work: Path, model: Path, steps: int) -> None:
 def run_all(work: Path, steps: int, repeats: int) -> None:
     model = make_model(work / "tiny-llama")
     plain = runner_vs_plain(work, model, steps, repeats)
+    for family in FAMILIES[1:]:
+        runner_vs_plain(work, make_model(work / f"tiny-{family}", family), steps, repeats, family)
     two_stages(work, model, steps, repeats, plain)
     predicted_vs_measured(work, model, steps)
 

@@ -39,13 +39,37 @@ def build_hf_model_on_meta(config_dict: dict[str, Any], dtype: torch.dtype) -> n
         except Exception as error:  # its validators raise their own types: the user's config is at fault
             raise InputError(f"transformers rejects this '{model_type}' config: {first_line(error)}") from None
         _check_causal(config, model_type)
-        config._attn_implementation = "sdpa"
+        model = _build_on_meta(transformers, config, model_type)
+    return model.to(dtype)
+
+
+def _build_on_meta(transformers: Any, config: Any, model_type: str) -> nn.Module:
+    """SDPA attention where the model supports it, else eager (logged once per type):
+    planning and training build the same model through here."""
+    for implementation in ATTENTION_IMPLEMENTATIONS:
+        config._attn_implementation = implementation
         try:
             with torch.device("meta"):
-                model = transformers.AutoModelForCausalLM.from_config(config)
+                model: nn.Module = transformers.AutoModelForCausalLM.from_config(config)
         except ValueError as error:
-            raise InputError(f"'{model_type}' is not a causal language model: {str(error).splitlines()[0]}") from None
-    return model.to(dtype)
+            if implementation == "sdpa" and "scaled_dot_product_attention" in str(error):
+                _log_eager_once(model_type)
+                continue
+            raise InputError(f"'{model_type}' is not a causal language model: {first_line(error)}") from None
+        return model
+    raise AssertionError("eager attention is always supported")
+
+
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+_EAGER_LOGGED: set[str] = set()
+
+
+def _log_eager_once(model_type: str) -> None:
+    if model_type not in _EAGER_LOGGED:
+        _EAGER_LOGGED.add(model_type)
+        logging.getLogger("allot").warning(
+            "'%s' has no SDPA attention in transformers: it runs eager attention (planned and trained so)",
+            model_type)
 
 
 def first_line(error: BaseException) -> str:

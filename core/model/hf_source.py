@@ -1,19 +1,24 @@
 """Which Hugging Face causal LM a run trains: its config and, for a local
-model folder, where its weights are. Torch-free (the app asks it too)."""
+model folder, where its weights are. Torch-free (the app asks it too).
+
+Whether a model type can be split is known up front from resources/hf_coverage.json:
+the types of transformers' causal-LM registry that the generic split refuses, each
+with its one-line reason (tests/core/training/engine/test_hf_registry.py measures it
+for the installed transformers and fails when the file disagrees). A type not in the
+file is tried, and core.model.hf_anatomy refuses it with its reason if it must.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
 
-# model_type -> the stage forward that runs it (core.training.engine.hf_stages)
-LLAMA_FAMILY = ("llama", "mistral", "qwen2", "mixtral")
-GPT2_FAMILY = ("gpt2",)
-TRAINABLE_TYPES = GPT2_FAMILY + LLAMA_FAMILY
-HEAD = "lm_head"
+COVERAGE_FILE = Path(__file__).resolve().parents[2] / "resources" / "hf_coverage.json"
 
 
 @dataclass(frozen=True)
@@ -45,33 +50,24 @@ class HFModelSource:
         return str(self.config.get("model_type"))
 
     @property
-    def family(self) -> str:
-        return "gpt2" if self.model_type in GPT2_FAMILY else "llama"
-
-    @property
-    def embed_name(self) -> str:
-        """The input embedding layer (its weight is the one a tied head shares)."""
-        return "transformer.wte" if self.family == "gpt2" else "model.embed_tokens"
-
-    @property
-    def tied(self) -> bool:
-        return bool(self.config.get("tie_word_embeddings", self.family == "gpt2"))  # transformers' defaults
-
-    @property
     def vocab_size(self) -> int:
         return int(self.config.get("vocab_size") or 0)
 
 
+@functools.lru_cache(maxsize=1)
+def coverage() -> dict[str, Any]:
+    """resources/hf_coverage.json: {"transformers": version, "supported": [types], "refused": {type: reason}}."""
+    return dict(json.loads(COVERAGE_FILE.read_text(encoding="utf-8")))
+
+
 def trainable_reason(model_type: str) -> str | None:
-    """Why an architecture cannot be trained yet (None: it can)."""
-    if model_type in TRAINABLE_TYPES:
-        return None
-    return (f"'{model_type}' models are not trainable yet; Allot trains {', '.join(TRAINABLE_TYPES)} "
-            "(GPT2LMHeadModel, LlamaForCausalLM and the models that share its code)")
+    """Why an architecture cannot be trained (None: it can, or it is not known to fail)."""
+    reason = coverage()["refused"].get(model_type)
+    return None if reason is None else str(reason)
 
 
 def check_trainable(model_type: str) -> None:
-    """Raises InputError for an architecture the HF stages cannot train yet."""
+    """Raises InputError for an architecture the HF stages cannot train."""
     reason = trainable_reason(model_type)
     if reason is not None:
         raise InputError(reason)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,12 @@ def find_tensor(entries: Mapping[str, Any], name: str) -> str | None:
     return short if short and short in entries else None
 
 
+def missing_tensors(names: Iterable[str], entries: Mapping[str, Any], tied: tuple[str, str] | None) -> list[str]:
+    """The names no stored tensor answers to (a tied head may be stored as the embedding)."""
+    return [name for name in names if find_tensor(entries, name) is None
+            and not (tied is not None and name == tied[1] and find_tensor(entries, tied[0]) is not None)]
+
+
 def check_weights(expected: Mapping[str, tuple[int, ...]], entries: Mapping[str, TensorEntry],
                   tied: tuple[str, str] | None) -> None:
     """Every expected tensor is stored with its shape (a tied head may be absent).
@@ -168,10 +174,10 @@ def check_weights(expected: Mapping[str, tuple[int, ...]], entries: Mapping[str,
                              f"the config gives {list(shape)}")
 
 
-def load_stage_tensors(module: Any, directory: str, tied_embed: str | None) -> None:
+def load_stage_tensors(module: Any, directory: str, tied: tuple[str, str] | None) -> None:
     """Copy this stage's tensors from the safetensors files into `module`, one
-    tensor at a time (`tied_embed`: the embedding's name, read for a tied head
-    stored without its own copy)."""
+    tensor at a time (`tied`: the embedding's and the head's weight names, the
+    first read for a tied head stored without its own copy)."""
     import torch
     from safetensors import safe_open
 
@@ -179,8 +185,8 @@ def load_stage_tensors(module: Any, directory: str, tied_embed: str | None) -> N
     by_file: dict[Path, list[tuple[str, Any]]] = {}
     for name, target in module.state_dict(keep_vars=True).items():
         stored = find_tensor(entries, name)
-        if stored is None and tied_embed is not None and name == "lm_head.weight":
-            stored = find_tensor(entries, f"{tied_embed}.weight")
+        if stored is None and tied is not None and name == tied[1]:
+            stored = find_tensor(entries, tied[0])
         if stored is None:
             raise InputError(f"the weights in {directory} have no tensor {name}")
         by_file.setdefault(entries[stored].file, []).append((stored, target))

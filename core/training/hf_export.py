@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from core.model.hf_source import HEAD, HFModelSource
+from core.model.hf_source import HFModelSource
 from core.model.hf_weights import CONFIG, INDEX
 from core.system.durable import atomic_write_text
 
@@ -50,7 +50,10 @@ def write_hf_folder(out: Path | str, source: HFModelSource, stage_states: Iterab
     """Write config, one shard per stage state (each a callable, so one is loaded at a time) and the index."""
     from safetensors.torch import save_file
 
+    from core.training.engine.hf_stages import source_anatomy
+
     target = check_output_dir(out)
+    tied = source_anatomy(source).tied_names
     staging = target.parent / f".tmp-{target.name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -58,7 +61,7 @@ def write_hf_folder(out: Path | str, source: HFModelSource, stage_states: Iterab
     total_bytes = 0
     for index, load in enumerate(stage_states):
         tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in load().items()
-                   if not (source.tied and name == f"{HEAD}.weight")}  # host-device sync
+                   if not (tied is not None and name == tied[1])}  # host-device sync
         name = shard_name(index, count)
         save_file(tensors, str(staging / name), metadata={"format": "pt"})
         weight_map.update({key: name for key in tensors})

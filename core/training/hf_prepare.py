@@ -51,7 +51,16 @@ def _weights_source(directory: Path) -> HFModelSource:
     check_trainable(str(config["model_type"]))
     entries = tensor_index(directory)
     source = HFModelSource.of(config, str(directory))
-    check_weights(expected_shapes(source), entries, _tied_names(source))
+    from core.model.hf_weights import missing_tensors
+    from core.training.engine.hf_stages import converts_on_load
+
+    expected = expected_shapes(source)
+    if missing_tensors(expected, entries, _tied_names(source)) and converts_on_load(source):
+        # stored under transformers' checkpoint names (it converts them on load): each stage's
+        # load checks them (core.training.engine.hf_stages); loading the whole model here to
+        # check would hold all of it in this process
+        return source
+    check_weights(expected, entries, _tied_names(source))
     return source
 
 
@@ -72,7 +81,9 @@ def hf_layer_names(source: HFModelSource) -> list[str]:
 
 
 def _tied_names(source: HFModelSource) -> tuple[str, str] | None:
-    return (f"{source.embed_name}.weight", "lm_head.weight") if source.tied else None
+    from core.training.engine.hf_stages import source_anatomy
+
+    return source_anatomy(source).tied_names
 
 
 def tokenizer_path(source: HFModelSource) -> Path | None:

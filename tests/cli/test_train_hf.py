@@ -57,10 +57,9 @@ def _broken(kind, llama_dir, tmp_path):
         (model / "model.safetensors").write_bytes(data[:len(data) // 2])
         return model, ("model.safetensors", "truncated")
     assert kind == "architecture"
-    (model / "config.json").write_text(json.dumps({"model_type": "gpt_neox", "vocab_size": 256, "hidden_size": 64,
-                                                   "num_hidden_layers": 2, "num_attention_heads": 4,
-                                                   "intermediate_size": 128}))
-    return model, ("gpt_neox", "not trainable yet", "llama", "gpt2")
+    (model / "config.json").write_text(json.dumps({"model_type": "bart", "vocab_size": 256, "d_model": 64,
+                                                   "encoder_layers": 2, "decoder_layers": 2}))
+    return model, ("'bart' is an encoder model", "only causal (decoder-only)")
 
 
 @pytest.mark.parametrize("kind", ["no-config", "no-weights", "shapes", "missing-shard", "truncated",

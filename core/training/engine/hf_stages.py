@@ -1,21 +1,31 @@
-"""Pipeline stages of Hugging Face causal LMs, split by hand as torchtitan does.
+"""Pipeline stages of any Hugging Face causal LM: one generic split, the model's own forward.
 
-Each stage process builds the whole model on the meta device (no memory),
-keeps only its stage's modules (the block list becomes a ModuleDict of the
-blocks it owns, every other layer it does not own becomes None), then
-materialises what is left: `to_empty` on its device, then either a seeded
-init (from a config) or its own tensors read from the safetensors files.
-Parameter names stay the Hugging Face ones (`model.layers.3.mlp.up_proj.weight`),
-so stage state dicts merge back into the model's and save in HF format.
+Each stage process builds the whole model on the meta device (no memory) and
+keeps only its stage's layers of the chain (core.model.measure.layer_chain).
+Every layer it does not hold is replaced, in place, by a stand-in without
+parameters (so parameter names stay the Hugging Face ones,
+`model.layers.3.mlp.up_proj.weight`, and stage state dicts merge back into
+the model's):
 
-The stage forward takes token ids (first stage) or hidden states and gives
-hidden states (or logits on the last stage). What the model's own forward
-computes once and hands to every block is recomputed on each stage: position
-ids, the causal mask and rotary cos/sin. No KV cache is ever made. Known traps:
+- a layer before the stage that runs before the first block (the embedding,
+  GPT-2's position table) gives zeros of its output's shape;
+- a block the stage does not hold passes its input through;
+- the layer just before the stage's first one gives the tensor the previous
+  stage sent (in the form that layer returns: a tensor, or a block's tuple).
 
-- rotary `inv_freq` is a non-persistent buffer computed in `__init__`: on the
-  meta device it is never computed, and `to_empty` leaves garbage, so every
-  stage re-initialises it (`_init_rotary`);
+A stage then runs the model's own forward (`XForCausalLM.forward`) on token ids
+(zeros of the right shape on a later stage), so everything the model computes
+around its blocks comes from transformers' code: position ids, causal and
+sliding-window masks, rotary cos/sin, embedding scaling, logit soft-capping and
+scaling. A stage without the head stops the forward right after its last layer
+and hands on that layer's output. What the split relies on is checked once per
+config on the meta device (core.model.hf_anatomy); see docs/design.md
+"Hugging Face models". No KV cache is ever made. Known traps:
+
+- non-persistent buffers (rotary `inv_freq`, ...) are computed in `__init__`:
+  on the meta device they never are, and `to_empty` leaves garbage, so every
+  stage re-initialises them with transformers' own `_init_weights`, which in
+  transformers 5 must restore them (it does so after from_pretrained);
 - a tied head on another stage than the embedding gets its own copy of the
   weight, initialised or loaded as the embedding is; the engines then sum
   the two gradients (see core.training.engine.stages).
@@ -27,7 +37,9 @@ layer gets the same weights whichever stage or engine holds it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,18 +48,25 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import InputError
-from core.model.hf_source import HEAD, HFModelSource, check_trainable
+from core.model.hf_anatomy import ModelAnatomy, anatomy_of
+from core.model.hf_source import HFModelSource, check_trainable
 from core.training.engine.stages import StageLayout
 
 
 def build_meta_model(source: HFModelSource) -> Any:
-    """The whole model on the meta device, fp32, SDPA attention, no cache."""
+    """The whole model on the meta device, fp32, SDPA attention (eager where unsupported), no cache."""
     from core.model.hf import build_hf_model_on_meta
 
     check_trainable(source.model_type)
     model: Any = build_hf_model_on_meta(source.config, torch.float32)
     model.config.use_cache = False
     return model
+
+
+def source_anatomy(source: HFModelSource) -> ModelAnatomy:
+    """What the split needs to know about the model (cached per config; raises InputError if it cannot be split)."""
+    check_trainable(source.model_type)
+    return anatomy_of(source.config_json)
 
 
 def hf_layer_names(model: nn.Module) -> list[str]:
@@ -58,124 +77,150 @@ def hf_layer_names(model: nn.Module) -> list[str]:
 
 
 class HFStage(nn.Module):
-    """Some consecutive layers of an HF causal LM, with HF parameter names."""
+    """Some consecutive layers of an HF causal LM, with HF parameter names.
 
-    def __init__(self, model: Any, source: HFModelSource, layers: Sequence[str],
+    `named_parameters()` gives exactly the stage's parameters under the full
+    model's names (what an adapter or optimizer over the stage needs).
+    """
+
+    def __init__(self, model: Any, anatomy: ModelAnatomy, layers: Sequence[str],
                  recompute: bool = False, autocast_dtype: torch.dtype | None = None):
         super().__init__()
         self.config = model.config
-        self.family = source.family
         self.layer_names = tuple(layers)
-        self.tied_names = (f"{source.embed_name}.weight", f"{HEAD}.weight")
-        for name, child in model._modules.items():  # HF's names (model.*, transformer.*, lm_head); None kept
+        self.tied_names = (f"{anatomy.embed}.weight", f"{anatomy.head}.weight")
+        for name, child in model._modules.items():  # HF's names (model.*, transformer.*, lm_head)
             self.register_module(name, child)
+        self.causal_lm: Any
+        object.__setattr__(self, "causal_lm", model)  # runs the forward; not registered (its children are ours)
         self._init_weights_fn: Callable[[nn.Module], None] = model._init_weights
-        self.recompute = recompute
+        self.takes_ids = anatomy.chain[0] in self.layer_names
+        self.has_head = anatomy.chain[-1] in self.layer_names
+        self.inject: _Inject | None = None
         self.autocast_dtype = autocast_dtype
+        if recompute:
+            for name in self.layer_names:
+                if name in anatomy.blocks:
+                    block = self.get_submodule(name)
+                    block.forward = functools.partial(_checkpointed, block.forward)
 
-    # ------------------------------------------------------------------ forward
+    def train(self, mode: bool = True) -> HFStage:
+        super().train(mode)
+        self.causal_lm.training = mode
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.autocast_dtype is not None:
             autocast = torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype)
-        with autocast:
-            return self._gpt2(x) if self.family == "gpt2" else self._llama(x)
-
-    def _llama(self, x: torch.Tensor) -> torch.Tensor:
-        body: Any = self.model
-        hidden = body.embed_tokens(x) if body.embed_tokens is not None else x
-        if len(body.layers):
-            positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-            masks = causal_masks(self.config, hidden, positions)
-            rotary = body.rotary_emb(hidden, position_ids=positions)  # cos, sin on every stage
-            for index, layer in body.layers.items():
-                hidden = self._block(layer, hidden, attention_mask=masks[_attention_type(self.config, int(index))],
-                                     position_ids=positions, position_embeddings=rotary)
-        if body.norm is not None:
-            hidden = body.norm(hidden)
-        return self._head(hidden)
-
-    def _gpt2(self, x: torch.Tensor) -> torch.Tensor:
-        body: Any = self.transformer
-        hidden = body.wte(x) if body.wte is not None else x
-        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-        if body.wpe is not None:
-            hidden = body.drop(hidden + body.wpe(positions))
-        if len(body.h):
-            mask = causal_masks(self.config, hidden, positions)["full_attention"]
-            for layer in body.h.values():
-                hidden = self._block(layer, hidden, attention_mask=mask, position_ids=positions)
-        if body.ln_f is not None:
-            hidden = body.ln_f(hidden)
-        return self._head(hidden)
-
-    def _block(self, layer: nn.Module, hidden: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        if self.recompute and torch.is_grad_enabled():
-            return checkpoint(layer, hidden, use_reentrant=False, **kwargs)  # activation checkpointing
-        return layer(hidden, **kwargs)
-
-    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
-        head: Any = getattr(self, HEAD)
-        return head(hidden) if head is not None else hidden
+        ids = x if self.takes_ids else torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+        if self.inject is not None:
+            self.inject.received = x
+        try:
+            with autocast:
+                return self.causal_lm(input_ids=ids, use_cache=False).logits
+        except _StageDone as done:
+            return done.hidden
+        finally:
+            if self.inject is not None:
+                self.inject.received = None
 
 
-def causal_masks(config: Any, hidden: torch.Tensor, positions: torch.Tensor) -> dict[str, Any]:
-    """The masks the blocks take, built from this stage's hidden states (the
-    schedule passes one tensor between stages, never a mask). For SDPA without
-    padding transformers returns None here and SDPA runs causal."""
-    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-
-    kwargs = {"config": config, "inputs_embeds": hidden, "attention_mask": None, "cache": None,
-              "position_ids": positions}
-    masks = {"full_attention": create_causal_mask(**kwargs)}
-    if getattr(config, "sliding_window", None) is not None:
-        masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
-    return masks
+def _checkpointed(forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    if torch.is_grad_enabled():
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)  # activation checkpointing
+    return forward(*args, **kwargs)
 
 
-def _attention_type(config: Any, index: int) -> str:
-    """Which mask block `index` takes, as the model's own forward decides."""
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types:
-        kind = str(layer_types[index])
-        return kind if kind == "full_attention" or getattr(config, "sliding_window", None) is not None \
-            else "full_attention"
-    return "sliding_attention" if getattr(config, "sliding_window", None) is not None else "full_attention"
+class _StageDone(Exception):
+    """Raised after a stage's last layer: the rest of the model's forward belongs to later stages."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__("stage done")
+        self.hidden = hidden
+
+
+def _stop_after(module: nn.Module, args: Any, output: Any) -> None:
+    raise _StageDone(output if isinstance(output, torch.Tensor) else output[0])
+
+
+class _Zeros(nn.Module):
+    """Stands for a layer before the stage that runs before the blocks: zeros of its output's shape."""
+
+    def __init__(self, tail: tuple[int, ...], dtype: torch.dtype):
+        super().__init__()
+        self.tail, self.dtype = tail, dtype
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.zeros((*x.shape[:2], *self.tail), dtype=self.dtype, device=x.device)
+
+
+class _Skip(nn.Module):
+    """Stands for a layer of another stage that the forward goes through: its input, in its output's form."""
+
+    def __init__(self, outputs: int):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return _shaped(hidden, self.outputs)
+
+
+class _Inject(nn.Module):
+    """Stands for the layer just before the stage: gives what the previous stage sent."""
+
+    def __init__(self, outputs: int):
+        super().__init__()
+        self.outputs = outputs
+        self.received: torch.Tensor | None = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.received is not None, "a stage's input is set by HFStage.forward"
+        return _shaped(self.received, self.outputs)
+
+
+def _shaped(hidden: torch.Tensor, outputs: int) -> Any:
+    return hidden if outputs == 0 else (hidden, *([None] * (outputs - 1)))
 
 
 # ---------------------------------------------------------------- building
-def prune_to_stage(model: nn.Module, layers: Sequence[str]) -> None:
-    """Keep only `layers` of the chain (on meta): the block list becomes a
-    ModuleDict of the owned blocks (names unchanged), other layers become None."""
-    from core.model.measure import layer_chain
-
+def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str]) -> _Inject | None:
+    """Replace every layer of the chain not in `layers` by its stand-in (on meta);
+    returns the stand-in that receives the stage's input (None on the first stage)."""
     owned = set(layers)
-    chain = layer_chain(model)
-    known = {name for name, _ in chain}
-    unknown = owned - known
+    unknown = owned - set(anatomy.chain)
     if unknown:
         raise InputError(f"the plan names layers the model does not have: {', '.join(sorted(unknown))}")
-    block_parent: dict[str, nn.ModuleDict] = {}
-    for name, _ in chain:
+    first = min(anatomy.chain.index(name) for name in owned)
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    inject = None
+    for position, name in enumerate(anatomy.chain):
+        if name in owned:
+            continue
+        outputs = anatomy.block_outputs if name in anatomy.blocks else 0
+        stand_in: nn.Module
+        if position == first - 1:
+            stand_in = inject = _Inject(outputs)
+        elif position < first and (tail := anatomy.zero_tail(name)) is not None:
+            stand_in = _Zeros(tail, dtype)
+        else:
+            stand_in = _Skip(outputs)
         parent_name, _, child = name.rpartition(".")
         parent: Any = model.get_submodule(parent_name) if parent_name else model
-        if child.isdigit():  # a block of the block list
-            list_name = parent_name
-            if list_name not in block_parent:
-                block_parent[list_name] = nn.ModuleDict()
-            if name in owned:
-                block_parent[list_name][child] = parent[int(child)]
-        elif name not in owned:
-            setattr(parent, child, None)
-    for list_name, kept in block_parent.items():
-        owner_name, _, attribute = list_name.rpartition(".")
-        setattr(model.get_submodule(owner_name) if owner_name else model, attribute, kept)
+        if child.isdigit():
+            parent[int(child)] = stand_in
+        else:
+            setattr(parent, child, stand_in)
+    last = max(anatomy.chain.index(name) for name in owned)
+    if last < len(anatomy.chain) - 1:
+        model.get_submodule(anatomy.chain[last]).register_forward_hook(_stop_after)
+    return inject
 
 
-def untie_head(model: nn.Module, source: HFModelSource, layers: Sequence[str]) -> None:
+def untie_head(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str]) -> None:
     """A stage with the head but not the embedding gets its own (meta) copy of the tied weight."""
-    if source.tied and HEAD in layers and source.embed_name not in layers:
-        head: Any = model.get_submodule(HEAD)
+    if anatomy.tied and anatomy.head in layers and anatomy.embed not in layers:
+        head: Any = model.get_submodule(anatomy.head)
         head.weight = nn.Parameter(torch.empty_like(head.weight, device="meta"))
 
 
@@ -183,24 +228,72 @@ def build_hf_stage(source: HFModelSource, layout: StageLayout, device: torch.dev
                    recompute: bool = False, autocast_dtype: torch.dtype | None = None,
                    untie: bool = True) -> HFStage:
     """One stage on `device`: meta model, pruned, materialised, initialised or loaded."""
+    anatomy = source_anatomy(source)
     model = build_meta_model(source)
-    embedding = model.get_submodule(source.embed_name)  # kept (on meta) as the template of a tied copy
+    embedding = model.get_submodule(anatomy.embed)  # kept (on meta) as the template of a tied copy
     if untie:
-        untie_head(model, source, layout.layers)
-    prune_to_stage(model, layout.layers)
-    stage = HFStage(model, source, layout.layers, recompute, autocast_dtype)
+        untie_head(model, anatomy, layout.layers)
+    inject = prune_to_stage(model, anatomy, layout.layers)
+    stage = HFStage(model, anatomy, layout.layers, recompute, autocast_dtype)
+    stage.inject = inject
     stage.to_empty(device=device)
-    if source.tied and HEAD in layout.layers and source.embed_name in layout.layers:
+    if anatomy.tied and anatomy.head in layout.layers and anatomy.embed in layout.layers:
         # to_empty makes new parameters, which unties them: tie again
-        stage.get_submodule(HEAD).weight = stage.get_submodule(source.embed_name).weight
+        stage.get_submodule(anatomy.head).weight = stage.get_submodule(anatomy.embed).weight
+    _init_non_persistent_buffers(stage)
     if source.weights_dir is None:
-        _init_seeded(stage, source, layout.layers, seed, embedding)
+        _init_seeded(stage, anatomy, layout.layers, seed, embedding)
     else:
-        from core.model.hf_weights import load_stage_tensors
-
-        load_stage_tensors(stage, source.weights_dir, source.embed_name if source.tied else None)
-    _init_rotary(stage)
+        _load_weights(stage, source, anatomy)
     return stage
+
+
+def _load_weights(stage: HFStage, source: HFModelSource, anatomy: ModelAnatomy) -> None:
+    """The stage's own tensors, read one at a time; a checkpoint stored under other names
+    than the model's (transformers 5 converts them on load: fused experts, legacy names)
+    goes through transformers' loader instead, the whole model once on the CPU."""
+    from pathlib import Path
+
+    from core.model.hf_weights import load_stage_tensors, missing_tensors, tensor_index
+
+    assert source.weights_dir is not None
+    missing = missing_tensors(stage.state_dict(), tensor_index(Path(source.weights_dir)), anatomy.tied_names)
+    if not missing or not converts_on_load(source):
+        load_stage_tensors(stage, source.weights_dir, anatomy.tied_names)  # InputError names a missing tensor
+        return
+    logging.getLogger("allot").warning("%s stores its weights under other names than the model's: each stage "
+                                       "loads them through transformers' converting loader", source.weights_dir)
+    state = converted_state(source, anatomy)
+    with torch.no_grad():
+        for name, target in stage.state_dict(keep_vars=True).items():
+            target.copy_(state[name] if name in state else state[anatomy.tied_names[0]])  # type: ignore[index]
+
+
+def converts_on_load(source: HFModelSource) -> bool:
+    """Whether transformers renames or converts this model's checkpoint tensors on load
+    (its model type's conversion mapping, or legacy names of the model's classes)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+
+    return bool(get_model_conversion_mapping(build_meta_model(source)))
+
+
+def converted_state(source: HFModelSource, anatomy: ModelAnatomy) -> dict[str, torch.Tensor]:
+    """The whole model's state under its own names, loaded by transformers (raises InputError for missing tensors)."""
+    from transformers import AutoModelForCausalLM
+
+    from core.model.hf import _quiet_transformers
+
+    loader: Any = AutoModelForCausalLM.from_pretrained
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its per-tensor bar would fill the run's log
+    with _quiet_transformers():
+        model, info = loader(str(source.weights_dir), dtype=torch.float32, attn_implementation=anatomy.attention,
+                             output_loading_info=True)
+    missing = [name for name in info["missing_keys"] if name != (anatomy.tied_names or ("", ""))[1]]
+    if missing:
+        raise InputError(f"the weights in {source.weights_dir} have no tensor {missing[0]}")
+    return dict(model.state_dict())
 
 
 def layer_seed(seed: int, layer: str) -> int:
@@ -209,14 +302,14 @@ def layer_seed(seed: int, layer: str) -> int:
 
 
 @torch.no_grad()
-def _init_seeded(stage: HFStage, source: HFModelSource, layers: Sequence[str], seed: int,
+def _init_seeded(stage: HFStage, anatomy: ModelAnatomy, layers: Sequence[str], seed: int,
                  embedding: nn.Module) -> None:
     """HF's own init of every owned layer, under that layer's seed (children
     before parents, as transformers' initialize_weights goes)."""
     for name in layers:
-        if name == HEAD and source.tied:  # the embedding's weight, or a copy made as it was
-            if source.embed_name not in layers:
-                _init_tied_copy(stage, source, seed, embedding)
+        if name == anatomy.head and anatomy.tied:  # the embedding's weight, or a copy made as it was
+            if anatomy.embed not in layers:
+                _init_tied_copy(stage, anatomy, seed, embedding)
             continue
         module = stage.get_submodule(name)
         torch.manual_seed(layer_seed(seed, name))
@@ -224,18 +317,20 @@ def _init_seeded(stage: HFStage, source: HFModelSource, layers: Sequence[str], s
             stage._init_weights_fn(sub)
 
 
-def _init_tied_copy(stage: HFStage, source: HFModelSource, seed: int, template: nn.Module) -> None:
+def _init_tied_copy(stage: HFStage, anatomy: ModelAnatomy, seed: int, template: nn.Module) -> None:
     """The head's copy of a tied weight starts as the embedding (on its stage) does."""
-    head: Any = stage.get_submodule(HEAD)
+    head: Any = stage.get_submodule(anatomy.head)
     embedding = template.to_empty(device=head.weight.device)  # the meta embedding this stage dropped
-    torch.manual_seed(layer_seed(seed, source.embed_name))
+    torch.manual_seed(layer_seed(seed, anatomy.embed))
     stage._init_weights_fn(embedding)
     head.weight.copy_(embedding.weight)
 
 
 @torch.no_grad()
-def _init_rotary(stage: HFStage) -> None:
-    """Recompute rotary inv_freq (garbage after to_empty; never in any checkpoint)."""
+def _init_non_persistent_buffers(stage: HFStage) -> None:
+    """Recompute buffers that no checkpoint holds (garbage after to_empty): rotary
+    `inv_freq` and the like, with transformers' own init (the owned layers'
+    parameters are initialised or loaded after this)."""
     for module in stage.modules():
-        if "RotaryEmbedding" in type(module).__name__ and hasattr(module, "original_inv_freq"):
+        if getattr(module, "_non_persistent_buffers_set", None):
             stage._init_weights_fn(module)

@@ -24,7 +24,10 @@ def build_stages(context: RunContext, indices: Sequence[int], devices: Sequence[
     """
     recompute, autocast = context.config.setup.recompute, context.autocast_dtype()
     if context.hf is not None:
-        from core.training.engine.hf_stages import build_hf_stage
+        from core.training.engine.hf_stages import build_hf_stage, source_anatomy
+
+        for index in indices:
+            source_anatomy(context.hf).check_stage(context.layouts[index].layers)
 
         return [build_hf_stage(context.hf, context.layouts[index], device, context.config.seed,
                                recompute, autocast) for index, device in zip(indices, devices, strict=True)]
@@ -39,11 +42,12 @@ def tied_pair(context: RunContext) -> tuple[int, int] | None:
     if context.hf is None:
         assert context.gpt is not None
         return tied_stage_pair(context.gpt, context.layouts)
-    from core.model.hf_source import HEAD
+    from core.training.engine.hf_stages import source_anatomy
 
-    if not context.hf.tied:
+    anatomy = source_anatomy(context.hf)
+    if not anatomy.tied:
         return None
-    return _pair(context.layouts, context.hf.embed_name, HEAD)
+    return _pair(context.layouts, anatomy.embed, anatomy.head)
 
 
 def _pair(layouts: Sequence[StageLayout], embed: str, head: str) -> tuple[int, int] | None:

@@ -1,0 +1,182 @@
+"""What Allot needs to know about an HF causal LM to split it, read from the model itself.
+
+One forward of the whole model on the meta device (no weights, no memory) with
+a hook on every layer of its chain (core.model.measure.layer_chain: each block
+of the block list, every other module with parameters) tells:
+
+- the order the layers run in, and that each runs exactly once;
+- what a block returns (a tensor, or a tuple whose first item is the hidden
+  states; its other items, attention weights or caches, are read by the model
+  only when asked for them, so a stand-in gives None there);
+- the output shape past (batch, sequence) of each layer before the blocks,
+  so a stage that does not hold one can stand a zero tensor in its place;
+- which layers are the input embedding and the head, and whether they share
+  their weight (tied).
+
+A model whose layers do not pass just hidden states along the chain (state-space
+or recurrent blocks, layers run twice or out of order, parameters outside every
+layer) is refused with one line naming what makes it unsupported: the generic
+stage split (core.training.engine.hf_stages, docs/design.md "Hugging Face models")
+would be wrong for it, so it never tries.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from core.errors import InputError
+
+PROBE_SHAPE = (2, 3)  # batch, tokens of the probe forward (distinct, so a shape's tail is clear)
+
+
+@dataclass(frozen=True)
+class ModelAnatomy:
+    """The split-relevant facts of one HF causal LM config (see the module docstring)."""
+
+    chain: tuple[str, ...]
+    blocks: frozenset[str]
+    block_outputs: int  # 0: a block returns a tensor; n: a tuple of n items, hidden states first
+    zero_tails: tuple[tuple[str, tuple[int, ...]], ...]  # layers before the first block: output shape past (b, s)
+    embed: str
+    head: str
+    tied: bool
+    attention: str  # the attention implementation it is built with ("sdpa", or "eager" where SDPA is not supported)
+
+    @property
+    def tied_names(self) -> tuple[str, str] | None:
+        """(embedding's, head's) weight name when they share one."""
+        return (f"{self.embed}.weight", f"{self.head}.weight") if self.tied else None
+
+    def zero_tail(self, layer: str) -> tuple[int, ...] | None:
+        return dict(self.zero_tails).get(layer)
+
+    def check_stage(self, layers: tuple[str, ...]) -> None:
+        """A stage may not start between two layers that run before the blocks (GPT-2's
+        token and position tables, OPT's): the model combines their outputs, and a stage
+        receives one tensor.
+
+        Raises:
+            InputError: naming the layers to keep together.
+        """
+        before = [name for name, _ in self.zero_tails]
+        if layers and layers[0] in before[1:]:
+            raise InputError(f"a stage starts at {layers[0]}, but the model combines the outputs of "
+                             f"{', '.join(before)} before its blocks: keep them on one stage")
+
+
+@functools.lru_cache(maxsize=32)
+def anatomy_of(config_json: str) -> ModelAnatomy:
+    """The anatomy of the model a config (as JSON text) builds (cached per config).
+
+    Raises:
+        InputError: the model cannot be built, or cannot be split (the reason in one line).
+    """
+    import json
+
+    from core.model.hf import build_hf_model_on_meta
+
+    config = json.loads(config_json)
+    model = build_hf_model_on_meta(config, torch.float32)
+    return probe(model, str(config.get("model_type")))
+
+
+def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
+    """Run the meta model once and read its anatomy (see the module docstring)."""
+    from core.model.hf import balanced_experts, forward_hf
+    from core.model.measure import _block_list, flash_attention_on_meta, layer_chain
+
+    chain = layer_chain(model)
+    block_ids = {id(block) for block in _block_list(model)}
+    _check_parameters_inside_layers(model, chain, model_type)
+    calls: list[str] = []
+    outputs: dict[str, Any] = {}
+    handles = [module.register_forward_hook(_recorder(name, calls, outputs)) for name, module in chain]
+    try:
+        with balanced_experts(model), flash_attention_on_meta(), torch.no_grad():
+            forward_hf(model, torch.zeros(PROBE_SHAPE, dtype=torch.long, device="meta"))
+    except Exception as error:  # transformers fails deep inside on what it cannot run: one line
+        from core.model.hf import first_line
+
+        raise InputError(f"'{model_type}' does not run as a plain causal LM on token ids: {first_line(error)}") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    names = [name for name, _ in chain]
+    _check_order(names, calls, model_type)
+    blocks = frozenset(name for name, module in chain if id(module) in block_ids)
+    embed, head, tied = _embeddings(model, names, model_type)
+    first_block = min(names.index(name) for name in blocks)
+    tails = tuple((name, _tail(outputs[name], name, model_type)) for name in names[:first_block])
+    return ModelAnatomy(chain=tuple(names), blocks=blocks, block_outputs=_block_outputs(outputs, blocks, model_type),
+                        zero_tails=tails, embed=embed, head=head, tied=tied,
+                        attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")))
+
+
+def _recorder(name: str, calls: list[str], outputs: dict[str, Any]) -> Any:
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        calls.append(name)
+        outputs[name] = output
+    return hook
+
+
+def _check_parameters_inside_layers(model: nn.Module, chain: list[tuple[str, nn.Module]], model_type: str) -> None:
+    inside = {id(p) for _, module in chain for p in module.parameters()}
+    outside = [name for name, p in model.named_parameters() if id(p) not in inside]
+    if outside:
+        raise InputError(f"'{model_type}' has parameters outside its layers ({outside[0]}): "
+                         "a stage could not tell whether it holds them")
+
+
+def _check_order(names: list[str], calls: list[str], model_type: str) -> None:
+    for name in names:
+        count = calls.count(name)
+        if count != 1:
+            raise InputError(f"'{model_type}' runs its layer {name} {count} times per forward: "
+                             "a pipeline stage runs each layer once")
+    if calls != names:
+        first = next(a for a, b in zip(calls, names, strict=True) if a != b)
+        raise InputError(f"'{model_type}' runs its layers in another order than it lists them ({first} "
+                         "out of place): its stages could not follow one another")
+
+
+def _block_outputs(outputs: dict[str, Any], blocks: frozenset[str], model_type: str) -> int:
+    shapes = set()
+    for name in blocks:
+        output = outputs[name]
+        if isinstance(output, torch.Tensor):
+            shapes.add(0)
+            continue
+        if not isinstance(output, tuple) or not output or not isinstance(output[0], torch.Tensor):
+            raise InputError(f"'{model_type}' blocks return {type(output).__name__}, not hidden states")
+        shapes.add(len(output))
+    if len(shapes) != 1:
+        raise InputError(f"'{model_type}' blocks return different things ({sorted(shapes)})")
+    return shapes.pop()
+
+
+def _embeddings(model: Any, names: list[str], model_type: str) -> tuple[str, str, bool]:
+    """(input embedding's layer, head's layer, tied) from transformers' own accessors."""
+    modules = {id(module): name for name, module in model.named_modules()}
+    try:
+        embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    except (NotImplementedError, AttributeError):
+        embedding = head = None
+    embed_name = modules.get(id(embedding)) if embedding is not None else None
+    head_name = modules.get(id(head)) if head is not None else None
+    if embed_name not in names or head_name not in names:
+        raise InputError(f"'{model_type}' has no input embedding and output head among its layers")
+    if names[0] != embed_name or names[-1] != head_name:
+        raise InputError(f"'{model_type}' does not start with its embedding and end with its head")
+    tied = getattr(head, "weight", None) is getattr(embedding, "weight", 0)
+    return str(embed_name), str(head_name), tied
+
+
+def _tail(output: Any, name: str, model_type: str) -> tuple[int, ...]:
+    if not isinstance(output, torch.Tensor) or output.dim() < 2:
+        raise InputError(f"'{model_type}' layer {name} does not give a tensor of (batch, tokens, ...)")
+    return tuple(int(d) for d in output.shape[2:])
