@@ -7,7 +7,8 @@
 
 `AutoModelForCausalLM.from_pretrained(OUT)` loads it. Stages are written one
 at a time (from the run's latest checkpoint, or from live stage modules), so
-no process holds the whole model. A tied head is not stored: transformers
+no process holds the whole model (a LoRA/QLoRA run's adapters merged into
+its base: core.training.adapter_export). A tied head is not stored: transformers
 ties it to the embedding on load. The folder is written under a temporary
 name and renamed at the end, and an existing non-empty OUT is never touched.
 """
@@ -29,7 +30,7 @@ _COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.
                  "vocab.json", "merges.txt", "tokenizer.model")
 
 
-def check_output_dir(out: Path | str) -> Path:
+def check_output_dir(out: Path | str, option: str = "--save-hf") -> Path:
     """The export folder: new, or an empty folder.
 
     Raises:
@@ -37,7 +38,7 @@ def check_output_dir(out: Path | str) -> Path:
     """
     path = Path(out).expanduser().resolve()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InputError(f"--save-hf {out} exists and is not an empty folder: choose a new one")
+        raise InputError(f"{option} {out} exists and is not an empty folder: choose a new one")
     return path
 
 
@@ -98,4 +99,9 @@ def export_run(run_dir: Path | str, out: Path | str) -> Path:
     def stage(index: int) -> Callable[[], Mapping[str, Any]]:
         return lambda: ckpt.load_stage_file(latest, index)["model"]
 
-    return write_hf_folder(out, context.hf, [stage(i) for i in range(context.num_stages)], context.num_stages)
+    states = [stage(i) for i in range(context.num_stages)]
+    if context.config.setup.finetune.adapters:  # the checkpoint holds adapters: merge them into the base
+        from core.training.adapter_export import merged_stage_states
+
+        states = merged_stage_states(context, latest)
+    return write_hf_folder(out, context.hf, states, context.num_stages)

@@ -74,6 +74,13 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         InputError: any bad input; nothing has been written then.
     """
     from core.planning.device_resolution import resolve_devices
+    from core.training.chat_data import (
+        PackedCorpus,
+        is_jsonl,
+        load_tokenizer,
+        pack_file,
+        write_packed_data,
+    )
     from core.training.data import (
         corpus_files,
         corpus_summary,
@@ -113,15 +120,22 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     if plan is not None:
         _check_plan_hybrid(config, plan)
     emit(f"reading the corpus ({config.data}) ...")
-    text = load_corpus(config.data, config.val_fraction)
     model_record: dict[str, Any]
-    if hf is None:
+    corpus: Any
+    if is_jsonl(config.data):  # fine-tuning examples, packed (core.training.chat_data)
+        tokenizer = load_tokenizer(hf.weights_dir if hf is not None else None, config.data)
+        assert hf is not None
+        corpus = pack_file(Path(config.data).expanduser(), tokenizer, config.setup.seq_len, config.val_fraction,
+                           hf.vocab_size)
+        model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
+    elif hf is None:
+        text = load_corpus(config.data, config.val_fraction)
         corpus = tokenize_corpus(text, config.tokenizer, config.bpe_vocab_size, min_tokens=config.setup.seq_len + 1)
         name, gpt = trainable_model(config, corpus.vocab_size)
         spec = ModelSpec(name=name, gpt=gpt)
         model_record = {"name": name, "gpt": asdict(gpt)}
     else:
-        corpus = tokenize_for_hf(text, hf, config.setup.seq_len + 1, emit)
+        corpus = tokenize_for_hf(load_corpus(config.data, config.val_fraction), hf, config.setup.seq_len + 1, emit)
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
     planned = _plan(spec, config, devices, given)
     _check_stages(config, planned)
@@ -129,7 +143,10 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     # ---- every check passed: now, and only now, write
     paths = RunPaths(root)
     root.mkdir(parents=True, exist_ok=True)
-    write_token_data(paths.data, corpus)
+    if isinstance(corpus, PackedCorpus):
+        write_packed_data(paths.data, corpus)
+    else:
+        write_token_data(paths.data, corpus)
     atomic_write_json(paths.plan, planned.to_dict())
     record = _config_record(config, model_record, devices, corpus_summary(corpus), plan, profile_path)
     record["execution"] = [item.to_dict() for item in _executions(config, devices, planned, profile)]
