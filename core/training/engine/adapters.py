@@ -1,5 +1,5 @@
 """LoRA and QLoRA on a built stage module: what `--finetune lora|qlora` trains
-(docs/design.md, "Fine-tuning with LoRA and QLoRA"; docs/training.md).
+(docs/training.md, "Fine-tuning with LoRA and QLoRA").
 
 `apply_finetune(stage, finetune, seed)` runs right after a stage is built
 (core.training.engine.model_stages), on whichever model it is (an HF stage or
@@ -46,7 +46,7 @@ from core.errors import InputError
 from core.planning.finetune import FineTune
 
 ADAPTER_NAME = "default"  # peft's name of the one adapter
-NF4_BLOCK = 64  # weights per NF4 scale (docs/design.md)
+NF4_BLOCK = 64  # weights per NF4 scale (QLoRA's, and bitsandbytes' default)
 HEAD_NAMES = ("lm_head",)  # never quantised nor adapted by default
 
 
