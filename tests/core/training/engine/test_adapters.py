@@ -146,3 +146,33 @@ def test_adapters_start_the_same_on_any_stage():
             assert torch.equal(a, adapters[name]), name
     b_weights = [p for name, p in whole.named_parameters() if ".lora_B." in name]
     assert b_weights and all(not p.any() for p in b_weights)
+
+
+@pytest.mark.slow  # three engines over a tiny llama
+def test_a_lora_checkpoint_holds_the_adapters_and_resumes_exactly(tmp_path, corpus, llama_dir):
+    from core.training.engine import checkpoint as ckpt
+    from core.training.engine.context import RunContext
+
+    def adapters(engine):
+        return {name: p.detach().clone() for stage in engine.stages for name, p in stage.named_parameters()
+                if p.requires_grad}
+
+    for name in ("straight", "stopped"):
+        (tmp_path / name).mkdir()
+    straight = lora_engine(tmp_path / "straight", corpus, llama_dir, FINETUNE["lora"])
+    for step in (1, 2, 3, 4):
+        straight.train_step(step, 3e-3)
+    stopped = lora_engine(tmp_path / "stopped", corpus, llama_dir, FINETUNE["lora"])
+    for step in (1, 2):
+        stopped.train_step(step, 3e-3)
+    stopped.save_checkpoint(2)
+    latest = ckpt.latest_checkpoint(stopped.context.paths.checkpoints)
+    saved = {name for index in range(2) for name in ckpt.load_stage_file(latest, index)["model"]}
+    assert saved == set(adapters(stopped))  # no frozen base weight in the checkpoint
+    resumed = LocalEngine(RunContext.load(tmp_path / "stopped" / "run"))
+    assert resumed.restore() == 2
+    for step in (3, 4):
+        resumed.train_step(step, 3e-3)
+    want = adapters(straight)
+    for name, tensor in adapters(resumed).items():
+        assert torch.equal(tensor, want[name]), name
