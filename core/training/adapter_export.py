@@ -1,20 +1,16 @@
-"""Save a LoRA/QLoRA run's adapters as PEFT does (`train --save-adapter OUT`), and its
-merged weights for `--save-hf` (docs/training.md, "Fine-tuning with LoRA and QLoRA").
+"""Save a LoRA/QLoRA run's adapters as PEFT does (`train --save-adapter OUT`; its merged
+model is core.training.hf_export's; docs/training.md, "Fine-tuning with LoRA and QLoRA").
 
     OUT/adapter_config.json          peft's LoraConfig: r, alpha, dropout, target modules, base
     OUT/adapter_model.safetensors    base_model.model.<HF name>.lora_A.weight ... (PEFT's keys)
 
 `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), OUT)`
-loads it. The checkpoint of an adapter run holds the adapters only; the merged
-model rebuilds each stage's frozen base (from the model folder or the seed),
-loads the stage's adapters and merges them in (QLoRA: into the dequantised
-weights), one stage at a time.
+loads it. The checkpoint of an adapter run holds the adapters only.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,24 +66,6 @@ def export_adapter(run_dir: Path | str, out: Path | str) -> Path:
         target.rmdir()  # empty, checked above
     staging.rename(target)
     return target
-
-
-def merged_stage_states(context: Any, latest: Path) -> list[Callable[[], Mapping[str, Any]]]:
-    """Each stage's weights with its adapters merged in, built one at a time on the CPU (for --save-hf)."""
-    import torch
-
-    from core.training.engine import checkpoint as ckpt
-    from core.training.engine.adapters import load_trainable_state, merged_state
-    from core.training.engine.model_stages import build_stages
-
-    def stage(index: int) -> Callable[[], Mapping[str, Any]]:
-        def load() -> Mapping[str, Any]:
-            module = build_stages(context, [index], [torch.device("cpu")], untie=True)[0]
-            load_trainable_state(module, ckpt.load_stage_file(latest, index)["model"])
-            return merged_state(module)
-        return load
-
-    return [stage(index) for index in range(context.num_stages)]
 
 
 def _latest(context: Any) -> Path:

@@ -101,7 +101,24 @@ def export_run(run_dir: Path | str, out: Path | str) -> Path:
 
     states = [stage(i) for i in range(context.num_stages)]
     if context.config.setup.finetune.adapters:  # the checkpoint holds adapters: merge them into the base
-        from core.training.adapter_export import merged_stage_states
-
         states = merged_stage_states(context, latest)
     return write_hf_folder(out, context.hf, states, context.num_stages)
+
+
+def merged_stage_states(context: Any, latest: Path) -> list[Callable[[], Mapping[str, Any]]]:
+    """Each stage's weights with its adapters merged in (QLoRA: into the dequantised weights): the
+    stage's frozen base rebuilt on the CPU (model folder or seed), its checkpointed adapters loaded."""
+    import torch
+
+    from core.training.engine import checkpoint as ckpt
+    from core.training.engine.adapters import load_trainable_state, merged_state
+    from core.training.engine.model_stages import build_stages
+
+    def stage(index: int) -> Callable[[], Mapping[str, Any]]:
+        def load() -> Mapping[str, Any]:
+            module = build_stages(context, [index], [torch.device("cpu")], untie=True)[0]
+            load_trainable_state(module, ckpt.load_stage_file(latest, index)["model"])
+            return merged_state(module)
+        return load
+
+    return [stage(index) for index in range(context.num_stages)]

@@ -108,6 +108,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         spec = spec.with_context(config.setup.seq_len)
         names = hf_layer_names(hf)
     corpus_files(config.data)  # fails fast for a missing corpus
+    _check_lora_targets(config, hf)
     devices = resolve_devices(config.devices, config.setup.precision)
     profile = None
     if profile_path is not None:
@@ -152,6 +153,24 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     record["execution"] = [item.to_dict() for item in _executions(config, devices, planned, profile)]
     atomic_write_json(paths.config, record)
     return RunContext.load(root)
+
+
+def _check_lora_targets(config: TrainConfig, hf: Any) -> None:
+    """--lora-targets must name linear layers of the model (checked on a model on the meta device)."""
+    if not config.setup.finetune.adapters:
+        return
+    import torch
+
+    from core.model.gpt import GPT
+    from core.training.engine.adapters import check_targets
+    from core.training.engine.hf_stages import build_meta_model
+
+    if hf is not None:
+        model = build_meta_model(hf)
+    else:
+        with torch.device("meta"):
+            model = GPT(trainable_model(config, 256)[1])
+    check_targets(model, config.setup.finetune)
 
 
 def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:

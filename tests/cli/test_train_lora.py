@@ -98,3 +98,10 @@ def test_chat_data_needs_a_model_folder_with_a_tokenizer(tmp_path, model_and_cha
     code = main(lora_args("gpt-nano", chats, tmp_path / "run", "--steps", "3"))
     assert_one_line_error(capsys, code, "needs a model folder with its tokenizer")
     assert not (tmp_path / "run").exists()
+
+
+def test_lora_targets_the_model_lacks_are_one_line(tmp_path, model_and_chats, capsys):
+    model, chats = model_and_chats
+    code = main(lora_args(model, chats, tmp_path / "run", "--steps", "3", "--lora-targets", "q_proj,wq"))
+    assert_one_line_error(capsys, code, "--lora-targets wq", "q_proj")
+    assert not (tmp_path / "run").exists()

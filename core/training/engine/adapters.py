@@ -32,7 +32,6 @@ nothing is ever downloaded.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sys
@@ -250,14 +249,3 @@ def _adapted_or_quantized(stage: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         if hasattr(module, "get_base_layer") and hasattr(module, "lora_A") or type(module).__name__ == "Linear4bit":
             taken.append(name)
             yield name, module
-
-
-@contextlib.contextmanager
-def no_adapter_dropout(module: nn.Module) -> Iterator[None]:
-    """Eval mode for a comparison (dropout off), train mode again after."""
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
