@@ -3,6 +3,8 @@ or a Hugging Face model (a preset or config from scratch, a folder with weights 
 
     python3 main.py train --model gpt-nano --devices "2xcpu:2GiB" --steps 200 --run-dir runs/nano
     python3 main.py train --model runs/tiny-llama --steps 30 --save-hf runs/tiny-llama-tuned
+    python3 main.py train --model runs/tiny-llama --finetune lora --data chat.jsonl --steps 30 \
+        --save-adapter runs/tiny-llama-lora        adapters that PeftModel.from_pretrained loads
     python3 main.py train --resume runs/nano --steps 300
     python3 main.py train ... --detach           start it and return (follow with `main.py runs`)
     python3 main.py train --devices 4xcpu --data-parallel 2 --zero 3 ...
@@ -92,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--detach", action="store_true", help="start the job and return at once")
     group.add_argument("--save-hf", metavar="OUT", help="HF models: when the run ends, save it to this new folder "
                        "(config.json, safetensors shards, index) for AutoModelForCausalLM.from_pretrained")
+    group.add_argument("--save-adapter", metavar="OUT", help="--finetune lora|qlora: when the run ends, save the "
+                       "adapters to this new folder (adapter_config.json, adapter_model.safetensors) for "
+                       "PeftModel.from_pretrained")
     group.add_argument("--engine", choices=ENGINES,
                        help=f"pipeline: a process per stage (torchrun); local: one process (default {config.engine})")
     group.add_argument("--plan", help="plan JSON (main.py plan --json); default: the exact solver's plan")
@@ -138,9 +143,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.training.launcher import resume_run, start_run
 
-    save_hf = getattr(args, "save_hf", None)
+    save_hf, save_adapter = getattr(args, "save_hf", None), getattr(args, "save_adapter", None)
     if save_hf is not None:
         _check_save_hf(args, save_hf)
+    if save_adapter is not None:
+        _check_save_adapter(args, save_adapter)
     if args.resume is not None:
         given = [name for name in _NEW_RUN_OPTIONS if getattr(args, name, None) is not None]
         if given:
@@ -168,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
         from core.training.launcher import export_run
 
         print(f"saved the Hugging Face model to {export_run(handle.run_dir, save_hf)}", flush=True)
+    if code == 0 and save_adapter is not None:
+        from core.training.launcher import export_adapter
+
+        print(f"saved the adapters for PEFT to {export_adapter(handle.run_dir, save_adapter)}", flush=True)
     return code
 
 
@@ -188,6 +199,26 @@ def _check_save_hf(args: argparse.Namespace, out: str) -> None:
         is_hf = getattr(args, "model", None) is not None and resolve_model(args.model).gpt is None
     if not is_hf:
         raise InputError("--save-hf saves Hugging Face models; the built-in GPT keeps its own checkpoints")
+
+
+def _check_save_adapter(args: argparse.Namespace, out: str) -> None:
+    """--save-adapter: an HF model fine-tuned with LoRA or QLoRA, followed to its end, a new folder."""
+    from core.training.launcher import check_adapter_run, check_output_dir
+
+    if args.detach:
+        raise InputError("--save-adapter saves when the run ends: leave out --detach")
+    check_output_dir(out, "--save-adapter")
+    if args.resume is not None:
+        from core.training.engine.context import RunContext
+
+        context = RunContext.load(args.resume)
+        finetune, is_hf = context.config.setup.finetune, context.hf is not None
+    else:
+        from core.planning.front_door import resolve_model
+
+        finetune = finetune_from_args(args)
+        is_hf = getattr(args, "model", None) is not None and resolve_model(args.model).gpt is None
+    check_adapter_run(finetune, is_hf)
 
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:

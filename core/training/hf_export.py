@@ -7,7 +7,8 @@
 
 `AutoModelForCausalLM.from_pretrained(OUT)` loads it. Stages are written one
 at a time (from the run's latest checkpoint, or from live stage modules), so
-no process holds the whole model. A tied head is not stored: transformers
+no process holds the whole model (a LoRA/QLoRA run's adapters merged into
+its base: core.training.adapter_export). A tied head is not stored: transformers
 ties it to the embedding on load. The folder is written under a temporary
 name and renamed at the end, and an existing non-empty OUT is never touched.
 """
@@ -29,7 +30,7 @@ _COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.
                  "vocab.json", "merges.txt", "tokenizer.model")
 
 
-def check_output_dir(out: Path | str) -> Path:
+def check_output_dir(out: Path | str, option: str = "--save-hf") -> Path:
     """The export folder: new, or an empty folder.
 
     Raises:
@@ -37,7 +38,7 @@ def check_output_dir(out: Path | str) -> Path:
     """
     path = Path(out).expanduser().resolve()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InputError(f"--save-hf {out} exists and is not an empty folder: choose a new one")
+        raise InputError(f"{option} {out} exists and is not an empty folder: choose a new one")
     return path
 
 
@@ -101,4 +102,26 @@ def export_run(run_dir: Path | str, out: Path | str) -> Path:
     def stage(index: int) -> Callable[[], Mapping[str, Any]]:
         return lambda: ckpt.load_stage_file(latest, index)["model"]
 
-    return write_hf_folder(out, context.hf, [stage(i) for i in range(context.num_stages)], context.num_stages)
+    states = [stage(i) for i in range(context.num_stages)]
+    if context.config.setup.finetune.adapters:  # the checkpoint holds adapters: merge them into the base
+        states = merged_stage_states(context, latest)
+    return write_hf_folder(out, context.hf, states, context.num_stages)
+
+
+def merged_stage_states(context: Any, latest: Path) -> list[Callable[[], Mapping[str, Any]]]:
+    """Each stage's weights with its adapters merged in (QLoRA: into the dequantised weights): the
+    stage's frozen base rebuilt on the CPU (model folder or seed), its checkpointed adapters loaded."""
+    import torch
+
+    from core.training.engine import checkpoint as ckpt
+    from core.training.engine.adapters import load_trainable_state, merged_state
+    from core.training.engine.model_stages import build_stages
+
+    def stage(index: int) -> Callable[[], Mapping[str, Any]]:
+        def load() -> Mapping[str, Any]:
+            module = build_stages(context, [index], [torch.device("cpu")], untie=True)[0]
+            load_trainable_state(module, ckpt.load_stage_file(latest, index)["model"])
+            return merged_state(module)
+        return load
+
+    return [stage(index) for index in range(context.num_stages)]

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 from core import REPO_ROOT
 from core.errors import InputError
 from core.planning.plan import Plan
+from core.training.adapter_export import check_adapter_run, export_adapter
 from core.training.app_request import (
     check_run_name,
     default_run_name,
@@ -94,7 +95,9 @@ __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", 
            "check_run_name", "default_run_name", "run_devices", "train_config", "why_not_trainable",
            # checkpoints, profiles, models, the HF export
            "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile", "profiled_names",
-           "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run"]
+           "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run",
+           # LoRA/QLoRA adapters saved for PEFT (core.training.adapter_export)
+           "check_adapter_run", "export_adapter"]
 
 
 @dataclass(frozen=True)

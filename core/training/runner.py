@@ -76,6 +76,13 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     Raises:
         InputError: any bad input; nothing has been written then.
     """
+    from core.training.chat_data import (
+        PackedCorpus,
+        is_jsonl,
+        load_tokenizer,
+        pack_file,
+        write_packed_data,
+    )
     from core.training.data import (
         corpus_files,
         corpus_summary,
@@ -103,6 +110,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         spec = spec.with_context(config.setup.seq_len)
         names = hf_layer_names(hf)
     corpus_files(config.data)  # fails fast for a missing corpus
+    _check_lora_targets(config, hf)
     devices = config.devices
     if not devices:
         raise InputError("the run names no devices to train on")
@@ -118,15 +126,22 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     if plan is not None:
         _check_plan_hybrid(config, plan)
     emit(f"reading the corpus ({config.data}) ...")
-    text = load_corpus(config.data, config.val_fraction)
     model_record: dict[str, Any]
-    if hf is None:
+    corpus: Any
+    if is_jsonl(config.data):  # fine-tuning examples, packed (core.training.chat_data)
+        tokenizer = load_tokenizer(hf.weights_dir if hf is not None else None, config.data)
+        assert hf is not None
+        corpus = pack_file(Path(config.data).expanduser(), tokenizer, config.setup.seq_len, config.val_fraction,
+                           hf.vocab_size)
+        model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
+    elif hf is None:
+        text = load_corpus(config.data, config.val_fraction)
         corpus = tokenize_corpus(text, config.tokenizer, config.bpe_vocab_size, min_tokens=config.setup.seq_len + 1)
         name, gpt = trainable_model(config, corpus.vocab_size)
         spec = ModelSpec(name=name, gpt=gpt)
         model_record = {"name": name, "gpt": asdict(gpt)}
     else:
-        corpus = tokenize_for_hf(text, hf, config.setup.seq_len + 1, emit)
+        corpus = tokenize_for_hf(load_corpus(config.data, config.val_fraction), hf, config.setup.seq_len + 1, emit)
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
     planned = _plan(spec, config, devices, given)
     _check_stages(config, planned)
@@ -134,12 +149,33 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     # ---- every check passed: now, and only now, write
     paths = RunPaths(root)
     root.mkdir(parents=True, exist_ok=True)
-    write_token_data(paths.data, corpus)
+    if isinstance(corpus, PackedCorpus):
+        write_packed_data(paths.data, corpus)
+    else:
+        write_token_data(paths.data, corpus)
     atomic_write_json(paths.plan, planned.to_dict())
     record = _config_record(config, model_record, corpus_summary(corpus), plan, profile_path)
     record["execution"] = [item.to_dict() for item in _executions(config, spec, devices, planned, profile)]
     atomic_write_json(paths.config, record)
     return RunContext.load(root)
+
+
+def _check_lora_targets(config: TrainConfig, hf: Any) -> None:
+    """--lora-targets must name linear layers of the model (checked on a model on the meta device)."""
+    if not config.setup.finetune.adapters:
+        return
+    import torch
+
+    from core.model.gpt import GPT
+    from core.training.engine.adapters import check_targets
+    from core.training.engine.hf_stages import build_meta_model
+
+    if hf is not None:
+        model = build_meta_model(hf)
+    else:
+        with torch.device("meta"):
+            model = GPT(trainable_model(config, 256)[1])
+    check_targets(model, config.setup.finetune)
 
 
 def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:

@@ -59,6 +59,8 @@ class TrainingPanels(QWidget):
         self.name_edit = QLineEdit()
         self.name_edit.setMinimumWidth(120)  # 220 kept the window wider than a 1280 px screen
         self.name_edit.setToolTip("The run's folder under the runs directory")
+        self.data_button = QPushButton("Data")  # gui.training.data_picker sets its text
+        self.data_button.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # never cut
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
@@ -110,6 +112,8 @@ class TrainingPanels(QWidget):
             row.addWidget(QLabel(label))
             row.addWidget(widget, 1 if widget is self.name_edit else 0)
             row.addSpacing(8)
+        row.addWidget(self.data_button)
+        row.addSpacing(8)
         for button in (self.start_button, self.stop_button, self.resume_button):
             row.addWidget(button)
         return row

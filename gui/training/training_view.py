@@ -35,7 +35,6 @@ from core.planning.front_door import Plan
 from core.system.child_call import Call
 from core.training.launcher import (
     RUNNING,
-    STDLIB,
     HolderMemory,
     RunHandle,
     RunStatus,
@@ -55,6 +54,7 @@ from core.training.launcher import (
 from core.training.run_info import RunInfo, read_run_info, run_report
 from gui.state import AppState
 from gui.training.curves_view import CurvesView
+from gui.training.data_picker import DataPicker
 from gui.training.host_offer import HostOffer
 from gui.training.launch import LaunchThread, job_pids
 from gui.training.save_hf import HFSaver
@@ -74,7 +74,7 @@ class TrainingView(CurvesView):
     They differ when a past run is opened while a job trains; the job is still
     followed (its status), and Stop, the close question and `live_run` are about it.
     `watch_pids` (e.g. TelemetrySampler.set_watched_pids) is told the live
-    job's process ids, and () when it ends. `data` is the corpus of new runs.
+    job's process ids, and () when it ends. `data_picker.data` is the corpus of new runs.
     """
 
     def __init__(self, state: AppState, runs_dir: Path, watch_pids: Callable[[tuple[int, ...]], None] | None = None,
@@ -82,7 +82,7 @@ class TrainingView(CurvesView):
         super().__init__(parent)
         self.state = state
         self.runs_dir = Path(runs_dir).expanduser().resolve()
-        self.data = STDLIB
+        self.data_picker = DataPicker(self.data_button, self)  # the data of new runs: text or .jsonl
         self.status: RunStatus | None = None  # the open run's
         self._live: Path | None = None  # the followed job's run
         self._live_status: RunStatus | None = None
@@ -149,7 +149,7 @@ class TrainingView(CurvesView):
             devices = run_devices(self.state.included_devices, plan, self.state.setup.precision,
                                   self.state.host_peak_tflops)
             config = train_config(self.state.model, self.state.setup, devices, self.steps_box.value(),
-                                  str(self.engine_box.currentData()), self.data)
+                                  str(self.engine_box.currentData()), self.data_picker.data)
         except InputError as error:
             return self._say(str(error), error=True)
         start = Call(start_run, (config, self.runs_dir / name, plan), takes_emit=True)

@@ -83,6 +83,6 @@ class RunContext:
         return torch.bfloat16 if self.bf16 else None
 
     def data(self) -> Any:
-        from core.training.data import TokenData
+        from core.training.chat_data import open_data
 
-        return TokenData(self.paths.data)
+        return open_data(self.paths.data)  # a text's token stream, or packed fine-tuning examples

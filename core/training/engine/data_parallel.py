@@ -85,15 +85,18 @@ def data_parallel_group(mesh: DeviceMesh, zero: int) -> Any:
 def shard_stage(module: nn.Module, mesh: DeviceMesh, zero: int) -> None:
     """Apply FSDP2 to a stage module for its ZeRO stage (see the module docstring).
 
+    Fine-tuning with LoRA or QLoRA, only the adapters are FSDP's: the frozen base (4-bit
+    under QLoRA) is each replica's own whole copy, never sharded nor reduced.
     Under zero 3 each transformer block is its own unit, so only the blocks in
     use are gathered; the embedding, final norm and head stay in the stage's
     root unit (a tied weight on one stage must not span two units).
     """
     dp_mesh = mesh["dp_replicate", "dp_shard"]
+    frozen = {p for p in module.parameters() if not p.requires_grad} or None  # a LoRA base: left whole
     if zero == 3:
         for block in getattr(module, "h", nn.ModuleDict()).values():
-            fully_shard(block, mesh=dp_mesh, reshard_after_forward=True)
-    fully_shard(module, mesh=dp_mesh, reshard_after_forward=zero == 3)
+            fully_shard(block, mesh=dp_mesh, reshard_after_forward=True, ignored_params=frozen)
+    fully_shard(module, mesh=dp_mesh, reshard_after_forward=zero == 3, ignored_params=frozen)
 
 
 def replica_slice(batch: torch.Tensor, position: MeshPosition) -> torch.Tensor:

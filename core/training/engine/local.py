@@ -109,7 +109,7 @@ class LocalEngine:
             with self.meter.label(index):
                 if index == len(self.stages) - 1:
                     outputs[index].backward()
-                else:
+                elif outputs[index].requires_grad:  # else a frozen stage before any adapter (LoRA)
                     grad = boundary_inputs[index + 1].grad
                     assert grad is not None
                     outputs[index].backward(grad.to(self.devices[index]))
@@ -123,6 +123,8 @@ class LocalEngine:
             return
         owner = tied_parameters(self.stages[self.tied_copy[0]])[0]
         copy = tied_parameters(self.stages[self.tied_copy[1]])[1]
+        if owner is not None and not owner.requires_grad:  # frozen under LoRA: nothing to sum
+            return
         assert owner is not None and copy is not None and owner.grad is not None and copy.grad is not None
         total = owner.grad + copy.grad.to(owner.device)
         owner.grad.copy_(total)

@@ -1,7 +1,8 @@
 """The stages of a run's model, whichever model it is: the built-in GPT
 (core.training.engine.stages) or an HF causal LM (core.training.engine.hf_stages).
 
-Both engines build their stages here, so they start from the same weights.
+Both engines build their stages here, so they start from the same weights (and,
+fine-tuning with LoRA or QLoRA, the same adapters: core.training.engine.adapters).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from core.training.engine.adapters import apply_finetune
 from core.training.engine.context import RunContext
 from core.training.engine.stages import StageLayout, build_full_model, slice_stages, tied_stage_pair
 
@@ -29,12 +31,16 @@ def build_stages(context: RunContext, indices: Sequence[int], devices: Sequence[
         for index in indices:
             source_anatomy(context.hf).check_stage(context.layouts[index].layers)
 
-        return [build_hf_stage(context.hf, context.layouts[index], device, context.config.seed,
-                               recompute, autocast) for index, device in zip(indices, devices, strict=True)]
-    assert context.gpt is not None
-    model = build_full_model(context.gpt, context.config.seed)  # identical init in every process
-    stages = slice_stages(model, context.layouts, untie, recompute, autocast)
-    return [stages[index].to(device) for index, device in zip(indices, devices, strict=True)]
+        built: list[nn.Module] = [
+            build_hf_stage(context.hf, context.layouts[index], device, context.config.seed, recompute, autocast)
+            for index, device in zip(indices, devices, strict=True)]
+    else:
+        assert context.gpt is not None
+        model = build_full_model(context.gpt, context.config.seed)  # identical init in every process
+        stages = slice_stages(model, context.layouts, untie, recompute, autocast)
+        built = [stages[index].to(device) for index, device in zip(indices, devices, strict=True)]
+    finetune, seed = context.config.setup.finetune, context.config.seed
+    return [apply_finetune(stage, finetune, seed) for stage in built]  # LoRA/QLoRA: core.training.engine.adapters
 
 
 def tied_pair(context: RunContext) -> tuple[int, int] | None:

@@ -116,7 +116,7 @@ class PipelineEngine:
         pair = tied_pair(context)
         self.tied_group = self._tied_group(pair)
         self.tied_parameter = self._tied_parameter(pair)
-        named = list(self.module.named_parameters())
+        named = [(name, p) for name, p in self.module.named_parameters() if p.requires_grad]  # LoRA: adapters
         self.names = {id(p): name for name, p in named}
         self.parameters = [p for _, p in named]
         self.norm_parameters = norm_parameters(self.module, pair is not None and index == pair[1])
@@ -298,7 +298,7 @@ class PipelineEngine:
             return 0
         payload = ckpt.load_stage_file(latest, self.position.stage)
         if self.replicated:  # full tensors, laid out as this rank's (sharded) parameters
-            named = list(self.module.named_parameters())
+            named = [(name, p) for name, p in self.module.named_parameters() if p.requires_grad]
             payload["model"], payload["optimizer"]["state"] = shard_payload(
                 payload["model"], payload["optimizer"]["state"], named, self.module)
         apply_payloads([payload], [self.module], self.optimizer, self.names)

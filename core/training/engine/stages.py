@@ -147,19 +147,21 @@ def tied_parameters(stage: nn.Module) -> tuple[nn.Parameter | None, nn.Parameter
 
 
 def named_unique_parameters(stages: Sequence[nn.Module]) -> list[tuple[str, nn.Parameter]]:
-    """Every parameter once (a weight shared by two stages counts once), GPT-named."""
+    """Every trained parameter once (a weight shared by two stages counts once), GPT-named;
+    frozen ones (a LoRA base, core.training.engine.adapters) are left out."""
     seen: set[int] = set()
     result = []
     for stage in stages:
         for name, parameter in stage.named_parameters():
-            if id(parameter) not in seen:
+            if parameter.requires_grad and id(parameter) not in seen:
                 seen.add(id(parameter))
                 result.append((name, parameter))
     return result
 
 
 def norm_parameters(stage: nn.Module, holds_tied_copy: bool) -> list[nn.Parameter]:
-    """The parameters a stage counts in the global gradient norm (its tied copy is
-    counted by the embedding's stage, as a single model counts it once)."""
+    """The trained parameters a stage counts in the global gradient norm (its tied copy
+    is counted by the embedding's stage, as a single model counts it once)."""
     copy = tied_names(stage)[1]
-    return [p for name, p in stage.named_parameters() if not (holds_tied_copy and name == copy)]
+    return [p for name, p in stage.named_parameters()
+            if p.requires_grad and not (holds_tied_copy and name == copy)]

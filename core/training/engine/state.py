@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from core.training.engine.adapters import has_adapters, load_trainable_state, trainable_state
 from core.training.engine.checkpoint import FORMAT
 from core.training.engine.data_parallel import full
 from core.training.engine.optim import load_optimizer_state, optimizer_state_for
@@ -18,8 +19,10 @@ from core.training.engine.stages import StageLayout
 
 def stage_payload(step: int, layout: StageLayout, module: nn.Module,
                   optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """A stage's checkpoint: weights, optimizer state, RNG (see core.training.engine.checkpoint)."""
-    model_state = {name: full(tensor) for name, tensor in module.state_dict().items()}
+    """A stage's checkpoint: weights (LoRA/QLoRA: the adapters only), optimizer state, RNG
+    (see core.training.engine.checkpoint)."""
+    weights = trainable_state(module) if has_adapters(module) else module.state_dict()  # LoRA: adapters only
+    model_state = {name: full(tensor) for name, tensor in weights.items()}
     optimizer_state = optimizer_state_for(optimizer, list(module.named_parameters()))
     # sharded tensors are gathered: every rank of a data-parallel group runs this in the same order
     optimizer_state["state"] = {name: {key: full(value) if torch.is_tensor(value) else value
@@ -34,7 +37,10 @@ def apply_payloads(payloads: list[dict[str, Any]], modules: list[nn.Module],
     """Load stage payloads into their modules and the optimizer that holds them."""
     states: dict[str, Any] = {}
     for payload, module in zip(payloads, modules, strict=True):
-        module.load_state_dict(payload["model"])
+        if has_adapters(module):
+            load_trainable_state(module, payload["model"])
+        else:
+            module.load_state_dict(payload["model"])
         states.update(payload["optimizer"]["state"])
     load_optimizer_state(optimizer, names, states)
     restore_rng(payloads[0]["rng"])
