@@ -179,11 +179,15 @@ def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
     if not args.devices:
         raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu") or --problem')
     devices = resolve_devices(args.devices, setup.precision, args.efficiency, discover=_discover_for(args))
-    if args.profile:
-        from core.training.launcher import apply_profile, load_profile
+    if not args.profile:
+        return build_problem(spec, setup, devices), spec
+    from dataclasses import replace
 
-        devices = apply_profile(devices, load_profile(args.profile))
-    return build_problem(spec, setup, devices), spec
+    from core.training.launcher import apply_profile, load_profile, profile_layer_times
+
+    profile = load_profile(args.profile)
+    problem = build_problem(spec, setup, apply_profile(devices, profile))
+    return replace(problem, layer_times=profile_layer_times(problem, profile)), spec
 
 
 def _discover_for(args: argparse.Namespace) -> Any:

@@ -54,6 +54,7 @@ from core.training.engine.profile import (
     apply_profile,
     load_profile,
     measure_profile,
+    profile_layer_times,
     profiled_names,
     save_profile,
 )
@@ -93,7 +94,7 @@ __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", 
            "check_run_name", "default_run_name", "run_devices", "train_config", "why_not_trainable",
            # checkpoints, profiles, models, the HF export
            "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile", "profiled_names",
-           "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run"]
+           "profile_layer_times", "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run"]
 
 
 @dataclass(frozen=True)
