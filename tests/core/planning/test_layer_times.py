@@ -141,3 +141,18 @@ def test_exact_solvers_match_brute_force_with_times(p: Problem):
 def test_milp_matches_brute_force_with_times(p: Problem):
     plan = solve(p, "milp")
     has_brute_force_optimum(plan, brute_force_step_time(p))
+
+
+def test_chunked_rank_costs_use_the_times():
+    from core.planning.chunked_costs import ChunkedPlacement, rank_costs
+    from core.planning.schedules import schedule_named
+
+    extra = {"name": "l2", "params": 10, "flops": 3e12, "activation_bytes": 0, "output_bytes": 0}
+    data = with_times({kind: {**times, "l2": 2.0} for kind, times in TIMES.items()})
+    data = {**data, "layers": [*CASE["layers"][:2], extra, CASE["layers"][2]],
+            "setup": {**CASE["setup"], "mode": "train", "micro_batches": 4}}
+    # ranks (a100, v100), 2 chunks a rank, blocks l0 | l1 | l2 | head: interleaved puts blocks 0 and 2
+    # on the A100 (1 + 2 s forward) and 1 and 3 on the V100 (3 + 3 s); k = 3, no sends (0 bytes)
+    costs = rank_costs(problem_from_dict(data), schedule_named("interleaved"),
+                       ChunkedPlacement(ranks=(0, 1), chunks=2, bounds=(0, 1, 2, 3, 4)))
+    assert costs.time_s == pytest.approx((3 * 3.0, 3 * 6.0))
