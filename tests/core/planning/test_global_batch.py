@@ -122,9 +122,9 @@ def run_json(capsys, *argv: str) -> dict:
 
 
 def test_plan_chooses_b_and_m_from_the_global_batch(capsys):
-    plan = run_json(capsys, "--global-batch", "16", "--data-parallel", "auto", "--zero", "1")
+    plan = run_json(capsys, "--global-batch", "4", "--data-parallel", "auto", "--zero", "1")
     b, d = plan["micro_batch"], plan["data_parallel"]
-    assert b * plan["micro_batches"] == 16 and plan["micro_batches"] % d == 0
+    assert b * plan["micro_batches"] == 4 and plan["micro_batches"] % d == 0
     assert plan["tokens_per_micro_batch"] == b * 64
     assert "micro_batch" not in run_json(capsys)  # without --global-batch the answer is as before
 
