@@ -144,3 +144,18 @@ def test_the_profile_gives_the_plan_a_time_per_layer_per_kind():
     assert solve(timed, "exact").stages[0].compute_s == pytest.approx(0.096)  # the block, as one stage
     other_tokens = replace(problem, setup=Setup(micro_batches=1, tokens_per_micro_batch=32))
     assert profile_layer_times(other_tokens, profile) == ()
+
+
+def test_plan_with_a_profile_prices_each_layer_with_its_measured_time(tmp_path, capsys):
+    names = ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"]
+    seconds = {"embed": 0.001, "ln_f": 0.001, "lm_head": 0.050, **{f"h.{i}": 0.010 for i in range(5)}}  # 102 ms
+    host = DeviceProfile(name="cpu", kind="cpu", torch_device="cpu", shares=2, threads=1, work_factor=3,
+                         effective_tflops=0.01, total_s=0.102, block_s=0.0816,
+                         layers=tuple(LayerTiming(name, 1e6, seconds[name]) for name in names))
+    save_profile(Profile("gpt-nano", {}, {"micro_batch_size": 1, "seq_len": 64}, (host,)), tmp_path / "p.json")
+    assert main(["plan", "--model", "gpt-nano", "--devices", "2xcpu:1GiB", "--seq", "64", "--micro-batch", "1",
+                 "--schedule", "1f1b", "--profile", str(tmp_path / "p.json"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    # each stage: k x its layers' forward seconds, fwd_bwd / k x block / sum (0.8): 0.8 x its layers' times
+    for stage in plan["stages"]:
+        assert stage["compute_s"] == pytest.approx(0.8 * sum(seconds[name] for name in stage["layers"]))
