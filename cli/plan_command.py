@@ -82,6 +82,9 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seq", type=positive_int, help="sequence length (default: the model's context, at most 4096)")
     group.add_argument("--micro-batches", type=positive_int, default=setup.micro_batches,
                        help=f"micro-batches per step (default {setup.micro_batches})")
+    group.add_argument("--global-batch", type=positive_int, metavar="N",
+                       help="sequences per step: the planner chooses the micro-batch size b and the count m "
+                            "(b x m = N, over d replicas) instead of --micro-batch and --micro-batches")
     group.add_argument("--schedule", default="auto", choices=SCHEDULES,
                        help="pipeline schedule, or auto: the fastest, with its chunks per device (default auto)")
     group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
@@ -103,23 +106,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.problem:
+    choice = None
+    if args.global_batch:
+        from cli.plan_global_batch import plan_global_batch
+
+        choice, spec, options = plan_global_batch(args, solve_problem)
+        problem, plan = choice.problem, choice.plan
+        model_name = spec.name
+    elif args.problem:
         problem, spec, model_name = _explicit_problem(args), None, None
     else:
         problem, spec = _model_problem(args)
         model_name = spec.name
     if args.export_problem:
         _write_json(args.export_problem, problem.to_dict())
-    from core.planning.front_door import best_schedule, compare, schedule_options, solve
+    from core.planning.front_door import compare
 
-    options = None
-    if args.solver == "exact" and problem.setup.schedule == "auto":
-        options = schedule_options(problem)
-        plan = best_schedule(options)
-    else:
-        plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
-    if plan.schedule is None:
-        plan = replace(plan, schedule=problem.setup.pipeline_schedule.name)
+    if choice is None:
+        plan, options = solve_problem(problem, args, spec)
     if args.export:
         _export(args.export, spec, plan, problem)
     if args.json:
@@ -130,7 +134,26 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2))
         return 0 if plan.feasible else 1
     _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options)
+    if choice is not None:
+        from cli.plan_global_batch import choice_lines
+
+        print(choice_lines(choice, args.global_batch))
     return 0 if plan.feasible else 1
+
+
+def solve_problem(problem: Any, args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
+    """The plan `plan` prints for a problem, with the schedule options it compared (None unless auto)."""
+    from core.planning.front_door import best_schedule, schedule_options, solve
+
+    options = None
+    if args.solver == "exact" and problem.setup.schedule == "auto":
+        options = schedule_options(problem)
+        plan = best_schedule(options)
+    else:
+        plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)
+    if plan.schedule is None:
+        plan = replace(plan, schedule=problem.setup.pipeline_schedule.name)
+    return plan, options
 
 
 def speed_sources(problem: Any, args: argparse.Namespace) -> str:
@@ -186,11 +209,15 @@ def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
     if not args.devices:
         raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu") or --problem')
     devices = resolve_devices(args.devices, setup.precision, args.efficiency, discover=_discover_for(args))
-    if args.profile:
-        from core.training.launcher import apply_profile, load_profile
+    if not args.profile:
+        return build_problem(spec, setup, devices), spec
+    from dataclasses import replace
 
-        devices = apply_profile(devices, load_profile(args.profile))
-    return build_problem(spec, setup, devices), spec
+    from core.training.launcher import apply_profile, load_profile, profile_layer_times
+
+    profile = load_profile(args.profile)
+    problem = build_problem(spec, setup, apply_profile(devices, profile))
+    return replace(problem, layer_times=profile_layer_times(problem, profile)), spec
 
 
 def _discover_for(args: argparse.Namespace) -> Any:

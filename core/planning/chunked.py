@@ -109,7 +109,8 @@ def _shapes(problem: Problem, schedule: ChunkedSchedule, orders: Iterable[tuple[
 
 def _all_orders(problem: Problem) -> list[tuple[int, ...]]:
     """Every ordered subset of 2 or more devices, interchangeable devices (same budget, speed, link) once."""
-    kind = [(d.budget_bytes, d.tflops, d.bandwidth_gbps) for d in problem.devices]
+    kind = [(d.budget_bytes, d.tflops, d.bandwidth_gbps, problem.forward_times_s(d.kind) is not None and d.kind)
+            for d in problem.devices]
     seen, orders = set(), []
     for p in range(2, len(problem.devices) + 1):
         for order in itertools.permutations(range(len(problem.devices)), p):

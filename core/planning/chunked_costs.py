@@ -18,10 +18,11 @@ from dataclasses import dataclass, replace
 
 from core.planning.costs import (
     comm_factor,
-    compute_time_s,
     evaluate_placement,
     lower_bound_s,
     send_time_s,
+    stage_compute_s,
+    timed_sum_s,
     work_factor,
 )
 from core.planning.plan import INFEASIBLE, Plan, StageCost
@@ -103,9 +104,10 @@ def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPl
         r = schedule.rank_of_stage(b, p)
         device = devices[owner[b]]
         flops = sums.flops[block.stop] - sums.flops[block.start]
-        time[r] += compute_time_s(k, flops, device.tflops)
+        timed = timed_sum_s(problem, device, block)
+        time[r] += stage_compute_s(k, flops, device.tflops, timed)
         if not setup.frozen_weights:
-            weight_grad[r] += compute_time_s(1, flops, device.tflops)
+            weight_grad[r] += stage_compute_s(1, flops, device.tflops, timed)
         if b + 1 < len(owner) and owner[b + 1] != owner[b]:
             link = min(device.bandwidth_gbps, devices[owner[b + 1]].bandwidth_gbps)
             time[r] += send_time_s(c, layers[block[-1]].output_bytes, link)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.planning.plan import INFEASIBLE, Plan, StageCost, peak_memory_bytes
-from core.planning.problem import Layer, Problem, Setup
+from core.planning.problem import Device, Layer, Problem, Setup
 from core.units import GB, TFLOP, format_bytes, format_shortfall
 
 Group = int | Sequence[int]  # one device, or a data-parallel group in replica order
@@ -46,6 +46,26 @@ def inflight_micro_batches(setup: Setup, stages_from_end: int, replicas: int = 1
 def compute_time_s(work: int, flops: Any, tflops: Any) -> Any:
     """k * F / (TFLOP/s * 1e12): a stage's compute for one micro-batch (floats or numpy arrays)."""
     return work * flops / (tflops * TFLOP)
+
+
+def stage_compute_s(work: int, flops: Any, tflops: Any, timed_s: Any = None) -> Any:
+    """A stage's compute for one micro-batch: k x the sum `timed_s` of its layers' measured forward
+    seconds on the device's kind where the problem gives them (docs/design.md, "Per-layer times per
+    device kind"), else k * F / (TFLOP/s * 1e12). Floats or numpy arrays."""
+    return compute_time_s(work, flops, tflops) if timed_s is None else work * timed_s
+
+
+def timed_sum_s(problem: Problem, device: Device, indices: Sequence[int]) -> float | None:
+    """The measured forward seconds of these layers on the device's kind, None where not measured."""
+    times = problem.forward_times_s(device.kind)
+    return None if times is None else sum(times[i] for i in indices)
+
+
+def layer_forward_s(problem: Problem, device: Device) -> list[float]:
+    """Each layer's forward seconds for one micro-batch on the device (measured where given)."""
+    everything = range(len(problem.layers))
+    return [stage_compute_s(1, problem.layers[i].flops, device.tflops, timed_sum_s(problem, device, (i,)))
+            for i in everything]
 
 
 def send_time_s(comm: int, output_bytes: Any, bandwidth_gbps: Any) -> Any:
@@ -174,7 +194,14 @@ def sync_time_s(setup: Setup, split: tuple[float, float, float], params: float, 
 
 
 def lower_bound_s(problem: Problem) -> float:
-    """Perfect balance over all devices, no bubble, no communication."""
+    """Perfect balance over all devices, no bubble, no communication.
+
+    With per-layer times: every layer at its fastest device's time, shared evenly over all devices.
+    """
+    if problem.layer_times:
+        fastest = [min(times) for times in zip(*(layer_forward_s(problem, device) for device in problem.devices))]
+        k = work_factor(problem.setup)
+        return problem.setup.micro_batches * k * sum(fastest) / len(problem.devices)
     k, total_flops = stage_work(problem.setup, problem.layers, range(len(problem.layers)))
     total_tflops = sum(device.tflops for device in problem.devices)
     return problem.setup.micro_batches * k * total_flops / (TFLOP * total_tflops)
@@ -219,7 +246,8 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 device=members[0].name,
                 layers=tuple(layers[i].name for i in indices),
                 layer_indices=indices,
-                compute_s=max(compute_time_s(k, flops, device.tflops) for device in members),
+                compute_s=max(stage_compute_s(k, flops, device.tflops, timed_sum_s(problem, device, indices))
+                              for device in members),
                 comm_s=comm_s,
                 inflight_micro_batches=inflight,
                 params=params,

@@ -36,6 +36,7 @@ class GroupType:
     tflops: float
     budget_bytes: int
     bandwidth_gbps: float
+    speed_key: tuple[tuple[float, str], ...] = ()  # members' (TFLOP/s, timed kind), where a kind is timed
 
 
 def group_types(classes: list[DeviceClass], d: int) -> list[GroupType]:
@@ -45,11 +46,13 @@ def group_types(classes: list[DeviceClass], d: int) -> list[GroupType]:
         if sum(counts) != d:
             continue
         members = [cls for cls, count in zip(classes, counts) if count]
+        timed = any(cls.timed_kind for cls in members)
         types.append(GroupType(
             counts=tuple(counts),
             tflops=min(cls.tflops for cls in members),
             budget_bytes=min(cls.budget_bytes for cls in members),
             bandwidth_gbps=min(cls.bandwidth_gbps for cls in members),
+            speed_key=tuple(sorted({(cls.tflops, cls.timed_kind) for cls in members})) if timed else (),
         ))
     return types
 
@@ -80,7 +83,7 @@ class HybridTables(ChainArrays):
         self._sync_per_param_gbps = sync_time_s(setup, split, 1.0, d, zero, 1.0)  # x P / bandwidth
         self.inflight_by_position = [inflight_micro_batches(setup, position, d)
                                      for position in range(1, len(problem.devices) // d + 1)]
-        self._times: dict[tuple[float, int, float, int, int], np.ndarray] = {}
+        self._times: dict[tuple[object, int, float, int, int], np.ndarray] = {}
         self._syncs: dict[float, np.ndarray] = {}
 
     def inflight_at(self, stages_from_end: int) -> int:
@@ -93,14 +96,22 @@ class HybridTables(ChainArrays):
     def stage_time(self, type_index: int, next_link: int, inflight: int) -> np.ndarray:
         """Time of each range on a group type, +inf where it does not fit."""
         group = self.types[type_index]
-        key = (group.tflops, group.budget_bytes, group.bandwidth_gbps, next_link, inflight)
+        key = (group.speed_key or group.tflops, group.budget_bytes, group.bandwidth_gbps, next_link, inflight)
         table = self._times.get(key)
         if table is None:
             link = None if next_link == self.last else min(group.bandwidth_gbps, self.bandwidths[next_link])
             memory = self.memory(self.range_held, self.range_grads, inflight, self.d, self.zero)
-            table = self.time_where_fits(group.tflops, link, memory, group.budget_bytes)
+            table = self.time_where_fits(self._group_compute(group), link, memory, group.budget_bytes)
             self._times[key] = table
         return table
+
+    def _group_compute(self, group: GroupType) -> np.ndarray:
+        """The slowest member's compute per range: with no per-layer times, the least TFLOP/s."""
+        members = [cls for cls, count in zip(self.classes, group.counts) if count]
+        if not group.speed_key:
+            return self.compute(DeviceClass((), group.budget_bytes, group.tflops, group.bandwidth_gbps))
+        result: np.ndarray = np.maximum.reduce([self.compute(cls) for cls in members])
+        return result
 
     def sync_time(self, type_index: int) -> np.ndarray:
         """The group's sync time for each range (0 without replicas)."""

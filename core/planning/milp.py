@@ -37,14 +37,18 @@ from core.planning.costs import (
     compute_time_s,
     infeasible_plan,
     inflight_micro_batches,
+    layer_forward_s,
+    lower_bound_s,
     optimizer_step_bytes,
     output_layers,
     plan_from_placement,
     send_time_s,
+    stage_compute_s,
+    timed_sum_s,
     work_factor,
 )
 from core.planning.plan import FEASIBLE, OPTIMAL, Plan
-from core.planning.problem import Problem
+from core.planning.problem import Device, Problem
 from core.units import TFLOP, format_bytes
 
 FEASIBILITY_TOLERANCE = 1e-9  # HiGHS tolerances, in time_scale units (see _highs)
@@ -274,7 +278,9 @@ class _Model:
         for q, d in device_at.items():
             flops = sum(layer.flops for i, layer in enumerate(self.layers) if position_of_layer[i] == q)
             comm = sum(values[var] for (sender, _), var in self.r.items() if sender == q)
-            values[self.t[q]] = compute_time_s(k, flops, self.devices[d].tflops) / self.time_scale + comm
+            at_q = [i for i in range(len(self.layers)) if position_of_layer[i] == q]
+            compute = stage_compute_s(k, flops, self.devices[d].tflops, timed_sum_s(self.problem, self.devices[d], at_q))
+            values[self.t[q]] = compute / self.time_scale + comm
         values[self.tau] = max(values[self.t[q]] for q in device_at)
         return values
 
@@ -320,9 +326,10 @@ class _Model:
 
     def _symmetry_rows(self) -> None:
         """Of identical devices, use the earlier ones first (same plans, fewer branches)."""
-        previous: dict[tuple[int, float, float], int] = {}
+        previous: dict[tuple[int, float, float, str], int] = {}
         for d, device in enumerate(self.devices):
-            key = (device.budget_bytes, device.tflops, device.bandwidth_gbps)
+            key = (device.budget_bytes, device.tflops, device.bandwidth_gbps,
+                   device.kind if self.problem.forward_times_s(device.kind) is not None else "")
             if key in previous:
                 row = {int(self.z[q, d]): 1.0 for q in range(self.positions)}
                 for q in range(self.positions):
@@ -439,27 +446,39 @@ class _Model:
         return {y: -send_time_s(c, self.layers[a].output_bytes, link_gbps) / self.time_scale
                 for (a, qq, rr), y in self.y.items() if (qq, rr) == (q, r)}
 
-    def _compute_terms(self, q: int, tflops: float) -> dict[int, float]:
-        """-(time of each layer at position q on a device of `tflops`), on its x[i, q]."""
+    def _compute_terms(self, q: int, tflops: float, device: Device | None = None) -> dict[int, float]:
+        """-(time of each layer at position q on a device of `tflops`, or on `device` with its
+        kind's per-layer times where the problem gives them), on its x[i, q]."""
         k = work_factor(self.setup)
-        return {int(self.x[i, q]): -compute_time_s(k, layer.flops, tflops) / self.time_scale
+        return {int(self.x[i, q]): -stage_compute_s(k, layer.flops, tflops, None if device is None else
+                                                    timed_sum_s(self.problem, device, (i,))) / self.time_scale
                 for i, layer in enumerate(self.layers)}
 
     def _balance_cut(self) -> None:
         """A valid cut that needs no big-M and tightens the LP bound: the slowest stage
         is no faster than a perfect balance over all devices together."""
+        if self.problem.layer_times:
+            bound = lower_bound_s(self.problem) / self.setup.micro_batches / self.time_scale
+            self._row({self.tau: 1.0}, bound, np.inf)
+            return
         total = work_factor(self.setup) * sum(layer.flops for layer in self.layers) / TFLOP / self.time_scale
         self._row({self.tau: 1.0}, total / sum(device.tflops for device in self.devices), np.inf)
 
     def _fastest_device_cut(self, q: int) -> None:
         """A valid cut without big-M: no device computes position q faster than the fastest."""
+        if self.problem.layer_times:
+            k = work_factor(self.setup)
+            fastest_s = [min(times) for times in zip(*(layer_forward_s(self.problem, d) for d in self.devices))]
+            terms = {int(self.x[i, q]): -k * fastest_s[i] / self.time_scale for i in range(len(self.layers))}
+            self._row({int(self.t[q]): 1.0} | terms, 0, np.inf)
+            return
         fastest = max(device.tflops for device in self.devices)
         self._row({int(self.t[q]): 1.0} | self._compute_terms(q, fastest), 0, np.inf)
 
     def _stage_time_row(self, q: int, d: int) -> None:
         """t[q] >= compute of q's layers on device d plus q's sends, when q runs on d."""
         row = {int(self.t[q]): 1.0, int(self.z[q, d]): -_BIG_M}
-        row.update(self._compute_terms(q, self.devices[d].tflops))
+        row.update(self._compute_terms(q, self.devices[d].tflops, self.devices[d]))
         for (sender, _receiver), var in self.r.items():
             if sender == q:
                 row[var] = row.get(var, 0.0) - 1.0
@@ -473,6 +492,8 @@ def _time_scale(problem: Problem) -> float:
     slowest = min(device.tflops for device in problem.devices)
     slowest_link = min(device.bandwidth_gbps for device in problem.devices)
     compute = compute_time_s(k, sum(layer.flops for layer in problem.layers), slowest)
+    if problem.layer_times:
+        compute = max(k * sum(layer_forward_s(problem, device)) for device in problem.devices)
     senders = {producer for producer, _ in problem.edges()}
     send = send_time_s(c, sum(problem.layers[i].output_bytes for i in senders), slowest_link)
     return compute + send if compute + send > 0 else 1.0

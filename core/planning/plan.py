@@ -152,6 +152,7 @@ class Plan:
     zero: int = 0
     schedule: str | None = None  # set by the schedule choice and the chunked solver (None: the setup's)
     chunks: int = 1  # v: stages (chunks) per device; stages are then in pipeline order, devices repeating
+    micro_batch: int | None = None  # b, sequences a micro-batch, where the planner chose it (--global-batch)
 
     @property
     def feasible(self) -> bool:
@@ -209,6 +210,8 @@ class Plan:
             "micro_batches": self.micro_batches,
             "tokens_per_micro_batch": self.tokens_per_micro_batch,
         }
+        if self.micro_batch is not None:
+            answer["micro_batch"] = self.micro_batch
         if self.status != INFEASIBLE:
             answer["gap"] = self.gap
         if self.schedule is not None:
@@ -265,7 +268,8 @@ class Plan:
                    gap=_optional_number(plan, "gap", source), reason=_text(plan.get("reason")),
                    tokens_per_micro_batch=_optional_whole(plan, "tokens_per_micro_batch", source),
                    data_parallel=replicas, zero=_whole(plan, "zero", source, 0),
-                   schedule=_text(plan.get("schedule")), chunks=_whole(plan, "chunks_per_device", source, 1))
+                   schedule=_text(plan.get("schedule")), chunks=_whole(plan, "chunks_per_device", source, 1),
+                   micro_batch=_optional_whole(plan, "micro_batch", source))
 
 
 def _stage_dict(stage: StageCost) -> dict[str, Any]:

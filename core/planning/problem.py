@@ -21,6 +21,7 @@ MODES = ("train", "infer")
 SCHEDULES = SCHEDULE_CHOICES  # core.planning.schedules: "auto", then one class each
 ZERO_STAGES = (0, 1, 2, 3)
 AUTO = "auto"  # data_parallel: the solver picks the best divisor of micro_batches
+LAYER_TIMES_KEY = "layer_time_s"  # {device kind: {layer name: forward seconds of one micro-batch}}
 
 
 @dataclass(frozen=True)
@@ -137,16 +138,33 @@ def check_hybrid_setup(data_parallel: Any, zero: Any, micro_batches: int) -> Non
 
 
 @dataclass(frozen=True)
+class KindTimes:
+    """Measured forward seconds of every layer (in layer order) for one micro-batch on one device kind
+    (docs/design.md, "Per-layer times per device kind")."""
+
+    kind: str
+    forward_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Problem:
     layers: tuple[Layer, ...]
     devices: tuple[Device, ...]
     setup: Setup = field(default_factory=Setup)
+    layer_times: tuple[KindTimes, ...] = ()  # per-layer times per device kind, where given
 
     def __post_init__(self) -> None:
         d = self.setup.data_parallel
         if isinstance(d, int) and d > len(self.devices):
             raise InputError(f"data-parallel {d} needs groups of {d} devices but there are only "
                              f"{len(self.devices)} devices")
+
+    def forward_times_s(self, kind: str) -> tuple[float, ...] | None:
+        """Each layer's measured forward seconds on devices of `kind`, None where the problem gives none."""
+        for entry in self.layer_times:
+            if entry.kind == kind:
+                return entry.forward_s
+        return None
 
     @property
     def has_adapters(self) -> bool:
@@ -175,12 +193,16 @@ class Problem:
 
     def to_dict(self) -> dict[str, Any]:
         """The explicit problem format, omitting optional fields left at default."""
-        return {
+        result = {
             "layers": [_without_defaults(asdict(layer), Layer) for layer in self.layers],
             "devices": [_device_dict(device) for device in self.devices],
             "setup": _without_defaults(asdict(self.setup), Setup, keep=("mode", "bytes_per_param",
                                                                           "micro_batches", "schedule")),
         }
+        if self.layer_times:
+            result[LAYER_TIMES_KEY] = {entry.kind: dict(zip((layer.name for layer in self.layers), entry.forward_s))
+                                       for entry in self.layer_times}
+        return result
 
 
 def load_problem(path: str | Path) -> Problem:
@@ -216,7 +238,8 @@ def problem_from_dict(data: Any) -> Problem:
     _check_unique([device.name for device in devices], "device")
     _check_inputs(layers)
     _check_tied_groups(layers)
-    return Problem(layers=layers, devices=devices, setup=setup)
+    layer_times = _layer_times(data.get(LAYER_TIMES_KEY), layers, devices)
+    return Problem(layers=layers, devices=devices, setup=setup, layer_times=layer_times)
 
 
 # --- field readers ---------------------------------------------------------
@@ -411,6 +434,31 @@ def _check_inputs(layers: tuple[Layer, ...]) -> None:
                     f"layer '{layer.name}' reads '{source}', which is not an earlier layer"
                 )
         earlier.add(layer.name)
+
+
+def _layer_times(table: Any, layers: tuple[Layer, ...], devices: tuple[Device, ...]) -> tuple[KindTimes, ...]:
+    """The optional per-layer time table: every kind a device's kind, every layer timed, times finite and >= 0."""
+    if table is None:
+        return ()
+    if not isinstance(table, Mapping):
+        raise InputError(f"'{LAYER_TIMES_KEY}' must be an object of device kinds, each an object of layer times")
+    kinds = {device.kind for device in devices if device.kind}
+    names = [layer.name for layer in layers]
+    result = []
+    for kind, times in table.items():
+        where = f"{LAYER_TIMES_KEY}['{kind}']"
+        if kind not in kinds:
+            raise InputError(f"{where}: no device has kind '{kind}' (kinds: {', '.join(sorted(kinds)) or 'none'})")
+        if not isinstance(times, Mapping):
+            raise InputError(f"{where} must be an object of layer name: forward seconds")
+        for name in times:
+            if name not in names:
+                raise InputError(f"{where} times layer '{name}', which is not a layer")
+        missing = [name for name in names if name not in times]
+        if missing:
+            raise InputError(f"{where} has no time for layer '{missing[0]}': a kind's table times every layer")
+        result.append(KindTimes(kind, tuple(_number(times, name, where) for name in names)))
+    return tuple(result)
 
 
 def _check_tied_groups(layers: tuple[Layer, ...]) -> None:

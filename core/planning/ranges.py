@@ -16,10 +16,10 @@ import numpy as np
 from core.planning.costs import (
     bytes_split_per_param,
     comm_factor,
-    compute_time_s,
     inflight_micro_batches,
     layer_work_flops,
     send_time_s,
+    stage_compute_s,
     stage_memory_bytes,
     work_factor,
 )
@@ -32,12 +32,14 @@ class DeviceClass:
     budget_bytes: int
     tflops: float
     bandwidth_gbps: float
+    timed_kind: str = ""  # the device kind whose per-layer times the problem gives, "" where none
 
 
 def device_classes(problem: Problem) -> list[DeviceClass]:
-    groups: dict[tuple[int, float, float], list[int]] = {}
+    groups: dict[tuple[int, float, float, str], list[int]] = {}
     for index, device in enumerate(problem.devices):
-        key = (device.budget_bytes, device.tflops, device.bandwidth_gbps)
+        timed = device.kind if problem.forward_times_s(device.kind) is not None else ""
+        key = (device.budget_bytes, device.tflops, device.bandwidth_gbps, timed)
         groups.setdefault(key, []).append(index)
     return [DeviceClass(tuple(members), *key) for key, members in groups.items()]
 
@@ -77,6 +79,8 @@ class ChainArrays:
         self.made = np.where(j == n, out[j], 0.0)  # the last stage keeps the model's output
         self.range_transient = range_max(np.array([float(layer.transient_bytes) for layer in problem.layers]), n)
         self._setup = problem.setup
+        self._timed = {entry.kind: np.concatenate([[0.0], np.cumsum(entry.forward_s)]) for entry in problem.layer_times}
+        self._i, self._j = i, j
         self._c = comm_factor(problem.setup)
         self._extra = extra_budget_bytes
 
@@ -90,11 +94,18 @@ class ChainArrays:
                                   self.range_params, inflight, received, sent, replicas, zero,
                                   self.made if boundaries else 0.0)
 
-    def time_where_fits(self, tflops: float, link_gbps: float | None, memory: np.ndarray,
+    def compute(self, cls: DeviceClass) -> np.ndarray:
+        """Each range's compute on a device of the class (its kind's per-layer times where measured)."""
+        prefix = self._timed.get(cls.timed_kind) if cls.timed_kind else None
+        timed = None if prefix is None else prefix[self._j] - prefix[self._i]
+        result: np.ndarray = stage_compute_s(self._k, self.range_flops, cls.tflops, timed)
+        return result
+
+    def time_where_fits(self, compute: np.ndarray, link_gbps: float | None, memory: np.ndarray,
                         budget_bytes: int) -> np.ndarray:
-        """Each range's stage time (compute, then the send over `link_gbps` unless it is the
+        """Each range's stage time (`compute`, then the send over `link_gbps` unless it is the
         last stage: None), +inf where `memory` exceeds the budget (plus the extra bytes)."""
-        time = compute_time_s(self._k, self.range_flops, tflops)
+        time = compute
         if link_gbps is not None:
             time = time + send_time_s(self._c, self.out_of_last, link_gbps)
         if self.has_fixed:
@@ -136,7 +147,7 @@ class RangeTables(ChainArrays):
             device = self.classes[cls]
             link = None if next_bandwidth == self.last else min(device.bandwidth_gbps, self.bandwidths[next_bandwidth])
             memory = self.memory(self._held, self._grads, inflight)
-            table = self.time_where_fits(device.tflops, link, memory, device.budget_bytes)
+            table = self.time_where_fits(self.compute(device), link, memory, device.budget_bytes)
             self._times[key] = table
         return table
 

@@ -55,6 +55,7 @@ from core.training.engine.profile import (
     apply_profile,
     load_profile,
     measure_profile,
+    profile_layer_times,
     profiled_names,
     save_profile,
 )
@@ -95,7 +96,7 @@ __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", 
            "check_run_name", "default_run_name", "run_devices", "train_config", "why_not_trainable",
            # checkpoints, profiles, models, the HF export
            "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile", "profiled_names",
-           "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run",
+           "profile_layer_times", "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run",
            # LoRA/QLoRA adapters saved for PEFT (core.training.adapter_export)
            "check_adapter_run", "export_adapter"]
 

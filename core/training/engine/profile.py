@@ -34,7 +34,7 @@ from typing import Any
 from core.errors import InputError
 from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
-from core.planning.problem import Device
+from core.planning.problem import Device, KindTimes, Problem
 from core.planning.setup import TrainingSetup
 from core.units import TFLOP
 
@@ -140,6 +140,31 @@ def apply_profile(devices: Sequence[Device], profile: Profile) -> tuple[Device, 
         scale = entry.shares / cpu_shares if device.kind == "cpu" else 1.0
         result.append(replace(device, tflops=entry.effective_tflops * scale))
     return tuple(result)
+
+
+def profile_layer_times(problem: Problem, profile: Profile) -> tuple[KindTimes, ...]:
+    """The profile's time per layer per device kind, as the problem format's table (docs/design.md,
+    "Per-layer times per device kind"): each layer's forward seconds, fwd_bwd_s / k, scaled so the
+    layers add up to the whole-model block's time (timing a layer alone adds per-call costs), and for
+    cpu devices by profile shares / shares as `apply_profile` scales the speed. A kind is left out
+    (its speed alone prices it) where the profile timed other layers than the problem's, and all kinds
+    where it timed a micro-batch of other tokens than the problem's."""
+    names = [layer.name for layer in problem.layers]
+    tokens = profile.setup.get("micro_batch_size", 0) * profile.setup.get("seq_len", 0)
+    if problem.setup.tokens_per_micro_batch not in (None, tokens):
+        return ()
+    cpu_shares = sum(1 for device in problem.devices if device.kind == "cpu")
+    tables: dict[str, KindTimes] = {}
+    for device in problem.devices:
+        entry = _measurement_of(device, profile)
+        if entry is None or device.kind in tables or [layer.name for layer in entry.layers] != names:
+            continue
+        block = entry.block_s if entry.block_s else entry.total_s
+        scale = (block / entry.total_s if entry.total_s > 0 else 1.0) / entry.work_factor
+        if device.kind == "cpu":
+            scale *= cpu_shares / entry.shares
+        tables[device.kind] = KindTimes(device.kind, tuple(layer.fwd_bwd_s * scale for layer in entry.layers))
+    return tuple(tables.values())
 
 
 def profiled_names(devices: Sequence[Device], profile: Profile) -> tuple[str, ...]:

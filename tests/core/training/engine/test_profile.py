@@ -119,3 +119,43 @@ def test_the_per_call_overhead_is_what_the_layers_add_over_the_block():
     assert old.per_call_overhead_s is None
     record = Profile("m", {}, {}, (old,)).to_dict()["devices"][0]
     assert Profile.from_dict({"devices": [record], "model": "m", "gpt": {}, "setup": {}}).devices == (old,)
+
+
+def test_the_profile_gives_the_plan_a_time_per_layer_per_kind():
+    from core.planning.problem import Layer, Problem, Setup
+    from core.planning.solvers import solve
+    from core.training.engine.profile import profile_layer_times
+
+    layers = tuple(LayerTiming(f"h.{i}", 1e9, t) for i, t in enumerate((0.010, 0.020, 0.030, 0.060)))  # 120 ms
+    a100 = DeviceProfile(name="cuda:0", kind="A100-40GB", torch_device="cuda:0", shares=1, threads=1, work_factor=3,
+                         effective_tflops=1.0, total_s=0.120, layers=layers, block_s=0.096)
+    other_model = replace(a100, name="cuda:1", kind="V100-16GB", layers=layers[:2])
+    profile = Profile("m", {}, {"micro_batch_size": 2, "seq_len": 8}, (a100, other_model))
+    problem = Problem(
+        tuple(Layer(f"h.{i}", params=1, flops=1e9, activation_bytes=0, output_bytes=0) for i in range(4)),
+        (Device("cuda:0", 1 << 30, 1.0, 10.0, kind="A100-40GB"), Device("cuda:1", 1 << 30, 1.0, 10.0,
+                                                                       kind="V100-16GB")),
+        Setup(micro_batches=1, tokens_per_micro_batch=16))
+    (table,) = profile_layer_times(problem, profile)  # the V100 timed other layers: its speed prices it
+    # forward = fwd_bwd / k, scaled by block / sum (96 / 120 = 0.8): 10 ms -> 10 x 0.8 / 3 ms
+    assert table.kind == "A100-40GB"
+    assert table.forward_s == pytest.approx([0.010 * 0.8 / 3, 0.020 * 0.8 / 3, 0.030 * 0.8 / 3, 0.060 * 0.8 / 3])
+    timed = replace(problem, devices=problem.devices[:1], layer_times=(table,))
+    assert solve(timed, "exact").stages[0].compute_s == pytest.approx(0.096)  # the block, as one stage
+    other_tokens = replace(problem, setup=Setup(micro_batches=1, tokens_per_micro_batch=32))
+    assert profile_layer_times(other_tokens, profile) == ()
+
+
+def test_plan_with_a_profile_prices_each_layer_with_its_measured_time(tmp_path, capsys):
+    names = ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"]
+    seconds = {"embed": 0.001, "ln_f": 0.001, "lm_head": 0.050, **{f"h.{i}": 0.010 for i in range(5)}}  # 102 ms
+    host = DeviceProfile(name="cpu", kind="cpu", torch_device="cpu", shares=2, threads=1, work_factor=3,
+                         effective_tflops=0.01, total_s=0.102, block_s=0.0816,
+                         layers=tuple(LayerTiming(name, 1e6, seconds[name]) for name in names))
+    save_profile(Profile("gpt-nano", {}, {"micro_batch_size": 1, "seq_len": 64}, (host,)), tmp_path / "p.json")
+    assert main(["plan", "--model", "gpt-nano", "--devices", "2xcpu:1GiB", "--seq", "64", "--micro-batch", "1",
+                 "--schedule", "1f1b", "--profile", str(tmp_path / "p.json"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    # each stage: k x its layers' forward seconds, fwd_bwd / k x block / sum (0.8): 0.8 x its layers' times
+    for stage in plan["stages"]:
+        assert stage["compute_s"] == pytest.approx(0.8 * sum(seconds[name] for name in stage["layers"]))

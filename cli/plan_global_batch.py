@@ -1,0 +1,67 @@
+"""`plan --global-batch N`: the micro-batch size b and count m chosen by the planner
+(core/planning/global_batch.py; docs/design.md, "The micro-batch size as a decision")."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from core.errors import InputError
+
+
+def plan_global_batch(args: argparse.Namespace,
+                      solve_problem: Callable[[Any, argparse.Namespace, Any], tuple[Any, Any]]) -> tuple[Any, Any, Any]:
+    """(the BatchChoice, the model spec, the chosen plan's schedule options) for --global-batch.
+
+    Raises:
+        InputError: with --problem (its micro-batch is fixed), with --micro-batch or --micro-batches
+            set, or when no b leaves a micro-batch count that the replicas divide.
+    """
+    from cli.plan_command import _discover_for, model_spec_from_args, setup_from_args
+    from core.planning.front_door import TrainingSetup, build_problem, resolve_devices
+    from core.planning.global_batch import choose_micro_batch, speeds_at
+
+    if args.problem:
+        raise InputError("--global-batch plans a --model: an explicit problem fixes its micro-batch")
+    default = TrainingSetup()
+    if args.micro_batch != default.micro_batch_size or args.micro_batches != default.micro_batches:
+        raise InputError("give --global-batch or --micro-batch/--micro-batches, not both: "
+                         "with --global-batch the planner chooses them")
+    if not args.devices:
+        raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu")')
+    spec = model_spec_from_args(args)
+    base = setup_from_args(args, spec)
+    replicas = base.data_parallel if isinstance(base.data_parallel, int) else 1
+    devices = resolve_devices(args.devices, base.precision, args.efficiency, discover=_discover_for(args))
+    measured_tokens: dict[str, int] = {}
+    if args.profile:
+        from core.training.launcher import apply_profile, load_profile, profiled_names
+
+        profile = load_profile(args.profile)
+        devices = apply_profile(devices, profile)
+        tokens = profile.setup.get("micro_batch_size", 1) * profile.setup.get("seq_len", base.seq_len)
+        measured_tokens = {name: tokens for name in profiled_names(devices, profile)}
+    options: dict[int | None, Any] = {}
+
+    def build(b: int, m: int) -> Any:
+        setup = replace(base, micro_batch_size=b, micro_batches=m)
+        return build_problem(spec, setup, speeds_at(devices, b * base.seq_len, measured_tokens))
+
+    def solve(problem: Any) -> Any:
+        plan, options[problem.setup.tokens_per_micro_batch] = solve_problem(problem, args, spec)
+        return plan
+
+    choice = choose_micro_batch(args.global_batch, build, solve, replicas=replicas)
+    return choice, spec, options[choice.problem.setup.tokens_per_micro_batch]
+
+
+def choice_lines(choice: Any, global_batch: int) -> str:
+    """b, m and d as chosen, and the step time of every b tried."""
+    plan = choice.plan
+    d = plan.data_parallel
+    per_replica = plan.micro_batches // d
+    tried = ", ".join(f"{b}: {step:.4g} s" if step is not None else f"{b}: does not fit" for b, step in choice.tried)
+    return (f"micro-batch: b = {choice.micro_batch} sequences x m = {per_replica} micro-batches a replica x "
+            f"d = {d} replicas = {global_batch} sequences (step time by b: {tried})")
