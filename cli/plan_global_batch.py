@@ -20,8 +20,13 @@ def plan_global_batch(args: argparse.Namespace,
             set, or when no b leaves a micro-batch count that the replicas divide.
     """
     from cli.plan_command import _discover_for, model_spec_from_args, setup_from_args
-    from core.planning.front_door import TrainingSetup, build_problem, resolve_devices
-    from core.planning.global_batch import choose_micro_batch, speeds_at
+    from core.planning.front_door import (
+        TrainingSetup,
+        build_problem,
+        choose_micro_batch,
+        resolve_devices,
+        speeds_at,
+    )
 
     if args.problem:
         raise InputError("--global-batch plans a --model: an explicit problem fixes its micro-batch")

@@ -209,10 +209,9 @@ def _check_save_adapter(args: argparse.Namespace, out: str) -> None:
         raise InputError("--save-adapter saves when the run ends: leave out --detach")
     check_output_dir(out, "--save-adapter")
     if args.resume is not None:
-        from core.training.engine.context import RunContext
+        from core.training.launcher import resumed_finetune
 
-        context = RunContext.load(args.resume)
-        finetune, is_hf = context.config.setup.finetune, context.hf is not None
+        finetune, is_hf = resumed_finetune(args.resume)
     else:
         from core.planning.front_door import resolve_model
 

@@ -32,6 +32,7 @@ from core.planning.device_resolution import (
 )
 from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
 from core.planning.finetune import FINETUNE_METHODS, FineTune
+from core.planning.global_batch import choose_micro_batch, speeds_at
 from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_run_note
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_problem
@@ -70,7 +71,7 @@ __all__ = [
     # solvers and what they compare
     "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",
     "SOLVER_NAMES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
-    "schedule_options", "host_stage_note", "host_plan_ticks", "simulated_run_note",
+    "schedule_options", "choose_micro_batch", "speeds_at", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]

@@ -55,6 +55,10 @@ def _solve_one(problem: Problem, name: str) -> Plan:
         from core.planning.chunked import exact_1f1b, solve_chunked
 
         return solve_chunked(sub) if schedule_named(name).chunked else replace(exact_1f1b(sub), schedule=name)
-    from core.planning.solvers import solve
+    if sub.setup.is_hybrid:
+        from core.planning.hybrid import solve_hybrid
 
-    return replace(solve(sub, "exact"), schedule=name)
+        return replace(solve_hybrid(sub), schedule=name)
+    from core.planning.exact import solve_exact
+
+    return replace(solve_exact(sub), schedule=name)

@@ -60,7 +60,12 @@ from core.training.engine.profile import (
     save_profile,
 )
 from core.training.hf_export import check_output_dir, export_run
-from core.training.memory_check import HolderMemory, memory_shortfall, read_holder_memory
+from core.training.memory_check import (
+    HolderMemory,
+    memory_overrun,
+    memory_shortfall,
+    read_holder_memory,
+)
 from core.training.metrics import MetricsTail, TailUpdate, format_row, last_row, read_metrics
 from core.training.new_run import RunDevices, new_run_config, run_precision, spec_run_devices
 from core.training.plan_file import read_plan_file
@@ -81,6 +86,7 @@ if TYPE_CHECKING:
     from core.model.config import GPTConfig
     from core.model.hf_source import HFModelSource
     from core.model.model_spec import ModelSpec
+    from core.planning.finetune import FineTune
 
 __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", "read_metrics", "read_status",
            "resume_run", "start_run", "stop_run", "wait_run", "node_commands", "format_row",
@@ -98,7 +104,7 @@ __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", 
            "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile", "profiled_names",
            "profile_layer_times", "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run",
            # LoRA/QLoRA adapters saved for PEFT (core.training.adapter_export)
-           "check_adapter_run", "export_adapter"]
+           "check_adapter_run", "export_adapter", "resumed_finetune", "memory_overrun"]
 
 
 @dataclass(frozen=True)
@@ -261,6 +267,14 @@ def node_commands(run_dir: Path | str) -> list[str]:
 
     context = RunContext.load(run_dir)
     return commands(Path(run_dir), context.config, context.num_processes)
+
+
+def resumed_finetune(run_dir: Path | str) -> tuple[FineTune, bool]:
+    """(the run's fine-tuning method, whether its model is a Hugging Face one), read from its directory."""
+    from core.training.engine.context import RunContext
+
+    context = RunContext.load(run_dir)
+    return context.config.setup.finetune, context.hf is not None
 
 
 def hf_source(config: TrainConfig, spec: ModelSpec) -> HFModelSource | None:

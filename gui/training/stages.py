@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.training.memory_check import memory_overrun
+from core.training.launcher import memory_overrun
 from core.training.run_info import RunReport, StageReport
 from gui import theme
 from gui.training.memory_chart import MemoryChart, mib
