@@ -1,40 +1,21 @@
 """A tiny llama folder with a tokenizer and a chat template, made here (nothing downloaded),
-and small chat files: what the fine-tuning data tests and the docs' example use."""
+and small chat files: the tokenizer, template and chat file are the README's (examples/tiny_chat.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
+from examples.tiny_chat import (
+    ANSWERS,
+    CHAT_TEMPLATE,
+    QUESTIONS,
+    VOCAB,
+    save_tokenizer,
+    write_chat_file,
+)
 from tests.core.training.engine.hf_support import save_model, tiny_llama_config
 
-# A llama-3-like template: each turn is <|role|>, a newline, the content and <|end|>.
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n"
-                 "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
-SPECIAL = ["<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-VOCAB = 384
-QUESTIONS = ("what is the plan", "which device holds the head", "how many stages", "is the loss falling",
-             "where is the checkpoint", "what does lora train")
-ANSWERS = ("two stages on two devices", "the last stage holds the head", "the plan has two stages",
-           "yes the loss falls", "in the run directory", "only the adapters train")
-
-
-def save_tokenizer(directory: Path, corpus: str) -> Any:
-    """A byte-level BPE trained on `corpus` with the chat template, saved as transformers does."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB - 16, special_tokens=SPECIAL, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator([corpus], trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
-                                        chat_template=CHAT_TEMPLATE)
-    tokenizer.save_pretrained(directory)
-    return tokenizer
+__all__ = ["ANSWERS", "CHAT_TEMPLATE", "QUESTIONS", "VOCAB", "chat_llama_dir", "save_tokenizer", "write_chat_file"]
 
 
 def chat_llama_dir(directory: Path, layers: int = 2) -> Path:
@@ -42,21 +23,3 @@ def chat_llama_dir(directory: Path, layers: int = 2) -> Path:
     save_model(tiny_llama_config(layers=layers, vocab_size=VOCAB, bos_token_id=0, eos_token_id=1), directory)
     save_tokenizer(directory, " ".join(QUESTIONS + ANSWERS) * 20)
     return directory
-
-
-def write_chat_file(path: Path, examples: int = 60) -> Path:
-    """Chats (some with a system turn, some of two exchanges), a prompt/completion pair and a text."""
-    lines = []
-    for i in range(examples):
-        q, a = QUESTIONS[i % len(QUESTIONS)], ANSWERS[i % len(ANSWERS)]
-        messages = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        if i % 3 == 0:
-            messages.insert(0, {"role": "system", "content": "answer briefly"})
-        if i % 4 == 0:
-            messages += [{"role": "user", "content": QUESTIONS[(i + 1) % len(QUESTIONS)]},
-                         {"role": "assistant", "content": ANSWERS[(i + 1) % len(ANSWERS)]}]
-        lines.append(json.dumps({"messages": messages}))
-    lines.append(json.dumps({"prompt": "question: " + QUESTIONS[0] + "\nanswer: ", "completion": ANSWERS[0]}))
-    lines.append(json.dumps({"text": ANSWERS[1]}))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
