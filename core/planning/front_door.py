@@ -35,7 +35,8 @@ from core.planning.finetune import FINETUNE_METHODS, FineTune
 from core.planning.global_batch import choose_micro_batch, speeds_at
 from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_run_note
 from core.planning.plan import INFEASIBLE, Plan, StageCost
-from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem, load_problem
+from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem
+from core.planning.problem_format import load_problem
 from core.planning.schedule_choice import best_schedule, schedule_options
 from core.planning.schedules import RUNNABLE_SCHEDULES, micro_batches_per_replica
 from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
-from core.planning.problem import Device, device_from_dict, device_to_dict
+from core.planning.problem import Device, device_to_dict
+from core.planning.problem_format import device_from_dict
 from core.planning.setup import TrainingSetup
 
 if TYPE_CHECKING:

@@ -125,7 +125,7 @@ def test_chunked_schedules_are_not_offered_with_data_parallelism():
 
 def test_frozen_weights_come_from_adapters_and_round_trip_the_problem_format():
     from core.planning.finetune import FineTune
-    from core.planning.problem import problem_from_dict
+    from core.planning.problem_format import problem_from_dict
     from core.planning.setup import TrainingSetup
 
     assert TrainingSetup(finetune=FineTune(method="lora")).to_problem_setup().frozen_weights

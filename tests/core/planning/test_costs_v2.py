@@ -8,7 +8,7 @@ import pytest
 from core.errors import InputError
 from core.planning.costs import evaluate_placement, plan_from_placement
 from core.planning.plan import rank_of, replica_and_stage
-from core.planning.problem import problem_from_dict
+from core.planning.problem_format import problem_from_dict
 from core.planning.setup import TrainingSetup
 from tests.core.planning.problems import device, layer, problem
 

@@ -16,7 +16,8 @@ from core.errors import InputError
 from core.planning.costs import lower_bound_s
 from core.planning.hybrid import solve_hybrid
 from core.planning.plan import Plan
-from core.planning.problem import Device, KindTimes, Problem, problem_from_dict
+from core.planning.problem import Device, KindTimes, Problem
+from core.planning.problem_format import problem_from_dict
 from core.planning.solvers import solve
 from tests.core.planning.brute_force import brute_force_step_time
 from tests.core.planning.brute_force_v2 import brute_force_hybrid_step_time

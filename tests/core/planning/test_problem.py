@@ -6,7 +6,7 @@ import math
 import pytest
 
 from core.errors import InputError
-from core.planning.problem import load_problem, problem_from_dict
+from core.planning.problem_format import load_problem, problem_from_dict
 
 GOOD = {
     "layers": [
