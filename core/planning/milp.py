@@ -22,11 +22,7 @@ model's compute_time_s / send_time_s over time_scale.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +43,11 @@ from core.planning.costs import (
     timed_sum_s,
     work_factor,
 )
+from core.planning.highs_model import highs_for, highs_solution
 from core.planning.plan import FEASIBLE, OPTIMAL, Plan
 from core.planning.problem import Device, Problem
 from core.units import TFLOP, format_bytes
 
-FEASIBILITY_TOLERANCE = 1e-9  # HiGHS tolerances, in time_scale units (see _highs)
 _BIG_M = 2.0  # every stage time is at most 1 time_scale unit, so 2 switches a time row off
 
 
@@ -71,10 +67,10 @@ def solve_milp(problem: Problem, options: MilpOptions | None = None) -> Plan:
     options = options or MilpOptions()
     started = time.perf_counter()
     model = _Model(problem, options.contiguous)
-    highs = _highs(model, options)
+    highs = highs_for(model, options.time_limit_s, options.relative_gap)
     start = _chain_start(problem)
     if start is not None:
-        highs.setSolution(_solution(model.warm_start(start)))
+        highs.setSolution(highs_solution(model.warm_start(start)))
     highs.run()
     elapsed = time.perf_counter() - started
     status = highs.getModelStatus()
@@ -89,60 +85,6 @@ def solve_milp(problem: Problem, options: MilpOptions | None = None) -> Plan:
         gap = min(1.0, max(0.0, (plan.objective_s - bound) / plan.objective_s))
         plan = plan.with_solver("milp", FEASIBLE, elapsed, gap)
     return plan
-
-
-def _highs(model: _Model, options: MilpOptions):
-    import highspy
-
-    matrix = model.matrix()
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = model.size, len(model.rows)
-    lp.col_cost_ = model.objective()
-    lp.col_lower_ = np.zeros(model.size)
-    lp.col_upper_ = model.upper_bounds()
-    lp.row_lower_ = np.array([low for _, low, _ in model.rows])
-    lp.row_upper_ = np.array([high for _, _, high in model.rows])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = matrix.indptr
-    lp.a_matrix_.index_ = matrix.indices
-    lp.a_matrix_.value_ = matrix.data
-    integer, continuous = highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous
-    lp.integrality_ = [integer if flag else continuous for flag in model.integrality()]
-    with _stdout_silenced():  # HiGHS prints a banner when created; --json owns stdout
-        highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
-    highs.setOptionValue("time_limit", float(options.time_limit_s))
-    highs.setOptionValue("mip_rel_gap", float(options.relative_gap))
-    highs.setOptionValue("mip_abs_gap", 0.0)  # objectives are in time_scale units; only the relative gap counts
-    # A communication term can be ~1e-6 of the slowest stage (a few hundred bytes against a
-    # long compute): at HiGHS's default tolerances (1e-6) it is lost in the noise and a
-    # plan one transfer slower is called optimal. Resolve terms down to 1e-9 of a stage.
-    for name in ("mip_feasibility_tolerance", "primal_feasibility_tolerance", "dual_feasibility_tolerance"):
-        highs.setOptionValue(name, FEASIBILITY_TOLERANCE)
-    highs.passModel(lp)
-    return highs
-
-
-@contextlib.contextmanager
-def _stdout_silenced() -> Iterator[None]:
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-
-
-def _solution(values: np.ndarray):
-    import highspy
-
-    solution = highspy.HighsSolution()
-    solution.col_value = list(values)
-    solution.value_valid = True
-    return solution
 
 
 def _chain_start(problem: Problem) -> list[tuple[int, list[int]]] | None:
