@@ -87,6 +87,15 @@ class TimedStage(PipelineStage):
         with self._timing("compute_s"):  # the zero-bubble schedules' separate weight backward
             return super().backward_weight_one_chunk(*args, **kwargs)
 
+    # torch 2.13's eval of a V schedule (ZBV, DualPipeV) still hands input gradients between
+    # the two chunks of the turning rank, which asserts without a backward: nothing to hand then.
+    def get_local_bwd_output(self, mb_index: int) -> Any:
+        return super().get_local_bwd_output(mb_index) if self.has_backward else None
+
+    def set_local_bwd_input(self, *args: Any, **kwargs: Any) -> None:
+        if self.has_backward:
+            super().set_local_bwd_input(*args, **kwargs)
+
     def perform_reduce_grad(self, grad_scale_factor: int) -> None:
         with self._timing("sync_s"):
             super().perform_reduce_grad(grad_scale_factor)  # FSDP2's gradient reduction, then the scaling

@@ -16,7 +16,14 @@ from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
 from core.training.launcher import resume_run, start_run, wait_run
 from core.training.metrics import read_metrics
-from tests.core.training.support import FLOAT64_AGREEMENT, bare_loop_losses, compute_dtype, losses, tiny_config, write_corpus
+from tests.core.training.support import (
+    FLOAT64_AGREEMENT,
+    bare_loop_losses,
+    compute_dtype,
+    losses,
+    tiny_config,
+    write_corpus,
+)
 
 STEPS = 4  # then resumed to 2 x STEPS
 
