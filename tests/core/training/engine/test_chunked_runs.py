@@ -66,3 +66,15 @@ def test_a_chunked_run_resumes_exactly_and_matches_a_single_process(tmp_path, co
     idle = row["stage_idle_s"]
     for position in range(2):
         assert len({idle[stage] for stage in plan.stages_of_rank(position)}) == 1
+
+
+def test_a_chunked_schedule_with_replicas_is_refused_in_one_line_and_writes_nothing(tmp_path, corpus):
+    from core.errors import InputError
+    from core.training.runner import prepare_new_run
+
+    config = tiny_config(corpus, engine="pipeline", devices="4xcpu:1GiB")
+    config = replace(config, setup=replace(config.setup, micro_batches=4, schedule="zbv", data_parallel=2))
+    with pytest.raises(InputError, match="one replica deep") as refused:
+        prepare_new_run(config, tmp_path / "run", emit=lambda _: None)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "run").exists()
