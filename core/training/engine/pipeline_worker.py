@@ -21,15 +21,12 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.pipelining import PipelineStage
 
 from core.model.gpt import lm_loss
 from core.planning.plan import replica_and_stage
@@ -59,6 +56,7 @@ from core.training.engine.optim import (
 from core.training.engine.pipeline_launch import THREADS_ENV
 from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
+from core.training.engine.timed_stage import TimedStage
 from core.training.metrics import MetricsWriter, format_row
 
 # collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
@@ -66,49 +64,6 @@ from core.training.metrics import MetricsWriter, format_row
 _RANK_FIELDS = ("compute_s", "step_time_s", "peak_memory_bytes", "sync_s", "measured_peak_bytes", "on_cuda")
 _LOSS, _VAL_LOSS, _STOP = range(3)  # offsets of the shared slots
 _SHARED_SLOTS = 3
-
-
-class TimedStage(PipelineStage):
-    """A PipelineStage that adds up the time spent computing its micro-batches,
-    and the time its data-parallel group spends reducing gradients."""
-
-    compute_s = 0.0
-    sync_s = 0.0
-
-    def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
-        with self._timing("compute_s"):
-            return super().forward_one_chunk(*args, **kwargs)
-
-    def backward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
-        with self._timing("compute_s"):
-            return super().backward_one_chunk(*args, **kwargs)
-
-    def backward_weight_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
-        with self._timing("compute_s"):  # the zero-bubble schedules' separate weight backward
-            return super().backward_weight_one_chunk(*args, **kwargs)
-
-    # torch 2.13's eval of a V schedule (ZBV, DualPipeV) still hands input gradients between
-    # the two chunks of the turning rank, which asserts without a backward: nothing to hand then.
-    def get_local_bwd_output(self, mb_index: int) -> Any:
-        return super().get_local_bwd_output(mb_index) if self.has_backward else None
-
-    def set_local_bwd_input(self, *args: Any, **kwargs: Any) -> None:
-        if self.has_backward:
-            super().set_local_bwd_input(*args, **kwargs)
-
-    def perform_reduce_grad(self, grad_scale_factor: int) -> None:
-        with self._timing("sync_s"):
-            super().perform_reduce_grad(grad_scale_factor)  # FSDP2's gradient reduction, then the scaling
-
-    @contextmanager
-    def _timing(self, total: Literal["compute_s", "sync_s"]) -> Iterator[None]:
-        """Add the block's time, until the device has finished its work, to `total`."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            synchronize(self.device)
-            setattr(self, total, getattr(self, total) + time.perf_counter() - started)
 
 
 class PipelineEngine:

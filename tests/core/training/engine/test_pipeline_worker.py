@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributed.pipelining import PipelineStage
 
-from core.training.engine.pipeline_worker import TimedStage
+from core.training.engine.timed_stage import TimedStage
 
 
 @pytest.fixture
