@@ -21,6 +21,9 @@
    measured step time, and each stage group's gradient sync per step.
 
     python3 benchmarks/train_bench.py --hybrid-only   # profile, then section 4 alone
+8. Chunked schedules: interleaved 1F1B and ZBV against 1F1B on the CPU pipeline,
+   step time and bubble, predicted against measured (schedule_train_bench.py;
+   `--schedules-only` profiles the host, then runs just that).
 5-7. The same for a Hugging Face model (a tiny llama fine-tuned from its
    folder) against a plain HF training loop: see hf_train_bench.py
    (`--hf-only` runs just those).
@@ -302,6 +305,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--hybrid-only", action="store_true", help="profile the host, then section 4 alone")
     parser.add_argument("--hf-only", action="store_true", help="only the Hugging Face sections (5-7)")
+    parser.add_argument("--schedules-only", action="store_true", help="profile the host, then section 8 alone")
     parser.add_argument("--bare-loop", nargs=2, metavar=("RUN_DIR", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_loop:
@@ -313,6 +317,12 @@ def main() -> int:
               f"{steps} steps a run, {repeats} run(s) each")
         one_stage = write_plan(work / "one.json", [("cpu", ALL_LAYERS)])
         two_stages = write_plan(work / "two.json", [("cpu", ALL_LAYERS[:4]), ("cpu#2", ALL_LAYERS[4:])])
+        if args.schedules_only:
+            import schedule_train_bench
+
+            host_profile(work)
+            schedule_train_bench.schedule_runs(work, steps)
+            return 0
         if not args.hf_only:
             if not args.hybrid_only:
                 bare = runner_vs_bare(work, steps, repeats, one_stage)
@@ -321,6 +331,10 @@ def main() -> int:
             if not args.hybrid_only:
                 predicted_vs_measured(work, steps, profile)
             data_parallel_runs(work, steps, two_stages)
+            if not args.hybrid_only:
+                import schedule_train_bench
+
+                schedule_train_bench.schedule_runs(work, steps)
         if not args.hybrid_only:
             import hf_train_bench
 

@@ -191,8 +191,28 @@ class Plan:
 
     def device_of_rank(self, rank: int) -> str:
         """The device process `rank` runs on (see rank_of)."""
-        replica, stage = replica_and_stage(rank, len(self.stages))
-        return self.stages[stage].devices[replica]
+        replica, position = replica_and_stage(rank, self.ranks_per_replica)
+        return self.stages[self.stages_of_rank(position)[0]].devices[replica]
+
+    @property
+    def ranks_per_replica(self) -> int:
+        """p: the processes of one replica's pipeline (its stages over the chunks each runs)."""
+        return len(self.stages) // self.chunks
+
+    def stages_of_rank(self, position: int) -> list[int]:
+        """The stages (chunks, in chunk order) that the process at pipeline position
+        `position` runs: itself, or the chunked schedule's stage_of_chunk."""
+        if self.chunks == 1:
+            return [position]
+        from core.planning.schedules import ChunkedSchedule, schedule_named
+
+        schedule = schedule_named(self.schedule or "")
+        assert isinstance(schedule, ChunkedSchedule), f"a plan of {self.chunks} chunks has no chunked schedule"
+        return [schedule.stage_of_chunk(position, chunk, self.ranks_per_replica) for chunk in range(self.chunks)]
+
+    def rank_of_stage(self, stage: int) -> int:
+        """The pipeline position (rank in one replica) that runs `stage`."""
+        return next(position for position in range(self.ranks_per_replica) if stage in self.stages_of_rank(position))
 
     def to_dict(self) -> dict[str, Any]:
         """docs/design.md's "The answer format", plus the extra facts reports show."""

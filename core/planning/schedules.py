@@ -264,8 +264,8 @@ SCHEDULES: dict[str, Schedule] = {schedule.name: schedule for schedule in (
 SCHEDULE_NAMES = tuple(SCHEDULES)  # the first is the default
 AUTO_SCHEDULE = "auto"  # the planner picks the schedule (and v) with the least step time
 SCHEDULE_CHOICES = (AUTO_SCHEDULE, *SCHEDULE_NAMES)  # what setups, problems and commands accept
-# What the pipeline engine runs today (one stage a rank); the app offers these until it runs chunks.
-RUNNABLE_SCHEDULES = tuple(name for name, schedule in SCHEDULES.items() if not schedule.chunked)
+# What the pipeline engine runs: every schedule (chunked ones one replica deep, core.training.runner).
+RUNNABLE_SCHEDULES = SCHEDULE_NAMES
 
 
 def schedule_named(name: str) -> Schedule:

@@ -87,6 +87,8 @@ class RunReport:
     predicted_step_s: float | None
     measured_step_s: float | None
     datasheet_step_s: float | None = None
+    predicted_bubble: float | None = None  # mean over ranks of idle / step (bubble_fractions)
+    measured_bubble: float | None = None
 
     @property
     def step_measured_over_predicted(self) -> float | None:
@@ -152,11 +154,34 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
                               **_memory(index, memory)))
     step_times = [row["step_time_s"] for row in usable if "step_time_s" in row]
     simulated = any(stage.simulated is not None for stage in stages)
-    return RunReport(stages=tuple(stages), steps_measured=len(usable),
-                     predicted_step_s=_host_step_s(plan, stages, micro_batches, schedule) if simulated
-                     else plan.objective_s,
-                     measured_step_s=statistics.median(step_times) if step_times else None,
-                     datasheet_step_s=plan.objective_s if simulated else None)
+    predicted_step = _host_step_s(plan, stages, micro_batches, schedule) if simulated else plan.objective_s
+    measured_step = statistics.median(step_times) if step_times else None
+    predicted_bubble, measured_bubble = bubble_fractions(plan, stages, per_replica, predicted_step, measured_step)
+    return RunReport(stages=tuple(stages), steps_measured=len(usable), predicted_step_s=predicted_step,
+                     measured_step_s=measured_step, datasheet_step_s=plan.objective_s if simulated else None,
+                     predicted_bubble=predicted_bubble, measured_bubble=measured_bubble)
+
+
+def bubble_fractions(plan: Plan, stages: Sequence[StageReport], per_replica: int, predicted_step_s: float | None,
+                     measured_step_s: float | None) -> tuple[float | None, float | None]:
+    """(predicted, measured) bubble: the mean over the ranks of the share of a step each waits.
+
+    A rank (one per stage, or per v chunks under a chunked schedule) is busy m' times the
+    compute of its stages per micro-batch; predicted idle is the predicted step less that,
+    measured idle is the step's wall time less the forward/backward time it recorded
+    (metrics' stage_idle_s: sends, waits, the optimizer step) (docs/design.md, "Chunked schedules").
+    """
+    ranks = [plan.stages_of_rank(position) for position in range(plan.ranks_per_replica)]
+    busy = [[stages[index].predicted_compute_s for index in indices] for indices in ranks]
+    predicted = None
+    if predicted_step_s and all(time is not None for times in busy for time in times):
+        predicted = statistics.mean(max(0.0, 1 - per_replica * sum(t for t in times if t is not None)
+                                        / predicted_step_s) for times in busy)
+    idle = [stages[indices[0]].measured_idle_s_per_step for indices in ranks]
+    measured = None
+    if measured_step_s and all(value is not None for value in idle):
+        measured = statistics.mean(min(1.0, (value or 0.0) / measured_step_s) for value in idle)
+    return predicted, measured
 
 
 def _stage(index: int, stage: StageCost, executions: Sequence[DeviceExecution], measured: float | None,
@@ -228,6 +253,8 @@ def format_report(report: RunReport) -> str:
     lines.append(f"step: predicted {_ms(report.predicted_step_s)} ms{datasheet}, measured "
                  f"{_ms(report.measured_step_s)} ms ({_ratio(report.step_measured_over_predicted)}) "
                  f"over {report.steps_measured} steps")
+    lines.append(f"bubble (mean share of a step a rank waits): predicted {_percent(report.predicted_bubble)}, "
+                 f"measured {_percent(report.measured_bubble)}")
     if hosted:
         source = next(s.prediction_source for s in report.stages if s.simulated is not None)
         lines.append(f"simulated {', '.join(report.simulated)} ran on the host CPU: predicted ms is for the host, "
@@ -254,6 +281,10 @@ def _mib(value: float | None) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{1000 * value:.2f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def _ratio(value: float | None) -> str:

@@ -244,7 +244,7 @@ def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device],
 
     if not any(is_simulated(device) for device in devices):
         return plan_executions(devices, None, "")
-    processes = len(plan.stages) * plan.data_parallel
+    processes = plan.ranks_per_replica * plan.data_parallel
     shares = processes_on_this_node(config, processes) if config.engine == "pipeline" else 1
     split = f", 1/{shares} of the cores (one of {shares} stage processes)" if shares > 1 else ""
     measured = next((entry for entry in profile.devices if entry.name == "cpu"), None) if profile else None
@@ -279,10 +279,10 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
     stages = len(plan.stages)
     setup = config.setup
     _check_replicas(config, plan)
-    schedule = schedule_named(setup.schedule)
-    if config.engine == "pipeline" and (schedule.chunked or setup.schedule == "auto" or plan.chunks > 1):
-        raise InputError(f"the pipeline engine runs --schedule 1f1b or gpipe, one stage a device; "
-                         f"{plan.schedule or setup.schedule} is planned (main.py plan) but not run yet")
+    schedule = schedule_named(plan.schedule or setup.schedule)
+    if config.engine == "pipeline" and schedule.chunked:
+        _check_chunked(config, plan)
+        return
     least = schedule.least_micro_batches_per_replica(stages)
     if config.engine == "pipeline" and micro_batches_per_replica(setup.micro_batches, plan.data_parallel) < least:
         replicas = f" per replica ({setup.micro_batches} / {plan.data_parallel})" if plan.data_parallel > 1 else ""
@@ -290,6 +290,30 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
                          f"use --micro-batches {least * plan.data_parallel} or --schedule gpipe")
     kinds = {device.startswith("cuda:") for stage in plan.stages for device in stage.devices}
     if config.engine == "pipeline" and len(kinds) > 1:
+        raise InputError("the pipeline engine cannot mix CPU and GPU stages: use --engine local")
+
+
+def _check_chunked(config: TrainConfig, plan: Plan) -> None:
+    """A chunked schedule runs one replica of built-in GPT chunks, as torch allows (core.planning.schedules)."""
+    from core.planning.schedules import ChunkedSchedule
+
+    schedule = schedule_named(plan.schedule or config.setup.schedule)
+    assert isinstance(schedule, ChunkedSchedule)
+    if plan.data_parallel > 1 or plan.zero:
+        raise InputError(f"the pipeline engine runs {schedule.label} one replica deep: drop --data-parallel "
+                         "and --zero, or use --schedule 1f1b")
+    if plan.chunks < 2:
+        raise InputError(f"{schedule.label} runs 2 or more chunks per device; the plan has {plan.chunks}: "
+                         f"plan it with --schedule {schedule.name}")
+    if config.setup.schedule not in ("auto", schedule.name):
+        raise InputError(f"the plan is for --schedule {schedule.name}, not {config.setup.schedule}")
+    if resolve_choice(config.model_choice).gpt is None:
+        raise InputError(f"{schedule.label} trains the built-in GPT only; HF models run --schedule 1f1b or gpipe")
+    refusal = schedule.refusal(plan.ranks_per_replica, plan.chunks, config.setup.micro_batches)
+    if refusal is not None:
+        raise InputError(refusal)
+    kinds = {device.startswith("cuda:") for stage in plan.stages for device in stage.devices}
+    if len(kinds) > 1:
         raise InputError("the pipeline engine cannot mix CPU and GPU stages: use --engine local")
 
 

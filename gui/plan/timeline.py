@@ -10,6 +10,13 @@ one that sets the pace, never idle) is banded in red.
 One lane per stage group: with d replicas the lane splits into d thin rows,
 one per device of the group (they run in lockstep), and the group's sync
 closes the step in slate after the last micro-batch (all groups at once).
+
+A chunked plan (v chunks a device) draws one lane per device and every action
+in the schedule's own order (core.planning.torch_order: torch's actions run with
+a third of each chunk's compute as forward, input and weight backward): chunk c
+of the device darker the later it is, forwards in full colour, input backwards
+lighter, weight backwards lightest, each labelled with its stage and micro-batch
+while they fit.
 """
 
 from __future__ import annotations
@@ -18,14 +25,17 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QShowEvent
 
-from core.planning.front_door import Plan
+from core.planning.front_door import Plan, Simulated, plan_blocks
 from gui import theme
 from gui.plan.groups import group_label, micro_batches_per_replica, sync_s
 from gui.state import AppState
 from gui.widgets.plots import grid_axes
 from gui.widgets.tables import WhenVisible
 
-MAX_BLOCKS_PER_STAGE = 64  # beyond this the blocks are thinner than a pixel anyway
+MAX_BLOCKS_PER_STAGE = 64
+MAX_LABELS = 96  # chunked plans: blocks labelled stage.micro-batch up to this many
+LABEL_PIXELS = 32  # ... each at least this wide on screen, so its label fits
+_KIND_LIGHTER = {"F": 100, "B": 125, "I": 125, "W": 160}  # forward, backward, input and weight backward  # beyond this the blocks are thinner than a pixel anyway
 LANE_HEIGHT = 0.7
 SYNC_COLOR = "#4A5468"  # slate: not one of the device colours
 
@@ -55,7 +65,10 @@ class PlanTimeline(pg.PlotWidget):
         self.sync = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(SYNC_COLOR), pen=None)
         for item in (self.band, self.compute, self.comm, self.sync):
             self.addItem(item)
+        self.labels: list[pg.TextItem] = []
+        self._steps: Simulated | None = None  # a chunked plan's blocks, labelled as the width allows
         self._signature: object = ()
+        self.getPlotItem().getViewBox().sigResized.connect(self._label_blocks)
         self._later = WhenVisible(self, self._update_plan)
         state.plan_changed.connect(self._plan_changed)  # a bound method: disconnected on deletion
         state.stale_changed.connect(self._plan_changed)
@@ -71,18 +84,25 @@ class PlanTimeline(pg.PlotWidget):
     def _update_plan(self) -> None:
         plan = self.state.shown_plan
         # While a handle moves most answers keep the same stages: redraw only on a real change.
-        signature = (None if plan is None else (plan.micro_batches, plan.objective_s, tuple(
+        signature = (None if plan is None else (plan.micro_batches, plan.objective_s, plan.schedule, tuple(
             (s.devices, s.compute_s, s.comm_s, s.sync_s) for s in plan.stages)), self.state.plan_is_stale)
         if signature == self._signature:
             return
         self._signature = signature
         if plan is None or not plan.stages:
+            self._steps = None
+            self._clear_labels()
             for item in (self.band, self.compute, self.comm, self.sync):
                 item.setOpts(x0=[], y=[], width=[], height=[])
             return
         self._draw(plan, self.state.plan_is_stale)
 
     def _draw(self, plan: Plan, stale: bool) -> None:
+        self._steps = None
+        self._clear_labels()
+        if plan.chunks > 1:
+            self._draw_chunked(plan, stale)
+            return
         times = [stage.time_s for stage in plan.stages]
         blocks = schedule(times, micro_batches_per_replica(plan))
         replicas = len(plan.stages[0].devices)
@@ -113,6 +133,51 @@ class PlanTimeline(pg.PlotWidget):
         self.setYRange(-0.6, len(plan.stages) - 0.4, padding=0)
         self.setXRange(0, total * 1.02, padding=0)
 
+
+    def _draw_chunked(self, plan: Plan, stale: bool) -> None:
+        """One lane per device; its chunks' forwards and backwards where the schedule runs them."""
+        ranks = plan.ranks_per_replica
+        steps = plan_blocks(plan.schedule or "", ranks, plan.chunks, micro_batches_per_replica(plan),
+                            [stage.compute_s for stage in plan.stages])
+        chunk_of = {stage: c for r in range(ranks) for c, stage in enumerate(plan.stages_of_rank(r))}
+        colors = []
+        for block in steps.blocks:
+            base = theme.device_color(self.state.color_slot(plan.stages[block.stage].device))
+            color = base.darker(100 + 45 * chunk_of[block.stage]).lighter(_KIND_LIGHTER[block.kind])
+            colors.append(theme.stale(color) if stale else color)
+        edge = pg.mkPen(theme.SURFACE, width=0.5)
+        self.compute.setOpts(x0=[b.start_s for b in steps.blocks], y=[b.rank for b in steps.blocks],
+                             width=[b.duration_s for b in steps.blocks], height=LANE_HEIGHT, brushes=colors,
+                             pens=[edge] * len(colors))
+        for item in (self.comm, self.sync):
+            item.setOpts(x0=[], y=[], width=[], height=[])
+        self.band.setVisible(False)
+        self._steps = steps
+        self._label_blocks()
+        ticks = [(r, f"{plan.stages[plan.stages_of_rank(r)[0]].device} · stages "
+                  + ", ".join(str(s) for s in plan.stages_of_rank(r))) for r in range(ranks)]
+        self.getAxis("left").setTicks([ticks])
+        self.setYRange(-0.6, ranks - 0.4, padding=0)
+        self.setXRange(0, steps.step_s * 1.02, padding=0)
+
+    def _label_blocks(self) -> None:
+        """Label each block as kind, stage.micro-batch where the label fits its width."""
+        self._clear_labels()
+        steps = self._steps
+        if steps is None or not steps.step_s or len(steps.blocks) > MAX_LABELS:
+            return
+        pixels_per_s = self.getPlotItem().getViewBox().width() / (steps.step_s * 1.02)
+        for block in (b for b in steps.blocks if b.duration_s * pixels_per_s >= LABEL_PIXELS):
+            label = pg.TextItem(f"{block.kind}{block.stage}.{block.micro_batch}", color=theme.SURFACE,
+                                anchor=(0.5, 0.5))
+            label.setPos(block.start_s + block.duration_s / 2, block.rank)
+            self.addItem(label)
+            self.labels.append(label)
+
+    def _clear_labels(self) -> None:
+        for label in self.labels:
+            self.removeItem(label)
+        self.labels = []
 
     def _draw_sync(self, plan: Plan, times: list[float], stale: bool) -> None:
         """Each group's sync after the last micro-batch: all groups start together."""

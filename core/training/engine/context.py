@@ -64,9 +64,19 @@ class RunContext:
         return tuple(engine_memory_bytes(stage, self.config.engine) for stage in self.plan.stages)
 
     @property
+    def pipeline_ranks(self) -> int:
+        """p: the processes of one replica's pipeline (S, or S / v for a chunked schedule)."""
+        return self.plan.ranks_per_replica
+
+    @property
     def num_processes(self) -> int:
-        """d x S: one process per stage of every replica."""
-        return self.data_parallel * self.num_stages
+        """d x p: one process per stage (per v chunks, chunked) of every replica."""
+        return self.data_parallel * self.pipeline_ranks
+
+    @property
+    def schedule_name(self) -> str:
+        """The schedule that runs: the plan's (the chunked solver's, auto's choice), else the setup's."""
+        return self.plan.schedule or self.config.setup.schedule
 
     @property
     def replica_micro_batches(self) -> int:

@@ -5,6 +5,8 @@
 Rank r = replica * S + stage runs that stage of the plan with
 torch.distributed.pipelining (`PipelineStage` driven by the setup's schedule's
 torch class, core.planning.schedules: `Schedule1F1B` or `ScheduleGPipe`, over its replica's pipeline group, n_microbatches = m / d,
+or for a chunked schedule (one replica, S = v * p) rank r runs its v chunks' stages,
+plan.stages_of_rank(r), under the multi-stage class (core.training.engine.chunked_pipeline),
 mean loss per micro-batch, gradients scaled by the schedule). With d > 1
 replicas each stage's group synchronises its gradients with FSDP2 (see
 core.training.engine.data_parallel). gloo on CPU, nccl when every stage is a
@@ -19,21 +21,19 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.pipelining import PipelineStage
 
 from core.model.gpt import lm_loss
 from core.planning.plan import replica_and_stage
 from core.planning.schedules import schedule_named
 from core.system.process import exit_with_parent
 from core.training.engine import checkpoint as ckpt
+from core.training.engine.chunked_pipeline import chunked_schedule
 from core.training.engine.context import RunContext
 from core.training.engine.data_parallel import (
     MeshPosition,
@@ -56,6 +56,7 @@ from core.training.engine.optim import (
 from core.training.engine.pipeline_launch import THREADS_ENV
 from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
+from core.training.engine.timed_stage import TimedStage
 from core.training.metrics import MetricsWriter, format_row
 
 # collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
@@ -66,64 +67,45 @@ _LOSS, _VAL_LOSS, _STOP = range(3)  # offsets of the shared slots
 _SHARED_SLOTS = 3
 
 
-class TimedStage(PipelineStage):
-    """A PipelineStage that adds up the time spent computing its micro-batches,
-    and the time its data-parallel group spends reducing gradients."""
-
-    compute_s = 0.0
-    sync_s = 0.0
-
-    def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
-        with self._timing("compute_s"):
-            return super().forward_one_chunk(*args, **kwargs)
-
-    def backward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
-        with self._timing("compute_s"):
-            return super().backward_one_chunk(*args, **kwargs)
-
-    def perform_reduce_grad(self, grad_scale_factor: int) -> None:
-        with self._timing("sync_s"):
-            super().perform_reduce_grad(grad_scale_factor)  # FSDP2's gradient reduction, then the scaling
-
-    @contextmanager
-    def _timing(self, total: Literal["compute_s", "sync_s"]) -> Iterator[None]:
-        """Add the block's time, until the device has finished its work, to `total`."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            synchronize(self.device)
-            setattr(self, total, getattr(self, total) + time.perf_counter() - started)
-
-
 class PipelineEngine:
-    """This rank's stage of its replica's pipeline (see core.training.engine.loop.Engine)."""
+    """This rank's stage (or chunks) of its replica's pipeline (see core.training.engine.loop.Engine)."""
 
     def __init__(self, context: RunContext, rank: int, local_rank: int, device: torch.device):
         self.context, self.config, self.rank, self.local_rank = context, context.config, rank, local_rank
         self.num_stages, self.device, self.zero = context.num_stages, device, context.zero
-        self.position = MeshPosition.of_rank(rank, context.data_parallel, self.num_stages)
-        index = self.position.stage
-        self.first, self.last = index == 0, index == self.num_stages - 1
+        self.position = MeshPosition.of_rank(rank, context.data_parallel, context.pipeline_ranks)
+        self.indices = context.plan.stages_of_rank(self.position.stage)  # [stage], or its chunks' stages
+        self.first, self.last = 0 in self.indices, self.num_stages - 1 in self.indices
         self.is_writer = rank == 0
         self.data = context.data()
-        self.module = build_stages(context, [index], [device], untie=True)[0]  # identical init on every rank
+        # identical init on every rank
+        self.modules = build_stages(context, self.indices, [device] * len(self.indices), untie=True)
         pipeline_group = None  # one replica: the whole world is the pipeline
-        if self.replicated:
+        if self.replicated:  # one stage a rank (chunked schedules run one replica: core.training.runner)
             mesh = build_mesh(self.position, self.zero)  # every rank calls it: it makes the groups
             pipeline_group = mesh["pp"].get_group()
-            shard_stage(self.module, mesh, self.zero)  # parameters become DTensors: before the optimizer
+            shard_stage(self.modules[0], mesh, self.zero)  # parameters become DTensors: before the optimizer
         pair = tied_pair(context)
         self.tied_group = self._tied_group(pair)
-        self.tied_parameter = self._tied_parameter(pair)
-        named = [(name, p) for name, p in self.module.named_parameters() if p.requires_grad]  # LoRA: adapters
+        self.tied = self._tied_parameters(pair)
+        named = [(name, p) for module in self.modules for name, p in module.named_parameters()
+                 if p.requires_grad]  # LoRA: the adapters alone
         self.names = {id(p): name for name, p in named}
         self.parameters = [p for _, p in named]
-        self.norm_parameters = norm_parameters(self.module, pair is not None and index == pair[1])
+        self.norm_parameters = [p for index, module in zip(self.indices, self.modules, strict=True)
+                                for p in norm_parameters(module, pair is not None and index == pair[1])]
         self.optimizer = make_optimizer(named, self.config)
-        self.stage = TimedStage(self.module, index, self.num_stages, device, group=pipeline_group)
-        schedule = schedule_named(self.config.setup.schedule).torch_class()
-        self.schedule = schedule(self.stage, n_microbatches=context.replica_micro_batches, loss_fn=self._loss)
+        micro_batches = context.replica_micro_batches
+        if context.plan.chunks > 1:
+            stages, self.schedule = chunked_schedule(context.schedule_name, self.modules, self.indices,
+                                                     self.num_stages, device, micro_batches, self._loss,
+                                                     group=pipeline_group, stage_class=TimedStage)
+            self.stages = [stage for stage in stages if isinstance(stage, TimedStage)]
+        else:
+            self.stages = [TimedStage(self.modules[0], self.indices[0], self.num_stages, device, group=pipeline_group)]
+            schedule = schedule_named(context.schedule_name).torch_class()
+            self.schedule = schedule(self.stages[0], n_microbatches=micro_batches, loss_fn=self._loss)
+        self.loss_s = 0.0
         self.comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
         self.meter = StepMeter([device])  # this stage's measured peak memory
         self._measured: dict[str, Any] = {}
@@ -134,25 +116,39 @@ class PipelineEngine:
         return self.position.replicas > 1
 
     def _tied_group(self, pair: tuple[int, int] | None) -> Any:
-        """Each replica's (embedding, head) ranks; every rank makes every group, in one order."""
+        """Each replica's (embedding, head) ranks; every rank makes every group, in one order.
+        None where one rank holds both copies (ZBV's V: stages 0 and S - 1 on rank 0)."""
+        owners = [self.context.plan.rank_of_stage(stage) for stage in pair] if pair is not None else []
         mine = None
-        for replica in range(self.position.replicas) if pair is not None else ():
-            assert pair is not None
-            group = dist.new_group([self.position.rank(replica, stage) for stage in pair])
+        for replica in range(self.position.replicas) if owners and owners[0] != owners[1] else ():
+            group = dist.new_group([self.position.rank(replica, owner) for owner in owners])
             if replica == self.position.replica:
                 mine = group
         return mine
 
-    def _tied_parameter(self, pair: tuple[int, int] | None) -> torch.nn.Parameter | None:
-        if pair is None or self.position.stage not in pair:
-            return None
-        owner, copy = tied_parameters(self.module)
-        return owner if self.position.stage == pair[0] else copy
+    def _tied_parameters(self, pair: tuple[int, int] | None) -> list[torch.nn.Parameter]:
+        """The copies of the tied weight this rank holds: none, one, or both (chunks of one rank)."""
+        held = []
+        for index, module in zip(self.indices, self.modules, strict=True):
+            owner, copy = tied_parameters(module)
+            held += [owner] if pair is not None and index == pair[0] and owner is not None else []
+            held += [copy] if pair is not None and index == pair[1] and copy is not None else []
+        return held
+
+    def _sum_tied_gradients(self) -> None:
+        """Both copies of a tied weight get the sum of their gradients (shard by shard)."""
+        grads = [local(p.grad) for p in self.tied if p.grad is not None]
+        if len(grads) == 2:  # both copies here: add them up in place
+            total = grads[0] + grads[1]
+            for grad in grads:
+                grad.copy_(total)
+        elif len(grads) == 1 and self.tied_group is not None:
+            dist.all_reduce(grads[0], op=dist.ReduceOp.SUM, group=self.tied_group)
 
     def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
         loss = lm_loss(output, target)
-        self.stage.compute_s += time.perf_counter() - started
+        self.loss_s += time.perf_counter() - started  # the last stage's compute
         return loss
 
     # ------------------------------------------------------------------ training
@@ -163,16 +159,14 @@ class PipelineEngine:
         if self.first or self.last:  # the global batch; this replica runs its slice of it
             inputs, targets = self.data.train_batch(self.config.seed, step,
                                                     setup.micro_batches * setup.micro_batch_size, setup.seq_len)
-        self.stage.compute_s = self.stage.sync_s = 0.0
+        for stage in self.stages:
+            stage.compute_s = stage.sync_s = 0.0
+        self.loss_s = 0.0
         started = time.perf_counter()
-        with self.meter.step(step, lambda: [stage_tensors(self.module, self.optimizer) + self._receive_buffers()]):
+        with self.meter.step(step, self._holdings):
             self.optimizer.zero_grad(set_to_none=True)
             losses = self._run_schedule(self.schedule.step, inputs, targets)
-            # ---- tied embedding and head: both copies get the sum of their gradients (shard by shard)
-            if self.tied_group is not None and self.tied_parameter is not None \
-                    and self.tied_parameter.grad is not None:
-                grad = local(self.tied_parameter.grad)
-                dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=self.tied_group)
+            self._sum_tied_gradients()
             # ---- global gradient norm over all stages (and shards), clip, update
             squares = self._all_reduce([grad_square_sum(self.norm_parameters)])[0]
             norm = (squares / self.position.replicas if self.zero == 0 else squares) ** 0.5  # zero 0: d copies
@@ -181,15 +175,23 @@ class PipelineEngine:
             synchronize(self.device)
         step_time_s = time.perf_counter() - started
         loss = torch.stack(losses).mean().item() if losses else 0.0  # host-device sync
+        chunk_compute = [stage.compute_s + (self.loss_s if index == self.num_stages - 1 else 0.0)
+                         for index, stage in zip(self.indices, self.stages, strict=True)]
         self._measured = {"loss": loss, "grad_norm": norm, "step_time_s": step_time_s,
-                          "compute_s": self.stage.compute_s,
-                          "sync_s": self.stage.sync_s if self.replicated else 0.0}
+                          "compute_s": sum(chunk_compute), "chunk_compute_s": chunk_compute,
+                          "sync_s": sum(stage.sync_s for stage in self.stages) if self.replicated else 0.0}
+
+    def _holdings(self) -> list[list[torch.Tensor]]:
+        """What this rank holds between steps, all its chunks together (one device)."""
+        held = [tensor for module in self.modules for tensor in stage_tensors(module, self.optimizer)]
+        return [held + self._receive_buffers()]
 
     def _receive_buffers(self) -> list[torch.Tensor]:
         """What the stage keeps between steps to receive into: activations from the stage before
         and gradients from the one after, one buffer per micro-batch of a step (torch allocates them
         at the first step and keeps them)."""
-        infos = [*self.stage.args_recv_info.values(), *self.stage.grad_recv_info.values()]
+        infos = [info for stage in self.stages
+                 for info in (*stage.args_recv_info.values(), *stage.grad_recv_info.values())]
         return [info.buffer for group in infos for info in group if isinstance(info.buffer, torch.Tensor)]
 
     def _run_schedule(self, run: Any, inputs: Any, targets: Any) -> list[torch.Tensor]:
@@ -205,7 +207,8 @@ class PipelineEngine:
     @torch.no_grad()
     def evaluate(self) -> None:
         setup = self.config.setup
-        self.module.eval()
+        for module in self.modules:
+            module.eval()
         losses: list[torch.Tensor] = []
         for index in range(self.config.eval_batches):
             inputs = targets = None
@@ -213,7 +216,8 @@ class PipelineEngine:
                 inputs, targets = self.data.val_batch(self.config.seed, index,
                                                       setup.micro_batches * setup.micro_batch_size, setup.seq_len)
             losses += self._run_schedule(self.schedule.eval, inputs, targets)
-        self.module.train()
+        for module in self.modules:
+            module.train()
         self._val_loss = torch.stack(losses).mean().item() if losses else 0.0  # host-device sync
 
     # -------------------------------------------------------------- measurements
@@ -222,9 +226,12 @@ class PipelineEngine:
 
         Per stage: compute is the mean over its replicas, wall time, peak
         memory and sync the largest; losses are the mean over the replicas.
+        A chunked schedule's stages (chunks) have their own compute; idle,
+        peak memory and sync are their rank's (docs/design.md, "Chunked schedules").
         """
         per_rank = len(_RANK_FIELDS)
-        shared = per_rank * self.position.world_size  # the first shared slot
+        chunk_slots = per_rank * self.position.world_size  # each stage's compute, replicas adding in
+        shared = chunk_slots + self.num_stages  # the first shared slot
         values = [0.0] * (shared + _SHARED_SLOTS)
         measured = self._measured
         reading = (self.meter.readings() or (None,))[0]
@@ -234,25 +241,32 @@ class PipelineEngine:
                 "on_cuda": 1.0 if reading is not None and reading.source == CUDA else 0.0,
                 "reserved_bytes": float(reading.reserved_bytes) if reading is not None else 0.0}
         values[per_rank * self.rank:per_rank * (self.rank + 1)] = [mine[field] for field in _RANK_FIELDS]
+        for index, compute_s in zip(self.indices, measured["chunk_compute_s"], strict=True):
+            values[chunk_slots + index] = compute_s / self.position.replicas
         if self.last:
             values[shared + _LOSS] = measured["loss"] / self.position.replicas
             values[shared + _VAL_LOSS] = (self._val_loss or 0.0) / self.position.replicas
         values[shared + _STOP] = 1.0 if stop_requested else 0.0
         total = self._all_reduce(values)
 
-        def per_stage(field: str) -> list[list[float]]:
-            """Each stage's values of `field`, one per replica."""
-            at = _RANK_FIELDS.index(field)
-            return [[total[per_rank * self.position.rank(r, s) + at] for r in range(self.position.replicas)]
-                    for s in range(self.num_stages)]
+        plan = self.context.plan
+        owners = [plan.rank_of_stage(stage) for stage in range(self.num_stages)]
 
-        compute = tuple(sum(group) / len(group) for group in per_stage("compute_s"))
+        def per_stage(field: str) -> list[list[float]]:
+            """Each stage's values of `field` (its rank's), one per replica."""
+            at = _RANK_FIELDS.index(field)
+            return [[total[per_rank * self.position.rank(r, owner) + at] for r in range(self.position.replicas)]
+                    for owner in owners]
+
+        compute = tuple(total[chunk_slots:shared])
+        rank_compute = [sum(group) / len(group) for group in per_stage("compute_s")]  # all of a rank's chunks
         measured_peaks = tuple(int(max(group)) for group in per_stage("measured_peak_bytes"))
-        known = min(measured_peaks) >= 0  # every stage has a tracked step behind it
+        # every stage has a tracked step behind it; a chunked rank's peak is all its chunks' (not reported)
+        known = min(measured_peaks) >= 0 and plan.chunks == 1
         step_time_s = max(max(group) for group in per_stage("step_time_s"))
         stats = StepStats(
             loss=total[shared + _LOSS], grad_norm=measured["grad_norm"], step_time_s=step_time_s,
-            stage_compute_s=compute, stage_idle_s=tuple(max(0.0, step_time_s - c) for c in compute),
+            stage_compute_s=compute, stage_idle_s=tuple(max(0.0, step_time_s - c) for c in rank_compute),
             stage_peak_memory_bytes=tuple(int(max(group)) for group in per_stage("peak_memory_bytes")),
             stage_sync_s=tuple(max(group) for group in per_stage("sync_s")) if self.replicated else (),
             val_loss=total[shared + _VAL_LOSS] if self._val_loss is not None else None,
@@ -274,13 +288,14 @@ class PipelineEngine:
     # --------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int) -> None:
         checkpoints = self.context.paths.checkpoints
-        layout = self.context.layouts[self.position.stage]
-        payload = stage_payload(step, layout, self.module, self.optimizer)  # every replica: sharded state gathers
-        # A host's ranks are consecutive, so local ranks 0 .. S-1 are the first process of each stage
-        # this host runs: one file per stage per host, and each host's run directory holds every stage
-        # its processes run (replica 0's on one host).
-        if self.local_rank < self.num_stages:
-            ckpt.write_stage_file(ckpt.temp_dir(checkpoints, step), self.position.stage, payload)
+        for index, module in zip(self.indices, self.modules, strict=True):  # one file per stage (chunk)
+            layout = self.context.layouts[index]
+            payload = stage_payload(step, layout, module, self.optimizer)  # every replica: sharded state gathers
+            # A host's ranks are consecutive, so local ranks 0 .. p-1 are the first process of each
+            # pipeline position this host runs: one file per stage per host, and each host's run
+            # directory holds every stage its processes run (replica 0's on one host).
+            if self.local_rank < self.context.pipeline_ranks:
+                ckpt.write_stage_file(ckpt.temp_dir(checkpoints, step), index, payload)
         dist.barrier()
         if self.local_rank == 0:  # one committer per host: its run directory holds its stages
             ckpt.commit_checkpoint(checkpoints, step, self.num_stages)
@@ -296,12 +311,13 @@ class PipelineEngine:
             raise RuntimeError(f"stages hold checkpoints of different steps ({int(lowest)} and {int(highest)})")
         if latest is None:
             return 0
-        payload = ckpt.load_stage_file(latest, self.position.stage)
-        if self.replicated:  # full tensors, laid out as this rank's (sharded) parameters
-            named = [(name, p) for name, p in self.module.named_parameters() if p.requires_grad]
+        payloads = [ckpt.load_stage_file(latest, index) for index in self.indices]
+        if self.replicated:  # full tensors, laid out as this rank's (sharded) parameters: one stage a rank
+            payload, module = payloads[0], self.modules[0]
+            named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
             payload["model"], payload["optimizer"]["state"] = shard_payload(
-                payload["model"], payload["optimizer"]["state"], named, self.module)
-        apply_payloads([payload], [self.module], self.optimizer, self.names)
+                payload["model"], payload["optimizer"]["state"], named, module)
+        apply_payloads(payloads, self.modules, self.optimizer, self.names)
         return mine
 
 
@@ -321,7 +337,7 @@ def _train(run_dir: Path, rank: int) -> int:
     context = RunContext.load(run_dir)
     if world != context.num_processes:
         raise RuntimeError(f"the launch has {world} processes but the plan has {context.data_parallel} x "
-                           f"{context.num_stages} (replicas x stages)")
+                           f"{context.pipeline_ranks} (replicas x pipeline ranks)")
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
     apply_default_dtype()  # fp32, or a test's float64
     exit_with_parent(poll_s=0.5, exit_code=1)  # torchrun gone (kill -9): no orphans holding ports
@@ -356,8 +372,8 @@ def _stage_device(context: RunContext, rank: int, local_rank: int) -> torch.devi
     devices = {device for layout in context.layouts for device in layout.torch_devices}
     if len({d.split(":")[0] for d in devices}) > 1:
         raise RuntimeError("the pipeline engine cannot mix CPU and GPU stages; use --engine local")
-    replica, stage = replica_and_stage(rank, context.num_stages)
-    planned = context.layouts[stage].torch_devices[replica]
+    replica, position = replica_and_stage(rank, context.pipeline_ranks)
+    planned = context.layouts[context.plan.stages_of_rank(position)[0]].torch_devices[replica]
     if planned == "cpu":
         return torch.device("cpu")
     return torch.device(planned if context.config.nnodes == 1 else f"cuda:{local_rank}")
@@ -388,7 +404,8 @@ def _error_line(run_dir: Path, rank: int, error: BaseException) -> str:
         return f"{type(error).__name__}: {error}"
     try:
         context = RunContext.load(run_dir)
-        replica, stage = replica_and_stage(rank, context.num_stages)
+        replica, position = replica_and_stage(rank, context.pipeline_ranks)
+        stage = context.plan.stages_of_rank(position)[0]
         layout = context.layouts[stage]
         device = (layout.devices or (layout.device,))[replica]
     except Exception:  # the run's files are unreadable: the rank still says what happened

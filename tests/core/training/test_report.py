@@ -143,3 +143,17 @@ def test_a_run_without_tracked_steps_has_no_measured_memory():
     assert all(s.measured_peak_memory_bytes is None and s.measured_memory_source is None for s in report.stages)
     assert report.to_dict()["stages"][0]["memory_measured_over_predicted"] is None
     assert "measured peak" not in format_report(report)
+
+
+def test_the_bubble_is_each_rank_s_waiting_share_of_a_step_its_chunks_together():
+    """ZBV over 2 ranks x 2 chunks: rank 0 runs stages 0 and 3, rank 1 stages 1 and 2. Predicted:
+    1 - m' x (its chunks' compute) / T per rank, averaged; measured: the rank's idle / the step."""
+    stages = (_stage(["cpu"], 0.01), _stage(["cpu#2"], 0.02), _stage(["cpu#2"], 0.02), _stage(["cpu"], 0.03))
+    plan = Plan(status="optimal", solver="exact", objective_s=0.2, lower_bound_s=0.1, micro_batches=4,
+                stages=stages, schedule="zbv", chunks=2)
+    rows = [{"step": step, "step_time_s": 0.25, "stage_compute_s": [0.04, 0.08, 0.08, 0.12],
+             "stage_idle_s": [0.05, 0.1, 0.1, 0.05]} for step in range(1, 6)]
+    report = stage_report(plan, rows, 4, schedule="zbv")
+    assert report.predicted_bubble == pytest.approx(((1 - 4 * 0.04 / 0.2) + (1 - 4 * 0.04 / 0.2)) / 2)
+    assert report.measured_bubble == pytest.approx((0.05 / 0.25 + 0.1 / 0.25) / 2)
+    assert "bubble (mean share of a step a rank waits): predicted 20.0%, measured 30.0%" in format_report(report)

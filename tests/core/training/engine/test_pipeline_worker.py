@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributed.pipelining import PipelineStage
 
-from core.training.engine.pipeline_worker import TimedStage
+from core.training.engine.timed_stage import TimedStage
 
 
 @pytest.fixture
@@ -22,6 +22,7 @@ def stage(monkeypatch: pytest.MonkeyPatch) -> TimedStage:
 
     monkeypatch.setattr(PipelineStage, "forward_one_chunk", work(0.02, "forward"))
     monkeypatch.setattr(PipelineStage, "backward_one_chunk", work(0.03, "backward"))
+    monkeypatch.setattr(PipelineStage, "backward_weight_one_chunk", work(0.04, "weight"))
     monkeypatch.setattr(PipelineStage, "perform_reduce_grad", work(0.05, "reduce"))
     timed = TimedStage.__new__(TimedStage)  # the timing alone: no PipelineStage.__init__
     timed.device = torch.device("cpu")
@@ -34,6 +35,11 @@ def test_forward_and_backward_add_to_compute_and_the_reduction_to_sync(stage: Ti
     assert compute_s >= 0.05 and stage.sync_s == 0.0  # both chunks, nothing as sync
     stage.perform_reduce_grad(1)
     assert stage.sync_s >= 0.05 and stage.compute_s == compute_s
+
+
+def test_the_zero_bubble_weight_backward_is_compute_too(stage: TimedStage) -> None:
+    assert stage.backward_weight_one_chunk(0) == "weight"
+    assert stage.compute_s >= 0.04 and stage.sync_s == 0.0
 
 
 def test_a_failing_chunk_still_counts(stage: TimedStage, monkeypatch: pytest.MonkeyPatch) -> None:
