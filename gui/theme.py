@@ -20,6 +20,9 @@ MEMORY_LABELS = {"frozen": "Frozen weights", "params": "Parameters", "grads": "G
                  "optimizer": "Optimizer state", "activations": "Activations", "working": "Working memory",
                  "scratch": "Quant. scratch"}
 ADAPTER_PARAMS_LABEL = "Adapters"  # what "params" are when the base is frozen
+# the legend's names: short, so that the bars' header fits a 1280 px window (the tooltips say them in full)
+LEGEND_LABELS = {"frozen": "Frozen", "params": "Parameters", "grads": "Grads", "optimizer": "Optimizer",
+                 "activations": "Activations", "working": "Working", "scratch": "Scratch"}
 # the legend's names with adapters: six kinds in the room of four (the window stays within 1280 px)
 ADAPTER_LEGEND_LABELS = {"frozen": "Frozen", "params": "Adapters", "grads": "Grads", "optimizer": "Optimizer",
                          "activations": "Activations", "working": "Working", "scratch": "Scratch"}

@@ -268,24 +268,29 @@ class BudgetBarsPanel(QWidget):
     def bars(self) -> dict[str, BudgetBar]:
         return dict(self._bars)
 
-    def _header(self) -> QHBoxLayout:
+    def _header(self) -> QVBoxLayout:
+        """The title, and under it the legend: with adapters it names seven kinds, more than a
+        title row of a 1280 px window holds."""
         title = QLabel("Memory budgets")
         title.setFont(theme.heading_font())
-        header = QHBoxLayout()
-        header.addWidget(title)
-        header.addSpacing(16)
+        legend = QHBoxLayout()
+        legend.setSpacing(4)
         self._legend: dict[str, tuple[QLabel, QLabel]] = {}
         for kind in theme.MEMORY_KINDS:
             swatch = QLabel()
             swatch.setFixedSize(12, 12)
             swatch.setStyleSheet(f"background: {theme.MEMORY_COLORS[kind]}; border-radius: 2px;")
             label = QLabel(theme.MEMORY_LABELS[kind])
-            header.addWidget(swatch)
-            header.addWidget(label)
-            header.addSpacing(8)
+            legend.addWidget(swatch)
+            legend.addWidget(label)
+            legend.addSpacing(8)
             self._legend[kind] = (swatch, label)
         self._show_legend(adapters=False)
-        header.addStretch(1)
+        legend.addStretch(1)
+        header = QVBoxLayout()
+        header.setSpacing(2)
+        header.addWidget(title)
+        header.addLayout(legend)
         return header
 
     def _update_devices(self) -> None:
@@ -330,7 +335,7 @@ class BudgetBarsPanel(QWidget):
             shown = adapters or kind not in theme.ADAPTER_ONLY_KINDS
             swatch.setVisible(shown)
             label.setVisible(shown)
-            label.setText(theme.ADAPTER_LEGEND_LABELS[kind] if adapters else theme.MEMORY_LABELS[kind])
+            label.setText(theme.ADAPTER_LEGEND_LABELS[kind] if adapters else theme.LEGEND_LABELS[kind])
             label.setToolTip(memory_label(kind, adapters))
 
     def _update_budget(self, name: str, budget_bytes: int) -> None:

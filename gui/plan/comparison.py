@@ -53,10 +53,9 @@ DESCRIPTIONS = {
 
 
 def row_label(name: str) -> str:
-    """A solver's name in the table: device-map as "device_map=auto", its note naming the
-    adapters (the whole "device_map=auto + QLoRA" made the Solver column squeeze the notes
-    below their longest word at 1280 px)."""
-    return solver_label(name, "full")
+    """A solver's name in the table: device-map as "device_map", its note naming the call and the
+    adapters (a longer name widens the Solver column past what the notes leave it at 1280 px)."""
+    return "device_map" if name == "device-map" else solver_label(name, "full")
 
 
 def comparison_rows(results: dict[str, Plan | str], reference: Plan | None) -> list[list[str]]:

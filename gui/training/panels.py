@@ -106,17 +106,24 @@ class TrainingPanels(QWidget):
         layout.addLayout(self._figures())
         layout.addWidget(self._scrolled(self._body()), 1)
 
-    def _controls(self) -> QHBoxLayout:
+    def _controls(self) -> QVBoxLayout:
+        """Steps, engine, the run's name and the buttons; the data on a line of its own under them
+        (on the first line they made the tab wider than a 1280 px window)."""
         row = QHBoxLayout()
         for label, widget in (("Steps", self.steps_box), ("Engine", self.engine_box), ("Run", self.name_edit)):
             row.addWidget(QLabel(label))
             row.addWidget(widget, 1 if widget is self.name_edit else 0)
             row.addSpacing(8)
-        row.addWidget(self.data_button)
-        row.addSpacing(8)
         for button in (self.start_button, self.stop_button, self.resume_button):
             row.addWidget(button)
-        return row
+        data = QHBoxLayout()
+        data.addWidget(self.data_button)
+        data.addStretch(1)
+        rows = QVBoxLayout()
+        rows.setSpacing(4)
+        rows.addLayout(row)
+        rows.addLayout(data)
+        return rows
 
     def _notes(self) -> QVBoxLayout:
         """Why Start is disabled, and what the last action did: each on a line of its own, the

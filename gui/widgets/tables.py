@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-WRAPPED_MIN_PX = 160
+WRAPPED_MIN_PX = 140
 
 
 def style_readonly_table(table: QTableWidget, headers: Sequence[str]) -> QTableWidget:
