@@ -64,15 +64,21 @@ def split_plan(path: Path, names: list[str], cuts: list[int]) -> Path:
     return write_plan(path, [(unique_names(["cpu"] * (i + 1))[-1], names[bounds[i]:bounds[i + 1]]) for i in range(len(bounds) - 1)])
 
 
+def _modules(engine: Any) -> list[torch.nn.Module]:
+    """The stage modules an engine holds: the pipeline engine's chunks (`modules`; its `stages`
+    are torch's PipelineStages around them), or the local engine's stages."""
+    return list(engine.modules) if hasattr(engine, "modules") else list(engine.stages)
+
+
 def step_gradients(engine: Any) -> dict[str, torch.Tensor]:
     """Every parameter's gradient after a step with lr 0 (weights unchanged)."""
-    modules = engine.stages if hasattr(engine, "stages") else [engine.module]
+    modules = _modules(engine)
     return {name: p.grad.detach().clone() for module in modules
             for name, p in module.named_parameters(remove_duplicate=False) if p.grad is not None}
 
 
 def stage_weights(engine: Any) -> dict[str, torch.Tensor]:
-    modules = engine.stages if hasattr(engine, "stages") else [engine.module]
+    modules = _modules(engine)
     return {name: t.detach().clone() for module in modules for name, t in module.state_dict().items()}
 
 
