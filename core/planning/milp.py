@@ -1,7 +1,6 @@
-"""The MILP solver (HiGHS through highspy), for what the exact
-solver does not cover: layer graphs that branch, and placements that need
-not be contiguous. On a chain with contiguous stages it solves the same
-canonical model as `exact` and must agree with it.
+"""The MILP solver (HiGHS through highspy, core/planning/highs_model.py), for what the exact solver
+does not cover: layer graphs that branch, and placements that need not be contiguous. On a chain
+with contiguous stages it solves the same canonical model as `exact` and must agree with it.
 
 Stages are indexed by position from the end, q = 0 for the last stage, so a
 stage's micro-batches in flight (1F1B: min(m, q + 1)) are constants:
@@ -15,9 +14,8 @@ stage's micro-batches in flight (1F1B: min(m, q + 1)) are constants:
 
     minimise  sum_q t[q] + w * tau
 
-with w the schedule's bubble weight (m - 1: core.planning.schedules), the
-micro-batches in flight the schedule's, and every time coefficient the cost
-model's compute_time_s / send_time_s over time_scale.
+with w the schedule's bubble weight (m - 1: core.planning.schedules), the micro-batches in flight
+the schedule's, and every time coefficient the cost model's compute_time_s / send_time_s over time_scale.
 """
 
 from __future__ import annotations
