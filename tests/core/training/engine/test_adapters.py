@@ -22,25 +22,13 @@ from core.training.runner import prepare_new_run
 from tests.core.training.engine.hf_support import (
     assert_close_gradients,
     hf_run_config,
-    save_model,
     split_plan,
     stage_gradients_and_loss,
     tiny_llama_config,
 )
-from tests.core.training.support import write_corpus
 
 FINETUNE = {"lora": FineTune("lora", lora_rank=4, lora_alpha=8.0),
             "qlora": FineTune("qlora", lora_rank=4, lora_alpha=8.0)}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", lines=800)
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    return save_model(tiny_llama_config(), tmp_path_factory.mktemp("models") / "tiny-llama")
 
 
 def lora_engine(tmp_path, corpus, model, finetune, cuts=(3,)):

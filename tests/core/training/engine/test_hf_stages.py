@@ -20,26 +20,14 @@ from tests.core.training.engine.hf_support import (
     hf_run_config,
     pipeline_worker,
     reference_step,
-    save_model,
     split_plan,
     stage_gradients_and_loss,
     tiny_gpt2_config,
     tiny_llama_config,
     write_config,
 )
-from tests.core.training.support import write_corpus
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", lines=800)
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    return save_model(tiny_llama_config(), tmp_path_factory.mktemp("models") / "tiny-llama")
 
 
 def _stages(source, cuts):
