@@ -4,6 +4,7 @@ format's `layer_time_s` table, used by every solver through the one cost model."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +138,18 @@ def test_exact_solvers_match_brute_force_with_times(p: Problem):
         assert lower_bound_s(p) <= plan.objective_s * (1 + 1e-9)
 
 
+@st.composite
+def timed_pipeline_problems(draw: st.DrawFn) -> Problem:
+    """A timed problem made pure pipeline (one replica, no ZeRO), the MILP's domain. Drawn, not
+    filtered: only 1 in 16 hybrid draws is pure pipeline, too few for Hypothesis' filter budget."""
+    p = draw(timed_problems())
+    return replace(p, setup=replace(p.setup, data_parallel=1, zero=0))
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(timed_problems().filter(lambda p: not p.setup.is_hybrid))
+@given(timed_pipeline_problems())
 def test_milp_matches_brute_force_with_times(p: Problem):
+    assert not p.setup.is_hybrid
     plan = solve(p, "milp")
     has_brute_force_optimum(plan, brute_force_step_time(p))
 
