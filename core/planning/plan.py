@@ -153,6 +153,9 @@ class Plan:
     schedule: str | None = None  # set by the schedule choice and the chunked solver (None: the setup's)
     chunks: int = 1  # v: stages (chunks) per device; stages are then in pipeline order, devices repeating
     micro_batch: int | None = None  # b, sequences a micro-batch, where the planner chose it (--global-batch)
+    # t: each stage of each replica runs on a tensor-parallel group of t devices (docs/design.md, "Tensor
+    # parallelism"); processes are laid out as torchtitan's mesh ("dp", "pp", "tp"), tp innermost
+    tensor_parallel: int = 1
 
     @property
     def feasible(self) -> bool:
@@ -232,6 +235,8 @@ class Plan:
         }
         if self.micro_batch is not None:
             answer["micro_batch"] = self.micro_batch
+        if self.tensor_parallel != 1:
+            answer["tensor_parallel"] = self.tensor_parallel
         if self.status != INFEASIBLE:
             answer["gap"] = self.gap
         if self.schedule is not None:
@@ -289,7 +294,8 @@ class Plan:
                    tokens_per_micro_batch=_optional_whole(plan, "tokens_per_micro_batch", source),
                    data_parallel=replicas, zero=_whole(plan, "zero", source, 0),
                    schedule=_text(plan.get("schedule")), chunks=_whole(plan, "chunks_per_device", source, 1),
-                   micro_batch=_optional_whole(plan, "micro_batch", source))
+                   micro_batch=_optional_whole(plan, "micro_batch", source),
+                   tensor_parallel=_whole(plan, "tensor_parallel", source, 1))
 
 
 def _stage_dict(stage: StageCost) -> dict[str, Any]:
