@@ -149,6 +149,7 @@ class TelemetrySampler:
         self.latest: Snapshot | None = None
         psutil.cpu_percent(None)  # the first call only starts psutil's CPU counter
         self._cpu_read_at = time.monotonic()
+        self._cpu_percent: float | None = None  # the last figure, kept for ticks too close together
 
     # -- control -------------------------------------------------------------
 
@@ -312,13 +313,18 @@ class TelemetrySampler:
         processes = []
         for pid, process in self._watched.items():
             processes.append(_watched_sample(pid, process))
-        if time.monotonic() - self._cpu_read_at < 0.05:
-            # the first tick comes right after the start: too short a window (psutil says 0.0),
-            # so measure over a tenth of a second instead of showing "?" for a whole interval
-            cpu: float | None = float(psutil.cpu_percent(0.1))
-        else:
+        now = time.monotonic()
+        if now - self._cpu_read_at >= 0.05:
             cpu = float(psutil.cpu_percent(None))
-        self._cpu_read_at = time.monotonic()
+            self._cpu_read_at = now
+        elif self._cpu_percent is not None:
+            cpu = self._cpu_percent  # too soon after the last read (psutil would say 0.0): it still holds
+        else:
+            # the first tick comes right after the start: measure over a tenth of a second instead of
+            # showing "?" for a whole interval
+            cpu = float(psutil.cpu_percent(0.1))
+            self._cpu_read_at = time.monotonic()
+        self._cpu_percent = cpu
         return HostSample(
             cpu_percent=cpu,
             ram_used_bytes=int(memory.total - memory.available),  # what programs hold, not cache

@@ -205,29 +205,35 @@ def test_a_failing_listener_does_not_stop_sampling(caplog: pytest.LogCaptureFixt
     assert [r.getMessage().split()[-1] for r in caplog.records] == ["failed"]  # logged once
 
 
-def test_whoever_sees_the_gpu_indices_finds_their_history_buffers():
-    """The sampler thread and the monitor view may ask for the GPUs first at the same time:
-    a reader that sees the indices published must find every buffer (a KeyError crashed the app)."""
-    import threading
-
+def test_whoever_sees_the_gpu_indices_finds_their_history_buffers(monkeypatch: pytest.MonkeyPatch):
+    """The sampler thread and the monitor view may ask for the GPUs first at the same time: a reader
+    that sees the indices published must find every buffer (a KeyError crashed the app). Checked
+    without a race: while each buffer is made, the indices are not yet published."""
+    from core.devices import telemetry
     from core.devices.fake_nvml import fake_gateway
-    from core.devices.telemetry import TelemetrySampler
 
-    for _ in range(5):
-        sampler = TelemetrySampler(fake_gateway(8), history_s=36000 * 10)  # big buffers: slow to make
-        errors: list[BaseException] = []
+    sampler = TelemetrySampler(fake_gateway(8))
+    published_while_making: list[bool] = []
+    real_buffer = telemetry.RingBuffer
 
-        def read(sampler: TelemetrySampler = sampler, errors: list[BaseException] = errors) -> None:
-            while sampler._indices is None:  # spin until the other thread publishes them
-                pass
-            try:
-                for index in sampler._indices:
-                    sampler.gpu_history(index)
-            except KeyError as error:
-                errors.append(error)
+    def making(*args: object, **kwargs: object) -> object:
+        published_while_making.append(sampler._indices is not None)
+        return real_buffer(*args, **kwargs)  # type: ignore[arg-type]
 
-        reader = threading.Thread(target=read)
-        reader.start()
-        assert sampler.gpu_indices == tuple(range(8))
-        reader.join()
-        assert errors == []
+    monkeypatch.setattr(telemetry, "RingBuffer", making)
+    assert sampler.gpu_indices == tuple(range(8))
+    assert published_while_making == [False] * 8
+    assert all(sampler.gpu_history(index) is not None for index in sampler.gpu_indices)
+
+
+def test_ticks_close_together_measure_the_cpu_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first tick measures the CPU over a tenth of a second; a tick right after it (a replan's
+    read) keeps that figure instead of waiting again or reading psutil's 0.0 over a few ms."""
+    import psutil
+
+    sampler = sampler_for(FakeNvml(1))
+    waits: list[float | None] = []
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: waits.append(interval) or 37.0)
+    first, second = sampler.sample_once(), sampler.sample_once()
+    assert waits == [0.1]
+    assert first.host.cpu_percent == second.host.cpu_percent == 37.0

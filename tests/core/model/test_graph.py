@@ -70,8 +70,8 @@ def test_saved_bytes_grow_linearly_with_sequence_under_flash_attention():
 
 @pytest.mark.parametrize("name, layers, params", [
     ("gpt2", 16, 124_439_808),
-    ("llama-2-7b", 35, 6_738_415_616),
-    ("mixtral-8x7b", 35, 46_702_792_704),
+    pytest.param("llama-2-7b", 35, 6_738_415_616, marks=pytest.mark.slow),  # 1.4 s to build on meta
+    pytest.param("mixtral-8x7b", 35, 46_702_792_704, marks=pytest.mark.slow),  # 1.8 s
 ])  # llama-2-70b: test_a_70b_graph_allocates_no_weights_and_has_its_published_size
 def test_hf_presets_have_their_published_sizes(name, layers, params):
     graph = build_layer_graph(resolve_model(name), TrainingSetup(seq_len=512))
@@ -79,6 +79,7 @@ def test_hf_presets_have_their_published_sizes(name, layers, params):
     assert graph.graph["total_params"] == params
 
 
+@pytest.mark.slow  # 1.3 s to build a 7B graph on the meta device
 def test_hf_layer_names_are_module_names():
     graph = build_layer_graph(resolve_model("llama-2-7b"), TrainingSetup(seq_len=256))
     order = graph.graph["order"]

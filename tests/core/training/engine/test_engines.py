@@ -39,7 +39,8 @@ LOSS_TOLERANCE = {"float64": FLOAT64_AGREEMENT, "float32": 1e-5}
 
 
 @pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])  # float64: the strict check
-@pytest.mark.parametrize("stages", [ONE_STAGE, TWO_STAGES], ids=["one-stage", "two-stages"])
+@pytest.mark.parametrize("stages", [pytest.param(ONE_STAGE, marks=pytest.mark.slow), TWO_STAGES],
+                         ids=["one-stage", "two-stages"])  # the fast tier: two stages, the send between them
 def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages, dtype):
     plan = write_plan(tmp_path / "plan.json", stages)
     with compute_dtype(dtype):
@@ -60,7 +61,8 @@ def test_the_local_engine_is_a_plain_training_loop(tmp_path, corpus, stages, dty
         assert 16 * widen * stage.params <= peak < 2 * widen * stage.memory_bytes
 
 
-@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])  # float64: the strict check
+@pytest.mark.slow  # 2 s of training; recompute's memory is priced in the fast tier (tests/core/model)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])  # float64: the strict check
 def test_recompute_changes_memory_not_the_numbers(tmp_path, corpus, dtype):
     plan = write_plan(tmp_path / "plan.json")
     setup = replace(tiny_config(corpus).setup, recompute=True)
