@@ -16,3 +16,11 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("allot", derandomize=True, database=None)
 settings.load_profile(os.environ.get("ALLOT_HYPOTHESIS_PROFILE", "allot"))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Start mypy in the background when its test is going to run (tests/test_checks.py)."""
+    if any(item.nodeid.endswith("test_checks.py::test_mypy_is_clean") for item in items):
+        from tests.test_checks import start_mypy
+
+        start_mypy()
