@@ -98,6 +98,10 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
 def _solve_exact(problem: Problem, asked: str) -> Plan:
     from dataclasses import replace
 
+    if problem.setup.tensor_parallel != 1:  # each t-fold problem by the same exact solvers
+        from core.planning.tensor_parallel import solve_over_t
+
+        return solve_over_t(problem, lambda folded: _solve_exact(folded, asked))
     needed = exact_solver_for(problem.setup)
     if asked not in (EXACT, needed):
         what = ("asks for data-parallel replicas or ZeRO" if needed == EXACT_HYBRID

@@ -1,0 +1,206 @@
+"""Tensor parallelism as a decision: cost model v3 (docs/design.md, "Tensor parallelism").
+
+A stage replica may run on a tensor-parallel group of t devices of one node (t in 1, 2, 4, 8), one t
+for the whole plan (torchtitan's mesh ("dp", "pp", "tp"), tp innermost). For a given t the problem
+becomes its t-fold problem: every group of t consecutive alike devices is one device, every layer's
+share of one rank, the Megatron all-reduces priced as per-layer times of the group's kind. The
+existing exact machinery (pipeline, hybrid, schedules) then solves it unchanged, and the plan is
+written back on the real devices with `tensor_parallel` t. `solve_over_t` takes the best t.
+
+The one canonical cost model (core.planning.costs) prices the t-fold problem; this module only says
+what a rank of a group holds and does, so no formula of v1/v2 is written twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from core.errors import InputError
+from core.planning.costs import lower_bound_s, work_factor
+from core.planning.plan import Plan, StageCost
+from core.planning.problem import AUTO, TENSOR_PARALLEL_SIZES, Device, KindTimes, Layer, Problem
+from core.units import GB, TFLOP
+
+# How a layer splits over the group (docs/design.md, "Tensor parallelism").
+BLOCK = "block"  # Megatron's attention + MLP: column- then row-parallel linears, 2 all-reduces forward, 2 backward
+EMBEDDING = "embedding"  # vocab-parallel: its output all-reduced forward
+HEAD = "head"  # vocab-parallel (column) with the loss on the shards: its input gradient all-reduced backward
+WHOLE = "whole"  # replicated on every rank (layer norms and other small layers): nothing divides
+# A block's activations that stay whole on every rank, in its outputs' worth (b x s x h each): the two
+# norms' inputs and the two column-parallel linears' (replicated) inputs; its working memory keeps
+# the gradient flowing in (one output's worth) whole.
+BLOCK_WHOLE_ACTIVATIONS = 4
+BLOCK_WHOLE_TRANSIENT = 1
+SMALL_LAYER_SHARE = 0.01  # a middle layer under 1% of the largest middle layer's params is a WHOLE one
+
+
+def layer_roles(layers: Sequence[Layer]) -> tuple[str, ...]:
+    """How each layer splits: the first is the embedding, the last the head, middle layers blocks
+    except the small ones (norms), which stay whole. One layer alone is a block."""
+    n = len(layers)
+    if n == 1:
+        return (BLOCK,)
+    largest = max((layer.params for layer in layers[1:-1]), default=0)
+    middle = tuple(BLOCK if layer.params > 0 and layer.params >= SMALL_LAYER_SHARE * largest else WHOLE
+                   for layer in layers[1:-1])
+    return (EMBEDDING, *middle, HEAD)
+
+
+def all_reduces(role: str, mode: str, recompute: bool) -> int:
+    """All-reduces one micro-batch makes through a layer: its forward ones (again when recomputed)
+    and, in training, its backward ones."""
+    forward, backward = {BLOCK: (2, 2), EMBEDDING: (1, 0), HEAD: (0, 1), WHOLE: (0, 0)}[role]
+    if mode == "infer":
+        return forward
+    return forward * (2 if recompute else 1) + backward
+
+
+def all_reduce_time_s(payload_bytes: float, t: int, bandwidth_gbps: float) -> float:
+    """A ring all-reduce over t devices: 2 (t - 1) / t x bytes / link bandwidth."""
+    return 2 * (t - 1) / t * payload_bytes / (bandwidth_gbps * GB)
+
+
+def all_reduce_bytes(layers: Sequence[Layer], roles: Sequence[str]) -> list[float]:
+    """Each all-reduce's payload, b x s x h elements at the activation dtype: a block's or the
+    embedding's output, the head's input (the output of the layer before it)."""
+    return [float(layers[i - 1].output_bytes if role == HEAD and i else layers[i].output_bytes)
+            for i, role in enumerate(roles)]
+
+
+def rank_layer(layer: Layer, role: str, t: int) -> Layer:
+    """What one rank of a group of t holds and computes of a layer (params are divided through the
+    bytes per parameter of the t-fold setup, so they stay whole numbers here)."""
+    if role == WHOLE or t == 1:
+        return layer
+    if role == BLOCK:
+        activations = _partly_divided(layer.activation_bytes, BLOCK_WHOLE_ACTIVATIONS * layer.output_bytes, t)
+        transient = _partly_divided(layer.transient_bytes, BLOCK_WHOLE_TRANSIENT * layer.output_bytes, t)
+        output = layer.output_bytes
+    else:
+        activations, transient = math.ceil(layer.activation_bytes / t), math.ceil(layer.transient_bytes / t)
+        output = math.ceil(layer.output_bytes / t) if role == HEAD else layer.output_bytes
+    return replace(layer, flops=layer.flops / t, activation_bytes=activations, transient_bytes=transient,
+                   output_bytes=output)
+
+
+def _partly_divided(total: int, whole: int, t: int) -> int:
+    kept = min(total, whole)
+    return kept + math.ceil((total - kept) / t)
+
+
+def tensor_parallel_groups(devices: Sequence[Device], t: int) -> list[tuple[int, ...]]:
+    """Groups of t consecutive devices of one kind, speed and link (one node), in device order; a run
+    of alike devices whose length t does not divide leaves its last devices out."""
+    groups: list[tuple[int, ...]] = []
+    run: list[int] = []
+    for index, device in enumerate(devices):
+        if run and _alike_key(devices[run[0]]) != _alike_key(device):
+            run = []
+        run.append(index)
+        if len(run) == t:
+            groups.append(tuple(run))
+            run = []
+    return groups
+
+
+def _alike_key(device: Device) -> tuple[str, float, float]:
+    return device.kind, device.tflops, device.bandwidth_gbps
+
+
+def tensor_parallel_choices(problem: Problem) -> list[int]:
+    """The t to try: the one asked, or with "auto" every t that forms at least one group."""
+    asked = problem.setup.tensor_parallel
+    if asked != AUTO:
+        return [int(asked)]
+    return [t for t in TENSOR_PARALLEL_SIZES if tensor_parallel_groups(problem.devices, t)]
+
+
+def t_fold_problem(problem: Problem, t: int) -> tuple[Problem, dict[str, tuple[str, ...]]]:
+    """The problem whose devices are the groups of t and whose layers are one rank's share, and each
+    group device's members by name. t = 1 is the problem itself (with tensor_parallel 1).
+
+    Raises:
+        InputError: no group of t alike devices, fine-tuning adapters, or a d the groups cannot hold.
+    """
+    setup = replace(problem.setup, tensor_parallel=1)
+    if t == 1:
+        return replace(problem, setup=setup), {device.name: (device.name,) for device in problem.devices}
+    groups = tensor_parallel_groups(problem.devices, t)
+    if not groups:
+        raise InputError(f"tensor-parallel {t} needs {t} devices of one kind in a row")
+    if problem.has_adapters:
+        raise InputError("tensor parallelism is planned for full fine-tuning (no LoRA or QLoRA adapters)")
+    roles = layer_roles(problem.layers)
+    payloads = all_reduce_bytes(problem.layers, roles)
+    counts = [all_reduces(role, setup.mode, setup.recompute) for role in roles]
+    k = work_factor(setup)
+    devices, members, times = [], {}, {}
+    for group in groups:
+        first = problem.devices[group[0]]
+        names = tuple(problem.devices[i].name for i in group)
+        link = min(problem.devices[i].bandwidth_gbps for i in group)
+        kind = f"{first.kind}|tp{t}|{first.tflops!r}|{link!r}"  # one timed kind per alike group
+        devices.append(Device(name="+".join(names), budget_bytes=min(problem.devices[i].budget_bytes for i in group),
+                              tflops=first.tflops, bandwidth_gbps=link, kind=kind,
+                              memory_total_bytes=first.memory_total_bytes))
+        members[devices[-1].name] = names
+        if kind not in times:
+            measured = problem.forward_times_s(first.kind)
+            times[kind] = tuple(
+                ((measured[i] if measured is not None else layer.flops / (first.tflops * TFLOP))
+                 / (1 if role == WHOLE else t)) + counts[i] * all_reduce_time_s(payloads[i], t, link) / k
+                for i, (layer, role) in enumerate(zip(problem.layers, roles)))
+    share = {key: getattr(setup, key) / t for key in ("bytes_per_param", "weight_bytes_per_param",
+                                                      "grad_bytes_per_param", "optimizer_bytes_per_param",
+                                                      "optimizer_step_bytes_per_param")
+             if getattr(setup, key) is not None}
+    layers = tuple(rank_layer(layer, role, t) for layer, role in zip(problem.layers, roles))
+    folded = Problem(layers=layers, devices=tuple(devices), setup=replace(setup, **share),
+                     layer_times=tuple(KindTimes(kind, forward) for kind, forward in times.items()))
+    return folded, members
+
+
+def on_real_devices(plan: Plan, members: dict[str, tuple[str, ...]], t: int, problem: Problem) -> Plan:
+    """The t-fold problem's plan on the real devices: a stage's group lists each replica's t devices
+    in turn (rank = (replica x S + stage) x t + tp rank), the lower bound is the real problem's."""
+    def real(stage: StageCost) -> StageCost:
+        devices = tuple(name for group in stage.devices for name in members[group])
+        return replace(stage, device=devices[0], devices=devices)
+
+    if t == 1:
+        return plan
+    return replace(plan, stages=tuple(real(stage) for stage in plan.stages), tensor_parallel=t,
+                   lower_bound_s=lower_bound_s(replace(problem, setup=replace(problem.setup, tensor_parallel=1))))
+
+
+def solve_over_t(problem: Problem, solve_one: Callable[[Problem], Plan]) -> Plan:
+    """The fastest plan over the t asked (every t with "auto"), `solve_one` solving each t-fold problem
+    (ties keep the smaller t). With none feasible, the first t's answer.
+
+    Raises:
+        InputError: a t asked that no group of devices can form, or that the solver refuses.
+    """
+    started = time.perf_counter()
+    best: Plan | None = None
+    first: Plan | None = None
+    refusals = []
+    for t in tensor_parallel_choices(problem):
+        try:
+            folded, members = t_fold_problem(problem, t)
+            plan = on_real_devices(solve_one(folded), members, t, problem)
+        except InputError as error:
+            if problem.setup.tensor_parallel != AUTO:
+                raise
+            refusals.append(f"t = {t}: {error}")
+            continue
+        first = first or plan
+        if plan.feasible and plan.objective_s is not None and (
+                best is None or plan.objective_s < (best.objective_s or math.inf)):
+            best = plan
+    answer = best or first
+    if answer is None:
+        raise InputError("no tensor-parallel size can run this problem: " + "; ".join(refusals))
+    return replace(answer, solve_time_s=time.perf_counter() - started)
