@@ -28,6 +28,7 @@ from core.planning.front_door import (
     SCHEDULES,
     SOLVER_CHOICES,
     SOLVER_NAMES,
+    TENSOR_PARALLEL_BASELINES,
     TrainingSetup,
 )
 
@@ -91,6 +92,9 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-parallel", default=str(setup.data_parallel), metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best "
                             f"(default {setup.data_parallel})")
+    group.add_argument("--tensor-parallel", default=str(setup.tensor_parallel), metavar="1|2|4|8|auto",
+                       help="devices of one node that split every stage (Megatron-style), or auto: the best "
+                            f"(default {setup.tensor_parallel})")
     group.add_argument("--zero", type=zero_stage, default=setup.zero, metavar="0..3",
                        help="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP)")
     add_finetune_arguments(parser, defaults=True)
@@ -194,10 +198,11 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
                          "give no --finetune")
     problem = load_problem(args.problem)
     if args.data_parallel != "1" or args.zero != 0:  # the command line overrides the file's setup
-        from dataclasses import replace
-
         setup = replace(problem.setup, data_parallel=data_parallel_from_arg(args.data_parallel), zero=args.zero)
         problem = replace(problem, setup=setup)
+    if args.tensor_parallel != "1":
+        problem = replace(problem, setup=replace(problem.setup, tensor_parallel=tensor_parallel_from_arg(
+            args.tensor_parallel)))
     return problem
 
 
@@ -252,7 +257,8 @@ def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
                          micro_batch_size=args.micro_batch, seq_len=seq, micro_batches=args.micro_batches,
                          schedule=args.schedule, recompute=args.recompute,
                          data_parallel=data_parallel_from_arg(getattr(args, "data_parallel", "1")),
-                         zero=getattr(args, "zero", 0), finetune=finetune_from_args(args))
+                         zero=getattr(args, "zero", 0), finetune=finetune_from_args(args),
+                         tensor_parallel=tensor_parallel_from_arg(getattr(args, "tensor_parallel", "1")))
 
 
 def data_parallel_from_arg(value: str) -> int | str:
@@ -265,6 +271,18 @@ def data_parallel_from_arg(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise InputError(f"--data-parallel must be a whole number or auto, got {value!r}") from None
+
+
+def tensor_parallel_from_arg(value: str) -> int | str:
+    """--tensor-parallel: 1, 2, 4, 8 or "auto" (checked further by TrainingSetup)."""
+    from core.planning.front_door import AUTO
+
+    if value == AUTO:
+        return AUTO
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--tensor-parallel must be 1, 2, 4, 8 or auto, got {value!r}") from None
 
 
 def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:
@@ -316,7 +334,8 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         print(schedule_table(schedules, plan))
     if compare is not None:
         exact = args.solver in EXACT_NAMES
-        others = [name for name in SOLVER_NAMES if name != args.solver and not (exact and name in EXACT_NAMES)]
+        names = SOLVER_NAMES + (TENSOR_PARALLEL_BASELINES if problem.setup.tensor_parallel != 1 else ())
+        others = [name for name in names if name != args.solver and not (exact and name in EXACT_NAMES)]
         results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}
         reference = plan if exact else None
         print()

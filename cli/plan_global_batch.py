@@ -69,4 +69,5 @@ def choice_lines(choice: Any, global_batch: int) -> str:
     per_replica = plan.micro_batches // d
     tried = ", ".join(f"{b}: {step:.4g} s" if step is not None else f"{b}: does not fit" for b, step in choice.tried)
     return (f"micro-batch: b = {choice.micro_batch} sequences x m = {per_replica} micro-batches a replica x "
-            f"d = {d} replicas = {global_batch} sequences (step time by b: {tried})")
+            f"d = {d} replicas = {global_batch} sequences; t = {plan.tensor_parallel} devices a stage "
+            f"(step time by b: {tried})")

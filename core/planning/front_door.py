@@ -48,6 +48,7 @@ from core.planning.solvers import (
     HYBRID_ONLY_NOTE,
     SOLVER_CHOICES,
     SOLVER_NAMES,
+    TENSOR_PARALLEL_BASELINES,
     FasterBaseline,
     compare,
     faster_outside_the_setup,
@@ -72,7 +73,7 @@ __all__ = [
     "micro_batches_per_replica", "stage_frozen_bytes",
     # solvers and what they compare
     "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",
-    "SOLVER_NAMES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
+    "SOLVER_NAMES", "TENSOR_PARALLEL_BASELINES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
     "schedule_options", "choose_micro_batch", "speeds_at", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
