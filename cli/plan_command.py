@@ -92,7 +92,7 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-parallel", default=str(setup.data_parallel), metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best "
                             f"(default {setup.data_parallel})")
-    group.add_argument("--tensor-parallel", default=str(setup.tensor_parallel), metavar="1|2|4|8|auto",
+    group.add_argument("--tensor-parallel", metavar="1|2|4|8|auto",
                        help="devices of one node that split every stage (Megatron-style), or auto: the best "
                             f"(default {setup.tensor_parallel})")
     group.add_argument("--zero", type=zero_stage, default=setup.zero, metavar="0..3",
@@ -200,7 +200,7 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
     if args.data_parallel != "1" or args.zero != 0:  # the command line overrides the file's setup
         setup = replace(problem.setup, data_parallel=data_parallel_from_arg(args.data_parallel), zero=args.zero)
         problem = replace(problem, setup=setup)
-    if args.tensor_parallel != "1":
+    if args.tensor_parallel is not None:  # the command line overrides the file's t
         problem = replace(problem, setup=replace(problem.setup, tensor_parallel=tensor_parallel_from_arg(
             args.tensor_parallel)))
     return problem
@@ -258,7 +258,7 @@ def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
                          schedule=args.schedule, recompute=args.recompute,
                          data_parallel=data_parallel_from_arg(getattr(args, "data_parallel", "1")),
                          zero=getattr(args, "zero", 0), finetune=finetune_from_args(args),
-                         tensor_parallel=tensor_parallel_from_arg(getattr(args, "tensor_parallel", "1")))
+                         tensor_parallel=tensor_parallel_from_arg(getattr(args, "tensor_parallel", None) or "1"))
 
 
 def data_parallel_from_arg(value: str) -> int | str:

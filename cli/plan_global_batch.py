@@ -21,6 +21,7 @@ def plan_global_batch(args: argparse.Namespace,
     """
     from cli.plan_command import _discover_for, model_spec_from_args, setup_from_args
     from core.planning.front_door import (
+        DEFERRED_REASON,
         TrainingSetup,
         build_problem,
         choose_micro_batch,
@@ -59,7 +60,11 @@ def plan_global_batch(args: argparse.Namespace,
         return plan
 
     choice = choose_micro_batch(args.global_batch, build, solve, replicas=replicas)
-    return choice, spec, options[choice.problem.setup.tokens_per_micro_batch]
+    chosen = options[choice.problem.setup.tokens_per_micro_batch]
+    if chosen and any(getattr(plan, "reason", None) == DEFERRED_REASON for plan in chosen.values()):
+        solve(choice.problem)  # the schedules the chosen b could not run, with their reasons
+        chosen = options[choice.problem.setup.tokens_per_micro_batch]
+    return choice, spec, chosen
 
 
 def choice_lines(choice: Any, global_batch: int) -> str:

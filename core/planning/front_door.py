@@ -24,6 +24,7 @@ from core.model.config import GPTSize, ModelChoice
 from core.model.model_spec import ModelSpec, resolve_choice, resolve_model
 from core.model.presets import GPT_PRESETS, hf_preset_names
 from core.planning.costs import stage_frozen_bytes
+from core.planning.deferred_reasons import DEFERRED_REASON
 from core.planning.device_resolution import (
     DeviceEntry,
     parse_device_spec,
@@ -74,7 +75,7 @@ __all__ = [
     # solvers and what they compare
     "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",
     "SOLVER_NAMES", "TENSOR_PARALLEL_BASELINES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
-    "schedule_options", "choose_micro_batch", "speeds_at", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
+    "schedule_options", "DEFERRED_REASON", "choose_micro_batch", "speeds_at", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from core.errors import InputError
+from core.planning.deferred_reasons import reasons_deferred
 from core.planning.plan import Plan
 from core.planning.problem import Device, Problem
 
@@ -62,7 +63,8 @@ def choose_micro_batch(global_batch: int, build: Callable[[int, int], Problem],
     """The b (a divisor of the global batch leaving a count m that `replicas` divides) whose plan has
     the least step time; ties to the smaller b. `build(b, m)` is the problem with micro-batches of b
     sequences, m of them a step. With no b feasible, the smallest b's infeasible answer (the least
-    memory) is returned.
+    memory) is returned. The b tried are solved with their infeasibility reasons deferred; the
+    smallest b is solved again for its reason when nothing fits.
 
     Raises:
         InputError: a global batch below 1, or no b whose count the replicas divide.
@@ -77,7 +79,8 @@ def choose_micro_batch(global_batch: int, build: Callable[[int, int], Problem],
     tried: list[tuple[int, float | None]] = []
     for b in sizes:
         problem = build(b, global_batch // b)
-        plan = solve(problem)
+        with reasons_deferred():  # only the answer kept is explained (below)
+            plan = solve(problem)
         first = first or (problem, plan)
         step = plan.objective_s if plan.feasible else None
         tried.append((b, step))
@@ -85,5 +88,5 @@ def choose_micro_batch(global_batch: int, build: Callable[[int, int], Problem],
             best = BatchChoice(b, problem, plan, ())
     if best is None:
         assert first is not None
-        return BatchChoice(sizes[0], first[0], replace(first[1], micro_batch=sizes[0]), tuple(tried))
+        return BatchChoice(sizes[0], first[0], replace(solve(first[0]), micro_batch=sizes[0]), tuple(tried))
     return replace(best, plan=replace(best.plan, micro_batch=best.micro_batch), tried=tuple(tried))

@@ -13,6 +13,7 @@ what a rank of a group holds and does, so no formula of v1/v2 is written twice.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from dataclasses import replace
 
 from core.errors import InputError
 from core.planning.costs import lower_bound_s, work_factor
+from core.planning.deferred_reasons import DEFERRED_REASON, reasons_deferred
 from core.planning.plan import Plan, StageCost
 from core.planning.problem import AUTO, TENSOR_PARALLEL_SIZES, Device, KindTimes, Layer, Problem
 from core.units import GB, TFLOP
@@ -187,10 +189,12 @@ def solve_over_t(problem: Problem, solve_one: Callable[[Problem], Plan]) -> Plan
     best: Plan | None = None
     first: Plan | None = None
     refusals = []
-    for t in tensor_parallel_choices(problem):
+    choices = tensor_parallel_choices(problem)
+    for t in choices:
         try:
             folded, members = t_fold_problem(problem, t)
-            plan = on_real_devices(solve_one(folded), members, t, problem)
+            with reasons_deferred() if len(choices) > 1 else contextlib.nullcontext():
+                plan = on_real_devices(solve_one(folded), members, t, problem)
         except InputError as error:
             if problem.setup.tensor_parallel != AUTO:
                 raise
@@ -200,6 +204,10 @@ def solve_over_t(problem: Problem, solve_one: Callable[[Problem], Plan]) -> Plan
         if plan.feasible and plan.objective_s is not None and (
                 best is None or plan.objective_s < (best.objective_s or math.inf)):
             best = plan
+    if best is None and first is not None and first.reason == DEFERRED_REASON:  # explain the answer, once
+        t = first.tensor_parallel
+        folded, members = t_fold_problem(problem, t)
+        first = on_real_devices(solve_one(folded), members, t, problem)
     answer = best or first
     if answer is None:
         raise InputError("no tensor-parallel size can run this problem: " + "; ".join(refusals))
