@@ -93,8 +93,12 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
 
         from core.planning.schedule_choice import solve_schedule
 
-        plan = solve_schedule(replace(problem, setup=replace(problem.setup, tensor_parallel=1)))
-        return replace(plan, solver=solver)
+        from core.planning.deferred_reasons import reasons_deferred
+
+        without = replace(problem, setup=replace(problem.setup, tensor_parallel=1))
+        with reasons_deferred():  # the schedules it does not keep need no reason
+            plan = solve_schedule(without)
+        return replace(plan if plan.feasible else solve_schedule(without), solver=solver)
     if solver in hybrid_baselines.REPLICA_ZERO:
         return hybrid_baselines.solve_replicas(problem, solver)
     simple = {"greedy": baselines.solve_greedy, "uniform": baselines.solve_uniform,
