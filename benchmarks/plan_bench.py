@@ -293,7 +293,7 @@ TP_CASES = [
                                                 tensor_parallel="auto"), ""),
     ("llama-2-13b", "8xA100-40GB", TrainingSetup(seq_len=4096, micro_batches=32, data_parallel="auto", zero=1,
                                                  tensor_parallel="auto"), ""),
-    ("llama-2-7b", "4xRTX4090", TrainingSetup(seq_len=2048, micro_batches=16, data_parallel="auto", zero=1,
+    ("llama-2-7b", "8xRTX4090", TrainingSetup(seq_len=2048, micro_batches=16, data_parallel="auto", zero=1,
                                               recompute=True, tensor_parallel="auto"), ""),
 ]
 DONE_WHEN = ["plan", "--model", "llama-2-13b", "--devices", "8xH100-SXM", "--global-batch", "64", "--seq", "4096",

@@ -79,6 +79,8 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
             raise InputError(MILP_V1_ONLY)
         if problem.has_adapters:
             raise InputError(MILP_FULL_ONLY)
+        if problem.setup.tensor_parallel != 1:
+            raise InputError("the MILP plans without tensor parallelism: use --solver exact")
         from core.planning.milp import MilpOptions, solve_milp
 
         return solve_milp(problem, MilpOptions(time_limit_s=time_limit_s, contiguous=contiguous))

@@ -204,3 +204,10 @@ def test_global_batch_with_tensor_parallel_prints_b_m_d_t_and_the_t1_plan(capsys
                       "--global-batch", "4", "--tensor-parallel", "2", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["tensor_parallel"] == 2 and plan["micro_batch"] * plan["micro_batches"] == 4
+
+
+def test_the_milp_refuses_tensor_parallelism(tmp_path, capsys):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(PROBLEM))
+    assert main.main(["plan", "--problem", str(path), "--solver", "milp"]) == 2
+    assert "without tensor parallelism" in capsys.readouterr().err
