@@ -93,9 +93,8 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
     if solver == "exact-t1":  # the exact plan without tensor parallelism, as `exact` picks its schedule
         from dataclasses import replace
 
-        from core.planning.schedule_choice import solve_schedule
-
         from core.planning.deferred_reasons import reasons_deferred
+        from core.planning.schedule_choice import solve_schedule
 
         without = replace(problem, setup=replace(problem.setup, tensor_parallel=1))
         with reasons_deferred():  # the schedules it does not keep need no reason
