@@ -111,11 +111,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     choice = None
+    overrides: dict[str, Any] = {}
     if args.global_batch:
-        from cli.plan_global_batch import plan_global_batch
+        from cli.plan_global_batch import best_without_tensor_parallelism, plan_global_batch
 
         choice, spec, options = plan_global_batch(args, solve_problem)
         problem, plan = choice.problem, choice.plan
+        if not args.json and not args.no_compare:
+            without = best_without_tensor_parallelism(args, choice, solve_problem)
+            overrides = {"exact-t1": replace(without, solver="exact-t1")} if without is not None else {}
         model_name = spec.name
     elif args.problem:
         problem, spec, model_name = _explicit_problem(args), None, None
@@ -137,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
                 "method": problem.setup.finetune}
         print(json.dumps(answer, indent=2))
         return 0 if plan.feasible else 1
-    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options)
+    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options, overrides)
     if choice is not None:
         from cli.plan_global_batch import choice_lines
 
@@ -306,7 +310,8 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
-                  args: argparse.Namespace, schedules: Any = None) -> None:
+                  args: argparse.Namespace, schedules: Any = None, overrides: dict[str, Any] | None = None) -> None:
+    """The report; `overrides` replace a compared solver's plan (exact-t1: the best over every b)."""
     from cli.plan_report import (
         comparison_table,
         describe_problem,
@@ -335,8 +340,9 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
     if compare is not None:
         exact = args.solver in EXACT_NAMES
         names = SOLVER_NAMES + (TENSOR_PARALLEL_BASELINES if problem.setup.tensor_parallel != 1 else ())
-        others = [name for name in names if name != args.solver and not (exact and name in EXACT_NAMES)]
-        results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}
+        others = [name for name in names if name != args.solver and not (exact and name in EXACT_NAMES)
+                  and name not in (overrides or {})]
+        results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit), **(overrides or {})}
         reference = plan if exact else None
         print()
         print(comparison_table({solver_label(name, problem.setup.finetune): answer

@@ -81,6 +81,17 @@ def plan_global_batch(args: argparse.Namespace,
     return choice, spec, chosen
 
 
+def best_without_tensor_parallelism(args: argparse.Namespace, choice: Any,
+                                    solve_problem: Callable[[Any, argparse.Namespace, Any], tuple[Any, Any]]) -> Any:
+    """The best plan with t = 1 over every b (the comparison's exact-t1 under --global-batch), found as
+    the choice was (the graphs are cached by then), or None when the setup asked for t = 1."""
+    if choice.problem.setup.tensor_parallel == 1:
+        return None
+    one = argparse.Namespace(**{**vars(args), "tensor_parallel": "1"})
+    without, _, _ = plan_global_batch(one, solve_problem)
+    return without.plan
+
+
 def choice_lines(choice: Any, global_batch: int) -> str:
     """b, m and d as chosen, and the step time of every b tried."""
     plan = choice.plan

@@ -140,6 +140,8 @@ def shape(plan: Plan) -> str:
     stages = f"{len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}"
     if plan.tensor_parallel > 1:
         stages += f" x tensor-parallel {plan.tensor_parallel}"
+    if plan.micro_batch is not None:  # chosen by --global-batch
+        stages += f", b = {plan.micro_batch}"
     if plan.data_parallel == 1 and plan.zero == 0:
         return stages
     return f"{plan.data_parallel} replica{'s' if plan.data_parallel != 1 else ''} x {stages}, zero {plan.zero}"
