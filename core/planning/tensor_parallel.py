@@ -135,6 +135,10 @@ def t_fold_problem(problem: Problem, t: int) -> tuple[Problem, dict[str, tuple[s
         raise InputError(f"tensor-parallel {t} needs {t} devices of one kind in a row")
     if problem.has_adapters:
         raise InputError("tensor parallelism is planned for full fine-tuning (no LoRA or QLoRA adapters)")
+    d = setup.data_parallel
+    if d != AUTO and int(d) > len(groups):
+        raise InputError(f"data-parallel {d} needs {d} groups of {t} devices but tensor-parallel {t} forms "
+                         f"{len(groups)}")
     roles = layer_roles(problem.layers)
     payloads = all_reduce_bytes(problem.layers, roles)
     counts = [all_reduces(role, setup.mode, setup.recompute) for role in roles]
