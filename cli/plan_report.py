@@ -84,7 +84,7 @@ def stage_table(plan: Plan) -> str:
     parts = (["frozen weights", "adapters+grads+optim", "activations", "working"]
              + (["quant scratch"] if scratch else []) if adapters else ["params+grads+optim", "activations", "working"])
     group = ("device" if plan.data_parallel == 1 else "group (one device per replica)") if plan.tensor_parallel == 1 \
-        else f"group ({plan.tensor_parallel} devices per replica)"
+        else f"groups of {plan.tensor_parallel} (first device per replica)"
     headers = ["stage", group, "layers",
                "adapter params" if adapters else "params", *parts, "memory / budget", "compute", "comm",
                "time/micro-batch"]

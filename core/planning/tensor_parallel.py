@@ -20,17 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from core.errors import InputError
-from core.planning.costs import lower_bound_s, work_factor
+from core.planning.costs import lower_bound_s, stage_params, work_factor
 from core.planning.deferred_reasons import DEFERRED_REASON, reasons_deferred
 from core.planning.plan import Plan, StageCost
 from core.planning.problem import AUTO, TENSOR_PARALLEL_SIZES, Device, KindTimes, Layer, Problem
 from core.units import GB, TFLOP
 
-# How a layer splits over the group (docs/design.md, "Tensor parallelism").
+# How a layer splits over the group (docs/design.md, "Tensor parallelism"), as the pipeline engine runs it
+# (core/training/engine: torchtitan's column- and row-wise styles on the blocks, the rest replicated).
 BLOCK = "block"  # Megatron's attention + MLP: column- then row-parallel linears, 2 all-reduces forward, 2 backward
-EMBEDDING = "embedding"  # vocab-parallel: its output all-reduced forward
-HEAD = "head"  # vocab-parallel (column) with the loss on the shards: its input gradient all-reduced backward
-WHOLE = "whole"  # replicated on every rank (layer norms and other small layers): nothing divides
+WHOLE = "whole"  # replicated on every rank (embedding, head, layer norms): nothing divides, nothing exchanged
 # A block's activations that stay whole on every rank, in its outputs' worth (b x s x h each): the two
 # norms' inputs and the two column-parallel linears' (replicated) inputs; its working memory keeps
 # the gradient flowing in (one output's worth) whole.
@@ -40,21 +39,21 @@ SMALL_LAYER_SHARE = 0.01  # a middle layer under 1% of the largest middle layer'
 
 
 def layer_roles(layers: Sequence[Layer]) -> tuple[str, ...]:
-    """How each layer splits: the first is the embedding, the last the head, middle layers blocks
-    except the small ones (norms), which stay whole. One layer alone is a block."""
+    """How each layer splits: the first (the embedding) and the last (the head) stay whole, middle
+    layers are blocks except the small ones (norms), which stay whole too. One layer alone is a block."""
     n = len(layers)
     if n == 1:
         return (BLOCK,)
     largest = max((layer.params for layer in layers[1:-1]), default=0)
     middle = tuple(BLOCK if layer.params > 0 and layer.params >= SMALL_LAYER_SHARE * largest else WHOLE
                    for layer in layers[1:-1])
-    return (EMBEDDING, *middle, HEAD)
+    return (WHOLE, *middle, WHOLE)
 
 
 def all_reduces(role: str, mode: str, recompute: bool) -> int:
     """All-reduces one micro-batch makes through a layer: its forward ones (again when recomputed)
     and, in training, its backward ones."""
-    forward, backward = {BLOCK: (2, 2), EMBEDDING: (1, 0), HEAD: (0, 1), WHOLE: (0, 0)}[role]
+    forward, backward = {BLOCK: (2, 2), WHOLE: (0, 0)}[role]
     if mode == "infer":
         return forward
     return forward * (2 if recompute else 1) + backward
@@ -65,27 +64,22 @@ def all_reduce_time_s(payload_bytes: float, t: int, bandwidth_gbps: float) -> fl
     return 2 * (t - 1) / t * payload_bytes / (bandwidth_gbps * GB)
 
 
-def all_reduce_bytes(layers: Sequence[Layer], roles: Sequence[str]) -> list[float]:
-    """Each all-reduce's payload, b x s x h elements at the activation dtype: a block's or the
-    embedding's output, the head's input (the output of the layer before it)."""
-    return [float(layers[i - 1].output_bytes if role == HEAD and i else layers[i].output_bytes)
-            for i, role in enumerate(roles)]
+def all_reduce_bytes(layer: Layer) -> float:
+    """Each all-reduce's payload, b x s x h elements at the activation dtype: a block's output."""
+    return float(layer.output_bytes)
 
 
 def rank_layer(layer: Layer, role: str, t: int) -> Layer:
-    """What one rank of a group of t holds and computes of a layer (params are divided through the
-    bytes per parameter of the t-fold setup, so they stay whole numbers here)."""
+    """What one rank of a group of t holds and computes of a layer: a block's parameters and FLOPs
+    divided by t (rounded up), its activations and working memory partly (the constants above)."""
     if role == WHOLE or t == 1:
         return layer
-    if role == BLOCK:
-        activations = _partly_divided(layer.activation_bytes, BLOCK_WHOLE_ACTIVATIONS * layer.output_bytes, t)
-        transient = _partly_divided(layer.transient_bytes, BLOCK_WHOLE_TRANSIENT * layer.output_bytes, t)
-        output = layer.output_bytes
-    else:
-        activations, transient = math.ceil(layer.activation_bytes / t), math.ceil(layer.transient_bytes / t)
-        output = math.ceil(layer.output_bytes / t) if role == HEAD else layer.output_bytes
-    return replace(layer, flops=layer.flops / t, activation_bytes=activations, transient_bytes=transient,
-                   output_bytes=output)
+    return replace(layer, params=math.ceil(layer.params / t), tied_params=math.ceil(layer.tied_params / t),
+                   flops=layer.flops / t,
+                   activation_bytes=_partly_divided(layer.activation_bytes,
+                                                    BLOCK_WHOLE_ACTIVATIONS * layer.output_bytes, t),
+                   transient_bytes=_partly_divided(layer.transient_bytes,
+                                                   BLOCK_WHOLE_TRANSIENT * layer.output_bytes, t))
 
 
 def _partly_divided(total: int, whole: int, t: int) -> int:
@@ -140,7 +134,6 @@ def t_fold_problem(problem: Problem, t: int) -> tuple[Problem, dict[str, tuple[s
         raise InputError(f"data-parallel {d} needs {d} groups of {t} devices but tensor-parallel {t} forms "
                          f"{len(groups)}")
     roles = layer_roles(problem.layers)
-    payloads = all_reduce_bytes(problem.layers, roles)
     counts = [all_reduces(role, setup.mode, setup.recompute) for role in roles]
     k = work_factor(setup)
     devices, members, times = [], {}, {}
@@ -157,29 +150,34 @@ def t_fold_problem(problem: Problem, t: int) -> tuple[Problem, dict[str, tuple[s
             measured = problem.forward_times_s(first.kind)
             times[kind] = tuple(
                 ((measured[i] if measured is not None else layer.flops / (first.tflops * TFLOP))
-                 / (1 if role == WHOLE else t)) + counts[i] * all_reduce_time_s(payloads[i], t, link) / k
+                 / (1 if role == WHOLE else t)) + counts[i] * all_reduce_time_s(all_reduce_bytes(layer), t, link) / k
                 for i, (layer, role) in enumerate(zip(problem.layers, roles)))
-    share = {key: getattr(setup, key) / t for key in ("bytes_per_param", "weight_bytes_per_param",
-                                                      "grad_bytes_per_param", "optimizer_bytes_per_param",
-                                                      "optimizer_step_bytes_per_param")
-             if getattr(setup, key) is not None}
     layers = tuple(rank_layer(layer, role, t) for layer, role in zip(problem.layers, roles))
-    folded = Problem(layers=layers, devices=tuple(devices), setup=replace(setup, **share),
+    folded = Problem(layers=layers, devices=tuple(devices), setup=setup,
                      layer_times=tuple(KindTimes(kind, forward) for kind, forward in times.items()))
     return folded, members
 
 
 def on_real_devices(plan: Plan, members: dict[str, tuple[str, ...]], t: int, problem: Problem) -> Plan:
-    """The t-fold problem's plan on the real devices: a stage's group lists each replica's t devices
-    in turn (rank = (replica x S + stage) x t + tp rank), the lower bound is the real problem's."""
+    """The t-fold problem's plan on the real devices: a stage's group names each replica's group of
+    t by its first device (the others follow it in the problem's order; rank = (replica x S + stage)
+    x t + tp rank), its params are the stage's, the lower bound is the real problem's."""
     def real(stage: StageCost) -> StageCost:
-        devices = tuple(name for group in stage.devices for name in members[group])
-        return replace(stage, device=devices[0], devices=devices)
+        devices = tuple(members[group][0] for group in stage.devices)
+        return replace(stage, device=devices[0], devices=devices,
+                       params=stage_params(problem.layers, stage.layer_indices))
 
     if t == 1:
         return plan
     return replace(plan, stages=tuple(real(stage) for stage in plan.stages), tensor_parallel=t,
                    lower_bound_s=lower_bound_s(replace(problem, setup=replace(problem.setup, tensor_parallel=1))))
+
+
+def tensor_parallel_group(problem: Problem, first: str, t: int) -> tuple[str, ...]:
+    """The t devices of the group a plan names by its first device."""
+    names = [device.name for device in problem.devices]
+    start = names.index(first)
+    return tuple(names[start:start + t])
 
 
 def solve_over_t(problem: Problem, solve_one: Callable[[Problem], Plan]) -> Plan:

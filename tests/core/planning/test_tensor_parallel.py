@@ -12,16 +12,16 @@ from hypothesis import strategies as st
 import main
 from core.errors import InputError
 from core.planning.hybrid_baselines import solve_megatron_tp, solve_metis
+from core.planning.plan import Plan
 from core.planning.problem import AUTO, Device, Problem, Setup
 from core.planning.solvers import solve
 from core.planning.tensor_parallel import (
     BLOCK,
-    EMBEDDING,
-    HEAD,
     WHOLE,
     layer_roles,
     t_fold_problem,
     tensor_parallel_choices,
+    tensor_parallel_group,
     tensor_parallel_groups,
 )
 from tests.core.planning.brute_force_v2 import brute_force_hybrid_step_time
@@ -45,9 +45,10 @@ def test_t2_wins_on_a_fast_link():
     plan = solve(one_block(1e-8, AUTO))
     assert plan.tensor_parallel == 2 and plan.objective_s == pytest.approx(20.0)
     (stage,) = plan.stages
-    assert stage.devices == ("g0", "g1") and stage.compute_s == pytest.approx(10.0)
-    # A rank holds half the state (1000 x 16 / 2) and 4 x 10 + (100 - 40) / 2 = 70 activation bytes.
+    assert stage.devices == ("g0",) and stage.compute_s == pytest.approx(10.0)  # the group named by g0
+    # A rank holds half the state (500 params x 16 bytes) and 4 x 10 + (100 - 40) / 2 = 70 activation bytes.
     assert stage.weight_bytes == pytest.approx(8000.0) and stage.activation_bytes == pytest.approx(70.0)
+    assert stage.params == 1000
     assert plan.to_dict()["tensor_parallel"] == 2
     assert solve(one_block(1e-8, 2)).objective_s == pytest.approx(20.0)
 
@@ -64,7 +65,7 @@ def test_t1_wins_on_a_slow_link():
 def test_roles_and_groups():
     layers = [layer("embed", params=100), layer("b0", params=1000), layer("norm", params=5),
               layer("b1", params=1000), layer("head", params=100)]
-    assert layer_roles(layers) == (EMBEDDING, BLOCK, WHOLE, BLOCK, HEAD)
+    assert layer_roles(layers) == (WHOLE, BLOCK, WHOLE, BLOCK, WHOLE)
     kinds = ["A", "A", "A", "B", "B", "A", "A"]
     devices = [Device(f"d{i}", 1, 1.0, 1.0, kind=kind) for i, kind in enumerate(kinds)]
     # Consecutive alike devices only: the third A and the last two A's each start a new run.
@@ -74,19 +75,19 @@ def test_roles_and_groups():
     assert tensor_parallel_choices(problem) == [1, 2]
 
 
-def test_the_vocab_layers_and_recompute_all_reduces():
-    # embed (out 8), block (out 8), head (out 20): train with recompute, t = 2 at 1e-8 GB/s (10 B/s).
-    # All-reduces: embed 1 forward x 2 (recomputed) = 2 of 8 bytes; block 2 x 2 + 2 = 6 of 8 bytes;
-    # head 1 backward of its input (the block's 8 bytes). 9 all-reduces of 2 (1/2) 8 / 10 = 0.8 s.
-    layers = (layer("embed", params=10, flops=0.0, out=8), layer("block", params=10, flops=0.0, out=8),
-              layer("head", params=10, flops=0.0, out=20, act=40))
+def test_embedding_and_head_stay_whole_and_recompute_repeats_the_forward_all_reduces():
+    # embed, block, head of 100 params and 1e12 FLOPs each, outputs of 8 bytes; train with recompute
+    # (k = 4), t = 2 at 1e-8 GB/s (10 B/s): the block's 2 + 2 + 2 all-reduces of 2 (1/2) 8 / 10 = 0.8 s.
+    # Compute at 1 TFLOP/s: 4 x (1 + 1/2 + 1) s + 6 x 0.8 s = 14.8 s; every rank holds the embedding
+    # and the head whole (100 params each) and half the block (50): 250 x 16 bytes.
+    layers = (layer("embed", params=100, flops=1e12, out=8), layer("block", params=100, flops=1e12, out=8),
+              layer("head", params=100, flops=1e12, out=8))
     devices = tuple(Device(f"g{i}", 10**6, 1.0, 1e-8, kind="X") for i in range(2))
     problem = Problem(layers, devices, Setup(micro_batches=1, recompute=True, tensor_parallel=2))
     plan = solve(problem)
-    assert sum(stage.compute_s for stage in plan.stages) == pytest.approx(9 * 0.8)
-    folded, _ = t_fold_problem(problem, 2)
-    assert [lay.output_bytes for lay in folded.layers] == [8, 8, 10]  # the logits stay sharded
-    assert folded.layers[2].activation_bytes == 20
+    assert plan.tensor_parallel == 2 and len(plan.stages) == 1
+    assert plan.stages[0].compute_s == pytest.approx(14.8)
+    assert plan.stages[0].weight_bytes == pytest.approx(250 * 16) and plan.stages[0].params == 300
 
 
 def test_bad_t_is_refused():
@@ -141,12 +142,10 @@ def _check_against_brute_force(p: Problem) -> None:
     if not has_brute_force_optimum(plan, brute_force_over_t(p)):
         return
     t = plan.tensor_parallel
-    used = [name for stage in plan.stages for name in stage.devices]
-    assert len(set(used)) == len(used) and {len(s.devices) for s in plan.stages} == {plan.data_parallel * t}
-    for stage in plan.stages:  # each replica's t devices are one group
-        groups = {tuple(stage.devices[r * t:(r + 1) * t]) for r in range(plan.data_parallel)}
-        names = {tuple(p.devices[i].name for i in g) for g in tensor_parallel_groups(p.devices, t)}
-        assert groups <= names
+    assert {len(s.devices) for s in plan.stages} == {plan.data_parallel}  # each replica's group, by its first
+    groups = {tuple(p.devices[i].name for i in g) for g in tensor_parallel_groups(p.devices, t)}
+    used = [tensor_parallel_group(p, first, t) for stage in plan.stages for first in stage.devices]
+    assert set(used) <= groups and len(set(used)) == len(used)
     if p.setup.tensor_parallel == AUTO and p.setup.zero in (0, 1) and p.setup.mode == "train":
         for baseline in (solve_metis, solve_megatron_tp):  # the grid's plans are among the exact's
             other = baseline(p)
@@ -171,7 +170,8 @@ def test_an_explicit_problem_with_layer_times_plans_tensor_parallel(tmp_path, ca
     path.write_text(json.dumps(PROBLEM))
     assert main.main(["plan", "--problem", str(path), "--json", "--no-compare"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["tensor_parallel"] == 2 and plan["stages"][0]["devices"] == ["g0", "g1"]
+    assert plan["tensor_parallel"] == 2 and plan["stages"][0]["devices"] == ["g0"]
+    assert Plan.from_dict(plan).tensor_parallel == 2  # what train --plan reads back
     assert main.main(["plan", "--problem", str(path), "--tensor-parallel", "1"]) == 0
     out = capsys.readouterr().out
     assert "tensor-parallel" not in out.split("\n\n")[0] and "metis" not in out
