@@ -182,35 +182,42 @@ def tensor_parallel_group(problem: Problem, first: str, t: int) -> tuple[str, ..
 
 def solve_over_t(problem: Problem, solve_one: Callable[[Problem], Plan]) -> Plan:
     """The fastest plan over the t asked (every t with "auto"), `solve_one` solving each t-fold problem
-    (ties keep the smaller t). With none feasible, the first t's answer.
+    (ties keep the smaller t). With none feasible, the smallest t's answer.
+
+    The t are solved in the order of their t-fold problem's lower bound (every layer at its group's
+    time, shared evenly, no bubble: docs/design.md, "Cost model v1"), and a t whose bound is not below
+    the best step time found is skipped: none of its plans can beat it.
 
     Raises:
         InputError: a t asked that no group of devices can form, or that the solver refuses.
     """
     started = time.perf_counter()
-    best: Plan | None = None
-    first: Plan | None = None
-    refusals = []
-    choices = tensor_parallel_choices(problem)
-    for t in choices:
+    folds, refusals = {}, []
+    for t in tensor_parallel_choices(problem):
         try:
-            folded, members = t_fold_problem(problem, t)
-            with reasons_deferred() if len(choices) > 1 else contextlib.nullcontext():
-                plan = on_real_devices(solve_one(folded), members, t, problem)
+            folds[t] = t_fold_problem(problem, t)
         except InputError as error:
             if problem.setup.tensor_parallel != AUTO:
                 raise
             refusals.append(f"t = {t}: {error}")
-            continue
-        first = first or plan
-        if plan.feasible and plan.objective_s is not None and (
-                best is None or plan.objective_s < (best.objective_s or math.inf)):
-            best = plan
-    if best is None and first is not None and first.reason == DEFERRED_REASON:  # explain the answer, once
-        t = first.tensor_parallel
-        folded, members = t_fold_problem(problem, t)
-        first = on_real_devices(solve_one(folded), members, t, problem)
-    answer = best or first
-    if answer is None:
+    if not folds:
         raise InputError("no tensor-parallel size can run this problem: " + "; ".join(refusals))
-    return replace(answer, solve_time_s=time.perf_counter() - started)
+    bounds = {t: lower_bound_s(folded) for t, (folded, _) in folds.items()}
+    best: Plan | None = None
+    plans = {}
+    for t in sorted(folds, key=lambda t: (bounds[t], t)):
+        if best is not None and (bounds[t], t) >= (best.objective_s, best.tensor_parallel):
+            continue
+        folded, members = folds[t]
+        with reasons_deferred() if len(folds) > 1 else contextlib.nullcontext():
+            plan = plans[t] = on_real_devices(solve_one(folded), members, t, problem)
+        if plan.feasible and plan.objective_s is not None and (
+                best is None or (plan.objective_s, t) < (best.objective_s, best.tensor_parallel)):
+            best = plan
+    if best is None:  # nothing fits: the smallest t's answer, explained
+        t = min(folds)
+        best = plans[t]
+        if best.reason == DEFERRED_REASON:
+            folded, members = folds[t]
+            best = on_real_devices(solve_one(folded), members, t, problem)
+    return replace(best, solve_time_s=time.perf_counter() - started)
