@@ -149,7 +149,7 @@ def test_bad_global_batch_options_exit_2(capsys, extra, message):
     assert code == 2 and message in err and err.count("\n") == 1
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_cases())
 def test_bounds_from_b_1_and_2_skip_measuring_and_keep_the_choice(case):
     # estimate(b, m): the problem scaled from b = 1 and 2 (exact here, with working memory 0) for b > 2;

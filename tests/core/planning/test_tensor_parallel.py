@@ -124,7 +124,7 @@ def brute_force_over_t(p: Problem) -> float:
     return best
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_tensor_parallel_problems())
 def test_exact_matches_brute_force_over_t(p: Problem):
     _check_against_brute_force(p)
