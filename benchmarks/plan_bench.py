@@ -18,6 +18,11 @@
 (g) Schedule quality on (b)'s training matrix: each schedule's T over the lower
     bound (chunked ones with their best v and chunks), `auto` (the fastest)
     over the bound, and auto's gain over 1F1B.
+(h) Tensor parallelism (cost model v3): solve time p50 / p95 of the exact solver with
+    --tensor-parallel auto (d auto, ZeRO 1) on llama-2-70b over 8 GPUs (target p95 < 2 s) and
+    llama-2-13b on 8xH100-SXM; T of the best t = 1 plan, megatron-tp and metis over T of the
+    exact plan over t; and the issue's Done-when command in a fresh process (median of 3, with
+    the load average).
 (f) `main.py plan --model llama-2-70b ...` in a fresh process, cold (empty
     cache: torch, transformers and measuring) and warm (graph and accelerate's
     placement from the disk cache): wall and CPU seconds, and whether torch was
@@ -278,6 +283,51 @@ def schedule_quality_table() -> None:
               f"median gain over 1F1B {statistics.median(gains) * 100:.1f}%")
 
 
+TP_CASES = [
+    ("llama-2-70b", "8xH100-SXM", TrainingSetup(seq_len=4096, micro_batches=32, optimizer="sgd", recompute=True,
+                                                data_parallel="auto", zero=1, tensor_parallel="auto"), "p95 < 2 s"),
+    ("llama-2-70b", "3xH200,3xH100-SXM,2xA100-80GB", TrainingSetup(
+        seq_len=4096, micro_batches=32, optimizer="sgd", recompute=True, data_parallel="auto", zero=1,
+        tensor_parallel="auto"), "p95 < 2 s"),
+    ("llama-2-13b", "8xH100-SXM", TrainingSetup(seq_len=4096, micro_batches=32, data_parallel="auto", zero=1,
+                                                tensor_parallel="auto"), ""),
+    ("llama-2-13b", "8xA100-40GB", TrainingSetup(seq_len=4096, micro_batches=32, data_parallel="auto", zero=1,
+                                                 tensor_parallel="auto"), ""),
+    ("llama-2-7b", "8xRTX4090", TrainingSetup(seq_len=2048, micro_batches=16, data_parallel="auto", zero=1,
+                                              recompute=True, tensor_parallel="auto"), ""),
+]
+DONE_WHEN = ["plan", "--model", "llama-2-13b", "--devices", "8xH100-SXM", "--global-batch", "64", "--seq", "4096",
+             "--tensor-parallel", "auto", "--data-parallel", "auto", "--zero", "1"]
+
+
+def tensor_parallel_table(repeats: int) -> None:
+    from core.planning.solvers import solve
+
+    print(f"\n(h) tensor parallelism (exact over t auto, d auto, zero 1, 1F1B), solve time over {repeats} solves;")
+    print("    T(other) / T(exact over t): exact-t1 = the best plan without tensor parallelism")
+    print(f"{'model':<12} {'devices':<30} {'p50':>9} {'p95':>9} {'target':>9}  {'exact-t1':>8} {'megatron-tp':>11} "
+          f"{'metis':>6}  plan (d x S x t)")
+    for model, devices, setup, target in TP_CASES:
+        spec = resolve_model(model)
+        problem = build_problem(spec, setup, resolve_devices(devices, setup.precision))
+        plan, p50, p95 = timed_solves(solve, problem, repeats)
+        others = compare(problem, spec, ("exact-t1", "megatron-tp", "metis"))
+        cells = [_ratio(others[name], plan) for name in ("exact-t1", "megatron-tp", "metis")]
+        shape = (f"{plan.data_parallel} x {len(plan.stages)} x {plan.tensor_parallel}" if plan.feasible
+                 else plan.status)
+        print(f"{model:<12} {devices:<30} {p50 * 1e3:>7.1f}ms {p95 * 1e3:>7.1f}ms {target:>9}  {cells[0]:>8} "
+              f"{cells[1]:>11} {cells[2]:>6}  {shape}")
+    walls = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "main.py", *DONE_WHEN], cwd=Path(__file__).resolve().parent.parent,
+                       check=True, capture_output=True)
+        walls.append(time.perf_counter() - started)
+    print(f"done-when command ({' '.join(DONE_WHEN[:2])} ... --tensor-parallel auto), warm cache: median "
+          f"{statistics.median(walls):.2f} s of {', '.join(f'{w:.2f}' for w in walls)} s "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+
+
 def _ratio(plan: Plan | str, best: Plan) -> str:
     if isinstance(plan, str) or best.objective_s is None or not best.feasible:
         return "n/a"
@@ -292,7 +342,11 @@ def main() -> int:
     parser.add_argument("--hybrid-only", action="store_true", help="only tables (d) and (e)")
     parser.add_argument("--cache-only", action="store_true", help="only table (f)")
     parser.add_argument("--schedules-only", action="store_true", help="only table (g)")
+    parser.add_argument("--tensor-parallel-only", action="store_true", help="only table (h)")
     args = parser.parse_args()
+    if args.tensor_parallel_only:
+        tensor_parallel_table(5 if args.quick else 20)
+        return 0
     if args.schedules_only:
         schedule_quality_table()
         return 0
@@ -307,6 +361,7 @@ def main() -> int:
     hybrid_timing_table(5 if args.quick else 20)
     hybrid_quality_table()
     schedule_quality_table()
+    tensor_parallel_table(5 if args.quick else 20)
     cache_table(3)
     return 0
 

@@ -28,6 +28,7 @@ from core.planning.front_door import (
     SCHEDULES,
     SOLVER_CHOICES,
     SOLVER_NAMES,
+    TENSOR_PARALLEL_BASELINES,
     TrainingSetup,
 )
 
@@ -91,6 +92,9 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-parallel", default=str(setup.data_parallel), metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best "
                             f"(default {setup.data_parallel})")
+    group.add_argument("--tensor-parallel", metavar="1|2|4|8|auto",
+                       help="devices of one node that split every stage (Megatron-style), or auto: the best "
+                            f"(default {setup.tensor_parallel})")
     group.add_argument("--zero", type=zero_stage, default=setup.zero, metavar="0..3",
                        help="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP)")
     add_finetune_arguments(parser, defaults=True)
@@ -107,11 +111,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     choice = None
+    overrides: dict[str, Any] = {}
     if args.global_batch:
-        from cli.plan_global_batch import plan_global_batch
+        from cli.plan_global_batch import best_without_tensor_parallelism, plan_global_batch
 
         choice, spec, options = plan_global_batch(args, solve_problem)
         problem, plan = choice.problem, choice.plan
+        if not args.json and not args.no_compare:
+            without = best_without_tensor_parallelism(args, choice, solve_problem)
+            overrides = {"exact-t1": replace(without, solver="exact-t1")} if without is not None else {}
         model_name = spec.name
     elif args.problem:
         problem, spec, model_name = _explicit_problem(args), None, None
@@ -133,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
                 "method": problem.setup.finetune}
         print(json.dumps(answer, indent=2))
         return 0 if plan.feasible else 1
-    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options)
+    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options, overrides)
     if choice is not None:
         from cli.plan_global_batch import choice_lines
 
@@ -194,10 +202,11 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
                          "give no --finetune")
     problem = load_problem(args.problem)
     if args.data_parallel != "1" or args.zero != 0:  # the command line overrides the file's setup
-        from dataclasses import replace
-
         setup = replace(problem.setup, data_parallel=data_parallel_from_arg(args.data_parallel), zero=args.zero)
         problem = replace(problem, setup=setup)
+    if args.tensor_parallel is not None:  # the command line overrides the file's t
+        problem = replace(problem, setup=replace(problem.setup, tensor_parallel=tensor_parallel_from_arg(
+            args.tensor_parallel)))
     return problem
 
 
@@ -252,7 +261,8 @@ def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
                          micro_batch_size=args.micro_batch, seq_len=seq, micro_batches=args.micro_batches,
                          schedule=args.schedule, recompute=args.recompute,
                          data_parallel=data_parallel_from_arg(getattr(args, "data_parallel", "1")),
-                         zero=getattr(args, "zero", 0), finetune=finetune_from_args(args))
+                         zero=getattr(args, "zero", 0), finetune=finetune_from_args(args),
+                         tensor_parallel=tensor_parallel_from_arg(getattr(args, "tensor_parallel", None) or "1"))
 
 
 def data_parallel_from_arg(value: str) -> int | str:
@@ -265,6 +275,18 @@ def data_parallel_from_arg(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise InputError(f"--data-parallel must be a whole number or auto, got {value!r}") from None
+
+
+def tensor_parallel_from_arg(value: str) -> int | str:
+    """--tensor-parallel: 1, 2, 4, 8 or "auto" (checked further by TrainingSetup)."""
+    from core.planning.front_door import AUTO
+
+    if value == AUTO:
+        return AUTO
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--tensor-parallel must be 1, 2, 4, 8 or auto, got {value!r}") from None
 
 
 def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:
@@ -288,7 +310,8 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
-                  args: argparse.Namespace, schedules: Any = None) -> None:
+                  args: argparse.Namespace, schedules: Any = None, overrides: dict[str, Any] | None = None) -> None:
+    """The report; `overrides` replace a compared solver's plan (exact-t1: the best over every b)."""
     from cli.plan_report import (
         comparison_table,
         describe_problem,
@@ -316,8 +339,10 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         print(schedule_table(schedules, plan))
     if compare is not None:
         exact = args.solver in EXACT_NAMES
-        others = [name for name in SOLVER_NAMES if name != args.solver and not (exact and name in EXACT_NAMES)]
-        results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit)}
+        names = SOLVER_NAMES + (TENSOR_PARALLEL_BASELINES if problem.setup.tensor_parallel != 1 else ())
+        others = [name for name in names if name != args.solver and not (exact and name in EXACT_NAMES)
+                  and name not in (overrides or {})]
+        results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit), **(overrides or {})}
         reference = plan if exact else None
         print()
         print(comparison_table({solver_label(name, problem.setup.finetune): answer

@@ -21,10 +21,13 @@ def plan_global_batch(args: argparse.Namespace,
     """
     from cli.plan_command import _discover_for, model_spec_from_args, setup_from_args
     from core.planning.front_door import (
+        DEFERRED_REASON,
         TrainingSetup,
         build_problem,
         choose_micro_batch,
+        graph_is_measured,
         resolve_devices,
+        scaled_problem,
         speeds_at,
     )
 
@@ -54,12 +57,39 @@ def plan_global_batch(args: argparse.Namespace,
         setup = replace(base, micro_batch_size=b, micro_batches=m)
         return build_problem(spec, setup, speeds_at(devices, b * base.seq_len, measured_tokens))
 
+    def estimate(b: int, m: int) -> Any:
+        """A lower-bound problem for a b not measured yet, from b = 1 and 2 (core/planning/global_batch.py)."""
+        if b <= 2 or graph_is_measured(spec, replace(base, micro_batch_size=b)):
+            return None
+        return scaled_problem(build(1, replicas), build(2, replicas), replace(build_at_one(b), setup=replace(
+            build_at_one(b).setup, micro_batches=m, tokens_per_micro_batch=b * base.seq_len)))
+
+    def build_at_one(b: int) -> Any:
+        """b = 1's layers on the devices at b's speed (the setup is replaced by the caller)."""
+        one = build(1, replicas)
+        return replace(one, devices=speeds_at(devices, b * base.seq_len, measured_tokens))
+
     def solve(problem: Any) -> Any:
         plan, options[problem.setup.tokens_per_micro_batch] = solve_problem(problem, args, spec)
         return plan
 
-    choice = choose_micro_batch(args.global_batch, build, solve, replicas=replicas)
-    return choice, spec, options[choice.problem.setup.tokens_per_micro_batch]
+    choice = choose_micro_batch(args.global_batch, build, solve, replicas=replicas, estimate=estimate)
+    chosen = options[choice.problem.setup.tokens_per_micro_batch]
+    if chosen and any(getattr(plan, "reason", None) == DEFERRED_REASON for plan in chosen.values()):
+        solve(choice.problem)  # the schedules the chosen b could not run, with their reasons
+        chosen = options[choice.problem.setup.tokens_per_micro_batch]
+    return choice, spec, chosen
+
+
+def best_without_tensor_parallelism(args: argparse.Namespace, choice: Any,
+                                    solve_problem: Callable[[Any, argparse.Namespace, Any], tuple[Any, Any]]) -> Any:
+    """The best plan with t = 1 over every b (the comparison's exact-t1 under --global-batch), found as
+    the choice was (the graphs are cached by then), or None when the setup asked for t = 1."""
+    if choice.problem.setup.tensor_parallel == 1:
+        return None
+    one = argparse.Namespace(**{**vars(args), "tensor_parallel": "1"})
+    without, _, _ = plan_global_batch(one, solve_problem)
+    return without.plan
 
 
 def choice_lines(choice: Any, global_batch: int) -> str:
@@ -67,6 +97,8 @@ def choice_lines(choice: Any, global_batch: int) -> str:
     plan = choice.plan
     d = plan.data_parallel
     per_replica = plan.micro_batches // d
-    tried = ", ".join(f"{b}: {step:.4g} s" if step is not None else f"{b}: does not fit" for b, step in choice.tried)
+    tried = ", ".join(f"{b}: does not fit" if step is None else f"{b}: >= {step:.4g} s (bound, not measured)"
+                      if b in choice.bounded else f"{b}: {step:.4g} s" for b, step in choice.tried)
     return (f"micro-batch: b = {choice.micro_batch} sequences x m = {per_replica} micro-batches a replica x "
-            f"d = {d} replicas = {global_batch} sequences (step time by b: {tried})")
+            f"d = {d} replicas = {global_batch} sequences; t = {plan.tensor_parallel} devices a stage "
+            f"(step time by b: {tried})")

@@ -32,6 +32,8 @@ def describe_problem(problem: Problem, model_name: str | None) -> str:
     devices = ", ".join(f"{group_label(tuple(d.name for d in run))} {format_bytes(run[0].budget_bytes)} "
                         f"{run[0].tflops:.3g} TFLOP/s" for run in runs)
     hybrid = f"; data-parallel {setup.data_parallel}, zero {setup.zero}" if setup.is_hybrid else ""
+    if setup.tensor_parallel != 1:
+        hybrid += f"; tensor-parallel {setup.tensor_parallel}"
     trained = f"{format_count(params)} params"
     if problem.has_adapters:
         frozen = stage_frozen_bytes(problem.layers, range(len(problem.layers)))
@@ -81,7 +83,9 @@ def stage_table(plan: Plan) -> str:
             rows[-1].append(format_seconds(stage.sync_s))
     parts = (["frozen weights", "adapters+grads+optim", "activations", "working"]
              + (["quant scratch"] if scratch else []) if adapters else ["params+grads+optim", "activations", "working"])
-    headers = ["stage", "device" if plan.data_parallel == 1 else "group (one device per replica)", "layers",
+    group = ("device" if plan.data_parallel == 1 else "group (one device per replica)") if plan.tensor_parallel == 1 \
+        else f"groups of {plan.tensor_parallel} (first device per replica)"
+    headers = ["stage", group, "layers",
                "adapter params" if adapters else "params", *parts, "memory / budget", "compute", "comm",
                "time/micro-batch"]
     if plan.data_parallel > 1:
@@ -96,7 +100,7 @@ def summary(plan: Plan) -> str:
              + f", solved in {format_seconds(plan.solve_time_s)}",
              f"step time T = {format_seconds(plan.objective_s or 0.0)} for {plan.micro_batches} micro-batches"
              f" (bottleneck stage {plan.bottleneck_index}: {format_seconds(plan.bottleneck_s or 0.0)})"]
-    if plan.data_parallel > 1 or plan.zero:
+    if plan.data_parallel > 1 or plan.zero or plan.tensor_parallel > 1:
         sync = max(stage.sync_s for stage in plan.stages)
         per_replica = micro_batches_per_replica(plan.micro_batches, plan.data_parallel)
         lines.append(f"{shape(plan)}: {per_replica} micro-batch(es) per replica, "
@@ -134,6 +138,10 @@ def comparison_table(results: dict[str, Plan | str], reference: Plan | None) -> 
 def shape(plan: Plan) -> str:
     """"8 stages", or "2 replicas x 4 stages, zero 3" for a hybrid plan."""
     stages = f"{len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}"
+    if plan.tensor_parallel > 1:
+        stages += f" x tensor-parallel {plan.tensor_parallel}"
+    if plan.micro_batch is not None:  # chosen by --global-batch
+        stages += f", b = {plan.micro_batch}"
     if plan.data_parallel == 1 and plan.zero == 0:
         return stages
     return f"{plan.data_parallel} replica{'s' if plan.data_parallel != 1 else ''} x {stages}, zero {plan.zero}"

@@ -20,6 +20,7 @@ from core.errors import InputError
 from core.planning.cap_search import CAPS_PER_ROUND, candidate_caps, minimise_sorted
 from core.planning.chain_dp import SumProgram
 from core.planning.costs import infeasible_plan, plan_from_placement
+from core.planning.deferred_reasons import reason_for
 from core.planning.infeasibility import explain_infeasible
 from core.planning.plan import OPTIMAL, Plan
 from core.planning.problem import Problem
@@ -46,6 +47,6 @@ def solve_exact(problem: Problem) -> Plan:
         batch = max(2, min(CAPS_PER_ROUND, _CELLS_PER_ROUND // (tables.n + 1) ** 2))
         best, _ = minimise_sorted(caps, lambda todo: program.least_sums(caps[todo]), weight, batch=batch)
     if best is None:
-        return infeasible_plan(problem, "exact", explain_infeasible(problem), time.perf_counter() - started)
+        return infeasible_plan(problem, "exact", reason_for(problem, explain_infeasible), time.perf_counter() - started)
     placement = program.placement(float(caps[best]))
     return plan_from_placement(problem, placement, "exact", OPTIMAL, time.perf_counter() - started, gap=0.0)

@@ -24,6 +24,7 @@ from core.model.config import GPTSize, ModelChoice
 from core.model.model_spec import ModelSpec, resolve_choice, resolve_model
 from core.model.presets import GPT_PRESETS, hf_preset_names
 from core.planning.costs import stage_frozen_bytes
+from core.planning.deferred_reasons import DEFERRED_REASON
 from core.planning.device_resolution import (
     DeviceEntry,
     parse_device_spec,
@@ -32,7 +33,7 @@ from core.planning.device_resolution import (
 )
 from core.planning.export import device_map_json, divisors, plan_json, torchrun_commands
 from core.planning.finetune import FINETUNE_METHODS, FineTune
-from core.planning.global_batch import choose_micro_batch, speeds_at
+from core.planning.global_batch import choose_micro_batch, scaled_problem, speeds_at
 from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_run_note
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem
@@ -48,6 +49,7 @@ from core.planning.solvers import (
     HYBRID_ONLY_NOTE,
     SOLVER_CHOICES,
     SOLVER_NAMES,
+    TENSOR_PARALLEL_BASELINES,
     FasterBaseline,
     compare,
     faster_outside_the_setup,
@@ -72,8 +74,8 @@ __all__ = [
     "micro_batches_per_replica", "stage_frozen_bytes",
     # solvers and what they compare
     "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",
-    "SOLVER_NAMES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
-    "schedule_options", "choose_micro_batch", "speeds_at", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
+    "SOLVER_NAMES", "TENSOR_PARALLEL_BASELINES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
+    "schedule_options", "DEFERRED_REASON", "choose_micro_batch", "scaled_problem", "graph_is_measured", "speeds_at", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]
@@ -130,6 +132,17 @@ def _graph_and_problem(spec: ModelSpec, setup: TrainingSetup,
     graph = build_layer_graph(spec, setup)
     layers = finetune_layers(graph, setup, graph_layers(graph))
     return graph, Problem(layers=layers, devices=devices, setup=setup.to_problem_setup())
+
+
+def graph_is_measured(spec: ModelSpec, setup: TrainingSetup) -> bool:
+    """Whether the model's layer graph under this setup is in the disk cache (building it measures nothing)."""
+    from core.model.graph import graph_cache_key
+    from core.system.disk_cache import read_entry
+
+    spec = spec.with_context(setup.seq_len)
+    key = graph_cache_key(spec, setup.precision, setup.mode == "train", setup.recompute, setup.micro_batch_size,
+                          setup.seq_len)
+    return read_entry("graphs", key) is not None
 
 
 def torch_device_of(device_name: str) -> str:

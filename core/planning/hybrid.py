@@ -23,6 +23,7 @@ import numpy as np
 from core.errors import InputError
 from core.planning.cap_search import candidate_caps, minimise_sorted
 from core.planning.costs import infeasible_plan, plan_from_placement
+from core.planning.deferred_reasons import reason_for
 from core.planning.hybrid_program import HybridProgram
 from core.planning.hybrid_tables import HybridTables
 from core.planning.infeasibility import HYBRID_EXTRA_PRECISION, least_extra_bytes
@@ -57,7 +58,7 @@ def solve_hybrid(problem: Problem) -> Plan:
         if found is not None:
             best = found
     if best is None:
-        return infeasible_plan(problem, "exact", explain_hybrid_infeasible(problem),
+        return infeasible_plan(problem, "exact", reason_for(problem, explain_hybrid_infeasible),
                                time.perf_counter() - started, data_parallel=data_parallel_choices(problem)[0])
     placement = best.program.placement(best.tau, best.sigma)
     return plan_from_placement(problem, placement, "exact", OPTIMAL, time.perf_counter() - started, gap=0.0)

@@ -10,6 +10,10 @@
   devices s*d .. s*d+d-1 (Megatron's rank order, pipeline outermost), under
   the setup's ZeRO stage.
 - pipeline: today's exact pipeline-only optimum (d = 1, zero 0).
+- megatron-tp: megatron on tensor-parallel groups of t = the GPUs of the node (the largest t of
+  1, 2, 4, 8 that groups alike devices; docs/design.md, "Tensor parallelism").
+- metis: Metis's search (DP x TP x PP, a uniform layer split per stage group): megatron on the
+  groups of every t, the best over the grid of t and d.
 
 A baseline whose memory does not fit is `infeasible` but keeps its stages,
 so reports show it as OOM with the step time it would have had.
@@ -67,6 +71,40 @@ def solve_megatron(problem: Problem) -> Plan:
                          f"with at most {layers} stages")
     best = min(plans, key=lambda plan: (not plan.feasible, plan.objective_s))
     return replace(best, solve_time_s=time.perf_counter() - started)
+
+
+def solve_megatron_tp(problem: Problem) -> Plan:
+    """megatron on groups of t = the node's GPUs (see the module docstring)."""
+    from core.planning.tensor_parallel import tensor_parallel_choices
+
+    largest = max(tensor_parallel_choices(replace(problem, setup=replace(problem.setup, tensor_parallel="auto"))))
+    return _megatron_over_t(problem, (largest,), "megatron-tp")
+
+
+def solve_metis(problem: Problem) -> Plan:
+    """megatron on groups of every t, the best (see the module docstring)."""
+    from core.planning.tensor_parallel import tensor_parallel_choices
+
+    choices = tensor_parallel_choices(replace(problem, setup=replace(problem.setup, tensor_parallel="auto")))
+    return _megatron_over_t(problem, tuple(choices), "metis")
+
+
+def _megatron_over_t(problem: Problem, sizes: tuple[int, ...], name: str) -> Plan:
+    from core.planning.tensor_parallel import on_real_devices, t_fold_problem
+
+    _check_split(problem, name)
+    started = time.perf_counter()
+    plans, refusals = [], []
+    for t in sizes:
+        try:
+            folded, members = t_fold_problem(problem, t)
+            plans.append(on_real_devices(solve_megatron(folded), members, t, problem))
+        except InputError as error:
+            refusals.append(str(error))
+    if not plans:
+        raise InputError(f"{name}: " + "; ".join(refusals))
+    best = min(plans, key=lambda plan: (not plan.feasible, plan.objective_s))
+    return replace(best, solver=name, solve_time_s=time.perf_counter() - started)
 
 
 def solve_pipeline_only(problem: Problem) -> Plan:

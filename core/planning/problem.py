@@ -88,6 +88,8 @@ class Setup:
     zero: int = 0
     finetune: str = "full"  # full, lora or qlora: what the layers' frozen/adapter fields describe
     optimizer_step_bytes_per_param: float = 0.0  # the optimizer step's temporaries (docs/design.md)
+    # t devices of one node run each stage of each replica, or "auto" (docs/design.md, "Tensor parallelism")
+    tensor_parallel: int | str = 1
 
     @property
     def frozen_weights(self) -> bool:
@@ -96,6 +98,7 @@ class Setup:
 
     def __post_init__(self) -> None:
         check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
+        check_tensor_parallel(self.tensor_parallel)
         if self.is_hybrid:
             parts = [self.weight_bytes_per_param, self.grad_bytes_per_param, self.optimizer_bytes_per_param]
             given = [float(part) for part in parts if part is not None]
@@ -131,6 +134,19 @@ def check_hybrid_setup(data_parallel: Any, zero: Any, micro_batches: int) -> Non
                              f"every replica runs micro-batches / data-parallel of them")
     if isinstance(zero, bool) or zero not in ZERO_STAGES:
         raise InputError(f"zero must be 0, 1, 2 or 3, got {zero!r}")
+
+
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)  # t: devices of one node that split every stage (or "auto")
+
+
+def check_tensor_parallel(value: Any) -> None:
+    """t is 1, 2, 4, 8 or "auto" (docs/design.md, "Tensor parallelism").
+
+    Raises:
+        InputError: anything else.
+    """
+    if value != AUTO and (isinstance(value, bool) or value not in TENSOR_PARALLEL_SIZES):
+        raise InputError(f"tensor-parallel must be 1, 2, 4, 8 or auto, got {value!r}")
 
 
 @dataclass(frozen=True)

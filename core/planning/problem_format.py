@@ -199,6 +199,9 @@ def _setup(item: Any) -> Setup:
     if data_parallel != AUTO and "data_parallel" in item:
         data_parallel = _integer(item, "data_parallel", "setup", positive=True)
     zero = _integer(item, "zero", "setup") if "zero" in item else 0
+    tensor_parallel = item.get("tensor_parallel", 1)
+    if tensor_parallel != AUTO and "tensor_parallel" in item:
+        tensor_parallel = _integer(item, "tensor_parallel", "setup", positive=True)
     finetune = item.get("finetune", "full")
     if finetune not in ("full", "lora", "qlora"):
         raise InputError(f"setup.finetune must be one of full, lora, qlora, got {finetune!r}")
@@ -214,6 +217,7 @@ def _setup(item: Any) -> Setup:
         data_parallel=data_parallel,
         zero=zero,
         finetune=finetune,
+        tensor_parallel=tensor_parallel,
         **optional,
     )
 

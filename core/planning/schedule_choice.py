@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from core.errors import InputError
 from core.planning.plan import Plan
-from core.planning.problem import Problem
+from core.planning.problem import AUTO, Problem
 from core.planning.schedules import AUTO_SCHEDULE, SCHEDULE_NAMES, schedule_named
 
 Options = dict[str, Plan | str]  # schedule name -> its best plan, or why it cannot run
@@ -51,6 +51,14 @@ def best_schedule(options: Options) -> Plan:
 
 def _solve_one(problem: Problem, name: str) -> Plan:
     sub = replace(problem, setup=replace(problem.setup, schedule=name))
+    if sub.setup.tensor_parallel != 1:  # every t over the same machinery (docs/design.md, "Tensor parallelism")
+        from core.planning.tensor_parallel import solve_over_t
+
+        if schedule_named(name).chunked:
+            if sub.setup.tensor_parallel != AUTO:
+                raise InputError("chunked schedules are planned without tensor parallelism")
+            return _solve_one(replace(sub, setup=replace(sub.setup, tensor_parallel=1)), name)
+        return solve_over_t(sub, lambda folded: _solve_one(folded, name))
     if schedule_named(name).chunked or (name == "1f1b" and not sub.setup.is_hybrid and sub.is_chain):
         from core.planning.chunked import exact_1f1b, solve_chunked
 

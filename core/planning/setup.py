@@ -12,7 +12,7 @@ from typing import Any
 
 from core.errors import InputError
 from core.planning.finetune import FineTune
-from core.planning.problem import MODES, SCHEDULES, Setup, check_hybrid_setup
+from core.planning.problem import MODES, SCHEDULES, Setup, check_hybrid_setup, check_tensor_parallel
 
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
@@ -38,6 +38,7 @@ class TrainingSetup:
     data_parallel: int | str = 1  # replicas of every stage, or "auto": the planner picks a divisor of micro_batches
     zero: int = 0  # ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP)
     finetune: FineTune = field(default_factory=FineTune)  # full, LoRA or QLoRA (core/planning/finetune.py)
+    tensor_parallel: int | str = 1  # t devices of one node per stage, or "auto" (docs/design.md, "Tensor parallelism")
 
     def __post_init__(self) -> None:
         _one_of("mode", self.mode, MODES)
@@ -49,6 +50,7 @@ class TrainingSetup:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name.replace('_', '-')} must be a whole number of 1 or more, got {value!r}")
         check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
+        check_tensor_parallel(self.tensor_parallel)
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -89,6 +91,7 @@ class TrainingSetup:
             data_parallel=self.data_parallel,
             zero=self.zero,
             finetune=self.finetune.method,
+            tensor_parallel=self.tensor_parallel,
             optimizer_step_bytes_per_param=_OPTIMIZER_STEP_BYTES[self.optimizer] if self.mode == "train" else 0.0,
         )
 

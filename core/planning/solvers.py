@@ -32,12 +32,15 @@ ADAPTER_ONLY_NOTE = "compared when fine-tuning with LoRA or QLoRA"
 BASELINES = ("greedy", "accelerate", "uniform", "parameters")
 HYBRID_BASELINES = ("fsdp", "ddp", "zero1", "megatron", "pipeline")  # compared when the setup is v2
 HYBRID_ONLY_NOTE = "compared when the setup has data parallelism or ZeRO"
+# compared when the setup asks for tensor parallelism: the best plan without it, and the TP baselines
+TENSOR_PARALLEL_BASELINES = ("exact-t1", "megatron-tp", "metis")
+TENSOR_PARALLEL_ONLY_NOTE = "compared when the setup has tensor parallelism"
 MILP_FULL_ONLY = "the MILP covers full fine-tuning only (no frozen weights or adapters): use --solver exact"
 MILP_V1_ONLY = "the MILP covers cost model v1 only (pipelines, d = 1, zero 0): use --solver exact"
 EXACT = "exact"  # the exact solver the setup needs (below): the default everywhere
 EXACT_PIPELINE = "exact-pipeline"
 EXACT_HYBRID = "exact-hybrid"
-SOLVER_CHOICES = (*SOLVER_NAMES, EXACT_PIPELINE, EXACT_HYBRID)  # what `plan --solver` takes
+SOLVER_CHOICES = (*SOLVER_NAMES, EXACT_PIPELINE, EXACT_HYBRID, *TENSOR_PARALLEL_BASELINES)  # what `plan --solver` takes
 
 
 EXACT_NAMES = (EXACT, EXACT_PIPELINE, EXACT_HYBRID)
@@ -76,6 +79,8 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
             raise InputError(MILP_V1_ONLY)
         if problem.has_adapters:
             raise InputError(MILP_FULL_ONLY)
+        if problem.setup.tensor_parallel != 1:
+            raise InputError("the MILP plans without tensor parallelism: use --solver exact")
         from core.planning.milp import MilpOptions, solve_milp
 
         return solve_milp(problem, MilpOptions(time_limit_s=time_limit_s, contiguous=contiguous))
@@ -85,11 +90,22 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
         return solve_accelerate(problem, spec)
     from core.planning import baselines, hybrid_baselines
 
+    if solver == "exact-t1":  # the exact plan without tensor parallelism, as `exact` picks its schedule
+        from dataclasses import replace
+
+        from core.planning.deferred_reasons import reasons_deferred
+        from core.planning.schedule_choice import solve_schedule
+
+        without = replace(problem, setup=replace(problem.setup, tensor_parallel=1))
+        with reasons_deferred():  # the schedules it does not keep need no reason
+            plan = solve_schedule(without)
+        return replace(plan if plan.feasible else solve_schedule(without), solver=solver)
     if solver in hybrid_baselines.REPLICA_ZERO:
         return hybrid_baselines.solve_replicas(problem, solver)
     simple = {"greedy": baselines.solve_greedy, "uniform": baselines.solve_uniform,
               "parameters": baselines.solve_parameters, "megatron": hybrid_baselines.solve_megatron,
-              "pipeline": hybrid_baselines.solve_pipeline_only, "device-map": baselines.solve_device_map}
+              "pipeline": hybrid_baselines.solve_pipeline_only, "device-map": baselines.solve_device_map,
+              "megatron-tp": hybrid_baselines.solve_megatron_tp, "metis": hybrid_baselines.solve_metis}
     if solver not in simple:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVER_NAMES)})")
     return simple[solver](problem)
@@ -98,6 +114,10 @@ def solve(problem: Problem, solver: str = "exact", spec: Any = None, time_limit_
 def _solve_exact(problem: Problem, asked: str) -> Plan:
     from dataclasses import replace
 
+    if problem.setup.tensor_parallel != 1:  # each t-fold problem by the same exact solvers
+        from core.planning.tensor_parallel import solve_over_t
+
+        return solve_over_t(problem, lambda folded: _solve_exact(folded, asked))
     needed = exact_solver_for(problem.setup)
     if asked not in (EXACT, needed):
         what = ("asks for data-parallel replicas or ZeRO" if needed == EXACT_HYBRID
@@ -138,6 +158,8 @@ def compare(problem: Problem, spec: Any = None, solvers: tuple[str, ...] = SOLVE
         if name in HYBRID_BASELINES and not problem.setup.is_hybrid and len(solvers) > 1:
             continue
         if name in ADAPTER_BASELINES and not problem.has_adapters and len(solvers) > 1:
+            continue
+        if name in TENSOR_PARALLEL_BASELINES and problem.setup.tensor_parallel == 1 and len(solvers) > 1:
             continue
         if name == "accelerate" and spec is None:
             results[name] = "needs a model (explicit problem)"

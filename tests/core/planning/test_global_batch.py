@@ -16,6 +16,7 @@ from core.planning.global_batch import (
     batch_efficiency,
     choose_micro_batch,
     divisors,
+    scaled_problem,
     speeds_at,
 )
 from core.planning.problem import Device, Layer, Problem, Setup
@@ -146,3 +147,29 @@ def test_bad_global_batch_options_exit_2(capsys, extra, message):
                       "--global-batch", "2", *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_cases())
+def test_bounds_from_b_1_and_2_skip_measuring_and_keep_the_choice(case):
+    # estimate(b, m): the problem scaled from b = 1 and 2 (exact here, with working memory 0) for b > 2;
+    # a b is built only when its bound beats the best found, and the choice is the same.
+    global_batch, layers, devices, d = case
+    build = builder(layers, devices, d)
+    built = []
+
+    def counting(b: int, m: int) -> Problem:
+        built.append(b)
+        return build(b, m)
+
+    def estimate(b: int, m: int):
+        return None if b <= 2 else scaled_problem(build(1, m), build(2, m), build(b, m))
+
+    plain = choose_micro_batch(global_batch, build, exact)
+    bounded = choose_micro_batch(global_batch, counting, exact, estimate=estimate)
+    assert bounded.micro_batch == plain.micro_batch and bounded.plan.objective_s == plain.plan.objective_s
+    assert set(built) <= {b for b, _ in plain.tried if b <= 2} | {bounded.micro_batch} | {
+        b for b, _ in bounded.tried if b not in bounded.bounded}
+    for b, step in bounded.tried:
+        if b in bounded.bounded:
+            assert b not in built and step <= dict(plain.tried)[b] * (1 + 1e-9)
