@@ -10,16 +10,37 @@ micro-batches.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from core.model.config import GPTConfig
+from core.model.gpt import GPT
+from core.training.engine import checkpoint as ckpt
 from core.training.engine.stages import TIED_COPY, TIED_OWNER
-from core.training.engine.tensor_parallel import qkv_order, tensor_parallel_refusal, to_head_order, to_model_order
+from core.training.engine.tensor_parallel import (
+    qkv_order,
+    tensor_parallel_refusal,
+    to_head_order,
+    to_model_order,
+)
+from core.training.launcher import resume_run, start_run, wait_run
+from core.training.metrics import read_metrics
+from core.training.plan_file import read_plan_file
+from tests.core.training.support import (
+    FLOAT64_AGREEMENT,
+    TWO_STAGES,
+    bare_loop,
+    compute_dtype,
+    losses,
+    tiny_config,
+)
 
 CONFIG = GPTConfig(n_layer=2, n_head=4, d_model=16, vocab_size=32, seq_len=8)
 MICRO_BATCHES, STAGES, TP, SEED = 4, 2, 2, 7
@@ -135,3 +156,60 @@ def test_a_model_that_cannot_split_is_refused_in_one_line():
     assert tensor_parallel_refusal(CONFIG, 1) is None and tensor_parallel_refusal(CONFIG, 4) is None
     assert tensor_parallel_refusal(CONFIG, 3) == "--tensor-parallel 3 must divide the model's heads (4) and width (16)"
     assert "built-in GPT only" in (tensor_parallel_refusal(None, 2) or "")
+
+
+def _write_tp_plan(path: Path) -> Path:
+    """TWO_STAGES on two tensor-parallel groups of 2 (cpu, cpu#2) and (cpu#3, cpu#4), each named by its first."""
+    stages = [{"device": device, "layers": layers} for device, (_, layers) in zip(("cpu", "cpu#3"), TWO_STAGES)]
+    path.write_text(json.dumps({"status": "optimal", "tensor_parallel": TP, "stages": stages}))
+    return path
+
+
+@pytest.mark.slow  # a 4-process torchrun run and its resume
+def test_a_tensor_parallel_run_trains_as_the_unsplit_model_and_resumes_exactly(tmp_path, corpus):
+    """train --devices 4xcpu --tensor-parallel 2 in float64: the plain loop's losses and gradient norms,
+    whole checkpoints in the model's order; a resume from the step-3 checkpoint repeats steps 4 to 6."""
+    steps = 6
+    config = replace(tiny_config(corpus, engine="pipeline", steps=steps, devices="4xcpu:1GiB", checkpoint_interval=3,
+                                 eval_interval=3), tensor_parallel=TP)
+    config = replace(config, setup=replace(config.setup, micro_batches=4))
+    with compute_dtype("float64"):
+        run_dir = start_run(config, tmp_path / "run", read_plan_file(_write_tp_plan(tmp_path / "plan.json")),
+                            emit=lambda _: None).run_dir
+        status = wait_run(run_dir, timeout_s=300)
+        assert status.state == "finished", (run_dir / "train.log").read_text()[-3000:]
+        expected_losses, expected_norms, expected_state = bare_loop(run_dir, steps)
+    # ---- t recorded: the config, the plan, the report
+    assert json.loads((run_dir / "config.json").read_text())["config"]["tensor_parallel"] == TP
+    assert json.loads((run_dir / "plan.json").read_text())["tensor_parallel"] == TP
+    assert json.loads((run_dir / "report.json").read_text())["tensor_parallel"] == TP
+    # ---- the unsplit model's training, to float64's rounding
+    first = losses(run_dir)
+    assert first == pytest.approx(expected_losses, rel=FLOAT64_AGREEMENT)
+    norms = [row["grad_norm"] for row in read_metrics(run_dir / "metrics.jsonl")]
+    assert norms == pytest.approx(expected_norms, rel=FLOAT64_AGREEMENT)
+    # ---- each stage saved once, whole, in the model's order: it loads into the model, as trained
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    assert sorted(path.name for path in latest.glob("*.pt")) == ["stage_0.pt", "stage_1.pt"]
+    state = ckpt.load_model_state(latest)
+    GPT(_gpt_of(run_dir)).to(torch.float64).load_state_dict(state, strict=True)
+    for name, tensor in expected_state.items():
+        if name in state:  # the tied head is the embedding's
+            torch.testing.assert_close(state[name], tensor, rtol=FLOAT64_AGREEMENT, atol=FLOAT64_AGREEMENT)
+    qkv = torch.load(latest / "stage_0.pt", weights_only=True)["optimizer"]["state"]["h.0.attn.c_attn.weight"]
+    assert qkv["exp_avg"].shape == state["h.0.attn.c_attn.weight"].shape  # the optimizer's shards gathered
+    # ---- resume from step 3: steps 4 to 6 again, as the uninterrupted run took them
+    shutil.rmtree(latest)
+    with compute_dtype("float64"):
+        resume_run(run_dir)
+        assert wait_run(run_dir, timeout_s=300).state == "finished", (run_dir / "train.log").read_text()[-3000:]
+    assert [row["step"] for row in read_metrics(run_dir / "metrics.jsonl")] == list(range(1, steps + 1))
+    assert losses(run_dir) == pytest.approx(first, rel=FLOAT64_AGREEMENT)
+
+
+def _gpt_of(run_dir: Path) -> GPTConfig:
+    from core.training.engine.context import RunContext
+
+    gpt = RunContext.load(run_dir).gpt
+    assert gpt is not None
+    return gpt
