@@ -127,7 +127,8 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         devices = apply_profile(devices, profile)
         config = replace(config, devices=devices)  # the run records the speeds it was planned with
     check_tensor_parallel_run(config, trainable_model(config, 256)[1] if hf is None else None)
-    given = plan_stages(plan, names, [d.name for d in devices]) if plan is not None else None
+    leaders = [d.name for d in devices][::config.tensor_parallel]  # a group is named by its first device
+    given = plan_stages(plan, names, leaders) if plan is not None else None
     _check_launch(config, len(given) * len(given[0][0]) * config.tensor_parallel if given is not None else None)
     if plan is not None:
         _check_plan_hybrid(config, plan)
