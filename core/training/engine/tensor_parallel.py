@@ -101,6 +101,8 @@ def parallelize_stage(module: nn.Module, tp_mesh: DeviceMesh) -> set[str]:
 def payload_in_order(payload: Mapping[str, Any], t: int, *, head_order: bool) -> dict[str, Any]:
     """A stage's checkpoint payload (core.training.engine.state) with its fused q, k, v tensors,
     weights and optimizer state, put in head order (for the group) or back in the model's."""
+    if t == 1:
+        return dict(payload)
     reorder = to_head_order if head_order else to_model_order
     optimizer = dict(payload["optimizer"])
     optimizer["state"] = {name: {key: reorder(name, value, t) for key, value in entry.items()}

@@ -225,7 +225,7 @@ def test_a_tensor_parallel_run_trains_as_the_unsplit_model_and_resumes_exactly(t
     assert losses(run_dir) == pytest.approx(first, rel=FLOAT64_AGREEMENT)
 
 
-@pytest.mark.slow  # an 8-process torchrun run (49 s on 2 busy cores)
+@pytest.mark.slow  # an 8-process torchrun run: 49 s alone, 83 s beside the other tests (2 shared cores)
 def test_fsdp2_replicas_of_a_tensor_parallel_pipeline_train_as_the_unsplit_model(tmp_path, corpus):
     """2 replicas (ZeRO 3) x 2 stages x 2 tensor-parallel processes on one mesh: the plain loop's
     training. Also measured: ZeRO 0 and 3 with one stage (4 processes), ZeRO 1 with two, the same
