@@ -9,6 +9,8 @@ or a Hugging Face model (a preset or config from scratch, a folder with weights 
     python3 main.py train ... --detach           start it and return (follow with `main.py runs`)
     python3 main.py train --devices 4xcpu --data-parallel 2 --zero 3 ...
                                                  2 replicas of a 2-stage pipeline: 4 processes
+    python3 main.py train --devices 4xcpu --tensor-parallel 2 ...
+                                                 2 stages, each split over 2 processes (Megatron-style)
 
 In the foreground the command follows the run's metrics; Ctrl-C asks the job
 to stop (it checkpoints first), a second Ctrl-C leaves it running.
@@ -40,7 +42,7 @@ _NEW_RUN_OPTIONS = (
     "tokenizer", "bpe_vocab", "precision", "optimizer", "micro_batch_size", "seq_len", "micro_batches",
     "schedule", "recompute", "lr", "min_lr", "warmup_steps", "lr_decay_steps", "weight_decay", "grad_clip",
     "eval_interval", "eval_batches", "checkpoint_interval", "keep_checkpoints", "log_interval", "nnodes",
-    "node_rank", "rdzv_endpoint", "nproc_per_node", "data_parallel", "zero", *FINETUNE_OPTIONS,
+    "node_rank", "rdzv_endpoint", "nproc_per_node", "data_parallel", "zero", "tensor_parallel", *FINETUNE_OPTIONS,
 )
 # The options that are TrainConfig fields, by their TrainConfig name.
 _CONFIG_OPTIONS = {
@@ -50,6 +52,7 @@ _CONFIG_OPTIONS = {
     "eval_interval": "eval_interval", "eval_batches": "eval_batches", "checkpoint_interval": "checkpoint_interval",
     "keep_checkpoints": "keep_checkpoints", "log_interval": "log_interval", "nnodes": "nnodes",
     "node_rank": "node_rank", "rdzv_endpoint": "rdzv_endpoint", "nproc_per_node": "nproc_per_node",
+    "tensor_parallel": "tensor_parallel",
 }
 
 
@@ -106,6 +109,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--zero", type=zero_stage, metavar="0..3",
                        help="ZeRO stage of the replicas: 0 DDP, 1-2 sharded optimizer state and gradients, "
                             "3 FSDP (default: the --plan's, else 0)")
+    group.add_argument("--tensor-parallel", type=positive_int, metavar="T",
+                       help="devices each stage of each replica is split over (tensor parallelism, the built-in "
+                            "GPT); T divides the devices per replica: --devices 4xcpu --tensor-parallel 2 is "
+                            "2 stages x 2 (default: the --plan's, else 1)")
     group.add_argument("--seed", type=nonnegative_int)
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="text file or folder (default: this Python's standard library sources)")
@@ -272,6 +279,9 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
     model, custom, setup = build_model_and_setup(args)
     choice = ModelChoice.of_size(custom) if custom is not None else ModelChoice.named(model)
     options = {field: getattr(args, name, None) for name, field in _CONFIG_OPTIONS.items()}
+    plan = _plan_arg(args)
+    if options["tensor_parallel"] is None and plan is not None:
+        options["tensor_parallel"] = plan.tensor_parallel  # the --plan's t
     devices = spec_run_devices(_devices(args), setup.precision)  # resolved once: the run gets them typed
     config = new_run_config(choice, setup, devices, steps=args.steps, **options)
     run_dir = Path(args.run_dir or f"runs/{model}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -41,12 +41,15 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # widths from the projection, not the model: under tensor parallelism a process holds
+        # n_head / t of the heads (core.training.engine.tensor_parallel)
         batch, seq, width = x.shape
-        q, k, v = self.c_attn(x).split(width, dim=2)
-        q, k, v = (t.view(batch, seq, self.n_head, width // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self.c_attn(x).chunk(3, dim=2)
+        head_width = width // self.n_head
+        q, k, v = (t.view(batch, seq, -1, head_width).transpose(1, 2) for t in (q, k, v))
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        y = y.transpose(1, 2).contiguous().view(batch, seq, width)
+        y = y.transpose(1, 2).contiguous().view(batch, seq, -1)
         return self.resid_drop(self.c_proj(y))
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     custom: GPTSize | None = None  # with model "custom": the built-in GPT's size
     devices: tuple[Device, ...] = ()  # the planner's devices, resolved once (names unique: core.devices.names)
     engine: str = "pipeline"
+    tensor_parallel: int = 1  # t: devices (processes) each stage of each replica runs on (core.training.tensor_parallel_run)
     steps: int = 200
     seed: int = 0
     setup: TrainingSetup = field(default_factory=default_setup)
@@ -91,7 +92,7 @@ class TrainConfig:
             raise InputError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
         _whole("steps", self.steps, 1)
         for name in ("eval_interval", "eval_batches", "checkpoint_interval", "keep_checkpoints",
-                     "log_interval", "nnodes"):
+                     "log_interval", "nnodes", "tensor_parallel"):
             _whole(name, getattr(self, name), 1)
         if self.warmup_steps is not None:
             _whole("warmup_steps", self.warmup_steps, 0)

@@ -89,6 +89,7 @@ class RunReport:
     datasheet_step_s: float | None = None
     predicted_bubble: float | None = None  # mean over ranks of idle / step (bubble_fractions)
     measured_bubble: float | None = None
+    tensor_parallel: int = 1  # t: each stage on a group of t devices (the plan's; its first device named)
 
     @property
     def step_measured_over_predicted(self) -> float | None:
@@ -159,7 +160,8 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
     predicted_bubble, measured_bubble = bubble_fractions(plan, stages, per_replica, predicted_step, measured_step)
     return RunReport(stages=tuple(stages), steps_measured=len(usable), predicted_step_s=predicted_step,
                      measured_step_s=measured_step, datasheet_step_s=plan.objective_s if simulated else None,
-                     predicted_bubble=predicted_bubble, measured_bubble=measured_bubble)
+                     predicted_bubble=predicted_bubble, measured_bubble=measured_bubble,
+                     tensor_parallel=plan.tensor_parallel)
 
 
 def bubble_fractions(plan: Plan, stages: Sequence[StageReport], per_replica: int, predicted_step_s: float | None,
@@ -255,6 +257,9 @@ def format_report(report: RunReport) -> str:
                  f"over {report.steps_measured} steps")
     lines.append(f"bubble (mean share of a step a rank waits): predicted {_percent(report.predicted_bubble)}, "
                  f"measured {_percent(report.measured_bubble)}")
+    if report.tensor_parallel > 1:
+        lines.append(f"tensor parallel: each stage split over {report.tensor_parallel} devices, named by the "
+                     "first; predicted as planned on that one device")
     if hosted:
         source = next(s.prediction_source for s in report.stages if s.simulated is not None)
         lines.append(f"simulated {', '.join(report.simulated)} ran on the host CPU: predicted ms is for the host, "

@@ -41,6 +41,11 @@ from core.training.run_dir import (
     read_json,
     read_status,
 )
+from core.training.tensor_parallel_run import (
+    check_plan_tensor_parallel,
+    check_tensor_parallel_run,
+    plan_tensor_parallel_run,
+)
 
 if TYPE_CHECKING:
     from core.training.engine.profile import Profile
@@ -121,10 +126,13 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         profile = load_profile(profile_path)
         devices = apply_profile(devices, profile)
         config = replace(config, devices=devices)  # the run records the speeds it was planned with
-    given = plan_stages(plan, names, [d.name for d in devices]) if plan is not None else None
-    _check_launch(config, len(given) * len(given[0][0]) if given is not None else None)
+    check_tensor_parallel_run(config, trainable_model(config, 256)[1] if hf is None else None)
+    leaders = [d.name for d in devices][::config.tensor_parallel]  # a group is named by its first device
+    given = plan_stages(plan, names, leaders) if plan is not None else None
+    _check_launch(config, len(given) * len(given[0][0]) * config.tensor_parallel if given is not None else None)
     if plan is not None:
         _check_plan_hybrid(config, plan)
+        check_plan_tensor_parallel(config, plan)
     emit(f"reading the corpus ({config.data}) ...")
     model_record: dict[str, Any]
     corpus: Any
@@ -143,7 +151,9 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     else:
         corpus = tokenize_for_hf(load_corpus(config.data, config.val_fraction), hf, config.setup.seq_len + 1, emit)
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
-    planned = _plan(spec, config, devices, given)
+    planned = plan_tensor_parallel_run(lambda leaders: _plan(spec, config, leaders, given), devices,
+                                       config.tensor_parallel)  # t = 1: over every device
+    check_plan_tensor_parallel(config, planned)
     _check_stages(config, planned)
     _check_memory(config, planned)
     # ---- every check passed: now, and only now, write
@@ -244,7 +254,7 @@ def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device],
 
     if not any(is_simulated(device) for device in devices):
         return plan_executions(devices, None, "")
-    processes = plan.ranks_per_replica * plan.data_parallel
+    processes = plan.ranks_per_replica * plan.data_parallel * plan.tensor_parallel
     shares = processes_on_this_node(config, processes) if config.engine == "pipeline" else 1
     split = f", 1/{shares} of the cores (one of {shares} stage processes)" if shares > 1 else ""
     measured = next((entry for entry in profile.devices if entry.name == "cpu"), None) if profile else None

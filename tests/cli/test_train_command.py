@@ -166,6 +166,24 @@ def test_bad_data_parallel_or_zero(tmp_path, corpus, capsys, extra, words):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--tensor-parallel", "3"], ["--tensor-parallel 3 must divide the devices (2)"]),
+    (["--devices", "4xcpu:1GiB", "--data-parallel", "2", "--tensor-parallel", "4"],
+     ["--tensor-parallel 4 must divide the devices per replica (4 / 2)"]),
+    (["--model", "gpt-micro", "--devices", "4xcpu:1GiB", "--tensor-parallel", "4"],
+     ["--tensor-parallel 4 must divide the model's heads (6) and width (384)"]),
+    (["--tensor-parallel", "2", "--engine", "local"], ["tensor parallelism", "--engine pipeline"]),
+    (["--tensor-parallel", "0"], ["--tensor-parallel: must be 1 or more, got 0"]),
+])
+def test_bad_tensor_parallel(tmp_path, corpus, capsys, extra, words):
+    try:
+        code = main(tiny_args(corpus, tmp_path / "run", *extra))
+    except SystemExit as exit_:  # refused by the parser's checked type, as argparse does
+        code = exit_.code
+    assert_one_line_error(capsys, code, *words)
+    assert not (tmp_path / "run").exists()
+
+
 def test_replicas_and_zero_come_from_the_plan_unless_given(tmp_path, corpus, capsys):
     from tests.core.training.support import write_hybrid_plan
 

@@ -69,9 +69,23 @@ class RunContext:
         return self.plan.ranks_per_replica
 
     @property
+    def tensor_parallel(self) -> int:
+        """t: the processes (devices) each stage of each replica runs on (the plan's; 1 for plans without it)."""
+        return self.plan.tensor_parallel
+
+    @property
     def num_processes(self) -> int:
-        """d x p: one process per stage (per v chunks, chunked) of every replica."""
-        return self.data_parallel * self.pipeline_ranks
+        """d x p x t: one process per stage (per v chunks, chunked) of every replica, t per stage."""
+        return self.data_parallel * self.pipeline_ranks * self.tensor_parallel
+
+    def device_of_rank(self, rank: int) -> str:
+        """The device process `rank` runs on: its stage's in its replica, or with t > 1 the
+        (rank mod t)-th of that device's tensor-parallel group (core.training.tensor_parallel_run)."""
+        from core.training.tensor_parallel_run import group_of
+
+        group, tp = divmod(rank, self.tensor_parallel)
+        first = self.plan.device_of_rank(group)
+        return first if tp == 0 else group_of([d.name for d in self.config.devices], first, self.tensor_parallel)[tp]
 
     @property
     def schedule_name(self) -> str:

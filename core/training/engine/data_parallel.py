@@ -1,8 +1,10 @@
-"""Data parallelism in the pipeline engine: d replicas x S stages on a 2-D mesh.
+"""Data parallelism in the pipeline engine: d replicas x S stages (x t tensor-parallel
+processes a stage) on one mesh ("dp_replicate", "dp_shard", "pp", "tp").
 
-Process rank = replica * S + stage (core.planning.plan.rank_of): replica r's
-pipeline is ranks r*S .. r*S+S-1 and stage s's data-parallel group is ranks
-s, S+s, ... Every replica is the one-replica pipeline on m/d micro-batches of
+Process rank = (replica * S + stage) * t + tp_rank (core.planning.plan.rank_of; t = 1 without
+tensor parallelism): replica r's pipeline is ranks r*S .. r*S+S-1 and stage s's data-parallel
+group is ranks s, S+s, ... (times t, plus the tp rank). The mesh keeps its size-1 dims (d = 1,
+t = 1), so every run names the same four. Every replica is the one-replica pipeline on m/d micro-batches of
 the global batch; each stage's group synchronises its gradients with FSDP2
 (`fully_shard`), the data parallelism torchtitan composes with pipelining:
 
@@ -42,39 +44,42 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from core.planning.plan import rank_of, replica_and_stage
 from core.training.engine.stages import TIED_COPY, TIED_OWNER
 
-MESH_DIMS = ("dp_replicate", "dp_shard", "pp")
+MESH_DIMS = ("dp_replicate", "dp_shard", "pp", "tp")
 
 
 @dataclass(frozen=True)
 class MeshPosition:
-    """Where one process sits in the d x S grid."""
+    """Where one process sits in the d x S x t grid."""
 
     replica: int
     stage: int
     replicas: int
     stages: int
+    tp: int = 0  # its place in the stage's tensor-parallel group
+    tensor_parallel: int = 1
 
     @classmethod
-    def of_rank(cls, rank: int, replicas: int, stages: int) -> MeshPosition:
-        replica, stage = replica_and_stage(rank, stages)
-        return cls(replica, stage, replicas, stages)
+    def of_rank(cls, rank: int, replicas: int, stages: int, tensor_parallel: int = 1) -> MeshPosition:
+        group, tp = divmod(rank, tensor_parallel)
+        replica, stage = replica_and_stage(group, stages)
+        return cls(replica, stage, replicas, stages, tp, tensor_parallel)
 
     @property
     def world_size(self) -> int:
-        return self.replicas * self.stages
+        return self.replicas * self.stages * self.tensor_parallel
 
-    def rank(self, replica: int, stage: int) -> int:
-        return rank_of(replica, stage, self.stages)
+    def rank(self, replica: int, stage: int, tp: int = 0) -> int:
+        return rank_of(replica, stage, self.stages) * self.tensor_parallel + tp
 
 
 def build_mesh(position: MeshPosition, zero: int) -> DeviceMesh:
-    """The (dp_replicate, dp_shard, pp) mesh: d replicates (zero 0) or d shards (zero >= 1).
+    """The (dp_replicate, dp_shard, pp, tp) mesh: d replicates (zero 0) or d shards (zero >= 1).
 
     Every process calls it (it creates process groups).
     """
     shape = (position.replicas, 1) if zero == 0 else (1, position.replicas)
-    return init_device_mesh("cpu" if dist.get_backend() == "gloo" else "cuda", (*shape, position.stages),
-                            mesh_dim_names=MESH_DIMS)
+    return init_device_mesh("cpu" if dist.get_backend() == "gloo" else "cuda",
+                            (*shape, position.stages, position.tensor_parallel), mesh_dim_names=MESH_DIMS)
 
 
 def data_parallel_group(mesh: DeviceMesh, zero: int) -> Any:

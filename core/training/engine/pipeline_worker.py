@@ -9,7 +9,9 @@ or for a chunked schedule (one replica, S = v * p) rank r runs its v chunks' sta
 plan.stages_of_rank(r), under the multi-stage class (core.training.engine.chunked_pipeline),
 mean loss per micro-batch, gradients scaled by the schedule). With d > 1
 replicas each stage's group synchronises its gradients with FSDP2 (see
-core.training.engine.data_parallel). gloo on CPU, nccl when every stage is a
+core.training.engine.data_parallel). With t > 1 each stage runs on t processes,
+rank (replica * S + stage) * t + tp_rank, its blocks split over them
+(core.training.engine.tensor_parallel). gloo on CPU, nccl when every stage is a
 GPU. Rank 0 writes metrics.jsonl; replica 0 writes each stage's file of a
 checkpoint, and the first process of each host commits that host's checkpoint.
 """
@@ -29,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from core.model.gpt import lm_loss
+from core.planning.front_door import torch_device_of
 from core.planning.plan import replica_and_stage
 from core.planning.schedules import schedule_named
 from core.system.process import exit_with_parent
@@ -56,6 +59,7 @@ from core.training.engine.optim import (
 from core.training.engine.pipeline_launch import THREADS_ENV
 from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
+from core.training.engine.tensor_parallel import parallelize_stage, payload_in_order
 from core.training.engine.timed_stage import TimedStage
 from core.training.metrics import MetricsWriter, format_row
 
@@ -73,18 +77,22 @@ class PipelineEngine:
     def __init__(self, context: RunContext, rank: int, local_rank: int, device: torch.device):
         self.context, self.config, self.rank, self.local_rank = context, context.config, rank, local_rank
         self.num_stages, self.device, self.zero = context.num_stages, device, context.zero
-        self.position = MeshPosition.of_rank(rank, context.data_parallel, context.pipeline_ranks)
+        self.position = MeshPosition.of_rank(rank, context.data_parallel, context.pipeline_ranks,
+                                             context.tensor_parallel)
         self.indices = context.plan.stages_of_rank(self.position.stage)  # [stage], or its chunks' stages
         self.first, self.last = 0 in self.indices, self.num_stages - 1 in self.indices
         self.is_writer = rank == 0
         self.data = context.data()
         # identical init on every rank
         self.modules = build_stages(context, self.indices, [device] * len(self.indices), untie=True)
-        pipeline_group = None  # one replica: the whole world is the pipeline
-        if self.replicated:  # one stage a rank (chunked schedules run one replica: core.training.runner)
+        pipeline_group, tp_sharded = None, None  # one replica, t = 1: the whole world is the pipeline
+        if self.replicated or self.position.tensor_parallel > 1:  # one stage a rank (core.training.runner)
             mesh = build_mesh(self.position, self.zero)  # every rank calls it: it makes the groups
             pipeline_group = mesh["pp"].get_group()
-            shard_stage(self.modules[0], mesh, self.zero)  # parameters become DTensors: before the optimizer
+            if self.position.tensor_parallel > 1:  # the blocks split over the stage's group: before FSDP2
+                tp_sharded = parallelize_stage(self.modules[0], mesh["tp"])
+            if self.replicated:
+                shard_stage(self.modules[0], mesh, self.zero)  # parameters become DTensors: before the optimizer
         pair = tied_pair(context)
         self.tied_group = self._tied_group(pair)
         self.tied = self._tied_parameters(pair)
@@ -94,6 +102,8 @@ class PipelineEngine:
         self.parameters = [p for _, p in named]
         self.norm_parameters = [p for index, module in zip(self.indices, self.modules, strict=True)
                                 for p in norm_parameters(module, pair is not None and index == pair[1])]
+        if tp_sharded is not None and self.position.tp > 0:  # whole on every process: counted by tp rank 0
+            self.norm_parameters = [p for p in self.norm_parameters if self.names.get(id(p)) in tp_sharded]
         self.optimizer = make_optimizer(named, self.config)
         micro_batches = context.replica_micro_batches
         if context.plan.chunks > 1:
@@ -116,14 +126,16 @@ class PipelineEngine:
         return self.position.replicas > 1
 
     def _tied_group(self, pair: tuple[int, int] | None) -> Any:
-        """Each replica's (embedding, head) ranks; every rank makes every group, in one order.
-        None where one rank holds both copies (ZBV's V: stages 0 and S - 1 on rank 0)."""
+        """Each replica's (embedding, head) ranks, per tp rank (both layers are whole on each);
+        every rank makes every group, in one order. None where one rank holds both copies (ZBV's
+        V: stages 0 and S - 1 on rank 0)."""
         owners = [self.context.plan.rank_of_stage(stage) for stage in pair] if pair is not None else []
-        mine = None
-        for replica in range(self.position.replicas) if owners and owners[0] != owners[1] else ():
-            group = dist.new_group([self.position.rank(replica, owner) for owner in owners])
-            if replica == self.position.replica:
-                mine = group
+        position, mine = self.position, None
+        for replica in range(position.replicas) if owners and owners[0] != owners[1] else ():
+            for tp in range(position.tensor_parallel):
+                group = dist.new_group([position.rank(replica, owner, tp) for owner in owners])
+                if (replica, tp) == (position.replica, position.tp):
+                    mine = group
         return mine
 
     def _tied_parameters(self, pair: tuple[int, int] | None) -> list[torch.nn.Parameter]:
@@ -224,13 +236,14 @@ class PipelineEngine:
     def collect(self, stop_requested: bool) -> StepStats:
         """One all-reduce gathers every rank's timings, the loss and the stop vote.
 
-        Per stage: compute is the mean over its replicas, wall time, peak
+        Per stage: compute is the mean over its replicas (and tp ranks), wall time, peak
         memory and sync the largest; losses are the mean over the replicas.
         A chunked schedule's stages (chunks) have their own compute; idle,
         peak memory and sync are their rank's (docs/design.md, "Chunked schedules").
         """
         per_rank = len(_RANK_FIELDS)
         chunk_slots = per_rank * self.position.world_size  # each stage's compute, replicas adding in
+        copies = self.position.replicas * self.position.tensor_parallel  # the processes of a stage
         shared = chunk_slots + self.num_stages  # the first shared slot
         values = [0.0] * (shared + _SHARED_SLOTS)
         measured = self._measured
@@ -242,10 +255,10 @@ class PipelineEngine:
                 "reserved_bytes": float(reading.reserved_bytes) if reading is not None else 0.0}
         values[per_rank * self.rank:per_rank * (self.rank + 1)] = [mine[field] for field in _RANK_FIELDS]
         for index, compute_s in zip(self.indices, measured["chunk_compute_s"], strict=True):
-            values[chunk_slots + index] = compute_s / self.position.replicas
+            values[chunk_slots + index] = compute_s / copies
         if self.last:
-            values[shared + _LOSS] = measured["loss"] / self.position.replicas
-            values[shared + _VAL_LOSS] = (self._val_loss or 0.0) / self.position.replicas
+            values[shared + _LOSS] = measured["loss"] / copies
+            values[shared + _VAL_LOSS] = (self._val_loss or 0.0) / copies
         values[shared + _STOP] = 1.0 if stop_requested else 0.0
         total = self._all_reduce(values)
 
@@ -253,10 +266,10 @@ class PipelineEngine:
         owners = [plan.rank_of_stage(stage) for stage in range(self.num_stages)]
 
         def per_stage(field: str) -> list[list[float]]:
-            """Each stage's values of `field` (its rank's), one per replica."""
-            at = _RANK_FIELDS.index(field)
-            return [[total[per_rank * self.position.rank(r, owner) + at] for r in range(self.position.replicas)]
-                    for owner in owners]
+            """Each stage's values of `field` (its rank's), one per replica and tp rank."""
+            at, position = _RANK_FIELDS.index(field), self.position
+            return [[total[per_rank * position.rank(r, owner, tp) + at] for r in range(position.replicas)
+                     for tp in range(position.tensor_parallel)] for owner in owners]
 
         compute = tuple(total[chunk_slots:shared])
         rank_compute = [sum(group) / len(group) for group in per_stage("compute_s")]  # all of a rank's chunks
@@ -287,14 +300,15 @@ class PipelineEngine:
 
     # --------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int) -> None:
-        checkpoints = self.context.paths.checkpoints
+        checkpoints, t = self.context.paths.checkpoints, self.position.tensor_parallel
         for index, module in zip(self.indices, self.modules, strict=True):  # one file per stage (chunk)
             layout = self.context.layouts[index]
             payload = stage_payload(step, layout, module, self.optimizer)  # every replica: sharded state gathers
-            # A host's ranks are consecutive, so local ranks 0 .. p-1 are the first process of each
-            # pipeline position this host runs: one file per stage per host, and each host's run
+            payload = payload_in_order(payload, t, head_order=False)  # whole, in the model's order, any t
+            # A host's ranks are consecutive, so local ranks 0, t, .. (p-1) t are the first process of
+            # each pipeline position this host runs: one file per stage per host, and each host's run
             # directory holds every stage its processes run (replica 0's on one host).
-            if self.local_rank < self.context.pipeline_ranks:
+            if self.local_rank < self.context.pipeline_ranks * t and self.local_rank % t == 0:
                 ckpt.write_stage_file(ckpt.temp_dir(checkpoints, step), index, payload)
         dist.barrier()
         if self.local_rank == 0:  # one committer per host: its run directory holds its stages
@@ -311,8 +325,10 @@ class PipelineEngine:
             raise RuntimeError(f"stages hold checkpoints of different steps ({int(lowest)} and {int(highest)})")
         if latest is None:
             return 0
-        payloads = [ckpt.load_stage_file(latest, index) for index in self.indices]
-        if self.replicated:  # full tensors, laid out as this rank's (sharded) parameters: one stage a rank
+        t = self.position.tensor_parallel
+        payloads = [payload_in_order(ckpt.load_stage_file(latest, index), t, head_order=True)
+                    for index in self.indices]
+        if self.replicated or t > 1:  # full tensors, laid out as this rank's (sharded) parameters: one stage a rank
             payload, module = payloads[0], self.modules[0]
             named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
             payload["model"], payload["optimizer"]["state"] = shard_payload(
@@ -337,7 +353,8 @@ def _train(run_dir: Path, rank: int) -> int:
     context = RunContext.load(run_dir)
     if world != context.num_processes:
         raise RuntimeError(f"the launch has {world} processes but the plan has {context.data_parallel} x "
-                           f"{context.pipeline_ranks} (replicas x pipeline ranks)")
+                           f"{context.pipeline_ranks} x {context.tensor_parallel} (replicas x pipeline ranks x "
+                           "tensor-parallel)")
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
     apply_default_dtype()  # fp32, or a test's float64
     exit_with_parent(poll_s=0.5, exit_code=1)  # torchrun gone (kill -9): no orphans holding ports
@@ -372,8 +389,7 @@ def _stage_device(context: RunContext, rank: int, local_rank: int) -> torch.devi
     devices = {device for layout in context.layouts for device in layout.torch_devices}
     if len({d.split(":")[0] for d in devices}) > 1:
         raise RuntimeError("the pipeline engine cannot mix CPU and GPU stages; use --engine local")
-    replica, position = replica_and_stage(rank, context.pipeline_ranks)
-    planned = context.layouts[context.plan.stages_of_rank(position)[0]].torch_devices[replica]
+    planned = torch_device_of(context.device_of_rank(rank))
     if planned == "cpu":
         return torch.device("cpu")
     return torch.device(planned if context.config.nnodes == 1 else f"cuda:{local_rank}")
@@ -397,14 +413,13 @@ def _record_error(run_dir: Path, rank: int, error: BaseException) -> None:
 
 def _error_line(run_dir: Path, rank: int, error: BaseException) -> str:
     """The error in one line; running out of memory names the rank's stage, its device and the request."""
-    from core.planning.front_door import torch_device_of
     from core.training.memory_check import is_out_of_memory, out_of_memory_line, stage_label
 
     if not is_out_of_memory(error):
         return f"{type(error).__name__}: {error}"
     try:
         context = RunContext.load(run_dir)
-        replica, position = replica_and_stage(rank, context.pipeline_ranks)
+        replica, position = replica_and_stage(rank // context.tensor_parallel, context.pipeline_ranks)
         stage = context.plan.stages_of_rank(position)[0]
         layout = context.layouts[stage]
         device = (layout.devices or (layout.device,))[replica]

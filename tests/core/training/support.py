@@ -113,6 +113,12 @@ def bare_loop_losses(run_dir: Path, steps: int) -> list[float]:
     """The same training written as a plain nanoGPT loop over the whole model:
     model(x, y), loss / micro_batches, clip_grad_norm_, AdamW. The reference
     the engines must match."""
+    return bare_loop(run_dir, steps)[0]
+
+
+def bare_loop(run_dir: Path, steps: int) -> tuple[list[float], list[float], dict[str, Any]]:
+    """bare_loop_losses's loop: each step's loss and gradient norm (before clipping), and the
+    model's weights after the last step."""
     import torch
 
     from core.training.engine.context import RunContext
@@ -127,7 +133,7 @@ def bare_loop_losses(run_dir: Path, steps: int) -> list[float]:
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=config.learning_rate, betas=(config.beta1, config.beta2))
     data = context.data()
-    result = []
+    result, norms = [], []
     for step in range(1, steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = _cosine_lr(step, config)
@@ -138,10 +144,10 @@ def bare_loop_losses(run_dir: Path, steps: int) -> list[float]:
             loss = model(xs, ys)
             (loss / setup.micro_batches).backward()
             step_losses.append(loss.item())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)))
         optimizer.step()
         result.append(sum(step_losses) / len(step_losses))
-    return result
+    return result, norms, model.state_dict()
 
 
 def _cosine_lr(step: int, config: TrainConfig) -> float:
