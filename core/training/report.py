@@ -259,7 +259,7 @@ def format_report(report: RunReport) -> str:
                  f"measured {_percent(report.measured_bubble)}")
     if report.tensor_parallel > 1:
         lines.append(f"tensor parallel: each stage split over {report.tensor_parallel} devices, named by the "
-                     "first; predicted as planned on that one device")
+                     "first; predicted per device of a group (docs/design.md, \"Tensor parallelism\")")
     if hosted:
         source = next(s.prediction_source for s in report.stages if s.simulated is not None)
         lines.append(f"simulated {', '.join(report.simulated)} ran on the host CPU: predicted ms is for the host, "

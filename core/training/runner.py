@@ -44,7 +44,7 @@ from core.training.run_dir import (
 from core.training.tensor_parallel_run import (
     check_plan_tensor_parallel,
     check_tensor_parallel_run,
-    plan_tensor_parallel_run,
+    cost_given_stages,
 )
 
 if TYPE_CHECKING:
@@ -151,8 +151,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     else:
         corpus = tokenize_for_hf(load_corpus(config.data, config.val_fraction), hf, config.setup.seq_len + 1, emit)
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
-    planned = plan_tensor_parallel_run(lambda leaders: _plan(spec, config, leaders, given), devices,
-                                       config.tensor_parallel)  # t = 1: over every device
+    planned = _plan(spec, config, devices, given)
     check_plan_tensor_parallel(config, planned)
     _check_stages(config, planned)
     _check_memory(config, planned)
@@ -230,12 +229,14 @@ def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:
 
 
 def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], given: Stages | None) -> Plan:
+    """The run's plan: the given stages costed, or the planner's (on groups of t devices a stage
+    where --tensor-parallel is above 1, cost model v3)."""
     from core.planning.front_door import build_problem, plan_model
-    from core.training.plan_file import cost_stages
 
+    setup = replace(config.setup, tensor_parallel=config.tensor_parallel)
     if given is not None:
-        return cost_stages(build_problem(spec, config.setup, devices), given)
-    plan = plan_model(spec, config.setup, devices, "exact").plan
+        return cost_given_stages(build_problem(spec, setup, devices), given, config.tensor_parallel)
+    plan = plan_model(spec, setup, devices, "exact").plan
     if not plan.feasible:
         raise InputError(f"no placement of {spec.name} fits the devices: {plan.reason}")
     return plan

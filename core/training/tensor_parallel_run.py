@@ -1,27 +1,26 @@
-"""A run on tensor-parallel groups (`train --tensor-parallel T`), until the planner chooses t.
+"""A run on tensor-parallel groups (`train --tensor-parallel T`): its plan and the checks before it starts.
 
 The run's devices, in the order given, form groups of t consecutive devices: group g is
-devices[g*t .. g*t + t - 1], and its first device stands for it. `plan_tensor_parallel_run`
-plans the pipeline (stages and replicas) over the groups' first devices as any run is planned,
-then marks the plan tensor-parallel: each stage of each replica runs on the group of the device
-it was planned on, one process per device (core.training.engine.tensor_parallel). The plan's
-times and memory are those of one device per stage (the planner's TP cost model, docs/design.md
-"Tensor parallelism", is what replaces this function). A given --plan with t > 1 names each
-group by its first device in the same way.
+devices[g*t .. g*t + t - 1], and its first device stands for it. The planner prices such a run
+with cost model v3 (docs/design.md, "Tensor parallelism": core.planning.tensor_parallel) and names
+each stage's groups by their first devices; a given --plan with t > 1 names them the same way and
+is costed here on the same t-fold problem. One process runs each device
+(core.training.engine.tensor_parallel).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 
 from core.errors import InputError
 from core.model.config import GPTConfig
 from core.planning.plan import Plan
-from core.planning.problem import Device
+from core.planning.problem import Problem
 from core.planning.schedules import schedule_named
+from core.planning.tensor_parallel import on_real_devices, t_fold_problem
 from core.training.config import TrainConfig
 from core.training.engine.tensor_parallel import tensor_parallel_refusal
+from core.training.plan_file import Stages, cost_stages
 
 
 def group_of(names: Sequence[str], first: str, t: int) -> tuple[str, ...]:
@@ -32,13 +31,20 @@ def group_of(names: Sequence[str], first: str, t: int) -> tuple[str, ...]:
     return tuple(names[start:start + t])
 
 
-def plan_tensor_parallel_run(plan_one: Callable[[tuple[Device, ...]], Plan], devices: Sequence[Device],
-                             t: int) -> Plan:
-    """The run's plan for t devices a stage: `plan_one` plans over each group's first device,
-    and the plan runs each stage on that device's group (t = 1: `plan_one` over every device)."""
-    if t == 1:
-        return plan_one(tuple(devices))
-    return replace(plan_one(tuple(devices[::t])), tensor_parallel=t)
+def cost_given_stages(problem: Problem, stages: Stages, t: int) -> Plan:
+    """A given plan's stages, each replica's group of t named by its first device, costed on the
+    problem's t-fold problem (t = 1: the problem itself) and written back on the real devices.
+
+    Raises:
+        InputError: the stages name a device that leads no group of t, or do not fit.
+    """
+    folded, members = t_fold_problem(problem, t)
+    folded_name = {names[0]: name for name, names in members.items()}
+    unknown = sorted({device for group, _ in stages for device in group} - set(folded_name))
+    if unknown:
+        raise InputError(f"the plan names {', '.join(unknown)}, which leads no tensor-parallel group of {t}")
+    plan = cost_stages(folded, [(tuple(folded_name[device] for device in group), layers) for group, layers in stages])
+    return on_real_devices(plan, members, t, problem)
 
 
 def check_tensor_parallel_run(config: TrainConfig, gpt: GPTConfig | None) -> None:

@@ -33,6 +33,7 @@ from core.training.engine.tensor_parallel import (
 from core.training.launcher import resume_run, start_run, wait_run
 from core.training.metrics import read_metrics
 from core.training.plan_file import read_plan_file
+from core.training.runner import prepare_new_run
 from tests.core.training.support import (
     FLOAT64_AGREEMENT,
     TWO_STAGES,
@@ -235,6 +236,26 @@ def test_fsdp2_replicas_of_a_tensor_parallel_pipeline_train_as_the_unsplit_model
     run_dir = _run(tmp_path, corpus, 3, "8xcpu:1GiB", plan, replicas=2, zero=3)
     assert all(len(row["stage_sync_s"]) == 2 for row in read_metrics(run_dir / "metrics.jsonl"))
     assert_trains_as_the_plain_loop(run_dir, 3)
+
+
+@pytest.mark.slow  # two runs prepared: graphs measured, the corpus read, plans solved
+def test_without_a_plan_the_planner_prices_the_groups(tmp_path, corpus):
+    """train --devices 4xcpu --tensor-parallel 2 with no --plan: the planner's plan (cost model v3) on
+    groups of two, named by their first devices, each device holding about half a block's weights."""
+    config = tiny_config(corpus, engine="pipeline", devices="4xcpu:1GiB")
+
+    def planned(t: int, devices: str):
+        run = prepare_new_run(replace(config, devices=tiny_config(corpus, devices=devices).devices,
+                                      tensor_parallel=t), tmp_path / f"run-{t}", emit=lambda _: None)
+        return run.plan
+
+    split, whole = planned(TP, "4xcpu:1GiB"), planned(1, "2xcpu:1GiB")
+    assert split.tensor_parallel == TP and whole.tensor_parallel == 1
+    assert [stage.device for stage in split.stages] in (["cpu"], ["cpu", "cpu#3"])  # leaders of (cpu, cpu#2), (cpu#3, cpu#4)
+    assert json.loads((tmp_path / f"run-{TP}" / "plan.json").read_text())["tensor_parallel"] == TP
+    # the blocks' weights divide over the group; embedding, head and norms stay whole on each device
+    assert sum(s.params for s in split.stages) == sum(s.params for s in whole.stages)
+    assert sum(s.weight_bytes for s in split.stages) < sum(s.weight_bytes for s in whole.stages)
 
 
 def _gpt_of(run_dir: Path) -> GPTConfig:
