@@ -46,26 +46,32 @@ def plan_json(plan: Plan) -> str:
 
 
 def torchrun_commands(stages: int, nnodes: int, endpoint: str, run_dir: str,
-                      python: str = "python", replicas: int = 1) -> list[NodeCommand]:
-    """One torchrun command per host, the plan's replicas x stages processes split evenly in rank order.
+                      python: str = "python", replicas: int = 1, tensor_parallel: int = 1) -> list[NodeCommand]:
+    """One torchrun command per host, the plan's replicas x stages x t processes split evenly in rank
+    order (rank = (replica x S + stage) x t + tp rank), a tensor-parallel group on one host.
 
     Raises:
-        InputError: no stages, nnodes below 1, processes not a multiple of nnodes, or no endpoint.
+        InputError: no stages, nnodes below 1, processes not a multiple of nnodes (or a group of t
+            split over hosts), or no endpoint.
     """
-    if stages < 1 or replicas < 1:
+    if stages < 1 or replicas < 1 or tensor_parallel < 1:
         raise InputError("the plan has no stages to launch")
-    processes = stages * replicas
-    what = f"{stages} stages" if replicas == 1 else f"{processes} processes ({replicas} replicas x {stages} stages)"
-    if nnodes < 1 or processes % nnodes:
-        raise InputError(f"{what} do not split evenly over {nnodes} hosts: "
-                         f"choose {', '.join(str(n) for n in divisors(processes))} hosts")
+    t = tensor_parallel
+    processes = stages * replicas * t
+    what = f"{stages} stages" if processes == stages else (
+        f"{processes} processes ({replicas} replicas x {stages} stages" + (f" x tensor-parallel {t})" if t > 1 else ")"))
+    fitting = [n for n in divisors(processes) if (processes // n) % t == 0]
+    if nnodes < 1 or processes % nnodes or (processes // nnodes) % t:
+        raise InputError(f"{what} do not split evenly over {nnodes} hosts"
+                         + (f" with each tensor-parallel group of {t} on one host" if t > 1 else "")
+                         + f": choose {', '.join(str(n) for n in fitting)} hosts")
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit():
         raise InputError(f"rendezvous endpoint '{endpoint}' must be HOST:PORT (the address of host 0)")
     per_node = processes // nnodes
     commands = []
     for node in range(nnodes):
-        held = [replica_and_stage(rank, stages) for rank in range(node * per_node, (node + 1) * per_node)]
+        held = [replica_and_stage(rank // t, stages) for rank in range(node * per_node, (node + 1) * per_node)]
         commands.append(NodeCommand(node, tuple(s for _, s in held),
                                     shlex.join(torchrun_command(nnodes, node, per_node, endpoint, run_dir, python)),
                                     tuple(r for r, _ in held) if replicas > 1 else ()))

@@ -90,11 +90,14 @@ class TorchrunDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Run this plan on several hosts")
         plan = current_plan_or_error(state)
-        self.stages, self.replicas = len(plan.stages), max(1, plan.data_parallel)
-        self.processes = self.stages * self.replicas  # one per (replica, stage): rank = replica * S + stage
+        self.stages, self.replicas = plan.ranks_per_replica, max(1, plan.data_parallel)
+        self.tensor_parallel = plan.tensor_parallel
+        # one per (replica, stage, tp rank): rank = (replica x S + stage) x t + tp rank
+        self.processes = self.stages * self.replicas * self.tensor_parallel
         self.nnodes = QSpinBox()
         self.nnodes.setRange(1, self.processes)
-        self.nnodes.setValue(max(n for n in divisors(self.processes) if n <= 2))
+        self.nnodes.setValue(max(n for n in divisors(self.processes)
+                                 if n <= 2 and (self.processes // n) % self.tensor_parallel == 0))
         self.endpoint = QLineEdit("node0:29500")
         self.run_dir = QLineEdit(f"runs/{state.spec.name if state.spec else 'run'}")
         self.text = QPlainTextEdit()
@@ -125,7 +128,8 @@ class TorchrunDialog(QDialog):
     def _update_text(self) -> None:
         try:
             nodes = torchrun_commands(self.stages, self.nnodes.value(), self.endpoint.text().strip(),
-                                      self.run_dir.text().strip() or "runs/run", replicas=self.replicas)
+                                      self.run_dir.text().strip() or "runs/run", replicas=self.replicas,
+                                      tensor_parallel=self.tensor_parallel)
         except InputError as error:
             self.text.setPlainText("")
             self.note.setText(str(error))
@@ -134,8 +138,10 @@ class TorchrunDialog(QDialog):
         for node in nodes:
             lines += [f"# host {node.node_rank}: {held_text(node.processes, self.replicas)}", node.command, ""]
         self.text.setPlainText("\n".join(lines).rstrip() + "\n")
-        shape = (f"{self.stages} stages" if self.replicas == 1 else
-                 f"{self.replicas} replicas × {self.stages} stages = {self.processes} processes")
+        shape = (f"{self.stages} stages" if self.processes == self.stages else
+                 f"{self.replicas} replicas × {self.stages} stages"
+                 + (f" × tensor-parallel {self.tensor_parallel}" if self.tensor_parallel > 1 else "")
+                 + f" = {self.processes} processes")
         self.note.setText(f"{shape} over {len(nodes)} host(s). Each host's run directory must hold "
                           "the run's config and this plan (main.py train prepares it); host R must always "
                           "run the same stages, as their checkpoints live there.")

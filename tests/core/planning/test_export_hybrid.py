@@ -17,3 +17,13 @@ def test_torchrun_covers_every_replica_and_stage():
 def test_processes_must_split_over_the_hosts():
     with pytest.raises(InputError, match="6 processes \\(2 replicas x 3 stages\\) do not split evenly over 4 hosts"):
         torchrun_commands(stages=3, nnodes=4, endpoint="h:1", run_dir="r", replicas=2)
+
+
+def test_tensor_parallel_groups_run_whole_on_one_host():
+    """2 replicas x 2 stages x t = 2: 8 processes, rank = (replica x 2 + stage) x 2 + tp rank."""
+    nodes = torchrun_commands(stages=2, nnodes=2, endpoint="h:1", run_dir="r", replicas=2, tensor_parallel=2)
+    assert [node.processes for node in nodes] == [((0, 0), (0, 0), (0, 1), (0, 1)), ((1, 0), (1, 0), (1, 1), (1, 1))]
+    assert all("--nproc-per-node 4" in node.command for node in nodes)
+    # 1 replica x 1 stage x t = 4 over 2 hosts would split the group
+    with pytest.raises(InputError, match="with each tensor-parallel group of 4 on one host: choose 1 hosts"):
+        torchrun_commands(stages=1, nnodes=2, endpoint="h:1", run_dir="r", tensor_parallel=4)
