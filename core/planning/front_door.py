@@ -36,7 +36,7 @@ from core.planning.finetune import FINETUNE_METHODS, FineTune
 from core.planning.global_batch import choose_micro_batch, scaled_problem, speeds_at
 from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_run_note
 from core.planning.plan import INFEASIBLE, Plan, StageCost
-from core.planning.problem import AUTO, MODES, SCHEDULES, Device, Problem
+from core.planning.problem import AUTO, MODES, SCHEDULES, TENSOR_PARALLEL_SIZES, Device, Problem
 from core.planning.problem_format import load_problem
 from core.planning.schedule_choice import best_schedule, schedule_options
 from core.planning.schedules import RUNNABLE_SCHEDULES, micro_batches_per_replica
@@ -70,7 +70,7 @@ __all__ = [
     "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
     # setup, problem and plan
     "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "RUNNABLE_SCHEDULES",
-    "SCHEDULES", "Device", "Plan", "Problem", "StageCost", "TrainingSetup", "load_problem",
+    "SCHEDULES", "TENSOR_PARALLEL_SIZES", "Device", "Plan", "Problem", "StageCost", "TrainingSetup", "load_problem",
     "micro_batches_per_replica", "stage_frozen_bytes",
     # solvers and what they compare
     "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",

@@ -34,6 +34,7 @@ from core.planning.front_door import (
     OPTIMIZERS,
     PRECISIONS,
     RUNNABLE_SCHEDULES,
+    TENSOR_PARALLEL_SIZES,
     GPTSize,
     ModelChoice,
     hf_preset_names,
@@ -167,6 +168,11 @@ class ModelPanel(QWidget):
             "Replicas of the pipeline: every stage runs on a group of this many devices, each replica\n"
             "takes micro-batches / replicas of the batch, and each group syncs its gradients at the end\n"
             "of the step. auto: the planner picks the fastest among the divisors of the micro-batches.")
+        boxes["tensor_parallel"] = _combo([(str(t), t) for t in (*TENSOR_PARALLEL_SIZES, "auto")])
+        boxes["tensor_parallel"].setToolTip(
+            "Tensor parallelism: every stage of a replica runs on t devices of one kind in a row, each\n"
+            "holding 1/t of a block's weights and work, with two all-reduces per block each way\n"
+            "(docs/design.md, \"Tensor parallelism\"). auto: the planner picks the fastest t.")
         boxes["zero"] = _combo([(label, stage) for stage, label in ZERO_LABELS.items()])
         boxes["zero"].setToolTip(
             "How the replicas of a stage share its state (ZeRO / FSDP): 0 every replica holds all of it;\n"
@@ -180,7 +186,7 @@ class ModelPanel(QWidget):
         labels = {"mode": "Mode", "precision": "Precision", "optimizer": "Optimizer",
                   "micro_batch_size": "Micro-batch size", "seq_len": "Sequence length",
                   "micro_batches": "Micro-batches", "schedule": "Schedule", "data_parallel": "Data parallel",
-                  "zero": "ZeRO stage"}
+                  "tensor_parallel": "Tensor parallel", "zero": "ZeRO stage"}
         for key, label in labels.items():
             form.addRow(label, self.setup_boxes[key])
         form.addRow(self.setup_boxes["recompute"])

@@ -346,7 +346,8 @@ class BudgetBarsPanel(QWidget):
     def _update_plan(self) -> None:
         """Each device shows its stage's memory; every device of a group holds its stage's share."""
         plan = self.state.shown_plan
-        placed = stage_of_device(plan)
+        problem = self.state.problem
+        placed = stage_of_device(plan, [device.name for device in problem.devices] if problem is not None else ())
         self._show_legend(plan is not None and any(stage.frozen_bytes or stage.scratch_bytes
                                                    for stage in plan.stages))
         for name, bar in self._bars.items():

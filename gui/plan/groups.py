@@ -9,6 +9,8 @@ are distinct.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from core.devices.inventory import base_name
 from core.planning import front_door as planning
 from core.planning.front_door import Plan, StageCost
@@ -44,12 +46,19 @@ def micro_batches_per_replica(plan: Plan) -> int:
     return max(1, planning.micro_batches_per_replica(plan.micro_batches, replicas(plan)))
 
 
-def stage_of_device(plan: Plan | None) -> dict[str, tuple[int, int, StageCost]]:
-    """Device name -> (stage index, replica index, stage): every device of every group."""
+def stage_of_device(plan: Plan | None, device_order: Sequence[str] = ()) -> dict[str, tuple[int, int, StageCost]]:
+    """Device name -> (stage index, replica index, stage): every device of every group, and with
+    tensor parallelism every device of each replica's group of t (the device a plan names and the
+    t - 1 after it in `device_order`, the planned devices' order: docs/design.md, "Tensor parallelism")."""
     if plan is None:
         return {}
-    return {device: (s, r, stage) for s, stage in enumerate(plan.stages)
-            for r, device in enumerate(stage.devices)}
+    t, order = plan.tensor_parallel, list(device_order)
+
+    def members(first: str) -> list[str]:
+        return order[order.index(first):order.index(first) + t] if t > 1 and first in order else [first]
+
+    return {member: (s, r, stage) for s, stage in enumerate(plan.stages)
+            for r, device in enumerate(stage.devices) for member in members(device)}
 
 
 def sync_s(plan: Plan) -> float:
@@ -61,6 +70,8 @@ def shape_text(plan: Plan) -> str:
     """'3 stages' for a pipeline; '2 replicas × 3 stages · ZeRO 1 · sync 1.2 ms' for a hybrid."""
     count = len(plan.stages)
     stages = f"{count} stage{'s' if count != 1 else ''}"
+    if plan.tensor_parallel > 1:
+        stages += f" × tensor-parallel {plan.tensor_parallel}"
     d = replicas(plan)
     if d == 1 and plan.zero == 0:
         return stages

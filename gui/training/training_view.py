@@ -149,7 +149,8 @@ class TrainingView(CurvesView):
             devices = run_devices(self.state.included_devices, plan, self.state.setup.precision,
                                   self.state.host_peak_tflops)
             config = train_config(self.state.model, self.state.setup, devices, self.steps_box.value(),
-                                  str(self.engine_box.currentData()), self.data_picker.data)
+                                  str(self.engine_box.currentData()), self.data_picker.data,
+                                  tensor_parallel=plan.tensor_parallel)
         except InputError as error:
             return self._say(str(error), error=True)
         start = Call(start_run, (config, self.runs_dir / name, plan), takes_emit=True)

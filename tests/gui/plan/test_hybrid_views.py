@@ -182,3 +182,22 @@ def test_group_labels_stay_short() -> None:
     assert devices_label(("RTX4090", "RTX4090#2")) == "RTX4090 + RTX4090#2"
     assert devices_label(("A100-80GB", "A100-80GB#2", "A100-80GB#3", "A100-80GB#4")) == "4 × A100-80GB"
     assert devices_label(tuple(f"cuda:{i}" for i in range(8))) == "cuda:0 + … + cuda:7 (8)"
+
+
+def test_choosing_tensor_parallel_plans_groups_of_t_and_fills_every_bar(qtbot, make_window) -> None:
+    """Tensor parallel 2 on two A100s and two 4090s: each stage runs on a pair (named by its first
+    device), every device of a pair shows its stage's memory, and the stages say tensor-parallel 2."""
+    window = make_window(small_project(DEVICES, model="gpt2-small"))
+    state, box = window.state, window.model_panel.setup_boxes["tensor_parallel"]
+    box.setCurrentIndex(box.findData(2))
+    qtbot.waitUntil(lambda: state.plan is not None and state.plan.tensor_parallel == 2, timeout=30_000)
+    plan = state.plan
+    assert state.setup.tensor_parallel == 2 and plan.feasible
+    assert {stage.device for stage in plan.stages} <= {"A100-80GB", "RTX4090"}  # the pairs' first devices
+    for stage in plan.stages:
+        partner = {"A100-80GB": "A100-80GB#2", "RTX4090": "RTX4090#2"}[stage.device]
+        for device in (stage.device, partner):
+            assert window.budget_bars.bar(device).filled_bytes == pytest.approx(stage.memory_bytes)
+    from gui.plan.groups import shape_text
+
+    assert "× tensor-parallel 2" in shape_text(plan) and shape_text(plan) in window.status_text.text()
