@@ -63,14 +63,15 @@ def read_holder_memory(plan: Plan) -> HolderMemory:
 
 def memory_shortfall(plan: Plan, holders: HolderMemory) -> str | None:
     """One line naming the first stage that does not fit its holder, its device and the shortfall;
-    None when every stage fits (or the plan has none)."""
+    None when every stage fits (or the plan has none). With tensor parallelism each device a plan
+    names leads a group of t processes that hold the stage's figure each (on the host, all t count)."""
     count = len(plan.stages)
     host_total = 0.0
     for number, stage in enumerate(plan.stages, start=1):
         for device in stage.devices:
             holder = torch_device_of(device)
             if holder == HOST:
-                host_total += stage.memory_bytes
+                host_total += stage.memory_bytes * plan.tensor_parallel
                 if host_total > holders.host_available_bytes:
                     return _host_line(number, count, stage, device, host_total, holders.host_available_bytes)
                 continue

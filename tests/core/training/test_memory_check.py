@@ -45,6 +45,15 @@ def test_the_host_itself_and_every_replica_count():
     assert "12.00 GiB with the stages before it" in line and "2.00 GiB short" in line
 
 
+def test_every_process_of_a_tensor_parallel_group_counts_on_the_host():
+    from dataclasses import replace
+
+    pairs = replace(plan(stage(["cpu"], 3), stage(["cpu#3"], 3)), tensor_parallel=2)  # (cpu, cpu#2), (cpu#3, cpu#4)
+    assert memory_shortfall(pairs, HolderMemory(host_available_bytes=13 * GIB)) is None
+    line = memory_shortfall(pairs, HolderMemory(host_available_bytes=10 * GIB))
+    assert line is not None and "12.00 GiB with the stages before it" in line and "2.00 GiB short" in line
+
+
 def test_a_real_gpu_is_checked_against_its_free_memory_and_an_unknown_one_is_not():
     gpus = plan(stage(["cuda:0"], 30), stage(["cuda:1"], 30))
     holders = HolderMemory(host_available_bytes=GIB, gpu_free_bytes={"cuda:0": 40 * GIB, "cuda:1": 20 * GIB})
