@@ -54,8 +54,13 @@ def solve_chunked(problem: Problem) -> Plan:
     sums = ChainSums(problem)
     every = all_placements(problem, schedule)
     exhaustive = every is not None
-    candidates = every if every is not None else [
-        _improved(problem, schedule, start, sums) for start in _starts(problem, schedule)]
+    visited: dict[ChunkedPlacement, None] = {}  # every placement the search priced, in order
+    for start in ([] if exhaustive else _starts(problem, schedule)):
+        _improved(problem, schedule, start, sums, visited)
+    if not exhaustive and all(rank_costs(problem, schedule, pl, sums).over_bytes > 0 for pl in visited):
+        for start in _one_f_one_b_shaped(problem, schedule):  # memory binds: starts that fit more
+            _improved(problem, schedule, start, sums, visited)
+    candidates = every if every is not None else list(visited)
     ranked = sorted(candidates, key=lambda pl: _score(problem, schedule, pl, sums))
     elapsed = time.perf_counter() - started
     solver = "exact" if exhaustive else "chunked-search"
@@ -143,7 +148,41 @@ def _starts(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedPlacemen
     orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].budget_bytes)))
     orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].tflops)))
     unique = list(dict.fromkeys(order for order in orders if len(order) >= 2))
-    return [_proportional(problem, schedule, ranks, v) for ranks, v in _shapes(problem, schedule, unique)]
+    starts = [_proportional(problem, schedule, ranks, v) for ranks, v in _shapes(problem, schedule, unique)]
+    return starts
+
+
+def _one_f_one_b_shaped(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedPlacement]:
+    """Starts shaped like a 1F1B plan: the earlier laps one layer a block (early chunks hold the most
+    micro-batches, so where activations bind they are best small), the last lap cut and ordered by
+    the exact 1F1B solver over the remaining layers, on as many devices as the 1F1B optimum, each
+    budget less what p micro-batches of its largest early blocks hold (about what an early chunk
+    holds; docs/design.md, "Chunked schedules")."""
+    from core.planning.exact import solve_exact
+
+    layers, setup, n = problem.layers, problem.setup, len(problem.layers)
+    p = len(exact_1f1b(replace(problem, setup=replace(setup, schedule="1f1b"))).stages)
+    names = {device.name: index for index, device in enumerate(problem.devices)}
+    starts: list[ChunkedPlacement] = []
+    for v in schedule.chunk_counts(min(MAX_CHUNKS, n // p)) if p >= 2 else ():
+        early = (v - 1) * p
+        if schedule.refusal(p, v, setup.micro_batches) or n - early < p:
+            continue
+        blocks = sorted((setup.bytes_per_param * layer.params + p * layer.activation_bytes
+                         for layer in layers[:early]), reverse=True)
+        reserve = int(sum(blocks[:v - 1]))
+        devices = tuple(replace(device, budget_bytes=max(1, device.budget_bytes - reserve))
+                        for device in problem.devices)
+        plan = solve_exact(replace(problem, layers=layers[early:], devices=devices,
+                                   setup=replace(setup, schedule="1f1b")))
+        if not plan.feasible or len(plan.stages) != p:
+            continue
+        ranks = [0] * p
+        for j, stage in enumerate(plan.stages):
+            ranks[schedule.rank_of_stage(early + j, p)] = names[stage.device]
+        cuts = itertools.accumulate(len(stage.layer_indices) for stage in plan.stages[:-1])
+        starts.append(ChunkedPlacement(tuple(ranks), v, (*range(early + 1), *(early + c for c in cuts), n)))
+    return starts
 
 
 @functools.lru_cache(maxsize=4)
@@ -176,9 +215,11 @@ def _proportional(problem: Problem, schedule: ChunkedSchedule, ranks: tuple[int,
 
 
 def _improved(problem: Problem, schedule: ChunkedSchedule, start: ChunkedPlacement,
-              sums: ChainSums) -> ChunkedPlacement:
-    """Move one cut at a time by up to two layers while the (overflow, step time) score falls."""
+              sums: ChainSums, visited: dict[ChunkedPlacement, None]) -> ChunkedPlacement:
+    """Move one cut at a time by up to two layers while the (overflow, step time) score falls;
+    every placement priced on the way joins `visited` (the complete memory model's candidates)."""
     best, score = start, _score(problem, schedule, start, sums)
+    visited[start] = None
     improved = True
     while improved:
         improved = False
@@ -188,6 +229,7 @@ def _improved(problem: Problem, schedule: ChunkedSchedule, start: ChunkedPlaceme
             if not bounds[cut - 1] < bounds[cut] < bounds[cut + 1]:
                 continue
             candidate = replace(best, bounds=tuple(bounds))
+            visited[candidate] = None
             candidate_score = _score(problem, schedule, candidate, sums)
             if candidate_score < score:
                 best, score, improved = candidate, candidate_score, True

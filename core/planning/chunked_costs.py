@@ -4,9 +4,10 @@ Block b (pipeline position) runs on rank schedule.rank_of_stage(b, p): looped
 (b mod p) for interleaved schedules, a V for ZBV and DualPipeV. A rank's time per
 micro-batch t_r sums its blocks' compute (k * F / speed) and sends (none where the
 next block is on the same rank); its weight-gradient share is F / speed (zero with
-frozen weights); its memory is its parameters' state plus the schedule's peak of
-(micro-batch, chunk) activations times the mean activations of its chunks
-(docs/design.md, "Chunked schedules"); tied tensors count once per rank. Shared by the chunked solver's search and
+frozen weights); its memory is its parameters' state plus the peak over torch's
+order of sum_c n_c A_c, n_c the micro-batches chunk c holds at a moment and A_c
+its activation bytes (core.planning.chunk_inflight; docs/design.md, "Chunked
+schedules"); tied tensors count once per rank. Shared by the chunked solver's search and
 the plan it returns, so what is searched is what is reported.
 """
 
@@ -16,6 +17,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from core.planning.chunk_inflight import peak_bytes
 from core.planning.costs import (
     comm_factor,
     evaluate_placement,
@@ -99,7 +101,7 @@ def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPl
     time = [0.0] * p
     weight_grad = [0.0] * p
     blocks: list[list[range]] = [[] for _ in range(p)]
-    acts = [0.0] * p
+    acts = [[0.0] * v for _ in range(p)]  # per rank, per chunk: activation bytes of one micro-batch
     for b, block in enumerate(placement.blocks()):
         r = schedule.rank_of_stage(b, p)
         device = devices[owner[b]]
@@ -112,9 +114,9 @@ def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPl
             link = min(device.bandwidth_gbps, devices[owner[b + 1]].bandwidth_gbps)
             time[r] += send_time_s(c, layers[block[-1]].output_bytes, link)
         blocks[r].append(block)
-        acts[r] += sums.acts[block.stop] - sums.acts[block.start]
+        acts[r][b // p] += sums.acts[block.stop] - sums.acts[block.start]  # chunk b // p of its rank
     memory = tuple(setup.bytes_per_param * sums.rank_params(blocks[r])
-                   + schedule.peak_chunk_activations(m, p, v, r) / v * acts[r] for r in range(p))
+                   + peak_bytes(schedule.held(m, p, v, r), acts[r])[0] for r in range(p))
     fill = [schedule.fill_time_s(time[r], weight_grad[r]) for r in range(p)]
     return RankCosts(tuple(time), tuple(fill), memory, tuple(devices[d].budget_bytes for d in placement.ranks),
                      schedule.chunked_step_time_s(time, fill, m, v))
@@ -124,8 +126,9 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
                  status: str, solve_time_s: float = 0.0, gap: float | None = None) -> Plan:
     """The Plan of a chunked placement: one StageCost per block (chunk), in pipeline order.
 
-    Each chunk's memory holds its own parameters' state and its share of the
-    rank's peak activations; its `budget_bytes` is the device's budget less its
+    Each chunk's memory holds its own parameters' state, its buffers and the
+    activations of the micro-batches it holds at its rank's peak moment; a
+    device's working memory is held once, by its chunk with the largest; its `budget_bytes` is the device's budget less its
     other chunks' memory, so a chunk is over budget exactly where its device is.
     """
     owner = block_devices(schedule, placement)
@@ -133,15 +136,17 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
     single = replace(problem, setup=replace(problem.setup, schedule="1f1b"))
     costs = evaluate_placement(single, [(d, list(block)) for d, block in zip(owner, blocks)])
     p, v, m = len(placement.ranks), placement.chunks, problem.setup.micro_batches
+    chunk_acts = [float(sum(problem.layers[i].activation_bytes for i in block)) for block in blocks]
+    peaks = [peak_bytes(schedule.held(m, p, v, r), [chunk_acts[schedule.stage_of_chunk(r, c, p)] for c in range(v)])[1]
+             for r in range(p)]  # each rank's counts per chunk at its peak moment
     stages = []
     for b, stage in enumerate(costs):
-        r = schedule.rank_of_stage(b, p)
-        peak = schedule.peak_chunk_activations(m, p, v, r)
+        held = peaks[schedule.rank_of_stage(b, p)][b // p]
         same_next = b + 1 < len(owner) and owner[b + 1] == owner[b]
-        acts = sum(problem.layers[i].activation_bytes for i in blocks[b])
         stages.append(replace(stage, comm_s=0.0 if same_next else stage.comm_s,
-                              inflight_micro_batches=-(-peak // v), activation_bytes=peak / v * acts))
-    stages = _with_device_budgets(stages, owner, [problem.devices[d].budget_bytes for d in owner])
+                              inflight_micro_batches=held, activation_bytes=held * chunk_acts[b]))
+    stages = _with_device_budgets(_working_memory_once(stages, owner), owner,
+                                  [problem.devices[d].budget_bytes for d in owner])
     ranks = rank_costs(problem, schedule, placement)
     # The search ranks placements on a rank's weights and in-flight activations; the answer must also
     # fit under the complete memory model (docs/design.md), each chunk a stage with its own working
@@ -154,6 +159,17 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
                 if over else None,
                 tokens_per_micro_batch=problem.setup.tokens_per_micro_batch,
                 schedule=schedule.name, chunks=v)
+
+
+def _working_memory_once(stages: Sequence[StageCost], owner: Sequence[int]) -> list[StageCost]:
+    """A device runs one action at a time, so its working memory (a layer's transient) is held once:
+    by its chunk with the largest, the others' set to none."""
+    largest: dict[int, int] = {}
+    for b, device in enumerate(owner):
+        if device not in largest or stages[b].transient_bytes > stages[largest[device]].transient_bytes:
+            largest[device] = b
+    return [stage if largest[device] == b else replace(stage, transient_bytes=0.0)
+            for b, (stage, device) in enumerate(zip(stages, owner))]
 
 
 def _with_device_budgets(stages: Sequence[StageCost], owner: Sequence[int], budgets: Sequence[int]

@@ -26,6 +26,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from core.planning.chunk_inflight import looped_held, v_shape_held
+
 
 def micro_batches_per_replica(micro_batches: int, replicas: int) -> int:
     """m' = m / d: the micro-batches each data-parallel replica runs per step."""
@@ -189,8 +191,13 @@ class ChunkedSchedule(Schedule):
                 + max(sync_s, default=0.0))
 
     @abstractmethod
+    def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
+        """Micro-batches rank `rank` holds per chunk at the moments that can be its peak
+        (core.planning.chunk_inflight, torch's order)."""
+
     def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
         """The most (micro-batch, chunk) activations rank `rank` holds at once (torch's order)."""
+        return max(sum(counts) for counts in self.held(per_replica, ranks, chunks, rank))
 
 
 class Interleaved1F1B(ChunkedSchedule):
@@ -198,8 +205,8 @@ class Interleaved1F1B(ChunkedSchedule):
 
     name, label, torch_class_name = "interleaved", "Interleaved 1F1B", "ScheduleInterleaved1F1B"
 
-    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
-        return min(per_replica * chunks, (chunks - 1) * ranks + 2 * (ranks - 1 - rank) + 1)
+    def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
+        return looped_held(ranks, per_replica, chunks, rank, zero_bubble=False)
 
 
 class LoopedBFS(ChunkedSchedule):
@@ -207,8 +214,8 @@ class LoopedBFS(ChunkedSchedule):
 
     name, label, torch_class_name = "looped-bfs", "Looped BFS", "ScheduleLoopedBFS"
 
-    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
-        return per_replica * chunks
+    def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
+        return ((per_replica,) * chunks,)
 
     def refusal(self, ranks: int, chunks: int, per_replica: int) -> str | None:
         return None
@@ -220,8 +227,8 @@ class InterleavedZeroBubble(ChunkedSchedule):
     name, label, torch_class_name = "zb1p", "Interleaved zero bubble (ZB1P)", "ScheduleInterleavedZeroBubble"
     zero_bubble = True
 
-    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
-        return min(per_replica * chunks, ranks * chunks)
+    def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
+        return looped_held(ranks, per_replica, chunks, rank, zero_bubble=True)
 
 
 class ZBVZeroBubble(ChunkedSchedule):
@@ -230,8 +237,8 @@ class ZBVZeroBubble(ChunkedSchedule):
     name, label, torch_class_name = "zbv", "Zero bubble V (ZBV)", "ScheduleZBVZeroBubble"
     zero_bubble, v_shape, fixed_chunks = True, True, 2
 
-    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
-        return min(per_replica, ranks) * chunks
+    def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
+        return v_shape_held(ranks, per_replica, rank, dual=False)
 
     def refusal(self, ranks: int, chunks: int, per_replica: int) -> str | None:
         if chunks != 2:
@@ -245,8 +252,8 @@ class DualPipeV(ChunkedSchedule):
     name, label, torch_class_name = "dualpipev", "DualPipeV", "ScheduleDualPipeV"
     zero_bubble, v_shape, fixed_chunks = True, True, 2
 
-    def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
-        return min(per_replica * chunks, 2 * ranks + 1)
+    def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
+        return v_shape_held(ranks, per_replica, rank, dual=True)
 
     def least_micro_batches_per_replica(self, stages: int) -> int:
         return stages  # torch: at least as many micro-batches as virtual stages (2p)

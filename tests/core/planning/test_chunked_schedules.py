@@ -13,8 +13,14 @@ import random
 import pytest
 from torch.distributed.pipelining._utils import generate_stage_to_rank_mapping
 
+from core.planning.chunk_inflight import peak_bytes
 from core.planning.schedules import SCHEDULES, ChunkedSchedule
-from tests.core.planning.torch_schedule_sim import simulate, torch_ops, torch_unit_span
+from tests.core.planning.torch_schedule_sim import (
+    peak_held_bytes,
+    simulate,
+    torch_ops,
+    torch_unit_span,
+)
 
 CHUNKED = [name for name, schedule in SCHEDULES.items() if schedule.chunked]
 
@@ -55,6 +61,26 @@ def test_equal_chunks_step_time_and_peak_activations(name, weight_s):
         if weight_s:
             assert sim.peak_chunk_activations == tuple(
                 schedule.peak_chunk_activations(m, p, v, r) for r in range(p)), (p, m, v)
+
+
+@pytest.mark.slow  # about a second each: torch builds every order of the grid
+@pytest.mark.parametrize("name", CHUNKED)
+def test_unequal_chunks_peak_activations_are_torchs(name):
+    """A rank's chunks of different sizes: its peak bytes (the model's held counts per chunk)
+    equal a walk of torch's own order, m' from 1 (capped warm-ups) to past 4p."""
+    rng = random.Random(f"held-{name}")
+    schedule = SCHEDULES[name]
+    assert isinstance(schedule, ChunkedSchedule)
+    for p in (2, 3, 4):
+        for m in sorted({1, p - 1, p, p + 1, 2 * p, 3 * p + 1, 4 * p + 2} - {0}):
+            for v in schedule.chunk_counts(3):
+                if schedule.refusal(p, v, m) is not None or (name == "dualpipev" and m < 2 * p):
+                    continue
+                stage_bytes = [float(rng.randint(1, 9)) for _ in range(p * v)]
+                torch_peaks = peak_held_bytes(name, p, m, v, stage_bytes)
+                for r in range(p):
+                    chunk_bytes = [stage_bytes[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
+                    assert peak_bytes(schedule.held(m, p, v, r), chunk_bytes)[0] == torch_peaks[r], (p, m, v, r)
 
 
 @pytest.mark.parametrize("name", CHUNKED)

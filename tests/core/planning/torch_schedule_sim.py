@@ -4,13 +4,42 @@ the oracles of the chunked cost model."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+from collections.abc import Sequence
+from typing import Any
 
 from torch.distributed.pipelining._schedule_visualizer import add_schedule_op_spacing
 
 from core.planning.torch_order import TORCH_NAMES, Simulated, simulate, torch_ops
 
-__all__ = ["TORCH_NAMES", "Simulated", "simulate", "torch_ops", "torch_unit_span"]
+__all__ = ["TORCH_NAMES", "Simulated", "peak_held_bytes", "simulate", "torch_ops", "torch_unit_span"]
+
+
+@functools.lru_cache(maxsize=256)
+def _ops(name: str, ranks: int, micro_batches: int, chunks: int) -> list[list[Any]]:
+    return torch_ops(name, ranks, micro_batches, chunks)
+
+
+def peak_held_bytes(name: str, ranks: int, micro_batches: int, chunks: int,
+                    stage_bytes: Sequence[float]) -> list[float]:
+    """Per rank, the most activation bytes it holds at once walking torch's own order: a forward
+    adds its stage's bytes, a full or weight backward frees them (stage_bytes indexed by stage)."""
+    from torch.distributed.pipelining.schedules import _ComputationType
+
+    frees = (_ComputationType.FULL_BACKWARD, _ComputationType.BACKWARD_WEIGHT)
+    peaks = []
+    for rank in _ops(name, ranks, micro_batches, chunks):
+        held = peak = 0.0
+        for action in rank:
+            for part in action.sub_actions or (action,):
+                if part.computation_type == _ComputationType.FORWARD:
+                    held += stage_bytes[part.stage_index]
+                    peak = max(peak, held)
+                elif part.computation_type in frees:
+                    held -= stage_bytes[part.stage_index]
+        peaks.append(peak)
+    return peaks
 
 
 def torch_unit_span(name: str, ranks: int, micro_batches: int, chunks: int) -> int:
