@@ -39,7 +39,10 @@ def test_a_zbv_plan_draws_each_device_s_two_chunks_in_torch_s_order(qtbot, make_
     assert ticks[0].endswith("stages 0, 3") and ticks[1].endswith("stages 1, 2")  # the V
     window.resize(2400, 900)  # wide enough for labels on the head's blocks
     window.show()
-    qtbot.wait(200)  # the axes settle their widths on the first paints
-    labelled = [label.textItem.toPlainText() for label in timeline.labels]  # where a label fits
-    assert "F3.0" in labelled and "W3.3" in labelled  # the head's chunk on the first device
+
+
+    def labelled() -> list[str]:  # where a label fits, once the axes settled their widths on the first paints
+        return [label.textItem.toPlainText() for label in timeline.labels]
+
+    qtbot.waitUntil(lambda: "F3.0" in labelled() and "W3.3" in labelled(), timeout=10_000)  # the head's chunk
     window.plan_view.timeline_stack.grab().save("/tmp/sched2_zbv_timeline.png")
