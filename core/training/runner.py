@@ -126,7 +126,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         profile = load_profile(profile_path)
         devices = apply_profile(devices, profile)
         config = replace(config, devices=devices)  # the run records the speeds it was planned with
-    check_tensor_parallel_run(config, trainable_model(config, 256)[1] if hf is None else None)
+    check_tensor_parallel_run(config, trainable_model(config, 256)[1] if hf is None else hf)
     leaders = [d.name for d in devices][::config.tensor_parallel]  # a group is named by its first device
     given = plan_stages(plan, names, leaders) if plan is not None else None
     _check_launch(config, len(given) * len(given[0][0]) * config.tensor_parallel if given is not None else None)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from core.errors import InputError
 from core.model.config import GPTConfig
+from core.model.hf_source import HFModelSource
 from core.planning.plan import Plan
 from core.planning.problem import Problem
 from core.planning.schedules import schedule_named
@@ -47,9 +48,10 @@ def cost_given_stages(problem: Problem, stages: Stages, t: int) -> Plan:
     return on_real_devices(plan, members, t, problem)
 
 
-def check_tensor_parallel_run(config: TrainConfig, gpt: GPTConfig | None) -> None:
-    """A run of t > 1 is one the engine can split: the built-in GPT (`gpt`; None for an HF model)
-    with heads and width divisible by t, whole-model training under 1F1B or GPipe on the pipeline
+def check_tensor_parallel_run(config: TrainConfig, model: GPTConfig | HFModelSource) -> None:
+    """A run of t > 1 is one the engine can split: the built-in GPT with heads and width divisible
+    by t, or an HF model whose transformers tensor-parallel plan the engine runs
+    (core.training.engine.hf_tensor_parallel), whole-model training under 1F1B or GPipe on the pipeline
     engine, and devices that divide into groups of t for every replica.
 
     Raises:
@@ -65,7 +67,7 @@ def check_tensor_parallel_run(config: TrainConfig, gpt: GPTConfig | None) -> Non
                          f"{t * replicas} devices or another --tensor-parallel")
     if config.engine != "pipeline":
         raise InputError("tensor parallelism runs a process per device: use --engine pipeline")
-    refusal = tensor_parallel_refusal(gpt, t)
+    refusal = tensor_parallel_refusal(model, t)
     if refusal is not None:
         raise InputError(refusal)
     if schedule_named(setup.schedule).chunked:  # auto: checked on the plan (check_plan_tensor_parallel)

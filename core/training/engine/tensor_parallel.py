@@ -17,6 +17,9 @@ whose rows are [q; k; v]; ColwiseParallel hands process k the k-th contiguous t-
 rows, so the rows are put in head order first ([q_0; k_0; v_0; q_1; ...], `qkv_order`) and
 back when a checkpoint is written: checkpoints hold every stage whole, in the model's own
 order, and do not depend on t (docs/design.md, "Tensor parallelism in the engine").
+
+An HF model's stage is split by transformers' own plan instead (core.training.engine.hf_tensor_parallel):
+its projections are separate Linears, so nothing is reordered.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch.distributed.tensor.parallel import (
 )
 
 from core.model.config import GPTConfig
+from core.model.hf_source import HFModelSource
 
 QKV = "attn.c_attn"  # the fused q, k, v projection of a block (core.model.gpt.CausalSelfAttention)
 _BLOCK_STYLES: dict[str, type[ParallelStyle]] = {
@@ -43,13 +47,15 @@ _BLOCK_STYLES: dict[str, type[ParallelStyle]] = {
 }
 
 
-def tensor_parallel_refusal(gpt: GPTConfig | None, t: int) -> str | None:
-    """Why a model cannot run on tensor-parallel groups of t (None: it can)."""
+def tensor_parallel_refusal(model: GPTConfig | HFModelSource, t: int) -> str | None:
+    """Why a model (the built-in GPT or an HF model) cannot run on tensor-parallel groups of t (None: it can)."""
     if t == 1:
         return None
-    if gpt is None:
-        return ("tensor parallelism runs the built-in GPT only: an HF model's pipeline stages are partial "
-                "models, and transformers' tp_plan parallelises a whole model loaded by from_pretrained")
+    if isinstance(model, HFModelSource):
+        from core.training.engine.hf_tensor_parallel import hf_tensor_parallel_refusal
+
+        return hf_tensor_parallel_refusal(model.config, t)
+    gpt = model
     if gpt.n_head % t or gpt.d_model % t:
         return (f"--tensor-parallel {t} must divide the model's heads ({gpt.n_head}) and width ({gpt.d_model})")
     return None
@@ -62,7 +68,9 @@ def qkv_order(rows: int, t: int) -> torch.Tensor:
 
 
 def is_qkv(name: str) -> bool:
-    return f".{QKV}." in f".{name}"
+    """A built-in GPT stage's fused projection (`h.3.attn.c_attn.weight`; not an HF model's
+    `transformer.h.3.attn.c_attn.weight`)."""
+    return name.startswith("h.") and f".{QKV}." in name
 
 
 def to_head_order(name: str, tensor: torch.Tensor, t: int) -> torch.Tensor:
@@ -90,10 +98,18 @@ def parallelize_stage(module: nn.Module, tp_mesh: DeviceMesh) -> set[str]:
     """Split the stage's blocks over its tensor-parallel group (every process holds the whole
     stage's initial weights); returns the names of the parameters that are sharded."""
     t = tp_mesh.size()
+    causal_lm = getattr(module, "causal_lm", None)  # an HF stage (core.training.engine.hf_stages)
+    if causal_lm is not None:
+        from core.training.engine.hf_tensor_parallel import hf_block_styles
+
+        return _sharded(parallelize_module(module, tp_mesh, hf_block_styles(causal_lm, t)))
     for name, parameter in module.named_parameters():
         if is_qkv(name):
             parameter.copy_(to_head_order(name, parameter.detach().clone(), t))
-    parallelize_module(module, tp_mesh, block_styles(module))
+    return _sharded(parallelize_module(module, tp_mesh, block_styles(module)))
+
+
+def _sharded(module: nn.Module) -> set[str]:
     return {name for name, parameter in module.named_parameters()
             if isinstance(parameter, DTensor) and any(p.is_shard() for p in parameter.placements)}
 
