@@ -11,7 +11,9 @@ the micro-batches.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -19,8 +21,11 @@ import pytest
 import torch
 
 from core.model.hf_source import HFModelSource
+from core.training.engine import checkpoint as ckpt
 from core.training.engine.tensor_parallel import tensor_parallel_refusal
-from tests.core.training.engine.hf_support import tiny_gpt2_config, tiny_llama_config
+from core.training.launcher import resume_run, start_run, wait_run
+from tests.core.training.engine.hf_support import hf_run_config, tiny_gpt2_config, tiny_llama_config
+from tests.core.training.support import losses
 
 MICRO_BATCHES, STAGES, TP, SEED, SEQ = 4, 2, 2, 7, 8
 # The gaps measured (AMD EPYC, float64): loss 0 relative, gradients 5.3e-16 (largest difference of any
@@ -135,3 +140,29 @@ def test_what_transformers_plan_cannot_split_is_refused_in_one_line():
     assert tensor_parallel_refusal(_source(), 4) == "--tensor-parallel 4 must divide the model's key-value heads (2)"
     gpt2 = tensor_parallel_refusal(HFModelSource.of(tiny_gpt2_config().to_dict()), 2)
     assert gpt2 == "transformers has no tensor-parallel plan for 'gpt2' (base_model_tp_plan): drop --tensor-parallel"
+
+
+@pytest.mark.slow  # a 4-process torchrun run and its resume
+def test_train_tensor_parallel_hf_runs_resumes_exactly_and_checkpoints_the_whole_model(tmp_path, corpus, llama_dir):
+    """train --model DIR --devices 4xcpu --tensor-parallel 2 --steps 3 (the planner's two stages,
+    each on two processes); a resume from the step-2 checkpoint takes step 3 as the uninterrupted
+    run took it (measured: the same fp32 losses to the last bit), and the checkpoint holds the whole
+    model, in transformers' names and shapes."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    config = replace(hf_run_config(str(llama_dir), corpus, engine="pipeline", devices="4xcpu:2GiB", steps=3,
+                                   checkpoint_interval=2), tensor_parallel=TP)
+    run_dir = start_run(config, tmp_path / "run", emit=lambda _: None).run_dir
+    assert wait_run(run_dir, timeout_s=300).state == "finished", (run_dir / "train.log").read_text()[-3000:]
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["tensor_parallel"] == TP and len(plan["stages"]) == STAGES
+    first = losses(run_dir)
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    model = AutoModelForCausalLM.from_pretrained(llama_dir)
+    model.load_state_dict(ckpt.load_model_state(latest), strict=True)  # whole tensors, every one
+    shutil.rmtree(latest)
+    resume_run(run_dir)
+    assert wait_run(run_dir, timeout_s=300).state == "finished", (run_dir / "train.log").read_text()[-3000:]
+    assert losses(run_dir) == first
