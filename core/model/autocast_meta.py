@@ -28,6 +28,15 @@ _LOWER_PRECISION = frozenset({
 })
 
 
+_ACTIVE: list[torch.dtype] = []  # the dtypes of the modes entered, innermost last
+
+
+def lower_precision_dtype() -> torch.dtype | None:
+    """The dtype an `AutocastOnMeta` in force casts to, or None (for measure's attention stand-in,
+    which torch function modes do not see)."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
 class AutocastOnMeta(TorchFunctionMode):
     """Cast the float inputs of torch's lower-precision ops to `dtype`, each parameter once (module docstring)."""
 
@@ -35,6 +44,14 @@ class AutocastOnMeta(TorchFunctionMode):
         super().__init__()
         self.dtype = dtype
         self._casts: dict[int, torch.Tensor] = {}  # autocast's cache: a leaf that needs grad is cast once
+
+    def __enter__(self) -> AutocastOnMeta:
+        _ACTIVE.append(self.dtype)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        _ACTIVE.pop()
+        super().__exit__(*exc)
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}

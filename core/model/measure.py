@@ -37,6 +37,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.errors import InputError
+from core.model.autocast_meta import lower_precision_dtype
 from core.model.transient import WorkingMemory
 
 
@@ -301,6 +302,9 @@ def flash_attention_on_meta() -> Iterator[None]:
                             is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
         causal = is_causal or attn_mask is not None  # LM masks are causal
         if key.shape[-3] != query.shape[-3]:  # grouped-query attention: k and v kept with their own heads
+            dtype = lower_precision_dtype()  # autocast casts SDPA's inputs (emulated: core.model.autocast_meta)
+            if dtype is not None:
+                query, key, value = (t.to(dtype) for t in (query, key, value))
             return _GroupedFlash.apply(query, key, value, causal, scale)
         return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, 0.0, causal, scale=scale)[0]
 

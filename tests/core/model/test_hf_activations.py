@@ -14,13 +14,14 @@ from tests.core.training.engine.hf_support import tiny_llama_config
 
 
 @pytest.mark.slow  # builds an HF model
-def test_grouped_query_llama_blocks_save_what_the_cpu_saves(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_grouped_query_llama_blocks_save_what_the_cpu_saves(tmp_path, precision):
     from transformers import LlamaForCausalLM
 
     config = tiny_llama_config(layers=2)  # 4 query heads over 2 key/value heads
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     graph = build_layer_graph(resolve_model(str(tmp_path / "config.json")),
-                              TrainingSetup(precision="fp32", micro_batch_size=2, seq_len=64))
+                              TrainingSetup(precision=precision, micro_batch_size=2, seq_len=64))
     config._attn_implementation = "sdpa"
     model = LlamaForCausalLM(config).train()
     params = {p.untyped_storage()._cdata for p in model.parameters()}
@@ -36,7 +37,8 @@ def test_grouped_query_llama_blocks_save_what_the_cpu_saves(tmp_path):
             saved[current[0]][storage._cdata] = storage.nbytes()
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")  # as the engines train
+    with autocast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(input_ids=torch.zeros((2, 64), dtype=torch.long), use_cache=False)
     blocks = [name for name, _ in chain if ".layers." in name]
     # measured equal to the byte (repeating k and v, as a masked meta forward did, kept 32 KiB more a block here)
