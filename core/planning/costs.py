@@ -162,8 +162,9 @@ def fsdp_gathered_bytes(split: tuple[float, float, float], params: Any, largest_
     The schedules keep every FSDP unit gathered after its backward and its gradients unsharded until
     the step's one reduction (`PipelineStage.perform_reduce_grad`). ZeRO 0 (a (d, 1) mesh) gathers
     a second full copy of the weights; ZeRO 1 and 2 (run as 2) keep the gathered weights beside
-    their 1/d shard and accumulate full gradients; ZeRO 3 gathers two layers for the first backward
-    and, by a later one, all of them, with full gradients. Nothing without replicas."""
+    their 1/d shard and accumulate full gradients; ZeRO 3 holds, as the first backward begins, the
+    running layer's all-gather buffer beside its copied-out weights and its unsharded gradient, and
+    by a later backward all layers gathered, with full gradients. Nothing without replicas."""
     weight, grad, _ = split
     d = replicas
     if d == 1:
@@ -175,7 +176,7 @@ def fsdp_gathered_bytes(split: tuple[float, float, float], params: Any, largest_
     if zero in (1, 2):
         return full_weights / d, full_weights / d + unsharded_grads
     gathered = full_weights - 2 * weight * largest_layer_params  # the two layers are in state_bytes
-    return 0.0, gathered * (gathered > 0) + unsharded_grads
+    return (weight + grad) * largest_layer_params, gathered * (gathered > 0) + unsharded_grads
 
 
 def optimizer_step_bytes(setup: Setup, params: Any, replicas: int, zero: int) -> Any:

@@ -131,13 +131,13 @@ def _check_hybrid_against_brute_force(p: Problem) -> None:
 
 
 def test_infeasible_names_the_layer_that_cannot_fit():
-    # One layer of 100 params: d = 2, zero 3 shrinks it most: 16 * 100 / 2 + 2 * 2 * 100 = 1200, plus the
-    # gradients kept unsharded to the step's reduction (2 * 100 / 2): 1300 > 1000.
+    # One layer of 100 params: d = 2, zero 3 shrinks it most: 16 * 100 / 2 + 2 * 2 * 100 = 1200, plus, as the
+    # first backward begins, the layer's all-gather buffer and its unsharded gradient ((2 + 2) * 100): 1500 > 1000.
     p = problem([layer("big", params=100, flops=1e12)], [device("g0", 1000), device("g1", 1000)],
                 mode="train", micro_batches=2, data_parallel="auto", zero=3, **SPLIT)
     plan = solve_hybrid(p)
     assert plan.status == "infeasible" and not plan.stages
-    assert "layer 'big' alone needs" in plan.reason and "short by 300 B (300 bytes)" in plan.reason
+    assert "layer 'big' alone needs" in plan.reason and "short by 500 B (500 bytes)" in plan.reason
 
 
 def test_infeasible_says_how_much_more_every_budget_needs():
