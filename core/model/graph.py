@@ -18,13 +18,15 @@ import networkx as nx
 
 from core.errors import InputError
 from core.model.model_spec import ModelSpec
+from core.planning.finetune import FineTune
 from core.planning.problem import Layer
 from core.planning.setup import TrainingSetup
 from core.system.disk_cache import code_version, package_versions, read_entry, write_entry
 
 # What a graph is measured by: a change to any of these invalidates the disk cache.
 _MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/transient.py", "core/model/gpt.py",
-                   "core/model/hf.py")
+                   "core/model/hf.py", "core/model/autocast_meta.py",
+                   "core/model/lora.py")
 _NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input_bytes", "tied_params",
                    "transient_bytes")
 
@@ -38,8 +40,10 @@ def build_layer_graph(spec: ModelSpec, setup: TrainingSetup) -> nx.DiGraph:
     Raises:
         InputError: the model cannot be built or run on the meta device.
     """
-    return _cached_graph(spec.with_context(setup.seq_len), setup.precision, setup.mode == "train",
-                         setup.recompute, setup.micro_batch_size, setup.seq_len)
+    train = setup.mode == "train"
+    finetune = setup.finetune if train and setup.finetune.adapters else None
+    return _cached_graph(spec.with_context(setup.seq_len), setup.precision, train,
+                         setup.recompute, setup.micro_batch_size, setup.seq_len, finetune)
 
 
 def graph_layers(graph: nx.DiGraph) -> tuple[Layer, ...]:
@@ -61,47 +65,78 @@ def graph_layers(graph: nx.DiGraph) -> tuple[Layer, ...]:
 
 @functools.lru_cache(maxsize=16)
 def _cached_graph(spec: ModelSpec, precision: str, train: bool, recompute: bool,
-                  micro_batch_size: int, seq_len: int) -> nx.DiGraph:
-    key = graph_cache_key(spec, precision, train, recompute, micro_batch_size, seq_len)
+                  micro_batch_size: int, seq_len: int, finetune: FineTune | None = None) -> nx.DiGraph:
+    key = graph_cache_key(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
     stored = read_entry("graphs", key)
     if stored is not None and _valid_entry(stored):
         return _graph(spec.name, stored["total_params"], stored["costs"])
-    total_params, costs = _measure(spec, precision, train, recompute, micro_batch_size, seq_len)
+    total_params, costs = _measure(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
     write_entry("graphs", key, {"total_params": total_params, "costs": costs})
     return _graph(spec.name, total_params, costs)
 
 
 def graph_cache_key(spec: ModelSpec, precision: str, train: bool, recompute: bool,
-                    micro_batch_size: int, seq_len: int) -> dict[str, Any]:
+                    micro_batch_size: int, seq_len: int, finetune: FineTune | None = None) -> dict[str, Any]:
     """Everything a measured graph depends on: the model's config, the batch shape, the
     setup, and the versions of torch, transformers and Allot's measuring code."""
     return {"model": spec.identity(), "precision": precision, "train": train, "recompute": recompute,
             "micro_batch_size": micro_batch_size, "seq_len": seq_len,
+            **({"finetune": finetune.to_dict()} if finetune is not None else {}),
             "versions": {**package_versions("torch", "transformers"), "allot": code_version(*_MEASURING_CODE)}}
 
 
 def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micro_batch_size: int,
-             seq_len: int) -> tuple[int, list[dict[str, Any]]]:
-    """Build the model on the meta device and cost each layer: (total params, LayerCost dicts)."""
+             seq_len: int, finetune: FineTune | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """Build the model on the meta device and cost each layer: (total params, LayerCost dicts).
+
+    bf16 training is measured as the engines run it: fp32 weights under autocast (core.model.autocast_meta).
+    With adapters (docs/design.md, "Fine-tuning") the layers' parameters, FLOPs and linear modules are the
+    base model's, their activations and working memory those of the model with its base frozen and PEFT's
+    adapters in place, measured the same way (QLoRA's 4-bit base saves what a frozen linear saves)."""
+    total_params, costs = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len, None)
+    if finetune is None:
+        return total_params, costs
+    _, adapted = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
+    if not adapted:  # targets that match nothing: core.planning.finetune_costs says so in one line
+        return total_params, costs
+    measured = {cost["name"]: cost for cost in adapted}
+    for cost in costs:
+        for field in ("activation_bytes", "transient_bytes"):
+            cost[field] = measured[cost["name"]][field]
+    return total_params, costs
+
+
+def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool, micro_batch_size: int,
+                   seq_len: int, finetune: FineTune | None) -> tuple[int, list[dict[str, Any]]]:
+    import contextlib
+
     import torch
 
+    from core.model.autocast_meta import AutocastOnMeta
     from core.model.gpt import lm_loss
     from core.model.measure import measure_layers
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    autocast = precision == "bf16" and train
+    dtype = torch.bfloat16 if precision == "bf16" and not autocast else torch.float32
+    casts: contextlib.AbstractContextManager[Any] = AutocastOnMeta() if autocast else contextlib.nullcontext()
     model: torch.nn.Module
     if spec.gpt is not None:
         from core.model.gpt import GPT
 
         with torch.device("meta"):
             model = GPT(spec.gpt).to(dtype)
-        costs = measure_layers(model, model.forward, lm_loss, micro_batch_size, seq_len, train, recompute)
+        if not _with_adapters(model, finetune):
+            return 0, []
+        with casts:
+            costs = measure_layers(model, model.forward, lm_loss, micro_batch_size, seq_len, train, recompute)
     else:
         from core.model.hf import balanced_experts, build_hf_model_on_meta, first_line, forward_hf
 
         try:
             model = build_hf_model_on_meta(spec.hf_config, dtype)
-            with balanced_experts(model):
+            if not _with_adapters(model, finetune):
+                return 0, []
+            with balanced_experts(model), casts:
                 costs = measure_layers(model, lambda ids: forward_hf(model, ids), lm_loss,
                                        micro_batch_size, seq_len, train, recompute)
         except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as error:
@@ -110,6 +145,16 @@ def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micr
             # transformers and torch fail deep inside on configs they accept: one line, not a traceback
             raise InputError(f"cannot build or run {spec.name} on the meta device: {first_line(error)}") from None
     return sum(p.numel() for p in model.parameters()), [asdict(cost) for cost in costs]
+
+
+def _with_adapters(model: Any, finetune: FineTune | None) -> bool:
+    """Freeze the base and add the run's adapters as the engines do (QLoRA's base stays a frozen
+    linear); False where no adapter is added (its targets match nothing)."""
+    if finetune is None:
+        return True
+    from core.model.lora import add_adapters
+
+    return add_adapters(model, finetune)
 
 
 def _graph(name: str, total_params: int, costs: list[dict[str, Any]]) -> nx.DiGraph:

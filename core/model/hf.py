@@ -96,15 +96,21 @@ def forward_hf(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
     On meta tensors transformers' mask helpers must take their tracing path:
     their eager path reads tensor values (packed-sequence and all-ones checks).
+    That path builds a causal mask where a real run without padding has none,
+    and with a mask transformers repeats grouped-query attention's key and
+    value heads before SDPA; without one (the real run, on CPU and CUDA) SDPA
+    takes them as they are (`enable_gqa`), so the measurement does too.
     """
     from transformers import masking_utils
+    from transformers.integrations import sdpa_attention
 
-    original = masking_utils.is_tracing
+    original, original_gqa = masking_utils.is_tracing, sdpa_attention.use_gqa_in_sdpa
     masking_utils.is_tracing = lambda *args, **kwargs: True
+    sdpa_attention.use_gqa_in_sdpa = lambda attention_mask, key, value: key.shape[-1] == value.shape[-1] <= 256
     try:
         return model(input_ids=ids, use_cache=False).logits
     finally:
-        masking_utils.is_tracing = original
+        masking_utils.is_tracing, sdpa_attention.use_gqa_in_sdpa = original, original_gqa
 
 
 @contextlib.contextmanager

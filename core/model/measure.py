@@ -30,12 +30,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.errors import InputError
+from core.model.autocast_meta import lower_precision_dtype
 from core.model.transient import WorkingMemory
 
 
@@ -266,6 +268,27 @@ def _first_tensor_bytes(value: object) -> int:
     return 0
 
 
+class _GroupedFlash(torch.autograd.Function):
+    """Flash attention over fewer key/value heads than query heads (grouped-query attention), as the
+    kernels keep it: q, k, v (k and v not repeated), the output and the log-sum-exp saved for backward.
+    The meta flash function takes equal head counts, so the forward repeats k and v for it only."""
+
+    @staticmethod
+    def forward(ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool,
+                scale: float | None) -> torch.Tensor:
+        repeat = query.shape[-3] // key.shape[-3]
+        wide_key, wide_value = (t.repeat_interleave(repeat, dim=-3) for t in (key, value))
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, wide_key, wide_value, 0.0, causal,
+                                                                       scale=scale)[:2]
+        ctx.save_for_backward(query, key, value, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        query, key, value, _, _ = ctx.saved_tensors
+        return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), None, None
+
+
 @contextlib.contextmanager
 def flash_attention_on_meta() -> Iterator[None]:
     """Route scaled_dot_product_attention to the flash kernel's meta function."""
@@ -277,10 +300,12 @@ def flash_attention_on_meta() -> Iterator[None]:
         if query.device.type != "meta":
             return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                             is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
-        if key.shape[-3] != query.shape[-3]:  # grouped-query attention: expand k, v heads
-            repeat = query.shape[-3] // key.shape[-3]
-            key, value = (t.repeat_interleave(repeat, dim=-3) for t in (key, value))
         causal = is_causal or attn_mask is not None  # LM masks are causal
+        if key.shape[-3] != query.shape[-3]:  # grouped-query attention: k and v kept with their own heads
+            dtype = lower_precision_dtype()  # autocast casts SDPA's inputs (emulated: core.model.autocast_meta)
+            if dtype is not None:
+                query, key, value = (t.to(dtype) for t in (query, key, value))
+            return _GroupedFlash.apply(query, key, value, causal, scale)
         return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, 0.0, causal, scale=scale)[0]
 
     torch.nn.functional.scaled_dot_product_attention = flash

@@ -154,6 +154,31 @@ def state_bytes(split: tuple[float, float, float], params: float, largest_layer_
     return weight * params / d + 2 * weight * largest_layer_params, grad * params / d, optimizer * params / d
 
 
+def fsdp_gathered_bytes(split: tuple[float, float, float], params: Any, largest_layer_params: Any,
+                        replicas: int, zero: int) -> tuple[Any, Any]:
+    """What FSDP2 holds beyond `state_bytes` while a stage's group trains under torch's pipeline
+    schedules, at the first backward and at a later one (docs/design.md, "The complete memory model").
+
+    The schedules keep every FSDP unit gathered after its backward and its gradients unsharded until
+    the step's one reduction (`PipelineStage.perform_reduce_grad`). ZeRO 0 (a (d, 1) mesh) gathers
+    a second full copy of the weights; ZeRO 1 and 2 (run as 2) keep the gathered weights beside
+    their 1/d shard and accumulate full gradients; ZeRO 3 holds, as the first backward begins, the
+    running layer's all-gather buffer beside its copied-out weights and its unsharded gradient, and
+    by a later backward all layers gathered, with full gradients. Nothing without replicas."""
+    weight, grad, _ = split
+    d = replicas
+    if d == 1:
+        return 0.0, 0.0
+    full_weights = weight * params
+    if zero == 0:
+        return full_weights, full_weights
+    unsharded_grads = grad * params * (d - 1) / d if zero >= 2 else 0.0
+    if zero in (1, 2):
+        return full_weights / d, full_weights / d + unsharded_grads
+    gathered = full_weights - 2 * weight * largest_layer_params  # the two layers are in state_bytes
+    return (weight + grad) * largest_layer_params, gathered * (gathered > 0) + unsharded_grads
+
+
 def optimizer_step_bytes(setup: Setup, params: Any, replicas: int, zero: int) -> Any:
     """The optimizer step's temporaries: s bytes per parameter it updates (a foreach AdamW makes
     one fp32 copy of the states it reads: s = 4), over the shard a device updates under ZeRO."""
@@ -163,7 +188,7 @@ def optimizer_step_bytes(setup: Setup, params: Any, replicas: int, zero: int) ->
 
 def stage_memory_bytes(setup: Setup, held: Any, grads: Any, activations: Any, transient: Any, params: Any,
                        inflight: int, received_bytes: Any, sent_bytes: Any, replicas: int, zero: int,
-                       output_bytes: Any = 0.0) -> Any:
+                       output_bytes: Any = 0.0, largest_layer_params: Any = 0.0) -> Any:
     """A stage's peak memory per device (floats or numpy arrays; docs/design.md, "Cost model v1"):
     `held` the weights and optimizer states, `grads` the gradients, `activations` one micro-batch's,
     `output_bytes` the model's output where the stage makes it (the last stage's logits)."""
@@ -171,7 +196,10 @@ def stage_memory_bytes(setup: Setup, held: Any, grads: Any, activations: Any, tr
     buffers = schedule.boundary_bytes(setup.mode, setup.micro_batches, replicas, inflight, received_bytes, sent_bytes,
                                       output_bytes)
     later = schedule.inflight_later(setup.mode, setup.micro_batches, replicas, inflight)
-    return peak_memory_bytes(held + buffers, grads, inflight * activations, later * activations, transient,
+    gathered_first, gathered_later = (0.0, 0.0) if setup.mode == "infer" else fsdp_gathered_bytes(
+        bytes_split_per_param(setup), params, largest_layer_params, replicas, zero)
+    return peak_memory_bytes(held + buffers, grads, inflight * activations + gathered_first,
+                             later * activations + gathered_later, transient,
                              optimizer_step_bytes(setup, params, replicas, zero))
 
 
@@ -239,7 +267,10 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
         made = sum(layers[i].output_bytes for i in indices if i in sinks)  # the model's output: kept to the end
         inflight = inflight_micro_batches(setup, len(placement) - s, d)
         params = stage_params(layers, indices)
-        weight, grad, optimizer = state_bytes(split, params, max(layers[i].params for i in indices), d, zero)
+        largest = max(layers[i].params for i in indices)
+        weight, grad, optimizer = state_bytes(split, params, largest, d, zero)
+        gathered_first, gathered_later = (0.0, 0.0) if setup.mode == "infer" else fsdp_gathered_bytes(
+            split, float(params), float(largest), d, zero)
         k, flops = stage_work(setup, layers, indices)
         stages.append(
             StageCost(
@@ -266,6 +297,8 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                     setup.mode, setup.micro_batches, d, inflight) * sum(layers[i].activation_bytes for i in indices)),
                 transient_bytes=float(stage_transient_bytes(layers, indices)),
                 optimizer_step_bytes=float(optimizer_step_bytes(setup, float(params), d, zero)),
+                gathered_bytes=float(gathered_first),
+                gathered_later_bytes=float(gathered_later),
             )
         )
     return stages

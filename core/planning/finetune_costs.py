@@ -13,8 +13,9 @@ measured graph (core.model.graph) with its linear modules (name, d_in, d_out):
   biases) in its dtype;
 - scratch (QLoRA): the largest linear weight of the layer, dequantised to its
   dtype while it runs, forward and backward;
-- activations: the measured ones (gradients still flow through the frozen
-  base) plus the adapters' own;
+- activations and working memory: measured on the model with its base
+  frozen and the adapters in place (core.model.graph; gradients still flow
+  through the frozen base, which keeps no inputs for weight gradients);
 - work: the frozen base's backward computes input gradients only (1x the
   forward instead of 2x), the adapters train fully (k x their forward), and
   QLoRA dequantises each quantised weight once per forward, backward and
@@ -43,7 +44,6 @@ QLORA_BYTES_PER_WEIGHT = NF4_BYTES_PER_WEIGHT + QUANT_CONSTANT_BYTES_PER_WEIGHT
 # Dequantising a weight moves ~4.5 bytes (0.52 read, 2 written, 2 read again by the matmul); at the
 # ~100 FLOP per byte of memory traffic a GPU computes at, that is about 450 FLOPs' worth of time.
 DEQUANT_FLOPS_PER_WEIGHT = 450.0
-ADAPTER_ELEMENT_BYTES = 4  # PEFT keeps adapters (and their activations) in fp32 over a bf16 base
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def finetune_layers(graph: Any, setup: TrainingSetup, layers: tuple[Layer, ...])
 
 def _adapted(layer: Layer, node: dict[str, Any], setup: TrainingSetup, targets: tuple[str, ...]) -> Layer:
     finetune = setup.finetune
-    dtype_bytes = 4 if setup.precision == "fp32" else 2
+    dtype_bytes = int(setup.bytes_per_param_split()[0])  # the base's dtype: fp32 under the engines' bf16 autocast
     tokens = setup.tokens_per_micro_batch
     modules = linear_modules(node)
     # the default targets are the blocks' projections; targets named by the user are wherever they match
@@ -127,7 +127,7 @@ def _adapted(layer: Layer, node: dict[str, Any], setup: TrainingSetup, targets: 
         name=layer.name,
         params=sum(m.adapter_params(finetune.lora_rank) for m in adapted),
         flops=layer.flops + adapter_flops,
-        activation_bytes=layer.activation_bytes + _adapter_activation_bytes(adapted, setup, node),
+        activation_bytes=layer.activation_bytes,  # measured with the adapters (core.model.graph)
         output_bytes=layer.output_bytes,
         tied_group=layer.tied_group,
         tied_params=0,
@@ -136,21 +136,6 @@ def _adapted(layer: Layer, node: dict[str, Any], setup: TrainingSetup, targets: 
         tied_frozen_bytes=layer.tied_params * dtype_bytes,  # shared embeddings and heads stay unquantised
         scratch_bytes=max((m.d_in * m.d_out * dtype_bytes for m in quantised), default=0),
         work_flops=work,
+        transient_bytes=layer.transient_bytes,
     )
 
-
-def _adapter_activation_bytes(adapted: list[LinearModule], setup: TrainingSetup, node: dict[str, Any]) -> int:
-    """What the adapters keep for backward: per target, A's rank-r output, and the input of A
-    (PEFT's fp32 copy of a bf16 input; with dropout the dropped input and its 1-byte mask).
-    Nothing in inference, nor in a recomputed block (it keeps only its input)."""
-    if setup.mode == "infer" or (setup.recompute and node.get("is_block")):
-        return 0
-    tokens = setup.tokens_per_micro_batch
-    dropout = setup.finetune.lora_dropout > 0
-    total = 0
-    for module in adapted:
-        keeps_input = dropout or setup.precision != "fp32"
-        per_token = module.d_in * ADAPTER_ELEMENT_BYTES if keeps_input else 0
-        per_token += module.d_in if dropout else 0
-        total += tokens * (per_token + setup.finetune.lora_rank * ADAPTER_ELEMENT_BYTES)
-    return total

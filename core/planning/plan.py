@@ -70,6 +70,8 @@ class StageCost:
     transient_bytes: float = 0.0  # its largest layer's working memory, held once
     optimizer_step_bytes: float = 0.0  # the optimizer step's temporaries
     later_activation_bytes: float | None = None  # in flight at a later backward (None: activation_bytes)
+    gathered_bytes: float = 0.0  # FSDP's gathered weights at the first backward (costs.fsdp_gathered_bytes)
+    gathered_later_bytes: float = 0.0  # and its gathered weights and unsharded gradients at a later one
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -86,7 +88,8 @@ class StageCost:
         """The step's peak per device (`peak_memory_bytes`, docs/design.md, "Cost model v1"), plus
         the frozen base weights and QLoRA's dequantised weight where adapters train ("Fine-tuning")."""
         return peak_memory_bytes(self.weight_bytes + self.optimizer_bytes + self.buffer_bytes, self.grad_bytes,
-                                 self.activation_bytes, self._later_activation_bytes, self.transient_bytes,
+                                 self.activation_bytes + self.gathered_bytes,
+                                 self._later_activation_bytes + self.gathered_later_bytes, self.transient_bytes,
                                  self.optimizer_step_bytes) + self.frozen_bytes + self.scratch_bytes
 
     @property
@@ -101,6 +104,8 @@ class StageCost:
             parts["frozen"] = self.frozen_bytes
         if self.scratch_bytes:
             parts["scratch"] = self.scratch_bytes
+        if self.gathered_bytes or self.gathered_later_bytes:
+            parts["gathered"], parts["gathered_later"] = self.gathered_bytes, self.gathered_later_bytes
         return parts
 
     @property
@@ -109,10 +114,12 @@ class StageCost:
         held throughout (weights, optimizer states, frozen weights, buffers, scratch), then the moment
         of the step that peaks: the first backward (activations in flight, working memory), a later
         one (gradients, activations, working memory) or the optimizer step (gradients, its
-        temporaries). "working" gathers the pipeline buffers and the working memory."""
+        temporaries). "working" gathers the pipeline buffers, the working memory and FSDP's gathered bytes."""
         moments = (
-            {"grads": 0.0, "activations": self.activation_bytes, "working": self.transient_bytes},
-            {"grads": self.grad_bytes, "activations": self._later_activation_bytes, "working": self.transient_bytes},
+            {"grads": 0.0, "activations": self.activation_bytes,
+             "working": self.transient_bytes + self.gathered_bytes},
+            {"grads": self.grad_bytes, "activations": self._later_activation_bytes,
+             "working": self.transient_bytes + self.gathered_later_bytes},
             {"grads": self.grad_bytes, "activations": 0.0, "working": self.optimizer_step_bytes},
         )
         peak = max(moments, key=lambda moment: sum(moment.values()))
@@ -345,6 +352,8 @@ def _stage_from_dict(data: Any, where: str) -> StageCost:
         buffer_bytes=_number(split, "buffers", where, 0.0), transient_bytes=_number(split, "working", where, 0.0),
         optimizer_step_bytes=_number(split, "optimizer_step", where, 0.0),
         later_activation_bytes=_optional_number(split, "activations_later", where),
+        gathered_bytes=_number(split, "gathered", where, 0.0),
+        gathered_later_bytes=_number(split, "gathered_later", where, 0.0),
         budget_bytes=_whole(stage, "budget_bytes", where, 0), sync_s=_number(stage, "sync_s", where))
 
 

@@ -78,6 +78,7 @@ class ChainArrays:
         self.sent = np.where(j < n, out[j], 0.0)  # nothing is sent on from the last stage
         self.made = np.where(j == n, out[j], 0.0)  # the last stage keeps the model's output
         self.range_transient = range_max(np.array([float(layer.transient_bytes) for layer in problem.layers]), n)
+        self.range_largest = range_max(np.array([float(layer.params) for layer in problem.layers]), n)
         self._setup = problem.setup
         self._timed = {entry.kind: np.concatenate([[0.0], np.cumsum(entry.forward_s)]) for entry in problem.layer_times}
         self._i, self._j = i, j
@@ -92,7 +93,7 @@ class ChainArrays:
         received, sent = (self.received, self.sent) if boundaries else (0.0, 0.0)
         return stage_memory_bytes(self._setup, held, grads, self.range_acts, self.range_transient,
                                   self.range_params, inflight, received, sent, replicas, zero,
-                                  self.made if boundaries else 0.0)
+                                  self.made if boundaries else 0.0, self.range_largest)
 
     def compute(self, cls: DeviceClass) -> np.ndarray:
         """Each range's compute on a device of the class (its kind's per-layer times where measured)."""

@@ -59,18 +59,20 @@ class TrainingSetup:
     def bytes_per_param_split(self) -> tuple[float, float, float]:
         """(weights, gradients, optimizer state) bytes per parameter (docs/design.md, "Bytes per parameter").
 
-        fp32: weights 4, grads 4, state 0/4/8. bf16 mixed: weights 2, grads 2
-        (4 with fp32 accumulation), fp32 master copy 4 + state. Inference: the
-        weights alone.
+        fp32: weights 4, grads 4, state 0/4/8. bf16 trains as the engines do,
+        under autocast over fp32 weights: the same split as fp32 (the bf16
+        copies each micro-batch in flight keeps are in its measured
+        activations, core.model.autocast_meta). Inference: the weights alone,
+        2 bytes in bf16. `fp32_grad_accumulation` (Megatron's bf16 weights
+        with fp32 main grads) is the other recipe: weights 2, grads 4, fp32
+        master 4 + state.
         """
-        weight = 4.0 if self.precision == "fp32" else 2.0
         if self.mode == "infer":
-            return weight, 0.0, 0.0
+            return (4.0 if self.precision == "fp32" else 2.0), 0.0, 0.0
         state = float(_OPTIMIZER_STATE_BYTES[self.optimizer])
-        if self.precision == "fp32":
-            return weight, 4.0, state
-        grad = 4.0 if self.fp32_grad_accumulation else 2.0
-        return weight, grad, 4.0 + state  # fp32 master weights + state
+        if self.precision == "fp32" or not self.fp32_grad_accumulation:
+            return 4.0, 4.0, state
+        return 2.0, 4.0, 4.0 + state  # Megatron: bf16 weights, fp32 main grads, fp32 master weights + state
 
     @property
     def bytes_per_param(self) -> float:

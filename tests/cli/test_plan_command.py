@@ -175,8 +175,9 @@ HYBRID_SPLIT = {"weight_bytes_per_param": 2, "grad_bytes_per_param": 2, "optimiz
 
 def test_hybrid_plan_shows_groups_and_the_data_parallel_baselines(capsys):
     code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "4xA100-80GB",
-                            "--data-parallel", "auto", "--zero", "3", "--micro-batches", "4")
+                            "--data-parallel", "auto", "--zero", "3", "--micro-batches", "16")
     assert code == 0
+    # (16 micro-batches: bf16 trains over fp32 weights, so the sync moves fp32 weights and gradients)
     assert "data-parallel auto, zero 3" in out and "group (one device per replica)" in out
     assert "A100-80GB..#4" in out  # four alike GPUs, one replica each: the whole model is fastest
     for name in ("fsdp", "ddp", "zero1", "megatron", "pipeline", "uniform"):
@@ -297,11 +298,11 @@ def test_qlora_plan_shows_memory_by_part_and_device_map_auto(capsys):
     code, out, _ = run_main(capsys, *args, "--json")
     answer = json.loads(out)
     assert answer["finetune"]["method"] == "qlora" and answer["finetune"]["lora_rank"] == 8
-    parts = answer["stages"][0]["memory_split_bytes"]
+    parts = answer["stages"][-1]["memory_split_bytes"]  # the last stage holds quantised blocks
     assert {"params", "grads", "optimizer", "activations", "frozen", "scratch"} <= set(parts)
     held = parts["params"] + parts["optimizer"] + parts["buffers"] + parts["frozen"] + parts["scratch"]
     first_backward = parts["activations"] + parts["working"]
-    assert answer["stages"][0]["memory_bytes"] >= held + first_backward > held > 0
+    assert answer["stages"][-1]["memory_bytes"] >= held + first_backward > held > 0
 
 
 def test_full_fine_tuning_too_large_says_by_how_much(capsys):

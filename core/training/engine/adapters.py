@@ -24,17 +24,14 @@ gradient norm, clipping, data-parallel reduction and checkpoints hold
 adapters only (`trainable_state`); the frozen base is rebuilt from the seed
 or the model folder at every start.
 
-bitsandbytes' CPU backend tries to fetch a kernel from the Hugging Face hub
-when it is imported on a CPU with AVX512-BF16; `quiet_bitsandbytes` imports it
-(and peft, which imports it) with that fetch made impossible and unlogged:
-nothing is ever downloaded.
+Steps 2 and 3 are core.model.lora's `add_adapters`, which the memory
+measured on meta tensors shares; it also imports bitsandbytes and peft
+without the hub kernel fetch (`quiet_bitsandbytes`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,57 +39,23 @@ import torch
 import torch.nn as nn
 
 from core.errors import InputError
+from core.model.lora import (
+    ADAPTER_NAME,
+    HEAD_NAMES,
+    add_adapters,
+    default_targets,
+    import_peft,
+    is_projection,
+    lora_config,
+    quiet_bitsandbytes,
+)
 from core.planning.finetune import FineTune
 
-ADAPTER_NAME = "default"  # peft's name of the one adapter
+# what other modules import from here, core.model.lora's among them
+__all__ = ["ADAPTER_NAME", "apply_finetune", "check_targets", "default_targets", "import_peft", "lora_config",
+           "quiet_bitsandbytes"]
+
 NF4_BLOCK = 64  # weights per NF4 scale (QLoRA's, and bitsandbytes' default)
-HEAD_NAMES = ("lm_head",)  # never quantised nor adapted by default
-
-
-def quiet_bitsandbytes() -> Any:
-    """Import bitsandbytes with its hub kernel fetch disabled (see the module docstring)."""
-    if "bitsandbytes" in sys.modules:
-        return sys.modules["bitsandbytes"]
-    saved = sys.modules.get("kernels")
-    logger = logging.getLogger("bitsandbytes")
-    level = logger.level
-    sys.modules["kernels"] = None  # type: ignore[assignment]  # `from kernels import ...` fails at once
-    logger.setLevel(logging.ERROR)
-    try:
-        import bitsandbytes
-    finally:
-        logger.setLevel(level)
-        if saved is None:
-            del sys.modules["kernels"]
-        else:
-            sys.modules["kernels"] = saved
-    return bitsandbytes
-
-
-def import_peft() -> Any:
-    quiet_bitsandbytes()  # peft imports bitsandbytes when it is installed
-    import peft
-
-    return peft
-
-
-def lora_config(finetune: FineTune, targets: list[str], base: str | None = None) -> Any:
-    """peft's LoraConfig of the run's adapters."""
-    peft = import_peft()
-    return peft.LoraConfig(r=finetune.lora_rank, lora_alpha=finetune.lora_alpha, lora_dropout=finetune.lora_dropout,
-                           target_modules=sorted(targets), bias="none", task_type="CAUSAL_LM",
-                           base_model_name_or_path=base)
-
-
-def default_targets(module: nn.Module) -> list[str]:
-    """The attention and MLP projections: the names of every linear layer (or GPT-2
-    Conv1D) but the head, as peft matches them (the last part of the module name)."""
-    names = set()
-    for name, child in module.named_modules():
-        last = name.rpartition(".")[2]
-        if _is_projection(child) and last not in HEAD_NAMES:
-            names.add(last)
-    return sorted(names)
 
 
 def check_targets(model: nn.Module, finetune: FineTune) -> None:
@@ -104,7 +67,7 @@ def check_targets(model: nn.Module, finetune: FineTune) -> None:
     if not finetune.adapters:
         return
     known = set(default_targets(model)) | {name.rpartition(".")[2] for name, child in model.named_modules()
-                                           if _is_projection(child)}
+                                           if is_projection(child)}
     unknown = [name for name in finetune.lora_targets if name not in known]
     if unknown:
         raise InputError(f"--lora-targets {','.join(unknown)}: the model has no such linear layer "
@@ -119,13 +82,7 @@ def apply_finetune(stage: nn.Module, finetune: FineTune, seed: int) -> nn.Module
         return stage
     if finetune.method == "qlora":
         quantize_linears(stage)
-    for parameter in stage.parameters():
-        parameter.requires_grad_(False)
-    present = set(default_targets(stage)) | {name.rpartition(".")[2] for name, _ in stage.named_modules()}
-    targets = [name for name in (finetune.lora_targets or default_targets(stage)) if name in present]
-    if targets:  # a stage of only an embedding, a norm or the head has none
-        peft = import_peft()
-        peft.inject_adapter_in_model(lora_config(finetune, targets), stage, adapter_name=ADAPTER_NAME)
+    if add_adapters(stage, finetune):  # a stage of only an embedding, a norm or the head has none
         init_adapters(stage, seed)
     return stage
 
@@ -168,12 +125,6 @@ def quantize_linears(module: nn.Module) -> None:
             quantized.bias = nn.Parameter(child.bias.detach().clone(), requires_grad=False)
         parent_name, _, last = name.rpartition(".")
         setattr(module.get_submodule(parent_name) if parent_name else module, last, quantized)
-
-
-def _is_projection(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
-        return True
-    return type(module).__name__ in ("Conv1D", "Linear4bit")  # GPT-2's transposed linear; a QLoRA base
 
 
 # ------------------------------------------------------------------ trainable state

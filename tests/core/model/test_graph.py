@@ -47,8 +47,11 @@ def test_block_flops_are_matmuls_plus_attention():
 def test_output_bytes_are_the_hidden_state():
     graph = build_layer_graph(resolve_model("gpt-nano"), nano_setup())
     assert graph.nodes["h.0"]["output_bytes"] == 2 * 64 * 128 * 4  # fp32
-    bf16 = build_layer_graph(resolve_model("gpt-nano"), nano_setup(precision="bf16"))
+    bf16 = build_layer_graph(resolve_model("gpt-nano"), nano_setup(precision="bf16", mode="infer"))
     assert bf16.nodes["h.0"]["output_bytes"] == 2 * 64 * 128 * 2
+    # bf16 training is autocast over fp32 weights: the residual stream a block hands on stays fp32
+    autocast = build_layer_graph(resolve_model("gpt-nano"), nano_setup(precision="bf16"))
+    assert autocast.nodes["h.0"]["output_bytes"] == 2 * 64 * 128 * 4
 
 
 def test_recompute_keeps_only_block_inputs_and_inference_only_outputs():

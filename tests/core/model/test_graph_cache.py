@@ -58,10 +58,11 @@ def test_a_measured_graph_is_stored_and_read_back_equal(cache: Path) -> None:
 
 @pytest.mark.parametrize("change", [
     {"seq_len": 64}, {"micro_batch_size": 2}, {"precision": "bf16"}, {"recompute": True}, {"mode": "infer"},
+    {"finetune": {"method": "lora"}},
 ])
 def test_every_input_of_a_graph_is_in_its_key(cache: Path, change: dict) -> None:
     fresh_graph("gpt-nano")
-    other = TrainingSetup(**{**SETUP.to_dict(), **change})
+    other = TrainingSetup.from_dict({**SETUP.to_dict(), **change})
     fresh_graph("gpt-nano", other)
     assert len(entries(cache)) == 2
 

@@ -123,7 +123,7 @@ def test_hybrid_explicit_problems_need_the_split(setup):
 
 
 @pytest.mark.parametrize(("precision", "optimizer", "mode", "split"), [
-    ("bf16", "adam", "train", (2, 2, 12)),
+    ("bf16", "adam", "train", (4, 4, 8)),  # autocast over fp32 weights, as the engines train
     ("fp32", "adam", "train", (4, 4, 8)),
     ("fp32", "sgd", "train", (4, 4, 0)),
     ("bf16", "adamw", "infer", (2, 0, 0)),
@@ -134,6 +134,11 @@ def test_model_setups_fill_the_split(precision, optimizer, mode, split):
     assert (problem_setup.weight_bytes_per_param, problem_setup.grad_bytes_per_param,
             problem_setup.optimizer_bytes_per_param) == split
     assert problem_setup.data_parallel == "auto" and problem_setup.zero == 3
+
+
+def test_megatron_bf16_keeps_bf16_weights_with_fp32_grads_and_master_weights():
+    setup = TrainingSetup(precision="bf16", optimizer="adamw", fp32_grad_accumulation=True)
+    assert setup.bytes_per_param_split() == (2.0, 4.0, 12.0)
 
 
 def test_training_setup_rejects_bad_hybrid_values():

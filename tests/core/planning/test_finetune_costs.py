@@ -55,39 +55,71 @@ def test_lora_block_costs_by_hand():
     block, base = layers["h.0"], full["h.0"]
     adapters = 4 * ((128 + 384) + (128 + 128) + (128 + 512) + (512 + 128))  # r x (d_in + d_out) per target
     assert block.params == adapters == 8192
-    assert block.frozen_bytes == 2 * BLOCK_PARAMS  # every base weight frozen in bf16
+    assert block.frozen_bytes == 4 * BLOCK_PARAMS  # every base weight frozen, fp32 under the engines' bf16 autocast
     assert block.scratch_bytes == 0
     adapter_flops = 2 * TOKENS * adapters
     assert block.flops == base.flops + adapter_flops
     # the frozen base: forward + input-gradient backward (2x); the adapters: forward + full backward (3x)
     assert block.work_flops == pytest.approx(2 * base.flops + 3 * adapter_flops)
-    # per target: the fp32 copy of its bf16 input and A's rank-4 output, 4 bytes each
-    assert block.activation_bytes == base.activation_bytes + TOKENS * 4 * ((128 + 128 + 128 + 512) + 4 * 4)
+    assert block.transient_bytes > 0  # the working memory is the adapted model's, as measured
 
 
-def test_qlora_quantises_block_linears_and_leaves_embeddings_and_head_in_bf16():
+@pytest.mark.parametrize(("precision", "finetune"), [
+    ("fp32", {}), ("bf16", {}), ("fp32", {"lora_targets": ("c_attn",), "lora_dropout": 0.1})])
+def test_adapted_activations_are_what_the_cpu_saves(precision, finetune):
+    """The graph's activations under LoRA (measured on meta with PEFT's adapters on a frozen base)
+    are what the same model saves for backward on the CPU, layer by layer."""
+    import torch
+
+    from core.model.gpt import GPT
+    from core.training.engine.adapters import apply_finetune
+
+    layers, training = _layers("lora", precision=precision, finetune=finetune)
+    torch.manual_seed(0)
+    model = apply_finetune(GPT(resolve_model("gpt-nano").gpt), training.finetune, seed=0)
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    saved: dict[str, dict[int, int]] = {name: {} for name, _ in model.layers()}
+    current = [""]
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage._cdata not in params:
+            saved[current[0]][storage._cdata] = storage.nbytes()
+        return tensor
+
+    for name, module in model.layers():
+        module.register_forward_pre_hook(lambda *_, name=name: current.__setitem__(0, name))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    with autocast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.zeros((2, 64), dtype=torch.long))
+    for name, storages in saved.items():
+        if name != "lm_head":  # the loss's saves, which the graph adds to the head, ran outside the forward
+            # measured: equal but for the attention's log-sum-exp, laid out apart on meta (16 bytes a block)
+            assert layers[name].activation_bytes == pytest.approx(sum(storages.values()), rel=1e-3, abs=64), name
+
+
+def test_qlora_quantises_block_linears_and_leaves_embeddings_and_head_in_their_dtype():
     layers, _ = _layers("qlora")
     full, _ = _layers("full")
     block = layers["h.0"]
     assert QLORA_BYTES_PER_WEIGHT == pytest.approx(0.515869, abs=1e-6)
-    assert block.frozen_bytes == math.ceil(BLOCK_LINEAR_WEIGHTS * QLORA_BYTES_PER_WEIGHT + (BLOCK_PARAMS - BLOCK_LINEAR_WEIGHTS) * 2)
-    assert block.scratch_bytes == 128 * 512 * 2  # the largest linear, dequantised to bf16
+    assert block.frozen_bytes == math.ceil(BLOCK_LINEAR_WEIGHTS * QLORA_BYTES_PER_WEIGHT + (BLOCK_PARAMS - BLOCK_LINEAR_WEIGHTS) * 4)
+    assert block.scratch_bytes == 128 * 512 * 4  # the largest linear, dequantised to the compute dtype (fp32)
     assert block.work_flops == pytest.approx(layers["h.0"].work_flops)
     lora, _ = _layers("lora")
     assert block.work_flops - lora["h.0"].work_flops == pytest.approx(2 * DEQUANT_FLOPS_PER_WEIGHT * BLOCK_LINEAR_WEIGHTS)
     # the tied embedding and head: unquantised, no adapters, the shared weight frozen once per stage
     for name in ("embed", "lm_head"):
         assert layers[name].params == 0 and layers[name].scratch_bytes == 0
-        assert layers[name].frozen_bytes == 2 * full[name].params
-        assert layers[name].tied_frozen_bytes == 2 * 32768 and layers[name].tied_params == 0
+        assert layers[name].frozen_bytes == 4 * full[name].params
+        assert layers[name].tied_frozen_bytes == 4 * 32768 and layers[name].tied_params == 0
 
 
 def test_named_targets_dropout_and_recompute():
     layers, _ = _layers("lora", finetune={"lora_targets": ("c_attn",), "lora_dropout": 0.1})
     full, _ = _layers("full")
     assert layers["h.0"].params == 4 * (128 + 384)
-    # the dropped input (fp32) and its 1-byte mask, and A's output
-    assert layers["h.0"].activation_bytes == full["h.0"].activation_bytes + TOKENS * (128 * 5 + 4 * 4)
+    assert layers["h.0"].activation_bytes != full["h.0"].activation_bytes  # measured with the adapters
     recomputed, _ = _layers("lora", recompute=True)
     full_recomputed, _ = _layers("full", recompute=True)
     assert recomputed["h.0"].activation_bytes == full_recomputed["h.0"].activation_bytes  # only the block input
