@@ -23,6 +23,7 @@ import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -125,6 +126,58 @@ def plain_loop_walls_of(work: Path, model: Path, family: str, i: int, steps: int
     return plain_loop_walls(run_dir, steps)
 
 
+def stage_vs_model(work: Path, models: dict[str, Path], steps: int, repeats: int) -> None:
+    """Section 5a: the generic stage itself (stand-ins, hooks, the model's own forward) against
+    the same HF model, in one process, steps alternating between the two on the same batches
+    (forward, backward, AdamW): what the split costs, apart from the job around it."""
+    from transformers import AutoModelForCausalLM
+
+    from core.model.gpt import lm_loss
+    from core.model.hf_source import HFModelSource
+    from core.model.hf_weights import read_config
+    from core.training.engine.hf_stages import build_hf_stage
+    from core.training.engine.stages import StageLayout
+
+    torch.manual_seed(0)
+    batches = [(torch.randint(0, 256, (2, 128)), torch.randint(0, 256, (2, 128))) for _ in range(4)]
+    print("\n## 5a. One stage module vs the HF model, steps alternating in one process "
+          f"(2 x 128 tokens, fp32 AdamW, {torch.get_num_threads()} threads)\n")
+    print("| family | HF model step ms (median) | stage step ms (median) | stage / model time |\n|---|---|---|---|")
+    timed: dict[str, tuple[list[float], list[float]]] = {}
+    contenders = {}
+    for family, folder in models.items():
+        source = HFModelSource.of(read_config(folder), str(folder))
+        stage = build_hf_stage(source, StageLayout(0, "cpu", tuple(layer_names(folder))), torch.device("cpu"), 0)
+        model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
+        model.config.use_cache = False
+        contenders[family] = (_stepper(lambda x, m=model: m(input_ids=x, use_cache=False).logits, model, lm_loss),
+                              _stepper(stage, stage, lm_loss))
+        timed[family] = ([], [])
+    for step in range(steps * repeats):
+        for family in _rotated(list(models), step):
+            order = (0, 1) if step % 2 else (1, 0)
+            for which in order:
+                timed[family][which].append(contenders[family][which](*batches[step % len(batches)]))
+    for family, (plain, split) in timed.items():
+        plain, split = plain[tb.WARMUP_STEPS:], split[tb.WARMUP_STEPS:]
+        print(f"| {family} | {1000 * statistics.median(plain):.1f} | {1000 * statistics.median(split):.1f} | "
+              f"{statistics.median(split) / statistics.median(plain):.3f} |")
+
+
+def _stepper(forward: Any, module: torch.nn.Module, loss_of: Any) -> Any:
+    import time
+
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        started = time.perf_counter()
+        loss_of(forward(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+    return step
+
+
 def two_stages(work: Path, model: Path, steps: int, repeats: int, plain: float) -> None:
     plan = tb.write_plan(work / "hf-two.json", [("cpu", LAYERS[:3]), ("cpu#2", LAYERS[3:])])
     local, pipe = [], []
@@ -163,9 +216,12 @@ def predicted_vs_measured(work: Path, model: Path, steps: int) -> None:
               f"{median / predicted:.3f} | {1000 * low:.1f} | {low / predicted:.3f} |")
 
 
-def run_all(work: Path, steps: int, repeats: int, only_one_stage: bool = False) -> None:
+def run_all(work: Path, steps: int, repeats: int, only_one_stage: str = "") -> None:
     models = {family: make_model(work / f"tiny-{family}", family) for family in FAMILIES}
     model = models["llama"]
+    stage_vs_model(work, models, steps, repeats)
+    if only_one_stage == "module":
+        return
     plain = runner_vs_plain(work, models, steps, repeats)
     if only_one_stage:
         return
@@ -176,7 +232,8 @@ def run_all(work: Path, steps: int, repeats: int, only_one_stage: bool = False) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
-    parser.add_argument("--one-stage", action="store_true", help="section 5 only")
+    parser.add_argument("--one-stage", nargs="?", const="job", default="", choices=("job", "module"),
+                        help="section 5 only (module: 5a only, the stage module against the HF model)")
     parser.add_argument("--repeats", type=int, help="runs of each kind (default: 3, --quick 1)")
     parser.add_argument("--loaded", action="store_true",
                         help="do not wait for an idle host (shared machines never are): the ratios come from "

@@ -115,11 +115,11 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         reasons[name] = measured(name)
         print(f"{name:28s} {time.perf_counter() - start:5.1f} s  {reasons[name] or 'supported'}", flush=True)
-    coverage = {"transformers": transformers.__version__,
-                "supported": sorted(name for name, reason in reasons.items() if reason is None),
-                "refused": {name: reason for name, reason in sorted(reasons.items()) if reason is not None}}
-    path.write_text(json.dumps(coverage, indent=1) + "\n", encoding="utf-8")
-    (ROOT / "docs" / "models.md").write_text(coverage_markdown(coverage), encoding="utf-8")
+        coverage = {"transformers": transformers.__version__,
+                    "supported": sorted(name for name, reason in reasons.items() if reason is None),
+                    "refused": {name: reason for name, reason in sorted(reasons.items()) if reason is not None}}
+        path.write_text(json.dumps(coverage, indent=1) + "\n", encoding="utf-8")  # after each type: a stop keeps them
+        (ROOT / "docs" / "models.md").write_text(coverage_markdown(coverage), encoding="utf-8")
     print(f"{len(coverage['supported'])} of {len(registry)} types supported")
     return 0
 
