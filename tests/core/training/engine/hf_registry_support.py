@@ -45,6 +45,7 @@ HAND_WRITTEN: dict[str, dict[str, Any]] = {
              "ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2}},
     "kolibri1_1": {"head_dim": 16, "index_num_heads": 2, "index_layers": [1]},  # NVFP4 needs head_dim a multiple of 16
     "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},  # its default has no layer list
+    "qwen4_exp_text": {"layer_types": ["linear_attention"] * 2},  # indexed attention needs indexer sizes left unset
 }
 
 
