@@ -11,6 +11,9 @@ runs every family through the model's own forward).
    loop over the same batches in a fresh process:
    `model(input_ids=x, labels=y, shift_labels=y).loss / m).backward()`,
    clip, AdamW. Target: tokens/s ratio >= 0.95, for each family.
+5a. The one-stage module alone vs the same HF model (train mode), steps alternating
+   in one process, per family: the split's own cost, apart from the job around it.
+   `--one-stage module --loaded` runs only this (minutes on a loaded 2-core host).
 6. Two stages: one process (local engine) vs two processes (pipeline engine).
 7. Predicted vs measured per stage after `measure_profile` of the HF model
    (target: within 10%).
