@@ -135,19 +135,52 @@ def balanced_experts(model: nn.Module) -> Iterator[None]:
 
 
 def _is_expert_bank(module: nn.Module) -> bool:
-    gate_up = getattr(module, "gate_up_proj", None)
+    """transformers' expert banks: 3-D `gate_up_proj` (or `up_proj` without a gate) and
+    `down_proj`, called with the router's top-k indices and weights."""
+    import inspect
+
+    up = getattr(module, "gate_up_proj", None)
+    if up is None and getattr(module, "has_gate", True) is False:
+        up = getattr(module, "up_proj", None)
     down = getattr(module, "down_proj", None)
-    return isinstance(gate_up, nn.Parameter) and isinstance(down, nn.Parameter) and gate_up.dim() == 3
+    if not (isinstance(up, nn.Parameter) and isinstance(down, nn.Parameter) and up.dim() == 3):
+        return False
+    parameters = inspect.signature(type(module).forward).parameters.values()
+    return sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters) >= 4  # self, hidden states, indices, weights
 
 
 def _balanced_forward(self: Any, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
-                      top_k_weights: torch.Tensor) -> torch.Tensor:
+                      top_k_weights: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """Every token through top-k experts' worth of expert 0, with the bank's own layout
+    (transposed or not, biases, gate) as transformers' use_experts_implementation flags it."""
     top_k = top_k_index.shape[-1]
     width = hidden_states.shape[-1]
-    routed = hidden_states.unsqueeze(1).expand(-1, top_k, -1).reshape(-1, width)
-    gate, up = F.linear(routed, self.gate_up_proj[0]).chunk(2, dim=-1)
-    out = F.linear(self.act_fn(gate) * up, self.down_proj[0]).view(-1, top_k, width)
-    return (out * top_k_weights.unsqueeze(-1).to(out.dtype)).sum(dim=1)
+    gated = getattr(self, "has_gate", True)
+    biased = getattr(self, "has_bias", False)
+    up_name = "gate_up_proj" if gated else "up_proj"
+    up_weight = getattr(self, up_name)
+    transposed = getattr(self, "is_transposed", up_weight.shape[-1] != width)
+    routed = hidden_states.reshape(-1, 1, width).expand(-1, top_k, -1).reshape(-1, width)
+    out = _expert_linear(routed, up_weight[0], getattr(self, f"{up_name}_bias")[0] if biased else None, transposed)
+    if gated:
+        out = self._apply_gate(out) if hasattr(self, "_apply_gate") else _swiglu(self, out)
+    else:
+        out = self.act_fn(out)
+    out = _expert_linear(out, self.down_proj[0], self.down_proj_bias[0] if biased else None, transposed)
+    if getattr(self, "has_post_expert_norm", False):
+        out = self.post_expert_norm(out)
+    out = out.view(-1, top_k, width)
+    return (out * top_k_weights.reshape(-1, top_k).unsqueeze(-1).to(out.dtype)).sum(dim=1)
+
+
+def _expert_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
+    out = x @ weight if transposed else F.linear(x, weight)
+    return out if bias is None else out + bias
+
+
+def _swiglu(self: Any, gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return self.act_fn(gate) * up
 
 
 @contextlib.contextmanager

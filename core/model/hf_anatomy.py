@@ -31,7 +31,8 @@ import torch.nn as nn
 
 from core.errors import InputError
 
-PROBE_SHAPE = (2, 3)  # batch, tokens of the probe forward (distinct, so a shape's tail is clear)
+PROBE_SHAPE = (2, 3)  # batch, tokens of the probe forward (distinct, so a shape tells them apart)
+BATCH, TOKENS = -1, -2  # in a zero shape: the batch's size, the number of tokens
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ModelAnatomy:
     chain: tuple[str, ...]
     blocks: frozenset[str]
     block_outputs: int  # 0: a block returns a tensor; n: a tuple of n items, hidden states first
-    zero_tails: tuple[tuple[str, tuple[int, ...]], ...]  # layers before the first block: output shape past (b, s)
+    zero_shapes: tuple[tuple[str, tuple[int, ...]], ...]  # layers before the first block: output shape (BATCH, TOKENS, ...)
     embed: str
     head: str
     tied: bool
@@ -52,8 +53,9 @@ class ModelAnatomy:
         """(embedding's, head's) weight name when they share one."""
         return (f"{self.embed}.weight", f"{self.head}.weight") if self.tied else None
 
-    def zero_tail(self, layer: str) -> tuple[int, ...] | None:
-        return dict(self.zero_tails).get(layer)
+    def zero_shape(self, layer: str) -> tuple[int, ...] | None:
+        """The output shape of a layer before the blocks, BATCH and TOKENS standing for the batch's."""
+        return dict(self.zero_shapes).get(layer)
 
     def check_stage(self, layers: tuple[str, ...]) -> None:
         """A stage may not start between two layers that run before the blocks (GPT-2's
@@ -63,7 +65,7 @@ class ModelAnatomy:
         Raises:
             InputError: naming the layers to keep together.
         """
-        before = [name for name, _ in self.zero_tails]
+        before = [name for name, _ in self.zero_shapes]
         if layers and layers[0] in before[1:]:
             raise InputError(f"a stage starts at {layers[0]}, but the model combines the outputs of "
                              f"{', '.join(before)} before its blocks: keep them on one stage")
@@ -88,14 +90,17 @@ def anatomy_of(config_json: str) -> ModelAnatomy:
 def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     """Run the meta model once and read its anatomy (see the module docstring)."""
     from core.model.hf import balanced_experts, forward_hf
-    from core.model.measure import _block_list, flash_attention_on_meta, layer_chain
+    from core.model.measure import _block_list, flash_attention_on_meta, layer_chain, run_order
 
     chain = layer_chain(model)
     block_ids = {id(block) for block in _block_list(model)}
     _check_parameters_inside_layers(model, chain, model_type)
     calls: list[str] = []
     outputs: dict[str, Any] = {}
+    block_inputs: list[list[torch.Tensor]] = []  # kept alive: storages are told apart by address
     handles = [module.register_forward_hook(_recorder(name, calls, outputs)) for name, module in chain]
+    handles += [module.register_forward_pre_hook(_input_recorder(block_inputs), with_kwargs=True)
+                for module in _block_list(model)]
     try:
         with balanced_experts(model), flash_attention_on_meta(), torch.no_grad():
             forward_hf(model, torch.zeros(PROBE_SHAPE, dtype=torch.long, device="meta"))
@@ -106,14 +111,16 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     finally:
         for handle in handles:
             handle.remove()
-    names = [name for name, _ in chain]
-    _check_order(names, calls, model_type)
+    _check_counts([name for name, _ in chain], calls, model_type)
+    names = run_order([name for name, _ in chain], calls)
+    _check_side_inputs(names, outputs, block_inputs, model_type)
     blocks = frozenset(name for name, module in chain if id(module) in block_ids)
+    _check_blocks_together(names, blocks, model_type)
     embed, head, tied = _embeddings(model, names, model_type)
     first_block = min(names.index(name) for name in blocks)
-    tails = tuple((name, _tail(outputs[name], name, model_type)) for name in names[:first_block])
+    shapes = tuple((name, _zero_shape(outputs[name], name, model_type)) for name in names[:first_block])
     return ModelAnatomy(chain=tuple(names), blocks=blocks, block_outputs=_block_outputs(outputs, blocks, model_type),
-                        zero_tails=tails, embed=embed, head=head, tied=tied,
+                        zero_shapes=shapes, embed=embed, head=head, tied=tied,
                         attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")))
 
 
@@ -132,16 +139,44 @@ def _check_parameters_inside_layers(model: nn.Module, chain: list[tuple[str, nn.
                          "a stage could not tell whether it holds them")
 
 
-def _check_order(names: list[str], calls: list[str], model_type: str) -> None:
+def _input_recorder(block_inputs: list[list[torch.Tensor]]) -> Any:
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor)]
+        hidden = kwargs.get("hidden_states", tensors[0] if tensors else None)
+        block_inputs.append([value for value in tensors if value is not hidden])  # what comes beside the hidden states
+    return hook
+
+
+def _check_counts(names: list[str], calls: list[str], model_type: str) -> None:
     for name in names:
         count = calls.count(name)
         if count != 1:
             raise InputError(f"'{model_type}' runs its layer {name} {count} times per forward: "
                              "a pipeline stage runs each layer once")
-    if calls != names:
-        first = next(a for a, b in zip(calls, names, strict=True) if a != b)
-        raise InputError(f"'{model_type}' runs its layers in another order than it lists them ({first} "
-                         "out of place): its stages could not follow one another")
+
+
+def _check_side_inputs(names: list[str], outputs: dict[str, Any], block_inputs: list[list[torch.Tensor]],
+                       model_type: str) -> None:
+    """A layer whose output (or a view of it) goes into more than one block (CPM-Ant's
+    position bias) feeds the blocks beside the hidden states: a later stage would not have it."""
+    storages = [{tensor.untyped_storage()._cdata for tensor in inputs} for inputs in block_inputs]
+    for name in names:
+        output = outputs[name]
+        if not isinstance(output, torch.Tensor):
+            continue
+        storage = output.untyped_storage()._cdata
+        if sum(storage in inputs for inputs in storages) > 1:
+            raise InputError(f"'{model_type}' hands the output of its layer {name} to every block beside the "
+                             "hidden states: a later stage would not have it")
+
+
+def _check_blocks_together(names: list[str], blocks: frozenset[str], model_type: str) -> None:
+    at = sorted(names.index(name) for name in blocks)
+    if at[-1] - at[0] + 1 != len(at):
+        inside = names[at[0]:at[-1] + 1]
+        between = next(name for name in inside if name not in blocks)
+        raise InputError(f"'{model_type}' runs its layer {between} between its blocks: "
+                         "its stages could not follow one another")
 
 
 def _block_outputs(outputs: dict[str, Any], blocks: frozenset[str], model_type: str) -> int:
@@ -176,7 +211,14 @@ def _embeddings(model: Any, names: list[str], model_type: str) -> tuple[str, str
     return str(embed_name), str(head_name), tied
 
 
-def _tail(output: Any, name: str, model_type: str) -> tuple[int, ...]:
-    if not isinstance(output, torch.Tensor) or output.dim() < 2:
-        raise InputError(f"'{model_type}' layer {name} does not give a tensor of (batch, tokens, ...)")
-    return tuple(int(d) for d in output.shape[2:])
+def _zero_shape(output: Any, name: str, model_type: str) -> tuple[int, ...]:
+    """The output's shape with the probe's batch and token counts as BATCH and TOKENS
+    (BART-like learned positions give (tokens, hidden): the model broadcasts them)."""
+    if not isinstance(output, torch.Tensor) or TOKENS not in (shape := _symbolic(output.shape)):
+        raise InputError(f"'{model_type}' layer {name} does not give a tensor over the tokens")
+    return shape
+
+
+def _symbolic(shape: torch.Size) -> tuple[int, ...]:
+    symbols = {PROBE_SHAPE[0]: BATCH, PROBE_SHAPE[1]: TOKENS}
+    return tuple(symbols.get(int(size), int(size)) for size in shape)

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.errors import InputError
@@ -59,7 +60,8 @@ class LayerCost:
 
 def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's layers: each block of its largest ModuleList, and every other
-    module with parameters outside it, in registration order."""
+    module with parameters outside it, in registration order (a model measured or
+    split is ordered by `run_order`)."""
     blocks = _block_list(model)
     chain: list[tuple[str, nn.Module]] = []
 
@@ -75,6 +77,16 @@ def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
     visit("", model)
     return chain
+
+
+def run_order(names: list[str], calls: list[str]) -> list[str]:
+    """The layers in the order one forward ran them (`calls`, a name per call) where
+    each ran exactly once, else in registration order (`names`): OPT registers its
+    final norm before its blocks and runs it after them; a plan's stages follow
+    the run (docs/design.md, "Hugging Face models")."""
+    if sorted(calls) == sorted(names):
+        return list(calls)
+    return list(names)
 
 
 def measure_layers(
@@ -144,6 +156,7 @@ class _Recorder:
         self.saved: dict[str, dict[int, int]] = {name: {} for name, _ in chain}
         self.input_bytes: dict[str, int] = {}
         self.output_bytes: dict[str, int] = {}
+        self.calls: list[str] = []  # a name per forward call of a layer, in order
         self._flops_at_start = 0.0
 
     def attach(self) -> list[torch.utils.hooks.RemovableHandle]:
@@ -168,8 +181,10 @@ class _Recorder:
 
     def costs(self, train: bool, recompute: bool, transient: dict[str, int]) -> list[LayerCost]:
         groups = _tied_groups(self.chain)
+        modules = dict(self.chain)
         result = []
-        for name, module in self.chain:
+        for name in run_order([name for name, _ in self.chain], self.calls):
+            module = modules[name]
             is_block = id(module) in self.blocks
             saved = sum(self.saved[name].values())
             working = transient.get(name, 0)
@@ -199,6 +214,7 @@ class _Recorder:
     def _enter(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple) -> None:
             self.input_bytes.setdefault(name, _first_tensor_bytes(args))
+            self.calls.append(name)
             self._start(name)
         return hook
 
@@ -301,12 +317,18 @@ def flash_attention_on_meta() -> Iterator[None]:
             return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                             is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
         causal = is_causal or attn_mask is not None  # LM masks are causal
+        width = value.shape[-1]
+        if width != query.shape[-1]:  # MLA's value heads are narrower than its query heads: the kernel pads them
+            scale = query.shape[-1] ** -0.5 if scale is None else scale
+            pad = max(width, query.shape[-1])
+            query, key, value = (F.pad(t, (0, pad - t.shape[-1])) for t in (query, key, value))
         if key.shape[-3] != query.shape[-3]:  # grouped-query attention: k and v kept with their own heads
             dtype = lower_precision_dtype()  # autocast casts SDPA's inputs (emulated: core.model.autocast_meta)
             if dtype is not None:
                 query, key, value = (t.to(dtype) for t in (query, key, value))
-            return _GroupedFlash.apply(query, key, value, causal, scale)
-        return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, 0.0, causal, scale=scale)[0]
+            return _GroupedFlash.apply(query, key, value, causal, scale)[..., :width]
+        out = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, 0.0, causal, scale=scale)[0]
+        return out[..., :width]
 
     torch.nn.functional.scaled_dot_product_attention = flash
     try:

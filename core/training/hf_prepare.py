@@ -74,10 +74,9 @@ def expected_shapes(source: HFModelSource) -> dict[str, tuple[int, ...]]:
 
 def hf_layer_names(source: HFModelSource) -> list[str]:
     """The layers a plan of this model names, in order."""
-    from core.training.engine.hf_stages import build_meta_model
     from core.training.engine.hf_stages import hf_layer_names as names
 
-    return names(build_meta_model(source))
+    return names(source)
 
 
 def _tied_names(source: HFModelSource) -> tuple[str, str] | None:

@@ -1,7 +1,8 @@
 """Pipeline stages of any Hugging Face causal LM: one generic split, the model's own forward.
 
 Each stage process builds the whole model on the meta device (no memory) and
-keeps only its stage's layers of the chain (core.model.measure.layer_chain).
+keeps only its stage's layers of the chain (core.model.measure.layer_chain, in the order
+they run: core.model.hf_anatomy).
 Every layer it does not hold is replaced, in place, by a stand-in without
 parameters (so parameter names stay the Hugging Face ones,
 `model.layers.3.mlp.up_proj.weight`, and stage state dicts merge back into
@@ -48,7 +49,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import InputError
-from core.model.hf_anatomy import ModelAnatomy, anatomy_of
+from core.model.hf_anatomy import BATCH, TOKENS, ModelAnatomy, anatomy_of
 from core.model.hf_source import HFModelSource, check_trainable
 from core.training.engine.stages import StageLayout
 
@@ -69,11 +70,9 @@ def source_anatomy(source: HFModelSource) -> ModelAnatomy:
     return anatomy_of(source.config_json)
 
 
-def hf_layer_names(model: nn.Module) -> list[str]:
-    """The model's chain of layers as the planner names them."""
-    from core.model.measure import layer_chain
-
-    return [name for name, _ in layer_chain(model)]
+def hf_layer_names(source: HFModelSource) -> list[str]:
+    """The model's chain of layers as the planner names them, in the order they run."""
+    return list(source_anatomy(source).chain)
 
 
 class HFStage(nn.Module):
@@ -145,14 +144,19 @@ def _stop_after(module: nn.Module, args: Any, output: Any) -> None:
 
 
 class _Zeros(nn.Module):
-    """Stands for a layer before the stage that runs before the blocks: zeros of its output's shape."""
+    """Stands for a layer before the stage that runs before the blocks: zeros of its
+    output's shape (BATCH and TOKENS from what the stage received)."""
 
-    def __init__(self, tail: tuple[int, ...], dtype: torch.dtype):
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, inject: _Inject):
         super().__init__()
-        self.tail, self.dtype = tail, dtype
+        self.shape, self.dtype = shape, dtype
+        self.inject: tuple[_Inject] = (inject,)  # a tuple: not registered as a child module
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return torch.zeros((*x.shape[:2], *self.tail), dtype=self.dtype, device=x.device)
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        received = self.inject[0].received
+        assert received is not None, "a stage's input is set by HFStage.forward"
+        sizes = {BATCH: received.shape[0], TOKENS: received.shape[1]}
+        return torch.zeros([sizes.get(size, size) for size in self.shape], dtype=self.dtype, device=received.device)
 
 
 class _Skip(nn.Module):
@@ -194,15 +198,20 @@ def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str
     first = min(anatomy.chain.index(name) for name in owned)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     inject = None
+    if first > 0:
+        outputs = anatomy.block_outputs if anatomy.chain[first - 1] in anatomy.blocks else 0
+        inject = _Inject(outputs)
     for position, name in enumerate(anatomy.chain):
         if name in owned:
             continue
         outputs = anatomy.block_outputs if name in anatomy.blocks else 0
         stand_in: nn.Module
         if position == first - 1:
-            stand_in = inject = _Inject(outputs)
-        elif position < first and (tail := anatomy.zero_tail(name)) is not None:
-            stand_in = _Zeros(tail, dtype)
+            assert inject is not None
+            stand_in = inject
+        elif position < first and (shape := anatomy.zero_shape(name)) is not None:
+            assert inject is not None
+            stand_in = _Zeros(shape, dtype, inject)
         else:
             stand_in = _Skip(outputs)
         parent_name, _, child = name.rpartition(".")

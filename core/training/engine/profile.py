@@ -309,10 +309,10 @@ def _whole_model_stage(model: TimedModel, device: Any, recompute: bool, autocast
     from core.training.engine.stages import StageLayout
 
     if isinstance(model, HFModelSource):
-        from core.training.engine.hf_stages import build_hf_stage, build_meta_model, hf_layer_names
+        from core.training.engine.hf_stages import build_hf_stage, hf_layer_names
 
         source = HFModelSource(model.config_json)
-        names = tuple(hf_layer_names(build_meta_model(source)))
+        names = tuple(hf_layer_names(source))
         return build_hf_stage(source, StageLayout(0, str(device), names), device, 0, recompute, autocast)
     from core.training.engine.stages import build_full_model, slice_stages
 
@@ -326,11 +326,11 @@ def _one_layer_stages(model: TimedModel, device: Any, recompute: bool, autocast:
     from core.training.engine.stages import StageLayout
 
     if isinstance(model, HFModelSource):
-        from core.training.engine.hf_stages import build_hf_stage, build_meta_model, hf_layer_names
+        from core.training.engine.hf_stages import build_hf_stage, hf_layer_names
 
         source = HFModelSource(model.config_json)  # random weights time as loaded ones do
         return [build_hf_stage(source, StageLayout(i, str(device), (name,)), device, 0, recompute, autocast)
-                for i, name in enumerate(hf_layer_names(build_meta_model(source)))]
+                for i, name in enumerate(hf_layer_names(source))]
     from core.training.engine.stages import build_full_model, slice_stages
 
     full = build_full_model(model, seed=0)

@@ -18,14 +18,17 @@ import torch
 SMALL: dict[str, Any] = {
     "hidden_size": 32, "n_embd": 32, "d_model": 32, "dim": 32, "embed_dim": 32,
     "intermediate_size": 64, "n_inner": 64, "ffn_dim": 64, "ffn_hidden_size": 64, "hidden_dim": 64,
-    "num_hidden_layers": 2, "n_layer": 2, "num_layers": 2, "n_layers": 2,
+    "num_hidden_layers": 2, "n_layer": 2, "num_layers": 2, "n_layers": 2, "decoder_layers": 2, "encoder_layers": 2,
+    "decoder_attention_heads": 4, "encoder_attention_heads": 4, "decoder_ffn_dim": 64, "encoder_ffn_dim": 64,
     "num_attention_heads": 4, "n_head": 4, "num_heads": 4, "n_heads": 4,
     "num_key_value_heads": 2, "multi_query_group_num": 2, "head_dim": 8, "kv_channels": 8,
-    "vocab_size": 128, "max_position_embeddings": 64, "n_positions": 64, "n_ctx": 64, "seq_length": 64,
+    "rotary_dim": 8, "vocab_size": 128, "max_position_embeddings": 64, "n_positions": 64, "n_ctx": 64, "seq_length": 64,
     "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
     "moe_num_experts": 4, "moe_topk": 2, "moe_intermediate_size": 32, "expert_intermediate_size": 32,
     "shared_expert_intermediate_size": 32, "moe_shared_expert_intermediate_size": 32,
-    "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1, "sliding_window": 4,
+    "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1, "sliding_window": 4, "n_shared_experts": 1,
+    "mamba_n_heads": 4, "mamba_d_head": 8, "mamba_headdim": 8, "n_mamba_heads": 4, "mamba_expand": 1,
+    "mamba_d_state": 16, "mamba_n_groups": 1, "state_size": 16, "n_groups": 1,
     "q_lora_rank": 16, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8,
     "attention_dropout": 0.0, "hidden_dropout": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
     "dropout": 0.0, "residual_dropout": 0.0, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "embed_dropout": 0.0,
@@ -36,6 +39,13 @@ LAYER_LISTS = ("layer_types", "mlp_only_layers", "no_rope_layers", "moe_layers_e
 # Overrides a type needs beyond SMALL, each with why.
 HAND_WRITTEN: dict[str, dict[str, Any]] = {
     "gemma3_text": {"sliding_window_pattern": 2},  # a full-attention layer among 2
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # its layer list is built from this pattern
+    "mamba2": {"num_heads": 4, "expand": 1},  # num_heads * head_dim must equal expand * hidden_size
+    "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},  # its default lacks rope_theta, and clamps with no bound
+             "ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2}},
+    "kolibri1_1": {"head_dim": 16, "index_num_heads": 2, "index_layers": [1]},  # NVFP4 needs head_dim a multiple of 16
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},  # its default has no layer list
+    "qwen4_exp_text": {"layer_types": ["linear_attention"] * 2},  # indexed attention needs indexer sizes left unset
 }
 
 
@@ -53,6 +63,17 @@ def tiny_config(model_type: str) -> Any:
             values[key] = 1
         elif isinstance(token, list):
             values[key] = [1]
+    if "kv_lora_rank" in values:  # multi-head latent attention expands keys to every query head
+        values["num_key_value_heads"] = SMALL["num_attention_heads"]
+    if isinstance(getattr(default, "num_experts_per_tok", None), int):  # some types allow no more than their default
+        values["num_experts_per_tok"] = min(SMALL["num_experts_per_tok"], default.num_experts_per_tok)
+    for key in LAYER_LISTS:  # per-layer lists cut to the layer count (validators compare their lengths)
+        value = _read(default, key)
+        stored = getattr(config_class, "attribute_map", {}).get(key, key)
+        if isinstance(getattr(config_class, stored, None), property):
+            continue  # derived from other fields
+        if isinstance(value, list) and len(value) > SMALL["num_hidden_layers"]:
+            values[key] = _two_layers(value)
     values.update(HAND_WRITTEN.get(model_type, {}))
     values["tie_word_embeddings"] = bool(getattr(default, "tie_word_embeddings", False))
     config = config_class(**values)
@@ -60,8 +81,22 @@ def tiny_config(model_type: str) -> Any:
     for key in LAYER_LISTS:
         value = getattr(config, key, None)
         if isinstance(value, list) and len(value) > layers:
-            setattr(config, key, value[:layers])
+            setattr(config, key, _two_layers(value)[:layers])
     return config
+
+
+def _two_layers(kinds: list[Any]) -> list[Any]:
+    """Two layers' entries of a per-layer list: the first, and the first of another kind
+    if there is one (OLMo-hybrid's linear layers come before its first attention layer)."""
+    other = next((kind for kind in kinds if kind != kinds[0]), kinds[1])
+    return [kinds[0], other]
+
+
+def _read(config: Any, key: str) -> Any:
+    try:
+        return getattr(config, key, None)
+    except Exception:  # per-layer attributes refuse a global read
+        return None
 
 
 def two_stage_layouts(chain: tuple[str, ...], blocks: frozenset[str]) -> list[tuple[str, ...]]:
@@ -114,3 +149,64 @@ def coverage_markdown(coverage: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def check_type(model_type: str, directory: Path) -> None:
+    """The registry test's check of one type (raises AssertionError, or what the split raises):
+    a tiny model saved with save_pretrained, split in two stages loaded from that folder, gives
+    the unsplit model's loss and every gradient (CPU, fp32, rel 1e-5); the merged `--save-hf`
+    folder reloads with from_pretrained and gives the same logits; the planner plans it with
+    the same parameters per stage as the stages hold."""
+    from transformers import AutoModelForCausalLM
+
+    from core.model.gpt import lm_loss
+    from core.model.hf_anatomy import anatomy_of
+    from core.model.hf_source import HFModelSource
+    from core.training.engine.hf_stages import build_hf_stage
+    from core.training.engine.stages import StageLayout
+    from core.training.hf_export import write_hf_folder
+    from tests.core.training.engine.hf_support import assert_close_gradients
+
+    config = tiny_config(model_type)
+    anatomy = anatomy_of(HFModelSource.of(config.to_dict()).config_json)
+    model = save_tiny(config, directory / "model", anatomy.attention)
+    source = HFModelSource.of(config.to_dict(), str(directory / "model"))
+    layouts = two_stage_layouts(anatomy.chain, anatomy.blocks)
+    stages = [build_hf_stage(source, StageLayout(i, "cpu", layers), torch.device("cpu"), 0)
+              for i, layers in enumerate(layouts)]
+    ids, targets = seeded_batch(config.vocab_size)
+    loss = lm_loss(stages[1](stages[0](ids)), targets)
+    want = lm_loss(model(input_ids=ids, use_cache=False).logits, targets)
+    loss.backward()
+    want.backward()
+    assert abs(loss.item() - want.item()) <= 1e-5 * abs(want.item()), f"loss {loss.item()} != {want.item()}"
+    grads = {name: p.grad for stage in stages for name, p in stage.named_parameters() if p.grad is not None}
+    if anatomy.tied:  # the engines sum the two copies' gradients (core.training.engine.stages)
+        grads[anatomy.tied_names[0]] = grads[anatomy.tied_names[0]] + grads.pop(anatomy.tied_names[1])
+    want_grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert_close_gradients(grads, want_grads)
+
+    saved = write_hf_folder(directory / "saved", source, [stage.state_dict for stage in stages], 2)
+    reloaded = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32, attn_implementation=anatomy.attention)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids, use_cache=False).logits,
+                                   model(input_ids=ids, use_cache=False).logits, rtol=1e-5, atol=1e-6)
+    _plans_with_the_stages_parameters(source, stages, layouts)
+
+
+def _plans_with_the_stages_parameters(source: Any, stages: list[Any], layouts: list[tuple[str, ...]]) -> None:
+    from core.model.graph import build_layer_graph, graph_layers
+    from core.model.model_spec import ModelSpec
+    from core.planning.costs import stage_params
+    from core.planning.front_door import plan_model
+    from core.planning.setup import TrainingSetup
+
+    spec = ModelSpec(name=source.model_type, hf_config_json=source.config_json)
+    setup = TrainingSetup(precision="fp32", micro_batch_size=1, seq_len=8, micro_batches=2)
+    layers = graph_layers(build_layer_graph(spec, setup))
+    names = [layer.name for layer in layers]
+    for stage, stage_layers in zip(stages, layouts, strict=True):
+        planned = stage_params(layers, [names.index(name) for name in stage_layers])
+        real = sum(p.numel() for p in stage.parameters())
+        assert planned == real, f"planned {planned} parameters on a stage that holds {real}"
+    assert plan_model(spec, setup, "2xcpu:2GiB", solver="exact").plan.stages

@@ -31,7 +31,7 @@ CPU = torch.device("cpu")
 
 
 def _stages(source, cuts):
-    names = hf_layer_names(build_meta_model(source))
+    names = hf_layer_names(source)
     bounds = [0, *cuts, len(names)]
     layouts = [StageLayout(i, "cpu", tuple(names[bounds[i]:bounds[i + 1]])) for i in range(len(bounds) - 1)]
     return [build_hf_stage(source, layout, CPU, seed=3) for layout in layouts]
@@ -226,7 +226,7 @@ def test_sharded_weights_with_an_index_load_into_their_stages(tmp_path):
     model.save_pretrained(tmp_path / "sharded", max_shard_size="200KB")
     assert len(weight_files(tmp_path / "sharded")) > 1  # really sharded
     source = HFModelSource.of(model.config.to_dict(), str(tmp_path / "sharded"))
-    names = hf_layer_names(build_meta_model(source))
+    names = hf_layer_names(source)
     want = model.state_dict()
     for index, layers in enumerate((names[:3], names[3:])):
         stage = build_hf_stage(source, StageLayout(index, "cpu", tuple(layers)), CPU, seed=0)
