@@ -286,6 +286,7 @@ def test_auto_schedule_json_carries_the_schedule_and_each_devices_chunks(capsys,
     assert json.loads(out)["schedule"] == "1f1b"  # the baselines price auto as 1F1B
 
 
+@pytest.mark.slow  # 2 s: the adapters measured on a meta llama-3-8b
 def test_qlora_plan_shows_memory_by_part_and_device_map_auto(capsys):
     args = ("plan", "--model", "gpt-nano", "--devices", "2xA10:1GiB", "--seq", "128", "--finetune", "qlora",
             "--lora-rank", "8")

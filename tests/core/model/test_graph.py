@@ -92,6 +92,7 @@ def test_hf_layer_names_are_module_names():
     assert [layer.name for layer in layers] == order
 
 
+@pytest.mark.slow  # 1.5 s: a llama block counted on the meta device
 def test_llama_block_flops_match_the_analytic_count():
     # Weights 4 d^2 (attention, 32 of 32 heads) + 3 d f (SwiGLU): 2 FLOPs per weight per
     # token, and 4 s^2 d for attention. d = 4096, f = 11008, s = 256, b = 1.

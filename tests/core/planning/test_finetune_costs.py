@@ -115,6 +115,7 @@ def test_qlora_quantises_block_linears_and_leaves_embeddings_and_head_in_their_d
         assert layers[name].tied_frozen_bytes == 4 * 32768 and layers[name].tied_params == 0
 
 
+@pytest.mark.slow  # 1.2 s: four adapted graphs measured
 def test_named_targets_dropout_and_recompute():
     layers, _ = _layers("lora", finetune={"lora_targets": ("c_attn",), "lora_dropout": 0.1})
     full, _ = _layers("full")

@@ -17,6 +17,7 @@ from tests.gui.conftest import small_project, wait_for_plan
 SHOT = Path("/tmp/allot-qlora-plan-1280x800.png")
 
 
+@pytest.mark.slow  # 4 s: the adapters measured on a meta llama with PEFT
 def test_choosing_qlora_plans_frozen_weights_adapters_and_scratch(qtbot, make_window, tmp_path) -> None:
     window = make_window(small_project(("RTX4090", "RTX3090"), model="gpt-micro"))
     state = window.state
