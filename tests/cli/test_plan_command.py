@@ -121,6 +121,7 @@ def test_accelerate_device_map_loads_with_from_pretrained(capsys, tmp_path):
     assert "lm_head" in device_map and "transformer.h.1" in device_map
 
 
+@pytest.mark.slow  # 2 s: gpt2 planned at 1024 tokens and built for accelerate
 def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
     from accelerate.utils import check_device_map
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 APP_STAND_IN = """
@@ -20,6 +21,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow  # an app stand-in in a subprocess
 def test_the_planning_process_exits_when_the_app_is_killed(tmp_path) -> None:
     script = tmp_path / "app.py"
     script.write_text(APP_STAND_IN)
