@@ -52,6 +52,17 @@ def test_without_a_gpu_it_skips_and_says_why(gpu_box_env: dict[str, str]) -> Non
     assert line.startswith("gpu_check: skipped: no NVIDIA GPU: NVML"), result.stdout
 
 
+def ratio_of_printed(ratio: str, numerator: str, denominator: str) -> bool:
+    """The printed ratio is the quotient of the unrounded figures: within what rounding each printed
+    figure to its last digit allows (0.020 GiB may be anything from 0.0195 to 0.0205)."""
+    def bounds(cell: str) -> tuple[float, float]:
+        half = 0.5 * 10.0 ** -(len(cell.split(".")[1]) if "." in cell else 0)
+        return float(cell) - half, float(cell) + half
+
+    (low_n, high_n), (low_d, high_d), (low_r, high_r) = bounds(numerator), bounds(denominator), bounds(ratio)
+    return low_n / high_d <= high_r and low_r <= high_n / low_d
+
+
 @pytest.mark.slow  # profile, then train: two subprocesses that import torch
 def test_a_dry_run_compares_memory_and_time_on_the_cpu_without_qt_or_highspy(gpu_box_env: dict[str, str]) -> None:
     """The commands it runs on cuda:0, here on the CPU, and the table it prints from the run."""
@@ -65,11 +76,9 @@ def test_a_dry_run_compares_memory_and_time_on_the_cpu_without_qt_or_highspy(gpu
     assert "max_memory_allocated GiB" in header and "reserved - allocated GiB" in header
     (row,) = [line for line in lines if line.startswith("| 0 |")]  # gpt-nano on one CPU: one stage
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    predicted_ms, measured_ms, time_ratio, layer_sum_ms = (float(cell) for cell in cells[1:5])
-    assert predicted_ms > 0 and measured_ms > 0 and time_ratio == pytest.approx(measured_ms / predicted_ms, abs=2e-3)
-    assert layer_sum_ms > 0
-    predicted, measured, ratio = float(cells[6]), float(cells[7]), float(cells[8])
-    assert predicted > 0 and measured > 0 and ratio == pytest.approx(measured / predicted, abs=2e-3)
-    assert abs(ratio - 1) <= 0.10  # the complete memory model, on the tracker's tensor bytes
+    assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[4]) > 0
+    assert ratio_of_printed(cells[3], cells[2], cells[1])  # measured / predicted time
+    assert float(cells[6]) > 0 and float(cells[7]) > 0 and ratio_of_printed(cells[8], cells[7], cells[6])
+    assert abs(float(cells[8]) - 1) <= 0.10  # the complete memory model, on the tracker's tensor bytes
     assert float(cells[9]) == 0.0 and float(cells[10]) == 0.0  # no allocator, no CUDA context on a CPU
     assert lines[-1].startswith("gpu_check: dry run on the CPU, ")

@@ -163,19 +163,3 @@ def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule
             params = sum(16.0 * layers[i].params for b, block in enumerate(placement.blocks())
                          if chunked.rank_of_stage(b, p) == r for i in block)
             assert memory == pytest.approx(params + torch_peaks[r], rel=1e-12), (bounds, r)
-
-
-@pytest.mark.slow  # builds llama-2-7b's problem and searches every chunked schedule (a few seconds)
-def test_the_search_finds_a_zbv_placement_that_fits_where_1f1b_is_tight():
-    """llama-2-7b on A100-80GB, A100-40GB, RTX 4090, RTX 3090, 8 micro-batches: 1F1B fills every
-    budget to within 4%. Cuts proportional to speed leave ZBV short of memory; the starts shaped like
-    the 1F1B plan (one-layer early chunks, the last lap cut by the exact solver) find placements that
-    fit the complete memory model (docs/design.md, "Chunked schedules")."""
-    from core.planning.front_door import build_problem, resolve_devices, resolve_model
-    from core.planning.setup import TrainingSetup
-
-    setup = TrainingSetup(micro_batches=8, seq_len=4096, schedule="zbv")
-    devices = resolve_devices("A100-80GB,A100-40GB,RTX4090,RTX3090", setup.precision)
-    plan = solve_chunked(build_problem(resolve_model("llama-2-7b"), setup, devices))
-    assert plan.feasible and plan.chunks == 2
-    assert all(stage.over_budget_bytes == 0 for stage in plan.stages)

@@ -230,13 +230,13 @@ def test_start_is_enabled_for_a_model_folder_and_says_why_for_one_it_cannot_trai
     assert not view.start_button.isEnabled() and "has no weights" in view.reason_label.text()
     assert not view.start_training() and "has no weights" in view.message_label.text() and not runs_dir.exists()
     from transformers import (
-        OPTConfig,  # a type the generic split refuses (resources/hf_coverage.json)
+        OpenAIGPTConfig,  # a type the generic split refuses (resources/hf_coverage.json)
     )
 
-    opt = save_model(OPTConfig(vocab_size=256, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
-                               word_embed_proj_dim=32, max_position_embeddings=256), tmp_path / "tiny-opt")
-    window.state.set_model(ModelChoice(source="config", name=str(opt)))
-    assert not view.start_button.isEnabled() and "'opt' runs its layers in another order" in view.reason_label.text()
+    refused = save_model(OpenAIGPTConfig(vocab_size=256, n_embd=32, n_layer=2, n_head=4, n_positions=256),
+                         tmp_path / "tiny-openai-gpt")
+    window.state.set_model(ModelChoice(source="config", name=str(refused)))
+    assert not view.start_button.isEnabled() and "'openai-gpt' blocks return list" in view.reason_label.text()
     view.grab().save("/tmp/hf-refused-folder.png")
     window.state.set_model(ModelChoice(name="gpt-nano"))
     window.state.set_setup(TrainingSetup(mode="infer", micro_batch_size=8, seq_len=256, micro_batches=8))

@@ -58,9 +58,9 @@ def _stage(source: HFModelSource, index: int, layers: tuple[str, ...]) -> torch.
 
 
 def _cuts(source: HFModelSource) -> tuple[tuple[str, ...], ...]:
-    from core.training.engine.hf_stages import build_meta_model, hf_layer_names
+    from core.training.engine.hf_stages import hf_layer_names
 
-    names = hf_layer_names(build_meta_model(source))  # embed, layers.0, layers.1, norm, lm_head
+    names = hf_layer_names(source)  # embed, layers.0, layers.1, norm, lm_head
     return tuple(names[:2]), tuple(names[2:])
 
 
