@@ -56,6 +56,7 @@ from core.planning.solvers import (
     solve,
     solver_label,
 )
+from core.planning.tensor_parallel import group_members
 from core.planning.torch_order import Simulated, plan_blocks
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ __all__ = [
     # setup, problem and plan
     "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "RUNNABLE_SCHEDULES",
     "SCHEDULES", "TENSOR_PARALLEL_SIZES", "Device", "Plan", "Problem", "StageCost", "TrainingSetup", "load_problem",
-    "micro_batches_per_replica", "stage_frozen_bytes",
+    "micro_batches_per_replica", "stage_frozen_bytes", "group_members",
     # solvers and what they compare
     "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",
     "SOLVER_NAMES", "TENSOR_PARALLEL_BASELINES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",

@@ -175,8 +175,20 @@ def on_real_devices(plan: Plan, members: dict[str, tuple[str, ...]], t: int, pro
 
 def tensor_parallel_group(problem: Problem, first: str, t: int) -> tuple[str, ...]:
     """The t devices of the group a plan names by its first device."""
-    names = [device.name for device in problem.devices]
-    start = names.index(first)
+    return group_members([device.name for device in problem.devices], first, t)
+
+
+def group_members(names: Sequence[str], first: str, t: int) -> tuple[str, ...]:
+    """The group of t that `first` leads among the devices `names`, in their order: `first` and the
+    t - 1 after it (the one rule the plan, the engine and the app's views read a group by; groups
+    need not start at a multiple of t: tensor_parallel_groups forms them from runs of alike devices).
+
+    Raises:
+        ValueError: `first` is not among the names, or has fewer than t - 1 devices after it.
+    """
+    start = list(names).index(first)
+    if start + t > len(names):
+        raise ValueError(f"{first} leads no tensor-parallel group of {t}")
     return tuple(names[start:start + t])
 
 

@@ -10,8 +10,6 @@ is costed here on the same t-fold problem. One process runs each device
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from core.errors import InputError
 from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
@@ -22,14 +20,6 @@ from core.planning.tensor_parallel import on_real_devices, t_fold_problem
 from core.training.config import TrainConfig
 from core.training.engine.tensor_parallel import tensor_parallel_refusal
 from core.training.plan_file import Stages, cost_stages
-
-
-def group_of(names: Sequence[str], first: str, t: int) -> tuple[str, ...]:
-    """The tensor-parallel group whose first device is `first` (the devices in the order given)."""
-    start = list(names).index(first)
-    if start % t:
-        raise ValueError(f"{first} leads no tensor-parallel group of {t}")
-    return tuple(names[start:start + t])
 
 
 def cost_given_stages(problem: Problem, stages: Stages, t: int) -> Plan:

@@ -54,8 +54,11 @@ def stage_of_device(plan: Plan | None, device_order: Sequence[str] = ()) -> dict
         return {}
     t, order = plan.tensor_parallel, list(device_order)
 
-    def members(first: str) -> list[str]:
-        return order[order.index(first):order.index(first) + t] if t > 1 and first in order else [first]
+    def members(first: str) -> tuple[str, ...]:
+        try:
+            return planning.group_members(order, first, t) if t > 1 else (first,)
+        except ValueError:  # a plan of other devices, still shown while the new one is planned
+            return (first,)
 
     return {member: (s, r, stage) for s, stage in enumerate(plan.stages)
             for r, device in enumerate(stage.devices) for member in members(device)}

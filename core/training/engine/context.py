@@ -81,11 +81,11 @@ class RunContext:
     def device_of_rank(self, rank: int) -> str:
         """The device process `rank` runs on: its stage's in its replica, or with t > 1 the
         (rank mod t)-th of that device's tensor-parallel group (core.training.tensor_parallel_run)."""
-        from core.training.tensor_parallel_run import group_of
+        from core.planning.tensor_parallel import group_members
 
         group, tp = divmod(rank, self.tensor_parallel)
         first = self.plan.device_of_rank(group)
-        return first if tp == 0 else group_of([d.name for d in self.config.devices], first, self.tensor_parallel)[tp]
+        return first if tp == 0 else group_members([d.name for d in self.config.devices], first, self.tensor_parallel)[tp]
 
     @property
     def schedule_name(self) -> str:

@@ -211,3 +211,14 @@ def test_the_milp_refuses_tensor_parallelism(tmp_path, capsys):
     path.write_text(json.dumps(PROBLEM))
     assert main.main(["plan", "--problem", str(path), "--solver", "milp"]) == 2
     assert "without tensor parallelism" in capsys.readouterr().err
+
+
+def test_a_group_is_its_first_device_and_the_t_minus_1_after_it():
+    """A100-80GB, RTX4090, RTX4090#2 with t = 2: the 4090s form the group, though it starts at an odd
+    index (groups come from runs of alike devices); a device with too few after it leads none."""
+    from core.planning.tensor_parallel import group_members
+
+    names = ["A100-80GB", "RTX4090", "RTX4090#2"]
+    assert group_members(names, "RTX4090", 2) == ("RTX4090", "RTX4090#2")
+    with pytest.raises(ValueError, match="RTX4090#2 leads no tensor-parallel group of 2"):
+        group_members(names, "RTX4090#2", 2)
