@@ -10,7 +10,6 @@ of the mean loss over the micro-batches.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import torch
 from core.model.config import GPTConfig
 from core.planning.schedules import SCHEDULES
 from core.training.engine.stages import TIED_COPY, TIED_OWNER
+from tests.core.training.engine.spawn_support import free_port, token_batch
 
 CHUNKED = [name for name, schedule in SCHEDULES.items() if schedule.chunked]
 CONFIG = GPTConfig(n_layer=3, n_head=2, d_model=16, vocab_size=32, seq_len=8)
@@ -27,9 +27,7 @@ CUTS = (("embed", "h.0"), ("h.1",), ("h.2",), ("ln_f", "lm_head"))  # 4 plan sta
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(SEED)
-    tokens = torch.randint(0, CONFIG.vocab_size, (MICRO_BATCHES, CONFIG.seq_len + 1), generator=generator)
-    return tokens[:, :-1], tokens[:, 1:]
+    return token_batch(CONFIG.vocab_size, CONFIG.seq_len, MICRO_BATCHES, SEED)
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -66,12 +64,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _reference() -> tuple[float, dict[str, torch.Tensor]]:
     from core.model.gpt import lm_loss
     from core.training.engine.stages import build_full_model
@@ -94,7 +86,7 @@ def _reference() -> tuple[float, dict[str, torch.Tensor]]:
 def test_every_chunked_schedule_matches_the_unsplit_model(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=RANKS, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=RANKS, start_method="spawn")
     parts = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(RANKS)]
     loss, expected = _reference()
     for name in CHUNKED:

@@ -3,8 +3,6 @@ exactly the unsplit model's loss and gradients (fp32, rel 1e-5)."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -26,6 +24,7 @@ from tests.core.training.engine.hf_support import (
     tiny_llama_config,
     write_config,
 )
+from tests.core.training.engine.spawn_support import free_port
 
 CPU = torch.device("cpu")
 
@@ -130,14 +129,8 @@ def test_the_local_engine_gives_the_unsplit_models_loss_and_gradients(tmp_path, 
     assert_close_gradients(grads, want_grads)
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _run_pipeline(context, out_dir):
-    mp.start_processes(pipeline_worker, args=(str(context.paths.root), _free_port(), str(out_dir)),
+    mp.start_processes(pipeline_worker, args=(str(context.paths.root), free_port(), str(out_dir)),
                        nprocs=context.num_stages, start_method="spawn")
     parts = [torch.load(out_dir / f"rank_{rank}.pt", weights_only=True) for rank in range(context.num_stages)]
     grads, weights = {}, {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from core.training.engine import checkpoint as ckpt
 from core.training.engine.tensor_parallel import tensor_parallel_refusal
 from core.training.launcher import resume_run, start_run, wait_run
 from tests.core.training.engine.hf_support import hf_run_config, tiny_gpt2_config, tiny_llama_config
+from tests.core.training.engine.spawn_support import free_port
 from tests.core.training.support import losses
 
 MICRO_BATCHES, STAGES, TP, SEED, SEQ = 4, 2, 2, 7, 8
@@ -97,11 +97,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def _reference() -> tuple[float, dict[str, torch.Tensor]]:
     from core.model.gpt import lm_loss
@@ -119,7 +114,7 @@ def _reference() -> tuple[float, dict[str, torch.Tensor]]:
 def test_two_by_two_tensor_and_pipeline_parallel_llama_equals_the_unsplit_model(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=STAGES * TP, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=STAGES * TP, start_method="spawn")
     parts = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(STAGES * TP)]
     loss, expected = _reference()
     assert [part["loss"] for part in parts[TP:]] == [pytest.approx(loss, rel=TOLERANCE)] * TP

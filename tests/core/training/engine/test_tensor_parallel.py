@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from core.training.launcher import resume_run, start_run, wait_run
 from core.training.metrics import read_metrics
 from core.training.plan_file import read_plan_file
 from core.training.runner import prepare_new_run
+from tests.core.training.engine.spawn_support import free_port, token_batch
 from tests.core.training.support import (
     FLOAT64_AGREEMENT,
     TWO_STAGES,
@@ -56,9 +56,7 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(SEED)
-    tokens = torch.randint(0, CONFIG.vocab_size, (MICRO_BATCHES, CONFIG.seq_len + 1), generator=generator)
-    return tokens[:, :-1], tokens[:, 1:]
+    return token_batch(CONFIG.vocab_size, CONFIG.seq_len, MICRO_BATCHES, SEED)
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -101,11 +99,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def _reference(dtype: str) -> tuple[float, dict[str, torch.Tensor]]:
     from core.model.gpt import lm_loss
@@ -125,7 +118,7 @@ def _reference(dtype: str) -> tuple[float, dict[str, torch.Tensor]]:
 def test_two_by_two_tensor_and_pipeline_parallel_equals_the_unsplit_model(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=STAGES * TP, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=STAGES * TP, start_method="spawn")
     parts = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(STAGES * TP)]
     for dtype in DTYPES:
         loss, expected = _reference(dtype)
