@@ -28,7 +28,6 @@ import numpy as np
 from core.planning.costs import (
     bytes_split_per_param,
     comm_factor,
-    compute_time_s,
     infeasible_plan,
     inflight_micro_batches,
     layer_forward_s,
@@ -42,9 +41,10 @@ from core.planning.costs import (
     work_factor,
 )
 from core.planning.highs_model import highs_for, highs_solution
+from core.planning.milp_inputs import chain_start, reason_with_sizes, tied_groups, time_scale
 from core.planning.plan import FEASIBLE, OPTIMAL, Plan
 from core.planning.problem import Device, Problem
-from core.units import TFLOP, format_bytes
+from core.units import TFLOP
 
 _BIG_M = 2.0  # every stage time is at most 1 time_scale unit, so 2 switches a time row off
 
@@ -66,7 +66,7 @@ def solve_milp(problem: Problem, options: MilpOptions | None = None) -> Plan:
     started = time.perf_counter()
     model = _Model(problem, options.contiguous)
     highs = highs_for(model, options.time_limit_s, options.relative_gap)
-    start = _chain_start(problem)
+    start = chain_start(problem)
     if start is not None:
         highs.setSolution(highs_solution(model.warm_start(start)))
     highs.run()
@@ -76,28 +76,13 @@ def solve_milp(problem: Problem, options: MilpOptions | None = None) -> Plan:
     if values is None or len(values) != model.size:
         reason = "no placement fits the budgets" if "Infeasible" in str(status) else (
             f"no placement found within {options.time_limit_s:g} s")
-        return infeasible_plan(problem, "milp", _with_sizes(problem, reason), elapsed)
+        return infeasible_plan(problem, "milp", reason_with_sizes(problem, reason), elapsed)
     plan = plan_from_placement(problem, model.placement(values), "milp", OPTIMAL, elapsed, gap=0.0)
     if "Optimal" not in str(status) and plan.objective_s:
         bound = highs.getInfo().mip_dual_bound * model.time_scale
         gap = min(1.0, max(0.0, (plan.objective_s - bound) / plan.objective_s))
         plan = plan.with_solver("milp", FEASIBLE, elapsed, gap)
     return plan
-
-
-def _chain_start(problem: Problem) -> list[tuple[int, list[int]]] | None:
-    """The best contiguous split of the layers in their given order (a topological
-    order, so it respects every edge), or None when none fits."""
-    from dataclasses import replace
-
-    from core.planning.exact import solve_exact
-
-    chain = replace(problem, layers=tuple(replace(layer, inputs=None) for layer in problem.layers))
-    plan = solve_exact(chain)
-    if not plan.stages:
-        return None
-    index = {device.name: d for d, device in enumerate(problem.devices)}
-    return [(index[stage.device], list(stage.layer_indices)) for stage in plan.stages]
 
 
 class _Model:
@@ -111,7 +96,7 @@ class _Model:
         self.contiguous = contiguous
         self.chain = problem.is_chain and contiguous
         self.edges = problem.edges()
-        self.groups = _tied_groups(problem)
+        self.groups = tied_groups(problem)
         self.outputs = sorted(output_layers(problem))
         self._next = 0
         self._integer: list[int] = []
@@ -128,7 +113,7 @@ class _Model:
         self.working = self._block((Q,))  # the largest working memory of a layer at each position
         self.tau = self._scalar()
         self.rows: list[tuple[dict[int, float], float, float]] = []
-        self.time_scale = _time_scale(problem)
+        self.time_scale = time_scale(problem)
         self._build_rows()
 
     # --- variables -----------------------------------------------------
@@ -423,31 +408,3 @@ class _Model:
             if sender == q:
                 row[var] = row.get(var, 0.0) - 1.0
         self._row(row, -_BIG_M, np.inf)
-
-
-def _time_scale(problem: Problem) -> float:
-    """The longest a stage can take: every layer on the slowest device, every output
-    sent over the slowest link. 1 when everything is free."""
-    k, c = work_factor(problem.setup), comm_factor(problem.setup)
-    slowest = min(device.tflops for device in problem.devices)
-    slowest_link = min(device.bandwidth_gbps for device in problem.devices)
-    compute = compute_time_s(k, sum(layer.flops for layer in problem.layers), slowest)
-    if problem.layer_times:
-        compute = max(k * sum(layer_forward_s(problem, device)) for device in problem.devices)
-    senders = {producer for producer, _ in problem.edges()}
-    send = send_time_s(c, sum(problem.layers[i].output_bytes for i in senders), slowest_link)
-    return compute + send if compute + send > 0 else 1.0
-
-
-def _tied_groups(problem: Problem) -> list[tuple[int, list[int]]]:
-    groups: dict[str, tuple[int, list[int]]] = {}
-    for i, layer in enumerate(problem.layers):
-        if layer.tied_group is not None:
-            groups.setdefault(layer.tied_group, (layer.tied_params, []))[1].append(i)
-    return list(groups.values())
-
-
-def _with_sizes(problem: Problem, reason: str) -> str:
-    need = problem.setup.bytes_per_param * sum(layer.params for layer in problem.layers)
-    budgets = sum(device.budget_bytes for device in problem.devices)
-    return f"{reason} (weights and state alone need {format_bytes(need)}; budgets total {format_bytes(budgets)})"
