@@ -267,18 +267,15 @@ def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
 
 def data_parallel_from_arg(value: str) -> int | str:
     """--data-parallel: a whole number or "auto" (checked further by TrainingSetup)."""
-    from core.planning.front_door import AUTO
-
-    if value == AUTO:
-        return AUTO
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"--data-parallel must be a whole number or auto, got {value!r}") from None
+    return _count_or_auto(value, "--data-parallel must be a whole number or auto")
 
 
 def tensor_parallel_from_arg(value: str) -> int | str:
     """--tensor-parallel: 1, 2, 4, 8 or "auto" (checked further by TrainingSetup)."""
+    return _count_or_auto(value, "--tensor-parallel must be 1, 2, 4, 8 or auto")
+
+
+def _count_or_auto(value: str, rule: str) -> int | str:
     from core.planning.front_door import AUTO
 
     if value == AUTO:
@@ -286,7 +283,7 @@ def tensor_parallel_from_arg(value: str) -> int | str:
     try:
         return int(value)
     except ValueError:
-        raise InputError(f"--tensor-parallel must be 1, 2, 4, 8 or auto, got {value!r}") from None
+        raise InputError(f"{rule}, got {value!r}") from None
 
 
 def _export(export: list[str], spec: Any, plan: Any, problem: Any) -> None:
