@@ -19,14 +19,14 @@ import networkx as nx
 from core.errors import InputError
 from core.model.model_spec import ModelSpec
 from core.planning.finetune import FineTune
-from core.planning.problem import Layer
+from core.planning.problem import TENSOR_PARALLEL_SIZES, Layer
 from core.planning.setup import TrainingSetup
 from core.system.disk_cache import code_version, package_versions, read_entry, write_entry
 
 # What a graph is measured by: a change to any of these invalidates the disk cache.
 _MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/transient.py", "core/model/gpt.py",
                    "core/model/hf.py", "core/model/autocast_meta.py",
-                   "core/model/lora.py")
+                   "core/model/lora.py", "core/model/tensor_parallel_split.py")
 _NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input_bytes", "tied_params",
                    "transient_bytes")
 
@@ -69,10 +69,10 @@ def _cached_graph(spec: ModelSpec, precision: str, train: bool, recompute: bool,
     key = graph_cache_key(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
     stored = read_entry("graphs", key)
     if stored is not None and _valid_entry(stored):
-        return _graph(spec.name, stored["total_params"], stored["costs"])
-    total_params, costs = _measure(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
-    write_entry("graphs", key, {"total_params": total_params, "costs": costs})
-    return _graph(spec.name, total_params, costs)
+        return _graph(spec.name, stored["total_params"], stored["costs"], stored["tensor_parallel_refusals"])
+    total_params, costs, refusals = _measure(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
+    write_entry("graphs", key, {"total_params": total_params, "costs": costs, "tensor_parallel_refusals": refusals})
+    return _graph(spec.name, total_params, costs, refusals)
 
 
 def graph_cache_key(spec: ModelSpec, precision: str, train: bool, recompute: bool,
@@ -86,28 +86,32 @@ def graph_cache_key(spec: ModelSpec, precision: str, train: bool, recompute: boo
 
 
 def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micro_batch_size: int,
-             seq_len: int, finetune: FineTune | None = None) -> tuple[int, list[dict[str, Any]]]:
-    """Build the model on the meta device and cost each layer: (total params, LayerCost dicts).
+             seq_len: int, finetune: FineTune | None = None
+             ) -> tuple[int, list[dict[str, Any]], dict[str, str | None]]:
+    """Build the model on the meta device and cost each layer: (total params, LayerCost dicts, why the
+    model cannot split over each tensor-parallel t > 1, None where it can: core.model.tensor_parallel_split).
 
     bf16 training is measured as the engines run it: fp32 weights under autocast (core.model.autocast_meta).
     With adapters (docs/design.md, "Fine-tuning") the layers' parameters, FLOPs and linear modules are the
     base model's, their activations and working memory those of the model with its base frozen and PEFT's
     adapters in place, measured the same way (QLoRA's 4-bit base saves what a frozen linear saves)."""
-    total_params, costs = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len, None)
+    total_params, costs, refusals = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len,
+                                                   None)
     if finetune is None:
-        return total_params, costs
-    _, adapted = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
+        return total_params, costs, refusals
+    _, adapted, _ = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
     if not adapted:  # targets that match nothing: core.planning.finetune_costs says so in one line
-        return total_params, costs
+        return total_params, costs, refusals
     measured = {cost["name"]: cost for cost in adapted}
     for cost in costs:
         for field in ("activation_bytes", "transient_bytes"):
             cost[field] = measured[cost["name"]][field]
-    return total_params, costs
+    return total_params, costs, refusals
 
 
 def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool, micro_batch_size: int,
-                   seq_len: int, finetune: FineTune | None) -> tuple[int, list[dict[str, Any]]]:
+                   seq_len: int, finetune: FineTune | None
+                   ) -> tuple[int, list[dict[str, Any]], dict[str, str | None]]:
     import contextlib
 
     import torch
@@ -115,6 +119,7 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
     from core.model.autocast_meta import AutocastOnMeta
     from core.model.gpt import lm_loss
     from core.model.measure import measure_layers
+    from core.model.tensor_parallel_split import split_refusal
 
     autocast = precision == "bf16" and train
     dtype = torch.bfloat16 if precision == "bf16" and not autocast else torch.float32
@@ -125,8 +130,9 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
 
         with torch.device("meta"):
             model = GPT(spec.gpt).to(dtype)
+        refusals = {str(t): split_refusal(model, t) for t in TENSOR_PARALLEL_SIZES if t > 1}
         if not _with_adapters(model, finetune):
-            return 0, []
+            return 0, [], refusals
         with casts:
             costs = measure_layers(model, model.forward, lm_loss, micro_batch_size, seq_len, train, recompute)
     else:
@@ -134,8 +140,9 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
 
         try:
             model = build_hf_model_on_meta(spec.hf_config, dtype)
+            refusals = {str(t): split_refusal(model, t) for t in TENSOR_PARALLEL_SIZES if t > 1}
             if not _with_adapters(model, finetune):
-                return 0, []
+                return 0, [], refusals
             with balanced_experts(model), casts:
                 costs = measure_layers(model, lambda ids: forward_hf(model, ids), lm_loss,
                                        micro_batch_size, seq_len, train, recompute)
@@ -144,7 +151,7 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
                 raise
             # transformers and torch fail deep inside on configs they accept: one line, not a traceback
             raise InputError(f"cannot build or run {spec.name} on the meta device: {first_line(error)}") from None
-    return sum(p.numel() for p in model.parameters()), [asdict(cost) for cost in costs]
+    return sum(p.numel() for p in model.parameters()), [asdict(cost) for cost in costs], refusals
 
 
 def _with_adapters(model: Any, finetune: FineTune | None) -> bool:
@@ -157,8 +164,10 @@ def _with_adapters(model: Any, finetune: FineTune | None) -> bool:
     return add_adapters(model, finetune)
 
 
-def _graph(name: str, total_params: int, costs: list[dict[str, Any]]) -> nx.DiGraph:
-    graph = nx.DiGraph(model=name, order=[cost["name"] for cost in costs], total_params=total_params)
+def _graph(name: str, total_params: int, costs: list[dict[str, Any]],
+           tensor_parallel_refusals: dict[str, str | None]) -> nx.DiGraph:
+    graph = nx.DiGraph(model=name, order=[cost["name"] for cost in costs], total_params=total_params,
+                       tensor_parallel_refusals=tensor_parallel_refusals)
     for cost in costs:  # linear modules as tuples, also when read back from JSON lists
         graph.add_node(cost["name"], **{**cost, "linears": tuple(tuple(m) for m in cost.get("linears", ()))})
     for producer, consumer in zip(costs, costs[1:]):
@@ -169,7 +178,8 @@ def _graph(name: str, total_params: int, costs: list[dict[str, Any]]) -> nx.DiGr
 def _valid_entry(stored: Any) -> bool:
     """A cache entry has the shape we wrote; anything else is rebuilt (never trusted)."""
     try:
-        return isinstance(stored["total_params"], int) and len(stored["costs"]) > 0 and all(
+        return isinstance(stored["total_params"], int) and isinstance(stored["tensor_parallel_refusals"], dict) and (
+            len(stored["costs"]) > 0) and all(
             isinstance(cost["name"], str) and all(isinstance(cost[field], (int, float)) and cost[field] >= 0
                                                   for field in _NUMERIC_FIELDS)
             for cost in stored["costs"])

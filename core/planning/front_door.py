@@ -17,9 +17,10 @@ use are re-exported here, so the modules behind it can move freely.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from core.errors import InputError
 from core.model.config import GPTSize, ModelChoice
 from core.model.model_spec import ModelSpec, resolve_choice, resolve_model
 from core.model.presets import GPT_PRESETS, hf_preset_names
@@ -132,7 +133,13 @@ def _graph_and_problem(spec: ModelSpec, setup: TrainingSetup,
 
     graph = build_layer_graph(spec, setup)
     layers = finetune_layers(graph, setup, graph_layers(graph))
-    return graph, Problem(layers=layers, devices=devices, setup=setup.to_problem_setup())
+    refusals = graph.graph["tensor_parallel_refusals"]
+    asked = setup.tensor_parallel
+    if asked != AUTO and refusals.get(str(asked)):
+        raise InputError(refusals[str(asked)])
+    sizes = tuple(t for t in TENSOR_PARALLEL_SIZES if t == 1 or refusals.get(str(t), "") is None)
+    return graph, Problem(layers=layers, devices=devices,
+                          setup=replace(setup.to_problem_setup(), tensor_parallel_sizes=sizes))
 
 
 def graph_is_measured(spec: ModelSpec, setup: TrainingSetup) -> bool:

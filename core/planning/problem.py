@@ -90,6 +90,8 @@ class Setup:
     optimizer_step_bytes_per_param: float = 0.0  # the optimizer step's temporaries (docs/design.md)
     # t devices of one node run each stage of each replica, or "auto" (docs/design.md, "Tensor parallelism")
     tensor_parallel: int | str = 1
+    # the t the model splits into (its heads, key-value heads and split widths divide t): what "auto" tries
+    tensor_parallel_sizes: tuple[int, ...] = (1, 2, 4, 8)
 
     @property
     def frozen_weights(self) -> bool:
@@ -99,6 +101,9 @@ class Setup:
     def __post_init__(self) -> None:
         check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
         check_tensor_parallel(self.tensor_parallel)
+        if 1 not in self.tensor_parallel_sizes or not set(self.tensor_parallel_sizes) <= set(TENSOR_PARALLEL_SIZES):
+            raise InputError(f"tensor_parallel_sizes must hold 1 and only sizes of {TENSOR_PARALLEL_SIZES}, got "
+                             f"{list(self.tensor_parallel_sizes)}")
         if self.is_hybrid:
             parts = [self.weight_bytes_per_param, self.grad_bytes_per_param, self.optimizer_bytes_per_param]
             given = [float(part) for part in parts if part is not None]

@@ -202,6 +202,9 @@ def _setup(item: Any) -> Setup:
     tensor_parallel = item.get("tensor_parallel", 1)
     if tensor_parallel != AUTO and "tensor_parallel" in item:
         tensor_parallel = _integer(item, "tensor_parallel", "setup", positive=True)
+    sizes = item.get("tensor_parallel_sizes", [1, 2, 4, 8])
+    if not isinstance(sizes, list) or not all(isinstance(size, int) and not isinstance(size, bool) for size in sizes):
+        raise InputError(f"setup.tensor_parallel_sizes must be a list of whole numbers, got {sizes!r}")
     finetune = item.get("finetune", "full")
     if finetune not in ("full", "lora", "qlora"):
         raise InputError(f"setup.finetune must be one of full, lora, qlora, got {finetune!r}")
@@ -218,6 +221,7 @@ def _setup(item: Any) -> Setup:
         zero=zero,
         finetune=finetune,
         tensor_parallel=tensor_parallel,
+        tensor_parallel_sizes=tuple(sizes),
         **optional,
     )
 

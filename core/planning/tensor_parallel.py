@@ -107,11 +107,13 @@ def _alike_key(device: Device) -> tuple[str, float, float]:
 
 
 def tensor_parallel_choices(problem: Problem) -> list[int]:
-    """The t to try: the one asked, or with "auto" every t that forms at least one group."""
+    """The t to try: the one asked, or with "auto" every t the model splits into
+    (`setup.tensor_parallel_sizes`) that forms at least one group."""
     asked = problem.setup.tensor_parallel
     if asked != AUTO:
         return [int(asked)]
-    return [t for t in TENSOR_PARALLEL_SIZES if tensor_parallel_groups(problem.devices, t)]
+    return [t for t in TENSOR_PARALLEL_SIZES
+            if t in problem.setup.tensor_parallel_sizes and tensor_parallel_groups(problem.devices, t)]
 
 
 def t_fold_problem(problem: Problem, t: int) -> tuple[Problem, dict[str, tuple[str, ...]]]:
@@ -119,11 +121,15 @@ def t_fold_problem(problem: Problem, t: int) -> tuple[Problem, dict[str, tuple[s
     group device's members by name. t = 1 is the problem itself (with tensor_parallel 1).
 
     Raises:
-        InputError: no group of t alike devices, fine-tuning adapters, or a d the groups cannot hold.
+        InputError: a t the model does not split into, no group of t alike devices, fine-tuning adapters,
+        or a d the groups cannot hold.
     """
     setup = replace(problem.setup, tensor_parallel=1)
     if t == 1:
         return replace(problem, setup=setup), {device.name: (device.name,) for device in problem.devices}
+    if t not in problem.setup.tensor_parallel_sizes:
+        raise InputError(f"the model splits into tensor-parallel groups of "
+                         f"{', '.join(map(str, problem.setup.tensor_parallel_sizes))} only, not {t}")
     groups = tensor_parallel_groups(problem.devices, t)
     if not groups:
         raise InputError(f"tensor-parallel {t} needs {t} devices of one kind in a row")

@@ -40,6 +40,7 @@ from torch.distributed.tensor.parallel import (
 
 from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
+from core.model.tensor_parallel_split import gpt_split_refusal
 
 QKV = "attn.c_attn"  # the fused q, k, v projection of a block (core.model.gpt.CausalSelfAttention)
 _BLOCK_STYLES: dict[str, type[ParallelStyle]] = {
@@ -55,10 +56,7 @@ def tensor_parallel_refusal(model: GPTConfig | HFModelSource, t: int) -> str | N
         from core.training.engine.hf_tensor_parallel import hf_tensor_parallel_refusal
 
         return hf_tensor_parallel_refusal(model.config, t)
-    gpt = model
-    if gpt.n_head % t or gpt.d_model % t:
-        return (f"--tensor-parallel {t} must divide the model's heads ({gpt.n_head}) and width ({gpt.d_model})")
-    return None
+    return gpt_split_refusal(model.n_head, model.d_model, t)
 
 
 def qkv_order(rows: int, t: int) -> torch.Tensor:

@@ -222,3 +222,47 @@ def test_a_group_is_its_first_device_and_the_t_minus_1_after_it():
     assert group_members(names, "RTX4090", 2) == ("RTX4090", "RTX4090#2")
     with pytest.raises(ValueError, match="RTX4090#2 leads no tensor-parallel group of 2"):
         group_members(names, "RTX4090#2", 2)
+
+
+# --- the t the model splits into ------------------------------------------------------
+
+
+def test_auto_tries_only_the_sizes_the_model_splits_into():
+    """one_block's t = 2 would win (20 s against 24 s), but a model that does not split into 2 keeps t = 1,
+    and asking for 2 explicitly is refused in one line."""
+    problem = one_block(1e-8, AUTO)
+    unsplittable = replace(problem, setup=replace(problem.setup, tensor_parallel_sizes=(1,)))
+    assert tensor_parallel_choices(unsplittable) == [1]
+    plan = solve(unsplittable)
+    assert plan.tensor_parallel == 1 and plan.objective_s == pytest.approx(24.0)
+    asked = replace(unsplittable, setup=replace(unsplittable.setup, tensor_parallel=2))
+    with pytest.raises(InputError, match="splits into tensor-parallel groups of 1 only, not 2"):
+        solve(asked)
+    with pytest.raises(InputError, match="tensor_parallel_sizes must hold 1"):
+        Setup(tensor_parallel_sizes=(2, 4))
+
+
+def test_the_planner_reads_the_sizes_from_the_model(capsys):
+    """gpt-nano has 4 heads of a 128 width: it splits into 2 and 4 but not 8. On 8 alike GPUs `auto`
+    tries 1, 2 and 4 only, and asking for 8 names the heads (exit 2), as `train` would."""
+    from core.planning.front_door import build_problem, resolve_devices, resolve_model
+    from core.planning.setup import TrainingSetup
+
+    setup = TrainingSetup(seq_len=64, micro_batches=8, tensor_parallel=AUTO)
+    problem = build_problem(resolve_model("gpt-nano"), setup, resolve_devices("8xH100-SXM", setup.precision))
+    assert problem.setup.tensor_parallel_sizes == (1, 2, 4)
+    assert tensor_parallel_choices(problem) == [1, 2, 4]
+    assert main.main(["plan", "--model", "gpt-nano", "--devices", "8xH100-SXM", "--seq", "64",
+                      "--tensor-parallel", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--tensor-parallel 8 must divide the model's heads (4) and width (128)" in err and err.count("\n") == 1
+
+
+def test_tensor_parallel_sizes_in_the_problem_file(tmp_path, capsys):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({**PROBLEM, "setup": {**PROBLEM["setup"], "tensor_parallel_sizes": [1]}}))
+    assert main.main(["plan", "--problem", str(path), "--json", "--no-compare"]) == 0
+    assert "tensor_parallel" not in json.loads(capsys.readouterr().out)  # t = 2 would win; the file allows 1
+    path.write_text(json.dumps({**PROBLEM, "setup": {**PROBLEM["setup"], "tensor_parallel_sizes": "all"}}))
+    assert main.main(["plan", "--problem", str(path)]) == 2
+    assert "setup.tensor_parallel_sizes must be a list of whole numbers" in capsys.readouterr().err
