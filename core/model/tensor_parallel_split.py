@@ -11,10 +11,11 @@ width. An HF causal LM splits by transformers' own plan for its family (`config.
 
 The paths are relative to the base model (`model.model`, its `base_model_prefix`); `*` is a layer
 index. Only what can be proved equal to the unsplit model is split: 'colwise' and 'rowwise' on
-nn.Linear, with heads, key-value heads and every split dimension divisible by t. Anything else (no
-plan; the styles 'colwise_gather_output', 'rowwise_split_input', 'embedding_rowwise',
-'replicated_with_grad_allreduce', 'local_params', 'mla_kv_a_proj', MoE expert styles; GPT-2's Conv1D)
-is refused in one line.
+nn.Linear, with heads, key-value heads and every split dimension divisible by t; and
+'replicated_with_grad_allreduce' (qwen3's and gemma3's per-head q and k norms): the module stays whole
+on every process, each process's gradient covers its own heads, and the group sums them. Anything else
+(no plan; the styles 'colwise_gather_output', 'rowwise_split_input', 'embedding_rowwise',
+'local_params', 'mla_kv_a_proj', MoE expert styles; GPT-2's Conv1D) is refused in one line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from core.errors import InputError
 
 SPLIT_STYLES = ("colwise", "rowwise")
+GRAD_SUMMED = "replicated_with_grad_allreduce"  # whole on every process, gradients summed over the group
 _DIVIDED = (("num_attention_heads", "attention heads"), ("num_key_value_heads", "key-value heads"))
 
 
@@ -50,8 +52,8 @@ def gpt_split_refusal(heads: int, width: int, t: int) -> str | None:
 
 
 def hf_split_targets(causal_lm: Any, t: int) -> dict[str, str]:
-    """The style ('colwise' or 'rowwise') of every module of `causal_lm` (a whole model or a stage's
-    pruned one) that transformers' plan splits, by its path in the causal LM.
+    """The style ('colwise', 'rowwise' or GRAD_SUMMED) of every module of `causal_lm` (a whole model or
+    a stage's pruned one) that transformers' plan names, by its path in the causal LM.
 
     Raises:
         InputError: one line, where the model has no plan, the plan uses a style the engine does not
@@ -65,10 +67,10 @@ def hf_split_targets(causal_lm: Any, t: int) -> dict[str, str]:
     if not plan:
         raise InputError(f"transformers has no tensor-parallel plan for '{model_type}' (base_model_tp_plan): "
                          "drop --tensor-parallel")
-    unsupported = sorted(set(plan.values()) - set(SPLIT_STYLES))
+    unsupported = sorted(set(plan.values()) - {*SPLIT_STYLES, GRAD_SUMMED})
     if unsupported:
         raise InputError(f"transformers' tensor-parallel plan for '{model_type}' uses {', '.join(unsupported)}; "
-                         "the engine runs 'colwise' and 'rowwise' only: drop --tensor-parallel")
+                         f"the engine runs 'colwise', 'rowwise' and '{GRAD_SUMMED}' only: drop --tensor-parallel")
     for attribute, what in _DIVIDED:
         count = getattr(config, attribute, None)
         if isinstance(count, int) and count % t:
@@ -79,6 +81,9 @@ def hf_split_targets(causal_lm: Any, t: int) -> dict[str, str]:
     for name, module in causal_lm.get_submodule(prefix).named_modules():
         style = next((style for pattern, style in patterns if pattern.fullmatch(name)), None)
         if style is None:
+            continue
+        if style == GRAD_SUMMED:
+            targets[f"{prefix}.{name}"] = style
             continue
         if not isinstance(module, nn.Linear):
             raise InputError(f"transformers' tensor-parallel plan for '{model_type}' splits {name}, a "

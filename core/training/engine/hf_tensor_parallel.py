@@ -20,14 +20,19 @@ from typing import Any
 
 from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel
 
-from core.model.tensor_parallel_split import hf_split_targets, split_refusal
+from core.model.tensor_parallel_split import GRAD_SUMMED, hf_split_targets, split_refusal
 
 STYLES: dict[str, type[ParallelStyle]] = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
 
 
 def hf_block_styles(causal_lm: Any, t: int) -> dict[str, ParallelStyle]:
     """The parallel style of every projection transformers' plan splits, by module path."""
-    return {path: STYLES[style]() for path, style in hf_split_targets(causal_lm, t).items()}
+    return {path: STYLES[style]() for path, style in hf_split_targets(causal_lm, t).items() if style in STYLES}
+
+
+def hf_grad_summed_modules(causal_lm: Any, t: int) -> list[str]:
+    """The modules transformers' plan keeps whole with gradients summed over the group, by path."""
+    return [path for path, style in hf_split_targets(causal_lm, t).items() if style == GRAD_SUMMED]
 
 
 def hf_tensor_parallel_refusal(config: dict[str, Any], t: int) -> str | None:

@@ -59,7 +59,7 @@ from core.training.engine.optim import (
 from core.training.engine.pipeline_launch import THREADS_ENV
 from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
-from core.training.engine.tensor_parallel import parallelize_stage, payload_in_order
+from core.training.engine.tensor_parallel import parallelize_stage, payload_in_order, sum_gradients
 from core.training.engine.timed_stage import TimedStage
 from core.training.metrics import MetricsWriter, format_row
 
@@ -85,12 +85,12 @@ class PipelineEngine:
         self.data = context.data()
         # identical init on every rank
         self.modules = build_stages(context, self.indices, [device] * len(self.indices), untie=True)
-        pipeline_group, tp_sharded = None, None  # one replica, t = 1: the whole world is the pipeline
+        pipeline_group, split, self.tp_group = None, None, None  # one replica, t = 1: the world is the pipeline
         if self.replicated or self.position.tensor_parallel > 1:  # one stage a rank (core.training.runner)
             mesh = build_mesh(self.position, self.zero)  # every rank calls it: it makes the groups
             pipeline_group = mesh["pp"].get_group()
             if self.position.tensor_parallel > 1:  # the blocks split over the stage's group: before FSDP2
-                tp_sharded = parallelize_stage(self.modules[0], mesh["tp"])
+                split, self.tp_group = parallelize_stage(self.modules[0], mesh["tp"]), mesh["tp"].get_group()
             if self.replicated:
                 shard_stage(self.modules[0], mesh, self.zero)  # parameters become DTensors: before the optimizer
         pair = tied_pair(context)
@@ -102,8 +102,9 @@ class PipelineEngine:
         self.parameters = [p for _, p in named]
         self.norm_parameters = [p for index, module in zip(self.indices, self.modules, strict=True)
                                 for p in norm_parameters(module, pair is not None and index == pair[1])]
-        if tp_sharded is not None and self.position.tp > 0:  # whole on every process: counted by tp rank 0
-            self.norm_parameters = [p for p in self.norm_parameters if self.names.get(id(p)) in tp_sharded]
+        if split is not None and self.position.tp > 0:  # whole on every process: counted by tp rank 0
+            self.norm_parameters = [p for p in self.norm_parameters if self.names.get(id(p)) in split.sharded]
+        self.grad_summed = [p for name, p in named if split is not None and name in split.grad_summed]
         self.optimizer = make_optimizer(named, self.config)
         micro_batches = context.replica_micro_batches
         if context.plan.chunks > 1:
@@ -179,6 +180,7 @@ class PipelineEngine:
             self.optimizer.zero_grad(set_to_none=True)
             losses = self._run_schedule(self.schedule.step, inputs, targets)
             self._sum_tied_gradients()
+            sum_gradients(self.grad_summed, self.tp_group)  # qwen3's q and k norms: each process saw its heads
             # ---- global gradient norm over all stages (and shards), clip, update
             squares = self._all_reduce([grad_square_sum(self.norm_parameters)])[0]
             norm = (squares / self.position.replicas if self.zero == 0 else squares) ** 0.5  # zero 0: d copies

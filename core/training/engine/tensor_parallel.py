@@ -24,10 +24,12 @@ its projections are separate Linears, so nothing is reordered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor
@@ -41,6 +43,7 @@ from torch.distributed.tensor.parallel import (
 from core.model.config import GPTConfig
 from core.model.hf_source import HFModelSource
 from core.model.tensor_parallel_split import gpt_split_refusal
+from core.training.engine.data_parallel import local
 
 QKV = "attn.c_attn"  # the fused q, k, v projection of a block (core.model.gpt.CausalSelfAttention)
 _BLOCK_STYLES: dict[str, type[ParallelStyle]] = {
@@ -91,25 +94,49 @@ def block_styles(module: nn.Module) -> dict[str, ParallelStyle]:
     return {f"h.{key}.{path}": style() for key in blocks for path, style in _BLOCK_STYLES.items()}
 
 
+@dataclass(frozen=True)
+class TensorParallelStage:
+    """What splitting a stage over its group did, by parameter name: the parameters sharded (DTensors),
+    and those whole on every process whose gradients the group sums (each process's covers its heads)."""
+
+    sharded: frozenset[str]
+    grad_summed: frozenset[str] = frozenset()
+
+
 @torch.no_grad()
-def parallelize_stage(module: nn.Module, tp_mesh: DeviceMesh) -> set[str]:
+def parallelize_stage(module: nn.Module, tp_mesh: DeviceMesh) -> TensorParallelStage:
     """Split the stage's blocks over its tensor-parallel group (every process holds the whole
-    stage's initial weights); returns the names of the parameters that are sharded."""
+    stage's initial weights)."""
     t = tp_mesh.size()
     causal_lm = getattr(module, "causal_lm", None)  # an HF stage (core.training.engine.hf_stages)
     if causal_lm is not None:
-        from core.training.engine.hf_tensor_parallel import hf_block_styles
+        from core.training.engine.hf_tensor_parallel import hf_block_styles, hf_grad_summed_modules
 
-        return _sharded(parallelize_module(module, tp_mesh, hf_block_styles(causal_lm, t)))
+        summed = frozenset(f"{path}.{name}" for path in hf_grad_summed_modules(causal_lm, t)
+                           for name, _ in module.get_submodule(path).named_parameters())
+        return TensorParallelStage(_sharded(parallelize_module(module, tp_mesh, hf_block_styles(causal_lm, t))),
+                                   summed)
     for name, parameter in module.named_parameters():
         if is_qkv(name):
             parameter.copy_(to_head_order(name, parameter.detach().clone(), t))
-    return _sharded(parallelize_module(module, tp_mesh, block_styles(module)))
+    return TensorParallelStage(_sharded(parallelize_module(module, tp_mesh, block_styles(module))))
 
 
-def _sharded(module: nn.Module) -> set[str]:
-    return {name for name, parameter in module.named_parameters()
-            if isinstance(parameter, DTensor) and any(p.is_shard() for p in parameter.placements)}
+def sum_gradients(parameters: Sequence[nn.Parameter], group: Any) -> None:
+    """Sum the gradients of parameters whole on every process of a tensor-parallel group (one
+    all-reduce of their local parts, flattened: FSDP2's shards are alike on every process of a group)."""
+    grads = [local(p.grad) for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([grad.reshape(-1) for grad in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    for grad, part in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
+        grad.copy_(part.view_as(grad))
+
+
+def _sharded(module: nn.Module) -> frozenset[str]:
+    return frozenset(name for name, parameter in module.named_parameters()
+                     if isinstance(parameter, DTensor) and any(p.is_shard() for p in parameter.placements))
 
 
 def payload_in_order(payload: Mapping[str, Any], t: int, *, head_order: bool) -> dict[str, Any]:

@@ -4,9 +4,10 @@ cannot split is refused in one line.
 
 One spawn of 4 ranks on the mesh ("dp_replicate", "dp_shard", "pp", "tp") = (1, 1, 2, 2) runs one 1F1B
 step of a tiny llama (4 heads, 2 key-value heads: one key-value head per process) in two pipeline
-stages, float64, from the seeded initial weights every stage draws per layer; each rank gathers its
-gradients whole. The reference is the whole model as one stage, one backward of the mean loss over
-the micro-batches.
+stages, float64, from the seeded initial weights every stage draws per layer, then the same for a tiny
+qwen3 (whose per-head q and k norms stay whole with their gradients summed over the group); each rank
+gathers its gradients whole. The reference is the whole model as one stage, one backward of the mean
+loss over the micro-batches.
 """
 
 from __future__ import annotations
@@ -34,8 +35,17 @@ MICRO_BATCHES, STAGES, TP, SEED, SEQ = 4, 2, 2, 7, 8
 TOLERANCE = 1e-10
 
 
-def _source() -> HFModelSource:
+def _source(family: str = "llama") -> HFModelSource:
+    if family == "qwen3":
+        from transformers import Qwen3Config
+
+        return HFModelSource.of(Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                            max_position_embeddings=128).to_dict())
     return HFModelSource.of(tiny_llama_config(layers=2).to_dict())
+
+
+FAMILIES = ("llama", "qwen3")
 
 
 def _batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +80,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
     from core.model.gpt import lm_loss
     from core.training.engine.data_parallel import MeshPosition, build_mesh, full
-    from core.training.engine.tensor_parallel import parallelize_stage
+    from core.training.engine.tensor_parallel import parallelize_stage, sum_gradients
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
@@ -78,30 +88,34 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     try:
         position = MeshPosition.of_rank(rank, 1, STAGES, TP)
         mesh = build_mesh(position, zero=0)
-        source = _source()
-        module = _stage(source, position.stage, _cuts(source)[position.stage])
-        sharded = parallelize_stage(module, mesh["tp"])
-        stage = PipelineStage(module, position.stage, STAGES, torch.device("cpu"), group=mesh["pp"].get_group())
-        schedule = Schedule1F1B(stage, n_microbatches=MICRO_BATCHES, loss_fn=lm_loss)
-        inputs, targets = _batch(source.vocab_size)
-        losses: list[torch.Tensor] = []
-        if position.stage == 0:
-            schedule.step(inputs)
-        else:
-            schedule.step(target=targets, losses=losses)
-        grads = {name: full(p.grad) for name, p in module.named_parameters()}
-        result = {"loss": torch.stack(losses).mean().item() if losses else None, "grads": grads,
-                  "sharded": sorted(sharded)}
+        result = {}
+        for family in FAMILIES:
+            source = _source(family)
+            module = _stage(source, position.stage, _cuts(source)[position.stage])
+            split = parallelize_stage(module, mesh["tp"])
+            stage = PipelineStage(module, position.stage, STAGES, torch.device("cpu"), group=mesh["pp"].get_group())
+            schedule = Schedule1F1B(stage, n_microbatches=MICRO_BATCHES, loss_fn=lm_loss)
+            inputs, targets = _batch(source.vocab_size)
+            losses: list[torch.Tensor] = []
+            if position.stage == 0:
+                schedule.step(inputs)
+            else:
+                schedule.step(target=targets, losses=losses)
+            summed = [p for name, p in module.named_parameters() if name in split.grad_summed]
+            sum_gradients(summed, mesh["tp"].get_group())
+            grads = {name: full(p.grad) for name, p in module.named_parameters()}
+            result[family] = {"loss": torch.stack(losses).mean().item() if losses else None, "grads": grads,
+                              "sharded": sorted(split.sharded), "summed": sorted(split.grad_summed)}
         torch.save(result, Path(out_dir) / f"rank_{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 
-def _reference() -> tuple[float, dict[str, torch.Tensor]]:
+def _reference(family: str) -> tuple[float, dict[str, torch.Tensor]]:
     from core.model.gpt import lm_loss
 
-    source = _source()
+    source = _source(family)
     first, second = _cuts(source)
     model = _stage(source, 0, first + second)
     inputs, targets = _batch(source.vocab_size)
@@ -111,27 +125,32 @@ def _reference() -> tuple[float, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.slow  # spawns four processes and builds HF models
-def test_two_by_two_tensor_and_pipeline_parallel_llama_equals_the_unsplit_model(tmp_path):
+def test_two_by_two_tensor_and_pipeline_parallel_llama_and_qwen3_equal_the_unsplit_model(tmp_path):
     import torch.multiprocessing as mp
 
     mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=STAGES * TP, start_method="spawn")
-    parts = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(STAGES * TP)]
-    loss, expected = _reference()
-    assert [part["loss"] for part in parts[TP:]] == [pytest.approx(loss, rel=TOLERANCE)] * TP
-    # every projection of the stage's block is split: q, k, v, o, gate, up, down (weights; llama has no biases)
-    assert [len(part["sharded"]) for part in parts] == [7] * (STAGES * TP)
-    assert "model.layers.1.self_attn.k_proj.weight" in parts[TP]["sharded"]
-    for tp in range(TP):  # each process of a group holds the same whole gradients
-        grads = {**parts[tp]["grads"], **parts[TP + tp]["grads"]}
-        assert set(grads) == set(expected)
-        for name, grad in expected.items():
-            torch.testing.assert_close(grads[name], grad, rtol=TOLERANCE,
-                                       atol=TOLERANCE * float(grad.abs().max()), msg=name)
+    ranks = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(STAGES * TP)]
+    for family in FAMILIES:
+        parts = [rank[family] for rank in ranks]
+        loss, expected = _reference(family)
+        assert [part["loss"] for part in parts[TP:]] == [pytest.approx(loss, rel=TOLERANCE)] * TP, family
+        # every projection of the stage's block is split: q, k, v, o, gate, up, down (weights; no biases)
+        assert [len(part["sharded"]) for part in parts] == [7] * (STAGES * TP)
+        assert "model.layers.1.self_attn.k_proj.weight" in parts[TP]["sharded"]
+        # qwen3's q and k norms (a weight each) stay whole: their gradients are summed over the group
+        assert [len(part["summed"]) for part in parts] == [2 if family == "qwen3" else 0] * (STAGES * TP)
+        for tp in range(TP):  # each process of a group holds the same whole gradients
+            grads = {**parts[tp]["grads"], **parts[TP + tp]["grads"]}
+            assert set(grads) == set(expected)
+            for name, grad in expected.items():
+                torch.testing.assert_close(grads[name], grad, rtol=TOLERANCE,
+                                           atol=TOLERANCE * float(grad.abs().max()), msg=f"{family} {name}")
 
 
 @pytest.mark.slow  # builds HF models on the meta device
 def test_what_transformers_plan_cannot_split_is_refused_in_one_line():
     assert tensor_parallel_refusal(_source(), 2) is None
+    assert tensor_parallel_refusal(_source("qwen3"), 2) is None  # its q/k norms' gradients are summed
     assert tensor_parallel_refusal(_source(), 4) == "--tensor-parallel 4 must divide the model's key-value heads (2)"
     gpt2 = tensor_parallel_refusal(HFModelSource.of(tiny_gpt2_config().to_dict()), 2)
     assert gpt2 == "transformers has no tensor-parallel plan for 'gpt2' (base_model_tp_plan): drop --tensor-parallel"
