@@ -12,10 +12,12 @@ width. An HF causal LM splits by transformers' own plan for its family (`config.
 The paths are relative to the base model (`model.model`, its `base_model_prefix`); `*` is a layer
 index. Only what can be proved equal to the unsplit model is split: 'colwise' and 'rowwise' on
 nn.Linear, with heads, key-value heads and every split dimension divisible by t; and
-'replicated_with_grad_allreduce' (qwen3's and gemma3's per-head q and k norms): the module stays whole
-on every process, each process's gradient covers its own heads, and the group sums them. Anything else
-(no plan; the styles 'colwise_gather_output', 'rowwise_split_input', 'embedding_rowwise',
-'local_params', 'mla_kv_a_proj', MoE expert styles; GPT-2's Conv1D) is refused in one line.
+GRAD_SUMMED, 'replicated_with_grad_allreduce' (qwen3's and gemma3's per-head q and k norms): the module
+stays whole on every process, each process's gradient covers its own heads, and the group sums them.
+The embeddings that transformers splits by vocabulary ('embedding_rowwise') or replicates stay whole,
+as the built-in GPT's do (KEPT_WHOLE). Anything else (no plan; the styles 'colwise_gather_output',
+'rowwise_split_input', 'local_params', 'mla_kv_a_proj', MoE expert styles; GPT-2's Conv1D) is refused
+in one line.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from core.errors import InputError
 
 SPLIT_STYLES = ("colwise", "rowwise")
 GRAD_SUMMED = "replicated_with_grad_allreduce"  # whole on every process, gradients summed over the group
+# styles whose module's output transformers makes whole again (a vocabulary-split embedding all-reduces
+# its output; 'replicate' splits nothing): the module stays whole on every process, the same output
+KEPT_WHOLE = ("embedding_rowwise", "replicate")
 _DIVIDED = (("num_attention_heads", "attention heads"), ("num_key_value_heads", "key-value heads"))
 
 
@@ -67,7 +72,7 @@ def hf_split_targets(causal_lm: Any, t: int) -> dict[str, str]:
     if not plan:
         raise InputError(f"transformers has no tensor-parallel plan for '{model_type}' (base_model_tp_plan): "
                          "drop --tensor-parallel")
-    unsupported = sorted(set(plan.values()) - {*SPLIT_STYLES, GRAD_SUMMED})
+    unsupported = sorted(set(plan.values()) - {*SPLIT_STYLES, GRAD_SUMMED, *KEPT_WHOLE})
     if unsupported:
         raise InputError(f"transformers' tensor-parallel plan for '{model_type}' uses {', '.join(unsupported)}; "
                          f"the engine runs 'colwise', 'rowwise' and '{GRAD_SUMMED}' only: drop --tensor-parallel")
@@ -80,7 +85,7 @@ def hf_split_targets(causal_lm: Any, t: int) -> dict[str, str]:
     targets: dict[str, str] = {}
     for name, module in causal_lm.get_submodule(prefix).named_modules():
         style = next((style for pattern, style in patterns if pattern.fullmatch(name)), None)
-        if style is None:
+        if style is None or style in KEPT_WHOLE:
             continue
         if style == GRAD_SUMMED:
             targets[f"{prefix}.{name}"] = style

@@ -5,7 +5,8 @@ cannot split is refused in one line.
 One spawn of 4 ranks on the mesh ("dp_replicate", "dp_shard", "pp", "tp") = (1, 1, 2, 2) runs one 1F1B
 step of a tiny llama (4 heads, 2 key-value heads: one key-value head per process) in two pipeline
 stages, float64, from the seeded initial weights every stage draws per layer, then the same for a tiny
-qwen3 (whose per-head q and k norms stay whole with their gradients summed over the group); each rank
+qwen3 (whose per-head q and k norms stay whole with their gradients summed over the group) and a tiny
+gpt_neox (a fused q, k, v; an embedding transformers would split by vocabulary stays whole); each rank
 gathers its gradients whole. The reference is the whole model as one stage, one backward of the mean
 loss over the micro-batches.
 """
@@ -36,6 +37,12 @@ TOLERANCE = 1e-10
 
 
 def _source(family: str = "llama") -> HFModelSource:
+    if family == "gpt_neox":  # a fused q, k, v split by heads; its embedding, split by vocabulary in
+        from transformers import GPTNeoXConfig  # transformers' own plan, stays whole
+
+        return HFModelSource.of(GPTNeoXConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                                              num_hidden_layers=2, num_attention_heads=4,
+                                              max_position_embeddings=128).to_dict())
     if family == "qwen3":
         from transformers import Qwen3Config
 
@@ -45,7 +52,7 @@ def _source(family: str = "llama") -> HFModelSource:
     return HFModelSource.of(tiny_llama_config(layers=2).to_dict())
 
 
-FAMILIES = ("llama", "qwen3")
+FAMILIES = ("llama", "qwen3", "gpt_neox")
 
 
 def _batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,9 +141,12 @@ def test_two_by_two_tensor_and_pipeline_parallel_llama_and_qwen3_equal_the_unspl
         parts = [rank[family] for rank in ranks]
         loss, expected = _reference(family)
         assert [part["loss"] for part in parts[TP:]] == [pytest.approx(loss, rel=TOLERANCE)] * TP, family
-        # every projection of the stage's block is split: q, k, v, o, gate, up, down (weights; no biases)
-        assert [len(part["sharded"]) for part in parts] == [7] * (STAGES * TP)
-        assert "model.layers.1.self_attn.k_proj.weight" in parts[TP]["sharded"]
+        # every projection of the stage's block is split: llama and qwen3's q, k, v, o, gate, up, down
+        # (weights; no biases); gpt_neox's fused q/k/v and first MLP linear with their biases, and the
+        # weights of its two row-wise linears (whose biases stay whole)
+        assert [len(part["sharded"]) for part in parts] == [6 if family == "gpt_neox" else 7] * (STAGES * TP)
+        assert ("gpt_neox.layers.1.attention.query_key_value.bias" if family == "gpt_neox"
+                else "model.layers.1.self_attn.k_proj.weight") in parts[TP]["sharded"]
         # qwen3's q and k norms (a weight each) stay whole: their gradients are summed over the group
         assert [len(part["summed"]) for part in parts] == [2 if family == "qwen3" else 0] * (STAGES * TP)
         for tp in range(TP):  # each process of a group holds the same whole gradients
