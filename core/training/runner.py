@@ -305,7 +305,8 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
 
 
 def _check_chunked(config: TrainConfig, plan: Plan) -> None:
-    """A chunked schedule runs one replica of built-in GPT chunks, as torch allows (core.planning.schedules)."""
+    """A chunked schedule runs one replica of chunks (built-in GPT or HF stages), as torch allows
+    (core.planning.schedules)."""
     from core.planning.schedules import ChunkedSchedule
 
     schedule = schedule_named(plan.schedule or config.setup.schedule)
@@ -318,8 +319,6 @@ def _check_chunked(config: TrainConfig, plan: Plan) -> None:
                          f"plan it with --schedule {schedule.name}")
     if config.setup.schedule not in ("auto", schedule.name):
         raise InputError(f"the plan is for --schedule {schedule.name}, not {config.setup.schedule}")
-    if resolve_choice(config.model_choice).gpt is None:
-        raise InputError(f"{schedule.label} trains the built-in GPT only; HF models run --schedule 1f1b or gpipe")
     refusal = schedule.refusal(plan.ranks_per_replica, plan.chunks, config.setup.micro_batches)
     if refusal is not None:
         raise InputError(refusal)

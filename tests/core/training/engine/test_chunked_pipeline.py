@@ -1,10 +1,12 @@
-"""torch's chunked schedules over Allot's GPT stages: loss and every gradient equal the unsplit model's.
+"""torch's chunked schedules over Allot's GPT stages and HF stages: loss and every gradient equal the
+unsplit model's.
 
 One spawn of 2 gloo ranks (float64) runs every chunked schedule in turn, 2 chunks
 per rank (S = 4 plan stages: rank r holds stages r, r + 2, or r, 3 - r in the V),
 each from the same initial weights; the tied embedding and head copies have their
-gradients summed as the engine does. The reference is the whole GPT, one backward
-of the mean loss over the micro-batches.
+gradients summed as the engine does. Then the same for a tiny HF llama (untied, its
+stages built as the engine builds them: core.training.engine.hf_stages). The reference
+is the whole model, one backward of the mean loss over the micro-batches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,37 @@ MICRO_BATCHES, RANKS, CHUNKS, SEED = 4, 2, 2, 7
 CUTS = (("embed", "h.0"), ("h.1",), ("h.2",), ("ln_f", "lm_head"))  # 4 plan stages
 
 
+def _llama():
+    from core.model.hf_source import HFModelSource
+    from tests.core.training.engine.hf_support import tiny_llama_config
+
+    return HFModelSource.of(tiny_llama_config(layers=3, vocab_size=CONFIG.vocab_size).to_dict())
+
+
+def _hf_cuts(source) -> tuple[tuple[str, ...], ...]:
+    from core.training.engine.hf_stages import hf_layer_names
+
+    names = hf_layer_names(source)  # embed, layers.0, layers.1, layers.2, norm, lm_head
+    return tuple(names[:2]), (names[2],), (names[3],), tuple(names[4:])
+
+
+def _hf_stages(source, indices) -> list[torch.nn.Module]:
+    """The HF stages of these plan stages, in float64 (a later stage's stand-in for the embedding
+    makes zeros of its dtype, so it is moved too)."""
+    from core.training.engine.hf_stages import _Zeros, build_hf_stage
+    from core.training.engine.stages import StageLayout
+
+    modules = []
+    for index in indices:
+        stage = build_hf_stage(source, StageLayout(index, "cpu", _hf_cuts(source)[index]), torch.device("cpu"),
+                               SEED).to(torch.float64)
+        for module in stage.modules():
+            if isinstance(module, _Zeros):
+                module.dtype = torch.float64
+        modules.append(stage)
+    return modules
+
+
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return token_batch(CONFIG.vocab_size, CONFIG.seq_len, MICRO_BATCHES, SEED)
 
@@ -45,26 +78,30 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     inputs, targets = _batch()
     results = {}
     try:
-        for name in CHUNKED:
-            modules = slice_stages(build_full_model(CONFIG, SEED), layouts, untie=True)
-            indices = rank_stage_indices(name, rank, RANKS, CHUNKS)
-            mine = [modules[i] for i in indices]
-            stages, schedule = chunked_schedule(name, mine, indices, len(CUTS), torch.device("cpu"),
-                                                MICRO_BATCHES, lm_loss)
-            losses: list[torch.Tensor] = []
-            kwargs = {"target": targets, "losses": losses} if len(CUTS) - 1 in indices else {}
-            schedule.step(*((inputs,) if 0 in indices else ()), **kwargs)
-            grads = {f"{index}:{n}": p.grad.clone() for index, module in zip(indices, mine)
-                     for n, p in module.named_parameters() if p.grad is not None}
-            loss = torch.stack(losses).mean().item() if losses else None
-            results[name] = {"loss": loss, "grads": grads}
-            dist.barrier()
+        for model in ("gpt", "llama"):
+            for name in CHUNKED:
+                indices = rank_stage_indices(name, rank, RANKS, CHUNKS)
+                if model == "gpt":
+                    modules = slice_stages(build_full_model(CONFIG, SEED), layouts, untie=True)
+                    mine = [modules[i] for i in indices]
+                else:
+                    mine = _hf_stages(_llama(), indices)
+                stages, schedule = chunked_schedule(name, mine, indices, len(CUTS), torch.device("cpu"),
+                                                    MICRO_BATCHES, lm_loss)
+                losses: list[torch.Tensor] = []
+                kwargs = {"target": targets, "losses": losses} if len(CUTS) - 1 in indices else {}
+                schedule.step(*((inputs,) if 0 in indices else ()), **kwargs)
+                grads = {f"{index}:{n}": p.grad.clone() for index, module in zip(indices, mine)
+                         for n, p in module.named_parameters() if p.grad is not None}
+                loss = torch.stack(losses).mean().item() if losses else None
+                results[f"{model} {name}"] = {"loss": loss, "grads": grads}
+                dist.barrier()
         torch.save(results, Path(out_dir) / f"rank_{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def _reference() -> tuple[float, dict[str, torch.Tensor]]:
+def _reference(model_name: str) -> tuple[float, dict[str, torch.Tensor]]:
     from core.model.gpt import lm_loss
     from core.training.engine.stages import build_full_model
 
@@ -72,7 +109,11 @@ def _reference() -> tuple[float, dict[str, torch.Tensor]]:
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)
         try:
-            model = build_full_model(CONFIG, SEED)
+            if model_name == "gpt":
+                model = build_full_model(CONFIG, SEED)
+            else:
+                source = _llama()
+                model = _whole_hf(source)
             inputs, targets = _batch()
             losses = [lm_loss(model(x), y) for x, y in zip(inputs.split(1), targets.split(1))]
             loss = torch.stack(losses).mean()
@@ -82,21 +123,33 @@ def _reference() -> tuple[float, dict[str, torch.Tensor]]:
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+def _whole_hf(source) -> torch.nn.Module:
+    from core.training.engine.hf_stages import build_hf_stage
+    from core.training.engine.stages import StageLayout
+
+    every_layer = tuple(name for cut in _hf_cuts(source) for name in cut)
+    return build_hf_stage(source, StageLayout(0, "cpu", every_layer), torch.device("cpu"), SEED).to(torch.float64)
+
+
 @pytest.mark.slow  # spawns two processes
 def test_every_chunked_schedule_matches_the_unsplit_model(tmp_path):
     import torch.multiprocessing as mp
 
     mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=RANKS, start_method="spawn")
     parts = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(RANKS)]
-    loss, expected = _reference()
-    for name in CHUNKED:
-        losses = [part[name]["loss"] for part in parts if part[name]["loss"] is not None]
-        assert losses == [pytest.approx(loss, rel=1e-12)], name
-        grads: dict[str, torch.Tensor] = {}
-        for part in parts:
-            for key, grad in part[name]["grads"].items():
-                param = key.split(":", 1)[1].replace(TIED_COPY, TIED_OWNER)  # the head's copy of the tied weight
-                grads[param] = grads[param] + grad if param in grads else grad  # tied copies add up
-        assert set(grads) == set(expected), name
-        for param, grad in expected.items():
-            torch.testing.assert_close(grads[param], grad, rtol=1e-10, atol=1e-12, msg=f"{name} {param}")
+    for model in ("gpt", "llama"):
+        loss, expected = _reference(model)
+        for name in CHUNKED:
+            key = f"{model} {name}"
+            losses = [part[key]["loss"] for part in parts if part[key]["loss"] is not None]
+            assert losses == [pytest.approx(loss, rel=1e-12)], key
+            grads: dict[str, torch.Tensor] = {}
+            for part in parts:
+                for grad_key, grad in part[key]["grads"].items():
+                    param = grad_key.split(":", 1)[1]
+                    if model == "gpt":  # the head's copy of the tied weight
+                        param = param.replace(TIED_COPY, TIED_OWNER)
+                    grads[param] = grads[param] + grad if param in grads else grad  # tied copies add up
+            assert set(grads) == set(expected), key
+            for param, grad in expected.items():
+                torch.testing.assert_close(grads[param], grad, rtol=1e-10, atol=1e-12, msg=f"{key} {param}")
