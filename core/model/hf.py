@@ -40,7 +40,9 @@ def build_hf_model_on_meta(config_dict: dict[str, Any], dtype: torch.dtype) -> n
             raise InputError(f"transformers rejects this '{model_type}' config: {first_line(error)}") from None
         _check_causal(config, model_type)
         model = _build_on_meta(transformers, config, model_type)
-    return model.to(dtype)
+    # built in fp32, then its fp32 tensors only: a buffer the model makes in its own dtype stays
+    # so, as from_pretrained leaves it (RecurrentGemma scales its embedding by a bfloat16 sqrt(hidden))
+    return model._apply(lambda tensor: tensor.to(dtype) if tensor.dtype == torch.float32 else tensor)
 
 
 def _build_on_meta(transformers: Any, config: Any, model_type: str) -> nn.Module:
@@ -50,7 +52,7 @@ def _build_on_meta(transformers: Any, config: Any, model_type: str) -> nn.Module
         config._attn_implementation = implementation
         try:
             with torch.device("meta"):
-                model: nn.Module = transformers.AutoModelForCausalLM.from_config(config)
+                model: nn.Module = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         except ValueError as error:
             if implementation == "sdpa" and "scaled_dot_product_attention" in str(error):
                 _log_eager_once(model_type)

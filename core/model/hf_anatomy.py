@@ -95,6 +95,7 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     chain = layer_chain(model)
     block_ids = {id(block) for block in _block_list(model)}
     _check_parameters_inside_layers(model, chain, model_type)
+    _check_no_shared_weights(model, chain, model_type)
     calls: list[str] = []
     outputs: dict[str, Any] = {}
     block_inputs: list[list[torch.Tensor]] = []  # kept alive: storages are told apart by address
@@ -137,6 +138,24 @@ def _check_parameters_inside_layers(model: nn.Module, chain: list[tuple[str, nn.
     if outside:
         raise InputError(f"'{model_type}' has parameters outside its layers ({outside[0]}): "
                          "a stage could not tell whether it holds them")
+
+
+def _check_no_shared_weights(model: Any, chain: list[tuple[str, nn.Module]], model_type: str) -> None:
+    """Only the embedding and the head may share a weight (the engines keep that pair's copies
+    equal); Zamba's layers share one transformer block, which stages would train apart."""
+    try:
+        pair = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    except (NotImplementedError, AttributeError):
+        pair = set()
+    tied_pair = {name for name, module in chain if id(module) in pair}
+    holders: dict[int, list[str]] = {}
+    for name, module in chain:
+        for parameter in {id(p): p for p in module.parameters()}:
+            holders.setdefault(parameter, []).append(name)
+    for layers in holders.values():
+        if len(layers) > 1 and set(layers) != tied_pair:
+            raise InputError(f"'{model_type}' shares weights among its layers {', '.join(layers)}: "
+                             "stages holding them would train separate copies")
 
 
 def _input_recorder(block_inputs: list[list[torch.Tensor]]) -> Any:

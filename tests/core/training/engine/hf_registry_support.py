@@ -41,6 +41,8 @@ HAND_WRITTEN: dict[str, dict[str, Any]] = {
     "gemma3_text": {"sliding_window_pattern": 2},  # a full-attention layer among 2
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # its layer list is built from this pattern
     "mamba2": {"num_heads": 4, "expand": 1},  # num_heads * head_dim must equal expand * hidden_size
+    "zamba": {"layer_types": ["hybrid", "hybrid"]},  # two layers sharing its transformer block
+    "zamba2": {"layer_types": ["hybrid", "hybrid"]},  # (its hybrid layer ids are read off this list)
     "falcon_h1": {"mamba_d_ssm": 32},  # mamba_n_heads * mamba_d_head (4 * 8) must equal its SSM width
     "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},  # its default lacks rope_theta, and clamps with no bound
              "ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2}},
