@@ -98,12 +98,12 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     _check_no_shared_weights(model, chain, model_type)
     calls: list[str] = []
     outputs: dict[str, Any] = {}
-    block_inputs: list[list[torch.Tensor]] = []  # kept alive: storages are told apart by address
+    block_inputs: list[dict[str, torch.Tensor]] = []  # kept alive: storages are told apart by address
     handles = [module.register_forward_hook(_recorder(name, calls, outputs)) for name, module in chain]
     handles += [module.register_forward_pre_hook(_input_recorder(block_inputs), with_kwargs=True)
                 for module in _block_list(model)]
     try:
-        with balanced_experts(model), flash_attention_on_meta(), torch.no_grad():
+        with balanced_experts(model), flash_attention_on_meta(), torch.enable_grad():  # grad: what weights feed
             forward_hf(model, torch.zeros(PROBE_SHAPE, dtype=torch.long, device="meta"))
     except Exception as error:  # transformers fails deep inside on what it cannot run: one line
         from core.model.hf import first_line
@@ -115,6 +115,7 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     _check_counts([name for name, _ in chain], calls, model_type)
     names = run_order([name for name, _ in chain], calls)
     _check_side_inputs(names, outputs, block_inputs, model_type)
+    _check_no_learned_side_inputs(block_inputs, model_type)
     blocks = frozenset(name for name, module in chain if id(module) in block_ids)
     _check_blocks_together(names, blocks, model_type)
     embed, head, tied = _embeddings(model, names, model_type)
@@ -158,11 +159,16 @@ def _check_no_shared_weights(model: Any, chain: list[tuple[str, nn.Module]], mod
                              "stages holding them would train separate copies")
 
 
-def _input_recorder(block_inputs: list[list[torch.Tensor]]) -> Any:
+def _input_recorder(block_inputs: list[dict[str, torch.Tensor]]) -> Any:
+    """Records, per block call, the tensors it takes beside the hidden states, by argument name."""
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor)]
-        hidden = kwargs.get("hidden_states", tensors[0] if tensors else None)
-        block_inputs.append([value for value in tensors if value is not hidden])  # what comes beside the hidden states
+        import inspect
+
+        parameters = list(inspect.signature(module.forward).parameters)
+        named = {**dict(zip(parameters, args, strict=False)), **kwargs}
+        tensors = {name: value for name, value in named.items() if isinstance(value, torch.Tensor)}
+        hidden = tensors.get("hidden_states", next(iter(tensors.values()), None))
+        block_inputs.append({name: value for name, value in tensors.items() if value is not hidden})
     return hook
 
 
@@ -174,11 +180,11 @@ def _check_counts(names: list[str], calls: list[str], model_type: str) -> None:
                              "a pipeline stage runs each layer once")
 
 
-def _check_side_inputs(names: list[str], outputs: dict[str, Any], block_inputs: list[list[torch.Tensor]],
+def _check_side_inputs(names: list[str], outputs: dict[str, Any], block_inputs: list[dict[str, torch.Tensor]],
                        model_type: str) -> None:
     """A layer whose output (or a view of it) goes into more than one block (CPM-Ant's
     position bias) feeds the blocks beside the hidden states: a later stage would not have it."""
-    storages = [{tensor.untyped_storage()._cdata for tensor in inputs} for inputs in block_inputs]
+    storages = [{tensor.untyped_storage()._cdata for tensor in inputs.values()} for inputs in block_inputs]
     for name in names:
         output = outputs[name]
         if not isinstance(output, torch.Tensor):
@@ -187,6 +193,18 @@ def _check_side_inputs(names: list[str], outputs: dict[str, Any], block_inputs: 
         if sum(storage in inputs for inputs in storages) > 1:
             raise InputError(f"'{model_type}' hands the output of its layer {name} to every block beside the "
                              "hidden states: a later stage would not have it")
+
+
+def _check_no_learned_side_inputs(block_inputs: list[dict[str, torch.Tensor]], model_type: str) -> None:
+    """Beside the hidden states a block may take what every stage computes again from the
+    token positions alone (masks, rotary cos/sin): nothing computed from the model's weights
+    (Gemma 4's per-layer inputs from its token embedding, Gemma 3n's shared key/value
+    states), which a later stage would not have."""
+    for inputs in block_inputs:
+        for name, tensor in inputs.items():
+            if tensor.requires_grad:
+                raise InputError(f"'{model_type}' hands its blocks {name} beside the hidden states, computed "
+                                 "from its weights: a later stage would not have it")
 
 
 def _check_blocks_together(names: list[str], blocks: frozenset[str], model_type: str) -> None:

@@ -59,7 +59,7 @@ def tiny_config(model_type: str) -> Any:
     config_class = CONFIG_MAPPING[model_type]
     default = config_class()
     values = {key: value for key, value in SMALL.items()
-              if hasattr(default, key) and not isinstance(getattr(config_class, key, None), property)}
+              if _has(default, key) and not isinstance(getattr(config_class, key, None), property)}
     for key in TOKEN_FIELDS:
         token = getattr(default, key, None)
         if isinstance(token, int) and token >= SMALL["vocab_size"]:
@@ -68,7 +68,7 @@ def tiny_config(model_type: str) -> Any:
             values[key] = [1]
     if "kv_lora_rank" in values:  # multi-head latent attention expands keys to every query head
         values["num_key_value_heads"] = SMALL["num_attention_heads"]
-    if isinstance(getattr(default, "num_experts_per_tok", None), int):  # some types allow no more than their default
+    if isinstance(_read(default, "num_experts_per_tok"), int):  # some types allow no more than their default
         values["num_experts_per_tok"] = min(SMALL["num_experts_per_tok"], default.num_experts_per_tok)
     for key in LAYER_LISTS:  # per-layer lists cut to the layer count (validators compare their lengths)
         value = _read(default, key)
@@ -93,6 +93,13 @@ def _two_layers(kinds: list[Any]) -> list[Any]:
     if there is one (OLMo-hybrid's linear layers come before its first attention layer)."""
     other = next((kind for kind in kinds if kind != kinds[0]), kinds[1])
     return [kinds[0], other]
+
+
+def _has(config: Any, key: str) -> bool:
+    try:
+        return hasattr(config, key)
+    except Exception:  # a per-layer attribute refuses a global read: it is there
+        return True
 
 
 def _read(config: Any, key: str) -> Any:
