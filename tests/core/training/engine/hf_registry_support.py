@@ -56,12 +56,16 @@ def tiny_config(model_type: str) -> Any:
     """A tiny config of `model_type` (raises whatever transformers raises for one it rejects)."""
     from transformers import CONFIG_MAPPING
 
-    config_class = CONFIG_MAPPING[model_type]
+    return _tiny(CONFIG_MAPPING[model_type], model_type)
+
+
+def _tiny(config_class: Any, model_type: str) -> Any:
+    """A tiny config of one config class; a composite one's sub-configs (text, vision) tiny too."""
     default = config_class()
     values = {key: value for key, value in SMALL.items()
               if _has(default, key) and not isinstance(getattr(config_class, key, None), property)}
     for key in TOKEN_FIELDS:
-        token = getattr(default, key, None)
+        token = _read(default, key)
         if isinstance(token, int) and token >= SMALL["vocab_size"]:
             values[key] = 1
         elif isinstance(token, list):
@@ -77,8 +81,11 @@ def tiny_config(model_type: str) -> Any:
             continue  # derived from other fields
         if isinstance(value, list) and len(value) > SMALL["num_hidden_layers"]:
             values[key] = _two_layers(value)
+    for key, sub_class in (getattr(config_class, "sub_configs", None) or {}).items():
+        if _read(default, key) is not None and hasattr(sub_class, "model_type"):
+            values[key] = _tiny(sub_class, sub_class.model_type)
     values.update(HAND_WRITTEN.get(model_type, {}))
-    values["tie_word_embeddings"] = bool(getattr(default, "tie_word_embeddings", False))
+    values["tie_word_embeddings"] = bool(_read(default, "tie_word_embeddings"))
     config = config_class(**values)
     layers = int(getattr(config, "num_hidden_layers", 2) or 2)
     for key in LAYER_LISTS:
@@ -184,7 +191,7 @@ def check_type(model_type: str, directory: Path) -> None:
     layouts = two_stage_layouts(anatomy.chain, anatomy.blocks)
     stages = [build_hf_stage(source, StageLayout(i, "cpu", layers), torch.device("cpu"), 0)
               for i, layers in enumerate(layouts)]
-    ids, targets = seeded_batch(config.vocab_size)
+    ids, targets = seeded_batch(config.get_text_config().vocab_size)
     loss = lm_loss(stages[1](stages[0](ids)), targets)
     want = lm_loss(model(input_ids=ids, use_cache=False).logits, targets)
     loss.backward()
