@@ -122,12 +122,16 @@ def balanced_experts(model: nn.Module) -> Iterator[None]:
     HF's expert loops index tokens by data-dependent masks, which the meta
     device cannot run. During measurement every token instead goes through
     top-k experts' worth of the same MLP: the FLOPs and saved bytes of a
-    perfectly balanced router.
+    perfectly balanced router. Families that route through loops of their own
+    (DBRX, JetMoE) take theirs from core.model.hf_meta_routing.
     """
+    from core.model.hf_meta_routing import balanced_meta_forward
+
     patched = []
     for module in model.modules():
-        if _is_expert_bank(module):
-            module.forward = _balanced_forward.__get__(module)
+        forward = _balanced_forward.__get__(module) if _is_expert_bank(module) else balanced_meta_forward(module)
+        if forward is not None:
+            module.forward = forward
             patched.append(module)
     try:
         yield
