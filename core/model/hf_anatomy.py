@@ -41,7 +41,7 @@ class ModelAnatomy:
 
     chain: tuple[str, ...]
     blocks: frozenset[str]
-    block_outputs: int  # 0: a block returns a tensor; n: a tuple of n items, hidden states first
+    block_outputs: int  # 0: a block returns a tensor; n: a tuple (or list: GPT-1) of n items, hidden states first
     zero_shapes: tuple[tuple[str, tuple[int, ...]], ...]  # layers before the first block: output shape (BATCH, TOKENS, ...)
     embed: str
     head: str
@@ -106,9 +106,7 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
         with balanced_experts(model), flash_attention_on_meta(), torch.enable_grad():  # grad: what weights feed
             forward_hf(model, torch.zeros(PROBE_SHAPE, dtype=torch.long, device="meta"))
     except Exception as error:  # transformers fails deep inside on what it cannot run: one line
-        from core.model.hf import first_line
-
-        raise InputError(f"'{model_type}' does not run as a plain causal LM on token ids: {first_line(error)}") from None
+        raise InputError(_not_run(error, model_type)) from None
     finally:
         for handle in handles:
             handle.remove()
@@ -124,6 +122,19 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     return ModelAnatomy(chain=tuple(names), blocks=blocks, block_outputs=_block_outputs(outputs, blocks, model_type),
                         zero_shapes=shapes, embed=embed, head=head, tied=tied,
                         attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")))
+
+
+def _not_run(error: Exception, model_type: str) -> str:
+    """Why the meta forward failed: a forward that reads tensor values (a routing or sparse
+    attention loop: `nonzero`, `item`, `unique`), which meta tensors do not have, or any other reason."""
+    from core.model.hf import first_line
+
+    line = first_line(error)
+    if isinstance(error, NotImplementedError) or "meta" in line.lower():
+        operation = line.split(": ")[0].split(";")[0]
+        return (f"'{model_type}' reads tensor values in its forward ({operation}): the meta device, "
+                "on which Allot measures and splits a model, has none")
+    return f"'{model_type}' does not run as a plain causal LM on token ids: {line}"
 
 
 def _recorder(name: str, calls: list[str], outputs: dict[str, Any]) -> Any:
@@ -223,7 +234,7 @@ def _block_outputs(outputs: dict[str, Any], blocks: frozenset[str], model_type: 
         if isinstance(output, torch.Tensor):
             shapes.add(0)
             continue
-        if not isinstance(output, tuple) or not output or not isinstance(output[0], torch.Tensor):
+        if not isinstance(output, (tuple, list)) or not output or not isinstance(output[0], torch.Tensor):
             raise InputError(f"'{model_type}' blocks return {type(output).__name__}, not hidden states")
         shapes.add(len(output))
     if len(shapes) != 1:
