@@ -43,15 +43,17 @@ class ModelAnatomy:
     blocks: frozenset[str]
     block_outputs: int  # 0: a block returns a tensor; n: a tuple (or list: GPT-1) of n items, hidden states first
     zero_shapes: tuple[tuple[str, tuple[int, ...]], ...]  # layers before the first block: output shape (BATCH, TOKENS, ...)
-    embed: str
-    head: str
+    embed: str  # the layer that holds the input embedding (the embedding itself, or ModernBERT's embeddings)
+    head: str  # the layer that holds the output head
     tied: bool
+    embed_weight: str  # the embedding's weight, by its name in the model
+    head_weight: str  # the head's weight
     attention: str  # the attention implementation it is built with ("sdpa", or "eager" where SDPA is not supported)
 
     @property
     def tied_names(self) -> tuple[str, str] | None:
         """(embedding's, head's) weight name when they share one."""
-        return (f"{self.embed}.weight", f"{self.head}.weight") if self.tied else None
+        return (self.embed_weight, self.head_weight) if self.tied else None
 
     def zero_shape(self, layer: str) -> tuple[int, ...] | None:
         """The output shape of a layer before the blocks, BATCH and TOKENS standing for the batch's."""
@@ -116,11 +118,12 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     _check_no_learned_side_inputs(block_inputs, model_type)
     blocks = frozenset(name for name, module in chain if id(module) in block_ids)
     _check_blocks_together(names, blocks, model_type)
-    embed, head, tied = _embeddings(model, names, model_type)
+    embed, head, tied, weights = _embeddings(model, names, model_type)
     first_block = min(names.index(name) for name in blocks)
     shapes = tuple((name, _zero_shape(outputs[name], name, model_type)) for name in names[:first_block])
     return ModelAnatomy(chain=tuple(names), blocks=blocks, block_outputs=_block_outputs(outputs, blocks, model_type),
-                        zero_shapes=shapes, embed=embed, head=head, tied=tied,
+                        zero_shapes=shapes, embed=embed, head=head, tied=tied, embed_weight=weights[0],
+                        head_weight=weights[1],
                         attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")))
 
 
@@ -159,7 +162,7 @@ def _check_no_shared_weights(model: Any, chain: list[tuple[str, nn.Module]], mod
         pair = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
     except (NotImplementedError, AttributeError):
         pair = set()
-    tied_pair = {name for name, module in chain if id(module) in pair}
+    tied_pair = {name for name, module in chain if pair & {id(sub) for sub in module.modules()}}
     holders: dict[int, list[str]] = {}
     for name, module in chain:
         for parameter in {id(p): p for p in module.parameters()}:
@@ -242,21 +245,30 @@ def _block_outputs(outputs: dict[str, Any], blocks: frozenset[str], model_type: 
     return shapes.pop()
 
 
-def _embeddings(model: Any, names: list[str], model_type: str) -> tuple[str, str, bool]:
-    """(input embedding's layer, head's layer, tied) from transformers' own accessors."""
+def _embeddings(model: Any, names: list[str], model_type: str) -> tuple[str, str, bool, tuple[str, str]]:
+    """(the layer holding the input embedding, the layer holding the head, tied, (their
+    weights' names)) from transformers' own accessors."""
     modules = {id(module): name for name, module in model.named_modules()}
     try:
         embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
     except (NotImplementedError, AttributeError):
         embedding = head = None
-    embed_name = modules.get(id(embedding)) if embedding is not None else None
-    head_name = modules.get(id(head)) if head is not None else None
-    if embed_name not in names or head_name not in names:
+    embed_module = modules.get(id(embedding)) if embedding is not None else None
+    head_module = modules.get(id(head)) if head is not None else None
+    embed_name, head_name = _layer_holding(embed_module, names), _layer_holding(head_module, names)
+    if embed_name is None or head_name is None:
         raise InputError(f"'{model_type}' has no input embedding and output head among its layers")
     if names[0] != embed_name or names[-1] != head_name:
         raise InputError(f"'{model_type}' does not start with its embedding and end with its head")
     tied = getattr(head, "weight", None) is getattr(embedding, "weight", 0)
-    return str(embed_name), str(head_name), tied
+    return embed_name, head_name, tied, (f"{embed_module}.weight", f"{head_module}.weight")
+
+
+def _layer_holding(module: str | None, names: list[str]) -> str | None:
+    """The layer of the chain that is `module` or holds it."""
+    if module is None:
+        return None
+    return next((name for name in names if module == name or module.startswith(f"{name}.")), None)
 
 
 def _zero_shape(output: Any, name: str, model_type: str) -> tuple[int, ...]:

@@ -91,7 +91,7 @@ class HFStage(nn.Module):
         super().__init__()
         self.config = model.config
         self.layer_names = tuple(layers)
-        self.tied_names = (f"{anatomy.embed}.weight", f"{anatomy.head}.weight")
+        self.tied_names = (anatomy.embed_weight, anatomy.head_weight)
         for name, child in model._modules.items():  # HF's names (model.*, transformer.*, lm_head)
             self.register_module(name, child)
         self.causal_lm: Any
@@ -256,8 +256,13 @@ def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str
 def untie_head(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str]) -> None:
     """A stage with the head but not the embedding gets its own (meta) copy of the tied weight."""
     if anatomy.tied and anatomy.head in layers and anatomy.embed not in layers:
-        head: Any = model.get_submodule(anatomy.head)
+        head: Any = _owner(model, anatomy.head_weight)
         head.weight = nn.Parameter(torch.empty_like(head.weight, device="meta"))
+
+
+def _owner(model: nn.Module, weight: str) -> Any:
+    """The module whose `weight` a parameter name (`model.embed_tokens.weight`) names."""
+    return model.get_submodule(weight.rpartition(".")[0])
 
 
 def build_hf_stage(source: HFModelSource, layout: StageLayout, device: torch.device, seed: int,
@@ -272,16 +277,33 @@ def build_hf_stage(source: HFModelSource, layout: StageLayout, device: torch.dev
     received = _Received()
     prune_to_stage(model, anatomy, layout.layers, received)
     stage = HFStage(model, anatomy, layout.layers, received, recompute, autocast_dtype)
+    aliases = _aliases(stage)
     stage.to_empty(device=device)
-    if anatomy.tied and anatomy.head in layout.layers and anatomy.embed in layout.layers:
-        # to_empty makes new parameters, which unties them: tie again
-        stage.get_submodule(anatomy.head).weight = stage.get_submodule(anatomy.embed).weight
+    _tie_again(stage, aliases)
     _init_non_persistent_buffers(stage)
     if source.weights_dir is None:
         _init_seeded(stage, anatomy, layout.layers, seed, embedding)
     else:
         _load_weights(stage, source, anatomy)
     return stage
+
+
+def _aliases(stage: nn.Module) -> list[tuple[str, ...]]:
+    """The names of each parameter the stage holds under more than one (a tied embedding and
+    head on one stage, BertGeneration's head bias and its decoder's), first name first."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in stage.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return [tuple(group) for group in names.values() if len(group) > 1]
+
+
+def _tie_again(stage: nn.Module, aliases: list[tuple[str, ...]]) -> None:
+    """to_empty makes a new parameter per name, which unties them: tie them again."""
+    for first, *others in aliases:
+        parameter = stage.get_parameter(first)
+        for name in others:
+            module_name, _, attribute = name.rpartition(".")
+            setattr(stage.get_submodule(module_name), attribute, parameter)
 
 
 def _load_weights(stage: HFStage, source: HFModelSource, anatomy: ModelAnatomy) -> None:
@@ -342,24 +364,28 @@ def _init_seeded(stage: HFStage, anatomy: ModelAnatomy, layers: Sequence[str], s
                  embedding: nn.Module) -> None:
     """HF's own init of every owned layer, under that layer's seed (children
     before parents, as transformers' initialize_weights goes)."""
+    tied_head = _owner(stage, anatomy.head_weight) if anatomy.tied and anatomy.head in layers else None
     for name in layers:
-        if name == anatomy.head and anatomy.tied:  # the embedding's weight, or a copy made as it was
-            if anatomy.embed not in layers:
-                _init_tied_copy(stage, anatomy, seed, embedding)
-            continue
-        module = stage.get_submodule(name)
-        torch.manual_seed(layer_seed(seed, name))
-        for sub in reversed(list(module.modules())):
+        _init_layer(stage, stage.get_submodule(name), layer_seed(seed, name), skip=tied_head)
+    if tied_head is not None and anatomy.embed not in layers:  # else it is the embedding's weight
+        _init_tied_copy(stage, anatomy, seed, embedding)
+
+
+def _init_layer(stage: HFStage, layer: nn.Module, seed: int, skip: nn.Module | None = None) -> None:
+    """HF's init of a layer's modules, children first, under the layer's seed (`skip`: a tied
+    head, whose weight is the embedding's or a copy initialised as it)."""
+    torch.manual_seed(seed)
+    for sub in reversed(list(layer.modules())):
+        if sub is not skip:
             stage._init_weights_fn(sub)
 
 
 def _init_tied_copy(stage: HFStage, anatomy: ModelAnatomy, seed: int, template: nn.Module) -> None:
     """The head's copy of a tied weight starts as the embedding (on its stage) does."""
-    head: Any = stage.get_submodule(anatomy.head)
-    embedding = template.to_empty(device=head.weight.device)  # the meta embedding this stage dropped
-    torch.manual_seed(layer_seed(seed, anatomy.embed))
-    stage._init_weights_fn(embedding)
-    head.weight.copy_(embedding.weight)
+    head: Any = _owner(stage, anatomy.head_weight)
+    layer = template.to_empty(device=head.weight.device)  # the meta embedding layer this stage dropped
+    _init_layer(stage, layer, layer_seed(seed, anatomy.embed))
+    head.weight.copy_(_owner(layer, anatomy.embed_weight.removeprefix(f"{anatomy.embed}.")).weight)
 
 
 @torch.no_grad()
