@@ -48,6 +48,7 @@ HAND_WRITTEN: dict[str, dict[str, Any]] = {
     "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},  # default has none
     "gemma3n_text": {"num_kv_shared_layers": 0},  # of 2 layers, none reads another's cache
     "bert-generation": {"is_decoder": True},  # its causal-LM class is a decoder only so
+    "mllama_text_model": {"cross_attention_layers": [1]},  # one of its 2 layers attends to the image
     "falcon_h1": {"mamba_d_ssm": 32},  # mamba_n_heads * mamba_d_head (4 * 8) must equal its SSM width
     "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},  # its default lacks rope_theta, and clamps with no bound
              "ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2}},
