@@ -17,7 +17,8 @@ than they run with (tokens, hidden) learned positions, multi-head latent attenti
 with MoE, the two families whose expert routing has its own balanced meta forward
 (DBRX, JetMoE: core.model.hf_meta_routing), a forward that reads attributes off a layer
 another stage holds (Llama 4's embedding), a buffer kept in bfloat16 (RecurrentGemma's
-embedding scale)); `ALLOT_HF_REGISTRY=all` runs every supported type (minutes on two cores:
+embedding scale), a tied head inside a layer whose bias it holds under two names
+(BertGeneration)); `ALLOT_HF_REGISTRY=all` runs every supported type (minutes on two cores:
 do it when transformers changes). tests/core/training/engine/hf_coverage_update.py
 regenerates the coverage file and docs/models.md.
 """
@@ -36,7 +37,7 @@ SUPPORTED = sorted(COVERAGE["supported"])
 REFUSED = COVERAGE["refused"]
 CI_TYPES = ("llama", "gpt2", "gemma2", "gemma3_text", "qwen3", "phi3", "gpt_neox", "olmo2", "mixtral", "qwen3_moe",
             "falcon_mamba", "cohere", "blenderbot-small", "deepseek_v3", "dbrx", "jetmoe", "llama4_text",
-            "recurrent_gemma")
+            "recurrent_gemma", "bert-generation")
 CHECKED = SUPPORTED if os.environ.get("ALLOT_HF_REGISTRY") == "all" else [t for t in CI_TYPES if t in SUPPORTED]
 
 
