@@ -40,7 +40,9 @@ def build_hf_model_on_meta(config_dict: dict[str, Any], dtype: torch.dtype) -> n
             raise InputError(f"transformers rejects this '{model_type}' config: {first_line(error)}") from None
         _check_causal(config, model_type)
         model = _build_on_meta(transformers, config, model_type)
-    return model.to(dtype)
+    # built in fp32, then its fp32 tensors only: a buffer the model makes in its own dtype stays
+    # so, as from_pretrained leaves it (RecurrentGemma scales its embedding by a bfloat16 sqrt(hidden))
+    return model._apply(lambda tensor: tensor.to(dtype) if tensor.dtype == torch.float32 else tensor)
 
 
 def _build_on_meta(transformers: Any, config: Any, model_type: str) -> nn.Module:
@@ -50,7 +52,7 @@ def _build_on_meta(transformers: Any, config: Any, model_type: str) -> nn.Module
         config._attn_implementation = implementation
         try:
             with torch.device("meta"):
-                model: nn.Module = transformers.AutoModelForCausalLM.from_config(config)
+                model: nn.Module = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         except ValueError as error:
             if implementation == "sdpa" and "scaled_dot_product_attention" in str(error):
                 _log_eager_once(model_type)
@@ -120,12 +122,16 @@ def balanced_experts(model: nn.Module) -> Iterator[None]:
     HF's expert loops index tokens by data-dependent masks, which the meta
     device cannot run. During measurement every token instead goes through
     top-k experts' worth of the same MLP: the FLOPs and saved bytes of a
-    perfectly balanced router.
+    perfectly balanced router. Families that route through loops of their own
+    (DBRX, JetMoE) take theirs from core.model.hf_meta_routing.
     """
+    from core.model.hf_meta_routing import balanced_meta_forward
+
     patched = []
     for module in model.modules():
-        if _is_expert_bank(module):
-            module.forward = _balanced_forward.__get__(module)
+        forward = _balanced_forward.__get__(module) if _is_expert_bank(module) else balanced_meta_forward(module)
+        if forward is not None:
+            module.forward = forward
             patched.append(module)
     try:
         yield

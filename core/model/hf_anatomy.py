@@ -41,17 +41,19 @@ class ModelAnatomy:
 
     chain: tuple[str, ...]
     blocks: frozenset[str]
-    block_outputs: int  # 0: a block returns a tensor; n: a tuple of n items, hidden states first
+    block_outputs: int  # 0: a block returns a tensor; n: a tuple (or list: GPT-1) of n items, hidden states first
     zero_shapes: tuple[tuple[str, tuple[int, ...]], ...]  # layers before the first block: output shape (BATCH, TOKENS, ...)
-    embed: str
-    head: str
+    embed: str  # the layer that holds the input embedding (the embedding itself, or ModernBERT's embeddings)
+    head: str  # the layer that holds the output head
     tied: bool
+    embed_weight: str  # the embedding's weight, by its name in the model
+    head_weight: str  # the head's weight
     attention: str  # the attention implementation it is built with ("sdpa", or "eager" where SDPA is not supported)
 
     @property
     def tied_names(self) -> tuple[str, str] | None:
         """(embedding's, head's) weight name when they share one."""
-        return (f"{self.embed}.weight", f"{self.head}.weight") if self.tied else None
+        return (self.embed_weight, self.head_weight) if self.tied else None
 
     def zero_shape(self, layer: str) -> tuple[int, ...] | None:
         """The output shape of a layer before the blocks, BATCH and TOKENS standing for the batch's."""
@@ -95,33 +97,47 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     chain = layer_chain(model)
     block_ids = {id(block) for block in _block_list(model)}
     _check_parameters_inside_layers(model, chain, model_type)
+    _check_no_shared_weights(model, chain, model_type)
     calls: list[str] = []
     outputs: dict[str, Any] = {}
-    block_inputs: list[list[torch.Tensor]] = []  # kept alive: storages are told apart by address
+    block_inputs: list[dict[str, torch.Tensor]] = []  # kept alive: storages are told apart by address
     handles = [module.register_forward_hook(_recorder(name, calls, outputs)) for name, module in chain]
     handles += [module.register_forward_pre_hook(_input_recorder(block_inputs), with_kwargs=True)
                 for module in _block_list(model)]
     try:
-        with balanced_experts(model), flash_attention_on_meta(), torch.no_grad():
+        with balanced_experts(model), flash_attention_on_meta(), torch.enable_grad():  # grad: what weights feed
             forward_hf(model, torch.zeros(PROBE_SHAPE, dtype=torch.long, device="meta"))
     except Exception as error:  # transformers fails deep inside on what it cannot run: one line
-        from core.model.hf import first_line
-
-        raise InputError(f"'{model_type}' does not run as a plain causal LM on token ids: {first_line(error)}") from None
+        raise InputError(_not_run(error, model_type)) from None
     finally:
         for handle in handles:
             handle.remove()
     _check_counts([name for name, _ in chain], calls, model_type)
     names = run_order([name for name, _ in chain], calls)
     _check_side_inputs(names, outputs, block_inputs, model_type)
+    _check_no_learned_side_inputs(block_inputs, model_type)
     blocks = frozenset(name for name, module in chain if id(module) in block_ids)
     _check_blocks_together(names, blocks, model_type)
-    embed, head, tied = _embeddings(model, names, model_type)
+    embed, head, tied, weights = _embeddings(model, names, model_type)
     first_block = min(names.index(name) for name in blocks)
     shapes = tuple((name, _zero_shape(outputs[name], name, model_type)) for name in names[:first_block])
     return ModelAnatomy(chain=tuple(names), blocks=blocks, block_outputs=_block_outputs(outputs, blocks, model_type),
-                        zero_shapes=shapes, embed=embed, head=head, tied=tied,
+                        zero_shapes=shapes, embed=embed, head=head, tied=tied, embed_weight=weights[0],
+                        head_weight=weights[1],
                         attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")))
+
+
+def _not_run(error: Exception, model_type: str) -> str:
+    """Why the meta forward failed: a forward that reads tensor values (a routing or sparse
+    attention loop: `nonzero`, `item`, `unique`), which meta tensors do not have, or any other reason."""
+    from core.model.hf import first_line
+
+    line = first_line(error)
+    if isinstance(error, NotImplementedError) or "meta" in line.lower():
+        operation = line.split(": ")[0].split(";")[0]
+        return (f"'{model_type}' reads tensor values in its forward ({operation}): the meta device, "
+                "on which Allot measures and splits a model, has none")
+    return f"'{model_type}' does not run as a plain causal LM on token ids: {line}"
 
 
 def _recorder(name: str, calls: list[str], outputs: dict[str, Any]) -> Any:
@@ -139,11 +155,34 @@ def _check_parameters_inside_layers(model: nn.Module, chain: list[tuple[str, nn.
                          "a stage could not tell whether it holds them")
 
 
-def _input_recorder(block_inputs: list[list[torch.Tensor]]) -> Any:
+def _check_no_shared_weights(model: Any, chain: list[tuple[str, nn.Module]], model_type: str) -> None:
+    """Only the embedding and the head may share a weight (the engines keep that pair's copies
+    equal); Zamba's layers share one transformer block, which stages would train apart."""
+    try:
+        pair = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    except (NotImplementedError, AttributeError):
+        pair = set()
+    tied_pair = {name for name, module in chain if pair & {id(sub) for sub in module.modules()}}
+    holders: dict[int, list[str]] = {}
+    for name, module in chain:
+        for parameter in {id(p): p for p in module.parameters()}:
+            holders.setdefault(parameter, []).append(name)
+    for layers in holders.values():
+        if len(layers) > 1 and set(layers) != tied_pair:
+            raise InputError(f"'{model_type}' shares weights among its layers {', '.join(layers)}: "
+                             "stages holding them would train separate copies")
+
+
+def _input_recorder(block_inputs: list[dict[str, torch.Tensor]]) -> Any:
+    """Records, per block call, the tensors it takes beside the hidden states, by argument name."""
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor)]
-        hidden = kwargs.get("hidden_states", tensors[0] if tensors else None)
-        block_inputs.append([value for value in tensors if value is not hidden])  # what comes beside the hidden states
+        import inspect
+
+        parameters = list(inspect.signature(module.forward).parameters)
+        named = {**dict(zip(parameters, args, strict=False)), **kwargs}
+        tensors = {name: value for name, value in named.items() if isinstance(value, torch.Tensor)}
+        hidden = tensors.get("hidden_states", next(iter(tensors.values()), None))
+        block_inputs.append({name: value for name, value in tensors.items() if value is not hidden})
     return hook
 
 
@@ -155,11 +194,11 @@ def _check_counts(names: list[str], calls: list[str], model_type: str) -> None:
                              "a pipeline stage runs each layer once")
 
 
-def _check_side_inputs(names: list[str], outputs: dict[str, Any], block_inputs: list[list[torch.Tensor]],
+def _check_side_inputs(names: list[str], outputs: dict[str, Any], block_inputs: list[dict[str, torch.Tensor]],
                        model_type: str) -> None:
     """A layer whose output (or a view of it) goes into more than one block (CPM-Ant's
     position bias) feeds the blocks beside the hidden states: a later stage would not have it."""
-    storages = [{tensor.untyped_storage()._cdata for tensor in inputs} for inputs in block_inputs]
+    storages = [{tensor.untyped_storage()._cdata for tensor in inputs.values()} for inputs in block_inputs]
     for name in names:
         output = outputs[name]
         if not isinstance(output, torch.Tensor):
@@ -168,6 +207,18 @@ def _check_side_inputs(names: list[str], outputs: dict[str, Any], block_inputs: 
         if sum(storage in inputs for inputs in storages) > 1:
             raise InputError(f"'{model_type}' hands the output of its layer {name} to every block beside the "
                              "hidden states: a later stage would not have it")
+
+
+def _check_no_learned_side_inputs(block_inputs: list[dict[str, torch.Tensor]], model_type: str) -> None:
+    """Beside the hidden states a block may take what every stage computes again from the
+    token positions alone (masks, rotary cos/sin): nothing computed from the model's weights
+    (Gemma 4's per-layer inputs from its token embedding, Gemma 3n's shared key/value
+    states), which a later stage would not have."""
+    for inputs in block_inputs:
+        for name, tensor in inputs.items():
+            if tensor.requires_grad:
+                raise InputError(f"'{model_type}' hands its blocks {name} beside the hidden states, computed "
+                                 "from its weights: a later stage would not have it")
 
 
 def _check_blocks_together(names: list[str], blocks: frozenset[str], model_type: str) -> None:
@@ -186,7 +237,7 @@ def _block_outputs(outputs: dict[str, Any], blocks: frozenset[str], model_type: 
         if isinstance(output, torch.Tensor):
             shapes.add(0)
             continue
-        if not isinstance(output, tuple) or not output or not isinstance(output[0], torch.Tensor):
+        if not isinstance(output, (tuple, list)) or not output or not isinstance(output[0], torch.Tensor):
             raise InputError(f"'{model_type}' blocks return {type(output).__name__}, not hidden states")
         shapes.add(len(output))
     if len(shapes) != 1:
@@ -194,21 +245,30 @@ def _block_outputs(outputs: dict[str, Any], blocks: frozenset[str], model_type: 
     return shapes.pop()
 
 
-def _embeddings(model: Any, names: list[str], model_type: str) -> tuple[str, str, bool]:
-    """(input embedding's layer, head's layer, tied) from transformers' own accessors."""
+def _embeddings(model: Any, names: list[str], model_type: str) -> tuple[str, str, bool, tuple[str, str]]:
+    """(the layer holding the input embedding, the layer holding the head, tied, (their
+    weights' names)) from transformers' own accessors."""
     modules = {id(module): name for name, module in model.named_modules()}
     try:
         embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
     except (NotImplementedError, AttributeError):
         embedding = head = None
-    embed_name = modules.get(id(embedding)) if embedding is not None else None
-    head_name = modules.get(id(head)) if head is not None else None
-    if embed_name not in names or head_name not in names:
+    embed_module = modules.get(id(embedding)) if embedding is not None else None
+    head_module = modules.get(id(head)) if head is not None else None
+    embed_name, head_name = _layer_holding(embed_module, names), _layer_holding(head_module, names)
+    if embed_name is None or head_name is None:
         raise InputError(f"'{model_type}' has no input embedding and output head among its layers")
     if names[0] != embed_name or names[-1] != head_name:
         raise InputError(f"'{model_type}' does not start with its embedding and end with its head")
     tied = getattr(head, "weight", None) is getattr(embedding, "weight", 0)
-    return str(embed_name), str(head_name), tied
+    return embed_name, head_name, tied, (f"{embed_module}.weight", f"{head_module}.weight")
+
+
+def _layer_holding(module: str | None, names: list[str]) -> str | None:
+    """The layer of the chain that is `module` or holds it."""
+    if module is None:
+        return None
+    return next((name for name in names if module == name or module.startswith(f"{name}.")), None)
 
 
 def _zero_shape(output: Any, name: str, model_type: str) -> tuple[int, ...]:

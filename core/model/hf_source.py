@@ -51,7 +51,9 @@ class HFModelSource:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.config.get("vocab_size") or 0)
+        """The vocabulary's size (a composite config, Qwen 3.5's or Llama 4's, keeps it in its text_config)."""
+        config = self.config
+        return int(config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size") or 0)
 
 
 @functools.lru_cache(maxsize=1)

@@ -46,6 +46,19 @@ def shard_name(index: int, count: int) -> str:
     return f"model-{index + 1:05d}-of-{count:05d}.safetensors"
 
 
+def _first_names(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A state with each tensor once, under its first name (BertGeneration's head bias is also
+    its decoder's: from_pretrained ties the other name again, as save_pretrained expects)."""
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    first: dict[str, Any] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key not in seen or tensor.numel() == 0:
+            seen.add(key)
+            first[name] = tensor
+    return first
+
+
 def write_hf_folder(out: Path | str, source: HFModelSource, stage_states: Iterable[Callable[[], Mapping[str, Any]]],
                     count: int) -> Path:
     """Write config, one shard per stage state (each a callable, so one is loaded at a time) and the index."""
@@ -61,7 +74,7 @@ def write_hf_folder(out: Path | str, source: HFModelSource, stage_states: Iterab
     weight_map: dict[str, str] = {}
     total_bytes = 0
     for index, load in enumerate(stage_states):
-        tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in load().items()
+        tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in _first_names(load()).items()
                    if not (tied is not None and name == tied[1])}  # host-device sync
         name = shard_name(index, count)
         save_file(tensors, str(staging / name), metadata={"format": "pt"})

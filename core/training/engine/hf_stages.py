@@ -14,6 +14,10 @@ the model's):
 - the layer just before the stage's first one gives the tensor the previous
   stage sent (in the form that layer returns: a tensor, or a block's tuple).
 
+A stand-in answers what the model's forward reads off the layer it replaces
+(a block's `block_type` or `attention_type`, the embedding's weight's device)
+from the original layer, kept on the meta device.
+
 A stage then runs the model's own forward (`XForCausalLM.forward`) on token ids
 (zeros of the right shape on a later stage), so everything the model computes
 around its blocks comes from transformers' code: position ids, causal and
@@ -82,12 +86,12 @@ class HFStage(nn.Module):
     model's names (what an adapter or optimizer over the stage needs).
     """
 
-    def __init__(self, model: Any, anatomy: ModelAnatomy, layers: Sequence[str],
+    def __init__(self, model: Any, anatomy: ModelAnatomy, layers: Sequence[str], received: _Received,
                  recompute: bool = False, autocast_dtype: torch.dtype | None = None):
         super().__init__()
         self.config = model.config
         self.layer_names = tuple(layers)
-        self.tied_names = (f"{anatomy.embed}.weight", f"{anatomy.head}.weight")
+        self.tied_names = (anatomy.embed_weight, anatomy.head_weight)
         for name, child in model._modules.items():  # HF's names (model.*, transformer.*, lm_head)
             self.register_module(name, child)
         self.causal_lm: Any
@@ -95,7 +99,7 @@ class HFStage(nn.Module):
         self._init_weights_fn: Callable[[nn.Module], None] = model._init_weights
         self.takes_ids = anatomy.chain[0] in self.layer_names
         self.has_head = anatomy.chain[-1] in self.layer_names
-        self.inject: _Inject | None = None
+        self.received = received  # what the stand-ins read while the stage runs (prune_to_stage)
         self.autocast_dtype = autocast_dtype
         if recompute:
             for name in self.layer_names:
@@ -113,16 +117,14 @@ class HFStage(nn.Module):
         if self.autocast_dtype is not None:
             autocast = torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype)
         ids = x if self.takes_ids else torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
-        if self.inject is not None:
-            self.inject.received = x
+        self.received.tensor = x
         try:
             with autocast:
                 return self.causal_lm(input_ids=ids, use_cache=False).logits
         except _StageDone as done:
             return done.hidden
         finally:
-            if self.inject is not None:
-                self.inject.received = None
+            self.received.tensor = None
 
 
 def _checkpointed(forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -143,44 +145,75 @@ def _stop_after(module: nn.Module, args: Any, output: Any) -> None:
     raise _StageDone(output if isinstance(output, torch.Tensor) else output[0])
 
 
-class _Zeros(nn.Module):
+class _Received:
+    """What the stage received (set by HFStage.forward while it runs): the stand-ins read it."""
+
+    def __init__(self) -> None:
+        self.tensor: torch.Tensor | None = None
+
+    def get(self) -> torch.Tensor:
+        assert self.tensor is not None, "a stage's input is set by HFStage.forward"
+        return self.tensor
+
+
+class _StandIn(nn.Module):
+    """A layer the stage does not hold. The model's forward may read attributes off the
+    layer it calls (Nemotron-H's `block_type`, Llama 4's `embed_tokens.weight.device`):
+    a plain attribute comes from the original layer (kept on the meta device, not
+    registered), a tensor attribute as an empty tensor of its dtype on the stage's device."""
+
+    def __init__(self, original: nn.Module, received: _Received):
+        super().__init__()
+        self.stand_for: tuple[nn.Module] = (original,)  # a tuple: not registered as a child module
+        self.received = received
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if "stand_for" not in self.__dict__:
+                raise
+        value = getattr(self.__dict__["stand_for"][0], name)
+        if isinstance(value, torch.Tensor):
+            received = self.__dict__["received"].tensor
+            return torch.empty(0, dtype=value.dtype, device=received.device if received is not None else "cpu")
+        return value
+
+
+class _Zeros(_StandIn):
     """Stands for a layer before the stage that runs before the blocks: zeros of its
     output's shape (BATCH and TOKENS from what the stage received)."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, inject: _Inject):
-        super().__init__()
+    def __init__(self, original: nn.Module, received: _Received, shape: tuple[int, ...], dtype: torch.dtype):
+        super().__init__(original, received)
         self.shape, self.dtype = shape, dtype
-        self.inject: tuple[_Inject] = (inject,)  # a tuple: not registered as a child module
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        received = self.inject[0].received
-        assert received is not None, "a stage's input is set by HFStage.forward"
+        received = self.received.get()
         sizes = {BATCH: received.shape[0], TOKENS: received.shape[1]}
         return torch.zeros([sizes.get(size, size) for size in self.shape], dtype=self.dtype, device=received.device)
 
 
-class _Skip(nn.Module):
+class _Skip(_StandIn):
     """Stands for a layer of another stage that the forward goes through: its input, in its output's form."""
 
-    def __init__(self, outputs: int):
-        super().__init__()
+    def __init__(self, original: nn.Module, received: _Received, outputs: int):
+        super().__init__(original, received)
         self.outputs = outputs
 
     def forward(self, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         return _shaped(hidden, self.outputs)
 
 
-class _Inject(nn.Module):
+class _Inject(_StandIn):
     """Stands for the layer just before the stage: gives what the previous stage sent."""
 
-    def __init__(self, outputs: int):
-        super().__init__()
+    def __init__(self, original: nn.Module, received: _Received, outputs: int):
+        super().__init__(original, received)
         self.outputs = outputs
-        self.received: torch.Tensor | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        assert self.received is not None, "a stage's input is set by HFStage.forward"
-        return _shaped(self.received, self.outputs)
+        return _shaped(self.received.get(), self.outputs)
 
 
 def _shaped(hidden: torch.Tensor, outputs: int) -> Any:
@@ -188,32 +221,27 @@ def _shaped(hidden: torch.Tensor, outputs: int) -> Any:
 
 
 # ---------------------------------------------------------------- building
-def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str]) -> _Inject | None:
-    """Replace every layer of the chain not in `layers` by its stand-in (on meta);
-    returns the stand-in that receives the stage's input (None on the first stage)."""
+def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str], received: _Received) -> None:
+    """Replace every layer of the chain not in `layers` by its stand-in (on meta), which
+    reads what the stage received from `received`."""
     owned = set(layers)
     unknown = owned - set(anatomy.chain)
     if unknown:
         raise InputError(f"the plan names layers the model does not have: {', '.join(sorted(unknown))}")
     first = min(anatomy.chain.index(name) for name in owned)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    inject = None
-    if first > 0:
-        outputs = anatomy.block_outputs if anatomy.chain[first - 1] in anatomy.blocks else 0
-        inject = _Inject(outputs)
     for position, name in enumerate(anatomy.chain):
         if name in owned:
             continue
+        original = model.get_submodule(name)
         outputs = anatomy.block_outputs if name in anatomy.blocks else 0
         stand_in: nn.Module
         if position == first - 1:
-            assert inject is not None
-            stand_in = inject
+            stand_in = _Inject(original, received, outputs)
         elif position < first and (shape := anatomy.zero_shape(name)) is not None:
-            assert inject is not None
-            stand_in = _Zeros(shape, dtype, inject)
+            stand_in = _Zeros(original, received, shape, dtype)
         else:
-            stand_in = _Skip(outputs)
+            stand_in = _Skip(original, received, outputs)
         parent_name, _, child = name.rpartition(".")
         parent: Any = model.get_submodule(parent_name) if parent_name else model
         if child.isdigit():
@@ -223,14 +251,18 @@ def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str
     last = max(anatomy.chain.index(name) for name in owned)
     if last < len(anatomy.chain) - 1:
         model.get_submodule(anatomy.chain[last]).register_forward_hook(_stop_after)
-    return inject
 
 
 def untie_head(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str]) -> None:
     """A stage with the head but not the embedding gets its own (meta) copy of the tied weight."""
     if anatomy.tied and anatomy.head in layers and anatomy.embed not in layers:
-        head: Any = model.get_submodule(anatomy.head)
+        head: Any = _owner(model, anatomy.head_weight)
         head.weight = nn.Parameter(torch.empty_like(head.weight, device="meta"))
+
+
+def _owner(model: nn.Module, weight: str) -> Any:
+    """The module whose `weight` a parameter name (`model.embed_tokens.weight`) names."""
+    return model.get_submodule(weight.rpartition(".")[0])
 
 
 def build_hf_stage(source: HFModelSource, layout: StageLayout, device: torch.device, seed: int,
@@ -242,19 +274,36 @@ def build_hf_stage(source: HFModelSource, layout: StageLayout, device: torch.dev
     embedding = model.get_submodule(anatomy.embed)  # kept (on meta) as the template of a tied copy
     if untie:
         untie_head(model, anatomy, layout.layers)
-    inject = prune_to_stage(model, anatomy, layout.layers)
-    stage = HFStage(model, anatomy, layout.layers, recompute, autocast_dtype)
-    stage.inject = inject
+    received = _Received()
+    prune_to_stage(model, anatomy, layout.layers, received)
+    stage = HFStage(model, anatomy, layout.layers, received, recompute, autocast_dtype)
+    aliases = _aliases(stage)
     stage.to_empty(device=device)
-    if anatomy.tied and anatomy.head in layout.layers and anatomy.embed in layout.layers:
-        # to_empty makes new parameters, which unties them: tie again
-        stage.get_submodule(anatomy.head).weight = stage.get_submodule(anatomy.embed).weight
+    _tie_again(stage, aliases)
     _init_non_persistent_buffers(stage)
     if source.weights_dir is None:
         _init_seeded(stage, anatomy, layout.layers, seed, embedding)
     else:
         _load_weights(stage, source, anatomy)
     return stage
+
+
+def _aliases(stage: nn.Module) -> list[tuple[str, ...]]:
+    """The names of each parameter the stage holds under more than one (a tied embedding and
+    head on one stage, BertGeneration's head bias and its decoder's), first name first."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in stage.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return [tuple(group) for group in names.values() if len(group) > 1]
+
+
+def _tie_again(stage: nn.Module, aliases: list[tuple[str, ...]]) -> None:
+    """to_empty makes a new parameter per name, which unties them: tie them again."""
+    for first, *others in aliases:
+        parameter = stage.get_parameter(first)
+        for name in others:
+            module_name, _, attribute = name.rpartition(".")
+            setattr(stage.get_submodule(module_name), attribute, parameter)
 
 
 def _load_weights(stage: HFStage, source: HFModelSource, anatomy: ModelAnatomy) -> None:
@@ -315,31 +364,38 @@ def _init_seeded(stage: HFStage, anatomy: ModelAnatomy, layers: Sequence[str], s
                  embedding: nn.Module) -> None:
     """HF's own init of every owned layer, under that layer's seed (children
     before parents, as transformers' initialize_weights goes)."""
+    tied_head = _owner(stage, anatomy.head_weight) if anatomy.tied and anatomy.head in layers else None
     for name in layers:
-        if name == anatomy.head and anatomy.tied:  # the embedding's weight, or a copy made as it was
-            if anatomy.embed not in layers:
-                _init_tied_copy(stage, anatomy, seed, embedding)
-            continue
-        module = stage.get_submodule(name)
-        torch.manual_seed(layer_seed(seed, name))
-        for sub in reversed(list(module.modules())):
+        _init_layer(stage, stage.get_submodule(name), layer_seed(seed, name), skip=tied_head)
+    if tied_head is not None and anatomy.embed not in layers:  # else it is the embedding's weight
+        _init_tied_copy(stage, anatomy, seed, embedding)
+
+
+def _init_layer(stage: HFStage, layer: nn.Module, seed: int, skip: nn.Module | None = None) -> None:
+    """HF's init of a layer's modules, children first, under the layer's seed (`skip`: a tied
+    head, whose weight is the embedding's or a copy initialised as it)."""
+    torch.manual_seed(seed)
+    for sub in reversed(list(layer.modules())):
+        if sub is not skip:
             stage._init_weights_fn(sub)
 
 
 def _init_tied_copy(stage: HFStage, anatomy: ModelAnatomy, seed: int, template: nn.Module) -> None:
     """The head's copy of a tied weight starts as the embedding (on its stage) does."""
-    head: Any = stage.get_submodule(anatomy.head)
-    embedding = template.to_empty(device=head.weight.device)  # the meta embedding this stage dropped
-    torch.manual_seed(layer_seed(seed, anatomy.embed))
-    stage._init_weights_fn(embedding)
-    head.weight.copy_(embedding.weight)
+    head: Any = _owner(stage, anatomy.head_weight)
+    layer = template.to_empty(device=head.weight.device)  # the meta embedding layer this stage dropped
+    _init_layer(stage, layer, layer_seed(seed, anatomy.embed))
+    head.weight.copy_(_owner(layer, anatomy.embed_weight.removeprefix(f"{anatomy.embed}.")).weight)
 
 
 @torch.no_grad()
 def _init_non_persistent_buffers(stage: HFStage) -> None:
     """Recompute buffers that no checkpoint holds (garbage after to_empty): rotary
-    `inv_freq` and the like, with transformers' own init (the owned layers'
-    parameters are initialised or loaded after this)."""
-    for module in stage.modules():
-        if getattr(module, "_non_persistent_buffers_set", None):
-            stage._init_weights_fn(module)
+    `inv_freq` and the like, with transformers' own init of the module that holds
+    one and of every module above it, deepest first (Falcon-H1's model fills its
+    layers' `mup_vector`); the owned layers' parameters are initialised or loaded
+    after this."""
+    holders = {name for name, module in stage.named_modules() if getattr(module, "_non_persistent_buffers_set", None)}
+    above = {".".join(name.split(".")[:depth]) for name in holders for depth in range(1, name.count(".") + 1)}
+    for name in sorted(holders | above, key=lambda name: -name.count(".")):
+        stage._init_weights_fn(stage.get_submodule(name))

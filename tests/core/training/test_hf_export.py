@@ -87,3 +87,12 @@ def test_an_existing_output_folder_is_never_overwritten(tmp_path):
     with pytest.raises(InputError, match="not an empty folder"):
         check_output_dir(tmp_path / "out")
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_a_tensor_a_stage_holds_under_two_names_is_saved_once():
+    from core.training.hf_export import _first_names
+
+    bias, weight = torch.zeros(3), torch.ones(2, 3)
+    kept = _first_names({"lm_head.bias": bias, "lm_head.decoder.weight": weight, "lm_head.decoder.bias": bias,
+                         "empty.a": torch.zeros(0), "empty.b": torch.zeros(0)})
+    assert list(kept) == ["lm_head.bias", "lm_head.decoder.weight", "empty.a", "empty.b"]

@@ -41,6 +41,15 @@ HAND_WRITTEN: dict[str, dict[str, Any]] = {
     "gemma3_text": {"sliding_window_pattern": 2},  # a full-attention layer among 2
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # its layer list is built from this pattern
     "mamba2": {"num_heads": 4, "expand": 1},  # num_heads * head_dim must equal expand * hidden_size
+    "zamba": {"layer_types": ["hybrid", "hybrid"]},  # two layers sharing its transformer block
+    "zamba2": {"layer_types": ["hybrid", "hybrid"]},  # (its hybrid layer ids are read off this list)
+    "dots3_note_vision_encoder": {"pyramid_num_routed": [-1, 4], "adapter_in_dim": 32, "adapter_out_dim": 32},  # 2 layers,
+    "dots3_note_audio_encoder": {"adapter_input_size": 32, "adapter_out_dim": 32},  # adapters into the tiny text width
+    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},  # default has none
+    "gemma3n_text": {"num_kv_shared_layers": 0},  # of 2 layers, none reads another's cache
+    "bert-generation": {"is_decoder": True},  # its causal-LM class is a decoder only so
+    "mllama_text_model": {"cross_attention_layers": [1]},  # one of its 2 layers attends to the image
+    "falcon_h1": {"mamba_d_ssm": 32},  # mamba_n_heads * mamba_d_head (4 * 8) must equal its SSM width
     "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},  # its default lacks rope_theta, and clamps with no bound
              "ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2}},
     "kolibri1_1": {"head_dim": 16, "index_num_heads": 2, "index_layers": [1]},  # NVFP4 needs head_dim a multiple of 16
@@ -53,19 +62,23 @@ def tiny_config(model_type: str) -> Any:
     """A tiny config of `model_type` (raises whatever transformers raises for one it rejects)."""
     from transformers import CONFIG_MAPPING
 
-    config_class = CONFIG_MAPPING[model_type]
+    return _tiny(CONFIG_MAPPING[model_type], model_type)
+
+
+def _tiny(config_class: Any, model_type: str) -> Any:
+    """A tiny config of one config class; a composite one's sub-configs (text, vision) tiny too."""
     default = config_class()
     values = {key: value for key, value in SMALL.items()
-              if hasattr(default, key) and not isinstance(getattr(config_class, key, None), property)}
+              if _has(default, key) and not isinstance(getattr(config_class, key, None), property)}
     for key in TOKEN_FIELDS:
-        token = getattr(default, key, None)
+        token = _read(default, key)
         if isinstance(token, int) and token >= SMALL["vocab_size"]:
             values[key] = 1
         elif isinstance(token, list):
             values[key] = [1]
     if "kv_lora_rank" in values:  # multi-head latent attention expands keys to every query head
         values["num_key_value_heads"] = SMALL["num_attention_heads"]
-    if isinstance(getattr(default, "num_experts_per_tok", None), int):  # some types allow no more than their default
+    if isinstance(_read(default, "num_experts_per_tok"), int):  # some types allow no more than their default
         values["num_experts_per_tok"] = min(SMALL["num_experts_per_tok"], default.num_experts_per_tok)
     for key in LAYER_LISTS:  # per-layer lists cut to the layer count (validators compare their lengths)
         value = _read(default, key)
@@ -74,8 +87,11 @@ def tiny_config(model_type: str) -> Any:
             continue  # derived from other fields
         if isinstance(value, list) and len(value) > SMALL["num_hidden_layers"]:
             values[key] = _two_layers(value)
+    for key, sub_class in (getattr(config_class, "sub_configs", None) or {}).items():
+        if _read(default, key) is not None and hasattr(sub_class, "model_type"):
+            values[key] = _tiny(sub_class, sub_class.model_type)
     values.update(HAND_WRITTEN.get(model_type, {}))
-    values["tie_word_embeddings"] = bool(getattr(default, "tie_word_embeddings", False))
+    values["tie_word_embeddings"] = bool(_read(default, "tie_word_embeddings"))
     config = config_class(**values)
     layers = int(getattr(config, "num_hidden_layers", 2) or 2)
     for key in LAYER_LISTS:
@@ -90,6 +106,13 @@ def _two_layers(kinds: list[Any]) -> list[Any]:
     if there is one (OLMo-hybrid's linear layers come before its first attention layer)."""
     other = next((kind for kind in kinds if kind != kinds[0]), kinds[1])
     return [kinds[0], other]
+
+
+def _has(config: Any, key: str) -> bool:
+    try:
+        return hasattr(config, key)
+    except Exception:  # a per-layer attribute refuses a global read: it is there
+        return True
 
 
 def _read(config: Any, key: str) -> Any:
@@ -174,7 +197,7 @@ def check_type(model_type: str, directory: Path) -> None:
     layouts = two_stage_layouts(anatomy.chain, anatomy.blocks)
     stages = [build_hf_stage(source, StageLayout(i, "cpu", layers), torch.device("cpu"), 0)
               for i, layers in enumerate(layouts)]
-    ids, targets = seeded_batch(config.vocab_size)
+    ids, targets = seeded_batch(config.get_text_config().vocab_size)
     loss = lm_loss(stages[1](stages[0](ids)), targets)
     want = lm_loss(model(input_ids=ids, use_cache=False).logits, targets)
     loss.backward()

@@ -14,7 +14,11 @@ split must carry (tied heads, learned positions, eager attention and soft-cappin
 scaled embeddings and sliding windows, legacy checkpoint names, MoE with converted
 experts, a state-space model, logit scaling, layers registered in another order
 than they run with (tokens, hidden) learned positions, multi-head latent attention
-with MoE); `ALLOT_HF_REGISTRY=all` runs every supported type (minutes on two cores:
+with MoE, the two families whose expert routing has its own balanced meta forward
+(DBRX, JetMoE: core.model.hf_meta_routing), a forward that reads attributes off a layer
+another stage holds (Llama 4's embedding), a buffer kept in bfloat16 (RecurrentGemma's
+embedding scale), a tied head inside a layer whose bias it holds under two names
+(BertGeneration)); `ALLOT_HF_REGISTRY=all` runs every supported type (minutes on two cores:
 do it when transformers changes). tests/core/training/engine/hf_coverage_update.py
 regenerates the coverage file and docs/models.md.
 """
@@ -32,7 +36,8 @@ COVERAGE = coverage()
 SUPPORTED = sorted(COVERAGE["supported"])
 REFUSED = COVERAGE["refused"]
 CI_TYPES = ("llama", "gpt2", "gemma2", "gemma3_text", "qwen3", "phi3", "gpt_neox", "olmo2", "mixtral", "qwen3_moe",
-            "falcon_mamba", "cohere", "blenderbot-small", "deepseek_v3")
+            "falcon_mamba", "cohere", "blenderbot-small", "deepseek_v3", "dbrx", "jetmoe", "llama4_text",
+            "recurrent_gemma", "bert-generation")
 CHECKED = SUPPORTED if os.environ.get("ALLOT_HF_REGISTRY") == "all" else [t for t in CI_TYPES if t in SUPPORTED]
 
 
@@ -57,7 +62,7 @@ def test_a_supported_type_splits_exactly_saves_and_plans(model_type, tmp_path):
     check_type(model_type, tmp_path)
 
 
-@pytest.mark.parametrize("model_type", ["bart", "dory", "bert-generation", "cpmant"])
+@pytest.mark.parametrize("model_type", ["bart", "dory", "bert-generation", "cpmant", "zamba2", "gemma4_text"])
 def test_a_refused_type_is_refused_up_front_with_its_reason(model_type):
     from core.errors import InputError
     from core.model.hf_anatomy import anatomy_of
