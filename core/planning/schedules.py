@@ -75,15 +75,16 @@ class Schedule(ABC):
         first layer's saved input (priced with the activations), and in
         training one for the gradients of what it sends (`sent_bytes` each);
         a training stage also keeps each in-flight micro-batch's output until
-        its backward; the last stage keeps every micro-batch's output
-        (`output_bytes`, the logits) to the step's end, the running one priced
-        by its working memory.
+        its backward: what it sends, or on the last stage the model's output
+        (`output_bytes`, the logits; the engine asks torch not to keep them
+        to the step's end for merging). Inference keeps every micro-batch's
+        output but the running one (priced as the working activation).
         """
         per_replica = micro_batches_per_replica(micro_batches, replicas)
-        outputs = (per_replica - 1) * output_bytes
         if mode == "infer":
-            return per_replica * received_bytes + outputs
-        return (per_replica - inflight) * received_bytes + (per_replica + inflight) * sent_bytes + outputs
+            return per_replica * received_bytes + (per_replica - 1) * output_bytes
+        return ((per_replica - inflight) * received_bytes + (per_replica + inflight) * sent_bytes
+                + inflight * output_bytes)
 
     def bubble_weight(self, micro_batches: int, replicas: int) -> int:
         """w in T = sum t_s + w * max t_s: the slowest stage paces all but one micro-batch."""
