@@ -86,6 +86,15 @@ class Schedule(ABC):
         return ((per_replica - inflight) * received_bytes + (per_replica + inflight) * sent_bytes
                 + inflight * output_bytes)
 
+    def sent_back_bytes(self, mode: str, micro_batches: int, replicas: int, received_bytes: Any) -> Any:
+        """The input gradient a stage sent back for an earlier micro-batch and still holds at a later
+        backward (floats or numpy arrays; docs/design.md, "Cost model v1"): torch's GPipe and 1F1B keep
+        the send's op until after the next backward, so a training stage that receives (`received_bytes`)
+        holds as much again then; nothing in inference or with one micro-batch (no later backward)."""
+        if mode == "infer" or micro_batches_per_replica(micro_batches, replicas) < 2:
+            return 0.0 * received_bytes
+        return received_bytes
+
     def bubble_weight(self, micro_batches: int, replicas: int) -> int:
         """w in T = sum t_s + w * max t_s: the slowest stage paces all but one micro-batch."""
         return micro_batches_per_replica(micro_batches, replicas) - 1
