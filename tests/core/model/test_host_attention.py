@@ -23,7 +23,7 @@ def saved_bytes(device: str, dropout: float, mode: contextlib.AbstractContextMan
         return tensor
 
     q, k, v = (torch.randn(SHAPE, device=device, requires_grad=True) for _ in range(3))
-    with mode, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):  # type: ignore[attr-defined]
+    with mode, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
     return sum(seen.values())
 
