@@ -31,8 +31,9 @@ _NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input
                    "transient_bytes")
 
 
-def build_layer_graph(spec: ModelSpec, setup: TrainingSetup) -> nx.DiGraph:
-    """The layer graph of a model under a setup (cached; treat it as read-only).
+def build_layer_graph(spec: ModelSpec, setup: TrainingSetup, host_kernels: bool = False) -> nx.DiGraph:
+    """The layer graph of a model under a setup (cached; treat it as read-only); `host_kernels`:
+    measured with the attention kernel the host CPU runs (core.model.measure), for a plan on it alone.
 
     A graph measured before, by any process, is read from the disk cache
     (core.system.disk_cache; `disk_cache.bypassed()` skips it) without importing torch.
@@ -43,7 +44,7 @@ def build_layer_graph(spec: ModelSpec, setup: TrainingSetup) -> nx.DiGraph:
     train = setup.mode == "train"
     finetune = setup.finetune if train and setup.finetune.adapters else None
     return _cached_graph(spec.with_context(setup.seq_len), setup.precision, train,
-                         setup.recompute, setup.micro_batch_size, setup.seq_len, finetune)
+                         setup.recompute, setup.micro_batch_size, setup.seq_len, finetune, host_kernels)
 
 
 def graph_layers(graph: nx.DiGraph) -> tuple[Layer, ...]:
@@ -65,28 +66,32 @@ def graph_layers(graph: nx.DiGraph) -> tuple[Layer, ...]:
 
 @functools.lru_cache(maxsize=16)
 def _cached_graph(spec: ModelSpec, precision: str, train: bool, recompute: bool,
-                  micro_batch_size: int, seq_len: int, finetune: FineTune | None = None) -> nx.DiGraph:
-    key = graph_cache_key(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
+                  micro_batch_size: int, seq_len: int, finetune: FineTune | None = None,
+                  host_kernels: bool = False) -> nx.DiGraph:
+    key = graph_cache_key(spec, precision, train, recompute, micro_batch_size, seq_len, finetune, host_kernels)
     stored = read_entry("graphs", key)
     if stored is not None and _valid_entry(stored):
         return _graph(spec.name, stored["total_params"], stored["costs"], stored["tensor_parallel_refusals"])
-    total_params, costs, refusals = _measure(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
+    total_params, costs, refusals = _measure(spec, precision, train, recompute, micro_batch_size, seq_len, finetune,
+                                             host_kernels)
     write_entry("graphs", key, {"total_params": total_params, "costs": costs, "tensor_parallel_refusals": refusals})
     return _graph(spec.name, total_params, costs, refusals)
 
 
 def graph_cache_key(spec: ModelSpec, precision: str, train: bool, recompute: bool,
-                    micro_batch_size: int, seq_len: int, finetune: FineTune | None = None) -> dict[str, Any]:
+                    micro_batch_size: int, seq_len: int, finetune: FineTune | None = None,
+                    host_kernels: bool = False) -> dict[str, Any]:
     """Everything a measured graph depends on: the model's config, the batch shape, the
     setup, and the versions of torch, transformers and Allot's measuring code."""
     return {"model": spec.identity(), "precision": precision, "train": train, "recompute": recompute,
             "micro_batch_size": micro_batch_size, "seq_len": seq_len,
             **({"finetune": finetune.to_dict()} if finetune is not None else {}),
+            **({"host_kernels": True} if host_kernels else {}),
             "versions": {**package_versions("torch", "transformers"), "allot": code_version(*_MEASURING_CODE)}}
 
 
 def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micro_batch_size: int,
-             seq_len: int, finetune: FineTune | None = None
+             seq_len: int, finetune: FineTune | None = None, host_kernels: bool = False
              ) -> tuple[int, list[dict[str, Any]], dict[str, str | None]]:
     """Build the model on the meta device and cost each layer: (total params, LayerCost dicts, why the
     model cannot split over each tensor-parallel t > 1, None where it can: core.model.tensor_parallel_split).
@@ -96,10 +101,11 @@ def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micr
     base model's, their activations and working memory those of the model with its base frozen and PEFT's
     adapters in place, measured the same way (QLoRA's 4-bit base saves what a frozen linear saves)."""
     total_params, costs, refusals = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len,
-                                                   None)
+                                                   None, host_kernels)
     if finetune is None:
         return total_params, costs, refusals
-    _, adapted, _ = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len, finetune)
+    _, adapted, _ = _measure_model(spec, precision, train, recompute, micro_batch_size, seq_len, finetune,
+                                   host_kernels)
     if not adapted:  # targets that match nothing: core.planning.finetune_costs says so in one line
         return total_params, costs, refusals
     measured = {cost["name"]: cost for cost in adapted}
@@ -110,7 +116,7 @@ def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micr
 
 
 def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool, micro_batch_size: int,
-                   seq_len: int, finetune: FineTune | None
+                   seq_len: int, finetune: FineTune | None, host_kernels: bool = False
                    ) -> tuple[int, list[dict[str, Any]], dict[str, str | None]]:
     import contextlib
 
@@ -134,7 +140,8 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
         if not _with_adapters(model, finetune):
             return 0, [], refusals
         with casts:
-            costs = measure_layers(model, model.forward, lm_loss, micro_batch_size, seq_len, train, recompute)
+            costs = measure_layers(model, model.forward, lm_loss, micro_batch_size, seq_len, train, recompute,
+                                   host_kernels)
     else:
         from core.model.hf import balanced_experts, build_hf_model_on_meta, first_line, forward_hf
 
@@ -145,7 +152,7 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
                 return 0, [], refusals
             with balanced_experts(model), casts:
                 costs = measure_layers(model, lambda ids: forward_hf(model, ids), lm_loss,
-                                       micro_batch_size, seq_len, train, recompute)
+                                       micro_batch_size, seq_len, train, recompute, host_kernels)
         except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as error:
             if isinstance(error, InputError):
                 raise

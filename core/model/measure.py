@@ -22,7 +22,12 @@ to the layer running at the time:
   (docs/design.md, "Cost model v1", the working-memory term).
 
 Attention is measured as flash attention (what GPUs run): q, k, v, output and
-log-sum-exp are kept, not the seq x seq score matrix of the math fallback.
+log-sum-exp are kept, not the seq x seq score matrix of the math fallback. A
+model planned on the host CPU alone (`host_kernels`) is measured with the
+kernel the CPU runs: with attention dropout above 0 in training that is the
+math fallback (torch's CPU flash kernel takes no dropout), which keeps the
+seq x seq probabilities and the dropout mask (docs/design.md, "The complete
+memory model").
 """
 
 from __future__ import annotations
@@ -97,8 +102,10 @@ def measure_layers(
     seq_len: int,
     train: bool,
     recompute: bool,
+    host_kernels: bool = False,
 ) -> list[LayerCost]:
-    """Run one micro-batch through a meta model and cost each layer of its chain."""
+    """Run one micro-batch through a meta model and cost each layer of its chain (`host_kernels`:
+    attention as the host CPU runs it, see the module docstring)."""
     chain = layer_chain(model)
     recorder = _Recorder(model, chain)
     ids = torch.zeros((micro_batch_size, seq_len), dtype=torch.long, device="meta")
@@ -108,7 +115,7 @@ def measure_layers(
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(grad_mode)
-            stack.enter_context(flash_attention_on_meta())
+            stack.enter_context(flash_attention_on_meta(host_kernels))
             counter = stack.enter_context(FlopCounterMode(display=False))
             recorder.counter = counter
             if working is not None:
@@ -306,8 +313,9 @@ class _GroupedFlash(torch.autograd.Function):
 
 
 @contextlib.contextmanager
-def flash_attention_on_meta() -> Iterator[None]:
-    """Route scaled_dot_product_attention to the flash kernel's meta function."""
+def flash_attention_on_meta(host_kernels: bool = False) -> Iterator[None]:
+    """Route scaled_dot_product_attention to the flash kernel's meta function; with `host_kernels`,
+    attention with dropout to the math kernel the CPU runs it with (it saves what the CPU saves)."""
     original = torch.nn.functional.scaled_dot_product_attention
 
     def flash(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
@@ -317,6 +325,8 @@ def flash_attention_on_meta() -> Iterator[None]:
             return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                             is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
         causal = is_causal or attn_mask is not None  # LM masks are causal
+        if host_kernels and dropout_p > 0:
+            return _math_attention(query, key, value, dropout_p, causal, scale)
         width = value.shape[-1]
         if width != query.shape[-1]:  # MLA's value heads are narrower than its query heads: the kernel pads them
             scale = query.shape[-1] ** -0.5 if scale is None else scale
@@ -335,3 +345,13 @@ def flash_attention_on_meta() -> Iterator[None]:
         yield
     finally:
         torch.nn.functional.scaled_dot_product_attention = original
+
+
+def _math_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, dropout_p: float, causal: bool,
+                    scale: float | None) -> torch.Tensor:
+    """SDPA's math kernel (the CPU's only one with dropout), in autocast's dtype where one is in force."""
+    dtype = lower_precision_dtype()
+    if dtype is not None:
+        query, key, value = (t.to(dtype) for t in (query, key, value))
+    return torch.ops.aten._scaled_dot_product_attention_math(
+        query, key, value, None, dropout_p, causal, scale=scale, enable_gqa=key.shape[-3] != query.shape[-3])[0]

@@ -191,15 +191,17 @@ def stage_memory_bytes(setup: Setup, held: Any, grads: Any, activations: Any, tr
                        output_bytes: Any = 0.0, largest_layer_params: Any = 0.0) -> Any:
     """A stage's peak memory per device (floats or numpy arrays; docs/design.md, "Cost model v1"):
     `held` the weights and optimizer states, `grads` the gradients, `activations` one micro-batch's,
-    `output_bytes` the model's output where the stage makes it (the last stage's logits)."""
+    `output_bytes` the model's output where the stage makes it (the last stage's logits). A later
+    backward also holds the gradient sent back for the micro-batch before (`Schedule.sent_back_bytes`)."""
     schedule = setup.pipeline_schedule
     buffers = schedule.boundary_bytes(setup.mode, setup.micro_batches, replicas, inflight, received_bytes, sent_bytes,
                                       output_bytes)
     later = schedule.inflight_later(setup.mode, setup.micro_batches, replicas, inflight)
     gathered_first, gathered_later = (0.0, 0.0) if setup.mode == "infer" else fsdp_gathered_bytes(
         bytes_split_per_param(setup), params, largest_layer_params, replicas, zero)
+    sent_back = schedule.sent_back_bytes(setup.mode, setup.micro_batches, replicas, received_bytes)
     return peak_memory_bytes(held + buffers, grads, inflight * activations + gathered_first,
-                             later * activations + gathered_later, transient,
+                             later * activations + gathered_later + sent_back, transient,
                              optimizer_step_bytes(setup, params, replicas, zero))
 
 
@@ -294,7 +296,8 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 buffer_bytes=float(setup.pipeline_schedule.boundary_bytes(
                     setup.mode, setup.micro_batches, d, inflight, float(received), float(sent), float(made))),
                 later_activation_bytes=float(setup.pipeline_schedule.inflight_later(
-                    setup.mode, setup.micro_batches, d, inflight) * sum(layers[i].activation_bytes for i in indices)),
+                    setup.mode, setup.micro_batches, d, inflight) * sum(layers[i].activation_bytes for i in indices)
+                    + setup.pipeline_schedule.sent_back_bytes(setup.mode, setup.micro_batches, d, float(received))),
                 transient_bytes=float(stage_transient_bytes(layers, indices)),
                 optimizer_step_bytes=float(optimizer_step_bytes(setup, float(params), d, zero)),
                 gathered_bytes=float(gathered_first),

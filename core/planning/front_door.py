@@ -131,7 +131,8 @@ def _graph_and_problem(spec: ModelSpec, setup: TrainingSetup,
     from core.model.graph import build_layer_graph, graph_layers
     from core.planning.finetune_costs import finetune_layers
 
-    graph = build_layer_graph(spec, setup)
+    host_kernels = bool(devices) and all(device.kind == "cpu" for device in devices)  # the host's attention kernels
+    graph = build_layer_graph(spec, setup, host_kernels)
     layers = finetune_layers(graph, setup, graph_layers(graph))
     refusals = graph.graph["tensor_parallel_refusals"]
     asked = setup.tensor_parallel

@@ -313,8 +313,12 @@ class _Model:
             moments = [(0.0, inflight, 1.0), (grad, later, 1.0)]  # (gradient bytes, in flight, working memory)
             if step_per_param:
                 moments.append((grad + step_per_param, 0, 0.0))
-            for grads, count, working in moments:
+            for moment, (grads, count, working) in enumerate(moments):
                 row = dict(held)
+                for (a, _, receiver), y in self.y.items() if moment == 1 else ():  # the gradient sent back before
+                    if receiver == q:
+                        row[y] += float(schedule.sent_back_bytes(setup.mode, setup.micro_batches, 1,
+                                                                 float(self.layers[a].output_bytes)))
                 for var, owned in params.items():
                     row[var] += grads * owned
                 for i, layer in enumerate(self.layers):

@@ -75,15 +75,25 @@ class Schedule(ABC):
         first layer's saved input (priced with the activations), and in
         training one for the gradients of what it sends (`sent_bytes` each);
         a training stage also keeps each in-flight micro-batch's output until
-        its backward; the last stage keeps every micro-batch's output
-        (`output_bytes`, the logits) to the step's end, the running one priced
-        by its working memory.
+        its backward: what it sends, or on the last stage the model's output
+        (`output_bytes`, the logits; the engine asks torch not to keep them
+        to the step's end for merging). Inference keeps every micro-batch's
+        output but the running one (priced as the working activation).
         """
         per_replica = micro_batches_per_replica(micro_batches, replicas)
-        outputs = (per_replica - 1) * output_bytes
         if mode == "infer":
-            return per_replica * received_bytes + outputs
-        return (per_replica - inflight) * received_bytes + (per_replica + inflight) * sent_bytes + outputs
+            return per_replica * received_bytes + (per_replica - 1) * output_bytes
+        return ((per_replica - inflight) * received_bytes + (per_replica + inflight) * sent_bytes
+                + inflight * output_bytes)
+
+    def sent_back_bytes(self, mode: str, micro_batches: int, replicas: int, received_bytes: Any) -> Any:
+        """The input gradient a stage sent back for an earlier micro-batch and still holds at a later
+        backward (floats or numpy arrays; docs/design.md, "Cost model v1"): torch's GPipe and 1F1B keep
+        the send's op until after the next backward, so a training stage that receives (`received_bytes`)
+        holds as much again then; nothing in inference or with one micro-batch (no later backward)."""
+        if mode == "infer" or micro_batches_per_replica(micro_batches, replicas) < 2:
+            return 0.0 * received_bytes
+        return received_bytes
 
     def bubble_weight(self, micro_batches: int, replicas: int) -> int:
         """w in T = sum t_s + w * max t_s: the slowest stage paces all but one micro-batch."""

@@ -212,10 +212,13 @@ class PipelineEngine:
         """Feed the schedule what this rank has: inputs on the first, targets on the last."""
         losses: list[torch.Tensor] = []
         args = (replica_slice(inputs, self.position).to(self.device),) if self.first else ()
+        # return_outputs=False: torch would keep every micro-batch's logits to the step's end to merge
+        # them, which nothing reads (docs/design.md, "Cost model v1", the pipeline's buffers)
         if self.last:
-            run(*args, target=replica_slice(targets, self.position).to(self.device), losses=losses)
+            run(*args, target=replica_slice(targets, self.position).to(self.device), losses=losses,
+                return_outputs=False)
         else:
-            run(*args)
+            run(*args, return_outputs=False)
         return [loss.detach() for loss in losses]  # lm_loss: fp32 or wider
 
     @torch.no_grad()

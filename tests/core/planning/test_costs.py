@@ -35,9 +35,10 @@ def test_memory_counts_params_times_bytes_inflight_activations_and_the_pipeline_
     assert first.memory_bytes == 16 * 10 + 2 * 5 + 6 * 10**9
     assert last.inflight_micro_batches == 1
     # an activation buffer per micro-batch (the in-flight one is b's saved input), nothing sent on,
-    # and the model's output of the 3 micro-batches before the running one kept to the step's end
-    assert last.buffer_bytes == 3 * 10**9 + 3 * 10**9
-    assert last.memory_bytes == 16 * 20 + 1 * 7 + 6 * 10**9
+    # and the model's output of its one in-flight micro-batch, kept until its backward
+    assert last.buffer_bytes == 3 * 10**9 + 1 * 10**9
+    # and a later backward holds the gradient of a's output sent back for the micro-batch before
+    assert last.memory_bytes == 16 * 20 + 1 * 7 + 4 * 10**9 + 10**9
 
 
 def test_a_stage_holds_its_largest_layers_working_memory_once():
@@ -103,7 +104,8 @@ def test_over_budget_placement_is_infeasible_with_the_shortfall():
     p = problem(LAYERS, [device("small", memory=100)], mode="train", bytes_per_param=16, micro_batches=1)
     plan = plan_from_placement(p, [(0, [0, 1])], "test", "feasible")
     assert plan.status == "infeasible"
-    assert "short by 392 B (392 bytes)" in plan.reason  # 16*30 + 12 = 492 needed, 100 budget
+    # 16*30 + 12 + 10**9 (b's output, the model's, kept until its backward) needed, 100 budget
+    assert "short by 953.67 MiB (1000000392 bytes)" in plan.reason
 
 
 @pytest.mark.parametrize(("act", "peak"), [

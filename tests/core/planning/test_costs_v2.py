@@ -36,7 +36,7 @@ def test_zero_stages_shard_the_state_over_the_group(zero, state):
     p = hybrid(data_parallel=2, zero=zero)
     (stage,) = evaluate_placement(p, [((0, 1), [0, 1])])
     inflight = 1  # 1f1b, one stage: min(m' = 4, 1)
-    kept = 3 * 10**9  # the model's output of the 3 micro-batches before the running one, kept to the step's end
+    kept = inflight * 10**9  # the model's output of the in-flight micro-batch, kept until its backward
     assert stage.memory_bytes == pytest.approx(state + inflight * (5 + 7) + kept)
     assert stage.devices == ("f0", "f1") and stage.device == "f0"
 
