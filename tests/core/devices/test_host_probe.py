@@ -3,6 +3,7 @@ rated in the planner's FLOPs and by the CPU time it got (docs/design.md, "Host s
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from core.devices import host_probe
@@ -12,6 +13,17 @@ from core.model.model_spec import resolve_model
 from core.planning.setup import TrainingSetup
 
 SMALL = hs.BlockShape(2, 16, 64, 256)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A stage process's one thread (tiny ops on two threads of a busy machine wait on each other);
+    the probe's blocks are dropped afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    host_probe.release()
 
 
 def _matmul_dtypes(precision: str) -> set[torch.dtype]:
@@ -29,11 +41,8 @@ def _matmul_dtypes(precision: str) -> set[torch.dtype]:
 
 
 def test_the_probe_multiplies_in_the_runs_precision_forward_and_backward():
-    try:
-        assert _matmul_dtypes("bf16") == {torch.bfloat16}  # autocast over fp32 weights, as a bf16 run trains
-        assert _matmul_dtypes("fp32") == {torch.float32}
-    finally:
-        host_probe.release()
+    assert _matmul_dtypes("bf16") == {torch.bfloat16}  # autocast over fp32 weights, as a bf16 run trains
+    assert _matmul_dtypes("fp32") == {torch.float32}
 
 
 def test_the_probe_counts_the_flops_the_planner_counts_for_a_gpt_block():
@@ -42,12 +51,9 @@ def test_the_probe_counts_the_flops_the_planner_counts_for_a_gpt_block():
     block = next(layer for layer in graph_layers(build_layer_graph(resolve_model("gpt-nano"), setup))
                  if layer.name == "h.0")
     nano = hs.BlockShape(2, 32, 128, 512)
-    try:
-        work = host_probe._workload(nano, "fp32")
-        assert nano.forward_flops == block.flops and work.flops == 3 * block.flops
-        assert work.flops > nano.matmul_flops  # attention's besides the four matmuls
-    finally:
-        host_probe.release()
+    work = host_probe._workload(nano, "fp32")
+    assert nano.forward_flops == block.flops and work.flops == 3 * block.flops
+    assert work.flops > nano.matmul_flops  # attention's besides the four matmuls
 
 
 def test_one_thread_is_rated_by_its_own_cpu_time_not_the_wait_for_a_core():
@@ -59,8 +65,5 @@ def test_one_thread_is_rated_by_its_own_cpu_time_not_the_wait_for_a_core():
 
 
 def test_a_real_short_run_in_each_precision():
-    try:
-        for precision in ("fp32", "bf16"):
-            assert hs._block_tflops(SMALL, precision, threads=1, seconds=0.0) > 0
-    finally:
-        host_probe.release()
+    for precision in ("fp32", "bf16"):
+        assert hs._block_tflops(SMALL, precision, threads=1, seconds=0.0) > 0
