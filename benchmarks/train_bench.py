@@ -129,20 +129,19 @@ def bare_loop(run_dir: Path, steps: int) -> list[float]:
     return reference_loop(context, model, model, steps)
 
 
-def reference_loop(context: RunContext, model: torch.nn.Module, loss_of: Callable[[Any, Any], Any],
-                   steps: int) -> list[float]:
-    """What a user writes by hand, on the run's batches: `loss_of(x, y)` per micro-batch,
-    accumulate, clip, AdamW (the runner's settings). Step walls, warmup and the last left out."""
+def reference_step(context: RunContext, model: torch.nn.Module,
+                   loss_of: Callable[[Any, Any], Any]) -> Callable[[int], None]:
+    """What a user writes by hand, on the run's batches: one optimizer step on step N's batch,
+    `loss_of(x, y)` per micro-batch, accumulate, clip, AdamW (the runner's settings)."""
     data, seed = context.data(), context.config.seed
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                                   lr=1e-3, betas=(0.9, 0.95))
     m, rows = SETUP.micro_batches, SETUP.micro_batches * SETUP.micro_batch_size
-    walls = []
-    for step in range(1, steps + 1):
-        started = time.perf_counter()
-        x, y = data.train_batch(seed, step, rows, SETUP.seq_len)
+
+    def step(number: int) -> None:
+        x, y = data.train_batch(seed, number, rows, SETUP.seq_len)
         for xs, ys in zip(x.chunk(m), y.chunk(m)):
             loss = loss_of(xs, ys)
             (loss / m).backward()
@@ -150,6 +149,18 @@ def reference_loop(context: RunContext, model: torch.nn.Module, loss_of: Callabl
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()  # host-device sync, as the runner's loss report
+
+    return step
+
+
+def reference_loop(context: RunContext, model: torch.nn.Module, loss_of: Callable[[Any, Any], Any],
+                   steps: int) -> list[float]:
+    """`reference_step` for `steps` steps: their walls, warmup and the last left out."""
+    step = reference_step(context, model, loss_of)
+    walls = []
+    for number in range(1, steps + 1):
+        started = time.perf_counter()
+        step(number)
         walls.append(time.perf_counter() - started)
     return walls[WARMUP_STEPS:-1]
 

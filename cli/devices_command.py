@@ -4,7 +4,7 @@
     python3 main.py devices --json               the inventory as JSON
     python3 main.py devices --fake-gpus 8        eight fake H100s (no hardware needed)
     python3 main.py devices --simulate "2 x H100-SXM"   add catalog GPUs for what-if planning
-    python3 main.py devices --measure-host       time the host's matmul speed again and keep it
+    python3 main.py devices --measure-host       time the host's speed (a block's forward and backward) again and keep it
 
 Exits 0 on a machine without NVIDIA hardware: the host is listed with the
 reason NVML is unavailable.

@@ -1,19 +1,21 @@
-"""The host CPU's matmul speed, per precision and matmul shape: measured once per machine, then cached.
+"""The host CPU's training speed, per precision and block shape: measured once per machine, then cached.
 
 One short matmul timed under whatever else runs gave 99.5 ms in one run and
 852 ms in the next for the same stage. So the speed is the best of several
 short runs (load only ever slows a run down, so the fastest is the closest to
-what the CPU can do), and it is kept per machine in the user cache dir
+what the CPU can do), each rated by the CPU time it got (core.devices.host_probe),
+and it is kept per machine in the user cache dir
 ($ALLOT_CACHE_DIR, else $XDG_CACHE_HOME/allot, else ~/.cache/allot) with the
 date and the torch version; a new torch, another thread count or a file older
 than MAX_AGE_DAYS measures again.
 
-A CPU's speed depends on the precision and the shapes (docs/design.md, "Host
-speed"): bf16 matmuls run at a few times fp32's speed where the CPU has bf16
-instructions and 50-100x slower where it emulates them, and a 2048 x 384 x
-1536 matmul runs at another rate than a 512 x 512 square. So each figure is
-for one precision and one `MatmulShape` (the four matmuls of one transformer
-block of the model, `MatmulShape.of_block`), cached under its own key.
+A CPU's speed depends on the precision, the shapes and the work (docs/design.md,
+"Host speed"): bf16 matmuls run at a few times fp32's speed where the CPU has bf16
+instructions and 50-100x slower where it emulates them, a 2048 x 384 x 1536
+matmul runs at another rate than a 512 x 512 square, and a block's norms,
+attention and backward run slower than its bare matmuls. So each figure is
+the forward and backward of one transformer block of the model (`BlockShape.of_block`)
+in one precision, as training runs it, cached under its own key.
 
 A figure taken on a busy machine is not the machine's speed: when the load
 (core.devices.host_load) is high, the measurement takes more runs, and if
@@ -30,68 +32,80 @@ import importlib.metadata
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from core.devices.host_load import HostLoad, read_host_load
 from core.system.disk_cache import cache_root
 from core.system.durable import atomic_write_text
-from core.units import TFLOP
 
 CACHE_FILE = "host-speed.json"
 MAX_AGE_DAYS = 30
 RUNS = 7  # short runs; the best is kept
-RUN_SECONDS = 0.03  # each run repeats the shape's matmuls for at least this long
+RUN_SECONDS = 0.03  # each run repeats the block's forward and backward for at least this long
 BUDGET_SECONDS = 3.0  # a measurement stops after this long (at least 2 runs): slow bf16 on big shapes
 REMEASURE_RUNS = 21  # asked for by hand, likely because the first figure looked wrong: take more
 BUSY_RUNS_FACTOR = 3  # on a busy machine: this many times the runs, for a chance at a quiet moment
 MAX_ROWS, MAX_D_MODEL, MAX_FFN = 2048, 1024, 4096  # wider matmuls run at the same rate on a CPU
-MAX_SET_FLOPS = 2e9  # one set of a block's matmuls: fewer rows where the widths are large
+MIN_ROWS = 64
+MAX_SET_FLOPS = 3e9  # one forward and backward of the block's matmuls: fewer rows where the widths are large
 
 
 @dataclass(frozen=True)
-class MatmulShape:
-    """The matmuls of one transformer block, forward: `rows` tokens of a micro-batch times
-    d_model x 3 d_model (q, k, v), d_model x d_model (out), d_model x ffn and ffn x d_model (MLP)."""
+class BlockShape:
+    """One transformer block's input, `batch` x `seq` tokens of width d_model, and its MLP width:
+    its matmuls are d_model x 3 d_model (q, k, v), d_model x d_model (out), d_model x ffn and ffn x
+    d_model (MLP), beside causal attention over `seq` (core.devices.host_probe)."""
 
-    rows: int
+    batch: int
+    seq: int
     d_model: int
     ffn: int
 
     @property
     def label(self) -> str:
-        """'2048x384x1536': rows x d_model x ffn, the cache key's shape part."""
-        return f"{self.rows}x{self.d_model}x{self.ffn}"
+        """'block 1x256x384x1536': batch x seq x d_model x ffn, the cache key's shape part."""
+        return f"block {self.batch}x{self.seq}x{self.d_model}x{self.ffn}"
 
     @property
-    def matmuls(self) -> tuple[tuple[int, int, int], ...]:
-        """(m, k, n) of each matmul of the block."""
+    def rows(self) -> int:
+        return self.batch * self.seq
+
+    @property
+    def forward_flops(self) -> float:
+        """The block's forward FLOPs as the planner's flop counter counts them (core.model.measure):
+        the four matmuls (biases not counted) and attention as the flash kernel, causal or not,
+        2 x 2 b s^2 d for q k^T and p v."""
         d, f = self.d_model, self.ffn
-        return ((self.rows, d, 3 * d), (self.rows, d, d), (self.rows, d, f), (self.rows, f, d))
+        return 2.0 * self.rows * (3 * d * d + d * d + 2 * d * f) + 4.0 * self.batch * self.seq ** 2 * d
 
     @property
-    def flops(self) -> float:
-        return float(sum(2 * m * k * n for m, k, n in self.matmuls))
+    def matmul_flops(self) -> float:
+        """The forward and backward FLOPs of the block's four matmuls (3 x the forward's)."""
+        d, f = self.d_model, self.ffn
+        return 3.0 * 2 * self.rows * (3 * d * d + d * d + 2 * d * f)
 
     @classmethod
-    def of_block(cls, tokens: int, d_model: int, ffn: int) -> MatmulShape:
-        """A model's block at `tokens` per micro-batch, widths capped at MAX_D_MODEL/MAX_FFN and rows
-        at MAX_ROWS and at what keeps one set of the matmuls under MAX_SET_FLOPS (64 rows at least)."""
+    def of_block(cls, tokens: int, seq_len: int, d_model: int, ffn: int) -> BlockShape:
+        """A model's block at `tokens` per micro-batch of `seq_len`-token sequences, widths capped at
+        MAX_D_MODEL/MAX_FFN, rows at MAX_ROWS and at what keeps a set's matmuls under MAX_SET_FLOPS
+        (MIN_ROWS at least), in whole sequences where a sequence fits (else one shorter one)."""
         d, f = max(1, min(d_model, MAX_D_MODEL)), max(1, min(ffn, MAX_FFN))
-        per_row = cls(1, d, f).flops
-        rows = max(1, min(tokens, MAX_ROWS, max(64, int(MAX_SET_FLOPS // per_row))))
-        return cls(rows, d, f)
+        per_row = cls(1, 1, d, f).matmul_flops
+        rows = max(1, min(tokens, MAX_ROWS, max(MIN_ROWS, int(MAX_SET_FLOPS // per_row))))
+        seq = max(1, min(seq_len, rows))
+        return cls(max(1, rows // seq), seq, d, f)
 
 
-SQUARE = MatmulShape(512, 512, 512)  # where no model is known (a device list before a model)
+NO_MODEL = BlockShape(1, 128, 512, 2048)  # where no model is known (a device list before a model)
 
 
 @dataclass(frozen=True)
 class HostSpeed:
-    """The host's achieved matmul TFLOP/s in one precision and shape, and where the figure comes from."""
+    """The host's achieved TFLOP/s on a block in one precision and shape, and where the figure comes from."""
 
     peak_tflops: float
     measured_on: str  # ISO date
@@ -100,12 +114,12 @@ class HostSpeed:
     machine: str
     cached: bool  # read from the cache file (False: measured by this process)
     precision: str = "fp32"
-    shape: str = SQUARE.label
+    shape: str = NO_MODEL.label
     busy_note: str = ""  # measured on a busy machine, so not cached: "load 7.9 on 2 cores"
 
     @property
     def source(self) -> str:
-        """'measured 2026-11-30 (torch 2.13.0, 2 threads, bf16 2048x384x1536)': for tooltips and reports;
+        """'measured 2026-11-30 (torch 2.13.0, 2 threads, bf16 block 1x256x384x1536)': for tooltips and reports;
         a figure from a busy machine says so."""
         busy = f"; busy machine ({self.busy_note}): not cached, measured again next time" if self.busy_note else ""
         return (f"measured {self.measured_on} (torch {self.torch_version}, {self.threads} threads, "
@@ -123,10 +137,10 @@ def machine_key() -> str:
     return f"{platform.node()}|{platform.processor() or platform.machine()}|{os.cpu_count()}"
 
 
-def entry_key(machine: str, precision: str, shape: MatmulShape | str, threads: int | None = None) -> str:
-    """A cache entry's key: 'vm|x86_64|2 bf16 2048x384x1536', and ' 1 threads' where the figure is for
-    fewer threads than the machine's (one of several stage processes)."""
-    label = shape.label if isinstance(shape, MatmulShape) else shape
+def entry_key(machine: str, precision: str, shape: BlockShape | str, threads: int | None = None) -> str:
+    """A cache entry's key: 'vm|x86_64|2 bf16 block 1x256x384x1536', and ' 1 threads' where the figure
+    is for fewer threads than the machine's (one of several stage processes)."""
+    label = shape.label if isinstance(shape, BlockShape) else shape
     return f"{machine} {precision} {label}" + (f" {threads} threads" if threads is not None else "")
 
 
@@ -141,43 +155,20 @@ def best_of_runs(run_once: Callable[[], float], runs: int = RUNS, budget_s: floa
     return best
 
 
-def _matmul_tflops(shape: MatmulShape = SQUARE, precision: str = "fp32", threads: int | None = None,
-                   seconds: float = RUN_SECONDS) -> float:
-    """One short run: TFLOP/s of `shape`'s matmuls in `precision` on `threads` (None: torch's
-    default), repeated for about `seconds`.
-
-    Rated by wall time and by the CPU time the process got (times the threads
-    torch uses), whichever is faster: on a busy machine the process waits for a
-    core, and the wall clock counts that wait as if the CPU were slow.
-    """
+def _block_tflops(shape: BlockShape = NO_MODEL, precision: str = "fp32", threads: int | None = None,
+                  seconds: float = RUN_SECONDS) -> float:
+    """One short run: TFLOP/s of `shape`'s block, forward and backward, in `precision` on `threads`
+    (None: torch's default), repeated for about `seconds` (core.devices.host_probe)."""
     import torch  # only the CPU path needs torch
+
+    from core.devices.host_probe import block_tflops
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or previous)
     try:
-        return _timed_sets(shape, torch.bfloat16 if precision == "bf16" else torch.float32, seconds)
+        return block_tflops(shape, precision, seconds)
     finally:
         torch.set_num_threads(previous)
-
-
-def _timed_sets(shape: MatmulShape, dtype: Any, seconds: float) -> float:
-    import torch
-
-    pairs = [(torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)) for m, k, n in shape.matmuls]
-    for a, b in pairs:
-        torch.mm(a, b)  # warm-up: thread pool, caches, the kernel for this dtype
-    threads = max(1, torch.get_num_threads())
-    sets, started, cpu_started = 0, time.perf_counter(), time.process_time()
-    while True:
-        for a, b in pairs:
-            torch.mm(a, b)
-        sets += 1
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds and sets >= 2:
-            cpu = time.process_time() - cpu_started
-            flops = shape.flops * sets
-            by_cpu = flops * threads / cpu / TFLOP if cpu > 0 else 0.0
-            return max(flops / elapsed / TFLOP, min(by_cpu, flops * threads / elapsed / TFLOP))
 
 
 @dataclass(frozen=True)
@@ -190,12 +181,13 @@ class Remeasured:
 
     @property
     def before_text(self) -> str:
-        """'0.0305 TFLOP/s, measured 2026-11-02 (torch 2.13.0, 2 threads, fp32 512x512x512)', or 'none cached'."""
+        """'0.0305 TFLOP/s, measured 2026-11-02 (torch 2.13.0, 2 threads, fp32 block 1x128x512x2048)', or
+        'none cached'."""
         return f"{self.old.peak_tflops:.3g} TFLOP/s, {self.old.source}" if self.old is not None else "none cached"
 
     @property
     def now_text(self) -> str:
-        """'0.0412 TFLOP/s, measured 2026-11-30 (torch 2.13.0, 2 threads, fp32 512x512x512) (+35%)'."""
+        """'0.0412 TFLOP/s, measured 2026-11-30 (torch 2.13.0, 2 threads, fp32 block 1x128x512x2048) (+35%)'."""
         change = f" ({self.new.peak_tflops / self.old.peak_tflops - 1:+.0%})" if self.old is not None else ""
         return f"{self.new.peak_tflops:.3g} TFLOP/s, {self.new.source}{change}"
 
@@ -206,7 +198,7 @@ def read_entry(path: Path, key: str) -> HostSpeed | None:
         entry = json.loads(path.read_text(encoding="utf-8"))["machines"][key]
         speed = HostSpeed(float(entry["peak_tflops"]), str(entry["measured_on"]), str(entry["torch_version"]),
                           int(entry["threads"]), str(entry.get("machine", key)), cached=True,
-                          precision=str(entry.get("precision", "fp32")), shape=str(entry.get("shape", SQUARE.label)))
+                          precision=str(entry.get("precision", "fp32")), shape=str(entry.get("shape", NO_MODEL.label)))
         datetime.date.fromisoformat(speed.measured_on)
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -248,7 +240,7 @@ def _torch_version_and_threads() -> tuple[str, int]:
     return version, int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1)
 
 
-def measure_now(runs: int, precision: str = "fp32", shape: MatmulShape = SQUARE,
+def measure_now(runs: int, precision: str = "fp32", shape: BlockShape = NO_MODEL,
                 read_load: Callable[[], HostLoad] | None = None, threads: int | None = None) -> HostSpeed:
     """Measure this machine now (best of `runs`), not cached yet. On a busy machine (`read_load`,
     before and after) it takes BUSY_RUNS_FACTOR times the runs; still busy after them, the figure
@@ -259,20 +251,30 @@ def measure_now(runs: int, precision: str = "fp32", shape: MatmulShape = SQUARE,
     before = read_load()
 
     def run_once() -> float:
-        return _matmul_tflops(shape, precision, threads)
+        return _block_tflops(shape, precision, threads)
 
-    best = best_of_runs(run_once, runs, BUDGET_SECONDS)
-    after = read_load()
-    if before.busy or after.busy:
-        best = max(best, best_of_runs(run_once, runs * (BUSY_RUNS_FACTOR - 1), BUDGET_SECONDS))
+    try:
+        best = best_of_runs(run_once, runs, BUDGET_SECONDS)
         after = read_load()
+        if before.busy or after.busy:
+            best = max(best, best_of_runs(run_once, runs * (BUSY_RUNS_FACTOR - 1), BUDGET_SECONDS))
+            after = read_load()
+    finally:
+        _release_probe()
     return HostSpeed(best, datetime.date.today().isoformat(), version, threads or all_threads, machine_key(),
                      cached=False,
                      precision=precision, shape=shape.label, busy_note=after.text if after.busy else "")
 
 
+def _release_probe() -> None:
+    """The probe's block and tensors are garbage once measured (the process goes on to train)."""
+    probe = sys.modules.get("core.devices.host_probe")
+    if probe is not None:
+        probe.release()
+
+
 @functools.lru_cache(maxsize=16)
-def host_speed(precision: str = "fp32", shape: MatmulShape = SQUARE, threads: int | None = None) -> HostSpeed:
+def host_speed(precision: str = "fp32", shape: BlockShape = NO_MODEL, threads: int | None = None) -> HostSpeed:
     """This machine's speed in `precision` on `shape`: from the cache when fresh, else measured
     (best of RUNS) and cached unless the machine was busy. `threads`: the speed of one process
     with that many threads (a stage process of several), None: of the whole machine."""
@@ -289,16 +291,17 @@ def host_speed(precision: str = "fp32", shape: MatmulShape = SQUARE, threads: in
     return speed
 
 
-def remeasure_host_speed(runs: int = REMEASURE_RUNS, precision: str = "fp32", shape: MatmulShape = SQUARE) -> Remeasured:
+def remeasure_host_speed(runs: int = REMEASURE_RUNS, precision: str = "fp32",
+                         shape: BlockShape = NO_MODEL) -> Remeasured:
     """Measure the host again now and overwrite this figure's cache entry, whatever its age (a
     busy machine's figure too: it was asked for by hand, and its source says it was busy).
 
     This process plans with the new figure from then on (`host_speed` reads it again).
 
     Args:
-        runs: short matmul runs; the best is kept (load only ever slows a run down).
+        runs: short runs of the block; the best is kept (load only ever slows a run down).
         precision: "fp32" or "bf16".
-        shape: the matmuls timed.
+        shape: the block timed.
 
     Returns:
         The entry replaced (None if there was none) and the new one.
@@ -311,6 +314,6 @@ def remeasure_host_speed(runs: int = REMEASURE_RUNS, precision: str = "fp32", sh
     return Remeasured(old, new, path)
 
 
-def measure_cpu_tflops(precision: str = "fp32", shape: MatmulShape = SQUARE) -> float:
+def measure_cpu_tflops(precision: str = "fp32", shape: BlockShape = NO_MODEL) -> float:
     """Achieved TFLOP/s of the host in `precision` on `shape` (see host_speed); what the planner uses for `cpu`."""
     return host_speed(precision, shape).peak_tflops

@@ -77,7 +77,7 @@ _planned_precision = ["bf16"]  # the precision of the last plan job: what a re-m
 
 
 def measure_host(precision: str = "bf16") -> float:
-    """The host's matmul speed in `precision` (core.devices.host_speed); re-measures measure it too."""
+    """The host's speed in `precision` (core.devices.host_speed); re-measures measure it too."""
     from core.devices.host_speed import measure_cpu_tflops
 
     _planned_precision[0] = precision

@@ -60,11 +60,11 @@ class StatusFollower:
     def update(self, row: dict[str, Any]) -> None:
         self._row = row
         if time.monotonic() - self._written_at >= STATUS_EVERY_S:
-            self.flush()
+            self.flush(durable=False)  # progress, on the training thread: no fsync (the final flush has one)
 
-    def flush(self) -> None:
+    def flush(self, durable: bool = True) -> None:
         if self._row is not None:
-            write_status(self.paths, step=self._row["step"], last_loss=self._row["loss"])
+            write_status(self.paths, durable, step=self._row["step"], last_loss=self._row["loss"])
             self._written_at = time.monotonic()
 
 

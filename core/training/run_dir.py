@@ -145,8 +145,9 @@ class RunStatus:
         return self.pids.get("job")
 
 
-def write_status(paths: RunPaths, **fields: Any) -> dict[str, Any]:
-    """Update status.json (read, merge, atomic write). Only the job calls this."""
+def write_status(paths: RunPaths, durable: bool = True, **fields: Any) -> dict[str, Any]:
+    """Update status.json (read, merge, atomic write). Only the job calls this; `durable` False
+    for a progress update that the next one supersedes (no fsync, core.system.durable)."""
     try:
         current = json.loads(paths.status.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -154,7 +155,7 @@ def write_status(paths: RunPaths, **fields: Any) -> dict[str, Any]:
     current.update(fields)
     current.setdefault("host", socket.gethostname())
     current["updated_at"] = time.time()
-    atomic_write_json(paths.status, current)
+    atomic_write_json(paths.status, current, durable=durable)
     return current
 
 

@@ -245,11 +245,11 @@ def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], giv
 def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device], plan: Plan,
                 profile: Profile | None) -> tuple[DeviceExecution, ...]:
     """What executes each device, and at what speed: simulated GPUs run on the host, whose
-    speed is the profile's host measurement or else the host's measured matmuls of one of the
-    model's blocks in the run's precision (cached per machine, docs/design.md "Host speed"),
+    speed is the profile's host measurement or else the host's measured forward and backward of one
+    of the model's blocks in the run's precision (cached per machine, docs/design.md "Host speed"),
     shared between the run's processes on this host under the pipeline engine."""
     from core.devices.catalog import load_catalog
-    from core.devices.host_speed import MatmulShape, host_speed
+    from core.devices.host_speed import BlockShape, host_speed
     from core.training.engine.pipeline_launch import processes_on_this_node, threads_per_process
     from core.training.execution import is_simulated, plan_executions
 
@@ -263,12 +263,12 @@ def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device],
         return plan_executions(devices, measured.effective_tflops * measured.shares / shares,
                                f"the profile's host measurement ({measured.threads} threads){split}")
     # one stage process's own speed: measured with its threads, as it runs beside the others
-    shape = MatmulShape.of_block(config.setup.tokens_per_micro_batch, *spec.block_widths)
+    shape = BlockShape.of_block(config.setup.tokens_per_micro_batch, config.setup.seq_len, *spec.block_widths)
     threads = threads_per_process(shares) if shares > 1 else None
     speed, efficiency = host_speed(config.setup.precision, shape, threads), load_catalog().cpu_efficiency
     crowded = max(1.0, shares * speed.threads / threads_per_process(1))  # more threads than cores: they take turns
     return plan_executions(devices, speed.peak_tflops * efficiency / crowded,
-                           f"the host's matmul, {speed.source}, × efficiency {efficiency:g}{split}")
+                           f"the host's block, {speed.source}, × efficiency {efficiency:g}{split}")
 
 
 def _check_launch(config: TrainConfig, processes: int | None) -> None:

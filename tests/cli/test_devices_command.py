@@ -67,19 +67,19 @@ def test_measure_host_prints_the_old_and_new_figure_and_overwrites_the_cache(tmp
     monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
     path = tmp_path / hs.CACHE_FILE
     hs.write_cached(path, hs.HostSpeed(0.01, "2026-11-20", "2.13.0", 2, hs.machine_key(), cached=False))
-    monkeypatch.setattr(hs, "_matmul_tflops", lambda *shape_and_precision: 0.02)  # no real timing in tests
+    monkeypatch.setattr(hs, "_block_tflops", lambda *shape_and_precision: 0.02)  # no real timing in tests
     try:
         assert main.main(["devices", "--measure-host"]) == 0
     finally:
         hs.host_speed.cache_clear()
     before, now, before_bf16, now_bf16, saved = capsys.readouterr().out.splitlines()
     assert before == ("host speed (fp32) before: 0.01 TFLOP/s, measured 2026-11-20 "
-                      "(torch 2.13.0, 2 threads, fp32 512x512x512)")
+                      "(torch 2.13.0, 2 threads, fp32 block 1x128x512x2048)")
     assert now.startswith("host speed (fp32) now:    0.02 TFLOP/s, measured ") and "(+100%); best of" in now
     assert before_bf16 == "host speed (bf16) before: none cached"  # each precision has its own figure
     assert now_bf16.startswith("host speed (bf16) now:    0.02 TFLOP/s, measured ")
     assert saved == f"saved to {path}"
-    assert hs.read_entry(path, hs.entry_key(hs.machine_key(), "fp32", hs.SQUARE)).peak_tflops == 0.02
+    assert hs.read_entry(path, hs.entry_key(hs.machine_key(), "fp32", hs.NO_MODEL)).peak_tflops == 0.02
 
 
 def test_measure_host_takes_no_other_option(capsys) -> None:

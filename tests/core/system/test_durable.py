@@ -114,6 +114,26 @@ def test_the_helper_fsyncs_file_and_folder(tmp_path: Path, monkeypatch: pytest.M
     assert len(synced) == 2  # the temp file, then the folder
 
 
+def test_a_progress_update_replaces_whole_without_fsync_and_the_final_status_syncs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # status.json's step count, written on the training thread about once a second: an fsync pair
+    # there cost ~12 ms a write on the shared VM; the last update before the final status is durable
+    from core.training.job import StatusFollower
+    from core.training.run_dir import RunPaths, read_status
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    atomic_write_text(tmp_path / "a.txt", "hello", durable=False)
+    assert (tmp_path / "a.txt").read_text() == "hello" and synced == []
+    paths = RunPaths(tmp_path / "run")
+    follower = StatusFollower(paths)
+    follower.update({"step": 3, "loss": 2.5})
+    assert read_status(paths.root).step == 3 and synced == []
+    follower.flush()
+    assert len(synced) == 2
+
+
 def a_project() -> Project:
     device = DeviceEntry(name="cpu", kind="host", memory_total_bytes=8 << 30, budget_bytes=4 << 30)
     return Project(devices=(device,), model=ModelChoice(source="custom", custom=GPTSize(layers=2, d_model=64, heads=2)),

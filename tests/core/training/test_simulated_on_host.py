@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from core.devices.catalog import load_catalog
-from core.devices.host_speed import MatmulShape, host_speed
+from core.devices.host_speed import BlockShape, host_speed
 from core.training.engine.pipeline_launch import threads_per_process
 from core.training.engine.profile import DeviceProfile, Profile, save_profile
 from core.training.metrics import read_metrics
@@ -60,7 +60,7 @@ def test_a_two_stage_plan_on_simulated_gpus_is_predicted_on_the_host_and_says_so
 
 def test_the_host_speed_is_shared_between_the_pipelines_stage_processes(tmp_path, corpus):
     plan = read_plan_file(write_plan(tmp_path / "plan.json", NANO_SPLIT))
-    gpt_nano_block = MatmulShape.of_block(4 * 32, 128, 4 * 128)  # its matmuls at 4 x 32 tokens a micro-batch
+    gpt_nano_block = BlockShape.of_block(4 * 32, 32, 128, 4 * 128)  # its block at 4 x 32 tokens a micro-batch
     cores = threads_per_process(1)
     for engine, shares in (("local", 1), ("pipeline", 2)):
         threads = threads_per_process(shares) if shares > 1 else None  # one stage process's threads

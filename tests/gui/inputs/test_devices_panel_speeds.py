@@ -41,7 +41,7 @@ def test_re_measuring_the_host_shows_old_and_new_and_replans_with_it(qtbot, make
     window = make_window(project)
     state, panel = window.state, window.devices_panel
     state.worker.in_process = True  # the job runs here, where the timer is patched: no real measuring
-    monkeypatch.setattr(hs, "_matmul_tflops", lambda *shape_and_precision: 0.5)
+    monkeypatch.setattr(hs, "_block_tflops", lambda *shape_and_precision: 0.5)
     hs.host_speed.cache_clear()
     try:
         qtbot.mouseClick(panel.measure_button, Qt.MouseButton.LeftButton)
@@ -56,7 +56,7 @@ def test_re_measuring_the_host_shows_old_and_new_and_replans_with_it(qtbot, make
     efficiency = load_catalog().cpu_efficiency
     cell = panel.table.item(panel.row_of("cpu"), SPEED_COLUMN)
     assert cell.text() == f"{0.5 * efficiency:.3g}" and f"measured {today}" in cell.toolTip()
-    key = hs.entry_key(hs.machine_key(), precision, hs.SQUARE)
+    key = hs.entry_key(hs.machine_key(), precision, hs.NO_MODEL)
     assert hs.read_entry(tmp_path / "cache" / hs.CACHE_FILE, key).peak_tflops == 0.5
     host = next(d for d in state.problem.devices if d.kind == "cpu")
     assert host.tflops == 0.5 * efficiency  # the plan was made again with the new figure
