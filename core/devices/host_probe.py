@@ -4,8 +4,8 @@ What a stage process does per micro-batch is forward and backward of its
 blocks: four matmuls, attention, two norms and an activation, then the input
 and weight gradients of each, with bf16 autocast over fp32 weights where the
 run trains in bf16 (core.training.engine.numerics). Bare matmuls ran at about
-1.3x that rate on this VM's EPYC (fp32, one thread: 92 against 71 GFLOP/s a
-CPU second), so the probe runs the block itself (docs/design.md, "Host
+1.4x that rate on this VM's EPYC (fp32, one thread: 92 GFLOP/s a CPU second
+against 66-71 for gpt-micro's forward and backward), so the probe runs the block itself (docs/design.md, "Host
 speed"). Its rate is in the planner's own units: 3 x the block's forward FLOPs
 as the planner counts a layer's (`BlockShape.forward_flops`; backward is twice
 the forward, core.planning.costs.work_factor) per second.
@@ -30,7 +30,7 @@ from core.units import TFLOP
 if TYPE_CHECKING:  # host_speed imports this module when it measures
     from core.devices.host_speed import BlockShape
 
-HEAD_WIDTH = 64  # the probe block's attention heads are d_model / 64 wide (GPT-2, llama)
+HEAD_WIDTH = 64  # the probe block's attention heads are 64 wide (GPT-2, llama) where d_model divides so
 
 
 class ProbeBlock(nn.Module):
@@ -38,7 +38,8 @@ class ProbeBlock(nn.Module):
 
     def __init__(self, d_model: int, ffn: int):
         super().__init__()
-        self.heads = max(1, d_model // HEAD_WIDTH)
+        heads = max(1, d_model // HEAD_WIDTH)
+        self.heads = heads if d_model % heads == 0 else 1
         self.ln_1, self.ln_2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.qkv, self.out = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
         self.up, self.down = nn.Linear(d_model, ffn), nn.Linear(ffn, d_model)

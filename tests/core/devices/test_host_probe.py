@@ -67,3 +67,4 @@ def test_one_thread_is_rated_by_its_own_cpu_time_not_the_wait_for_a_core():
 def test_a_real_short_run_in_each_precision():
     for precision in ("fp32", "bf16"):
         assert hs._block_tflops(SMALL, precision, threads=1, seconds=0.0) > 0
+    assert hs._block_tflops(hs.BlockShape(1, 8, 200, 300), "fp32", threads=1, seconds=0.0) > 0  # 3 heads: 1
