@@ -230,13 +230,13 @@ def test_start_is_enabled_for_a_model_folder_and_says_why_for_one_it_cannot_trai
     assert not view.start_button.isEnabled() and "has no weights" in view.reason_label.text()
     assert not view.start_training() and "has no weights" in view.message_label.text() and not runs_dir.exists()
     from transformers import (
-        OpenAIGPTConfig,  # a type the generic split refuses (resources/hf_coverage.json)
+        XLNetConfig,  # a type the generic split refuses (resources/hf_coverage.json)
     )
 
-    refused = save_model(OpenAIGPTConfig(vocab_size=256, n_embd=32, n_layer=2, n_head=4, n_positions=256),
-                         tmp_path / "tiny-openai-gpt")
+    refused = save_model(XLNetConfig(vocab_size=256, d_model=32, n_layer=2, n_head=4, d_inner=64),
+                         tmp_path / "tiny-xlnet")
     window.state.set_model(ModelChoice(source="config", name=str(refused)))
-    assert not view.start_button.isEnabled() and "'openai-gpt' blocks return list" in view.reason_label.text()
+    assert not view.start_button.isEnabled() and "'xlnet' has parameters outside" in view.reason_label.text()
     view.grab().save("/tmp/hf-refused-folder.png")
     window.state.set_model(ModelChoice(name="gpt-nano"))
     window.state.set_setup(TrainingSetup(mode="infer", micro_batch_size=8, seq_len=256, micro_batches=8))

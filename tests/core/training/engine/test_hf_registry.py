@@ -62,7 +62,7 @@ def test_a_supported_type_splits_exactly_saves_and_plans(model_type, tmp_path):
     check_type(model_type, tmp_path)
 
 
-@pytest.mark.parametrize("model_type", ["bart", "dory", "bert-generation", "cpmant", "zamba2", "gemma4_text"])
+@pytest.mark.parametrize("model_type", ["bart", "dory", "kolibri1_1", "cpmant", "zamba2", "gemma4_text"])
 def test_a_refused_type_is_refused_up_front_with_its_reason(model_type):
     from core.errors import InputError
     from core.model.hf_anatomy import anatomy_of
