@@ -51,3 +51,21 @@ def test_a_failing_chunk_still_counts(stage: TimedStage, monkeypatch: pytest.Mon
     with pytest.raises(RuntimeError, match="chunk failed"):
         stage.forward_one_chunk(0)
     assert stage.compute_s >= 0.02
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_the_schedule_keeps_no_outputs_to_the_steps_end(last: bool) -> None:
+    """torch would keep every micro-batch's logits on the last stage to merge them; nothing reads
+    them, so the engine asks it not to (docs/design.md, "The complete memory model": i · y_s)."""
+    from types import SimpleNamespace
+
+    from core.training.engine.data_parallel import MeshPosition
+    from core.training.engine.pipeline_worker import PipelineEngine
+
+    calls: list[dict] = []
+    engine = SimpleNamespace(first=True, last=last, device=torch.device("cpu"),
+                             position=MeshPosition.of_rank(0, replicas=1, stages=1))
+    batch = torch.zeros((4, 8), dtype=torch.long)
+    PipelineEngine._run_schedule(engine, lambda *args, **kwargs: calls.append(kwargs), batch, batch)  # type: ignore[arg-type]
+    assert len(calls) == 1 and calls[0]["return_outputs"] is False
+    assert ("target" in calls[0]) == last
