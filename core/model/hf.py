@@ -41,8 +41,11 @@ def build_hf_model_on_meta(config_dict: dict[str, Any], dtype: torch.dtype) -> n
         _check_causal(config, model_type)
         model = _build_on_meta(transformers, config, model_type)
     # built in fp32, then its fp32 tensors only: a buffer the model makes in its own dtype stays
-    # so, as from_pretrained leaves it (RecurrentGemma scales its embedding by a bfloat16 sqrt(hidden))
-    return model._apply(lambda tensor: tensor.to(dtype) if tensor.dtype == torch.float32 else tensor)
+    # so, as from_pretrained leaves it (RecurrentGemma scales its embedding by a bfloat16 sqrt(hidden));
+    # and all on meta: a parameter made by a factory the device context misses (DiffLlama's
+    # torch.normal lambdas) would be a real CPU tensor among meta ones
+    return model._apply(lambda tensor: tensor.to(device="meta", dtype=dtype if tensor.dtype == torch.float32
+                                                 else tensor.dtype))
 
 
 def _build_on_meta(transformers: Any, config: Any, model_type: str) -> nn.Module:
