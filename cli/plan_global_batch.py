@@ -59,7 +59,7 @@ def plan_global_batch(args: argparse.Namespace,
 
     def estimate(b: int, m: int) -> Any:
         """A lower-bound problem for a b not measured yet, from b = 1 and 2 (core/planning/global_batch.py)."""
-        if b <= 2 or graph_is_measured(spec, replace(base, micro_batch_size=b)):
+        if b <= 2 or graph_is_measured(spec, replace(base, micro_batch_size=b), devices):
             return None
         return scaled_problem(build(1, replicas), build(2, replicas), replace(build_at_one(b), setup=replace(
             build_at_one(b).setup, micro_batches=m, tokens_per_micro_batch=b * base.seq_len)))

@@ -131,8 +131,7 @@ def _graph_and_problem(spec: ModelSpec, setup: TrainingSetup,
     from core.model.graph import build_layer_graph, graph_layers
     from core.planning.finetune_costs import finetune_layers
 
-    host_kernels = bool(devices) and all(device.kind == "cpu" for device in devices)  # the host's attention kernels
-    graph = build_layer_graph(spec, setup, host_kernels)
+    graph = build_layer_graph(spec, setup, on_host_alone(devices))
     layers = finetune_layers(graph, setup, graph_layers(graph))
     refusals = graph.graph["tensor_parallel_refusals"]
     asked = setup.tensor_parallel
@@ -143,14 +142,21 @@ def _graph_and_problem(spec: ModelSpec, setup: TrainingSetup,
                           setup=replace(setup.to_problem_setup(), tensor_parallel_sizes=sizes))
 
 
-def graph_is_measured(spec: ModelSpec, setup: TrainingSetup) -> bool:
-    """Whether the model's layer graph under this setup is in the disk cache (building it measures nothing)."""
+def on_host_alone(devices: Sequence[Device]) -> bool:
+    """Whether every device is the host CPU: its graph is measured with the CPU's attention kernels
+    (core.model.measure, `host_kernels`)."""
+    return bool(devices) and all(device.kind == "cpu" for device in devices)
+
+
+def graph_is_measured(spec: ModelSpec, setup: TrainingSetup, devices: Sequence[Device] = ()) -> bool:
+    """Whether the model's layer graph under this setup, for these devices, is in the disk cache
+    (building it measures nothing)."""
     from core.model.graph import graph_cache_key
     from core.system.disk_cache import read_entry
 
     spec = spec.with_context(setup.seq_len)
     key = graph_cache_key(spec, setup.precision, setup.mode == "train", setup.recompute, setup.micro_batch_size,
-                          setup.seq_len)
+                          setup.seq_len, host_kernels=on_host_alone(devices))
     return read_entry("graphs", key) is not None
 
 
