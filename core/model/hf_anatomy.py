@@ -23,6 +23,7 @@ would be wrong for it, so it never tries.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,18 +60,23 @@ class ModelAnatomy:
         """The output shape of a layer before the blocks, BATCH and TOKENS standing for the batch's."""
         return dict(self.zero_shapes).get(layer)
 
-    def check_stage(self, layers: tuple[str, ...]) -> None:
-        """A stage may not start between two layers that run before the blocks (GPT-2's
-        token and position tables, OPT's): the model combines their outputs, and a stage
-        receives one tensor.
+    def check_stage(self, layers: Sequence[str]) -> None:
+        """Where the model combines the outputs of several layers before its blocks (GPT-2's
+        token and position tables, OPT's), a stage may not start among them nor at the first
+        block: a stage receives one tensor, the previous stage's last layer's output, and the
+        model would miss the others (docs/design.md, "Hugging Face models").
 
         Raises:
             InputError: naming the layers to keep together.
         """
         before = [name for name, _ in self.zero_shapes]
-        if layers and layers[0] in before[1:]:
+        if not layers or len(before) < 2:
+            return
+        first_block = next(name for name in self.chain if name in self.blocks)
+        if layers[0] in before[1:] or layers[0] == first_block:
             raise InputError(f"a stage starts at {layers[0]}, but the model combines the outputs of "
-                             f"{', '.join(before)} before its blocks: keep them on one stage")
+                             f"{', '.join(before)} into {first_block}'s input: keep them on one stage "
+                             f"with {first_block}")
 
 
 @functools.lru_cache(maxsize=32)

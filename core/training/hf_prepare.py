@@ -79,6 +79,20 @@ def hf_layer_names(source: HFModelSource) -> list[str]:
     return names(source)
 
 
+def check_hf_stages(source: HFModelSource, stages: list[tuple[str, ...]]) -> None:
+    """Every stage of a plan starts where the generic split can hand it one tensor
+    (core.model.hf_anatomy.ModelAnatomy.check_stage): checked before anything is written.
+
+    Raises:
+        InputError: a stage starting among the layers the model combines before its blocks.
+    """
+    from core.training.engine.hf_stages import source_anatomy
+
+    anatomy = source_anatomy(source)
+    for layers in stages:
+        anatomy.check_stage(layers)
+
+
 def _tied_names(source: HFModelSource) -> tuple[str, str] | None:
     from core.training.engine.hf_stages import source_anatomy
 

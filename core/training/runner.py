@@ -96,6 +96,7 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         write_token_data,
     )
     from core.training.hf_prepare import (
+        check_hf_stages,
         check_tokenizer_choice,
         hf_layer_names,
         hf_source,
@@ -152,6 +153,8 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
         corpus = tokenize_for_hf(load_corpus(config.data, config.val_fraction), hf, config.setup.seq_len + 1, emit)
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
     planned = _plan(spec, config, devices, given)
+    if hf is not None:
+        check_hf_stages(hf, [tuple(names[i] for i in stage.layer_indices) for stage in planned.stages])
     check_plan_tensor_parallel(config, planned)
     _check_stages(config, planned)
     _check_memory(config, planned)
