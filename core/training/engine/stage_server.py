@@ -1,0 +1,10 @@
+"""What the fork server of a one-host run imports before it forks the stage processes
+(core.training.engine.forked_stages): the pipeline worker, with torch and
+torch.distributed.pipelining, once for all stages. The server dies with torchrun, its parent
+(then each stage, whose parent it is, ends by exit_with_parent). Only that server imports this.
+"""
+
+from core.system.process import die_with_parent
+from core.training.engine import pipeline_worker  # noqa: F401  (the stages' code, imported once)
+
+die_with_parent()
