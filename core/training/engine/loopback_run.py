@@ -52,10 +52,12 @@ def install() -> None:
 
 
 def main() -> None:
-    install()
-    from core.training.engine.forked_stages import torchrun_forked
+    from core.training.engine.forked_stages import forks_stages, start_server, torchrun_forked
 
-    torchrun_forked(sys.argv[1:])  # torchrun, its stage processes forked from one fork server
+    if forks_stages(sys.argv[1:]):
+        start_server()  # it imports the worker while this process imports torch
+    install()
+    torchrun_forked(sys.argv[1:])  # torchrun, its stage processes forked from that server
 
 
 if __name__ == "__main__":
