@@ -29,13 +29,25 @@ def forks_stages(argv: list[str]) -> bool:
     return sys.platform == "linux" and any(argv[i:i + 2] == ["-m", WORKER_MODULE] for i in range(len(argv)))
 
 
-def start_server() -> None:
+def server_preload(run_dir: str) -> list[str]:
+    """The worker; and transformers' model code (about 1.4 s of CPU) when the run trains a
+    Hugging Face model."""
+    from core.training.engine.context import RunContext
+
+    try:
+        hf = RunContext.load(run_dir).hf is not None
+    except Exception:  # the stages report an unreadable run themselves
+        hf = False
+    return [SERVER_PRELOAD, *(["transformers.modeling_utils"] if hf else [])]
+
+
+def start_server(argv: list[str]) -> None:
     """Start the fork server now, so that it imports the worker while torchrun imports torch."""
     import multiprocessing
     import multiprocessing.forkserver
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the server and its forks: torchrun's `python -u`
-    multiprocessing.set_forkserver_preload([SERVER_PRELOAD])
+    multiprocessing.set_forkserver_preload(server_preload(argv[-1]))  # torchrun's last: the run directory
     multiprocessing.forkserver.ensure_running()
 
 
@@ -55,7 +67,7 @@ def torchrun_forked(argv: list[str]) -> None:
     if not forks_stages(argv):
         run(args)
         return
-    start_server()  # running already when loopback_run started it
+    start_server(argv)  # running already when loopback_run started it
     if args.master_port is None:
         args.master_port = 29500  # as torchrun's run() sets it (read by the static rendezvous only)
     config, _, _ = config_from_args(args)

@@ -55,7 +55,7 @@ def main() -> None:
     from core.training.engine.forked_stages import forks_stages, start_server, torchrun_forked
 
     if forks_stages(sys.argv[1:]):
-        start_server()  # it imports the worker while this process imports torch
+        start_server(sys.argv[1:])  # it imports the worker while this process imports torch
     install()
     torchrun_forked(sys.argv[1:])  # torchrun, its stage processes forked from that server
 
