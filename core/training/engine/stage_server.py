@@ -5,6 +5,7 @@ torch.distributed.pipelining, once for all stages. The server dies with torchrun
 """
 
 from core.system.process import die_with_parent
-from core.training.engine import pipeline_worker  # noqa: F401  (the stages' code, imported once)
 
-die_with_parent()
+die_with_parent()  # first: torchrun may be killed while the worker imports
+
+from core.training.engine import pipeline_worker  # noqa: E402, F401  (the stages' code, imported once)
