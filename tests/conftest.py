@@ -6,6 +6,12 @@ import shutil
 import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# One torch thread in this process and in every job, app and CLI it starts (the pipeline engine
+# still gives its stage processes the cores' share, core.training.engine.pipeline_launch). The
+# tests train tiny models, where a second thread saves nothing; but where the test process, a job
+# and mypy share two cores, OpenMP's threads spin-wait for a partner that is not running: a
+# 30-step float64 loop took 2-3 s of CPU with one thread and 33-47 s with two.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Layer graphs and other cache entries go to a folder of this test session (subprocesses inherit it).
 os.environ["ALLOT_CACHE_DIR"] = tempfile.mkdtemp(prefix="allot-test-cache-")
 atexit.register(shutil.rmtree, os.environ["ALLOT_CACHE_DIR"], True)

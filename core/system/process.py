@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import threading
 import time
 
@@ -23,3 +25,16 @@ def exit_with_parent(poll_s: float, exit_code: int) -> None:
                 os._exit(exit_code)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def die_with_parent() -> None:
+    """Linux: prctl(PR_SET_PDEATHSIG, SIGKILL), the kernel kills this process when its parent
+    goes (even by kill -9); elsewhere nothing."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass

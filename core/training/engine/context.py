@@ -12,7 +12,7 @@ from core.planning.plan import Plan
 from core.planning.schedules import micro_batches_per_replica
 from core.system.durable import read_json
 from core.training.config import TrainConfig
-from core.training.engine.stages import StageLayout, layouts_from_plan
+from core.training.engine.layout import StageLayout, layouts_from_plan
 from core.training.run_dir import RunPaths, read_run_plan
 
 # 2: the devices are typed records inside "config" (before: a device spec string there, and the

@@ -8,7 +8,8 @@ agent creates a socket bound to 127.0.0.1, then runs torchrun unchanged. With
 `--local-addr 127.0.0.1` the agent tells its workers to connect there, and
 GLOO_SOCKET_IFNAME=lo (set by core.training.engine.pipeline_launch) keeps gloo's own
 sockets on loopback too. Multi-node runs use plain torchrun: they must listen
-where the other hosts can reach them.
+where the other hosts can reach them. The stage processes are forks of one
+server that imported the worker once (core.training.engine.forked_stages).
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ def install() -> None:
 
 
 def main() -> None:
-    install()
-    from torch.distributed.run import main as torchrun
+    from core.training.engine.forked_stages import forks_stages, start_server, torchrun_forked
 
-    torchrun(sys.argv[1:])
+    if forks_stages(sys.argv[1:]):
+        start_server(sys.argv[1:])  # it imports the worker while this process imports torch
+    install()
+    torchrun_forked(sys.argv[1:])  # torchrun, its stage processes forked from that server
 
 
 if __name__ == "__main__":

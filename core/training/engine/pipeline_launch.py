@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from core import REPO_ROOT
+from core.system.process import die_with_parent
 from core.system.torchrun import torchrun_command as torchrun
 from core.training.config import TrainConfig
 from core.training.engine.context import RunContext
@@ -81,14 +81,4 @@ def launch_workers(context: RunContext, log: IO[bytes] | None) -> subprocess.Pop
     print("launch: " + shlex.join(command), flush=True)
     return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT if log is not None else None,
-                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-
-
-def _die_with_parent() -> None:
-    """prctl(PR_SET_PDEATHSIG, SIGKILL): torchrun goes when the job is killed."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except OSError:
-        pass
+                            preexec_fn=die_with_parent if sys.platform == "linux" else None)  # torchrun goes with the job

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,36 +26,11 @@ from torch.utils.checkpoint import checkpoint
 
 from core.model.config import GPTConfig
 from core.model.gpt import GPT
-from core.planning.front_door import torch_device_of
-from core.planning.plan import Plan
+from core.training.engine.layout import StageLayout
 from core.training.engine.numerics import default_dtype
 
 TIED_OWNER = "embed.wte.weight"  # the copy whose stage counts it in the gradient norm
 TIED_COPY = "lm_head.weight"
-
-
-@dataclass(frozen=True)
-class StageLayout:
-    """One stage of the plan: its index, planned device, layer names and device
-    group (replica order; `device` is the first of it)."""
-
-    index: int
-    device: str
-    layers: tuple[str, ...]
-    devices: tuple[str, ...] = ()
-
-    @property
-    def torch_device(self) -> str:
-        return torch_device_of(self.device)
-
-    @property
-    def torch_devices(self) -> tuple[str, ...]:
-        return tuple(torch_device_of(device) for device in (self.devices or (self.device,)))
-
-
-def layouts_from_plan(plan: Plan) -> tuple[StageLayout, ...]:
-    """Stage layouts from the run's plan (its plan.json)."""
-    return tuple(StageLayout(i, stage.device, stage.layers, stage.devices) for i, stage in enumerate(plan.stages))
 
 
 class StageModule(nn.Module):

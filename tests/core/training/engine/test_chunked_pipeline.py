@@ -20,7 +20,7 @@ import torch
 from core.model.config import GPTConfig
 from core.planning.schedules import SCHEDULES
 from core.training.engine.stages import TIED_COPY, TIED_OWNER
-from tests.core.training.engine.spawn_support import free_port, token_batch
+from tests.core.training.engine.spawn_support import free_port, run_ranks, token_batch
 
 CHUNKED = [name for name, schedule in SCHEDULES.items() if schedule.chunked]
 CONFIG = GPTConfig(n_layer=3, n_head=2, d_model=16, vocab_size=32, seq_len=8)
@@ -133,9 +133,7 @@ def _whole_hf(source) -> torch.nn.Module:
 
 @pytest.mark.slow  # spawns two processes
 def test_every_chunked_schedule_matches_the_unsplit_model(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=RANKS, start_method="spawn")
+    run_ranks(_worker, (free_port(), str(tmp_path)), RANKS)
     parts = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(RANKS)]
     for model in ("gpt", "llama"):
         loss, expected = _reference(model)

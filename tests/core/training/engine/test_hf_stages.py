@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from core.model.hf_source import HFModelSource
 from core.training.engine.hf_stages import build_hf_stage, build_meta_model, hf_layer_names
@@ -24,7 +23,7 @@ from tests.core.training.engine.hf_support import (
     tiny_llama_config,
     write_config,
 )
-from tests.core.training.engine.spawn_support import free_port
+from tests.core.training.engine.spawn_support import free_port, run_ranks
 
 CPU = torch.device("cpu")
 
@@ -130,8 +129,7 @@ def test_the_local_engine_gives_the_unsplit_models_loss_and_gradients(tmp_path, 
 
 
 def _run_pipeline(context, out_dir):
-    mp.start_processes(pipeline_worker, args=(str(context.paths.root), free_port(), str(out_dir)),
-                       nprocs=context.num_stages, start_method="spawn")
+    run_ranks(pipeline_worker, (str(context.paths.root), free_port(), str(out_dir)), context.num_stages)
     parts = [torch.load(out_dir / f"rank_{rank}.pt", weights_only=True) for rank in range(context.num_stages)]
     grads, weights = {}, {}
     for part in parts:

@@ -26,7 +26,7 @@ from core.training.engine import checkpoint as ckpt
 from core.training.engine.tensor_parallel import tensor_parallel_refusal
 from core.training.launcher import resume_run, start_run, wait_run
 from tests.core.training.engine.hf_support import hf_run_config, tiny_gpt2_config, tiny_llama_config
-from tests.core.training.engine.spawn_support import free_port
+from tests.core.training.engine.spawn_support import free_port, run_ranks
 from tests.core.training.support import losses
 
 MICRO_BATCHES, STAGES, TP, SEED, SEQ = 4, 2, 2, 7, 8
@@ -133,9 +133,7 @@ def _reference(family: str) -> tuple[float, dict[str, torch.Tensor]]:
 
 @pytest.mark.slow  # spawns four processes and builds HF models
 def test_two_by_two_tensor_and_pipeline_parallel_llama_and_qwen3_equal_the_unsplit_model(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=STAGES * TP, start_method="spawn")
+    run_ranks(_worker, (free_port(), str(tmp_path)), STAGES * TP)
     ranks = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(STAGES * TP)]
     for family in FAMILIES:
         parts = [rank[family] for rank in ranks]

@@ -33,7 +33,7 @@ from core.training.launcher import resume_run, start_run, wait_run
 from core.training.metrics import read_metrics
 from core.training.plan_file import read_plan_file
 from core.training.runner import prepare_new_run
-from tests.core.training.engine.spawn_support import free_port, token_batch
+from tests.core.training.engine.spawn_support import free_port, run_ranks, token_batch
 from tests.core.training.support import (
     FLOAT64_AGREEMENT,
     TWO_STAGES,
@@ -116,9 +116,7 @@ def _reference(dtype: str) -> tuple[float, dict[str, torch.Tensor]]:
 
 @pytest.mark.slow  # spawns four processes
 def test_two_by_two_tensor_and_pipeline_parallel_equals_the_unsplit_model(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=STAGES * TP, start_method="spawn")
+    run_ranks(_worker, (free_port(), str(tmp_path)), STAGES * TP)
     parts = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(STAGES * TP)]
     for dtype in DTYPES:
         loss, expected = _reference(dtype)
