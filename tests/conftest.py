@@ -3,9 +3,14 @@
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Keep pytest's rewritten test modules (and the project's own bytecode) in the gitignored
+# __pycache__ folders even where PYTHONDONTWRITEBYTECODE is set: otherwise every run re-parses and
+# rewrites the asserts of 250 test modules and recompiles the project, 6-10 s of the fast tier.
+sys.dont_write_bytecode = False
 # One torch thread in this process and in every job, app and CLI it starts (the pipeline engine
 # still gives its stage processes the cores' share, core.training.engine.pipeline_launch). The
 # tests train tiny models, where a second thread saves nothing; but where the test process, a job

@@ -66,6 +66,7 @@ def test_binary_model_config(capsys, tmp_path):
     assert_one_line(code, err, "model config", "is not JSON text")
 
 
+@pytest.mark.slow
 def test_encoder_config_says_only_causal_lms(capsys, tmp_path):
     path = tmp_path / "bert" / "config.json"
     path.parent.mkdir()
@@ -132,6 +133,7 @@ def random_bytes(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_train_on_a_file_of_random_bytes(capsys, tmp_path):
     data = random_bytes(tmp_path / "noise.txt", 400_000)
     run_dir = tmp_path / "run"

@@ -21,6 +21,7 @@ def monitor(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_count_with_fake_gpus() -> None:
     result = monitor("--fake-gpus", "8", "--count", "2", "--interval", "0.2")
     assert result.returncode == 0, result.stderr
@@ -32,6 +33,7 @@ def test_count_with_fake_gpus() -> None:
     assert all(" W " in line and "GiB" in line for line in lines[1:9])
 
 
+@pytest.mark.slow
 def test_without_gpus_shows_the_host_and_the_reason() -> None:
     result = monitor("--count", "1", "--interval", "0.2")
     assert result.returncode == 0, result.stderr
@@ -45,6 +47,7 @@ def test_bad_arguments_exit_2(args: tuple[str, str]) -> None:
     assert result.returncode == 2 and result.stderr.startswith("allot: error:")
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_cleanly() -> None:
     # A suite started in the background by a shell without job control (`cmd &`) ignores SIGINT,
     # and a child inherits an ignored signal: give it the default, as a terminal would.
@@ -95,6 +98,7 @@ def test_appends_when_piped() -> None:
     assert stream.getvalue() == "a\n\nb\n\n"
 
 
+@pytest.mark.slow
 def test_appended_output_says_the_nvml_reason_once_and_the_first_cpu_figure() -> None:
     result = monitor("--count", "3", "--interval", "0.2")
     assert result.returncode == 0, result.stderr

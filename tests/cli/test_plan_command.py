@@ -105,6 +105,7 @@ def test_custom_size_and_solver_choice(capsys):
     assert [s["layers"][0] for s in answer["stages"]][0] == "embed"
 
 
+@pytest.mark.slow
 def test_accelerate_device_map_loads_with_from_pretrained(capsys, tmp_path):
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=64)

@@ -7,6 +7,8 @@ import datetime
 import json
 from dataclasses import replace
 
+import pytest
+
 from core.devices import host_speed as hs
 from core.devices.host_load import BUSY_LOAD_PER_CORE, HostLoad
 
@@ -124,6 +126,7 @@ def test_a_figure_from_a_busy_machine_takes_more_runs_and_is_not_cached(tmp_path
         hs.host_speed.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_machine_that_quietens_during_the_retry_is_cached():
     loads = iter([BUSY, BUSY, QUIET])  # before, after the first runs, after the retry
     measured = hs.measure_now(3, read_load=lambda: next(loads))

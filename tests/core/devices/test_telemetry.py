@@ -169,6 +169,7 @@ def test_interval_bounds_accepted_and_changeable() -> None:
     assert sampler.interval_s == 0.5
 
 
+@pytest.mark.slow
 def test_thread_samples_at_the_interval_and_stops() -> None:
     ticks: list[float] = []
     three = threading.Event()

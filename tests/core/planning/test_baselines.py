@@ -3,6 +3,7 @@
 import logging
 
 import accelerate
+import pytest
 import torch
 import torch.nn as nn
 from hypothesis import HealthCheck, given, settings
@@ -89,6 +90,7 @@ class Chain(nn.Module):
             self.head.weight = self.embed.weight
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     embed=st.integers(1, 60), blocks=st.lists(st.integers(1, 80), min_size=1, max_size=6),

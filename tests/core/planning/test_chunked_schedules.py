@@ -110,6 +110,7 @@ def test_chunks_sit_where_torch_puts_them(name):
         assert simulate(name, p, 2 * p, 2, [1.0] * 2 * p, [1.0] * 2 * p, [1.0] * 2 * p).stage_rank == mapping
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CHUNKED)
 def test_refusals_are_torchs(name):
     schedule = SCHEDULES[name]

@@ -163,6 +163,7 @@ def test_recent_list_crashing_keeps_the_old_list(tmp_path: Path, monkeypatch: py
     assert recent_projects() == [(tmp_path / "a.allot.json").resolve()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--export-problem", "--export"])
 def test_plan_exports_crashing_keep_the_old_file(tmp_path: Path, crash_at_rename: None, flag: str) -> None:
     path = tmp_path / "out.json"

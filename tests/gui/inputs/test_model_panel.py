@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 
 from core.model.presets import HF_CONFIG_DIR
@@ -47,6 +48,7 @@ def test_a_custom_size(qtbot, make_window) -> None:
     assert sum(1 for _, data in state.graph.nodes(data=True) if data["is_block"]) == 3
 
 
+@pytest.mark.slow
 def test_a_local_config_and_a_broken_one(qtbot, make_window, tmp_path: Path) -> None:
     window = make_window(small_project(("A100-80GB", "RTX4090"), model="gpt-nano"))
     panel, state = window.model_panel, window.state

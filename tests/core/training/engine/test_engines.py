@@ -96,6 +96,7 @@ def test_every_optimizer_trains_and_checkpoints_its_state(tmp_path, corpus, opti
         assert state_key in states["h.3.attn.c_attn.weight"]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_close_to_fp32(tmp_path, corpus):
     plan = write_plan(tmp_path / "plan.json")
     setup = replace(tiny_config(corpus).setup, precision="bf16")
