@@ -50,6 +50,8 @@ class ModelAnatomy:
     embed_weight: str  # the embedding's weight, by its name in the model
     head_weight: str  # the head's weight
     attention: str  # the attention implementation it is built with ("sdpa", or "eager" where SDPA is not supported)
+    computed_inputs: frozenset[str] = frozenset()  # see reads_computed_input
+    joined_to_previous: frozenset[str] = frozenset()  # see check_stage
 
     @property
     def tied_names(self) -> tuple[str, str] | None:
@@ -60,23 +62,25 @@ class ModelAnatomy:
         """The output shape of a layer before the blocks, BATCH and TOKENS standing for the batch's."""
         return dict(self.zero_shapes).get(layer)
 
+    def reads_computed_input(self, layer: str) -> bool:
+        """True for a layer up to the first block whose input the model computes from earlier layers'
+        outputs rather than taking the previous layer's output as it is (GPT-2's first block reads the
+        sum of its token and position tables; BART's embedding norm the same sum). A stage boundary in
+        front of such a layer carries that input (docs/design.md, "Hugging Face models")."""
+        return layer in self.computed_inputs
+
     def check_stage(self, layers: Sequence[str]) -> None:
-        """Where the model combines the outputs of several layers before its blocks (GPT-2's
-        token and position tables, OPT's), a stage may not start among them nor at the first
-        block: a stage receives one tensor, the previous stage's last layer's output, and the
-        model would miss the others (docs/design.md, "Hugging Face models").
+        """A stage may not start at a layer in front of which the model still needs two tensors of the
+        layers before (BlenderBot-Small's position table is added after its embedding norm): a stage
+        receives one tensor.
 
         Raises:
-            InputError: naming the layers to keep together.
+            InputError: naming the layer to keep on the stage before.
         """
-        before = [name for name, _ in self.zero_shapes]
-        if not layers or len(before) < 2:
-            return
-        first_block = next(name for name in self.chain if name in self.blocks)
-        if layers[0] in before[1:] or layers[0] == first_block:
-            raise InputError(f"a stage starts at {layers[0]}, but the model combines the outputs of "
-                             f"{', '.join(before)} into {first_block}'s input: keep them on one stage "
-                             f"with {first_block}")
+        if layers and layers[0] in self.joined_to_previous:
+            previous = self.chain[self.chain.index(layers[0]) - 1]
+            raise InputError(f"a stage starts at {layers[0]}, but the model still needs more than one tensor of "
+                             f"the layers before it there: keep it on one stage with {previous}")
 
 
 @functools.lru_cache(maxsize=32)
@@ -106,10 +110,13 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     _check_no_shared_weights(model, chain, model_type)
     calls: list[str] = []
     outputs: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
     block_inputs: list[dict[str, torch.Tensor]] = []  # kept alive: storages are told apart by address
     handles = [module.register_forward_hook(_recorder(name, calls, outputs)) for name, module in chain]
     handles += [module.register_forward_pre_hook(_input_recorder(block_inputs), with_kwargs=True)
                 for module in _block_list(model)]
+    handles += [module.register_forward_pre_hook(_hidden_input_recorder(name, inputs), with_kwargs=True)
+                for name, module in chain]
     try:
         with balanced_experts(model), flash_attention_on_meta(), torch.enable_grad():  # grad: what weights feed
             forward_hf(model, torch.zeros(PROBE_SHAPE, dtype=torch.long, device="meta"))
@@ -130,7 +137,64 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     return ModelAnatomy(chain=tuple(names), blocks=blocks, block_outputs=_block_outputs(outputs, blocks, model_type),
                         zero_shapes=shapes, embed=embed, head=head, tied=tied, embed_weight=weights[0],
                         head_weight=weights[1],
-                        attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")))
+                        attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")),
+                        computed_inputs=(computed := _computed_inputs(names[:first_block + 1], inputs, outputs)),
+                        joined_to_previous=_joined_to_previous(names[:first_block + 1], computed, inputs, outputs))
+
+
+def _hidden_input_recorder(name: str, inputs: dict[str, Any]) -> Any:
+    """Records the tensor a layer takes as its hidden states: its first argument, or `hidden_states`."""
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        inputs[name] = args[0] if args else kwargs.get("hidden_states")
+    return hook
+
+
+def _computed_inputs(names: list[str], inputs: dict[str, Any], outputs: dict[str, Any]) -> frozenset[str]:
+    """The layers of `names` (those up to the first block, in run order) whose hidden input is a tensor
+    of (batch, tokens, ...) that is neither the previous layer's output nor a view of it."""
+    computed = set()
+    for previous, name in zip(names, names[1:]):
+        given, before = inputs.get(name), outputs[previous]
+        before = before if isinstance(before, torch.Tensor) else before[0]
+        if (isinstance(given, torch.Tensor) and given.is_floating_point() and given.dim() >= 3
+                and tuple(given.shape[:2]) == PROBE_SHAPE and given is not before and given._base is not before):
+            computed.add(name)
+    return frozenset(computed)
+
+
+def _joined_to_previous(names: list[str], computed: frozenset[str], inputs: dict[str, Any],
+                        outputs: dict[str, Any]) -> frozenset[str]:
+    """The layers of `names` in front of which one tensor cannot carry what the rest of the model
+    reads of the layers before: the tensor a boundary there sends (the layer's computed input, or the
+    previous layer's output) does not derive from every earlier layer's output."""
+    joined = set()
+    for index in range(1, len(names)):
+        name = names[index]
+        sent = inputs[name] if name in computed else _first(outputs[names[index - 1]])
+        history = _autograd_history(sent)
+        for earlier in names[:index]:
+            output = _first(outputs[earlier])
+            if output is not sent and output is not getattr(sent, "_base", None) and (
+                    output.grad_fn is None or output.grad_fn not in history):
+                joined.add(name)
+    return frozenset(joined)
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def _autograd_history(tensor: torch.Tensor) -> set[Any]:
+    """Every autograd node `tensor` was computed through."""
+    seen: set[Any] = set()
+    todo = [tensor.grad_fn] if tensor.grad_fn is not None else []
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(child for child, _ in node.next_functions if child is not None)
+    return seen
 
 
 def _not_run(error: Exception, model_type: str) -> str:

@@ -84,7 +84,7 @@ def check_hf_stages(source: HFModelSource, stages: list[tuple[str, ...]]) -> Non
     (core.model.hf_anatomy.ModelAnatomy.check_stage): checked before anything is written.
 
     Raises:
-        InputError: a stage starting among the layers the model combines before its blocks.
+        InputError: a stage starting where the model still reads two tensors of the layers before.
     """
     from core.training.engine.hf_stages import source_anatomy
 

@@ -145,6 +145,23 @@ def _stop_after(module: nn.Module, args: Any, output: Any) -> None:
     raise _StageDone(output if isinstance(output, torch.Tensor) else output[0])
 
 
+def _stop_before(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Ends a stage in front of a block: what the block would read is what the stage sends."""
+    raise _StageDone(args[0] if args else kwargs["hidden_states"])
+
+
+def _replace_hidden_states(received: _Received) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
+    """A block's pre-hook that gives it what the previous stage sent as its hidden states."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if args:
+            return (received.get(), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": received.get()}
+
+    return hook
+
+
 class _Received:
     """What the stage received (set by HFStage.forward while it runs): the stand-ins read it."""
 
@@ -229,6 +246,11 @@ def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str
     if unknown:
         raise InputError(f"the plan names layers the model does not have: {', '.join(sorted(unknown))}")
     first = min(anatomy.chain.index(name) for name in owned)
+    last = max(anatomy.chain.index(name) for name in owned)
+    # In front of a layer whose input the model computes from several earlier outputs (GPT-2's first
+    # block reads the sum of two tables), a boundary carries that input: the stage that ends there
+    # sends it, the stage that starts there takes it in place of what the model computed.
+    starts_at_input = anatomy.reads_computed_input(anatomy.chain[first])
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     for position, name in enumerate(anatomy.chain):
         if name in owned:
@@ -236,7 +258,7 @@ def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str
         original = model.get_submodule(name)
         outputs = anatomy.block_outputs if name in anatomy.blocks else 0
         stand_in: nn.Module
-        if position == first - 1:
+        if position == first - 1 and not starts_at_input:
             stand_in = _Inject(original, received, outputs)
         elif position < first and (shape := anatomy.zero_shape(name)) is not None:
             stand_in = _Zeros(original, received, shape, dtype)
@@ -248,9 +270,15 @@ def prune_to_stage(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str
             parent[int(child)] = stand_in
         else:
             setattr(parent, child, stand_in)
-    last = max(anatomy.chain.index(name) for name in owned)
+    if starts_at_input:
+        model.get_submodule(anatomy.chain[first]).register_forward_pre_hook(_replace_hidden_states(received),
+                                                                            with_kwargs=True)
     if last < len(anatomy.chain) - 1:
-        model.get_submodule(anatomy.chain[last]).register_forward_hook(_stop_after)
+        after = anatomy.chain[last + 1]
+        if anatomy.reads_computed_input(after):
+            model.get_submodule(after).register_forward_pre_hook(_stop_before, with_kwargs=True)
+        else:
+            model.get_submodule(anatomy.chain[last]).register_forward_hook(_stop_after)
 
 
 def untie_head(model: nn.Module, anatomy: ModelAnatomy, layers: Sequence[str]) -> None:

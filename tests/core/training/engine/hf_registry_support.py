@@ -224,6 +224,27 @@ def check_type(model_type: str, directory: Path) -> None:
         torch.testing.assert_close(reloaded(input_ids=ids, use_cache=False).logits,
                                    model(input_ids=ids, use_cache=False).logits, rtol=1e-5, atol=1e-6)
     _plans_with_the_stages_parameters(source, stages, layouts)
+    _splits_anywhere_before_the_blocks(source, anatomy, ids, targets, want.item())
+
+
+def _splits_anywhere_before_the_blocks(source: Any, anatomy: Any, ids: torch.Tensor, targets: torch.Tensor,
+                                       want: float) -> None:
+    """Two stages cut in front of each layer up to the first block give the unsplit loss (rel 1e-5),
+    except in front of a layer the anatomy keeps with the one before (check_stage refuses that)."""
+    from core.model.gpt import lm_loss
+    from core.training.engine.hf_stages import build_hf_stage
+    from core.training.engine.stages import StageLayout
+
+    first_block = min(anatomy.chain.index(name) for name in anatomy.blocks)
+    for cut in range(1, first_block + 1):
+        if anatomy.chain[cut] in anatomy.joined_to_previous:
+            continue
+        layouts = [anatomy.chain[:cut], anatomy.chain[cut:]]
+        stages = [build_hf_stage(source, StageLayout(i, "cpu", layers), torch.device("cpu"), 0)
+                  for i, layers in enumerate(layouts)]
+        with torch.no_grad():
+            loss = lm_loss(stages[1](stages[0](ids)), targets).item()
+        assert abs(loss - want) <= 1e-5 * abs(want), f"cut in front of {anatomy.chain[cut]}: loss {loss} != {want}"
 
 
 def _plans_with_the_stages_parameters(source: Any, stages: list[Any], layouts: list[tuple[str, ...]]) -> None:

@@ -85,3 +85,30 @@ def test_docs_show_the_coverage():
 
     page = Path(__file__).resolve().parents[4] / "docs" / "models.md"
     assert page.read_text(encoding="utf-8") == coverage_markdown(COVERAGE)
+
+
+def test_a_stage_starting_at_a_computed_input_takes_what_was_sent_as_it_is(tmp_path):
+    """Granite scales its embedding's output (x 12 here) into the first block's input: the stage before
+    sends the scaled tensor, and the stage that starts at the block must not scale it again."""
+    import torch
+
+    from core.model.gpt import lm_loss
+    from core.model.hf_anatomy import anatomy_of
+    from core.training.engine.hf_stages import build_hf_stage
+    from core.training.engine.stages import StageLayout
+    from tests.core.training.engine.hf_registry_support import save_tiny, seeded_batch, tiny_config
+
+    config = tiny_config("granite")
+    config.embedding_multiplier = 12.0
+    anatomy = anatomy_of(HFModelSource.of(config.to_dict()).config_json)
+    assert anatomy.computed_inputs == {"model.layers.0"}
+    model = save_tiny(config, tmp_path / "model", anatomy.attention)
+    source = HFModelSource.of(config.to_dict(), str(tmp_path / "model"))
+    ids, targets = seeded_batch(config.vocab_size)
+    layouts = [anatomy.chain[:1], anatomy.chain[1:]]  # the embedding | the blocks, the norm, the head
+    stages = [build_hf_stage(source, StageLayout(i, "cpu", layers), torch.device("cpu"), 0)
+              for i, layers in enumerate(layouts)]
+    with torch.no_grad():
+        loss = lm_loss(stages[1](stages[0](ids)), targets).item()
+        want = lm_loss(model(input_ids=ids, use_cache=False).logits, targets).item()
+    assert abs(loss - want) <= 1e-5 * abs(want)

@@ -128,6 +128,18 @@ def test_the_local_engine_gives_the_unsplit_models_loss_and_gradients(tmp_path, 
     assert_close_gradients(grads, want_grads)
 
 
+@pytest.mark.parametrize("cuts", [[1], [2], [1, 2]], ids=["wte|wpe", "wpe|h.0", "wte|wpe|h.0"])
+def test_gpt2_splits_anywhere_before_its_first_block(tmp_path, corpus, cuts):
+    """GPT-2 adds its token and position tables into the first block's input: a stage that starts at the
+    position table takes the token table's output, one that starts at the first block takes the sum."""
+    path = write_config(tiny_gpt2_config(), tmp_path / "gpt2.json")
+    context = _prepare(tmp_path, corpus, path, cuts, devices=f"{len(cuts) + 1}xcpu:2GiB")
+    loss, grads, weights = stage_gradients_and_loss(LocalEngine(context))
+    want_loss, want_grads = reference_step(context.hf.config, weights, context)
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert_close_gradients(grads, want_grads)
+
+
 def _run_pipeline(context, out_dir):
     run_ranks(pipeline_worker, (str(context.paths.root), free_port(), str(out_dir)), context.num_stages)
     parts = [torch.load(out_dir / f"rank_{rank}.pt", weights_only=True) for rank in range(context.num_stages)]
