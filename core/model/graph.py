@@ -26,7 +26,7 @@ from core.system.disk_cache import code_version, package_versions, read_entry, w
 # What a graph is measured by: a change to any of these invalidates the disk cache.
 _MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/transient.py", "core/model/gpt.py",
                    "core/model/hf.py", "core/model/autocast_meta.py",
-                   "core/model/lora.py", "core/model/tensor_parallel_split.py")
+                   "core/model/lora.py", "core/model/tensor_parallel_split.py", "core/model/hf_anatomy.py")
 _NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input_bytes", "tied_params",
                    "transient_bytes")
 
@@ -59,6 +59,7 @@ def graph_layers(graph: nx.DiGraph) -> tuple[Layer, ...]:
             tied_group=data["tied_group"],
             tied_params=data["tied_params"],
             transient_bytes=data["transient_bytes"],
+            joins_previous=data.get("joins_previous", False),
         )
         for name, data in ((name, graph.nodes[name]) for name in graph.graph["order"])
     )
@@ -153,12 +154,30 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
             with balanced_experts(model), casts:
                 costs = measure_layers(model, lambda ids: forward_hf(model, ids), lm_loss,
                                        micro_batch_size, seq_len, train, recompute, host_kernels)
+            joined = _joined_to_previous(model, spec, costs)
         except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as error:
             if isinstance(error, InputError):
                 raise
             # transformers and torch fail deep inside on configs they accept: one line, not a traceback
             raise InputError(f"cannot build or run {spec.name} on the meta device: {first_line(error)}") from None
+        return sum(p.numel() for p in model.parameters()), [
+            {**asdict(cost), **({"joins_previous": True} if cost.name in joined else {})} for cost in costs], refusals
     return sum(p.numel() for p in model.parameters()), [asdict(cost) for cost in costs], refusals
+
+
+def _joined_to_previous(model: Any, spec: ModelSpec, costs: list[Any]) -> frozenset[str]:
+    """The layers no stage of the split may start at (core.model.hf_anatomy.ModelAnatomy.check_stage):
+    only a model with several layers before its first block can have one, so only such a model is probed;
+    a model the split refuses has none (`train` refuses it whole)."""
+    from core.model.hf_anatomy import probe
+
+    first_block = next((index for index, cost in enumerate(costs) if cost.is_block), 0)
+    if first_block < 2:
+        return frozenset()
+    try:
+        return probe(model, str(spec.hf_config.get("model_type"))).joined_to_previous
+    except InputError:
+        return frozenset()
 
 
 def _with_adapters(model: Any, finetune: FineTune | None) -> bool:

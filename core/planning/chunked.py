@@ -60,7 +60,9 @@ def solve_chunked(problem: Problem) -> Plan:
     if not exhaustive and all(rank_costs(problem, schedule, pl, sums).over_bytes > 0 for pl in visited):
         for start in _one_f_one_b_shaped(problem, schedule):  # memory binds: starts that fit more
             _improved(problem, schedule, start, sums, visited)
-    candidates = every if every is not None else list(visited)
+    may_start = problem.stage_may_start()
+    candidates = [placement for placement in (every if every is not None else visited)
+                  if all(may_start[bound] for bound in placement.bounds[1:-1])]
     ranked = sorted(candidates, key=lambda pl: _score(problem, schedule, pl, sums))
     elapsed = time.perf_counter() - started
     solver = "exact" if exhaustive else "chunked-search"

@@ -137,5 +137,6 @@ def _adapted(layer: Layer, node: dict[str, Any], setup: TrainingSetup, targets: 
         scratch_bytes=max((m.d_in * m.d_out * dtype_bytes for m in quantised), default=0),
         work_flops=work,
         transient_bytes=layer.transient_bytes,
+        joins_previous=layer.joins_previous,
     )
 

@@ -247,6 +247,10 @@ class _Model:
                 self._row({int(self.x[i, q]): 1.0, int(self.u[q]): -1.0}, -np.inf, 0)
         for d in range(D):
             self._row({int(self.z[q, d]): 1.0 for q in range(Q)}, -np.inf, 1)
+        for i, may_start in enumerate(self.problem.stage_may_start()):
+            if not may_start:  # the layer runs at the position of the layer before it
+                for q in range(Q):
+                    self._row({int(self.x[i, q]): 1.0, int(self.x[i - 1, q]): -1.0}, 0, 0)
         self._symmetry_rows()
 
     def _symmetry_rows(self) -> None:

@@ -37,6 +37,10 @@ class Layer:
     with the tied group), `scratch_bytes` the largest weight the layer
     dequantises while it runs, and `work_flops` the FLOPs of one micro-batch's
     forward, backward and recompute through the layer (None: work factor k x flops).
+
+    `joins_previous` keeps the layer on the stage of the layer before it: no stage
+    may start at it (a model that still needs two tensors of earlier layers there;
+    docs/design.md, "The explicit problem format").
     """
 
     name: str
@@ -52,6 +56,7 @@ class Layer:
     scratch_bytes: int = 0
     work_flops: float | None = None
     transient_bytes: int = 0
+    joins_previous: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,10 @@ class Problem:
             layer.inputs is None or layer.inputs == ((self.layers[i - 1].name,) if i else ())
             for i, layer in enumerate(self.layers)
         )
+
+    def stage_may_start(self) -> list[bool]:
+        """For each layer, whether a stage may start at it (the first layer always)."""
+        return [index == 0 or not layer.joins_previous for index, layer in enumerate(self.layers)]
 
     def edges(self) -> list[tuple[int, int]]:
         """Data edges (producer index, consumer index) in execution order."""

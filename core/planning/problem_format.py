@@ -59,6 +59,8 @@ def problem_from_dict(data: Any) -> Problem:
     _check_unique([device.name for device in devices], "device")
     _check_inputs(layers)
     _check_tied_groups(layers)
+    if layers and layers[0].joins_previous:
+        raise InputError(f"layer '{layers[0].name}'.joins_previous: the first layer has no layer before it")
     layer_times = _layer_times(data.get(LAYER_TIMES_KEY), layers, devices)
     return Problem(layers=layers, devices=devices, setup=setup, layer_times=layer_times)
 
@@ -100,6 +102,13 @@ def _number(item: Mapping[str, Any], key: str, where: str, positive: bool = Fals
     return float(value)
 
 
+def _boolean(item: Mapping[str, Any], key: str, where: str) -> bool:
+    value = item[key]
+    if not isinstance(value, bool):
+        raise InputError(f"{where}.{key} must be true or false, got {value!r}")
+    return value
+
+
 def _integer(item: Mapping[str, Any], key: str, where: str, positive: bool = False) -> int:
     value = _number(item, key, where, positive)
     if value != int(value):
@@ -133,6 +142,7 @@ def _layer(item: Any, where: str) -> Layer:
         scratch_bytes=_integer(item, "scratch_bytes", where) if "scratch_bytes" in item else 0,
         work_flops=_number(item, "work_flops", where) if item.get("work_flops") is not None else None,
         transient_bytes=_integer(item, "transient_bytes", where) if "transient_bytes" in item else 0,
+        joins_previous=_boolean(item, "joins_previous", where) if "joins_previous" in item else False,
     )
     if layer.tied_params > layer.params:
         raise InputError(f"{where}.tied_params ({layer.tied_params}) exceeds its params ({layer.params})")

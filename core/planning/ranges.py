@@ -47,7 +47,8 @@ def device_classes(problem: Problem) -> list[DeviceClass]:
 class ChainArrays:
     """What every range [i, j) of the chain sums to, as (N+1) x (N+1) arrays, and its stage time.
 
-    Row i is the first layer, column j one past the last; `valid` is j > i.
+    Row i is the first layer, column j one past the last; `valid` is j > i where
+    a stage may start at layer i.
     Shared by the tables of the exact solver (one device a stage) and of the
     hybrid solver (a group of d devices a stage, core.planning.hybrid_tables).
     """
@@ -64,7 +65,8 @@ class ChainArrays:
             flops = np.concatenate([[0.0], np.cumsum([layer.flops for layer in problem.layers])])
         acts = np.concatenate([[0.0], np.cumsum([float(layer.activation_bytes) for layer in problem.layers])])
         i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-        self.valid = j > i
+        may_start = np.array([*problem.stage_may_start(), True])
+        self.valid = (j > i) & may_start[i]  # a range is a stage: no stage starts at a layer that joins the one before
         self.range_flops = flops[j] - flops[i]
         self.range_acts = acts[j] - acts[i]
         self.range_params = _range_untied(problem, i, j, "params", "tied_params")

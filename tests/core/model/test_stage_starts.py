@@ -67,3 +67,19 @@ def test_train_runs_a_plan_that_starts_a_stage_at_gpt2s_first_block(tmp_path, ca
                       "--steps", "2", "--run-dir", str(run)]) == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "loss" in row][-1] == 2
+
+
+def test_the_planner_keeps_blenderbot_smalls_embedding_norm_with_the_layer_before():
+    """The layer graph carries the rule to every solver (`joins_previous`, docs/design.md)."""
+    from core.model.graph import build_layer_graph, graph_layers
+    from core.model.model_spec import ModelSpec
+    from core.planning.setup import TrainingSetup
+    from tests.core.training.engine.hf_registry_support import tiny_config
+
+    setup = TrainingSetup(precision="fp32", micro_batch_size=1, seq_len=8, micro_batches=2)
+    joined = {}
+    for model_type in ("blenderbot-small", "gpt2"):
+        spec = ModelSpec(name=model_type, hf_config_json=HFModelSource.of(tiny_config(model_type).to_dict()).config_json)
+        joined[model_type] = [layer.name for layer in graph_layers(build_layer_graph(spec, setup))
+                              if layer.joins_previous]
+    assert joined == {"blenderbot-small": ["model.decoder.layernorm_embedding"], "gpt2": []}

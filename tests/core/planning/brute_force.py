@@ -14,8 +14,11 @@ def brute_force_step_time(problem: Problem) -> float:
     ordered choices of S distinct devices; inf when none fits."""
     n, d = len(problem.layers), len(problem.devices)
     best = math.inf
+    may_start = problem.stage_may_start()
     for stages in range(1, min(n, d) + 1):
         for cuts in itertools.combinations(range(1, n), stages - 1):
+            if not all(may_start[cut] for cut in cuts):
+                continue
             bounds = (0, *cuts, n)
             ranges = [list(range(bounds[s], bounds[s + 1])) for s in range(stages)]
             for devices in itertools.permutations(range(d), stages):

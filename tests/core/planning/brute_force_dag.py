@@ -20,6 +20,8 @@ def brute_force_dag_step_time(problem: Problem, contiguous: bool = True) -> floa
                 continue  # every stage runs something
             if contiguous and any(stage_of[a] > stage_of[b] for a, b in edges):
                 continue  # data flows forward through the pipeline
+            if any(stage_of[i] != stage_of[i - 1] for i, may in enumerate(problem.stage_may_start()) if not may):
+                continue  # a layer that joins the one before runs on its stage
             groups = [[i for i in range(n) if stage_of[i] == s] for s in range(stages)]
             for devices in itertools.permutations(range(d), stages):
                 costs = evaluate_placement(problem, list(zip(devices, groups)))

@@ -22,6 +22,8 @@ def brute_force_hybrid_step_time(problem: Problem) -> float:
         assert isinstance(d, int)
         for stages in range(1, min(n, count // d) + 1):
             for cuts in itertools.combinations(range(1, n), stages - 1):
+                if not all(problem.stage_may_start()[cut] for cut in cuts):
+                    continue
                 bounds = (0, *cuts, n)
                 ranges = [list(range(bounds[s], bounds[s + 1])) for s in range(stages)]
                 for groups in _group_sequences(list(range(count)), d, stages):
