@@ -116,9 +116,18 @@ def _once_per_stage(layers: Sequence[Layer], indices: Sequence[int], value: Any,
     return total
 
 
-def stage_transient_bytes(layers: Sequence[Layer], indices: Sequence[int]) -> int:
-    """Working memory a stage holds once: its largest layer's."""
-    return max((layers[i].transient_bytes for i in indices), default=0)
+def stage_transient_bytes(layers: Sequence[Layer], indices: Sequence[int], chain: bool = True) -> int:
+    """K_s, the working memory a stage adds to all of its in-flight activations (docs/design.md, "The
+    complete memory model"). A layer's figure K_l is held while it runs; on a chain its backward runs
+    after the stage's later layers have freed their activations, so K_s = max over l of (K_l less the
+    activations of the stage's layers after l). Where the layers branch the order is not known: max K_l."""
+    if not chain:
+        return max((layers[i].transient_bytes for i in indices), default=0)
+    working, after = 0, 0
+    for i in sorted(indices, reverse=True):
+        working = max(working, layers[i].transient_bytes - after)
+        after += layers[i].activation_bytes
+    return working
 
 
 def bytes_split_per_param(setup: Setup) -> tuple[float, float, float]:
@@ -298,7 +307,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                 later_activation_bytes=float(setup.pipeline_schedule.inflight_later(
                     setup.mode, setup.micro_batches, d, inflight) * sum(layers[i].activation_bytes for i in indices)
                     + setup.pipeline_schedule.sent_back_bytes(setup.mode, setup.micro_batches, d, float(received))),
-                transient_bytes=float(stage_transient_bytes(layers, indices)),
+                transient_bytes=float(stage_transient_bytes(layers, indices, problem.is_chain)),
                 optimizer_step_bytes=float(optimizer_step_bytes(setup, float(params), d, zero)),
                 gathered_bytes=float(gathered_first),
                 gathered_later_bytes=float(gathered_later),

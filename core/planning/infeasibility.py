@@ -50,7 +50,7 @@ def explain_infeasible(problem: Problem) -> str:
         )
     everything = range(len(layers))
     total_need = need(stage_params(layers, everything), sum(layer.activation_bytes for layer in layers),
-                      stage_transient_bytes(layers, everything),
+                      stage_transient_bytes(layers, everything, problem.is_chain),
                       stage_frozen_bytes(layers, everything) + stage_scratch_bytes(layers, everything))
     total_budget = sum(device.budget_bytes for device in devices)
     if total_need > total_budget:

@@ -37,6 +37,7 @@ from core.planning.costs import (
     plan_from_placement,
     send_time_s,
     stage_compute_s,
+    stage_transient_bytes,
     timed_sum_s,
     work_factor,
 )
@@ -198,8 +199,8 @@ class _Model:
                 link = min(self.devices[device_at[q]].bandwidth_gbps, self.devices[device_at[r]].bandwidth_gbps)
                 values[self.r[(q, r)]] += send_time_s(c, self.layers[a].output_bytes, link) / self.time_scale
         for q in device_at:
-            values[self.working[q]] = max(float(layer.transient_bytes) for i, layer in enumerate(self.layers)
-                                          if position_of_layer[i] == q)
+            values[self.working[q]] = float(stage_transient_bytes(
+                self.layers, [i for i in range(self.n_layers) if position_of_layer[i] == q], self.problem.is_chain))
         for q, d in device_at.items():
             flops = sum(layer.flops for i, layer in enumerate(self.layers) if position_of_layer[i] == q)
             comm = sum(values[var] for (sender, _), var in self.r.items() if sender == q)
@@ -310,10 +311,13 @@ class _Model:
                 held[int(self.x[i, q])] += self._buffers(inflight, 0.0, 0.0, float(self.layers[i].output_bytes))
             for d, device in enumerate(self.devices):
                 held[int(self.z[q, d])] = -float(device.budget_bytes)
-            for i, layer in enumerate(self.layers):
+            for i, layer in enumerate(self.layers):  # K_q >= K_i less, on a chain, the acts of q's layers after i
                 if layer.transient_bytes:
-                    self._row({int(self.working[q]): 1.0, int(self.x[i, q]): -float(layer.transient_bytes)},
-                              0, np.inf)
+                    row = {int(self.working[q]): 1.0, int(self.x[i, q]): -float(layer.transient_bytes)}
+                    if self.problem.is_chain:
+                        row.update({int(self.x[k, q]): float(self.layers[k].activation_bytes)
+                                    for k in range(i + 1, self.n_layers) if self.layers[k].activation_bytes})
+                    self._row(row, 0, np.inf)
             moments = [(0.0, inflight, 1.0), (grad, later, 1.0)]  # (gradient bytes, in flight, working memory)
             if step_per_param:
                 moments.append((grad + step_per_param, 0, 0.0))

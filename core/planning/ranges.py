@@ -79,7 +79,9 @@ class ChainArrays:
         self.received = out[i]  # output of layer i-1, received from the stage before (0 for the first)
         self.sent = np.where(j < n, out[j], 0.0)  # nothing is sent on from the last stage
         self.made = np.where(j == n, out[j], 0.0)  # the last stage keeps the model's output
-        self.range_transient = range_max(np.array([float(layer.transient_bytes) for layer in problem.layers]), n)
+        # K_s over [i, j): max over l of (acts up to l + K_l) less the range's acts (costs.stage_transient_bytes)
+        through = range_max(acts[1:] + np.array([float(layer.transient_bytes) for layer in problem.layers]), n)
+        self.range_transient = np.where(j > i, through - acts[j], 0.0)
         self.range_largest = range_max(np.array([float(layer.params) for layer in problem.layers]), n)
         self._setup = problem.setup
         self._timed = {entry.kind: np.concatenate([[0.0], np.cumsum(entry.forward_s)]) for entry in problem.layer_times}

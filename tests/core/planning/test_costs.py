@@ -41,10 +41,17 @@ def test_memory_counts_params_times_bytes_inflight_activations_and_the_pipeline_
     assert last.memory_bytes == 16 * 20 + 1 * 7 + 4 * 10**9 + 10**9
 
 
-def test_a_stage_holds_its_largest_layers_working_memory_once():
+def test_a_stage_holds_one_layers_working_memory_less_what_the_layers_after_it_have_freed():
+    """a's working memory (300) is held during a's backward, after b's backward has freed b's 7 bytes of
+    activations: the stage peaks at its other micro-batches' 12 bytes each, a's 5 and a's 300."""
     layers = [layer("a", params=10, act=5, transient_bytes=300), layer("b", params=20, act=7, transient_bytes=100)]
     p = problem(layers, DEVICES, mode="train", bytes_per_param=16, micro_batches=4, schedule="gpipe")
     (stage,) = evaluate_placement(p, [(0, [0, 1])])
+    assert stage.transient_bytes == 300 - 7
+    assert stage.memory_bytes == 16 * 30 + 3 * 12 + 5 + 300
+    last_largest = [layer("a", params=10, act=5, transient_bytes=100), layer("b", params=20, act=7, transient_bytes=300)]
+    (stage,) = evaluate_placement(problem(last_largest, DEVICES, mode="train", bytes_per_param=16, micro_batches=4,
+                                          schedule="gpipe"), [(0, [0, 1])])
     assert stage.transient_bytes == 300
     assert stage.memory_bytes == 16 * 30 + 4 * 12 + 300
 

@@ -162,3 +162,21 @@ def _check_exact_against_brute_force(p: Problem) -> None:
     costs = checked_costs(p, placement)
     step_s = p.setup.pipeline_schedule.step_time_s([c.time_s for c in costs], p.setup.micro_batches)
     assert step_s == pytest.approx(plan.objective_s)
+
+
+@pytest.mark.parametrize("solver", ["exact", "hybrid", "milp"])
+def test_every_solver_prices_a_layers_working_memory_less_what_the_layers_after_it_freed(solver):
+    """a's 300 bytes of working memory are held after b has freed its 7 bytes of activations: one GPipe
+    stage of a and b over 4 micro-batches peaks at 16 x 30 + 3 x 12 + 5 + 300 = 821 bytes (test_costs)."""
+    from core.planning.hybrid import solve_hybrid
+    from core.planning.milp import MilpOptions, solve_milp
+
+    solve = {"exact": solve_exact, "hybrid": solve_hybrid, "milp": lambda p: solve_milp(p, MilpOptions())}[solver]
+    layers = [layer("a", params=10, act=5, transient_bytes=300), layer("b", params=20, act=7, transient_bytes=100)]
+    for budget, fits in ((821, True), (820, False)):
+        p = problem(layers, [device("g0", budget)], mode="train", bytes_per_param=16, micro_batches=4,
+                    schedule="gpipe")
+        plan = solve(p)
+        assert plan.feasible == fits, (budget, plan.status)
+        if fits:
+            assert plan.stages[0].memory_bytes == 821
