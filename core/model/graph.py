@@ -154,30 +154,43 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
             with balanced_experts(model), casts:
                 costs = measure_layers(model, lambda ids: forward_hf(model, ids), lm_loss,
                                        micro_batch_size, seq_len, train, recompute, host_kernels)
-            joined = _joined_to_previous(model, spec, costs)
+            split_costs = _with_split_boundaries(model, spec, [asdict(cost) for cost in costs])
         except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as error:
             if isinstance(error, InputError):
                 raise
             # transformers and torch fail deep inside on configs they accept: one line, not a traceback
             raise InputError(f"cannot build or run {spec.name} on the meta device: {first_line(error)}") from None
-        return sum(p.numel() for p in model.parameters()), [
-            {**asdict(cost), **({"joins_previous": True} if cost.name in joined else {})} for cost in costs], refusals
+        return sum(p.numel() for p in model.parameters()), split_costs, refusals
     return sum(p.numel() for p in model.parameters()), [asdict(cost) for cost in costs], refusals
 
 
-def _joined_to_previous(model: Any, spec: ModelSpec, costs: list[Any]) -> frozenset[str]:
-    """The layers no stage of the split may start at (core.model.hf_anatomy.ModelAnatomy.check_stage):
-    only a model with several layers before its first block can have one, so only such a model is probed;
-    a model the split refuses has none (`train` refuses it whole)."""
+def _with_split_boundaries(model: Any, spec: ModelSpec, costs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The layer costs with what the HF split does at the layers before the first block
+    (core.model.hf_anatomy): a layer no stage may start at is marked `joins_previous`, and a
+    boundary in front of a layer that reads a computed input carries that input (GPT-2's sum
+    of its tables, a hidden state, where the position table's own output has batch 1): the
+    layer before it sends the first block's output size. Only a model with several layers
+    before its first block is probed; a model the split refuses keeps its costs (`train`
+    refuses it whole)."""
     from core.model.hf_anatomy import probe
 
-    first_block = next((index for index, cost in enumerate(costs) if cost.is_block), 0)
+    first_block = next((index for index, cost in enumerate(costs) if cost["is_block"]), 0)
     if first_block < 2:
-        return frozenset()
+        return costs
     try:
-        return probe(model, str(spec.hf_config.get("model_type"))).joined_to_previous
+        anatomy = probe(model, str(spec.hf_config.get("model_type")))
     except InputError:
-        return frozenset()
+        return costs
+    hidden_bytes = costs[first_block]["output_bytes"]
+    result = []
+    for index, cost in enumerate(costs):
+        after = costs[index + 1]["name"] if index + 1 < len(costs) else None
+        if after is not None and index < first_block and anatomy.reads_computed_input(after):
+            cost = {**cost, "output_bytes": max(cost["output_bytes"], hidden_bytes)}
+        if cost["name"] in anatomy.joined_to_previous:
+            cost = {**cost, "joins_previous": True}
+        result.append(cost)
+    return result
 
 
 def _with_adapters(model: Any, finetune: FineTune | None) -> bool:

@@ -76,10 +76,15 @@ def test_the_planner_keeps_blenderbot_smalls_embedding_norm_with_the_layer_befor
     from core.planning.setup import TrainingSetup
     from tests.core.training.engine.hf_registry_support import tiny_config
 
-    setup = TrainingSetup(precision="fp32", micro_batch_size=1, seq_len=8, micro_batches=2)
-    joined = {}
+    setup = TrainingSetup(precision="fp32", micro_batch_size=4, seq_len=8, micro_batches=2)
+    layers = {}
     for model_type in ("blenderbot-small", "gpt2"):
         spec = ModelSpec(name=model_type, hf_config_json=HFModelSource.of(tiny_config(model_type).to_dict()).config_json)
-        joined[model_type] = [layer.name for layer in graph_layers(build_layer_graph(spec, setup))
-                              if layer.joins_previous]
-    assert joined == {"blenderbot-small": ["model.decoder.layernorm_embedding"], "gpt2": []}
+        layers[model_type] = {layer.name: layer for layer in graph_layers(build_layer_graph(spec, setup))}
+    assert [name for name, layer in layers["blenderbot-small"].items() if layer.joins_previous] == [
+        "model.decoder.layernorm_embedding"]
+    gpt2 = layers["gpt2"]
+    assert not any(layer.joins_previous for layer in gpt2.values())
+    # the boundary in front of the first block carries the summed tables, 4 x 8 hidden states, not the
+    # position table's own output (batch 1)
+    assert gpt2["transformer.wpe"].output_bytes == gpt2["transformer.h.0"].output_bytes == 4 * 8 * 32 * 4
