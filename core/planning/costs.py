@@ -173,7 +173,8 @@ def fsdp_gathered_bytes(split: tuple[float, float, float], params: Any, largest_
     a second full copy of the weights; ZeRO 1 and 2 (run as 2) keep the gathered weights beside
     their 1/d shard and accumulate full gradients; ZeRO 3 holds, as the first backward begins, the
     running layer's all-gather buffer beside its copied-out weights and its unsharded gradient, and
-    by a later backward all layers gathered, with full gradients. Nothing without replicas."""
+    by a later backward all layers gathered and the running layer's all-gather buffer, with full
+    gradients. Nothing without replicas."""
     weight, grad, _ = split
     d = replicas
     if d == 1:
@@ -184,7 +185,9 @@ def fsdp_gathered_bytes(split: tuple[float, float, float], params: Any, largest_
     unsharded_grads = grad * params * (d - 1) / d if zero >= 2 else 0.0
     if zero in (1, 2):
         return full_weights / d, full_weights / d + unsharded_grads
-    gathered = full_weights - 2 * weight * largest_layer_params  # the two layers are in state_bytes
+    # state_bytes holds 2 w Pmax: the running unit's all-gather buffer and its copied-out weights. By a
+    # later backward every unit's copy-out is held (W), and the running unit's buffer beside them.
+    gathered = full_weights - weight * largest_layer_params
     return (weight + grad) * largest_layer_params, gathered * (gathered > 0) + unsharded_grads
 
 

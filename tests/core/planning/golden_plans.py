@@ -6,7 +6,9 @@ solver's answer (Plan.to_dict() without solve_time_s, or the InputError text) as
 the code gave it before the refactor; regenerated once on purpose since, when the
 memory model became complete (issue 21: pipeline buffers, working memory, the
 optimizer step, gradients from the first backward on), and again when the last stage's
-logits became i · y_s and a later backward the gradient sent back (issue 21, item 3). Floats are written by json as their
+logits became i · y_s and a later backward the gradient sent back (issue 21, item 3), and when a
+ZeRO-3 later backward held the running unit's all-gather buffer beside every unit's copy-out (107 of
+1,000 records changed). Floats are written by json as their
 shortest round-trip repr, so equal hashes mean bit-identical numbers.
 
     python3 -m tests.core.planning.golden_plans --count 1000   # rewrite the golden file
