@@ -142,10 +142,23 @@ def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
                         joined_to_previous=_joined_to_previous(names[:first_block + 1], computed, inputs, outputs))
 
 
+def hidden_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """What a layer takes as its hidden states, from a forward pre-hook's arguments: its first
+    positional argument, or `hidden_states` (the probe and the split's boundary hooks read it so)."""
+    return args[0] if args else kwargs.get("hidden_states")
+
+
+def with_hidden_input(args: tuple[Any, ...], kwargs: dict[str, Any], tensor: torch.Tensor
+                      ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A forward pre-hook's arguments with `tensor` as the layer's hidden states (see hidden_input)."""
+    if args:
+        return (tensor, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": tensor}
+
+
 def _hidden_input_recorder(name: str, inputs: dict[str, Any]) -> Any:
-    """Records the tensor a layer takes as its hidden states: its first argument, or `hidden_states`."""
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        inputs[name] = args[0] if args else kwargs.get("hidden_states")
+        inputs[name] = hidden_input(args, kwargs)
     return hook
 
 
@@ -154,8 +167,7 @@ def _computed_inputs(names: list[str], inputs: dict[str, Any], outputs: dict[str
     of (batch, tokens, ...) that is neither the previous layer's output nor a view of it."""
     computed = set()
     for previous, name in zip(names, names[1:]):
-        given, before = inputs.get(name), outputs[previous]
-        before = before if isinstance(before, torch.Tensor) else before[0]
+        given, before = inputs.get(name), _first(outputs[previous])
         if (isinstance(given, torch.Tensor) and given.is_floating_point() and given.dim() >= 3
                 and tuple(given.shape[:2]) == PROBE_SHAPE and given is not before and given._base is not before):
             computed.add(name)

@@ -53,7 +53,14 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import InputError
-from core.model.hf_anatomy import BATCH, TOKENS, ModelAnatomy, anatomy_of
+from core.model.hf_anatomy import (
+    BATCH,
+    TOKENS,
+    ModelAnatomy,
+    anatomy_of,
+    hidden_input,
+    with_hidden_input,
+)
 from core.model.hf_source import HFModelSource, check_trainable
 from core.training.engine.stages import StageLayout
 
@@ -146,18 +153,16 @@ def _stop_after(module: nn.Module, args: Any, output: Any) -> None:
 
 
 def _stop_before(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Ends a stage in front of a block: what the block would read is what the stage sends."""
-    raise _StageDone(args[0] if args else kwargs["hidden_states"])
+    """Ends a stage in front of a layer: what the layer would read is what the stage sends."""
+    raise _StageDone(hidden_input(args, kwargs))
 
 
 def _replace_hidden_states(received: _Received) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
-    """A block's pre-hook that gives it what the previous stage sent as its hidden states."""
+    """A layer's pre-hook that gives it what the previous stage sent as its hidden states."""
 
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
              ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if args:
-            return (received.get(), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": received.get()}
+        return with_hidden_input(args, kwargs, received.get())
 
     return hook
 
