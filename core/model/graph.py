@@ -154,7 +154,9 @@ def _measure_model(spec: ModelSpec, precision: str, train: bool, recompute: bool
             with balanced_experts(model), casts:
                 costs = measure_layers(model, lambda ids: forward_hf(model, ids), lm_loss,
                                        micro_batch_size, seq_len, train, recompute, host_kernels)
-            split_costs = _with_split_boundaries(model, spec, [asdict(cost) for cost in costs])
+            split_costs = [asdict(cost) for cost in costs]
+            if finetune is None:  # the adapted pass gives only activations and working memory (_measure)
+                split_costs = _with_split_boundaries(model, spec, split_costs)
         except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as error:
             if isinstance(error, InputError):
                 raise
