@@ -116,7 +116,7 @@ def _once_per_stage(layers: Sequence[Layer], indices: Sequence[int], value: Any,
     return total
 
 
-def stage_transient_bytes(layers: Sequence[Layer], indices: Sequence[int], chain: bool = True) -> int:
+def stage_transient_bytes(layers: Sequence[Layer], indices: Sequence[int], chain: bool) -> int:
     """K_s, the working memory a stage adds to all of its in-flight activations (docs/design.md, "The
     complete memory model"). A layer's figure K_l is held while it runs; on a chain its backward runs
     after the stage's later layers have freed their activations, so K_s = max over l of (K_l less the

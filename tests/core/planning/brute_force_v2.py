@@ -18,11 +18,12 @@ def brute_force_hybrid_step_time(problem: Problem) -> float:
     ds = [setup.data_parallel] if setup.data_parallel != AUTO else [
         d for d in range(1, count + 1) if setup.micro_batches % d == 0]
     best = math.inf
+    may_start = problem.stage_may_start()
     for d in ds:
         assert isinstance(d, int)
         for stages in range(1, min(n, count // d) + 1):
             for cuts in itertools.combinations(range(1, n), stages - 1):
-                if not all(problem.stage_may_start()[cut] for cut in cuts):
+                if not all(may_start[cut] for cut in cuts):
                     continue
                 bounds = (0, *cuts, n)
                 ranges = [list(range(bounds[s], bounds[s + 1])) for s in range(stages)]
