@@ -55,3 +55,11 @@ nonnegative_float = _checked(_parse_float, lambda v: v >= 0, "0 or more", "nonne
 fraction = _checked(positive_float, lambda v: v <= 1, "above 0 and at most 1", "fraction",
                     "A number above 0 and at most 1 (an efficiency).")
 zero_stage = _checked(_parse_int, lambda v: 0 <= v <= 3, "0, 1, 2 or 3", "zero_stage", "A ZeRO stage: 0, 1, 2 or 3.")
+
+
+def recompute_choice(text: str) -> bool | str:
+    """--recompute: on, off or auto (the planner decides; docs/design.md, "Recompute as a decision")."""
+    values: dict[str, bool | str] = {"on": True, "off": False, "auto": "auto"}
+    if text not in values:
+        raise argparse.ArgumentTypeError(f"must be on, off or auto, got {text!r}")
+    return values[text]

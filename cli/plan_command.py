@@ -18,7 +18,14 @@ from dataclasses import replace
 from typing import Any
 
 from cli.finetune_options import add_finetune_arguments, finetune_from_args
-from cli.numbers import fraction, nonnegative_int, positive_float, positive_int, zero_stage
+from cli.numbers import (
+    fraction,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    recompute_choice,
+    zero_stage,
+)
 from core.errors import InputError
 from core.planning.front_door import (
     EXACT_NAMES,
@@ -88,7 +95,9 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
                             "(b x m = N, over d replicas) instead of --micro-batch and --micro-batches")
     group.add_argument("--schedule", default="auto", choices=SCHEDULES,
                        help="pipeline schedule, or auto: the fastest, with its chunks per device (default auto)")
-    group.add_argument("--recompute", action="store_true", help="activation checkpointing of every block")
+    group.add_argument("--recompute", type=recompute_choice, nargs="?", const=True, default="auto",
+                       metavar="on|off|auto", help="activation checkpointing of every block (bare: on), or auto: "
+                                                   "where it makes the plan fit or faster (default auto)")
     group.add_argument("--data-parallel", default=str(setup.data_parallel), metavar="N|auto",
                        help="replicas of every stage (must divide --micro-batches), or auto: the best "
                             f"(default {setup.data_parallel})")
@@ -122,16 +131,16 @@ def _run(args: argparse.Namespace) -> int:
             overrides = {"exact-t1": replace(without, solver="exact-t1")} if without is not None else {}
         model_name = spec.name
     elif args.problem:
-        problem, spec, model_name = _explicit_problem(args), None, None
+        problem, spec, model_name, solved = _explicit_problem(args), None, None, None
     else:
-        problem, spec = _model_problem(args)
+        problem, spec, solved = _model_problem(args)
         model_name = spec.name
     if args.export_problem:
         _write_json(args.export_problem, problem.to_dict())
     from core.planning.front_door import compare
 
     if choice is None:
-        plan, options = solve_problem(problem, args, spec)
+        plan, options, recompute_line = solved if solved is not None else (*solve_problem(problem, args, spec), None)
     if args.export:
         _export(args.export, spec, plan, problem)
     if args.json:
@@ -141,7 +150,8 @@ def _run(args: argparse.Namespace) -> int:
                 "method": problem.setup.finetune}
         print(json.dumps(answer, indent=2))
         return 0 if plan.feasible else 1
-    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options, overrides)
+    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options, overrides,
+                  recompute_line if choice is None else None)
     if choice is not None:
         from cli.plan_global_batch import choice_lines
 
@@ -210,23 +220,41 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
     return problem
 
 
-def _model_problem(args: argparse.Namespace) -> tuple[Any, Any]:
-    from core.planning.front_door import build_problem, resolve_devices
+def _model_problem(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, Any, str] | None]:
+    """(the problem, the model spec, and under recompute auto the plan and schedule options already
+    solved in choosing it, else None)."""
+    from core.planning.front_door import AUTO, build_problem, choose_recompute, resolve_devices
 
     spec = model_spec_from_args(args)
     setup = setup_from_args(args, spec)
     if not args.devices:
         raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu") or --problem')
     devices = resolve_devices(args.devices, setup.precision, args.efficiency, discover=_discover_for(args))
-    if not args.profile:
-        return build_problem(spec, setup, devices), spec
-    from dataclasses import replace
+    profile = None
+    if args.profile:
+        from core.training.launcher import apply_profile, load_profile
 
-    from core.training.launcher import apply_profile, load_profile, profile_layer_times
+        profile = load_profile(args.profile)
+        devices = apply_profile(devices, profile)
 
-    profile = load_profile(args.profile)
-    problem = build_problem(spec, setup, apply_profile(devices, profile))
-    return replace(problem, layer_times=profile_layer_times(problem, profile)), spec
+    def build(recompute: bool) -> Any:
+        problem = build_problem(spec, replace(setup, recompute=recompute), devices)
+        if profile is None:
+            return problem
+        from core.training.launcher import profile_layer_times
+
+        return replace(problem, layer_times=profile_layer_times(problem, profile))
+
+    if setup.recompute != AUTO:
+        return build(bool(setup.recompute)), spec, None
+    options: dict[int, Any] = {}
+
+    def solve(problem: Any) -> Any:
+        plan, options[id(problem)] = solve_problem(problem, args, spec)
+        return plan
+
+    problem, plan, why = choose_recompute(build, solve)
+    return problem, spec, (plan, options[id(problem)], why)
 
 
 def _discover_for(args: argparse.Namespace) -> Any:
@@ -307,8 +335,10 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
-                  args: argparse.Namespace, schedules: Any = None, overrides: dict[str, Any] | None = None) -> None:
-    """The report; `overrides` replace a compared solver's plan (exact-t1: the best over every b)."""
+                  args: argparse.Namespace, schedules: Any = None, overrides: dict[str, Any] | None = None,
+                  recompute_line: str | None = None) -> None:
+    """The report; `overrides` replace a compared solver's plan (exact-t1: the best over every b);
+    `recompute_line` why recompute auto decided as it did."""
     from cli.plan_report import (
         comparison_table,
         describe_problem,
@@ -326,6 +356,8 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         print(stage_table(plan))
         print()
     print(summary(plan))
+    if recompute_line:
+        print(recompute_line)
     note = host_stage_note(plan, problem)
     if note:
         print(note)

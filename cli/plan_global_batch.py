@@ -33,6 +33,8 @@ def plan_global_batch(args: argparse.Namespace,
 
     if args.problem:
         raise InputError("--global-batch plans a --model: an explicit problem fixes its micro-batch")
+    if args.recompute == "auto":
+        return _recompute_where_needed(args, solve_problem)
     default = TrainingSetup()
     if args.micro_batch != default.micro_batch_size or args.micro_batches != default.micro_batches:
         raise InputError("give --global-batch or --micro-batch/--micro-batches, not both: "
@@ -81,6 +83,21 @@ def plan_global_batch(args: argparse.Namespace,
     return choice, spec, chosen
 
 
+def _recompute_where_needed(args: argparse.Namespace,
+                            solve_problem: Callable[[Any, argparse.Namespace, Any], tuple[Any, Any]]
+                            ) -> tuple[Any, Any, Any]:
+    """Recompute auto under --global-batch: off where some micro-batch size fits without it, else on
+    (docs/design.md, "Recompute as a decision": a smaller b is the cheaper way to fit)."""
+    answers = []
+    for recompute in (False, True):
+        choice, spec, options = plan_global_batch(argparse.Namespace(**{**vars(args), "recompute": recompute}),
+                                                  solve_problem)
+        answers.append((replace(choice, plan=replace(choice.plan, recompute=recompute)), spec, options))
+        if choice.plan.feasible:
+            break
+    return answers[-1]
+
+
 def best_without_tensor_parallelism(args: argparse.Namespace, choice: Any,
                                     solve_problem: Callable[[Any, argparse.Namespace, Any], tuple[Any, Any]]) -> Any:
     """The best plan with t = 1 over every b (the comparison's exact-t1 under --global-batch), found as
@@ -99,6 +116,9 @@ def choice_lines(choice: Any, global_batch: int) -> str:
     per_replica = plan.micro_batches // d
     tried = ", ".join(f"{b}: does not fit" if step is None else f"{b}: >= {step:.4g} s (bound, not measured)"
                       if b in choice.bounded else f"{b}: {step:.4g} s" for b, step in choice.tried)
+    recompute = "" if plan.recompute is None else (
+        "\nrecompute: on (auto: no micro-batch size fits without it)" if plan.recompute
+        else "\nrecompute: off (auto: a micro-batch size fits without it)")
     return (f"micro-batch: b = {choice.micro_batch} sequences x m = {per_replica} micro-batches a replica x "
             f"d = {d} replicas = {global_batch} sequences; t = {plan.tensor_parallel} devices a stage "
-            f"(step time by b: {tried})")
+            f"(step time by b: {tried}){recompute}")

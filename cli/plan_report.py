@@ -39,7 +39,8 @@ def describe_problem(problem: Problem, model_name: str | None) -> str:
         frozen = stage_frozen_bytes(problem.layers, range(len(problem.layers)))
         trained = (f"{setup.finetune}: {format_count(params)} adapter params on frozen weights of "
                    f"{format_bytes(frozen)}")
-    return (f"{what}{len(problem.layers)} layers, {trained}; {setup.mode}, "
+    mode = f"{setup.mode} with recompute" if setup.recompute else setup.mode
+    return (f"{what}{len(problem.layers)} layers, {trained}; {mode}, "
             f"{setup.bytes_per_param:g} bytes/{'adapter ' if problem.has_adapters else ''}param, "
             f"{setup.micro_batches} micro-batches ({setup.schedule}){tokens}{hybrid}\ndevices: {devices}")
 

@@ -10,6 +10,7 @@ on its own, on the real devices, and save a profile the planner can use instead 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from cli.numbers import positive_int
 from cli.train_command import add_model_arguments
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from core.training.launcher import hf_source
 
     model, custom, setup = build_model_and_setup(args)
+    if setup.recompute == "auto":  # layer times are measured as asked; auto (the default) measures without
+        setup = replace(setup, recompute=False)
     config = TrainConfig(model=model, custom=custom, setup=setup)
     spec = resolve_choice(config.model_choice)
     hf = hf_source(config, spec)  # an HF model is timed with its own vocabulary

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.finetune_options import FINETUNE_OPTIONS, add_finetune_arguments, finetune_from_args
-from cli.numbers import nonnegative_float, nonnegative_int, positive_float, positive_int, zero_stage
+from cli.numbers import (
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    recompute_choice,
+    zero_stage,
+)
 from core.errors import InputError
 
 if TYPE_CHECKING:
@@ -78,7 +85,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", "--seq", type=positive_int, dest="seq_len",
                         help="tokens per sequence (default: the model's context)")
     parser.add_argument("--micro-batches", type=positive_int, help=f"micro-batches per optimizer step (default {setup.micro_batches})")
-    parser.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing")
+    parser.add_argument("--recompute", type=recompute_choice, nargs="?", const=True, metavar="on|off|auto",
+                        help="activation checkpointing of every block (bare: on), or auto: the planner decides "
+                             "(default auto; a --plan file's decision)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -229,7 +238,7 @@ def _check_save_adapter(args: argparse.Namespace, out: str) -> None:
 
 def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     """(model name, custom size or None, TrainingSetup at the run's precision) from the command line."""
-    from core.planning.front_door import GPTSize, parse_device_spec
+    from core.planning.front_door import AUTO, GPTSize, parse_device_spec
     from core.training.launcher import TrainConfig, default_setup, run_precision
 
     value: dict[str, Any] = {name: getattr(args, name, None) for name in _NEW_RUN_OPTIONS}
@@ -245,7 +254,7 @@ def build_model_and_setup(args: argparse.Namespace) -> tuple[str, Any, Any]:
     names = [request.name for request in parse_device_spec(_devices(args))]
     setup = replace(default_setup(), **shape, seq_len=value["seq_len"] or _model_context(model, custom),
                     precision=run_precision(value["precision"] or "auto", names),
-                    recompute=bool(value["recompute"]), finetune=finetune_from_args(args), **_hybrid(args))
+                    recompute=AUTO if value["recompute"] is None else value["recompute"], finetune=finetune_from_args(args), **_hybrid(args))
     return model, custom, setup
 
 

@@ -29,6 +29,7 @@ from core.devices.names import unique_name
 from core.errors import InputError
 from core.model.config import MODEL_SOURCES, GPTSize, ModelChoice
 from core.planning.device_resolution import DeviceEntry
+from core.planning.problem import AUTO
 from core.planning.setup import TrainingSetup
 from core.planning.solvers import SOLVER_NAMES
 from core.system.durable import atomic_write_text
@@ -108,7 +109,7 @@ def default_devices(inventory: Any) -> tuple[DeviceEntry, ...]:
 
 def new_project(inventory: Any) -> Project:
     """A fresh project: this machine (plus simulated GPUs), a small built-in GPT, a quick setup."""
-    setup = TrainingSetup(micro_batch_size=8, seq_len=256, micro_batches=8)
+    setup = TrainingSetup(micro_batch_size=8, seq_len=256, micro_batches=8, recompute=AUTO)
     return Project(devices=default_devices(inventory), model=ModelChoice(), setup=setup)
 
 

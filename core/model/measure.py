@@ -107,6 +107,17 @@ def measure_layers(
     """Run one micro-batch through a meta model and cost each layer of its chain (`host_kernels`:
     attention as the host CPU runs it, see the module docstring)."""
     chain = layer_chain(model)
+    groups = _tied_groups(chain)
+    with _tied_apart(chain):
+        return _measure_chain(model, chain, groups, forward, loss, micro_batch_size, seq_len, train, recompute,
+                              host_kernels)
+
+
+def _measure_chain(model: nn.Module, chain: list[tuple[str, nn.Module]], groups: dict[str, tuple[str, int]],
+                   forward: Callable[[torch.Tensor], torch.Tensor],
+                   loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   micro_batch_size: int, seq_len: int, train: bool, recompute: bool,
+                   host_kernels: bool) -> list[LayerCost]:
     recorder = _Recorder(model, chain)
     ids = torch.zeros((micro_batch_size, seq_len), dtype=torch.long, device="meta")
     grad_mode = contextlib.nullcontext() if train else torch.no_grad()
@@ -136,7 +147,31 @@ def measure_layers(
         for handle in handles:
             handle.remove()
     transient = working.transient_bytes() if working is not None else {}
-    return recorder.costs(train, recompute, transient)
+    return recorder.costs(train, recompute, transient, groups)
+
+
+@contextlib.contextmanager
+def _tied_apart(chain: list[tuple[str, nn.Module]]) -> Iterator[None]:
+    """Measure with each tied tensor's later holders given their own copy (meta: no memory), then
+    tie back. In the whole model the head's gradient for a tied embedding waits in autograd until
+    the embedding's backward adds its own, live through every layer's backward between them; a
+    stage that holds only one of them never has it. Each layer's working memory is measured
+    without it, and the cost model holds a tied tensor's gradient once per member of a stage
+    (docs/design.md, "The complete memory model")."""
+    first_holder: dict[int, str] = {}
+    moved: list[tuple[nn.Module, str, nn.Parameter]] = []
+    for name, layer in chain:
+        for module in layer.modules():
+            for attribute, parameter in list(module.named_parameters(recurse=False)):
+                if first_holder.setdefault(id(parameter), name) != name:
+                    copy = nn.Parameter(torch.empty_like(parameter), requires_grad=parameter.requires_grad)
+                    module._parameters[attribute] = copy
+                    moved.append((module, attribute, parameter))
+    try:
+        yield
+    finally:
+        for module, attribute, parameter in moved:
+            module._parameters[attribute] = parameter
 
 
 def _unpack(tensor: torch.Tensor) -> torch.Tensor:
@@ -186,8 +221,8 @@ class _Recorder:
                 self.saved[self.current][storage._cdata] = storage.nbytes()
         return tensor
 
-    def costs(self, train: bool, recompute: bool, transient: dict[str, int]) -> list[LayerCost]:
-        groups = _tied_groups(self.chain)
+    def costs(self, train: bool, recompute: bool, transient: dict[str, int],
+              groups: dict[str, tuple[str, int]]) -> list[LayerCost]:
         modules = dict(self.chain)
         result = []
         for name in run_order([name for name, _ in self.chain], self.calls):

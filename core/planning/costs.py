@@ -78,6 +78,17 @@ def stage_params(layers: Sequence[Layer], indices: Sequence[int]) -> int:
     return int(_once_per_stage(layers, indices, lambda layer: layer.params, lambda layer: layer.tied_params))
 
 
+def tied_gradient_bytes(setup: Setup, params_per_layer: Any, params_once: Any) -> Any:
+    """The second gradient of a tied tensor whose holders share a stage (floats or numpy arrays;
+    docs/design.md, "The complete memory model"): autograd keeps the later holder's contribution
+    (the head's, for a tied embedding) until the earlier holder's backward adds its own, through
+    every backward between them; so g bytes for every tied parameter counted once too few,
+    the stage's parameters per layer (`params_per_layer`) less those stored (`params_once`).
+    Nothing in inference."""
+    per_param = 0.0 if setup.mode == "infer" else bytes_split_per_param(setup)[1]
+    return per_param * (params_per_layer - params_once)
+
+
 def stage_frozen_bytes(layers: Sequence[Layer], indices: Sequence[int]) -> float:
     """Frozen base-weight bytes a stage stores (docs/design.md, "Fine-tuning"): tied ones once."""
     return float(_once_per_stage(layers, indices, lambda layer: layer.frozen_bytes,
@@ -200,11 +211,12 @@ def optimizer_step_bytes(setup: Setup, params: Any, replicas: int, zero: int) ->
 
 def stage_memory_bytes(setup: Setup, held: Any, grads: Any, activations: Any, transient: Any, params: Any,
                        inflight: int, received_bytes: Any, sent_bytes: Any, replicas: int, zero: int,
-                       output_bytes: Any = 0.0, largest_layer_params: Any = 0.0) -> Any:
+                       output_bytes: Any = 0.0, largest_layer_params: Any = 0.0, tied_grads: Any = 0.0) -> Any:
     """A stage's peak memory per device (floats or numpy arrays; docs/design.md, "Cost model v1"):
     `held` the weights and optimizer states, `grads` the gradients, `activations` one micro-batch's,
     `output_bytes` the model's output where the stage makes it (the last stage's logits). A later
-    backward also holds the gradient sent back for the micro-batch before (`Schedule.sent_back_bytes`)."""
+    backward also holds the gradient sent back for the micro-batch before (`Schedule.sent_back_bytes`)
+    and a tied tensor's second gradient (`tied_grads`, tied_gradient_bytes)."""
     schedule = setup.pipeline_schedule
     buffers = schedule.boundary_bytes(setup.mode, setup.micro_batches, replicas, inflight, received_bytes, sent_bytes,
                                       output_bytes)
@@ -213,7 +225,7 @@ def stage_memory_bytes(setup: Setup, held: Any, grads: Any, activations: Any, tr
         bytes_split_per_param(setup), params, largest_layer_params, replicas, zero)
     sent_back = schedule.sent_back_bytes(setup.mode, setup.micro_batches, replicas, received_bytes)
     return peak_memory_bytes(held + buffers, grads, inflight * activations + gathered_first,
-                             later * activations + gathered_later + sent_back, transient,
+                             later * activations + gathered_later + sent_back + tied_grads, transient,
                              optimizer_step_bytes(setup, params, replicas, zero))
 
 
@@ -283,6 +295,7 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
         params = stage_params(layers, indices)
         largest = max(layers[i].params for i in indices)
         weight, grad, optimizer = state_bytes(split, params, largest, d, zero)
+        tied_grads = tied_gradient_bytes(setup, sum(layers[i].params for i in indices), params)
         gathered_first, gathered_later = (0.0, 0.0) if setup.mode == "infer" else fsdp_gathered_bytes(
             split, float(params), float(largest), d, zero)
         k, flops = stage_work(setup, layers, indices)
@@ -309,7 +322,8 @@ def evaluate_placement(problem: Problem, placement: Placement, zero: int | None 
                     setup.mode, setup.micro_batches, d, inflight, float(received), float(sent), float(made))),
                 later_activation_bytes=float(setup.pipeline_schedule.inflight_later(
                     setup.mode, setup.micro_batches, d, inflight) * sum(layers[i].activation_bytes for i in indices)
-                    + setup.pipeline_schedule.sent_back_bytes(setup.mode, setup.micro_batches, d, float(received))),
+                    + setup.pipeline_schedule.sent_back_bytes(setup.mode, setup.micro_batches, d, float(received))
+                    + tied_grads),
                 transient_bytes=float(stage_transient_bytes(layers, indices, problem.is_chain)),
                 optimizer_step_bytes=float(optimizer_step_bytes(setup, float(params), d, zero)),
                 gathered_bytes=float(gathered_first),

@@ -38,6 +38,7 @@ from core.planning.costs import (
     send_time_s,
     stage_compute_s,
     stage_transient_bytes,
+    tied_gradient_bytes,
     timed_sum_s,
     work_factor,
 )
@@ -329,6 +330,11 @@ class _Model:
                                                                  float(self.layers[a].output_bytes)))
                 for var, owned in params.items():
                     row[var] += grads * owned
+                tied_grad = float(tied_gradient_bytes(setup, 1.0, 0.0)) if moment == 1 else 0.0
+                for g, (size, members) in enumerate(self.groups) if tied_grad else ():  # the second gradient
+                    row[int(self.w[g, q])] -= tied_grad * size
+                    for i in members:
+                        row[int(self.x[i, q])] += tied_grad * size
                 for i, layer in enumerate(self.layers):
                     row[int(self.x[i, q])] += count * layer.activation_bytes
                 row[int(self.working[q])] = working

@@ -163,6 +163,7 @@ class Plan:
     # t: each stage of each replica runs on a tensor-parallel group of t devices (docs/design.md, "Tensor
     # parallelism"); processes are laid out as torchtitan's mesh ("dp", "pp", "tp"), tp innermost
     tensor_parallel: int = 1
+    recompute: bool | None = None  # the planner's decision under recompute auto (None: the setup's)
 
     @property
     def feasible(self) -> bool:
@@ -244,6 +245,8 @@ class Plan:
             answer["micro_batch"] = self.micro_batch
         if self.tensor_parallel != 1:
             answer["tensor_parallel"] = self.tensor_parallel
+        if self.recompute is not None:
+            answer["recompute"] = self.recompute
         if self.status != INFEASIBLE:
             answer["gap"] = self.gap
         if self.schedule is not None:
@@ -302,7 +305,15 @@ class Plan:
                    data_parallel=replicas, zero=_whole(plan, "zero", source, 0),
                    schedule=_text(plan.get("schedule")), chunks=_whole(plan, "chunks_per_device", source, 1),
                    micro_batch=_optional_whole(plan, "micro_batch", source),
-                   tensor_parallel=_whole(plan, "tensor_parallel", source, 1))
+                   tensor_parallel=_whole(plan, "tensor_parallel", source, 1),
+                   recompute=_optional_flag(plan, "recompute", source))
+
+
+def _optional_flag(data: Mapping[str, Any], key: str, source: str) -> bool | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise InputError(f"{source}: '{key}' must be true or false, got {value!r}")
+    return value
 
 
 def _stage_dict(stage: StageCost) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from core.planning.costs import (
     send_time_s,
     stage_compute_s,
     stage_memory_bytes,
+    tied_gradient_bytes,
     work_factor,
 )
 from core.planning.problem import Problem
@@ -70,6 +71,8 @@ class ChainArrays:
         self.range_flops = flops[j] - flops[i]
         self.range_acts = acts[j] - acts[i]
         self.range_params = _range_untied(problem, i, j, "params", "tied_params")
+        per_layer = np.concatenate([[0.0], np.cumsum([float(layer.params) for layer in problem.layers])])
+        self.range_tied_grads = tied_gradient_bytes(problem.setup, per_layer[j] - per_layer[i], self.range_params)
         # Fine-tuning with adapters: frozen weights (tied once) and the largest dequantised weight held.
         self.has_fixed = any(layer.frozen_bytes or layer.scratch_bytes for layer in problem.layers)
         self.range_fixed = (_range_untied(problem, i, j, "frozen_bytes", "tied_frozen_bytes")
@@ -97,7 +100,7 @@ class ChainArrays:
         received, sent = (self.received, self.sent) if boundaries else (0.0, 0.0)
         return stage_memory_bytes(self._setup, held, grads, self.range_acts, self.range_transient,
                                   self.range_params, inflight, received, sent, replicas, zero,
-                                  self.made if boundaries else 0.0, self.range_largest)
+                                  self.made if boundaries else 0.0, self.range_largest, self.range_tied_grads)
 
     def compute(self, cls: DeviceClass) -> np.ndarray:
         """Each range's compute on a device of the class (its kind's per-layer times where measured)."""
@@ -131,7 +134,8 @@ class RangeTables(ChainArrays):
         self.bandwidth_index = [self.bandwidths.index(cls.bandwidth_gbps) for cls in classes]
         self.last = len(self.bandwidths)  # "next bandwidth" index meaning: no next stage
         weight, grad, optimizer = bytes_split_per_param(setup)
-        self._held, self._grads = (weight + optimizer) * self.range_params, grad * self.range_params
+        self._held = (weight + optimizer) * self.range_params
+        self._grads = grad * self.range_params
         self.inflight_by_position = [
             inflight_micro_batches(setup, position) for position in range(1, len(problem.devices) + 1)
         ]

@@ -12,7 +12,14 @@ from typing import Any
 
 from core.errors import InputError
 from core.planning.finetune import FineTune
-from core.planning.problem import MODES, SCHEDULES, Setup, check_hybrid_setup, check_tensor_parallel
+from core.planning.problem import (
+    AUTO,
+    MODES,
+    SCHEDULES,
+    Setup,
+    check_hybrid_setup,
+    check_tensor_parallel,
+)
 
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
@@ -33,7 +40,7 @@ class TrainingSetup:
     seq_len: int = 1024
     micro_batches: int = 8
     schedule: str = "1f1b"
-    recompute: bool = False
+    recompute: bool | str = False  # or "auto": the planner decides (core/planning/recompute_choice.py)
     fp32_grad_accumulation: bool = False  # Megatron keeps fp32 main grads: 18 bytes for bf16 Adam
     data_parallel: int | str = 1  # replicas of every stage, or "auto": the planner picks a divisor of micro_batches
     zero: int = 0  # ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP)
@@ -51,6 +58,8 @@ class TrainingSetup:
                 raise InputError(f"{name.replace('_', '-')} must be a whole number of 1 or more, got {value!r}")
         check_hybrid_setup(self.data_parallel, self.zero, self.micro_batches)
         check_tensor_parallel(self.tensor_parallel)
+        if not isinstance(self.recompute, bool) and self.recompute != AUTO:
+            raise InputError(f"recompute must be on, off or auto, got {self.recompute!r}")
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -78,14 +87,23 @@ class TrainingSetup:
     def bytes_per_param(self) -> float:
         return sum(self.bytes_per_param_split())
 
+    @property
+    def recomputes(self) -> bool:
+        """Whether blocks are checkpointed: recompute decided (a run's setup; auto is the planner's to decide)."""
+        if self.recompute == AUTO:
+            raise InputError("recompute auto is decided by the planner: plan the model, not one problem")
+        return bool(self.recompute)
+
     def to_problem_setup(self) -> Setup:
+        """The problem's setup; recompute must be decided by then (recompute_choice.choose_recompute)."""
+        recompute = self.recomputes
         weight, grad, optimizer = self.bytes_per_param_split()
         return Setup(
             mode=self.mode,
             bytes_per_param=weight + grad + optimizer,
             micro_batches=self.micro_batches,
             schedule=self.schedule,
-            recompute=self.recompute and self.mode == "train",
+            recompute=recompute and self.mode == "train",
             tokens_per_micro_batch=self.tokens_per_micro_batch,
             weight_bytes_per_param=weight,
             grad_bytes_per_param=grad,

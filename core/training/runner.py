@@ -24,7 +24,7 @@ from core.errors import InputError
 from core.model.config import GPTConfig
 from core.model.model_spec import ModelSpec, resolve_choice
 from core.planning.plan import Plan
-from core.planning.problem import Device
+from core.planning.problem import AUTO, Device
 from core.planning.schedules import micro_batches_per_replica, schedule_named
 from core.training.config import TrainConfig
 from core.training.engine import checkpoint as ckpt
@@ -152,7 +152,11 @@ def prepare_new_run(config: TrainConfig, run_dir: Path | str, plan: Plan | None 
     else:
         corpus = tokenize_for_hf(load_corpus(config.data, config.val_fraction), hf, config.setup.seq_len + 1, emit)
         model_record = {"name": spec.name, "gpt": None, "hf": hf.record()}
+    if plan is not None and config.setup.recompute == AUTO:  # a plan file's decision (off where it has none)
+        config = _with_recompute(config, bool(plan.recompute))
     planned = _plan(spec, config, devices, given)
+    if config.setup.recompute == AUTO:  # the planner decided: the run records and runs its decision
+        config = _with_recompute(config, bool(planned.recompute))
     if hf is not None:
         check_hf_stages(hf, [tuple(names[i] for i in stage.layer_indices) for stage in planned.stages])
     check_plan_tensor_parallel(config, planned)
@@ -229,6 +233,10 @@ def prepare_resume(run_dir: Path | str, steps: int | None = None) -> RunContext:
         stored["config"] = context.config.with_steps(total).to_dict()
         atomic_write_json(paths.config, stored)
     return RunContext.load(root)
+
+
+def _with_recompute(config: TrainConfig, recompute: bool) -> TrainConfig:
+    return replace(config, setup=replace(config.setup, recompute=recompute))
 
 
 def _plan(spec: ModelSpec, config: TrainConfig, devices: tuple[Device, ...], given: Stages | None) -> Plan:

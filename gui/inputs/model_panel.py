@@ -16,7 +16,6 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QStandardItemModel
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -48,7 +47,7 @@ CUSTOM = "custom:"
 CONFIG = "config:"
 FOLDER = "folder:"
 CHOSEN = "chosen:"  # the local config or model folder in use, named in the box
-SetupBox = QComboBox | QSpinBox | QCheckBox  # one widget per TrainingSetup field
+SetupBox = QComboBox | QSpinBox  # one widget per TrainingSetup field
 DATA_PARALLEL_CHOICES: tuple[int | str, ...] = (1, 2, 4, 8, 16, 32, 64, "auto")
 ZERO_LABELS = {0: "0 · none (DDP)", 1: "1 · optimizer state sharded", 2: "2 · + gradients sharded",
                3: "3 · + parameters sharded (FSDP)"}
@@ -126,8 +125,7 @@ class ModelPanel(QWidget):
         for box in self.custom.values():
             box.valueChanged.connect(self._custom_changed)
         for key, widget in self.setup_boxes.items():
-            signal = widget.toggled if isinstance(widget, QCheckBox) else (
-                widget.currentIndexChanged if isinstance(widget, QComboBox) else widget.valueChanged)
+            signal = widget.currentIndexChanged if isinstance(widget, QComboBox) else widget.valueChanged
             signal.connect(lambda *_, key=key: self._setup_changed(key))
         state.model_changed.connect(self._update_model)
         state.setup_changed.connect(self._update_setup)
@@ -161,8 +159,11 @@ class ModelPanel(QWidget):
         boxes["micro_batch_size"] = _spin(1, 4096, tip="Sequences in one micro-batch")
         boxes["seq_len"] = _spin(1, 1_048_576, 256, "Tokens per sequence")
         boxes["micro_batches"] = _spin(1, 4096, tip="Micro-batches per optimizer step (pipeline depth)")
-        boxes["recompute"] = QCheckBox("Activation checkpointing")
-        boxes["recompute"].setToolTip("Keep only each block's input for backward and recompute the rest")
+        boxes["recompute"] = _combo([("auto", "auto"), ("on", True), ("off", False)])
+        boxes["recompute"].setToolTip(
+            "Activation checkpointing: each block keeps only its input for backward and runs its forward\n"
+            "again (a third more work, far less memory). auto: the planner turns it on where that makes\n"
+            "the plan fit or faster (docs/design.md, \"Recompute as a decision\").")
         boxes["data_parallel"] = _combo([(str(replicas), replicas) for replicas in DATA_PARALLEL_CHOICES])
         boxes["data_parallel"].setToolTip(
             "Replicas of the pipeline: every stage runs on a group of this many devices, each replica\n"
@@ -186,10 +187,9 @@ class ModelPanel(QWidget):
         labels = {"mode": "Mode", "precision": "Precision", "optimizer": "Optimizer",
                   "micro_batch_size": "Micro-batch size", "seq_len": "Sequence length",
                   "micro_batches": "Micro-batches", "schedule": "Schedule", "data_parallel": "Data parallel",
-                  "tensor_parallel": "Tensor parallel", "zero": "ZeRO stage"}
+                  "tensor_parallel": "Tensor parallel", "zero": "ZeRO stage", "recompute": "Recompute"}
         for key, label in labels.items():
             form.addRow(label, self.setup_boxes[key])
-        form.addRow(self.setup_boxes["recompute"])
         self.setup_note = QLabel()
         self.setup_note.setObjectName("muted")
         self.setup_note.setWordWrap(True)
@@ -235,9 +235,7 @@ class ModelPanel(QWidget):
         self._updating = True
         for key, widget in self.setup_boxes.items():
             value = getattr(setup, key)
-            if isinstance(widget, QCheckBox):
-                widget.setChecked(bool(value))
-            elif isinstance(widget, QComboBox):
+            if isinstance(widget, QComboBox):
                 if widget.findData(value) < 0:  # a replica count off the list, from a project file
                     widget.insertItem(widget.count() - 1, str(value), value)
                 widget.setCurrentIndex(widget.findData(value))
@@ -311,9 +309,8 @@ class ModelPanel(QWidget):
         if self._updating:
             return
         widget = self.setup_boxes[key]
-        if isinstance(widget, QCheckBox):
-            value: object = widget.isChecked()
-        elif isinstance(widget, QComboBox):
+        value: object
+        if isinstance(widget, QComboBox):
             value = widget.currentData()
         else:
             value = widget.value()

@@ -152,6 +152,8 @@ def test_simulated_gpus_export_as_gpu_indices(capsys, tmp_path):
     (["plan", "--model", "gpt-nano", "--devices", "A10", "--finetune", "lora", "--lora-targets", "q_proj"],
      "lora-targets: q_proj match no linear module of the model (its projections: c_attn, c_proj, c_fc)"),
     (["plan", "--problem", "p.json", "--finetune", "qlora"], "give no --finetune"),
+    (["plan", "--model", "gpt-nano", "--devices", "A10", "--recompute", "maybe"],
+     "--recompute: must be on, off or auto, got 'maybe'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = run_main(capsys, *argv)
@@ -312,3 +314,17 @@ def test_full_fine_tuning_too_large_says_by_how_much(capsys):
     code, out, _ = run_main(capsys, "plan", "--model", "gpt-nano", "--devices", "2xA10:2MiB", "--seq", "128",
                             "--finetune", "full", "--no-compare")
     assert code == 1 and "short by" in out
+
+
+def test_recompute_auto_turns_it_on_where_nothing_fits_without_it(capsys):
+    # gpt-micro at 8 x 1024 tokens on one A10: 888 MiB without recompute, 401 MiB with it
+    argv = ["plan", "--model", "gpt-micro", "--devices", "A10:600MiB", "--micro-batch", "8", "--seq", "1024",
+            "--micro-batches", "2", "--no-compare"]
+    code, out, _ = run_main(capsys, *argv, "--recompute", "off", "--json")
+    assert code == 1 and json.loads(out)["status"] == "infeasible" and "recompute" not in json.loads(out)
+    code, out, _ = run_main(capsys, *argv, "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["recompute"] is True and answer["status"] == "optimal"
+    code, out, _ = run_main(capsys, *argv)
+    assert code == 0 and "train with recompute" in out
+    assert "recompute: on (auto: without it" in out and "short by" in out

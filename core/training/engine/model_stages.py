@@ -24,7 +24,7 @@ def build_stages(context: RunContext, indices: Sequence[int], devices: Sequence[
     With `untie`, a head on another stage than the embedding holds its own
     copy of a tied weight (HF stages always do: each is built on its own).
     """
-    recompute, autocast = context.config.setup.recompute, context.autocast_dtype()
+    recompute, autocast = context.config.setup.recomputes, context.autocast_dtype()
     if context.hf is not None:
         from core.training.engine.hf_stages import build_hf_stage, source_anatomy
 

@@ -281,8 +281,8 @@ def time_layers(gpt: TimedModel, setup: TrainingSetup, device_name: str, threads
     torch.set_num_threads(threads)
     try:
         autocast = torch.bfloat16 if setup.precision == "bf16" else None
-        layers = _one_layer_stages(gpt, device, setup.recompute, autocast)
-        block = [_whole_model_stage(gpt, device, setup.recompute, autocast)]
+        layers = _one_layer_stages(gpt, device, setup.recomputes, autocast)
+        block = [_whole_model_stage(gpt, device, setup.recomputes, autocast)]
         vocab = gpt.vocab_size
         tokens = torch.randint(0, vocab, (setup.micro_batch_size, setup.seq_len + 1),
                                generator=torch.Generator().manual_seed(0)).to(device)

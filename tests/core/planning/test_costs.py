@@ -9,6 +9,7 @@ from core.planning.costs import (
     plan_from_placement,
 )
 from core.planning.schedules import schedule_named
+from core.planning.solvers import solve
 from tests.core.planning.problems import device, layer, problem
 
 # Two layers of 1e12 FLOPs each; outputs of 1e9 bytes; devices at 1 and 2 TFLOP/s
@@ -105,6 +106,33 @@ def test_tied_weights_count_once_per_stage_that_holds_them():
     assert together.params == 100 + 5  # the shared 80 once
     apart = evaluate_placement(p, [(0, [0, 1]), (1, [2])])
     assert [s.params for s in apart] == [105, 80]  # each stage stores its copy
+
+
+SPLIT = {"bytes_per_param": 16, "weight_bytes_per_param": 4, "grad_bytes_per_param": 4,
+         "optimizer_bytes_per_param": 8}
+TIED = [layer("embed", params=100, tied_group="w", tied_params=80),
+        layer("mid", params=5, act=10),
+        layer("head", params=80, tied_group="w", tied_params=80)]
+
+
+def test_a_stage_holding_both_tied_layers_holds_the_second_gradient_at_a_later_backward():
+    # autograd keeps the head's gradient for the shared 80 until the embedding's backward adds its own
+    p = problem(TIED, [device("g0", 10**6), device("g1", 10**6)], mode="train", micro_batches=2,
+                schedule="gpipe", **SPLIT)
+    (together,) = evaluate_placement(p, [(0, [0, 1, 2])])
+    # held (4 + 8) x 105; a later backward: gradients 4 x 105, one micro-batch's 10 in flight, and 4 x 80
+    assert together.memory_bytes == 12 * 105 + 4 * 105 + 10 + 4 * 80
+    first, second = evaluate_placement(p, [(0, [0, 1]), (1, [2])])
+    assert first.later_activation_bytes == 10  # each stage's gradient of its own copy only
+    assert second.later_activation_bytes == 0
+
+
+@pytest.mark.parametrize("solver", ["exact", "milp"])
+def test_the_solvers_price_the_second_gradient_of_a_tied_weight(solver):
+    # one device: the whole model needs 12 x 105 + 4 x 105 + 10 + 4 x 80 = 2010 bytes
+    for budget, status in ((2010, "optimal"), (2009, "infeasible")):
+        p = problem(TIED, [device("g0", budget)], mode="train", micro_batches=2, schedule="gpipe", **SPLIT)
+        assert solve(p, solver).status == status, (solver, budget)
 
 
 def test_over_budget_placement_is_infeasible_with_the_shortfall():

@@ -63,7 +63,8 @@ def test_the_app_and_the_cli_start_the_same_run_from_the_same_inputs(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt", lines=2000)
     first = simulated_entry("A100-80GB")
     entries = (first, simulated_entry("RTX4090", {first.name}))
-    setup = TrainingSetup(micro_batch_size=2, seq_len=64, micro_batches=4)  # precision bf16, as the app's
+    # precision bf16 and recompute auto, as the app's
+    setup = TrainingSetup(micro_batch_size=2, seq_len=64, micro_batches=4, recompute="auto")
     choice = ModelChoice(source="config", name=str(folder))
     planned = plan_model(choice, setup, entries).plan
     devices = run_devices(entries, planned, setup.precision)
@@ -79,3 +80,4 @@ def test_the_app_and_the_cli_start_the_same_run_from_the_same_inputs(tmp_path):
     assert started["app"] == started["cli"]
     assert started["app"]["setup"]["precision"] == "fp32"
     assert started["app"]["eval_interval"] == 10
+    assert planned.recompute is False and started["app"]["setup"]["recompute"] is False  # the decision, recorded

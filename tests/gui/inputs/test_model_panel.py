@@ -25,10 +25,15 @@ def test_choosing_a_preset_and_the_setup_replans(qtbot, make_window) -> None:
     micro_batches.setValue(3)
     assert state.setup.micro_batches == 3
     panel.setup_boxes["schedule"].setCurrentText("gpipe")
-    panel.setup_boxes["recompute"].click()
+    panel.setup_boxes["recompute"].setCurrentText("on")
     assert (state.setup.schedule, state.setup.recompute) == ("gpipe", True)
     wait_for_plan(qtbot, state)
     assert state.plan.micro_batches == 3 and state.problem.setup.schedule == "gpipe"
+    assert state.problem.setup.recompute
+    panel.setup_boxes["recompute"].setCurrentText("auto")  # the planner decides, and the plan says what
+    assert state.setup.recompute == "auto"
+    wait_for_plan(qtbot, state)
+    assert state.plan.recompute is False and not state.problem.setup.recompute  # gpt-nano fits an A100
     panel.setup_boxes["mode"].setCurrentText("infer")
     assert not panel.setup_boxes["optimizer"].isEnabled()
 
