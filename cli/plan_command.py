@@ -141,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if choice is None:
         plan, options, recompute_line = solved if solved is not None else (*solve_problem(problem, args, spec), None)
+    plan = replace(plan, recompute=problem.setup.recompute)  # what the plan assumed, for `train --plan FILE`
     if args.export:
         _export(args.export, spec, plan, problem)
     if args.json:
@@ -220,10 +221,10 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
     return problem
 
 
-def _model_problem(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, Any, str] | None]:
-    """(the problem, the model spec, and under recompute auto the plan and schedule options already
-    solved in choosing it, else None)."""
-    from core.planning.front_door import AUTO, build_problem, choose_recompute, resolve_devices
+def _model_problem(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, Any, str | None]]:
+    """(the problem, the model spec, and its plan, schedule options and, under recompute auto, the
+    line saying why recompute is on or off)."""
+    from core.planning.front_door import build_problem, plan_with_recompute, resolve_devices
 
     spec = model_spec_from_args(args)
     setup = setup_from_args(args, spec)
@@ -245,15 +246,13 @@ def _model_problem(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, Any, 
 
         return replace(problem, layer_times=profile_layer_times(problem, profile))
 
-    if setup.recompute != AUTO:
-        return build(bool(setup.recompute)), spec, None
     options: dict[int, Any] = {}
 
     def solve(problem: Any) -> Any:
         plan, options[id(problem)] = solve_problem(problem, args, spec)
         return plan
 
-    problem, plan, why = choose_recompute(build, solve)
+    problem, plan, why = plan_with_recompute(setup, build, solve)
     return problem, spec, (plan, options[id(problem)], why)
 
 

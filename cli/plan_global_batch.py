@@ -21,6 +21,7 @@ def plan_global_batch(args: argparse.Namespace,
     """
     from cli.plan_command import _discover_for, model_spec_from_args, setup_from_args
     from core.planning.front_door import (
+        AUTO,
         DEFERRED_REASON,
         TrainingSetup,
         build_problem,
@@ -33,7 +34,7 @@ def plan_global_batch(args: argparse.Namespace,
 
     if args.problem:
         raise InputError("--global-batch plans a --model: an explicit problem fixes its micro-batch")
-    if args.recompute == "auto":
+    if args.recompute == AUTO:
         return _recompute_where_needed(args, solve_problem)
     default = TrainingSetup()
     if args.micro_batch != default.micro_batch_size or args.micro_batches != default.micro_batches:

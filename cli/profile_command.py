@@ -37,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise InputError(f"repeats must be 1 or more, got {args.repeats}")
-    from core.planning.front_door import resolve_choice
+    from core.planning.front_door import AUTO, resolve_choice
     from core.training.launcher import hf_source
 
     model, custom, setup = build_model_and_setup(args)
-    if setup.recompute == "auto":  # layer times are measured as asked; auto (the default) measures without
+    if setup.recompute == AUTO:  # layer times are measured as asked; auto (the default) measures without
         setup = replace(setup, recompute=False)
     config = TrainConfig(model=model, custom=custom, setup=setup)
     spec = resolve_choice(config.model_choice)

@@ -39,7 +39,7 @@ from core.planning.host_note import host_plan_ticks, host_stage_note, simulated_
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import AUTO, MODES, SCHEDULES, TENSOR_PARALLEL_SIZES, Device, Problem
 from core.planning.problem_format import load_problem
-from core.planning.recompute_choice import choose_recompute
+from core.planning.recompute_choice import plan_with_recompute
 from core.planning.schedule_choice import best_schedule, schedule_options
 from core.planning.schedules import RUNNABLE_SCHEDULES, micro_batches_per_replica
 from core.planning.setup import OPTIMIZERS, PRECISIONS, TrainingSetup
@@ -78,7 +78,7 @@ __all__ = [
     # solvers and what they compare
     "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",
     "SOLVER_NAMES", "TENSOR_PARALLEL_BASELINES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
-    "schedule_options", "choose_recompute", "DEFERRED_REASON", "choose_micro_batch", "scaled_problem", "graph_is_measured", "speeds_at", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
+    "schedule_options", "plan_with_recompute", "DEFERRED_REASON", "choose_micro_batch", "scaled_problem", "graph_is_measured", "speeds_at", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]
@@ -122,17 +122,14 @@ def plan_model(model: ModelChoice | ModelSpec, setup: TrainingSetup,
         entries = [d for d in devices if isinstance(d, DeviceEntry)]
         planner_devices = (resolve_devices(entries, setup.precision, host_peak_tflops=host_peak_tflops) if entries
                            else tuple(d for d in devices if isinstance(d, Device)))
-    if setup.recompute != AUTO:
-        graph, problem = _graph_and_problem(spec, setup, planner_devices)
-        plan = solve(problem, solver, spec=spec, time_limit_s=time_limit_s)
-        return Planned(spec=spec, graph=graph, problem=problem, plan=plan)
     graphs: dict[bool, nx.DiGraph] = {}
 
     def problem_for(recompute: bool) -> Problem:
         graphs[recompute], problem = _graph_and_problem(spec, replace(setup, recompute=recompute), planner_devices)
         return problem
 
-    problem, plan, _ = choose_recompute(problem_for, lambda p: solve(p, solver, spec=spec, time_limit_s=time_limit_s))
+    problem, plan, _ = plan_with_recompute(
+        setup, problem_for, lambda p: solve(p, solver, spec=spec, time_limit_s=time_limit_s))
     return Planned(spec=spec, graph=graphs[bool(problem.setup.recompute)], problem=problem, plan=plan)
 
 

@@ -21,8 +21,19 @@ from dataclasses import replace
 
 from core.planning.costs import lower_bound_s
 from core.planning.plan import Plan
-from core.planning.problem import Problem
+from core.planning.problem import AUTO, Problem
+from core.planning.setup import TrainingSetup
 from core.units import format_seconds
+
+
+def plan_with_recompute(setup: TrainingSetup, problem_for: Callable[[bool], Problem],
+                        solve: Callable[[Problem], Plan]) -> tuple[Problem, Plan, str | None]:
+    """The problem and plan for a setup, the plan carrying its `recompute`: the setup's where it says
+    on or off, else the decision of choose_recompute with the line saying why (None otherwise)."""
+    if setup.recompute != AUTO:
+        problem = problem_for(setup.recomputes)
+        return problem, replace(solve(problem), recompute=problem.setup.recompute), None
+    return choose_recompute(problem_for, solve)
 
 
 def choose_recompute(problem_for: Callable[[bool], Problem],

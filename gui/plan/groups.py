@@ -71,13 +71,13 @@ def sync_s(plan: Plan) -> float:
 
 def shape_text(plan: Plan) -> str:
     """'3 stages' for a pipeline; '2 replicas × 3 stages · ZeRO 1 · sync 1.2 ms' for a hybrid; and
-    where recompute auto turned recompute on, that it did."""
+    '· recompute' where the plan checkpoints its blocks (set, or chosen by recompute auto)."""
     count = len(plan.stages)
     stages = f"{count} stage{'s' if count != 1 else ''}"
     if plan.tensor_parallel > 1:
         stages += f" × tensor-parallel {plan.tensor_parallel}"
     if plan.recompute:
-        stages += " · recompute (chosen: it fits or is faster)"
+        stages += " · recompute"
     d = replicas(plan)
     if d == 1 and plan.zero == 0:
         return stages

@@ -1,5 +1,7 @@
 """One way to a new run: the CLI's `train` and the app's Start make the same run from the same inputs."""
 
+from dataclasses import replace
+
 import pytest
 
 from cli import build_parser
@@ -81,3 +83,16 @@ def test_the_app_and_the_cli_start_the_same_run_from_the_same_inputs(tmp_path):
     assert started["app"]["setup"]["precision"] == "fp32"
     assert started["app"]["eval_interval"] == 10
     assert planned.recompute is False and started["app"]["setup"]["recompute"] is False  # the decision, recorded
+
+
+def test_a_run_given_a_plan_made_with_recompute_runs_with_it(tmp_path):
+    """`plan --recompute on` then `train --plan FILE` (recompute auto, the default): the plan's own
+    setting is what the run records and runs, not an unchecked default."""
+    corpus = write_corpus(tmp_path / "corpus.txt", lines=200)
+    setup = TrainingSetup(precision="fp32", micro_batch_size=2, seq_len=32, micro_batches=2, recompute=True)
+    planned = plan_model(ModelChoice.named("gpt-nano"), setup, HOST.devices).plan
+    assert planned.recompute is True
+    config = new_run_config(ModelChoice.named("gpt-nano"), replace(setup, recompute="auto"), HOST, data=str(corpus),
+                            steps=2)
+    prepare_new_run(config, tmp_path / "run", planned, emit=lambda line: None)
+    assert read_json(RunPaths(tmp_path / "run").config, "run config")["config"]["setup"]["recompute"] is True

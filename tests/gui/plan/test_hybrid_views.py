@@ -203,9 +203,9 @@ def test_choosing_tensor_parallel_plans_groups_of_t_and_fills_every_bar(qtbot, m
     assert "× tensor-parallel 2" in shape_text(plan) and shape_text(plan) in window.status_text.text()
 
 
-def test_the_plan_says_where_recompute_auto_turned_recompute_on() -> None:
+def test_the_plan_says_where_it_recomputes() -> None:
     from gui.plan.groups import shape_text
 
     plan = Plan(status="optimal", solver="exact", stages=(), objective_s=1.0, lower_bound_s=1.0, micro_batches=4)
     assert "recompute" not in shape_text(plan) and "recompute" not in shape_text(replace(plan, recompute=False))
-    assert shape_text(replace(plan, recompute=True)) == "0 stages · recompute (chosen: it fits or is faster)"
+    assert shape_text(replace(plan, recompute=True)) == "0 stages · recompute"
