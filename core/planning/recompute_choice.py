@@ -8,9 +8,10 @@ better plan: the faster of the two that fit, without recompute where they
 tie, and where neither fits, the one with recompute (it needs the least, so
 its shortfall is what the devices lack at best).
 
-The problem with recompute is built only where it could win: its lower bound
-(perfect balance of its work, which recompute only adds to) must be below the
-plan without recompute, or that plan must not fit. So a model that fits
+The problem with recompute is built only where it could win: that plan must
+not fit, or memory must bind it (the same problem with no memory limit has a
+faster optimum), and the lower bound with recompute (perfect balance of its
+work, which recompute only adds to) must be below it. So a model that fits
 without recompute is usually measured once.
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from core.planning.costs import lower_bound_s
-from core.planning.plan import Plan
+from core.planning.plan import OPTIMAL, Plan
 from core.planning.problem import AUTO, Problem
 from core.planning.setup import TrainingSetup
 from core.units import format_seconds
@@ -51,6 +52,9 @@ def choose_recompute(problem_for: Callable[[bool], Problem],
     if plan_without.feasible and plan_without.objective_s is not None and bound >= plan_without.objective_s:
         return without, plan_without, (f"recompute: off (auto: the plan without it, {_s(plan_without)}, is "
                                        f"already at or under the bound with it, {format_seconds(bound)})")
+    if plan_without.feasible and _memory_does_not_bind(without, plan_without, solve):
+        return without, plan_without, (f"recompute: off (auto: the plan without it, {_s(plan_without)}, is the "
+                                       "fastest even with no memory limit, and recompute only adds work)")
     with_recompute = problem_for(True)
     plan_with = replace(solve(with_recompute), recompute=True)
     if plan_with.feasible and not plan_without.feasible:
@@ -62,6 +66,23 @@ def choose_recompute(problem_for: Callable[[bool], Problem],
         return with_recompute, plan_with, "recompute: on (auto: nothing fits without it either)"
     return without, plan_without, (f"recompute: off (auto: {_s(plan_without)} without it, "
                                    f"{_s(plan_with)} with)")
+
+
+# Two optima of the same placements whose step times differ in the last bits only are a tie.
+_TIE = 1e-9
+
+
+def _memory_does_not_bind(problem: Problem, plan: Plan, solve: Callable[[Problem], Plan]) -> bool:
+    """Whether `plan` is as fast as the proven optimum of `problem` with every budget lifted: then no
+    plan with recompute can be faster, since each of its placements takes at least as long as the same
+    placement without recompute (docs/design.md, "Recompute as a decision")."""
+    unlimited = replace(problem, devices=tuple(replace(d, budget_bytes=_NO_LIMIT_BYTES) for d in problem.devices))
+    free = solve(unlimited)
+    return (free.status == OPTIMAL and free.objective_s is not None and plan.objective_s is not None
+            and plan.objective_s <= free.objective_s * (1 + _TIE))
+
+
+_NO_LIMIT_BYTES = 2**50  # a pebibyte: more than any stage needs, and a finite bound for the MILP
 
 
 def _why_not(plan: Plan) -> str:

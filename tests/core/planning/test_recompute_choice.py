@@ -52,6 +52,17 @@ def test_the_problem_with_recompute_is_not_built_when_its_bound_cannot_win():
     assert why.startswith("recompute: off (auto:")
 
 
+def test_the_problem_with_recompute_is_not_built_where_memory_does_not_bind():
+    # two alike roomy devices, one micro-batch: without recompute the best plan takes 1.5 s (one device,
+    # or both in turn), above the 1 s bound with recompute (8e12 FLOPs over 8e12 FLOP/s), so the bound
+    # alone cannot rule recompute out; but with no memory limit the optimum is still 1.5 s
+    roomy = (device("a", 10**6, tflops=4.0, gbps=100.0), device("b", 10**6, tflops=4.0, gbps=100.0))
+    chosen, plan, why, built = choose(roomy)
+    assert built == [False]
+    assert plan.recompute is False and plan.objective_s == pytest.approx(1.5, rel=1e-6)
+    assert "even with no memory limit" in why
+
+
 def test_recompute_is_kept_where_nothing_fits_without_it():
     only_fast = (FAST,)  # 1220 bytes needed without recompute, 220 with
     chosen, plan, why, built = choose(only_fast)
