@@ -69,7 +69,7 @@ from core.training.memory_check import (
 from core.training.metrics import MetricsTail, TailUpdate, format_row, last_row, read_metrics
 from core.training.new_run import RunDevices, new_run_config, run_precision, spec_run_devices
 from core.training.plan_file import read_plan_file
-from core.training.report import engine_memory_bytes
+from core.training.report import stage_memory_bytes
 from core.training.run_dir import (
     RUNNING,
     RunPaths,
@@ -218,7 +218,7 @@ def _summary(path: Path) -> RunSummary:
     try:
         info = read_run_info(path)
         steps, model, engine, stages, created = info.steps, info.model_name, info.engine, info.stages, info.created_at
-        predicted = tuple(engine_memory_bytes(stage, info.engine) for stage in info.plan.stages)
+        predicted = tuple(memory for memory, _ in stage_memory_bytes(info.plan, info.engine))
     except InputError:
         steps, model, engine, stages, created = 0, "?", "?", 0, None
     state: RunState | Literal["created"]

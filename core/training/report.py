@@ -90,6 +90,18 @@ class RunReport:
     predicted_bubble: float | None = None  # mean over ranks of idle / step (bubble_fractions)
     measured_bubble: float | None = None
     tensor_parallel: int = 1  # t: each stage on a group of t devices (the plan's; its first device named)
+    chunks: int = 1  # v: stages a device runs (chunked schedules), whose memory is the device's
+
+    def memory_rows(self) -> tuple[StageReport, ...]:
+        """The stages whose memory fields to show: every stage, or under a chunked schedule each
+        device's first chunk (carrying the device's figures)."""
+        seen: set[str] = set()
+        rows = []
+        for stage in self.stages:
+            if self.chunks == 1 or stage.group not in seen:
+                rows.append(stage)
+                seen.add(stage.group)
+        return tuple(rows)
 
     @property
     def step_measured_over_predicted(self) -> float | None:
@@ -127,6 +139,23 @@ def engine_memory_bytes(stage: StageCost, engine: str) -> float:
     return replace(stage, activation_bytes=one, inflight_micro_batches=1, buffer_bytes=0.0).memory_bytes
 
 
+def stage_memory_bytes(plan: Plan, engine: str) -> tuple[tuple[float, int], ...]:
+    """Each stage's (predicted peak as the engine holds it, budget). Under a chunked schedule a device
+    holds all its chunks at once and its measured peak is theirs together, so each chunk carries its
+    device's total and the device's budget (docs/design.md, "Chunked schedules")."""
+    own = [engine_memory_bytes(stage, engine) for stage in plan.stages]
+    answer = [(memory, stage.budget_bytes) for memory, stage in zip(own, plan.stages)]
+    for position in range(plan.ranks_per_replica) if plan.chunks > 1 else ():
+        chunks = plan.stages_of_rank(position)
+        total = sum(own[index] for index in chunks)
+        # a chunk's budget is its device's less the device's other chunks (core.planning.chunked_costs)
+        first = plan.stages[chunks[0]]
+        budget = int(first.budget_bytes + sum(plan.stages[index].memory_bytes for index in chunks[1:]))
+        for index in chunks:
+            answer[index] = (total, budget)
+    return tuple(answer)
+
+
 def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: int,
                  executions: Sequence[DeviceExecution] = (), schedule: str = SCHEDULE_NAMES[0],
                  engine: str = "pipeline") -> RunReport:
@@ -146,12 +175,12 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
     by_device = {execution.device: execution for execution in executions}
     memory: Mapping[str, Any] = next((row for row in reversed(rows) if "stage_measured_peak_memory_bytes" in row), {})
     stages = []
-    for index, stage in enumerate(plan.stages):
+    for index, (stage, (predicted, budget)) in enumerate(zip(plan.stages, stage_memory_bytes(plan, engine))):
         compute = _median(index, "stage_compute_s", usable)
         report = _stage(index, stage, [by_device[d] for d in stage.devices if d in by_device],
                         compute / per_replica if compute is not None else None,
                         _median(index, "stage_idle_s", usable), _median(index, "stage_sync_s", usable))
-        stages.append(replace(report, predicted_memory_bytes=engine_memory_bytes(stage, engine),
+        stages.append(replace(report, predicted_memory_bytes=predicted, budget_bytes=budget,
                               **_memory(index, memory)))
     step_times = [row["step_time_s"] for row in usable if "step_time_s" in row]
     simulated = any(stage.simulated is not None for stage in stages)
@@ -161,7 +190,7 @@ def stage_report(plan: Plan, rows: Sequence[Mapping[str, Any]], micro_batches: i
     return RunReport(stages=tuple(stages), steps_measured=len(usable), predicted_step_s=predicted_step,
                      measured_step_s=measured_step, datasheet_step_s=plan.objective_s if simulated else None,
                      predicted_bubble=predicted_bubble, measured_bubble=measured_bubble,
-                     tensor_parallel=plan.tensor_parallel)
+                     tensor_parallel=plan.tensor_parallel, chunks=plan.chunks)
 
 
 def bubble_fractions(plan: Plan, stages: Sequence[StageReport], per_replica: int, predicted_step_s: float | None,
@@ -271,6 +300,15 @@ def format_memory(report: RunReport) -> list[str]:
     """Peak memory per stage, predicted against measured (empty when nothing was measured)."""
     if not any(stage.measured_peak_memory_bytes is not None for stage in report.stages):
         return []
+    if report.chunks > 1:
+        lines = ["device memory MiB, its chunks together: predicted  measured peak  measured/predicted  budget  "
+                 "measured as"]
+        for stage in report.memory_rows():
+            lines.append(f"{stage.group:<15}  {_mib(stage.predicted_memory_bytes):>32}  "
+                         f"{_mib(stage.measured_peak_memory_bytes):>13}  "
+                         f"{_ratio(stage.memory_measured_over_predicted):>18}  {_mib(stage.budget_bytes):>6}  "
+                         f"{stage.measured_memory_source or '-'}")
+        return lines
     lines = ["stage  memory MiB: predicted  measured peak  measured/predicted  budget  measured as"]
     for stage in report.stages:
         lines.append(f"{stage.stage:>5}  {_mib(stage.predicted_memory_bytes):>21}  "

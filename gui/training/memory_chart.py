@@ -49,8 +49,10 @@ class MemoryChart(pg.PlotWidget):
             plot.addItem(item)
 
     def draw(self, report: RunReport | None) -> None:
-        stages = report.stages if report is not None else ()
-        xs = [float(stage.stage) for stage in stages]
+        # a chunked run's memory is per device (its chunks together): one pair of bars a device
+        stages = report.memory_rows() if report is not None else ()
+        chunked = report is not None and report.chunks > 1
+        xs = [float(x) for x in range(len(stages))]
         predicted = [(stage.predicted_memory_bytes or 0.0) / MIB for stage in stages]
         measured = [(stage.measured_peak_memory_bytes or 0) / MIB for stage in stages]
         self.predicted_bars.setOpts(x=[x - BAR_WIDTH / 2 for x in xs], height=predicted, width=BAR_WIDTH)
@@ -65,7 +67,9 @@ class MemoryChart(pg.PlotWidget):
                 line_y += [budget, budget]
         self.budget_lines.setData(line_x, line_y)
         plot = self.getPlotItem()
-        plot.getAxis("bottom").setTicks([[(x, str(stage.stage)) for x, stage in zip(xs, stages)]])
+        plot.setLabel("bottom", "device" if chunked else "stage")
+        plot.getAxis("bottom").setTicks([[(x, stage.group if chunked else str(stage.stage))
+                                          for x, stage in zip(xs, stages)]])
         if stages:
             plot.setXRange(-0.6, len(stages) - 0.4, padding=0)
             plot.setYRange(0, max([tallest, *line_y]) * 1.25, padding=0)

@@ -58,10 +58,11 @@ class RunContext:
 
     @property
     def predicted_memory_bytes(self) -> tuple[float, ...]:
-        """Each stage's predicted peak as this run's engine holds it (core.training.report)."""
-        from core.training.report import engine_memory_bytes
+        """Each stage's predicted peak as this run's engine holds it (a chunk's: its device's, its
+        chunks together; core.training.report.stage_memory_bytes)."""
+        from core.training.report import stage_memory_bytes
 
-        return tuple(engine_memory_bytes(stage, self.config.engine) for stage in self.plan.stages)
+        return tuple(memory for memory, _ in stage_memory_bytes(self.plan, self.config.engine))
 
     @property
     def pipeline_ranks(self) -> int:

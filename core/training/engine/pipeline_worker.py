@@ -279,8 +279,8 @@ class PipelineEngine:
         compute = tuple(total[chunk_slots:shared])
         rank_compute = [sum(group) / len(group) for group in per_stage("compute_s")]  # all of a rank's chunks
         measured_peaks = tuple(int(max(group)) for group in per_stage("measured_peak_bytes"))
-        # every stage has a tracked step behind it; a chunked rank's peak is all its chunks' (not reported)
-        known = min(measured_peaks) >= 0 and plan.chunks == 1
+        # every stage has a tracked step behind it; a chunk's is its rank's, all its chunks together
+        known = min(measured_peaks) >= 0
         step_time_s = max(max(group) for group in per_stage("step_time_s"))
         stats = StepStats(
             loss=total[shared + _LOSS], grad_norm=measured["grad_norm"], step_time_s=step_time_s,
