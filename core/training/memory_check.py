@@ -92,14 +92,18 @@ def _host_line(number: int, count: int, stage: StageCost, device: str, total: fl
             f"{format_bytes(available)} available: {format_bytes(total - available)} short")
 
 
-def memory_overrun(number: int, count: int, predicted_bytes: float | None, measured_bytes: float | None) -> str | None:
-    """One line when stage `number` of `count` measured a peak more than OVERRUN_FRACTION above its
-    prediction (both figures in it); None when it is within, or either figure is unknown."""
+def memory_overrun(number: int, count: int, predicted_bytes: float | None, measured_bytes: float | None,
+                   subject: str | None = None) -> str | None:
+    """One line when stage `number` of `count` (or `subject`, e.g. a device whose chunks are counted
+    together) measured a peak more than OVERRUN_FRACTION above its prediction (both figures in it);
+    None when it is within, or either figure is unknown."""
     if not predicted_bytes or measured_bytes is None or measured_bytes <= predicted_bytes * (1 + OVERRUN_FRACTION):
         return None
     above = measured_bytes / predicted_bytes - 1
-    return (f"stage {number} of {count}: measured peak memory {format_bytes(measured_bytes)} is {above:.0%} above "
-            f"its predicted {format_bytes(predicted_bytes)}: the memory model under-counts this stage")
+    what = subject or f"stage {number} of {count}"
+    return (f"{what}: measured peak memory {format_bytes(measured_bytes)} is {above:.0%} above "
+            f"its predicted {format_bytes(predicted_bytes)}: the memory model under-counts "
+            f"{'it' if subject else 'this stage'}")
 
 
 def memory_overruns(predicted_bytes: Sequence[float], measured_bytes: Sequence[float]) -> dict[int, str]:

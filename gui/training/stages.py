@@ -78,9 +78,12 @@ def datasheet_tip(report: RunReport | None) -> str:
     return TIPS[DATASHEET_COLUMN] + (f": {', '.join(simulated)}" if simulated else "")
 
 
-def overrun_line(stage: StageReport, count: int) -> str | None:
-    """The flag of a stage measured more than 10% above its predicted memory (None: within)."""
-    return memory_overrun(stage.stage + 1, count, stage.predicted_memory_bytes, stage.measured_peak_memory_bytes)
+def overrun_line(stage: StageReport, count: int, chunked: bool = False) -> str | None:
+    """The flag of a stage (a chunked run: its device, all its chunks) measured more than 10% above its
+    predicted memory (None: within)."""
+    subject = f"device {stage.group}, its chunks together" if chunked else None
+    return memory_overrun(stage.stage + 1, count, stage.predicted_memory_bytes, stage.measured_peak_memory_bytes,
+                          subject)
 
 
 def _tip(stage: StageReport, column: int) -> str:
@@ -160,10 +163,11 @@ class StageComparison(QWidget):
             plot.setYRange(0, max([*predicted, *measured, 1e-9]) * 1.5, padding=0)
         self.memory_chart.draw(report)
         rows, overruns = [], []
+        chunked = report is not None and report.chunks > 1
         for stage in stages:
             row = []
-            overrun = overrun_line(stage, len(stages))
-            if overrun is not None:
+            overrun = overrun_line(stage, len(stages), chunked)
+            if overrun is not None and overrun not in overruns:  # a device's chunks: one line
                 overruns.append(overrun)
             for column, text in enumerate(stage_texts(stage)):
                 item = QTableWidgetItem(text)

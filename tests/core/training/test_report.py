@@ -161,18 +161,23 @@ def test_the_bubble_is_each_rank_s_waiting_share_of_a_step_its_chunks_together()
     assert "bubble (mean share of a step a rank waits): predicted 20.0%, measured 30.0%" in format_report(report)
 
 
-def test_a_chunked_run_reports_memory_per_device_its_chunks_together():
+def chunked_run_report() -> RunReport:
     """ZBV over 2 ranks x 2 chunks: rank 0 (cpu) runs stages 0 and 3, rank 1 (cpu#2) stages 1 and 2.
     Each chunk predicts 4 bytes (1 + 1 + 1 + 1) with 100 bytes of budget less its device's other chunk
-    (96 written, as core.planning.chunked_costs does): a device predicts 8 bytes of 100, and its
-    measured peak (the rank's, on each of its chunks) is compared with that."""
+    (96 written, as core.planning.chunked_costs does); cpu measures 9 bytes, cpu#2 6."""
     stages = tuple(replace(_stage([device]), budget_bytes=96) for device in ("cpu", "cpu#2", "cpu#2", "cpu"))
     plan = Plan(status="optimal", solver="exact", objective_s=0.2, lower_bound_s=0.1, micro_batches=4,
                 stages=stages, schedule="zbv", chunks=2)
     rows = [{"step": step, "step_time_s": 0.25, "stage_compute_s": [0.04] * 4, "stage_idle_s": [0.05] * 4,
              "stage_measured_peak_memory_bytes": [9, 6, 6, 9], "stage_measured_memory_source": ["tensors"] * 4}
             for step in range(1, 6)]
-    report = stage_report(plan, rows, 4, schedule="zbv")
+    return stage_report(plan, rows, 4, schedule="zbv")
+
+
+def test_a_chunked_run_reports_memory_per_device_its_chunks_together():
+    """A device predicts its chunks' 8 bytes of its 100, and its measured peak (the rank's, on each of
+    its chunks) is compared with that."""
+    report = chunked_run_report()
     assert [(s.predicted_memory_bytes, s.budget_bytes) for s in report.stages] == [(8.0, 100)] * 4
     assert [(s.group, s.measured_peak_memory_bytes) for s in report.memory_rows()] == [("cpu", 9), ("cpu#2", 6)]
     assert [s.memory_measured_over_predicted for s in report.memory_rows()] == [9 / 8, 6 / 8]
