@@ -12,6 +12,12 @@ to the layer running at the time:
 - output_bytes: what the layer hands to the next one;
 - linears: its linear modules (name inside the layer, d_in, d_out), where LoRA
   adapters and QLoRA's 4-bit weights go (docs/design.md, "Fine-tuning").
+- pending_grad_bytes: the gradients of its weighted ops' outputs (each module with
+  trainable parameters of its own whose input carries a gradient: a linear, a
+  norm, a LoRA adapter) that a split backward keeps from a micro-batch's input
+  backward to its weight backward (torch's `stage_backward_input` stores them for
+  `stage_backward_weight`), so the zero-bubble schedules hold them between the
+  two (docs/design.md, "Chunked schedules"); each the size of the module's output.
 - transient_bytes: the working memory of one micro-batch's pass through the
   layer beyond its saved activations and the parameters' gradients: the
   gradients flowing through it and the temporaries of its backward (and of the
@@ -61,6 +67,7 @@ class LayerCost:
     tied_params: int = 0
     linears: tuple[tuple[str, int, int], ...] = ()
     transient_bytes: int = 0
+    pending_grad_bytes: int = 0
 
 
 def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -199,6 +206,7 @@ class _Recorder:
         self.input_bytes: dict[str, int] = {}
         self.output_bytes: dict[str, int] = {}
         self.calls: list[str] = []  # a name per forward call of a layer, in order
+        self.pending: dict[str, int] = {}  # pending_grad_bytes per layer (see the module docstring)
         self._flops_at_start = 0.0
 
     def attach(self) -> list[torch.utils.hooks.RemovableHandle]:
@@ -206,7 +214,18 @@ class _Recorder:
         for name, module in self.chain:
             handles.append(module.register_forward_pre_hook(self._enter(name)))
             handles.append(module.register_forward_hook(self._leave(name)))
+            for inner in module.modules():
+                if any(p.requires_grad for p in inner.parameters(recurse=False)):
+                    handles.append(inner.register_forward_hook(self._weighted(name)))
         return handles
+
+    def _weighted(self, name: str) -> Callable[..., None]:
+        """A module with trainable parameters of its own: where its input carries a gradient, a split
+        backward keeps its output's gradient until the weight backward."""
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if any(isinstance(a, torch.Tensor) and a.requires_grad for a in args) and torch.is_grad_enabled():
+                self.pending[name] = self.pending.get(name, 0) + _first_tensor_bytes(output)
+        return hook
 
     @contextlib.contextmanager
     def inside(self, name: str) -> Iterator[None]:
@@ -250,6 +269,7 @@ class _Recorder:
                 tied_params=tied,
                 linears=linear_modules(name, module),
                 transient_bytes=int(working),
+                pending_grad_bytes=self.pending.get(name, 0) if train else 0,
             ))
         return result
 

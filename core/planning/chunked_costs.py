@@ -5,9 +5,12 @@ Block b (pipeline position) runs on rank schedule.rank_of_stage(b, p): looped
 micro-batch t_r sums its blocks' compute (k * F / speed) and sends (none where the
 next block is on the same rank); its weight-gradient share is F / speed (zero with
 frozen weights); its memory is its parameters' state plus the peak over torch's
-order of sum_c n_c A_c, n_c the micro-batches chunk c holds at a moment and A_c
-its activation bytes (core.planning.chunk_inflight; docs/design.md, "Chunked
-schedules"); tied tensors count once per rank. Shared by the chunked solver's search and
+order of sum_c (n_c A_c + w_c G_c), n_c the micro-batches chunk c holds at a
+moment, A_c its activation bytes, w_c those of them between their input and
+weight backward (the zero-bubble family) and G_c the output gradients the chunk
+keeps meanwhile (none on the pipeline's first stage, whose backward torch runs
+whole at the weight step) (core.planning.chunk_inflight; docs/design.md,
+"Chunked schedules"); tied tensors count once per rank. Shared by the chunked solver's search and
 the plan it returns, so what is searched is what is reported.
 """
 
@@ -72,6 +75,7 @@ class ChainSums:
         layers = problem.layers
         self.flops = [0.0, *itertools.accumulate(layer.flops for layer in layers)]
         self.acts = [0.0, *itertools.accumulate(float(layer.activation_bytes) for layer in layers)]
+        self.pending = [0.0, *itertools.accumulate(float(layer.pending_grad_bytes) for layer in layers)]
         self.params = [0.0, *itertools.accumulate(float(layer.params) for layer in layers)]
         groups: dict[str, list[int]] = {}
         for index, layer in enumerate(layers):
@@ -89,6 +93,11 @@ class ChainSums:
             total -= size * max(inside - 1, 0)
         return total
 
+    def pending_bytes(self, b: int, block: range) -> float:
+        """What block b keeps from a micro-batch's input backward to its weight backward: its layers'
+        pending gradients, none for the pipeline's first stage (torch runs its backward whole, at W)."""
+        return 0.0 if b == 0 else self.pending[block.stop] - self.pending[block.start]
+
 
 def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
                sums: ChainSums | None = None) -> RankCosts:
@@ -102,6 +111,7 @@ def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPl
     weight_grad = [0.0] * p
     blocks: list[list[range]] = [[] for _ in range(p)]
     acts = [[0.0] * v for _ in range(p)]  # per rank, per chunk: activation bytes of one micro-batch
+    pending = [[0.0] * v for _ in range(p)]  # and the gradients it keeps from input to weight backward
     for b, block in enumerate(placement.blocks()):
         r = schedule.rank_of_stage(b, p)
         device = devices[owner[b]]
@@ -115,8 +125,9 @@ def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPl
             time[r] += send_time_s(c, layers[block[-1]].output_bytes, link)
         blocks[r].append(block)
         acts[r][b // p] += sums.acts[block.stop] - sums.acts[block.start]  # chunk b // p of its rank
+        pending[r][b // p] += sums.pending_bytes(b, block)
     memory = tuple(setup.bytes_per_param * sums.rank_params(blocks[r])
-                   + peak_bytes(schedule.held(m, p, v, r), acts[r])[0] for r in range(p))
+                   + peak_bytes(schedule.held(m, p, v, r), acts[r], pending[r])[0] for r in range(p))
     fill = [schedule.fill_time_s(time[r], weight_grad[r]) for r in range(p)]
     return RankCosts(tuple(time), tuple(fill), memory, tuple(devices[d].budget_bytes for d in placement.ranks),
                      schedule.chunked_step_time_s(time, fill, m, v))
@@ -136,15 +147,23 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
     single = replace(problem, setup=replace(problem.setup, schedule="1f1b"))
     costs = evaluate_placement(single, [(d, list(block)) for d, block in zip(owner, blocks)])
     p, v, m = len(placement.ranks), placement.chunks, problem.setup.micro_batches
+    sums = ChainSums(problem)
     chunk_acts = [float(sum(problem.layers[i].activation_bytes for i in block)) for block in blocks]
-    peaks = [peak_bytes(schedule.held(m, p, v, r), [chunk_acts[schedule.stage_of_chunk(r, c, p)] for c in range(v)])[1]
-             for r in range(p)]  # each rank's counts per chunk at its peak moment
+    chunk_pending = [sums.pending_bytes(b, block) for b, block in enumerate(blocks)]
+
+    def of_rank(values: list[float], r: int) -> list[float]:
+        return [values[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
+
+    peaks = [peak_bytes(schedule.held(m, p, v, r), of_rank(chunk_acts, r), of_rank(chunk_pending, r))[1]
+             for r in range(p)]  # each rank's counts per chunk at its peak moment: held, then pending
     stages = []
     for b, stage in enumerate(costs):
-        held = peaks[schedule.rank_of_stage(b, p)][b // p]
+        counts = peaks[schedule.rank_of_stage(b, p)]
+        held, pending = counts[b // p], counts[v + b // p]
         same_next = b + 1 < len(owner) and owner[b + 1] == owner[b]
-        stages.append(replace(stage, comm_s=0.0 if same_next else stage.comm_s,
-                              inflight_micro_batches=held, activation_bytes=held * chunk_acts[b]))
+        # the gradients pending a weight backward are priced with the activations they wait beside
+        stages.append(replace(stage, comm_s=0.0 if same_next else stage.comm_s, inflight_micro_batches=held,
+                              activation_bytes=held * chunk_acts[b] + pending * chunk_pending[b]))
     stages = _with_device_budgets(_working_memory_once(stages, owner), owner,
                                   [problem.devices[d].budget_bytes for d in owner])
     ranks = rank_costs(problem, schedule, placement)

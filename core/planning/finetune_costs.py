@@ -138,5 +138,6 @@ def _adapted(layer: Layer, node: dict[str, Any], setup: TrainingSetup, targets: 
         work_flops=work,
         transient_bytes=layer.transient_bytes,
         joins_previous=layer.joins_previous,
+        pending_grad_bytes=layer.pending_grad_bytes,  # measured with the adapters (core.model.graph)
     )
 

@@ -61,7 +61,7 @@ class BatchChoice:
 
 
 # The layer fields proportional to the sequences of a micro-batch (scaled_problem checks it).
-_LINEAR_FIELDS = ("flops", "output_bytes")
+_LINEAR_FIELDS = ("flops", "output_bytes", "pending_grad_bytes")
 
 
 def scaled_problem(one: Problem, two: Problem, at: Problem) -> Problem | None:
@@ -85,6 +85,7 @@ def scaled_problem(one: Problem, two: Problem, at: Problem) -> Problem | None:
         return max(0, first + (b - 1) * (second - first))
 
     layers = tuple(replace(b1, flops=b * b1.flops, output_bytes=b * b1.output_bytes,
+                           pending_grad_bytes=b * b1.pending_grad_bytes,
                            activation_bytes=line(b1.activation_bytes, b2.activation_bytes),
                            transient_bytes=0)
                    for b1, b2 in pairs)

@@ -38,6 +38,10 @@ class Layer:
     dequantises while it runs, and `work_flops` the FLOPs of one micro-batch's
     forward, backward and recompute through the layer (None: work factor k x flops).
 
+    `pending_grad_bytes` are the output gradients of its weighted ops that a split
+    backward keeps from a micro-batch's input backward to its weight backward: the
+    zero-bubble schedules hold them between the two (docs/design.md, "Chunked schedules").
+
     `joins_previous` keeps the layer on the stage of the layer before it: no stage
     may start at it (a model that still needs two tensors of earlier layers there;
     docs/design.md, "The explicit problem format").
@@ -57,6 +61,7 @@ class Layer:
     work_flops: float | None = None
     transient_bytes: int = 0
     joins_previous: bool = False
+    pending_grad_bytes: int = 0
 
 
 @dataclass(frozen=True)

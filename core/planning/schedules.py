@@ -202,12 +202,12 @@ class ChunkedSchedule(Schedule):
 
     @abstractmethod
     def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
-        """Micro-batches rank `rank` holds per chunk at the moments that can be its peak
-        (core.planning.chunk_inflight, torch's order)."""
+        """Micro-batches rank `rank` holds per chunk, then those pending a weight backward per chunk,
+        at the moments that can be its peak (core.planning.chunk_inflight, torch's order)."""
 
     def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
         """The most (micro-batch, chunk) activations rank `rank` holds at once (torch's order)."""
-        return max(sum(counts) for counts in self.held(per_replica, ranks, chunks, rank))
+        return max(sum(counts[:chunks]) for counts in self.held(per_replica, ranks, chunks, rank))
 
 
 class Interleaved1F1B(ChunkedSchedule):
@@ -225,7 +225,7 @@ class LoopedBFS(ChunkedSchedule):
     name, label, torch_class_name = "looped-bfs", "Looped BFS", "ScheduleLoopedBFS"
 
     def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
-        return ((per_replica,) * chunks,)
+        return ((per_replica,) * chunks + (0,) * chunks,)  # full backwards: nothing pends
 
     def refusal(self, ranks: int, chunks: int, per_replica: int) -> str | None:
         return None

@@ -66,8 +66,9 @@ def test_equal_chunks_step_time_and_peak_activations(name, weight_s):
 @pytest.mark.slow  # about a second each: torch builds every order of the grid
 @pytest.mark.parametrize("name", CHUNKED)
 def test_unequal_chunks_peak_activations_are_torchs(name):
-    """A rank's chunks of different sizes: its peak bytes (the model's held counts per chunk)
-    equal a walk of torch's own order, m' from 1 (capped warm-ups) to past 4p."""
+    """A rank's chunks of different sizes: its peak bytes (the model's held and pending counts per
+    chunk) equal a walk of torch's own order, m' from 1 (capped warm-ups) to past 4p, with each
+    chunk's gradients pending a weight backward of their own size (the zero-bubble family)."""
     rng = random.Random(f"held-{name}")
     schedule = SCHEDULES[name]
     assert isinstance(schedule, ChunkedSchedule)
@@ -77,10 +78,13 @@ def test_unequal_chunks_peak_activations_are_torchs(name):
                 if schedule.refusal(p, v, m) is not None or (name == "dualpipev" and m < 2 * p):
                     continue
                 stage_bytes = [float(rng.randint(1, 9)) for _ in range(p * v)]
-                torch_peaks = peak_held_bytes(name, p, m, v, stage_bytes)
+                stage_pending = [float(rng.randint(1, 9)) for _ in range(p * v)]
+                torch_peaks = peak_held_bytes(name, p, m, v, stage_bytes, stage_pending)
                 for r in range(p):
                     chunk_bytes = [stage_bytes[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
-                    assert peak_bytes(schedule.held(m, p, v, r), chunk_bytes)[0] == torch_peaks[r], (p, m, v, r)
+                    chunk_pending = [stage_pending[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
+                    assert peak_bytes(schedule.held(m, p, v, r), chunk_bytes, chunk_pending)[0] == torch_peaks[r], (
+                        p, m, v, r)
 
 
 @pytest.mark.parametrize("name", CHUNKED)

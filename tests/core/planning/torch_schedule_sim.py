@@ -22,22 +22,29 @@ def _ops(name: str, ranks: int, micro_batches: int, chunks: int) -> list[list[An
 
 
 def peak_held_bytes(name: str, ranks: int, micro_batches: int, chunks: int,
-                    stage_bytes: Sequence[float]) -> list[float]:
-    """Per rank, the most activation bytes it holds at once walking torch's own order: a forward
-    adds its stage's bytes, a full or weight backward frees them (stage_bytes indexed by stage)."""
+                    stage_bytes: Sequence[float], pending_bytes: Sequence[float] | None = None) -> list[float]:
+    """Per rank, the most bytes it holds at once walking torch's own order: a forward adds its
+    stage's activation bytes, an input backward its `pending_bytes` (the output gradients kept for
+    the weight backward), a weight backward frees both and a full backward the activations (both
+    indexed by stage; no pending bytes when None)."""
     from torch.distributed.pipelining.schedules import _ComputationType
 
-    frees = (_ComputationType.FULL_BACKWARD, _ComputationType.BACKWARD_WEIGHT)
+    pending = pending_bytes if pending_bytes is not None else [0.0] * len(stage_bytes)
     peaks = []
     for rank in _ops(name, ranks, micro_batches, chunks):
         held = peak = 0.0
         for action in rank:
             for part in action.sub_actions or (action,):
-                if part.computation_type == _ComputationType.FORWARD:
-                    held += stage_bytes[part.stage_index]
-                    peak = max(peak, held)
-                elif part.computation_type in frees:
-                    held -= stage_bytes[part.stage_index]
+                stage, kind = part.stage_index, part.computation_type
+                if kind == _ComputationType.FORWARD:
+                    held += stage_bytes[stage]
+                elif kind == _ComputationType.BACKWARD_INPUT:
+                    held += pending[stage]
+                elif kind == _ComputationType.BACKWARD_WEIGHT:
+                    held -= stage_bytes[stage] + pending[stage]
+                elif kind == _ComputationType.FULL_BACKWARD:
+                    held -= stage_bytes[stage]
+                peak = max(peak, held)
         peaks.append(peak)
     return peaks
 
