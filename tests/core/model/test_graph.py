@@ -34,6 +34,20 @@ def test_parameter_counts_are_the_modules_own():
     assert graph.graph["total_params"] == sum(p.numel() for p in model.parameters())
 
 
+def test_pending_gradients_are_the_outputs_of_the_weighted_modules_a_gradient_reaches():
+    # A split backward keeps each weighted op's output gradient from input to weight backward
+    # (docs/design.md, "Chunked schedules"). A block of gpt-nano (d = 128, b x s = 2 x 64 = 128
+    # tokens, fp32): ln_1 (d) + q, k, v (3d) + out (d) + ln_2 (d) + fc (4d) + proj (d) = 11d a token.
+    # The embedding's input (token ids) carries no gradient; the head's output is the logits.
+    tokens, d = 2 * 64, 128
+    graph = build_layer_graph(resolve_model("gpt-nano"), nano_setup())
+    assert graph.nodes["h.0"]["pending_grad_bytes"] == 11 * d * tokens * 4
+    assert graph.nodes["embed"]["pending_grad_bytes"] == 0
+    assert graph.nodes["ln_f"]["pending_grad_bytes"] == d * tokens * 4
+    assert graph.nodes["lm_head"]["pending_grad_bytes"] == 256 * tokens * 4
+    assert build_layer_graph(resolve_model("gpt-nano"), nano_setup(mode="infer")).nodes["h.0"]["pending_grad_bytes"] == 0
+
+
 def test_block_flops_are_matmuls_plus_attention():
     # Per block: 12 d^2 weights in matmuls, 2 FLOPs each per token; attention scores and
     # values: 2 * 2 * b * s^2 * d. b = 2, s = 64, d = 128.

@@ -2,7 +2,8 @@
 
 The oracle enumerates every ordered subset of devices, every v and every cut on
 its own and prices each placement from scratch (rank times, fill times, memory:
-the activations held walking torch's own order, each chunk its own size),
+the activations held walking torch's own order, each chunk its own size, and the
+gradients a split backward keeps from input to weight backward, none on the first stage),
 so a slip in the solver's enumeration or its costing shows as a different optimum.
 """
 
@@ -27,7 +28,8 @@ GIB = 2**30
 
 def _problem(rng: random.Random, schedule: str, frozen: bool = False) -> Problem:
     layers = [Layer(f"l{i}", params=rng.randint(1, 8) * 2**22, flops=rng.uniform(1, 4) * 1e12,
-                    activation_bytes=rng.randint(1, 4) * 2**25, output_bytes=2**24) for i in range(rng.randint(4, 7))]
+                    activation_bytes=rng.randint(1, 4) * 2**25, output_bytes=2**24,
+                    pending_grad_bytes=rng.randint(0, 3) * 2**24) for i in range(rng.randint(4, 7))]
     devices = [Device(f"d{j}", budget_bytes=rng.choice((2, 4, 8)) * GIB, tflops=rng.choice((50.0, 100.0)),
                       bandwidth_gbps=rng.choice((10.0, 25.0))) for j in range(rng.randint(2, 3))]
     setup = Setup(mode="train", bytes_per_param=16, micro_batches=rng.choice((4, 6, 8)), schedule=schedule,
@@ -50,7 +52,7 @@ def _brute_force(problem: Problem) -> float:
                     bounds = (0, *cuts, n)
                     owner = [ranks[schedule.rank_of_stage(b, p)] for b in range(v * p)]
                     time, weight, memory = [0.0] * p, [0.0] * p, [0.0] * p
-                    stage_bytes = []
+                    stage_bytes, stage_pending = [], []
                     for b in range(v * p):
                         r, device = ranks.index(owner[b]), devices[owner[b]]
                         block = layers[bounds[b]:bounds[b + 1]]
@@ -62,8 +64,10 @@ def _brute_force(problem: Problem) -> float:
                             time[r] += 2 * block[-1].output_bytes / (link * 1e9)
                         memory[r] += sum(16 * layer.params for layer in block)
                         stage_bytes.append(float(sum(layer.activation_bytes for layer in block)))
+                        # torch runs the first stage's backward whole, at its weight step: nothing pends
+                        stage_pending.append(0.0 if b == 0 else float(sum(layer.pending_grad_bytes for layer in block)))
                     # activations: the peak of a walk of torch's own order, each chunk its own size
-                    held = peak_held_bytes(schedule.name, p, m, v, stage_bytes)
+                    held = peak_held_bytes(schedule.name, p, m, v, stage_bytes, stage_pending)
                     memory = [memory[r] + held[r] for r in range(p)]
                     if any(memory[r] > devices[ranks[r]].budget_bytes for r in range(p)):
                         continue
@@ -143,14 +147,15 @@ def test_frozen_weights_come_from_adapters_and_round_trip_the_problem_format():
 
 @pytest.mark.parametrize("schedule", ["interleaved", "zb1p", "zbv", "dualpipev", "looped-bfs"])
 def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule):
-    """Each rank's memory: its parameters' state plus the most activation bytes its chunks hold at
-    once walking torch's order, chunk by chunk at its own size (a mean chunk would miss it)."""
+    """Each rank's memory: its parameters' state plus the most activation bytes (and gradients pending
+    a weight backward) its chunks hold at once walking torch's order, chunk by chunk at its own size
+    (a mean chunk would miss it)."""
     rng = random.Random(f"memory-{schedule}")
     chunked = SCHEDULES[schedule]
     assert isinstance(chunked, ChunkedSchedule)
     for _ in range(4):
         layers = tuple(Layer(f"l{i}", params=2**20, flops=1e12, activation_bytes=rng.randint(1, 30) * 2**24,
-                             output_bytes=2**20) for i in range(12))
+                             output_bytes=2**20, pending_grad_bytes=rng.randint(0, 20) * 2**24) for i in range(12))
         devices = tuple(Device(f"d{j}", budget_bytes=64 * GIB, tflops=100.0, bandwidth_gbps=25.0) for j in range(3))
         p, v, m = rng.choice((2, 3)), 2, 8
         problem = Problem(layers=layers, devices=devices, setup=Setup(
@@ -158,7 +163,9 @@ def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule
         bounds = (0, *sorted(rng.sample(range(1, 12), v * p - 1)), 12)
         placement = ChunkedPlacement(tuple(range(p)), v, bounds)
         stage_bytes = [float(sum(layer.activation_bytes for layer in layers[a:b])) for a, b in itertools.pairwise(bounds)]
-        torch_peaks = peak_held_bytes(schedule, p, m, v, stage_bytes)
+        stage_pending = [0.0 if a == 0 else float(sum(layer.pending_grad_bytes for layer in layers[a:b]))
+                         for a, b in itertools.pairwise(bounds)]
+        torch_peaks = peak_held_bytes(schedule, p, m, v, stage_bytes, stage_pending)
         for r, memory in enumerate(rank_costs(problem, chunked, placement).memory_bytes):
             params = sum(16.0 * layers[i].params for b, block in enumerate(placement.blocks())
                          if chunked.rank_of_stage(b, p) == r for i in block)
