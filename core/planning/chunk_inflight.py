@@ -88,7 +88,8 @@ def v_shape_held(ranks: int, per_replica: int, rank: int, dual: bool) -> tuple[C
     p, m, r = ranks, per_replica, rank
     if dual:
         return _dualpipev_held(p, m, r)
-    moments = [(min(m, 2 * p - 1 - r), min(m, r + 1), 0, 1), (min(m, 2 * p - r), min(r, max(0, r - p + m)), 1, 0)]
+    moments: list[Counts] = [(min(m, 2 * p - 1 - r), min(m, r + 1), 0, 1),
+                             (min(m, 2 * p - r), min(r, max(0, r - p + m)), 1, 0)]
     k = min(p, m - p + 1)
     if k >= 1:
         late = max(0, r - p + k)
@@ -130,7 +131,7 @@ def _dualpipev_held(p: int, m: int, r: int) -> tuple[Counts, ...]:
         act("I", 1)
         weight()
         act("F", 1)
-    for i in range(m - 2 * p + r + 1):  # 4: F0 B1, F1 B0 (overlapped)
+    for _ in range(m - 2 * p + r + 1):  # 4: F0 B1, F1 B0 (overlapped)
         act("F", 0)
         act("B", 1)
         act("F", 1)
