@@ -10,9 +10,11 @@ stages) and reads the run's report.json: per stage the plan's
 (docs/design.md, "Measured memory"). The models: gpt-nano, gpt-micro, and a
 tiny Llama and GPT-2 made with transformers' own config classes (nothing is
 downloaded); over 1, 2 and 4 stages, 1F1B and GPipe, fp32 and bf16, recompute
-off and on, and a 2 x 2 hybrid with zero 0 and 3. The target is a ratio
-within 5% on CPU. Prints one row per stage: case, stage, predicted MB,
-measured MB, measured / predicted.
+off and on, a 2 x 2 hybrid with zero 0 and 3, and the chunked schedules on
+two devices (gpt-micro and the tiny Llama; one row a device, its chunks
+together, "stage" being the device's index). The target is a ratio within 5%
+on CPU. Prints one row per stage: case, stage, predicted MB, measured MB,
+measured / predicted.
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ def cases() -> list[Case]:
                 found.append(Case(model, stages, schedule))
         found += [Case(model, 2, "1f1b", recompute=True), Case(model, 2, "1f1b", precision="bf16")]
         found += [Case(model, 2, "1f1b", replicas=2, zero=zero) for zero in (0, 3)]
+    for model in ("gpt-micro", "hf-llama"):  # chunked: 2 devices, memory per device (its chunks together)
+        found += [Case(model, 2, schedule) for schedule in CHUNKED]
     return found
+
+
+CHUNKED = ("interleaved", "zb1p", "zbv", "dualpipev", "looped-bfs")
 
 
 def hf_config(kind: str, folder: Path) -> Path:
@@ -89,10 +96,19 @@ def run(case: Case, folder: Path) -> list[tuple[int, float, float]]:
         command.append("--recompute")
     if case.replicas > 1:
         command += ["--data-parallel", str(case.replicas), "--zero", str(case.zero)]
-    plan = ["--plan", str(_plan_file(case, model, folder))] if case.replicas == 1 and case.stages > 1 else []
+    chunked = case.schedule in CHUNKED  # planned by the chunked solver: v chunks a device
+    plan = ["--plan", str(_plan_file(case, model, folder))] if case.replicas == 1 and case.stages > 1 and not chunked \
+        else []
     subprocess.run(command + plan, cwd=ROOT, check=True, capture_output=True, text=True)
     report = json.loads((run_dir / "report.json").read_text())
-    return [(s["stage"], s["predicted_memory_bytes"], s["measured_peak_memory_bytes"]) for s in report["stages"]]
+    rows, devices_seen = [], []
+    for stage in report["stages"]:
+        if chunked and stage["devices"] in devices_seen:
+            continue  # a chunk carries its device's figures: one row a device (its index in "stage")
+        devices_seen.append(stage["devices"])
+        rows.append((len(devices_seen) - 1 if chunked else stage["stage"], stage["predicted_memory_bytes"],
+                     stage["measured_peak_memory_bytes"]))
+    return rows
 
 
 def _plan_file(case: Case, model: str, folder: Path) -> Path:

@@ -32,7 +32,10 @@ from core.planning.costs import (
 )
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import Problem
-from core.planning.schedules import ChunkedSchedule
+from core.planning.schedules import ChunkedSchedule, schedule_named
+
+
+ONE_F_ONE_B = schedule_named("1f1b")  # whose buffer rule every pipeline stage of torch's follows
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,8 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
         same_next = b + 1 < len(owner) and owner[b + 1] == owner[b]
         # the gradients pending a weight backward are priced with the activations they wait beside
         stages.append(replace(stage, comm_s=0.0 if same_next else stage.comm_s, inflight_micro_batches=held,
-                              activation_bytes=held * chunk_acts[b] + pending * chunk_pending[b]))
+                              activation_bytes=held * chunk_acts[b] + pending * chunk_pending[b],
+                              buffer_bytes=_chunk_buffer_bytes(problem, blocks, b, held)))
     stages = _with_device_budgets(_working_memory_once(stages, owner), owner,
                                   [problem.devices[d].budget_bytes for d in owner])
     ranks = rank_costs(problem, schedule, placement)
@@ -178,6 +182,18 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
                 if over else None,
                 tokens_per_micro_batch=problem.setup.tokens_per_micro_batch,
                 schedule=schedule.name, chunks=v)
+
+
+def _chunk_buffer_bytes(problem: Problem, blocks: Sequence[range], b: int, held: int) -> float:
+    """Block b's pipeline buffers (Schedule.boundary_bytes) with the micro-batches it holds at its
+    rank's peak: one receive buffer a micro-batch, one for the gradients of what it sends, and each
+    held micro-batch's output until its backward (on the last block the logits: looped BFS holds all
+    m' of them, where 1F1B's last stage holds one)."""
+    layers, setup = problem.layers, problem.setup
+    last = layers[blocks[b][-1]].output_bytes
+    received = float(layers[blocks[b].start - 1].output_bytes) if b > 0 else 0.0
+    sent, made = (float(last), 0.0) if b + 1 < len(blocks) else (0.0, float(last))
+    return float(ONE_F_ONE_B.boundary_bytes(setup.mode, setup.micro_batches, 1, held, received, sent, made))
 
 
 def _working_memory_once(stages: Sequence[StageCost], owner: Sequence[int]) -> list[StageCost]:

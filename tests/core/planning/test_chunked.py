@@ -170,3 +170,19 @@ def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule
             params = sum(16.0 * layers[i].params for b, block in enumerate(placement.blocks())
                          if chunked.rank_of_stage(b, p) == r for i in block)
             assert memory == pytest.approx(params + torch_peaks[r], rel=1e-12), (bounds, r)
+
+
+def test_a_chunk_holds_the_buffers_and_logits_of_the_micro_batches_it_holds():
+    """Looped BFS runs every micro-batch through a chunk before the next: the last chunk keeps all
+    m' = 4 micro-batches' logits (1F1B's last stage keeps one). Outputs 10, 20, 30 and 1000 bytes
+    (the logits); blocks [l0] [l1] [l2] [l3] on ranks 0 1 0 1, each holding 4 micro-batches. Per
+    block: (m' - held) x received + (m' + held) x sent + held x logits (Schedule.boundary_bytes)."""
+    layers = tuple(Layer(f"l{i}", params=1, flops=1e12, activation_bytes=1, output_bytes=out)
+                   for i, out in enumerate((10, 20, 30, 1000)))
+    devices = tuple(Device(f"d{j}", budget_bytes=GIB, tflops=100.0, bandwidth_gbps=25.0) for j in range(2))
+    problem = Problem(layers=layers, devices=devices, setup=Setup(mode="train", bytes_per_param=16, micro_batches=4,
+                                                                  schedule="looped-bfs"))
+    plan = chunked_plan(problem, SCHEDULES["looped-bfs"], ChunkedPlacement((0, 1), 2, (0, 1, 2, 3, 4)), "test",
+                        OPTIMAL)
+    assert [stage.inflight_micro_batches for stage in plan.stages] == [4, 4, 4, 4]
+    assert [stage.buffer_bytes for stage in plan.stages] == [8 * 10, 8 * 20, 8 * 30, 4 * 1000]
