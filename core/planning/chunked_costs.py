@@ -10,7 +10,9 @@ moment, A_c its activation bytes, w_c those of them between their input and
 weight backward (the zero-bubble family) and G_c the output gradients the chunk
 keeps meanwhile (none on the pipeline's first stage, whose backward torch runs
 whole at the weight step) (core.planning.chunk_inflight; docs/design.md,
-"Chunked schedules"); tied tensors count once per rank. Shared by the chunked solver's search and
+"Chunked schedules"); tied tensors count once per rank. The plan's complete
+memory model takes the rank's peak moment with each chunk's weight gradients
+counted from its first backward on. Shared by the chunked solver's search and
 the plan it returns, so what is searched is what is reported.
 """
 
@@ -33,7 +35,6 @@ from core.planning.costs import (
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import Problem
 from core.planning.schedules import ChunkedSchedule, schedule_named
-
 
 ONE_F_ONE_B = schedule_named("1f1b")  # whose buffer rule every pipeline stage of torch's follows
 
@@ -157,16 +158,22 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
     def of_rank(values: list[float], r: int) -> list[float]:
         return [values[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
 
-    peaks = [peak_bytes(schedule.held(m, p, v, r), of_rank(chunk_acts, r), of_rank(chunk_pending, r))[1]
-             for r in range(p)]  # each rank's counts per chunk at its peak moment: held, then pending
+    chunk_grads = [stage.grad_bytes for stage in costs]
+    peaks = [peak_bytes(schedule.held(m, p, v, r), of_rank(chunk_acts, r), of_rank(chunk_pending, r),
+                        of_rank(chunk_grads, r))[1]
+             for r in range(p)]  # each rank's counts per chunk at its peak moment: held, pending, graded
     stages = []
     for b, stage in enumerate(costs):
         counts = peaks[schedule.rank_of_stage(b, p)]
-        held, pending = counts[b // p], counts[v + b // p]
+        held, pending, graded = counts[b // p], counts[v + b // p], counts[2 * v + b // p]
         same_next = b + 1 < len(owner) and owner[b + 1] == owner[b]
         # the gradients pending a weight backward are priced with the activations they wait beside
+        activations = held * chunk_acts[b] + pending * chunk_pending[b]
+        # where the chunk's weight gradients exist at that moment (an earlier micro-batch's backward
+        # ran), the moment is a later backward's: the gradients beside those activations
+        later = max(stage.later_activation_bytes or 0.0, activations) if graded else stage.later_activation_bytes
         stages.append(replace(stage, comm_s=0.0 if same_next else stage.comm_s, inflight_micro_batches=held,
-                              activation_bytes=held * chunk_acts[b] + pending * chunk_pending[b],
+                              activation_bytes=activations, later_activation_bytes=later,
                               buffer_bytes=_chunk_buffer_bytes(problem, blocks, b, held)))
     stages = _with_device_budgets(_working_memory_once(stages, owner), owner,
                                   [problem.devices[d].budget_bytes for d in owner])

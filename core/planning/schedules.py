@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from core.planning.chunk_inflight import looped_held, v_shape_held
+from core.planning.chunk_inflight import looped_bfs_held, looped_held, v_shape_held
 
 
 def micro_batches_per_replica(micro_batches: int, replicas: int) -> int:
@@ -202,8 +202,9 @@ class ChunkedSchedule(Schedule):
 
     @abstractmethod
     def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
-        """Micro-batches rank `rank` holds per chunk, then those pending a weight backward per chunk,
-        at the moments that can be its peak (core.planning.chunk_inflight, torch's order)."""
+        """Micro-batches rank `rank` holds per chunk, then those pending a weight backward, then whether
+        its weight gradients exist, at the moments that can be its peak (core.planning.chunk_inflight,
+        torch's order)."""
 
     def peak_chunk_activations(self, per_replica: int, ranks: int, chunks: int, rank: int) -> int:
         """The most (micro-batch, chunk) activations rank `rank` holds at once (torch's order)."""
@@ -225,7 +226,7 @@ class LoopedBFS(ChunkedSchedule):
     name, label, torch_class_name = "looped-bfs", "Looped BFS", "ScheduleLoopedBFS"
 
     def held(self, per_replica: int, ranks: int, chunks: int, rank: int) -> tuple[tuple[int, ...], ...]:
-        return ((per_replica,) * chunks + (0,) * chunks,)  # full backwards: nothing pends
+        return looped_bfs_held(per_replica, chunks)
 
     def refusal(self, ranks: int, chunks: int, per_replica: int) -> str | None:
         return None

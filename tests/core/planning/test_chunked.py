@@ -186,3 +186,22 @@ def test_a_chunk_holds_the_buffers_and_logits_of_the_micro_batches_it_holds():
                         OPTIMAL)
     assert [stage.inflight_micro_batches for stage in plan.stages] == [4, 4, 4, 4]
     assert [stage.buffer_bytes for stage in plan.stages] == [8 * 10, 8 * 20, 8 * 30, 4 * 1000]
+
+
+def test_a_chunk_holds_its_weight_gradients_beside_micro_batches_that_arrive_after_its_first_backward():
+    """ZBV over 2 ranks, 4 micro-batches: rank 0 runs stages 0 and 3 (3F0 3I0 3W0 3F1 3I1 ...): after
+    3I1 the last stage holds micro-batch 1's activations and the output gradients pending its weight
+    backward, and its weight gradients from 3W0 beside them. Stage 3: 1000 parameters at 4 + 4 + 8
+    bytes (weights, gradients, AdamW), 100 bytes of activations and 50 pending a micro-batch, nothing
+    sent: 12,000 held + 4,000 gradients + 100 + 50 (without the gradients: 12,000 + 4,000 + 100)."""
+    layers = tuple(Layer(f"l{i}", params=params, flops=1e12, activation_bytes=act, output_bytes=0,
+                         pending_grad_bytes=pending)
+                   for i, (params, act, pending) in enumerate(((1, 1, 0), (1, 1, 0), (1, 1, 0), (1000, 100, 50))))
+    devices = tuple(Device(f"d{j}", budget_bytes=GIB, tflops=100.0, bandwidth_gbps=25.0) for j in range(2))
+    problem = Problem(layers=layers, devices=devices, setup=Setup(
+        mode="train", bytes_per_param=16, weight_bytes_per_param=4, grad_bytes_per_param=4,
+        optimizer_bytes_per_param=8, micro_batches=4, schedule="zbv"))
+    plan = chunked_plan(problem, SCHEDULES["zbv"], ChunkedPlacement((0, 1), 2, (0, 1, 2, 3, 4)), "test", OPTIMAL)
+    stage = plan.stages[3]
+    assert (stage.inflight_micro_batches, stage.activation_bytes, stage.grad_bytes) == (1, 150.0, 4000.0)
+    assert stage.memory_bytes == 12_000 + 4_000 + 150

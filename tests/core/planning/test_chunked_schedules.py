@@ -68,7 +68,8 @@ def test_equal_chunks_step_time_and_peak_activations(name, weight_s):
 def test_unequal_chunks_peak_activations_are_torchs(name):
     """A rank's chunks of different sizes: its peak bytes (the model's held and pending counts per
     chunk) equal a walk of torch's own order, m' from 1 (capped warm-ups) to past 4p, with each
-    chunk's gradients pending a weight backward of their own size (the zero-bubble family)."""
+    chunk's gradients pending a weight backward (the zero-bubble family) and its weight gradients,
+    from its first (weight) backward on, of their own sizes."""
     rng = random.Random(f"held-{name}")
     schedule = SCHEDULES[name]
     assert isinstance(schedule, ChunkedSchedule)
@@ -79,12 +80,12 @@ def test_unequal_chunks_peak_activations_are_torchs(name):
                     continue
                 stage_bytes = [float(rng.randint(1, 9)) for _ in range(p * v)]
                 stage_pending = [float(rng.randint(1, 9)) for _ in range(p * v)]
-                torch_peaks = peak_held_bytes(name, p, m, v, stage_bytes, stage_pending)
+                stage_grads = [float(rng.randint(1, 30)) for _ in range(p * v)]
+                torch_peaks = peak_held_bytes(name, p, m, v, stage_bytes, stage_pending, stage_grads)
                 for r in range(p):
-                    chunk_bytes = [stage_bytes[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
-                    chunk_pending = [stage_pending[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
-                    assert peak_bytes(schedule.held(m, p, v, r), chunk_bytes, chunk_pending)[0] == torch_peaks[r], (
-                        p, m, v, r)
+                    chunk = [schedule.stage_of_chunk(r, c, p) for c in range(v)]
+                    sizes = [[values[stage] for stage in chunk] for values in (stage_bytes, stage_pending, stage_grads)]
+                    assert peak_bytes(schedule.held(m, p, v, r), *sizes)[0] == torch_peaks[r], (p, m, v, r)
 
 
 @pytest.mark.parametrize("name", CHUNKED)

@@ -21,18 +21,22 @@ def _ops(name: str, ranks: int, micro_batches: int, chunks: int) -> list[list[An
     return torch_ops(name, ranks, micro_batches, chunks)
 
 
-def peak_held_bytes(name: str, ranks: int, micro_batches: int, chunks: int,
-                    stage_bytes: Sequence[float], pending_bytes: Sequence[float] | None = None) -> list[float]:
+def peak_held_bytes(name: str, ranks: int, micro_batches: int, chunks: int, stage_bytes: Sequence[float],
+                    pending_bytes: Sequence[float] | None = None,
+                    grad_bytes: Sequence[float] | None = None) -> list[float]:
     """Per rank, the most bytes it holds at once walking torch's own order: a forward adds its
     stage's activation bytes, an input backward its `pending_bytes` (the output gradients kept for
-    the weight backward), a weight backward frees both and a full backward the activations (both
-    indexed by stage; no pending bytes when None)."""
+    the weight backward), a weight backward frees both and a full backward the activations; a
+    stage's first full or weight backward adds its `grad_bytes` for good (all indexed by stage;
+    none where None)."""
     from torch.distributed.pipelining.schedules import _ComputationType
 
     pending = pending_bytes if pending_bytes is not None else [0.0] * len(stage_bytes)
+    grads = grad_bytes if grad_bytes is not None else [0.0] * len(stage_bytes)
     peaks = []
     for rank in _ops(name, ranks, micro_batches, chunks):
         held = peak = 0.0
+        graded: set[int] = set()
         for action in rank:
             for part in action.sub_actions or (action,):
                 stage, kind = part.stage_index, part.computation_type
@@ -40,10 +44,11 @@ def peak_held_bytes(name: str, ranks: int, micro_batches: int, chunks: int,
                     held += stage_bytes[stage]
                 elif kind == _ComputationType.BACKWARD_INPUT:
                     held += pending[stage]
-                elif kind == _ComputationType.BACKWARD_WEIGHT:
-                    held -= stage_bytes[stage] + pending[stage]
-                elif kind == _ComputationType.FULL_BACKWARD:
-                    held -= stage_bytes[stage]
+                elif kind in (_ComputationType.BACKWARD_WEIGHT, _ComputationType.FULL_BACKWARD):
+                    held -= stage_bytes[stage] + (pending[stage] if kind == _ComputationType.BACKWARD_WEIGHT else 0.0)
+                    if stage not in graded:
+                        graded.add(stage)
+                        held += grads[stage]
                 peak = max(peak, held)
         peaks.append(peak)
     return peaks
