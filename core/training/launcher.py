@@ -62,6 +62,7 @@ from core.training.engine.profile import (
 from core.training.hf_export import check_output_dir, export_run
 from core.training.memory_check import (
     HolderMemory,
+    device_memory_subject,
     memory_overrun,
     memory_shortfall,
     read_holder_memory,
@@ -104,7 +105,8 @@ __all__ = ["MetricsTail", "RunHandle", "RunSummary", "TailUpdate", "list_runs", 
            "checkpoint_step", "latest_checkpoint", "apply_profile", "load_profile", "measure_profile", "profiled_names",
            "profile_layer_times", "save_profile", "hf_source", "trainable_model", "check_output_dir", "export_run",
            # LoRA/QLoRA adapters saved for PEFT (core.training.adapter_export)
-           "check_adapter_run", "export_adapter", "resumed_finetune", "memory_overrun"]
+           "check_adapter_run", "export_adapter", "resumed_finetune", "memory_overrun",
+           "device_memory_subject"]
 
 
 @dataclass(frozen=True)

@@ -106,12 +106,30 @@ def memory_overrun(number: int, count: int, predicted_bytes: float | None, measu
             f"{'it' if subject else 'this stage'}")
 
 
-def memory_overruns(predicted_bytes: Sequence[float], measured_bytes: Sequence[float]) -> dict[int, str]:
-    """`memory_overrun`'s line for every stage that overruns, by stage index (0-based)."""
+def memory_overruns(predicted_bytes: Sequence[float], measured_bytes: Sequence[float],
+                    subjects: Sequence[str | None] = ()) -> dict[int, str]:
+    """`memory_overrun`'s line for every stage that overruns, by stage index (0-based), each line
+    once (a chunked run's chunks of one device share theirs: `subjects`, memory_subjects)."""
     count = len(predicted_bytes)
-    lines = {i: memory_overrun(i + 1, count, predicted, measured)
-             for i, (predicted, measured) in enumerate(zip(predicted_bytes, measured_bytes))}
-    return {i: line for i, line in lines.items() if line is not None}
+    lines: dict[int, str] = {}
+    for i, (predicted, measured) in enumerate(zip(predicted_bytes, measured_bytes)):
+        line = memory_overrun(i + 1, count, predicted, measured, subjects[i] if i < len(subjects) else None)
+        if line is not None and line not in lines.values():
+            lines[i] = line
+    return lines
+
+
+def memory_subjects(plan: Plan) -> tuple[str | None, ...]:
+    """What each stage's memory figure is of: the stage (None), or under a chunked schedule its
+    device, all its chunks together (core.training.report.stage_memory_bytes)."""
+    if plan.chunks == 1:
+        return (None,) * len(plan.stages)
+    return tuple(device_memory_subject("+".join(stage.devices)) for stage in plan.stages)
+
+
+def device_memory_subject(device: str) -> str:
+    """A chunked run's memory figure: a device's, its chunks together."""
+    return f"device {device}, its chunks together"
 
 
 # "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 bytes. Error code 12 ..."

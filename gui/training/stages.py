@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.training.launcher import memory_overrun
+from core.training.launcher import device_memory_subject, memory_overrun
 from core.training.run_info import RunReport, StageReport
 from gui import theme
 from gui.training.memory_chart import MemoryChart, mib
@@ -81,7 +81,7 @@ def datasheet_tip(report: RunReport | None) -> str:
 def overrun_line(stage: StageReport, count: int, chunked: bool = False) -> str | None:
     """The flag of a stage (a chunked run: its device, all its chunks) measured more than 10% above its
     predicted memory (None: within)."""
-    subject = f"device {stage.group}, its chunks together" if chunked else None
+    subject = device_memory_subject(stage.group) if chunked else None
     return memory_overrun(stage.stage + 1, count, stage.predicted_memory_bytes, stage.measured_peak_memory_bytes,
                           subject)
 

@@ -65,6 +65,13 @@ class RunContext:
         return tuple(memory for memory, _ in stage_memory_bytes(self.plan, self.config.engine))
 
     @property
+    def memory_subjects(self) -> tuple[str | None, ...]:
+        """What each stage's predicted memory is of (core.training.memory_check.memory_subjects)."""
+        from core.training.memory_check import memory_subjects
+
+        return memory_subjects(self.plan)
+
+    @property
     def pipeline_ranks(self) -> int:
         """p: the processes of one replica's pipeline (S, or S / v for a chunked schedule)."""
         return self.plan.ranks_per_replica

@@ -65,14 +65,15 @@ class Engine(Protocol):
 
 def train_loop(engine: Engine, config: TrainConfig, writer: MetricsWriter | None,
                emit: Callable[[dict[str, Any]], None], should_stop: Callable[[], bool],
-               predicted_memory_bytes: Sequence[float] = ()) -> str:
+               predicted_memory_bytes: Sequence[float] = (), memory_subjects: Sequence[str | None] = ()) -> str:
     """Train from the latest checkpoint to `config.steps`. Returns finished or stopped.
 
     `emit` gets each metrics row (writer only); `should_stop` is polled once a
     step: a stop finishes the current step, checkpoints and returns. After
     the first step, a stage whose measured peak memory exceeds its
     `predicted_memory_bytes` by more than 10% is flagged once: a row's
-    `memory_warnings` and a line in the log (core.training.memory_check).
+    `memory_warnings` and a line in the log (core.training.memory_check); `memory_subjects` names what
+    each figure is of (a chunked run's device, its chunks together: one line a device).
     """
     started = time.perf_counter()
     start_step = engine.restore()
@@ -90,7 +91,8 @@ def train_loop(engine: Engine, config: TrainConfig, writer: MetricsWriter | None
         if writer is not None:
             row = metrics_row(step, lr, stats, config, elapsed_s=time.perf_counter() - started)
             if step > start_step + 1 or step == config.steps:  # the first step creates the optimizer states
-                overruns = memory_overruns(predicted_memory_bytes, stats.stage_measured_peak_memory_bytes)
+                overruns = memory_overruns(predicted_memory_bytes, stats.stage_measured_peak_memory_bytes,
+                                           memory_subjects)
                 warnings = [line for stage, line in overruns.items() if stage not in flagged]
                 flagged.update(overruns)
                 if warnings:

@@ -377,7 +377,7 @@ def _train(run_dir: Path, rank: int) -> int:
 
         try:
             outcome = train_loop(engine, context.config, writer, emit, context.paths.stop_file.exists,
-                                 context.predicted_memory_bytes)
+                                 context.predicted_memory_bytes, context.memory_subjects)
         finally:
             if writer is not None:
                 writer.close()

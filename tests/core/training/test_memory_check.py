@@ -1,5 +1,7 @@
 """Before launch: each stage's predicted peak against the memory that will hold it; OOM in one line."""
 
+from dataclasses import replace
+
 import pytest
 
 from core.planning.plan import Plan, StageCost
@@ -144,3 +146,17 @@ def test_real_gpus_free_memory_comes_from_nvml_by_cuda_index():
     free = gpu_free_bytes(gateway, cuda_uuids=lambda: None)  # read now: the fake's use moves
     assert set(free) == set(total) == {0, 1} and all(0 < free[i] < total[i] for i in free)
     assert gpu_free_bytes(nv.NvmlGateway(FakeNvml(0, init_error=nv.LIBRARY_NOT_FOUND))) == {}
+
+
+def test_a_chunked_run_warns_once_a_device_and_a_pipeline_once_a_stage():
+    from core.training.memory_check import memory_overruns, memory_subjects
+
+    # ZBV over cpu and cpu#2: stages 0 and 3 on cpu, 1 and 2 on cpu#2; each chunk carries its device's
+    # predicted 100 bytes and measured peak (cpu 120, 20% above; cpu#2 100, within)
+    chunked = replace(plan(*(stage([device], 1) for device in ("cpu", "cpu#2", "cpu#2", "cpu"))),
+                      schedule="zbv", chunks=2)
+    lines = memory_overruns([100.0] * 4, [120.0, 100.0, 100.0, 120.0], memory_subjects(chunked))
+    assert lines == {0: "device cpu, its chunks together: measured peak memory 120 B is 20% above its "
+                        "predicted 100 B: the memory model under-counts it"}
+    pipeline = replace(chunked, schedule=None, chunks=1)
+    assert list(memory_overruns([100.0] * 4, [120.0, 100.0, 100.0, 120.0], memory_subjects(pipeline))) == [0, 3]
