@@ -18,8 +18,6 @@ to the layer running at the time:
   backward to its weight backward (torch's `stage_backward_input` stores them for
   `stage_backward_weight`), so the zero-bubble schedules hold them between the
   two (docs/design.md, "Chunked schedules"); each the size of the module's output.
-  With recompute, a block's input backward runs its forward again and the
-  activations that recomputes wait for the weight backward too: they count here.
 - transient_bytes: the working memory of one micro-batch's pass through the
   layer beyond its saved activations and the parameters' gradients: the
   gradients flowing through it and the temporaries of its backward (and of the
@@ -251,10 +249,8 @@ class _Recorder:
             is_block = id(module) in self.blocks
             saved = sum(self.saved[name].values())
             working = transient.get(name, 0)
-            pending = self.pending.get(name, 0) if train else 0
             if train and recompute and is_block:
                 working += saved  # its backward runs the forward again, keeping what it saves meanwhile
-                pending += saved  # a split backward keeps the recomputed activations for its weight step too
             if not train:
                 saved = self.output_bytes.get(name, 0)  # inference keeps only the working activation
             elif recompute and is_block:
@@ -273,7 +269,7 @@ class _Recorder:
                 tied_params=tied,
                 linears=linear_modules(name, module),
                 transient_bytes=int(working),
-                pending_grad_bytes=pending,
+                pending_grad_bytes=self.pending.get(name, 0) if train else 0,
             ))
         return result
 

@@ -36,18 +36,26 @@ MAX_CHUNKS = 4  # interleaving deeper than this gains little and multiplies the 
 EXHAUSTIVE_LIMIT = 20_000  # placements tried one by one before the search takes over
 NO_DATA_PARALLEL = ("chunked schedules are planned without data parallelism or ZeRO: Allot's pipeline "
                     "engine runs them one replica deep")
+# Measured: torch keeps the activations that a split backward's input step recomputes for longer than one
+# micro-batch's input-to-weight span (gpt-micro: ZBV 1.46x, ZB1P 1.18x the prediction; docs/benchmarks.md).
+NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch keeps the activations its split "
+                            "backward recomputes longer than the memory model can say; use --recompute off "
+                            "or --schedule interleaved")
 
 
 def solve_chunked(problem: Problem) -> Plan:
     """The best chunked placement for the setup's (chunked) schedule.
 
     Raises:
-        InputError: data parallelism or ZeRO asked for, or the layers branch.
+        InputError: data parallelism or ZeRO asked for, a zero-bubble schedule with recompute, or the
+            layers branch.
     """
     schedule = problem.setup.pipeline_schedule
     assert isinstance(schedule, ChunkedSchedule)
     if problem.setup.is_hybrid:
         raise InputError(NO_DATA_PARALLEL)
+    if schedule.zero_bubble and problem.setup.recompute and problem.setup.mode == "train":
+        raise InputError(NO_ZERO_BUBBLE_RECOMPUTE.format(label=schedule.label))
     if not problem.is_chain:
         raise InputError("chunked schedules need a chain of layers; this graph branches")
     started = time.perf_counter()
