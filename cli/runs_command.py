@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no runs under {root}")
         return 0
     print(f"{'NAME':<28} {'STATE':<9} {'STEP':>11} {'LOSS':>8}  {'MODEL':<14} {'ENGINE':<8} STAGES  "
-          f"{'STARTED':<16}  MEMORY MiB PER STAGE (PREDICTED/MEASURED PEAK)")
+          f"{'STARTED':<16}  MEMORY MiB PER STAGE, OR DEVICE IF CHUNKED (PREDICTED/MEASURED PEAK)")
     for r in runs:
         loss = f"{r.last_loss:.4f}" if r.last_loss is not None else "-"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "-"

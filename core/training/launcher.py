@@ -70,7 +70,7 @@ from core.training.memory_check import (
 from core.training.metrics import MetricsTail, TailUpdate, format_row, last_row, read_metrics
 from core.training.new_run import RunDevices, new_run_config, run_precision, spec_run_devices
 from core.training.plan_file import read_plan_file
-from core.training.report import stage_memory_bytes
+from core.training.report import first_chunk_of_each_device, stage_memory_bytes
 from core.training.run_dir import (
     RUNNING,
     RunPaths,
@@ -135,7 +135,8 @@ class RunSummary:
     engine: str
     stages: int
     started_at: float | None
-    # per stage: the plan's memory, and the measured peak and what it counts (None: not measured yet)
+    # per stage (a chunked run: per device, its chunks together): the plan's memory, and the measured
+    # peak and what it counts (None: not measured yet)
     predicted_memory_bytes: tuple[float, ...] = ()
     measured_peak_memory_bytes: tuple[int | None, ...] = ()
     measured_memory_source: tuple[str | None, ...] = ()
@@ -217,10 +218,13 @@ def _summary(path: Path) -> RunSummary:
 
     paths = RunPaths(path)
     predicted: tuple[float, ...] = ()
+    shown: list[int] = []  # the stages whose memory is shown: each, or a chunked run's each device once
     try:
         info = read_run_info(path)
         steps, model, engine, stages, created = info.steps, info.model_name, info.engine, info.stages, info.created_at
         predicted = tuple(memory for memory, _ in stage_memory_bytes(info.plan, info.engine))
+        shown = (first_chunk_of_each_device([stage.devices for stage in info.plan.stages]) if info.plan.chunks > 1
+                 else list(range(len(predicted))))
     except InputError:
         steps, model, engine, stages, created = 0, "?", "?", 0, None
     state: RunState | Literal["created"]
@@ -235,11 +239,11 @@ def _summary(path: Path) -> RunSummary:
     peaks, sources = (row or {}).get("stage_measured_peak_memory_bytes", []), (row or {}).get(
         "stage_measured_memory_source", [])
     return RunSummary(name=path.name, path=path, state=state, step=step, steps=steps, last_loss=loss, model=model,
-                      engine=engine, stages=stages, started_at=created or started, predicted_memory_bytes=predicted,
-                      measured_peak_memory_bytes=tuple(int(peaks[i]) if i < len(peaks) else None
-                                                       for i in range(len(predicted))),
+                      engine=engine, stages=stages, started_at=created or started,
+                      predicted_memory_bytes=tuple(predicted[i] for i in shown),
+                      measured_peak_memory_bytes=tuple(int(peaks[i]) if i < len(peaks) else None for i in shown),
                       measured_memory_source=tuple(str(sources[i]) if i < len(sources) else None
-                                                   for i in range(len(predicted))))  # a resume keeps started_at
+                                                   for i in shown))  # a resume keeps started_at
 
 
 def _spawn_job(paths: RunPaths) -> RunHandle:

@@ -95,13 +95,9 @@ class RunReport:
     def memory_rows(self) -> tuple[StageReport, ...]:
         """The stages whose memory fields to show: every stage, or under a chunked schedule each
         device's first chunk (carrying the device's figures)."""
-        seen: set[str] = set()
-        rows = []
-        for stage in self.stages:
-            if self.chunks == 1 or stage.group not in seen:
-                rows.append(stage)
-                seen.add(stage.group)
-        return tuple(rows)
+        if self.chunks == 1:
+            return self.stages
+        return tuple(self.stages[i] for i in first_chunk_of_each_device([s.devices for s in self.stages]))
 
     @property
     def step_measured_over_predicted(self) -> float | None:
@@ -127,6 +123,18 @@ class RunReport:
             record["memory_measured_over_predicted"] = stage.memory_measured_over_predicted
             record["runs_on"] = stage.runs_on_note
         return answer
+
+
+def first_chunk_of_each_device(groups: Sequence[tuple[str, ...]]) -> list[int]:
+    """The index of each device's (group's) first stage: under a chunked schedule a device's memory
+    figures are its chunks' together, carried by each chunk and shown once."""
+    seen: set[tuple[str, ...]] = set()
+    first = []
+    for index, group in enumerate(groups):
+        if tuple(group) not in seen:
+            seen.add(tuple(group))
+            first.append(index)
+    return first
 
 
 def engine_memory_bytes(stage: StageCost, engine: str) -> float:

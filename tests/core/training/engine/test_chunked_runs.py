@@ -14,7 +14,7 @@ import torch
 from core.model.gpt import GPT
 from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
-from core.training.launcher import resume_run, start_run, wait_run
+from core.training.launcher import list_runs, resume_run, start_run, wait_run
 from core.training.metrics import read_metrics
 from tests.core.training.support import (
     FLOAT64_AGREEMENT,
@@ -66,6 +66,13 @@ def test_a_chunked_run_resumes_exactly_and_matches_a_single_process(tmp_path, co
     idle = row["stage_idle_s"]
     for position in range(2):
         assert len({idle[stage] for stage in plan.stages_of_rank(position)}) == 1
+    # ---- memory is a device's, its chunks together: each chunk carries its rank's peak; runs shows it once
+    peaks = row["stage_measured_peak_memory_bytes"]
+    for position in range(2):
+        chunks = plan.stages_of_rank(position)
+        assert len({peaks[stage] for stage in chunks}) == 1 and peaks[chunks[0]] > 0
+    summary = next(run for run in list_runs(tmp_path) if run.path == run_dir)
+    assert len(summary.predicted_memory_bytes) == 2 and None not in summary.measured_peak_memory_bytes
 
 
 def test_a_chunked_schedule_with_replicas_is_refused_in_one_line_and_writes_nothing(tmp_path, corpus):
