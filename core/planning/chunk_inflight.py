@@ -2,28 +2,29 @@
 
 A rank of a chunked schedule holds, at any moment of its step, n_c micro-batches'
 activations of its chunk c (c = 0 .. v - 1: chunk c of rank r is virtual stage
-c * p + r, or r and 2p - 1 - r for the V). With A_c the activation bytes of chunk
-c per micro-batch, its activation memory peaks at max over moments of
-sum_c n_c A_c, and only the moments whose counts no other moment's exceed can be
-the peak: `undominated` keeps those (docs/design.md, "Chunked schedules"). With equal chunks this is the total's peak; with unequal chunks the
-chunk sizes decide which moment is the peak, and so a rank can hold small chunks
-where many micro-batches wait and large ones where few do.
+c * p + r, or r and 2p - 1 - r for the V). With A_c the activation bytes of chunk c
+per micro-batch, its activation memory peaks at max over moments of sum_c n_c A_c,
+and only the moments whose counts no other moment's exceed can be the peak:
+`undominated` keeps those (docs/design.md, "Chunked schedules"). With equal chunks
+this is the total's peak; with unequal chunks the chunk sizes decide which moment
+is the peak, and so a rank can hold small chunks where many micro-batches wait and
+large ones where few do.
 
 Counts follow torch 2.13's own per-rank order: a forward adds its micro-batch to
 its chunk; a full backward (interleaved) or a weight backward (zero-bubble family:
-the weight gradient still needs the saved inputs) frees it. The zero-bubble
-family splits the backward: from a micro-batch's input backward (I) to its
-weight backward (W) the chunk also keeps the gradients of its weighted ops'
-outputs, which W consumes (torch's `stage_backward_input` stores them), so a
-moment is 3v counts: held per chunk, then pending (I done, W not) per chunk,
-then whether the chunk's weight gradients exist yet (0 or 1: set by its first
-full or weight backward, held to the optimizer step).
-The looped schedules' order is torch's `_get_1f1b_rank_ops` (warm-up forwards,
-then a forward and a backward per op, then the cool-down backwards; ZB1P's
-weight backwards start after `rank` steady ops and trail its input backwards);
-ZBV, DualPipeV and looped BFS walk torch's own construction, step by step. tests/core/planning/test_chunked_schedules.py checks every one against
-torch's order (`_schedule_visualizer.get_schedule_ops`). Pure Python: the
-planner imports no torch.
+the weight gradient still needs the saved inputs) frees it. The zero-bubble family
+splits the backward: from a micro-batch's input backward (I) to its weight
+backward (W) the chunk also keeps the gradients of its weighted ops' outputs,
+which W consumes (torch's `stage_backward_input` stores them), so a moment is 3v
+counts: held per chunk, then pending (I done, W not) per chunk, then whether the
+chunk's weight gradients exist yet (0 or 1: set by its first full or weight
+backward, held to the optimizer step). The looped schedules' order is torch's
+`_get_1f1b_rank_ops` (warm-up forwards, then a forward and a backward per op, then
+the cool-down backwards; ZB1P's weight backwards start after `rank` steady ops and
+trail its input backwards); ZBV, DualPipeV and looped BFS walk torch's own
+construction, step by step. tests/core/planning/test_chunked_schedules.py checks
+every one against torch's order (`_schedule_visualizer.get_schedule_ops`). Pure
+Python: the planner imports no torch.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
     costs = evaluate_placement(single, [(d, list(block)) for d, block in zip(owner, blocks)])
     p, v, m = len(placement.ranks), placement.chunks, problem.setup.micro_batches
     sums = ChainSums(problem)
-    chunk_acts = [float(sum(problem.layers[i].activation_bytes for i in block)) for block in blocks]
+    chunk_acts = [sums.acts[block.stop] - sums.acts[block.start] for block in blocks]
     chunk_pending = [sums.pending_bytes(b, block) for b, block in enumerate(blocks)]
 
     def of_rank(values: list[float], r: int) -> list[float]:
@@ -177,7 +177,7 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
                               buffer_bytes=_chunk_buffer_bytes(problem, blocks, b, held)))
     stages = _with_device_budgets(_working_memory_once(stages, owner), owner,
                                   [problem.devices[d].budget_bytes for d in owner])
-    ranks = rank_costs(problem, schedule, placement)
+    ranks = rank_costs(problem, schedule, placement, sums)
     # The search ranks placements on a rank's weights and in-flight activations; the answer must also
     # fit under the complete memory model (docs/design.md), each chunk a stage with its own working
     # memory and buffers: summed per device, an upper bound, so a plan said to fit does.

@@ -70,6 +70,7 @@ def choose_recompute(problem_for: Callable[[bool], Problem],
 
 # Two optima of the same placements whose step times differ in the last bits only are a tie.
 _TIE = 1e-9
+_NO_LIMIT_BYTES = 2**50  # a pebibyte: more than any stage needs, and a finite bound for the MILP
 
 
 def _memory_does_not_bind(problem: Problem, plan: Plan, solve: Callable[[Problem], Plan]) -> bool:
@@ -80,9 +81,6 @@ def _memory_does_not_bind(problem: Problem, plan: Plan, solve: Callable[[Problem
     free = solve(unlimited)
     return (free.status == OPTIMAL and free.objective_s is not None and plan.objective_s is not None
             and plan.objective_s <= free.objective_s * (1 + _TIE))
-
-
-_NO_LIMIT_BYTES = 2**50  # a pebibyte: more than any stage needs, and a finite bound for the MILP
 
 
 def _why_not(plan: Plan) -> str:
