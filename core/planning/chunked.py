@@ -39,8 +39,8 @@ NO_DATA_PARALLEL = ("chunked schedules are planned without data parallelism or Z
 # Measured: torch keeps the activations that a split backward's input step recomputes for longer than one
 # micro-batch's input-to-weight span (gpt-micro: ZBV 1.46x, ZB1P 1.18x the prediction; docs/benchmarks.md).
 NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch keeps the activations its split "
-                            "backward recomputes longer than the memory model can say; use --recompute off "
-                            "or --schedule interleaved")
+                            "backward recomputes longer than the memory model can say: plan it without "
+                            "recompute, or with the interleaved schedule")
 
 
 def solve_chunked(problem: Problem) -> Plan:
