@@ -19,7 +19,7 @@ import functools
 import itertools
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from core.errors import InputError
@@ -30,10 +30,10 @@ from core.planning.problem import Problem
 from core.planning.schedules import ChunkedSchedule
 from core.units import format_shortfall
 
-COMPLETE_MODEL_CHECKS = 1000  # placements tried, fastest first, against the complete memory model
-
 MAX_CHUNKS = 4  # interleaving deeper than this gains little and multiplies the sends
 EXHAUSTIVE_LIMIT = 20_000  # placements tried one by one before the search takes over
+STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
+Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
 NO_DATA_PARALLEL = ("chunked schedules are planned without data parallelism or ZeRO: Allot's pipeline "
                     "engine runs them one replica deep")
 # Measured: torch keeps the activations that a split backward's input step recomputes for longer than one
@@ -62,40 +62,37 @@ def solve_chunked(problem: Problem) -> Plan:
     sums = ChainSums(problem)
     every = all_placements(problem, schedule)
     exhaustive = every is not None
-    visited: dict[ChunkedPlacement, None] = {}  # every placement the search priced, in order
+    scores: dict[ChunkedPlacement, Score] = {}  # every placement priced: (overflow, step time)
+
+    def score(placement: ChunkedPlacement) -> Score:
+        if placement not in scores:
+            costs = rank_costs(problem, schedule, placement, sums)
+            scores[placement] = (costs.over_bytes, costs.step_time_s)
+        return scores[placement]
+
     for start in ([] if exhaustive else _starts(problem, schedule)):
-        _improved(problem, schedule, start, sums, visited)
-    if not exhaustive and all(rank_costs(problem, schedule, pl, sums).over_bytes > 0 for pl in visited):
+        _improved(start, score)
+    if not exhaustive and all(over > 0 for over, _ in scores.values()):
         for start in _one_f_one_b_shaped(problem, schedule):  # memory binds: starts that fit more
-            _improved(problem, schedule, start, sums, visited)
+            _improved(start, score)
     may_start = problem.stage_may_start()
-    candidates = [placement for placement in (every if every is not None else visited)
+    candidates = [placement for placement in (every if every is not None else scores)
                   if all(may_start[bound] for bound in placement.bounds[1:-1])]
-    ranked = sorted(candidates, key=lambda pl: _score(problem, schedule, pl, sums))
+    ranked = sorted(candidates, key=score)
     elapsed = time.perf_counter() - started
     solver = "exact" if exhaustive else "chunked-search"
     if not ranked:
         return infeasible_plan(problem, solver, _why_none(problem, schedule), elapsed)
-    over = rank_costs(problem, schedule, ranked[0], sums).over_bytes
+    over, step = score(ranked[0])
     if over > 0:
         which = "every placement" if exhaustive else "the best placement found"
-        why = (f"{schedule.label} holds more activations in flight than 1F1B: {which} of its chunks "
-               f"is short by {format_shortfall(over)}")
-        return infeasible_plan(problem, solver, why, elapsed)
-    # In order of step time, the first placement that also fits the complete memory model (each
-    # chunk a stage with its working memory and buffers; chunked_costs.chunked_plan): with every
-    # placement tried, the fastest that fits.
-    for placement in ranked[:COMPLETE_MODEL_CHECKS]:
-        if rank_costs(problem, schedule, placement, sums).over_bytes > 0:
-            break
-        step = rank_costs(problem, schedule, placement, sums).step_time_s
-        gap = 0.0 if exhaustive else step / lower_bound_s(problem) - 1
-        plan = chunked_plan(problem, schedule, placement, solver, OPTIMAL if exhaustive else FEASIBLE,
-                            time.perf_counter() - started, gap)
-        if plan.feasible:
-            return plan
-    return infeasible_plan(problem, solver, f"no placement of {schedule.label}'s chunks found fits the complete "
-                           "memory model (working memory and buffers per chunk)", time.perf_counter() - started)
+        why = (f"{which} of {schedule.label}'s chunks needs more than a device's budget under the complete "
+               f"memory model: short by {format_shortfall(over)}")
+        return infeasible_plan(problem, solver, why, time.perf_counter() - started)
+    # The fastest placement that fits (with every placement tried, the fastest of all that fit)
+    gap = 0.0 if exhaustive else step / lower_bound_s(problem) - 1
+    return chunked_plan(problem, schedule, ranked[0], solver, OPTIMAL if exhaustive else FEASIBLE,
+                        time.perf_counter() - started, gap)
 
 
 def _why_none(problem: Problem, schedule: ChunkedSchedule) -> str:
@@ -104,12 +101,6 @@ def _why_none(problem: Problem, schedule: ChunkedSchedule) -> str:
         return f"{schedule.label} needs at least 2 devices and 2 layers per device"
     reasons = [schedule.refusal(p, v, m) for p in range(2, devices + 1) for v in schedule.chunk_counts(MAX_CHUNKS)]
     return next((reason for reason in reasons if reason), f"{schedule.label} cannot run this problem")
-
-
-def _score(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
-           sums: ChainSums) -> tuple[float, float]:
-    costs = rank_costs(problem, schedule, placement, sums)
-    return costs.over_bytes, costs.step_time_s
 
 
 def _shapes(problem: Problem, schedule: ChunkedSchedule, orders: Iterable[tuple[int, ...]]
@@ -224,23 +215,22 @@ def _proportional(problem: Problem, schedule: ChunkedSchedule, ranks: tuple[int,
     return ChunkedPlacement(ranks, v, (*bounds, n))
 
 
-def _improved(problem: Problem, schedule: ChunkedSchedule, start: ChunkedPlacement,
-              sums: ChainSums, visited: dict[ChunkedPlacement, None]) -> ChunkedPlacement:
-    """Move one cut at a time by up to two layers while the (overflow, step time) score falls;
-    every placement priced on the way joins `visited` (the complete memory model's candidates)."""
-    best, score = start, _score(problem, schedule, start, sums)
-    visited[start] = None
+def _improved(start: ChunkedPlacement, score: Callable[[ChunkedPlacement], Score]) -> ChunkedPlacement:
+    """Shift a run of consecutive cuts together by one or two layers (a single cut is a run of one)
+    while the score falls: a run moves layers from the block before it to the block after it,
+    through blocks that keep their sizes (what a full device in between needs)."""
+    best = start
+    cuts = len(best.bounds) - 2
     improved = True
     while improved:
         improved = False
-        for cut, step in itertools.product(range(1, len(best.bounds) - 1), (-2, -1, 1, 2)):
+        for first, last, step in itertools.product(range(1, cuts + 1), range(1, cuts + 1), STEPS):
             bounds = list(best.bounds)
-            bounds[cut] += step
-            if not bounds[cut - 1] < bounds[cut] < bounds[cut + 1]:
+            for cut in range(first, last + 1):
+                bounds[cut] += step
+            if last < first or not (bounds[first - 1] < bounds[first] and bounds[last] < bounds[last + 1]):
                 continue
             candidate = replace(best, bounds=tuple(bounds))
-            visited[candidate] = None
-            candidate_score = _score(problem, schedule, candidate, sums)
-            if candidate_score < score:
-                best, score, improved = candidate, candidate_score, True
+            if score(candidate) < score(best):
+                best, improved = candidate, True
     return best

@@ -147,9 +147,9 @@ def test_frozen_weights_come_from_adapters_and_round_trip_the_problem_format():
 
 @pytest.mark.parametrize("schedule", ["interleaved", "zb1p", "zbv", "dualpipev", "looped-bfs"])
 def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule):
-    """Each rank's memory: its parameters' state plus the most activation bytes (and gradients pending
-    a weight backward) its chunks hold at once walking torch's order, chunk by chunk at its own size
-    (a mean chunk would miss it)."""
+    """A rank's chunks hold its parameters' state and, together, the most activation bytes (and
+    gradients pending a weight backward) they hold at once walking torch's order, chunk by chunk at
+    its own size (a mean chunk would miss it); the rank's memory is its chunks' sum."""
     rng = random.Random(f"memory-{schedule}")
     chunked = SCHEDULES[schedule]
     assert isinstance(chunked, ChunkedSchedule)
@@ -166,10 +166,14 @@ def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule
         stage_pending = [0.0 if a == 0 else float(sum(layer.pending_grad_bytes for layer in layers[a:b]))
                          for a, b in itertools.pairwise(bounds)]
         torch_peaks = peak_held_bytes(schedule, p, m, v, stage_bytes, stage_pending)
-        for r, memory in enumerate(rank_costs(problem, chunked, placement).memory_bytes):
-            params = sum(16.0 * layers[i].params for b, block in enumerate(placement.blocks())
-                         if chunked.rank_of_stage(b, p) == r for i in block)
-            assert memory == pytest.approx(params + torch_peaks[r], rel=1e-12), (bounds, r)
+        costs = rank_costs(problem, chunked, placement)
+        for r, memory in enumerate(costs.memory_bytes):
+            chunks = [stage for b, stage in enumerate(costs.stages) if chunked.rank_of_stage(b, p) == r]
+            params = sum(16.0 * layers[i].params for stage in chunks for i in stage.layer_indices)
+            assert sum(stage.weight_bytes for stage in chunks) == params
+            assert sum(stage.activation_bytes for stage in chunks) == pytest.approx(torch_peaks[r], rel=1e-12), (
+                bounds, r)
+            assert memory == sum(stage.memory_bytes for stage in chunks)
 
 
 def test_a_chunk_holds_the_buffers_and_logits_of_the_micro_batches_it_holds():
@@ -218,3 +222,36 @@ def test_zero_bubble_schedules_are_not_offered_with_recompute_and_say_why():
     assert isinstance(options["interleaved"], Plan)
     without = schedule_options(problem)
     assert [name for name in ("zb1p", "zbv", "dualpipev") if isinstance(without[name], Plan)]  # they plan without
+
+
+def test_the_search_prices_the_complete_memory_model_where_the_optimizer_step_binds():
+    """llama-2-7b as the planner measures it (4,096 tokens a micro-batch, recompute, AdamW: 4 + 4 + 8
+    bytes a parameter and 4 more of optimizer-step temporaries) on an A100-80GB, an A100-40GB, an
+    RTX4090 and an RTX3090: the step's temporaries alone are 25 GiB, and a search that priced weights
+    and activations only ended on placements that do not fit and answered none. Its answer fits
+    under the complete model and beats the exact 1F1B plan."""
+    embed = Layer("model.embed_tokens", params=131_072_000, flops=0.0, activation_bytes=32_768,
+                  output_bytes=67_108_864, transient_bytes=591_396_872)
+    blocks = [Layer(f"model.layers.{i}", params=202_383_360, flops=1_932_735_283_200.0, activation_bytes=67_108_864,
+                    output_bytes=67_108_864, transient_bytes=1_678_278_688, pending_grad_bytes=482_344_960)
+              for i in range(32)]
+    norm = Layer("model.norm", params=4_096, flops=0.0, activation_bytes=134_234_112, output_bytes=67_108_864,
+                 transient_bytes=335_527_944, pending_grad_bytes=67_108_864)
+    head = Layer("lm_head", params=131_072_000, flops=1_073_741_824_000.0, activation_bytes=820_019_204,
+                 output_bytes=262_144_000, transient_bytes=1_048_576_004, pending_grad_bytes=262_144_000)
+    devices = tuple(Device(name, budget_bytes=budget, tflops=tflops, bandwidth_gbps=32.0)
+                    for name, budget, tflops in (("A100-80GB", 85_899_345_920, 124.8),
+                                                 ("A100-40GB", 42_949_672_960, 124.8),
+                                                 ("RTX4090", 25_757_220_864, 66.08),
+                                                 ("RTX3090", 25_769_803_776, 28.4)))
+    setup = Setup(mode="train", bytes_per_param=16, weight_bytes_per_param=4, grad_bytes_per_param=4,
+                  optimizer_bytes_per_param=8, optimizer_step_bytes_per_param=4, micro_batches=8,
+                  schedule="interleaved", recompute=True)
+    problem = Problem(layers=(embed, *blocks, norm, head), devices=devices, setup=setup)
+    plan = solve_chunked(problem)
+    assert plan.feasible and plan.schedule == "interleaved"
+    assert all(stage.memory_bytes <= stage.budget_bytes for stage in plan.stages)
+    assert sum(stage.optimizer_step_bytes for stage in plan.stages) == 4 * (2 * 131_072_000 + 32 * 202_383_360 + 4_096)
+    one_f_one_b = solve_schedule(replace(problem, setup=replace(setup, schedule="1f1b")))
+    assert plan.objective_s is not None and one_f_one_b.objective_s is not None
+    assert plan.objective_s < one_f_one_b.objective_s
