@@ -19,23 +19,22 @@ import functools
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from core.errors import InputError
 from core.planning.chunked_costs import ChainSums, ChunkedPlacement, chunked_plan, rank_costs
 from core.planning.costs import infeasible_plan, lower_bound_s
+from core.planning.hybrid import data_parallel_choices
 from core.planning.plan import FEASIBLE, OPTIMAL, Plan
-from core.planning.problem import Problem
-from core.planning.schedules import ChunkedSchedule
+from core.planning.problem import Device, Problem
+from core.planning.schedules import ChunkedSchedule, micro_batches_per_replica
 from core.units import format_shortfall
 
 MAX_CHUNKS = 4  # interleaving deeper than this gains little and multiplies the sends
 EXHAUSTIVE_LIMIT = 20_000  # placements tried one by one before the search takes over
 STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
 Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
-NO_DATA_PARALLEL = ("chunked schedules are planned without data parallelism or ZeRO: Allot's pipeline "
-                    "engine runs them one replica deep")
 # Measured: torch keeps the activations that a split backward's input step recomputes for longer than one
 # micro-batch's input-to-weight span (gpt-micro: ZBV 1.46x, ZB1P 1.18x the prediction; docs/benchmarks.md).
 NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch keeps the activations its split "
@@ -44,23 +43,65 @@ NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch keeps 
 
 
 def solve_chunked(problem: Problem) -> Plan:
-    """The best chunked placement for the setup's (chunked) schedule.
+    """The best chunked placement for the setup's (chunked) schedule, over every d asked (each rank
+    of the pipeline a group of d alike devices, its chunks' gradients synchronised by FSDP2).
 
     Raises:
-        InputError: data parallelism or ZeRO asked for, a zero-bubble schedule with recompute, or the
+        InputError: a zero-bubble schedule with recompute, too few devices for 2 ranks of d, or the
             layers branch.
     """
     schedule = problem.setup.pipeline_schedule
     assert isinstance(schedule, ChunkedSchedule)
-    if problem.setup.is_hybrid:
-        raise InputError(NO_DATA_PARALLEL)
     if schedule.zero_bubble and problem.setup.recompute and problem.setup.mode == "train":
         raise InputError(NO_ZERO_BUBBLE_RECOMPUTE.format(label=schedule.label))
     if not problem.is_chain:
         raise InputError("chunked schedules need a chain of layers; this graph branches")
     started = time.perf_counter()
-    sums = ChainSums(problem)
-    every = all_placements(problem, schedule)
+    choices = [d for d in data_parallel_choices(problem) if d == 1 or len(problem.devices) >= 2 * d]
+    if not choices:
+        d = data_parallel_choices(problem)[0]
+        raise InputError(f"{schedule.label} with {d} replicas needs at least {2 * d} devices (2 pipeline ranks "
+                         f"of {d}); there are {len(problem.devices)}")
+    plans = [_solve_replicated(problem, schedule, d) for d in choices]
+    feasible = [plan for plan in plans if plan.feasible and plan.objective_s is not None]
+    best = min(feasible, key=lambda plan: plan.objective_s or 0.0) if feasible else plans[0]
+    return replace(best, solve_time_s=time.perf_counter() - started)
+
+
+def replica_groups(devices: Sequence[Device], d: int) -> list[tuple[int, ...]]:
+    """The devices in groups of d, alike with alike: sorted by budget, speed and link, then cut in
+    order (the rest, fewer than d, unused); each group is one pipeline rank's d replicas."""
+    order = sorted(range(len(devices)), key=lambda i: (-devices[i].budget_bytes, -devices[i].tflops,
+                                                       -devices[i].bandwidth_gbps, i))
+    return [tuple(order[g * d:(g + 1) * d]) for g in range(len(devices) // d)]
+
+
+def _solve_replicated(problem: Problem, schedule: ChunkedSchedule, d: int) -> Plan:
+    """The chunked placement over groups of d devices, each group priced as its slowest, smallest
+    member with the narrowest link (docs/design.md, "Chunked schedules"); d = 1: the devices."""
+    if d == 1:
+        return _solve_on(replace(problem, setup=replace(problem.setup, data_parallel=1)), schedule, 1, optimal=True)
+    groups = replica_groups(problem.devices, d)
+    members = [[problem.devices[i] for i in group] for group in groups]
+    pooled = tuple(Device(group[0].name, budget_bytes=min(x.budget_bytes for x in group),
+                          tflops=min(x.tflops for x in group), bandwidth_gbps=min(x.bandwidth_gbps for x in group),
+                          kind=group[0].kind if len({x.kind for x in group}) == 1 else "")
+                   for group in members)
+    # optimal where the groups are the only grouping: every device alike
+    alike = len({(x.budget_bytes, x.tflops, x.bandwidth_gbps, x.kind) for x in problem.devices}) == 1
+    plan = _solve_on(replace(problem, devices=pooled, setup=replace(problem.setup, data_parallel=1)), schedule, d,
+                     optimal=alike, lower_bound=lower_bound_s(problem))
+    names = {group[0].name: tuple(x.name for x in group) for group in members}
+    return replace(plan, stages=tuple(replace(stage, devices=names[stage.device]) for stage in plan.stages),
+                   lower_bound_s=lower_bound_s(problem))  # over every device, not the groups
+
+
+def _solve_on(problem: Problem, schedule: ChunkedSchedule, replicas: int, optimal: bool,
+              lower_bound: float | None = None) -> Plan:
+    """The chunked search or enumeration over the problem's devices, each a group of `replicas`."""
+    started = time.perf_counter()
+    sums = ChainSums(problem, replicas)
+    every = all_placements(problem, schedule, replicas)
     exhaustive = every is not None
     scores: dict[ChunkedPlacement, Score] = {}  # every placement priced: (overflow, step time)
 
@@ -70,10 +111,10 @@ def solve_chunked(problem: Problem) -> Plan:
             scores[placement] = (costs.over_bytes, costs.step_time_s)
         return scores[placement]
 
-    for start in ([] if exhaustive else _starts(problem, schedule)):
+    for start in ([] if exhaustive else _starts(problem, schedule, replicas)):
         _improved(start, score)
     if not exhaustive and all(over > 0 for over, _ in scores.values()):
-        for start in _one_f_one_b_shaped(problem, schedule):  # memory binds: starts that fit more
+        for start in _one_f_one_b_shaped(problem, schedule, replicas):  # memory binds: starts that fit more
             _improved(start, score)
     may_start = problem.stage_may_start()
     candidates = [placement for placement in (every if every is not None else scores)
@@ -82,7 +123,7 @@ def solve_chunked(problem: Problem) -> Plan:
     elapsed = time.perf_counter() - started
     solver = "exact" if exhaustive else "chunked-search"
     if not ranked:
-        return infeasible_plan(problem, solver, _why_none(problem, schedule), elapsed)
+        return infeasible_plan(problem, solver, _why_none(problem, schedule, replicas), elapsed)
     over, step = score(ranked[0])
     if over > 0:
         which = "every placement" if exhaustive else "the best placement found"
@@ -90,23 +131,32 @@ def solve_chunked(problem: Problem) -> Plan:
                f"memory model: short by {format_shortfall(over)}")
         return infeasible_plan(problem, solver, why, time.perf_counter() - started)
     # The fastest placement that fits (with every placement tried, the fastest of all that fit)
-    gap = 0.0 if exhaustive else step / lower_bound_s(problem) - 1
-    return chunked_plan(problem, schedule, ranked[0], solver, OPTIMAL if exhaustive else FEASIBLE,
-                        time.perf_counter() - started, gap)
+    proven = exhaustive and optimal
+    gap = 0.0 if proven else step / (lower_bound or lower_bound_s(problem)) - 1
+    return chunked_plan(problem, schedule, ranked[0], solver, OPTIMAL if proven else FEASIBLE,
+                        time.perf_counter() - started, gap, replicas)
 
 
-def _why_none(problem: Problem, schedule: ChunkedSchedule) -> str:
-    m, n, devices = problem.setup.micro_batches, len(problem.layers), len(problem.devices)
+def _one_replica_1f1b(problem: Problem, replicas: int) -> Problem:
+    """One replica's pipeline under 1F1B (m' micro-batches, no ZeRO): the exact solver's problem,
+    whose plan shapes the search's starts."""
+    setup = problem.setup
+    return replace(problem, setup=replace(setup, schedule="1f1b", data_parallel=1, zero=0,
+                                          micro_batches=micro_batches_per_replica(setup.micro_batches, replicas)))
+
+
+def _why_none(problem: Problem, schedule: ChunkedSchedule, replicas: int) -> str:
+    m, n, devices = micro_batches_per_replica(problem.setup.micro_batches, replicas), len(problem.layers), len(problem.devices)
     if n < 4 or devices < 2:
         return f"{schedule.label} needs at least 2 devices and 2 layers per device"
     reasons = [schedule.refusal(p, v, m) for p in range(2, devices + 1) for v in schedule.chunk_counts(MAX_CHUNKS)]
     return next((reason for reason in reasons if reason), f"{schedule.label} cannot run this problem")
 
 
-def _shapes(problem: Problem, schedule: ChunkedSchedule, orders: Iterable[tuple[int, ...]]
+def _shapes(problem: Problem, schedule: ChunkedSchedule, orders: Iterable[tuple[int, ...]], replicas: int
             ) -> Iterable[tuple[tuple[int, ...], int]]:
     """(rank order, v) pairs that torch runs and the chain can fill (a layer per block at least)."""
-    n, m = len(problem.layers), problem.setup.micro_batches
+    n, m = len(problem.layers), micro_batches_per_replica(problem.setup.micro_batches, replicas)
     for ranks in orders:
         for v in schedule.chunk_counts(min(MAX_CHUNKS, n // len(ranks))):
             if schedule.refusal(len(ranks), v, m) is None:
@@ -127,33 +177,33 @@ def _all_orders(problem: Problem) -> list[tuple[int, ...]]:
     return orders
 
 
-def all_placements(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedPlacement] | None:
+def all_placements(problem: Problem, schedule: ChunkedSchedule, replicas: int = 1) -> list[ChunkedPlacement] | None:
     """Every chunked placement (4 devices at most), or None past EXHAUSTIVE_LIMIT of them."""
     n = len(problem.layers)
     if len(problem.devices) > 4:
         return None
-    shapes = list(_shapes(problem, schedule, _all_orders(problem)))
+    shapes = list(_shapes(problem, schedule, _all_orders(problem), replicas))
     if sum(math.comb(n - 1, v * len(ranks) - 1) for ranks, v in shapes) > EXHAUSTIVE_LIMIT:
         return None
     return [ChunkedPlacement(ranks, v, (0, *cuts, n)) for ranks, v in shapes
             for cuts in itertools.combinations(range(1, n), v * len(ranks) - 1)]
 
 
-def _starts(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedPlacement]:
+def _starts(problem: Problem, schedule: ChunkedSchedule, replicas: int) -> list[ChunkedPlacement]:
     """Search starts: device orders (the 1F1B optimum's, all by budget, all by speed) x v, cut by speed."""
     devices = problem.devices
     orders: list[tuple[int, ...]] = []
-    single = _one_f_one_b_order(replace(problem, setup=replace(problem.setup, schedule="1f1b")))
+    single = _one_f_one_b_order(_one_replica_1f1b(problem, replicas))
     if len(single) >= 2:
         orders.append(single)
     orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].budget_bytes)))
     orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].tflops)))
     unique = list(dict.fromkeys(order for order in orders if len(order) >= 2))
-    starts = [_proportional(problem, schedule, ranks, v) for ranks, v in _shapes(problem, schedule, unique)]
+    starts = [_proportional(problem, schedule, ranks, v) for ranks, v in _shapes(problem, schedule, unique, replicas)]
     return starts
 
 
-def _one_f_one_b_shaped(problem: Problem, schedule: ChunkedSchedule) -> list[ChunkedPlacement]:
+def _one_f_one_b_shaped(problem: Problem, schedule: ChunkedSchedule, replicas: int) -> list[ChunkedPlacement]:
     """Starts shaped like a 1F1B plan: the earlier laps one layer a block (early chunks hold the most
     micro-batches, so where activations bind they are best small), the last lap cut and ordered by
     the exact 1F1B solver over the remaining layers, on as many devices as the 1F1B optimum, each
@@ -161,8 +211,9 @@ def _one_f_one_b_shaped(problem: Problem, schedule: ChunkedSchedule) -> list[Chu
     holds; docs/design.md, "Chunked schedules")."""
     from core.planning.exact import solve_exact
 
-    layers, setup, n = problem.layers, problem.setup, len(problem.layers)
-    p = len(exact_1f1b(replace(problem, setup=replace(setup, schedule="1f1b"))).stages)
+    single = _one_replica_1f1b(problem, replicas)
+    layers, setup, n = problem.layers, single.setup, len(problem.layers)
+    p = len(exact_1f1b(single).stages)
     names = {device.name: index for index, device in enumerate(problem.devices)}
     starts: list[ChunkedPlacement] = []
     for v in schedule.chunk_counts(min(MAX_CHUNKS, n // p)) if p >= 2 else ():
@@ -174,8 +225,7 @@ def _one_f_one_b_shaped(problem: Problem, schedule: ChunkedSchedule) -> list[Chu
         reserve = int(sum(blocks[:v - 1]))
         devices = tuple(replace(device, budget_bytes=max(1, device.budget_bytes - reserve))
                         for device in problem.devices)
-        plan = solve_exact(replace(problem, layers=layers[early:], devices=devices,
-                                   setup=replace(setup, schedule="1f1b")))
+        plan = solve_exact(replace(single, layers=layers[early:], devices=devices))
         if not plan.feasible or len(plan.stages) != p:
             continue
         ranks = [0] * p

@@ -27,6 +27,7 @@ from core.planning.chunk_inflight import peak_bytes
 from core.planning.costs import (
     bytes_split_per_param,
     comm_factor,
+    fsdp_gathered_bytes,
     lower_bound_s,
     optimizer_step_bytes,
     send_time_s,
@@ -37,12 +38,13 @@ from core.planning.costs import (
     stage_transient_bytes,
     stage_work,
     state_bytes,
+    sync_time_s,
     tied_gradient_bytes,
     timed_sum_s,
 )
 from core.planning.plan import INFEASIBLE, Plan, StageCost
 from core.planning.problem import Problem
-from core.planning.schedules import ChunkedSchedule, schedule_named
+from core.planning.schedules import ChunkedSchedule, micro_batches_per_replica, schedule_named
 
 ONE_F_ONE_B = schedule_named("1f1b")  # whose buffer rule every pipeline stage of torch's follows
 
@@ -86,6 +88,8 @@ class _Block:
     grad_bytes: float
     optimizer_bytes: float
     optimizer_step_bytes: float
+    gathered_bytes: float  # FSDP's, at the first backward and at a later one (costs.fsdp_gathered_bytes)
+    gathered_later_bytes: float
     tied_grad_bytes: float
     frozen_bytes: float
     scratch_bytes: float
@@ -107,8 +111,8 @@ class ChainSums:
     """Each block's costs, computed once per (start, stop): the search prices many placements that
     share most of their blocks."""
 
-    def __init__(self, problem: Problem):
-        self.problem = problem
+    def __init__(self, problem: Problem, replicas: int = 1):
+        self.problem, self.replicas = problem, replicas  # d: each rank a group of d devices
         self._blocks: dict[tuple[int, int], _Block] = {}
 
     def block(self, block: range) -> _Block:
@@ -119,13 +123,18 @@ class ChainSums:
 
     def _priced(self, block: range) -> _Block:
         layers, setup = self.problem.layers, self.problem.setup
-        params = stage_params(layers, block)
-        weight, grad, optimizer = state_bytes(bytes_split_per_param(setup), params, 0.0, 1, 0)
+        d, zero = self.replicas, setup.zero
+        params, largest = stage_params(layers, block), float(max(layers[i].params for i in block))
+        split = bytes_split_per_param(setup)
+        weight, grad, optimizer = state_bytes(split, params, largest, d, zero)
+        gathered_first, gathered_later = (0.0, 0.0) if setup.mode == "infer" else fsdp_gathered_bytes(
+            split, float(params), largest, d, zero)
         work, flops = stage_work(setup, layers, block)
         return _Block(
             names=tuple(layers[i].name for i in block), params=params,
             weight_bytes=weight, grad_bytes=grad, optimizer_bytes=optimizer,
-            optimizer_step_bytes=float(optimizer_step_bytes(setup, float(params), 1, 0)),
+            optimizer_step_bytes=float(optimizer_step_bytes(setup, float(params), d, zero)),
+            gathered_bytes=float(gathered_first), gathered_later_bytes=float(gathered_later),
             tied_grad_bytes=float(tied_gradient_bytes(setup, sum(layers[i].params for i in block), params)),
             frozen_bytes=stage_frozen_bytes(layers, block), scratch_bytes=stage_scratch_bytes(layers, block),
             transient_bytes=float(stage_transient_bytes(layers, block, chain=True)),
@@ -144,7 +153,9 @@ def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPl
     owner = block_devices(schedule, placement)
     ranges = placement.blocks()
     blocks = [sums.block(block) for block in ranges]
-    time, weight_grad = [0.0] * p, [0.0] * p
+    d = sums.replicas
+    split = bytes_split_per_param(setup)
+    time, weight_grad, sync = [0.0] * p, [0.0] * p, [0.0] * p
     compute, comm = [0.0] * len(blocks), [0.0] * len(blocks)
     for b, (block, costs) in enumerate(zip(ranges, blocks)):
         device = devices[owner[b]]
@@ -155,24 +166,26 @@ def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPl
             comm[b] = send_time_s(c, layers[block[-1]].output_bytes, link)
         r = schedule.rank_of_stage(b, p)
         time[r] += compute[b] + comm[b]
+        sync[r] += sync_time_s(setup, split, costs.params, d, setup.zero, device.bandwidth_gbps)
         if not setup.frozen_weights:  # the weight-gradient share: F / speed
             weight_grad[r] += stage_compute_s(1, costs.forward_flops, device.tflops, timed)
-    stages = _chunk_stages(problem, schedule, placement, ranges, blocks, compute, comm)
+    stages = _chunk_stages(problem, schedule, placement, sums, ranges, blocks, compute, comm, sync)
     memory = [0.0] * p
     for b, stage in enumerate(stages):
         memory[schedule.rank_of_stage(b, p)] += stage.memory_bytes
     budgets = [devices[d].budget_bytes for d in placement.ranks]
     fill = [schedule.fill_time_s(time[r], weight_grad[r]) for r in range(p)]
     return RankCosts(tuple(time), tuple(fill), tuple(memory), tuple(budgets),
-                     schedule.chunked_step_time_s(time, fill, m, v), tuple(stages))
+                     schedule.chunked_step_time_s(time, fill, m, v, d, sync), tuple(stages))
 
 
-def _chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
+def _chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, sums: ChainSums,
                   ranges: Sequence[range], blocks: Sequence[_Block], compute_s: Sequence[float],
-                  comm_s: Sequence[float]) -> list[StageCost]:
-    """Every chunk as a stage, in pipeline order, with what it holds at its rank's peak moment."""
+                  comm_s: Sequence[float], rank_sync_s: Sequence[float]) -> list[StageCost]:
+    """Every chunk as a stage, in pipeline order, with what it holds at its rank's peak moment (a
+    rank's sync, its chunks' reductions after the step's last backward, on its first chunk)."""
     layers, devices, setup = problem.layers, problem.devices, problem.setup
-    p, v, m = len(placement.ranks), placement.chunks, setup.micro_batches
+    p, v, m, d = len(placement.ranks), placement.chunks, setup.micro_batches, sums.replicas
     owner = block_devices(schedule, placement)
 
     def of_rank(values: list[float], r: int) -> list[float]:
@@ -181,7 +194,9 @@ def _chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: Chunke
     acts = [block.activation_bytes for block in blocks]
     pending = [block.pending_bytes for block in blocks]
     grads = [block.grad_bytes for block in blocks]
-    peaks = [peak_bytes(schedule.held(m, p, v, r), of_rank(acts, r), of_rank(pending, r), of_rank(grads, r))[1]
+    per_replica = micro_batches_per_replica(m, d)
+    peaks = [peak_bytes(schedule.held(per_replica, p, v, r), of_rank(acts, r), of_rank(pending, r),
+                        of_rank(grads, r))[1]
              for r in range(p)]  # each rank's counts per chunk at its peak moment: held, pending, graded
     working = _working_chunk_of_each_device(blocks, owner)
     stages = []
@@ -191,30 +206,32 @@ def _chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: Chunke
         # the gradients pending a weight backward are priced with the activations they wait beside
         activations = held * costs.activation_bytes + waiting * costs.pending_bytes
         received = float(layers[block.start - 1].output_bytes) if b > 0 else 0.0
-        later = (ONE_F_ONE_B.inflight_later(setup.mode, m, 1, ONE_F_ONE_B.inflight(setup.mode, m, 1, len(ranges) - b))
-                 * costs.activation_bytes + ONE_F_ONE_B.sent_back_bytes(setup.mode, m, 1, received)
+        later = (ONE_F_ONE_B.inflight_later(setup.mode, m, d, ONE_F_ONE_B.inflight(setup.mode, m, d, len(ranges) - b))
+                 * costs.activation_bytes + ONE_F_ONE_B.sent_back_bytes(setup.mode, m, d, received)
                  + costs.tied_grad_bytes)
         # where the chunk's weight gradients exist at that moment (an earlier micro-batch's backward
         # ran), the moment is a later backward's: the gradients beside those activations
         stages.append(StageCost(
             device=devices[owner[b]].name, layers=costs.names, layer_indices=tuple(block),
             compute_s=compute_s[b], comm_s=comm_s[b], inflight_micro_batches=held, params=costs.params,
+            sync_s=rank_sync_s[schedule.rank_of_stage(b, p)] if b < p else 0.0,
             weight_bytes=costs.weight_bytes, grad_bytes=costs.grad_bytes, optimizer_bytes=costs.optimizer_bytes,
             activation_bytes=activations, budget_bytes=devices[owner[b]].budget_bytes,
             frozen_bytes=costs.frozen_bytes, scratch_bytes=costs.scratch_bytes,
-            buffer_bytes=_chunk_buffer_bytes(problem, ranges, b, held),
+            buffer_bytes=_chunk_buffer_bytes(problem, ranges, b, held, d),
             later_activation_bytes=max(later, activations) if graded else later,
             transient_bytes=costs.transient_bytes if working[owner[b]] == b else 0.0,
-            optimizer_step_bytes=costs.optimizer_step_bytes))
+            optimizer_step_bytes=costs.optimizer_step_bytes, gathered_bytes=costs.gathered_bytes,
+            gathered_later_bytes=costs.gathered_later_bytes))
     return stages
 
 
 def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, solver: str,
-                 status: str, solve_time_s: float = 0.0, gap: float | None = None) -> Plan:
+                 status: str, solve_time_s: float = 0.0, gap: float | None = None, replicas: int = 1) -> Plan:
     """The Plan of a chunked placement: one StageCost per block (chunk), in pipeline order, each
     chunk's `budget_bytes` its device's budget less its other chunks' memory, so a chunk is over
     budget exactly where its device is."""
-    ranks = rank_costs(problem, schedule, placement)
+    ranks = rank_costs(problem, schedule, placement, ChainSums(problem, replicas))
     p = len(placement.ranks)
     stages = tuple(replace(stage, budget_bytes=int(stage.budget_bytes - (ranks.memory_bytes[r] - stage.memory_bytes)))
                    for stage, r in ((stage, schedule.rank_of_stage(b, p)) for b, stage in enumerate(ranks.stages)))
@@ -225,10 +242,11 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
                 reason="a device's chunks need more than its budget under the complete memory model"
                 if over else None,
                 tokens_per_micro_batch=problem.setup.tokens_per_micro_batch,
-                schedule=schedule.name, chunks=placement.chunks)
+                schedule=schedule.name, chunks=placement.chunks, data_parallel=replicas,
+                zero=problem.setup.zero)
 
 
-def _chunk_buffer_bytes(problem: Problem, blocks: Sequence[range], b: int, held: int) -> float:
+def _chunk_buffer_bytes(problem: Problem, blocks: Sequence[range], b: int, held: int, replicas: int) -> float:
     """Block b's pipeline buffers (Schedule.boundary_bytes) with the micro-batches it holds at its
     rank's peak: one receive buffer a micro-batch, one for the gradients of what it sends, and each
     held micro-batch's output until its backward (on the last block the logits: looped BFS holds all
@@ -237,7 +255,7 @@ def _chunk_buffer_bytes(problem: Problem, blocks: Sequence[range], b: int, held:
     last = layers[blocks[b][-1]].output_bytes
     received = float(layers[blocks[b].start - 1].output_bytes) if b > 0 else 0.0
     sent, made = (float(last), 0.0) if b + 1 < len(blocks) else (0.0, float(last))
-    return float(ONE_F_ONE_B.boundary_bytes(setup.mode, setup.micro_batches, 1, held, received, sent, made))
+    return float(ONE_F_ONE_B.boundary_bytes(setup.mode, setup.micro_batches, replicas, held, received, sent, made))
 
 
 def _working_chunk_of_each_device(blocks: Sequence[_Block], owner: Sequence[int]) -> dict[int, int]:

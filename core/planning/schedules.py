@@ -282,7 +282,7 @@ SCHEDULES: dict[str, Schedule] = {schedule.name: schedule for schedule in (
 SCHEDULE_NAMES = tuple(SCHEDULES)  # the first is the default
 AUTO_SCHEDULE = "auto"  # the planner picks the schedule (and v) with the least step time
 SCHEDULE_CHOICES = (AUTO_SCHEDULE, *SCHEDULE_NAMES)  # what setups, problems and commands accept
-# What the pipeline engine runs: every schedule (chunked ones one replica deep, core.training.runner).
+# What the pipeline engine runs: every schedule (chunked ones with v chunks a process, core.training.runner).
 RUNNABLE_SCHEDULES = SCHEDULE_NAMES
 
 

@@ -316,21 +316,19 @@ def _check_stages(config: TrainConfig, plan: Plan) -> None:
 
 
 def _check_chunked(config: TrainConfig, plan: Plan) -> None:
-    """A chunked schedule runs one replica of chunks (built-in GPT or HF stages), as torch allows
-    (core.planning.schedules)."""
+    """A chunked schedule runs v chunks a process (built-in GPT or HF stages), each chunk of each
+    replica's pipeline FSDP2's own unit with d > 1, as torch allows (core.planning.schedules)."""
     from core.planning.schedules import ChunkedSchedule
 
     schedule = schedule_named(plan.schedule or config.setup.schedule)
     assert isinstance(schedule, ChunkedSchedule)
-    if plan.data_parallel > 1 or plan.zero:
-        raise InputError(f"the pipeline engine runs {schedule.label} one replica deep: drop --data-parallel "
-                         "and --zero, or use --schedule 1f1b")
     if plan.chunks < 2:
         raise InputError(f"{schedule.label} runs 2 or more chunks per device; the plan has {plan.chunks}: "
                          f"plan it with --schedule {schedule.name}")
     if config.setup.schedule not in ("auto", schedule.name):
         raise InputError(f"the plan is for --schedule {schedule.name}, not {config.setup.schedule}")
-    refusal = schedule.refusal(plan.ranks_per_replica, plan.chunks, config.setup.micro_batches)
+    refusal = schedule.refusal(plan.ranks_per_replica, plan.chunks,
+                               micro_batches_per_replica(config.setup.micro_batches, plan.data_parallel))
     if refusal is not None:
         raise InputError(refusal)
     kinds = {device.startswith("cuda:") for stage in plan.stages for device in stage.devices}

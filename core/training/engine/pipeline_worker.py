@@ -5,7 +5,7 @@
 Rank r = replica * S + stage runs that stage of the plan with
 torch.distributed.pipelining (`PipelineStage` driven by the setup's schedule's
 torch class, core.planning.schedules: `Schedule1F1B` or `ScheduleGPipe`, over its replica's pipeline group, n_microbatches = m / d,
-or for a chunked schedule (one replica, S = v * p) rank r runs its v chunks' stages,
+or for a chunked schedule (S = v * p) the process at pipeline position r runs its v chunks' stages,
 plan.stages_of_rank(r), under the multi-stage class (core.training.engine.chunked_pipeline),
 mean loss per micro-batch, gradients scaled by the schedule). With d > 1
 replicas each stage's group synchronises its gradients with FSDP2 (see
@@ -86,13 +86,13 @@ class PipelineEngine:
         # identical init on every rank
         self.modules = build_stages(context, self.indices, [device] * len(self.indices), untie=True)
         pipeline_group, split, self.tp_group = None, None, None  # one replica, t = 1: the world is the pipeline
-        if self.replicated or self.position.tensor_parallel > 1:  # one stage a rank (core.training.runner)
+        if self.replicated or self.position.tensor_parallel > 1:  # t > 1: one stage a rank (core.training.runner)
             mesh = build_mesh(self.position, self.zero)  # every rank calls it: it makes the groups
             pipeline_group = mesh["pp"].get_group()
             if self.position.tensor_parallel > 1:  # the blocks split over the stage's group: before FSDP2
                 split, self.tp_group = parallelize_stage(self.modules[0], mesh["tp"]), mesh["tp"].get_group()
-            if self.replicated:
-                shard_stage(self.modules[0], mesh, self.zero)  # parameters become DTensors: before the optimizer
+            for module in self.modules if self.replicated else ():  # each chunk its own FSDP2 root
+                shard_stage(module, mesh, self.zero)  # parameters become DTensors: before the optimizer
         pair = tied_pair(context)
         self.tied_group = self._tied_group(pair)
         self.tied = self._tied_parameters(pair)
@@ -333,8 +333,8 @@ class PipelineEngine:
         t = self.position.tensor_parallel
         payloads = [payload_in_order(ckpt.load_stage_file(latest, index), t, head_order=True)
                     for index in self.indices]
-        if self.replicated or t > 1:  # full tensors, laid out as this rank's (sharded) parameters: one stage a rank
-            payload, module = payloads[0], self.modules[0]
+        for payload, module in zip(payloads, self.modules, strict=True) if self.replicated or t > 1 else ():
+            # full tensors, laid out as this rank's (sharded) parameters, chunk by chunk
             named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
             payload["model"], payload["optimizer"]["state"] = shard_payload(
                 payload["model"], payload["optimizer"]["state"], named, module)
