@@ -83,6 +83,12 @@ class RunPaths:
         return self.root / "errors"
 
     @property
+    def timeline(self) -> Path:
+        """timeline/rank_R.json: a pipeline rank's actions in its latest logged step
+        (core.training.step_timeline)."""
+        return self.root / "timeline"
+
+    @property
     def stop_file(self) -> Path:
         return self.root / "STOP"
 

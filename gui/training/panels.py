@@ -32,6 +32,7 @@ from gui.plan.plan_view import MetricCard
 from gui.training.history import STATE_COLORS, RunHistory
 from gui.training.plots import LossPlot, RatePlot
 from gui.training.stages import StageComparison
+from gui.training.step_timeline_view import StepTimelines
 from gui.widgets.elided_label import ElidedLabel
 from gui.widgets.plots import hold_plot_minimum
 
@@ -92,6 +93,7 @@ class TrainingPanels(QWidget):
         self.loss_plot = LossPlot()
         self.rate_plot = RatePlot()
         self.stages = StageComparison()
+        self.step_timeline = StepTimelines()  # the latest logged step beside the plan's
         self.history = RunHistory()
         self.history_title = ElidedLabel()  # "Runs in /a/long/path": the path may be longer than the view
         self.history_title.setFont(theme.heading_font(theme.BASE_POINT_SIZE))
@@ -170,12 +172,13 @@ class TrainingPanels(QWidget):
         return area
 
     def _body(self) -> QSplitter:
-        for plot in (self.rate_plot, self.stages.chart, self.stages.memory_chart):
+        for plot in (self.rate_plot, self.stages.chart, self.stages.memory_chart, self.step_timeline):
             hold_plot_minimum(plot)
         side = QSplitter(Qt.Orientation.Vertical)
         side.addWidget(self.rate_plot)
         side.addWidget(self.stages)
-        side.setSizes([150, 300])
+        side.addWidget(self.step_timeline)
+        side.setSizes([150, 300, 180])
         curves = _headed(self.run_title, [self.read_progress], self.loss_plot, top_margin=0)
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(curves)

@@ -386,6 +386,7 @@ class TrainingView(CurvesView):
         rows = list(self.curves.recent)
         info = self.info if self.current is not None else None
         self.stages.show_report(run_report(info, rows) if info is not None else None)
+        self.step_timeline.show_run(info if info is not None and info.engine == "pipeline" else None)
         steps = info.steps if info is not None else 0
         self.show_figures(self.curves, self.status, steps, self._is_live() and self.current == self._live)
 

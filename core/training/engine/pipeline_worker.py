@@ -60,8 +60,9 @@ from core.training.engine.pipeline_launch import THREADS_ENV
 from core.training.engine.stages import norm_parameters, tied_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
 from core.training.engine.tensor_parallel import parallelize_stage, payload_in_order, sum_gradients
-from core.training.engine.timed_stage import TimedStage
+from core.training.engine.timed_stage import ActionLog, TimedStage
 from core.training.metrics import MetricsWriter, format_row
+from core.training.step_timeline import write_rank_timeline
 
 # collect's one all-reduce: each rank's fields in its own slots, then the shared slots that
 # every rank adds into (the loss and validation loss from the last stage, the stop vote).
@@ -116,6 +117,9 @@ class PipelineEngine:
             self.stages = [TimedStage(self.modules[0], self.indices[0], self.num_stages, device, group=pipeline_group)]
             schedule = schedule_named(context.schedule_name).torch_class()
             self.schedule = schedule(self.stages[0], n_microbatches=micro_batches, loss_fn=self._loss)
+        self.action_log = ActionLog()  # the step's actions, for its measured timeline
+        for stage in self.stages:
+            stage.action_log = self.action_log
         self.loss_s = 0.0
         self.comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
         self.meter = StepMeter([device])  # this stage's measured peak memory
@@ -175,10 +179,12 @@ class PipelineEngine:
         for stage in self.stages:
             stage.compute_s = stage.sync_s = 0.0
         self.loss_s = 0.0
+        self.action_log.begin()
         started = time.perf_counter()
         with self.meter.step(step, self._holdings):
             self.optimizer.zero_grad(set_to_none=True)
-            losses = self._run_schedule(self.schedule.step, inputs, targets)
+            with self.action_log.waits():
+                losses = self._run_schedule(self.schedule.step, inputs, targets)
             self._sum_tied_gradients()
             sum_gradients(self.grad_summed, self.tp_group)  # qwen3's q and k norms: each process saw its heads
             # ---- global gradient norm over all stages (and shards), clip, update
@@ -188,12 +194,21 @@ class PipelineEngine:
             self.optimizer.step()
             synchronize(self.device)
         step_time_s = time.perf_counter() - started
+        self._write_timeline(step, step_time_s)
         loss = torch.stack(losses).mean().item() if losses else 0.0  # host-device sync
         chunk_compute = [stage.compute_s + (self.loss_s if index == self.num_stages - 1 else 0.0)
                          for index, stage in zip(self.indices, self.stages, strict=True)]
         self._measured = {"loss": loss, "grad_norm": norm, "step_time_s": step_time_s,
                           "compute_s": sum(chunk_compute), "chunk_compute_s": chunk_compute,
                           "sync_s": sum(stage.sync_s for stage in self.stages) if self.replicated else 0.0}
+
+    def _write_timeline(self, step: int, step_time_s: float) -> None:
+        """Replica 0's ranks write the step's actions where the log shows a step (and the last)."""
+        config = self.config
+        if self.position.replica == 0 and self.position.tp == 0 and (
+                step % config.log_interval == 0 or step == config.steps):
+            write_rank_timeline(self.context.paths.root, self.position.stage, step, step_time_s,
+                                self.action_log.actions)
 
     def _holdings(self) -> list[list[torch.Tensor]]:
         """What this rank holds between steps, all its chunks together (one device)."""

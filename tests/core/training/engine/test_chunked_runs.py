@@ -18,6 +18,7 @@ from core.training.engine import checkpoint as ckpt
 from core.training.engine.context import RunContext
 from core.training.launcher import list_runs, resume_run, start_run, wait_run
 from core.training.metrics import read_metrics
+from core.training.step_timeline import read_step_timeline
 from tests.core.training.support import (
     FLOAT64_AGREEMENT,
     bare_loop_losses,
@@ -81,5 +82,19 @@ def test_a_chunked_run_resumes_exactly_and_matches_a_single_process(tmp_path, co
     for position in range(2):
         chunks = plan.stages_of_rank(position)
         assert len({peaks[stage] for stage in chunks}) == 1 and peaks[chunks[0]] > 0
+    # ---- the last step's actions, per rank: every micro-batch of every chunk forward once and backward
+    # once (whole, or as input then weight backward), one at a time on a rank
+    step = read_step_timeline(run_dir)
+    assert step is not None and step.step == 2 * STEPS and step.ranks == 2
+    per_replica = config.setup.micro_batches // replicas
+    for stage in range(len(plan.stages)):
+        kinds = sorted((b.micro_batch, b.kind) for b in step.blocks if b.stage == stage)
+        backward = ["I", "W"] if schedule == "zbv" else ["B"]  # split (the first stage's I does nothing)
+        assert kinds == sorted((mb, kind) for mb in range(per_replica) for kind in ["F", *backward]), stage
+    for position in range(2):
+        mine = sorted((b for b in step.blocks if b.rank == position), key=lambda b: b.start_s)
+        assert {b.stage for b in mine} == set(plan.stages_of_rank(position))
+        assert all(a.start_s + a.duration_s <= b.start_s + 1e-6 for a, b in zip(mine, mine[1:]))
+        assert mine[-1].start_s + mine[-1].duration_s <= step.step_s
     summary = next(run for run in list_runs(tmp_path) if run.path == run_dir)
     assert len(summary.predicted_memory_bytes) == 2 and None not in summary.measured_peak_memory_bytes
