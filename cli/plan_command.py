@@ -160,13 +160,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if plan.feasible else 1
 
 
-def solve_problem(problem: Any, args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
-    """The plan `plan` prints for a problem, with the schedule options it compared (None unless auto)."""
+def solve_problem(problem: Any, args: argparse.Namespace, spec: Any, chunked: bool = True) -> tuple[Any, Any]:
+    """The plan `plan` prints for a problem, with the schedule options it compared (None unless auto;
+    `chunked` False: without the chunked schedules, as the micro-batch search ranks each b)."""
     from core.planning.front_door import best_schedule, schedule_options, solve
 
     options = None
     if args.solver == "exact" and problem.setup.schedule == "auto":
-        options = schedule_options(problem)
+        options = schedule_options(problem, chunked)
         plan = best_schedule(options)
     else:
         plan = solve(problem, args.solver, spec=spec, time_limit_s=args.time_limit, contiguous=not args.noncontiguous)

@@ -11,9 +11,10 @@ from typing import Any
 from core.errors import InputError
 
 
-def plan_global_batch(args: argparse.Namespace,
-                      solve_problem: Callable[[Any, argparse.Namespace, Any], tuple[Any, Any]]) -> tuple[Any, Any, Any]:
-    """(the BatchChoice, the model spec, the chosen plan's schedule options) for --global-batch.
+def plan_global_batch(args: argparse.Namespace, solve_problem: Callable[..., tuple[Any, Any]],
+                      chunked: bool = True) -> tuple[Any, Any, Any]:
+    """(the BatchChoice, the model spec, the chosen plan's schedule options) for --global-batch
+    (`chunked` False: GPipe and 1F1B only, the exact solver's).
 
     Raises:
         InputError: with --problem (its micro-batch is fixed), with --micro-batch or --micro-batches
@@ -22,7 +23,6 @@ def plan_global_batch(args: argparse.Namespace,
     from cli.plan_command import _discover_for, model_spec_from_args, setup_from_args
     from core.planning.front_door import (
         AUTO,
-        DEFERRED_REASON,
         TrainingSetup,
         build_problem,
         choose_micro_batch,
@@ -35,7 +35,7 @@ def plan_global_batch(args: argparse.Namespace,
     if args.problem:
         raise InputError("--global-batch plans a --model: an explicit problem fixes its micro-batch")
     if args.recompute == AUTO:
-        return _recompute_where_needed(args, solve_problem)
+        return _recompute_where_needed(args, solve_problem, chunked)
     default = TrainingSetup()
     if args.micro_batch != default.micro_batch_size or args.micro_batches != default.micro_batches:
         raise InputError("give --global-batch or --micro-batch/--micro-batches, not both: "
@@ -72,27 +72,29 @@ def plan_global_batch(args: argparse.Namespace,
         one = build(1, replicas)
         return replace(one, devices=speeds_at(devices, b * base.seq_len, measured_tokens))
 
-    def solve(problem: Any) -> Any:
-        plan, options[problem.setup.tokens_per_micro_batch] = solve_problem(problem, args, spec)
+    def solve(problem: Any, chunked: bool = False) -> Any:
+        plan, options[problem.setup.tokens_per_micro_batch] = solve_problem(problem, args, spec, chunked)
         return plan
 
+    # Each b is ranked under GPipe and 1F1B (exact, milliseconds); the chunked schedules, whose search
+    # takes a tenth of a second or more a schedule and d, are searched at the chosen b (docs/design.md,
+    # "The micro-batch size as a decision").
     choice = choose_micro_batch(args.global_batch, build, solve, replicas=replicas, estimate=estimate)
-    chosen = options[choice.problem.setup.tokens_per_micro_batch]
-    if chosen and any(getattr(plan, "reason", None) == DEFERRED_REASON for plan in chosen.values()):
-        solve(choice.problem)  # the schedules the chosen b could not run, with their reasons
-        chosen = options[choice.problem.setup.tokens_per_micro_batch]
-    return choice, spec, chosen
+    best = solve(choice.problem, chunked)  # and the schedules the chosen b deferred, with their reasons
+    if best.feasible and best.objective_s is not None and (
+            not choice.plan.feasible or best.objective_s < (choice.plan.objective_s or float("inf"))):
+        choice = replace(choice, plan=replace(best, micro_batch=choice.micro_batch))
+    return choice, spec, options[choice.problem.setup.tokens_per_micro_batch]
 
 
-def _recompute_where_needed(args: argparse.Namespace,
-                            solve_problem: Callable[[Any, argparse.Namespace, Any], tuple[Any, Any]]
-                            ) -> tuple[Any, Any, Any]:
+def _recompute_where_needed(args: argparse.Namespace, solve_problem: Callable[..., tuple[Any, Any]],
+                            chunked: bool) -> tuple[Any, Any, Any]:
     """Recompute auto under --global-batch: off where some micro-batch size fits without it, else on
     (docs/design.md, "Recompute as a decision": a smaller b is the cheaper way to fit)."""
     answers = []
     for recompute in (False, True):
         choice, spec, options = plan_global_batch(argparse.Namespace(**{**vars(args), "recompute": recompute}),
-                                                  solve_problem)
+                                                  solve_problem, chunked)
         answers.append((replace(choice, plan=replace(choice.plan, recompute=recompute)), spec, options))
         if choice.plan.feasible:
             break
@@ -100,13 +102,14 @@ def _recompute_where_needed(args: argparse.Namespace,
 
 
 def best_without_tensor_parallelism(args: argparse.Namespace, choice: Any,
-                                    solve_problem: Callable[[Any, argparse.Namespace, Any], tuple[Any, Any]]) -> Any:
-    """The best plan with t = 1 over every b (the comparison's exact-t1 under --global-batch), found as
-    the choice was (the graphs are cached by then), or None when the setup asked for t = 1."""
+                                    solve_problem: Callable[..., tuple[Any, Any]]) -> Any:
+    """The exact solver's best plan with t = 1 over every b (the comparison's exact-t1 under
+    --global-batch: GPipe and 1F1B), found as the choice was (the graphs are cached by then), or None
+    when the setup asked for t = 1."""
     if choice.problem.setup.tensor_parallel == 1:
         return None
     one = argparse.Namespace(**{**vars(args), "tensor_parallel": "1"})
-    without, _, _ = plan_global_batch(one, solve_problem)
+    without, _, _ = plan_global_batch(one, solve_problem, chunked=False)
     return without.plan
 
 

@@ -32,7 +32,10 @@ from core.planning.schedules import ChunkedSchedule, micro_batches_per_replica
 from core.units import format_shortfall
 
 MAX_CHUNKS = 4  # interleaving deeper than this gains little and multiplies the sends
-EXHAUSTIVE_LIMIT = 20_000  # placements tried one by one before the search takes over
+EXHAUSTIVE_LIMIT = 4_000  # placements tried one by one before the search takes over
+
+
+MAX_RUN = 2  # cuts a move shifts together: longer runs cost a sweep O(cuts^2) moves and found no better plans
 STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
 Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
 # Measured: torch keeps the activations that a split backward's input step recomputes for longer than one
@@ -42,8 +45,10 @@ NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch keeps 
                             "recompute, or with the interleaved schedule")
 
 
+@functools.lru_cache(maxsize=64)
 def solve_chunked(problem: Problem) -> Plan:
-    """The best chunked placement for the setup's (chunked) schedule, over every d asked (each rank
+    """(Cached: the micro-batch search and the best plan without tensor parallelism ask again.)
+    The best chunked placement for the setup's (chunked) schedule, over every d asked (each rank
     of the pipeline a group of d alike devices, its chunks' gradients synchronised by FSDP2).
 
     Raises:
@@ -111,11 +116,10 @@ def _solve_on(problem: Problem, schedule: ChunkedSchedule, replicas: int, optima
             scores[placement] = (costs.over_bytes, costs.step_time_s)
         return scores[placement]
 
-    for start in ([] if exhaustive else _starts(problem, schedule, replicas)):
-        _improved(start, score)
+    if not exhaustive:
+        _descend(_starts(problem, schedule, replicas), score)
     if not exhaustive and all(over > 0 for over, _ in scores.values()):
-        for start in _one_f_one_b_shaped(problem, schedule, replicas):  # memory binds: starts that fit more
-            _improved(start, score)
+        _descend(_one_f_one_b_shaped(problem, schedule, replicas), score)  # memory binds: starts that fit more
     may_start = problem.stage_may_start()
     candidates = [placement for placement in (every if every is not None else scores)
                   if all(may_start[bound] for bound in placement.bounds[1:-1])]
@@ -265,20 +269,29 @@ def _proportional(problem: Problem, schedule: ChunkedSchedule, ranks: tuple[int,
     return ChunkedPlacement(ranks, v, (*bounds, n))
 
 
-def _improved(start: ChunkedPlacement, score: Callable[[ChunkedPlacement], Score]) -> ChunkedPlacement:
-    """Shift a run of consecutive cuts together by one or two layers (a single cut is a run of one)
-    while the score falls: a run moves layers from the block before it to the block after it,
-    through blocks that keep their sizes (what a full device in between needs)."""
+def _descend(starts: Sequence[ChunkedPlacement], score: Callable[[ChunkedPlacement], Score]) -> None:
+    """Improve every start one cut at a time, then the best of them also two cuts at a time (a
+    sweep of those is twice the moves: from every start it cost more than it found)."""
+    ends = [_improved(start, score, 1) for start in starts]
+    if ends:
+        _improved(min(ends, key=score), score, MAX_RUN)
+
+
+def _improved(start: ChunkedPlacement, score: Callable[[ChunkedPlacement], Score], runs: int) -> ChunkedPlacement:
+    """Shift one cut, or two neighbouring cuts together, by one or two layers while the score falls:
+    two cuts moved together move layers from the block before them to the block after them through
+    a block that keeps its size (what a full device in between needs)."""
     best = start
     cuts = len(best.bounds) - 2
     improved = True
     while improved:
         improved = False
-        for first, last, step in itertools.product(range(1, cuts + 1), range(1, cuts + 1), STEPS):
+        for first, extra, step in itertools.product(range(1, cuts + 1), range(runs), STEPS):
+            last = first + extra
             bounds = list(best.bounds)
-            for cut in range(first, last + 1):
+            for cut in range(first, min(last, cuts) + 1):
                 bounds[cut] += step
-            if last < first or not (bounds[first - 1] < bounds[first] and bounds[last] < bounds[last + 1]):
+            if last > cuts or not (bounds[first - 1] < bounds[first] and bounds[last] < bounds[last + 1]):
                 continue
             candidate = replace(best, bounds=tuple(bounds))
             if score(candidate) < score(best):

@@ -20,10 +20,13 @@ is searched is what is reported.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
-from core.planning.chunk_inflight import peak_bytes
+import numpy as np
+
 from core.planning.costs import (
     bytes_split_per_param,
     comm_factor,
@@ -42,7 +45,7 @@ from core.planning.costs import (
     tied_gradient_bytes,
     timed_sum_s,
 )
-from core.planning.plan import INFEASIBLE, Plan, StageCost
+from core.planning.plan import INFEASIBLE, Plan, StageCost, stage_peak_bytes
 from core.planning.problem import Problem
 from core.planning.schedules import ChunkedSchedule, micro_batches_per_replica, schedule_named
 
@@ -63,15 +66,13 @@ class ChunkedPlacement:
 
 @dataclass(frozen=True)
 class RankCosts:
-    """Per rank: time per micro-batch, what the bubble cannot hide, memory and its budget; and the
-    chunks as stages in pipeline order (each with its device's whole budget)."""
+    """Per rank: time per micro-batch, what the bubble cannot hide, memory and its budget."""
 
     time_s: tuple[float, ...]
     fill_s: tuple[float, ...]
     memory_bytes: tuple[float, ...]
     budget_bytes: tuple[int, ...]
     step_time_s: float
-    stages: tuple[StageCost, ...]
 
     @property
     def over_bytes(self) -> float:
@@ -145,48 +146,80 @@ class ChainSums:
 
 def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
                sums: ChainSums | None = None) -> RankCosts:
-    """Each rank's time, fill time and memory, its chunks as stages, and the step time T."""
-    layers, devices, setup = problem.layers, problem.devices, problem.setup
+    """Each rank's time, fill time and memory (its chunks' at its peak moment), and the step time T."""
+    devices, setup = problem.devices, problem.setup
     sums = sums or ChainSums(problem)
-    p, v, m = len(placement.ranks), placement.chunks, setup.micro_batches
-    c = comm_factor(setup)
+    p, v, m, d = len(placement.ranks), placement.chunks, setup.micro_batches, sums.replicas
+    times = _times(problem, schedule, placement, sums)
+    memory = [0.0] * p
+    for b, (costs, chunk) in enumerate(zip(times.blocks, _chunks_at_peak(problem, schedule, placement, sums))):
+        memory[schedule.rank_of_stage(b, p)] += stage_peak_bytes(
+            costs.weight_bytes, costs.optimizer_bytes, chunk.buffer_bytes, costs.grad_bytes, chunk.activation_bytes,
+            chunk.later_bytes, chunk.transient_bytes, costs.optimizer_step_bytes, costs.gathered_bytes,
+            costs.gathered_later_bytes, costs.frozen_bytes, costs.scratch_bytes)
+    fill = [schedule.fill_time_s(times.rank_s[r], times.weight_grad_s[r]) for r in range(p)]
+    return RankCosts(tuple(times.rank_s), tuple(fill), tuple(memory),
+                     tuple(devices[i].budget_bytes for i in placement.ranks),
+                     schedule.chunked_step_time_s(times.rank_s, fill, m, v, d, times.sync_s))
+
+
+@dataclass(frozen=True)
+class _Times:
+    """A placement's blocks with their compute and sends a micro-batch, and per rank: its time, its
+    weight-gradient share and its sync once a step."""
+
+    blocks: list[_Block]
+    compute_s: list[float]
+    comm_s: list[float]
+    rank_s: list[float]
+    weight_grad_s: list[float]
+    sync_s: list[float]
+
+
+def _times(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, sums: ChainSums) -> _Times:
+    layers, devices, setup = problem.layers, problem.devices, problem.setup
+    p, d, c = len(placement.ranks), sums.replicas, comm_factor(setup)
     owner = block_devices(schedule, placement)
     ranges = placement.blocks()
     blocks = [sums.block(block) for block in ranges]
-    d = sums.replicas
     split = bytes_split_per_param(setup)
-    time, weight_grad, sync = [0.0] * p, [0.0] * p, [0.0] * p
-    compute, comm = [0.0] * len(blocks), [0.0] * len(blocks)
+    times = _Times(blocks, [0.0] * len(blocks), [0.0] * len(blocks), [0.0] * p, [0.0] * p, [0.0] * p)
     for b, (block, costs) in enumerate(zip(ranges, blocks)):
         device = devices[owner[b]]
         timed = timed_sum_s(problem, device, block)
-        compute[b] = stage_compute_s(costs.work, costs.flops, device.tflops, timed)
+        times.compute_s[b] = stage_compute_s(costs.work, costs.flops, device.tflops, timed)
         if b + 1 < len(owner) and owner[b + 1] != owner[b]:
             link = min(device.bandwidth_gbps, devices[owner[b + 1]].bandwidth_gbps)
-            comm[b] = send_time_s(c, layers[block[-1]].output_bytes, link)
+            times.comm_s[b] = send_time_s(c, layers[block[-1]].output_bytes, link)
         r = schedule.rank_of_stage(b, p)
-        time[r] += compute[b] + comm[b]
-        sync[r] += sync_time_s(setup, split, costs.params, d, setup.zero, device.bandwidth_gbps)
-        if not setup.frozen_weights:  # the weight-gradient share: F / speed
-            weight_grad[r] += stage_compute_s(1, costs.forward_flops, device.tflops, timed)
-    stages = _chunk_stages(problem, schedule, placement, sums, ranges, blocks, compute, comm, sync)
-    memory = [0.0] * p
-    for b, stage in enumerate(stages):
-        memory[schedule.rank_of_stage(b, p)] += stage.memory_bytes
-    budgets = [devices[d].budget_bytes for d in placement.ranks]
-    fill = [schedule.fill_time_s(time[r], weight_grad[r]) for r in range(p)]
-    return RankCosts(tuple(time), tuple(fill), tuple(memory), tuple(budgets),
-                     schedule.chunked_step_time_s(time, fill, m, v, d, sync), tuple(stages))
+        times.rank_s[r] += times.compute_s[b] + times.comm_s[b]
+        times.sync_s[r] += sync_time_s(setup, split, costs.params, d, setup.zero, device.bandwidth_gbps)
+        if not setup.frozen_weights:  # the weight-gradient share: measured where `profile` split it, else F / speed
+            measured = problem.weight_backward_times_s(device.kind)
+            times.weight_grad_s[r] += (sum(measured[i] for i in block) if measured is not None
+                                       else stage_compute_s(1, costs.forward_flops, device.tflops, timed))
+    return times
 
 
-def _chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, sums: ChainSums,
-                  ranges: Sequence[range], blocks: Sequence[_Block], compute_s: Sequence[float],
-                  comm_s: Sequence[float], rank_sync_s: Sequence[float]) -> list[StageCost]:
-    """Every chunk as a stage, in pipeline order, with what it holds at its rank's peak moment (a
-    rank's sync, its chunks' reductions after the step's last backward, on its first chunk)."""
-    layers, devices, setup = problem.layers, problem.devices, problem.setup
+class _ChunkAt(NamedTuple):
+    """What a chunk holds at its rank's peak moment: micro-batches, their activations (with the
+    gradients pending a weight backward), those of a later backward, its buffers and working memory."""
+
+    held: int
+    activation_bytes: float
+    later_bytes: float
+    buffer_bytes: float
+    transient_bytes: float
+
+
+def _chunks_at_peak(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
+                    sums: ChainSums) -> list[_ChunkAt]:
+    """Every chunk, in pipeline order, at its rank's peak moment of torch's order."""
+    layers, setup = problem.layers, problem.setup
     p, v, m, d = len(placement.ranks), placement.chunks, setup.micro_batches, sums.replicas
     owner = block_devices(schedule, placement)
+    ranges = placement.blocks()
+    blocks = [sums.block(block) for block in ranges]
 
     def of_rank(values: list[float], r: int) -> list[float]:
         return [values[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
@@ -195,11 +228,10 @@ def _chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: Chunke
     pending = [block.pending_bytes for block in blocks]
     grads = [block.grad_bytes for block in blocks]
     per_replica = micro_batches_per_replica(m, d)
-    peaks = [peak_bytes(schedule.held(per_replica, p, v, r), of_rank(acts, r), of_rank(pending, r),
-                        of_rank(grads, r))[1]
+    peaks = [_peak_moment(schedule, per_replica, p, v, r, (*of_rank(acts, r), *of_rank(pending, r), *of_rank(grads, r)))
              for r in range(p)]  # each rank's counts per chunk at its peak moment: held, pending, graded
     working = _working_chunk_of_each_device(blocks, owner)
-    stages = []
+    chunks = []
     for b, (block, costs) in enumerate(zip(ranges, blocks)):
         counts = peaks[schedule.rank_of_stage(b, p)]
         held, waiting, graded = counts[b // p], counts[v + b // p], counts[2 * v + b // p]
@@ -211,19 +243,32 @@ def _chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: Chunke
                  + costs.tied_grad_bytes)
         # where the chunk's weight gradients exist at that moment (an earlier micro-batch's backward
         # ran), the moment is a later backward's: the gradients beside those activations
-        stages.append(StageCost(
-            device=devices[owner[b]].name, layers=costs.names, layer_indices=tuple(block),
-            compute_s=compute_s[b], comm_s=comm_s[b], inflight_micro_batches=held, params=costs.params,
-            sync_s=rank_sync_s[schedule.rank_of_stage(b, p)] if b < p else 0.0,
-            weight_bytes=costs.weight_bytes, grad_bytes=costs.grad_bytes, optimizer_bytes=costs.optimizer_bytes,
-            activation_bytes=activations, budget_bytes=devices[owner[b]].budget_bytes,
-            frozen_bytes=costs.frozen_bytes, scratch_bytes=costs.scratch_bytes,
-            buffer_bytes=_chunk_buffer_bytes(problem, ranges, b, held, d),
-            later_activation_bytes=max(later, activations) if graded else later,
-            transient_bytes=costs.transient_bytes if working[owner[b]] == b else 0.0,
-            optimizer_step_bytes=costs.optimizer_step_bytes, gathered_bytes=costs.gathered_bytes,
-            gathered_later_bytes=costs.gathered_later_bytes))
-    return stages
+        chunks.append(_ChunkAt(held, activations, max(later, activations) if graded else later,
+                               _chunk_buffer_bytes(problem, ranges, b, held, d),
+                               costs.transient_bytes if working[owner[b]] == b else 0.0))
+    return chunks
+
+
+def chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
+                 sums: ChainSums) -> list[StageCost]:
+    """Every chunk as a stage, in pipeline order, with what it holds at its rank's peak moment (a
+    rank's sync, its chunks' reductions after the step's last backward, on its first chunk); its
+    budget is its device's."""
+    devices, p = problem.devices, len(placement.ranks)
+    owner = block_devices(schedule, placement)
+    times = _times(problem, schedule, placement, sums)
+    chunks = _chunks_at_peak(problem, schedule, placement, sums)
+    return [StageCost(
+        device=devices[owner[b]].name, layers=costs.names, layer_indices=tuple(block),
+        compute_s=times.compute_s[b], comm_s=times.comm_s[b], inflight_micro_batches=chunk.held, params=costs.params,
+        sync_s=times.sync_s[schedule.rank_of_stage(b, p)] if b < p else 0.0,
+        weight_bytes=costs.weight_bytes, grad_bytes=costs.grad_bytes, optimizer_bytes=costs.optimizer_bytes,
+        activation_bytes=chunk.activation_bytes, budget_bytes=devices[owner[b]].budget_bytes,
+        frozen_bytes=costs.frozen_bytes, scratch_bytes=costs.scratch_bytes, buffer_bytes=chunk.buffer_bytes,
+        later_activation_bytes=chunk.later_bytes, transient_bytes=chunk.transient_bytes,
+        optimizer_step_bytes=costs.optimizer_step_bytes, gathered_bytes=costs.gathered_bytes,
+        gathered_later_bytes=costs.gathered_later_bytes)
+        for b, (block, costs, chunk) in enumerate(zip(placement.blocks(), times.blocks, chunks))]
 
 
 def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, solver: str,
@@ -231,10 +276,12 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
     """The Plan of a chunked placement: one StageCost per block (chunk), in pipeline order, each
     chunk's `budget_bytes` its device's budget less its other chunks' memory, so a chunk is over
     budget exactly where its device is."""
-    ranks = rank_costs(problem, schedule, placement, ChainSums(problem, replicas))
+    sums = ChainSums(problem, replicas)
+    ranks = rank_costs(problem, schedule, placement, sums)
     p = len(placement.ranks)
     stages = tuple(replace(stage, budget_bytes=int(stage.budget_bytes - (ranks.memory_bytes[r] - stage.memory_bytes)))
-                   for stage, r in ((stage, schedule.rank_of_stage(b, p)) for b, stage in enumerate(ranks.stages)))
+                   for stage, r in ((stage, schedule.rank_of_stage(b, p))
+                                    for b, stage in enumerate(chunk_stages(problem, schedule, placement, sums))))
     over = ranks.over_bytes > 0
     return Plan(status=INFEASIBLE if over else status, solver=solver, stages=stages,
                 objective_s=ranks.step_time_s, lower_bound_s=lower_bound_s(problem),
@@ -256,6 +303,23 @@ def _chunk_buffer_bytes(problem: Problem, blocks: Sequence[range], b: int, held:
     received = float(layers[blocks[b].start - 1].output_bytes) if b > 0 else 0.0
     sent, made = (float(last), 0.0) if b + 1 < len(blocks) else (0.0, float(last))
     return float(ONE_F_ONE_B.boundary_bytes(setup.mode, setup.micro_batches, replicas, held, received, sent, made))
+
+
+def _peak_moment(schedule: ChunkedSchedule, per_replica: int, ranks: int, chunks: int, rank: int,
+                 weights: tuple[float, ...]) -> tuple[int, ...]:
+    """chunk_inflight.peak_bytes' moment (the first of the largest), as one product over the moments:
+    the search prices a rank's moments many times."""
+    moments, matrix = _held(schedule, per_replica, ranks, chunks, rank)
+    return moments[int(np.argmax(matrix @ np.asarray(weights)))]
+
+
+@functools.cache
+def _held(schedule: ChunkedSchedule, per_replica: int, ranks: int, chunks: int, rank: int
+          ) -> tuple[tuple[tuple[int, ...], ...], np.ndarray]:
+    """The schedule's moments of a rank (a walk of torch's order), walked once per shape, and as a
+    matrix (a row a moment)."""
+    moments = schedule.held(per_replica, ranks, chunks, rank)
+    return moments, np.asarray(moments, dtype=float)
 
 
 def _working_chunk_of_each_device(blocks: Sequence[_Block], owner: Sequence[int]) -> dict[int, int]:

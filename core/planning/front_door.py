@@ -59,7 +59,7 @@ from core.planning.solvers import (
     solver_label,
 )
 from core.planning.tensor_parallel import group_members
-from core.planning.torch_order import Simulated, plan_blocks
+from core.planning.torch_order import Block, Simulated, plan_blocks
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -78,7 +78,7 @@ __all__ = [
     # solvers and what they compare
     "ADAPTER_BASELINES", "ADAPTER_ONLY_NOTE", "EXACT_NAMES", "HYBRID_BASELINES", "HYBRID_ONLY_NOTE", "SOLVER_CHOICES",
     "SOLVER_NAMES", "TENSOR_PARALLEL_BASELINES", "FasterBaseline", "compare", "faster_outside_the_setup", "solve", "solver_label", "best_schedule",
-    "schedule_options", "plan_with_recompute", "DEFERRED_REASON", "choose_micro_batch", "scaled_problem", "graph_is_measured", "speeds_at", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
+    "schedule_options", "plan_with_recompute", "DEFERRED_REASON", "choose_micro_batch", "scaled_problem", "graph_is_measured", "speeds_at", "Block", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
 ]

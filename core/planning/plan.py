@@ -37,6 +37,16 @@ def peak_memory_bytes(held: Any, grads: Any, activations_first: Any, activations
     return held + larger(larger(first, later), grads + optimizer_step)
 
 
+def stage_peak_bytes(weight: Any, optimizer: Any, buffers: Any, grads: Any, activations: Any, later: Any,
+                     transient: Any, optimizer_step: Any, gathered: Any = 0.0, gathered_later: Any = 0.0,
+                     frozen: Any = 0.0, scratch: Any = 0.0) -> Any:
+    """A stage's peak from its terms (`StageCost.memory_bytes`, and the chunked search, which prices
+    chunks without building stages): `peak_memory_bytes` over what it holds throughout, plus the
+    frozen base weights and QLoRA's dequantised weight where adapters train ("Fine-tuning")."""
+    return peak_memory_bytes(weight + optimizer + buffers, grads, activations + gathered, later + gathered_later,
+                             transient, optimizer_step) + frozen + scratch
+
+
 @dataclass(frozen=True)
 class StageCost:
     """One pipeline stage under the canonical model (times for one micro-batch).
@@ -87,10 +97,10 @@ class StageCost:
     def memory_bytes(self) -> float:
         """The step's peak per device (`peak_memory_bytes`, docs/design.md, "Cost model v1"), plus
         the frozen base weights and QLoRA's dequantised weight where adapters train ("Fine-tuning")."""
-        return peak_memory_bytes(self.weight_bytes + self.optimizer_bytes + self.buffer_bytes, self.grad_bytes,
-                                 self.activation_bytes + self.gathered_bytes,
-                                 self._later_activation_bytes + self.gathered_later_bytes, self.transient_bytes,
-                                 self.optimizer_step_bytes) + self.frozen_bytes + self.scratch_bytes
+        return stage_peak_bytes(self.weight_bytes, self.optimizer_bytes, self.buffer_bytes, self.grad_bytes,
+                                self.activation_bytes, self._later_activation_bytes, self.transient_bytes,
+                                self.optimizer_step_bytes, self.gathered_bytes, self.gathered_later_bytes,
+                                self.frozen_bytes, self.scratch_bytes)
 
     @property
     def memory_split_bytes(self) -> dict[str, float]:

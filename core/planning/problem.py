@@ -18,6 +18,8 @@ SCHEDULES = SCHEDULE_CHOICES  # core.planning.schedules: "auto", then one class 
 ZERO_STAGES = (0, 1, 2, 3)
 AUTO = "auto"  # data_parallel: the solver picks the best divisor of micro_batches
 LAYER_TIMES_KEY = "layer_time_s"  # {device kind: {layer name: forward seconds of one micro-batch}}
+# {device kind: {layer name: seconds of its weight backward, one micro-batch}}: where `profile` split it
+WEIGHT_BACKWARD_KEY = "layer_weight_backward_s"
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class KindTimes:
 
     kind: str
     forward_s: tuple[float, ...]
+    weight_backward_s: tuple[float, ...] = ()  # each layer's weight-gradient backward, where measured
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,13 @@ class Problem:
         for entry in self.layer_times:
             if entry.kind == kind:
                 return entry.forward_s
+        return None
+
+    def weight_backward_times_s(self, kind: str) -> tuple[float, ...] | None:
+        """Each layer's measured weight-backward seconds on devices of `kind`, None where not measured."""
+        for entry in self.layer_times:
+            if entry.kind == kind and entry.weight_backward_s:
+                return entry.weight_backward_s
         return None
 
     @property
@@ -230,9 +240,12 @@ class Problem:
             "setup": _without_defaults(asdict(self.setup), Setup, keep=("mode", "bytes_per_param",
                                                                           "micro_batches", "schedule")),
         }
+        names = [layer.name for layer in self.layers]
         if self.layer_times:
-            result[LAYER_TIMES_KEY] = {entry.kind: dict(zip((layer.name for layer in self.layers), entry.forward_s))
-                                       for entry in self.layer_times}
+            result[LAYER_TIMES_KEY] = {entry.kind: dict(zip(names, entry.forward_s)) for entry in self.layer_times}
+        if any(entry.weight_backward_s for entry in self.layer_times):
+            result[WEIGHT_BACKWARD_KEY] = {entry.kind: dict(zip(names, entry.weight_backward_s))
+                                           for entry in self.layer_times if entry.weight_backward_s}
         return result
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from core.planning.problem import (
     LAYER_TIMES_KEY,
     MODES,
     SCHEDULES,
+    WEIGHT_BACKWARD_KEY,
     Device,
     KindTimes,
     Layer,
@@ -62,6 +64,12 @@ def problem_from_dict(data: Any) -> Problem:
     if layers and layers[0].joins_previous:
         raise InputError(f"layer '{layers[0].name}'.joins_previous: the first layer has no layer before it")
     layer_times = _layer_times(data.get(LAYER_TIMES_KEY), layers, devices)
+    weights = {entry.kind: entry.forward_s for entry in _layer_times(data.get(WEIGHT_BACKWARD_KEY), layers, devices,
+                                                                      WEIGHT_BACKWARD_KEY)}
+    for kind in weights:
+        if kind not in {entry.kind for entry in layer_times}:
+            raise InputError(f"{WEIGHT_BACKWARD_KEY}['{kind}'] needs the kind's forward times in '{LAYER_TIMES_KEY}'")
+    layer_times = tuple(replace(entry, weight_backward_s=weights.get(entry.kind, ())) for entry in layer_times)
     return Problem(layers=layers, devices=devices, setup=setup, layer_times=layer_times)
 
 
@@ -260,21 +268,22 @@ def _check_inputs(layers: tuple[Layer, ...]) -> None:
         earlier.add(layer.name)
 
 
-def _layer_times(table: Any, layers: tuple[Layer, ...], devices: tuple[Device, ...]) -> tuple[KindTimes, ...]:
+def _layer_times(table: Any, layers: tuple[Layer, ...], devices: tuple[Device, ...],
+                 key: str = LAYER_TIMES_KEY) -> tuple[KindTimes, ...]:
     """The optional per-layer time table: every kind a device's kind, every layer timed, times finite and >= 0."""
     if table is None:
         return ()
     if not isinstance(table, Mapping):
-        raise InputError(f"'{LAYER_TIMES_KEY}' must be an object of device kinds, each an object of layer times")
+        raise InputError(f"'{key}' must be an object of device kinds, each an object of layer times")
     kinds = {device.kind for device in devices if device.kind}
     names = [layer.name for layer in layers]
     result = []
     for kind, times in table.items():
-        where = f"{LAYER_TIMES_KEY}['{kind}']"
+        where = f"{key}['{kind}']"
         if kind not in kinds:
             raise InputError(f"{where}: no device has kind '{kind}' (kinds: {', '.join(sorted(kinds)) or 'none'})")
         if not isinstance(times, Mapping):
-            raise InputError(f"{where} must be an object of layer name: forward seconds")
+            raise InputError(f"{where} must be an object of layer name: seconds")
         for name in times:
             if name not in names:
                 raise InputError(f"{where} times layer '{name}', which is not a layer")

@@ -27,10 +27,11 @@ def solve_schedule(problem: Problem) -> Plan:
     return best_schedule(schedule_options(problem))
 
 
-def schedule_options(problem: Problem) -> Options:
-    """Every schedule's best plan for the problem, or why the schedule cannot run it."""
+def schedule_options(problem: Problem, chunked: bool = True) -> Options:
+    """Every schedule's best plan for the problem, or why the schedule cannot run it (`chunked`
+    False: GPipe and 1F1B alone, whose solvers are exact and fast)."""
     options: Options = {}
-    for name in SCHEDULE_NAMES:
+    for name in SCHEDULE_NAMES if chunked else [n for n in SCHEDULE_NAMES if not schedule_named(n).chunked]:
         try:
             options[name] = _solve_one(problem, name)
         except InputError as error:

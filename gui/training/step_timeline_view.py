@@ -14,11 +14,14 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtGui import QColor
 
-from core.planning.plan import Plan
-from core.planning.schedules import micro_batches_per_replica
-from core.planning.torch_order import Block
-from core.training.run_info import RunInfo
-from core.training.step_timeline import MeasuredStep, bubble_of, planned_step, read_step_timeline
+from core.planning.front_door import Block, Plan, micro_batches_per_replica
+from core.training.run_info import (
+    MeasuredStep,
+    RunInfo,
+    bubble_of,
+    planned_step,
+    read_step_timeline,
+)
 from gui import theme
 from gui.widgets.plots import grid_axes, set_title
 

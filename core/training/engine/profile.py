@@ -46,6 +46,7 @@ class LayerTiming:
     name: str
     flops: float
     fwd_bwd_s: float
+    weight_bwd_s: float = 0.0  # its weight-gradient backward alone (0: a profile from before the split)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ def profile_layer_times(problem: Problem, profile: Profile) -> tuple[KindTimes, 
     """The profile's time per layer per device kind, as the problem format's table (docs/design.md,
     "Per-layer times per device kind"): each layer's forward seconds, fwd_bwd_s / k, scaled so the
     layers add up to the whole-model block's time (timing a layer alone adds per-call costs), and for
-    cpu devices by profile shares / shares as `apply_profile` scales the speed. A kind is left out
+    cpu devices by profile shares / shares as `apply_profile` scales the speed; and each layer's
+    weight backward, weight_bwd_s scaled alike, where the profile split it. A kind is left out
     (its speed alone prices it) where the profile timed other layers than the problem's, and all kinds
     where it timed a micro-batch of other tokens than the problem's."""
     names = [layer.name for layer in problem.layers]
@@ -163,7 +165,9 @@ def profile_layer_times(problem: Problem, profile: Profile) -> tuple[KindTimes, 
         scale = (block / entry.total_s if entry.total_s > 0 else 1.0) / entry.work_factor
         if device.kind == "cpu":
             scale *= cpu_shares / entry.shares
-        tables[device.kind] = KindTimes(device.kind, tuple(layer.fwd_bwd_s * scale for layer in entry.layers))
+        weights = tuple(layer.weight_bwd_s * scale * entry.work_factor for layer in entry.layers)
+        tables[device.kind] = KindTimes(device.kind, tuple(layer.fwd_bwd_s * scale for layer in entry.layers),
+                                        weights if any(weights) else ())
     return tuple(tables.values())
 
 
@@ -218,12 +222,13 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
     for device_name, kind, shares in targets:
         threads = threads_per_process(shares) if device_name == "cpu" else torch.get_num_threads()
         emit(f"profiling {name} on {device_name} ({threads} threads, {repeats} repeats) ...")
-        seconds, block = (time_layers_side_by_side(gpt, setup, threads, repeats, shares) if device_name == "cpu"
-                          else time_layers(gpt, setup, device_name, threads, repeats))
+        seconds, block, weights = (time_layers_side_by_side(gpt, setup, threads, repeats, shares)
+                                   if device_name == "cpu" else time_layers(gpt, setup, device_name, threads, repeats))
         results.append(DeviceProfile(
             name=device_name, kind=kind, torch_device=device_name, shares=shares, threads=threads, work_factor=k,
             effective_tflops=k * sum(flops) / block / TFLOP, total_s=sum(seconds), block_s=block,
-            layers=tuple(LayerTiming(layer.name, f, s) for layer, f, s in zip(problem.layers, flops, seconds)),
+            layers=tuple(LayerTiming(layer.name, f, s, w)
+                         for layer, f, s, w in zip(problem.layers, flops, seconds, weights, strict=True)),
         ))
     hf = gpt.config if isinstance(gpt, HFModelSource) else None
     return Profile(model=name, gpt=asdict(gpt) if isinstance(gpt, GPTConfig) else {}, setup=setup.to_dict(),
@@ -231,7 +236,8 @@ def measure_profile(name: str, gpt: TimedModel, setup: TrainingSetup, devices: S
                    created_at=time.time(), hf=hf)
 
 
-Timings = tuple[list[float], float]  # (each layer on its own, the whole model as one block): seconds
+# (each layer on its own, the whole model as one block, each layer's weight backward alone): seconds
+Timings = tuple[list[float], float, list[float]]
 
 
 def time_layers_side_by_side(gpt: TimedModel, setup: TrainingSetup, threads: int, repeats: int,
@@ -253,8 +259,9 @@ def time_layers_side_by_side(gpt: TimedModel, setup: TrainingSetup, threads: int
     finally:
         for worker in workers:
             worker.join(timeout=10)
-    layers = [statistics.median(values) for values in zip(*(layer_seconds for layer_seconds, _ in measured))]
-    return layers, statistics.median(block for _, block in measured)
+    layers = [statistics.median(values) for values in zip(*(timing[0] for timing in measured))]
+    weights = [statistics.median(values) for values in zip(*(timing[2] for timing in measured))]
+    return layers, statistics.median(timing[1] for timing in measured), weights
 
 
 def _timing_worker(gpt: TimedModel, setup: TrainingSetup, threads: int, repeats: int, barrier: Any,
@@ -287,19 +294,23 @@ def time_layers(gpt: TimedModel, setup: TrainingSetup, device_name: str, threads
         tokens = torch.randint(0, vocab, (setup.micro_batch_size, setup.seq_len + 1),
                                generator=torch.Generator().manual_seed(0)).to(device)
         samples: list[list[float]] = [[] for _ in layers]
+        weight_samples: list[list[float]] = [[] for _ in layers]
         block_samples: list[float] = []
         if barrier is not None:
             barrier.wait()
         for repeat in range(repeats + 1):  # the first pass warms up allocators and kernels
             seconds = _one_pass(layers, tokens[:, :-1], tokens[:, 1:], lm_loss, device, synchronize)
             block_seconds = _one_pass(block, tokens[:, :-1], tokens[:, 1:], lm_loss, device, synchronize)[0]
+            weight_seconds = _split_pass(layers, tokens[:, :-1], tokens[:, 1:], lm_loss, device, synchronize)
             for stage in (*layers, *block):
                 stage.zero_grad(set_to_none=True)
             if repeat > 0:
-                for index, value in enumerate(seconds):
+                for index, (value, weight) in enumerate(zip(seconds, weight_seconds, strict=True)):
                     samples[index].append(value)
+                    weight_samples[index].append(weight)
                 block_samples.append(block_seconds)
-        return [statistics.median(values) for values in samples], statistics.median(block_samples)
+        return ([statistics.median(values) for values in samples], statistics.median(block_samples),
+                [statistics.median(values) for values in weight_samples])
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -363,3 +374,40 @@ def _one_pass(layers: list[Any], x: Any, y: Any, loss_fn: Any, device: Any, sync
         synchronize(device)
         seconds[index] += time.perf_counter() - started
     return seconds
+
+
+def _split_pass(layers: list[Any], x: Any, y: Any, loss_fn: Any, device: Any, synchronize: Any) -> list[float]:
+    """Each layer's weight backward as the zero-bubble schedules run it apart: its whole backward
+    (to its input and its weights) less its input backward alone (torch.autograd.grad to the input,
+    which skips every weight gradient); the first layer, whose input carries no gradient, is all
+    weight backward. Seconds per layer (docs/design.md, "Chunked schedules")."""
+    import torch
+
+    inputs, outputs = [], []
+    hidden = x
+    for index, layer in enumerate(layers):
+        if index > 0:
+            hidden = hidden.detach().requires_grad_()
+        inputs.append(hidden)
+        hidden = layer(hidden)
+        outputs.append(loss_fn(hidden, y) if index == len(layers) - 1 else hidden)
+    weight_s = [0.0] * len(layers)
+    grad_out = None
+    for index in reversed(range(len(layers))):
+        output, params = outputs[index], [p for p in layers[index].parameters() if p.requires_grad]
+        needs = [inputs[index]] if index > 0 else []
+        input_s, grad_in = 0.0, None
+        if needs:
+            synchronize(device)
+            started = time.perf_counter()
+            (grad_in,) = torch.autograd.grad(output, needs, grad_out, retain_graph=True)
+            synchronize(device)
+            input_s = time.perf_counter() - started
+        synchronize(device)
+        started = time.perf_counter()
+        if needs or params:
+            torch.autograd.grad(output, [*needs, *params], grad_out, allow_unused=True)
+        synchronize(device)
+        weight_s[index] = max(0.0, time.perf_counter() - started - input_s)
+        grad_out = grad_in
+    return weight_s

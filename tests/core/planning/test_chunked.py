@@ -16,7 +16,13 @@ from dataclasses import replace
 import pytest
 
 from core.planning.chunked import MAX_CHUNKS, solve_chunked
-from core.planning.chunked_costs import ChunkedPlacement, chunked_plan, rank_costs
+from core.planning.chunked_costs import (
+    ChainSums,
+    ChunkedPlacement,
+    chunk_stages,
+    chunked_plan,
+    rank_costs,
+)
 from core.planning.plan import OPTIMAL, Plan
 from core.planning.problem import Device, Layer, Problem, Setup
 from core.planning.schedule_choice import schedule_options, solve_schedule
@@ -181,8 +187,9 @@ def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule
                          for a, b in itertools.pairwise(bounds)]
         torch_peaks = peak_held_bytes(schedule, p, m, v, stage_bytes, stage_pending)
         costs = rank_costs(problem, chunked, placement)
+        stages = chunk_stages(problem, chunked, placement, ChainSums(problem))
         for r, memory in enumerate(costs.memory_bytes):
-            chunks = [stage for b, stage in enumerate(costs.stages) if chunked.rank_of_stage(b, p) == r]
+            chunks = [stage for b, stage in enumerate(stages) if chunked.rank_of_stage(b, p) == r]
             params = sum(16.0 * layers[i].params for stage in chunks for i in stage.layer_indices)
             assert sum(stage.weight_bytes for stage in chunks) == params
             assert sum(stage.activation_bytes for stage in chunks) == pytest.approx(torch_peaks[r], rel=1e-12), (

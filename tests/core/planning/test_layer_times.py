@@ -167,3 +167,45 @@ def test_chunked_rank_costs_use_the_times():
     costs = rank_costs(problem_from_dict(data), schedule_named("interleaved"),
                        ChunkedPlacement(ranks=(0, 1), chunks=2, bounds=(0, 1, 2, 3, 4)))
     assert costs.time_s == pytest.approx((3 * 3.0, 3 * 6.0))
+
+
+def test_measured_weight_backwards_price_the_zero_bubble_fill_and_round_trip():
+    """ZB1P over ranks (a100, v100), 2 chunks a rank, one layer a block (l0 | l1 | l2 | head), 4
+    micro-batches, no sends. Forward seconds 1, 3, 2, 3 (A100 blocks 0 and 2, V100 blocks 1 and 3):
+    t = 3 x (1 + 2) = 9 s and 3 x (3 + 3) = 18 s. Estimated, a rank's weight backward is its
+    forward time (3 and 6 s), so b = t - 2 w = 3 and 6; measured, 0.5 a layer on the A100 and 1 on
+    the V100: w = 1 and 2, b = 7 and 14. T = m' max t + (sum b - max b) / v = 72 + 3 / 2 estimated,
+    72 + 7 / 2 measured."""
+    from core.planning.chunked_costs import ChunkedPlacement, rank_costs
+    from core.planning.schedules import schedule_named
+
+    extra = {"name": "l2", "params": 10, "flops": 3e12, "activation_bytes": 0, "output_bytes": 0}
+    data = with_times({kind: {**times, "l2": 2.0} for kind, times in TIMES.items()})
+    data = {**data, "layers": [*CASE["layers"][:2], extra, CASE["layers"][2]],
+            "setup": {**CASE["setup"], "mode": "train", "micro_batches": 4, "schedule": "zb1p"}}
+    placement = ChunkedPlacement(ranks=(0, 1), chunks=2, bounds=(0, 1, 2, 3, 4))
+    estimated = rank_costs(problem_from_dict(data), schedule_named("zb1p"), placement)
+    assert estimated.fill_s == pytest.approx((3.0, 6.0)) and estimated.step_time_s == pytest.approx(72 + 3 / 2)
+    weights = {"A100-40GB": dict.fromkeys(["l0", "l1", "l2", "head"], 0.5),
+               "V100-16GB": dict.fromkeys(["l0", "l1", "l2", "head"], 1.0)}
+    problem = problem_from_dict({**data, "layer_weight_backward_s": weights})
+    assert problem.weight_backward_times_s("V100-16GB") == (1.0, 1.0, 1.0, 1.0)
+    measured = rank_costs(problem, schedule_named("zb1p"), placement)
+    assert measured.time_s == estimated.time_s  # the forward and whole backward are as before
+    assert measured.fill_s == pytest.approx((7.0, 14.0)) and measured.step_time_s == pytest.approx(72 + 7 / 2)
+    assert problem_from_dict(json.loads(json.dumps(problem.to_dict()))) == problem
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ({"H100-SXM": {}}, "no device has kind 'H100-SXM'"),
+    ({"A100-40GB": {"l0": 1.0, "l1": 1.0}}, "has no time for layer 'head'"),
+])
+def test_a_bad_weight_backward_table_is_one_line(weights, message):
+    with pytest.raises(InputError, match=message):
+        problem_from_dict({**with_times(TIMES), "layer_weight_backward_s": weights})
+
+
+def test_weight_backwards_need_the_kinds_forward_times():
+    only_a100 = with_times({"A100-40GB": TIMES["A100-40GB"]})
+    with pytest.raises(InputError, match="needs the kind's forward times"):
+        problem_from_dict({**only_a100, "layer_weight_backward_s": {"V100-16GB": TIMES["V100-16GB"]}})

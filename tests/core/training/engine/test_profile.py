@@ -40,6 +40,9 @@ def test_every_layer_is_timed_on_the_host(profile):
     assert host.name == "cpu" and host.shares == 2 and host.threads >= 1
     assert [layer.name for layer in host.layers] == ["embed", "h.0", "h.1", "h.2", "h.3", "h.4", "ln_f", "lm_head"]
     assert all(layer.fwd_bwd_s > 0 for layer in host.layers)
+    # each block's weight backward timed apart (its backward less its input backward): a part of it
+    blocks = [layer for layer in host.layers if layer.name.startswith("h.")]
+    assert all(0 < layer.weight_bwd_s < layer.fwd_bwd_s for layer in blocks)
     assert host.total_s == pytest.approx(sum(layer.fwd_bwd_s for layer in host.layers))
     assert host.block_s is not None and host.block_s > 0
     work = 3 * sum(layer.flops for layer in host.layers)  # k = 3: forward + backward
@@ -126,7 +129,7 @@ def test_the_profile_gives_the_plan_a_time_per_layer_per_kind():
     from core.planning.solvers import solve
     from core.training.engine.profile import profile_layer_times
 
-    layers = tuple(LayerTiming(f"h.{i}", 1e9, t) for i, t in enumerate((0.010, 0.020, 0.030, 0.060)))  # 120 ms
+    layers = tuple(LayerTiming(f"h.{i}", 1e9, t, t / 4) for i, t in enumerate((0.010, 0.020, 0.030, 0.060)))  # 120 ms
     a100 = DeviceProfile(name="cuda:0", kind="A100-40GB", torch_device="cuda:0", shares=1, threads=1, work_factor=3,
                          effective_tflops=1.0, total_s=0.120, layers=layers, block_s=0.096)
     other_model = replace(a100, name="cuda:1", kind="V100-16GB", layers=layers[:2])
@@ -140,6 +143,8 @@ def test_the_profile_gives_the_plan_a_time_per_layer_per_kind():
     # forward = fwd_bwd / k, scaled by block / sum (96 / 120 = 0.8): 10 ms -> 10 x 0.8 / 3 ms
     assert table.kind == "A100-40GB"
     assert table.forward_s == pytest.approx([0.010 * 0.8 / 3, 0.020 * 0.8 / 3, 0.030 * 0.8 / 3, 0.060 * 0.8 / 3])
+    # the weight backward (a quarter of each layer's fwd_bwd here) scaled alike, not divided by k
+    assert table.weight_backward_s == pytest.approx([0.010 * 0.8 / 4, 0.020 * 0.8 / 4, 0.030 * 0.8 / 4, 0.060 * 0.8 / 4])
     timed = replace(problem, devices=problem.devices[:1], layer_times=(table,))
     assert solve(timed, "exact").stages[0].compute_s == pytest.approx(0.096)  # the block, as one stage
     other_tokens = replace(problem, setup=Setup(micro_batches=1, tokens_per_micro_batch=32))
