@@ -379,6 +379,8 @@ def main() -> int:
         graph_table()
     hybrid_timing_table(5 if args.quick else 20)
     hybrid_quality_table()
+    if args.hybrid_only:
+        return 0
     schedule_quality_table()
     tensor_parallel_table(5 if args.quick else 20)
     cache_table(3)

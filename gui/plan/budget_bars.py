@@ -12,6 +12,8 @@ thread; the newest plan comes back through `plan_changed`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
@@ -28,7 +30,7 @@ from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVB
 from core.planning.front_door import StageCost
 from core.units import MIB, format_bytes, format_gib
 from gui import theme
-from gui.plan.groups import stage_of_device
+from gui.plan.groups import chunks_of_device, stage_of_device
 from gui.state import AppState
 
 HANDLE_GRAB_PX = 8  # how close to the handle a press grabs it
@@ -37,11 +39,13 @@ SMALL_STEP = 0.01  # of the device's memory, per arrow key
 BIG_STEP = 0.10  # per PageUp/PageDown
 
 
-def stage_memory(stage: StageCost | None) -> dict[str, float]:
-    """The memory kinds of a stage (zeros for a device the plan leaves unused)."""
+def stage_memory(stage: StageCost | None, chunks: Sequence[StageCost] = ()) -> dict[str, float]:
+    """The memory kinds of a stage (zeros for a device the plan leaves unused); a chunked plan's
+    device holds all its chunks (`chunks`), kind by kind added up."""
     memory = dict.fromkeys(theme.MEMORY_KINDS, 0.0)
-    if stage is not None:
-        memory.update(stage.memory_parts_bytes)
+    for part in chunks if len(chunks) > 1 else [stage] if stage is not None else []:
+        for kind, value in part.memory_parts_bytes.items():
+            memory[kind] = memory.get(kind, 0.0) + value
     return memory
 
 
@@ -348,11 +352,12 @@ class BudgetBarsPanel(QWidget):
         plan = self.state.shown_plan
         problem = self.state.problem
         placed = stage_of_device(plan, [device.name for device in problem.devices] if problem is not None else ())
+        chunks = chunks_of_device(plan) if plan is not None and plan.chunks > 1 else {}
         self._show_legend(plan is not None and any(stage.frozen_bytes or stage.scratch_bytes
                                                    for stage in plan.stages))
         for name, bar in self._bars.items():
             where = placed.get(name)
-            bar.set_memory(stage_memory(where[2] if where else None), self.state.plan_is_stale)
+            bar.set_memory(stage_memory(where[2] if where else None, chunks.get(name, ())), self.state.plan_is_stale)
             bar.set_place(None if where is None else (where[0], where[1], len(where[2].devices)))
             self._update_figures(name)
 

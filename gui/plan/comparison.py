@@ -75,8 +75,17 @@ def comparison_rows(results: dict[str, Plan | str], reference: Plan | None) -> l
         if reference is not None and reference.objective_s and plan.objective_s:
             ratio = format_ratio(plan.objective_s / reference.objective_s)
         tokens = f"{plan.tokens_per_s:,.0f}" if plan.tokens_per_s else ""
-        rows.append([label, plan.status, time, ratio, tokens, f"{shape_text(plan)}: {DESCRIPTIONS.get(name, '')}"])
+        rows.append([label, plan.status, time, ratio, tokens, f"{shape_text(plan)}: {_description(name, plan)}"])
     return rows
+
+
+def _description(name: str, plan: Plan) -> str:
+    """What a row's solver does; the exact row's plan may be the chunked schedules' search (auto)."""
+    if name == "exact" and plan.solver == "chunked-search":
+        return f"{plan.schedule} in {plan.chunks} chunks a device, searched (not proven optimal)"
+    if name == "exact" and plan.chunks > 1:
+        return f"{plan.schedule} in {plan.chunks} chunks a device, every placement tried (optimal)"
+    return DESCRIPTIONS.get(name, "")
 
 
 class ComparisonTable(QTableWidget):

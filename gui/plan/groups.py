@@ -64,6 +64,15 @@ def stage_of_device(plan: Plan | None, device_order: Sequence[str] = ()) -> dict
             for r, device in enumerate(stage.devices) for member in members(device)}
 
 
+def chunks_of_device(plan: Plan | None) -> dict[str, list[StageCost]]:
+    """Device name -> every stage (chunk) it holds: one, or v for a chunked schedule's plan."""
+    chunks: dict[str, list[StageCost]] = {}
+    for stage in plan.stages if plan is not None else ():
+        for device in stage.devices:
+            chunks.setdefault(device, []).append(stage)
+    return chunks
+
+
 def sync_s(plan: Plan) -> float:
     """The step's closing exchange: the groups synchronise at once, the slowest sets it."""
     return max((stage.sync_s for stage in plan.stages), default=0.0)

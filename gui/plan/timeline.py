@@ -154,7 +154,7 @@ class PlanTimeline(pg.PlotWidget):
         self.band.setVisible(False)
         self._steps = steps
         self._label_blocks()
-        ticks = [(r, f"{plan.stages[plan.stages_of_rank(r)[0]].device} · stages "
+        ticks = [(r, f"{group_label(plan.stages[plan.stages_of_rank(r)[0]])} · stages "
                   + ", ".join(str(s) for s in plan.stages_of_rank(r))) for r in range(ranks)]
         self.getAxis("left").setTicks([ticks])
         self.setYRange(-0.6, ranks - 0.4, padding=0)

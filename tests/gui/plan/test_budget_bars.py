@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import QPoint, Qt
 
 from gui.plan.budget_bars import MIB
@@ -119,3 +120,26 @@ def test_bars_of_a_replaced_device_list_are_not_drawn_while_they_wait_for_deleti
     assert not any(bar.isVisible() for bar in old)  # else drawn where they were, over the new rows
     qtbot.waitUntil(lambda: sorted(bar.name for bar in panel.findChildren(BudgetBar) if bar.isVisible())
                     == sorted(panel.bars) == ["A100-80GB", "L4", "RTX4090"])
+
+
+def test_a_chunked_plans_device_bar_holds_all_its_chunks() -> None:
+    """Interleaved over d0 and d1, chunks [l0] [l1] [l2] [l3]: d0 holds stages 0 and 2, and its bar
+    adds them up kind by kind (its last chunk alone was drawn before: a third of what it holds)."""
+    import random
+
+    from core.planning.chunked_costs import ChunkedPlacement, chunked_plan
+    from core.planning.plan import OPTIMAL
+    from core.planning.schedules import SCHEDULES
+    from gui.plan.budget_bars import stage_memory
+    from gui.plan.groups import chunks_of_device
+    from tests.core.planning.test_chunked import _problem
+
+    problem = _problem(random.Random(7), "interleaved")
+    plan = chunked_plan(problem, SCHEDULES["interleaved"], ChunkedPlacement((0, 1), 2, (0, 1, 2, 3, len(problem.layers))),
+                        "test", OPTIMAL)
+    chunks = chunks_of_device(plan)
+    assert [len(chunks[name]) for name in ("d0", "d1")] == [2, 2]
+    bar = stage_memory(plan.stages[2], chunks["d0"])
+    assert sum(bar.values()) == pytest.approx(plan.stages[0].memory_bytes + plan.stages[2].memory_bytes)
+    assert bar["params"] == plan.stages[0].weight_bytes + plan.stages[2].weight_bytes
+    assert stage_memory(plan.stages[2]) == {**stage_memory(None), **plan.stages[2].memory_parts_bytes}
