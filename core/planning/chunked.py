@@ -40,6 +40,8 @@ STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
 Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
 # Measured: torch keeps the activations that a split backward's input step recomputes for longer than one
 # micro-batch's input-to-weight span (gpt-micro: ZBV 1.46x, ZB1P 1.18x the prediction; docs/benchmarks.md).
+NO_ZERO_BUBBLE_INFERENCE = ("{label} splits each backward to fill the bubble; inference has none: plan it with "
+                            "the interleaved schedule")
 NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch keeps the activations its split "
                             "backward recomputes longer than the memory model can say: plan it without "
                             "recompute, or with the interleaved schedule")
@@ -52,11 +54,13 @@ def solve_chunked(problem: Problem) -> Plan:
     of the pipeline a group of d alike devices, its chunks' gradients synchronised by FSDP2).
 
     Raises:
-        InputError: a zero-bubble schedule with recompute, too few devices for 2 ranks of d, or the
-            layers branch.
+        InputError: a zero-bubble schedule in inference or with recompute, too few devices for 2
+            ranks of d, or the layers branch.
     """
     schedule = problem.setup.pipeline_schedule
     assert isinstance(schedule, ChunkedSchedule)
+    if schedule.zero_bubble and problem.setup.mode == "infer":
+        raise InputError(NO_ZERO_BUBBLE_INFERENCE.format(label=schedule.label))
     if schedule.zero_bubble and problem.setup.recompute and problem.setup.mode == "train":
         raise InputError(NO_ZERO_BUBBLE_RECOMPUTE.format(label=schedule.label))
     if not problem.is_chain:

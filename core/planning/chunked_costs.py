@@ -194,7 +194,8 @@ def _times(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacem
         r = schedule.rank_of_stage(b, p)
         times.rank_s[r] += times.compute_s[b] + times.comm_s[b]
         times.sync_s[r] += sync_time_s(setup, split, costs.params, d, setup.zero, device.bandwidth_gbps)
-        if not setup.frozen_weights:  # the weight-gradient share: measured where `profile` split it, else F / speed
+        if setup.mode == "train" and not setup.frozen_weights:  # the weight-gradient share: measured where
+            # `profile` split it, else F / speed (none in inference, none for frozen weights)
             measured = problem.weight_backward_times_s(device.kind)
             times.weight_grad_s[r] += (sum(measured[i] for i in block) if measured is not None
                                        else stage_compute_s(1, costs.forward_flops, device.tflops, timed))

@@ -276,3 +276,14 @@ def test_the_search_prices_the_complete_memory_model_where_the_optimizer_step_bi
     one_f_one_b = solve_schedule(replace(problem, setup=replace(setup, schedule="1f1b")))
     assert plan.objective_s is not None and one_f_one_b.objective_s is not None
     assert plan.objective_s < one_f_one_b.objective_s
+
+
+def test_zero_bubble_schedules_are_not_offered_for_inference_which_has_no_backward():
+    """Inference runs forwards only: the zero-bubble family's split backward has nothing to fill
+    the bubble with (it was priced as if the weight backward did, a fill of zero), so each says so,
+    and interleaved plans."""
+    problem = _problem(random.Random(4), "auto")
+    options = schedule_options(replace(problem, setup=replace(problem.setup, mode="infer")))
+    for name in ("zb1p", "zbv", "dualpipev"):
+        assert isinstance(options[name], str) and "inference has none" in options[name], name
+    assert isinstance(options["interleaved"], Plan)
