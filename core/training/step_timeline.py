@@ -57,7 +57,7 @@ def bubble_of(blocks: Sequence[Block], step_s: float, ranks: int) -> float | Non
 def write_rank_timeline(run_dir: Path, rank: int, step: int, step_s: float,
                         actions: Sequence[tuple[int, str, int, float, float]]) -> None:
     """Rank `rank`'s step: (stage, kind, micro-batch, start s, duration s) per action."""
-    folder = RunPaths(run_dir).timeline
+    folder = RunPaths(Path(run_dir)).timeline
     folder.mkdir(exist_ok=True)
     atomic_write_json(folder / f"rank_{rank}.json", {"rank": rank, "step": step, "step_time_s": step_s,
                                                      "actions": [list(action) for action in actions]})
@@ -66,7 +66,7 @@ def write_rank_timeline(run_dir: Path, rank: int, step: int, step_s: float,
 def read_step_timeline(run_dir: Path) -> MeasuredStep | None:
     """The latest step the ranks wrote (while a run is live some may not have written it yet: the
     ranks that did), or None where no rank wrote one or a file is not Allot's."""
-    folder = RunPaths(run_dir).timeline
+    folder = RunPaths(Path(run_dir)).timeline
     records = []
     for path in sorted(folder.glob("rank_*.json")) if folder.is_dir() else ():
         try:
