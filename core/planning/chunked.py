@@ -198,7 +198,8 @@ def all_placements(problem: Problem, schedule: ChunkedSchedule, replicas: int = 
 
 
 def _starts(problem: Problem, schedule: ChunkedSchedule, replicas: int) -> list[ChunkedPlacement]:
-    """Search starts: device orders (the 1F1B optimum's, all by budget, all by speed) x v, cut by speed."""
+    """Search starts: device orders (the 1F1B optimum's, all by budget, all by speed, and each
+    reversed) x v, cut by speed."""
     devices = problem.devices
     orders: list[tuple[int, ...]] = []
     single = _one_f_one_b_order(_one_replica_1f1b(problem, replicas))
@@ -206,7 +207,13 @@ def _starts(problem: Problem, schedule: ChunkedSchedule, replicas: int) -> list[
         orders.append(single)
     orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].budget_bytes)))
     orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].tflops)))
-    unique = list(dict.fromkeys(order for order in orders if len(order) >= 2))
+    orders += [order[::-1] for order in orders]  # the last chunk's rank (the head, the logits) at either end
+    kind = [(d.budget_bytes, d.tflops, d.bandwidth_gbps, d.kind) for d in devices]
+    alike: dict[tuple[object, ...], tuple[int, ...]] = {}  # one order of each sequence of interchangeable devices
+    for order in orders:
+        if len(order) >= 2:
+            alike.setdefault(tuple(kind[d] for d in order), order)
+    unique = list(alike.values())
     starts = [_proportional(problem, schedule, ranks, v) for ranks, v in _shapes(problem, schedule, unique, replicas)]
     return starts
 
