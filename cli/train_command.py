@@ -341,12 +341,21 @@ def follow(run_dir: Path, after_step: int = 0) -> int:
 
 def _finish(run_dir: Path, status: RunStatus) -> int:
     from core.training.launcher import RunPaths, read_metrics
-    from core.training.run_info import format_report, read_run_info, run_report
+    from core.training.run_info import (
+        format_report,
+        format_step_timeline,
+        read_run_info,
+        read_step_timeline,
+        run_report,
+    )
 
     paths = RunPaths(Path(run_dir))
     if paths.report.exists():  # the job wrote its report: the run measured something
         report = run_report(read_run_info(run_dir), read_metrics(paths.metrics))
         print("predicted vs measured, per micro-batch:\n" + format_report(report))
+        step = read_step_timeline(run_dir)
+        if step is not None:
+            print(format_step_timeline(step))
     if status.state == "failed":
         print(f"allot: error: the run failed: {status.error} (see {Path(run_dir) / 'train.log'})",
               file=sys.stderr, flush=True)

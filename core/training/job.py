@@ -37,6 +37,7 @@ from core.training.run_dir import (
     write_status,
 )
 from core.training.run_info import read_run_info, run_report
+from core.training.step_timeline import format_step_timeline, read_step_timeline
 
 STATUS_EVERY_S = 1.0  # how often the status file follows the step count
 
@@ -188,6 +189,9 @@ def _write_report(context: RunContext) -> None:
     report = run_report(read_run_info(context.paths.root), rows)
     atomic_write_json(context.paths.report, report.to_dict())
     print("predicted vs measured, per micro-batch:\n" + format_report(report), flush=True)
+    step = read_step_timeline(context.paths.root)
+    if step is not None:
+        print(format_step_timeline(step), flush=True)
 
 
 def _error_line(paths: RunPaths, error: BaseException) -> str:

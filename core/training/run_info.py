@@ -23,10 +23,16 @@ from core.planning.schedules import SCHEDULE_NAMES, schedule_named
 from core.system.durable import read_json
 from core.training.execution import DeviceExecution, executions_from_record
 from core.training.report import RunReport, StageReport, format_report, stage_report
-from core.training.step_timeline import MeasuredStep, bubble_of, planned_step, read_step_timeline
+from core.training.step_timeline import (
+    MeasuredStep,
+    bubble_of,
+    format_step_timeline,
+    planned_step,
+    read_step_timeline,
+)
 
 __all__ = ["RunInfo", "read_run_info", "run_report", "RunReport", "StageReport", "format_report",
-           "MeasuredStep", "bubble_of", "planned_step", "read_step_timeline"]
+           "MeasuredStep", "bubble_of", "format_step_timeline", "planned_step", "read_step_timeline"]
 from core.training.run_dir import RunPaths, read_run_plan
 
 

@@ -109,3 +109,16 @@ def planned_step(plan: Plan, per_replica: int) -> tuple[float, tuple[Block, ...]
     blocks = tuple(Block(s, s, j, "B", offsets[s] + j * pace, stage.compute_s)
                    for s, stage in enumerate(plan.stages) for j in range(per_replica))
     return (sum(times) + (per_replica - 1) * pace, blocks)
+
+
+def format_step_timeline(step: MeasuredStep) -> str:
+    """The logged step in a few lines: per rank, its seconds computing, waiting for the pipeline's
+    sends and receives, and outside the schedule (the optimizer step, clipping, the norm's reduction)."""
+    lines = [f"step {step.step} as it ran (the run directory's timeline/): {step.step_s:.3f} s, bubble {step.bubble() or 0:.1%}"]
+    for rank in range(step.ranks):
+        blocks = [block for block in step.blocks if block.rank == rank]
+        busy = sum(block.duration_s for block in blocks)
+        waiting = sum(block.duration_s for block in step.waits if block.rank == rank)
+        lines.append(f"  rank {rank}: {busy:.3f} s computing ({len(blocks)} actions), {waiting:.3f} s waiting for "
+                     f"sends and receives, {max(0.0, step.step_s - busy - waiting):.3f} s outside the schedule")
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ from core.planning.plan import Plan, StageCost
 from core.planning.torch_order import Block
 from core.training.step_timeline import (
     bubble_of,
+    format_step_timeline,
     planned_step,
     read_step_timeline,
     write_rank_timeline,
@@ -57,3 +58,15 @@ def test_a_one_f_one_b_plan_steps_as_the_steady_pipeline_the_cost_model_prices()
     assert step_s == 7.5
     assert [(b.rank, b.micro_batch, b.start_s, b.duration_s) for b in blocks] == [
         (0, 0, 0.0, 1.0), (0, 1, 2.0, 1.0), (0, 2, 4.0, 1.0), (1, 0, 1.5, 2.0), (1, 1, 3.5, 2.0), (1, 2, 5.5, 2.0)]
+
+
+def test_the_logged_step_prints_each_ranks_computing_waiting_and_the_rest(tmp_path):
+    write_rank_timeline(tmp_path, 0, 4, 10.0, [(0, "F", 0, 0.0, 2.0), (-1, "R", -1, 2.0, 1.0), (0, "B", 0, 3.0, 3.0)])
+    write_rank_timeline(tmp_path, 1, 4, 10.0, [(1, "F", 0, 2.0, 4.0), (1, "B", 0, 6.0, 3.5)])
+    step = read_step_timeline(tmp_path)
+    assert step is not None
+    assert format_step_timeline(step).splitlines() == [
+        "step 4 as it ran (the run directory's timeline/): 10.000 s, bubble 37.5%",  # (0.5 + 0.25) / 2
+        "  rank 0: 5.000 s computing (2 actions), 1.000 s waiting for sends and receives, 4.000 s outside the schedule",
+        "  rank 1: 7.500 s computing (2 actions), 0.000 s waiting for sends and receives, 2.500 s outside the schedule",
+    ]
