@@ -41,7 +41,6 @@ from core.training.engine.context import RunContext
 from core.training.engine.data_parallel import (
     MeshPosition,
     build_mesh,
-    local,
     replica_slice,
     shard_payload,
     shard_stage,
@@ -57,9 +56,10 @@ from core.training.engine.optim import (
     set_learning_rate,
 )
 from core.training.engine.pipeline_launch import THREADS_ENV
-from core.training.engine.stages import norm_parameters, tied_parameters
+from core.training.engine.stages import norm_parameters
 from core.training.engine.state import apply_payloads, peak_memory_bytes, stage_payload, synchronize
 from core.training.engine.tensor_parallel import parallelize_stage, payload_in_order, sum_gradients
+from core.training.engine.tied_copies import TiedCopies
 from core.training.engine.timed_stage import ActionLog, TimedStage
 from core.training.metrics import MetricsWriter, format_row
 from core.training.step_timeline import write_rank_timeline
@@ -95,8 +95,7 @@ class PipelineEngine:
             for module in self.modules if self.replicated else ():  # each chunk its own FSDP2 root
                 shard_stage(module, mesh, self.zero)  # parameters become DTensors: before the optimizer
         pair = tied_pair(context)
-        self.tied_group = self._tied_group(pair)
-        self.tied = self._tied_parameters(pair)
+        self.tied = TiedCopies(context.plan, self.position, pair, self.indices, self.modules)
         named = [(name, p) for module in self.modules for name, p in module.named_parameters()
                  if p.requires_grad]  # LoRA: the adapters alone
         self.names = {id(p): name for name, p in named}
@@ -130,38 +129,6 @@ class PipelineEngine:
     def replicated(self) -> bool:
         return self.position.replicas > 1
 
-    def _tied_group(self, pair: tuple[int, int] | None) -> Any:
-        """Each replica's (embedding, head) ranks, per tp rank (both layers are whole on each);
-        every rank makes every group, in one order. None where one rank holds both copies (ZBV's
-        V: stages 0 and S - 1 on rank 0)."""
-        owners = [self.context.plan.rank_of_stage(stage) for stage in pair] if pair is not None else []
-        position, mine = self.position, None
-        for replica in range(position.replicas) if owners and owners[0] != owners[1] else ():
-            for tp in range(position.tensor_parallel):
-                group = dist.new_group([position.rank(replica, owner, tp) for owner in owners])
-                if (replica, tp) == (position.replica, position.tp):
-                    mine = group
-        return mine
-
-    def _tied_parameters(self, pair: tuple[int, int] | None) -> list[torch.nn.Parameter]:
-        """The copies of the tied weight this rank holds: none, one, or both (chunks of one rank)."""
-        held = []
-        for index, module in zip(self.indices, self.modules, strict=True):
-            owner, copy = tied_parameters(module)
-            held += [owner] if pair is not None and index == pair[0] and owner is not None else []
-            held += [copy] if pair is not None and index == pair[1] and copy is not None else []
-        return held
-
-    def _sum_tied_gradients(self) -> None:
-        """Both copies of a tied weight get the sum of their gradients (shard by shard)."""
-        grads = [local(p.grad) for p in self.tied if p.grad is not None]
-        if len(grads) == 2:  # both copies here: add them up in place
-            total = grads[0] + grads[1]
-            for grad in grads:
-                grad.copy_(total)
-        elif len(grads) == 1 and self.tied_group is not None:
-            dist.all_reduce(grads[0], op=dist.ReduceOp.SUM, group=self.tied_group)
-
     def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
         loss = lm_loss(output, target)
@@ -185,7 +152,7 @@ class PipelineEngine:
             self.optimizer.zero_grad(set_to_none=True)
             with self.action_log.waits():
                 losses = self._run_schedule(self.schedule.step, inputs, targets)
-            self._sum_tied_gradients()
+            self.tied.sum_gradients()
             sum_gradients(self.grad_summed, self.tp_group)  # qwen3's q and k norms: each process saw its heads
             # ---- global gradient norm over all stages (and shards), clip, update
             squares = self._all_reduce([grad_square_sum(self.norm_parameters)])[0]
