@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from core.errors import InputError
-from core.planning.chunked_costs import ChainSums, ChunkedPlacement, chunked_plan, rank_costs
+from core.planning.chunked_costs import BlockCosts, ChunkedPlacement, chunked_plan, rank_costs
 from core.planning.costs import infeasible_plan, lower_bound_s
 from core.planning.hybrid import data_parallel_choices
 from core.planning.plan import FEASIBLE, OPTIMAL, Plan
@@ -109,7 +109,7 @@ def _solve_on(problem: Problem, schedule: ChunkedSchedule, replicas: int, optima
               lower_bound: float | None = None) -> Plan:
     """The chunked search or enumeration over the problem's devices, each a group of `replicas`."""
     started = time.perf_counter()
-    sums = ChainSums(problem, replicas)
+    sums = BlockCosts(problem, replicas)
     every = all_placements(problem, schedule, replicas)
     exhaustive = every is not None
     scores: dict[ChunkedPlacement, Score] = {}  # every placement priced: (overflow, step time)

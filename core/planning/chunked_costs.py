@@ -108,7 +108,7 @@ def block_devices(schedule: ChunkedSchedule, placement: ChunkedPlacement) -> lis
     return [placement.ranks[schedule.rank_of_stage(b, p)] for b in range(len(placement.bounds) - 1)]
 
 
-class ChainSums:
+class BlockCosts:
     """Each block's costs, computed once per (start, stop): the search prices many placements that
     share most of their blocks."""
 
@@ -145,14 +145,15 @@ class ChainSums:
 
 
 def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
-               sums: ChainSums | None = None) -> RankCosts:
+               sums: BlockCosts | None = None) -> RankCosts:
     """Each rank's time, fill time and memory (its chunks' at its peak moment), and the step time T."""
     devices, setup = problem.devices, problem.setup
-    sums = sums or ChainSums(problem)
+    sums = sums or BlockCosts(problem)
     p, v, m, d = len(placement.ranks), placement.chunks, setup.micro_batches, sums.replicas
     times = _times(problem, schedule, placement, sums)
     memory = [0.0] * p
-    for b, (costs, chunk) in enumerate(zip(times.blocks, _chunks_at_peak(problem, schedule, placement, sums))):
+    chunks = _chunks_at_peak(problem, schedule, placement, sums.replicas, times.blocks)
+    for b, (costs, chunk) in enumerate(zip(times.blocks, chunks)):
         memory[schedule.rank_of_stage(b, p)] += stage_peak_bytes(
             costs.weight_bytes, costs.optimizer_bytes, chunk.buffer_bytes, costs.grad_bytes, chunk.activation_bytes,
             chunk.later_bytes, chunk.transient_bytes, costs.optimizer_step_bytes, costs.gathered_bytes,
@@ -176,7 +177,7 @@ class _Times:
     sync_s: list[float]
 
 
-def _times(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, sums: ChainSums) -> _Times:
+def _times(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, sums: BlockCosts) -> _Times:
     layers, devices, setup = problem.layers, problem.devices, problem.setup
     p, d, c = len(placement.ranks), sums.replicas, comm_factor(setup)
     owner = block_devices(schedule, placement)
@@ -213,14 +214,13 @@ class _ChunkAt(NamedTuple):
     transient_bytes: float
 
 
-def _chunks_at_peak(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
-                    sums: ChainSums) -> list[_ChunkAt]:
-    """Every chunk, in pipeline order, at its rank's peak moment of torch's order."""
+def _chunks_at_peak(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, replicas: int,
+                    blocks: Sequence[_Block]) -> list[_ChunkAt]:
+    """Every chunk (`blocks`, in pipeline order) at its rank's peak moment of torch's order."""
     layers, setup = problem.layers, problem.setup
-    p, v, m, d = len(placement.ranks), placement.chunks, setup.micro_batches, sums.replicas
+    p, v, m, d = len(placement.ranks), placement.chunks, setup.micro_batches, replicas
     owner = block_devices(schedule, placement)
     ranges = placement.blocks()
-    blocks = [sums.block(block) for block in ranges]
 
     def of_rank(values: list[float], r: int) -> list[float]:
         return [values[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
@@ -251,14 +251,14 @@ def _chunks_at_peak(problem: Problem, schedule: ChunkedSchedule, placement: Chun
 
 
 def chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
-                 sums: ChainSums) -> list[StageCost]:
+                 sums: BlockCosts) -> list[StageCost]:
     """Every chunk as a stage, in pipeline order, with what it holds at its rank's peak moment (a
     rank's sync, its chunks' reductions after the step's last backward, on its first chunk); its
     budget is its device's."""
     devices, p = problem.devices, len(placement.ranks)
     owner = block_devices(schedule, placement)
     times = _times(problem, schedule, placement, sums)
-    chunks = _chunks_at_peak(problem, schedule, placement, sums)
+    chunks = _chunks_at_peak(problem, schedule, placement, sums.replicas, times.blocks)
     return [StageCost(
         device=devices[owner[b]].name, layers=costs.names, layer_indices=tuple(block),
         compute_s=times.compute_s[b], comm_s=times.comm_s[b], inflight_micro_batches=chunk.held, params=costs.params,
@@ -277,7 +277,7 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
     """The Plan of a chunked placement: one StageCost per block (chunk), in pipeline order, each
     chunk's `budget_bytes` its device's budget less its other chunks' memory, so a chunk is over
     budget exactly where its device is."""
-    sums = ChainSums(problem, replicas)
+    sums = BlockCosts(problem, replicas)
     ranks = rank_costs(problem, schedule, placement, sums)
     p = len(placement.ranks)
     stages = tuple(replace(stage, budget_bytes=int(stage.budget_bytes - (ranks.memory_bytes[r] - stage.memory_bytes)))

@@ -17,7 +17,7 @@ import pytest
 
 from core.planning.chunked import MAX_CHUNKS, solve_chunked
 from core.planning.chunked_costs import (
-    ChainSums,
+    BlockCosts,
     ChunkedPlacement,
     chunk_stages,
     chunked_plan,
@@ -187,7 +187,7 @@ def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule
                          for a, b in itertools.pairwise(bounds)]
         torch_peaks = peak_held_bytes(schedule, p, m, v, stage_bytes, stage_pending)
         costs = rank_costs(problem, chunked, placement)
-        stages = chunk_stages(problem, chunked, placement, ChainSums(problem))
+        stages = chunk_stages(problem, chunked, placement, BlockCosts(problem))
         for r, memory in enumerate(costs.memory_bytes):
             chunks = [stage for b, stage in enumerate(stages) if chunked.rank_of_stage(b, p) == r]
             params = sum(16.0 * layers[i].params for stage in chunks for i in stage.layer_indices)
