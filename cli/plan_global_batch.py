@@ -81,8 +81,7 @@ def plan_global_batch(args: argparse.Namespace, solve_problem: Callable[..., tup
     # "The micro-batch size as a decision").
     choice = choose_micro_batch(args.global_batch, build, solve, replicas=replicas, estimate=estimate)
     best = solve(choice.problem, chunked)  # and the schedules the chosen b deferred, with their reasons
-    if best.feasible and best.objective_s is not None and (
-            not choice.plan.feasible or best.objective_s < (choice.plan.objective_s or float("inf"))):
+    if best.feasible:  # every schedule at the chosen b: at least as fast as the b's ranking plan
         choice = replace(choice, plan=replace(best, micro_batch=choice.micro_batch))
     return choice, spec, options[choice.problem.setup.tokens_per_micro_batch]
 

@@ -64,6 +64,16 @@ def memory_color(kind: str) -> QColor:
     return QColor(MEMORY_COLORS[kind])
 
 
+PIPELINE_WAIT = "#4A5468"  # slate, not one of the device colours: a step's sync, a rank's waits
+_ACTION_LIGHTER = {"F": 100, "B": 125, "I": 125, "W": 160}  # forward, backward, input and weight backward
+
+
+def action_color(device: QColor, chunk: int, kind: str) -> QColor:
+    """A pipeline action's block: its device's colour, darker the later its chunk, forwards in full
+    colour, backwards lighter, weight backwards lightest (the plan's and the run's timelines)."""
+    return device.darker(100 + 45 * chunk).lighter(_ACTION_LIGHTER.get(kind, 100))
+
+
 def stale(color: QColor) -> QColor:
     """A colour washed out towards grey: what a no-longer-current plan looks like."""
     grey = QColor(STALE)

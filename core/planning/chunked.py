@@ -49,9 +49,9 @@ NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch keeps 
 
 @functools.lru_cache(maxsize=64)
 def solve_chunked(problem: Problem) -> Plan:
-    """(Cached: the micro-batch search and the best plan without tensor parallelism ask again.)
-    The best chunked placement for the setup's (chunked) schedule, over every d asked (each rank
+    """The best chunked placement for the setup's (chunked) schedule, over every d asked (each rank
     of the pipeline a group of d alike devices, its chunks' gradients synchronised by FSDP2).
+    Cached: the micro-batch search and the best plan without tensor parallelism ask again.
 
     Raises:
         InputError: a zero-bubble schedule in inference or with recompute, too few devices for 2

@@ -32,12 +32,10 @@ from gui.state import AppState
 from gui.widgets.plots import grid_axes
 from gui.widgets.tables import WhenVisible
 
-MAX_BLOCKS_PER_STAGE = 64
+MAX_BLOCKS_PER_STAGE = 64  # beyond this the blocks are thinner than a pixel anyway
 MAX_LABELS = 96  # chunked plans: blocks labelled stage.micro-batch up to this many
 LABEL_PIXELS = 32  # ... each at least this wide on screen, so its label fits
-_KIND_LIGHTER = {"F": 100, "B": 125, "I": 125, "W": 160}  # forward, backward, input and weight backward  # beyond this the blocks are thinner than a pixel anyway
 LANE_HEIGHT = 0.7
-SYNC_COLOR = "#4A5468"  # slate: not one of the device colours
 
 
 def schedule(stage_times_s: list[float], micro_batches: int) -> list[tuple[int, int, float]]:
@@ -62,7 +60,7 @@ class PlanTimeline(pg.PlotWidget):
         self.band = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(theme.DANGER_BG), pen=None)
         self.compute = pg.BarGraphItem(x0=[], y=[], width=[], height=[])
         self.comm = pg.BarGraphItem(x0=[], y=[], width=[], height=[])
-        self.sync = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(SYNC_COLOR), pen=None)
+        self.sync = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(theme.PIPELINE_WAIT), pen=None)
         for item in (self.band, self.compute, self.comm, self.sync):
             self.addItem(item)
         self.labels: list[pg.TextItem] = []
@@ -143,7 +141,7 @@ class PlanTimeline(pg.PlotWidget):
         colors = []
         for block in steps.blocks:
             base = theme.device_color(self.state.color_slot(plan.stages[block.stage].device))
-            color = base.darker(100 + 45 * chunk_of[block.stage]).lighter(_KIND_LIGHTER[block.kind])
+            color = theme.action_color(base, chunk_of[block.stage], block.kind)
             colors.append(theme.stale(color) if stale else color)
         edge = pg.mkPen(theme.SURFACE, width=0.5)
         self.compute.setOpts(x0=[b.start_s for b in steps.blocks], y=[b.rank for b in steps.blocks],
@@ -183,7 +181,7 @@ class PlanTimeline(pg.PlotWidget):
         """Each group's sync after the last micro-batch: all groups start together."""
         synced = [(s, stage.sync_s) for s, stage in enumerate(plan.stages) if stage.sync_s > 0]
         end = (plan.objective_s or 0.0) - sync_s(plan)  # the schedule's step time, less the closing sync
-        color = QColor(SYNC_COLOR)
+        color = QColor(theme.PIPELINE_WAIT)
         self.sync.setOpts(x0=[end] * len(synced), y=[s for s, _ in synced], width=[t for _, t in synced],
                           height=LANE_HEIGHT, brush=pg.mkBrush(theme.stale(color) if stale else color))
 

@@ -26,8 +26,6 @@ from gui import theme
 from gui.widgets.plots import grid_axes, set_title
 
 ROW = 0.36  # each of a lane's two rows: planned (above) and measured
-_KIND_LIGHTER = {"F": 100, "B": 125, "I": 125, "W": 160}
-WAIT_COLOR = "#4A5468"  # slate, as the plan timeline's sync
 ROW_PX, TITLE_AND_AXIS_PX = 24, 110
 
 
@@ -43,7 +41,7 @@ class StepTimelines(pg.PlotWidget):
         self.showGrid(x=True, y=False, alpha=0.15)
         self.planned = pg.BarGraphItem(x0=[], y=[], width=[], height=[])
         self.measured = pg.BarGraphItem(x0=[], y=[], width=[], height=[])
-        self.waits = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(WAIT_COLOR), pen=None)
+        self.waits = pg.BarGraphItem(x0=[], y=[], width=[], height=[], brush=pg.mkBrush(theme.PIPELINE_WAIT), pen=None)
         for item in (self.planned, self.measured, self.waits):
             self.addItem(item)
         self.shown: MeasuredStep | None = None
@@ -87,7 +85,7 @@ class StepTimelines(pg.PlotWidget):
 
 def _color(block: Block, chunk: int, light: bool) -> QColor:
     """The rank's colour, darker the later its chunk, lighter for backwards (as the plan's timeline)."""
-    color = theme.device_color(block.rank).darker(100 + 45 * chunk).lighter(_KIND_LIGHTER.get(block.kind, 100))
+    color = theme.action_color(theme.device_color(block.rank), chunk, block.kind)
     return color.lighter(130) if light else color
 
 
