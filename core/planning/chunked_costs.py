@@ -102,25 +102,31 @@ class _Block:
     forward_flops: float
 
 
-def block_devices(schedule: ChunkedSchedule, placement: ChunkedPlacement) -> list[int]:
-    """The device index of every block, in pipeline order."""
-    p = len(placement.ranks)
-    return [placement.ranks[schedule.rank_of_stage(b, p)] for b in range(len(placement.bounds) - 1)]
-
-
 class BlockCosts:
-    """Each block's costs, computed once per (start, stop): the search prices many placements that
-    share most of their blocks."""
+    """Each block's costs, computed once per (start, stop), and each rank's, once per (device order,
+    v, rank, its blocks): the search prices many placements that share most of their blocks, and a
+    move of one cut changes the blocks of two ranks only."""
 
     def __init__(self, problem: Problem, replicas: int = 1):
         self.problem, self.replicas = problem, replicas  # d: each rank a group of d devices
         self._blocks: dict[tuple[int, int], _Block] = {}
+        self._ranks: dict[tuple[object, ...], _Rank] = {}
 
     def block(self, block: range) -> _Block:
         key = (block.start, block.stop)
         if key not in self._blocks:
             self._blocks[key] = self._priced(block)
         return self._blocks[key]
+
+    def rank(self, schedule: ChunkedSchedule, placement: ChunkedPlacement, r: int) -> _Rank:
+        """Rank r's chunks and totals, which depend on its own blocks alone (and the device order)."""
+        p, v = len(placement.ranks), placement.chunks
+        stages = tuple(schedule.stage_of_chunk(r, c, p) for c in range(v))
+        key = (schedule, placement.ranks, v, r, tuple(placement.bounds[b] for b in stages),
+               tuple(placement.bounds[b + 1] for b in stages))
+        if key not in self._ranks:
+            self._ranks[key] = _priced_rank(self, schedule, placement, r, stages)
+        return self._ranks[key]
 
     def _priced(self, block: range) -> _Block:
         layers, setup = self.problem.layers, self.problem.setup
@@ -147,60 +153,14 @@ class BlockCosts:
 def rank_costs(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
                sums: BlockCosts | None = None) -> RankCosts:
     """Each rank's time, fill time and memory (its chunks' at its peak moment), and the step time T."""
-    devices, setup = problem.devices, problem.setup
     sums = sums or BlockCosts(problem)
-    p, v, m, d = len(placement.ranks), placement.chunks, setup.micro_batches, sums.replicas
-    times = _times(problem, schedule, placement, sums)
-    memory = [0.0] * p
-    chunks = _chunks_at_peak(problem, schedule, placement, sums.replicas, times.blocks)
-    for b, (costs, chunk) in enumerate(zip(times.blocks, chunks)):
-        memory[schedule.rank_of_stage(b, p)] += stage_peak_bytes(
-            costs.weight_bytes, costs.optimizer_bytes, chunk.buffer_bytes, costs.grad_bytes, chunk.activation_bytes,
-            chunk.later_bytes, chunk.transient_bytes, costs.optimizer_step_bytes, costs.gathered_bytes,
-            costs.gathered_later_bytes, costs.frozen_bytes, costs.scratch_bytes)
-    fill = [schedule.fill_time_s(times.rank_s[r], times.weight_grad_s[r]) for r in range(p)]
-    return RankCosts(tuple(times.rank_s), tuple(fill), tuple(memory),
-                     tuple(devices[i].budget_bytes for i in placement.ranks),
-                     schedule.chunked_step_time_s(times.rank_s, fill, m, v, d, times.sync_s))
-
-
-@dataclass(frozen=True)
-class _Times:
-    """A placement's blocks with their compute and sends a micro-batch, and per rank: its time, its
-    weight-gradient share and its sync once a step."""
-
-    blocks: list[_Block]
-    compute_s: list[float]
-    comm_s: list[float]
-    rank_s: list[float]
-    weight_grad_s: list[float]
-    sync_s: list[float]
-
-
-def _times(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, sums: BlockCosts) -> _Times:
-    layers, devices, setup = problem.layers, problem.devices, problem.setup
-    p, d, c = len(placement.ranks), sums.replicas, comm_factor(setup)
-    owner = block_devices(schedule, placement)
-    ranges = placement.blocks()
-    blocks = [sums.block(block) for block in ranges]
-    split = bytes_split_per_param(setup)
-    times = _Times(blocks, [0.0] * len(blocks), [0.0] * len(blocks), [0.0] * p, [0.0] * p, [0.0] * p)
-    for b, (block, costs) in enumerate(zip(ranges, blocks)):
-        device = devices[owner[b]]
-        timed = timed_sum_s(problem, device, block)
-        times.compute_s[b] = stage_compute_s(costs.work, costs.flops, device.tflops, timed)
-        if b + 1 < len(owner) and owner[b + 1] != owner[b]:
-            link = min(device.bandwidth_gbps, devices[owner[b + 1]].bandwidth_gbps)
-            times.comm_s[b] = send_time_s(c, layers[block[-1]].output_bytes, link)
-        r = schedule.rank_of_stage(b, p)
-        times.rank_s[r] += times.compute_s[b] + times.comm_s[b]
-        times.sync_s[r] += sync_time_s(setup, split, costs.params, d, setup.zero, device.bandwidth_gbps)
-        if setup.mode == "train" and not setup.frozen_weights:  # the weight-gradient share: measured where
-            # `profile` split it, else F / speed (none in inference, none for frozen weights)
-            measured = problem.weight_backward_times_s(device.kind)
-            times.weight_grad_s[r] += (sum(measured[i] for i in block) if measured is not None
-                                       else stage_compute_s(1, costs.forward_flops, device.tflops, timed))
-    return times
+    ranks = [sums.rank(schedule, placement, r) for r in range(len(placement.ranks))]
+    times = [rank.time_s for rank in ranks]
+    fill = [schedule.fill_time_s(rank.time_s, rank.weight_grad_s) for rank in ranks]
+    return RankCosts(tuple(times), tuple(fill), tuple(rank.memory_bytes for rank in ranks),
+                     tuple(problem.devices[i].budget_bytes for i in placement.ranks),
+                     schedule.chunked_step_time_s(times, fill, problem.setup.micro_batches, placement.chunks,
+                                                  sums.replicas, [rank.sync_s for rank in ranks]))
 
 
 class _ChunkAt(NamedTuple):
@@ -214,40 +174,77 @@ class _ChunkAt(NamedTuple):
     transient_bytes: float
 
 
-def _chunks_at_peak(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, replicas: int,
-                    blocks: Sequence[_Block]) -> list[_ChunkAt]:
-    """Every chunk (`blocks`, in pipeline order) at its rank's peak moment of torch's order."""
-    layers, setup = problem.layers, problem.setup
-    p, v, m, d = len(placement.ranks), placement.chunks, setup.micro_batches, replicas
-    owner = block_devices(schedule, placement)
-    ranges = placement.blocks()
+@dataclass(frozen=True)
+class _Rank:
+    """One rank of a placement: its chunks in pipeline order (`stages`, their blocks, compute and
+    sends a micro-batch, and what each holds at the rank's peak moment), and its time a
+    micro-batch, weight-gradient share, sync once a step and memory."""
 
-    def of_rank(values: list[float], r: int) -> list[float]:
-        return [values[schedule.stage_of_chunk(r, c, p)] for c in range(v)]
+    stages: tuple[int, ...]
+    blocks: tuple[_Block, ...]
+    compute_s: tuple[float, ...]
+    comm_s: tuple[float, ...]
+    chunks: tuple[_ChunkAt, ...]
+    time_s: float
+    weight_grad_s: float
+    sync_s: float
+    memory_bytes: float
 
-    acts = [block.activation_bytes for block in blocks]
-    pending = [block.pending_bytes for block in blocks]
-    grads = [block.grad_bytes for block in blocks]
-    per_replica = micro_batches_per_replica(m, d)
-    peaks = [_peak_moment(schedule, per_replica, p, v, r, (*of_rank(acts, r), *of_rank(pending, r), *of_rank(grads, r)))
-             for r in range(p)]  # each rank's counts per chunk at its peak moment: held, pending, graded
-    working = _working_chunk_of_each_device(blocks, owner)
-    chunks = []
-    for b, (block, costs) in enumerate(zip(ranges, blocks)):
-        counts = peaks[schedule.rank_of_stage(b, p)]
-        held, waiting, graded = counts[b // p], counts[v + b // p], counts[2 * v + b // p]
+
+def _priced_rank(sums: BlockCosts, schedule: ChunkedSchedule, placement: ChunkedPlacement, r: int,
+                 stages: tuple[int, ...]) -> _Rank:
+    """Rank r's chunks (`stages`, its pipeline positions, one a chunk): their compute and sends (none
+    where the next block is on the same rank), weight-gradient share (measured where `profile`
+    split it, else F / speed; none in inference or with frozen weights), sync, and memory at the
+    rank's peak moment of torch's order."""
+    problem = sums.problem
+    layers, devices, setup = problem.layers, problem.devices, problem.setup
+    p, v, m, d, c = len(placement.ranks), placement.chunks, setup.micro_batches, sums.replicas, comm_factor(setup)
+    device_index = placement.ranks[r]
+    device = devices[device_index]
+    count = v * p
+    ranges = [range(placement.bounds[b], placement.bounds[b + 1]) for b in stages]
+    blocks = [sums.block(block) for block in ranges]
+    split = bytes_split_per_param(setup)
+    measured = problem.weight_backward_times_s(device.kind)
+    compute, comm = [], []
+    time_s = weight_grad_s = sync_s = 0.0
+    for b, block, costs in zip(stages, ranges, blocks):
+        timed = timed_sum_s(problem, device, block)
+        compute.append(stage_compute_s(costs.work, costs.flops, device.tflops, timed))
+        following = placement.ranks[schedule.rank_of_stage(b + 1, p)] if b + 1 < count else device_index
+        link = min(device.bandwidth_gbps, devices[following].bandwidth_gbps)
+        comm.append(send_time_s(c, layers[block[-1]].output_bytes, link) if following != device_index else 0.0)
+        time_s += compute[-1] + comm[-1]
+        sync_s += sync_time_s(setup, split, costs.params, d, setup.zero, device.bandwidth_gbps)
+        if setup.mode == "train" and not setup.frozen_weights:
+            weight_grad_s += (sum(measured[i] for i in block) if measured is not None
+                              else stage_compute_s(1, costs.forward_flops, device.tflops, timed))
+    weights = (*(x.activation_bytes for x in blocks), *(x.pending_bytes for x in blocks),
+               *(x.grad_bytes for x in blocks))
+    counts = _peak_moment(schedule, micro_batches_per_replica(m, d), p, v, r, weights)
+    working = _working_chunk(blocks)  # one action at a time: its largest working memory, held once
+    chunks, memory = [], 0.0
+    for k, (b, block, costs) in enumerate(zip(stages, ranges, blocks)):
+        held, waiting, graded = counts[k], counts[v + k], counts[2 * v + k]
         # the gradients pending a weight backward are priced with the activations they wait beside
         activations = held * costs.activation_bytes + waiting * costs.pending_bytes
         received = float(layers[block.start - 1].output_bytes) if b > 0 else 0.0
-        later = (ONE_F_ONE_B.inflight_later(setup.mode, m, d, ONE_F_ONE_B.inflight(setup.mode, m, d, len(ranges) - b))
+        later = (ONE_F_ONE_B.inflight_later(setup.mode, m, d, ONE_F_ONE_B.inflight(setup.mode, m, d, count - b))
                  * costs.activation_bytes + ONE_F_ONE_B.sent_back_bytes(setup.mode, m, d, received)
                  + costs.tied_grad_bytes)
         # where the chunk's weight gradients exist at that moment (an earlier micro-batch's backward
         # ran), the moment is a later backward's: the gradients beside those activations
-        chunks.append(_ChunkAt(held, activations, max(later, activations) if graded else later,
-                               _chunk_buffer_bytes(problem, ranges, b, held, d),
-                               costs.transient_bytes if working[owner[b]] == b else 0.0))
-    return chunks
+        chunk = _ChunkAt(held, activations, max(later, activations) if graded else later,
+                         _chunk_buffer_bytes(problem, ranges[k], b, count, held, d),
+                         costs.transient_bytes if k == working else 0.0)
+        chunks.append(chunk)
+        memory += stage_peak_bytes(
+            costs.weight_bytes, costs.optimizer_bytes, chunk.buffer_bytes, costs.grad_bytes, chunk.activation_bytes,
+            chunk.later_bytes, chunk.transient_bytes, costs.optimizer_step_bytes, costs.gathered_bytes,
+            costs.gathered_later_bytes, costs.frozen_bytes, costs.scratch_bytes)
+    return _Rank(stages, tuple(blocks), tuple(compute), tuple(comm), tuple(chunks), time_s, weight_grad_s, sync_s,
+                 memory)
 
 
 def chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement,
@@ -256,20 +253,23 @@ def chunk_stages(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
     rank's sync, its chunks' reductions after the step's last backward, on its first chunk); its
     budget is its device's."""
     devices, p = problem.devices, len(placement.ranks)
-    owner = block_devices(schedule, placement)
-    times = _times(problem, schedule, placement, sums)
-    chunks = _chunks_at_peak(problem, schedule, placement, sums.replicas, times.blocks)
-    return [StageCost(
-        device=devices[owner[b]].name, layers=costs.names, layer_indices=tuple(block),
-        compute_s=times.compute_s[b], comm_s=times.comm_s[b], inflight_micro_batches=chunk.held, params=costs.params,
-        sync_s=times.sync_s[schedule.rank_of_stage(b, p)] if b < p else 0.0,
-        weight_bytes=costs.weight_bytes, grad_bytes=costs.grad_bytes, optimizer_bytes=costs.optimizer_bytes,
-        activation_bytes=chunk.activation_bytes, budget_bytes=devices[owner[b]].budget_bytes,
-        frozen_bytes=costs.frozen_bytes, scratch_bytes=costs.scratch_bytes, buffer_bytes=chunk.buffer_bytes,
-        later_activation_bytes=chunk.later_bytes, transient_bytes=chunk.transient_bytes,
-        optimizer_step_bytes=costs.optimizer_step_bytes, gathered_bytes=costs.gathered_bytes,
-        gathered_later_bytes=costs.gathered_later_bytes)
-        for b, (block, costs, chunk) in enumerate(zip(placement.blocks(), times.blocks, chunks))]
+    ranks = [sums.rank(schedule, placement, r) for r in range(p)]
+    stages = []
+    for b, block in enumerate(placement.blocks()):
+        rank = ranks[schedule.rank_of_stage(b, p)]
+        k = rank.stages.index(b)
+        costs, chunk, device = rank.blocks[k], rank.chunks[k], devices[placement.ranks[schedule.rank_of_stage(b, p)]]
+        stages.append(StageCost(
+            device=device.name, layers=costs.names, layer_indices=tuple(block),
+            compute_s=rank.compute_s[k], comm_s=rank.comm_s[k], inflight_micro_batches=chunk.held,
+            params=costs.params, sync_s=rank.sync_s if b < p else 0.0,
+            weight_bytes=costs.weight_bytes, grad_bytes=costs.grad_bytes, optimizer_bytes=costs.optimizer_bytes,
+            activation_bytes=chunk.activation_bytes, budget_bytes=device.budget_bytes,
+            frozen_bytes=costs.frozen_bytes, scratch_bytes=costs.scratch_bytes, buffer_bytes=chunk.buffer_bytes,
+            later_activation_bytes=chunk.later_bytes, transient_bytes=chunk.transient_bytes,
+            optimizer_step_bytes=costs.optimizer_step_bytes, gathered_bytes=costs.gathered_bytes,
+            gathered_later_bytes=costs.gathered_later_bytes))
+    return stages
 
 
 def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: ChunkedPlacement, solver: str,
@@ -294,15 +294,15 @@ def chunked_plan(problem: Problem, schedule: ChunkedSchedule, placement: Chunked
                 zero=problem.setup.zero)
 
 
-def _chunk_buffer_bytes(problem: Problem, blocks: Sequence[range], b: int, held: int, replicas: int) -> float:
-    """Block b's pipeline buffers (Schedule.boundary_bytes) with the micro-batches it holds at its
-    rank's peak: one receive buffer a micro-batch, one for the gradients of what it sends, and each
-    held micro-batch's output until its backward (on the last block the logits: looped BFS holds all
-    m' of them, where 1F1B's last stage holds one)."""
+def _chunk_buffer_bytes(problem: Problem, block: range, b: int, count: int, held: int, replicas: int) -> float:
+    """Block b's (of `count`) pipeline buffers (Schedule.boundary_bytes) with the micro-batches it
+    holds at its rank's peak: one receive buffer a micro-batch, one for the gradients of what it
+    sends, and each held micro-batch's output until its backward (on the last block the logits:
+    looped BFS holds all m' of them, where 1F1B's last stage holds one)."""
     layers, setup = problem.layers, problem.setup
-    last = layers[blocks[b][-1]].output_bytes
-    received = float(layers[blocks[b].start - 1].output_bytes) if b > 0 else 0.0
-    sent, made = (float(last), 0.0) if b + 1 < len(blocks) else (0.0, float(last))
+    last = layers[block[-1]].output_bytes
+    received = float(layers[block.start - 1].output_bytes) if b > 0 else 0.0
+    sent, made = (float(last), 0.0) if b + 1 < count else (0.0, float(last))
     return float(ONE_F_ONE_B.boundary_bytes(setup.mode, setup.micro_batches, replicas, held, received, sent, made))
 
 
@@ -323,11 +323,11 @@ def _held(schedule: ChunkedSchedule, per_replica: int, ranks: int, chunks: int, 
     return moments, np.asarray(moments, dtype=float)
 
 
-def _working_chunk_of_each_device(blocks: Sequence[_Block], owner: Sequence[int]) -> dict[int, int]:
+def _working_chunk(blocks: Sequence[_Block]) -> int:
     """A device runs one action at a time, so its working memory (a layer's transient) is held once:
     by its chunk with the largest (the first of equals)."""
-    largest: dict[int, int] = {}
-    for b, device in enumerate(owner):
-        if device not in largest or blocks[b].transient_bytes > blocks[largest[device]].transient_bytes:
-            largest[device] = b
+    largest = 0
+    for k, block in enumerate(blocks):
+        if block.transient_bytes > blocks[largest].transient_bytes:
+            largest = k
     return largest
