@@ -38,12 +38,14 @@ EXHAUSTIVE_LIMIT = 4_000  # placements tried one by one before the search takes 
 MAX_RUN = 2  # cuts a move shifts together: longer runs cost a sweep O(cuts^2) moves and found no better plans
 STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
 Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
-# Measured: torch keeps the activations that a split backward's input step recomputes for longer than one
-# micro-batch's input-to-weight span (gpt-micro: ZBV 1.46x, ZB1P 1.18x the prediction; docs/benchmarks.md).
 NO_ZERO_BUBBLE_INFERENCE = ("{label} splits each backward to fill the bubble; inference has none: plan it with "
                             "the interleaved schedule")
-NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch keeps the activations its split "
-                            "backward recomputes longer than the memory model can say: plan it without "
+# Measured (benchmarks/zero_bubble_recompute_bench.py): torch's stage_backward_weight runs one autograd
+# call per parameter group, and a checkpointed block is recomputed in each; a gpt-micro block's W did
+# 5.0x its forward's FLOPs and held 70 MB above I's 1 MB without recompute.
+NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch's weight backward recomputes each "
+                            "checkpointed block once per parameter group (measured: 5x a forward's work, about "
+                            "6 copies of its activations), more than the bubble it fills: plan it without "
                             "recompute, or with the interleaved schedule")
 
 

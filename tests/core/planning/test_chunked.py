@@ -233,9 +233,9 @@ def test_a_chunk_holds_its_weight_gradients_beside_micro_batches_that_arrive_aft
 
 
 def test_zero_bubble_schedules_are_not_offered_with_recompute_and_say_why():
-    """torch keeps what a split backward recomputes longer than the model says (measured: ZBV 1.46x,
-    ZB1P 1.18x on gpt-micro), so with recompute the zero-bubble family is refused, each in one line;
-    interleaved (full backwards, measured 0.99x) still plans."""
+    """torch's weight backward recomputes a checkpointed block once per parameter group (measured:
+    benchmarks/zero_bubble_recompute_bench.py), so with recompute the zero-bubble family is refused,
+    each in one line; interleaved (full backwards) still plans."""
     problem = _problem(random.Random(3), "auto")
     options = schedule_options(replace(problem, setup=replace(problem.setup, recompute=True)))
     for name in ("zb1p", "zbv", "dualpipev"):
