@@ -287,3 +287,25 @@ def test_zero_bubble_schedules_are_not_offered_for_inference_which_has_no_backwa
     for name in ("zb1p", "zbv", "dualpipev"):
         assert isinstance(options[name], str) and "inference has none" in options[name], name
     assert isinstance(options["interleaved"], Plan)
+
+
+@pytest.mark.parametrize("schedule", ["interleaved", "zbv", "zb1p", "looped-bfs"])
+def test_a_shared_cache_prices_every_placement_as_a_fresh_one_does(schedule):
+    """The search keeps each rank's costs by its own blocks (and the device order, v and the rank):
+    a placement priced after many others that share some of its ranks' blocks costs exactly what it
+    costs priced alone, on every rank, in time, fill and memory."""
+    rng = random.Random(11)
+    chunked = SCHEDULES[schedule]
+    assert isinstance(chunked, ChunkedSchedule)
+    problem = replace(_problem(rng, schedule), layers=tuple(
+        Layer(f"l{i}", params=rng.randint(1, 8) * 2**22, flops=rng.uniform(1, 4) * 1e12,
+              activation_bytes=rng.randint(1, 4) * 2**25, output_bytes=rng.randint(1, 3) * 2**24,
+              pending_grad_bytes=rng.randint(0, 3) * 2**24) for i in range(12)))
+    shared = BlockCosts(problem)
+    for _ in range(60):
+        p = rng.choice((2, 3)) if len(problem.devices) == 3 else 2
+        ranks = tuple(rng.sample(range(len(problem.devices)), p))
+        v = 2
+        bounds = (0, *sorted(rng.sample(range(1, 12), v * p - 1)), 12)
+        placement = ChunkedPlacement(ranks, v, bounds)
+        assert rank_costs(problem, chunked, placement, shared) == rank_costs(problem, chunked, placement), placement
