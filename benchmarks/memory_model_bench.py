@@ -10,8 +10,8 @@ stages) and reads the run's report.json: per stage the plan's
 (docs/design.md, "Measured memory"). The models: gpt-nano, gpt-micro, and a
 tiny Llama and GPT-2 made with transformers' own config classes (nothing is
 downloaded); over 1, 2 and 4 stages, 1F1B and GPipe, fp32 and bf16, recompute
-off and on, a 2 x 2 hybrid with zero 0 and 3, and the chunked schedules on
-two devices (gpt-micro and the tiny Llama; one row a device, its chunks
+off and on, a 2 x 2 hybrid with zero 0 and 3, and the chunked schedules (recompute off
+and on) on two devices (gpt-micro and the tiny Llama; one row a device, its chunks
 together, "stage" being the device's index). The target is a ratio within 5%
 on CPU. Prints one row per stage: case, stage, predicted MB, measured MB,
 measured / predicted.
@@ -63,6 +63,7 @@ def cases() -> list[Case]:
         found += [Case(model, 2, "1f1b", replicas=2, zero=zero) for zero in (0, 3)]
     for model in ("gpt-micro", "hf-llama"):  # chunked: 2 devices, memory per device (its chunks together)
         found += [Case(model, 2, schedule) for schedule in CHUNKED]
+        found += [Case(model, 2, schedule, recompute=True) for schedule in CHUNKED]
     return found
 
 

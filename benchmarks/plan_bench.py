@@ -272,8 +272,7 @@ def schedule_quality_table() -> None:
     from core.planning.schedule_choice import best_schedule, schedule_options
     from core.planning.schedules import SCHEDULE_NAMES
 
-    print("\n(g) schedule quality: T(schedule) / LB (OOM: no placement fits; '-': not offered: torch refuses it, "
-          "or zero bubble with recompute); "
+    print("\n(g) schedule quality: T(schedule) / LB (OOM: no placement fits; '-': not offered: torch refuses it); "
           "auto = the fastest; gain = 1 - T(auto) / T(1f1b)")
     print(f"{'model':<13} {'devices':<14}" + "".join(f"{n:>12}" for n in SCHEDULE_NAMES) + f"{'auto':>8}{'gain':>8}")
     ratios, gains = [], []

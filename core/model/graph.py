@@ -28,7 +28,7 @@ _MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/t
                    "core/model/hf.py", "core/model/autocast_meta.py",
                    "core/model/lora.py", "core/model/tensor_parallel_split.py", "core/model/hf_anatomy.py")
 _NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input_bytes", "tied_params",
-                   "transient_bytes", "pending_grad_bytes")
+                   "transient_bytes", "pending_grad_bytes", "recomputed_bytes")
 
 
 def build_layer_graph(spec: ModelSpec, setup: TrainingSetup, host_kernels: bool = False) -> nx.DiGraph:
@@ -60,6 +60,7 @@ def graph_layers(graph: nx.DiGraph) -> tuple[Layer, ...]:
             tied_params=data["tied_params"],
             transient_bytes=data["transient_bytes"],
             pending_grad_bytes=data.get("pending_grad_bytes", 0),
+            recomputed_bytes=data.get("recomputed_bytes", 0),
             joins_previous=data.get("joins_previous", False),
         )
         for name, data in ((name, graph.nodes[name]) for name in graph.graph["order"])
@@ -112,7 +113,7 @@ def _measure(spec: ModelSpec, precision: str, train: bool, recompute: bool, micr
         return total_params, costs, refusals
     measured = {cost["name"]: cost for cost in adapted}
     for cost in costs:
-        for field in ("activation_bytes", "transient_bytes", "pending_grad_bytes"):
+        for field in ("activation_bytes", "transient_bytes", "pending_grad_bytes", "recomputed_bytes"):
             cost[field] = measured[cost["name"]][field]
     return total_params, costs, refusals
 

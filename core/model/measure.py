@@ -18,6 +18,11 @@ to the layer running at the time:
   backward to its weight backward (torch's `stage_backward_input` stores them for
   `stage_backward_weight`), so the zero-bubble schedules hold them between the
   two (docs/design.md, "Chunked schedules"); each the size of the module's output.
+- recomputed_bytes: with recompute, what a block's recompute saves (its
+  activations without checkpoint); the zero-bubble schedules keep it from a
+  micro-batch's input backward to its weight backward
+  (core.training.engine.recompute, docs/design.md, "Chunked schedules"); 0
+  for a layer that is not recomputed.
 - transient_bytes: the working memory of one micro-batch's pass through the
   layer beyond its saved activations and the parameters' gradients: the
   gradients flowing through it and the temporaries of its backward (and of the
@@ -68,6 +73,7 @@ class LayerCost:
     linears: tuple[tuple[str, int, int], ...] = ()
     transient_bytes: int = 0
     pending_grad_bytes: int = 0
+    recomputed_bytes: int = 0
 
 
 def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -248,6 +254,7 @@ class _Recorder:
             module = modules[name]
             is_block = id(module) in self.blocks
             saved = sum(self.saved[name].values())
+            recomputed = saved if train and recompute and is_block else 0
             working = transient.get(name, 0)
             if train and recompute and is_block:
                 working += saved  # its backward runs the forward again, keeping what it saves meanwhile
@@ -270,6 +277,7 @@ class _Recorder:
                 linears=linear_modules(name, module),
                 transient_bytes=int(working),
                 pending_grad_bytes=self.pending.get(name, 0) if train else 0,
+                recomputed_bytes=int(recomputed),
             ))
         return result
 

@@ -223,7 +223,7 @@ def undominated(moments: list[Counts]) -> tuple[Counts, ...]:
     """The count vectors no other exceeds in every chunk (the only candidates for a peak), sorted:
     all pairs compared at once (a walk has hundreds of moments at m' = 32)."""
     unique = np.unique(np.asarray(moments, dtype=np.int64), axis=0)  # sorted, each once
-    covers = (unique[:, None, :] >= unique[None, :, :]).all(axis=2)  # [i, j]: i at least j everywhere
+    covers = np.asarray((unique[:, None, :] >= unique[None, :, :]).all(axis=2))  # [i, j]: i >= j everywhere
     np.fill_diagonal(covers, False)
     return tuple(tuple(int(n) for n in row) for row in unique[~covers.any(axis=0)])
 

@@ -40,14 +40,6 @@ STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
 Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
 NO_ZERO_BUBBLE_INFERENCE = ("{label} splits each backward to fill the bubble; inference has none: plan it with "
                             "the interleaved schedule")
-# Measured (benchmarks/zero_bubble_recompute_bench.py): torch's stage_backward_weight runs one autograd
-# call per parameter group, and a checkpointed block is recomputed in each; a gpt-micro block's W did
-# 5.0x its forward's FLOPs and held 70 MB above I's 1 MB without recompute.
-NO_ZERO_BUBBLE_RECOMPUTE = ("{label} is not planned with recompute: torch's weight backward recomputes each "
-                            "checkpointed block once per parameter group (measured: 5x a forward's work, about "
-                            "6 copies of its activations), more than the bubble it fills: plan it without "
-                            "recompute, or with the interleaved schedule")
-
 
 @functools.lru_cache(maxsize=64)
 def solve_chunked(problem: Problem) -> Plan:
@@ -56,15 +48,13 @@ def solve_chunked(problem: Problem) -> Plan:
     Cached: the micro-batch search and the best plan without tensor parallelism ask again.
 
     Raises:
-        InputError: a zero-bubble schedule in inference or with recompute, too few devices for 2
+        InputError: a zero-bubble schedule in inference, too few devices for 2
             ranks of d, or the layers branch.
     """
     schedule = problem.setup.pipeline_schedule
     assert isinstance(schedule, ChunkedSchedule)
     if schedule.zero_bubble and problem.setup.mode == "infer":
         raise InputError(NO_ZERO_BUBBLE_INFERENCE.format(label=schedule.label))
-    if schedule.zero_bubble and problem.setup.recompute and problem.setup.mode == "train":
-        raise InputError(NO_ZERO_BUBBLE_RECOMPUTE.format(label=schedule.label))
     if not problem.is_chain:
         raise InputError("chunked schedules need a chain of layers; this graph branches")
     started = time.perf_counter()

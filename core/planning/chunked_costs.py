@@ -11,7 +11,8 @@ Memory is the complete memory model with each chunk a stage (docs/design.md,
 and, at its rank's peak moment of torch's order (core.planning.chunk_inflight),
 n_c A_c + w_c G_c, n_c the micro-batches it holds, A_c its activation bytes, w_c
 those of them between their input and weight backward (the zero-bubble family)
-and G_c the output gradients it keeps meanwhile (none on the pipeline's first
+and G_c what it keeps meanwhile: the output gradients of its weighted ops, and
+with recompute what the input backward recomputed (none on the pipeline's first
 stage, whose backward torch runs whole at the weight step); a device's working
 memory is held once, by its chunk with the largest. A rank's memory is the sum of
 its chunks'. The search ranks placements on it and the plan reports it, so what
@@ -97,6 +98,7 @@ class _Block:
     transient_bytes: float
     activation_bytes: float
     pending_bytes: float  # none for the pipeline's first stage: torch runs its backward whole, at W
+    recomputed_bytes: float  # what its recompute saves, kept from I to W under a split backward (ditto)
     work: int
     flops: float  # with `work`, the block's work (costs.stage_work)
     forward_flops: float
@@ -147,6 +149,7 @@ class BlockCosts:
             transient_bytes=float(stage_transient_bytes(layers, block, chain=True)),
             activation_bytes=float(sum(layers[i].activation_bytes for i in block)),
             pending_bytes=0.0 if block.start == 0 else float(sum(layers[i].pending_grad_bytes for i in block)),
+            recomputed_bytes=0.0 if block.start == 0 else float(sum(layers[i].recomputed_bytes for i in block)),
             work=work, flops=flops, forward_flops=float(sum(layers[i].flops for i in block)))
 
 
@@ -220,15 +223,18 @@ def _priced_rank(sums: BlockCosts, schedule: ChunkedSchedule, placement: Chunked
         if setup.mode == "train" and not setup.frozen_weights:
             weight_grad_s += (sum(measured[i] for i in block) if measured is not None
                               else stage_compute_s(1, costs.forward_flops, device.tflops, timed))
-    weights = (*(x.activation_bytes for x in blocks), *(x.pending_bytes for x in blocks),
-               *(x.grad_bytes for x in blocks))
+    # between its input and weight backward a micro-batch keeps its weighted ops' output gradients and,
+    # with recompute, what the input backward recomputed (core.training.engine.recompute)
+    keeps_recompute = schedule.zero_bubble and setup.recompute
+    pending = [x.pending_bytes + (x.recomputed_bytes if keeps_recompute else 0.0) for x in blocks]
+    weights = (*(x.activation_bytes for x in blocks), *pending, *(x.grad_bytes for x in blocks))
     counts = _peak_moment(schedule, micro_batches_per_replica(m, d), p, v, r, weights)
     working = _working_chunk(blocks)  # one action at a time: its largest working memory, held once
     chunks, memory = [], 0.0
     for k, (b, block, costs) in enumerate(zip(stages, ranges, blocks)):
         held, waiting, graded = counts[k], counts[v + k], counts[2 * v + k]
         # the gradients pending a weight backward are priced with the activations they wait beside
-        activations = held * costs.activation_bytes + waiting * costs.pending_bytes
+        activations = held * costs.activation_bytes + waiting * pending[k]
         received = float(layers[block.start - 1].output_bytes) if b > 0 else 0.0
         later = (ONE_F_ONE_B.inflight_later(setup.mode, m, d, ONE_F_ONE_B.inflight(setup.mode, m, d, count - b))
                  * costs.activation_bytes + ONE_F_ONE_B.sent_back_bytes(setup.mode, m, d, received)

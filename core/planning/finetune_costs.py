@@ -139,5 +139,6 @@ def _adapted(layer: Layer, node: dict[str, Any], setup: TrainingSetup, targets: 
         transient_bytes=layer.transient_bytes,
         joins_previous=layer.joins_previous,
         pending_grad_bytes=layer.pending_grad_bytes,  # measured with the adapters (core.model.graph)
+        recomputed_bytes=layer.recomputed_bytes,
     )
 

@@ -67,7 +67,7 @@ _LINEAR_FIELDS = ("flops", "output_bytes", "pending_grad_bytes")
 def scaled_problem(one: Problem, two: Problem, at: Problem) -> Problem | None:
     """A lower-bound problem at micro-batch b from the problems measured at 1 and 2 sequences
     (docs/design.md, "The micro-batch size as a decision"): FLOPs and outputs times b where each is
-    exactly twice at 2 as at 1 (else None); activations on the line through 1 and 2 (every tensor a
+    exactly twice at 2 as at 1 (else None); activations (and recomputed ones) on the line through 1 and 2 (every tensor a
     layer saves has b as one dimension or none, so their sum is affine in b: llama's RoPE tables are
     the part that is not); working memory 0 (measured, it is not even monotone in b: llama-2-13b's
     blocks hold more at b = 4 than at 8). `at` gives the devices (their speed at b) and the setup.
@@ -87,6 +87,7 @@ def scaled_problem(one: Problem, two: Problem, at: Problem) -> Problem | None:
     layers = tuple(replace(b1, flops=b * b1.flops, output_bytes=b * b1.output_bytes,
                            pending_grad_bytes=b * b1.pending_grad_bytes,
                            activation_bytes=line(b1.activation_bytes, b2.activation_bytes),
+                           recomputed_bytes=line(b1.recomputed_bytes, b2.recomputed_bytes),
                            transient_bytes=0)
                    for b1, b2 in pairs)
     return replace(at, layers=layers)

@@ -43,6 +43,8 @@ class Layer:
     `pending_grad_bytes` are the output gradients of its weighted ops that a split
     backward keeps from a micro-batch's input backward to its weight backward: the
     zero-bubble schedules hold them between the two (docs/design.md, "Chunked schedules").
+    With recompute, `recomputed_bytes` is what a block's recompute saves (its activations
+    without checkpoint), which those schedules also hold between the two.
 
     `joins_previous` keeps the layer on the stage of the layer before it: no stage
     may start at it (a model that still needs two tensors of earlier layers there;
@@ -64,6 +66,7 @@ class Layer:
     transient_bytes: int = 0
     joins_previous: bool = False
     pending_grad_bytes: int = 0
+    recomputed_bytes: int = 0
 
 
 @dataclass(frozen=True)

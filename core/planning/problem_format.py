@@ -152,6 +152,7 @@ def _layer(item: Any, where: str) -> Layer:
         transient_bytes=_integer(item, "transient_bytes", where) if "transient_bytes" in item else 0,
         joins_previous=_boolean(item, "joins_previous", where) if "joins_previous" in item else False,
         pending_grad_bytes=_integer(item, "pending_grad_bytes", where) if "pending_grad_bytes" in item else 0,
+        recomputed_bytes=_integer(item, "recomputed_bytes", where) if "recomputed_bytes" in item else 0,
     )
     if layer.tied_params > layer.params:
         raise InputError(f"{where}.tied_params ({layer.tied_params}) exceeds its params ({layer.params})")

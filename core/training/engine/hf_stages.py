@@ -50,7 +50,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 
 from core.errors import InputError
 from core.model.hf_anatomy import (
@@ -62,6 +61,7 @@ from core.model.hf_anatomy import (
     with_hidden_input,
 )
 from core.model.hf_source import HFModelSource, check_trainable
+from core.training.engine.recompute import OFF, checkpointed
 from core.training.engine.stages import StageLayout
 
 
@@ -94,7 +94,7 @@ class HFStage(nn.Module):
     """
 
     def __init__(self, model: Any, anatomy: ModelAnatomy, layers: Sequence[str], received: _Received,
-                 recompute: bool = False, autocast_dtype: torch.dtype | None = None):
+                 recompute: str = OFF, autocast_dtype: torch.dtype | None = None):
         super().__init__()
         self.config = model.config
         self.layer_names = tuple(layers)
@@ -108,11 +108,11 @@ class HFStage(nn.Module):
         self.has_head = anatomy.chain[-1] in self.layer_names
         self.received = received  # what the stand-ins read while the stage runs (prune_to_stage)
         self.autocast_dtype = autocast_dtype
-        if recompute:
+        if recompute != OFF:  # how its blocks are checkpointed (core.training.engine.recompute)
             for name in self.layer_names:
                 if name in anatomy.blocks:
                     block = self.get_submodule(name)
-                    block.forward = functools.partial(_checkpointed, block.forward)
+                    block.forward = functools.partial(checkpointed, recompute, block.forward)
 
     def train(self, mode: bool = True) -> HFStage:
         super().train(mode)
@@ -132,12 +132,6 @@ class HFStage(nn.Module):
             return done.hidden
         finally:
             self.received.tensor = None
-
-
-def _checkpointed(forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    if torch.is_grad_enabled():
-        return checkpoint(forward, *args, use_reentrant=False, **kwargs)  # activation checkpointing
-    return forward(*args, **kwargs)
 
 
 class _StageDone(Exception):
@@ -299,7 +293,7 @@ def _owner(model: nn.Module, weight: str) -> Any:
 
 
 def build_hf_stage(source: HFModelSource, layout: StageLayout, device: torch.device, seed: int,
-                   recompute: bool = False, autocast_dtype: torch.dtype | None = None,
+                   recompute: str = OFF, autocast_dtype: torch.dtype | None = None,
                    untie: bool = True) -> HFStage:
     """One stage on `device`: meta model, pruned, materialised, initialised or loaded."""
     anatomy = source_anatomy(source)

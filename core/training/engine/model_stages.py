@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from core.training.engine.adapters import apply_finetune
 from core.training.engine.context import RunContext
+from core.training.engine.recompute import recompute_mode
 from core.training.engine.stages import StageLayout, build_full_model, slice_stages, tied_stage_pair
 
 
@@ -24,7 +25,8 @@ def build_stages(context: RunContext, indices: Sequence[int], devices: Sequence[
     With `untie`, a head on another stage than the embedding holds its own
     copy of a tied weight (HF stages always do: each is built on its own).
     """
-    recompute, autocast = context.config.setup.recomputes, context.autocast_dtype()
+    setup, autocast = context.config.setup, context.autocast_dtype()
+    recompute = {layout.index: recompute_mode(setup, layout.index) for layout in context.layouts}
     if context.hf is not None:
         from core.training.engine.hf_stages import build_hf_stage, source_anatomy
 
@@ -32,7 +34,8 @@ def build_stages(context: RunContext, indices: Sequence[int], devices: Sequence[
             source_anatomy(context.hf).check_stage(context.layouts[index].layers)
 
         built: list[nn.Module] = [
-            build_hf_stage(context.hf, context.layouts[index], device, context.config.seed, recompute, autocast)
+            build_hf_stage(context.hf, context.layouts[index], device, context.config.seed, recompute[index],
+                           autocast)
             for index, device in zip(indices, devices, strict=True)]
     else:
         assert context.gpt is not None

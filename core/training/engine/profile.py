@@ -281,6 +281,7 @@ def time_layers(gpt: TimedModel, setup: TrainingSetup, device_name: str, threads
     import torch
 
     from core.model.gpt import lm_loss
+    from core.training.engine.recompute import OFF, PER_BACKWARD
     from core.training.engine.state import synchronize
 
     device = torch.device(device_name)
@@ -288,8 +289,9 @@ def time_layers(gpt: TimedModel, setup: TrainingSetup, device_name: str, threads
     torch.set_num_threads(threads)
     try:
         autocast = torch.bfloat16 if setup.precision == "bf16" else None
-        layers = _one_layer_stages(gpt, device, setup.recomputes, autocast)
-        block = [_whole_model_stage(gpt, device, setup.recomputes, autocast)]
+        recompute = PER_BACKWARD if setup.recomputes else OFF  # W timed as full less input backward
+        layers = _one_layer_stages(gpt, device, recompute, autocast)
+        block = [_whole_model_stage(gpt, device, recompute, autocast)]
         vocab = gpt.vocab_size
         tokens = torch.randint(0, vocab, (setup.micro_batch_size, setup.seq_len + 1),
                                generator=torch.Generator().manual_seed(0)).to(device)
@@ -315,7 +317,7 @@ def time_layers(gpt: TimedModel, setup: TrainingSetup, device_name: str, threads
         torch.set_num_threads(previous_threads)
 
 
-def _whole_model_stage(model: TimedModel, device: Any, recompute: bool, autocast: Any) -> Any:
+def _whole_model_stage(model: TimedModel, device: Any, recompute: str, autocast: Any) -> Any:
     """The whole model as one stage on `device`: the contiguous block a one-stage run computes."""
     from core.training.engine.stages import StageLayout
 
@@ -329,10 +331,10 @@ def _whole_model_stage(model: TimedModel, device: Any, recompute: bool, autocast
 
     full = build_full_model(model, seed=0)
     layout = StageLayout(0, str(device), tuple(layer for layer, _ in full.layers()))
-    return slice_stages(full, [layout], False, recompute, autocast)[0].to(device)
+    return slice_stages(full, [layout], False, {0: recompute}, autocast)[0].to(device)
 
 
-def _one_layer_stages(model: TimedModel, device: Any, recompute: bool, autocast: Any) -> list[Any]:
+def _one_layer_stages(model: TimedModel, device: Any, recompute: str, autocast: Any) -> list[Any]:
     """Each layer of the model as a stage of its own, on `device` (weights: the seed's; values do not matter)."""
     from core.training.engine.stages import StageLayout
 
@@ -346,7 +348,8 @@ def _one_layer_stages(model: TimedModel, device: Any, recompute: bool, autocast:
 
     full = build_full_model(model, seed=0)
     layouts = [StageLayout(i, str(device), (layer,)) for i, (layer, _) in enumerate(full.layers())]
-    return [stage.to(device) for stage in slice_stages(full, layouts, False, recompute, autocast)]
+    return [stage.to(device) for stage in slice_stages(full, layouts, False, dict.fromkeys(range(len(layouts)), recompute),
+                                                       autocast)]
 
 
 def _one_pass(layers: list[Any], x: Any, y: Any, loss_fn: Any, device: Any, synchronize: Any) -> list[float]:

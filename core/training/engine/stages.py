@@ -17,17 +17,17 @@ optimizer step, as Megatron does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 
 from core.model.config import GPTConfig
 from core.model.gpt import GPT
 from core.training.engine.layout import StageLayout
 from core.training.engine.numerics import default_dtype
+from core.training.engine.recompute import OFF, checkpointed
 
 TIED_OWNER = "embed.wte.weight"  # the copy whose stage counts it in the gradient norm
 TIED_COPY = "lm_head.weight"
@@ -37,7 +37,7 @@ class StageModule(nn.Module):
     """Some consecutive layers of the GPT, keeping the GPT's parameter names
     (`h.3.attn.c_attn.weight`), so stage state dicts merge into the model's."""
 
-    def __init__(self, named_layers: Sequence[tuple[str, nn.Module]], recompute: bool = False,
+    def __init__(self, named_layers: Sequence[tuple[str, nn.Module]], recompute: str = OFF,
                  autocast_dtype: torch.dtype | None = None):
         super().__init__()
         self.h = nn.ModuleDict()
@@ -47,7 +47,7 @@ class StageModule(nn.Module):
                 self.h[name[2:]] = layer
             else:
                 self.add_module(name, layer)
-        self.recompute = recompute
+        self.recompute = recompute  # how its blocks are checkpointed (core.training.engine.recompute)
         self.autocast_dtype = autocast_dtype
 
     def chain(self) -> Iterator[tuple[str, nn.Module]]:
@@ -57,10 +57,7 @@ class StageModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._autocast(x.device.type):
             for name, layer in self.chain():
-                if self.recompute and name.startswith("h.") and torch.is_grad_enabled():
-                    x = checkpoint(layer, x, use_reentrant=False)  # activation checkpointing
-                else:
-                    x = layer(x)
+                x = checkpointed(self.recompute, layer, x) if name.startswith("h.") else layer(x)
         return x
 
     def _autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
@@ -90,16 +87,18 @@ def tied_stage_pair(config: GPTConfig, layouts: Sequence[StageLayout]) -> tuple[
     return None if embed == head else (embed, head)
 
 
-def slice_stages(model: GPT, layouts: Sequence[StageLayout], untie: bool, recompute: bool = False,
+def slice_stages(model: GPT, layouts: Sequence[StageLayout], untie: bool, recompute: Mapping[int, str] | None = None,
                  autocast_dtype: torch.dtype | None = None) -> list[StageModule]:
-    """Cut the model into stage modules (still on the CPU).
+    """Cut the model into stage modules (still on the CPU), each stage's blocks checkpointed as
+    `recompute` says by its index (none where it does not).
 
     With `untie`, a head on another stage than the embedding gets its own copy
     of the tied weight (needed across processes or devices).
     """
     modules = dict(model.layers())
-    stages = [StageModule([(name, modules[name]) for name in layout.layers], recompute, autocast_dtype)
-              for layout in layouts]
+    modes = recompute or {}
+    stages = [StageModule([(name, modules[name]) for name in layout.layers], modes.get(layout.index, OFF),
+                          autocast_dtype) for layout in layouts]
     pair = tied_stage_pair(model.config, layouts)
     if pair is not None and untie:
         head = stages[pair[1]].get_submodule("lm_head")

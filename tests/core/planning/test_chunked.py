@@ -165,25 +165,30 @@ def test_frozen_weights_come_from_adapters_and_round_trip_the_problem_format():
     assert "finetune" not in _problem(random.Random(2), "zb1p").to_dict()["setup"]  # default: left out
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("schedule", ["interleaved", "zb1p", "zbv", "dualpipev", "looped-bfs"])
-def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule):
+def test_a_ranks_memory_is_the_peak_of_torchs_order_with_unequal_chunks(schedule, recompute):
     """A rank's chunks hold its parameters' state and, together, the most activation bytes (and
-    gradients pending a weight backward) they hold at once walking torch's order, chunk by chunk at
-    its own size (a mean chunk would miss it); the rank's memory is its chunks' sum."""
+    what waits for a weight backward: its weighted ops' output gradients, and with recompute what
+    the input backward recomputed) they hold at once walking torch's order, chunk by chunk at its
+    own size (a mean chunk would miss it); the rank's memory is its chunks' sum."""
     rng = random.Random(f"memory-{schedule}")
     chunked = SCHEDULES[schedule]
     assert isinstance(chunked, ChunkedSchedule)
     for _ in range(4):
         layers = tuple(Layer(f"l{i}", params=2**20, flops=1e12, activation_bytes=rng.randint(1, 30) * 2**24,
-                             output_bytes=2**20, pending_grad_bytes=rng.randint(0, 20) * 2**24) for i in range(12))
+                             output_bytes=2**20, pending_grad_bytes=rng.randint(0, 20) * 2**24,
+                             recomputed_bytes=rng.randint(30, 90) * 2**24) for i in range(12))
         devices = tuple(Device(f"d{j}", budget_bytes=64 * GIB, tflops=100.0, bandwidth_gbps=25.0) for j in range(3))
         p, v, m = rng.choice((2, 3)), 2, 8
         problem = Problem(layers=layers, devices=devices, setup=Setup(
-            mode="train", bytes_per_param=16, micro_batches=m, schedule=schedule))
+            mode="train", bytes_per_param=16, micro_batches=m, schedule=schedule, recompute=recompute))
         bounds = (0, *sorted(rng.sample(range(1, 12), v * p - 1)), 12)
         placement = ChunkedPlacement(tuple(range(p)), v, bounds)
         stage_bytes = [float(sum(layer.activation_bytes for layer in layers[a:b])) for a, b in itertools.pairwise(bounds)]
-        stage_pending = [0.0 if a == 0 else float(sum(layer.pending_grad_bytes for layer in layers[a:b]))
+        kept = recompute and chunked.zero_bubble  # only a split backward keeps the recompute from I to W
+        stage_pending = [0.0 if a == 0 else float(sum(layer.pending_grad_bytes + kept * layer.recomputed_bytes
+                                                      for layer in layers[a:b]))
                          for a, b in itertools.pairwise(bounds)]
         torch_peaks = peak_held_bytes(schedule, p, m, v, stage_bytes, stage_pending)
         costs = rank_costs(problem, chunked, placement)
@@ -232,17 +237,29 @@ def test_a_chunk_holds_its_weight_gradients_beside_micro_batches_that_arrive_aft
     assert stage.memory_bytes == 12_000 + 4_000 + 150
 
 
-def test_zero_bubble_schedules_are_not_offered_with_recompute_and_say_why():
-    """torch's weight backward recomputes a checkpointed block once per parameter group (measured:
-    benchmarks/zero_bubble_recompute_bench.py), so with recompute the zero-bubble family is refused,
-    each in one line; interleaved (full backwards) still plans."""
+def test_zero_bubble_schedules_with_recompute_hold_the_recompute_between_input_and_weight_backward():
+    """With recompute the zero-bubble family plans (the engine recomputes once and keeps it for the
+    weight backward: core.training.engine.recompute), and a micro-batch waiting between its input
+    and weight backward is priced with what its recompute saved: more memory than the same
+    placement without it, none of it on the first stage, whose backward runs whole."""
     problem = _problem(random.Random(3), "auto")
-    options = schedule_options(replace(problem, setup=replace(problem.setup, recompute=True)))
-    for name in ("zb1p", "zbv", "dualpipev"):
-        assert isinstance(options[name], str) and "is not planned with recompute" in options[name], name
-    assert isinstance(options["interleaved"], Plan)
-    without = schedule_options(problem)
-    assert [name for name in ("zb1p", "zbv", "dualpipev") if isinstance(without[name], Plan)]  # they plan without
+    recomputing = replace(problem, setup=replace(problem.setup, recompute=True))
+    options = schedule_options(recomputing)
+    assert [name for name in ("zb1p", "zbv", "dualpipev") if isinstance(options[name], Plan)]
+    layers = tuple(Layer(f"l{i}", params=2**20, flops=1e12, activation_bytes=2**24, output_bytes=2**20,
+                         recomputed_bytes=2**28) for i in range(4))
+    devices = tuple(Device(f"d{j}", budget_bytes=64 * GIB, tflops=100.0, bandwidth_gbps=25.0) for j in range(2))
+    placement = ChunkedPlacement((0, 1), 2, (0, 1, 2, 3, 4))
+    for name in ("zbv", "zb1p"):
+        setup = Setup(mode="train", bytes_per_param=16, micro_batches=4, schedule=name, recompute=True)
+        kept = chunked_plan(Problem(layers, devices, setup), SCHEDULES[name], placement, "test", OPTIMAL)
+        interleaved = chunked_plan(Problem(layers, devices, replace(setup, schedule="interleaved")),
+                                   SCHEDULES["interleaved"], ChunkedPlacement((0, 1), 2, (0, 1, 2, 3, 4)), "test",
+                                   OPTIMAL)
+        assert kept.stages[0].activation_bytes == kept.stages[0].inflight_micro_batches * 2**24  # first: none
+        waiting = [stage.activation_bytes - stage.inflight_micro_batches * 2**24 for stage in kept.stages[1:]]
+        assert all(extra % 2**28 == 0 for extra in waiting) and any(extra > 0 for extra in waiting), name
+        assert all(stage.activation_bytes == stage.inflight_micro_batches * 2**24 for stage in interleaved.stages)
 
 
 def test_the_search_prices_the_complete_memory_model_where_the_optimizer_step_binds():

@@ -6,7 +6,9 @@ per rank (S = 4 plan stages: rank r holds stages r, r + 2, or r, 3 - r in the V)
 each from the same initial weights; the tied embedding and head copies have their
 gradients summed as the engine does. Then the same for a tiny HF llama (untied, its
 stages built as the engine builds them: core.training.engine.hf_stages). The reference
-is the whole model, one backward of the mean loss over the micro-batches.
+is the whole model, one backward of the mean loss over the micro-batches. Each schedule also
+runs with its blocks checkpointed as the engine checkpoints them (the zero-bubble ones
+recompute once for their split backward: core.training.engine.recompute).
 """
 
 from __future__ import annotations
@@ -42,7 +44,16 @@ def _hf_cuts(source) -> tuple[tuple[str, ...], ...]:
     return tuple(names[:2]), (names[2],), (names[3],), tuple(names[4:])
 
 
-def _hf_stages(source, indices) -> list[torch.nn.Module]:
+def _recompute(name: str, recompute: bool) -> dict[int, str]:
+    """Each plan stage's checkpointing under the schedule, as the engine builds it."""
+    from core.planning.setup import TrainingSetup
+    from core.training.engine.recompute import recompute_mode
+
+    setup = TrainingSetup(schedule=name, recompute=recompute)
+    return {index: recompute_mode(setup, index) for index in range(len(CUTS))}
+
+
+def _hf_stages(source, indices, recompute: dict[int, str]) -> list[torch.nn.Module]:
     """The HF stages of these plan stages, in float64 (a later stage's stand-in for the embedding
     makes zeros of its dtype, so it is moved too)."""
     from core.training.engine.hf_stages import _Zeros, build_hf_stage
@@ -51,7 +62,7 @@ def _hf_stages(source, indices) -> list[torch.nn.Module]:
     modules = []
     for index in indices:
         stage = build_hf_stage(source, StageLayout(index, "cpu", _hf_cuts(source)[index]), torch.device("cpu"),
-                               SEED).to(torch.float64)
+                               SEED, recompute[index]).to(torch.float64)
         for module in stage.modules():
             if isinstance(module, _Zeros):
                 module.dtype = torch.float64
@@ -78,24 +89,24 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     inputs, targets = _batch()
     results = {}
     try:
-        for model in ("gpt", "llama"):
-            for name in CHUNKED:
-                indices = rank_stage_indices(name, rank, RANKS, CHUNKS)
-                if model == "gpt":
-                    modules = slice_stages(build_full_model(CONFIG, SEED), layouts, untie=True)
-                    mine = [modules[i] for i in indices]
-                else:
-                    mine = _hf_stages(_llama(), indices)
-                stages, schedule = chunked_schedule(name, mine, indices, len(CUTS), torch.device("cpu"),
-                                                    MICRO_BATCHES, lm_loss)
-                losses: list[torch.Tensor] = []
-                kwargs = {"target": targets, "losses": losses} if len(CUTS) - 1 in indices else {}
-                schedule.step(*((inputs,) if 0 in indices else ()), **kwargs)
-                grads = {f"{index}:{n}": p.grad.clone() for index, module in zip(indices, mine)
-                         for n, p in module.named_parameters() if p.grad is not None}
-                loss = torch.stack(losses).mean().item() if losses else None
-                results[f"{model} {name}"] = {"loss": loss, "grads": grads}
-                dist.barrier()
+        for model, name, recompute in ((m, n, r) for m in ("gpt", "llama") for n in CHUNKED for r in (False, True)):
+            indices = rank_stage_indices(name, rank, RANKS, CHUNKS)
+            modes = _recompute(name, recompute)
+            if model == "gpt":
+                modules = slice_stages(build_full_model(CONFIG, SEED), layouts, untie=True, recompute=modes)
+                mine = [modules[i] for i in indices]
+            else:
+                mine = _hf_stages(_llama(), indices, modes)
+            stages, schedule = chunked_schedule(name, mine, indices, len(CUTS), torch.device("cpu"),
+                                                MICRO_BATCHES, lm_loss)
+            losses: list[torch.Tensor] = []
+            kwargs = {"target": targets, "losses": losses} if len(CUTS) - 1 in indices else {}
+            schedule.step(*((inputs,) if 0 in indices else ()), **kwargs)
+            grads = {f"{index}:{n}": p.grad.clone() for index, module in zip(indices, mine)
+                     for n, p in module.named_parameters() if p.grad is not None}
+            loss = torch.stack(losses).mean().item() if losses else None
+            results[f"{model} {name}{' recompute' if recompute else ''}"] = {"loss": loss, "grads": grads}
+            dist.barrier()
         torch.save(results, Path(out_dir) / f"rank_{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -137,8 +148,7 @@ def test_every_chunked_schedule_matches_the_unsplit_model(tmp_path):
     parts = [torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(RANKS)]
     for model in ("gpt", "llama"):
         loss, expected = _reference(model)
-        for name in CHUNKED:
-            key = f"{model} {name}"
+        for key in (f"{model} {name}{suffix}" for name in CHUNKED for suffix in ("", " recompute")):
             losses = [part[key]["loss"] for part in parts if part[key]["loss"] is not None]
             assert losses == [pytest.approx(loss, rel=1e-12)], key
             grads: dict[str, torch.Tensor] = {}
