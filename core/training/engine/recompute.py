@@ -61,11 +61,11 @@ class _RecomputedOnce:
 
     def __init__(self, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
         self.forward, self.args, self.kwargs = forward, args, kwargs
-        self.devices = sorted({a.device for a in args if isinstance(a, torch.Tensor) and a.device.type != "cpu"},
-                              key=str)
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        self.devices = sorted({t.device for t in tensors if t.device.type != "cpu"}, key=str)
         self.cpu_rng = torch.get_rng_state()
         self.device_rng = [torch.get_device_module(d.type).get_rng_state(d) for d in self.devices]
-        device_type = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        device_type = self.devices[0].type if self.devices else "cpu"
         self.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
         self.shapes: list[tuple[torch.Size, torch.dtype]] = []
         self.saved: list[torch.Tensor] | None = None

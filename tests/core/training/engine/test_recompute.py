@@ -135,3 +135,21 @@ def test_a_block_that_saves_other_tensors_when_recomputed_is_refused():
 ])
 def test_each_stage_checkpoints_as_its_backward_runs(schedule, recompute, stage, mode):
     assert recompute_mode(TrainingSetup(schedule=schedule, recompute=recompute), stage) == mode
+
+
+def test_the_recompute_runs_under_the_forwards_autocast():
+    """bf16 autocast on the CPU, as the engine runs bf16: the recompute (in the backward, outside
+    the autocast block) casts as the forward did, so ONCE's gradients are torch's checkpoint's."""
+    results = []
+    for mode in (OFF, PER_BACKWARD, ONCE):
+        with torch.random.fork_rng():
+            torch.manual_seed(3)
+            model = _Counted(mode).train()
+            x = torch.randn(2, CONFIG.seq_len, CONFIG.d_model, requires_grad=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = model(x)
+            (dx,), groups = stage_backward_input([y], [torch.ones_like(y)], [x], iter(model.parameters()))
+            stage_backward_weight(iter(model.parameters()), groups)
+            results.append([dx, *(p.grad for p in model.parameters())])
+    for grads in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads, results[0], strict=True))
