@@ -42,17 +42,19 @@ def _finished(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("schedule", "replicas", "zero"), [
-    ("interleaved", 1, 0),  # looped chunks
-    ("zbv", 1, 0),  # the V: embedding and head on rank 0
-    ("interleaved", 2, 0),  # 2 replicas x 2 ranks x 2 chunks, each chunk FSDP2's unit, gradients all-reduced
-    ("zbv", 2, 1),  # and sharded (ZeRO), the tied copies on one rank of each replica
+@pytest.mark.parametrize(("schedule", "replicas", "zero", "recompute"), [
+    ("interleaved", 1, 0, False),  # looped chunks
+    ("zbv", 1, 0, False),  # the V: embedding and head on rank 0
+    ("interleaved", 2, 0, False),  # 2 replicas x 2 ranks x 2 chunks, each chunk FSDP2's unit, gradients all-reduced
+    ("zbv", 2, 1, False),  # and sharded (ZeRO), the tied copies on one rank of each replica
+    ("zbv", 2, 1, True),  # with the split backward's recompute-once checkpoint (core.training.engine.recompute)
 ])
-def test_a_chunked_run_resumes_exactly_and_matches_a_single_process(tmp_path, corpus, schedule, replicas, zero):
+def test_a_chunked_run_resumes_exactly_and_matches_a_single_process(tmp_path, corpus, schedule, replicas, zero,
+                                                                     recompute):
     config = tiny_config(corpus, engine="pipeline", steps=STEPS, checkpoint_interval=STEPS, eval_interval=STEPS,
                          devices=f"{2 * replicas}xcpu:1GiB")
     config = replace(config, setup=replace(config.setup, micro_batches=4 * replicas, schedule=schedule,
-                                           data_parallel=replicas, zero=zero))
+                                           data_parallel=replicas, zero=zero, recompute=recompute))
     with compute_dtype("float64"):
         run_dir = start_run(config, tmp_path / "run", emit=lambda _: None).run_dir
         _finished(run_dir)
@@ -62,6 +64,7 @@ def test_a_chunked_run_resumes_exactly_and_matches_a_single_process(tmp_path, co
     context = RunContext.load(run_dir)
     plan = context.plan
     assert plan.schedule == schedule and plan.chunks >= 2 and plan.data_parallel == replicas
+    assert context.config.setup.recomputes == recompute
     assert context.num_processes == 2 * replicas
     assert losses(run_dir) == pytest.approx(reference, abs=FLOAT64_AGREEMENT)
     # ---- one checkpoint file per chunk; together they are the whole model, tied copies equal
