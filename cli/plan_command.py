@@ -225,13 +225,19 @@ def _explicit_problem(args: argparse.Namespace) -> Any:
 def _model_problem(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, Any, str | None]]:
     """(the problem, the model spec, and its plan, schedule options and, under recompute auto, the
     line saying why recompute is on or off)."""
-    from core.planning.front_door import build_problem, plan_with_recompute, resolve_devices
+    from core.planning.front_door import (
+        build_problem,
+        host_block,
+        plan_with_recompute,
+        resolve_devices,
+    )
 
     spec = model_spec_from_args(args)
     setup = setup_from_args(args, spec)
     if not args.devices:
         raise InputError('no devices: give --devices (e.g. "2xA100-80GB" or "cpu") or --problem')
-    devices = resolve_devices(args.devices, setup.precision, args.efficiency, discover=_discover_for(args))
+    devices = resolve_devices(args.devices, setup.precision, args.efficiency, discover=_discover_for(args),
+                              host_shape=host_block(spec, setup))
     profile = None
     if args.profile:
         from core.training.launcher import apply_profile, load_profile

@@ -27,6 +27,7 @@ def plan_global_batch(args: argparse.Namespace, solve_problem: Callable[..., tup
         build_problem,
         choose_micro_batch,
         graph_is_measured,
+        host_block,
         resolve_devices,
         scaled_problem,
         speeds_at,
@@ -45,15 +46,17 @@ def plan_global_batch(args: argparse.Namespace, solve_problem: Callable[..., tup
     spec = model_spec_from_args(args)
     base = setup_from_args(args, spec)
     replicas = base.data_parallel if isinstance(base.data_parallel, int) else 1
-    devices = resolve_devices(args.devices, base.precision, args.efficiency, discover=_discover_for(args))
-    measured_tokens: dict[str, int] = {}
+    host_shape = host_block(spec, base)  # cpu devices timed at b = 1's block: their speed's anchor
+    devices = resolve_devices(args.devices, base.precision, args.efficiency, discover=_discover_for(args),
+                              host_shape=host_shape)
+    measured_tokens = {device.name: host_shape.rows for device in devices if device.kind == "cpu"}
     if args.profile:
         from core.training.launcher import apply_profile, load_profile, profiled_names
 
         profile = load_profile(args.profile)
         devices = apply_profile(devices, profile)
         tokens = profile.setup.get("micro_batch_size", 1) * profile.setup.get("seq_len", base.seq_len)
-        measured_tokens = {name: tokens for name in profiled_names(devices, profile)}
+        measured_tokens.update({name: tokens for name in profiled_names(devices, profile)})
     options: dict[int | None, Any] = {}
 
     def build(b: int, m: int) -> Any:

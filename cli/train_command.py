@@ -282,7 +282,8 @@ def _replicas(text: str) -> int | str:
 
 def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
     """A TrainConfig from the command line (core.training.new_run, as the app's Start), and the run directory."""
-    from core.planning.front_door import ModelChoice
+    from core.model.model_spec import resolve_choice
+    from core.planning.front_door import ModelChoice, host_block
     from core.training.launcher import new_run_config, spec_run_devices
 
     model, custom, setup = build_model_and_setup(args)
@@ -291,7 +292,8 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
     plan = _plan_arg(args)
     if options["tensor_parallel"] is None and plan is not None:
         options["tensor_parallel"] = plan.tensor_parallel  # the --plan's t
-    devices = spec_run_devices(_devices(args), setup.precision)  # resolved once: the run gets them typed
+    host_shape = host_block(resolve_choice(choice), setup)  # cpu devices at the host's speed on the model's block
+    devices = spec_run_devices(_devices(args), setup.precision, host_shape)  # resolved once: the run gets them typed
     config = new_run_config(choice, setup, devices, steps=args.steps, **options)
     run_dir = Path(args.run_dir or f"runs/{model}-{time.strftime('%Y%m%d-%H%M%S')}")
     return config, run_dir

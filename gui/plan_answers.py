@@ -236,7 +236,8 @@ class PlanAnswers(QObject):
             self.comparison_changed.emit()  # else it shows with its plan, still waiting to be drawn
 
     def _on_host_measured(self, peak_tflops: float) -> None:
-        self.host_peak_tflops = peak_tflops
+        if peak_tflops != self.host_peak_tflops:  # timed on another model's block: a re-measure's note is stale
+            self.host_peak_tflops, self.host_speed_source = peak_tflops, None
         self.host_speed_changed.emit()
 
     def _on_host_remeasured(self, result: Remeasured | str) -> None:

@@ -6,7 +6,8 @@ The choice is either a device spec as typed on the command line (core.devices.de
 through `resolve_devices`, so the CLI and the app plan on the same devices.
 
 Catalog GPUs are simulated: planned with datasheet speed, run as CPU
-processes. The host's speed is measured; several cpu devices share it.
+processes. The host's speed is measured on the model's block (`host_block`),
+as simulated GPUs run on it; several cpu devices share it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from core.planning.problem import Device
 from core.units import format_bytes
 
 if TYPE_CHECKING:
+    from core.devices.host_speed import BlockShape
     from core.devices.inventory import GpuDevice, Inventory
+    from core.model.model_spec import ModelSpec
+    from core.planning.setup import TrainingSetup
 
 HOST_LINK_GBPS = 10.0  # stage-to-stage copies between processes on one host
 
@@ -54,12 +58,21 @@ class DeviceEntry:
         return self.peak_tflops_bf16 if precision == "bf16" else self.peak_tflops_fp32
 
 
+def host_block(spec: ModelSpec, setup: TrainingSetup) -> BlockShape:
+    """The block the host's speed is measured on for this model and batch shape: one of the
+    model's blocks at the setup's tokens per micro-batch (core.devices.host_speed.BlockShape)."""
+    from core.devices.host_speed import BlockShape
+
+    return BlockShape.of_block(setup.tokens_per_micro_batch, setup.seq_len, *spec.block_widths)
+
+
 def resolve_devices(
     choice: str | Sequence[DeviceEntry],
     precision: str = "bf16",
     efficiency: float | None = None,
     discover: Callable[[], Inventory] | None = None,
     host_peak_tflops: float | None = None,
+    host_shape: BlockShape | None = None,
 ) -> tuple[Device, ...]:
     """Turn the user's device choice into the planner's devices (budget, speed, link).
 
@@ -70,18 +83,20 @@ def resolve_devices(
         discover: returns the inventory of core.devices.inventory (only needed for
             cuda:N and auto); it defaults to core.devices.inventory.discover.
         host_peak_tflops: the host's measured peak (app entries; a spec measures it).
+        host_shape: the block a spec's cpu devices are measured on (`host_block`; None: the
+            default block, where no model is known).
 
     Raises:
         InputError: unknown name, budget above the device's memory, zero budget,
             nothing included, or a GPU of unknown speed.
     """
     if isinstance(choice, str):
-        return _spec_devices(choice, precision, efficiency, discover)
+        return _spec_devices(choice, precision, efficiency, discover, host_shape)
     return _entry_devices(tuple(choice), precision, host_peak_tflops)
 
 
 def _spec_devices(text: str, precision: str, efficiency: float | None,
-                  discover: Callable[[], Inventory] | None) -> tuple[Device, ...]:
+                  discover: Callable[[], Inventory] | None, host_shape: BlockShape | None) -> tuple[Device, ...]:
     catalog = load_catalog()
     efficiency = catalog.default_efficiency if efficiency is None else efficiency
     requests = parse_device_spec(text)
@@ -90,7 +105,7 @@ def _spec_devices(text: str, precision: str, efficiency: float | None,
     for request in requests:
         lowered = base_name(request.name).lower()
         if lowered == "cpu":
-            devices += _host_devices(request, cpu_shares, catalog.cpu_efficiency, precision)
+            devices += _host_devices(request, cpu_shares, catalog.cpu_efficiency, precision, host_shape)
         elif lowered == "auto" or lowered.startswith("cuda:"):
             devices += _discovered_devices(request, precision, efficiency, discover)
         else:
@@ -180,14 +195,15 @@ def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) 
     ]
 
 
-def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float, precision: str) -> list[Device]:
+def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float, precision: str,
+                  shape: BlockShape | None) -> list[Device]:
     import psutil
 
-    from core.devices.host_speed import host_share_tflops, measure_cpu_tflops
+    from core.devices.host_speed import NO_MODEL, host_share_tflops, measure_cpu_tflops
 
     memory = psutil.virtual_memory()
     budget = _checked_budget(request, "cpu", memory.total) if request.budget_bytes else memory.available // shares
-    tflops = host_share_tflops(measure_cpu_tflops(precision), cpu_efficiency, shares)
+    tflops = host_share_tflops(measure_cpu_tflops(precision, shape or NO_MODEL), cpu_efficiency, shares)
     return [_host_device(request.name.lower(), budget, memory.total, tflops) for _ in range(request.count)]
 
 

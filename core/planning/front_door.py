@@ -28,6 +28,7 @@ from core.planning.costs import stage_frozen_bytes
 from core.planning.deferred_reasons import DEFERRED_REASON
 from core.planning.device_resolution import (
     DeviceEntry,
+    host_block,
     parse_device_spec,
     resolve_devices,
     speed_and_source,
@@ -70,7 +71,7 @@ __all__ = [
     # the model choice (core.model)
     "GPT_PRESETS", "GPTSize", "ModelChoice", "ModelSpec", "hf_preset_names", "resolve_choice", "resolve_model",
     # the device choice (core.planning.device_resolution)
-    "DeviceEntry", "parse_device_spec", "resolve_devices", "speed_and_source",
+    "DeviceEntry", "parse_device_spec", "resolve_devices", "host_block", "speed_and_source",
     # setup, problem and plan
     "AUTO", "FINETUNE_METHODS", "INFEASIBLE", "FineTune", "MODES", "OPTIMIZERS", "PRECISIONS", "RUNNABLE_SCHEDULES",
     "SCHEDULES", "TENSOR_PARALLEL_SIZES", "Device", "Plan", "Problem", "StageCost", "TrainingSetup", "load_problem",
@@ -117,7 +118,7 @@ def plan_model(model: ModelChoice | ModelSpec, setup: TrainingSetup,
     """
     spec = resolve_choice(model) if isinstance(model, ModelChoice) else model
     if isinstance(devices, str):
-        planner_devices = resolve_devices(devices, setup.precision)
+        planner_devices = resolve_devices(devices, setup.precision, host_shape=host_block(spec, setup))
     else:
         entries = [d for d in devices if isinstance(d, DeviceEntry)]
         planner_devices = (resolve_devices(entries, setup.precision, host_peak_tflops=host_peak_tflops) if entries

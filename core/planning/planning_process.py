@@ -34,6 +34,8 @@ from core.system.process import exit_with_parent
 if TYPE_CHECKING:
     import networkx as nx
 
+    from core.devices.host_speed import BlockShape
+
 PLANNER_NICENESS = 10
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -55,11 +57,14 @@ def graph_key(model: ModelChoice, setup: TrainingSetup) -> tuple[Any, ...]:
 
 def plan_job(model: ModelChoice, setup: TrainingSetup, devices: tuple[DeviceEntry, ...], solver: str,
              want_graph: bool, milp_time_limit_s: float) -> JobResult:
-    """Plan through the front door (the layer graph is cached in this process between jobs)."""
-    from core.planning.front_door import plan_model
+    """Plan through the front door (the layer graph is cached in this process between jobs); the
+    host timed on the model's block in the setup's precision (cached per machine), shown even unticked."""
+    from core.model.model_spec import resolve_choice
+    from core.planning.front_door import host_block, plan_model
 
-    host_peak = measure_host(setup.precision)  # timed once per machine and precision (cached); shown even unticked
-    planned = plan_model(model, setup, devices, solver, host_peak_tflops=host_peak, time_limit_s=milp_time_limit_s)
+    spec = resolve_choice(model)
+    host_peak = measure_host(setup.precision, host_block(spec, setup))
+    planned = plan_model(spec, setup, devices, solver, host_peak_tflops=host_peak, time_limit_s=milp_time_limit_s)
     return JobResult(planned.spec, planned.graph if want_graph else None, planned.problem, planned.plan, host_peak)
 
 
@@ -73,24 +78,26 @@ def solve_job(problem: Problem, solver: str, spec: ModelSpec, milp_time_limit_s:
         return str(error)
 
 
-_planned_precision = ["bf16"]  # the precision of the last plan job: what a re-measure measures
+_planned_host: list[tuple[str, BlockShape | None]] = [("bf16", None)]  # the last plan job's: what a re-measure times
 
 
-def measure_host(precision: str = "bf16") -> float:
-    """The host's speed in `precision` (core.devices.host_speed); re-measures measure it too."""
-    from core.devices.host_speed import measure_cpu_tflops
+def measure_host(precision: str = "bf16", shape: BlockShape | None = None) -> float:
+    """The host's speed in `precision` on `shape` (the model's block; None: the default block before
+    a model is known; core.devices.host_speed); a re-measure times the same."""
+    from core.devices.host_speed import NO_MODEL, measure_cpu_tflops
 
-    _planned_precision[0] = precision
-    return measure_cpu_tflops(precision)
+    _planned_host[0] = (precision, shape)
+    return measure_cpu_tflops(precision, shape or NO_MODEL)
 
 
 def remeasure_host_job() -> Any:
-    """Time the host again in the last plan's precision, overwrite the cache, and plan with the new
-    figure from now on (core.devices.host_speed.Remeasured). Here, not in the GUI: this process
-    plans, and imports torch."""
-    from core.devices.host_speed import remeasure_host_speed
+    """Time the host again in the last plan's precision and block, overwrite the cache, and plan with
+    the new figure from now on (core.devices.host_speed.Remeasured). Here, not in the GUI: this
+    process plans, and imports torch."""
+    from core.devices.host_speed import NO_MODEL, remeasure_host_speed
 
-    return remeasure_host_speed(precision=_planned_precision[0])
+    precision, shape = _planned_host[0]
+    return remeasure_host_speed(precision=precision, shape=shape or NO_MODEL)
 
 
 def _lower_priority() -> None:

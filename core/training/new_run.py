@@ -31,13 +31,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
 from core.model.config import ModelChoice
 from core.planning.problem import Device
 from core.planning.setup import TrainingSetup
 from core.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from core.devices.host_speed import BlockShape
 
 RUN_PRECISIONS = ("auto", "fp32", "bf16")
 MAX_EVAL_INTERVAL = 50
@@ -75,9 +78,10 @@ def run_precision(asked: str, device_names: Sequence[str]) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def spec_run_devices(spec: str, asked: str = "auto") -> RunDevices:
+def spec_run_devices(spec: str, asked: str = "auto", host_shape: BlockShape | None = None) -> RunDevices:
     """The devices of a spec as typed on the command line (core.devices.device_requests), resolved
-    once at the run's precision (`run_precision(asked, ...)`).
+    once at the run's precision (`run_precision(asked, ...)`), cpu devices at the host's speed on
+    `host_shape` (the model's block: core.planning.device_resolution.host_block).
 
     Raises:
         InputError: a malformed spec, an unknown device, a budget above its memory.
@@ -86,7 +90,7 @@ def spec_run_devices(spec: str, asked: str = "auto") -> RunDevices:
     from core.planning.device_resolution import resolve_devices
 
     precision = run_precision(asked, [request.name for request in parse_device_spec(spec)])
-    return RunDevices(precision, resolve_devices(spec, precision))
+    return RunDevices(precision, resolve_devices(spec, precision, host_shape=host_shape))
 
 
 def planned_precision_request(planned: str) -> str:

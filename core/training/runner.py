@@ -260,7 +260,8 @@ def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device],
     of the model's blocks in the run's precision (cached per machine, docs/design.md "Host speed"),
     shared between the run's processes on this host under the pipeline engine."""
     from core.devices.catalog import load_catalog
-    from core.devices.host_speed import BlockShape, host_speed
+    from core.devices.host_speed import host_speed
+    from core.planning.device_resolution import host_block
     from core.training.engine.pipeline_launch import processes_on_this_node, threads_per_process
     from core.training.execution import is_simulated, plan_executions
 
@@ -274,7 +275,7 @@ def _executions(config: TrainConfig, spec: ModelSpec, devices: Sequence[Device],
         return plan_executions(devices, measured.effective_tflops * measured.shares / shares,
                                f"the profile's host measurement ({measured.threads} threads){split}")
     # one stage process's own speed: measured with its threads, as it runs beside the others
-    shape = BlockShape.of_block(config.setup.tokens_per_micro_batch, config.setup.seq_len, *spec.block_widths)
+    shape = host_block(spec, config.setup)
     threads = threads_per_process(shares) if shares > 1 else None
     speed, efficiency = host_speed(config.setup.precision, shape, threads), load_catalog().cpu_efficiency
     crowded = max(1.0, shares * speed.threads / threads_per_process(1))  # more threads than cores: they take turns

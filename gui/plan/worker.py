@@ -82,7 +82,7 @@ class PlanWorker(QThread):
     planned = Signal(object)  # PlanResult
     compared = Signal(int, object)  # request id, {solver: Plan | reason}
     failed = Signal(int, str)  # request id, one-line reason
-    host_measured = Signal(float)  # the host's peak fp32 TFLOP/s, once (and after each re-measure)
+    host_measured = Signal(float)  # the host's peak TFLOP/s on the planned model's block, whenever it changes
     host_remeasured = Signal(object)  # core.devices.host_speed.Remeasured, or a str: why it failed
 
     def __init__(self, compare_delay_s: float = COMPARE_DELAY_S,
@@ -182,7 +182,7 @@ class PlanWorker(QThread):
             return None
         if job.graph is not None:
             self._graph, self._graph_key = job.graph, key
-        if job.host_peak_tflops is not None and self._host_peak is None:
+        if job.host_peak_tflops is not None and job.host_peak_tflops != self._host_peak:  # another model's block
             self._host_peak = job.host_peak_tflops
             self.host_measured.emit(job.host_peak_tflops)
         self.solves += 1

@@ -44,11 +44,29 @@ def test_gpus_without_bf16_plan_mixed_precision_as_fp16():
 
 
 def test_cpu_devices_share_the_host(monkeypatch):
-    monkeypatch.setattr("core.devices.host_speed.measure_cpu_tflops", lambda precision: 0.2)
+    monkeypatch.setattr("core.devices.host_speed.measure_cpu_tflops", lambda precision, shape: 0.2)
     devices = resolve_devices("2xcpu:2GiB", precision="fp32")
     assert [d.name for d in devices] == ["cpu", "cpu#2"]
     assert [d.budget_bytes for d in devices] == [2 * GiB, 2 * GiB]
     assert devices[0].tflops == pytest.approx(0.1)  # two processes share one host
+
+
+def test_cpu_devices_are_timed_on_the_models_block(monkeypatch):
+    """The host's speed is a block's: the model's where it is known (as simulated GPUs run on the host),
+    the default block before a model is chosen."""
+    from core.devices.host_speed import NO_MODEL, BlockShape
+    from core.model.model_spec import resolve_model
+    from core.planning.device_resolution import host_block
+    from core.planning.setup import TrainingSetup
+
+    timed: list[tuple[str, BlockShape]] = []
+    monkeypatch.setattr("core.devices.host_speed.measure_cpu_tflops",
+                        lambda precision, shape: timed.append((precision, shape)) or 0.2)
+    block = host_block(resolve_model("gpt-micro"), TrainingSetup(micro_batch_size=4, seq_len=128))
+    assert (block.d_model, block.ffn, block.seq) == (384, 1536, 128)  # gpt-micro's widths, its sequences
+    resolve_devices("cpu", precision="bf16", host_shape=block)
+    resolve_devices("cpu", precision="fp32")
+    assert timed == [("bf16", block), ("fp32", NO_MODEL)]
 
 
 def test_budget_units():
