@@ -282,8 +282,7 @@ def _replicas(text: str) -> int | str:
 
 def build_config(args: argparse.Namespace) -> tuple[Any, Path]:
     """A TrainConfig from the command line (core.training.new_run, as the app's Start), and the run directory."""
-    from core.model.model_spec import resolve_choice
-    from core.planning.front_door import ModelChoice, host_block
+    from core.planning.front_door import ModelChoice, host_block, resolve_choice
     from core.training.launcher import new_run_config, spec_run_devices
 
     model, custom, setup = build_model_and_setup(args)

@@ -19,6 +19,7 @@ from core.devices.host_speed import CACHE_FILE as HOST_SPEED_FILE
 from core.devices.host_speed import host_speed, write_cached
 from core.model.graph import _cached_graph, build_layer_graph, graph_cache_key, graph_layers
 from core.model.model_spec import resolve_model
+from core.planning.device_resolution import host_block
 from core.planning.setup import TrainingSetup
 from core.system import disk_cache
 
@@ -167,8 +168,10 @@ def test_a_cached_plan_imports_no_torch_in_the_cli_or_the_apps_planning_process(
     assert "TORCH False TRANSFORMERS False" in warm
     assert _without_times(warm.replace("TORCH False TRANSFORMERS False", "")) == \
         _without_times(cold.replace("TORCH True TRANSFORMERS True", ""))
-    # the app also plans with the host's speed, timed once per machine: here, by this process
-    write_cached(cache / HOST_SPEED_FILE, host_speed("bf16"))  # the job's precision
+    # the app also plans with the host's speed, timed once per machine on the model's block: here, by
+    # this process, in the job's precision on gpt2's block at its setup
+    block = host_block(resolve_model("gpt2"), TrainingSetup(micro_batch_size=1, seq_len=128))
+    write_cached(cache / HOST_SPEED_FILE, host_speed("bf16", block))
     app = run_python(cache, APP_JOB)
     assert "TORCH False" in app, app
 
