@@ -176,9 +176,10 @@ def solve_problem(problem: Any, args: argparse.Namespace, spec: Any, chunked: bo
     return plan, options
 
 
-def speed_sources(problem: Any, args: argparse.Namespace) -> str:
+def speed_sources(problem: Any, args: argparse.Namespace, spec: Any) -> str:
     """Where the TFLOP/s above come from: the profile for the devices it measured, the
-    datasheet or the host's measured figure x efficiency for the others."""
+    datasheet or the host's measured figure (on the model's block, in the plan's precision) x
+    efficiency for the others."""
     from core.devices.inventory import load_catalog
 
     devices = list(problem.devices)
@@ -198,8 +199,10 @@ def speed_sources(problem: Any, args: argparse.Namespace) -> str:
                      + (" (the profile measured none of them)" if args.profile else ""))
     if any(device.kind == "cpu" for device in devices):
         from core.devices.inventory import host_speed
+        from core.planning.front_door import host_block
 
-        speed = host_speed()
+        setup = setup_from_args(args, spec)
+        speed = host_speed(setup.precision, host_block(spec, setup))
         parts.append(f"cpu {speed.peak_tflops:.3g} TFLOP/s {speed.source} x efficiency {catalog.cpu_efficiency:g}")
     return "speeds: " + "; ".join(parts)
 
@@ -356,7 +359,7 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
 
     print(describe_problem(problem, model_name))
     if not args.problem:
-        print(speed_sources(problem, args))
+        print(speed_sources(problem, args, spec))
     print()
     if plan.stages:
         print(stage_table(plan))
