@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.devices.host_speed import measure_cpu_tflops
 from core.devices.inventory import discover
 from core.model.config import ModelChoice
-from core.planning.front_door import plan_model
+from core.planning.front_door import host_block, plan_model, resolve_choice
+from core.planning.planning_process import measure_host
 from core.project import new_project
 from core.training.app_request import run_devices, train_config
 from core.training.launcher import start_run, wait_run
@@ -43,7 +43,8 @@ def app_run(choice: ModelChoice, steps: int, run_dir: Path) -> tuple[Path, str]:
     project = new_project(discover())
     entries = tuple(entry for entry in project.devices if entry.included)
     host = next((entry for entry in entries if entry.kind == "host"), None)
-    peak = measure_cpu_tflops() if host is not None else None
+    # the host as the app's planning process times it: the plan's precision, the model's block
+    peak = measure_host(project.setup.precision, host_block(resolve_choice(choice), project.setup)) if host else None
     planned = plan_model(choice, project.setup, entries, host_peak_tflops=peak).plan
     devices = run_devices(entries, planned, project.setup.precision, peak)
     config = train_config(choice, project.setup, devices, steps)
