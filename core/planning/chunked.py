@@ -33,13 +33,12 @@ from core.units import format_shortfall
 
 MAX_CHUNKS = 4  # interleaving deeper than this gains little and multiplies the sends
 EXHAUSTIVE_LIMIT = 4_000  # placements tried one by one before the search takes over
-
-
 MAX_RUN = 2  # cuts a move shifts together: longer runs cost a sweep O(cuts^2) moves and found no better plans
 STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
 Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
 NO_ZERO_BUBBLE_INFERENCE = ("{label} splits each backward to fill the bubble; inference has none: plan it with "
                             "the interleaved schedule")
+
 
 @functools.lru_cache(maxsize=64)
 def solve_chunked(problem: Problem) -> Plan:

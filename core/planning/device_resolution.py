@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 from core.devices.catalog import load_catalog
 from core.devices.device_requests import DeviceRequest, parse_device_spec
+from core.devices.host_speed import NO_MODEL, BlockShape
 from core.devices.names import base_name, copy_number, numbered, unique_names
 from core.errors import InputError
 from core.planning.problem import Device
 from core.units import format_bytes
 
 if TYPE_CHECKING:
-    from core.devices.host_speed import BlockShape
     from core.devices.inventory import GpuDevice, Inventory
     from core.model.model_spec import ModelSpec
     from core.planning.setup import TrainingSetup
@@ -61,8 +61,6 @@ class DeviceEntry:
 def host_block(spec: ModelSpec, setup: TrainingSetup) -> BlockShape:
     """The block the host's speed is measured on for this model and batch shape: one of the
     model's blocks at the setup's tokens per micro-batch (core.devices.host_speed.BlockShape)."""
-    from core.devices.host_speed import BlockShape
-
     return BlockShape.of_block(setup.tokens_per_micro_batch, setup.seq_len, *spec.block_widths)
 
 
@@ -72,7 +70,7 @@ def resolve_devices(
     efficiency: float | None = None,
     discover: Callable[[], Inventory] | None = None,
     host_peak_tflops: float | None = None,
-    host_shape: BlockShape | None = None,
+    host_shape: BlockShape = NO_MODEL,
 ) -> tuple[Device, ...]:
     """Turn the user's device choice into the planner's devices (budget, speed, link).
 
@@ -83,8 +81,8 @@ def resolve_devices(
         discover: returns the inventory of core.devices.inventory (only needed for
             cuda:N and auto); it defaults to core.devices.inventory.discover.
         host_peak_tflops: the host's measured peak (app entries; a spec measures it).
-        host_shape: the block a spec's cpu devices are measured on (`host_block`; None: the
-            default block, where no model is known).
+        host_shape: the block a spec's cpu devices are measured on (`host_block`; by default
+            NO_MODEL's, where no model is known).
 
     Raises:
         InputError: unknown name, budget above the device's memory, zero budget,
@@ -96,7 +94,7 @@ def resolve_devices(
 
 
 def _spec_devices(text: str, precision: str, efficiency: float | None,
-                  discover: Callable[[], Inventory] | None, host_shape: BlockShape | None) -> tuple[Device, ...]:
+                  discover: Callable[[], Inventory] | None, host_shape: BlockShape) -> tuple[Device, ...]:
     catalog = load_catalog()
     efficiency = catalog.default_efficiency if efficiency is None else efficiency
     requests = parse_device_spec(text)
@@ -196,14 +194,14 @@ def _catalog_devices(request: DeviceRequest, precision: str, efficiency: float) 
 
 
 def _host_devices(request: DeviceRequest, shares: int, cpu_efficiency: float, precision: str,
-                  shape: BlockShape | None) -> list[Device]:
+                  shape: BlockShape) -> list[Device]:
     import psutil
 
-    from core.devices.host_speed import NO_MODEL, host_share_tflops, measure_cpu_tflops
+    from core.devices.host_speed import host_share_tflops, measure_cpu_tflops
 
     memory = psutil.virtual_memory()
     budget = _checked_budget(request, "cpu", memory.total) if request.budget_bytes else memory.available // shares
-    tflops = host_share_tflops(measure_cpu_tflops(precision, shape or NO_MODEL), cpu_efficiency, shares)
+    tflops = host_share_tflops(measure_cpu_tflops(precision, shape), cpu_efficiency, shares)
     return [_host_device(request.name.lower(), budget, memory.total, tflops) for _ in range(request.count)]
 
 

@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.devices.host_speed import NO_MODEL, BlockShape
 from core.errors import InputError
 from core.model.config import ModelChoice
 from core.model.model_spec import ModelSpec
@@ -33,8 +34,6 @@ from core.system.process import exit_with_parent
 
 if TYPE_CHECKING:
     import networkx as nx
-
-    from core.devices.host_speed import BlockShape
 
 PLANNER_NICENESS = 10
 _pool: ProcessPoolExecutor | None = None
@@ -59,8 +58,7 @@ def plan_job(model: ModelChoice, setup: TrainingSetup, devices: tuple[DeviceEntr
              want_graph: bool, milp_time_limit_s: float) -> JobResult:
     """Plan through the front door (the layer graph is cached in this process between jobs); the
     host timed on the model's block in the setup's precision (cached per machine), shown even unticked."""
-    from core.model.model_spec import resolve_choice
-    from core.planning.front_door import host_block, plan_model
+    from core.planning.front_door import host_block, plan_model, resolve_choice
 
     spec = resolve_choice(model)
     host_peak = measure_host(setup.precision, host_block(spec, setup))
@@ -78,26 +76,26 @@ def solve_job(problem: Problem, solver: str, spec: ModelSpec, milp_time_limit_s:
         return str(error)
 
 
-_planned_host: list[tuple[str, BlockShape | None]] = [("bf16", None)]  # the last plan job's: what a re-measure times
+_planned_host: list[tuple[str, BlockShape]] = [("bf16", NO_MODEL)]  # the last plan job's: what a re-measure times
 
 
-def measure_host(precision: str = "bf16", shape: BlockShape | None = None) -> float:
-    """The host's speed in `precision` on `shape` (the model's block; None: the default block before
-    a model is known; core.devices.host_speed); a re-measure times the same."""
-    from core.devices.host_speed import NO_MODEL, measure_cpu_tflops
+def measure_host(precision: str = "bf16", shape: BlockShape = NO_MODEL) -> float:
+    """The host's speed in `precision` on `shape` (the model's block; NO_MODEL's before a model is
+    known; core.devices.host_speed); a re-measure times the same."""
+    from core.devices.host_speed import measure_cpu_tflops
 
     _planned_host[0] = (precision, shape)
-    return measure_cpu_tflops(precision, shape or NO_MODEL)
+    return measure_cpu_tflops(precision, shape)
 
 
 def remeasure_host_job() -> Any:
     """Time the host again in the last plan's precision and block, overwrite the cache, and plan with
     the new figure from now on (core.devices.host_speed.Remeasured). Here, not in the GUI: this
     process plans, and imports torch."""
-    from core.devices.host_speed import NO_MODEL, remeasure_host_speed
+    from core.devices.host_speed import remeasure_host_speed
 
     precision, shape = _planned_host[0]
-    return remeasure_host_speed(precision=precision, shape=shape or NO_MODEL)
+    return remeasure_host_speed(precision=precision, shape=shape)
 
 
 def _lower_priority() -> None:

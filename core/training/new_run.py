@@ -31,16 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.devices.host_speed import NO_MODEL, BlockShape
 from core.errors import InputError
 from core.model.config import ModelChoice
 from core.planning.problem import Device
 from core.planning.setup import TrainingSetup
 from core.training.config import TrainConfig
-
-if TYPE_CHECKING:
-    from core.devices.host_speed import BlockShape
 
 RUN_PRECISIONS = ("auto", "fp32", "bf16")
 MAX_EVAL_INTERVAL = 50
@@ -78,7 +76,7 @@ def run_precision(asked: str, device_names: Sequence[str]) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def spec_run_devices(spec: str, asked: str = "auto", host_shape: BlockShape | None = None) -> RunDevices:
+def spec_run_devices(spec: str, asked: str = "auto", host_shape: BlockShape = NO_MODEL) -> RunDevices:
     """The devices of a spec as typed on the command line (core.devices.device_requests), resolved
     once at the run's precision (`run_precision(asked, ...)`), cpu devices at the host's speed on
     `host_shape` (the model's block: core.planning.device_resolution.host_block).
