@@ -28,13 +28,20 @@ _LOWER_PRECISION = frozenset({
 })
 
 
-_ACTIVE: list[torch.dtype] = []  # the dtypes of the modes entered, innermost last
+_ACTIVE: list[AutocastOnMeta] = []  # the modes entered, innermost last
 
 
 def lower_precision_dtype() -> torch.dtype | None:
     """The dtype an `AutocastOnMeta` in force casts to, or None (for measure's attention stand-in,
     which torch function modes do not see)."""
-    return _ACTIVE[-1] if _ACTIVE else None
+    return _ACTIVE[-1].dtype if _ACTIVE else None
+
+
+def end_autocast_region() -> None:
+    """Drop the weight casts of the modes in force, as torch's autocast drops its cache when a
+    stage's forward (its autocast region) ends: the backward holds only the copies it saved."""
+    for mode in _ACTIVE:
+        mode._casts.clear()
 
 
 class AutocastOnMeta(TorchFunctionMode):
@@ -46,7 +53,7 @@ class AutocastOnMeta(TorchFunctionMode):
         self._casts: dict[int, torch.Tensor] = {}  # autocast's cache: a leaf that needs grad is cast once
 
     def __enter__(self) -> AutocastOnMeta:
-        _ACTIVE.append(self.dtype)
+        _ACTIVE.append(self)
         return super().__enter__()
 
     def __exit__(self, *exc: Any) -> None:

@@ -44,6 +44,7 @@ memory model").
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.errors import InputError
-from core.model.autocast_meta import lower_precision_dtype
+from core.model.autocast_meta import end_autocast_region, lower_precision_dtype
+from core.model.short_run import short_run
 from core.model.transient import WorkingMemory
 
 
@@ -121,9 +123,10 @@ def measure_layers(
     attention as the host CPU runs it, see the module docstring)."""
     chain = layer_chain(model)
     groups = _tied_groups(chain)
-    with _tied_apart(chain):
-        return _measure_chain(model, chain, groups, forward, loss, micro_batch_size, seq_len, train, recompute,
-                              host_kernels)
+    with _tied_apart(chain), short_run(model, _block_list(model), tied_layers=groups) as expand:
+        costs = _measure_chain(model, layer_chain(model), groups, forward, loss, micro_batch_size, seq_len, train,
+                               recompute, host_kernels)
+    return expand(costs)
 
 
 def _measure_chain(model: nn.Module, chain: list[tuple[str, nn.Module]], groups: dict[str, tuple[str, int]],
@@ -133,7 +136,7 @@ def _measure_chain(model: nn.Module, chain: list[tuple[str, nn.Module]], groups:
                    host_kernels: bool) -> list[LayerCost]:
     recorder = _Recorder(model, chain)
     ids = torch.zeros((micro_batch_size, seq_len), dtype=torch.long, device="meta")
-    grad_mode = contextlib.nullcontext() if train else torch.no_grad()
+    grad_mode = contextlib.nullcontext() if train else _without_gradients(model)
     handles = recorder.attach()
     working = WorkingMemory(model, [name for name, _ in chain]) if train else None
     try:
@@ -148,9 +151,11 @@ def _measure_chain(model: nn.Module, chain: list[tuple[str, nn.Module]], groups:
             pack = recorder.pack if working is None else (lambda t: working.pack(recorder.pack(t)))
             with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
                 logits = forward(ids)
+                end_autocast_region()  # the engines run a stage's forward, not its loss, under autocast
                 if train:
                     with recorder.inside(chain[-1][0]):
                         value = loss(logits, ids)
+            recorder.end_of_forward()
             if working is not None:
                 del logits
                 working.backward(value, chain[-1][0])
@@ -187,6 +192,22 @@ def _tied_apart(chain: list[tuple[str, nn.Module]]) -> Iterator[None]:
             module._parameters[attribute] = parameter
 
 
+@contextlib.contextmanager
+def _without_gradients(model: nn.Module) -> Iterator[None]:
+    """Inference: no graph, and no parameter that asks for one (torch's module tracker, under the flop
+    counter, hooks a module's inputs that require grad and fails on a parameter passed as one under
+    no_grad, as Mamba's blocks pass theirs)."""
+    asking = [p for p in model.parameters() if p.requires_grad]
+    for parameter in asking:
+        parameter.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for parameter in asking:
+            parameter.requires_grad_(True)
+
+
 def _unpack(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
@@ -214,6 +235,7 @@ class _Recorder:
         self.calls: list[str] = []  # a name per forward call of a layer, in order
         self.pending: dict[str, int] = {}  # pending_grad_bytes per layer (see the module docstring)
         self._flops_at_start = 0.0
+        self._forward_done = False
 
     def attach(self) -> list[torch.utils.hooks.RemovableHandle]:
         handles = []
@@ -243,8 +265,21 @@ class _Recorder:
         if self.current is not None:
             storage = tensor.untyped_storage()
             if storage._cdata not in self.param_storages:
-                self.saved[self.current][storage._cdata] = storage.nbytes()
+                key = id(storage)
+                if key not in self.saved[self.current]:
+                    # a storage freed before the backward was saved by a graph the step dropped (a router's
+                    # side computation): nothing holds it for the backward, and its address may be reused
+                    weakref.finalize(storage, self._forget, self.current, key)
+                self.saved[self.current][key] = storage.nbytes()
         return tensor
+
+    def end_of_forward(self) -> None:
+        """What is saved now is held until the backward: storages freed from here on are not forgotten."""
+        self._forward_done = True
+
+    def _forget(self, name: str, key: int) -> None:
+        if not self._forward_done:
+            self.saved[name].pop(key, None)
 
     def costs(self, train: bool, recompute: bool, transient: dict[str, int],
               groups: dict[str, tuple[str, int]]) -> list[LayerCost]:
@@ -285,6 +320,9 @@ class _Recorder:
         def hook(module: nn.Module, args: tuple) -> None:
             self.input_bytes.setdefault(name, _first_tensor_bytes(args))
             self.calls.append(name)
+            # a layer's figure holds its own bf16 weight casts only: autocast keeps a stage's unsaved
+            # ones (its biases) through the stage's forward, not priced (docs/design.md, "The layer graph")
+            end_autocast_region()
             self._start(name)
         return hook
 

@@ -37,7 +37,9 @@ class WorkingMemory(TorchDispatchMode):
     def __init__(self, model: nn.Module, names: Sequence[str]):
         super().__init__()
         self.names = tuple(names)
-        self._params = {p.untyped_storage()._cdata for p in model.parameters()}
+        # the model's state: parameters and buffers (an MoE router's bias read through a view is not
+        # working memory of the layer that reads it)
+        self._params = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
         self._model = model
         self._live: dict[int, tuple[int, int, str | None]] = {}  # id(storage) -> (kind, bytes, saving layer)
         self._bytes = [0, 0, 0]

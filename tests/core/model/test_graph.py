@@ -123,6 +123,19 @@ def test_a_local_config_file_is_a_model(tmp_path):
     assert len(graph) == 6  # wte, wpe, 2 blocks, ln_f, lm_head
 
 
+@pytest.mark.slow  # builds a Mamba model on the meta device
+def test_a_model_whose_blocks_take_a_parameter_as_an_input_plans_for_inference(tmp_path):
+    """torch's module tracker (under the flop counter) hooks inputs that require grad and fails on a
+    parameter passed as one under no_grad (Mamba's mixer): inference is measured without gradients."""
+    from tests.core.training.engine.hf_registry_support import tiny_config
+
+    config = tmp_path / "config.json"
+    config.write_text(tiny_config("mamba").to_json_string())
+    graph = build_layer_graph(resolve_model(str(config)), TrainingSetup(seq_len=16, mode="infer"))
+    blocks = [node for node in graph.graph["order"] if graph.nodes[node]["is_block"]]
+    assert len(blocks) == 2 and all(graph.nodes[node]["flops"] > 0 for node in blocks)
+
+
 @pytest.mark.parametrize("model, message", [
     ("gpt-9000", "unknown model"),
     ("missing/config.json", "cannot read"),
