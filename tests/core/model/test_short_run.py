@@ -133,3 +133,25 @@ def test_each_block_takes_the_costs_of_the_measured_block_in_its_position():
     assert [(c.name, c.flops) for c in expanded] == [
         ("embed", 0.0), ("h.0", 10.0), ("h.1", 11.0), ("h.2", 12.0), ("h.3", 12.0), ("h.4", 12.0), ("h.5", 12.0),
         ("h.6", 12.0), ("h.7", 13.0), ("h.8", 14.0), ("lm_head", 99.0)]
+
+
+@pytest.mark.slow  # a tiny llama measured four times with adapters
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_a_model_with_adapters_measured_on_a_short_run_costs_what_it_costs_whole(method, monkeypatch, tmp_path):
+    import json
+
+    from core.model.graph import _measure
+    from core.model.model_spec import resolve_model
+    from core.planning.finetune import FineTune
+    from tests.core.training.engine import hf_registry_support as support
+
+    monkeypatch.setitem(support.SMALL, "num_hidden_layers", 8)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(support.tiny_config("llama").to_dict(), default=str))
+    spec, finetune = resolve_model(str(config)), FineTune(method=method)
+    for precision, recompute in (("fp32", False), ("bf16", True)):
+        short = _measure(spec, precision, True, recompute, 2, 16, finetune)
+        with monkeypatch.context() as whole_run:
+            whole_run.setattr(short_run, "SHORT_RUN", 10 ** 6)
+            whole = _measure(spec, precision, True, recompute, 2, 16, finetune)
+        assert short == whole, (precision, recompute)
