@@ -8,8 +8,9 @@ T = m' * max_r t_r + (sum_r b_r - max_r b_r) / v (core.planning.chunked_costs).
 Small problems are solved exactly by enumeration: every ordered subset of the
 devices (up to interchangeable ones), every allowed v and every cut (status
 optimal). Larger ones are searched: device orders from the 1F1B optimum and by
-budget, cuts started from a split proportional to speed and improved one cut at a
-time; the answer is then `feasible` with its proven gap to the lower bound
+budget, cuts started from a split proportional to speed and improved a run of cuts at
+a time, then two runs apart at once where one alone does not help; the answer is then
+`feasible` with its proven gap to the lower bound
 (perfect balance, no bubble) (docs/design.md, "Chunked schedules").
 """
 
@@ -19,7 +20,7 @@ import functools
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from core.errors import InputError
@@ -36,6 +37,7 @@ EXHAUSTIVE_LIMIT = 4_000  # placements tried one by one before the search takes 
 MAX_RUN = 2  # cuts a move shifts together: longer runs cost a sweep O(cuts^2) moves and found no better plans
 STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
 Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
+Move = tuple[int, int, int]  # (first cut, last cut, layers): a run of neighbouring cuts shifted together
 NO_ZERO_BUBBLE_INFERENCE = ("{label} splits each backward to fill the bubble; inference has none: plan it with "
                             "the interleaved schedule")
 
@@ -273,10 +275,48 @@ def _proportional(problem: Problem, schedule: ChunkedSchedule, ranks: tuple[int,
 
 def _descend(starts: Sequence[ChunkedPlacement], score: Callable[[ChunkedPlacement], Score]) -> None:
     """Improve every start one cut at a time, then the best of them also two cuts at a time (a
-    sweep of those is twice the moves: from every start it cost more than it found)."""
+    sweep of those is twice the moves: from every start it cost more than it found), and by pairs of
+    moves apart where no single move helps (_improved_in_pairs), until neither finds a better one."""
     ends = [_improved(start, score, 1) for start in starts]
     if ends:
-        _improved(min(ends, key=score), score, MAX_RUN)
+        best = _improved(min(ends, key=score), score, MAX_RUN)
+        while (paired := _improved_in_pairs(best, score)) != best:
+            best = _improved(paired, score, MAX_RUN)
+
+
+def _run_moves(placement: ChunkedPlacement, runs: int) -> Iterator[Move]:
+    """Every run move of up to `runs` neighbouring cuts, allowed or not (_allowed)."""
+    for first, extra, step in itertools.product(range(1, len(placement.bounds) - 1), range(runs), STEPS):
+        yield first, first + extra, step
+
+
+def _allowed(placement: ChunkedPlacement, move: Move) -> bool:
+    """The move's cuts exist and every block keeps a layer (the blocks inside the run keep their size)."""
+    first, last, step = move
+    bounds = placement.bounds
+    return last <= len(bounds) - 2 and bounds[first - 1] < bounds[first] + step and bounds[last] + step < bounds[last + 1]
+
+
+def _moved(placement: ChunkedPlacement, *moves: Move) -> ChunkedPlacement:
+    bounds = list(placement.bounds)
+    for first, last, step in moves:
+        for cut in range(first, last + 1):
+            bounds[cut] += step
+    return replace(placement, bounds=tuple(bounds))
+
+
+def _improved_in_pairs(best: ChunkedPlacement, score: Callable[[ChunkedPlacement], Score]) -> ChunkedPlacement:
+    """The first pair of run moves apart from each other that lowers the score, where no single one
+    does: work handed from the slowest rank to the next one through a chunk that then passes it on
+    (two ranks tied at the slowest, each needing its own move to fall)."""
+    moves = [move for move in _run_moves(best, MAX_RUN) if _allowed(best, move)]
+    for i, a in enumerate(moves):
+        for b in moves[i + 1:]:
+            if b[0] > a[1] + 1:  # runs of cuts apart: each block between keeps a layer
+                candidate = _moved(best, a, b)
+                if score(candidate) < score(best):
+                    return candidate
+    return best
 
 
 def _improved(start: ChunkedPlacement, score: Callable[[ChunkedPlacement], Score], runs: int) -> ChunkedPlacement:
@@ -284,18 +324,13 @@ def _improved(start: ChunkedPlacement, score: Callable[[ChunkedPlacement], Score
     two cuts moved together move layers from the block before them to the block after them through
     a block that keeps its size (what a full device in between needs)."""
     best = start
-    cuts = len(best.bounds) - 2
     improved = True
     while improved:
         improved = False
-        for first, extra, step in itertools.product(range(1, cuts + 1), range(runs), STEPS):
-            last = first + extra
-            bounds = list(best.bounds)
-            for cut in range(first, min(last, cuts) + 1):
-                bounds[cut] += step
-            if last > cuts or not (bounds[first - 1] < bounds[first] and bounds[last] < bounds[last + 1]):
+        for move in _run_moves(best, runs):
+            if not _allowed(best, move):
                 continue
-            candidate = replace(best, bounds=tuple(bounds))
+            candidate = _moved(best, move)
             if score(candidate) < score(best):
                 best, improved = candidate, True
     return best
