@@ -293,7 +293,7 @@ def model_spec_from_args(args: argparse.Namespace) -> Any:
 def setup_from_args(args: argparse.Namespace, spec: Any) -> Any:
     from core.planning.front_door import TrainingSetup
 
-    seq = args.seq or min(spec.context_length or 1024, 4096)
+    seq = args.seq or spec.default_seq_len
     return TrainingSetup(mode=args.mode, precision=args.precision, optimizer=args.optimizer,
                          micro_batch_size=args.micro_batch, seq_len=seq, micro_batches=args.micro_batches,
                          schedule=args.schedule, recompute=args.recompute,

@@ -50,6 +50,11 @@ class ModelSpec:
         return config.get("max_position_embeddings") or config.get("n_positions")
 
     @property
+    def default_seq_len(self) -> int:
+        """The sequence a plan uses when none is given: the model's context, at most 4096 (1024 without one)."""
+        return min(self.context_length or 1024, 4096)
+
+    @property
     def block_widths(self) -> tuple[int, int]:
         """(d_model, MLP width) of one block: what the host's speed is measured on (docs/design.md, "Host speed")."""
         if self.gpt is not None:
