@@ -77,6 +77,7 @@ def solve_job(problem: Problem, solver: str, spec: ModelSpec, milp_time_limit_s:
 
 
 _planned_host: list[tuple[str, BlockShape]] = [("bf16", NO_MODEL)]  # the last plan job's: what a re-measure times
+_lowered = False  # the process runs below the GUI's priority once the host is timed
 
 
 def measure_host(precision: str = "bf16", shape: BlockShape = NO_MODEL) -> float:
@@ -85,7 +86,9 @@ def measure_host(precision: str = "bf16", shape: BlockShape = NO_MODEL) -> float
     from core.devices.host_speed import measure_cpu_tflops
 
     _planned_host[0] = (precision, shape)
-    return measure_cpu_tflops(precision, shape)
+    tflops = measure_cpu_tflops(precision, shape)
+    _lower_priority()  # timed at full priority (it plans with that figure); solved below the GUI
+    return tflops
 
 
 def remeasure_host_job() -> Any:
@@ -99,7 +102,11 @@ def remeasure_host_job() -> Any:
 
 
 def _lower_priority() -> None:
-    """Solve at a lower CPU priority: on a busy machine the GUI thread gets the core first."""
+    """Solve at a lower CPU priority: on a busy machine the GUI thread gets the core first (once)."""
+    global _lowered
+    if _lowered:
+        return
+    _lowered = True
     if hasattr(os, "nice"):
         try:
             os.nice(PLANNER_NICENESS)
@@ -113,14 +120,15 @@ def _end_with_the_app() -> None:
 
 
 def _warm_up() -> bool:
-    """Import what every job needs and time the host, so the first plan does not wait;
-    then step down in priority (the host is timed at full priority: it plans with that)."""
+    """Import what every job needs (torch among it), so the first plan does not wait. The host is
+    timed by the first plan, on its model's block: a figure timed here, before the model is known,
+    would be one the first plan does not use (3 s of a core at start-up, the first time)."""
+    import torch  # noqa: F401
+
     import core.model.graph
     import core.model.model_spec
     import core.planning.exact  # noqa: F401
 
-    measure_host()
-    _lower_priority()
     return True
 
 
