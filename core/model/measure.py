@@ -56,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from core.errors import InputError
 from core.model.autocast_meta import end_autocast_region, lower_precision_dtype
-from core.model.short_run import short_run
+from core.model.short_run import as_measured, short_run
 from core.model.transient import WorkingMemory
 
 
@@ -123,10 +123,24 @@ def measure_layers(
     attention as the host CPU runs it, see the module docstring)."""
     chain = layer_chain(model)
     groups = _tied_groups(chain)
-    with _tied_apart(chain), short_run(model, _block_list(model), tied_layers=groups) as expand:
-        costs = _measure_chain(model, layer_chain(model), groups, forward, loss, micro_batch_size, seq_len, train,
-                               recompute, host_kernels)
-    return expand(costs)
+
+    def measured() -> list[LayerCost]:
+        return _measure_chain(model, layer_chain(model), groups, forward, loss, micro_batch_size, seq_len, train,
+                              recompute, host_kernels)
+
+    with _tied_apart(chain):
+        expand: Callable[[list[LayerCost]], list[LayerCost]] | None = None
+        try:
+            with short_run(model, _block_list(model), tied_layers=groups) as expand:
+                costs = measured()
+            return expand(costs)
+        except Exception:
+            if expand is None or expand is as_measured:
+                raise
+            # a forward that counts on all its blocks (none in transformers' registry does): measure them all
+            for parameter in model.parameters():
+                parameter.grad = None
+            return measured()
 
 
 def _measure_chain(model: nn.Module, chain: list[tuple[str, nn.Module]], groups: dict[str, tuple[str, int]],

@@ -11,6 +11,7 @@ own number, and the config's per-layer entries.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -41,16 +42,21 @@ def short_run(
     count, prefix = len(blocks), prefix_of(model, blocks)
     shares_tensors = any(name.startswith(f"{prefix}.") for name in tied_layers)
     if count <= SHORT_RUN or shares_tensors or not all_alike(model, blocks):
-        yield lambda costs: costs
+        yield as_measured
         return
     parent, attribute = next((module, name) for module in model.modules()
                              for name, child in module.named_children() if child is blocks)
     kept = [0, 1, count // 2, count - 2, count - 1]
     parent._modules[attribute] = nn.ModuleList([blocks[index] for index in kept])
     try:
-        yield lambda costs: expanded(costs, prefix, count)
+        yield functools.partial(expanded, prefix=prefix, count=count)
     finally:
         parent._modules[attribute] = blocks
+
+
+def as_measured(costs: list[LayerCost]) -> list[LayerCost]:
+    """The costs of a model measured whole, as they are."""
+    return costs
 
 
 def prefix_of(model: nn.Module, blocks: nn.ModuleList) -> str:

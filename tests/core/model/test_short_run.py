@@ -80,6 +80,21 @@ def test_blocks_that_differ_in_a_setting_or_a_per_layer_entry_are_not_alike():
     assert not short_run.all_alike(model, model.h)
 
 
+def test_a_forward_that_counts_on_all_its_blocks_is_measured_whole():
+    """A forward that runs block 8 by its index fails on the short run: the model is measured whole."""
+    model = meta_gpt(9)
+
+    def forward(idx):
+        x = model.embed(idx)
+        for index in range(9):
+            x = model.h[index](x)
+        return model.lm_head(model.ln_f(x))
+
+    costs = measured(model, forward, True, False, False, whole=False)
+    assert costs == measured(model, model.forward, True, False, False, whole=True)
+    assert block_calls(model, lambda: measured(model, forward, True, False, False, whole=False)) == 5 + 9
+
+
 def test_a_model_of_five_blocks_or_fewer_is_measured_whole():
     model = meta_gpt(5)
     assert block_calls(model, lambda: measured(model, model.forward, True, False, False, whole=False)) == 5
