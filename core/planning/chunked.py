@@ -117,6 +117,8 @@ def _solve_on(problem: Problem, schedule: ChunkedSchedule, replicas: int, optima
         _descend(_starts(problem, schedule, replicas), score)
     if not exhaustive and all(over > 0 for over, _ in scores.values()):
         _descend(_one_f_one_b_shaped(problem, schedule, replicas), score)  # memory binds: starts that fit more
+    if not exhaustive and all(over > 0 for over, _ in scores.values()):
+        _descend(_starts(problem, schedule, replicas, fewer=True), score)  # on fewer devices
     may_start = problem.stage_may_start()
     candidates = [placement for placement in (every if every is not None else scores)
                   if all(may_start[bound] for bound in placement.bounds[1:-1])]
@@ -190,16 +192,23 @@ def all_placements(problem: Problem, schedule: ChunkedSchedule, replicas: int = 
             for cuts in itertools.combinations(range(1, n), v * len(ranks) - 1)]
 
 
-def _starts(problem: Problem, schedule: ChunkedSchedule, replicas: int) -> list[ChunkedPlacement]:
+def _starts(problem: Problem, schedule: ChunkedSchedule, replicas: int, fewer: bool = False
+            ) -> list[ChunkedPlacement]:
     """Search starts: device orders (the 1F1B optimum's, all by budget, all by speed, and each
-    reversed) x v, cut by speed."""
+    reversed) x v, cut by speed; `fewer`: the largest (and the fastest) k devices for each k from 2
+    up, in those orders (where too few layers, torch's constraints or the budgets leave every
+    device out of reach)."""
     devices = problem.devices
+    by_budget = tuple(sorted(range(len(devices)), key=lambda d: -devices[d].budget_bytes))
+    by_speed = tuple(sorted(range(len(devices)), key=lambda d: -devices[d].tflops))
     orders: list[tuple[int, ...]] = []
-    single = _one_f_one_b_order(_one_replica_1f1b(problem, replicas))
-    if len(single) >= 2:
-        orders.append(single)
-    orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].budget_bytes)))
-    orders.append(tuple(sorted(range(len(devices)), key=lambda d: -devices[d].tflops)))
+    if fewer:
+        orders += [order[:k] for k in range(2, len(devices)) for order in (by_budget, by_speed)]
+    else:
+        single = _one_f_one_b_order(_one_replica_1f1b(problem, replicas))
+        if len(single) >= 2:
+            orders.append(single)
+        orders += [by_budget, by_speed]
     orders += [order[::-1] for order in orders]  # the last chunk's rank (the head, the logits) at either end
     kind = [(d.budget_bytes, d.tflops, d.bandwidth_gbps, d.kind) for d in devices]
     alike: dict[tuple[object, ...], tuple[int, ...]] = {}  # one order of each sequence of interchangeable devices

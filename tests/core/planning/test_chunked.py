@@ -361,3 +361,19 @@ def test_a_search_under_zero_0_finds_what_it_finds_under_zero_3_on_one_replica()
     zero_0, zero_3 = (solve_chunked(replace(problem, setup=replace(problem.setup, zero=z))) for z in (0, 3))
     assert zero_0.feasible and zero_3.feasible
     assert zero_0.objective_s <= zero_3.objective_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["zbv", "interleaved"])
+def test_the_search_tries_fewer_devices_where_every_device_is_out_of_reach(schedule):
+    """Nine layers on five alike devices: the 1F1B optimum uses all five, and two chunks a rank need ten
+    layers on five, so every start on all of them is refused; the search then starts on the first few,
+    and finds a plan where brute force does (it answered "infeasible")."""
+    layers = tuple(Layer(f"l{i}", params=2**22, flops=1e12, activation_bytes=2**25, output_bytes=2**24)
+                   for i in range(9))
+    devices = tuple(Device(f"d{j}", budget_bytes=8 * GIB, tflops=100.0, bandwidth_gbps=25.0) for j in range(5))
+    problem = Problem(layers=layers, devices=devices,
+                      setup=Setup(mode="train", bytes_per_param=16, micro_batches=8, schedule=schedule))
+    best = _brute_force(problem)
+    plan = solve_chunked(problem)
+    assert best < float("inf")
+    assert plan.feasible and best <= plan.objective_s * (1 + 1e-12)
