@@ -8,9 +8,10 @@ T = m' * max_r t_r + (sum_r b_r - max_r b_r) / v (core.planning.chunked_costs).
 Small problems are solved exactly by enumeration: every ordered subset of the
 devices (up to interchangeable ones), every allowed v and every cut (status
 optimal). Larger ones are searched: device orders from the 1F1B optimum and by
-budget, cuts started from a split proportional to speed and improved a run of cuts at
-a time, then two runs apart at once where one alone does not help; the answer is then
-`feasible` with its proven gap to the lower bound
+budget (and, where none of those fits, on fewer devices), cuts started from a split
+proportional to speed and improved a run of cuts at a time, then two runs apart at once
+where one alone does not help; the answer is then `feasible` with its proven gap to the
+lower bound
 (perfect balance, no bubble) (docs/design.md, "Chunked schedules").
 """
 
