@@ -24,9 +24,10 @@ from core.planning.setup import TrainingSetup
 from core.system.disk_cache import code_version, package_versions, read_entry, write_entry
 
 # What a graph is measured by: a change to any of these invalidates the disk cache.
-_MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/short_run.py", "core/model/transient.py",
-                   "core/model/gpt.py", "core/model/hf.py", "core/model/hf_meta_routing.py", "core/model/autocast_meta.py",
-                   "core/model/lora.py", "core/model/tensor_parallel_split.py", "core/model/hf_anatomy.py")
+_MEASURING_CODE = ("core/model/graph.py", "core/model/measure.py", "core/model/meta_attention.py",
+                   "core/model/short_run.py", "core/model/transient.py", "core/model/gpt.py", "core/model/hf.py",
+                   "core/model/hf_meta_routing.py", "core/model/autocast_meta.py", "core/model/lora.py",
+                   "core/model/tensor_parallel_split.py", "core/model/hf_anatomy.py")
 _NUMERIC_FIELDS = ("params", "flops", "activation_bytes", "output_bytes", "input_bytes", "tied_params",
                    "transient_bytes", "pending_grad_bytes", "recomputed_bytes")
 

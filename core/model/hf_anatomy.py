@@ -102,7 +102,8 @@ def anatomy_of(config_json: str) -> ModelAnatomy:
 def probe(model: nn.Module, model_type: str) -> ModelAnatomy:
     """Run the meta model once and read its anatomy (see the module docstring)."""
     from core.model.hf import balanced_experts, forward_hf
-    from core.model.measure import _block_list, flash_attention_on_meta, layer_chain, run_order
+    from core.model.measure import _block_list, layer_chain, run_order
+    from core.model.meta_attention import flash_attention_on_meta
 
     chain = layer_chain(model)
     block_ids = {id(block) for block in _block_list(model)}

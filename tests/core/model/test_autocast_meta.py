@@ -6,7 +6,7 @@ import torch
 from core.model.autocast_meta import AutocastOnMeta
 from core.model.config import GPTConfig
 from core.model.gpt import GPT
-from core.model.measure import flash_attention_on_meta
+from core.model.meta_attention import flash_attention_on_meta
 
 CONFIG = GPTConfig(n_layer=2, n_head=2, d_model=64, vocab_size=100, seq_len=32)
 

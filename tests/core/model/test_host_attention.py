@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from core.model.autocast_meta import AutocastOnMeta
-from core.model.measure import flash_attention_on_meta
+from core.model.meta_attention import flash_attention_on_meta
 
 SHAPE = (2, 4, 64, 16)  # batch, heads, tokens, head width
 
