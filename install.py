@@ -11,6 +11,10 @@ Then the system libraries Qt's xcb platform plugin needs (read from the plugin
 with ldd, gui/platform_libs.py): where some are missing and this user can
 (root or password-less sudo, with apt-get), their Debian packages are
 installed; otherwise the one command to run is printed.
+
+Last (the app's install only: the tests keep a cache of their own), the shipped
+models are measured once (`main.py cache --warm`, half a minute), so that the
+first plan of one imports neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -71,7 +75,17 @@ def main() -> int:
     extra = "hf,test" if args.test else "hf"
     pip("-q", "-e", f"{ROOT}[{extra}]")
     system_libraries()  # the app says what is missing at start too; pip's part is done either way
+    if not args.test:
+        warm_cache()
     return 0
+
+
+def warm_cache() -> None:
+    """Measure the shipped models into the cache; a failure costs the first plans time, nothing else."""
+    print("measuring the shipped models once, for fast first plans (main.py cache --warm)", flush=True)
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "cache", "--warm"], check=False)
+    if done.returncode != 0:
+        print("warming the cache failed: plans will measure their model when first asked", flush=True)
 
 
 if __name__ == "__main__":

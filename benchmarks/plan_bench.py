@@ -25,10 +25,12 @@
     llama-2-13b on 8xH100-SXM; T of the best t = 1 plan, megatron-tp and metis over T of the
     exact plan over t; and the issue's Done-when command in a fresh process (median of 3, with
     the load average).
-(f) `main.py plan --model llama-2-70b ...` in a fresh process, cold (empty
-    cache: torch, transformers and measuring) and warm (graph and accelerate's
-    placement from the disk cache): wall and CPU seconds, and whether torch was
-    imported (target warm: under 1.5 s, no torch).
+(f) `main.py plan` of llama-2-70b (inference) and of issue 25's Done-when in a
+    fresh process: cold (empty cache: torch, transformers and measuring),
+    installed (after `cache --warm`, accelerate's answer not cached) and warm
+    (graph and accelerate's placement from the disk cache): wall and CPU
+    seconds, and whether the planning process imported torch (targets: warm
+    under 1.5 s for the 70B, no torch; the Done-when under 2 s).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -183,26 +186,53 @@ def graph_table() -> None:
 
 CACHE_PROBE = """
 import resource, sys, time
-started = time.perf_counter()
 import main
 code = main.main(sys.argv[1:])
 usage = resource.getrusage(resource.RUSAGE_SELF)
-print("PROBE", time.perf_counter() - started, usage.ru_utime + usage.ru_stime, "torch" in sys.modules, code)
+print("PROBE", usage.ru_utime + usage.ru_stime, "torch" in sys.modules, code)
 """
-CACHE_ARGV = ["plan", "--model", "llama-2-70b", "--devices", "3xH200,3xH100-SXM,2xA100-80GB", "--mode", "infer",
-              "--seq", "4096", "--micro-batches", "16"]
+WARM_ONE = """
+import sys
+import core.model.warm_cache as warm
+warm.all_preset_names = lambda: [sys.argv[1]]  # `cache --warm` (install.py) on this model alone
+warm.warm_shipped_models()
+"""
+CACHE_COMMANDS = [  # (label, argv): a 70B in inference, and issue 25's tensor-parallel Done-when
+    ("llama-2-70b infer", ["plan", "--model", "llama-2-70b", "--devices", "3xH200,3xH100-SXM,2xA100-80GB",
+                           "--mode", "infer", "--seq", "4096", "--micro-batches", "16"]),
+    ("llama-2-13b t auto", ["plan", "--model", "llama-2-13b", "--devices", "8xH100-SXM", "--global-batch", "64",
+                            "--seq", "4096", "--tensor-parallel", "auto", "--data-parallel", "auto", "--zero", "1"]),
+]
 
 
 def cache_table(repeats: int) -> None:
-    print("\n(f) plan --model llama-2-70b (report and comparison), fresh process: cold vs warm disk cache")
-    print(f"{'run':<6} {'wall':>8} {'cpu':>8}  torch imported")
+    print("\n(f) plan (report and comparison) in a fresh process: wall from start to exit, CPU of the planning")
+    print("    process; cold = empty cache; installed = after `cache --warm` (install.py), accelerate's answer not")
+    print("    cached (placed in a second process meanwhile); warm = everything cached")
+    print(f"{'command':<19} {'run':<10} {'wall':>8} {'cpu':>8}  torch imported (planning process)")
     root = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory() as cache:
-        for run in ["cold"] + ["warm"] * repeats:
-            out = subprocess.run([sys.executable, "-c", CACHE_PROBE, *CACHE_ARGV], cwd=root, check=True,
-                                 capture_output=True, text=True, env={**os.environ, "ALLOT_CACHE_DIR": cache}).stdout
-            _, wall, cpu, torch, _code = out.strip().splitlines()[-1].split()
-            print(f"{run:<6} {float(wall):>7.2f}s {float(cpu):>7.2f}s  {torch}")
+
+    def probe(cache: str, argv: list[str]) -> tuple[float, float, str]:
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", CACHE_PROBE, *argv], cwd=root, check=False, capture_output=True,
+                             text=True, env={**os.environ, "ALLOT_CACHE_DIR": cache}).stdout
+        wall = time.perf_counter() - started
+        _, cpu, torch, _code = out.strip().splitlines()[-1].split()
+        return wall, float(cpu), torch
+
+    for label, argv in CACHE_COMMANDS:
+        runs = []
+        with tempfile.TemporaryDirectory() as cache:
+            runs.append(("cold", *probe(cache, argv)))
+            runs += [("warm", *probe(cache, argv)) for _ in range(repeats)]
+        with tempfile.TemporaryDirectory() as cache:
+            subprocess.run([sys.executable, "-c", WARM_ONE, argv[2]], cwd=root, check=True,
+                           env={**os.environ, "ALLOT_CACHE_DIR": cache})
+            for _ in range(repeats):
+                shutil.rmtree(Path(cache) / "accelerate", ignore_errors=True)
+                runs.append(("installed", *probe(cache, argv)))
+        for run, wall, cpu, torch in runs:
+            print(f"{label:<19} {run:<10} {wall:>7.2f}s {cpu:>7.2f}s  {torch}")
 
 
 def hybrid_timing_table(repeats: int) -> None:

@@ -163,8 +163,15 @@ def _run(args: argparse.Namespace) -> int:
 def solve_problem(problem: Any, args: argparse.Namespace, spec: Any, chunked: bool = True) -> tuple[Any, Any]:
     """The plan `plan` prints for a problem, with the schedule options it compared (None unless auto;
     `chunked` False: without the chunked schedules, as the micro-batch search ranks each b)."""
-    from core.planning.front_door import best_schedule, schedule_options, solve
+    from core.planning.front_door import (
+        best_schedule,
+        place_accelerate_in_background,
+        schedule_options,
+        solve,
+    )
 
+    if not args.json and not args.no_compare:  # the comparison's accelerate row, meanwhile
+        place_accelerate_in_background(problem, spec)
     options = None
     if args.solver == "exact" and problem.setup.schedule == "auto":
         options = schedule_options(problem, chunked)

@@ -7,11 +7,15 @@ accepts. accelerate and transformers are optional (the `hf` extra).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from core import REPO_ROOT
 from core.errors import InputError
 from core.model.model_spec import ModelSpec
 from core.planning.baselines import weight_bytes_per_param
@@ -20,8 +24,8 @@ from core.planning.plan import FEASIBLE, Plan
 from core.planning.problem import Problem
 
 # What accelerate's answer is computed by: a change invalidates its disk cache entries.
-_PLACING_CODE = ("core/planning/accelerate_baseline.py", "core/model/hf.py", "core/model/gpt.py",
-                 "core/model/measure.py")
+_PLACING_CODE = ("core/planning/accelerate_baseline.py", "core/model/module_tree.py", "core/model/hf.py",
+                 "core/model/gpt.py", "core/model/measure.py")
 
 
 def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
@@ -33,7 +37,7 @@ def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
     if spec is None:
         raise InputError("the accelerate baseline needs a model, not an explicit problem")
     names = [layer.name for layer in problem.layers]
-    placed, elapsed = _placement(problem, spec, names)
+    placed, elapsed = _placement(problem, spec)
     offloaded = [name for name, device in placed.items() if not isinstance(device, int)]
     if offloaded:
         return infeasible_plan(problem, "accelerate", (
@@ -47,33 +51,93 @@ def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
     return plan_from_placement(problem, placement, "accelerate", FEASIBLE, elapsed, zero=0)
 
 
-def _placement(problem: Problem, spec: ModelSpec, names: list[str]) -> tuple[dict[str, Any], float]:
+# Placements started in another process by place_in_background, by cache entry; how it is started.
+_IN_BACKGROUND: dict[str, subprocess.Popen[bytes]] = {}
+_BACKGROUND_WAIT_S = 300.0
+_PLACING_PROCESS = ("-m", "core.planning.accelerate_baseline")
+
+
+def place_in_background(problem: Problem, spec: ModelSpec | None) -> None:
+    """Start accelerate's placement in another process where it is not cached, so that
+    importing torch and accelerate (seconds) overlaps the solve; solve_accelerate takes its answer
+    from the cache. Nothing starts for explicit problems, where the cache is bypassed, or where
+    this process has imported torch already (it measured the model: placing here costs less)."""
+    from core.system.disk_cache import entry_path, is_bypassed, read_entry
+
+    if spec is None or is_bypassed() or _torch_imported():
+        return
+    key = _cache_key(problem, spec)
+    entry = str(entry_path("accelerate", key))
+    if entry in _IN_BACKGROUND or _stored(read_entry("accelerate", key), key) is not None:
+        return
+    request = {field: key[field] for field in ("model", "weight_bytes", "max_memory", "layers")}
+    worker = subprocess.Popen([sys.executable, *_PLACING_PROCESS], cwd=REPO_ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert worker.stdin is not None
+    worker.stdin.write(json.dumps(request).encode())
+    worker.stdin.close()
+    _IN_BACKGROUND[entry] = worker
+
+
+def _torch_imported() -> bool:
+    return "torch" in sys.modules
+
+
+def _placement(problem: Problem, spec: ModelSpec) -> tuple[dict[str, Any], float]:
     """Each layer's device as accelerate places it, and the seconds that took.
 
     The answer depends only on the model, its dtype and the budgets: it is kept
-    in the disk cache (core.system.disk_cache), so a repeated plan needs no torch.
+    in the disk cache (core.system.disk_cache), so a repeated plan needs no torch;
+    a placement started by place_in_background is waited for.
     """
-    from core.system.disk_cache import code_version, package_versions, read_entry, write_entry
+    from core.system.disk_cache import entry_path, read_entry
 
-    weight_bytes = weight_bytes_per_param(problem)
-    key = {"model": spec.identity(),
-           "weight_bytes": weight_bytes, "max_memory": [device.budget_bytes for device in problem.devices],
-           "layers": names, "versions": {**package_versions("torch", "transformers", "accelerate"),
-                                         "allot": code_version(*_PLACING_CODE)}}
-    stored = read_entry("accelerate", key)
-    if isinstance(stored, dict) and isinstance(stored.get("placed"), dict) and set(stored["placed"]) == set(names):
-        return stored["placed"], float(stored.get("elapsed_s", 0.0))
+    key = _cache_key(problem, spec)
+    worker = _IN_BACKGROUND.pop(str(entry_path("accelerate", key)), None)
+    if worker is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.wait(_BACKGROUND_WAIT_S)
+    stored = _stored(read_entry("accelerate", key), key)
+    if stored is not None:
+        return stored
+    return _place(spec, key)
+
+
+def _cache_key(problem: Problem, spec: ModelSpec) -> dict[str, Any]:
+    return _request_key({"model": spec.identity(), "weight_bytes": weight_bytes_per_param(problem),
+                         "max_memory": [device.budget_bytes for device in problem.devices],
+                         "layers": [layer.name for layer in problem.layers]})
+
+
+def _request_key(request: dict[str, Any]) -> dict[str, Any]:
+    """What accelerate's answer depends on: the request, and the versions that compute it."""
+    from core.system.disk_cache import code_version, package_versions
+
+    return {**request, "versions": {**package_versions("torch", "transformers", "accelerate"),
+                                    "allot": code_version(*_PLACING_CODE)}}
+
+
+def _stored(value: Any, key: dict[str, Any]) -> tuple[dict[str, Any], float] | None:
+    if isinstance(value, dict) and isinstance(value.get("placed"), dict) and set(value["placed"]) == set(key["layers"]):
+        return value["placed"], float(value.get("elapsed_s", 0.0))
+    return None
+
+
+def _place(spec: ModelSpec, key: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """Run accelerate.infer_auto_device_map as `key` asks and keep its answer under it."""
+    from core.system.disk_cache import write_entry
+
     try:
         from accelerate import infer_auto_device_map
     except ImportError:
         raise InputError("the accelerate baseline needs accelerate: python3 -m pip install -e '.[hf]'") from None
     started = time.perf_counter()
-    model, block_class = _meta_model(spec, weight_bytes)
-    max_memory = {index: device.budget_bytes for index, device in enumerate(problem.devices)}
+    model, block_class = _meta_model(spec, key["weight_bytes"])
     with _quiet("accelerate.utils.modeling"):  # it warns that the planned GPUs are not in this machine
-        device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=[block_class])
+        device_map = infer_auto_device_map(model, max_memory=dict(enumerate(key["max_memory"])),
+                                           no_split_module_classes=[block_class])
     elapsed = time.perf_counter() - started
-    placed = {name: _device_of(name, device_map) for name in names}
+    placed = {name: _device_of(name, device_map) for name in key["layers"]}
     write_entry("accelerate", key, {"placed": placed, "elapsed_s": elapsed})
     return placed, elapsed
 
@@ -127,13 +191,9 @@ def _meta_model(spec: ModelSpec, weight_bytes: float) -> tuple[Any, str]:
 
         with torch.device("meta"):
             return GPT(spec.gpt).to(dtype), Block.__name__
-    from core.model.hf import build_hf_model_on_meta
-    from core.model.measure import layer_chain
+    from core.model.module_tree import placeable_hf_model
 
-    model = build_hf_model_on_meta(spec.hf_config, dtype)
-    chain = layer_chain(model)
-    blocks = [type(module).__name__ for name, module in chain if name.rsplit(".", 1)[-1].isdigit()]
-    return model, blocks[0] if blocks else ""
+    return placeable_hf_model(spec, dtype)
 
 
 def _device_of(layer: str, device_map: dict[str, Any]) -> Any:
@@ -162,3 +222,19 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _place_request() -> None:
+    """The process place_in_background starts: a request as JSON on stdin, the answer to the cache."""
+    request = json.loads(sys.stdin.read())
+    identity = request["model"]
+    gpt = identity["gpt"]
+    from core.model.config import GPTConfig
+
+    spec = ModelSpec(identity["name"], gpt=GPTConfig(**gpt) if gpt is not None else None,
+                     hf_config_json=json.dumps(identity["hf_config"]) if gpt is None else None)
+    _place(spec, _request_key(request))
+
+
+if __name__ == "__main__":
+    _place_request()

@@ -39,6 +39,9 @@ MAX_RUN = 2  # cuts a move shifts together: longer runs cost a sweep O(cuts^2) m
 STEPS = (-2, -1, 1, 2)  # layers a run of cuts moves at once
 Score = tuple[float, float]  # (bytes over the budgets, step time): the search's order
 Move = tuple[int, int, int]  # (first cut, last cut, layers): a run of neighbouring cuts shifted together
+# The positions (in placement.ranks) of the slowest ranks of a placement, and of the ranks a move changes.
+Slowest = Callable[[ChunkedPlacement], frozenset[int]]
+Touched = Callable[[ChunkedPlacement, Move], frozenset[int]]
 NO_ZERO_BUBBLE_INFERENCE = ("{label} splits each backward to fill the bubble; inference has none: plan it with "
                             "the interleaved schedule")
 
@@ -114,15 +117,26 @@ def _solve_on(problem: Problem, schedule: ChunkedSchedule, replicas: int, optima
             scores[placement] = (costs.over_bytes, costs.step_time_s)
         return scores[placement]
 
+    def slowest(placement: ChunkedPlacement) -> frozenset[int]:
+        times = rank_costs(problem, schedule, placement, sums).time_s  # each rank's costs cached by then
+        return frozenset(r for r, time_s in enumerate(times) if time_s >= max(times) * (1 - 1e-9))
+
+    def touched(placement: ChunkedPlacement, move: Move) -> frozenset[int]:
+        """A run move over cuts first..last changes blocks first - 1 .. last."""
+        p = len(placement.ranks)
+        return frozenset(schedule.rank_of_stage(block, p) for block in range(move[0] - 1, move[1] + 1))
+
+    def descend(starts: Sequence[ChunkedPlacement]) -> None:
+        _descend(starts, score, slowest, touched)
+
     if not exhaustive:
-        _descend(_starts(problem, schedule, replicas), score)
+        descend(_starts(problem, schedule, replicas))
     if not exhaustive and all(over > 0 for over, _ in scores.values()):
-        _descend(_one_f_one_b_shaped(problem, schedule, replicas), score)  # memory binds: starts that fit more
+        descend(_one_f_one_b_shaped(problem, schedule, replicas))  # memory binds: starts that fit more
     if not exhaustive and all(over > 0 for over, _ in scores.values()):
         # on fewer devices: the starts that begin nearer to fitting than any placement on all of them got
         nearest = min((over for over, _ in scores.values()), default=math.inf)
-        _descend([start for start in _starts(problem, schedule, replicas, fewer=True) if score(start)[0] < nearest],
-                 score)
+        descend([start for start in _starts(problem, schedule, replicas, fewer=True) if score(start)[0] < nearest])
     may_start = problem.stage_may_start()
     candidates = [placement for placement in (every if every is not None else scores)
                   if all(may_start[bound] for bound in placement.bounds[1:-1])]
@@ -286,7 +300,8 @@ def _proportional(problem: Problem, schedule: ChunkedSchedule, ranks: tuple[int,
     return ChunkedPlacement(ranks, v, (*bounds, n))
 
 
-def _descend(starts: Sequence[ChunkedPlacement], score: Callable[[ChunkedPlacement], Score]) -> None:
+def _descend(starts: Sequence[ChunkedPlacement], score: Callable[[ChunkedPlacement], Score], slowest: Slowest,
+             touched: Touched) -> None:
     """Improve every start one cut at a time, then the best of them also two cuts at a time (a
     sweep of those is twice the moves: from every start it cost more than it found), and, while it
     fits, by pairs of moves apart where no single move helps (_improved_in_pairs; where nothing fits
@@ -294,7 +309,7 @@ def _descend(starts: Sequence[ChunkedPlacement], score: Callable[[ChunkedPlaceme
     ends = [_improved(start, score, 1) for start in starts]
     if ends:
         best = _improved(min(ends, key=score), score, MAX_RUN)
-        while score(best)[0] == 0 and (paired := _improved_in_pairs(best, score)) != best:
+        while score(best)[0] == 0 and (paired := _improved_in_pairs(best, score, slowest, touched)) != best:
             best = _improved(paired, score, MAX_RUN)
 
 
@@ -319,14 +334,23 @@ def _moved(placement: ChunkedPlacement, *moves: Move) -> ChunkedPlacement:
     return replace(placement, bounds=tuple(bounds))
 
 
-def _improved_in_pairs(best: ChunkedPlacement, score: Callable[[ChunkedPlacement], Score]) -> ChunkedPlacement:
+def _improved_in_pairs(best: ChunkedPlacement, score: Callable[[ChunkedPlacement], Score], slowest: Slowest,
+                       touched: Touched) -> ChunkedPlacement:
     """The first pair of run moves apart from each other that lowers the score, where no single one
-    does: work handed from the slowest rank to the next one through a chunk that then passes it on
-    (two ranks tied at the slowest, each needing its own move to fall)."""
+    does: two ranks tied at the slowest, each needing its own move to fall, or work handed from the
+    slowest rank to another through a chunk that then passes it on. So the pairs tried are those
+    whose first move changes a slowest rank and whose second changes another slowest rank or one
+    the first changed (T is m' times the slowest rank's time and a little more: other pairs move
+    the little more only; docs/design.md, "Chunked schedules")."""
     moves = [move for move in _run_moves(best, MAX_RUN) if _allowed(best, move)]
-    for i, a in enumerate(moves):
-        for b in moves[i + 1:]:
-            if b[0] > a[1] + 1:  # runs of cuts apart: each block between keeps a layer
+    top = slowest(best)
+    reach = {move: touched(best, move) for move in moves}
+    for a in moves:
+        if not reach[a] & top:
+            continue
+        for b in moves:
+            apart = b[0] > a[1] + 1 or a[0] > b[1] + 1  # runs of cuts apart: each block between keeps a layer
+            if apart and reach[b] & (reach[a] | top):
                 candidate = _moved(best, a, b)
                 if score(candidate) < score(best):
                     return candidate

@@ -16,7 +16,7 @@ use are re-exported here, so the modules behind it can move freely.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +172,21 @@ def torch_device_of(device_name: str) -> str:
     """Where a planned device runs: discovered GPUs are named cuda:N; the host
     and simulated catalog GPUs run on the CPU."""
     return device_name if device_name.startswith("cuda:") else "cpu"
+
+
+def place_accelerate_in_background(problem: Problem, spec: ModelSpec | None) -> None:
+    """Start the comparison's accelerate placement in a second process where that saves time
+    (core.planning.accelerate_baseline.place_in_background)."""
+    from core.planning.accelerate_baseline import place_in_background
+
+    place_in_background(problem, spec)
+
+
+def warm_shipped_models(report: Callable[[str], None] | None = None) -> int:
+    """Measure every shipped model into the disk cache (core.model.warm_cache); how many models."""
+    from core.model.warm_cache import warm_shipped_models as warm
+
+    return warm(report) if report is not None else warm()
 
 
 def export_device_map(spec: ModelSpec, plan: Plan, problem: Problem) -> dict[str, Any]:

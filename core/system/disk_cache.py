@@ -1,7 +1,8 @@
 """A small on-disk cache of JSON results, in the user cache dir (cache_root()).
 
 Used for what is slow to recompute and depends only on its inputs: layer
-graphs measured on the meta device, and accelerate's placement of a model.
+graphs measured on the meta device, accelerate's placement of a model, and
+the module trees it is placed by (core.model.module_tree).
 Each entry is one JSON file named by a hash of its key; the file repeats the
 key and a format version, so a hash collision, a half-written file (never
 happens: core.system.durable) or an entry of another version reads as a miss and is
@@ -15,6 +16,7 @@ part of every key: an upgrade never reads a stale entry.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -28,7 +30,7 @@ from core import REPO_ROOT
 
 FORMAT = "allot-cache"
 VERSION = 1
-KINDS = ("graphs", "accelerate")  # the folders `main.py cache --clear` removes
+KINDS = ("graphs", "accelerate", "modules")  # the folders `main.py cache --clear` removes
 CACHE_DIR_ENV = "ALLOT_CACHE_DIR"
 _bypassed = False
 
@@ -57,6 +59,11 @@ def bypassed() -> Iterator[None]:
         yield
     finally:
         _bypassed = before
+
+
+def is_bypassed() -> bool:
+    """Whether entries read as missing now (within `bypassed()`)."""
+    return _bypassed
 
 
 def read_entry(kind: str, key: dict[str, Any]) -> Any | None:
@@ -112,15 +119,21 @@ def cache_summary() -> dict[str, tuple[int, int]]:
 
 def package_versions(*names: str) -> dict[str, str]:
     """Installed versions, read from package metadata (importing nothing)."""
+    return dict(_package_versions(names))
+
+
+@functools.cache  # read once a process: a key is made for every problem a plan builds
+def _package_versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     versions = {}
     for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "none"
-    return versions
+    return tuple(versions.items())
 
 
+@functools.cache  # the source files of a running process do not change under it
 def code_version(*relative_paths: str) -> str:
     """A digest of Allot's own source files that a result depends on."""
     digest = hashlib.sha256()

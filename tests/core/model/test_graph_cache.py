@@ -180,3 +180,45 @@ def _without_times(report: str) -> list[str]:
     """The report less its solve-time lines (they differ run to run)."""
     return [line for line in report.splitlines() if "solved in" not in line and line.strip()]
 
+
+
+WARM_GPT2 = """
+import core.model.warm_cache as warm
+warm.all_preset_names = lambda: ["gpt2"]  # the shipped models' warming, on one of them
+print("WARMED", warm.warm_shipped_models())
+"""
+
+
+@pytest.mark.slow  # gpt2 measured 6 times in one subprocess, then planned in two more
+def test_after_warming_a_first_plan_imports_neither_torch_nor_transformers(cache: Path, tmp_path: Path) -> None:
+    """`cache --warm` (install.py) measures a shipped model's graphs and keeps its module tree:
+    its first plan reads them, and accelerate's column is placed from the tree in a process
+    of its own (core.planning.accelerate_baseline), the same answer as a plan measured from nothing."""
+    assert "WARMED 1" in run_python(cache, WARM_GPT2)
+    argv = ("plan", "--model", "gpt2", "--devices", "A10:4GiB,2xRTX4090:4GiB")
+    first = run_plan(cache, *argv)
+    assert "TORCH False TRANSFORMERS False" in first
+    assert len(entries(cache, "accelerate")) == 1  # written by the placing process
+    unwarmed = run_plan(tmp_path / "another-cache", *argv)
+    assert "TORCH True TRANSFORMERS True" in unwarmed
+    assert any(line.startswith("accelerate ") for line in _without_times(first))
+    assert _without_times(first.replace("TORCH False TRANSFORMERS False", "")) == \
+        _without_times(unwarmed.replace("TORCH True TRANSFORMERS True", ""))
+
+
+def test_cache_warm_measures_through_the_shipped_models_list(cache: Path, capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.model.warm_cache as warm
+
+    monkeypatch.setattr(warm, "all_preset_names", lambda: ["gpt-nano"])
+    assert main.main(["cache", "--warm"]) == 0
+    out = capsys.readouterr().out
+    assert "measured gpt-nano" in out and "warmed 1 shipped models" in out
+    # each mode x micro-batch, at the model's own context: what its first plans ask for
+    assert len(entries(cache)) == len(warm.WARMED_MODES) * len(warm.WARMED_MICRO_BATCHES)
+    setup = TrainingSetup(micro_batch_size=2, seq_len=resolve_model("gpt-nano").default_seq_len, recompute=True)
+    assert disk_cache.read_entry("graphs", graph_cache_key(resolve_model("gpt-nano"), setup.precision, True, True, 2,
+                                                           setup.seq_len)) is not None
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["cache", "--warm", "--clear"])
+    assert exit_info.value.code == 2

@@ -118,3 +118,32 @@ def test_greedy_places_layers_where_real_accelerate_does(embed, blocks, norm, ti
         assert any(not isinstance(d, int) for d in theirs)
     else:
         assert ours == theirs
+
+
+def test_a_placing_process_that_fails_leaves_the_placement_to_this_one(tmp_path, monkeypatch):
+    """accelerate's column placed in a second process (core.planning.accelerate_baseline): where that
+    process writes nothing, the plan places here, the same as with no second process at all."""
+    import core.planning.accelerate_baseline as placing
+    from core.model.model_spec import resolve_model
+    from core.planning.device_resolution import resolve_devices
+    from core.planning.front_door import build_problem
+    from core.planning.setup import TrainingSetup
+    from core.system import disk_cache
+
+    monkeypatch.setenv("ALLOT_CACHE_DIR", str(tmp_path))
+    spec = resolve_model("gpt-nano")
+    setup = TrainingSetup(seq_len=64, precision="fp32")
+    problem = build_problem(spec, setup, resolve_devices("A10:2MiB,A10:2MiB,A10:2MiB", setup.precision))
+    with disk_cache.bypassed():
+        expected = placing.solve_accelerate(problem, spec)
+    monkeypatch.setattr(placing, "_torch_imported", lambda: False)  # as in a plan read from the cache
+    monkeypatch.setattr(placing, "_PLACING_PROCESS", ("-c", "raise SystemExit(3)"))
+    placing.place_in_background(problem, spec)
+    assert len(placing._IN_BACKGROUND) == 1
+    plan = placing.solve_accelerate(problem, spec)
+    assert not placing._IN_BACKGROUND
+    assert [(s.device, s.layers) for s in plan.stages] == [(s.device, s.layers) for s in expected.stages]
+    assert len({s.device for s in plan.stages}) == 3  # the budgets split it (an OOM plan, priced stage by stage)
+    assert len(list((tmp_path / "accelerate").glob("*.json"))) == 1  # written here, once
+    placing.place_in_background(problem, spec)  # cached now: nothing starts
+    assert not placing._IN_BACKGROUND

@@ -330,19 +330,28 @@ def test_a_shared_cache_prices_every_placement_as_a_fresh_one_does(schedule):
 
 def test_the_search_tries_two_run_moves_apart_where_no_single_move_helps():
     """Two ranks tied at the slowest each need a move to fall: a score that only the pair lowers
-    (its target two runs of cuts apart, each run moved by a layer) is reached from the start."""
+    (its target two runs of cuts apart, each run moved by a layer) is reached from the start.
+    Only pairs that change a slowest rank are tried: with the slowest rank one neither move
+    changes, the target is not."""
     from core.planning.chunked import _descend
 
-    start = ChunkedPlacement((0, 1, 2), 2, (0, 2, 4, 6, 8, 10, 12))
-    target = (0, 2, 5, 6, 8, 9, 12)  # cut 2 one layer later, cut 5 one layer earlier
+    start = ChunkedPlacement((0, 1, 2), 2, (0, 2, 4, 6, 8, 10, 12))  # interleaved: block b on rank b % 3
+    target = (0, 2, 5, 6, 8, 9, 12)  # cut 2 one layer later, cut 5 one layer earlier: blocks 1, 2 and 4, 5
 
     def score(placement):
         return (0.0, 0.0 if placement.bounds == target else 1.0, ())
 
+    def touched(placement, move):
+        return frozenset(SCHEDULES["interleaved"].rank_of_stage(b, 3) for b in range(move[0] - 1, move[1] + 1))
+
     assert sum(a != b for a, b in zip(start.bounds, target)) == 2  # no single run of neighbouring cuts reaches it
-    found = []
-    _descend([start], lambda placement: found.append(placement) or score(placement))
-    assert any(placement.bounds == target for placement in found)
+    def reached(slowest_rank):
+        found = []
+        _descend([start], lambda placement: found.append(placement) or score(placement),
+                 lambda placement: frozenset({slowest_rank}), touched)
+        return any(placement.bounds == target for placement in found)
+
+    assert reached(2) and not reached(0)  # blocks 1, 2, 4, 5 run on ranks 1 and 2
 
 
 @pytest.mark.slow  # measures qwen2-7b on the meta device
