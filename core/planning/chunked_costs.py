@@ -113,6 +113,7 @@ class BlockCosts:
         self.problem, self.replicas = problem, replicas  # d: each rank a group of d devices
         self._blocks: dict[tuple[int, int], _Block] = {}
         self._ranks: dict[tuple[object, ...], _Rank] = {}
+        self._stages: dict[tuple[object, ...], tuple[int, ...]] = {}  # a rank's chunks' positions, by (schedule, p, v, r)
 
     def block(self, block: range) -> _Block:
         key = (block.start, block.stop)
@@ -122,13 +123,15 @@ class BlockCosts:
 
     def rank(self, schedule: ChunkedSchedule, placement: ChunkedPlacement, r: int) -> _Rank:
         """Rank r's chunks and totals, which depend on its own blocks alone (and the device order)."""
-        p, v = len(placement.ranks), placement.chunks
-        stages = tuple(schedule.stage_of_chunk(r, c, p) for c in range(v))
-        key = (schedule, placement.ranks, v, r, tuple(placement.bounds[b] for b in stages),
-               tuple(placement.bounds[b + 1] for b in stages))
-        if key not in self._ranks:
-            self._ranks[key] = _priced_rank(self, schedule, placement, r, stages)
-        return self._ranks[key]
+        p, v, bounds = len(placement.ranks), placement.chunks, placement.bounds
+        stages = self._stages.get((schedule, p, v, r))
+        if stages is None:
+            stages = self._stages[schedule, p, v, r] = tuple(schedule.stage_of_chunk(r, c, p) for c in range(v))
+        key = (schedule, placement.ranks, v, r, *[bounds[b] for b in stages], *[bounds[b + 1] for b in stages])
+        found = self._ranks.get(key)
+        if found is None:
+            found = self._ranks[key] = _priced_rank(self, schedule, placement, r, stages)
+        return found
 
     def _priced(self, block: range) -> _Block:
         layers, setup = self.problem.layers, self.problem.setup
