@@ -42,6 +42,13 @@ class ModelSpec:
         return {"name": self.name, "gpt": asdict(self.gpt) if self.gpt is not None else None,
                 "hf_config": self.hf_config if self.gpt is None else None}
 
+    @classmethod
+    def from_identity(cls, identity: dict[str, Any]) -> ModelSpec:
+        """The model that identity() describes (a process handed a model as JSON)."""
+        gpt = identity["gpt"]
+        return cls(identity["name"], gpt=GPTConfig(**gpt) if gpt is not None else None,
+                   hf_config_json=json.dumps(identity["hf_config"]) if gpt is None else None)
+
     @property
     def context_length(self) -> int | None:
         if self.gpt is not None:

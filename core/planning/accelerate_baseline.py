@@ -227,13 +227,7 @@ def _quiet(logger_name: str) -> Iterator[None]:
 def _place_request() -> None:
     """The process place_in_background starts: a request as JSON on stdin, the answer to the cache."""
     request = json.loads(sys.stdin.read())
-    identity = request["model"]
-    gpt = identity["gpt"]
-    from core.model.config import GPTConfig
-
-    spec = ModelSpec(identity["name"], gpt=GPTConfig(**gpt) if gpt is not None else None,
-                     hf_config_json=json.dumps(identity["hf_config"]) if gpt is None else None)
-    _place(spec, _request_key(request))
+    _place(ModelSpec.from_identity(request["model"]), _request_key(request))
 
 
 if __name__ == "__main__":

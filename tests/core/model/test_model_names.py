@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.errors import InputError
@@ -32,3 +34,14 @@ def test_model_lists_sort_numbers_as_numbers():
     assert llama == ["llama-2-7b", "llama-2-13b", "llama-2-70b"]
     assert sorted(["x-70b", "x-7b", "x-13b"], key=natural_key) == ["x-7b", "x-13b", "x-70b"]
     assert all_preset_names()[:2] == ["gpt-nano", "gpt-micro"]
+
+
+@pytest.mark.parametrize("name", ["gpt-nano", "llama-2-7b", "hf/gpt2-xl"])
+def test_a_model_handed_on_as_its_identity_is_the_same_model(name):
+    """A process handed a model as JSON (accelerate's placing process) rebuilds the same model: the
+    same identity, which every disk cache keys on."""
+    from core.model.model_spec import ModelSpec
+
+    spec = resolve_model(name)
+    again = ModelSpec.from_identity(json.loads(json.dumps(spec.identity())))
+    assert again.identity() == spec.identity() and again.name == spec.name and again.gpt == spec.gpt
