@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -120,15 +121,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     choice = None
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Callable[[], Any]] = {}
     if args.global_batch:
         from cli.plan_global_batch import best_without_tensor_parallelism, plan_global_batch
 
         choice, spec, options = plan_global_batch(args, solve_problem)
         problem, plan = choice.problem, choice.plan
-        if not args.json and not args.no_compare:
-            without = best_without_tensor_parallelism(args, choice, solve_problem)
-            overrides = {"exact-t1": replace(without, solver="exact-t1")} if without is not None else {}
+        if choice.problem.setup.tensor_parallel != 1:  # solved with the comparison, after the answer is out
+            overrides = {"exact-t1": lambda: replace(best_without_tensor_parallelism(args, choice, solve_problem),
+                                                     solver="exact-t1")}
         model_name = spec.name
     elif args.problem:
         problem, spec, model_name, solved = _explicit_problem(args), None, None, None
@@ -151,12 +152,12 @@ def _run(args: argparse.Namespace) -> int:
                 "method": problem.setup.finetune}
         print(json.dumps(answer, indent=2))
         return 0 if plan.feasible else 1
-    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options, overrides,
-                  recompute_line if choice is None else None)
     if choice is not None:
         from cli.plan_global_batch import choice_lines
 
-        print(choice_lines(choice, args.global_batch))
+        recompute_line = choice_lines(choice, args.global_batch)
+    _print_report(problem, plan, spec, model_name, compare if not args.no_compare else None, args, options, overrides,
+                  recompute_line)
     return 0 if plan.feasible else 1
 
 
@@ -351,10 +352,11 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, compare: Any,
-                  args: argparse.Namespace, schedules: Any = None, overrides: dict[str, Any] | None = None,
-                  recompute_line: str | None = None) -> None:
-    """The report; `overrides` replace a compared solver's plan (exact-t1: the best over every b);
-    `recompute_line` why recompute auto decided as it did."""
+                  args: argparse.Namespace, schedules: Any = None,
+                  overrides: dict[str, Callable[[], Any]] | None = None, decisions: str | None = None) -> None:
+    """The report, the answer first (a terminal shows it while the comparison is solved); `overrides`
+    make a compared solver's plan (exact-t1: the best over every b); `decisions` why recompute auto
+    decided as it did, or the micro-batch size chosen."""
     from cli.plan_report import (
         comparison_table,
         describe_problem,
@@ -372,8 +374,8 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         print(stage_table(plan))
         print()
     print(summary(plan))
-    if recompute_line:
-        print(recompute_line)
+    if decisions:
+        print(decisions)
     note = host_stage_note(plan, problem)
     if note:
         print(note)
@@ -387,7 +389,9 @@ def _print_report(problem: Any, plan: Any, spec: Any, model_name: str | None, co
         names = SOLVER_NAMES + (TENSOR_PARALLEL_BASELINES if problem.setup.tensor_parallel != 1 else ())
         others = [name for name in names if name != args.solver and not (exact and name in EXACT_NAMES)
                   and name not in (overrides or {})]
-        results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit), **(overrides or {})}
+        sys.stdout.flush()
+        results = {args.solver: plan, **compare(problem, spec, tuple(others), args.time_limit),
+                   **{name: make() for name, make in (overrides or {}).items()}}
         reference = plan if exact else None
         print()
         print(comparison_table({solver_label(name, problem.setup.finetune): answer
