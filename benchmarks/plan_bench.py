@@ -26,17 +26,19 @@
     exact plan over t; and the issue's Done-when command in a fresh process (median of 3, with
     the load average).
 (f) `main.py plan` of llama-2-70b (inference) and of issue 25's Done-when in a
-    fresh process: cold (empty cache: torch, transformers and measuring),
-    installed (after `cache --warm`, accelerate's answer not cached) and warm
-    (graph and accelerate's placement from the disk cache): wall and CPU
-    seconds, and whether the planning process imported torch (targets: warm
-    under 1.5 s for the 70B, no torch; the Done-when under 2 s).
+    fresh process on a pseudo-terminal: cold (empty cache: torch, transformers
+    and measuring), installed (after `cache --warm`, accelerate's answer not
+    cached) and warm (graph and accelerate's placement from the disk cache):
+    when the answer is on screen, when the process exits, CPU seconds, and
+    whether the planning process imported torch (targets: warm under 1.5 s for
+    the 70B, no torch; the Done-when under 2 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -206,19 +208,18 @@ CACHE_COMMANDS = [  # (label, argv): a 70B in inference, and issue 25's tensor-p
 
 
 def cache_table(repeats: int) -> None:
-    print("\n(f) plan (report and comparison) in a fresh process: wall from start to exit, CPU of the planning")
-    print("    process; cold = empty cache; installed = after `cache --warm` (install.py), accelerate's answer not")
-    print("    cached (placed in a second process meanwhile); warm = everything cached")
-    print(f"{'command':<19} {'run':<10} {'wall':>8} {'cpu':>8}  torch imported (planning process)")
+    print("\n(f) plan (report and comparison) in a fresh process on a terminal: when the answer (its 'step time T'")
+    print("    line) is on screen and when the process exits, from its start; CPU of the planning process;")
+    print("    cold = empty cache; installed = after `cache --warm` (install.py), accelerate's answer not cached")
+    print("    (placed in a second process meanwhile); warm = everything cached")
+    print(f"{'command':<19} {'run':<10} {'answer':>8} {'exit':>8} {'cpu':>8}  torch imported (planning process)")
     root = Path(__file__).resolve().parent.parent
 
-    def probe(cache: str, argv: list[str]) -> tuple[float, float, str]:
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CACHE_PROBE, *argv], cwd=root, check=False, capture_output=True,
-                             text=True, env={**os.environ, "ALLOT_CACHE_DIR": cache}).stdout
-        wall = time.perf_counter() - started
+    def probe(cache: str, argv: list[str]) -> tuple[float, float, float, str]:
+        env = {**os.environ, "ALLOT_CACHE_DIR": cache}
+        out, answer, wall = on_terminal([sys.executable, "-c", CACHE_PROBE, *argv], root, env, "step time T")
         _, cpu, torch, _code = out.strip().splitlines()[-1].split()
-        return wall, float(cpu), torch
+        return answer, wall, float(cpu), torch
 
     for label, argv in CACHE_COMMANDS:
         runs = []
@@ -231,8 +232,35 @@ def cache_table(repeats: int) -> None:
             for _ in range(repeats):
                 shutil.rmtree(Path(cache) / "accelerate", ignore_errors=True)
                 runs.append(("installed", *probe(cache, argv)))
-        for run, wall, cpu, torch in runs:
-            print(f"{label:<19} {run:<10} {wall:>7.2f}s {cpu:>7.2f}s  {torch}")
+        for run, answer, wall, cpu, torch in runs:
+            print(f"{label:<19} {run:<10} {answer:>7.2f}s {wall:>7.2f}s {cpu:>7.2f}s  {torch}")
+
+
+def on_terminal(command: list[str], cwd: Path, env: dict[str, str], mark: str) -> tuple[str, float, float]:
+    """Run a command on a pseudo-terminal, as a shell does (stdout line-buffered): (its output, the
+    seconds until `mark` appeared (nan if never), the seconds until it exited)."""
+    import pty
+    import select
+
+    started = time.perf_counter()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, or nothing
+        os.chdir(cwd)
+        os.execvpe(command[0], command, env)
+    output, seen = b"", math.nan
+    while True:
+        if select.select([fd], [], [], 0.01)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the child closed its terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if math.isnan(seen) and mark.encode() in output:
+                seen = time.perf_counter() - started
+    os.waitpid(pid, 0)
+    return output.decode(errors="replace").replace("\r\n", "\n"), seen, time.perf_counter() - started
 
 
 def hybrid_timing_table(repeats: int) -> None:
