@@ -71,11 +71,16 @@ def place_in_background(problem: Problem, spec: ModelSpec | None) -> None:
     if entry in _IN_BACKGROUND or _stored(read_entry("accelerate", key), key) is not None:
         return
     request = {field: key[field] for field in ("model", "weight_bytes", "max_memory", "layers")}
-    worker = subprocess.Popen([sys.executable, *_PLACING_PROCESS], cwd=REPO_ROOT,
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert worker.stdin is not None
-    worker.stdin.write(json.dumps(request).encode())
-    worker.stdin.close()
+    try:  # where it cannot start or dies at once, solve_accelerate places here
+        worker = subprocess.Popen([sys.executable, *_PLACING_PROCESS], cwd=REPO_ROOT,
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert worker.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            worker.stdin.write(json.dumps(request).encode())
+        with contextlib.suppress(BrokenPipeError):
+            worker.stdin.close()
+    except OSError:
+        return
     _IN_BACKGROUND[entry] = worker
 
 
