@@ -2,8 +2,9 @@
 
 accelerate places a model by walking its modules: their names and order, their
 class names (the blocks it must not split), the shape and dtype of every
-parameter and buffer, and which parameters are one tensor (tied weights). It
-reads nothing else. The tree keeps exactly that, so accelerate's placement of
+parameter and buffer, which parameters are one tensor (tied weights) and
+which modules are one module registered under several names. It reads
+nothing else. The tree keeps exactly that, so accelerate's placement of
 the stand-in is its placement of the model (tests compare the two), and a
 model placed once is placed again without importing transformers
 (`placeable_hf_model` keeps trees in the disk cache, core.system.disk_cache).
@@ -11,7 +12,7 @@ model placed once is placed again without importing transformers
     {"class": "LlamaForCausalLM",
      "parameters": [["weight", [32000, 4096], "bfloat16", null], ...],   # name, shape, dtype, tied to
      "buffers": [["inv_freq", [64], "float32", false], ...],             # name, shape, dtype, persistent
-     "children": [["model", {...}], ["lm_head", {...}]]}
+     "children": [["model", {...}], ["lm_head", {...}]]}   # or ["act", {"same_as": "conv.1"}]
 """
 
 from __future__ import annotations
@@ -53,18 +54,19 @@ def placeable_hf_model(spec: ModelSpec, dtype: torch.dtype) -> tuple[nn.Module, 
 
 
 def describe_module_tree(model: nn.Module) -> dict[str, Any]:
-    """The tree of `model` (any device): a tied parameter names the first place it was seen."""
-    first_seen: dict[int, str] = {}
-    return _describe(model, "", first_seen)
+    """The tree of `model` (any device): a tied parameter, or a module registered in more than one
+    place (Phi-4-multimodal's one activation under several names), names the first place it was seen."""
+    return _describe(model, "", {}, {})
 
 
 def rebuild_module_tree(tree: dict[str, Any]) -> nn.Module:
-    """A module on the meta device with the tree's names, class names, tensors and ties."""
-    built: dict[str, nn.Parameter] = {}
-    return _rebuild(tree, "", built, {})
+    """A module on the meta device with the tree's names, class names, tensors, ties and shared modules."""
+    return _rebuild(tree, "", {}, {}, {})
 
 
-def _describe(module: nn.Module, prefix: str, first_seen: dict[int, str]) -> dict[str, Any]:
+def _describe(module: nn.Module, prefix: str, first_seen: dict[int, str],
+              modules_seen: dict[int, str]) -> dict[str, Any]:
+    modules_seen[id(module)] = prefix.removesuffix(".")
     parameters = []
     for name, parameter in module._parameters.items():
         if parameter is None:
@@ -75,14 +77,15 @@ def _describe(module: nn.Module, prefix: str, first_seen: dict[int, str]) -> dic
         first_seen.setdefault(id(parameter), full)
     buffers = [[name, list(buffer.shape), _dtype_name(buffer.dtype), name not in module._non_persistent_buffers_set]
                for name, buffer in module._buffers.items() if buffer is not None]
-    children = [[name, _describe(child, f"{prefix}{name}.", first_seen)]
+    children = [[name, {"same_as": modules_seen[id(child)]} if id(child) in modules_seen
+                 else _describe(child, f"{prefix}{name}.", first_seen, modules_seen)]
                 for name, child in module._modules.items() if child is not None]
     return {"class": type(module).__name__, "parameters": parameters, "buffers": buffers, "children": children}
 
 
 def _rebuild(tree: dict[str, Any], prefix: str, built: dict[str, nn.Parameter],
-             classes: dict[str, type[nn.Module]]) -> nn.Module:
-    module = _stand_in_class(tree["class"], classes)()
+             classes: dict[str, type[nn.Module]], modules: dict[str, nn.Module]) -> nn.Module:
+    module = modules[prefix.removesuffix(".")] = _stand_in_class(tree["class"], classes)()
     for name, shape, dtype, tied_to in tree["parameters"]:
         parameter = built[tied_to] if tied_to is not None else nn.Parameter(
             torch.empty(shape, dtype=_dtype(dtype), device="meta"), requires_grad=False)
@@ -91,7 +94,8 @@ def _rebuild(tree: dict[str, Any], prefix: str, built: dict[str, nn.Parameter],
     for name, shape, dtype, persistent in tree["buffers"]:
         module.register_buffer(name, torch.empty(shape, dtype=_dtype(dtype), device="meta"), persistent=persistent)
     for name, child in tree["children"]:
-        module.add_module(name, _rebuild(child, f"{prefix}{name}.", built, classes))
+        module.add_module(name, modules[child["same_as"]] if "same_as" in child
+                          else _rebuild(child, f"{prefix}{name}.", built, classes, modules))
     return module
 
 

@@ -79,3 +79,31 @@ def test_a_model_placed_once_is_rebuilt_from_the_cache(monkeypatch):
     assert type(again).__module__ == "core.model.module_tree" and block_again == block == "LlamaDecoderLayer"
     with disk_cache.bypassed(), pytest.raises(AssertionError, match="built again"):
         placeable_hf_model(spec, torch.bfloat16)
+
+
+def test_a_module_registered_under_two_names_stays_one_module():
+    """Phi-4-multimodal registers one activation under several names: named_modules lists it once,
+    and accelerate places it once; the stand-in keeps that (a copy each would be placed twice)."""
+
+    class Block(torch.nn.Module):
+        def __init__(self, act: torch.nn.Module):
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 16)
+            self.act = act
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            act = torch.nn.GELU()
+            self.blocks = torch.nn.ModuleList(Block(act) for _ in range(3))
+            self.act = act
+
+    with torch.device("meta"):
+        model = Model()
+    stand_in = rebuild_module_tree(json.loads(json.dumps(describe_module_tree(model))))
+    assert [name for name, _ in stand_in.named_modules()] == [name for name, _ in model.named_modules()]
+    assert stand_in.get_submodule("blocks.0.act") is stand_in.get_submodule("blocks.2.act") is stand_in.act
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    for parts in (0.5, 1.5, 2.5):
+        budgets = [int(total / parts)] * 3
+        assert placed(stand_in, "Block", budgets) == placed(model, "Block", budgets)
