@@ -107,3 +107,31 @@ def test_a_module_registered_under_two_names_stays_one_module():
     for parts in (0.5, 1.5, 2.5):
         budgets = [int(total / parts)] * 3
         assert placed(stand_in, "Block", budgets) == placed(model, "Block", budgets)
+
+
+@pytest.mark.slow  # every supported causal-LM type of transformers' registry, built tiny on meta: about 10 s
+def test_accelerate_places_every_supported_types_stand_in_where_it_places_the_model():
+    """Over resources/hf_coverage.json's supported types (the registry less what Allot refuses)."""
+    import warnings
+
+    from core.model.hf_source import coverage
+    from core.model.measure import layer_chain
+    from tests.core.training.engine.hf_registry_support import tiny_config
+
+    different = []
+    supported = sorted(coverage()["supported"])
+    for model_type in supported:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_hf_model_on_meta(tiny_config(model_type).to_dict(), torch.bfloat16)
+        blocks = [type(module).__name__ for name, module in layer_chain(model) if name.rsplit(".", 1)[-1].isdigit()]
+        stand_in = rebuild_module_tree(json.loads(json.dumps(describe_module_tree(model))))
+        total = sum(p.numel() * p.element_size() for p in model.parameters())
+        for parts in (0.5, 1.6, 3.3, 9.0):
+            budgets = [int(total / parts * (1 + 0.07 * i)) for i in range(4)]
+            block = blocks[0] if blocks else ""
+            if placed(stand_in, block, budgets) != placed(model, block, budgets):
+                different.append((model_type, parts))
+                break
+    assert not different
+    assert len(supported) >= 60
