@@ -64,7 +64,7 @@ def rebuild_module_tree(tree: dict[str, Any]) -> nn.Module:
     return _rebuild(tree, "", {}, {}, {})
 
 
-def _describe(module: nn.Module, prefix: str, first_seen: dict[int, str],
+def _describe(module: nn.Module, prefix: str, parameters_seen: dict[int, str],
               modules_seen: dict[int, str]) -> dict[str, Any]:
     modules_seen[id(module)] = prefix.removesuffix(".")
     parameters = []
@@ -73,12 +73,12 @@ def _describe(module: nn.Module, prefix: str, first_seen: dict[int, str],
             continue
         full = prefix + name
         parameters.append([name, list(parameter.shape), _dtype_name(parameter.dtype),
-                           first_seen.get(id(parameter))])
-        first_seen.setdefault(id(parameter), full)
+                           parameters_seen.get(id(parameter))])
+        parameters_seen.setdefault(id(parameter), full)
     buffers = [[name, list(buffer.shape), _dtype_name(buffer.dtype), name not in module._non_persistent_buffers_set]
                for name, buffer in module._buffers.items() if buffer is not None]
     children = [[name, {"same_as": modules_seen[id(child)]} if id(child) in modules_seen
-                 else _describe(child, f"{prefix}{name}.", first_seen, modules_seen)]
+                 else _describe(child, f"{prefix}{name}.", parameters_seen, modules_seen)]
                 for name, child in module._modules.items() if child is not None]
     return {"class": type(module).__name__, "parameters": parameters, "buffers": buffers, "children": children}
 
