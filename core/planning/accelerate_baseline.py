@@ -55,6 +55,7 @@ def solve_accelerate(problem: Problem, spec: ModelSpec | None) -> Plan:
 _IN_BACKGROUND: dict[str, subprocess.Popen[bytes]] = {}
 _BACKGROUND_WAIT_S = 300.0
 _PLACING_PROCESS = ("-m", "core.planning.accelerate_baseline")
+_ASKED: set[tuple[object, ...]] = set()  # what place_in_background was asked for already, in this process
 
 
 def place_in_background(problem: Problem, spec: ModelSpec | None) -> None:
@@ -66,6 +67,11 @@ def place_in_background(problem: Problem, spec: ModelSpec | None) -> None:
 
     if spec is None or is_bypassed() or _torch_imported():
         return
+    asked = (spec, weight_bytes_per_param(problem), tuple(device.budget_bytes for device in problem.devices),
+             tuple(layer.name for layer in problem.layers))
+    if asked in _ASKED:  # a plan solves many problems of one model and budgets (every b, t, schedule)
+        return
+    _ASKED.add(asked)
     key = _cache_key(problem, spec)
     entry = str(entry_path("accelerate", key))
     if entry in _IN_BACKGROUND or _stored(read_entry("accelerate", key), key) is not None:

@@ -138,6 +138,7 @@ def test_a_placing_process_that_fails_leaves_the_placement_to_this_one(tmp_path,
         expected = placing.solve_accelerate(problem, spec)
     monkeypatch.setattr(placing, "_torch_imported", lambda: False)  # as in a plan read from the cache
     monkeypatch.setattr(placing, "_PLACING_PROCESS", ("-c", "raise SystemExit(3)"))
+    monkeypatch.setattr(placing, "_ASKED", set())
     placing.place_in_background(problem, spec)
     assert len(placing._IN_BACKGROUND) == 1
     plan = placing.solve_accelerate(problem, spec)
@@ -145,5 +146,7 @@ def test_a_placing_process_that_fails_leaves_the_placement_to_this_one(tmp_path,
     assert [(s.device, s.layers) for s in plan.stages] == [(s.device, s.layers) for s in expected.stages]
     assert len({s.device for s in plan.stages}) == 3  # the budgets split it (an OOM plan, priced stage by stage)
     assert len(list((tmp_path / "accelerate").glob("*.json"))) == 1  # written here, once
+    placing.place_in_background(problem, spec)  # asked before: nothing starts
+    placing._ASKED.clear()
     placing.place_in_background(problem, spec)  # cached now: nothing starts
     assert not placing._IN_BACKGROUND
