@@ -16,7 +16,7 @@ use are re-exported here, so the modules behind it can move freely.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from core.errors import InputError
 from core.model.config import GPTSize, ModelChoice
 from core.model.model_spec import ModelSpec, resolve_choice, resolve_model
 from core.model.presets import GPT_PRESETS, hf_preset_names
+from core.model.warm_cache import warm_shipped_models
 from core.planning.costs import stage_frozen_bytes
 from core.planning.deferred_reasons import DEFERRED_REASON
 from core.planning.device_resolution import (
@@ -70,6 +71,7 @@ __all__ = [
     "Planned", "build_problem", "plan_model", "torch_device_of",
     # the model choice (core.model)
     "GPT_PRESETS", "GPTSize", "ModelChoice", "ModelSpec", "hf_preset_names", "resolve_choice", "resolve_model",
+    "warm_shipped_models",
     # the device choice (core.planning.device_resolution)
     "DeviceEntry", "parse_device_spec", "resolve_devices", "host_block", "speed_and_source",
     # setup, problem and plan
@@ -82,6 +84,7 @@ __all__ = [
     "schedule_options", "plan_with_recompute", "DEFERRED_REASON", "choose_micro_batch", "scaled_problem", "graph_is_measured", "speeds_at", "Block", "Simulated", "plan_blocks", "host_stage_note", "host_plan_ticks", "simulated_run_note",
     # exports
     "device_map_json", "divisors", "export_device_map", "plan_json", "torchrun_commands",
+    "place_accelerate_in_background",
 ]
 
 
@@ -180,13 +183,6 @@ def place_accelerate_in_background(problem: Problem, spec: ModelSpec | None) -> 
     from core.planning.accelerate_baseline import place_in_background
 
     place_in_background(problem, spec)
-
-
-def warm_shipped_models(report: Callable[[str], None] | None = None) -> int:
-    """Measure every shipped model into the disk cache (core.model.warm_cache); how many models."""
-    from core.model.warm_cache import warm_shipped_models as warm
-
-    return warm(report) if report is not None else warm()
 
 
 def export_device_map(spec: ModelSpec, plan: Plan, problem: Problem) -> dict[str, Any]:
